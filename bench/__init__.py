@@ -1,0 +1,1 @@
+"""sealchat benchmarks: each measurement next to its ceiling, measured in the same run."""

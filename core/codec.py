@@ -1,0 +1,46 @@
+"""Encoding and decoding of records: strict MessagePack, one rule set for both directions."""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from sealchat.core import limits
+from sealchat.core.errors import LocalProtocolError, RemoteProtocolError
+from sealchat.core.records import RECORD_TYPES, Record
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(
+    Union[RECORD_TYPES]  # type: ignore[arg-type]  # noqa: UP007  (a runtime tuple of types)
+)
+
+
+def encode_record(record: Record) -> bytes:
+    """Encode ``record`` for sending, checking it against the same rules a receiver applies.
+
+    Raises ``LocalProtocolError`` for a record that breaks a field limit or type, or that is
+    larger than one transport message can carry. The check runs the strict decoder over the
+    encoding, so the sender enforces exactly what every receiver enforces.
+    """
+    if not isinstance(record, Record):
+        raise LocalProtocolError(f"not a record: {type(record).__name__}")
+    try:
+        payload = _encoder.encode(record)
+        _decoder.decode(payload)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise LocalProtocolError(f"invalid {type(record).__name__}: {exc}") from None
+    if len(payload) > limits.MAX_RECORD:
+        raise LocalProtocolError(
+            f"{type(record).__name__} encodes to {len(payload)} bytes; "
+            f"at most {limits.MAX_RECORD} fit in one message"
+        )
+    return payload
+
+
+def decode_record(payload: bytes | bytearray | memoryview) -> Record:
+    """Decode one received record; anything malformed is a ``RemoteProtocolError``."""
+    try:
+        return _decoder.decode(payload)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
+        raise RemoteProtocolError(f"undecodable record: {exc}") from None

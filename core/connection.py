@@ -1,0 +1,421 @@
+"""The sans-I/O sealchat connection: bytes in, events out; records in, bytes out.
+
+One ``Connection`` serves one TCP connection, on either side. It never touches a socket, a
+clock or the system's randomness: the transport feeds it bytes with ``receive_data``, asks for
+events with ``next_event``, writes whatever ``data_to_send`` returns, passes the time to
+``handle_timer`` and reports write failures with ``send_failed``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Final, NoReturn
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import limits
+from sealchat.core.codec import decode_record, encode_record
+from sealchat.core.errors import LocalProtocolError, RemoteProtocolError
+from sealchat.core.events import (
+    NEED_DATA,
+    ConnectionClosed,
+    Event,
+    KeysEstablished,
+    NeedData,
+    PeerKeyReceived,
+)
+from sealchat.core.fingerprint import fingerprint
+from sealchat.core.noise import CipherState, HandshakeState, NoiseError
+from sealchat.core.preamble import encode_preamble, parse_preamble
+from sealchat.core.records import Bye, Ping, Pong, Record
+from sealchat.core.role import Role
+from sealchat.core.state import OPEN_STATES, TRANSITIONS, State
+
+NOISE_PROTOCOL: Final = "Noise_XX_25519_AESGCM_SHA256"
+HANDSHAKE_TIMEOUT: Final = 10.0
+KEEPALIVE_INTERVAL: Final = 30.0
+MAX_RECEIVE_BUFFER: Final = 1 << 20
+
+_HEADER: Final = struct.Struct(">I")
+_HEADER_SIZE: Final = _HEADER.size
+_COMPACT_AT: Final = 1 << 16
+
+
+class Connection:
+    """One end of a sealchat connection (see docs/protocol.md for the wire format).
+
+    ``now`` is the creation time on the transport's monotonic clock; the handshake must finish
+    within ``handshake_timeout`` seconds of it. Once open, a peer silent for a whole
+    ``keepalive_interval`` is pinged, and one silent for two is dropped. ``generate_keypair``
+    supplies ephemeral keys (inject a deterministic one in tests). ``rekey_interval`` is part of
+    the wire contract; change it only to exercise rekeying in tests, on both sides.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        static_key: X25519PrivateKey,
+        now: float = 0.0,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        max_receive_buffer: int = MAX_RECEIVE_BUFFER,
+        rekey_interval: int = limits.REKEY_INTERVAL,
+        generate_keypair: Callable[[], X25519PrivateKey] = X25519PrivateKey.generate,
+    ) -> None:
+        if rekey_interval < 1:
+            raise ValueError("rekey_interval must be at least 1")
+        self.role: Final = role
+        self._state = State.START
+        self._preamble = encode_preamble()
+        self._generate_keypair = generate_keypair
+        self._static_key = static_key
+        self._handshake: HandshakeState | None = None
+        self._send_cipher: CipherState | None = None
+        self._recv_cipher: CipherState | None = None
+        self._rekey_interval = rekey_interval
+        self._peer_preamble_seen = False
+
+        self._in = bytearray()
+        self._in_pos = 0
+        self._eof = False
+        self._max_receive_buffer = max_receive_buffer
+        self._out = bytearray()
+        self._pending: deque[Event] = deque()
+        self._closed: ConnectionClosed | None = None
+        self._error: str | None = None
+
+        self._handshake_deadline = now + handshake_timeout
+        self._keepalive_interval = keepalive_interval
+        self._next_keepalive: float | None = None
+        self._heard_since_tick = False
+        self._ping_outstanding = False
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.role.value} {self._state.value}>"
+
+    # --- inspection ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The current state."""
+        return self._state
+
+    @property
+    def peer_public_key(self) -> bytes | None:
+        """The peer's static public key, once message 2 (client) or 3 (server) is read."""
+        return self._handshake.remote_static if self._handshake is not None else None
+
+    # --- handshake ----------------------------------------------------------------------
+
+    def initiate(self) -> None:
+        """Client: queue the preamble and handshake message 1."""
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("only the client initiates")
+        if self._state is not State.START:
+            raise LocalProtocolError(f"initiate() in state {self._state.value}")
+        self._start_handshake(initiator=True, prologue=self._preamble)
+        self._out += self._preamble
+        self._write_handshake()
+
+    def accept_peer(self) -> None:
+        """Client: the server's key is trusted; queue message 3 and open the channel."""
+        if self._state is not State.VERIFY_PEER:
+            raise LocalProtocolError(f"accept_peer() in state {self._state.value}")
+        self._write_handshake()
+        self._finish_handshake()
+
+    def reject_peer(self, reason: str) -> None:
+        """Client: the server's key is not trusted. Nothing more is sent; the connection closes."""
+        if self._state is not State.VERIFY_PEER:
+            raise LocalProtocolError(f"reject_peer() in state {self._state.value}")
+        self._close(reason, clean=False)
+
+    def _start_handshake(self, *, initiator: bool, prologue: bytes) -> None:
+        self._handshake = HandshakeState(
+            NOISE_PROTOCOL,
+            initiator=initiator,
+            prologue=prologue,
+            s=self._static_key,
+            generate_keypair=self._generate_keypair,
+        )
+        self._state = State.HANDSHAKE
+
+    def _write_handshake(self) -> None:
+        assert self._handshake is not None
+        message = self._handshake.write_message(b"")
+        self._out += _HEADER.pack(len(message))
+        self._out += message
+
+    def _finish_handshake(self) -> None:
+        handshake = self._handshake
+        assert handshake is not None
+        assert handshake.finished
+        initiator_cipher, responder_cipher = handshake.split()
+        if self.role is Role.CLIENT:
+            self._send_cipher, self._recv_cipher = initiator_cipher, responder_cipher
+        else:
+            self._send_cipher, self._recv_cipher = responder_cipher, initiator_cipher
+        peer_key = handshake.remote_static
+        assert peer_key is not None
+        self._state = State.LOGIN
+        self._next_keepalive = self._handshake_deadline + self._keepalive_interval
+        self._pending.append(
+            KeysEstablished(
+                peer_key=peer_key,
+                fingerprint=fingerprint(peer_key),
+                handshake_hash=handshake.handshake_hash,
+            )
+        )
+
+    # --- sending ------------------------------------------------------------------------
+
+    def send(self, event: Record) -> None:
+        """Queue ``event`` as one encrypted record. Raises ``LocalProtocolError`` if the record
+        is invalid, not ours to send, or not allowed in the current state."""
+        next_state = TRANSITIONS.get((self._state, type(event)))
+        if next_state is None:
+            raise LocalProtocolError(
+                f"cannot send {type(event).__name__} in state {self._state.value}"
+            )
+        if self.role not in event.sent_by:
+            raise LocalProtocolError(f"a {self.role.value} cannot send {type(event).__name__}")
+        self._send_payload(encode_record(event))
+        self._state = next_state
+        if next_state is State.CLOSED:
+            assert isinstance(event, Bye)
+            self._closed = ConnectionClosed(reason=event.reason, clean=True)
+
+    def _send_payload(self, payload: bytes) -> None:
+        cipher = self._send_cipher
+        assert cipher is not None
+        size = len(payload) + limits.TAG_SIZE
+        out = self._out
+        start = len(out) + _HEADER_SIZE
+        out += _HEADER.pack(size)
+        out.extend(bytes(size))
+        with memoryview(out) as view:
+            cipher.encrypt_into(payload, view[start:])
+        if cipher.nonce % self._rekey_interval == 0:
+            cipher.rekey()
+
+    def data_to_send(self) -> bytes:
+        """All bytes queued since the last call; the transport writes them in one call."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def send_failed(self) -> None:
+        """The transport could not write: the connection is unusable from now on."""
+        self._out.clear()
+        if self._state is not State.ERROR:
+            self._state = State.ERROR
+            self._error = "the transport failed to send"
+
+    # --- receiving ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; ``b""`` means the peer closed its side (EOF)."""
+        if self._eof:
+            raise LocalProtocolError("receive_data() after EOF")
+        if not data:
+            self._eof = True
+            return
+        if self._state in (State.CLOSED, State.ERROR):
+            return  # the session is over: late bytes are not read
+        self._heard_since_tick = True
+        self._in += data
+        if len(self._in) - self._in_pos > self._max_receive_buffer:
+            self._fail("the peer sent more than the receive buffer holds")
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, or ``NEED_DATA``. Peer misbehaviour raises ``RemoteProtocolError``
+        (after queueing a Bye where the channel still works); the connection is then in
+        ``State.ERROR`` and every later call raises the same error."""
+        if self._pending:
+            return self._pending.popleft()
+        state = self._state
+        if state in OPEN_STATES:
+            return self._next_record()
+        if state is State.CLOSED:
+            assert self._closed is not None
+            return self._closed
+        if state is State.ERROR:
+            raise RemoteProtocolError(self._error or "the connection failed")
+        if state is State.VERIFY_PEER:
+            return NEED_DATA
+        if state is State.START and self.role is Role.CLIENT:
+            raise LocalProtocolError("call initiate() before next_event()")
+        try:
+            return self._next_handshake_event()
+        except NoiseError as exc:
+            self._fail(f"handshake failed: {exc}")
+        except RemoteProtocolError as exc:
+            self._fail(str(exc))
+
+    def _next_handshake_event(self) -> Event | NeedData:
+        """Read the peer's preamble and handshake messages as far as the buffer allows."""
+        while True:
+            if not self._peer_preamble_seen:
+                preamble = self._take(limits.PREAMBLE_SIZE)
+                if preamble is None:
+                    return self._need_data("during the handshake")
+                self._peer_preamble_seen = True
+                if self.role is Role.SERVER:
+                    self._out += self._preamble  # sent even on a mismatch: it names our version
+                parse_preamble(preamble, peer=self.role.peer.value)
+                if self.role is Role.SERVER:
+                    self._start_handshake(initiator=False, prologue=preamble)
+                continue
+            bounds = self._frame_bounds()
+            if bounds is None:
+                return self._need_data("during the handshake")
+            message = bytes(self._in[bounds[0] : bounds[1]])
+            self._consume(bounds[1])
+            handshake = self._handshake
+            assert handshake is not None
+            handshake.read_message(message)  # v1 payloads are empty; others are ignored
+            if self.role is Role.CLIENT:
+                peer_key = handshake.remote_static
+                assert peer_key is not None
+                self._state = State.VERIFY_PEER
+                return PeerKeyReceived(public_key=peer_key, fingerprint=fingerprint(peer_key))
+            if handshake.finished:
+                self._finish_handshake()
+                return self._pending.popleft()
+            self._write_handshake()
+
+    def _next_record(self) -> Event | NeedData:
+        try:
+            bounds = self._frame_bounds()
+            if bounds is None:
+                return self._need_data(None)
+            start, end = bounds
+            if end - start < limits.TAG_SIZE:
+                raise RemoteProtocolError("a frame shorter than its authentication tag")
+            cipher = self._recv_cipher
+            assert cipher is not None
+            plaintext = bytearray(end - start - limits.TAG_SIZE)
+            with memoryview(self._in) as view:
+                cipher.decrypt_into(view[start:end], plaintext)
+            self._consume(end)
+            if cipher.nonce % self._rekey_interval == 0:
+                cipher.rekey()
+            record = decode_record(plaintext)
+            next_state = TRANSITIONS.get((self._state, type(record)))
+            if next_state is None:
+                raise RemoteProtocolError(
+                    f"the peer sent {type(record).__name__} in state {self._state.value}"
+                )
+            if self.role.peer not in record.sent_by:
+                raise RemoteProtocolError(
+                    f"a {self.role.peer.value} may not send {type(record).__name__}"
+                )
+        except NoiseError as exc:
+            self._fail(f"decryption failed: {exc}")
+        except RemoteProtocolError as exc:
+            self._fail(str(exc))
+        self._state = next_state
+        if next_state is State.CLOSED:
+            assert isinstance(record, Bye)
+            self._closed = ConnectionClosed(reason=record.reason, clean=True)
+        elif type(record) is Ping:
+            self._send_payload(encode_record(Pong(nonce=record.nonce)))
+        elif type(record) is Pong:
+            self._ping_outstanding = False
+        return record
+
+    def _need_data(self, phase: str | None) -> NeedData | ConnectionClosed:
+        """NEED_DATA, or the end of the connection if the peer has sent EOF."""
+        if not self._eof:
+            return NEED_DATA
+        if phase is not None:
+            raise RemoteProtocolError(f"the peer closed the connection {phase}")
+        if len(self._in) > self._in_pos:
+            raise RemoteProtocolError("the peer closed the connection in the middle of a frame")
+        return self._close("the peer closed the connection without saying goodbye", clean=False)
+
+    def _take(self, size: int) -> bytes | None:
+        """Remove and return exactly ``size`` buffered bytes, or None if fewer are buffered."""
+        start = self._in_pos
+        end = start + size
+        if len(self._in) < end:
+            return None
+        chunk = bytes(self._in[start:end])
+        self._consume(end)
+        return chunk
+
+    def _frame_bounds(self) -> tuple[int, int] | None:
+        """Start and end in the buffer of the next complete frame's Noise message, or None.
+        A bad length is rejected as soon as its 4 bytes are buffered."""
+        buf = self._in
+        start = self._in_pos
+        if len(buf) - start < _HEADER_SIZE:
+            return None
+        (size,) = _HEADER.unpack_from(buf, start)
+        if not 0 < size <= limits.MAX_FRAME:
+            raise RemoteProtocolError(f"frame length {size} is outside 1..{limits.MAX_FRAME}")
+        start += _HEADER_SIZE
+        end = start + size
+        return (start, end) if len(buf) >= end else None
+
+    def _consume(self, end: int) -> None:
+        if end == len(self._in):
+            self._in.clear()
+            self._in_pos = 0
+        elif end > _COMPACT_AT:
+            del self._in[:end]
+            self._in_pos = 0
+        else:
+            self._in_pos = end
+
+    # --- ending -------------------------------------------------------------------------
+
+    def _close(self, reason: str, *, clean: bool) -> ConnectionClosed:
+        self._state = State.CLOSED
+        self._closed = ConnectionClosed(reason=reason, clean=clean)
+        return self._closed
+
+    def _fail(self, reason: str) -> NoReturn:
+        """Enter ERROR, queue a Bye if the channel still works, and raise."""
+        if self._state in OPEN_STATES:
+            with suppress(NoiseError):  # an exhausted nonce: nothing more can be said
+                self._send_payload(encode_record(Bye(reason=reason[: limits.MAX_REASON])))
+        self._state = State.ERROR
+        self._error = reason
+        self._in.clear()
+        self._in_pos = 0
+        raise RemoteProtocolError(reason)
+
+    # --- timers -------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` must next be called, on the clock given as ``now``."""
+        if self._state in (State.START, State.HANDSHAKE, State.VERIFY_PEER):
+            return self._handshake_deadline
+        if self._state in OPEN_STATES:
+            return self._next_keepalive
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Run what is due at ``now``: the handshake deadline or a keepalive tick."""
+        timer = self.get_timer()
+        if timer is None or now < timer:
+            return
+        if self._state not in OPEN_STATES:
+            self._close("the handshake timed out", clean=False)
+            return
+        self._next_keepalive = now + self._keepalive_interval
+        if self._heard_since_tick:
+            self._heard_since_tick = False
+            self._ping_outstanding = False
+        elif self._ping_outstanding:
+            reason = "the peer stopped responding"
+            self._send_payload(encode_record(Bye(reason=reason)))
+            self._close(reason, clean=False)
+        else:
+            self._send_payload(encode_record(Ping()))
+            self._ping_outstanding = True

@@ -1,0 +1,484 @@
+"""Records: the application messages carried inside the encrypted channel.
+
+Each record is one msgspec ``Struct``, encoded as a MessagePack array whose first element is the
+record's tag (``["msg", ...fields]``). The same class is sent on one side and returned by
+``Connection.next_event()`` on the other. Field limits are declared once, in the annotations
+below; the strict decoder enforces them on every record received and ``Connection.send``
+enforces them on every record sent (see ``codec``).
+
+``reprs`` never show passwords, message text, file data or digests: fields named in
+``_hidden`` are shown by length only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+import msgspec
+
+from sealchat.core import limits
+from sealchat.core.role import Role
+
+Meta = msgspec.Meta
+
+UInt = Annotated[int, Meta(ge=0, le=limits.MAX_UINT)]
+Username = Annotated[str, Meta(max_length=limits.MAX_USERNAME)]
+Password = Annotated[str, Meta(max_length=limits.MAX_PASSWORD)]
+RoomName = Annotated[str, Meta(max_length=limits.MAX_ROOM)]
+Text = Annotated[str, Meta(max_length=limits.MAX_TEXT)]
+Reason = Annotated[str, Meta(max_length=limits.MAX_REASON)]
+Code = Annotated[str, Meta(max_length=limits.MAX_CODE)]
+Ident = Annotated[str, Meta(max_length=limits.MAX_ID)]
+FileName = Annotated[str, Meta(max_length=limits.MAX_FILE_NAME)]
+Digest = Annotated[bytes, Meta(min_length=limits.DIGEST_SIZE, max_length=limits.DIGEST_SIZE)]
+ChunkData = Annotated[bytes, Meta(max_length=limits.MAX_CHUNK)]
+Timestamp = Annotated[float, Meta(ge=0)]
+PageSize = Annotated[int, Meta(ge=1, le=limits.MAX_HISTORY_PAGE)]
+
+CLIENT: frozenset[Role] = frozenset({Role.CLIENT})
+SERVER: frozenset[Role] = frozenset({Role.SERVER})
+BOTH: frozenset[Role] = frozenset(Role)
+
+
+def _safe_repr(obj: msgspec.Struct, hidden: frozenset[str]) -> str:
+    parts = []
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        if name in hidden:
+            size = "None" if value is None else f"<{len(value)} {_unit(value)}>"
+            parts.append(f"{name}={size}")
+        else:
+            parts.append(f"{name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
+def _unit(value: object) -> str:
+    return "chars" if isinstance(value, str) else "bytes"
+
+
+class Item(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A value nested inside a record (not a record itself: no tag)."""
+
+    _hidden: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr__(self) -> str:
+        return _safe_repr(self, self._hidden)
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """Base of every record. ``sent_by`` is which roles may send it; ``in_login`` marks the
+    records allowed before the session is authenticated."""
+
+    sent_by: ClassVar[frozenset[Role]] = BOTH
+    in_login: ClassVar[bool] = False
+    _hidden: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr__(self) -> str:
+        return _safe_repr(self, self._hidden)
+
+
+# --- nested items -------------------------------------------------------------------------
+
+
+class FileInfo(Item, kw_only=True):
+    """A stored file as members see it. ``name`` is display text, never a path."""
+
+    _hidden = frozenset({"sha256"})
+
+    file_id: Ident
+    name: FileName
+    size: UInt
+    sha256: Digest
+
+
+class RoomInfo(Item, kw_only=True):
+    """One room in a RoomList."""
+
+    name: RoomName
+    members: UInt = 0
+    joined: bool = False
+
+
+class MemberInfo(Item, kw_only=True):
+    """One member of a room and whether they are online."""
+
+    name: Username
+    online: bool = False
+
+
+# --- session ------------------------------------------------------------------------------
+
+
+class Login(Record, tag="login", kw_only=True):
+    """Client asks to log in. Allowed only before authentication."""
+
+    sent_by = CLIENT
+    in_login = True
+    _hidden = frozenset({"password"})
+
+    username: Username
+    password: Password
+
+
+class Register(Record, tag="register", kw_only=True):
+    """Client asks to create an account and log in (servers may refuse: LoginRejected)."""
+
+    sent_by = CLIENT
+    in_login = True
+    _hidden = frozenset({"password"})
+
+    username: Username
+    password: Password
+
+
+class Authenticated(Record, tag="auth", kw_only=True):
+    """Server: the session is logged in as ``username`` (its canonical spelling)."""
+
+    sent_by = SERVER
+    in_login = True
+
+    username: Username
+
+
+class LoginRejected(Record, tag="rejected", kw_only=True):
+    """Server: login or registration failed; the client may try again after ``retry_after``
+    seconds."""
+
+    sent_by = SERVER
+    in_login = True
+
+    reason: Reason = "invalid username or password"
+    retry_after: Timestamp = 0.0
+
+
+class Ping(Record, tag="ping", kw_only=True):
+    """Either side checks the peer is alive; the connection answers with Pong automatically."""
+
+    in_login = True
+
+    nonce: UInt = 0
+
+
+class Pong(Record, tag="pong", kw_only=True):
+    """The answer to a Ping, echoing its nonce."""
+
+    in_login = True
+
+    nonce: UInt = 0
+
+
+class Bye(Record, tag="bye", kw_only=True):
+    """The explicit end of a session: nothing follows it in either direction."""
+
+    in_login = True
+
+    reason: Reason = ""
+
+
+class Error(Record, tag="error", kw_only=True):
+    """Server: a request failed. ``code`` is machine-readable, ``detail`` is for people and
+    ``ref`` names what failed (a client message id, a room, a transfer)."""
+
+    sent_by = SERVER
+
+    code: Code
+    detail: Reason = ""
+    ref: Ident = ""
+
+
+# --- rooms and presence -------------------------------------------------------------------
+
+
+class JoinRoom(Record, tag="join", kw_only=True):
+    """Client joins ``room``, creating it if it does not exist."""
+
+    sent_by = CLIENT
+
+    room: RoomName
+
+
+class LeaveRoom(Record, tag="leave", kw_only=True):
+    """Client leaves ``room``."""
+
+    sent_by = CLIENT
+
+    room: RoomName
+
+
+class RoomJoined(Record, tag="joined", kw_only=True):
+    """Server: this session's user is now a member of ``room`` (Members follow)."""
+
+    sent_by = SERVER
+
+    room: RoomName
+
+
+class RoomLeft(Record, tag="left", kw_only=True):
+    """Server: this session's user is no longer a member of ``room``."""
+
+    sent_by = SERVER
+
+    room: RoomName
+
+
+class ListRooms(Record, tag="rooms?", kw_only=True):
+    """Client asks for the rooms it can see."""
+
+    sent_by = CLIENT
+
+
+class RoomList(Record, tag="rooms", kw_only=True):
+    """Server: rooms, in pages of at most MAX_LIST; ``more`` on all pages but the last."""
+
+    sent_by = SERVER
+
+    rooms: Annotated[list[RoomInfo], Meta(max_length=limits.MAX_LIST)]
+    more: bool = False
+
+
+class ListMembers(Record, tag="members?", kw_only=True):
+    """Client asks who is in ``room``."""
+
+    sent_by = CLIENT
+
+    room: RoomName
+
+
+class Members(Record, tag="members", kw_only=True):
+    """Server: members of ``room`` with presence, paged like RoomList."""
+
+    sent_by = SERVER
+
+    room: RoomName
+    members: Annotated[list[MemberInfo], Meta(max_length=limits.MAX_LIST)]
+    more: bool = False
+
+
+class Membership(Record, tag="member", kw_only=True):
+    """Server: ``user`` joined (``joined=True``) or left ``room``."""
+
+    sent_by = SERVER
+
+    room: RoomName
+    user: Username
+    joined: bool
+
+
+class Presence(Record, tag="presence", kw_only=True):
+    """Server: ``user`` came online or went offline (sent to those who share a room)."""
+
+    sent_by = SERVER
+
+    user: Username
+    online: bool
+
+
+class OnlineUsers(Record, tag="online", kw_only=True):
+    """Server, after login: who is online among the users this user shares a room with."""
+
+    sent_by = SERVER
+
+    users: Annotated[list[Username], Meta(max_length=limits.MAX_LIST)]
+    more: bool = False
+
+
+class Typing(Record, tag="typing", kw_only=True):
+    """Typing started (``active``) or stopped, in ``room`` or to user ``to``. The server relays
+    it with ``user`` set; it expires 5 s after the last refresh."""
+
+    room: RoomName = ""
+    to: Username = ""
+    user: Username = ""
+    active: bool = True
+
+
+# --- messages and history -----------------------------------------------------------------
+
+
+class Message(Record, tag="msg", kw_only=True):
+    """A chat message to a room (``room``) or a user (``to``), exactly one of them set.
+
+    The client sets ``client_id`` (unique per sender) and ``text``; the server fills ``id``
+    (increasing), ``sender`` and ``ts`` (Unix seconds) when it relays or replays the message.
+    A message announcing a shared file carries ``file``.
+    """
+
+    _hidden = frozenset({"text"})
+
+    text: Text = ""
+    room: RoomName = ""
+    to: Username = ""
+    client_id: Ident = ""
+    id: UInt = 0
+    sender: Username = ""
+    ts: Timestamp = 0.0
+    file: FileInfo | None = None
+
+
+class MessageAck(Record, tag="ack", kw_only=True):
+    """Server: the message ``client_id`` is stored as ``id`` at ``ts``."""
+
+    sent_by = SERVER
+
+    client_id: Ident
+    id: UInt
+    ts: Timestamp
+
+
+class Delivered(Record, tag="seen", kw_only=True):
+    """Client: every message with an id up to ``up_to`` has reached this user; the server
+    replays only later ones after the next login."""
+
+    sent_by = CLIENT
+
+    up_to: UInt
+
+
+class HistoryRequest(Record, tag="history?", kw_only=True):
+    """Client asks for up to ``limit`` messages of ``room`` (or of the direct conversation with
+    ``peer``) with ids below ``before`` (0: the newest)."""
+
+    sent_by = CLIENT
+
+    room: RoomName = ""
+    peer: Username = ""
+    before: UInt = 0
+    limit: PageSize = 50
+
+
+class HistoryEnd(Record, tag="history", kw_only=True):
+    """Server: the Message records of a history reply (or of the missed-message replay after
+    login, with ``room`` and ``peer`` empty) have all been sent; ``more`` if older ones exist."""
+
+    sent_by = SERVER
+
+    room: RoomName = ""
+    peer: Username = ""
+    more: bool = False
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+class FileOffer(Record, tag="file", kw_only=True):
+    """Start of a file stream identified by ``transfer`` (chosen by the client).
+
+    Client → server: upload ``name`` (display text) of ``size`` bytes with digest ``sha256``
+    to ``room`` or user ``to``. Server → client: the answer to a FileRequest, describing the
+    stored file ``file_id`` whose chunks follow from ``offset``.
+    """
+
+    _hidden = frozenset({"sha256"})
+
+    transfer: UInt
+    name: FileName
+    size: UInt
+    sha256: Digest
+    room: RoomName = ""
+    to: Username = ""
+    file_id: Ident = ""
+    offset: UInt = 0
+
+
+class FileAccept(Record, tag="file-ok", kw_only=True):
+    """Server: send the upload's chunks from ``offset`` (non-zero when resuming)."""
+
+    sent_by = SERVER
+
+    transfer: UInt
+    file_id: Ident
+    offset: UInt = 0
+
+
+class FileReject(Record, tag="file-no", kw_only=True):
+    """Either side refuses or aborts transfer ``transfer``."""
+
+    transfer: UInt
+    reason: Reason = ""
+
+
+class FileRequest(Record, tag="file?", kw_only=True):
+    """Client asks to download ``file_id`` from ``offset`` as transfer ``transfer``."""
+
+    sent_by = CLIENT
+
+    transfer: UInt
+    file_id: Ident
+    offset: UInt = 0
+
+
+class FileChunk(Record, tag="chunk", kw_only=True):
+    """``data`` of transfer ``transfer`` starting at byte ``offset``; chunks come in order."""
+
+    _hidden = frozenset({"data"})
+
+    transfer: UInt
+    offset: UInt
+    data: ChunkData
+
+
+class FileComplete(Record, tag="file-end", kw_only=True):
+    """All chunks of ``transfer`` are sent; ``sha256`` is the whole file's digest."""
+
+    _hidden = frozenset({"sha256"})
+
+    transfer: UInt
+    sha256: Digest
+
+
+class ListFiles(Record, tag="files?", kw_only=True):
+    """Client asks for the files shared in ``room`` or with ``peer``."""
+
+    sent_by = CLIENT
+
+    room: RoomName = ""
+    peer: Username = ""
+
+
+class FileList(Record, tag="files", kw_only=True):
+    """Server: shared files, paged like RoomList."""
+
+    sent_by = SERVER
+
+    room: RoomName = ""
+    peer: Username = ""
+    files: Annotated[list[FileInfo], Meta(max_length=limits.MAX_LIST)]
+    more: bool = False
+
+
+RECORD_TYPES: tuple[type[Record], ...] = (
+    Login,
+    Register,
+    Authenticated,
+    LoginRejected,
+    Ping,
+    Pong,
+    Bye,
+    Error,
+    JoinRoom,
+    LeaveRoom,
+    RoomJoined,
+    RoomLeft,
+    ListRooms,
+    RoomList,
+    ListMembers,
+    Members,
+    Membership,
+    Presence,
+    OnlineUsers,
+    Typing,
+    Message,
+    MessageAck,
+    Delivered,
+    HistoryRequest,
+    HistoryEnd,
+    FileOffer,
+    FileAccept,
+    FileReject,
+    FileRequest,
+    FileChunk,
+    FileComplete,
+    ListFiles,
+    FileList,
+)
+"""Every record type of protocol v1, in the order docs/protocol.md lists them."""

@@ -1,0 +1,47 @@
+"""Development sessions: tests, lint, typecheck, bench."""
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+
+TYPED = ["core", "transports"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite with branch coverage; core/ must stay at or above 90%."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python",
+        "-bb",
+        "-m",
+        "pytest",
+        "--cov=sealchat",
+        "--cov-branch",
+        "--cov-report=term",
+        *session.posargs,
+    )
+    session.run("coverage", "report", "--include=core/*", "--fail-under=90", "--skip-covered")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the core and the transports."""
+    session.install("-e", ".", "mypy")
+    session.run("mypy", "--strict", *TYPED)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, each next to the ceiling it is measured against in the same run."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bench", *session.posargs)
