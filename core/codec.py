@@ -12,7 +12,7 @@ from sealchat.core.records import RECORD_TYPES, Record
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(
-    Union[RECORD_TYPES]  # type: ignore[arg-type]  # noqa: UP007  (a runtime tuple of types)
+    Union[RECORD_TYPES]  # noqa: UP007  (Union over a runtime tuple of types)
 )
 
 

@@ -41,7 +41,6 @@ MAX_RECEIVE_BUFFER: Final = 1 << 20
 
 _HEADER: Final = struct.Struct(">I")
 _HEADER_SIZE: Final = _HEADER.size
-_COMPACT_AT: Final = 1 << 16
 
 
 class Connection:
@@ -79,11 +78,11 @@ class Connection:
         self._rekey_interval = rekey_interval
         self._peer_preamble_seen = False
 
-        self._in = bytearray()
+        self._in = b""
         self._in_pos = 0
         self._eof = False
         self._max_receive_buffer = max_receive_buffer
-        self._out = bytearray()
+        self._out: list[bytes | bytearray] = []
         self._pending: deque[Event] = deque()
         self._closed: ConnectionClosed | None = None
         self._error: str | None = None
@@ -118,7 +117,7 @@ class Connection:
         if self._state is not State.START:
             raise LocalProtocolError(f"initiate() in state {self._state.value}")
         self._start_handshake(initiator=True, prologue=self._preamble)
-        self._out += self._preamble
+        self._out.append(self._preamble)
         self._write_handshake()
 
     def accept_peer(self) -> None:
@@ -147,8 +146,7 @@ class Connection:
     def _write_handshake(self) -> None:
         assert self._handshake is not None
         message = self._handshake.write_message(b"")
-        self._out += _HEADER.pack(len(message))
-        self._out += message
+        self._out += (_HEADER.pack(len(message)), message)
 
     def _finish_handshake(self) -> None:
         handshake = self._handshake
@@ -193,18 +191,16 @@ class Connection:
         cipher = self._send_cipher
         assert cipher is not None
         size = len(payload) + limits.TAG_SIZE
-        out = self._out
-        start = len(out) + _HEADER_SIZE
-        out += _HEADER.pack(size)
-        out.extend(bytes(size))
-        with memoryview(out) as view:
-            cipher.encrypt_into(payload, view[start:])
+        frame = bytearray(_HEADER_SIZE + size)
+        _HEADER.pack_into(frame, 0, size)
+        cipher.encrypt_into(payload, memoryview(frame)[_HEADER_SIZE:])
+        self._out.append(frame)
         if cipher.nonce % self._rekey_interval == 0:
             cipher.rekey()
 
     def data_to_send(self) -> bytes:
         """All bytes queued since the last call; the transport writes them in one call."""
-        out = bytes(self._out)
+        out = b"".join(self._out)
         self._out.clear()
         return out
 
@@ -227,8 +223,12 @@ class Connection:
         if self._state in (State.CLOSED, State.ERROR):
             return  # the session is over: late bytes are not read
         self._heard_since_tick = True
-        self._in += data
-        if len(self._in) - self._in_pos > self._max_receive_buffer:
+        if self._in_pos == len(self._in):  # all read: adopt the bytes without copying them
+            self._in = data if type(data) is bytes else bytes(data)
+        else:
+            self._in = b"".join((memoryview(self._in)[self._in_pos :], data))
+        self._in_pos = 0
+        if len(self._in) > self._max_receive_buffer:
             self._fail("the peer sent more than the receive buffer holds")
 
     def next_event(self) -> Event | NeedData:
@@ -265,7 +265,9 @@ class Connection:
                     return self._need_data("during the handshake")
                 self._peer_preamble_seen = True
                 if self.role is Role.SERVER:
-                    self._out += self._preamble  # sent even on a mismatch: it names our version
+                    self._out.append(
+                        self._preamble
+                    )  # sent even on a mismatch: it names our version
                 parse_preamble(preamble, peer=self.role.peer.value)
                 if self.role is Role.SERVER:
                     self._start_handshake(initiator=False, prologue=preamble)
@@ -273,8 +275,8 @@ class Connection:
             bounds = self._frame_bounds()
             if bounds is None:
                 return self._need_data("during the handshake")
-            message = bytes(self._in[bounds[0] : bounds[1]])
-            self._consume(bounds[1])
+            message = self._in[bounds[0] : bounds[1]]
+            self._in_pos = bounds[1]
             handshake = self._handshake
             assert handshake is not None
             handshake.read_message(message)  # v1 payloads are empty; others are ignored
@@ -299,9 +301,8 @@ class Connection:
             cipher = self._recv_cipher
             assert cipher is not None
             plaintext = bytearray(end - start - limits.TAG_SIZE)
-            with memoryview(self._in) as view:
-                cipher.decrypt_into(view[start:end], plaintext)
-            self._consume(end)
+            cipher.decrypt_into(memoryview(self._in)[start:end], plaintext)
+            self._in_pos = end
             if cipher.nonce % self._rekey_interval == 0:
                 cipher.rekey()
             record = decode_record(plaintext)
@@ -344,9 +345,8 @@ class Connection:
         end = start + size
         if len(self._in) < end:
             return None
-        chunk = bytes(self._in[start:end])
-        self._consume(end)
-        return chunk
+        self._in_pos = end
+        return self._in[start:end]
 
     def _frame_bounds(self) -> tuple[int, int] | None:
         """Start and end in the buffer of the next complete frame's Noise message, or None.
@@ -362,16 +362,6 @@ class Connection:
         end = start + size
         return (start, end) if len(buf) >= end else None
 
-    def _consume(self, end: int) -> None:
-        if end == len(self._in):
-            self._in.clear()
-            self._in_pos = 0
-        elif end > _COMPACT_AT:
-            del self._in[:end]
-            self._in_pos = 0
-        else:
-            self._in_pos = end
-
     # --- ending -------------------------------------------------------------------------
 
     def _close(self, reason: str, *, clean: bool) -> ConnectionClosed:
@@ -386,7 +376,7 @@ class Connection:
                 self._send_payload(encode_record(Bye(reason=reason[: limits.MAX_REASON])))
         self._state = State.ERROR
         self._error = reason
-        self._in.clear()
+        self._in = b""
         self._in_pos = 0
         raise RemoteProtocolError(reason)
 

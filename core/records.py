@@ -80,7 +80,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 # --- nested items -------------------------------------------------------------------------
 
 
-class FileInfo(Item, kw_only=True):
+class FileInfo(Item, frozen=True, kw_only=True):
     """A stored file as members see it. ``name`` is display text, never a path."""
 
     _hidden = frozenset({"sha256"})
@@ -91,7 +91,7 @@ class FileInfo(Item, kw_only=True):
     sha256: Digest
 
 
-class RoomInfo(Item, kw_only=True):
+class RoomInfo(Item, frozen=True, kw_only=True):
     """One room in a RoomList."""
 
     name: RoomName
@@ -99,7 +99,7 @@ class RoomInfo(Item, kw_only=True):
     joined: bool = False
 
 
-class MemberInfo(Item, kw_only=True):
+class MemberInfo(Item, frozen=True, kw_only=True):
     """One member of a room and whether they are online."""
 
     name: Username
@@ -109,7 +109,7 @@ class MemberInfo(Item, kw_only=True):
 # --- session ------------------------------------------------------------------------------
 
 
-class Login(Record, tag="login", kw_only=True):
+class Login(Record, tag="login", frozen=True, kw_only=True):
     """Client asks to log in. Allowed only before authentication."""
 
     sent_by = CLIENT
@@ -120,7 +120,7 @@ class Login(Record, tag="login", kw_only=True):
     password: Password
 
 
-class Register(Record, tag="register", kw_only=True):
+class Register(Record, tag="register", frozen=True, kw_only=True):
     """Client asks to create an account and log in (servers may refuse: LoginRejected)."""
 
     sent_by = CLIENT
@@ -131,7 +131,7 @@ class Register(Record, tag="register", kw_only=True):
     password: Password
 
 
-class Authenticated(Record, tag="auth", kw_only=True):
+class Authenticated(Record, tag="auth", frozen=True, kw_only=True):
     """Server: the session is logged in as ``username`` (its canonical spelling)."""
 
     sent_by = SERVER
@@ -140,7 +140,7 @@ class Authenticated(Record, tag="auth", kw_only=True):
     username: Username
 
 
-class LoginRejected(Record, tag="rejected", kw_only=True):
+class LoginRejected(Record, tag="rejected", frozen=True, kw_only=True):
     """Server: login or registration failed; the client may try again after ``retry_after``
     seconds."""
 
@@ -151,7 +151,7 @@ class LoginRejected(Record, tag="rejected", kw_only=True):
     retry_after: Timestamp = 0.0
 
 
-class Ping(Record, tag="ping", kw_only=True):
+class Ping(Record, tag="ping", frozen=True, kw_only=True):
     """Either side checks the peer is alive; the connection answers with Pong automatically."""
 
     in_login = True
@@ -159,7 +159,7 @@ class Ping(Record, tag="ping", kw_only=True):
     nonce: UInt = 0
 
 
-class Pong(Record, tag="pong", kw_only=True):
+class Pong(Record, tag="pong", frozen=True, kw_only=True):
     """The answer to a Ping, echoing its nonce."""
 
     in_login = True
@@ -167,7 +167,7 @@ class Pong(Record, tag="pong", kw_only=True):
     nonce: UInt = 0
 
 
-class Bye(Record, tag="bye", kw_only=True):
+class Bye(Record, tag="bye", frozen=True, kw_only=True):
     """The explicit end of a session: nothing follows it in either direction."""
 
     in_login = True
@@ -175,7 +175,7 @@ class Bye(Record, tag="bye", kw_only=True):
     reason: Reason = ""
 
 
-class Error(Record, tag="error", kw_only=True):
+class Error(Record, tag="error", frozen=True, kw_only=True):
     """Server: a request failed. ``code`` is machine-readable, ``detail`` is for people and
     ``ref`` names what failed (a client message id, a room, a transfer)."""
 
@@ -189,7 +189,7 @@ class Error(Record, tag="error", kw_only=True):
 # --- rooms and presence -------------------------------------------------------------------
 
 
-class JoinRoom(Record, tag="join", kw_only=True):
+class JoinRoom(Record, tag="join", frozen=True, kw_only=True):
     """Client joins ``room``, creating it if it does not exist."""
 
     sent_by = CLIENT
@@ -197,7 +197,7 @@ class JoinRoom(Record, tag="join", kw_only=True):
     room: RoomName
 
 
-class LeaveRoom(Record, tag="leave", kw_only=True):
+class LeaveRoom(Record, tag="leave", frozen=True, kw_only=True):
     """Client leaves ``room``."""
 
     sent_by = CLIENT
@@ -205,7 +205,7 @@ class LeaveRoom(Record, tag="leave", kw_only=True):
     room: RoomName
 
 
-class RoomJoined(Record, tag="joined", kw_only=True):
+class RoomJoined(Record, tag="joined", frozen=True, kw_only=True):
     """Server: this session's user is now a member of ``room`` (Members follow)."""
 
     sent_by = SERVER
@@ -213,7 +213,7 @@ class RoomJoined(Record, tag="joined", kw_only=True):
     room: RoomName
 
 
-class RoomLeft(Record, tag="left", kw_only=True):
+class RoomLeft(Record, tag="left", frozen=True, kw_only=True):
     """Server: this session's user is no longer a member of ``room``."""
 
     sent_by = SERVER
@@ -221,13 +221,13 @@ class RoomLeft(Record, tag="left", kw_only=True):
     room: RoomName
 
 
-class ListRooms(Record, tag="rooms?", kw_only=True):
+class ListRooms(Record, tag="rooms?", frozen=True, kw_only=True):
     """Client asks for the rooms it can see."""
 
     sent_by = CLIENT
 
 
-class RoomList(Record, tag="rooms", kw_only=True):
+class RoomList(Record, tag="rooms", frozen=True, kw_only=True):
     """Server: rooms, in pages of at most MAX_LIST; ``more`` on all pages but the last."""
 
     sent_by = SERVER
@@ -236,7 +236,7 @@ class RoomList(Record, tag="rooms", kw_only=True):
     more: bool = False
 
 
-class ListMembers(Record, tag="members?", kw_only=True):
+class ListMembers(Record, tag="members?", frozen=True, kw_only=True):
     """Client asks who is in ``room``."""
 
     sent_by = CLIENT
@@ -244,7 +244,7 @@ class ListMembers(Record, tag="members?", kw_only=True):
     room: RoomName
 
 
-class Members(Record, tag="members", kw_only=True):
+class Members(Record, tag="members", frozen=True, kw_only=True):
     """Server: members of ``room`` with presence, paged like RoomList."""
 
     sent_by = SERVER
@@ -254,7 +254,7 @@ class Members(Record, tag="members", kw_only=True):
     more: bool = False
 
 
-class Membership(Record, tag="member", kw_only=True):
+class Membership(Record, tag="member", frozen=True, kw_only=True):
     """Server: ``user`` joined (``joined=True``) or left ``room``."""
 
     sent_by = SERVER
@@ -264,7 +264,7 @@ class Membership(Record, tag="member", kw_only=True):
     joined: bool
 
 
-class Presence(Record, tag="presence", kw_only=True):
+class Presence(Record, tag="presence", frozen=True, kw_only=True):
     """Server: ``user`` came online or went offline (sent to those who share a room)."""
 
     sent_by = SERVER
@@ -273,7 +273,7 @@ class Presence(Record, tag="presence", kw_only=True):
     online: bool
 
 
-class OnlineUsers(Record, tag="online", kw_only=True):
+class OnlineUsers(Record, tag="online", frozen=True, kw_only=True):
     """Server, after login: who is online among the users this user shares a room with."""
 
     sent_by = SERVER
@@ -282,7 +282,7 @@ class OnlineUsers(Record, tag="online", kw_only=True):
     more: bool = False
 
 
-class Typing(Record, tag="typing", kw_only=True):
+class Typing(Record, tag="typing", frozen=True, kw_only=True):
     """Typing started (``active``) or stopped, in ``room`` or to user ``to``. The server relays
     it with ``user`` set; it expires 5 s after the last refresh."""
 
@@ -295,7 +295,7 @@ class Typing(Record, tag="typing", kw_only=True):
 # --- messages and history -----------------------------------------------------------------
 
 
-class Message(Record, tag="msg", kw_only=True):
+class Message(Record, tag="msg", frozen=True, kw_only=True):
     """A chat message to a room (``room``) or a user (``to``), exactly one of them set.
 
     The client sets ``client_id`` (unique per sender) and ``text``; the server fills ``id``
@@ -315,7 +315,7 @@ class Message(Record, tag="msg", kw_only=True):
     file: FileInfo | None = None
 
 
-class MessageAck(Record, tag="ack", kw_only=True):
+class MessageAck(Record, tag="ack", frozen=True, kw_only=True):
     """Server: the message ``client_id`` is stored as ``id`` at ``ts``."""
 
     sent_by = SERVER
@@ -325,7 +325,7 @@ class MessageAck(Record, tag="ack", kw_only=True):
     ts: Timestamp
 
 
-class Delivered(Record, tag="seen", kw_only=True):
+class Delivered(Record, tag="seen", frozen=True, kw_only=True):
     """Client: every message with an id up to ``up_to`` has reached this user; the server
     replays only later ones after the next login."""
 
@@ -334,7 +334,7 @@ class Delivered(Record, tag="seen", kw_only=True):
     up_to: UInt
 
 
-class HistoryRequest(Record, tag="history?", kw_only=True):
+class HistoryRequest(Record, tag="history?", frozen=True, kw_only=True):
     """Client asks for up to ``limit`` messages of ``room`` (or of the direct conversation with
     ``peer``) with ids below ``before`` (0: the newest)."""
 
@@ -346,7 +346,7 @@ class HistoryRequest(Record, tag="history?", kw_only=True):
     limit: PageSize = 50
 
 
-class HistoryEnd(Record, tag="history", kw_only=True):
+class HistoryEnd(Record, tag="history", frozen=True, kw_only=True):
     """Server: the Message records of a history reply (or of the missed-message replay after
     login, with ``room`` and ``peer`` empty) have all been sent; ``more`` if older ones exist."""
 
@@ -360,7 +360,7 @@ class HistoryEnd(Record, tag="history", kw_only=True):
 # --- files --------------------------------------------------------------------------------
 
 
-class FileOffer(Record, tag="file", kw_only=True):
+class FileOffer(Record, tag="file", frozen=True, kw_only=True):
     """Start of a file stream identified by ``transfer`` (chosen by the client).
 
     Client → server: upload ``name`` (display text) of ``size`` bytes with digest ``sha256``
@@ -380,7 +380,7 @@ class FileOffer(Record, tag="file", kw_only=True):
     offset: UInt = 0
 
 
-class FileAccept(Record, tag="file-ok", kw_only=True):
+class FileAccept(Record, tag="file-ok", frozen=True, kw_only=True):
     """Server: send the upload's chunks from ``offset`` (non-zero when resuming)."""
 
     sent_by = SERVER
@@ -390,14 +390,14 @@ class FileAccept(Record, tag="file-ok", kw_only=True):
     offset: UInt = 0
 
 
-class FileReject(Record, tag="file-no", kw_only=True):
+class FileReject(Record, tag="file-no", frozen=True, kw_only=True):
     """Either side refuses or aborts transfer ``transfer``."""
 
     transfer: UInt
     reason: Reason = ""
 
 
-class FileRequest(Record, tag="file?", kw_only=True):
+class FileRequest(Record, tag="file?", frozen=True, kw_only=True):
     """Client asks to download ``file_id`` from ``offset`` as transfer ``transfer``."""
 
     sent_by = CLIENT
@@ -407,7 +407,7 @@ class FileRequest(Record, tag="file?", kw_only=True):
     offset: UInt = 0
 
 
-class FileChunk(Record, tag="chunk", kw_only=True):
+class FileChunk(Record, tag="chunk", frozen=True, kw_only=True):
     """``data`` of transfer ``transfer`` starting at byte ``offset``; chunks come in order."""
 
     _hidden = frozenset({"data"})
@@ -417,7 +417,7 @@ class FileChunk(Record, tag="chunk", kw_only=True):
     data: ChunkData
 
 
-class FileComplete(Record, tag="file-end", kw_only=True):
+class FileComplete(Record, tag="file-end", frozen=True, kw_only=True):
     """All chunks of ``transfer`` are sent; ``sha256`` is the whole file's digest."""
 
     _hidden = frozenset({"sha256"})
@@ -426,7 +426,7 @@ class FileComplete(Record, tag="file-end", kw_only=True):
     sha256: Digest
 
 
-class ListFiles(Record, tag="files?", kw_only=True):
+class ListFiles(Record, tag="files?", frozen=True, kw_only=True):
     """Client asks for the files shared in ``room`` or with ``peer``."""
 
     sent_by = CLIENT
@@ -435,7 +435,7 @@ class ListFiles(Record, tag="files?", kw_only=True):
     peer: Username = ""
 
 
-class FileList(Record, tag="files", kw_only=True):
+class FileList(Record, tag="files", frozen=True, kw_only=True):
     """Server: shared files, paged like RoomList."""
 
     sent_by = SERVER

@@ -1,0 +1,7 @@
+"""``python -m sealchat``: the same as the ``sealchat`` command."""
+
+import sys
+
+from sealchat.cli.main import main
+
+sys.exit(main())

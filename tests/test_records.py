@@ -1,0 +1,135 @@
+"""Records: encoding, limits, reprs that keep secrets, fingerprints, preambles."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import msgspec
+import pytest
+
+from sealchat.core import (
+    RECORD_TYPES,
+    FileChunk,
+    FileOffer,
+    KeysEstablished,
+    LocalProtocolError,
+    Login,
+    Message,
+    PeerKeyReceived,
+    Record,
+    RemoteProtocolError,
+    fingerprint,
+)
+from sealchat.core.codec import decode_record, encode_record
+from sealchat.core.preamble import PROTOCOL_VERSION, Version, encode_preamble, parse_preamble
+from tests.samples import DIGEST, SAMPLES
+
+
+@pytest.mark.parametrize("record_type", RECORD_TYPES, ids=lambda t: t.__name__)
+def test_every_record_round_trips(record_type: type[Record]) -> None:
+    record = SAMPLES[record_type]
+    assert decode_record(encode_record(record)) == record
+
+
+def test_encoding_is_a_tagged_array() -> None:
+    encoded = encode_record(Message(text="hi", room="general"))
+    assert msgspec.msgpack.decode(encoded)[:3] == ["msg", "hi", "general"]
+
+
+def test_tags_are_unique() -> None:
+    tags = [t.__struct_config__.tag for t in RECORD_TYPES]
+    assert len(set(tags)) == len(tags)
+
+
+@pytest.mark.parametrize("record", list(SAMPLES.values()), ids=lambda r: type(r).__name__)
+def test_repr_never_shows_hidden_fields(record: Record) -> None:
+    text = repr(record)
+    assert text.startswith(type(record).__name__ + "(")
+    for name in record._hidden:
+        value = getattr(record, name)
+        if isinstance(value, str) and value:
+            assert value not in text
+        elif isinstance(value, bytes) and value:
+            assert repr(value) not in text
+            assert value.hex() not in text
+
+
+def test_repr_hides_passwords_text_data_and_digests() -> None:
+    assert "s3cret" not in repr(Login(username="esha", password="s3cret"))
+    assert "esha" in repr(Login(username="esha", password="s3cret"))
+    assert "plaintext" not in repr(Message(text="plaintext", room="r"))
+    assert "<9 chars>" in repr(Message(text="plaintext", room="r"))
+    chunk = FileChunk(transfer=1, offset=0, data=b"confidential")
+    assert "confidential" not in repr(chunk)
+    assert "<12 bytes>" in repr(chunk)
+    offer = FileOffer(transfer=1, name="a", size=1, sha256=DIGEST)
+    assert DIGEST.hex() not in repr(offer)
+    assert repr(DIGEST) not in repr(offer)
+    assert "file=None" in repr(Message(text="x", room="r"))
+
+
+def test_connection_events_show_fingerprints_not_keys() -> None:
+    key = bytes(range(32))
+    for event in (
+        PeerKeyReceived(public_key=key, fingerprint=fingerprint(key)),
+        KeysEstablished(peer_key=key, fingerprint=fingerprint(key), handshake_hash=key),
+    ):
+        assert repr(key) not in repr(event)
+        assert key.hex() not in repr(event)
+        assert fingerprint(key) in repr(event)
+
+
+def test_records_are_immutable_and_keyword_only() -> None:
+    message = Message(text="hi", room="general")
+    with pytest.raises(AttributeError):
+        message.text = "changed"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Message("hi")  # type: ignore[misc]
+
+
+def test_login_and_authenticated_need_only_the_documented_keywords() -> None:
+    from sealchat.core import Authenticated
+
+    assert Login(username="esha", password="pw").username == "esha"
+    assert Authenticated(username="esha").username == "esha"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        Message(text="x" * 8001, room="r"),
+        Message(text="x", room="r" * 65),
+        Login(username="u" * 33, password="p"),
+        FileChunk(transfer=1, offset=0, data=bytes(60 * 1024 + 1)),
+        FileChunk(transfer=-1, offset=0, data=b""),
+        FileOffer(transfer=1, name="a", size=1, sha256=b"short"),
+    ],
+    ids=["text", "room", "username", "chunk", "negative", "digest"],
+)
+def test_limits_are_enforced_when_sending(record: Record) -> None:
+    with pytest.raises(LocalProtocolError, match="invalid"):
+        encode_record(record)
+
+
+def test_limits_are_enforced_when_receiving() -> None:
+    payload = msgspec.msgpack.encode(["chunk", 1, 0, bytes(60 * 1024 + 1)])
+    with pytest.raises(RemoteProtocolError, match="undecodable record"):
+        decode_record(payload)
+
+
+def test_fingerprint_is_openssh_style_and_domain_separated() -> None:
+    key = bytes(32)
+    fp = fingerprint(key)
+    assert fp.startswith("SHA256:")
+    assert "=" not in fp
+    raw = base64.b64decode(fp[7:] + "=")
+    assert len(raw) == 32
+    assert raw != hashlib.sha256(key).digest()  # not a bare hash of the key
+    assert fingerprint(bytes(31) + b"\x01") != fp
+
+
+def test_preamble_layout() -> None:
+    assert encode_preamble() == b"SLCH\x01\x00\x00\x00"
+    assert parse_preamble(b"SLCH\x01\x05\x00\x00", peer="server") == Version(1, 5)
+    assert str(PROTOCOL_VERSION) == "1.0"
