@@ -23,8 +23,6 @@ def encode_record(record: Record) -> bytes:
     larger than one transport message can carry. The check runs the strict decoder over the
     encoding, so the sender enforces exactly what every receiver enforces.
     """
-    if not isinstance(record, Record):
-        raise LocalProtocolError(f"not a record: {type(record).__name__}")
     try:
         payload = _encoder.encode(record)
         _decoder.decode(payload)

@@ -32,7 +32,7 @@ from sealchat.core.noise import CipherState, HandshakeState, NoiseError
 from sealchat.core.preamble import encode_preamble, parse_preamble
 from sealchat.core.records import Bye, Ping, Pong, Record
 from sealchat.core.role import Role
-from sealchat.core.state import OPEN_STATES, TRANSITIONS, State
+from sealchat.core.state import OPEN_STATES, SENDABLE, State
 
 NOISE_PROTOCOL: Final = "Noise_XX_25519_AESGCM_SHA256"
 HANDSHAKE_TIMEOUT: Final = 10.0
@@ -41,6 +41,7 @@ MAX_RECEIVE_BUFFER: Final = 1 << 20
 
 _HEADER: Final = struct.Struct(">I")
 _HEADER_SIZE: Final = _HEADER.size
+_VIEW_AT: Final = 2048
 
 
 class Connection:
@@ -69,6 +70,8 @@ class Connection:
             raise ValueError("rekey_interval must be at least 1")
         self.role: Final = role
         self._state = State.START
+        self._may_send: dict[type[Record], State] = {}
+        self._may_receive: dict[type[Record], State] = {}
         self._preamble = encode_preamble()
         self._generate_keypair = generate_keypair
         self._static_key = static_key
@@ -76,6 +79,8 @@ class Connection:
         self._send_cipher: CipherState | None = None
         self._recv_cipher: CipherState | None = None
         self._rekey_interval = rekey_interval
+        self._sends_before_rekey = rekey_interval
+        self._receipts_before_rekey = rekey_interval
         self._peer_preamble_seen = False
 
         self._in = b""
@@ -95,6 +100,11 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.role.value} {self._state.value}>"
+
+    def _enter(self, state: State) -> None:
+        self._state = state
+        self._may_send = SENDABLE[state, self.role]
+        self._may_receive = SENDABLE[state, self.role.peer]
 
     # --- inspection ---------------------------------------------------------------------
 
@@ -141,7 +151,7 @@ class Connection:
             s=self._static_key,
             generate_keypair=self._generate_keypair,
         )
-        self._state = State.HANDSHAKE
+        self._enter(State.HANDSHAKE)
 
     def _write_handshake(self) -> None:
         assert self._handshake is not None
@@ -159,7 +169,7 @@ class Connection:
             self._send_cipher, self._recv_cipher = responder_cipher, initiator_cipher
         peer_key = handshake.remote_static
         assert peer_key is not None
-        self._state = State.LOGIN
+        self._enter(State.LOGIN)
         self._next_keepalive = self._handshake_deadline + self._keepalive_interval
         self._pending.append(
             KeysEstablished(
@@ -174,29 +184,30 @@ class Connection:
     def send(self, event: Record) -> None:
         """Queue ``event`` as one encrypted record. Raises ``LocalProtocolError`` if the record
         is invalid, not ours to send, or not allowed in the current state."""
-        next_state = TRANSITIONS.get((self._state, type(event)))
+        next_state = self._may_send.get(type(event))
         if next_state is None:
-            raise LocalProtocolError(
-                f"cannot send {type(event).__name__} in state {self._state.value}"
-            )
-        if self.role not in event.sent_by:
-            raise LocalProtocolError(f"a {self.role.value} cannot send {type(event).__name__}")
+            name = type(event).__name__
+            if isinstance(event, Record) and self.role not in event.sent_by:
+                raise LocalProtocolError(f"a {self.role.value} cannot send {name}")
+            raise LocalProtocolError(f"cannot send {name} in state {self._state.value}")
         self._send_payload(encode_record(event))
-        self._state = next_state
-        if next_state is State.CLOSED:
-            assert isinstance(event, Bye)
-            self._closed = ConnectionClosed(reason=event.reason, clean=True)
+        if next_state is not self._state:
+            self._enter(next_state)
+            if next_state is State.CLOSED:
+                assert isinstance(event, Bye)
+                self._closed = ConnectionClosed(reason=event.reason, clean=True)
 
     def _send_payload(self, payload: bytes) -> None:
         cipher = self._send_cipher
         assert cipher is not None
-        size = len(payload) + limits.TAG_SIZE
-        frame = bytearray(_HEADER_SIZE + size)
-        _HEADER.pack_into(frame, 0, size)
-        cipher.encrypt_into(payload, memoryview(frame)[_HEADER_SIZE:])
-        self._out.append(frame)
-        if cipher.nonce % self._rekey_interval == 0:
+        ciphertext = cipher.encrypt_with_ad(b"", payload)
+        out = self._out
+        out.append(_HEADER.pack(len(ciphertext)))
+        out.append(ciphertext)
+        self._sends_before_rekey -= 1
+        if not self._sends_before_rekey:
             cipher.rekey()
+            self._sends_before_rekey = self._rekey_interval
 
     def data_to_send(self) -> bytes:
         """All bytes queued since the last call; the transport writes them in one call."""
@@ -208,7 +219,7 @@ class Connection:
         """The transport could not write: the connection is unusable from now on."""
         self._out.clear()
         if self._state is not State.ERROR:
-            self._state = State.ERROR
+            self._enter(State.ERROR)
             self._error = "the transport failed to send"
 
     # --- receiving ----------------------------------------------------------------------
@@ -237,9 +248,9 @@ class Connection:
         ``State.ERROR`` and every later call raises the same error."""
         if self._pending:
             return self._pending.popleft()
-        state = self._state
-        if state in OPEN_STATES:
+        if self._may_receive:  # the channel is open
             return self._next_record()
+        state = self._state
         if state is State.CLOSED:
             assert self._closed is not None
             return self._closed
@@ -265,25 +276,24 @@ class Connection:
                     return self._need_data("during the handshake")
                 self._peer_preamble_seen = True
                 if self.role is Role.SERVER:
-                    self._out.append(
-                        self._preamble
-                    )  # sent even on a mismatch: it names our version
+                    # Sent even on a version mismatch: it tells the client our version.
+                    self._out.append(self._preamble)
                 parse_preamble(preamble, peer=self.role.peer.value)
                 if self.role is Role.SERVER:
                     self._start_handshake(initiator=False, prologue=preamble)
                 continue
-            bounds = self._frame_bounds()
-            if bounds is None:
+            end = self._frame_end()
+            if not end:
                 return self._need_data("during the handshake")
-            message = self._in[bounds[0] : bounds[1]]
-            self._in_pos = bounds[1]
+            message = self._in[self._in_pos + _HEADER_SIZE : end]
+            self._in_pos = end
             handshake = self._handshake
             assert handshake is not None
             handshake.read_message(message)  # v1 payloads are empty; others are ignored
             if self.role is Role.CLIENT:
                 peer_key = handshake.remote_static
                 assert peer_key is not None
-                self._state = State.VERIFY_PEER
+                self._enter(State.VERIFY_PEER)
                 return PeerKeyReceived(public_key=peer_key, fingerprint=fingerprint(peer_key))
             if handshake.finished:
                 self._finish_handshake()
@@ -292,38 +302,40 @@ class Connection:
 
     def _next_record(self) -> Event | NeedData:
         try:
-            bounds = self._frame_bounds()
-            if bounds is None:
+            end = self._frame_end()
+            if not end:
                 return self._need_data(None)
-            start, end = bounds
+            start = self._in_pos + _HEADER_SIZE
             if end - start < limits.TAG_SIZE:
                 raise RemoteProtocolError("a frame shorter than its authentication tag")
             cipher = self._recv_cipher
             assert cipher is not None
-            plaintext = bytearray(end - start - limits.TAG_SIZE)
-            cipher.decrypt_into(memoryview(self._in)[start:end], plaintext)
+            buf = self._in
+            # A small frame is cheaper to copy than to view; a large one is viewed.
+            frame = buf[start:end] if end - start < _VIEW_AT else memoryview(buf)[start:end]
+            plaintext = cipher.decrypt_with_ad(b"", frame)
             self._in_pos = end
-            if cipher.nonce % self._rekey_interval == 0:
+            self._receipts_before_rekey -= 1
+            if not self._receipts_before_rekey:
                 cipher.rekey()
+                self._receipts_before_rekey = self._rekey_interval
             record = decode_record(plaintext)
-            next_state = TRANSITIONS.get((self._state, type(record)))
+            next_state = self._may_receive.get(type(record))
             if next_state is None:
-                raise RemoteProtocolError(
-                    f"the peer sent {type(record).__name__} in state {self._state.value}"
-                )
-            if self.role.peer not in record.sent_by:
-                raise RemoteProtocolError(
-                    f"a {self.role.peer.value} may not send {type(record).__name__}"
-                )
+                name, peer = type(record).__name__, self.role.peer
+                if peer not in record.sent_by:
+                    raise RemoteProtocolError(f"a {peer.value} may not send {name}")
+                raise RemoteProtocolError(f"the peer sent {name} in state {self._state.value}")
         except NoiseError as exc:
             self._fail(f"decryption failed: {exc}")
         except RemoteProtocolError as exc:
             self._fail(str(exc))
-        self._state = next_state
-        if next_state is State.CLOSED:
-            assert isinstance(record, Bye)
-            self._closed = ConnectionClosed(reason=record.reason, clean=True)
-        elif type(record) is Ping:
+        if next_state is not self._state:
+            self._enter(next_state)
+            if next_state is State.CLOSED:
+                assert isinstance(record, Bye)
+                self._closed = ConnectionClosed(reason=record.reason, clean=True)
+        if type(record) is Ping:
             self._send_payload(encode_record(Pong(nonce=record.nonce)))
         elif type(record) is Pong:
             self._ping_outstanding = False
@@ -348,24 +360,24 @@ class Connection:
         self._in_pos = end
         return self._in[start:end]
 
-    def _frame_bounds(self) -> tuple[int, int] | None:
-        """Start and end in the buffer of the next complete frame's Noise message, or None.
-        A bad length is rejected as soon as its 4 bytes are buffered."""
+    def _frame_end(self) -> int:
+        """Where the next frame ends in the buffer (its Noise message starts 4 bytes after
+        ``_in_pos``), or 0 while it is incomplete. A bad length is rejected as soon as its 4
+        bytes are buffered."""
         buf = self._in
         start = self._in_pos
         if len(buf) - start < _HEADER_SIZE:
-            return None
+            return 0
         (size,) = _HEADER.unpack_from(buf, start)
         if not 0 < size <= limits.MAX_FRAME:
             raise RemoteProtocolError(f"frame length {size} is outside 1..{limits.MAX_FRAME}")
-        start += _HEADER_SIZE
-        end = start + size
-        return (start, end) if len(buf) >= end else None
+        end = start + _HEADER_SIZE + size
+        return end if len(buf) >= end else 0
 
     # --- ending -------------------------------------------------------------------------
 
     def _close(self, reason: str, *, clean: bool) -> ConnectionClosed:
-        self._state = State.CLOSED
+        self._enter(State.CLOSED)
         self._closed = ConnectionClosed(reason=reason, clean=clean)
         return self._closed
 
@@ -374,7 +386,7 @@ class Connection:
         if self._state in OPEN_STATES:
             with suppress(NoiseError):  # an exhausted nonce: nothing more can be said
                 self._send_payload(encode_record(Bye(reason=reason[: limits.MAX_REASON])))
-        self._state = State.ERROR
+        self._enter(State.ERROR)
         self._error = reason
         self._in = b""
         self._in_pos = 0

@@ -116,66 +116,32 @@ class CipherState:
             raise ValueError("the nonce is a 64-bit unsigned integer")
         self._n = n
 
-    def _next_nonce(self) -> bytes:
-        if self._n == MAX_NONCE:
-            raise NonceExhausted("nonce exhausted: no more messages under this key")
-        return _nonce(self._n)
-
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+    def encrypt_with_ad(self, ad: bytes, plaintext: Buffer) -> bytes:
         """ENCRYPT(k, n++, ad, plaintext), or ``plaintext`` if there is no key."""
-        if self._aead is None:
-            return plaintext
-        ciphertext = self._aead.encrypt(self._next_nonce(), plaintext, ad)
-        self._n += 1
+        aead, n = self._aead, self._n
+        if aead is None:
+            return bytes(plaintext)
+        if n == MAX_NONCE:
+            raise NonceExhausted("nonce exhausted: no more messages under this key")
+        ciphertext = aead.encrypt(_nonce(n), plaintext, ad)
+        self._n = n + 1
         return ciphertext
 
-    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+    def decrypt_with_ad(self, ad: bytes, ciphertext: Buffer) -> bytes:
         """DECRYPT(k, n++, ad, ciphertext), or ``ciphertext`` if there is no key.
 
         Raises ``DecryptError`` (the nonce is then unchanged)."""
-        if self._aead is None:
-            return ciphertext
+        aead, n = self._aead, self._n
+        if aead is None:
+            return bytes(ciphertext)
+        if n == MAX_NONCE:
+            raise NonceExhausted("nonce exhausted: no more messages under this key")
         try:
-            plaintext = self._aead.decrypt(self._next_nonce(), ciphertext, ad)
+            plaintext = aead.decrypt(_nonce(n), ciphertext, ad)
         except InvalidTag:
             raise DecryptError("authentication failed") from None
-        self._n += 1
+        self._n = n + 1
         return plaintext
-
-    # The bulk path gets views of the caller's buffers. An exception's traceback keeps the frames
-    # it passed through alive, with their locals: the two methods below drop the views before
-    # raising, so that the caller may still resize its bytearray while handling the error.
-
-    def _unusable(self) -> NoiseError:
-        if self._aead is None:
-            return NoiseError("the bulk path needs a key")
-        return NonceExhausted("nonce exhausted: no more messages under this key")
-
-    def encrypt_into(self, plaintext: Buffer, out: Buffer) -> None:
-        """Encrypt with empty ad into ``out``, exactly ``len(plaintext) + 16`` bytes long."""
-        aead, n = self._aead, self._n
-        if aead is None or n == MAX_NONCE:
-            del plaintext, out
-            raise self._unusable()
-        aead.encrypt_into(_nonce(n), plaintext, None, out)
-        self._n = n + 1
-
-    def decrypt_into(self, ciphertext: Buffer, out: Buffer) -> None:
-        """Decrypt with empty ad into ``out``, exactly ``len(ciphertext) - 16`` bytes long.
-
-        Raises ``DecryptError`` (the nonce is then unchanged and ``out`` zeroed)."""
-        aead, n = self._aead, self._n
-        if aead is None or n == MAX_NONCE:
-            del ciphertext, out
-            raise self._unusable()
-        try:
-            aead.decrypt_into(_nonce(n), ciphertext, None, out)
-        except InvalidTag:
-            with memoryview(out) as view:  # no unauthenticated plaintext is left behind
-                view.cast("B")[:] = bytes(view.nbytes)
-            del ciphertext, out
-            raise DecryptError("authentication failed") from None
-        self._n = n + 1
 
     def rekey(self) -> None:
         """k = REKEY(k) (§4.2, §11.3); the nonce counter is kept."""

@@ -21,6 +21,7 @@ from sealchat.core.records import (
     Record,
     Register,
 )
+from sealchat.core.role import Role
 
 
 class State(enum.Enum):
@@ -64,3 +65,18 @@ def _build() -> dict[tuple[State, type[Record]], State]:
 
 TRANSITIONS: Final[dict[tuple[State, type[Record]], State]] = _build()
 """``(state, record type) -> next state`` for every allowed pair."""
+
+
+def _allowed(state: State, sender: Role) -> dict[type[Record], State]:
+    return {
+        record_type: next_state
+        for (from_state, record_type), next_state in TRANSITIONS.items()
+        if from_state is state and sender in record_type.sent_by
+    }
+
+
+SENDABLE: Final[dict[tuple[State, Role], dict[type[Record], State]]] = {
+    (state, sender): _allowed(state, sender) for state in State for sender in Role
+}
+"""``(state, sender) -> {record type: next state}``: TRANSITIONS with direction applied, the
+form a connection looks records up in."""

@@ -55,14 +55,8 @@ def _exchange(send: CipherState, recv: CipherState, theirs: NoiseConnection, n: 
     for i in range(n):
         message = bytes([i]) * (i * 37)
         assert theirs.decrypt(send.encrypt_with_ad(b"", message)) == message
-        out = bytearray(len(message) + 16)
-        send.encrypt_into(message, out)
-        assert theirs.decrypt(bytes(out)) == message
         reply = b"reply %d" % i
         assert recv.decrypt_with_ad(b"", theirs.encrypt(reply)) == reply
-        plain = bytearray(len(reply))
-        recv.decrypt_into(theirs.encrypt(reply), plain)
-        assert plain == reply
 
 
 @pytest.mark.parametrize("ours_initiates", [True, False], ids=["ours-initiator", "ours-responder"])
@@ -96,11 +90,7 @@ def test_tampered_ciphertext_rejected_by_both(ours_initiates: bool) -> None:
     before = recv.nonce
     with pytest.raises(DecryptError):
         recv.decrypt_with_ad(b"", bytes(ciphertext))
-    out = bytearray(len(ciphertext) - 16)
-    with pytest.raises(DecryptError):
-        recv.decrypt_into(ciphertext, out)
     assert recv.nonce == before
-    assert out == bytes(len(out))
     ciphertext[-1] ^= 0x80  # the genuine message still reads: the nonce did not move
     assert recv.decrypt_with_ad(b"", bytes(ciphertext)) == b"hello"
 

@@ -135,11 +135,16 @@ def test_many_messages_each_way_with_frequent_rekeys() -> None:
 def test_rekey_interval_is_part_of_the_contract() -> None:
     """A receiver that does not mirror the sender's rekey cannot read past it: the rekey is
     real, not a no-op."""
-    pair = MemoryPair(seed=6, rekey_interval=2)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from sealchat.core import Connection
+
+    server = Connection(Role.SERVER, static_key=X25519PrivateKey.generate())  # default interval
+    pair = MemoryPair(seed=6, rekey_interval=2, server=server)
     pair.handshake()
-    pair.server.conn._rekey_interval = 1000  # sabotage: the server no longer mirrors
     pair.client.conn.send(Ping(nonce=1))
     pair.client.conn.send(Ping(nonce=2))
+    pair.pump()  # the first two use the handshake's key
     pair.client.conn.send(Ping(nonce=3))
     with pytest.raises(RemoteProtocolError, match="decryption failed"):
         pair.pump()
