@@ -1,0 +1,33 @@
+"""The chat hub: the server's logic, pure, driven by the trio and the threaded servers."""
+
+from sealchat.core.hub.config import HubConfig
+from sealchat.core.hub.effects import (
+    CancelStream,
+    Deliver,
+    Disconnect,
+    Effect,
+    HashPassword,
+    SessionId,
+    StreamFile,
+    VerifyPassword,
+)
+from sealchat.core.hub.hub import GENERIC_LOGIN_FAILURE, Hub
+from sealchat.core.hub.store import Store, StoredFile, StoredMessage, UserRow
+
+__all__ = [
+    "GENERIC_LOGIN_FAILURE",
+    "CancelStream",
+    "Deliver",
+    "Disconnect",
+    "Effect",
+    "HashPassword",
+    "Hub",
+    "HubConfig",
+    "SessionId",
+    "Store",
+    "StoredFile",
+    "StoredMessage",
+    "StreamFile",
+    "UserRow",
+    "VerifyPassword",
+]

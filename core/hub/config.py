@@ -1,0 +1,36 @@
+"""The hub's limits: every one configurable, every default safe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Limits the hub enforces on top of the wire limits (``sealchat.core.limits``)."""
+
+    max_message_chars: int = 4000
+    messages_per_second: float = 5.0
+    message_burst: int = 20
+    free_login_failures: int = 5
+    """Failed logins allowed (per user and per address) before back-off starts."""
+    login_backoff_base: float = 1.0
+    login_backoff_max: float = 300.0
+    open_registration: bool = False
+    min_password_chars: int = 8
+    max_file_size: int = 2 * GiB
+    user_quota: int = 10 * GiB
+    max_transfers: int = 4
+    """Concurrent uploads plus downloads per session."""
+    max_rooms_per_user: int = 100
+    typing_expiry: float = 5.0
+    history_page: int = 50
+    replay_page: int = 200
+    """Missed messages sent per page after login; the next page follows the client's
+    Delivered acknowledgement of the last one."""
+    presence_room_limit: int = 500
+    """Rooms with more members than this do not broadcast joins, leaves and presence (a
+    client asks for Members instead): keeps a login O(1) in a room of 10,000."""
+    default_room: str = "general"

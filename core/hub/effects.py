@@ -1,0 +1,71 @@
+"""What the hub asks its driver to do: the only way the hub acts on the world."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sealchat.core.records import Record
+
+SessionId = int
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Send ``record`` to each session in ``sessions`` (encode once, encrypt per session)."""
+
+    sessions: tuple[SessionId, ...]
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Say Bye(``reason``) to ``session`` and close it."""
+
+    session: SessionId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPassword:
+    """Check ``password`` against ``password_hash`` (None: unknown user; verify against a dummy
+    hash so that timing tells nothing) off the event loop, then call
+    ``Hub.password_verified``."""
+
+    session: SessionId
+    username: str
+    password: str = field(repr=False)
+    password_hash: str | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HashPassword:
+    """Hash ``password`` for a new account off the event loop, then call
+    ``Hub.password_hashed``."""
+
+    session: SessionId
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFile:
+    """Send FileChunks of stored file ``file_id`` from ``offset`` as ``transfer``, then
+    FileComplete with ``sha256``; call ``Hub.stream_finished`` when done or abandoned."""
+
+    session: SessionId
+    transfer: int
+    file_id: str
+    offset: int
+    size: int
+    sha256: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelStream:
+    """Stop streaming ``transfer`` to ``session`` (the client refused it)."""
+
+    session: SessionId
+    transfer: int
+
+
+Effect = Deliver | Disconnect | VerifyPassword | HashPassword | StreamFile | CancelStream

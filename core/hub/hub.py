@@ -1,0 +1,755 @@
+"""The chat hub: the server's logic, free of I/O.
+
+The driver (a trio or a threaded server) reports what happens — a session opened, a record
+arrived, a password was checked, time passed — and carries out the effects returned. The hub
+owns no socket, thread or clock; durable state goes through the injected ``Store``. Calls must
+not overlap (one thread at a time).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sealchat.core import limits
+from sealchat.core.hub.config import HubConfig
+from sealchat.core.hub.effects import (
+    CancelStream,
+    Deliver,
+    Disconnect,
+    Effect,
+    HashPassword,
+    SessionId,
+    StreamFile,
+    VerifyPassword,
+)
+from sealchat.core.hub.names import room_problem, user_key, username_problem
+from sealchat.core.hub.ratelimit import Backoff, TokenBucket
+from sealchat.core.hub.store import Store, StoredFile, StoredMessage
+from sealchat.core.records import (
+    Authenticated,
+    Bye,
+    Delivered,
+    Error,
+    FileAccept,
+    FileChunk,
+    FileComplete,
+    FileInfo,
+    FileList,
+    FileOffer,
+    FileReject,
+    FileRequest,
+    HistoryEnd,
+    HistoryRequest,
+    JoinRoom,
+    LeaveRoom,
+    ListFiles,
+    ListMembers,
+    ListRooms,
+    Login,
+    LoginRejected,
+    MemberInfo,
+    Members,
+    Membership,
+    Message,
+    MessageAck,
+    OnlineUsers,
+    Ping,
+    Pong,
+    Presence,
+    Record,
+    Register,
+    RoomInfo,
+    RoomJoined,
+    RoomLeft,
+    RoomList,
+    Typing,
+)
+
+GENERIC_LOGIN_FAILURE = "invalid username or password"
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Upload:
+    """An upload in progress on one session."""
+
+    file: StoredFile
+    received: int
+
+
+@dataclass(slots=True)
+class Session:
+    """One authenticated or authenticating connection."""
+
+    id: SessionId
+    address: str
+    key: str = ""
+    name: str = ""
+    login_pending: bool = False
+    uploads: dict[int, Upload] = field(default_factory=dict)
+    downloads: set[int] = field(default_factory=set)
+    replay_last: int = 0
+    """Id of the last message of a replay page whose acknowledgement releases the next."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Conversation:
+    """Where a message, typing notice or file goes: a room, or the direct conversation
+    between two users (``peer_key``/``peer`` is the other user)."""
+
+    room: str = ""
+    peer_key: str = ""
+    peer: str = ""
+
+
+class Hub:
+    """Rooms, direct messages, presence, typing, history and files for every session."""
+
+    def __init__(self, store: Store, config: HubConfig | None = None) -> None:
+        self.store = store
+        self.config = config or HubConfig()
+        self._sessions: dict[SessionId, Session] = {}
+        self._online: dict[str, set[SessionId]] = defaultdict(set)
+        self._members: dict[str, set[str]] = {}
+        self._names: dict[str, str] = {}
+        self._message_buckets: dict[str, TokenBucket] = {}
+        self._user_failures: dict[str, Backoff] = defaultdict(Backoff)
+        self._address_failures: dict[str, Backoff] = defaultdict(Backoff)
+        self._typing: dict[tuple[str, _Conversation], float] = {}
+        self.store.ensure_room(self.config.default_room)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def open_session(self, session: SessionId, address: str) -> None:
+        """A connection completed its handshake; it may now log in."""
+        self._sessions[session] = Session(id=session, address=address)
+
+    def close_session(self, session: SessionId, now: float) -> list[Effect]:
+        """The connection is gone. Uploads stay resumable; presence may change."""
+        state = self._sessions.pop(session, None)
+        if state is None or not state.key:
+            return []
+        sessions = self._online[state.key]
+        sessions.discard(session)
+        if sessions:
+            return []
+        del self._online[state.key]
+        effects = self._stop_typing_of(state.key)
+        effects += self._to_presence_audience(state.key, Presence(user=state.name, online=False))
+        return effects
+
+    def is_online(self, username: str) -> bool:
+        """Whether any session of ``username`` is logged in."""
+        return user_key(username) in self._online
+
+    # --- records ----------------------------------------------------------------------------
+
+    def handle(self, session: SessionId, record: Record, now: float) -> list[Effect]:
+        """React to a record received on ``session``."""
+        state = self._sessions.get(session)
+        if state is None:
+            return []
+        if isinstance(record, Login | Register):
+            return self._login(state, record, now)
+        if isinstance(record, Ping | Pong | Bye):
+            return []  # answered or handled by the connection itself
+        if not state.key:
+            return [Disconnect(session, "log in first")]
+        match record:
+            case Message():
+                return self._message(state, record, now)
+            case Typing():
+                return self._typing_notice(state, record, now)
+            case Delivered():
+                return self._delivered(state, record)
+            case HistoryRequest():
+                return self._history(state, record)
+            case JoinRoom():
+                return self._join(state, record)
+            case LeaveRoom():
+                return self._leave(state, record)
+            case ListRooms():
+                return self._list_rooms(state)
+            case ListMembers():
+                return self._list_members(state, record)
+            case FileOffer():
+                return self._offer(state, record, now)
+            case FileChunk():
+                return self._chunk(state, record)
+            case FileComplete():
+                return self._complete(state, record, now)
+            case FileReject():
+                return self._refuse(state, record)
+            case FileRequest():
+                return self._download(state, record)
+            case ListFiles():
+                return self._list_files(state, record)
+        return [Disconnect(session, f"a client may not send {type(record).__name__}")]
+
+    # --- login ------------------------------------------------------------------------------
+
+    def _login(self, state: Session, record: Login | Register, now: float) -> list[Effect]:
+        if state.key or state.login_pending:
+            return [self._reply(state, LoginRejected(reason="a login is already in progress"))]
+        key = user_key(record.username)
+        wait = max(
+            (
+                b.wait(now)
+                for b in (self._user_failures.get(key), self._address_failures.get(state.address))
+                if b
+            ),
+            default=0.0,
+        )
+        if wait > 0:
+            return [
+                self._reply(
+                    state,
+                    LoginRejected(
+                        reason=f"too many failed attempts; try again in {wait:.0f} s",
+                        retry_after=wait,
+                    ),
+                )
+            ]
+        if isinstance(record, Register):
+            problem = self._registration_problem(record)
+            if problem:
+                return [self._reply(state, LoginRejected(reason=problem))]
+            state.login_pending = True
+            return [HashPassword(state.id, record.username, record.password)]
+        user = self.store.get_user(key)
+        state.login_pending = True
+        return [
+            VerifyPassword(
+                state.id,
+                record.username,
+                record.password,
+                None if user is None else user.password_hash,
+            )
+        ]
+
+    def _registration_problem(self, record: Register) -> str | None:
+        if not self.config.open_registration:
+            return "registration is closed on this server; ask its operator for an account"
+        problem = username_problem(record.username)
+        if problem:
+            return problem
+        if len(record.password) < self.config.min_password_chars:
+            return f"a password needs at least {self.config.min_password_chars} characters"
+        return None
+
+    def password_hashed(
+        self, session: SessionId, username: str, password_hash: str, now: float
+    ) -> list[Effect]:
+        """The outcome of a HashPassword effect: create the account and log in."""
+        state = self._sessions.get(session)
+        if state is None or not state.login_pending:
+            return []
+        state.login_pending = False
+        if not self.store.add_user(username, user_key(username), password_hash):
+            return [self._reply(state, LoginRejected(reason="that user name is taken"))]
+        return self._log_in(state, username, now)
+
+    def password_verified(
+        self, session: SessionId, username: str, ok: bool, now: float
+    ) -> list[Effect]:
+        """The outcome of a VerifyPassword effect for ``username``."""
+        state = self._sessions.get(session)
+        if state is None or not state.login_pending:
+            return []
+        state.login_pending = False
+        key = user_key(username)
+        user = self.store.get_user(key) if ok else None
+        if user is None:
+            for backoff in (self._user_failures[key], self._address_failures[state.address]):
+                backoff.fail(
+                    now,
+                    free=self.config.free_login_failures,
+                    base=self.config.login_backoff_base,
+                    cap=self.config.login_backoff_max,
+                )
+            return [self._reply(state, LoginRejected(reason=GENERIC_LOGIN_FAILURE))]
+        return self._log_in(state, user.name, now)
+
+    def _log_in(self, state: Session, name: str, now: float) -> list[Effect]:
+        key = user_key(name)
+        self._user_failures.pop(key, None)
+        self._address_failures.pop(state.address, None)
+        state.key, state.name = key, name
+        self._names[key] = name
+        first_session = key not in self._online
+        self._online[key].add(state.id)
+        effects: list[Effect] = [self._reply(state, Authenticated(username=name))]
+        default = self.config.default_room
+        if self.store.add_member(default, key):
+            self._member_set(default).add(key)
+            effects += self._membership_changed(default, key, joined=True)
+        if first_session:
+            effects += self._to_presence_audience(key, Presence(user=name, online=True))
+        effects += self._online_users(state)
+        effects += self._replay(state)
+        return effects
+
+    def _online_users(self, state: Session) -> list[Effect]:
+        users = sorted(
+            self._names[k] for k in self._presence_audience(state.key) if k in self._online
+        )
+        return [
+            self._reply(state, OnlineUsers(users=page, more=more))
+            for page, more in _pages(users, limits.MAX_LIST)
+        ]
+
+    def _replay(self, state: Session) -> list[Effect]:
+        """Send the next page of what the user missed since its delivery cursor."""
+        page = self.store.missed(
+            state.key, self.store.get_cursor(state.key), self.config.replay_page
+        )
+        more = len(page) == self.config.replay_page
+        state.replay_last = page[-1].id if more else 0
+        effects: list[Effect] = [self._reply(state, self._message_record(m)) for m in page]
+        effects.append(self._reply(state, HistoryEnd(more=more)))
+        return effects
+
+    # --- rooms ------------------------------------------------------------------------------
+
+    def _join(self, state: Session, record: JoinRoom) -> list[Effect]:
+        room = record.room
+        problem = room_problem(room)
+        if problem:
+            return [self._error(state, "bad_room", problem, room)]
+        if len(self.store.rooms_of(state.key)) >= self.config.max_rooms_per_user:
+            return [
+                self._error(
+                    state,
+                    "too_many_rooms",
+                    f"you are in {self.config.max_rooms_per_user} rooms already; leave one first",
+                    room,
+                )
+            ]
+        self.store.ensure_room(room)
+        effects: list[Effect] = []
+        if self.store.add_member(room, state.key):
+            self._member_set(room).add(state.key)
+            effects += self._membership_changed(room, state.key, joined=True)
+        effects.append(self._to_user(state.key, RoomJoined(room=room)))
+        effects += self._members_of(state, room)
+        return effects
+
+    def _leave(self, state: Session, record: LeaveRoom) -> list[Effect]:
+        room = record.room
+        if room == self.config.default_room:
+            return [self._error(state, "cannot_leave", f"everyone stays in {room}", room)]
+        if not self.store.remove_member(room, state.key):
+            return [self._error(state, "not_member", f"you are not in {room}", room)]
+        self._member_set(room).discard(state.key)
+        effects: list[Effect] = [self._to_user(state.key, RoomLeft(room=room))]
+        effects += self._membership_changed(room, state.key, joined=False)
+        return effects
+
+    def _list_rooms(self, state: Session) -> list[Effect]:
+        mine = set(self.store.rooms_of(state.key))
+        rooms = [
+            RoomInfo(name=name, members=count, joined=name in mine)
+            for name, count in self.store.rooms()
+        ]
+        return [
+            self._reply(state, RoomList(rooms=page, more=more))
+            for page, more in _pages(rooms, limits.MAX_LIST)
+        ]
+
+    def _list_members(self, state: Session, record: ListMembers) -> list[Effect]:
+        if state.key not in self._member_set(record.room):
+            return [self._error(state, "not_member", f"you are not in {record.room}", record.room)]
+        return self._members_of(state, record.room)
+
+    def _members_of(self, state: Session, room: str) -> list[Effect]:
+        members = sorted(self.store.members(room), key=str.lower)
+        infos = [MemberInfo(name=n, online=user_key(n) in self._online) for n in members]
+        return [
+            self._reply(state, Members(room=room, members=page, more=more))
+            for page, more in _pages(infos, limits.MAX_LIST)
+        ]
+
+    def _membership_changed(self, room: str, key: str, *, joined: bool) -> list[Effect]:
+        members = self._member_set(room)
+        if len(members) > self.config.presence_room_limit:
+            return []
+        record = Membership(room=room, user=self._names.get(key, key), joined=joined)
+        return self._to_keys(members - {key}, record)
+
+    # --- messages ---------------------------------------------------------------------------
+
+    def _message(self, state: Session, record: Message, now: float) -> list[Effect]:
+        ref = record.client_id
+        where = self._conversation(state, record.room, record.to, ref)
+        if isinstance(where, Error):
+            return [self._reply(state, where)]
+        if not record.text.strip():
+            return [self._error(state, "empty", "a message needs some text", ref)]
+        if len(record.text) > self.config.max_message_chars:
+            return [
+                self._error(
+                    state,
+                    "too_long",
+                    f"a message is at most {self.config.max_message_chars} characters",
+                    ref,
+                )
+            ]
+        if ref:
+            earlier = self.store.find_by_client_id(state.key, ref)
+            if earlier is not None:  # a resend after a reconnect: acknowledge, don't repeat
+                return [self._reply(state, MessageAck(client_id=ref, id=earlier.id, ts=earlier.ts))]
+        bucket = self._message_buckets.get(state.key)
+        if bucket is None:
+            bucket = self._message_buckets[state.key] = TokenBucket.full(
+                self.config.messages_per_second, self.config.message_burst, now
+            )
+        if not bucket.take(now):
+            return [
+                self._error(
+                    state,
+                    "rate_limited",
+                    f"slow down: at most {self.config.messages_per_second:g} messages a second",
+                    ref,
+                )
+            ]
+        stored = self.store.append_message(
+            ts=now,
+            sender_key=state.key,
+            sender=state.name,
+            room=where.room,
+            to_key=where.peer_key,
+            to=where.peer,
+            text=record.text,
+            client_id=ref,
+        )
+        effects: list[Effect] = []
+        if ref:
+            effects.append(
+                self._reply(state, MessageAck(client_id=ref, id=stored.id, ts=stored.ts))
+            )
+        effects += self._to_conversation(state, where, self._message_record(stored))
+        self._typing.pop((state.key, where), None)
+        return effects
+
+    def _conversation(self, state: Session, room: str, to: str, ref: str) -> _Conversation | Error:
+        if bool(room) == bool(to):
+            return Error(code="bad_target", detail="name exactly one of a room or a user", ref=ref)
+        if room:
+            if state.key not in self._member_set(room):
+                return Error(code="not_member", detail=f"join {room} first", ref=ref)
+            return _Conversation(room=room)
+        user = self.store.get_user(user_key(to))
+        if user is None:
+            return Error(code="no_such_user", detail=f"there is no user {to}", ref=ref)
+        return _Conversation(peer_key=user.key, peer=user.name)
+
+    def _to_conversation(
+        self, state: Session, where: _Conversation, record: Record
+    ) -> list[Effect]:
+        """``record`` to everyone in the conversation except the session that caused it."""
+        keys = self._member_set(where.room) if where.room else {state.key, where.peer_key}
+        sessions = tuple(s for k in keys for s in self._online.get(k, ()) if s != state.id)
+        return [Deliver(sessions, record)] if sessions else []
+
+    def _delivered(self, state: Session, record: Delivered) -> list[Effect]:
+        up_to = min(record.up_to, self.store.last_message_id())
+        if up_to > self.store.get_cursor(state.key):
+            self.store.set_cursor(state.key, up_to)
+        if state.replay_last and up_to >= state.replay_last:
+            return self._replay(state)
+        return []
+
+    def _history(self, state: Session, record: HistoryRequest) -> list[Effect]:
+        where = self._conversation(state, record.room, record.peer, "")
+        if isinstance(where, Error):
+            return [self._reply(state, where)]
+        limit = min(record.limit, self.config.history_page)
+        if where.room:
+            page = self.store.room_history(where.room, record.before, limit + 1)
+        else:
+            page = self.store.direct_history(state.key, where.peer_key, record.before, limit + 1)
+        more = len(page) > limit
+        page = page[-limit:] if more else page
+        effects: list[Effect] = [self._reply(state, self._message_record(m)) for m in page]
+        effects.append(
+            self._reply(state, HistoryEnd(room=record.room, peer=record.peer, more=more))
+        )
+        return effects
+
+    def _message_record(self, stored: StoredMessage) -> Message:
+        info = None
+        if stored.file_id:
+            file = self.store.get_file(stored.file_id)
+            if file is not None:
+                info = _file_info(file)
+        return Message(
+            text=stored.text,
+            room=stored.room,
+            to=stored.to,
+            client_id=stored.client_id,
+            id=stored.id,
+            sender=stored.sender,
+            ts=stored.ts,
+            file=info,
+        )
+
+    # --- typing -----------------------------------------------------------------------------
+
+    def _typing_notice(self, state: Session, record: Typing, now: float) -> list[Effect]:
+        where = self._conversation(state, record.room, record.to, "")
+        if isinstance(where, Error):
+            return [self._reply(state, where)]
+        slot = (state.key, where)
+        if record.active:
+            refresh = slot in self._typing
+            self._typing[slot] = now + self.config.typing_expiry
+            if refresh:
+                return []
+        elif self._typing.pop(slot, None) is None:
+            return []
+        notice = Typing(room=where.room, to=where.peer, user=state.name, active=record.active)
+        return self._to_conversation_except_user(state.key, where, notice)
+
+    def _to_conversation_except_user(
+        self, key: str, where: _Conversation, record: Record
+    ) -> list[Effect]:
+        keys = self._member_set(where.room) if where.room else {where.peer_key}
+        return self._to_keys(keys - {key}, record)
+
+    def tick(self, now: float) -> list[Effect]:
+        """Expire typing notices not refreshed in time, and forget old login failures."""
+        horizon = now - self.config.login_backoff_max
+        for failures in (self._user_failures, self._address_failures):
+            for stale in [k for k, b in failures.items() if b.last_failure < horizon]:
+                del failures[stale]
+        expired = [slot for slot, deadline in self._typing.items() if deadline <= now]
+        effects: list[Effect] = []
+        for key, where in expired:
+            del self._typing[key, where]
+            notice = Typing(room=where.room, to=where.peer, user=self._names[key], active=False)
+            effects += self._to_conversation_except_user(key, where, notice)
+        return effects
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has work to do."""
+        return min(self._typing.values(), default=None)
+
+    def _stop_typing_of(self, key: str) -> list[Effect]:
+        effects: list[Effect] = []
+        for slot in [s for s in self._typing if s[0] == key]:
+            del self._typing[slot]
+            where = slot[1]
+            notice = Typing(room=where.room, to=where.peer, user=self._names[key], active=False)
+            effects += self._to_conversation_except_user(key, where, notice)
+        return effects
+
+    # --- files ------------------------------------------------------------------------------
+
+    def _offer(self, state: Session, record: FileOffer, now: float) -> list[Effect]:
+        transfer = record.transfer
+
+        def reject(reason: str) -> list[Effect]:
+            return [self._reply(state, FileReject(transfer=transfer, reason=reason))]
+
+        where = self._conversation(state, record.room, record.to, str(transfer))
+        if isinstance(where, Error):
+            return reject(where.detail)
+        if not record.name:
+            return reject("a file needs a name")
+        if transfer in state.uploads or transfer in state.downloads:
+            return reject(f"transfer {transfer} is already in use")
+        if len(state.uploads) + len(state.downloads) >= self.config.max_transfers:
+            return reject(f"at most {self.config.max_transfers} transfers at a time")
+        if record.size > self.config.max_file_size:
+            return reject(
+                f"file too large: {record.size} bytes; the limit is "
+                f"{self.config.max_file_size} bytes"
+            )
+        partial = self.store.find_partial_upload(
+            state.key, record.sha256, record.size, where.room, where.peer_key
+        )
+        if partial is None:
+            used = self.store.usage(state.key)
+            if used + record.size > self.config.user_quota:
+                return reject(
+                    f"over quota: you use {used} of {self.config.user_quota} bytes; "
+                    f"this file needs {record.size}"
+                )
+            partial = self.store.create_file(
+                owner_key=state.key,
+                name=record.name,
+                size=record.size,
+                sha256=record.sha256,
+                room=where.room,
+                to_key=where.peer_key,
+                ts=now,
+            )
+        state.uploads[transfer] = Upload(file=partial, received=partial.received)
+        accept = FileAccept(transfer=transfer, file_id=partial.file_id, offset=partial.received)
+        return [self._reply(state, accept)]
+
+    def _chunk(self, state: Session, record: FileChunk) -> list[Effect]:
+        upload = state.uploads.get(record.transfer)
+        if upload is None:
+            reason = f"no upload {record.transfer} in progress"
+            return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        if record.offset != upload.received:
+            del state.uploads[record.transfer]  # the stored part stays: resume from there
+            reason = f"chunk at {record.offset}, expected {upload.received}; resume to continue"
+            return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        if upload.received + len(record.data) > upload.file.size:
+            del state.uploads[record.transfer]
+            reason = f"more data than the {upload.file.size} bytes offered"
+            return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        upload.received = self.store.write_chunk(upload.file.file_id, record.offset, record.data)
+        return []
+
+    def _complete(self, state: Session, record: FileComplete, now: float) -> list[Effect]:
+        upload = state.uploads.pop(record.transfer, None)
+        if upload is None:
+            reason = f"no upload {record.transfer} in progress"
+            return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        file = upload.file
+        if upload.received != file.size or record.sha256 != file.sha256:
+            self.store.delete_file(file.file_id)
+            reason = "the file did not arrive intact (size or SHA-256 differs); send it again"
+            return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        if not self.store.complete_file(file.file_id):
+            reason = "the stored file's SHA-256 differs from the offer; send it again"
+            return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        peer = self._names.get(file.to_key, file.to_key)
+        stored = self.store.append_message(
+            ts=now,
+            sender_key=state.key,
+            sender=state.name,
+            room=file.room,
+            to_key=file.to_key,
+            to=peer if file.to_key else "",
+            text="",
+            client_id="",
+            file_id=file.file_id,
+        )
+        announcement = self._message_record(stored)
+        where = _Conversation(room=file.room, peer_key=file.to_key, peer=peer)
+        effects: list[Effect] = [self._reply(state, announcement)]
+        effects += self._to_conversation(state, where, announcement)
+        return effects
+
+    def _refuse(self, state: Session, record: FileReject) -> list[Effect]:
+        upload = state.uploads.pop(record.transfer, None)
+        if upload is not None:  # the client cancelled its upload
+            self.store.delete_file(upload.file.file_id)
+            return []
+        if record.transfer in state.downloads:
+            state.downloads.discard(record.transfer)
+            return [CancelStream(state.id, record.transfer)]
+        return []
+
+    def _download(self, state: Session, record: FileRequest) -> list[Effect]:
+        transfer = record.transfer
+
+        def reject(reason: str) -> list[Effect]:
+            return [self._reply(state, FileReject(transfer=transfer, reason=reason))]
+
+        file = self.store.get_file(record.file_id)
+        if file is None or not file.complete or not self._may_see(state.key, file):
+            return reject(f"there is no file {record.file_id} that you can see")
+        if transfer in state.uploads or transfer in state.downloads:
+            return reject(f"transfer {transfer} is already in use")
+        if len(state.uploads) + len(state.downloads) >= self.config.max_transfers:
+            return reject(f"at most {self.config.max_transfers} transfers at a time")
+        if record.offset > file.size:
+            return reject(f"offset {record.offset} is past the end ({file.size} bytes)")
+        state.downloads.add(transfer)
+        offer = FileOffer(
+            transfer=transfer,
+            name=file.name,
+            size=file.size,
+            sha256=file.sha256,
+            room=file.room,
+            file_id=file.file_id,
+            offset=record.offset,
+        )
+        return [
+            self._reply(state, offer),
+            StreamFile(state.id, transfer, file.file_id, record.offset, file.size, file.sha256),
+        ]
+
+    def stream_finished(self, session: SessionId, transfer: int) -> None:
+        """The driver finished (or abandoned) a StreamFile."""
+        state = self._sessions.get(session)
+        if state is not None:
+            state.downloads.discard(transfer)
+
+    def _list_files(self, state: Session, record: ListFiles) -> list[Effect]:
+        where = self._conversation(state, record.room, record.peer, "")
+        if isinstance(where, Error):
+            return [self._reply(state, where)]
+        if where.room:
+            files = self.store.files_for_room(where.room)
+        else:
+            files = self.store.files_between(state.key, where.peer_key)
+        infos = [_file_info(f) for f in files if f.complete]
+        return [
+            self._reply(state, FileList(room=record.room, peer=record.peer, files=page, more=more))
+            for page, more in _pages(infos, limits.MAX_LIST)
+        ]
+
+    def _may_see(self, key: str, file: StoredFile) -> bool:
+        if file.room:
+            return key in self._member_set(file.room)
+        return key in (file.owner_key, file.to_key)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _member_set(self, room: str) -> set[str]:
+        members = self._members.get(room)
+        if members is None:
+            names = self.store.members(room)
+            for name in names:
+                self._names.setdefault(user_key(name), name)
+            members = self._members[room] = {user_key(n) for n in names}
+        return members
+
+    def _presence_audience(self, key: str) -> set[str]:
+        """Users who share a room small enough for presence with ``key`` (and itself)."""
+        audience = {key}
+        for room in self.store.rooms_of(key):
+            members = self._member_set(room)
+            if len(members) <= self.config.presence_room_limit:
+                audience |= members
+        return audience
+
+    def _to_presence_audience(self, key: str, record: Record) -> list[Effect]:
+        return self._to_keys(self._presence_audience(key) - {key}, record)
+
+    def _to_keys(self, keys: Iterable[str], record: Record) -> list[Effect]:
+        sessions = tuple(s for k in keys for s in self._online.get(k, ()))
+        return [Deliver(sessions, record)] if sessions else []
+
+    def _to_user(self, key: str, record: Record) -> Deliver:
+        return Deliver(tuple(self._online.get(key, ())), record)
+
+    @staticmethod
+    def _reply(state: Session, record: Record) -> Deliver:
+        return Deliver((state.id,), record)
+
+    @staticmethod
+    def _error(state: Session, code: str, detail: str, ref: str) -> Deliver:
+        return Deliver((state.id,), Error(code=code, detail=detail, ref=ref[: limits.MAX_ID]))
+
+
+def _file_info(file: StoredFile) -> FileInfo:
+    return FileInfo(file_id=file.file_id, name=file.name, size=file.size, sha256=file.sha256)
+
+
+def _pages(items: list[T], size: int) -> list[tuple[list[T], bool]]:
+    """``items`` cut into pages of ``size``, each with whether more follow (one empty page for
+    no items)."""
+    if not items:
+        return [([], False)]
+    count = (len(items) + size - 1) // size
+    return [(items[i * size : (i + 1) * size], i < count - 1) for i in range(count)]

@@ -1,0 +1,48 @@
+"""Rate limits with time passed in: a token bucket and a failure back-off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; each action takes one."""
+
+    rate: float
+    burst: float
+    tokens: float
+    updated: float
+
+    @classmethod
+    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
+        return cls(rate=rate, burst=burst, tokens=burst, updated=now)
+
+    def take(self, now: float) -> bool:
+        """Take a token if one is there."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Failures counted; after ``free`` of them each further one doubles the wait."""
+
+    failures: int = 0
+    blocked_until: float = 0.0
+    last_failure: float = 0.0
+
+    def wait(self, now: float) -> float:
+        """Seconds until another attempt is allowed (0 if it is allowed now)."""
+        return max(0.0, self.blocked_until - now)
+
+    def fail(self, now: float, *, free: int, base: float, cap: float) -> None:
+        self.failures += 1
+        self.last_failure = now
+        over = self.failures - free
+        if over > 0:
+            self.blocked_until = now + min(cap, base * 2 ** (over - 1))

@@ -1,0 +1,173 @@
+"""What the hub needs from storage: a narrow, synchronous interface.
+
+The hub never opens a database or a file itself; its driver gives it an object with these
+methods (``sealchat.transports.sqlite_store.SqliteStore`` in production, the same class over
+``:memory:`` and a temporary folder in tests). Calls are made from one thread at a time.
+
+Names passed in are already case-folded where the parameter is called ``key``; ``name`` is the
+display spelling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A registered user: display name, case-folded key and Argon2id PHC hash."""
+
+    name: str
+    key: str
+    password_hash: str
+
+    def __repr__(self) -> str:
+        return f"UserRow(name={self.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as stored: ``room`` set for a room message, ``to`` (display name) for a direct
+    one; ``file_id`` for a file announcement."""
+
+    id: int
+    ts: float
+    sender: str
+    room: str
+    to: str
+    text: str
+    client_id: str
+    file_id: str = ""
+
+    def __repr__(self) -> str:
+        return f"StoredMessage(id={self.id}, sender={self.sender!r}, room={self.room!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file's metadata. ``received`` bytes are stored so far; ``complete`` once verified."""
+
+    file_id: str
+    owner_key: str
+    name: str
+    size: int
+    sha256: bytes
+    room: str
+    to_key: str
+    received: int
+    complete: bool
+    ts: float
+
+    def __repr__(self) -> str:
+        return f"StoredFile(file_id={self.file_id!r}, size={self.size}, received={self.received})"
+
+
+class Store(Protocol):
+    """Durable state. Every write is committed before the method returns."""
+
+    # users
+    def get_user(self, key: str) -> UserRow | None: ...
+    def add_user(self, name: str, key: str, password_hash: str) -> bool:
+        """False if ``key`` is taken."""
+        ...
+
+    def set_password(self, key: str, password_hash: str) -> bool: ...
+    def remove_user(self, key: str) -> bool: ...
+    def list_users(self) -> list[str]: ...
+
+    # rooms and memberships (rooms by their exact name; members by user key)
+    def ensure_room(self, room: str) -> None: ...
+    def room_exists(self, room: str) -> bool: ...
+    def rooms(self) -> list[tuple[str, int]]:
+        """Every room with its member count, by name."""
+        ...
+
+    def rooms_of(self, key: str) -> list[str]: ...
+    def members(self, room: str) -> list[str]:
+        """Display names of the room's members."""
+        ...
+
+    def add_member(self, room: str, key: str) -> bool:
+        """False if already a member."""
+        ...
+
+    def remove_member(self, room: str, key: str) -> bool: ...
+
+    # messages
+    def last_message_id(self) -> int: ...
+    def append_message(
+        self,
+        *,
+        ts: float,
+        sender_key: str,
+        sender: str,
+        room: str,
+        to_key: str,
+        to: str,
+        text: str,
+        client_id: str,
+        file_id: str = "",
+    ) -> StoredMessage:
+        """Store a message and give it the next id."""
+        ...
+
+    def find_by_client_id(self, sender_key: str, client_id: str) -> StoredMessage | None: ...
+    def room_history(self, room: str, before: int, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages of ``room`` with id < ``before`` (0: no bound), oldest
+        first."""
+        ...
+
+    def direct_history(
+        self, a_key: str, b_key: str, before: int, limit: int
+    ) -> list[StoredMessage]:
+        """Like room_history, for the direct conversation between two users."""
+        ...
+
+    def missed(self, key: str, after: int, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages visible to user ``key`` (its rooms' messages from when it
+        joined, its direct messages both ways) with id > ``after``, oldest first."""
+        ...
+
+    def get_cursor(self, key: str) -> int: ...
+    def set_cursor(self, key: str, message_id: int) -> None: ...
+
+    # files
+    def create_file(
+        self,
+        *,
+        owner_key: str,
+        name: str,
+        size: int,
+        sha256: bytes,
+        room: str,
+        to_key: str,
+        ts: float,
+    ) -> StoredFile:
+        """Register an upload under a new server-chosen id (nothing received yet)."""
+        ...
+
+    def find_partial_upload(
+        self, owner_key: str, sha256: bytes, size: int, room: str, to_key: str
+    ) -> StoredFile | None: ...
+    def get_file(self, file_id: str) -> StoredFile | None: ...
+    def write_chunk(self, file_id: str, offset: int, data: bytes) -> int:
+        """Append ``data`` at ``offset`` (which must equal the bytes received so far) and
+        return the new count."""
+        ...
+
+    def complete_file(self, file_id: str) -> bool:
+        """Verify the stored bytes against the offered SHA-256; if they match, fsync and move
+        the file into place and mark it complete (True); otherwise delete it (False)."""
+        ...
+
+    def delete_file(self, file_id: str) -> None: ...
+    def usage(self, owner_key: str) -> int:
+        """Bytes of storage the user's files (complete and partial) take."""
+        ...
+
+    def files_for_room(self, room: str) -> list[StoredFile]: ...
+    def files_between(self, a_key: str, b_key: str) -> list[StoredFile]: ...
+    def read_chunk(self, file_id: str, offset: int, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
