@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from sealchat import __version__
+from sealchat.cli.server_cmd import add_server_commands
 
 
 def _demo(_args: argparse.Namespace) -> int:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run a Noise XX handshake and a short session between two in-memory peers"
     )
     demo.set_defaults(handler=_demo)
+    add_server_commands(commands)
     return parser
 
 

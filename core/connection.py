@@ -88,6 +88,7 @@ class Connection:
         self._eof = False
         self._max_receive_buffer = max_receive_buffer
         self._out: list[bytes | bytearray] = []
+        self._bytes_queued = 0
         self._pending: deque[Event] = deque()
         self._closed: ConnectionClosed | None = None
         self._error: str | None = None
@@ -114,6 +115,11 @@ class Connection:
         return self._state
 
     @property
+    def bytes_to_send(self) -> int:
+        """Bytes queued and not yet taken by ``data_to_send`` (for backpressure)."""
+        return self._bytes_queued
+
+    @property
     def peer_public_key(self) -> bytes | None:
         """The peer's static public key, once message 2 (client) or 3 (server) is read."""
         return self._handshake.remote_static if self._handshake is not None else None
@@ -127,7 +133,7 @@ class Connection:
         if self._state is not State.START:
             raise LocalProtocolError(f"initiate() in state {self._state.value}")
         self._start_handshake(initiator=True, prologue=self._preamble)
-        self._out.append(self._preamble)
+        self._queue(self._preamble)
         self._write_handshake()
 
     def accept_peer(self) -> None:
@@ -156,7 +162,8 @@ class Connection:
     def _write_handshake(self) -> None:
         assert self._handshake is not None
         message = self._handshake.write_message(b"")
-        self._out += (_HEADER.pack(len(message)), message)
+        self._queue(_HEADER.pack(len(message)))
+        self._queue(message)
 
     def _finish_handshake(self) -> None:
         handshake = self._handshake
@@ -181,16 +188,19 @@ class Connection:
 
     # --- sending ------------------------------------------------------------------------
 
-    def send(self, event: Record) -> None:
+    def send(self, event: Record, *, encoded: bytes | None = None) -> None:
         """Queue ``event`` as one encrypted record. Raises ``LocalProtocolError`` if the record
-        is invalid, not ours to send, or not allowed in the current state."""
+        is invalid, not ours to send, or not allowed in the current state.
+
+        ``encoded``, if given, must be ``encode_record(event)``: a broadcast encodes once and
+        encrypts per recipient."""
         next_state = self._may_send.get(type(event))
         if next_state is None:
             name = type(event).__name__
             if isinstance(event, Record) and self.role not in event.sent_by:
                 raise LocalProtocolError(f"a {self.role.value} cannot send {name}")
             raise LocalProtocolError(f"cannot send {name} in state {self._state.value}")
-        self._send_payload(encode_record(event))
+        self._send_payload(encode_record(event) if encoded is None else encoded)
         if next_state is not self._state:
             self._enter(next_state)
             if next_state is State.CLOSED:
@@ -204,20 +214,27 @@ class Connection:
         out = self._out
         out.append(_HEADER.pack(len(ciphertext)))
         out.append(ciphertext)
+        self._bytes_queued += _HEADER_SIZE + len(ciphertext)
         self._sends_before_rekey -= 1
         if not self._sends_before_rekey:
             cipher.rekey()
             self._sends_before_rekey = self._rekey_interval
 
+    def _queue(self, data: bytes) -> None:
+        self._out.append(data)
+        self._bytes_queued += len(data)
+
     def data_to_send(self) -> bytes:
         """All bytes queued since the last call; the transport writes them in one call."""
         out = b"".join(self._out)
         self._out.clear()
+        self._bytes_queued = 0
         return out
 
     def send_failed(self) -> None:
         """The transport could not write: the connection is unusable from now on."""
         self._out.clear()
+        self._bytes_queued = 0
         if self._state is not State.ERROR:
             self._enter(State.ERROR)
             self._error = "the transport failed to send"
@@ -277,7 +294,7 @@ class Connection:
                 self._peer_preamble_seen = True
                 if self.role is Role.SERVER:
                     # Sent even on a version mismatch: it tells the client our version.
-                    self._out.append(self._preamble)
+                    self._queue(self._preamble)
                 parse_preamble(preamble, peer=self.role.peer.value)
                 if self.role is Role.SERVER:
                     self._start_handshake(initiator=False, prologue=preamble)

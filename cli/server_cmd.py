@@ -1,0 +1,229 @@
+"""``sealchat server``, ``sealchat user …`` and ``sealchat server-key``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import platformdirs
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import fingerprint
+from sealchat.core.hub import Hub, HubConfig
+from sealchat.core.hub.names import user_key, username_problem
+from sealchat.transports.keyfile import load_or_create_key, public_bytes
+from sealchat.transports.passwords import hash_password
+from sealchat.transports.server_config import ServerConfig
+from sealchat.transports.sqlite_store import SqliteStore
+
+DEMO_USER = "esha"
+DEMO_PASSWORD = "esha123"  # noqa: S105  (the original brief's public demo account, opt-in only)
+KEY_FILE = "server_key"
+
+log = logging.getLogger("sealchat.server")
+
+
+def default_data_dir() -> Path:
+    """Where the server keeps its database, key and files unless told otherwise."""
+    return Path(platformdirs.user_data_dir("sealchat", appauthor=False))
+
+
+def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``server``, ``user`` and ``server-key`` on the main parser."""
+    server = commands.add_parser("server", help="run a sealchat server")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    server.add_argument("--port", type=int, default=7878, help="TCP port (default 7878)")
+    _data_dir_option(server)
+    server.add_argument(
+        "--threads", action="store_true", help="one thread per client instead of trio"
+    )
+    server.add_argument(
+        "--demo",
+        action="store_true",
+        help=f"create the public demo account {DEMO_USER}/{DEMO_PASSWORD} (never in production)",
+    )
+    server.add_argument(
+        "--open-registration", action="store_true", help="let anyone create an account"
+    )
+    server.add_argument("--max-connections", type=int, default=10_000)
+    server.set_defaults(handler=run_server)
+
+    user = commands.add_parser("user", help="manage accounts on this server's data")
+    actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (
+        ("add", "create an account"),
+        ("passwd", "change an account's password"),
+        ("remove", "delete an account"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("username")
+        _data_dir_option(action)
+        if name != "remove":
+            action.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the password from standard input (for scripts)",
+            )
+        action.set_defaults(handler=run_user)
+    listing = actions.add_parser("list", help="list accounts")
+    _data_dir_option(listing)
+    listing.set_defaults(handler=run_user)
+
+    key = commands.add_parser("server-key", help="print the server key's fingerprint")
+    _data_dir_option(key)
+    key.set_defaults(handler=run_server_key)
+
+
+def _data_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"server data folder (default {default_data_dir()})",
+    )
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    path: Path = args.data_dir or default_data_dir()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def run_server_key(args: argparse.Namespace) -> int:
+    key = load_or_create_key(_data_dir(args) / KEY_FILE)
+    print(fingerprint(public_bytes(key)))
+    return 0
+
+
+def run_user(args: argparse.Namespace) -> int:
+    store = SqliteStore(_data_dir(args))
+    try:
+        if args.action == "list":
+            for name in store.list_users():
+                print(name)
+            return 0
+        key = user_key(args.username)
+        if args.action == "remove":
+            if not store.remove_user(key):
+                print(f"sealchat: there is no user {args.username}", file=sys.stderr)
+                return 1
+            print(f"removed {args.username}")
+            return 0
+        problem = username_problem(args.username)
+        if problem:
+            print(f"sealchat: {problem}", file=sys.stderr)
+            return 2
+        password = _read_new_password(args.password_stdin)
+        if password is None:
+            return 2
+        phc = hash_password(password)
+        if args.action == "add":
+            if not store.add_user(args.username, key, phc):
+                print(f"sealchat: {args.username} exists; use 'user passwd'", file=sys.stderr)
+                return 1
+            print(f"added {args.username}")
+        else:
+            if not store.set_password(key, phc):
+                print(f"sealchat: there is no user {args.username}", file=sys.stderr)
+                return 1
+            print(f"changed the password of {args.username}")
+        return 0
+    finally:
+        store.close()
+
+
+def _read_new_password(from_stdin: bool) -> str | None:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != password:
+            print("sealchat: the passwords differ; nothing changed", file=sys.stderr)
+            return None
+    if len(password) < HubConfig().min_password_chars:
+        print(
+            f"sealchat: a password needs at least {HubConfig().min_password_chars} characters",
+            file=sys.stderr,
+        )
+        return None
+    return password
+
+
+def run_server(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    data_dir = _data_dir(args)
+    key = load_or_create_key(data_dir / KEY_FILE)
+    store = SqliteStore(data_dir)
+    if args.demo:
+        _ensure_demo_account(store)
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_connections=args.max_connections,
+        hub=HubConfig(open_registration=args.open_registration),
+    )
+    hub = Hub(store, config.hub)
+    log.info("data folder %s", data_dir)
+    log.info("server key fingerprint %s", fingerprint(public_bytes(key)))
+    log.info(
+        "listening on %s:%d (%s)",
+        args.host,
+        args.port,
+        "one thread per client" if args.threads else "trio",
+    )
+    if args.threads:
+        from sealchat.transports.blocking_server import ThreadedServer
+
+        threaded = ThreadedServer(hub, key, config)
+        signal.signal(signal.SIGTERM, lambda *_: threaded.stop())
+        try:
+            threaded.serve_forever()
+        except KeyboardInterrupt:
+            threaded.stop()
+        return 0
+    return _run_trio(hub, key, config)
+
+
+def _run_trio(hub: Hub, key: X25519PrivateKey, config: ServerConfig) -> int:
+    import trio
+
+    from sealchat.transports.trio_server import TrioServer
+
+    server = TrioServer(hub, key, config)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                nursery.start_soon(server.serve)
+                async for signum in signals:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    server.stop()
+                    break
+
+    trio.run(main)
+    log.info("stopped")
+    return 0
+
+
+def _ensure_demo_account(store: SqliteStore) -> None:
+    banner = "!" * 72
+    if store.get_user(user_key(DEMO_USER)) is None:
+        store.add_user(DEMO_USER, user_key(DEMO_USER), hash_password(DEMO_PASSWORD))
+        created = "created"
+    else:
+        created = "exists"
+    log.warning(banner)
+    log.warning(
+        "DEMO ACCOUNT %s: user %r with the public demo password from the README. "
+        "Anyone can log in with it.",
+        created,
+        DEMO_USER,
+    )
+    log.warning("Do not run --demo on a server others can reach.")
+    log.warning(banner)

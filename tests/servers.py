@@ -1,0 +1,123 @@
+"""Run either server in-process on a loopback port for a test, with ready-made accounts."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import PeerKeyReceived, fingerprint
+from sealchat.core.hub import Hub, HubConfig
+from sealchat.core.hub.names import user_key
+from sealchat.transports.blocking_client import BlockingClient
+from sealchat.transports.blocking_server import ThreadedServer
+from sealchat.transports.keyfile import public_bytes
+from sealchat.transports.passwords import CHEAP, hash_password
+from sealchat.transports.server_config import ServerConfig
+from sealchat.transports.sqlite_store import SqliteStore
+from sealchat.transports.trio_server import TrioServer
+
+PASSWORD = "correct horse battery"
+USERS = ("alice", "bob", "carol", "dave")
+KINDS = ("trio", "threads")
+
+
+@dataclasses.dataclass
+class Running:
+    """A server running for a test."""
+
+    kind: str
+    port: int
+    fingerprint: str
+    hub: Hub
+    stop: Callable[[], None]
+
+    def client(self, **options: Any) -> BlockingClient:
+        """A connected client that trusts this server's key."""
+        expected = self.fingerprint
+        return BlockingClient(
+            "127.0.0.1",
+            self.port,
+            trust=lambda event: event.fingerprint == expected,
+            **options,
+        )
+
+    def login(self, username: str, password: str = PASSWORD) -> BlockingClient:
+        client = self.client()
+        try:
+            client.login(username, password)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+
+def accept_all(_event: PeerKeyReceived) -> bool:
+    return True
+
+
+@contextmanager
+def running_server(
+    kind: str,
+    data_dir: Path,
+    *,
+    hub: HubConfig | None = None,
+    users: tuple[str, ...] = USERS,
+    **options: Any,
+) -> Iterator[Running]:
+    """Start a ``kind`` server ("trio" or "threads") on a free port; stop it afterwards."""
+    store = SqliteStore(data_dir)
+    for name in users:
+        if store.get_user(user_key(name)) is None:
+            store.add_user(name, user_key(name), hash_password(PASSWORD, params=CHEAP))
+    hub_config = hub or HubConfig()
+    config = ServerConfig(port=0, argon2=CHEAP, hub=hub_config, **options)
+    the_hub = Hub(store, hub_config)
+    key = X25519PrivateKey.generate()
+    print_fp = fingerprint(public_bytes(key))
+    if kind == "threads":
+        threaded = ThreadedServer(the_hub, key, config)
+        _, port = threaded.start()
+        try:
+            yield Running(kind, port, print_fp, the_hub, threaded.stop)
+        finally:
+            threaded.stop()
+        return
+    server = TrioServer(the_hub, key, config)
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(server.serve)
+                box["port"] = listeners[0].socket.getsockname()[1]
+                box["token"] = trio.lowlevel.current_trio_token()
+                ready.set()
+
+        try:
+            trio.run(main)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="trio-server", daemon=True)
+    thread.start()
+    ready.wait(10)
+    stopped = threading.Event()
+
+    def stop() -> None:
+        if not stopped.is_set():
+            stopped.set()
+            trio.from_thread.run_sync(server.stop, trio_token=box["token"])
+            thread.join(10)
+
+    try:
+        yield Running(kind, box["port"], print_fp, the_hub, stop)
+    finally:
+        stop()

@@ -1,0 +1,387 @@
+"""The threaded sealchat server: plain blocking sockets, one thread per client.
+
+Each client has a reader thread (the connection's own thread: it reads, runs the hub, checks
+passwords) and a writer thread, so that a client that stops reading only ever blocks its own
+writer. The hub is shared behind one lock; each connection has its own lock, since other
+clients' threads deliver to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import (
+    NEED_DATA,
+    Bye,
+    Connection,
+    ConnectionClosed,
+    FileChunk,
+    FileComplete,
+    KeysEstablished,
+    ProtocolError,
+    Record,
+    Role,
+    State,
+)
+from sealchat.core.codec import encode_record
+from sealchat.core.hub import (
+    CancelStream,
+    Deliver,
+    Disconnect,
+    Effect,
+    HashPassword,
+    Hub,
+    StreamFile,
+    VerifyPassword,
+)
+from sealchat.core.limits import MAX_CHUNK
+from sealchat.transports.passwords import hash_password, verify_password
+from sealchat.transports.server_config import ServerConfig
+
+log = logging.getLogger("sealchat.server")
+T = TypeVar("T")
+RECEIVE_SIZE = 65536
+_OVER = (State.CLOSED, State.ERROR)
+
+
+class _Client:
+    """One client connection and the two threads that serve it."""
+
+    def __init__(self, server: ThreadedServer, session: int, sock: socket.socket) -> None:
+        self.server = server
+        self.session = session
+        self.sock = sock
+        try:
+            self.address = str(sock.getpeername()[0])
+        except OSError:
+            self.address = "unknown"
+        self.conn = Connection(
+            Role.SERVER,
+            static_key=server.static_key,
+            now=time.monotonic(),
+            handshake_timeout=server.config.handshake_timeout,
+            keepalive_interval=server.config.keepalive_interval,
+        )
+        self.lock = threading.Condition()
+        """Guards ``conn``; notified whenever output is queued or written."""
+        self.finished = False
+        self.in_hub = False
+        self.cancelled_streams: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"<client {self.session} {self.address}>"
+
+    def send(self, record: Record, encoded: bytes | None = None) -> None:
+        """Queue ``record`` for the writer; drop the client if it has stopped reading."""
+        with self.lock:
+            try:
+                self.conn.send(record, encoded=encoded)
+            except ProtocolError:
+                return
+            if self.conn.bytes_to_send > self.server.config.max_outgoing_bytes:
+                log.info("%r is not reading; disconnecting it", self)
+                self.conn.send_failed()
+                self._abort()
+            self.lock.notify_all()
+
+    def goodbye(self, reason: str) -> None:
+        self.send(Bye(reason=reason[:500]))
+
+    def _abort(self) -> None:
+        """Wake both threads for good: the socket is shut down under them."""
+        self.finished = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.lock.notify_all()
+
+    # --- the reader thread ----------------------------------------------------------------
+
+    def run(self) -> None:
+        writer = threading.Thread(target=self._write, name=f"write-{self.session}", daemon=True)
+        writer.start()
+        try:
+            self._read()
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.finished = True
+                self.lock.notify_all()
+            writer.join(timeout=2)
+            self.server._forget(self)
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def _read(self) -> None:
+        conn = self.conn
+        while not self.finished:
+            with self.lock:
+                timer = conn.get_timer()
+            timeout = None if timer is None else max(0.0, timer - time.monotonic())
+            self.sock.settimeout(timeout)
+            try:
+                data = self.sock.recv(RECEIVE_SIZE)
+                timed_out = False
+            except TimeoutError:
+                data, timed_out = b"", True
+            except ConnectionError:
+                data, timed_out = b"", False
+            events: list[object] = []
+            with self.lock:
+                if timed_out:
+                    conn.handle_timer(time.monotonic())
+                else:
+                    conn.receive_data(data)
+                over = self._take_events(events)
+                self.lock.notify_all()
+            for event in events:
+                self._handle(event)
+            if over:
+                return
+
+    def _take_events(self, events: list[object]) -> bool:
+        """Move buffered events into ``events``; True once the connection is over."""
+        while True:
+            try:
+                event = self.conn.next_event()
+            except ProtocolError as exc:
+                log.info("%r broke the protocol: %s", self, exc)
+                return True
+            if event is NEED_DATA:
+                return False
+            if isinstance(event, ConnectionClosed):
+                log.info("%r closed: %s", self, event.reason)
+                return True
+            events.append(event)
+
+    def _handle(self, event: object) -> None:
+        server = self.server
+        if isinstance(event, KeysEstablished):
+            log.info("%r connected with key %s", self, event.fingerprint)
+            server.in_hub(server.hub.open_session, self.session, self.address)
+            self.in_hub = True
+        elif isinstance(event, Record) and not isinstance(event, Bye):
+            server.run_effects(server.in_hub(server.hub.handle, self.session, event, time.time()))
+
+    # --- the writer thread ----------------------------------------------------------------
+
+    def _write(self) -> None:
+        out = self.sock.dup()  # its own timeout, apart from the reader's
+        out.settimeout(self.server.config.write_timeout)
+        try:
+            while True:
+                with self.lock:
+                    while not self.conn.bytes_to_send:
+                        if self.finished or self.conn.state in _OVER:
+                            data = self.conn.data_to_send()
+                            break
+                        self.lock.wait()
+                    else:
+                        data = self.conn.data_to_send()
+                    done = self.finished or self.conn.state in _OVER
+                if data:
+                    try:
+                        out.sendall(data)
+                    except OSError:
+                        with self.lock:
+                            self.conn.send_failed()
+                            self._abort()
+                        return
+                    with self.lock:
+                        self.lock.notify_all()
+                if done:
+                    with self.lock:
+                        self._abort()
+                    return
+        finally:
+            out.close()
+
+
+class ThreadedServer:
+    """Accepts connections on a listening socket; a thread per client drives the hub."""
+
+    def __init__(self, hub: Hub, static_key: X25519PrivateKey, config: ServerConfig) -> None:
+        self.hub = hub
+        self.static_key = static_key
+        self.config = config
+        self._hub_lock = threading.Lock()
+        self._password_slots = threading.BoundedSemaphore(config.password_threads)
+        self._clients: dict[int, _Client] = {}
+        self._clients_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def connections(self) -> int:
+        with self._clients_lock:
+            return len(self._clients)
+
+    def bind(self) -> tuple[str, int]:
+        """Open the listening socket; returns the address (the port, if 0 was asked for)."""
+        listener = socket.create_server((self.config.host, self.config.port), backlog=1024)
+        self._listener = listener
+        host, port = listener.getsockname()[:2]
+        return str(host), int(port)
+
+    def start(self) -> tuple[str, int]:
+        """Bind and serve in background threads; returns the address."""
+        address = self.bind()
+        for target, name in ((self._accept_loop, "accept"), (self._tick_loop, "hub-timers")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return address
+
+    def serve_forever(self) -> None:
+        """Bind and serve in this thread until ``stop()``."""
+        if self._listener is None:
+            self.bind()
+        ticker = threading.Thread(target=self._tick_loop, name="hub-timers", daemon=True)
+        ticker.start()
+        self._threads.append(ticker)
+        self._accept_loop()
+
+    def stop(self) -> None:
+        """Bye to everyone, wait briefly for it to go out, close the store."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.close()
+        with self._clients_lock:
+            clients = list(self._clients.values())
+        for client in clients:
+            client.goodbye("the server is shutting down")
+        deadline = time.monotonic() + 3
+        while self.connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for client in clients:
+            with client.lock:
+                client._abort()
+        with self._hub_lock:
+            self.hub.store.close()
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        listener.settimeout(0.25)
+        while not self._stopping.is_set():
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.connections >= self.config.max_connections:
+                sock.close()
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client = _Client(self, next(self._ids), sock)
+            with self._clients_lock:
+                self._clients[client.session] = client
+            threading.Thread(
+                target=client.run, name=f"client-{client.session}", daemon=True
+            ).start()
+
+    def _tick_loop(self) -> None:
+        while not self._stopping.wait(0.25):
+            self.run_effects(self.in_hub(self.hub.tick, time.time()))
+
+    def _forget(self, client: _Client) -> None:
+        with self._clients_lock:
+            self._clients.pop(client.session, None)
+        if client.in_hub:
+            self.run_effects(self.in_hub(self.hub.close_session, client.session, time.time()))
+
+    # --- the hub and its effects ----------------------------------------------------------
+
+    def in_hub(self, fn: Callable[..., T], *args: object) -> T:
+        """Call into the hub; one call at a time across all threads."""
+        with self._hub_lock:
+            return fn(*args)
+
+    def _client(self, session: int) -> _Client | None:
+        with self._clients_lock:
+            return self._clients.get(session)
+
+    def run_effects(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case Deliver(sessions=sessions, record=record):
+                    encoded = encode_record(record)
+                    for session in sessions:
+                        client = self._client(session)
+                        if client is not None:
+                            client.send(record, encoded)
+                case Disconnect(session=session, reason=reason):
+                    client = self._client(session)
+                    if client is not None:
+                        client.goodbye(reason)
+                case VerifyPassword():
+                    with self._password_slots:
+                        ok = verify_password(effect.password, effect.password_hash)
+                    self.run_effects(
+                        self.in_hub(
+                            self.hub.password_verified,
+                            effect.session,
+                            effect.username,
+                            ok,
+                            time.time(),
+                        )
+                    )
+                case HashPassword():
+                    with self._password_slots:
+                        phc = hash_password(effect.password, params=self.config.argon2)
+                    self.run_effects(
+                        self.in_hub(
+                            self.hub.password_hashed,
+                            effect.session,
+                            effect.username,
+                            phc,
+                            time.time(),
+                        )
+                    )
+                case StreamFile():
+                    client = self._client(effect.session)
+                    if client is not None:
+                        threading.Thread(
+                            target=self._stream, args=(client, effect), daemon=True
+                        ).start()
+                case CancelStream(session=session, transfer=transfer):
+                    client = self._client(session)
+                    if client is not None:
+                        client.cancelled_streams.add(transfer)
+
+    def _stream(self, client: _Client, effect: StreamFile) -> None:
+        """Send a stored file's chunks, waiting while the client's queue is full."""
+        try:
+            offset = effect.offset
+            while offset < effect.size:
+                with client.lock:
+                    while (
+                        client.conn.bytes_to_send > self.config.stream_window
+                        and not client.finished
+                    ):
+                        client.lock.wait(1.0)
+                if client.finished or effect.transfer in client.cancelled_streams:
+                    return
+                size = min(MAX_CHUNK, effect.size - offset)
+                data = self.in_hub(self.hub.store.read_chunk, effect.file_id, offset, size)
+                client.send(FileChunk(transfer=effect.transfer, offset=offset, data=data))
+                offset += size
+            client.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))
+        finally:
+            client.cancelled_streams.discard(effect.transfer)
+            self.in_hub(self.hub.stream_finished, client.session, effect.transfer)

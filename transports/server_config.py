@@ -1,0 +1,31 @@
+"""Settings shared by the trio and the threaded servers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sealchat.core.hub import HubConfig
+from sealchat.transports.passwords import DEFAULT, Argon2Params
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How a server listens and how it protects itself from slow or hostile peers."""
+
+    host: str = "127.0.0.1"
+    port: int = 7878
+    max_connections: int = 10_000
+    handshake_timeout: float = 10.0
+    keepalive_interval: float = 30.0
+    write_timeout: float = 30.0
+    """A peer that does not take our bytes for this long is dropped."""
+    max_outgoing_bytes: int = 8 * MiB
+    """Bytes queued for one peer before it counts as not reading and is dropped."""
+    stream_window: int = 1 * MiB
+    """A download streams while less than this is queued for its connection."""
+    password_threads: int = 2
+    """Argon2id checks that may run at once (each takes 19 MiB and tens of milliseconds)."""
+    argon2: Argon2Params = DEFAULT
+    hub: HubConfig = field(default_factory=HubConfig)

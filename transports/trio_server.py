@@ -1,0 +1,342 @@
+"""The default sealchat server: trio, a task per connection, the hub off the event loop.
+
+Network I/O and the sans-I/O connections live on the trio thread. The hub and its store are
+blocking (SQLite, file writes), so every hub call runs in one worker thread at a time
+(``trio.to_thread`` with a limiter of one): the hub sees calls one by one, in order, and the
+event loop never waits on a disk. Argon2id checks run in their own small thread pool.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TypeVar
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import (
+    NEED_DATA,
+    Bye,
+    Connection,
+    ConnectionClosed,
+    FileChunk,
+    FileComplete,
+    KeysEstablished,
+    ProtocolError,
+    Record,
+    Role,
+    State,
+)
+from sealchat.core.codec import encode_record
+from sealchat.core.hub import (
+    CancelStream,
+    Deliver,
+    Disconnect,
+    Effect,
+    HashPassword,
+    Hub,
+    StreamFile,
+    VerifyPassword,
+)
+from sealchat.core.limits import MAX_CHUNK
+from sealchat.transports.passwords import hash_password, verify_password
+from sealchat.transports.server_config import ServerConfig
+
+log = logging.getLogger("sealchat.server")
+T = TypeVar("T")
+RECEIVE_SIZE = 65536
+_OVER = (State.CLOSED, State.ERROR)
+
+
+class _Peer:
+    """One client connection: its sans-I/O state and the tasks that move its bytes."""
+
+    def __init__(self, server: TrioServer, session: int, stream: trio.SocketStream) -> None:
+        self.server = server
+        self.session = session
+        self.stream = stream
+        self.address = _address(stream)
+        self.conn = Connection(
+            Role.SERVER,
+            static_key=server.static_key,
+            now=trio.current_time(),
+            handshake_timeout=server.config.handshake_timeout,
+            keepalive_interval=server.config.keepalive_interval,
+        )
+        self.output_ready = trio.Event()
+        self.wrote = trio.Event()
+        """Set (and replaced) after each write: a paused download checks the queue again."""
+        self.writer_done = trio.Event()
+        self.cancel = trio.CancelScope()
+        self.streams: dict[int, trio.CancelScope] = {}
+        self.nursery: trio.Nursery | None = None
+        self.in_hub = False
+
+    def __repr__(self) -> str:
+        return f"<peer {self.session} {self.address}>"
+
+    def send(self, record: Record, encoded: bytes | None = None) -> None:
+        """Queue ``record``; drop the peer if it has stopped reading."""
+        try:
+            self.conn.send(record, encoded=encoded)
+        except ProtocolError:
+            return  # closed or closing: nothing more goes out
+        if self.conn.bytes_to_send > self.server.config.max_outgoing_bytes:
+            log.info("%r is not reading; disconnecting it", self)
+            self.conn.send_failed()
+            self.cancel.cancel()
+            return
+        self.output_ready.set()
+
+    def say_goodbye(self, reason: str) -> None:
+        """Queue Bye and end the session once it is written."""
+        self.send(Bye(reason=reason[:500]))
+        self.output_ready.set()
+
+
+class TrioServer:
+    """Accepts connections and drives the hub. ``serve`` runs until cancelled."""
+
+    def __init__(self, hub: Hub, static_key: X25519PrivateKey, config: ServerConfig) -> None:
+        self.hub = hub
+        self.static_key = static_key
+        self.config = config
+        self._peers: dict[int, _Peer] = {}
+        self._ids = itertools.count(1)
+        self._hub_lock = trio.CapacityLimiter(1)
+        self._password_lock = trio.CapacityLimiter(config.password_threads)
+        self._stopping = trio.Event()
+        self._all_gone = trio.Event()
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown: Bye to everyone, flush, close the store."""
+        self._stopping.set()
+
+    @property
+    def connections(self) -> int:
+        """Connections open right now."""
+        return len(self._peers)
+
+    async def serve(
+        self,
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on the configured address until ``stop()``; ``task_status`` gets the
+        listeners (their ``socket.getsockname()`` has the port when 0 was asked for)."""
+        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        accepting = trio.CancelScope()
+
+        async def accept(nursery: trio.Nursery) -> None:
+            with accepting:
+                await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._run_timers)
+                nursery.start_soon(accept, nursery)
+                task_status.started(listeners)
+                await self._stopping.wait()
+                accepting.cancel()
+                for peer in list(self._peers.values()):
+                    peer.say_goodbye("the server is shutting down")
+                with trio.move_on_after(3):
+                    if self._peers:
+                        await self._all_gone.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                for listener in listeners:
+                    await listener.aclose()
+                await self._in_hub(self.hub.store.close)
+
+    # --- one connection -------------------------------------------------------------------
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        if len(self._peers) >= self.config.max_connections or self._stopping.is_set():
+            await stream.aclose()
+            return
+        peer = _Peer(self, next(self._ids), stream)
+        self._peers[peer.session] = peer
+        try:
+            with peer.cancel:
+                async with trio.open_nursery() as nursery:
+                    peer.nursery = nursery
+                    nursery.start_soon(self._write, peer)
+                    await self._read(peer)
+                    peer.output_ready.set()  # let the writer flush the last words
+                    with trio.move_on_after(2):
+                        await peer.writer_done.wait()
+                    nursery.cancel_scope.cancel()
+        finally:
+            del self._peers[peer.session]
+            if not self._peers:
+                self._all_gone.set()
+            with trio.CancelScope(shield=True):
+                if peer.in_hub:
+                    await self._run_effects(
+                        await self._in_hub(self.hub.close_session, peer.session, _now())
+                    )
+                await stream.aclose()
+
+    async def _read(self, peer: _Peer) -> None:
+        """Feed the connection until it closes; run what each event asks for."""
+        conn = peer.conn
+        while True:
+            timer = conn.get_timer()
+            data = b""
+            with trio.move_on_at(math.inf if timer is None else timer) as waited:
+                try:
+                    data = await peer.stream.receive_some(RECEIVE_SIZE)
+                except trio.BrokenResourceError:
+                    pass  # a reset: the same as EOF
+            if waited.cancelled_caught:
+                conn.handle_timer(trio.current_time())
+            else:
+                conn.receive_data(data)
+            if not await self._drain_events(peer):
+                return
+            peer.output_ready.set()
+
+    async def _drain_events(self, peer: _Peer) -> bool:
+        """Handle every event buffered; False once the connection is over."""
+        conn = peer.conn
+        while True:
+            try:
+                event = conn.next_event()
+            except ProtocolError as exc:
+                log.info("%r broke the protocol: %s", peer, exc)
+                return False
+            if event is NEED_DATA:
+                return True
+            if isinstance(event, ConnectionClosed):
+                log.info("%r closed: %s", peer, event.reason)
+                return False
+            if isinstance(event, KeysEstablished):
+                log.info("%r connected with key %s", peer, event.fingerprint)
+                await self._in_hub(self.hub.open_session, peer.session, peer.address)
+                peer.in_hub = True
+                continue
+            if isinstance(event, Record) and not isinstance(event, Bye):
+                effects = await self._in_hub(self.hub.handle, peer.session, event, _now())
+                await self._run_effects(effects)
+
+    async def _write(self, peer: _Peer) -> None:
+        """Write whatever the connection has queued, in one call per wake-up; end the peer
+        once its connection is over and everything is out."""
+        conn, stream = peer.conn, peer.stream
+        try:
+            while True:
+                await peer.output_ready.wait()
+                peer.output_ready = trio.Event()
+                data = conn.data_to_send()
+                if data:
+                    try:
+                        with trio.fail_after(self.config.write_timeout):
+                            await stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                        conn.send_failed()
+                        return
+                    peer.wrote.set()
+                    peer.wrote = trio.Event()
+                if conn.state in _OVER and not conn.bytes_to_send:
+                    return
+        finally:
+            peer.writer_done.set()
+            peer.cancel.cancel()
+
+    # --- the hub and its effects ----------------------------------------------------------
+
+    async def _in_hub(self, fn: Callable[..., T], *args: object) -> T:
+        return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._hub_lock)
+
+    async def _run_effects(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case Deliver(sessions=sessions, record=record):
+                    encoded = encode_record(record)
+                    for session in sessions:
+                        peer = self._peers.get(session)
+                        if peer is not None:
+                            peer.send(record, encoded)
+                case Disconnect(session=session, reason=reason):
+                    peer = self._peers.get(session)
+                    if peer is not None:
+                        peer.say_goodbye(reason)
+                case VerifyPassword() | HashPassword():
+                    peer = self._peers.get(effect.session)
+                    if peer is not None and peer.nursery is not None:
+                        peer.nursery.start_soon(self._check_password, effect)
+                case StreamFile():
+                    peer = self._peers.get(effect.session)
+                    if peer is not None and peer.nursery is not None:
+                        scope = trio.CancelScope()
+                        peer.streams[effect.transfer] = scope
+                        peer.nursery.start_soon(self._stream, peer, effect, scope)
+                case CancelStream(session=session, transfer=transfer):
+                    peer = self._peers.get(session)
+                    if peer is not None and transfer in peer.streams:
+                        peer.streams[transfer].cancel()
+
+    async def _check_password(self, effect: VerifyPassword | HashPassword) -> None:
+        if isinstance(effect, VerifyPassword):
+            ok = await trio.to_thread.run_sync(
+                verify_password, effect.password, effect.password_hash, limiter=self._password_lock
+            )
+            effects = await self._in_hub(
+                self.hub.password_verified, effect.session, effect.username, ok, _now()
+            )
+        else:
+            phc = await trio.to_thread.run_sync(
+                partial(hash_password, effect.password, params=self.config.argon2),
+                limiter=self._password_lock,
+            )
+            effects = await self._in_hub(
+                self.hub.password_hashed, effect.session, effect.username, phc, _now()
+            )
+        await self._run_effects(effects)
+
+    async def _stream(self, peer: _Peer, effect: StreamFile, scope: trio.CancelScope) -> None:
+        """Send a stored file's chunks, pausing while the peer's queue is full."""
+        try:
+            with scope:
+                offset = effect.offset
+                while offset < effect.size:
+                    while peer.conn.bytes_to_send > self.config.stream_window:
+                        await peer.wrote.wait()
+                    size = min(MAX_CHUNK, effect.size - offset)
+                    data = await self._in_hub(
+                        self.hub.store.read_chunk, effect.file_id, offset, size
+                    )
+                    peer.send(FileChunk(transfer=effect.transfer, offset=offset, data=data))
+                    offset += size
+                peer.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))
+        finally:
+            peer.streams.pop(effect.transfer, None)
+            with trio.CancelScope(shield=True):
+                await self._in_hub(self.hub.stream_finished, peer.session, effect.transfer)
+
+    async def _run_timers(self) -> None:
+        """Expire typing notices (and old login failures) when the hub says they are due."""
+        while True:
+            deadline = self.hub.next_deadline()
+            await trio.sleep(1.0 if deadline is None else max(0.05, deadline - _now()))
+            await self._run_effects(await self._in_hub(self.hub.tick, _now()))
+
+
+def _now() -> float:
+    """Wall-clock seconds: message timestamps and hub deadlines are Unix times."""
+    return time.time()
+
+
+def _address(stream: trio.SocketStream) -> str:
+    try:
+        host = stream.socket.getpeername()[0]
+    except OSError:
+        return "unknown"
+    return str(host)
