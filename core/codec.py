@@ -26,7 +26,7 @@ def encode_record(record: Record) -> bytes:
     try:
         payload = _encoder.encode(record)
         _decoder.decode(payload)
-    except (msgspec.ValidationError, TypeError) as exc:
+    except (msgspec.ValidationError, TypeError, UnicodeError) as exc:
         raise LocalProtocolError(f"invalid {type(record).__name__}: {exc}") from None
     if len(payload) > limits.MAX_RECORD:
         raise LocalProtocolError(
@@ -40,5 +40,5 @@ def decode_record(payload: bytes | bytearray | memoryview) -> Record:
     """Decode one received record; anything malformed is a ``RemoteProtocolError``."""
     try:
         return _decoder.decode(payload)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
+    except (msgspec.DecodeError, UnicodeError) as exc:  # ValidationError is a DecodeError
         raise RemoteProtocolError(f"undecodable record: {exc}") from None

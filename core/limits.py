@@ -41,5 +41,7 @@ MAX_HISTORY_PAGE: Final = 200
 """Messages one HistoryRequest may ask for."""
 MAX_UINT: Final = 2**63 - 1
 """Largest integer on the wire (ids, offsets, sizes, nonces): SQLite's signed 64-bit range."""
+MAX_TIMESTAMP: Final = 1e11
+"""Largest timestamp or delay in seconds (about the year 5100): finite, never infinity."""
 DIGEST_SIZE: Final = 32
 """Bytes of a SHA-256 digest."""

@@ -32,7 +32,7 @@ Ident = Annotated[str, Meta(max_length=limits.MAX_ID)]
 FileName = Annotated[str, Meta(max_length=limits.MAX_FILE_NAME)]
 Digest = Annotated[bytes, Meta(min_length=limits.DIGEST_SIZE, max_length=limits.DIGEST_SIZE)]
 ChunkData = Annotated[bytes, Meta(max_length=limits.MAX_CHUNK)]
-Timestamp = Annotated[float, Meta(ge=0)]
+Timestamp = Annotated[float, Meta(ge=0, le=limits.MAX_TIMESTAMP)]
 PageSize = Annotated[int, Meta(ge=1, le=limits.MAX_HISTORY_PAGE)]
 
 CLIENT: frozenset[Role] = frozenset({Role.CLIENT})
@@ -327,7 +327,8 @@ class MessageAck(Record, tag="ack", frozen=True, kw_only=True):
 
 class Delivered(Record, tag="seen", frozen=True, kw_only=True):
     """Client: every message with an id up to ``up_to`` has reached this user; the server
-    replays only later ones after the next login."""
+    replays only later ones after the next login. During the replay after login the server
+    counts it only up to the last replayed id, and it releases the replay's next page."""
 
     sent_by = CLIENT
 
@@ -440,9 +441,9 @@ class FileList(Record, tag="files", frozen=True, kw_only=True):
 
     sent_by = SERVER
 
+    files: Annotated[list[FileInfo], Meta(max_length=limits.MAX_LIST)]
     room: RoomName = ""
     peer: Username = ""
-    files: Annotated[list[FileInfo], Meta(max_length=limits.MAX_LIST)]
     more: bool = False
 
 

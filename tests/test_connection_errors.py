@@ -410,3 +410,20 @@ def test_timer_before_deadline_does_nothing() -> None:
     pair.client.conn.handle_timer(timer - 1)
     assert pair.client.conn.data_to_send() == b""
     assert pair.client.conn.get_timer() == timer
+
+
+def test_invalid_utf8_in_a_record_is_a_protocol_error() -> None:
+    pair = ready_pair()
+    pair.client.conn._send_payload(b"\x92\xa4join\xa2\xff\xfe")  # ["join", <bad UTF-8>]
+    with pytest.raises(RemoteProtocolError, match="undecodable record"):
+        events_from(pair.server.conn, pair.client.conn.data_to_send())
+    assert pair.server.conn.state is State.ERROR
+    bye = events_from(pair.client.conn, pair.server.conn.data_to_send())[0]
+    assert isinstance(bye, Bye)
+
+
+def test_unencodable_text_is_a_local_error() -> None:
+    pair = ready_pair()
+    with pytest.raises(LocalProtocolError, match="surrogates"):
+        pair.client.conn.send(Message(text="\ud800", room="general"))
+    assert pair.client.conn.state is State.READY

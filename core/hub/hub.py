@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import msgspec
+
 from sealchat.core import limits
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import (
@@ -69,6 +71,8 @@ from sealchat.core.records import (
 )
 
 GENERIC_LOGIN_FAILURE = "invalid username or password"
+_PAGE_BYTES = limits.MAX_RECORD - 1024  # leaves room for the record's other fields
+_encoder = msgspec.msgpack.Encoder()
 T = TypeVar("T")
 
 
@@ -91,8 +95,11 @@ class Session:
     login_pending: bool = False
     uploads: dict[int, Upload] = field(default_factory=dict)
     downloads: set[int] = field(default_factory=set)
-    replay_last: int = 0
-    """Id of the last message of a replay page whose acknowledgement releases the next."""
+    replay_from: int = 0
+    """The replay after login has sent every missed message up to this id."""
+    replay_until: int = 0
+    """The replay covers ids up to this one (the newest at login: later ones arrive live);
+    0 once the replay is over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +296,8 @@ class Hub:
         if first_session:
             effects += self._to_presence_audience(key, Presence(user=name, online=True))
         effects += self._online_users(state)
+        state.replay_from = self.store.get_cursor(key)
+        state.replay_until = self.store.last_message_id()
         effects += self._replay(state)
         return effects
 
@@ -297,17 +306,23 @@ class Hub:
             self._names[k] for k in self._presence_audience(state.key) if k in self._online
         )
         return [
-            self._reply(state, OnlineUsers(users=page, more=more))
-            for page, more in _pages(users, limits.MAX_LIST)
+            self._reply(state, OnlineUsers(users=page, more=more)) for page, more in _pages(users)
         ]
 
     def _replay(self, state: Session) -> list[Effect]:
-        """Send the next page of what the user missed since its delivery cursor."""
-        page = self.store.missed(
-            state.key, self.store.get_cursor(state.key), self.config.replay_page
-        )
-        more = len(page) == self.config.replay_page
-        state.replay_last = page[-1].id if more else 0
+        """Send the next page of what the user missed while offline (messages newer than the
+        replay's span arrive live, so none comes twice)."""
+        limit = self.config.replay_page
+        page = [
+            m
+            for m in self.store.missed(state.key, state.replay_from, limit)
+            if m.id <= state.replay_until
+        ]
+        more = len(page) == limit and page[-1].id < state.replay_until
+        if page:
+            state.replay_from = page[-1].id
+        if not more:
+            state.replay_until = 0
         effects: list[Effect] = [self._reply(state, self._message_record(m)) for m in page]
         effects.append(self._reply(state, HistoryEnd(more=more)))
         return effects
@@ -354,10 +369,7 @@ class Hub:
             RoomInfo(name=name, members=count, joined=name in mine)
             for name, count in self.store.rooms()
         ]
-        return [
-            self._reply(state, RoomList(rooms=page, more=more))
-            for page, more in _pages(rooms, limits.MAX_LIST)
-        ]
+        return [self._reply(state, RoomList(rooms=page, more=more)) for page, more in _pages(rooms)]
 
     def _list_members(self, state: Session, record: ListMembers) -> list[Effect]:
         if state.key not in self._member_set(record.room):
@@ -369,7 +381,7 @@ class Hub:
         infos = [MemberInfo(name=n, online=user_key(n) in self._online) for n in members]
         return [
             self._reply(state, Members(room=room, members=page, more=more))
-            for page, more in _pages(infos, limits.MAX_LIST)
+            for page, more in _pages(infos)
         ]
 
     def _membership_changed(self, room: str, key: str, *, joined: bool) -> list[Effect]:
@@ -455,10 +467,12 @@ class Hub:
         return [Deliver(sessions, record)] if sessions else []
 
     def _delivered(self, state: Session, record: Delivered) -> list[Effect]:
-        up_to = min(record.up_to, self.store.last_message_id())
+        # While a replay runs, nothing past its last page has surely arrived.
+        ceiling = state.replay_from if state.replay_until else self.store.last_message_id()
+        up_to = min(record.up_to, ceiling)
         if up_to > self.store.get_cursor(state.key):
             self.store.set_cursor(state.key, up_to)
-        if state.replay_last and up_to >= state.replay_last:
+        if state.replay_until and record.up_to >= state.replay_from:
             return self._replay(state)
         return []
 
@@ -695,7 +709,7 @@ class Hub:
         infos = [_file_info(f) for f in files if f.complete]
         return [
             self._reply(state, FileList(room=record.room, peer=record.peer, files=page, more=more))
-            for page, more in _pages(infos, limits.MAX_LIST)
+            for page, more in _pages(infos)
         ]
 
     def _may_see(self, key: str, file: StoredFile) -> bool:
@@ -746,10 +760,18 @@ def _file_info(file: StoredFile) -> FileInfo:
     return FileInfo(file_id=file.file_id, name=file.name, size=file.size, sha256=file.sha256)
 
 
-def _pages(items: list[T], size: int) -> list[tuple[list[T], bool]]:
-    """``items`` cut into pages of ``size``, each with whether more follow (one empty page for
-    no items)."""
-    if not items:
-        return [([], False)]
-    count = (len(items) + size - 1) // size
-    return [(items[i * size : (i + 1) * size], i < count - 1) for i in range(count)]
+def _pages(items: list[T]) -> list[tuple[list[T], bool]]:
+    """``items`` cut into pages that each fit one record (at most MAX_LIST items and, encoded,
+    well under MAX_RECORD bytes), each with whether more follow; one empty page for none."""
+    pages: list[list[T]] = []
+    page: list[T] = []
+    size = 0
+    for item in items:
+        item_size = len(_encoder.encode(item))
+        if page and (len(page) == limits.MAX_LIST or size + item_size > _PAGE_BYTES):
+            pages.append(page)
+            page, size = [], 0
+        page.append(item)
+        size += item_size
+    pages.append(page)
+    return [(p, i < len(pages) - 1) for i, p in enumerate(pages)]

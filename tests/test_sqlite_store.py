@@ -1,0 +1,629 @@
+"""SqliteStore: the behaviour the hub and its users depend on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sealchat.core.hub.store import StoredFile, StoredMessage
+from sealchat.transports import sqlite_store
+from sealchat.transports.sqlite_store import SchemaVersionError, SqliteStore
+
+PHC = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "data", database=":memory:")
+    yield s
+    s.close()
+
+
+def add_users(store: SqliteStore, *names: str) -> None:
+    for name in names:
+        assert store.add_user(name, name.lower(), PHC)
+
+
+def room_msg(store: SqliteStore, sender: str, room: str, text: str, cid: str = "") -> StoredMessage:
+    return store.append_message(
+        ts=1.0,
+        sender_key=sender.lower(),
+        sender=sender,
+        room=room,
+        to_key="",
+        to="",
+        text=text,
+        client_id=cid,
+    )
+
+
+def dm(store: SqliteStore, sender: str, to: str, text: str, cid: str = "") -> StoredMessage:
+    return store.append_message(
+        ts=2.0,
+        sender_key=sender.lower(),
+        sender=sender,
+        room="",
+        to_key=to.lower(),
+        to=to,
+        text=text,
+        client_id=cid,
+    )
+
+
+def texts(messages: list[StoredMessage]) -> list[str]:
+    return [m.text for m in messages]
+
+
+def all_files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+def test_users_are_unique_by_case_folded_key(store: SqliteStore) -> None:
+    assert store.add_user("Esha", "esha", PHC)
+    assert not store.add_user("esha", "esha", "other")
+    user = store.get_user("esha")
+    assert user is not None
+    assert (user.name, user.key, user.password_hash) == ("Esha", "esha", PHC)
+    assert store.get_user("nobody") is None
+    assert store.list_users() == ["Esha"]
+
+
+def test_set_password_and_remove_user(store: SqliteStore) -> None:
+    add_users(store, "Esha", "Bob")
+    assert store.set_password("esha", "new")
+    assert store.get_user("esha").password_hash == "new"  # type: ignore[union-attr]
+    assert not store.set_password("nobody", "x")
+    store.ensure_room("lobby")
+    store.add_member("lobby", "esha")
+    store.set_cursor("esha", 5)
+    assert store.remove_user("esha")
+    assert not store.remove_user("esha")
+    assert store.get_user("esha") is None
+    assert store.members("lobby") == []
+    assert store.get_cursor("esha") == 0
+    assert store.list_users() == ["Bob"]
+
+
+def test_user_repr_hides_the_hash(store: SqliteStore) -> None:
+    add_users(store, "Esha")
+    assert PHC not in repr(store.get_user("esha"))
+    assert PHC not in repr(store)
+
+
+# --- rooms ------------------------------------------------------------------------------------
+
+
+def test_rooms_and_memberships(store: SqliteStore) -> None:
+    add_users(store, "Esha", "Bob")
+    assert not store.room_exists("lobby")
+    store.ensure_room("lobby")
+    store.ensure_room("lobby")
+    store.ensure_room("dev")
+    assert store.room_exists("lobby")
+    assert store.add_member("lobby", "esha")
+    assert not store.add_member("lobby", "esha")
+    assert store.add_member("lobby", "bob")
+    assert store.add_member("dev", "bob")
+    assert store.rooms() == [("dev", 1), ("lobby", 2)]
+    assert store.rooms_of("bob") == ["dev", "lobby"]
+    assert store.members("lobby") == ["Bob", "Esha"]
+    assert store.remove_member("lobby", "bob")
+    assert not store.remove_member("lobby", "bob")
+    assert store.members("lobby") == ["Esha"]
+
+
+def test_membership_needs_an_existing_room_and_user(store: SqliteStore) -> None:
+    add_users(store, "Esha")
+    with pytest.raises(ValueError, match="no such room or user"):
+        store.add_member("nowhere", "esha")
+    store.ensure_room("lobby")
+    with pytest.raises(ValueError, match="no such room or user"):
+        store.add_member("lobby", "ghost")
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+
+def test_messages_get_increasing_ids(store: SqliteStore) -> None:
+    assert store.last_message_id() == 0
+    ids = [room_msg(store, "Esha", "lobby", f"m{i}").id for i in range(5)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 5
+    assert store.last_message_id() == ids[-1]
+
+
+def test_message_needs_exactly_one_target(store: SqliteStore) -> None:
+    for room, to_key in (("", ""), ("lobby", "bob")):
+        with pytest.raises(ValueError, match="exactly one"):
+            store.append_message(
+                ts=0,
+                sender_key="a",
+                sender="a",
+                room=room,
+                to_key=to_key,
+                to="",
+                text="x",
+                client_id="",
+            )
+
+
+def test_duplicates_by_sender_and_client_id(store: SqliteStore) -> None:
+    first = room_msg(store, "Esha", "lobby", "hello", cid="c1")
+    assert store.find_by_client_id("esha", "c1") == first
+    assert store.find_by_client_id("bob", "c1") is None
+    assert store.find_by_client_id("esha", "c2") is None
+    with pytest.raises(ValueError, match="duplicate"):
+        room_msg(store, "Esha", "lobby", "again", cid="c1")
+    room_msg(store, "Bob", "lobby", "same id, other sender", cid="c1")
+    # An empty client id is never a duplicate.
+    room_msg(store, "Esha", "lobby", "a")
+    room_msg(store, "Esha", "lobby", "b")
+    assert store.find_by_client_id("esha", "") is None
+
+
+def test_message_fields_round_trip(store: SqliteStore) -> None:
+    sent = store.append_message(
+        ts=12.5,
+        sender_key="esha",
+        sender="Esha",
+        room="",
+        to_key="bob",
+        to="Bob",
+        text="hi ☃ \x00 there",
+        client_id="c",
+        file_id="f" * 32,
+    )
+    assert store.direct_history("esha", "bob", 0, 10) == [sent]
+    assert sent.to == "Bob"
+    assert "hi" not in repr(sent)
+
+
+def test_room_history_pages_oldest_first(store: SqliteStore) -> None:
+    ids = [room_msg(store, "Esha", "lobby", f"m{i}").id for i in range(10)]
+    room_msg(store, "Esha", "other", "elsewhere")
+    dm(store, "Esha", "Bob", "private")
+    assert texts(store.room_history("lobby", 0, 3)) == ["m7", "m8", "m9"]
+    assert texts(store.room_history("lobby", ids[7], 3)) == ["m4", "m5", "m6"]
+    assert texts(store.room_history("lobby", ids[2], 3)) == ["m0", "m1"]
+    assert store.room_history("lobby", ids[0], 3) == []
+    assert len(store.room_history("lobby", 0, 100)) == 10
+    assert store.room_history("lobby", 0, 0) == []
+    assert store.room_history("nowhere", 0, 5) == []
+
+
+def test_direct_history_both_ways_paged(store: SqliteStore) -> None:
+    sent = []
+    for i in range(6):
+        sent.append(
+            dm(store, "Esha", "Bob", f"e{i}") if i % 2 == 0 else dm(store, "Bob", "Esha", f"b{i}")
+        )
+        dm(store, "Esha", "Carol", f"c{i}")
+        room_msg(store, "Bob", "lobby", f"r{i}")
+    assert texts(store.direct_history("esha", "bob", 0, 10)) == ["e0", "b1", "e2", "b3", "e4", "b5"]
+    assert texts(store.direct_history("bob", "esha", 0, 2)) == ["e4", "b5"]
+    assert texts(store.direct_history("esha", "bob", sent[4].id, 3)) == ["b1", "e2", "b3"]
+    assert texts(store.direct_history("esha", "carol", 0, 1)) == ["c5"]
+    assert store.direct_history("bob", "carol", 0, 10) == []
+
+
+def test_direct_history_with_oneself_has_no_duplicates(store: SqliteStore) -> None:
+    dm(store, "Esha", "Esha", "note to self")
+    assert texts(store.direct_history("esha", "esha", 0, 10)) == ["note to self"]
+    assert texts(store.missed("esha", 0, 10)) == ["note to self"]
+
+
+def test_missed_is_exactly_what_a_member_may_see(store: SqliteStore) -> None:
+    add_users(store, "Esha", "Bob", "Carol")
+    for room in ("lobby", "dev", "secret"):
+        store.ensure_room(room)
+    store.add_member("lobby", "bob")
+    store.add_member("secret", "carol")
+    room_msg(store, "Bob", "lobby", "before esha joined")
+    store.add_member("lobby", "esha")
+    store.add_member("dev", "esha")
+    room_msg(store, "Bob", "lobby", "lobby 1")
+    room_msg(store, "Carol", "secret", "not for esha")
+    dm(store, "Bob", "Esha", "bob to esha")
+    dm(store, "Esha", "Carol", "esha to carol")
+    dm(store, "Bob", "Carol", "bob to carol")
+    room_msg(store, "Esha", "dev", "dev 1")
+    room_msg(store, "Bob", "lobby", "lobby 2")
+    expected = ["lobby 1", "bob to esha", "esha to carol", "dev 1", "lobby 2"]
+    got = store.missed("esha", 0, 100)
+    assert texts(got) == expected
+    assert [m.id for m in got] == sorted(m.id for m in got)
+    # after / limit
+    assert texts(store.missed("esha", 0, 2)) == expected[:2]
+    assert texts(store.missed("esha", got[1].id, 2)) == expected[2:4]
+    assert texts(store.missed("esha", got[-1].id, 10)) == []
+    assert store.missed("esha", 0, 0) == []
+    # Bob sees the whole lobby; Carol her room and DMs only.
+    assert texts(store.missed("bob", 0, 100)) == [
+        "before esha joined",
+        "lobby 1",
+        "bob to esha",
+        "bob to carol",
+        "lobby 2",
+    ]
+    assert texts(store.missed("carol", 0, 100)) == ["not for esha", "esha to carol", "bob to carol"]
+
+
+def test_missed_after_leaving_and_rejoining(store: SqliteStore) -> None:
+    add_users(store, "Esha", "Bob")
+    store.ensure_room("lobby")
+    store.add_member("lobby", "esha")
+    room_msg(store, "Bob", "lobby", "seen")
+    store.remove_member("lobby", "esha")
+    room_msg(store, "Bob", "lobby", "while away")
+    store.add_member("lobby", "esha")
+    room_msg(store, "Bob", "lobby", "back")
+    assert texts(store.missed("esha", 0, 10)) == ["back"]
+
+
+def test_missed_limit_across_many_rooms(store: SqliteStore) -> None:
+    add_users(store, "Esha")
+    for r in range(5):
+        store.ensure_room(f"r{r}")
+        store.add_member(f"r{r}", "esha")
+    for i in range(20):
+        room_msg(store, "Bob", f"r{i % 5}", f"m{i}")
+    got = store.missed("esha", 0, 7)
+    assert texts(got) == [f"m{i}" for i in range(7)]
+    assert texts(store.missed("esha", got[-1].id, 100)) == [f"m{i}" for i in range(7, 20)]
+
+
+def test_cursors(store: SqliteStore) -> None:
+    add_users(store, "Esha")
+    assert store.get_cursor("esha") == 0
+    store.set_cursor("esha", 7)
+    assert store.get_cursor("esha") == 7
+    store.set_cursor("esha", 9)
+    assert store.get_cursor("esha") == 9
+    with pytest.raises(ValueError, match="no such user"):
+        store.set_cursor("ghost", 1)
+
+
+# --- durability -------------------------------------------------------------------------------
+
+
+def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path) as s:
+        add_users(s, "Esha")
+        s.ensure_room("lobby")
+        s.add_member("lobby", "esha")
+        m = room_msg(s, "Esha", "lobby", "persisted", cid="c1")
+        s.set_cursor("esha", m.id)
+        f = offer(s, b"abc", name="a.txt")
+        s.write_chunk(f.file_id, 0, b"abc")
+        assert s.complete_file(f.file_id)
+    with SqliteStore(tmp_path) as s:
+        assert s.get_user("esha") is not None
+        assert s.members("lobby") == ["Esha"]
+        assert s.room_history("lobby", 0, 10) == [m]
+        assert s.find_by_client_id("esha", "c1") == m
+        assert s.get_cursor("esha") == m.id
+        assert s.read_chunk(f.file_id, 0, 10) == b"abc"
+        assert room_msg(s, "Esha", "lobby", "next").id > m.id
+
+
+def test_wal_mode_and_file_modes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with SqliteStore(data) as s:
+        room_msg(s, "Esha", "lobby", "x")
+        mode = s._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+        for path in data.rglob("*"):
+            expected = 0o700 if path.is_dir() else 0o600
+            assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from sealchat.transports.sqlite_store import SqliteStore
+
+    store = SqliteStore(Path(sys.argv[1]))
+    for i in range(int(sys.argv[2])):
+        m = store.append_message(ts=1.0, sender_key="esha", sender="Esha", room="lobby",
+                                 to_key="", to="", text=f"m{i}", client_id=f"c{i}")
+        print(m.id, flush=True)
+    if sys.argv[3] == "self":
+        os.kill(os.getpid(), signal.SIGKILL)
+    import time
+    time.sleep(60)
+    """
+)
+
+
+def test_message_survives_sigkill_right_after_append(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tmp_path), "1", "self"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    (message_id,) = map(int, result.stdout.split())
+    with SqliteStore(tmp_path) as s:
+        assert texts(s.room_history("lobby", 0, 10)) == ["m0"]
+        assert s.find_by_client_id("esha", "c0").id == message_id  # type: ignore[union-attr]
+
+
+def test_every_acknowledged_message_survives_sigkill_from_outside(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path), "200", "wait"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    acknowledged = [int(child.stdout.readline()) for _ in range(50)]
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    child.stdout.close()
+    with SqliteStore(tmp_path) as s:
+        stored = {m.id for m in s.room_history("lobby", 0, 1000)}
+    assert set(acknowledged) <= stored
+
+
+def test_schema_v1_database_opens(tmp_path: Path) -> None:
+    db = tmp_path / sqlite_store.DB_FILE
+    conn = sqlite3.connect(db)
+    conn.executescript(sqlite_store.MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO users VALUES ('esha', 'Esha', 'h', 0)")
+    conn.commit()
+    conn.close()
+    with SqliteStore(tmp_path) as s:
+        assert s.get_user("esha") is not None
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
+
+
+def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with SqliteStore(tmp_path) as s:
+        add_users(s, "Esha")
+    v2 = "ALTER TABLE users ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated';"
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*sqlite_store.MIGRATIONS, v2))
+    with SqliteStore(tmp_path) as s:
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert s._conn.execute("SELECT note FROM users").fetchone()[0] == "migrated"
+        assert s.get_user("esha") is not None
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path):
+        pass
+    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(SchemaVersionError, match=r"schema version 99.*upgrade sealchat"):
+        SqliteStore(tmp_path)
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def offer(
+    store: SqliteStore,
+    data: bytes,
+    *,
+    name: str = "photo.jpg",
+    room: str = "lobby",
+    to_key: str = "",
+    owner: str = "esha",
+) -> StoredFile:
+    return store.create_file(
+        owner_key=owner,
+        name=name,
+        size=len(data),
+        sha256=hashlib.sha256(data).digest(),
+        room=room,
+        to_key=to_key,
+        ts=3.0,
+    )
+
+
+def test_upload_in_order_then_complete(store: SqliteStore, tmp_path: Path) -> None:
+    data = os.urandom(150_000)
+    f = offer(store, data)
+    assert len(f.file_id) == 32
+    assert int(f.file_id, 16) >= 0
+    assert (f.received, f.complete) == (0, False)
+    partial = tmp_path / "data" / "downloads" / ".partial" / f.file_id
+    assert partial.is_file()
+    assert stat.S_IMODE(partial.stat().st_mode) == 0o600
+    offset = 0
+    for start in range(0, len(data), 60_000):
+        chunk = data[start : start + 60_000]
+        offset = store.write_chunk(f.file_id, offset, chunk)
+        assert store.get_file(f.file_id).received == offset  # type: ignore[union-attr]
+    assert offset == len(data)
+    assert store.complete_file(f.file_id)
+    final = tmp_path / "data" / "downloads" / f.file_id
+    assert final.read_bytes() == data
+    assert stat.S_IMODE(final.stat().st_mode) == 0o600
+    assert not partial.exists()
+    done = store.get_file(f.file_id)
+    assert done is not None
+    assert done.complete
+    assert store.complete_file(f.file_id)  # idempotent
+    with pytest.raises(ValueError, match="already complete"):
+        store.write_chunk(f.file_id, len(data), b"x")
+
+
+def test_wrong_offset_is_rejected(store: SqliteStore) -> None:
+    f = offer(store, b"abcdef")
+    store.write_chunk(f.file_id, 0, b"abc")
+    for bad in (0, 2, 4, 6):
+        with pytest.raises(ValueError, match="does not match the 3 bytes received"):
+            store.write_chunk(f.file_id, bad, b"def")
+    assert store.write_chunk(f.file_id, 3, b"def") == 6
+    assert store.complete_file(f.file_id)
+
+
+def test_oversize_is_rejected(store: SqliteStore) -> None:
+    f = offer(store, b"abc")
+    with pytest.raises(ValueError, match="past the offered size"):
+        store.write_chunk(f.file_id, 0, b"abcd")
+    store.write_chunk(f.file_id, 0, b"ab")
+    with pytest.raises(ValueError, match="past the offered size"):
+        store.write_chunk(f.file_id, 2, b"cd")
+    assert store.get_file(f.file_id).received == 2  # type: ignore[union-attr]
+
+
+def test_unknown_file_is_rejected(store: SqliteStore) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        store.write_chunk("0" * 32, 0, b"x")
+    with pytest.raises(ValueError, match="no such file"):
+        store.read_chunk("../../etc/passwd", 0, 1)
+    assert not store.complete_file("0" * 32)
+    store.delete_file("../../etc/passwd")  # no-op, touches nothing
+
+
+@pytest.mark.parametrize("written", [b"abcdeX", b"abc"])
+def test_wrong_hash_or_short_file_deletes_everything(
+    store: SqliteStore, tmp_path: Path, written: bytes
+) -> None:
+    f = offer(store, b"abcdef")
+    store.write_chunk(f.file_id, 0, written)
+    assert not store.complete_file(f.file_id)
+    assert store.get_file(f.file_id) is None
+    assert all_files(tmp_path / "data") == set()
+    assert store.usage("esha") == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../etc/passwd", "/etc/passwd", "a\x00b", "x" * 4000, "résumé 📄 файл.pdf", "..", ""],
+)
+def test_hostile_names_are_only_text(store: SqliteStore, tmp_path: Path, name: str) -> None:
+    data = b"payload"
+    f = offer(store, data, name=name)
+    store.write_chunk(f.file_id, 0, data)
+    assert store.complete_file(f.file_id)
+    back = store.get_file(f.file_id)
+    assert back is not None
+    assert back.name == name
+    assert store.files_for_room("lobby")[0].name == name
+    downloads = tmp_path / "data" / "downloads"
+    assert all_files(tmp_path) == {downloads / f.file_id}
+    assert all_files(downloads) == {downloads / f.file_id}
+
+
+def test_resume_finds_the_partial(store: SqliteStore) -> None:
+    data = b"0123456789"
+    f = offer(store, data, room="", to_key="bob")
+    store.write_chunk(f.file_id, 0, data[:4])
+    found = store.find_partial_upload("esha", hashlib.sha256(data).digest(), 10, "", "bob")
+    assert found is not None
+    assert (found.file_id, found.received) == (f.file_id, 4)
+    digest = hashlib.sha256(data).digest()
+    assert store.find_partial_upload("bob", digest, 10, "", "bob") is None
+    assert store.find_partial_upload("esha", digest, 11, "", "bob") is None
+    assert store.find_partial_upload("esha", digest, 10, "lobby", "") is None
+    assert store.find_partial_upload("esha", bytes(32), 10, "", "bob") is None
+    store.write_chunk(found.file_id, found.received, data[4:])
+    assert store.complete_file(f.file_id)
+    assert store.find_partial_upload("esha", digest, 10, "", "bob") is None
+
+
+def test_usage_counts_complete_and_reserved_partial_sizes(store: SqliteStore) -> None:
+    assert store.usage("esha") == 0
+    done = offer(store, b"abc")
+    store.write_chunk(done.file_id, 0, b"abc")
+    store.complete_file(done.file_id)
+    partial = offer(store, b"x" * 100)
+    store.write_chunk(partial.file_id, 0, b"x")
+    offer(store, b"y" * 5, owner="bob")
+    assert store.usage("esha") == 103
+    store.delete_file(partial.file_id)
+    assert store.usage("esha") == 3
+    assert store.usage("bob") == 5
+
+
+def test_read_chunk(store: SqliteStore) -> None:
+    data = bytes(range(256)) * 10
+    f = offer(store, data)
+    store.write_chunk(f.file_id, 0, data[:100])
+    with pytest.raises(ValueError, match="not complete"):
+        store.read_chunk(f.file_id, 0, 10)
+    store.write_chunk(f.file_id, 100, data[100:])
+    store.complete_file(f.file_id)
+    assert store.read_chunk(f.file_id, 0, 10) == data[:10]
+    assert store.read_chunk(f.file_id, 2000, 1000) == data[2000:]
+    assert store.read_chunk(f.file_id, len(data), 10) == b""
+    for bad in (-1, len(data) + 1):
+        with pytest.raises(ValueError, match="outside"):
+            store.read_chunk(f.file_id, bad, 10)
+
+
+def test_empty_file(store: SqliteStore) -> None:
+    f = offer(store, b"")
+    assert store.write_chunk(f.file_id, 0, b"") == 0
+    assert store.complete_file(f.file_id)
+    assert store.read_chunk(f.file_id, 0, 10) == b""
+
+
+def test_file_lists_show_complete_files_of_the_conversation(store: SqliteStore) -> None:
+    def upload(data: bytes, **kw: str) -> str:
+        f = offer(store, data, **kw)
+        store.write_chunk(f.file_id, 0, data)
+        assert store.complete_file(f.file_id)
+        return f.file_id
+
+    in_room = upload(b"r", room="lobby")
+    to_bob = upload(b"d", room="", to_key="bob")
+    from_bob = upload(b"e", room="", to_key="esha", owner="bob")
+    upload(b"c", room="", to_key="carol")
+    offer(store, b"unfinished", room="lobby")
+    assert [f.file_id for f in store.files_for_room("lobby")] == [in_room]
+    assert {f.file_id for f in store.files_between("esha", "bob")} == {to_bob, from_bob}
+    assert {f.file_id for f in store.files_between("bob", "esha")} == {to_bob, from_bob}
+
+
+def test_file_target_and_digest_are_checked(store: SqliteStore) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        offer(store, b"x", room="lobby", to_key="bob")
+    with pytest.raises(ValueError, match="32 bytes"):
+        store.create_file(
+            owner_key="esha", name="x", size=1, sha256=b"short", room="lobby", to_key="", ts=0
+        )
+
+
+def test_interrupted_upload_is_repaired_on_open(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path) as s:
+        f = offer(s, b"abcdef")
+        s.write_chunk(f.file_id, 0, b"abc")
+    partial = tmp_path / "downloads" / ".partial" / f.file_id
+    with partial.open("ab") as out:  # bytes written, count never committed (crash)
+        out.write(b"zz")
+    stray = tmp_path / "downloads" / ".partial" / ("f" * 32)
+    stray.write_bytes(b"orphan")
+    with SqliteStore(tmp_path) as s:
+        assert partial.read_bytes() == b"abc"
+        assert not stray.exists()
+        again = s.find_partial_upload("esha", hashlib.sha256(b"abcdef").digest(), 6, "lobby", "")
+        assert again is not None
+        assert again.received == 3
+        s.write_chunk(f.file_id, 3, b"def")
+        assert s.complete_file(f.file_id)
+
+
+def test_file_methods_need_a_data_dir() -> None:
+    with SqliteStore(None, database=":memory:") as s, pytest.raises(RuntimeError):
+        offer(s, b"x")

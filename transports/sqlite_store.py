@@ -1,0 +1,768 @@
+"""The hub's durable state in SQLite (standard library) plus uploaded files on disk.
+
+Layout under the data directory (every directory 0700, every file 0600)::
+
+    sealchat.db                the database (+ -wal and -shm while open)
+    downloads/<file_id>        complete, verified uploads
+    downloads/.partial/<id>    uploads in progress
+
+File ids are chosen here (``secrets.token_hex(16)``); a name a client sent is only ever stored
+as text in the database, never used in a path.
+
+Durability: WAL journal with ``synchronous=NORMAL``. A transaction is committed once its frames
+are written to the WAL file, which lives in the OS page cache: killing the process (even with
+SIGKILL) right after a method returns loses nothing, because the kernel still writes those
+pages out. Only an OS crash or power loss can lose the last few commits (never corrupt the
+database); ``FULL`` would fsync the WAL on every commit to cover that too, at several
+milliseconds per message on ordinary disks. Completed uploads are fsynced before they are
+renamed into place, so a file marked complete is on disk.
+
+Calls must come from one thread at a time (any thread): the single connection is opened with
+``check_same_thread=False`` and is not locked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import re
+import secrets
+import sqlite3
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from sealchat.core.hub.store import StoredFile, StoredMessage, UserRow
+
+if TYPE_CHECKING:
+    from sealchat.core.hub.store import Store
+from sealchat.transports.keyfile import ensure_private_dir, fsync_dir
+
+__all__ = ["DB_FILE", "DOWNLOADS_DIR", "MIGRATIONS", "SchemaVersionError", "SqliteStore"]
+
+DB_FILE: Final = "sealchat.db"
+DOWNLOADS_DIR: Final = "downloads"
+PARTIAL_DIR: Final = ".partial"
+FILE_MODE: Final = 0o600
+
+_HASH_BLOCK = 1 << 20
+_NO_UPPER_BOUND = (1 << 63) - 1
+_FILE_ID = re.compile(r"[0-9a-f]{32}")
+_O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+
+_SCHEMA_V1 = """
+CREATE TABLE users (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE rooms (
+    name TEXT PRIMARY KEY,
+    created REAL NOT NULL
+);
+CREATE TABLE memberships (
+    room TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
+    user_key TEXT NOT NULL REFERENCES users(key) ON DELETE CASCADE,
+    joined_after_id INTEGER NOT NULL,
+    PRIMARY KEY (room, user_key)
+);
+CREATE INDEX memberships_by_user ON memberships(user_key, room);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    sender_key TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    room TEXT NOT NULL,
+    to_key TEXT NOT NULL,
+    to_name TEXT NOT NULL,
+    text TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    file_id TEXT NOT NULL
+);
+CREATE UNIQUE INDEX messages_client_id ON messages(sender_key, client_id) WHERE client_id <> '';
+CREATE INDEX messages_room ON messages(room, id) WHERE room <> '';
+CREATE INDEX messages_direct_pair ON messages(sender_key, to_key, id) WHERE to_key <> '';
+CREATE INDEX messages_direct_to ON messages(to_key, id) WHERE to_key <> '';
+CREATE INDEX messages_direct_from ON messages(sender_key, id) WHERE to_key <> '';
+CREATE TABLE cursors (
+    user_key TEXT PRIMARY KEY REFERENCES users(key) ON DELETE CASCADE,
+    last_delivered INTEGER NOT NULL
+);
+CREATE TABLE files (
+    file_id TEXT PRIMARY KEY,
+    owner_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL CHECK (size >= 0),
+    sha256 BLOB NOT NULL CHECK (length(sha256) = 32),
+    room TEXT NOT NULL,
+    to_key TEXT NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0 CHECK (received BETWEEN 0 AND size),
+    complete INTEGER NOT NULL DEFAULT 0 CHECK (complete IN (0, 1)),
+    ts REAL NOT NULL
+);
+CREATE INDEX files_by_owner ON files(owner_key, complete);
+CREATE INDEX files_by_room ON files(room) WHERE room <> '';
+CREATE INDEX files_direct ON files(owner_key, to_key) WHERE to_key <> '';
+"""
+
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+"""Schema scripts; applying ``MIGRATIONS[i]`` takes ``PRAGMA user_version`` from i to i + 1.
+Append new ones, never edit old ones."""
+
+# Queries name their columns in the order of StoredMessage's fields (id, ts, sender, room,
+# to_name, text, client_id, file_id) and of _file() below.
+
+
+_DIRECT_HISTORY = """
+SELECT * FROM (
+    SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
+    WHERE sender_key = ? AND to_key = ? AND to_key <> '' AND id < ? ORDER BY id DESC LIMIT ?)
+UNION
+SELECT * FROM (
+    SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
+    WHERE sender_key = ? AND to_key = ? AND to_key <> '' AND id < ? ORDER BY id DESC LIMIT ?)
+ORDER BY id DESC LIMIT ?
+"""
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written by a newer sealchat than this one."""
+
+
+def _message(row: Any) -> StoredMessage:
+    return StoredMessage(*row)
+
+
+def _file(row: Any) -> StoredFile:
+    file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts = row
+    return StoredFile(
+        file_id=file_id,
+        owner_key=owner_key,
+        name=name,
+        size=size,
+        sha256=bytes(sha256),
+        room=room,
+        to_key=to_key,
+        received=received,
+        complete=bool(complete),
+        ts=ts,
+    )
+
+
+def _one_target(room: str, to_key: str) -> None:
+    if (room == "") == (to_key == ""):
+        raise ValueError("exactly one of room and to_key must be set")
+
+
+class SqliteStore:
+    """:class:`sealchat.core.hub.store.Store` on SQLite; every write is committed on return."""
+
+    def __init__(self, data_dir: Path | None, *, database: str | None = None) -> None:
+        """Open (creating if needed) the store in ``data_dir``.
+
+        ``database=":memory:"`` keeps the database in memory (tests); files still go under
+        ``data_dir``. Without a ``data_dir`` the file methods raise ``RuntimeError``.
+        """
+        if data_dir is None and database is None:
+            raise ValueError("give a data directory, or database=':memory:'")
+        self._downloads: Path | None = None
+        self._partials: Path | None = None
+        if data_dir is not None:
+            ensure_private_dir(data_dir)
+            self._downloads = data_dir / DOWNLOADS_DIR
+            self._partials = self._downloads / PARTIAL_DIR
+            ensure_private_dir(self._partials)
+        in_memory = database == ":memory:"
+        if database is None:
+            assert data_dir is not None
+            database = str(data_dir / DB_FILE)
+        if not in_memory:
+            # Create the file ourselves so that it (and the -wal/-shm files SQLite gives the
+            # same mode) is 0600.
+            os.close(os.open(database, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, FILE_MODE))
+        self._path = database
+        self._conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        try:
+            self._configure()
+            self._migrate()
+            if not in_memory:
+                self._recover_uploads()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteStore(database={self._path!r})"
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        self._conn.close()
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _configure(self) -> None:
+        c = self._conn
+        (mode,) = c.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode not in ("wal", "memory"):  # "memory" for :memory: databases
+            raise RuntimeError(
+                f"cannot use WAL mode for {self._path} (got {mode!r}); put the data "
+                "directory on a local file system"
+            )
+        # NORMAL: see the module docstring (survives process kills; not power loss).
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("PRAGMA foreign_keys=ON")
+        c.execute("PRAGMA busy_timeout=5000")  # an admin tool may hold the lock briefly
+
+    def _migrate(self) -> None:
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if version > len(MIGRATIONS):
+            raise SchemaVersionError(
+                f"database {self._path} has schema version {version}, but this sealchat "
+                f"understands versions up to {len(MIGRATIONS)}: upgrade sealchat to open it"
+            )
+        for target in range(version + 1, len(MIGRATIONS) + 1):
+            # One transaction per step: a failed migration leaves the previous version intact.
+            self._conn.executescript(
+                f"BEGIN IMMEDIATE;\n{MIGRATIONS[target - 1]}\n"
+                f"PRAGMA user_version = {target};\nCOMMIT;"
+            )
+
+    def _recover_uploads(self) -> None:
+        """Make partial uploads agree with the database after a crash.
+
+        Bytes written after the last committed count are cut off (or the count lowered if the
+        OS lost some), a file renamed into place whose completion was not recorded is checked
+        and recorded, rows without bytes are dropped, and stray partial files are removed.
+        """
+        if self._partials is None:
+            return
+        rows = self._conn.execute(
+            "SELECT file_id, size, sha256, received FROM files WHERE complete = 0"
+        ).fetchall()
+        live: set[str] = set()
+        for file_id, size, sha256, received in rows:
+            if not _FILE_ID.fullmatch(file_id):
+                continue
+            partial = self._partials / file_id
+            final = self._final_path(file_id)
+            if partial.is_file() and not partial.is_symlink():
+                live.add(file_id)
+                actual = partial.stat().st_size
+                if actual > received:
+                    os.truncate(partial, received)
+                elif actual < received:
+                    self._conn.execute(
+                        "UPDATE files SET received = ? WHERE file_id = ?", (actual, file_id)
+                    )
+            elif final.is_file() and _hash_file(final) == (size, bytes(sha256)):
+                self._conn.execute(
+                    "UPDATE files SET received = size, complete = 1 WHERE file_id = ?",
+                    (file_id,),
+                )
+            else:
+                self._conn.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
+                final.unlink(missing_ok=True)
+        for entry in os.scandir(self._partials):
+            if entry.name not in live and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- users -----------------------------------------------------------------------------
+
+    def get_user(self, key: str) -> UserRow | None:
+        """The user with case-folded ``key``, or None."""
+        row = self._conn.execute(
+            "SELECT name, key, password_hash FROM users WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else UserRow(name=row[0], key=row[1], password_hash=row[2])
+
+    def add_user(self, name: str, key: str, password_hash: str) -> bool:
+        """Register a user; False if ``key`` is taken."""
+        cur = self._conn.execute(
+            "INSERT INTO users (key, name, password_hash, created) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            (key, name, password_hash, time.time()),
+        )
+        return cur.rowcount == 1
+
+    def set_password(self, key: str, password_hash: str) -> bool:
+        """Replace a user's hash; False if there is no such user."""
+        cur = self._conn.execute(
+            "UPDATE users SET password_hash = ? WHERE key = ?", (password_hash, key)
+        )
+        return cur.rowcount == 1
+
+    def remove_user(self, key: str) -> bool:
+        """Delete a user with their memberships and cursor (their messages stay)."""
+        cur = self._conn.execute("DELETE FROM users WHERE key = ?", (key,))
+        return cur.rowcount == 1
+
+    def list_users(self) -> list[str]:
+        """Display names of all users, ordered by key."""
+        return [r[0] for r in self._conn.execute("SELECT name FROM users ORDER BY key")]
+
+    # -- rooms -----------------------------------------------------------------------------
+
+    def ensure_room(self, room: str) -> None:
+        """Create ``room`` if it does not exist."""
+        if not room:
+            raise ValueError("a room name cannot be empty")
+        self._conn.execute(
+            "INSERT INTO rooms (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            (room, time.time()),
+        )
+
+    def room_exists(self, room: str) -> bool:
+        """Whether ``room`` exists."""
+        return (
+            self._conn.execute("SELECT 1 FROM rooms WHERE name = ?", (room,)).fetchone() is not None
+        )
+
+    def rooms(self) -> list[tuple[str, int]]:
+        """Every room with its member count, by name."""
+        rows = self._conn.execute(
+            "SELECT r.name, COUNT(m.user_key) FROM rooms AS r "
+            "LEFT JOIN memberships AS m ON m.room = r.name GROUP BY r.name ORDER BY r.name"
+        )
+        return [(name, count) for name, count in rows]
+
+    def rooms_of(self, key: str) -> list[str]:
+        """Names of the rooms user ``key`` is a member of, sorted."""
+        rows = self._conn.execute(
+            "SELECT room FROM memberships WHERE user_key = ? ORDER BY room", (key,)
+        )
+        return [r[0] for r in rows]
+
+    def members(self, room: str) -> list[str]:
+        """Display names of the room's members, ordered by key."""
+        rows = self._conn.execute(
+            "SELECT u.name FROM memberships AS m JOIN users AS u ON u.key = m.user_key "
+            "WHERE m.room = ? ORDER BY u.key",
+            (room,),
+        )
+        return [r[0] for r in rows]
+
+    def add_member(self, room: str, key: str) -> bool:
+        """Make ``key`` a member of ``room`` from the next message on; False if already one.
+
+        Raises ValueError if the room or the user does not exist.
+        """
+        try:
+            cur = self._conn.execute(
+                "INSERT INTO memberships (room, user_key, joined_after_id) "
+                "VALUES (?, ?, (SELECT COALESCE(MAX(id), 0) FROM messages)) "
+                "ON CONFLICT (room, user_key) DO NOTHING",
+                (room, key),
+            )
+        except sqlite3.IntegrityError:
+            raise ValueError("no such room or user") from None
+        return cur.rowcount == 1
+
+    def remove_member(self, room: str, key: str) -> bool:
+        """End a membership; False if there was none."""
+        cur = self._conn.execute(
+            "DELETE FROM memberships WHERE room = ? AND user_key = ?", (room, key)
+        )
+        return cur.rowcount == 1
+
+    # -- messages --------------------------------------------------------------------------
+
+    def last_message_id(self) -> int:
+        """The highest message id so far (0 if none)."""
+        row = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+        return int(row[0])
+
+    def append_message(
+        self,
+        *,
+        ts: float,
+        sender_key: str,
+        sender: str,
+        room: str,
+        to_key: str,
+        to: str,
+        text: str,
+        client_id: str,
+        file_id: str = "",
+    ) -> StoredMessage:
+        """Store a message under the next id.
+
+        Exactly one of ``room`` and ``to_key`` must be set. Raises ValueError if the sender
+        already has a message with this non-empty ``client_id`` (see find_by_client_id).
+        """
+        _one_target(room, to_key)
+        try:
+            cur = self._conn.execute(
+                "INSERT INTO messages (ts, sender_key, sender, room, to_key, to_name, text, "
+                "client_id, file_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (ts, sender_key, sender, room, to_key, to, text, client_id, file_id),
+            )
+        except sqlite3.IntegrityError:
+            raise ValueError("duplicate client_id for this sender") from None
+        assert cur.lastrowid is not None
+        return StoredMessage(
+            id=cur.lastrowid,
+            ts=ts,
+            sender=sender,
+            room=room,
+            to=to,
+            text=text,
+            client_id=client_id,
+            file_id=file_id,
+        )
+
+    def find_by_client_id(self, sender_key: str, client_id: str) -> StoredMessage | None:
+        """The sender's message with this ``client_id`` (never matches an empty one)."""
+        if not client_id:
+            return None
+        row = self._conn.execute(
+            "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+            ""
+            "WHERE sender_key = ? AND client_id = ? AND client_id <> ''",
+            (sender_key, client_id),
+        ).fetchone()
+        return None if row is None else _message(row)
+
+    def room_history(self, room: str, before: int, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages of ``room`` with id < ``before`` (0: no bound), oldest
+        first."""
+        if limit <= 0 or not room:
+            return []
+        rows = self._conn.execute(
+            "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+            "WHERE room = ? AND room <> '' AND id < ? "
+            "ORDER BY id DESC LIMIT ?",
+            (room, before or _NO_UPPER_BOUND, limit),
+        ).fetchall()
+        return [_message(r) for r in reversed(rows)]
+
+    def direct_history(
+        self, a_key: str, b_key: str, before: int, limit: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` direct messages between ``a_key`` and ``b_key`` (either way) with
+        id < ``before`` (0: no bound), oldest first."""
+        if limit <= 0 or not a_key or not b_key:
+            return []
+        bound = before or _NO_UPPER_BOUND
+        # Each direction walks its own index backwards; UNION also collapses a == b.
+        rows = self._conn.execute(
+            _DIRECT_HISTORY, (a_key, b_key, bound, limit, b_key, a_key, bound, limit, limit)
+        ).fetchall()
+        return [_message(r) for r in reversed(rows)]
+
+    def missed(self, key: str, after: int, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages visible to user ``key`` with id > ``after``, oldest first:
+        messages of its rooms posted after it joined, and its direct messages both ways."""
+        if limit <= 0:
+            return []
+        c = self._conn
+        # One short index range per source (each room, DMs in, DMs out), merged by id: the
+        # cost follows what the user can see, not how busy other rooms are.
+        sources: list[list[StoredMessage]] = []
+        c.execute("BEGIN")  # one consistent snapshot for all the queries
+        try:
+            for room, joined_after in c.execute(
+                "SELECT room, joined_after_id FROM memberships WHERE user_key = ?", (key,)
+            ).fetchall():
+                rows = c.execute(
+                    "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+                    "WHERE room = ? AND room <> '' AND id > ? "
+                    "ORDER BY id LIMIT ?",
+                    (room, max(after, joined_after), limit),
+                )
+                sources.append([_message(r) for r in rows])
+            rows = c.execute(
+                "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+                "WHERE to_key = ? AND to_key <> '' AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (key, after, limit),
+            )
+            sources.append([_message(r) for r in rows])
+            rows = c.execute(  # sent by the user; to itself was already counted as received
+                "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+                "WHERE sender_key = ? AND to_key <> '' "
+                "AND to_key <> ? AND id > ? ORDER BY id LIMIT ?",
+                (key, key, after, limit),
+            )
+            sources.append([_message(r) for r in rows])
+        finally:
+            c.execute("COMMIT")
+        return list(islice(heapq.merge(*sources, key=lambda m: m.id), limit))
+
+    def get_cursor(self, key: str) -> int:
+        """The id of the last message delivered to user ``key`` (0 if none)."""
+        row = self._conn.execute(
+            "SELECT last_delivered FROM cursors WHERE user_key = ?", (key,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_cursor(self, key: str, message_id: int) -> None:
+        """Record the last message delivered to user ``key``. ValueError if no such user."""
+        try:
+            self._conn.execute(
+                "INSERT INTO cursors (user_key, last_delivered) VALUES (?, ?) "
+                "ON CONFLICT (user_key) DO UPDATE SET last_delivered = excluded.last_delivered",
+                (key, message_id),
+            )
+        except sqlite3.IntegrityError:
+            raise ValueError("no such user") from None
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _dirs(self) -> tuple[Path, Path]:
+        if self._downloads is None or self._partials is None:
+            raise RuntimeError("this store has no data directory for files")
+        return self._downloads, self._partials
+
+    def _final_path(self, file_id: str) -> Path:
+        if not _FILE_ID.fullmatch(file_id):
+            raise ValueError("malformed file id")
+        return self._dirs()[0] / file_id
+
+    def _partial_path(self, file_id: str) -> Path:
+        if not _FILE_ID.fullmatch(file_id):
+            raise ValueError("malformed file id")
+        return self._dirs()[1] / file_id
+
+    def create_file(
+        self,
+        *,
+        owner_key: str,
+        name: str,
+        size: int,
+        sha256: bytes,
+        room: str,
+        to_key: str,
+        ts: float,
+    ) -> StoredFile:
+        """Register an upload under a new server-chosen id and create its empty partial file.
+
+        ``name`` is stored as text only. Exactly one of ``room`` and ``to_key`` must be set.
+        """
+        _one_target(room, to_key)
+        if size < 0:
+            raise ValueError("file size cannot be negative")
+        if len(sha256) != 32:
+            raise ValueError("sha256 must be 32 bytes")
+        file_id = secrets.token_hex(16)
+        partial = self._partial_path(file_id)
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, FILE_MODE))
+        os.chmod(partial, FILE_MODE)
+        try:
+            self._conn.execute(
+                "INSERT INTO files (file_id, owner_key, name, size, sha256, room, to_key, "
+                "received, complete, ts) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
+                (file_id, owner_key, name, size, bytes(sha256), room, to_key, ts),
+            )
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return StoredFile(
+            file_id=file_id,
+            owner_key=owner_key,
+            name=name,
+            size=size,
+            sha256=bytes(sha256),
+            room=room,
+            to_key=to_key,
+            received=0,
+            complete=False,
+            ts=ts,
+        )
+
+    def find_partial_upload(
+        self, owner_key: str, sha256: bytes, size: int, room: str, to_key: str
+    ) -> StoredFile | None:
+        """An incomplete upload by ``owner_key`` of the same content to the same target (the
+        one with most bytes received), to resume."""
+        row = self._conn.execute(
+            "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+            "FROM files "
+            "WHERE owner_key = ? AND complete = 0 AND sha256 = ? "
+            "AND size = ? AND room = ? AND to_key = ? ORDER BY received DESC, ts DESC LIMIT 1",
+            (owner_key, bytes(sha256), size, room, to_key),
+        ).fetchone()
+        return None if row is None else _file(row)
+
+    def get_file(self, file_id: str) -> StoredFile | None:
+        """A file's metadata, or None."""
+        row = self._conn.execute(
+            "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+            "FROM files "
+            "WHERE file_id = ?",
+            (file_id,),
+        ).fetchone()
+        return None if row is None else _file(row)
+
+    def _require_file(self, file_id: str) -> StoredFile:
+        f = self.get_file(file_id)
+        if f is None:
+            raise ValueError("no such file")
+        return f
+
+    def write_chunk(self, file_id: str, offset: int, data: bytes) -> int:
+        """Append ``data`` at ``offset`` (which must equal the bytes received so far) and
+        return the new count. ValueError for a wrong offset, too much data, or a complete or
+        unknown file."""
+        f = self._require_file(file_id)
+        if f.complete:
+            raise ValueError("file is already complete")
+        if offset != f.received:
+            raise ValueError(
+                f"chunk offset {offset} does not match the {f.received} bytes received so far"
+            )
+        if f.received + len(data) > f.size:
+            raise ValueError(
+                f"chunk of {len(data)} bytes at offset {offset} goes past the offered size "
+                f"of {f.size} bytes"
+            )
+        if not data:
+            return f.received
+        fd = os.open(self._partial_path(file_id), os.O_WRONLY | os.O_APPEND | _O_NOFOLLOW)
+        try:
+            actual = os.fstat(fd).st_size
+            if actual > f.received:  # bytes from a write whose count was never committed
+                os.ftruncate(fd, f.received)
+            elif actual < f.received:
+                raise ValueError(f"partial file holds {actual} bytes, expected {f.received}")
+            # Unbuffered os.write: the bytes are in the kernel (the file's page cache) before
+            # the new count is committed.
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        received = f.received + len(data)
+        self._conn.execute("UPDATE files SET received = ? WHERE file_id = ?", (received, file_id))
+        return received
+
+    def complete_file(self, file_id: str) -> bool:
+        """Verify the stored bytes against the offered size and SHA-256; if they match, fsync
+        the file, move it to ``downloads/<file_id>`` and mark it complete (True); otherwise
+        delete the bytes and the row (False). True again for a file already complete."""
+        f = self.get_file(file_id)
+        if f is None:
+            return False
+        if f.complete:
+            return True
+        partial = self._partial_path(file_id)
+        final = self._final_path(file_id)
+        try:
+            matches = _hash_file(partial, sync=True) == (f.size, f.sha256)
+        except FileNotFoundError:
+            matches = False
+        if not matches:
+            self.delete_file(file_id)
+            return False
+        if os.path.lexists(final):  # ids are unique; never replace anything
+            raise FileExistsError(f"{final} already exists")
+        os.replace(partial, final)
+        fsync_dir(final.parent)
+        self._conn.execute(
+            "UPDATE files SET received = size, complete = 1 WHERE file_id = ?", (file_id,)
+        )
+        return True
+
+    def delete_file(self, file_id: str) -> None:
+        """Forget a file and delete its bytes (no-op for an unknown id)."""
+        self._conn.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
+        if _FILE_ID.fullmatch(file_id):
+            # After the commit: a crash in between leaves at most an orphan file, never a row
+            # pointing at nothing (stray partials are swept on the next open).
+            self._partial_path(file_id).unlink(missing_ok=True)
+            self._final_path(file_id).unlink(missing_ok=True)
+
+    def usage(self, owner_key: str) -> int:
+        """Bytes the user's files take, counting partial uploads at their full offered size."""
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM files WHERE owner_key = ?", (owner_key,)
+        ).fetchone()
+        return int(row[0])
+
+    def files_for_room(self, room: str) -> list[StoredFile]:
+        """Complete files shared in ``room``, oldest first."""
+        rows = self._conn.execute(
+            "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+            "FROM files "
+            "WHERE room = ? AND room <> '' AND complete = 1 "
+            "ORDER BY ts, file_id",
+            (room,),
+        )
+        return [_file(r) for r in rows]
+
+    def files_between(self, a_key: str, b_key: str) -> list[StoredFile]:
+        """Complete files sent directly between the two users (either way), oldest first."""
+        rows = self._conn.execute(
+            "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+            "FROM files "
+            "WHERE to_key <> '' AND complete = 1 AND "
+            "((owner_key = ? AND to_key = ?) OR (owner_key = ? AND to_key = ?)) "
+            "ORDER BY ts, file_id",
+            (a_key, b_key, b_key, a_key),
+        )
+        return [_file(r) for r in rows]
+
+    def read_chunk(self, file_id: str, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes of a complete file from ``offset`` (b"" at the end).
+
+        ValueError for an unknown or incomplete file, or an offset outside 0..file size.
+        """
+        f = self._require_file(file_id)
+        if not f.complete:
+            raise ValueError("file is not complete")
+        if not 0 <= offset <= f.size:
+            raise ValueError(f"offset {offset} is outside the file's {f.size} bytes")
+        if size < 0:
+            raise ValueError("size cannot be negative")
+        fd = os.open(self._final_path(file_id), os.O_RDONLY | _O_NOFOLLOW)
+        try:
+            return os.pread(fd, min(size, f.size - offset), offset)
+        finally:
+            os.close(fd)
+
+
+def _hash_file(path: Path, *, sync: bool = False) -> tuple[int, bytes]:
+    """(size, SHA-256) of a file read in 1 MiB blocks; fsync it too if ``sync``."""
+    digest = hashlib.sha256()
+    buf = bytearray(_HASH_BLOCK)
+    view = memoryview(buf)
+    total = 0
+    fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(f"{path} is not a regular file")
+        while n := os.readv(fd, [buf]):
+            digest.update(view[:n])
+            total += n
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return total, digest.digest()
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: SqliteStore) -> Store:  # mypy checks SqliteStore against the Protocol
+        return store
