@@ -306,7 +306,8 @@ class World:
                 assert not missing, f"{user} never received {sorted(missing)}"
         for (user, client_id), message_id in self.acked.items():
             stored = self.store.find_by_client_id(user_key(user), client_id)
-            assert stored is not None and stored.id == message_id, "an acked message was lost"
+            assert stored is not None, "an acked message was lost"
+            assert stored.id == message_id, "an acked message changed its id"
 
 
 @pytest.mark.parametrize("seed", range(12), ids=lambda s: f"seed-{s}")
