@@ -62,6 +62,15 @@ def accept_all(_event: PeerKeyReceived) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @contextmanager
 def running_server(
     kind: str,
@@ -69,6 +78,7 @@ def running_server(
     *,
     hub: HubConfig | None = None,
     users: tuple[str, ...] = USERS,
+    key: X25519PrivateKey | None = None,
     **options: Any,
 ) -> Iterator[Running]:
     """Start a ``kind`` server ("trio" or "threads") on a free port; stop it afterwards."""
@@ -77,9 +87,9 @@ def running_server(
         if store.get_user(user_key(name)) is None:
             store.add_user(name, user_key(name), hash_password(PASSWORD, params=CHEAP))
     hub_config = hub or HubConfig()
-    config = ServerConfig(port=0, argon2=CHEAP, hub=hub_config, **options)
+    config = ServerConfig(**{"port": 0, "argon2": CHEAP, "hub": hub_config, **options})
     the_hub = Hub(store, hub_config)
-    key = X25519PrivateKey.generate()
+    key = key or X25519PrivateKey.generate()
     print_fp = fingerprint(public_bytes(key))
     if kind == "threads":
         threaded = ThreadedServer(the_hub, key, config)
@@ -114,7 +124,7 @@ def running_server(
     def stop() -> None:
         if not stopped.is_set():
             stopped.set()
-            trio.from_thread.run_sync(server.stop, trio_token=box["token"])
+            box["token"].run_sync_soon(server.stop)  # safe from any thread, even a trio one
             thread.join(10)
 
     try:

@@ -1,0 +1,258 @@
+"""The async client library against a real server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import Message, Presence, Typing
+from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
+from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKeyUnknown
+from sealchat.transports.trio_client import (
+    ChatClient,
+    LinkState,
+    LoginFailed,
+    TransferFailed,
+    connect,
+)
+from tests.servers import PASSWORD, Running, free_port, running_server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    with running_server("trio", tmp_path / "server") as running:
+        yield running
+
+
+def options(tmp_path: Path, who: str, **extra: Any) -> dict[str, Any]:
+    """Client options with this test's own pin file, key and downloads folder."""
+
+    async def yes(_server: str, _fingerprint: str) -> bool:
+        return True
+
+    return {
+        "static_key": X25519PrivateKey.generate(),
+        "known_servers": KnownServers(tmp_path / f"{who}-known"),
+        "confirm_new_key": yes,
+        "downloads_dir": tmp_path / f"{who}-downloads",
+        **extra,
+    }
+
+
+@asynccontextmanager
+async def logged_in(
+    server: Running, tmp_path: Path, who: str, **extra: Any
+) -> AsyncIterator[ChatClient]:
+    async with connect("127.0.0.1", server.port, **options(tmp_path, who, **extra)) as client:
+        await client.login(who, PASSWORD)
+        yield client
+
+
+async def next_of(client: ChatClient, kind: type, timeout: float = 10) -> Any:
+    with trio.fail_after(timeout):
+        async for event in client.events():
+            if isinstance(event, kind):
+                return event
+    raise AssertionError("the event stream ended")
+
+
+# --- pinning ------------------------------------------------------------------------------
+
+
+async def test_first_contact_asks_and_pins(server: Running, tmp_path: Path) -> None:
+    asked: list[tuple[str, str]] = []
+
+    async def ask(name: str, fp: str) -> bool:
+        asked.append((name, fp))
+        return True
+
+    known = KnownServers(tmp_path / "known")
+    opts = options(tmp_path, "alice", known_servers=known, confirm_new_key=ask)
+    async with connect("127.0.0.1", server.port, **opts) as client:
+        assert client.fingerprint == server.fingerprint
+    assert asked == [(f"127.0.0.1:{server.port}", server.fingerprint)]
+    assert known.lookup(f"127.0.0.1:{server.port}") == server.fingerprint
+    assert oct(known.path.stat().st_mode & 0o777) == "0o600"
+    async with connect("127.0.0.1", server.port, **opts):
+        pass
+    assert len(asked) == 1  # pinned: not asked again
+
+
+async def test_declined_or_unasked_key_is_refused(server: Running, tmp_path: Path) -> None:
+    async def no(_name: str, _fp: str) -> bool:
+        return False
+
+    for confirm in (no, None):
+        opts = options(tmp_path, "alice", confirm_new_key=confirm)
+        with pytest.raises(ServerKeyUnknown, match="sealchat trust"):
+            async with connect("127.0.0.1", server.port, **opts):
+                pass
+        assert opts["known_servers"].lookup(f"127.0.0.1:{server.port}") is None
+
+
+async def test_changed_key_is_a_hard_failure_naming_both(server: Running, tmp_path: Path) -> None:
+    known = KnownServers(tmp_path / "known")
+    old = "SHA256:" + "A" * 43
+    known.pin(f"127.0.0.1:{server.port}", old)
+    with pytest.raises(ServerKeyChanged) as info:
+        async with connect("127.0.0.1", server.port, **options(tmp_path, "a", known_servers=known)):
+            pass
+    text = str(info.value)
+    assert old in text
+    assert server.fingerprint in text
+    assert "sealchat trust" in text
+    assert known.lookup(f"127.0.0.1:{server.port}") == old  # nothing was overwritten
+
+
+async def test_unreachable_server_says_so(tmp_path: Path) -> None:
+    from sealchat.transports.trio_client import ClientError
+
+    with pytest.raises(ClientError, match="cannot reach"):
+        async with connect("127.0.0.1", free_port(), **options(tmp_path, "a")):
+            pass
+
+
+# --- chatting -----------------------------------------------------------------------------
+
+
+async def test_wrong_password(server: Running, tmp_path: Path) -> None:
+    async with connect("127.0.0.1", server.port, **options(tmp_path, "alice")) as client:
+        with pytest.raises(LoginFailed, match=GENERIC_LOGIN_FAILURE):
+            await client.login("alice", "nope")
+
+
+async def test_rooms_messages_presence_typing_history(server: Running, tmp_path: Path) -> None:
+    async with logged_in(server, tmp_path, "alice") as alice:
+        async with logged_in(server, tmp_path, "bob") as bob:
+            presence = await next_of(alice, Presence)
+            assert (presence.user, presence.online) == ("bob", True)
+            members = await alice.join("random")
+            assert [m.name for m in members] == ["alice"]
+            await bob.join("random")
+            assert {r.name for r in await bob.rooms()} >= {"general", "random"}
+            for i in range(5):
+                await alice.send_message(f"m{i}", room="random")
+            received = [await next_of(bob, Message) for _ in range(5)]
+            assert [m.text for m in received] == [f"m{i}" for i in range(5)]
+            await bob.typing(room="random")
+            notice = await next_of(alice, Typing)
+            assert (notice.user, notice.room, notice.active) == ("bob", "random", True)
+            page, more = await bob.history(room="random", limit=3)
+            assert [m.text for m in page] == ["m2", "m3", "m4"]
+            assert more
+            older, more = await bob.history(room="random", before=page[0].id, limit=3)
+            assert [m.text for m in older] == ["m0", "m1"]
+            assert not more
+            await bob.send_message("just us", to="alice")
+            dm = await next_of(alice, Message)
+            assert (dm.text, dm.sender) == ("just us", "bob")
+            assert alice.unacknowledged == 0
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+async def test_upload_and_download_with_progress(server: Running, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    source = tmp_path / "report.pdf"
+    source.write_bytes(data)
+    seen: list[tuple[int, int]] = []
+    async with logged_in(server, tmp_path, "alice") as alice:
+        async with logged_in(server, tmp_path, "bob") as bob:
+            info = await alice.send_file(
+                source, room="general", progress=lambda d, t: seen.append((d, t))
+            )
+            assert seen[-1] == (len(data), len(data))
+            assert info.sha256 == hashlib.sha256(data).digest()
+            announced = await next_of(bob, Message)
+            assert announced.file is not None
+            assert announced.file.file_id == info.file_id
+            path = await bob.download(info.file_id)
+            assert path.read_bytes() == data
+            assert path.name == "report.pdf"
+            again = await bob.download(info.file_id)  # never clobbers
+            assert again.name == "report (1).pdf"
+
+
+async def test_download_resumes_a_partial_file(server: Running, tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    async with logged_in(server, tmp_path, "alice") as alice:
+        info = await alice.send_file(source, room="general")
+        part = alice.downloads_dir / f".{info.file_id}.part"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(data[:70_000])
+        first: list[int] = []
+        path = await alice.download(info.file_id, progress=lambda d, t: first.append(d))
+        assert first[0] == 70_000  # it asked from where the partial file ends
+        assert path.read_bytes() == data
+
+
+async def test_corrupt_partial_download_is_detected(server: Running, tmp_path: Path) -> None:
+    source = tmp_path / "x.bin"
+    source.write_bytes(b"real contents" * 1000)
+    async with logged_in(server, tmp_path, "alice") as alice:
+        info = await alice.send_file(source, room="general")
+        part = alice.downloads_dir / f".{info.file_id}.part"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(b"garbage!" * 10)
+        with pytest.raises(TransferFailed, match="SHA-256"):
+            await alice.download(info.file_id)
+        assert not part.exists()
+        assert (await alice.download(info.file_id)).read_bytes() == source.read_bytes()
+
+
+async def test_refused_upload_says_why(tmp_path: Path) -> None:
+    with running_server("trio", tmp_path / "s", hub=HubConfig(max_file_size=1000)) as server:
+        source = tmp_path / "big.bin"
+        source.write_bytes(bytes(5000))
+        async with logged_in(server, tmp_path, "alice") as alice:
+            with pytest.raises(TransferFailed, match="file too large"):
+                await alice.send_file(source, room="general")
+
+
+# --- reconnecting -------------------------------------------------------------------------
+
+
+async def test_reconnect_delivers_everything_exactly_once(tmp_path: Path) -> None:
+    port, key = free_port(), X25519PrivateKey.generate()
+    data_dir = tmp_path / "server"
+    fast = {"backoff": (0.05, 0.2)}
+
+    def start() -> Any:
+        return running_server("trio", data_dir, port=port, key=key)
+
+    first = start()
+    server = first.__enter__()
+    async with logged_in(server, tmp_path, "alice", **fast) as alice:
+        async with logged_in(server, tmp_path, "bob", **fast) as bob:
+            await alice.send_message("before", room="general")
+            assert (await next_of(bob, Message)).text == "before"
+            await trio.to_thread.run_sync(first.__exit__, None, None, None)
+            assert isinstance(await next_of(alice, LinkState), LinkState)
+            await alice.send_message("while down", room="general")  # queued
+            second = start()
+            await trio.to_thread.run_sync(second.__enter__)
+            try:
+                with trio.fail_after(20):
+                    await alice.wait_online()
+                    await bob.wait_online()
+                texts = []
+                with trio.move_on_after(3):
+                    while True:
+                        texts.append((await next_of(bob, Message)).text)
+                assert texts == ["while down"]
+                page, _ = await bob.history(room="general")
+                assert [m.text for m in page].count("while down") == 1
+                assert alice.unacknowledged == 0
+            finally:
+                await trio.to_thread.run_sync(second.__exit__, None, None, None)

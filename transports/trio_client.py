@@ -1,0 +1,772 @@
+"""The async sealchat client library (trio), used by the desktop client and the CLI.
+
+Example::
+
+    async with connect("127.0.0.1", 7878, confirm_new_key=ask_user) as client:
+        await client.login("esha", password)
+        await client.join("random")
+        await client.send_message("hello", room="random")
+        async for event in client.events():
+            print(event)
+
+The client pins the server's key (``known_servers``), reconnects with exponential back-off and
+jitter when the connection drops, logs in again, receives what it missed, and resends the
+messages it queued meanwhile; the server drops duplicates by client message id, and the
+client drops messages it has already shown, so nothing is lost and nothing is doubled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import (
+    NEED_DATA,
+    Authenticated,
+    Bye,
+    Connection,
+    ConnectionClosed,
+    Delivered,
+    Event,
+    FileAccept,
+    FileChunk,
+    FileComplete,
+    FileInfo,
+    FileList,
+    FileOffer,
+    FileReject,
+    FileRequest,
+    HistoryEnd,
+    HistoryRequest,
+    JoinRoom,
+    KeysEstablished,
+    LeaveRoom,
+    ListFiles,
+    ListMembers,
+    ListRooms,
+    Login,
+    LoginRejected,
+    MemberInfo,
+    Members,
+    Message,
+    MessageAck,
+    PeerKeyReceived,
+    ProtocolError,
+    Record,
+    Register,
+    Role,
+    RoomInfo,
+    RoomList,
+    Typing,
+)
+from sealchat.core import Error as ServerError
+from sealchat.core.limits import MAX_CHUNK
+from sealchat.transports.downloads import PartialDownload, default_downloads_dir
+from sealchat.transports.keyfile import load_or_create_key
+from sealchat.transports.pinning import (
+    KnownServers,
+    ServerKeyChanged,
+    ServerKeyUnknown,
+    config_dir,
+    server_name,
+)
+
+ConfirmKey = Callable[[str, str], Awaitable[bool]]
+"""Asked ``(server, fingerprint)`` on first contact; True pins the key and goes on."""
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes in all) as a transfer advances."""
+
+T = TypeVar("T")
+REQUEST_TIMEOUT = 30.0
+SEEN_MEMORY = 50_000
+
+
+class ClientError(Exception):
+    """A request failed; the message says why in words a user understands."""
+
+
+class LoginFailed(ClientError):
+    """The server refused the login (``retry_after`` seconds before trying again)."""
+
+    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class TransferFailed(ClientError):
+    """An upload or download was refused or did not arrive intact."""
+
+
+class Disconnected(ClientError):
+    """The connection is gone and will not come back (closed, or reconnecting is off)."""
+
+
+class _LinkLost(ClientError):
+    """The connection dropped while a request was under way (it may come back)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """Emitted on ``events()`` when the connection drops or comes back."""
+
+    connected: bool
+    reason: str = ""
+    retry_in: float = 0.0
+
+
+def client_key(path: Path | None = None) -> X25519PrivateKey:
+    """This installation's own static key (created 0600 on first use)."""
+    return load_or_create_key(path or config_dir() / "client_key")
+
+
+class _Link:
+    """One TCP connection: the stream and its sans-I/O connection."""
+
+    def __init__(self, stream: trio.SocketStream, conn: Connection) -> None:
+        self.stream = stream
+        self.conn = conn
+        self.send_lock = trio.Lock()
+        self.closed = trio.Event()
+        self.reason = ""
+
+
+class _Waiter:
+    """Someone waiting for records that ``match``; ``done`` ends the wait."""
+
+    def __init__(self, match: Callable[[Record], bool], done: Callable[[Record], bool]) -> None:
+        self.match = match
+        self.done = done
+        self.records: list[Record] = []
+        self.finished = trio.Event()
+        self.lost = False
+
+
+class ChatClient:
+    """A session with one server. Create it with :func:`connect`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        nursery: trio.Nursery,
+        *,
+        static_key: X25519PrivateKey | None = None,
+        known_servers: KnownServers | None = None,
+        confirm_new_key: ConfirmKey | None = None,
+        downloads_dir: Path | None = None,
+        reconnect: bool = True,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.host, self.port = host, port
+        self.server = server_name(host, port)
+        self._nursery = nursery
+        self._key = static_key or client_key()
+        self._known = known_servers or KnownServers()
+        self._confirm = confirm_new_key
+        self.downloads_dir = downloads_dir or default_downloads_dir()
+        self._reconnect = reconnect
+        self._backoff = backoff
+        self._connect_timeout = connect_timeout
+        self._rng = random.Random()  # noqa: S311  (jitter, not secrets)
+        self._link: _Link | None = None
+        self._credentials: tuple[str, str] | None = None
+        self.username = ""
+        self.fingerprint = ""
+        self._events_in, self._events_out = trio.open_memory_channel[Event | LinkState](10_000)
+        self._waiters: list[_Waiter] = []
+        self._outbox: dict[str, Message] = {}
+        self._seen: set[int] = set()
+        self._seen_order: deque[int] = deque()
+        self._delivered = 0
+        self._newest = 0
+        self._replaying = False
+        self._transfers = iter(range(1, 2**62))
+        self._chunks: dict[int, trio.MemorySendChannel[Record]] = {}
+        self._closing = False
+        self._online = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"<ChatClient {self.server} user={self.username!r}>"
+
+    # --- connecting -----------------------------------------------------------------------
+
+    async def _open_link(self) -> None:
+        """Connect, check the server key against the pins, finish the handshake."""
+        with trio.fail_after(self._connect_timeout):
+            try:
+                stream = await trio.open_tcp_stream(self.host, self.port)
+            except OSError as exc:
+                raise ClientError(
+                    f"cannot reach {self.server}: {exc.strerror or exc}; "
+                    "is the server running and the address right?"
+                ) from None
+        conn = Connection(Role.CLIENT, static_key=self._key, now=trio.current_time())
+        link = _Link(stream, conn)
+        conn.initiate()
+        await stream.send_all(conn.data_to_send())
+        while True:
+            event = await self._next_raw(link)
+            if isinstance(event, PeerKeyReceived):
+                await self._decide_on_key(link, event)
+            elif isinstance(event, KeysEstablished):
+                break
+        self._link = link
+        self._nursery.start_soon(self._read, link)
+
+    async def _decide_on_key(self, link: _Link, event: PeerKeyReceived) -> None:
+        verdict = self._known.check(self.server, event.fingerprint)
+        if verdict.status == "changed":
+            assert verdict.pinned is not None
+            link.conn.reject_peer("the server key changed")
+            await link.stream.aclose()
+            raise ServerKeyChanged(self.server, verdict.pinned, event.fingerprint, self._known.path)
+        if verdict.status == "new":
+            if self._confirm is None or not await self._confirm(self.server, event.fingerprint):
+                link.conn.reject_peer("the server key was not trusted")
+                await link.stream.aclose()
+                raise ServerKeyUnknown(self.server, event.fingerprint)
+            self._known.pin(self.server, event.fingerprint)
+        self.fingerprint = event.fingerprint
+        link.conn.accept_peer()
+        await link.stream.send_all(link.conn.data_to_send())
+
+    async def _next_raw(self, link: _Link) -> Event:
+        """The next event of a link still in its handshake."""
+        conn = link.conn
+        while True:
+            try:
+                event = conn.next_event()
+            except ProtocolError as exc:
+                await link.stream.aclose()
+                raise ClientError(_explain(str(exc))) from None
+            if event is not NEED_DATA:
+                if isinstance(event, ConnectionClosed):
+                    await link.stream.aclose()
+                    raise ClientError(f"the server closed the connection: {event.reason}")
+                return event
+            timer = conn.get_timer()
+            with trio.move_on_at(math.inf if timer is None else timer) as waited:
+                try:
+                    data = await link.stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    data = b""
+            if waited.cancelled_caught:
+                conn.handle_timer(trio.current_time())
+            else:
+                conn.receive_data(data)
+
+    # --- the reader -----------------------------------------------------------------------
+
+    async def _read(self, link: _Link) -> None:
+        reason = "the connection was lost"
+        try:
+            while True:
+                event = await self._next_raw_open(link)
+                if isinstance(event, ConnectionClosed):
+                    reason = event.reason or reason
+                    return
+                await self._dispatch(event)
+        except ProtocolError as exc:
+            reason = str(exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            link.reason = reason
+            link.closed.set()
+            with trio.CancelScope(shield=True):
+                await link.stream.aclose()
+            for waiter in self._waiters:
+                waiter.lost = True
+                waiter.finished.set()
+            self._waiters.clear()
+            for chunks in self._chunks.values():
+                chunks.send_nowait(FileReject(transfer=0, reason="connection lost"))
+            if self._link is link:
+                self._link = None
+                self._online = trio.Event()
+                if not self._closing:
+                    self._nursery.start_soon(self._recover, reason)
+
+    async def _next_raw_open(self, link: _Link) -> Event:
+        conn = link.conn
+        while True:
+            event = conn.next_event()
+            if event is not NEED_DATA:
+                return event
+            timer = conn.get_timer()
+            with trio.move_on_at(math.inf if timer is None else timer) as waited:
+                try:
+                    data = await link.stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    data = b""
+            if waited.cancelled_caught:
+                conn.handle_timer(trio.current_time())
+            else:
+                conn.receive_data(data)
+            await self._flush(link)  # pongs and keepalive pings
+
+    async def _dispatch(self, record: Event) -> None:
+        if not isinstance(record, Record):
+            return
+        for waiter in list(self._waiters):
+            if waiter.match(record):
+                waiter.records.append(record)
+                if waiter.done(record):
+                    waiter.finished.set()
+                    self._waiters.remove(waiter)
+        match record:
+            case FileChunk() | FileComplete() | FileReject() if record.transfer in self._chunks:
+                self._chunks[record.transfer].send_nowait(record)
+                return
+            case Message():
+                if not self._remember(record.id):
+                    return
+            case MessageAck():
+                self._outbox.pop(record.client_id, None)
+                self._remember(record.id)
+            case HistoryEnd(room="", peer=""):
+                self._replaying = record.more
+                await self._acknowledge()
+        await self._events_in.send(record)
+
+    def _remember(self, message_id: int) -> bool:
+        """Note a message id; False if it was already shown."""
+        if message_id in self._seen:
+            return False
+        self._seen.add(message_id)
+        self._seen_order.append(message_id)
+        if len(self._seen_order) > SEEN_MEMORY:
+            self._seen.discard(self._seen_order.popleft())
+        self._newest = max(self._newest, message_id)
+        return True
+
+    async def _acknowledge(self) -> None:
+        """Tell the server what has arrived (during the replay this also asks for the next
+        page)."""
+        if self._newest > self._delivered or self._replaying:
+            self._delivered = self._newest
+            await self._send(Delivered(up_to=self._newest))
+
+    async def _keep_acknowledging(self) -> None:
+        while True:
+            await trio.sleep(2)
+            if self._link is not None and not self._replaying:
+                with suppress(ClientError):
+                    await self._acknowledge()
+
+    # --- reconnecting ---------------------------------------------------------------------
+
+    async def _recover(self, reason: str) -> None:
+        if not self._reconnect or self._credentials is None:
+            await self._events_in.send(LinkState(connected=False, reason=reason))
+            return
+        delay, cap = self._backoff
+        while not self._closing:
+            wait = delay * self._rng.uniform(0.5, 1.5)
+            await self._events_in.send(LinkState(connected=False, reason=reason, retry_in=wait))
+            await trio.sleep(wait)
+            try:
+                await self._open_link()
+                await self._log_in(*self._credentials, register=False)
+            except (ServerKeyChanged, LoginFailed) as exc:
+                await self._events_in.send(LinkState(connected=False, reason=str(exc)))
+                return
+            except (ClientError, OSError, trio.TooSlowError) as exc:
+                reason = str(exc)
+                delay = min(cap, delay * 2)
+                continue
+            await self._events_in.send(LinkState(connected=True))
+            return
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def _send(self, record: Record) -> None:
+        link = self._link
+        if link is None:
+            raise _LinkLost("not connected; the client is reconnecting")
+        async with link.send_lock:
+            link.conn.send(record)
+            await self._flush(link)
+
+    async def _flush(self, link: _Link) -> None:
+        data = link.conn.data_to_send()
+        if data:
+            try:
+                await link.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                link.conn.send_failed()
+                raise _LinkLost("the connection was lost") from None
+
+    async def _request(
+        self,
+        record: Record,
+        match: Callable[[Record], bool],
+        done: Callable[[Record], bool] | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> list[Record]:
+        """Send ``record`` and collect the matching replies until one satisfies ``done``."""
+        waiter = _Waiter(match, done or (lambda _r: True))
+        self._waiters.append(waiter)
+        try:
+            await self._send(record)
+            with trio.fail_after(timeout):
+                await waiter.finished.wait()
+        except trio.TooSlowError:
+            raise ClientError(f"the server did not answer within {timeout:g} s") from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if waiter.lost:
+            raise _LinkLost("the connection was lost")
+        return waiter.records
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt``; if the connection drops meanwhile, wait for the reconnect and run
+        it again (it must resume, not repeat)."""
+        while True:
+            try:
+                return await attempt()
+            except _LinkLost:
+                if not self._reconnect or self._closing:
+                    raise Disconnected("the connection was lost") from None
+                await self.wait_online()
+
+    # --- the session ----------------------------------------------------------------------
+
+    async def login(self, username: str, password: str) -> str:
+        """Log in; returns the user name as the server spells it. Raises LoginFailed."""
+        return await self._log_in(username, password, register=False)
+
+    async def register(self, username: str, password: str) -> str:
+        """Create an account (where the server allows it) and log in."""
+        return await self._log_in(username, password, register=True)
+
+    async def _log_in(self, username: str, password: str, *, register: bool) -> str:
+        kind = Register if register else Login
+        replies = await self._request(
+            kind(username=username, password=password),
+            lambda r: isinstance(r, Authenticated | LoginRejected),
+        )
+        reply = replies[-1]
+        if isinstance(reply, LoginRejected):
+            raise LoginFailed(reply.reason, reply.retry_after)
+        assert isinstance(reply, Authenticated)
+        first = self._credentials is None
+        self._credentials = (username, password)
+        self.username = reply.username
+        self._replaying = True
+        self._online.set()
+        if first:
+            self._nursery.start_soon(self._keep_acknowledging)
+        for message in list(self._outbox.values()):  # sent while away: once, by client id
+            await self._send(message)
+        return reply.username
+
+    async def wait_online(self) -> None:
+        """Wait until the session is logged in (again)."""
+        await self._online.wait()
+
+    def events(self) -> trio.MemoryReceiveChannel[Event | LinkState]:
+        """Everything the server sends (records, without duplicates) and LinkState changes."""
+        return self._events_out
+
+    async def join(self, room: str) -> list[MemberInfo]:
+        """Join (or create) ``room``; returns its members."""
+        replies = await self._request(
+            JoinRoom(room=room),
+            lambda r: (isinstance(r, Members) and r.room == room) or _error_for(r, room),
+            lambda r: not isinstance(r, Members) or not r.more,
+        )
+        _raise_error(replies)
+        return [m for r in replies if isinstance(r, Members) for m in r.members]
+
+    async def leave(self, room: str) -> None:
+        from sealchat.core import RoomLeft
+
+        replies = await self._request(
+            LeaveRoom(room=room),
+            lambda r: (isinstance(r, RoomLeft) and r.room == room) or _error_for(r, room),
+        )
+        _raise_error(replies)
+
+    async def rooms(self) -> list[RoomInfo]:
+        replies = await self._request(
+            ListRooms(),
+            lambda r: isinstance(r, RoomList),
+            lambda r: isinstance(r, RoomList) and not r.more,
+        )
+        return [room for r in replies if isinstance(r, RoomList) for room in r.rooms]
+
+    async def members(self, room: str) -> list[MemberInfo]:
+        replies = await self._request(
+            ListMembers(room=room),
+            lambda r: (isinstance(r, Members) and r.room == room) or _error_for(r, room),
+            lambda r: not isinstance(r, Members) or not r.more,
+        )
+        _raise_error(replies)
+        return [m for r in replies if isinstance(r, Members) for m in r.members]
+
+    async def send_message(self, text: str, *, room: str = "", to: str = "") -> str:
+        """Queue a message and send it if connected; returns its client id. It is delivered
+        once even if the connection drops before the server acknowledges it."""
+        client_id = secrets.token_hex(8)
+        message = Message(text=text, room=room, to=to, client_id=client_id)
+        self._outbox[client_id] = message
+        if self._link is not None and self._online.is_set():
+            with suppress(ClientError):  # if it fails, it is resent after the reconnect
+                await self._send(message)
+        return client_id
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages sent but not yet stored by the server."""
+        return len(self._outbox)
+
+    async def typing(self, active: bool = True, *, room: str = "", to: str = "") -> None:
+        await self._send(Typing(room=room, to=to, active=active))
+
+    async def history(
+        self, *, room: str = "", peer: str = "", before: int = 0, limit: int = 50
+    ) -> tuple[list[Message], bool]:
+        """Messages of a room or direct conversation older than ``before`` (0: the newest),
+        oldest first, and whether older ones exist."""
+
+        def ours(r: Record) -> bool:
+            if isinstance(r, HistoryEnd):
+                return r.room == room and r.peer == peer
+            if isinstance(r, Message):
+                return (
+                    (r.room == room)
+                    if room
+                    else (not r.room and peer.lower() in (r.sender.lower(), r.to.lower()))
+                )
+            return _error_for(r, "")
+
+        replies = await self._request(
+            HistoryRequest(room=room, peer=peer, before=before, limit=limit),
+            ours,
+            lambda r: not isinstance(r, Message),
+        )
+        _raise_error(replies)
+        messages = sorted(
+            {m.id: m for m in replies if isinstance(m, Message)}.values(), key=lambda m: m.id
+        )
+        end = replies[-1]
+        return messages, isinstance(end, HistoryEnd) and end.more
+
+    async def files(self, *, room: str = "", peer: str = "") -> list[FileInfo]:
+        replies = await self._request(
+            ListFiles(room=room, peer=peer),
+            lambda r: isinstance(r, FileList) or _error_for(r, ""),
+            lambda r: not isinstance(r, FileList) or not r.more,
+        )
+        _raise_error(replies)
+        return [f for r in replies if isinstance(r, FileList) for f in r.files]
+
+    # --- files ----------------------------------------------------------------------------
+
+    async def send_file(
+        self,
+        path: Path,
+        *,
+        room: str = "",
+        to: str = "",
+        progress: Progress | None = None,
+    ) -> FileInfo:
+        """Upload ``path``. If the connection drops, it resumes after the reconnect where the
+        server's copy stops. Cancelling the calling task cancels the upload (the server
+        discards the part it has)."""
+        size = path.stat().st_size
+        digest = await trio.to_thread.run_sync(_sha256_of, path)
+        offer = partial(FileOffer, name=path.name, size=size, sha256=digest, room=room, to=to)
+        return await self._retrying(
+            partial(self._upload, path, offer, size, digest, progress or _no_progress)
+        )
+
+    async def _upload(
+        self,
+        path: Path,
+        offer: Callable[..., FileOffer],
+        size: int,
+        digest: bytes,
+        progress: Progress,
+    ) -> FileInfo:
+        transfer = next(self._transfers)
+        replies = await self._request(
+            offer(transfer=transfer),
+            lambda r: isinstance(r, FileAccept | FileReject) and r.transfer == transfer,
+        )
+        reply = replies[-1]
+        if isinstance(reply, FileReject):
+            raise TransferFailed(reply.reason)
+        assert isinstance(reply, FileAccept)
+        file_id = reply.file_id
+        announced = _Waiter(
+            lambda r: (
+                (isinstance(r, Message) and r.file is not None and r.file.file_id == file_id)
+                or (isinstance(r, FileReject) and r.transfer == transfer)
+            ),
+            lambda _r: True,
+        )
+        self._waiters.append(announced)
+        try:
+            offset = reply.offset
+            progress(offset, size)
+            async with await trio.open_file(path, "rb") as source:
+                await source.seek(offset)
+                while offset < size:
+                    data = await source.read(min(MAX_CHUNK, size - offset))
+                    if not data:
+                        raise TransferFailed(f"{path} shrank while it was being sent")
+                    await self._send(FileChunk(transfer=transfer, offset=offset, data=data))
+                    offset += len(data)
+                    progress(offset, size)
+            await self._send(FileComplete(transfer=transfer, sha256=digest))
+            with trio.fail_after(REQUEST_TIMEOUT):
+                await announced.finished.wait()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
+                await self._send(FileReject(transfer=transfer, reason="cancelled by the user"))
+            raise
+        finally:
+            if announced in self._waiters:
+                self._waiters.remove(announced)
+        if announced.lost:
+            raise _LinkLost("the connection was lost")
+        result = announced.records[-1]
+        if isinstance(result, FileReject):
+            raise TransferFailed(result.reason)
+        assert isinstance(result, Message)
+        assert result.file is not None
+        return result.file
+
+    async def download(self, file_id: str, *, progress: Progress | None = None) -> Path:
+        """Fetch a shared file into the downloads folder, resuming a partial one (also after
+        a reconnect); returns where it landed once its SHA-256 was checked."""
+        return await self._retrying(partial(self._download, file_id, progress or _no_progress))
+
+    async def _download(self, file_id: str, progress: Progress) -> Path:
+        transfer = next(self._transfers)
+        send_chunks, receive_chunks = trio.open_memory_channel[Record](math.inf)
+        self._chunks[transfer] = send_chunks
+        try:
+            offset = PartialDownload.existing_size(self.downloads_dir, file_id)
+            replies = await self._request(
+                FileRequest(transfer=transfer, file_id=file_id, offset=offset),
+                lambda r: isinstance(r, FileOffer | FileReject) and r.transfer == transfer,
+            )
+            reply = replies[-1]
+            if isinstance(reply, FileReject):
+                raise TransferFailed(reply.reason)
+            assert isinstance(reply, FileOffer)
+            target = PartialDownload(self.downloads_dir, file_id, reply.name, reply.sha256)
+            size = reply.size
+            progress(reply.offset, size)
+            while True:
+                with trio.fail_after(REQUEST_TIMEOUT):
+                    record = await receive_chunks.receive()
+                if isinstance(record, FileComplete):
+                    break
+                if isinstance(record, FileReject):
+                    if record.transfer == 0:
+                        raise _LinkLost(record.reason)
+                    raise TransferFailed(record.reason)
+                assert isinstance(record, FileChunk)
+                await trio.to_thread.run_sync(target.write, record.offset, record.data)
+                progress(record.offset + len(record.data), size)
+            try:
+                return await trio.to_thread.run_sync(target.finish)
+            except ValueError as exc:
+                raise TransferFailed(str(exc)) from None
+        except trio.TooSlowError:
+            raise TransferFailed("the download stalled; try again to resume it") from None
+        finally:
+            del self._chunks[transfer]
+
+    # --- closing --------------------------------------------------------------------------
+
+    async def aclose(self, reason: str = "goodbye") -> None:
+        self._closing = True
+        link, self._link = self._link, None
+        if link is not None:
+            with trio.move_on_after(2):
+                try:
+                    async with link.send_lock:
+                        link.conn.send(Bye(reason=reason))
+                        await self._flush(link)
+                except (ClientError, ProtocolError):
+                    pass
+            await link.stream.aclose()
+
+
+@asynccontextmanager
+async def connect(host: str, port: int, **options: Any) -> AsyncIterator[ChatClient]:
+    """Connect to a server (pinning its key) and yield the client; closes it afterwards.
+
+    Errors come out as themselves, not wrapped in an exception group."""
+    try:
+        async with trio.open_nursery() as nursery:
+            client = ChatClient(host, port, nursery, **options)
+            await client._open_link()
+            try:
+                yield client
+            finally:
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _sole(group) from None
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups, or the group itself."""
+    while len(group.exceptions) == 1:
+        inner = group.exceptions[0]
+        if not isinstance(inner, BaseExceptionGroup):
+            return inner
+        group = inner
+    return group
+
+
+def _error_for(record: Record, ref: str) -> bool:
+    return isinstance(record, ServerError) and (not ref or record.ref in ("", ref))
+
+
+def _raise_error(replies: list[Record]) -> None:
+    for record in replies:
+        if isinstance(record, ServerError):
+            raise ClientError(record.detail or record.code)
+
+
+def _no_progress(done: int, total: int) -> None:
+    del done, total
+
+
+def _sha256_of(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        while block := source.read(1 << 20):
+            digest.update(block)
+    return digest.digest()
+
+
+def _explain(error: str) -> str:
+    """Protocol errors in words a user understands."""
+    if "version mismatch" in error:
+        return f"this client and the server speak different protocol versions ({error})"
+    if "does not speak the sealchat protocol" in error:
+        return "that address is not a sealchat server"
+    return f"the connection failed: {error}"
