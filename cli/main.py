@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from sealchat import __version__
+from sealchat.cli.client_cmd import add_client_commands
 from sealchat.cli.server_cmd import add_server_commands
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
     add_server_commands(commands)
+    add_client_commands(commands)
     return parser
 
 
