@@ -1,45 +1,66 @@
 """A sealchat client on plain blocking sockets, for scripts that do not use trio.
 
-A reader thread feeds the connection and puts every event on ``events`` (a ``queue.Queue``);
-``send`` may be called from any thread. ``ConnectionClosed`` is always the last event.
+A reader thread feeds the connection: replies to this client's requests go to the waiting
+call, and every event also goes on ``events`` (a ``queue.Queue``); ``ConnectionClosed`` is
+always the last. Requests may be made from any thread. Unlike the trio client it does not
+reconnect by itself.
+
+Example::
+
+    with BlockingClient("127.0.0.1", 7878, trust=pinned(KnownServers(), "127.0.0.1:7878")) as c:
+        c.login("esha", password)
+        c.send_message("hello", room="general")
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
+import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
     NEED_DATA,
-    Authenticated,
     Bye,
     Connection,
     ConnectionClosed,
     Event,
+    FileChunk,
+    FileComplete,
+    FileInfo,
+    FileOffer,
+    FileReject,
     KeysEstablished,
-    Login,
-    LoginRejected,
+    MemberInfo,
+    Message,
+    MessageAck,
     PeerKeyReceived,
     ProtocolError,
     Record,
-    Register,
     Role,
+    RoomInfo,
+    Typing,
 )
+from sealchat.core.limits import MAX_CHUNK
+from sealchat.transports import requests
+from sealchat.transports.downloads import PartialDownload, sha256_of
+from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
+from sealchat.transports.requests import ClientError, Reply, Request, TransferFailed
 
 E = TypeVar("E")
+T = TypeVar("T")
+REQUEST_TIMEOUT = 30.0
+Progress = Callable[[int, int], None]
 KeyPolicy = Callable[[PeerKeyReceived], bool]
 """Decides whether to trust the server key shown (True: go on; False: hang up)."""
-
-
-class ClientError(Exception):
-    """The connection could not be made, or was refused."""
 
 
 class BlockingClient:
@@ -53,6 +74,7 @@ class BlockingClient:
         static_key: X25519PrivateKey | None = None,
         trust: KeyPolicy,
         timeout: float = 10.0,
+        source_address: tuple[str, int] | None = None,
     ) -> None:
         self.events: queue.Queue[Event] = queue.Queue()
         self._conn = Connection(
@@ -62,9 +84,15 @@ class BlockingClient:
         self._trust = trust
         self._established = threading.Event()
         self._failure: str | None = None
+        self._refusal: Exception | None = None
         self._server_fingerprint = ""
+        self._waiters: list[_Waiter] = []
+        self._transfers = itertools.count(1)
+        self._chunks: dict[int, queue.Queue[Record]] = {}
         try:
-            self._sock = socket.create_connection((host, port), timeout=timeout)
+            self._sock = socket.create_connection(
+                (host, port), timeout=timeout, source_address=source_address
+            )
         except OSError as exc:
             raise ClientError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -74,11 +102,12 @@ class BlockingClient:
             self._flush()
         self._reader = threading.Thread(target=self._read, name="sealchat-reader", daemon=True)
         self._reader.start()
-        if not self._established.wait(timeout):
+        established = self._established.wait(timeout)
+        if not established or self._refusal is not None or self._failure is not None:
             self.close()
-            raise ClientError("the handshake did not finish in time")
-        if self._failure is not None:
-            raise ClientError(self._failure)
+            if self._refusal is not None:
+                raise self._refusal
+            raise ClientError(self._failure or "the handshake did not finish in time")
         self.server_fingerprint = self._server_fingerprint
 
     def __enter__(self) -> BlockingClient:
@@ -135,6 +164,13 @@ class BlockingClient:
             self.events.put(ConnectionClosed(reason=str(exc)))
         finally:
             self._established.set()
+            with self._lock:
+                for waiter in self._waiters:
+                    waiter.lost = True
+                    waiter.finished.set()
+                self._waiters.clear()
+                for chunks in self._chunks.values():
+                    chunks.put(FileReject(transfer=0, reason="the connection was lost"))
 
     def _drain(self) -> bool:
         while True:
@@ -143,13 +179,21 @@ class BlockingClient:
                 return False
             if isinstance(event, PeerKeyReceived):
                 self._server_fingerprint = event.fingerprint
-                if self._trust(event):
+                try:
+                    trusted = self._trust(event)
+                except (ServerKeyChanged, ServerKeyUnknown) as exc:
+                    self._refusal, trusted = exc, False
+                if trusted:
                     self._conn.accept_peer()
                 else:
                     reason = f"the server key {event.fingerprint} is not trusted"
                     self._conn.reject_peer(reason)
                     self._failure = reason
                 continue
+            if isinstance(event, Record):
+                self._route(event)
+                if isinstance(event, FileChunk | FileComplete) and event.transfer in self._chunks:
+                    continue
             if isinstance(event, KeysEstablished):
                 self._established.set()
             self.events.put(event)
@@ -175,18 +219,144 @@ class BlockingClient:
             if isinstance(event, ConnectionClosed):
                 raise ClientError(f"connection closed: {event.reason}")
 
-    # --- sessions -------------------------------------------------------------------------
+    # --- requests -------------------------------------------------------------------------
+
+    def _route(self, record: Record) -> None:
+        """Hand ``record`` to whoever waits for it (called under the lock)."""
+        for waiter in list(self._waiters):
+            if waiter.reply.match(record):
+                waiter.records.append(record)
+                if waiter.reply.done(record):
+                    self._waiters.remove(waiter)
+                    waiter.finished.set()
+        if isinstance(record, FileChunk | FileComplete | FileReject):
+            chunks = self._chunks.get(record.transfer)
+            if chunks is not None:
+                chunks.put(record)
+
+    def _expect(self, reply: Reply[T]) -> _Waiter:
+        waiter = _Waiter(reply)
+        with self._lock:
+            self._waiters.append(waiter)
+        return waiter
+
+    def _wait(self, waiter: _Waiter, timeout: float = REQUEST_TIMEOUT) -> Any:
+        try:
+            if not waiter.finished.wait(timeout):
+                raise ClientError(f"the server did not answer within {timeout:g} s")
+        finally:
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        if waiter.lost:
+            raise ClientError(f"the connection closed: {self._failure or 'by the server'}")
+        return waiter.reply.result(waiter.records)
+
+    def ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
+        """Send ``request`` and wait for its reply."""
+        waiter = self._expect(request.reply)
+        self.send(request.record)
+        result: T = self._wait(waiter, timeout)
+        return result
+
+    # --- the session ----------------------------------------------------------------------
 
     def login(self, username: str, password: str, *, register: bool = False) -> str:
-        """Log in (or register); returns the canonical user name, raises ClientError with the
+        """Log in (or register); returns the canonical user name, raises LoginFailed with the
         server's reason if refused."""
-        record = Register if register else Login
-        self.send(record(username=username, password=password))
-        while True:
-            event = self.next_event()
-            if isinstance(event, Authenticated):
-                return event.username
-            if isinstance(event, LoginRejected):
-                raise ClientError(event.reason)
-            if isinstance(event, ConnectionClosed):
-                raise ClientError(f"connection closed: {event.reason}")
+        return self.ask(requests.login(username, password, register=register))
+
+    def join(self, room: str) -> list[MemberInfo]:
+        return self.ask(requests.join(room))
+
+    def leave(self, room: str) -> None:
+        self.ask(requests.leave(room))
+
+    def rooms(self) -> list[RoomInfo]:
+        return self.ask(requests.rooms())
+
+    def members(self, room: str) -> list[MemberInfo]:
+        return self.ask(requests.members(room))
+
+    def history(
+        self, *, room: str = "", peer: str = "", before: int = 0, limit: int = 50
+    ) -> tuple[list[Message], bool]:
+        return self.ask(requests.history(room, peer, before, limit))
+
+    def files(self, *, room: str = "", peer: str = "") -> list[FileInfo]:
+        return self.ask(requests.files(room, peer))
+
+    def send_message(self, text: str, *, room: str = "", to: str = "") -> MessageAck:
+        """Send a message and wait until the server has stored it."""
+        client_id = secrets.token_hex(8)
+        request = requests.message(Message(text=text, room=room, to=to, client_id=client_id))
+        return self.ask(request)
+
+    def typing(self, active: bool = True, *, room: str = "", to: str = "") -> None:
+        self.send(Typing(room=room, to=to, active=active))
+
+    def send_file(
+        self, path: Path, *, room: str = "", to: str = "", progress: Progress | None = None
+    ) -> FileInfo:
+        """Upload ``path`` (resuming where the server's copy stops)."""
+        data_size = path.stat().st_size
+        digest = sha256_of(path)
+        transfer = next(self._transfers)
+        offer = FileOffer(
+            transfer=transfer, name=path.name, size=data_size, sha256=digest, room=room, to=to
+        )
+        accept = self.ask(requests.upload(offer))
+        outcome = requests.announced(accept.file_id, transfer)
+        waiter = self._expect(outcome)
+        offset = accept.offset
+        with open(path, "rb") as source:
+            source.seek(offset)
+            while offset < data_size:
+                data = source.read(min(MAX_CHUNK, data_size - offset))
+                if not data:
+                    raise TransferFailed(f"{path} shrank while it was being sent")
+                self.send(FileChunk(transfer=transfer, offset=offset, data=data))
+                offset += len(data)
+                if progress is not None:
+                    progress(offset, data_size)
+        self.send(FileComplete(transfer=transfer, sha256=digest))
+        info: FileInfo = self._wait(waiter)
+        return info
+
+    def download(self, file_id: str, folder: Path, *, progress: Progress | None = None) -> Path:
+        """Fetch a shared file into ``folder`` (resuming a partial one); returns its path once
+        the SHA-256 matched."""
+        transfer = next(self._transfers)
+        chunks: queue.Queue[Record] = queue.Queue()
+        self._chunks[transfer] = chunks
+        try:
+            offset = PartialDownload.existing_size(folder, file_id)
+            offer = self.ask(requests.download(transfer, file_id, offset))
+            target = PartialDownload(folder, file_id, offer.name, offer.sha256)
+            while True:
+                try:
+                    record = chunks.get(timeout=REQUEST_TIMEOUT)
+                except queue.Empty:
+                    raise TransferFailed("the download stalled; try again to resume it") from None
+                if isinstance(record, FileComplete):
+                    break
+                if isinstance(record, FileReject):
+                    raise TransferFailed(record.reason)
+                assert isinstance(record, FileChunk)
+                target.write(record.offset, record.data)
+                if progress is not None:
+                    progress(record.offset + len(record.data), offer.size)
+            try:
+                return target.finish()
+            except ValueError as exc:
+                raise TransferFailed(str(exc)) from None
+        finally:
+            del self._chunks[transfer]
+
+
+class _Waiter:
+    def __init__(self, reply: Reply[Any]) -> None:
+        self.reply = reply
+        self.records: list[Record] = []
+        self.finished = threading.Event()
+        self.lost = False

@@ -76,17 +76,23 @@ class PartialDownload:
     def finish(self) -> Path:
         """Check the SHA-256, then move the file to a free name; ValueError (and the partial
         file removed) if the bytes are not what the sender offered."""
-        digest = hashlib.sha256()
         with open(self.path, "rb") as source:
-            while block := source.read(1 << 20):
-                digest.update(block)
             os.fsync(source.fileno())
-        if digest.digest() != self.sha256:
+        if sha256_of(self.path) != self.sha256:
             self.path.unlink()
             raise ValueError(f"{self.name}: the SHA-256 does not match; the download was deleted")
         target = _free_path(self.folder, safe_name(self.name))
         os.replace(self.path, target)
         return target
+
+
+def sha256_of(path: Path) -> bytes:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        while block := source.read(1 << 20):
+            digest.update(block)
+    return digest.digest()
 
 
 def _part_path(folder: Path, file_id: str) -> Path:

@@ -7,11 +7,13 @@ that key; a changed key is a hard failure that names both fingerprints and how t
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
+from sealchat.core import PeerKeyReceived
 from sealchat.transports.keyfile import ensure_private_dir
 
 KNOWN_SERVERS = "known_servers"
@@ -77,6 +79,15 @@ class KnownServers:
             return Verdict("new", None)
         return Verdict("pinned" if pinned == fingerprint else "changed", pinned)
 
+    def require(self, server: str, fingerprint: str) -> bool:
+        """True if ``fingerprint`` is pinned for ``server``, False if the server is new;
+        ServerKeyChanged if another key is pinned."""
+        verdict = self.check(server, fingerprint)
+        if verdict.status == "changed":
+            assert verdict.pinned is not None
+            raise ServerKeyChanged(server, verdict.pinned, fingerprint, self.path)
+        return verdict.status == "pinned"
+
     def pin(self, server: str, fingerprint: str) -> None:
         """Pin (or re-pin) ``server`` to ``fingerprint``, atomically."""
         if not fingerprint.startswith("SHA256:") or " " in fingerprint:
@@ -103,3 +114,20 @@ class KnownServers:
             if len(parts) == 2 and not line.startswith("#"):
                 entries[parts[0]] = parts[1]
         return entries
+
+
+def pinned(
+    known: KnownServers, server: str, confirm: Callable[[str, str], bool] | None = None
+) -> Callable[[PeerKeyReceived], bool]:
+    """A key policy for the blocking client: pinned keys pass, a changed key raises
+    ServerKeyChanged, a new one is pinned only if ``confirm(server, fingerprint)`` says so."""
+
+    def decide(event: PeerKeyReceived) -> bool:
+        if known.require(server, event.fingerprint):
+            return True
+        if confirm is None or not confirm(server, event.fingerprint):
+            raise ServerKeyUnknown(server, event.fingerprint)
+        known.pin(server, event.fingerprint)
+        return True
+
+    return decide

@@ -17,7 +17,6 @@ client drops messages it has already shown, so nothing is lost and nothing is do
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import secrets
@@ -34,46 +33,31 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
     NEED_DATA,
-    Authenticated,
     Bye,
     Connection,
     ConnectionClosed,
     Delivered,
     Event,
-    FileAccept,
     FileChunk,
     FileComplete,
     FileInfo,
-    FileList,
     FileOffer,
     FileReject,
-    FileRequest,
     HistoryEnd,
-    HistoryRequest,
-    JoinRoom,
     KeysEstablished,
-    LeaveRoom,
-    ListFiles,
-    ListMembers,
-    ListRooms,
-    Login,
-    LoginRejected,
     MemberInfo,
-    Members,
     Message,
     MessageAck,
     PeerKeyReceived,
     ProtocolError,
     Record,
-    Register,
     Role,
     RoomInfo,
-    RoomList,
     Typing,
 )
-from sealchat.core import Error as ServerError
 from sealchat.core.limits import MAX_CHUNK
-from sealchat.transports.downloads import PartialDownload, default_downloads_dir
+from sealchat.transports import requests
+from sealchat.transports.downloads import PartialDownload, default_downloads_dir, sha256_of
 from sealchat.transports.keyfile import load_or_create_key
 from sealchat.transports.pinning import (
     KnownServers,
@@ -81,6 +65,13 @@ from sealchat.transports.pinning import (
     ServerKeyUnknown,
     config_dir,
     server_name,
+)
+from sealchat.transports.requests import (
+    ClientError,
+    LoginFailed,
+    Reply,
+    Request,
+    TransferFailed,
 )
 
 ConfirmKey = Callable[[str, str], Awaitable[bool]]
@@ -91,22 +82,6 @@ Progress = Callable[[int, int], None]
 T = TypeVar("T")
 REQUEST_TIMEOUT = 30.0
 SEEN_MEMORY = 50_000
-
-
-class ClientError(Exception):
-    """A request failed; the message says why in words a user understands."""
-
-
-class LoginFailed(ClientError):
-    """The server refused the login (``retry_after`` seconds before trying again)."""
-
-    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class TransferFailed(ClientError):
-    """An upload or download was refused or did not arrive intact."""
 
 
 class Disconnected(ClientError):
@@ -143,11 +118,11 @@ class _Link:
 
 
 class _Waiter:
-    """Someone waiting for records that ``match``; ``done`` ends the wait."""
+    """Someone waiting for the records of a reply."""
 
-    def __init__(self, match: Callable[[Record], bool], done: Callable[[Record], bool]) -> None:
-        self.match = match
-        self.done = done
+    def __init__(self, reply: Reply[Any]) -> None:
+        self.match = reply.match
+        self.done = reply.done
         self.records: list[Record] = []
         self.finished = trio.Event()
         self.lost = False
@@ -227,13 +202,13 @@ class ChatClient:
         self._nursery.start_soon(self._read, link)
 
     async def _decide_on_key(self, link: _Link, event: PeerKeyReceived) -> None:
-        verdict = self._known.check(self.server, event.fingerprint)
-        if verdict.status == "changed":
-            assert verdict.pinned is not None
+        try:
+            known = self._known.require(self.server, event.fingerprint)
+        except ServerKeyChanged:
             link.conn.reject_peer("the server key changed")
             await link.stream.aclose()
-            raise ServerKeyChanged(self.server, verdict.pinned, event.fingerprint, self._known.path)
-        if verdict.status == "new":
+            raise
+        if not known:
             if self._confirm is None or not await self._confirm(self.server, event.fingerprint):
                 link.conn.reject_peer("the server key was not trusted")
                 await link.stream.aclose()
@@ -410,28 +385,26 @@ class ChatClient:
                 link.conn.send_failed()
                 raise _LinkLost("the connection was lost") from None
 
-    async def _request(
-        self,
-        record: Record,
-        match: Callable[[Record], bool],
-        done: Callable[[Record], bool] | None = None,
-        timeout: float = REQUEST_TIMEOUT,
-    ) -> list[Record]:
-        """Send ``record`` and collect the matching replies until one satisfies ``done``."""
-        waiter = _Waiter(match, done or (lambda _r: True))
+    async def _ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
+        """Send a request and wait for its reply."""
+        waiter = _Waiter(request.reply)
         self._waiters.append(waiter)
         try:
-            await self._send(record)
+            await self._send(request.record)
+            return await self._await(waiter, request.reply, timeout)
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    async def _await(self, waiter: _Waiter, reply: Reply[T], timeout: float) -> T:
+        try:
             with trio.fail_after(timeout):
                 await waiter.finished.wait()
         except trio.TooSlowError:
             raise ClientError(f"the server did not answer within {timeout:g} s") from None
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
         if waiter.lost:
             raise _LinkLost("the connection was lost")
-        return waiter.records
+        return reply.result(waiter.records)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt``; if the connection drops meanwhile, wait for the reconnect and run
@@ -455,25 +428,17 @@ class ChatClient:
         return await self._log_in(username, password, register=True)
 
     async def _log_in(self, username: str, password: str, *, register: bool) -> str:
-        kind = Register if register else Login
-        replies = await self._request(
-            kind(username=username, password=password),
-            lambda r: isinstance(r, Authenticated | LoginRejected),
-        )
-        reply = replies[-1]
-        if isinstance(reply, LoginRejected):
-            raise LoginFailed(reply.reason, reply.retry_after)
-        assert isinstance(reply, Authenticated)
+        name = await self._ask(requests.login(username, password, register=register))
         first = self._credentials is None
         self._credentials = (username, password)
-        self.username = reply.username
+        self.username = name
         self._replaying = True
         self._online.set()
         if first:
             self._nursery.start_soon(self._keep_acknowledging)
         for message in list(self._outbox.values()):  # sent while away: once, by client id
             await self._send(message)
-        return reply.username
+        return name
 
     async def wait_online(self) -> None:
         """Wait until the session is logged in (again)."""
@@ -485,39 +450,16 @@ class ChatClient:
 
     async def join(self, room: str) -> list[MemberInfo]:
         """Join (or create) ``room``; returns its members."""
-        replies = await self._request(
-            JoinRoom(room=room),
-            lambda r: (isinstance(r, Members) and r.room == room) or _error_for(r, room),
-            lambda r: not isinstance(r, Members) or not r.more,
-        )
-        _raise_error(replies)
-        return [m for r in replies if isinstance(r, Members) for m in r.members]
+        return await self._ask(requests.join(room))
 
     async def leave(self, room: str) -> None:
-        from sealchat.core import RoomLeft
-
-        replies = await self._request(
-            LeaveRoom(room=room),
-            lambda r: (isinstance(r, RoomLeft) and r.room == room) or _error_for(r, room),
-        )
-        _raise_error(replies)
+        await self._ask(requests.leave(room))
 
     async def rooms(self) -> list[RoomInfo]:
-        replies = await self._request(
-            ListRooms(),
-            lambda r: isinstance(r, RoomList),
-            lambda r: isinstance(r, RoomList) and not r.more,
-        )
-        return [room for r in replies if isinstance(r, RoomList) for room in r.rooms]
+        return await self._ask(requests.rooms())
 
     async def members(self, room: str) -> list[MemberInfo]:
-        replies = await self._request(
-            ListMembers(room=room),
-            lambda r: (isinstance(r, Members) and r.room == room) or _error_for(r, room),
-            lambda r: not isinstance(r, Members) or not r.more,
-        )
-        _raise_error(replies)
-        return [m for r in replies if isinstance(r, Members) for m in r.members]
+        return await self._ask(requests.members(room))
 
     async def send_message(self, text: str, *, room: str = "", to: str = "") -> str:
         """Queue a message and send it if connected; returns its client id. It is delivered
@@ -543,38 +485,10 @@ class ChatClient:
     ) -> tuple[list[Message], bool]:
         """Messages of a room or direct conversation older than ``before`` (0: the newest),
         oldest first, and whether older ones exist."""
-
-        def ours(r: Record) -> bool:
-            if isinstance(r, HistoryEnd):
-                return r.room == room and r.peer == peer
-            if isinstance(r, Message):
-                return (
-                    (r.room == room)
-                    if room
-                    else (not r.room and peer.lower() in (r.sender.lower(), r.to.lower()))
-                )
-            return _error_for(r, "")
-
-        replies = await self._request(
-            HistoryRequest(room=room, peer=peer, before=before, limit=limit),
-            ours,
-            lambda r: not isinstance(r, Message),
-        )
-        _raise_error(replies)
-        messages = sorted(
-            {m.id: m for m in replies if isinstance(m, Message)}.values(), key=lambda m: m.id
-        )
-        end = replies[-1]
-        return messages, isinstance(end, HistoryEnd) and end.more
+        return await self._ask(requests.history(room, peer, before, limit))
 
     async def files(self, *, room: str = "", peer: str = "") -> list[FileInfo]:
-        replies = await self._request(
-            ListFiles(room=room, peer=peer),
-            lambda r: isinstance(r, FileList) or _error_for(r, ""),
-            lambda r: not isinstance(r, FileList) or not r.more,
-        )
-        _raise_error(replies)
-        return [f for r in replies if isinstance(r, FileList) for f in r.files]
+        return await self._ask(requests.files(room, peer))
 
     # --- files ----------------------------------------------------------------------------
 
@@ -590,7 +504,7 @@ class ChatClient:
         server's copy stops. Cancelling the calling task cancels the upload (the server
         discards the part it has)."""
         size = path.stat().st_size
-        digest = await trio.to_thread.run_sync(_sha256_of, path)
+        digest = await trio.to_thread.run_sync(sha256_of, path)
         offer = partial(FileOffer, name=path.name, size=size, sha256=digest, room=room, to=to)
         return await self._retrying(
             partial(self._upload, path, offer, size, digest, progress or _no_progress)
@@ -605,22 +519,9 @@ class ChatClient:
         progress: Progress,
     ) -> FileInfo:
         transfer = next(self._transfers)
-        replies = await self._request(
-            offer(transfer=transfer),
-            lambda r: isinstance(r, FileAccept | FileReject) and r.transfer == transfer,
-        )
-        reply = replies[-1]
-        if isinstance(reply, FileReject):
-            raise TransferFailed(reply.reason)
-        assert isinstance(reply, FileAccept)
-        file_id = reply.file_id
-        announced = _Waiter(
-            lambda r: (
-                (isinstance(r, Message) and r.file is not None and r.file.file_id == file_id)
-                or (isinstance(r, FileReject) and r.transfer == transfer)
-            ),
-            lambda _r: True,
-        )
+        reply = await self._ask(requests.upload(offer(transfer=transfer)))
+        outcome = requests.announced(reply.file_id, transfer)
+        announced = _Waiter(outcome)
         self._waiters.append(announced)
         try:
             offset = reply.offset
@@ -635,8 +536,7 @@ class ChatClient:
                     offset += len(data)
                     progress(offset, size)
             await self._send(FileComplete(transfer=transfer, sha256=digest))
-            with trio.fail_after(REQUEST_TIMEOUT):
-                await announced.finished.wait()
+            return await self._await(announced, outcome, REQUEST_TIMEOUT)
         except trio.Cancelled:
             with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
                 await self._send(FileReject(transfer=transfer, reason="cancelled by the user"))
@@ -644,14 +544,6 @@ class ChatClient:
         finally:
             if announced in self._waiters:
                 self._waiters.remove(announced)
-        if announced.lost:
-            raise _LinkLost("the connection was lost")
-        result = announced.records[-1]
-        if isinstance(result, FileReject):
-            raise TransferFailed(result.reason)
-        assert isinstance(result, Message)
-        assert result.file is not None
-        return result.file
 
     async def download(self, file_id: str, *, progress: Progress | None = None) -> Path:
         """Fetch a shared file into the downloads folder, resuming a partial one (also after
@@ -664,14 +556,7 @@ class ChatClient:
         self._chunks[transfer] = send_chunks
         try:
             offset = PartialDownload.existing_size(self.downloads_dir, file_id)
-            replies = await self._request(
-                FileRequest(transfer=transfer, file_id=file_id, offset=offset),
-                lambda r: isinstance(r, FileOffer | FileReject) and r.transfer == transfer,
-            )
-            reply = replies[-1]
-            if isinstance(reply, FileReject):
-                raise TransferFailed(reply.reason)
-            assert isinstance(reply, FileOffer)
+            reply = await self._ask(requests.download(transfer, file_id, offset))
             target = PartialDownload(self.downloads_dir, file_id, reply.name, reply.sha256)
             size = reply.size
             progress(reply.offset, size)
@@ -741,26 +626,8 @@ def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-def _error_for(record: Record, ref: str) -> bool:
-    return isinstance(record, ServerError) and (not ref or record.ref in ("", ref))
-
-
-def _raise_error(replies: list[Record]) -> None:
-    for record in replies:
-        if isinstance(record, ServerError):
-            raise ClientError(record.detail or record.code)
-
-
 def _no_progress(done: int, total: int) -> None:
     del done, total
-
-
-def _sha256_of(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        while block := source.read(1 << 20):
-            digest.update(block)
-    return digest.digest()
 
 
 def _explain(error: str) -> str:

@@ -1,0 +1,114 @@
+"""Interop: each client library against each server, and mixed clients in one room."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import Message
+from sealchat.transports.blocking_client import BlockingClient
+from sealchat.transports.pinning import (
+    KnownServers,
+    ServerKeyChanged,
+    ServerKeyUnknown,
+    pinned,
+    server_name,
+)
+from sealchat.transports.requests import ClientError, LoginFailed
+from sealchat.transports.trio_client import connect
+from tests.servers import KINDS, PASSWORD, running_server
+
+
+def trio_options(tmp_path: Path, who: str) -> dict[str, Any]:
+    async def yes(_server: str, _fp: str) -> bool:
+        return True
+
+    return {
+        "static_key": X25519PrivateKey.generate(),
+        "known_servers": KnownServers(tmp_path / f"{who}-known"),
+        "confirm_new_key": yes,
+        "downloads_dir": tmp_path / f"{who}-downloads",
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_trio_and_blocking_clients_share_a_room(kind: str, tmp_path: Path) -> None:
+    data = os.urandom(250_000)
+    (tmp_path / "up.bin").write_bytes(data)
+    with running_server(kind, tmp_path / "server") as server:
+        blocking = server.login("bob")
+        try:
+            blocking.join("mixed")
+            async with connect("127.0.0.1", server.port, **trio_options(tmp_path, "alice")) as a:
+                await a.login("alice", PASSWORD)
+                await a.join("mixed")
+                await a.send_message("from trio", room="mixed")
+                got = await trio.to_thread.run_sync(blocking.next, Message)
+                assert (got.text, got.sender) == ("from trio", "alice")
+                ack = await trio.to_thread.run_sync(
+                    lambda: blocking.send_message("from blocking", room="mixed")
+                )
+                async for event in a.events():
+                    if isinstance(event, Message) and event.id == ack.id:
+                        assert event.text == "from blocking"
+                        break
+                info = await a.send_file(tmp_path / "up.bin", room="mixed")
+                saved = await trio.to_thread.run_sync(
+                    lambda: blocking.download(info.file_id, tmp_path / "bob-downloads")
+                )
+                assert saved.read_bytes() == data
+                blocking_info = await trio.to_thread.run_sync(
+                    lambda: blocking.send_file(tmp_path / "up.bin", room="mixed")
+                )
+                fetched = await a.download(blocking_info.file_id)
+                assert hashlib.sha256(fetched.read_bytes()).digest() == blocking_info.sha256
+                messages, _ = await trio.to_thread.run_sync(lambda: blocking.history(room="mixed"))
+                assert [m.text for m in messages][:2] == ["from trio", "from blocking"]
+        finally:
+            blocking.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_blocking_client_operations(kind: str, tmp_path: Path) -> None:
+    with running_server(kind, tmp_path / "server") as server:
+        with server.login("carol") as carol:
+            assert [m.name for m in carol.join("books")] == ["carol"]
+            assert {r.name for r in carol.rooms()} >= {"general", "books"}
+            assert [m.name for m in carol.members("books")] == ["carol"]
+            ack = carol.send_message("note to self", to="carol")
+            assert ack.id > 0
+            with pytest.raises(ClientError, match="no user nobody"):
+                carol.send_message("hello?", to="nobody")
+            carol.leave("books")
+            with pytest.raises(ClientError, match="everyone stays in general"):
+                carol.leave("general")
+            assert carol.files(room="general") == []
+        with pytest.raises(LoginFailed, match="invalid username or password"):
+            server.login("carol", "wrong")
+
+
+def test_blocking_client_pins_like_the_trio_client(tmp_path: Path) -> None:
+    with running_server("threads", tmp_path / "server") as server:
+        known = KnownServers(tmp_path / "known")
+        name = server_name("127.0.0.1", server.port)
+        with pytest.raises(ServerKeyUnknown, match="sealchat trust"):
+            BlockingClient("127.0.0.1", server.port, trust=pinned(known, name))
+        asked: list[str] = []
+
+        def confirm(_server: str, fp: str) -> bool:
+            asked.append(fp)
+            return True
+
+        with BlockingClient("127.0.0.1", server.port, trust=pinned(known, name, confirm)):
+            pass
+        assert asked == [server.fingerprint]
+        assert known.lookup(name) == server.fingerprint
+        known.pin(name, "SHA256:" + "C" * 43)
+        with pytest.raises(ServerKeyChanged, match="CHANGED"):
+            BlockingClient("127.0.0.1", server.port, trust=pinned(known, name, confirm))

@@ -1,0 +1,276 @@
+"""Client requests as data: what to send, which replies belong to it, and what they mean.
+
+Both clients (trio and blocking) send the same requests and read the same replies; only the
+waiting differs. A reply is matched by its content (room, transfer id…), since the server
+answers in order but interleaves other traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sealchat.core import (
+    Authenticated,
+    FileAccept,
+    FileInfo,
+    FileList,
+    FileOffer,
+    FileReject,
+    FileRequest,
+    HistoryEnd,
+    HistoryRequest,
+    JoinRoom,
+    LeaveRoom,
+    ListFiles,
+    ListMembers,
+    ListRooms,
+    Login,
+    LoginRejected,
+    MemberInfo,
+    Members,
+    Message,
+    MessageAck,
+    Record,
+    Register,
+    RoomInfo,
+    RoomLeft,
+    RoomList,
+)
+from sealchat.core import Error as ServerError
+
+R = TypeVar("R")
+
+
+class ClientError(Exception):
+    """A request failed or the connection did; the message says why in words a user
+    understands."""
+
+
+class LoginFailed(ClientError):
+    """The server refused the login; ``retry_after`` seconds before trying again."""
+
+    def __init__(self, reason: str, retry_after: float = 0.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class TransferFailed(ClientError):
+    """An upload or download was refused, aborted, or did not arrive intact."""
+
+
+@dataclass(frozen=True)
+class Reply(Generic[R]):
+    """Replies for which ``match`` holds are collected until ``done`` holds for one;
+    ``result`` turns them into the answer (or raises ClientError)."""
+
+    match: Callable[[Record], bool]
+    done: Callable[[Record], bool]
+    result: Callable[[list[Record]], R]
+
+
+@dataclass(frozen=True)
+class Request(Generic[R]):
+    """``record`` to send and the ``reply`` it gets."""
+
+    record: Record
+    reply: Reply[R]
+
+
+def _request(
+    record: Record,
+    match: Callable[[Record], bool],
+    done: Callable[[Record], bool],
+    result: Callable[[list[Record]], R],
+) -> Request[R]:
+    return Request(record, Reply(match, done, result))
+
+
+def _last_page(record: Record) -> bool:
+    more: bool = getattr(record, "more", False)
+    return not more
+
+
+def _raise_errors(replies: list[Record]) -> None:
+    for reply in replies:
+        if isinstance(reply, ServerError):
+            raise ClientError(reply.detail or reply.code)
+
+
+def _error_about(record: Record, ref: str) -> bool:
+    return isinstance(record, ServerError) and record.ref == ref
+
+
+def login(username: str, password: str, *, register: bool = False) -> Request[str]:
+    def result(replies: list[Record]) -> str:
+        reply = replies[-1]
+        if isinstance(reply, LoginRejected):
+            raise LoginFailed(reply.reason, reply.retry_after)
+        assert isinstance(reply, Authenticated)
+        return reply.username
+
+    kind = Register if register else Login
+    return _request(
+        kind(username=username, password=password),
+        lambda r: isinstance(r, Authenticated | LoginRejected),
+        lambda _r: True,
+        result,
+    )
+
+
+def _members(replies: list[Record]) -> list[MemberInfo]:
+    _raise_errors(replies)
+    return [m for r in replies if isinstance(r, Members) for m in r.members]
+
+
+def join(room: str) -> Request[list[MemberInfo]]:
+    return _request(
+        JoinRoom(room=room),
+        lambda r: (isinstance(r, Members) and r.room == room) or _error_about(r, room),
+        _last_page,
+        _members,
+    )
+
+
+def members(room: str) -> Request[list[MemberInfo]]:
+    return _request(
+        ListMembers(room=room),
+        lambda r: (isinstance(r, Members) and r.room == room) or _error_about(r, room),
+        _last_page,
+        _members,
+    )
+
+
+def leave(room: str) -> Request[None]:
+    return _request(
+        LeaveRoom(room=room),
+        lambda r: (isinstance(r, RoomLeft) and r.room == room) or _error_about(r, room),
+        lambda _r: True,
+        _raise_errors,
+    )
+
+
+def rooms() -> Request[list[RoomInfo]]:
+    return _request(
+        ListRooms(),
+        lambda r: isinstance(r, RoomList),
+        _last_page,
+        lambda replies: [i for r in replies if isinstance(r, RoomList) for i in r.rooms],
+    )
+
+
+def files(room: str = "", peer: str = "") -> Request[list[FileInfo]]:
+    def result(replies: list[Record]) -> list[FileInfo]:
+        _raise_errors(replies)
+        return [f for r in replies if isinstance(r, FileList) for f in r.files]
+
+    return _request(
+        ListFiles(room=room, peer=peer),
+        lambda r: isinstance(r, FileList) or _error_about(r, ""),
+        lambda r: not isinstance(r, FileList) or not r.more,
+        result,
+    )
+
+
+def history(
+    room: str = "", peer: str = "", before: int = 0, limit: int = 50
+) -> Request[tuple[list[Message], bool]]:
+    """Messages older than ``before`` (0: the newest), oldest first, and whether there are
+    older ones."""
+
+    def ours(r: Record) -> bool:
+        if isinstance(r, HistoryEnd):
+            return r.room == room and r.peer == peer
+        if isinstance(r, Message):
+            if room:
+                return r.room == room
+            return not r.room and peer.lower() in (r.sender.lower(), r.to.lower())
+        return _error_about(r, "")
+
+    def result(replies: list[Record]) -> tuple[list[Message], bool]:
+        _raise_errors(replies)
+        found = {m.id: m for m in replies if isinstance(m, Message)}
+        end = replies[-1]
+        return sorted(found.values(), key=lambda m: m.id), isinstance(end, HistoryEnd) and end.more
+
+    return _request(
+        HistoryRequest(room=room, peer=peer, before=before, limit=limit),
+        ours,
+        lambda r: not isinstance(r, Message),
+        result,
+    )
+
+
+def message(record: Message) -> Request[MessageAck]:
+    """Send a message; the answer is the server's acknowledgement (it is stored)."""
+
+    def result(replies: list[Record]) -> MessageAck:
+        _raise_errors(replies)
+        reply = replies[-1]
+        assert isinstance(reply, MessageAck)
+        return reply
+
+    def ours(r: Record) -> bool:
+        if isinstance(r, MessageAck):
+            return r.client_id == record.client_id
+        return _error_about(r, record.client_id)
+
+    return _request(record, ours, lambda _r: True, result)
+
+
+def upload(offer: FileOffer) -> Request[FileAccept]:
+    """Offer a file; the answer says where to start sending (non-zero when resuming)."""
+
+    def result(replies: list[Record]) -> FileAccept:
+        reply = replies[-1]
+        if isinstance(reply, FileReject):
+            raise TransferFailed(reply.reason)
+        assert isinstance(reply, FileAccept)
+        return reply
+
+    return _request(
+        offer,
+        lambda r: isinstance(r, FileAccept | FileReject) and r.transfer == offer.transfer,
+        lambda _r: True,
+        result,
+    )
+
+
+def announced(file_id: str, transfer: int) -> Reply[FileInfo]:
+    """What follows an upload's FileComplete: the stored file's announcement, or a refusal."""
+
+    def result(replies: list[Record]) -> FileInfo:
+        reply = replies[-1]
+        if isinstance(reply, FileReject):
+            raise TransferFailed(reply.reason)
+        assert isinstance(reply, Message)
+        assert reply.file is not None
+        return reply.file
+
+    return Reply(
+        lambda r: (
+            (isinstance(r, Message) and r.file is not None and r.file.file_id == file_id)
+            or (isinstance(r, FileReject) and r.transfer == transfer)
+        ),
+        lambda _r: True,
+        result,
+    )
+
+
+def download(transfer: int, file_id: str, offset: int) -> Request[FileOffer]:
+    """Ask for a stored file from ``offset``; the answer describes what follows."""
+
+    def result(replies: list[Record]) -> FileOffer:
+        reply = replies[-1]
+        if isinstance(reply, FileReject):
+            raise TransferFailed(reply.reason)
+        assert isinstance(reply, FileOffer)
+        return reply
+
+    return _request(
+        FileRequest(transfer=transfer, file_id=file_id, offset=offset),
+        lambda r: isinstance(r, FileOffer | FileReject) and r.transfer == transfer,
+        lambda _r: True,
+        result,
+    )
