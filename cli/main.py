@@ -17,6 +17,12 @@ def _demo(_args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _gui(_args: argparse.Namespace) -> int:
+    from sealchat.gui.app import run_gui
+
+    return run_gui()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sealchat", description="sealchat: a small self-hosted secure chat"
@@ -29,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     add_server_commands(commands)
     add_client_commands(commands)
+    gui = commands.add_parser("gui", help="open the desktop client")
+    gui.set_defaults(handler=_gui)
     return parser
 
 

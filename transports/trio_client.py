@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -310,8 +311,14 @@ class ChatClient:
                 if not self._remember(record.id):
                     return
             case MessageAck():
-                self._outbox.pop(record.client_id, None)
-                self._remember(record.id)
+                sent = self._outbox.pop(record.client_id, None)
+                if sent is not None and self._remember(record.id):
+                    # Our own message, now stored: shown like anyone's, in id order.
+                    await self._events_in.send(
+                        msgspec.structs.replace(
+                            sent, id=record.id, ts=record.ts, sender=self.username
+                        )
+                    )
             case HistoryEnd(room="", peer=""):
                 self._replaying = record.more
                 await self._acknowledge()

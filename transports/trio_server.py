@@ -50,6 +50,8 @@ from sealchat.transports.server_config import ServerConfig
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
 RECEIVE_SIZE = 65536
+TICK = 0.25
+"""Longest sleep of the hub's timer task: typing notices expire at most this late."""
 _OVER = (State.CLOSED, State.ERROR)
 
 
@@ -322,10 +324,15 @@ class TrioServer:
                 await self._in_hub(self.hub.stream_finished, peer.session, effect.transfer)
 
     async def _run_timers(self) -> None:
-        """Expire typing notices (and old login failures) when the hub says they are due."""
+        """Expire typing notices (and old login failures) when the hub says they are due.
+
+        A deadline set while this sleeps is seen at the next wake-up, so the sleep is at most
+        TICK (as in the threaded server); the hub is asked on its own thread, like every call.
+        """
         while True:
-            deadline = self.hub.next_deadline()
-            await trio.sleep(1.0 if deadline is None else max(0.05, deadline - _now()))
+            deadline = await self._in_hub(self.hub.next_deadline)
+            wait = TICK if deadline is None else min(TICK, deadline - _now())
+            await trio.sleep(max(0.05, wait))
             await self._run_effects(await self._in_hub(self.hub.tick, _now()))
 
 

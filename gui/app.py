@@ -1,0 +1,705 @@
+"""The sealchat desktop client: customtkinter widgets over the view-model, trio in guest mode.
+
+Everything runs on the Tk thread: widget callbacks start trio tasks, and trio tasks update the
+view-model and redraw. The widgets hold no state of their own beyond what they display.
+"""
+
+from __future__ import annotations
+
+import time
+import tkinter as tk
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from tkinter import filedialog, messagebox
+from typing import Any
+
+import customtkinter as ctk
+import trio
+
+from sealchat.core import FileInfo, Message
+from sealchat.gui.guest import TkGuest
+from sealchat.gui.settings import Server, Settings
+from sealchat.gui.theme import EMOTICONS, PALETTES
+from sealchat.gui.viewmodel import (
+    Change,
+    TranscriptUpdate,
+    TransferState,
+    ViewModel,
+    room_key,
+)
+from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
+from sealchat.transports.requests import ClientError, LoginFailed
+from sealchat.transports.trio_client import ChatClient, connect
+
+TYPING_REFRESH = 3.0
+TYPING_IDLE = 4.0
+
+
+class LoginForm(ctk.CTkFrame):
+    """Server, user name, password; errors shown inline."""
+
+    def __init__(self, app: App, settings: Settings) -> None:
+        super().__init__(app, corner_radius=12)
+        self.app = app
+        ctk.CTkLabel(self, text="sealchat", font=ctk.CTkFont(size=28, weight="bold")).pack(
+            pady=(24, 4)
+        )
+        ctk.CTkLabel(self, text="secure chat on your own server").pack(pady=(0, 16))
+        remembered = settings.server or Server()
+        self.host = self._field("Server", remembered.host)
+        self.port = self._field("Port", str(remembered.port))
+        self.username = self._field("User name", remembered.username)
+        self.password = self._field("Password", "", show="•")
+        self.remember = ctk.CTkCheckBox(self, text="Remember this server (never the password)")
+        if settings.server is not None:
+            self.remember.select()
+        self.remember.pack(padx=24, pady=8, anchor="w")
+        self.button = ctk.CTkButton(self, text="Log in", command=self.submit)
+        self.button.pack(padx=24, pady=(8, 4), fill="x")
+        self.error = ctk.CTkLabel(self, text="", wraplength=320, justify="left")
+        self.error.pack(padx=24, pady=(4, 20))
+        for entry in (self.host, self.port, self.username, self.password):
+            entry.bind("<Return>", lambda _e: self.submit())
+
+    def _field(self, label: str, value: str, show: str = "") -> ctk.CTkEntry:
+        ctk.CTkLabel(self, text=label, anchor="w").pack(padx=24, fill="x")
+        entry = ctk.CTkEntry(self, width=320, show=show)
+        entry.insert(0, value)
+        entry.pack(padx=24, pady=(0, 8))
+        return entry
+
+    def submit(self) -> None:
+        host, port, user = self.host.get().strip(), self.port.get().strip(), self.username.get()
+        if not host or not port.isdigit() or not user.strip():
+            self.show_error("Fill in the server, a numeric port and your user name.")
+            return
+        self.show_error("")
+        self.button.configure(state="disabled", text="Connecting…")
+        self.app.start_login(
+            host, int(port), user.strip(), self.password.get(), remember=bool(self.remember.get())
+        )
+
+    def apply_theme(self, palette: dict[str, str]) -> None:
+        self.configure(fg_color=palette["panel"])
+        self.button.configure(
+            fg_color=palette["accent"],
+            hover_color=palette["accent_hover"],
+            text_color=palette["window"],
+        )
+        for entry in (self.host, self.port, self.username, self.password):
+            entry.configure(fg_color=palette["entry"], text_color=palette["fg"])
+
+    def show_error(self, text: str) -> None:
+        self.error.configure(text=text, text_color=self.app.palette["error"])
+        self.button.configure(state="normal", text="Log in")
+
+
+class ChatView(ctk.CTkFrame):
+    """The main window: conversations, people, transcript, typing line, transfers, input."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__(app, corner_radius=0)
+        self.app = app
+        self.grid_columnconfigure(1, weight=1)
+        self.grid_rowconfigure(1, weight=1)
+
+        self.banner = ctk.CTkLabel(self, text="", height=28)
+        side = self.side = ctk.CTkFrame(self, width=220, corner_radius=0)
+        side.grid(row=0, column=0, rowspan=5, sticky="nsw")
+        ctk.CTkLabel(side, text="Conversations", font=ctk.CTkFont(weight="bold")).pack(
+            padx=12, pady=(12, 4), anchor="w"
+        )
+        self.conversation_list = ctk.CTkScrollableFrame(side, width=200, height=220)
+        self.conversation_list.pack(padx=8, fill="x")
+        join_row = ctk.CTkFrame(side, fg_color="transparent")
+        join_row.pack(padx=8, pady=6, fill="x")
+        self.join_entry = ctk.CTkEntry(join_row, placeholder_text="room name", width=130)
+        self.join_entry.pack(side="left")
+        self.join_entry.bind("<Return>", lambda _e: self._join())
+        self.join_button = ctk.CTkButton(join_row, text="Join", width=56, command=self._join)
+        self.join_button.pack(side="left", padx=(6, 0))
+        ctk.CTkLabel(side, text="People", font=ctk.CTkFont(weight="bold")).pack(
+            padx=12, pady=(10, 4), anchor="w"
+        )
+        self.people_list = ctk.CTkScrollableFrame(side, width=200, height=200)
+        self.people_list.pack(padx=8, fill="both", expand=True)
+        self.theme_switch = ctk.CTkSwitch(side, text="Dark theme", command=app.toggle_theme)
+        self.theme_switch.pack(padx=12, pady=12, anchor="w")
+
+        middle = ctk.CTkFrame(self, fg_color="transparent")
+        middle.grid(row=1, column=1, sticky="nsew", padx=8, pady=(8, 0))
+        middle.grid_columnconfigure(0, weight=1)
+        middle.grid_rowconfigure(0, weight=1)
+        self.transcript = tk.Text(
+            middle,
+            wrap="word",
+            state="disabled",
+            borderwidth=0,
+            highlightthickness=0,
+            padx=10,
+            pady=8,
+            font=("DejaVu Sans", 11),
+            cursor="arrow",
+        )
+        self.transcript.grid(row=0, column=0, sticky="nsew")
+        scrollbar = ctk.CTkScrollbar(middle, command=self.transcript.yview)
+        scrollbar.grid(row=0, column=1, sticky="ns")
+        self.transcript.configure(yscrollcommand=lambda a, b: self._scrolled(scrollbar, a, b))
+        self.transcript.tag_configure("time", font=("DejaVu Sans", 9))
+        self.transcript.tag_configure("sender", font=("DejaVu Sans", 11, "bold"))
+        self.transcript.tag_configure("file", underline=True)
+        self.transcript.tag_bind("file", "<Button-1>", self._clicked_file)
+        self.transcript.tag_bind(
+            "file", "<Enter>", lambda _e: self.transcript.configure(cursor="hand2")
+        )
+        self.transcript.tag_bind(
+            "file", "<Leave>", lambda _e: self.transcript.configure(cursor="arrow")
+        )
+
+        self.typing_label = ctk.CTkLabel(self, text="", anchor="w", height=20)
+        self.typing_label.grid(row=2, column=1, sticky="ew", padx=14)
+        self.transfers = ctk.CTkFrame(self, fg_color="transparent", height=1)
+        self.transfers.grid(row=3, column=1, sticky="ew", padx=8)
+        self.transfer_rows: dict[int, tuple[ctk.CTkLabel, ctk.CTkProgressBar, ctk.CTkButton]] = {}
+
+        bottom = ctk.CTkFrame(self, fg_color="transparent")
+        bottom.grid(row=4, column=1, sticky="ew", padx=8, pady=8)
+        bottom.grid_columnconfigure(2, weight=1)
+        self.emoji_button = ctk.CTkButton(bottom, text="\u263a", width=36, command=self.pick_emoji)
+        self.emoji_button.grid(row=0, column=0, padx=(0, 4))
+        self.file_button = ctk.CTkButton(bottom, text="File…", width=56, command=app.choose_file)
+        self.file_button.grid(row=0, column=1, padx=(0, 4))
+        self.input = ctk.CTkTextbox(bottom, height=56, wrap="word")
+        self.input.grid(row=0, column=2, sticky="ew")
+        self.input.bind("<Return>", self._enter)
+        self.input.bind("<Shift-Return>", lambda _e: None)
+        self.input.bind("<KeyRelease>", self._key)
+        self.send_button = ctk.CTkButton(bottom, text="Send", width=64, command=self.send)
+        self.send_button.grid(row=0, column=3, padx=(4, 0))
+        self.emoji_window: ctk.CTkToplevel | None = None
+
+    # --- user actions ---------------------------------------------------------------------
+
+    def _enter(self, event: tk.Event[Any]) -> str | None:
+        if event.state & 0x1:  # Shift: a new line
+            return None
+        self.send()
+        return "break"
+
+    def send(self) -> None:
+        text = self.input.get("1.0", "end").strip()
+        if text:
+            self.input.delete("1.0", "end")
+            self.app.send_text(text)
+
+    def _key(self, event: tk.Event[Any]) -> None:
+        if event.keysym not in ("Return", "Shift_L", "Shift_R"):
+            self.app.user_is_typing()
+
+    def _join(self) -> None:
+        room = self.join_entry.get().strip().lower()
+        if room:
+            self.join_entry.delete(0, "end")
+            self.app.join_room(room)
+
+    def pick_emoji(self) -> None:
+        if self.emoji_window is not None and self.emoji_window.winfo_exists():
+            self.emoji_window.destroy()
+        window = self.emoji_window = ctk.CTkToplevel(self)
+        window.title("Emoji")
+        window.transient(self.app)
+        for n, text in enumerate(EMOTICONS):
+            ctk.CTkButton(
+                window,
+                text=text,
+                width=44,
+                font=("DejaVu Sans", 14),
+                command=lambda t=text: self.insert_emoji(t),
+            ).grid(row=n // 8, column=n % 8, padx=2, pady=2)
+
+    def insert_emoji(self, text: str) -> None:
+        self.input.insert("insert", text)
+        self.input.focus_set()
+        if self.emoji_window is not None:
+            self.emoji_window.destroy()
+            self.emoji_window = None
+
+    def _clicked_file(self, event: tk.Event[Any]) -> None:
+        index = self.transcript.index(f"@{event.x},{event.y}")
+        for tag in self.transcript.tag_names(index):
+            if tag.startswith("file:"):
+                self.app.download(tag[5:])
+
+    def _scrolled(self, scrollbar: ctk.CTkScrollbar, first: str, last: str) -> None:
+        scrollbar.set(first, last)
+        if float(first) <= 0.0 and float(last) < 1.0:
+            self.app.load_older()
+
+    # --- drawing --------------------------------------------------------------------------
+
+    def draw_conversations(self, vm: ViewModel, palette: dict[str, str]) -> None:
+        for child in self.conversation_list.winfo_children():
+            child.destroy()
+        for conversation in vm.sorted_conversations():
+            mark = "#" if conversation.is_room else "@"
+            unread = f"  ({conversation.unread})" if conversation.unread else ""
+            current = conversation.key == vm.current
+            ctk.CTkButton(
+                self.conversation_list,
+                text=f"{mark} {conversation.title}{unread}",
+                anchor="w",
+                fg_color=palette["accent"] if current else "transparent",
+                text_color=palette["window"] if current else palette["fg"],
+                hover_color=palette["accent_hover"],
+                command=lambda key=conversation.key: self.app.select(key),
+            ).pack(fill="x", pady=1)
+
+    def draw_people(self, vm: ViewModel, palette: dict[str, str]) -> None:
+        for child in self.people_list.winfo_children():
+            child.destroy()
+        for member in vm.people_in_current():
+            dot = "\u25cf" if member.online else "\u25cb"
+            ctk.CTkButton(
+                self.people_list,
+                text=f"{dot} {member.name}",
+                anchor="w",
+                fg_color="transparent",
+                text_color=palette["accent"] if member.online else palette["dim"],
+                hover_color=palette["panel"],
+                command=lambda name=member.name: self.app.open_direct(name),
+            ).pack(fill="x", pady=1)
+
+    def draw_transcript(self, vm: ViewModel, updates: list[TranscriptUpdate]) -> None:
+        text = self.transcript
+        at_bottom = text.yview()[1] >= 0.999
+        text.configure(state="normal")
+        if any(u.redraw for u in updates):
+            text.delete("1.0", "end")
+            for message in vm.current_messages():
+                self._insert(message, "end", vm.me)
+            at_bottom = True
+        else:
+            for update in updates:
+                assert update.message is not None
+                self._insert(update.message, f"{update.index + 1}.0", vm.me)
+        text.configure(state="disabled")
+        if at_bottom:
+            text.see("end")
+
+    def _insert(self, message: Message, where: str, me: str) -> None:
+        text = self.transcript
+        mine = message.sender.lower() == me.lower()
+        stamp = datetime.fromtimestamp(message.ts).strftime("%H:%M") if message.ts else ""
+        parts: list[tuple[str, tuple[str, ...]]] = [
+            (f"{stamp}  ", ("time",)),
+            (f"{message.sender}: ", ("sender", "me" if mine else "other")),
+        ]
+        if message.file is not None:
+            parts.append((_file_label(message.file), ("file", f"file:{message.file.file_id}")))
+        else:
+            parts.append((message.text, ("body",)))
+        parts.append(("\n", ()))
+        for chunk, tags in reversed(parts) if where != "end" else parts:
+            text.insert(where, chunk, tags)
+
+    def draw_transfers(self, vm: ViewModel, palette: dict[str, str]) -> None:
+        for transfer in vm.transfers.values():
+            row = self.transfer_rows.get(transfer.id)
+            if row is None:
+                frame = ctk.CTkFrame(self.transfers, fg_color="transparent")
+                frame.pack(fill="x")
+                label = ctk.CTkLabel(frame, text="", anchor="w")
+                label.pack(side="left", padx=4)
+                bar = ctk.CTkProgressBar(frame, width=200, progress_color=palette["accent"])
+                bar.pack(side="left", padx=6)
+                cancel = ctk.CTkButton(
+                    frame,
+                    text="Cancel",
+                    width=64,
+                    command=lambda tid=transfer.id: self.app.cancel_transfer(tid),
+                )
+                cancel.pack(side="left")
+                row = self.transfer_rows[transfer.id] = (label, bar, cancel)
+            label, bar, cancel = row
+            label.configure(text=transfer.label)
+            bar.set(transfer.fraction)
+            if transfer.state is not TransferState.RUNNING:
+                cancel.configure(
+                    state="disabled", text="Done" if transfer.state is TransferState.DONE else "—"
+                )
+
+    def apply_theme(self, palette: dict[str, str], dark: bool) -> None:
+        self.configure(fg_color=palette["window"])
+        self.side.configure(fg_color=palette["panel"])
+        for frame in (self.conversation_list, self.people_list):
+            frame.configure(fg_color=palette["window"])
+        for button in (self.join_button, self.file_button, self.send_button, self.emoji_button):
+            button.configure(
+                fg_color=palette["accent"],
+                hover_color=palette["accent_hover"],
+                text_color=palette["window"],
+            )
+        self.input.configure(fg_color=palette["entry"], text_color=palette["fg"])
+        self.join_entry.configure(fg_color=palette["entry"], text_color=palette["fg"])
+        self.theme_switch.configure(progress_color=palette["accent"], text_color=palette["fg"])
+        self.transcript.configure(
+            background=palette["text_bg"],
+            foreground=palette["fg"],
+            insertbackground=palette["fg"],
+            selectbackground=palette["accent"],
+        )
+        self.transcript.tag_configure("time", foreground=palette["dim"])
+        self.transcript.tag_configure("me", foreground=palette["me"])
+        self.transcript.tag_configure("other", foreground=palette["sender"])
+        self.transcript.tag_configure("file", foreground=palette["file"])
+        if dark:
+            self.theme_switch.select()
+        else:
+            self.theme_switch.deselect()
+
+
+class App(ctk.CTk):
+    """The window. ``run_gui()`` creates it and runs trio in guest mode inside it."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self.vm = ViewModel(theme=self.settings.theme)
+        ctk.set_appearance_mode(self.vm.theme)
+        super().__init__()
+        self.title("sealchat")
+        self.geometry("1000x680")
+        self.minsize(760, 520)
+        self.palette = PALETTES[self.vm.theme]
+        self.client: ChatClient | None = None
+        self.nursery: trio.Nursery | None = None
+        self.cancel_scope: trio.CancelScope | None = None
+        self._typing_sent = 0.0
+        self._typing_deadline = 0.0
+        self._loading_history = False
+        self._transfer_scopes: dict[int, trio.CancelScope] = {}
+        self.login_form = LoginForm(self, self.settings)
+        self.chat = ChatView(self)
+        self.login_form.place(relx=0.5, rely=0.5, anchor="center")
+        self.guest = TkGuest(self)
+        self.guest.on_done = lambda _result: self._destroy()
+        self.protocol("WM_DELETE_WINDOW", self.close)
+        self.bind("<FocusIn>", lambda _e: self._apply(self.vm.set_focus(True)))
+        self.bind("<FocusOut>", lambda _e: self._apply(self.vm.set_focus(False)))
+        self._apply({Change.THEME})
+
+    # --- trio lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin the trio run inside the Tk loop (call before ``mainloop``)."""
+        self.guest.start(self._main)
+
+    async def _main(self) -> None:
+        with trio.CancelScope() as scope:
+            self.cancel_scope = scope
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._tick)
+                await trio.sleep_forever()
+
+    def close(self) -> None:
+        """Closing the window cancels trio and lets it finish; Tk goes after it."""
+        if self.guest.running and self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+        elif not self.guest.running:
+            self._destroy()
+
+    def _destroy(self) -> None:
+        """Destroy the window without leaving Tk callbacks that outlive their widgets."""
+        for job in self.tk.splitlist(self.tk.call("after", "info")):
+            self.after_cancel(job)
+        self.destroy()
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        if self.nursery is not None:
+            self.nursery.start_soon(fn, *args)
+
+    async def _tick(self) -> None:
+        """Expire typing notices and stop our own typing notice after a pause."""
+        while True:
+            await trio.sleep(0.5)
+            now = time.time()
+            self._apply(self.vm.expire_typing(now))
+            if self._typing_deadline and now >= self._typing_deadline:
+                self._typing_deadline = 0.0
+                self._typing_sent = 0.0
+                await self._typing(False)
+
+    # --- login ----------------------------------------------------------------------------
+
+    def start_login(
+        self, host: str, port: int, user: str, password: str, *, remember: bool
+    ) -> None:
+        self.settings.server = Server(host, port, user) if remember else None
+        self.settings.save()
+        self.spawn(self._session, host, port, user, password)
+
+    async def _session(self, host: str, port: int, user: str, password: str) -> None:
+        try:
+            async with connect(host, port, confirm_new_key=self._confirm_key) as client:
+                name = await client.login(user, password)
+                self.client = client
+                self._show_chat(name)
+                self.spawn(self._load_members, self.vm.conversation(self.vm.current).title)
+                async for event in client.events():
+                    self._apply(self.vm.apply(event, time.time()))
+        except ServerKeyChanged as exc:
+            messagebox.showerror("Server key changed", str(exc), parent=self)
+            self.login_form.show_error("The server's key changed; the connection was refused.")
+        except ServerKeyUnknown:
+            self.login_form.show_error("You did not trust the server's key; not connected.")
+        except LoginFailed as exc:
+            retry = f" Try again in {exc.retry_after:.0f} s." if exc.retry_after else ""
+            self.login_form.show_error(_friendly(str(exc)) + retry)
+        except (ClientError, OSError, trio.TooSlowError) as exc:
+            self.login_form.show_error(_friendly(str(exc)))
+        finally:
+            self.client = None
+
+    async def _confirm_key(self, server: str, fingerprint: str) -> bool:
+        answer = messagebox.askyesno(
+            "Trust this server?",
+            f"{server} is new to this computer. Its key fingerprint is\n\n{fingerprint}\n\n"
+            "Compare it with the one the server's operator gave you. Trust it and remember it?",
+            parent=self,
+        )
+        return bool(answer)
+
+    def _show_chat(self, name: str) -> None:
+        self.login_form.place_forget()
+        self.chat.pack(fill="both", expand=True)
+        self._apply(self.vm.logged_in(name) | self.vm.select(self.vm.current))
+
+    # --- actions --------------------------------------------------------------------------
+
+    def send_text(self, text: str) -> None:
+        room, user = self.vm.conversation(self.vm.current).target
+        self._typing_deadline = 0.0
+        self._typing_sent = 0.0
+        self.spawn(self._call, lambda c: c.send_message(text, room=room, to=user))
+
+    def user_is_typing(self) -> None:
+        now = time.time()
+        self._typing_deadline = now + TYPING_IDLE
+        if now - self._typing_sent > TYPING_REFRESH:
+            self._typing_sent = now
+            self.spawn(self._typing, True)
+
+    async def _typing(self, active: bool) -> None:
+        room, user = self.vm.conversation(self.vm.current).target
+        await self._call(lambda c: c.typing(active, room=room, to=user))
+
+    def join_room(self, room: str) -> None:
+        async def join() -> None:
+            if self.client is None:
+                return
+            try:
+                members = await self.client.join(room)
+            except ClientError as exc:
+                self._apply(self._error(str(exc)))
+                return
+            self._apply(self.vm.set_members(room, members) | self.vm.select(room_key(room)))
+
+        self.spawn(join)
+
+    def select(self, key: str) -> None:
+        self._apply(self.vm.select(key))
+        conversation = self.vm.conversation(key)
+        if conversation.is_room:
+            self.spawn(self._load_members, conversation.title)
+        if not conversation.ids:
+            self.load_older()
+
+    def open_direct(self, user: str) -> None:
+        if user.lower() != self.vm.me.lower():
+            self._apply(self.vm.open_direct(user))
+            self.load_older()
+
+    async def _load_members(self, room: str) -> None:
+        if self.client is not None:
+            try:
+                self._apply(self.vm.set_members(room, await self.client.members(room)))
+            except ClientError:
+                pass
+
+    def load_older(self) -> None:
+        conversation = self.vm.conversation(self.vm.current)
+        if self._loading_history or not conversation.more_history or self.client is None:
+            return
+        self._loading_history = True
+
+        async def load() -> None:
+            try:
+                room, user = conversation.target
+                if self.client is not None:
+                    messages, more = await self.client.history(
+                        room=room, peer=user, before=conversation.oldest, limit=50
+                    )
+                    self._apply(self.vm.history_loaded(conversation.key, messages, more))
+            except ClientError as exc:
+                self._apply(self._error(str(exc)))
+            finally:
+                self._loading_history = False
+
+        self.spawn(load)
+
+    def choose_file(self) -> None:
+        path = filedialog.askopenfilename(parent=self, title="Send a file")
+        if path:
+            self.send_file(Path(path))
+
+    def send_file(self, path: Path) -> None:
+        room, user = self.vm.conversation(self.vm.current).target
+        transfer = self.vm.start_transfer(path.name, upload=True)
+
+        async def upload() -> None:
+            if self.client is None:
+                return
+            progress = self._progress(transfer.id)
+            with trio.CancelScope() as scope:
+                self._transfer_scopes[transfer.id] = scope
+                try:
+                    await self.client.send_file(path, room=room, to=user, progress=progress)
+                except ClientError as exc:
+                    self._apply(
+                        self.vm.transfer_finished(transfer.id, TransferState.FAILED, str(exc))
+                    )
+                    return
+                self._apply(self.vm.transfer_finished(transfer.id, TransferState.DONE))
+            if scope.cancelled_caught:
+                self._apply(self.vm.transfer_finished(transfer.id, TransferState.CANCELLED))
+
+        self._apply({Change.TRANSFERS})
+        self.spawn(upload)
+
+    def download(self, file_id: str) -> None:
+        info = next(
+            (m.file for m in self.vm.current_messages() if m.file and m.file.file_id == file_id),
+            None,
+        )
+        transfer = self.vm.start_transfer(info.name if info else file_id, upload=False)
+
+        async def fetch() -> None:
+            if self.client is None:
+                return
+            with trio.CancelScope() as scope:
+                self._transfer_scopes[transfer.id] = scope
+                try:
+                    path = await self.client.download(file_id, progress=self._progress(transfer.id))
+                except ClientError as exc:
+                    self._apply(
+                        self.vm.transfer_finished(transfer.id, TransferState.FAILED, str(exc))
+                    )
+                    return
+                self._apply(self.vm.transfer_finished(transfer.id, TransferState.DONE, str(path)))
+            if scope.cancelled_caught:
+                self._apply(self.vm.transfer_finished(transfer.id, TransferState.CANCELLED))
+
+        self._apply({Change.TRANSFERS})
+        self.spawn(fetch)
+
+    def cancel_transfer(self, transfer_id: int) -> None:
+        scope = self._transfer_scopes.get(transfer_id)
+        if scope is not None:
+            scope.cancel()
+
+    def _progress(self, transfer_id: int) -> Callable[[int, int], None]:
+        return lambda done, total: self._apply(self.vm.transfer_progress(transfer_id, done, total))
+
+    def toggle_theme(self) -> None:
+        self._apply(self.vm.toggle_theme())
+        self.settings.theme = self.vm.theme
+        self.settings.save()
+
+    async def _call(self, action: Callable[[ChatClient], Awaitable[object]]) -> None:
+        if self.client is None:
+            return
+        try:
+            await action(self.client)
+        except ClientError as exc:
+            self._apply(self._error(str(exc)))
+
+    def _error(self, text: str) -> set[Change]:
+        self.vm.error = text
+        return {Change.ERROR}
+
+    # --- drawing --------------------------------------------------------------------------
+
+    def _apply(self, changes: set[Change]) -> None:
+        """Redraw what changed."""
+        vm, chat = self.vm, self.chat
+        if Change.THEME in changes:
+            self.palette = PALETTES[vm.theme]
+            ctk.set_appearance_mode(vm.theme)
+            self.configure(fg_color=self.palette["window"])
+            chat.apply_theme(self.palette, vm.theme == "dark")
+            self.login_form.apply_theme(self.palette)
+            changes |= {Change.CONVERSATIONS, Change.PEOPLE, Change.BANNER}
+        if Change.CONVERSATIONS in changes:
+            chat.draw_conversations(vm, self.palette)
+        if Change.PEOPLE in changes:
+            chat.draw_people(vm, self.palette)
+        if Change.TRANSCRIPT in changes and vm.updates:
+            updates, vm.updates = vm.updates, []
+            chat.draw_transcript(vm, updates)
+        if Change.TYPING in changes:
+            chat.typing_label.configure(
+                text=vm.typing_text(time.time()), text_color=self.palette["dim"]
+            )
+        if Change.TRANSFERS in changes:
+            chat.draw_transfers(vm, self.palette)
+        if Change.BANNER in changes or Change.ERROR in changes:
+            text = vm.banner or vm.error
+            chat.banner.configure(
+                text=text,
+                fg_color=self.palette["system"] if vm.banner else self.palette["error"],
+                text_color="#000000",
+            )
+            if text:
+                chat.banner.grid(row=0, column=1, sticky="ew", padx=8, pady=(8, 0))
+            else:
+                chat.banner.grid_forget()
+        if Change.TITLE in changes:
+            if vm.missed_while_away and not vm.focused:
+                self.bell()
+            self.title(vm.title())
+
+
+def _file_label(info: FileInfo) -> str:
+    size = info.size
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            shown = f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+            break
+        size /= 1024  # type: ignore[assignment]
+    return f"\u2913 {info.name} ({shown}) — click to download"
+
+
+def _friendly(error: str) -> str:
+    """Login-screen wording for what went wrong."""
+    lowered = error.lower()
+    if "invalid username or password" in lowered:
+        return "Wrong user name or password."
+    if "too many failed attempts" in lowered:
+        return f"Too many attempts: {error}."
+    if "cannot reach" in lowered:
+        return "The server cannot be reached. Check the address and port, and that it runs."
+    if "different protocol versions" in lowered or "version mismatch" in lowered:
+        return f"This app and the server speak different protocol versions. ({error})"
+    return error[:1].upper() + error[1:]
+
+
+def run_gui(settings: Settings | None = None) -> int:
+    """Open the window and run until it is closed."""
+    app = App(settings)
+    app.start()
+    app.mainloop()
+    result = app.guest.result
+    if result is not None:
+        result.unwrap()
+    return 0

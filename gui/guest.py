@@ -1,0 +1,65 @@
+"""Trio in guest mode on the Tk main loop: network code is plain trio, and no thread but
+Tk's ever touches a widget.
+
+Trio hands us callbacks to run "soon", some from its I/O thread. We queue them and wake Tk
+through a pipe that Tk watches (``createfilehandler``): the other thread only writes a byte,
+never calls into Tcl, so this works whether Tk runs ``mainloop()`` or is pumped with
+``update()`` (as tests do). When the trio run ends, ``on_done`` gets its outcome.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import tkinter as tk
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import outcome
+import trio
+
+
+class TkGuest:
+    """Runs one trio program inside ``root``'s event loop (POSIX: Tk watches a pipe)."""
+
+    def __init__(self, root: tk.Misc) -> None:
+        self.root = root
+        self._pending: collections.deque[Callable[[], object]] = collections.deque()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        root.tk.createfilehandler(self._wake_read, tk.READABLE, self._run_pending)
+        self.result: outcome.Outcome[Any] | None = None
+        self.on_done: Callable[[outcome.Outcome[Any]], None] = lambda _result: None
+
+    def _run_pending(self, _fd: int, _mask: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_read, 4096)
+        while self._pending:
+            self._pending.popleft()()
+
+    def _soon(self, fn: Callable[[], object]) -> None:
+        """Queue ``fn`` for the Tk thread; safe to call from any thread."""
+        self._pending.append(fn)
+        with contextlib.suppress(BlockingIOError):  # a full pipe already means "wake up"
+            os.write(self._wake_write, b"\0")
+
+    def start(self, main: Callable[[], Awaitable[object]]) -> None:
+        trio.lowlevel.start_guest_run(
+            main,
+            run_sync_soon_threadsafe=self._soon,
+            done_callback=self._done,
+            host_uses_signal_set_wakeup_fd=False,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.result is None
+
+    def _done(self, result: outcome.Outcome[Any]) -> None:
+        self.result = result
+        self.root.tk.deletefilehandler(self._wake_read)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+        self.on_done(result)

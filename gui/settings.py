@@ -1,0 +1,60 @@
+"""What the desktop client remembers between runs: the theme and recent servers.
+
+Never a password. Stored as JSON in the user's sealchat config folder, written atomically,
+mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sealchat.transports.keyfile import ensure_private_dir
+from sealchat.transports.pinning import config_dir
+
+
+@dataclass
+class Server:
+    host: str = "127.0.0.1"
+    port: int = 7878
+    username: str = ""
+
+
+@dataclass
+class Settings:
+    theme: str = "dark"
+    server: Server | None = None
+    """The server remembered at the last login ("remember this server")."""
+    path: Path = field(default_factory=lambda: config_dir() / "gui.json", repr=False)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Settings:
+        settings = cls() if path is None else cls(path=path)
+        try:
+            data = json.loads(settings.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return settings
+        if data.get("theme") in ("dark", "light"):
+            settings.theme = data["theme"]
+        server = data.get("server")
+        if isinstance(server, dict):
+            try:
+                settings.server = Server(
+                    host=str(server["host"]),
+                    port=int(server["port"]),
+                    username=str(server.get("username", "")),
+                )
+            except (KeyError, TypeError, ValueError):
+                settings.server = None
+        return settings
+
+    def save(self) -> None:
+        ensure_private_dir(self.path.parent)
+        data = {"theme": self.theme, "server": asdict(self.server) if self.server else None}
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2)
+        os.replace(temporary, self.path)

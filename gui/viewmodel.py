@@ -1,0 +1,370 @@
+"""What the desktop client shows, as plain data: rooms, transcript, typing, transfers, theme.
+
+The view-model consumes client events and user actions and says what changed; the widgets
+only draw it. It has no tkinter, no trio and no clock (``now`` is passed in), so every feature
+is tested without a display.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from enum import Enum
+
+from sealchat.core import (
+    Error,
+    FileInfo,
+    HistoryEnd,
+    MemberInfo,
+    Membership,
+    Message,
+    OnlineUsers,
+    Presence,
+    RoomJoined,
+    RoomLeft,
+    Typing,
+)
+from sealchat.transports.trio_client import LinkState
+
+TYPING_SHOWN_FOR = 5.0
+"""A typing notice not refreshed for this long disappears, even if its stop never came."""
+
+
+class Change(Enum):
+    """Parts of the window to redraw."""
+
+    CONVERSATIONS = "conversations"
+    TRANSCRIPT = "transcript"
+    TYPING = "typing"
+    PEOPLE = "people"
+    TRANSFERS = "transfers"
+    BANNER = "banner"
+    THEME = "theme"
+    TITLE = "title"
+    ERROR = "error"
+
+
+def room_key(room: str) -> str:
+    return f"#{room}"
+
+
+def direct_key(user: str) -> str:
+    return f"@{user.lower()}"
+
+
+@dataclass
+class Conversation:
+    """A room or a direct conversation: its messages by id, unread count, history state."""
+
+    key: str
+    title: str
+    ids: list[int] = field(default_factory=list)
+    messages: dict[int, Message] = field(default_factory=dict)
+    unread: int = 0
+    more_history: bool = True
+
+    @property
+    def is_room(self) -> bool:
+        return self.key.startswith("#")
+
+    @property
+    def target(self) -> tuple[str, str]:
+        """(room, user) to send to."""
+        return (self.title, "") if self.is_room else ("", self.title)
+
+    @property
+    def oldest(self) -> int:
+        return self.ids[0] if self.ids else 0
+
+    def add(self, message: Message) -> int | None:
+        """Insert by id; the index it went to, or None if it was already there."""
+        if message.id in self.messages:
+            return None
+        self.messages[message.id] = message
+        index = bisect.bisect(self.ids, message.id)
+        self.ids.insert(index, message.id)
+        return index
+
+    def __repr__(self) -> str:
+        return f"Conversation({self.key!r}, {len(self.ids)} messages, unread={self.unread})"
+
+
+class TransferState(Enum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class Transfer:
+    """An upload or a download the user started."""
+
+    id: int
+    name: str
+    upload: bool
+    done: int = 0
+    total: int = 0
+    state: TransferState = TransferState.RUNNING
+    detail: str = ""
+
+    @property
+    def fraction(self) -> float:
+        if self.total == 0:
+            return 1.0 if self.state is TransferState.DONE else 0.0
+        return min(1.0, self.done / self.total)
+
+    @property
+    def label(self) -> str:
+        verb = "Sending" if self.upload else "Receiving"
+        if self.state is TransferState.RUNNING:
+            return f"{verb} {self.name} — {self.fraction:.0%}"
+        if self.state is TransferState.DONE:
+            return f"{'Sent' if self.upload else 'Saved'} {self.name}" + (
+                f" to {self.detail}" if self.detail else ""
+            )
+        return f"{self.name}: {self.state.value}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class TranscriptUpdate:
+    """How the current transcript changed: ``index`` where ``message`` went (so the view
+    inserts instead of redrawing), or a full redraw."""
+
+    message: Message | None = None
+    index: int = 0
+    redraw: bool = False
+
+
+class ViewModel:
+    """The state of the main window."""
+
+    def __init__(self, *, theme: str = "dark") -> None:
+        self.me = ""
+        self.theme = theme if theme in ("dark", "light") else "dark"
+        self.conversations: dict[str, Conversation] = {}
+        self.current = room_key("general")
+        self.online: set[str] = set()
+        self.members: dict[str, list[MemberInfo]] = {}
+        self.typing: dict[str, dict[str, float]] = {}
+        self.transfers: dict[int, Transfer] = {}
+        self.banner = ""
+        self.error = ""
+        self.focused = True
+        self.missed_while_away = 0
+        self.updates: list[TranscriptUpdate] = []
+        self._next_transfer = 1
+        self.conversation(room_key("general"))
+
+    # --- conversations --------------------------------------------------------------------
+
+    def conversation(self, key: str) -> Conversation:
+        found = self.conversations.get(key)
+        if found is None:
+            title = key[1:]
+            found = self.conversations[key] = Conversation(key, title)
+        return found
+
+    def logged_in(self, username: str) -> set[Change]:
+        self.me = username
+        self.error = ""
+        return {Change.TITLE, Change.CONVERSATIONS, Change.ERROR}
+
+    def select(self, key: str) -> set[Change]:
+        """Show conversation ``key``; its unread count resets."""
+        conversation = self.conversation(key)
+        self.current = key
+        conversation.unread = 0
+        self.updates.append(TranscriptUpdate(redraw=True))
+        return {Change.CONVERSATIONS, Change.TRANSCRIPT, Change.TYPING, Change.PEOPLE}
+
+    def open_direct(self, user: str) -> set[Change]:
+        key = direct_key(user)
+        self.conversation(key).title = user
+        return self.select(key)
+
+    def sorted_conversations(self) -> list[Conversation]:
+        """Rooms first, then direct conversations, each by name."""
+        return sorted(self.conversations.values(), key=lambda c: (not c.is_room, c.title.lower()))
+
+    def current_messages(self) -> list[Message]:
+        conversation = self.conversation(self.current)
+        return [conversation.messages[i] for i in conversation.ids]
+
+    # --- events ---------------------------------------------------------------------------
+
+    def apply(self, event: object, now: float) -> set[Change]:
+        """Take in one client event; returns what to redraw."""
+        match event:
+            case Message():
+                return self._message(event)
+            case Typing():
+                return self._typing(event, now)
+            case Presence(user=user, online=online):
+                (self.online.add if online else self.online.discard)(user)
+                if not online:
+                    for people in self.typing.values():
+                        people.pop(user, None)
+                return {Change.PEOPLE, Change.TYPING}
+            case OnlineUsers(users=users):
+                self.online.update(users)
+                return {Change.PEOPLE}
+            case RoomJoined(room=room):
+                self.conversation(room_key(room))
+                return {Change.CONVERSATIONS}
+            case RoomLeft(room=room):
+                self.conversations.pop(room_key(room), None)
+                if self.current == room_key(room):
+                    return self.select(room_key("general"))
+                return {Change.CONVERSATIONS}
+            case Membership(room=room, user=user, joined=joined):
+                people = self.members.setdefault(room, [])
+                people[:] = [m for m in people if m.name != user]
+                if joined:
+                    people.append(MemberInfo(name=user, online=user in self.online))
+                return {Change.PEOPLE}
+            case LinkState(connected=False, retry_in=wait, reason=reason):
+                self.banner = (
+                    f"Connection lost — reconnecting in {wait:.0f} s…"
+                    if wait
+                    else f"Disconnected: {reason}"
+                )
+                return {Change.BANNER}
+            case LinkState(connected=True):
+                self.banner = ""
+                return {Change.BANNER}
+            case Error(detail=detail, code=code):
+                self.error = detail or code
+                return {Change.ERROR}
+            case HistoryEnd():
+                return set()
+        return set()
+
+    def _message(self, message: Message) -> set[Change]:
+        if message.room:
+            key = room_key(message.room)
+            conversation = self.conversation(key)
+        else:
+            peer = message.to if message.sender.lower() == self.me.lower() else message.sender
+            key = direct_key(peer)
+            conversation = self.conversation(key)
+            conversation.title = peer
+        index = conversation.add(message)
+        if index is None:
+            return set()
+        changes = {Change.CONVERSATIONS}
+        live = index == len(conversation.ids) - 1
+        mine = message.sender.lower() == self.me.lower()
+        self.typing.get(key, {}).pop(message.sender, None)
+        if key == self.current:
+            self.updates.append(TranscriptUpdate(message=message, index=index))
+            changes |= {Change.TRANSCRIPT, Change.TYPING}
+        elif live and not mine:
+            conversation.unread += 1
+        if live and not mine and not self.focused:
+            self.missed_while_away += 1
+            changes.add(Change.TITLE)
+        return changes
+
+    def history_loaded(self, key: str, messages: list[Message], more: bool) -> set[Change]:
+        """Older messages arrived for ``key`` (from scrolling up)."""
+        conversation = self.conversation(key)
+        conversation.more_history = more
+        added = False
+        for message in messages:
+            if conversation.add(message) is not None:
+                added = True
+        if added and key == self.current:
+            self.updates.append(TranscriptUpdate(redraw=True))
+            return {Change.TRANSCRIPT}
+        return set()
+
+    # --- typing ---------------------------------------------------------------------------
+
+    def _typing(self, notice: Typing, now: float) -> set[Change]:
+        key = room_key(notice.room) if notice.room else direct_key(notice.user)
+        people = self.typing.setdefault(key, {})
+        if notice.active:
+            people[notice.user] = now + TYPING_SHOWN_FOR
+        else:
+            people.pop(notice.user, None)
+        return {Change.TYPING}
+
+    def typing_text(self, now: float) -> str:
+        """ "alice is typing…", "alice and bob are typing…", or several."""
+        people = self.typing.get(self.current, {})
+        names = sorted(n for n, until in people.items() if until > now)
+        if not names:
+            return ""
+        if len(names) == 1:
+            return f"{names[0]} is typing…"
+        if len(names) == 2:
+            return f"{names[0]} and {names[1]} are typing…"
+        return f"{', '.join(names[:-1])} and {names[-1]} are typing…"
+
+    def expire_typing(self, now: float) -> set[Change]:
+        changed = False
+        for people in self.typing.values():
+            for name in [n for n, until in people.items() if until <= now]:
+                del people[name]
+                changed = True
+        return {Change.TYPING} if changed else set()
+
+    # --- window ---------------------------------------------------------------------------
+
+    def set_focus(self, focused: bool) -> set[Change]:
+        self.focused = focused
+        if focused and self.missed_while_away:
+            self.missed_while_away = 0
+            return {Change.TITLE}
+        return set()
+
+    def title(self) -> str:
+        base = f"sealchat — {self.me}" if self.me else "sealchat"
+        return f"({self.missed_while_away}) {base}" if self.missed_while_away else base
+
+    def toggle_theme(self) -> set[Change]:
+        self.theme = "light" if self.theme == "dark" else "dark"
+        return {Change.THEME}
+
+    def people_in_current(self) -> list[MemberInfo]:
+        """Members of the current room with presence (or the peer of a direct chat)."""
+        conversation = self.conversation(self.current)
+        if not conversation.is_room:
+            peer = conversation.title
+            return [MemberInfo(name=peer, online=peer in self.online)]
+        return [
+            MemberInfo(name=m.name, online=m.name in self.online or m.name == self.me)
+            for m in sorted(self.members.get(conversation.title, []), key=lambda m: m.name.lower())
+        ]
+
+    def set_members(self, room: str, members: list[MemberInfo]) -> set[Change]:
+        self.members[room] = list(members)
+        self.online.update(m.name for m in members if m.online)
+        return {Change.PEOPLE}
+
+    # --- transfers ------------------------------------------------------------------------
+
+    def start_transfer(self, name: str, *, upload: bool) -> Transfer:
+        transfer = Transfer(self._next_transfer, name, upload)
+        self._next_transfer += 1
+        self.transfers[transfer.id] = transfer
+        return transfer
+
+    def transfer_progress(self, transfer_id: int, done: int, total: int) -> set[Change]:
+        transfer = self.transfers[transfer_id]
+        transfer.done, transfer.total = done, total
+        return {Change.TRANSFERS}
+
+    def transfer_finished(
+        self, transfer_id: int, state: TransferState, detail: str = ""
+    ) -> set[Change]:
+        transfer = self.transfers[transfer_id]
+        transfer.state, transfer.detail = state, detail
+        if state is TransferState.DONE:
+            transfer.done = transfer.total
+        return {Change.TRANSFERS}
+
+    def file_of(self, message_id: int) -> FileInfo | None:
+        message = self.conversation(self.current).messages.get(message_id)
+        return None if message is None else message.file
