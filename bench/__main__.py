@@ -5,10 +5,10 @@ from __future__ import annotations
 import platform
 import sys
 
-from bench import core
+from bench import core, gui, server
 from bench.harness import table
 
-SECTIONS = {"core": core.run}
+SECTIONS = {"core": core.run, "server": server.run, "gui": gui.run}
 
 
 def main(argv: list[str]) -> int:

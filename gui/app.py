@@ -412,7 +412,7 @@ class App(ctk.CTk):
     def _destroy(self) -> None:
         """Destroy the window without leaving Tk callbacks that outlive their widgets."""
         for job in self.tk.splitlist(self.tk.call("after", "info")):
-            self.after_cancel(job)
+            self.tk.call("after", "cancel", job)  # their commands go with their widgets
         self.destroy()
 
     def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
