@@ -60,7 +60,7 @@ def display() -> Iterator[None]:
 
 
 def _messages() -> list[Message]:
-    words = "the quick brown fox jumps over a lazy dog while sealchat keeps it secret".split()
+    words = "the quick brown fox jumps over a lazy dog while sealchat keeps it secret".split()  # noqa: SIM905
     return [
         Message(
             text=" ".join(words[(i + k) % len(words)] for k in range(8 + i % 12)),

@@ -269,9 +269,10 @@ class Terminal:
                 bar = "#" * (percent // 5)
                 end = "\n" if percent == 100 else ""
                 print(f"\r{label} [{bar:<20}] {percent:3d}%", end=end, file=self.out, flush=True)
-            elif percent // 25 > self._last_percent.get(label, -1) // 25 or percent == 100:
-                if self._last_percent.get(label) != 100:
-                    self.say(f"{label} {percent}%")
+            elif self._last_percent.get(label) != 100 and (
+                percent == 100 or percent // 25 > self._last_percent.get(label, -1) // 25
+            ):
+                self.say(f"{label} {percent}%")
             self._last_percent[label] = percent
 
         return update

@@ -6,6 +6,7 @@ view-model and redraw. The widgets hold no state of their own beyond what they d
 
 from __future__ import annotations
 
+import contextlib
 import time
 import tkinter as tk
 from collections.abc import Awaitable, Callable
@@ -105,6 +106,19 @@ class ChatView(ctk.CTkFrame):
         self.grid_rowconfigure(1, weight=1)
 
         self.banner = ctk.CTkLabel(self, text="", height=28)
+        self._build_sidebar()
+        self._build_transcript()
+        self.typing_label = ctk.CTkLabel(self, text="", anchor="w", height=20)
+        self.typing_label.grid(row=2, column=1, sticky="ew", padx=14)
+        self.transfers = ctk.CTkFrame(self, fg_color="transparent", height=1)
+        self.transfers.grid(row=3, column=1, sticky="ew", padx=8)
+        self.transfer_rows: dict[int, tuple[ctk.CTkLabel, ctk.CTkProgressBar, ctk.CTkButton]] = {}
+
+        self._build_input()
+        self.emoji_window: ctk.CTkToplevel | None = None
+
+    def _build_sidebar(self) -> None:
+        app = self.app
         side = self.side = ctk.CTkFrame(self, width=220, corner_radius=0)
         side.grid(row=0, column=0, rowspan=5, sticky="nsw")
         ctk.CTkLabel(side, text="Conversations", font=ctk.CTkFont(weight="bold")).pack(
@@ -127,6 +141,7 @@ class ChatView(ctk.CTkFrame):
         self.theme_switch = ctk.CTkSwitch(side, text="Dark theme", command=app.toggle_theme)
         self.theme_switch.pack(padx=12, pady=12, anchor="w")
 
+    def _build_transcript(self) -> None:
         middle = ctk.CTkFrame(self, fg_color="transparent")
         middle.grid(row=1, column=1, sticky="nsew", padx=8, pady=(8, 0))
         middle.grid_columnconfigure(0, weight=1)
@@ -157,12 +172,8 @@ class ChatView(ctk.CTkFrame):
             "file", "<Leave>", lambda _e: self.transcript.configure(cursor="arrow")
         )
 
-        self.typing_label = ctk.CTkLabel(self, text="", anchor="w", height=20)
-        self.typing_label.grid(row=2, column=1, sticky="ew", padx=14)
-        self.transfers = ctk.CTkFrame(self, fg_color="transparent", height=1)
-        self.transfers.grid(row=3, column=1, sticky="ew", padx=8)
-        self.transfer_rows: dict[int, tuple[ctk.CTkLabel, ctk.CTkProgressBar, ctk.CTkButton]] = {}
-
+    def _build_input(self) -> None:
+        app = self.app
         bottom = ctk.CTkFrame(self, fg_color="transparent")
         bottom.grid(row=4, column=1, sticky="ew", padx=8, pady=8)
         bottom.grid_columnconfigure(2, weight=1)
@@ -177,7 +188,6 @@ class ChatView(ctk.CTkFrame):
         self.input.bind("<KeyRelease>", self._key)
         self.send_button = ctk.CTkButton(bottom, text="Send", width=64, command=self.send)
         self.send_button.grid(row=0, column=3, padx=(4, 0))
-        self.emoji_window: ctk.CTkToplevel | None = None
 
     # --- user actions ---------------------------------------------------------------------
 
@@ -522,10 +532,8 @@ class App(ctk.CTk):
 
     async def _load_members(self, room: str) -> None:
         if self.client is not None:
-            try:
+            with contextlib.suppress(ClientError):
                 self._apply(self.vm.set_members(room, await self.client.members(room)))
-            except ClientError:
-                pass
 
     def load_older(self) -> None:
         conversation = self.vm.conversation(self.vm.current)
