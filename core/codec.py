@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Annotated, Union, get_args, get_origin
 
 import msgspec
 
@@ -16,6 +16,31 @@ _decoder: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(
 )
 
 
+def _viewing(record_type: type[Record]) -> type[msgspec.Struct]:
+    """A twin of ``record_type`` whose ``bytes`` fields decode as views of the input, with
+    the same limits: checking an outgoing record never copies its bulk data."""
+    fields = []
+    changed = False
+    for field in msgspec.structs.fields(record_type):
+        annotation = field.type
+        if get_origin(annotation) is Annotated and get_args(annotation)[0] is bytes:
+            annotation = Annotated[memoryview, *get_args(annotation)[1:]]
+            changed = True
+        default = msgspec.NODEFAULT if field.required else field.default
+        fields.append((field.name, annotation, default))
+    if not changed:
+        return record_type
+    config = record_type.__struct_config__
+    return msgspec.defstruct(
+        record_type.__name__, fields, tag=config.tag, array_like=True, kw_only=True
+    )
+
+
+_checker = msgspec.msgpack.Decoder(
+    Union[tuple(_viewing(t) for t in RECORD_TYPES)]  # noqa: UP007
+)
+
+
 def encode_record(record: Record) -> bytes:
     """Encode ``record`` for sending, checking it against the same rules a receiver applies.
 
@@ -25,7 +50,7 @@ def encode_record(record: Record) -> bytes:
     """
     try:
         payload = _encoder.encode(record)
-        _decoder.decode(payload)
+        _checker.decode(payload)
     except (msgspec.ValidationError, TypeError, UnicodeError) as exc:
         raise LocalProtocolError(f"invalid {type(record).__name__}: {exc}") from None
     if len(payload) > limits.MAX_RECORD:
