@@ -166,14 +166,21 @@ def _explain_failure(exc: BaseException) -> tuple[int, str]:
     return FAILED, str(exc)
 
 
-def run_send(args: argparse.Namespace) -> int:
+def _credentials(args: argparse.Namespace) -> tuple[str, bool] | None:
+    """The password and whether a person can be asked things, or None (already explained)."""
     if not args.user:
         print("sealchat: give --user", file=sys.stderr)
-        return USAGE
+        return None
     interactive = sys.stdin.isatty()
     password = _password(args, interactive)
-    if password is None:
+    return None if password is None else (password, interactive)
+
+
+def run_send(args: argparse.Namespace) -> int:
+    credentials = _credentials(args)
+    if credentials is None:
         return USAGE
+    password, interactive = credentials
 
     async def main() -> int:
         async with connect(
@@ -279,13 +286,10 @@ class Terminal:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    if not args.user:
-        print("sealchat: give --user", file=sys.stderr)
+    credentials = _credentials(args)
+    if credentials is None:
         return USAGE
-    interactive = sys.stdin.isatty()
-    password = _password(args, interactive)
-    if password is None:
-        return USAGE
+    password, interactive = credentials
     term = Terminal(sys.stdout, args.user)
 
     async def main() -> int:

@@ -74,6 +74,7 @@ from sealchat.transports.requests import (
     Request,
     TransferFailed,
 )
+from sealchat.transports.trio_feed import feed
 
 ConfirmKey = Callable[[str, str], Awaitable[bool]]
 """Asked ``(server, fingerprint)`` on first contact; True pins the key and goes on."""
@@ -233,16 +234,7 @@ class ChatClient:
                     await link.stream.aclose()
                     raise ClientError(f"the server closed the connection: {event.reason}")
                 return event
-            timer = conn.get_timer()
-            with trio.move_on_at(math.inf if timer is None else timer) as waited:
-                try:
-                    data = await link.stream.receive_some(65536)
-                except trio.BrokenResourceError:
-                    data = b""
-            if waited.cancelled_caught:
-                conn.handle_timer(trio.current_time())
-            else:
-                conn.receive_data(data)
+            await feed(conn, link.stream)
 
     # --- the reader -----------------------------------------------------------------------
 
@@ -282,16 +274,7 @@ class ChatClient:
             event = conn.next_event()
             if event is not NEED_DATA:
                 return event
-            timer = conn.get_timer()
-            with trio.move_on_at(math.inf if timer is None else timer) as waited:
-                try:
-                    data = await link.stream.receive_some(65536)
-                except trio.BrokenResourceError:
-                    data = b""
-            if waited.cancelled_caught:
-                conn.handle_timer(trio.current_time())
-            else:
-                conn.receive_data(data)
+            await feed(conn, link.stream)
             await self._flush(link)  # pongs and keepalive pings
 
     async def _dispatch(self, record: Event) -> None:

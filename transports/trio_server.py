@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -46,10 +45,10 @@ from sealchat.core.hub import (
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import ServerConfig
+from sealchat.transports.trio_feed import feed
 
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
-RECEIVE_SIZE = 65536
 TICK = 0.25
 """Longest sleep of the hub's timer task: typing notices expire at most this late."""
 _OVER = (State.CLOSED, State.ERROR)
@@ -188,19 +187,8 @@ class TrioServer:
 
     async def _read(self, peer: _Peer) -> None:
         """Feed the connection until it closes; run what each event asks for."""
-        conn = peer.conn
         while True:
-            timer = conn.get_timer()
-            data = b""
-            with trio.move_on_at(math.inf if timer is None else timer) as waited:
-                try:
-                    data = await peer.stream.receive_some(RECEIVE_SIZE)
-                except trio.BrokenResourceError:
-                    pass  # a reset: the same as EOF
-            if waited.cancelled_caught:
-                conn.handle_timer(trio.current_time())
-            else:
-                conn.receive_data(data)
+            await feed(peer.conn, peer.stream)
             if not await self._drain_events(peer):
                 return
             peer.output_ready.set()
