@@ -2,7 +2,8 @@
 
 Each client has a reader thread (the connection's own thread: it reads, runs the hub, checks
 passwords) and a writer thread, so that a client that stops reading only ever blocks its own
-writer. The hub is shared behind one lock; each connection has its own lock, since other
+writer. The hub is shared behind one lock, under which the records it produces are also queued
+(so every client gets them in the hub's order); each connection has its own lock, since other
 clients' threads deliver to it.
 """
 
@@ -170,7 +171,7 @@ class _Client:
             server.in_hub(server.hub.open_session, self.session, self.address)
             self.in_hub = True
         elif isinstance(event, Record) and not isinstance(event, Bye):
-            server.run_effects(server.in_hub(server.hub.handle, self.session, event, time.time()))
+            server.call_hub(server.hub.handle, self.session, event, time.time())
 
     # --- the writer thread ----------------------------------------------------------------
 
@@ -221,6 +222,9 @@ class ThreadedServer:
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._workers: set[threading.Thread] = set()
+        """Client and download threads: each may still call the hub, so stop() waits for them
+        before it closes the store."""
 
     @property
     def connections(self) -> int:
@@ -270,6 +274,10 @@ class ThreadedServer:
         for client in clients:
             with client.lock:
                 client._abort()
+        with self._clients_lock:
+            workers = list(self._workers)
+        for worker in workers:  # a closing client still tells the hub (and the store)
+            worker.join(max(0.0, deadline + 2 - time.monotonic()))
         with self._hub_lock:
             self.hub.store.close()
 
@@ -290,25 +298,40 @@ class ThreadedServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = _Client(self, next(self._ids), sock)
             with self._clients_lock:
+                if self._stopping.is_set():  # stop() has taken its list of clients
+                    sock.close()
+                    return
                 self._clients[client.session] = client
-            threading.Thread(
-                target=client.run, name=f"client-{client.session}", daemon=True
-            ).start()
+            self._start_worker(client.run, f"client-{client.session}")
+
+    def _start_worker(self, target: Callable[..., object], name: str, *args: object) -> None:
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._clients_lock:
+                    self._workers.discard(thread)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        with self._clients_lock:
+            self._workers.add(thread)
+        thread.start()
 
     def _tick_loop(self) -> None:
         while not self._stopping.wait(0.25):
-            self.run_effects(self.in_hub(self.hub.tick, time.time()))
+            self.call_hub(self.hub.tick, time.time())
 
     def _forget(self, client: _Client) -> None:
         with self._clients_lock:
             self._clients.pop(client.session, None)
         if client.in_hub:
-            self.run_effects(self.in_hub(self.hub.close_session, client.session, time.time()))
+            self.call_hub(self.hub.close_session, client.session, time.time())
 
     # --- the hub and its effects ----------------------------------------------------------
 
     def in_hub(self, fn: Callable[..., T], *args: object) -> T:
-        """Call into the hub; one call at a time across all threads."""
+        """Call into the hub (or its store); one call at a time across all threads. Calls
+        that return effects go through ``call_hub``."""
         with self._hub_lock:
             return fn(*args)
 
@@ -316,7 +339,23 @@ class ThreadedServer:
         with self._clients_lock:
             return self._clients.get(session)
 
-    def run_effects(self, effects: Sequence[Effect]) -> None:
+    def call_hub(self, fn: Callable[..., Sequence[Effect]], *args: object) -> None:
+        """Call into the hub and carry out the effects it returns.
+
+        Records are queued on their connections before the hub lock is released, so no
+        thread's deliveries overtake another's: every client gets records in the order the
+        hub produced them (nothing reaches a session before its Authenticated, no live
+        message cuts into the replay after login). Password checks run after, unlocked.
+        """
+        with self._hub_lock:
+            slow = self._carry_out(fn(*args))
+        for effect in slow:
+            self._check_password(effect)
+
+    def _carry_out(self, effects: Sequence[Effect]) -> list[VerifyPassword | HashPassword]:
+        """Queue records and start downloads (quick, under the hub lock); return the password
+        checks for the caller to run."""
+        slow: list[VerifyPassword | HashPassword] = []
         for effect in effects:
             match effect:
                 case Deliver(sessions=sessions, record=record):
@@ -329,40 +368,32 @@ class ThreadedServer:
                     client = self._client(session)
                     if client is not None:
                         client.goodbye(reason)
-                case VerifyPassword():
-                    with self._password_slots:
-                        ok = verify_password(effect.password, effect.password_hash)
-                    self.run_effects(
-                        self.in_hub(
-                            self.hub.password_verified,
-                            effect.session,
-                            effect.username,
-                            ok,
-                            time.time(),
-                        )
-                    )
-                case HashPassword():
-                    with self._password_slots:
-                        phc = hash_password(effect.password, params=self.config.argon2)
-                    self.run_effects(
-                        self.in_hub(
-                            self.hub.password_hashed,
-                            effect.session,
-                            effect.username,
-                            phc,
-                            time.time(),
-                        )
-                    )
+                case VerifyPassword() | HashPassword():
+                    slow.append(effect)
                 case StreamFile():
                     client = self._client(effect.session)
                     if client is not None:
-                        threading.Thread(
-                            target=self._stream, args=(client, effect), daemon=True
-                        ).start()
+                        self._start_worker(self._stream, f"stream-{client.session}", client, effect)
                 case CancelStream(session=session, transfer=transfer):
                     client = self._client(session)
                     if client is not None:
                         client.cancelled_streams.add(transfer)
+        return slow
+
+    def _check_password(self, effect: VerifyPassword | HashPassword) -> None:
+        """Run an Argon2id check in this (the client's reader) thread and report it."""
+        if isinstance(effect, VerifyPassword):
+            with self._password_slots:
+                ok = verify_password(effect.password, effect.password_hash)
+            self.call_hub(
+                self.hub.password_verified, effect.session, effect.username, ok, time.time()
+            )
+        else:
+            with self._password_slots:
+                phc = hash_password(effect.password, params=self.config.argon2)
+            self.call_hub(
+                self.hub.password_hashed, effect.session, effect.username, phc, time.time()
+            )
 
     def _stream(self, client: _Client, effect: StreamFile) -> None:
         """Send a stored file's chunks, waiting while the client's queue is full."""

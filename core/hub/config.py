@@ -15,7 +15,9 @@ class HubConfig:
     messages_per_second: float = 5.0
     message_burst: int = 20
     free_login_failures: int = 5
-    """Failed logins allowed (per user and per address) before back-off starts."""
+    """Failed logins (per user and per address) before back-off starts: the failure that
+    reaches this count blocks further attempts for ``login_backoff_base`` seconds, and each
+    later one doubles the wait (up to ``login_backoff_max``)."""
     login_backoff_base: float = 1.0
     login_backoff_max: float = 300.0
     open_registration: bool = False

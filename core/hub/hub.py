@@ -270,6 +270,7 @@ class Hub:
         key = user_key(username)
         user = self.store.get_user(key) if ok else None
         if user is None:
+            wait = 0.0
             for backoff in (self._user_failures[key], self._address_failures[state.address]):
                 backoff.fail(
                     now,
@@ -277,7 +278,9 @@ class Hub:
                     base=self.config.login_backoff_base,
                     cap=self.config.login_backoff_max,
                 )
-            return [self._reply(state, LoginRejected(reason=GENERIC_LOGIN_FAILURE))]
+                wait = max(wait, backoff.wait(now))
+            rejected = LoginRejected(reason=GENERIC_LOGIN_FAILURE, retry_after=wait)
+            return [self._reply(state, rejected)]
         return self._log_in(state, user.name, now)
 
     def _log_in(self, state: Session, name: str, now: float) -> list[Effect]:

@@ -30,7 +30,7 @@ class TokenBucket:
 
 @dataclass(slots=True)
 class Backoff:
-    """Failures counted; after ``free`` of them each further one doubles the wait."""
+    """Failures counted; from the ``free``-th on, each one blocks and doubles the wait."""
 
     failures: int = 0
     blocked_until: float = 0.0
@@ -41,8 +41,12 @@ class Backoff:
         return max(0.0, self.blocked_until - now)
 
     def fail(self, now: float, *, free: int, base: float, cap: float) -> None:
+        """Count a failure. From the ``free``-th on, each blocks further attempts: for ``base``
+        seconds the first time, twice as long each time after, at most ``cap``."""
         self.failures += 1
         self.last_failure = now
         over = self.failures - free
-        if over > 0:
-            self.blocked_until = now + min(cap, base * 2 ** (over - 1))
+        if over >= 0:
+            # The exponent is bounded: a float overflows past 2**1023 (many concurrent
+            # failures can be counted before the block is seen).
+            self.blocked_until = now + min(cap, base * 2.0 ** min(over, 64))

@@ -1,0 +1,1146 @@
+"""Server conformance: what a user can rely on, checked on both servers over real sockets.
+
+Every test runs against the trio server and the threaded server (``kind``), started in-process
+on a free loopback port by ``tests.servers.running_server`` with the users alice, bob, carol and
+dave. Limits are set small in each test so that the suite is fast; nothing here asserts on
+timing. To show that something did *not* arrive, a test sends a later record through the same
+path and checks that it is the next one to arrive ("barrier"): the servers deliver in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import resource
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import (
+    NEED_DATA,
+    Authenticated,
+    Bye,
+    Connection,
+    ConnectionClosed,
+    Delivered,
+    Error,
+    Event,
+    FileAccept,
+    FileChunk,
+    FileComplete,
+    FileList,
+    FileOffer,
+    FileReject,
+    FileRequest,
+    HistoryEnd,
+    HistoryRequest,
+    JoinRoom,
+    KeysEstablished,
+    LeaveRoom,
+    ListFiles,
+    ListRooms,
+    Login,
+    LoginRejected,
+    MemberInfo,
+    Members,
+    Membership,
+    Message,
+    MessageAck,
+    OnlineUsers,
+    PeerKeyReceived,
+    Presence,
+    ProtocolError,
+    Register,
+    Role,
+    RoomJoined,
+    RoomLeft,
+    RoomList,
+    Typing,
+)
+from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
+from sealchat.core.limits import MAX_CHUNK
+from sealchat.core.preamble import encode_preamble
+from sealchat.transports.blocking_client import BlockingClient, ClientError
+from tests.servers import KINDS, PASSWORD, USERS, Running, free_port, running_server
+
+TIMEOUT = 15.0
+"""Upper bound for waiting on one event: only reached when something is broken."""
+R = TypeVar("R")
+FILE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+class Server:
+    """A running server plus the clients a test opened on it (all closed afterwards)."""
+
+    def __init__(self, running: Running, stack: ExitStack, data_dir: Path) -> None:
+        self.running = running
+        self.stack = stack
+        self.lock = threading.Lock()
+        self.data_dir = data_dir
+        self.port = running.port
+        self.hub = running.hub
+
+    def connect(self, **options: Any) -> BlockingClient:
+        """A client past the handshake, not logged in (may be called from several threads)."""
+        client = self.running.client(**options)
+        with self.lock:
+            return self.stack.enter_context(client)
+
+    def login(self, name: str, password: str = PASSWORD, **options: Any) -> BlockingClient:
+        """A client logged in as ``name``."""
+        client = self.connect(**options)
+        client.login(name, password)
+        return client
+
+    def sessions(self) -> int:
+        """Sessions the hub knows (handshake done, connection not yet closed)."""
+        return len(self.hub._sessions)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def serve(kind: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """``serve(hub=HubConfig(...), users=..., **server_options)`` starts the server."""
+    with ExitStack() as stack:
+
+        def start(*, hub: HubConfig | None = None, **options: Any) -> Server:
+            data_dir = tmp_path / "data"
+            running = stack.enter_context(running_server(kind, data_dir, hub=hub, **options))
+            return Server(running, stack, data_dir)
+
+        yield start
+
+
+def matching(kind: type | tuple[type, ...], **fields: Any) -> Callable[[Event], bool]:
+    """A predicate: an event of ``kind`` whose ``fields`` have these values."""
+
+    def match(event: Event) -> bool:
+        return isinstance(event, kind) and all(getattr(event, k) == v for k, v in fields.items())
+
+    return match
+
+
+def until(client: BlockingClient, match: Callable[[Event], bool]) -> list[Event]:
+    """The events ``client`` receives up to and including the first that ``match`` accepts."""
+    deadline = time.monotonic() + TIMEOUT
+    seen: list[Event] = []
+    while True:
+        event = client.next_event(max(0.0, deadline - time.monotonic()))
+        seen.append(event)
+        if match(event):
+            return seen
+        if isinstance(event, ConnectionClosed):
+            raise AssertionError(f"the connection closed first; events: {seen}")
+
+
+def last(client: BlockingClient, match: Callable[[Event], bool]) -> Any:
+    """The first event that ``match`` accepts (the ones before it are dropped)."""
+    return until(client, match)[-1]
+
+
+def of_type(events: list[Event], kind: type[R]) -> list[R]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def settle(client: BlockingClient) -> list[Event]:
+    """Wait until the server has handled everything ``client`` sent so far (a request's reply
+    comes after the replies to everything before it); returns the events seen meanwhile."""
+    client.send(ListRooms())
+    return until(client, matching(RoomList))[:-1]
+
+
+def next_message(client: BlockingClient) -> Message:
+    return last(client, matching(Message))
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` (server state that no event reports) until it holds."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.01)
+
+
+def say(sender: BlockingClient, receiver: BlockingClient, text: str, room: str = "general") -> None:
+    """``sender`` posts ``text`` in ``room`` and ``receiver`` gets it: the chat works."""
+    sender.send(Message(text=text, room=room))
+    got = last(receiver, matching(Message, text=text))
+    assert got.room == room
+
+
+def sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def offer(
+    client: BlockingClient, data: bytes, *, transfer: int = 1, name: str = "notes.txt", **where: Any
+) -> FileAccept | FileReject:
+    """Offer ``data`` for upload (to ``room=...`` or ``to=...``, default general)."""
+    where = where or {"room": "general"}
+    client.send(FileOffer(transfer=transfer, name=name, size=len(data), sha256=sha(data), **where))
+    return last(client, matching((FileAccept, FileReject), transfer=transfer))
+
+
+def send_chunks(client: BlockingClient, transfer: int, data: bytes, start: int = 0) -> None:
+    for offset in range(start, len(data), MAX_CHUNK):
+        client.send(
+            FileChunk(transfer=transfer, offset=offset, data=data[offset : offset + MAX_CHUNK])
+        )
+
+
+def finish(client: BlockingClient, transfer: int, digest: bytes) -> Message | FileReject:
+    """Send FileComplete; the answer is the file announcement or a FileReject."""
+    client.send(FileComplete(transfer=transfer, sha256=digest))
+    return last(client, lambda e: matching(FileReject, transfer=transfer)(e) or _announces(e))
+
+
+def _announces(event: Event) -> bool:
+    return isinstance(event, Message) and event.file is not None
+
+
+def upload(client: BlockingClient, data: bytes, *, transfer: int = 1, **options: Any) -> Message:
+    """Upload ``data`` whole; returns the announcement the uploader gets."""
+    accept = offer(client, data, transfer=transfer, **options)
+    assert isinstance(accept, FileAccept), accept
+    assert accept.offset == 0
+    send_chunks(client, transfer, data)
+    announced = finish(client, transfer, sha(data))
+    assert isinstance(announced, Message), announced
+    return announced
+
+
+def download(
+    client: BlockingClient, file_id: str, *, transfer: int = 9, offset: int = 0
+) -> tuple[FileOffer, bytes, FileComplete]:
+    """Request a stored file; returns the server's FileOffer, the bytes and its FileComplete."""
+    client.send(FileRequest(transfer=transfer, file_id=file_id, offset=offset))
+    head = last(client, matching((FileOffer, FileReject), transfer=transfer))
+    assert isinstance(head, FileOffer), head
+    data = bytearray()
+    while True:
+        event = last(client, matching((FileChunk, FileComplete, FileReject), transfer=transfer))
+        if isinstance(event, FileChunk):
+            assert event.offset == offset + len(data)
+            data += event.data
+            continue
+        assert isinstance(event, FileComplete), event
+        return head, bytes(data), event
+
+
+def raw_handshake(port: int, sock: socket.socket | None = None) -> tuple[socket.socket, Connection]:
+    """A socket and a hand-driven client Connection past the handshake (state LOGIN)."""
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    conn = Connection(Role.CLIENT, static_key=X25519PrivateKey.generate())
+    conn.initiate()
+    sock.sendall(conn.data_to_send())
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+        elif isinstance(event, PeerKeyReceived):
+            conn.accept_peer()
+            sock.sendall(conn.data_to_send())
+        elif isinstance(event, KeysEstablished):
+            return sock, conn
+        else:
+            raise AssertionError(f"unexpected {event!r}")
+
+
+def raw_events(sock: socket.socket, conn: Connection) -> list[Event]:
+    """Everything the server sends on a hand-driven connection until it ends."""
+    events: list[Event] = []
+    while True:
+        try:
+            event = conn.next_event()
+        except ProtocolError:
+            return events
+        if event is NEED_DATA:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            conn.receive_data(data)
+            continue
+        events.append(event)
+        if isinstance(event, ConnectionClosed):
+            return events
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    """All bytes until the server closes the connection."""
+    data = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
+
+
+# --- 1. login -----------------------------------------------------------------------------
+
+
+def test_the_right_password_logs_in_with_the_canonical_name(serve: Callable[..., Server]) -> None:
+    server = serve()
+    assert server.connect().login("ALICE", PASSWORD) == "alice"
+
+
+def test_wrong_password_and_unknown_user_get_the_same_rejection(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve()
+    client = server.connect()
+    client.send(Login(username="alice", password="not the password"))
+    wrong_password = client.next(LoginRejected)
+    client.send(Login(username="nobody", password=PASSWORD))
+    unknown_user = client.next(LoginRejected)
+    assert wrong_password == unknown_user == LoginRejected(reason=GENERIC_LOGIN_FAILURE)
+    assert client.login("alice", PASSWORD) == "alice"  # the connection stays usable
+
+
+BACKOFF = HubConfig(free_login_failures=3, login_backoff_base=60.0)
+
+
+def _refused_for_too_many_failures(client: BlockingClient, name: str) -> LoginRejected:
+    client.send(Login(username=name, password=PASSWORD))
+    rejected = client.next(LoginRejected)
+    assert "too many failed attempts" in rejected.reason
+    assert rejected.retry_after > 0
+    return rejected
+
+
+def test_failed_logins_for_one_user_block_that_user(serve: Callable[..., Server]) -> None:
+    server = serve(hub=BACKOFF)
+    for n in range(BACKOFF.free_login_failures):  # each from its own address
+        client = server.connect(source_address=(f"127.0.0.{n + 2}", 0))
+        client.send(Login(username="alice", password="wrong"))
+        assert client.next(LoginRejected).reason == GENERIC_LOGIN_FAILURE
+    _refused_for_too_many_failures(server.connect(), "alice")
+    assert server.connect().login("bob", PASSWORD) == "bob"  # the address is not blocked
+
+
+def test_failed_logins_from_one_address_block_that_address(serve: Callable[..., Server]) -> None:
+    server = serve(hub=BACKOFF)
+    hostile = server.connect(source_address=("127.0.0.9", 0))
+    for n in range(BACKOFF.free_login_failures):  # each for another (unknown) user
+        hostile.send(Login(username=f"guess{n}", password="wrong"))
+        assert hostile.next(LoginRejected).reason == GENERIC_LOGIN_FAILURE
+    _refused_for_too_many_failures(hostile, "bob")
+    elsewhere = server.connect(source_address=("127.0.0.9", 0))
+    _refused_for_too_many_failures(elsewhere, "bob")
+    assert server.connect().login("bob", PASSWORD) == "bob"  # other addresses are not blocked
+
+
+def test_the_failure_that_starts_a_block_says_when_to_retry(serve: Callable[..., Server]) -> None:
+    server = serve(hub=BACKOFF)
+    client = server.connect()
+    for _ in range(BACKOFF.free_login_failures - 1):
+        client.send(Login(username="alice", password="wrong"))
+        assert client.next(LoginRejected).retry_after == 0
+    client.send(Login(username="alice", password="wrong"))
+    rejected = client.next(LoginRejected)
+    assert rejected.reason == GENERIC_LOGIN_FAILURE
+    assert rejected.retry_after > 0
+
+
+def test_registration_is_refused_when_closed(serve: Callable[..., Server]) -> None:
+    server = serve()
+    client = server.connect()
+    client.send(Register(username="erin", password="a long password"))
+    assert "registration is closed" in client.next(LoginRejected).reason
+    client.send(Login(username="erin", password="a long password"))
+    assert client.next(LoginRejected).reason == GENERIC_LOGIN_FAILURE
+
+
+def test_open_registration_creates_an_account(serve: Callable[..., Server]) -> None:
+    server = serve(hub=HubConfig(open_registration=True))
+    assert server.connect().login("Erin", "a long password", register=True) == "Erin"
+    assert server.connect().login("erin", "a long password") == "Erin"
+
+
+def test_registration_of_a_taken_name_is_refused(serve: Callable[..., Server]) -> None:
+    server = serve(hub=HubConfig(open_registration=True))
+    client = server.connect()
+    client.send(Register(username="ALICE", password="a long password"))
+    assert "taken" in client.next(LoginRejected).reason
+    assert client.login("alice", PASSWORD) == "alice"  # the account is untouched
+
+
+# --- 2. rooms -----------------------------------------------------------------------------
+
+
+def test_joining_a_room_creates_it(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice = server.login("alice")
+    alice.send(JoinRoom(room="lounge"))
+    assert alice.next(RoomJoined) == RoomJoined(room="lounge")
+    assert alice.next(Members) == Members(
+        room="lounge", members=[MemberInfo(name="alice", online=True)]
+    )
+    alice.send(ListRooms())
+    rooms = {r.name: r for r in alice.next(RoomList).rooms}
+    assert rooms["lounge"].members == 1
+    assert rooms["lounge"].joined
+
+
+def test_members_are_listed_with_their_presence(serve: Callable[..., Server]) -> None:
+    server = serve()
+    carol = server.login("carol")
+    carol.send(JoinRoom(room="lounge"))
+    carol.next(Members)
+    carol.close()
+    wait_until(lambda: not server.hub.is_online("carol"), "carol is offline")
+    alice = server.login("alice")
+    alice.send(JoinRoom(room="lounge"))
+    assert alice.next(Members).members == [
+        MemberInfo(name="alice", online=True),
+        MemberInfo(name="carol", online=False),
+    ]
+    bob = server.login("bob")
+    bob.send(JoinRoom(room="lounge"))
+    joined = last(alice, matching(Membership, room="lounge"))
+    assert (joined.user, joined.joined) == ("bob", True)
+    assert bob.next(Members).members == [
+        MemberInfo(name="alice", online=True),
+        MemberInfo(name="bob", online=True),
+        MemberInfo(name="carol", online=False),
+    ]
+
+
+def test_a_room_message_reaches_every_member_and_only_them(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice, alice_again, bob, carol = (server.login(n) for n in ("alice", "alice", "bob", "carol"))
+    for member in (alice, bob):
+        member.send(JoinRoom(room="lounge"))
+        member.next(Members)
+    alice.send(Message(text="hello lounge", room="lounge", client_id="m1"))
+    ack = alice.next(MessageAck)
+    for member in (alice_again, bob):
+        got = next_message(member)
+        assert (got.text, got.room, got.sender, got.id) == (
+            "hello lounge",
+            "lounge",
+            "alice",
+            ack.id,
+        )
+    alice.send(Message(text="barrier", to="carol"))
+    assert next_message(carol).text == "barrier"  # the lounge message never came
+    alice.send(Message(text="barrier", room="general"))
+    assert next_message(alice_again).text == "barrier"
+    assert not of_type(settle(alice), Message)  # the sender's own session gets only the ack
+
+
+def test_leaving_a_room_stops_its_messages(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    for member in (alice, bob):
+        member.send(JoinRoom(room="lounge"))
+        member.next(Members)
+    bob.send(LeaveRoom(room="lounge"))
+    assert bob.next(RoomLeft) == RoomLeft(room="lounge")
+    left = last(alice, matching(Membership, room="lounge", joined=False))
+    assert left.user == "bob"
+    alice.send(Message(text="still here?", room="lounge"))
+    alice.send(Message(text="barrier", to="bob"))
+    assert next_message(bob).text == "barrier"
+    bob.send(Message(text="let me in", room="lounge", client_id="b1"))
+    assert bob.next(Error) == Error(code="not_member", detail="join lounge first", ref="b1")
+
+
+def test_the_default_room_cannot_be_left(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice = server.login("alice")
+    alice.send(LeaveRoom(room="general"))
+    error = alice.next(Error)
+    assert (error.code, error.ref) == ("cannot_leave", "general")
+    alice.send(Message(text="still in general", room="general", client_id="g"))
+    assert alice.next(MessageAck).client_id == "g"
+
+
+def test_bad_room_names_are_refused(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice = server.login("alice")
+    for room in ("", "Lounge", "../etc", "a b", "-dash", "caf\u00e9", "x" * 63 + "/"):
+        alice.send(JoinRoom(room=room))
+        assert alice.next(Error).code == "bad_room", room
+    alice.send(ListRooms())
+    assert [r.name for r in alice.next(RoomList).rooms] == ["general"]
+
+
+def test_a_user_can_be_in_at_most_max_rooms_per_user(serve: Callable[..., Server]) -> None:
+    server = serve(hub=HubConfig(max_rooms_per_user=3))
+    alice = server.login("alice")
+    for room in ("one", "two"):  # with general, three
+        alice.send(JoinRoom(room=room))
+        alice.next(RoomJoined)
+    alice.send(JoinRoom(room="three"))
+    error = alice.next(Error)
+    assert (error.code, error.ref) == ("too_many_rooms", "three")
+    alice.send(LeaveRoom(room="one"))
+    alice.next(RoomLeft)
+    alice.send(JoinRoom(room="three"))
+    assert alice.next(RoomJoined) == RoomJoined(room="three")
+
+
+# --- 3. direct messages -------------------------------------------------------------------
+
+
+def test_a_direct_message_reaches_the_recipient_and_the_senders_other_sessions(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve()
+    alice, alice_again, bob, carol = (server.login(n) for n in ("alice", "alice", "bob", "carol"))
+    alice.send(Message(text="psst", to="BOB", client_id="d1"))
+    ack = alice.next(MessageAck)
+    for receiver in (bob, alice_again):
+        got = next_message(receiver)
+        assert (got.text, got.to, got.room, got.sender, got.id) == (
+            "psst",
+            "bob",
+            "",
+            "alice",
+            ack.id,
+        )
+    alice.send(Message(text="barrier", room="general"))
+    assert next_message(carol).text == "barrier"
+
+
+def test_a_direct_message_to_an_unknown_user_is_an_error(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice = server.login("alice")
+    alice.send(Message(text="hello?", to="nobody", client_id="d2"))
+    error = alice.next(Error)
+    assert (error.code, error.ref) == ("no_such_user", "d2")
+
+
+# --- 4. presence --------------------------------------------------------------------------
+
+
+def test_coming_online_and_going_offline_is_announced(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice = server.login("alice")
+    carol = server.login("carol")
+    assert alice.next(Presence) == Presence(user="carol", online=True)
+    carol.close()
+    assert alice.next(Presence) == Presence(user="carol", online=False)
+
+
+def test_a_user_with_two_sessions_is_online_once(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice = server.login("alice")
+    carol = server.login("carol")
+    assert alice.next(Presence) == Presence(user="carol", online=True)
+    carol_again = server.login("carol")
+    carol_again.send(Message(text="second session", room="general"))
+    assert not of_type(until(alice, matching(Message, text="second session")), Presence)
+    carol.close()
+    wait_until(lambda: server.sessions() == 2, "the first session is closed")
+    carol_again.send(Message(text="still here", room="general"))
+    before = until(alice, matching(Message, text="still here"))
+    assert not of_type(before, Presence)  # neither a second "online" nor an early "offline"
+    carol_again.close()
+    assert alice.next(Presence) == Presence(user="carol", online=False)
+
+
+def test_online_users_are_listed_after_login(serve: Callable[..., Server]) -> None:
+    server = serve()
+    server.login("alice")
+    server.login("bob")
+    carol = server.login("carol")
+    assert carol.next(OnlineUsers) == OnlineUsers(users=["alice", "bob", "carol"])
+
+
+# --- 5. typing ----------------------------------------------------------------------------
+
+
+def test_typing_is_relayed_to_others_with_the_user_set(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    alice.send(Typing(room="general", active=True))
+    assert bob.next(Typing) == Typing(room="general", user="alice", active=True)
+    alice.send(Typing(room="general", active=False))
+    assert bob.next(Typing) == Typing(room="general", user="alice", active=False)
+    alice.send(Typing(to="bob", active=True))
+    assert bob.next(Typing) == Typing(to="bob", user="alice", active=True)
+    assert not of_type(settle(alice), Typing)  # never echoed to the typist
+
+
+def test_typing_expires_without_a_refresh(serve: Callable[..., Server]) -> None:
+    server = serve(hub=HubConfig(typing_expiry=0.3))
+    alice, bob = server.login("alice"), server.login("bob")
+    alice.send(Typing(room="general", active=True))
+    assert bob.next(Typing).active
+    assert bob.next(Typing) == Typing(room="general", user="alice", active=False)
+
+
+def test_typing_stops_when_the_typist_goes_offline(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    alice.send(Typing(room="general", active=True))
+    assert bob.next(Typing).active
+    alice.close()
+    assert bob.next(Typing) == Typing(room="general", user="alice", active=False)
+
+
+# --- 6. history and offline delivery ------------------------------------------------------
+
+
+def _go_offline(server: Server, client: BlockingClient, name: str) -> None:
+    client.close()
+    wait_until(lambda: not server.hub.is_online(name), f"{name} is offline")
+
+
+def _post(client: BlockingClient, texts: list[str], room: str = "general") -> list[int]:
+    """Post ``texts``; returns their ids from the acknowledgements."""
+    ids = []
+    for n, text in enumerate(texts):
+        client.send(Message(text=text, room=room, client_id=f"{room}-{n}-{text}"))
+        ids.append(client.next(MessageAck).id)
+    return ids
+
+
+def _replay(client: BlockingClient) -> tuple[list[Message], HistoryEnd]:
+    events = until(client, matching(HistoryEnd, room="", peer=""))
+    return of_type(events, Message), events[-1]
+
+
+def test_messages_missed_while_offline_are_replayed_after_login(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve()
+    alice = server.login("alice")
+    _go_offline(server, server.login("bob"), "bob")
+    ids = _post(alice, ["one", "two"])
+    alice.send(Message(text="three", to="bob", client_id="dm"))
+    ids.append(alice.next(MessageAck).id)
+    bob = server.login("bob")
+    missed, end = _replay(bob)
+    assert [(m.id, m.text, m.sender, m.room, m.to) for m in missed] == [
+        (ids[0], "one", "alice", "general", ""),
+        (ids[1], "two", "alice", "general", ""),
+        (ids[2], "three", "alice", "", "bob"),
+    ]
+    assert not end.more
+
+
+def test_delivered_messages_are_not_replayed_again(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice = server.login("alice")
+    _go_offline(server, server.login("bob"), "bob")
+    ids = _post(alice, ["one", "two"])
+    bob = server.login("bob")
+    assert [m.id for m in _replay(bob)[0]] == ids
+    bob.send(Delivered(up_to=ids[-1]))
+    settle(bob)
+    _go_offline(server, bob, "bob")
+    later = _post(alice, ["three"])
+    bob = server.login("bob")
+    assert [m.id for m in _replay(bob)[0]] == later
+
+
+def test_history_requests_page_back(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice = server.login("alice")
+    alice.send(JoinRoom(room="lounge"))
+    alice.next(Members)
+    ids = _post(alice, ["m1", "m2", "m3", "m4", "m5"], room="lounge")
+    pages = []
+    before = 0
+    while True:
+        alice.send(HistoryRequest(room="lounge", before=before, limit=2))
+        events = until(alice, matching(HistoryEnd, room="lounge"))
+        page = of_type(events, Message)
+        pages.append(([m.text for m in page], events[-1].more))
+        if not events[-1].more:
+            break
+        before = page[0].id
+    assert pages == [(["m4", "m5"], True), (["m2", "m3"], True), (["m1"], False)]
+    alice.send(HistoryRequest(room="lounge", before=ids[2], limit=50))
+    events = until(alice, matching(HistoryEnd, room="lounge"))
+    assert [m.id for m in of_type(events, Message)] == ids[:2]
+
+
+def test_a_resend_with_the_same_client_id_is_acknowledged_once_and_not_repeated(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    alice.send(Message(text="once", room="general", client_id="same"))
+    first = alice.next(MessageAck)
+    assert next_message(bob).text == "once"
+    alice.close()  # a reconnect, then the resend
+    alice = server.login("alice")
+    alice.send(Message(text="once", room="general", client_id="same"))
+    again = alice.next(MessageAck)
+    assert (again.client_id, again.id, again.ts) == ("same", first.id, first.ts)
+    alice.send(Message(text="barrier", room="general"))
+    assert next_message(bob).text == "barrier"
+
+
+def test_missed_messages_come_in_pages_released_by_delivered(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(hub=HubConfig(replay_page=3))
+    alice = server.login("alice")
+    _go_offline(server, server.login("bob"), "bob")
+    ids = _post(alice, [f"m{n}" for n in range(7)])
+    bob = server.login("bob")
+    pages = []
+    while True:
+        missed, end = _replay(bob)
+        pages.append(([m.id for m in missed], end.more))
+        if not end.more:
+            break
+        bob.send(Delivered(up_to=missed[-1].id))
+    assert pages == [(ids[0:3], True), (ids[3:6], True), (ids[6:], False)]
+
+
+@pytest.fixture
+def eager_thread_switching() -> Iterator[None]:
+    """Switch threads far more often than usual, so that races show up."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(before)
+
+
+@contextmanager
+def posting_continuously(client: BlockingClient) -> Iterator[None]:
+    """``client`` posts to general from another thread for the duration of the block."""
+    stop = threading.Event()
+
+    def post() -> None:
+        n = 0
+        while not stop.is_set():
+            client.send(Message(text=f"m{n}", room="general", client_id=f"m{n}"))
+            n += 1
+            if n % 10 == 0:  # keep the pace the server sets
+                last(client, matching(MessageAck, client_id=f"m{n - 1}"))
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        poster.join()
+
+
+@pytest.mark.usefixtures("eager_thread_switching")
+def test_messages_posted_during_a_login_arrive_once_each_and_in_order(
+    serve: Callable[..., Server],
+) -> None:
+    """The replay after login and the live messages meet with no gap, repeat or reordering."""
+    server = serve(
+        hub=HubConfig(messages_per_second=1e6, message_burst=1_000_000, replay_page=100_000)
+    )
+    alice = server.login("alice")
+    _go_offline(server, server.login("bob"), "bob")
+    with posting_continuously(alice):
+        for _ in range(20):
+            bob = server.login("bob")
+            ids = [m.id for m in _replay(bob)[0]] + [next_message(bob).id for _ in range(20)]
+            assert ids == list(range(ids[0], ids[0] + len(ids)))
+            bob.send(Delivered(up_to=ids[-1]))
+            settle(bob)
+            _go_offline(server, bob, "bob")
+
+
+# --- 7. persistence across a crash --------------------------------------------------------
+
+
+class CliServer:
+    """``python -m sealchat server --demo`` in a subprocess, its log in a file."""
+
+    def __init__(self, data_dir: Path, port: int, log: Path, *, threads: bool) -> None:
+        self.port = port
+        self.log = log
+        args = [sys.executable, "-m", "sealchat", "server", "--port", str(port)]
+        args += ["--data-dir", str(data_dir), "--demo"] + (["--threads"] if threads else [])
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        self.fingerprint = self._wait_until_serving()
+
+    def _wait_until_serving(self) -> str:
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited:\n{self.log.read_text()}")
+            found = re.search(r"server key fingerprint (SHA256:\S+)", self.log.read_text())
+            if found:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                except OSError:
+                    pass
+                else:
+                    return found.group(1)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+    def login(self, stack: ExitStack) -> BlockingClient:
+        expected = self.fingerprint
+        client = stack.enter_context(
+            BlockingClient("127.0.0.1", self.port, trust=lambda e: e.fingerprint == expected)
+        )
+        assert client.login("esha", "esha123") == "esha"
+        return client
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["trio", "threads"])
+def test_acknowledged_messages_survive_a_sigkill(tmp_path: Path, threads: bool) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    texts = [f"persist {n}" for n in range(5)]
+    with ExitStack() as stack:
+        first = CliServer(data_dir, port, tmp_path / "first.log", threads=threads)
+        stack.callback(first.kill)
+        esha = first.login(stack)
+        acked = _post(esha, texts)
+        first.kill()
+        second = CliServer(data_dir, port, tmp_path / "second.log", threads=threads)
+        stack.callback(second.kill)
+        assert second.fingerprint == first.fingerprint
+        esha = second.login(stack)
+        expected = list(zip(acked, texts, ["esha"] * len(texts), strict=True))
+        missed, _ = _replay(esha)  # never marked delivered: replayed after login
+        assert [(m.id, m.text, m.sender) for m in missed] == expected
+        esha.send(HistoryRequest(room="general", limit=50))
+        history = of_type(until(esha, matching(HistoryEnd, room="general")), Message)
+        assert [(m.id, m.text, m.sender) for m in history] == expected
+    key_mode = stat.S_IMODE((data_dir / "server_key").stat().st_mode)
+    assert key_mode == 0o600
+
+
+# --- 8. files -----------------------------------------------------------------------------
+
+
+def test_an_uploaded_file_is_announced_to_room_members(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    data = payload(150_000)
+    mine = upload(alice, data, name="photo.jpg")
+    theirs = last(bob, _announces)
+    for announcement in (mine, theirs):
+        assert (announcement.sender, announcement.room) == ("alice", "general")
+        assert announcement.file is not None
+        assert (announcement.file.name, announcement.file.size) == ("photo.jpg", len(data))
+        assert announcement.file.sha256 == sha(data)
+    assert mine.id == theirs.id
+    assert mine.file == theirs.file
+
+
+def test_a_stored_file_downloads_intact(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    data = payload(200_000, seed=1)
+    file = upload(alice, data).file
+    assert file is not None
+    head, got, end = download(bob, file.file_id)
+    assert (head.name, head.size, head.sha256, head.file_id, head.offset) == (
+        "notes.txt",
+        len(data),
+        sha(data),
+        file.file_id,
+        0,
+    )
+    assert sha(got) == end.sha256 == sha(data)
+    assert got == data
+
+
+def test_a_download_can_start_at_an_offset(serve: Callable[..., Server]) -> None:
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    data = payload(200_000, seed=2)
+    file = upload(alice, data).file
+    assert file is not None
+    head, got, end = download(bob, file.file_id, offset=123_457)
+    assert head.offset == 123_457
+    assert got == data[123_457:]
+    assert end.sha256 == sha(data)
+
+
+def test_an_upload_resumes_after_a_disconnect(serve: Callable[..., Server]) -> None:
+    server = serve()
+    bob = server.login("bob")
+    data = payload(300_000, seed=3)
+    alice = server.login("alice")
+    accept = offer(alice, data, transfer=5, name="big.bin")
+    assert isinstance(accept, FileAccept)
+    sent = 2 * MAX_CHUNK
+    send_chunks(alice, 5, data[:sent])
+    settle(alice)
+    alice.close()  # the connection drops mid-upload
+    alice = server.login("alice")
+    resumed = offer(alice, data, transfer=6, name="big.bin")
+    assert isinstance(resumed, FileAccept)
+    assert (resumed.file_id, resumed.offset) == (accept.file_id, sent)
+    send_chunks(alice, 6, data, start=sent)
+    announced = finish(alice, 6, sha(data))
+    assert isinstance(announced, Message)
+    assert announced.file is not None
+    assert last(bob, _announces).file == announced.file
+    assert download(bob, announced.file.file_id)[1] == data
+
+
+def test_an_upload_over_the_quota_is_rejected(serve: Callable[..., Server]) -> None:
+    server = serve(hub=HubConfig(user_quota=100_000))
+    alice = server.login("alice")
+    upload(alice, payload(60_000))
+    rejected = offer(alice, payload(50_000, seed=1), transfer=2)
+    assert isinstance(rejected, FileReject)
+    assert "over quota" in rejected.reason
+    assert isinstance(offer(alice, payload(40_000, seed=2), transfer=3), FileAccept)
+
+
+def test_an_oversize_upload_is_rejected(serve: Callable[..., Server]) -> None:
+    server = serve(hub=HubConfig(max_file_size=50_000))
+    alice = server.login("alice")
+    rejected = offer(alice, payload(50_001))
+    assert isinstance(rejected, FileReject)
+    assert "too large" in rejected.reason
+    assert isinstance(offer(alice, payload(50_000), transfer=2), FileAccept)
+
+
+@pytest.mark.parametrize("lie", ["complete", "offer"])
+def test_an_upload_with_a_wrong_sha256_is_rejected_and_not_announced(
+    serve: Callable[..., Server], lie: str
+) -> None:
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    data = payload(100_000)
+    wrong = sha(b"something else")
+    claimed = wrong if lie == "offer" else sha(data)
+    alice.send(FileOffer(transfer=1, name="x.bin", size=len(data), sha256=claimed, room="general"))
+    assert isinstance(alice.next(FileAccept), FileAccept)
+    send_chunks(alice, 1, data)
+    rejected = finish(alice, 1, wrong if lie == "complete" else claimed)
+    assert isinstance(rejected, FileReject)
+    assert "SHA-256" in rejected.reason
+    alice.send(Message(text="barrier", room="general"))
+    assert next_message(bob).text == "barrier"
+    alice.send(ListFiles(room="general"))
+    assert alice.next(FileList).files == []
+    assert list((server.data_dir / "downloads").iterdir()) == [
+        server.data_dir / "downloads" / ".partial"
+    ]
+    assert list((server.data_dir / "downloads" / ".partial").iterdir()) == []
+
+
+HOSTILE_NAMES = [
+    "../../etc/passwd",
+    "/etc/passwd",
+    "nul\x00byte.txt",
+    "n" * 3996 + ".txt",
+    "r\u00e9sum\u00e9 \u2603.txt",
+]
+
+
+def test_file_names_are_shown_as_sent_and_never_used_as_paths(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    passwd = Path("/etc/passwd").read_bytes()
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    stored: dict[str, bytes] = {}
+    for n, name in enumerate(HOSTILE_NAMES):
+        data = payload(1000 + n, seed=n)
+        mine = upload(alice, data, transfer=n, name=name)
+        theirs = last(bob, _announces)
+        assert mine.file is not None
+        assert theirs.file is not None
+        assert mine.file.name == theirs.file.name == name
+        head, got, _ = download(bob, theirs.file.file_id, transfer=100 + n)
+        assert (head.name, got) == (name, data)
+        stored[mine.file.file_id] = data
+    alice.send(ListFiles(room="general"))
+    assert sorted(f.name for f in alice.next(FileList).files) == sorted(HOSTILE_NAMES)
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # nothing beside the data dir
+    assert Path("/etc/passwd").read_bytes() == passwd
+    downloads = server.data_dir / "downloads"
+    files = {p for p in server.data_dir.rglob("*") if not p.is_dir()}
+    assert {p for p in files if p.parent == downloads} == {downloads / i for i in stored}
+    for file_id, data in stored.items():
+        assert FILE_ID.fullmatch(file_id)
+        assert (downloads / file_id).read_bytes() == data
+    others = {p.relative_to(server.data_dir).as_posix() for p in files if p.parent != downloads}
+    assert others <= {"sealchat.db", "sealchat.db-wal", "sealchat.db-shm"}
+
+
+# --- 9. hostile peers ---------------------------------------------------------------------
+
+
+Chatting = Callable[..., tuple[Server, BlockingClient, BlockingClient]]
+
+
+@pytest.fixture
+def chatting(serve: Callable[..., Server]) -> Chatting:
+    """``chatting(**server_options)``: a server with alice and bob logged in and talking."""
+
+    def start(**options: Any) -> tuple[Server, BlockingClient, BlockingClient]:
+        server = serve(**options)
+        alice, bob = server.login("alice"), server.login("bob")
+        say(alice, bob, "before")
+        return server, alice, bob
+
+    return start
+
+
+def test_garbage_before_the_handshake_closes_only_that_connection(
+    chatting: Chatting, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    server, alice, bob = chatting()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: sealchat\r\n\r\n")
+        # The server's preamble (it is sent even to a wrong peer, to show its version), then EOF.
+        assert read_to_eof(sock) == encode_preamble()
+    assert logged(caplog, "does not speak the sealchat protocol")
+    say(bob, alice, "after")
+
+
+def test_an_oversize_frame_closes_only_that_connection_with_a_reason(chatting: Chatting) -> None:
+    server, alice, bob = chatting()
+    sock, conn = raw_handshake(server.port)
+    with sock:
+        sock.sendall(b"\xff\xff\xff\xff")  # a frame of 4 GiB - 1 announced
+        events = raw_events(sock, conn)
+    byes = of_type(events, Bye)
+    assert len(byes) == 1
+    assert "frame length 4294967295" in byes[0].reason
+    say(bob, alice, "after")
+
+
+def test_a_client_stalling_in_the_handshake_is_dropped(
+    chatting: Chatting, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    server, alice, bob = chatting(handshake_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(encode_preamble())  # and then nothing
+        assert read_to_eof(sock) == encode_preamble()
+    assert logged(caplog, "the handshake timed out")
+    say(bob, alice, "after")
+
+
+def test_max_connections_is_enforced(chatting: Chatting) -> None:
+    server, alice, bob = chatting(max_connections=3)
+    carol = server.login("carol")
+    with pytest.raises(ClientError):
+        server.connect()
+    say(alice, bob, "the others still talk")
+    carol.close()
+    wait_until(lambda: server.sessions() == 2, "carol's connection is closed")
+    assert server.connect().login("dave", PASSWORD) == "dave"
+
+
+FLOOD_USERS = (*USERS, *(f"user{n:02}" for n in range(50)))
+
+
+def _login_raw(sock: socket.socket, conn: Connection, name: str) -> None:
+    conn.send(Login(username=name, password=PASSWORD))
+    sock.sendall(conn.data_to_send())
+    while True:
+        event = conn.next_event()
+        if event is NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+        elif isinstance(event, Authenticated):
+            return
+
+
+def test_a_client_that_never_reads_is_disconnected_while_others_chat(
+    serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    server = serve(
+        hub=HubConfig(messages_per_second=1e6, message_burst=1_000_000),
+        users=FLOOD_USERS,
+        max_outgoing_bytes=256 * 1024,
+    )
+    sleeper = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock, conn = raw_handshake(server.port, sleeper)
+    with sock:
+        _login_raw(sock, conn, "dave")  # from now on it reads nothing
+        crowd = [server.login(name) for name in FLOOD_USERS[4:]]
+        flooder = server.login("alice")
+        text = "x" * 4000
+        sent = 0
+        while server.hub.is_online("dave"):
+            assert sent < 5000, "the server never gave up on the client that does not read"
+            for _ in range(20):
+                flooder.send(Message(text=text, room="general", client_id=f"f{sent}"))
+                sent += 1
+            last_id = last(flooder, matching(MessageAck, client_id=f"f{sent - 1}")).id
+            for client in crowd:  # everyone else keeps up
+                last(client, matching(Message, id=last_id))
+    assert logged(caplog, "is not reading; disconnecting it")
+    say(crowd[0], crowd[-1], "after the flood")
+    say(crowd[-1], flooder, "and again")
+
+
+# --- 10. many clients ---------------------------------------------------------------------
+
+CROWD = tuple(f"member{n:03}" for n in range(200))
+
+
+def test_200_concurrent_clients_each_receive_every_message(serve: Callable[..., Server]) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    server = serve(users=CROWD)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        clients = list(pool.map(server.login, CROWD))
+    for n, client in enumerate(clients):
+        client.send(Message(text=f"hello from {n}", room="general", client_id=f"c{n}"))
+    everything = {f"hello from {n}" for n in range(len(clients))}
+    for n, client in enumerate(clients):
+        texts = {f"hello from {n}"}  # its own message is acknowledged, not echoed
+        acked = False
+        while len(texts) < len(clients) or not acked:
+            event = last(client, matching((Message, MessageAck)))
+            if isinstance(event, MessageAck):
+                assert event.client_id == f"c{n}"
+                acked = True
+            else:
+                texts.add(event.text)
+        assert texts == everything
