@@ -1144,3 +1144,16 @@ def test_200_concurrent_clients_each_receive_every_message(serve: Callable[..., 
             else:
                 texts.add(event.text)
         assert texts == everything
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_connection_that_never_logs_in_is_closed(kind: str, tmp_path: Path) -> None:
+    with running_server(kind, tmp_path, hub=HubConfig(login_timeout=0.5)) as server:
+        idle = server.client()
+        try:
+            closed = idle.next(ConnectionClosed, timeout=10)
+        finally:
+            idle.close()
+        assert "log in within 0.5 s" in closed.reason
+        with server.login("alice"):  # the server itself carries on
+            pass

@@ -138,7 +138,7 @@ class World:
 
     def server_event(self, session: SimSession, event: object) -> None:
         if isinstance(event, KeysEstablished):
-            self.hub.open_session(session.id, "10.0.0.1")
+            self.hub.open_session(session.id, "10.0.0.1", self.now)
         elif isinstance(event, Record):
             self.run(self.hub.handle(session.id, event, self.now))
 

@@ -168,7 +168,7 @@ class _Client:
         server = self.server
         if isinstance(event, KeysEstablished):
             log.info("%r connected with key %s", self, event.fingerprint)
-            server.in_hub(server.hub.open_session, self.session, self.address)
+            server.in_hub(server.hub.open_session, self.session, self.address, time.time())
             self.in_hub = True
         elif isinstance(event, Record) and not isinstance(event, Bye):
             server.call_hub(server.hub.handle, self.session, event, time.time())

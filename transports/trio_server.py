@@ -209,7 +209,7 @@ class TrioServer:
                 return False
             if isinstance(event, KeysEstablished):
                 log.info("%r connected with key %s", peer, event.fingerprint)
-                await self._in_hub(self.hub.open_session, peer.session, peer.address)
+                await self._in_hub(self.hub.open_session, peer.session, peer.address, _now())
                 peer.in_hub = True
                 continue
             if isinstance(event, Record) and not isinstance(event, Bye):

@@ -20,6 +20,9 @@ class HubConfig:
     later one doubles the wait (up to ``login_backoff_max``)."""
     login_backoff_base: float = 1.0
     login_backoff_max: float = 300.0
+    login_timeout: float = 60.0
+    """A connection that has not logged in this long after its handshake is closed, so idle
+    unauthenticated connections cannot fill the server."""
     open_registration: bool = False
     min_password_chars: int = 8
     max_file_size: int = 2 * GiB

@@ -90,6 +90,7 @@ class Session:
 
     id: SessionId
     address: str
+    opened: float = 0.0
     key: str = ""
     name: str = ""
     login_pending: bool = False
@@ -130,9 +131,9 @@ class Hub:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    def open_session(self, session: SessionId, address: str) -> None:
-        """A connection completed its handshake; it may now log in."""
-        self._sessions[session] = Session(id=session, address=address)
+    def open_session(self, session: SessionId, address: str, now: float) -> None:
+        """A connection completed its handshake; it may now log in, for ``login_timeout``."""
+        self._sessions[session] = Session(id=session, address=address, opened=now)
 
     def close_session(self, session: SessionId, now: float) -> list[Effect]:
         """The connection is gone. Uploads stay resumable; presence may change."""
@@ -537,13 +538,24 @@ class Hub:
         return self._to_keys(keys - {key}, record)
 
     def tick(self, now: float) -> list[Effect]:
-        """Expire typing notices not refreshed in time, and forget old login failures."""
+        """Expire typing notices not refreshed in time, close connections that never logged
+        in, and forget old login failures."""
         horizon = now - self.config.login_backoff_max
         for failures in (self._user_failures, self._address_failures):
             for stale in [k for k, b in failures.items() if b.last_failure < horizon]:
                 del failures[stale]
-        expired = [slot for slot, deadline in self._typing.items() if deadline <= now]
+        late = now - self.config.login_timeout
+        idle = [
+            s.id
+            for s in self._sessions.values()
+            if not s.key and not s.login_pending and s.opened < late
+        ]
         effects: list[Effect] = []
+        for session in idle:
+            del self._sessions[session]  # forgotten now; the driver closes the connection
+            reason = f"log in within {self.config.login_timeout:g} s of connecting"
+            effects.append(Disconnect(session, reason))
+        expired = [slot for slot, deadline in self._typing.items() if deadline <= now]
         for key, where in expired:
             del self._typing[key, where]
             notice = Typing(room=where.room, to=where.peer, user=self._names[key], active=False)
