@@ -458,11 +458,13 @@ def test_a_room_message_reaches_every_member_and_only_them(serve: Callable[..., 
             "alice",
             ack.id,
         )
-    alice.send(Message(text="barrier", to="carol"))
+    alice.send(Message(text="barrier", to="carol", client_id="b1"))
     assert next_message(carol).text == "barrier"  # the lounge message never came
-    alice.send(Message(text="barrier", room="general"))
+    alice.send(Message(text="barrier", room="general", client_id="b2"))
     assert next_message(alice_again).text == "barrier"
     assert not of_type(settle(alice), Message)  # the sender's own session gets only the ack
+    alice.send(Message(text="no id", room="general"))
+    assert next_message(alice).text == "no id"  # nothing to acknowledge: the message itself
 
 
 def test_leaving_a_room_stops_its_messages(serve: Callable[..., Server]) -> None:

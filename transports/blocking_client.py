@@ -32,12 +32,14 @@ from sealchat.core import (
     Bye,
     Connection,
     ConnectionClosed,
+    Delivered,
     Event,
     FileChunk,
     FileComplete,
     FileInfo,
     FileOffer,
     FileReject,
+    HistoryEnd,
     KeysEstablished,
     MemberInfo,
     Message,
@@ -87,6 +89,7 @@ class BlockingClient:
         self._refusal: Exception | None = None
         self._server_fingerprint = ""
         self._waiters: list[_Waiter] = []
+        self._newest = 0
         self._transfers = itertools.count(1)
         self._chunks: dict[int, queue.Queue[Record]] = {}
         try:
@@ -137,6 +140,8 @@ class BlockingClient:
         """Say Bye if the session is open, then close the socket."""
         with self._lock:
             with contextlib.suppress(ProtocolError, OSError):
+                if self._newest:  # what this session saw need not be replayed next time
+                    self._conn.send(Delivered(up_to=self._newest))
                 self._conn.send(Bye(reason=reason))
                 self._flush()
             with contextlib.suppress(OSError):
@@ -233,6 +238,11 @@ class BlockingClient:
             chunks = self._chunks.get(record.transfer)
             if chunks is not None:
                 chunks.put(record)
+        elif isinstance(record, Message):
+            self._newest = max(self._newest, record.id)
+        elif isinstance(record, HistoryEnd) and not record.room and not record.peer:
+            # The replay after login: acknowledging a page releases the next one.
+            self._conn.send(Delivered(up_to=self._newest))
 
     def _expect(self, reply: Reply[T]) -> _Waiter:
         waiter = _Waiter(reply)

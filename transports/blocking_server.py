@@ -27,6 +27,7 @@ from sealchat.core import (
     ConnectionClosed,
     FileChunk,
     FileComplete,
+    FileReject,
     KeysEstablished,
     ProtocolError,
     Record,
@@ -171,7 +172,11 @@ class _Client:
             server.in_hub(server.hub.open_session, self.session, self.address, time.time())
             self.in_hub = True
         elif isinstance(event, Record) and not isinstance(event, Bye):
-            server.call_hub(server.hub.handle, self.session, event, time.time())
+            try:
+                server.call_hub(server.hub.handle, self.session, event, time.time())
+            except Exception:  # a bug must cost one connection, never the server
+                log.exception("the hub failed on a record from %r", self)
+                self.goodbye("the server failed on your request; please reconnect")
 
     # --- the writer thread ----------------------------------------------------------------
 
@@ -409,7 +414,13 @@ class ThreadedServer:
                 if client.finished or effect.transfer in client.cancelled_streams:
                     return
                 size = min(MAX_CHUNK, effect.size - offset)
-                data = self.in_hub(self.hub.store.read_chunk, effect.file_id, offset, size)
+                try:
+                    data = self.in_hub(self.hub.store.read_chunk, effect.file_id, offset, size)
+                except (OSError, ValueError):
+                    log.exception("cannot read file %s for %r", effect.file_id, client)
+                    reason = "the server could not read the file"
+                    client.send(FileReject(transfer=effect.transfer, reason=reason))
+                    return
                 client.send(FileChunk(transfer=effect.transfer, offset=offset, data=data))
                 offset += size
             client.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))

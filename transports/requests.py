@@ -39,6 +39,7 @@ from sealchat.core import (
     RoomList,
 )
 from sealchat.core import Error as ServerError
+from sealchat.core.hub.hub import FILES_REF, HISTORY_REF
 
 R = TypeVar("R")
 
@@ -167,7 +168,7 @@ def files(room: str = "", peer: str = "") -> Request[list[FileInfo]]:
 
     return _request(
         ListFiles(room=room, peer=peer),
-        lambda r: isinstance(r, FileList) or _error_about(r, ""),
+        lambda r: isinstance(r, FileList) or _error_about(r, FILES_REF),
         lambda r: not isinstance(r, FileList) or not r.more,
         result,
     )
@@ -186,7 +187,7 @@ def history(
             if room:
                 return r.room == room
             return not r.room and peer.lower() in (r.sender.lower(), r.to.lower())
-        return _error_about(r, "")
+        return _error_about(r, HISTORY_REF)
 
     def result(replies: list[Record]) -> tuple[list[Message], bool]:
         _raise_errors(replies)

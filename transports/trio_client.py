@@ -56,6 +56,7 @@ from sealchat.core import (
     RoomInfo,
     Typing,
 )
+from sealchat.core import Error as ServerError
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, default_downloads_dir, sha256_of
@@ -293,6 +294,8 @@ class ChatClient:
             case Message():
                 if not self._remember(record.id):
                     return
+            case ServerError(ref=ref) if ref in self._outbox:
+                del self._outbox[ref]  # refused (too long, rate limited…): never resent
             case MessageAck():
                 sent = self._outbox.pop(record.client_id, None)
                 if sent is not None and self._remember(record.id):

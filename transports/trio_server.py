@@ -25,6 +25,7 @@ from sealchat.core import (
     ConnectionClosed,
     FileChunk,
     FileComplete,
+    FileReject,
     KeysEstablished,
     ProtocolError,
     Record,
@@ -213,7 +214,12 @@ class TrioServer:
                 peer.in_hub = True
                 continue
             if isinstance(event, Record) and not isinstance(event, Bye):
-                effects = await self._in_hub(self.hub.handle, peer.session, event, _now())
+                try:
+                    effects = await self._in_hub(self.hub.handle, peer.session, event, _now())
+                except Exception:  # a bug must cost one connection, never the server
+                    log.exception("the hub failed on a record from %r", peer)
+                    peer.say_goodbye("the server failed on your request; please reconnect")
+                    return True
                 await self._run_effects(effects)
 
     async def _write(self, peer: _Peer) -> None:
@@ -300,9 +306,15 @@ class TrioServer:
                     while peer.conn.bytes_to_send > self.config.stream_window:
                         await peer.wrote.wait()
                     size = min(MAX_CHUNK, effect.size - offset)
-                    data = await self._in_hub(
-                        self.hub.store.read_chunk, effect.file_id, offset, size
-                    )
+                    try:
+                        data = await self._in_hub(
+                            self.hub.store.read_chunk, effect.file_id, offset, size
+                        )
+                    except (OSError, ValueError):
+                        log.exception("cannot read file %s for %r", effect.file_id, peer)
+                        reason = "the server could not read the file"
+                        peer.send(FileReject(transfer=effect.transfer, reason=reason))
+                        return
                     peer.send(FileChunk(transfer=effect.transfer, offset=offset, data=data))
                     offset += size
                 peer.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))

@@ -20,6 +20,8 @@ class HubConfig:
     later one doubles the wait (up to ``login_backoff_max``)."""
     login_backoff_base: float = 1.0
     login_backoff_max: float = 300.0
+    max_pending_logins: int = 32
+    """Password checks in progress at once for one address (each costs the server Argon2)."""
     login_timeout: float = 60.0
     """A connection that has not logged in this long after its handshake is closed, so idle
     unauthenticated connections cannot fill the server."""

@@ -71,6 +71,10 @@ from sealchat.core.records import (
 )
 
 GENERIC_LOGIN_FAILURE = "invalid username or password"
+HISTORY_REF = "history"
+FILES_REF = "files"
+TYPING_REF = "typing"
+"""The ``ref`` of an Error about a HistoryRequest, ListFiles or Typing record."""
 _PAGE_BYTES = limits.MAX_RECORD - 1024  # leaves room for the record's other fields
 _encoder = msgspec.msgpack.Encoder()
 T = TypeVar("T")
@@ -127,6 +131,9 @@ class Hub:
         self._user_failures: dict[str, Backoff] = defaultdict(Backoff)
         self._address_failures: dict[str, Backoff] = defaultdict(Backoff)
         self._typing: dict[tuple[str, _Conversation], float] = {}
+        self._typing_buckets: dict[str, TokenBucket] = {}
+        self._uploading: set[str] = set()
+        """Files that a transfer is writing right now: one writer per partial file."""
         self.store.ensure_room(self.config.default_room)
 
     # --- sessions ---------------------------------------------------------------------------
@@ -138,7 +145,11 @@ class Hub:
     def close_session(self, session: SessionId, now: float) -> list[Effect]:
         """The connection is gone. Uploads stay resumable; presence may change."""
         state = self._sessions.pop(session, None)
-        if state is None or not state.key:
+        if state is None:
+            return []
+        for transfer in list(state.uploads):
+            self._end_upload(state, transfer)
+        if not state.key:
             return []
         sessions = self._online[state.key]
         sessions.discard(session)
@@ -176,7 +187,7 @@ class Hub:
             case HistoryRequest():
                 return self._history(state, record)
             case JoinRoom():
-                return self._join(state, record)
+                return self._join(state, record, now)
             case LeaveRoom():
                 return self._leave(state, record)
             case ListRooms():
@@ -203,24 +214,15 @@ class Hub:
         if state.key or state.login_pending:
             return [self._reply(state, LoginRejected(reason="a login is already in progress"))]
         key = user_key(record.username)
-        wait = max(
-            (
-                b.wait(now)
-                for b in (self._user_failures.get(key), self._address_failures.get(state.address))
-                if b
-            ),
-            default=0.0,
+        blocked = self._blocked(key, state.address, now)
+        if blocked is not None:
+            return [self._reply(state, blocked)]
+        pending = sum(
+            1 for s in self._sessions.values() if s.login_pending and s.address == state.address
         )
-        if wait > 0:
-            return [
-                self._reply(
-                    state,
-                    LoginRejected(
-                        reason=f"too many failed attempts; try again in {wait:.0f} s",
-                        retry_after=wait,
-                    ),
-                )
-            ]
+        if pending >= self.config.max_pending_logins:
+            reason = "too many logins in progress from your address; try again in a moment"
+            return [self._reply(state, LoginRejected(reason=reason, retry_after=1.0))]
         if isinstance(record, Register):
             problem = self._registration_problem(record)
             if problem:
@@ -238,12 +240,23 @@ class Hub:
             )
         ]
 
+    def _blocked(self, key: str, address: str, now: float) -> LoginRejected | None:
+        """The refusal to give while the user or the address is backing off, if it is."""
+        backoffs = (self._user_failures.get(key), self._address_failures.get(address))
+        wait = max((b.wait(now) for b in backoffs if b is not None), default=0.0)
+        if wait <= 0:
+            return None
+        reason = f"too many failed attempts; try again in {wait:.0f} s"
+        return LoginRejected(reason=reason, retry_after=wait)
+
     def _registration_problem(self, record: Register) -> str | None:
         if not self.config.open_registration:
             return "registration is closed on this server; ask its operator for an account"
         problem = username_problem(record.username)
         if problem:
             return problem
+        if self.store.get_user(user_key(record.username)) is not None:
+            return "that user name is taken"
         if len(record.password) < self.config.min_password_chars:
             return f"a password needs at least {self.config.min_password_chars} characters"
         return None
@@ -269,6 +282,11 @@ class Hub:
             return []
         state.login_pending = False
         key = user_key(username)
+        # Checks that ran side by side were all allowed to start: a block that one of them
+        # caused applies to the others' results too.
+        blocked = self._blocked(key, state.address, now)
+        if blocked is not None:
+            return [self._reply(state, blocked)]
         user = self.store.get_user(key) if ok else None
         if user is None:
             wait = 0.0
@@ -286,9 +304,8 @@ class Hub:
 
     def _log_in(self, state: Session, name: str, now: float) -> list[Effect]:
         key = user_key(name)
-        self._user_failures.pop(key, None)
-        self._address_failures.pop(state.address, None)
-        state.key, state.name = key, name
+        self._user_failures.pop(key, None)  # the address keeps its count: one account of
+        state.key, state.name = key, name  # an attacker's must not wipe its failures
         self._names[key] = name
         first_session = key not in self._online
         self._online[key].add(state.id)
@@ -333,11 +350,13 @@ class Hub:
 
     # --- rooms ------------------------------------------------------------------------------
 
-    def _join(self, state: Session, record: JoinRoom) -> list[Effect]:
+    def _join(self, state: Session, record: JoinRoom, now: float) -> list[Effect]:
         room = record.room
         problem = room_problem(room)
         if problem:
             return [self._error(state, "bad_room", problem, room)]
+        if state.key in self._member_set(room):
+            return [self._to_user(state.key, RoomJoined(room=room)), *self._members_of(state, room)]
         if len(self.store.rooms_of(state.key)) >= self.config.max_rooms_per_user:
             return [
                 self._error(
@@ -347,6 +366,8 @@ class Hub:
                     room,
                 )
             ]
+        if not self.store.room_exists(room) and not self._bucket(state.key, now).take(now):
+            return [self._error(state, "rate_limited", "slow down: too many new rooms", room)]
         self.store.ensure_room(room)
         effects: list[Effect] = []
         if self.store.add_member(room, state.key):
@@ -417,12 +438,7 @@ class Hub:
             earlier = self.store.find_by_client_id(state.key, ref)
             if earlier is not None:  # a resend after a reconnect: acknowledge, don't repeat
                 return [self._reply(state, MessageAck(client_id=ref, id=earlier.id, ts=earlier.ts))]
-        bucket = self._message_buckets.get(state.key)
-        if bucket is None:
-            bucket = self._message_buckets[state.key] = TokenBucket.full(
-                self.config.messages_per_second, self.config.message_burst, now
-            )
-        if not bucket.take(now):
+        if not self._bucket(state.key, now).take(now):
             return [
                 self._error(
                     state,
@@ -441,14 +457,23 @@ class Hub:
             text=record.text,
             client_id=ref,
         )
-        effects: list[Effect] = []
-        if ref:
-            effects.append(
-                self._reply(state, MessageAck(client_id=ref, id=stored.id, ts=stored.ts))
-            )
-        effects += self._to_conversation(state, where, self._message_record(stored))
+        message = self._message_record(stored)
+        # The sender's session gets the acknowledgement; without a client id to match it
+        # against, it gets the message itself.
+        mine = MessageAck(client_id=ref, id=stored.id, ts=stored.ts) if ref else message
+        effects: list[Effect] = [self._reply(state, mine)]
+        effects += self._to_conversation(state, where, message)
         self._typing.pop((state.key, where), None)
         return effects
+
+    def _bucket(self, key: str, now: float) -> TokenBucket:
+        """The user's allowance of messages (and of new rooms)."""
+        bucket = self._message_buckets.get(key)
+        if bucket is None:
+            bucket = self._message_buckets[key] = TokenBucket.full(
+                self.config.messages_per_second, self.config.message_burst, now
+            )
+        return bucket
 
     def _conversation(self, state: Session, room: str, to: str, ref: str) -> _Conversation | Error:
         if bool(room) == bool(to):
@@ -481,7 +506,7 @@ class Hub:
         return []
 
     def _history(self, state: Session, record: HistoryRequest) -> list[Effect]:
-        where = self._conversation(state, record.room, record.peer, "")
+        where = self._conversation(state, record.room, record.peer, HISTORY_REF)
         if isinstance(where, Error):
             return [self._reply(state, where)]
         limit = min(record.limit, self.config.history_page)
@@ -517,7 +542,12 @@ class Hub:
     # --- typing -----------------------------------------------------------------------------
 
     def _typing_notice(self, state: Session, record: Typing, now: float) -> list[Effect]:
-        where = self._conversation(state, record.room, record.to, "")
+        bucket = self._typing_buckets.get(state.key)
+        if bucket is None:
+            bucket = self._typing_buckets[state.key] = TokenBucket.full(2.0, 10, now)
+        if not bucket.take(now):
+            return []  # typing notices are a courtesy: excess ones are dropped quietly
+        where = self._conversation(state, record.room, record.to, TYPING_REF)
         if isinstance(where, Error):
             return [self._reply(state, where)]
         slot = (state.key, where)
@@ -540,7 +570,7 @@ class Hub:
     def tick(self, now: float) -> list[Effect]:
         """Expire typing notices not refreshed in time, close connections that never logged
         in, and forget old login failures."""
-        horizon = now - self.config.login_backoff_max
+        horizon = now - 2 * self.config.login_backoff_max  # outlives the longest block
         for failures in (self._user_failures, self._address_failures):
             for stale in [k for k, b in failures.items() if b.last_failure < horizon]:
                 del failures[stale]
@@ -600,6 +630,8 @@ class Hub:
         partial = self.store.find_partial_upload(
             state.key, record.sha256, record.size, where.room, where.peer_key
         )
+        if partial is not None and partial.file_id in self._uploading:
+            return reject("this file is already being sent in another transfer; wait for it")
         if partial is None:
             used = self.store.usage(state.key)
             if used + record.size > self.config.user_quota:
@@ -617,6 +649,7 @@ class Hub:
                 ts=now,
             )
         state.uploads[transfer] = Upload(file=partial, received=partial.received)
+        self._uploading.add(partial.file_id)
         accept = FileAccept(transfer=transfer, file_id=partial.file_id, offset=partial.received)
         return [self._reply(state, accept)]
 
@@ -626,37 +659,55 @@ class Hub:
             reason = f"no upload {record.transfer} in progress"
             return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
         if record.offset != upload.received:
-            del state.uploads[record.transfer]  # the stored part stays: resume from there
             reason = f"chunk at {record.offset}, expected {upload.received}; resume to continue"
-            return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
-        if upload.received + len(record.data) > upload.file.size:
-            del state.uploads[record.transfer]
+        elif upload.received + len(record.data) > upload.file.size:
             reason = f"more data than the {upload.file.size} bytes offered"
-            return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
-        upload.received = self.store.write_chunk(upload.file.file_id, record.offset, record.data)
-        return []
+        else:
+            try:
+                upload.received = self.store.write_chunk(
+                    upload.file.file_id, record.offset, record.data
+                )
+            except (OSError, ValueError):
+                reason = "the server could not store the chunk; resume to continue"
+            else:
+                return []
+        self._end_upload(state, record.transfer)  # the stored part stays: resume from there
+        return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
+
+    def _end_upload(self, state: Session, transfer: int) -> Upload | None:
+        upload = state.uploads.pop(transfer, None)
+        if upload is not None:
+            self._uploading.discard(upload.file.file_id)
+        return upload
+
+    def _discard_partial(self, file: StoredFile) -> None:
+        """Delete an upload that will not be resumed (never a complete file)."""
+        current = self.store.get_file(file.file_id)
+        if current is not None and not current.complete:
+            self.store.delete_file(file.file_id)
 
     def _complete(self, state: Session, record: FileComplete, now: float) -> list[Effect]:
-        upload = state.uploads.pop(record.transfer, None)
+        upload = self._end_upload(state, record.transfer)
         if upload is None:
             reason = f"no upload {record.transfer} in progress"
             return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
         file = upload.file
         if upload.received != file.size or record.sha256 != file.sha256:
-            self.store.delete_file(file.file_id)
+            self._discard_partial(file)
             reason = "the file did not arrive intact (size or SHA-256 differs); send it again"
             return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
         if not self.store.complete_file(file.file_id):
             reason = "the stored file's SHA-256 differs from the offer; send it again"
             return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
-        peer = self._names.get(file.to_key, file.to_key)
+        recipient = self.store.get_user(file.to_key) if file.to_key else None
+        peer = recipient.name if recipient is not None else ""
         stored = self.store.append_message(
             ts=now,
             sender_key=state.key,
             sender=state.name,
             room=file.room,
             to_key=file.to_key,
-            to=peer if file.to_key else "",
+            to=peer,
             text="",
             client_id="",
             file_id=file.file_id,
@@ -668,9 +719,9 @@ class Hub:
         return effects
 
     def _refuse(self, state: Session, record: FileReject) -> list[Effect]:
-        upload = state.uploads.pop(record.transfer, None)
+        upload = self._end_upload(state, record.transfer)
         if upload is not None:  # the client cancelled its upload
-            self.store.delete_file(upload.file.file_id)
+            self._discard_partial(upload.file)
             return []
         if record.transfer in state.downloads:
             state.downloads.discard(record.transfer)
@@ -714,7 +765,7 @@ class Hub:
             state.downloads.discard(transfer)
 
     def _list_files(self, state: Session, record: ListFiles) -> list[Effect]:
-        where = self._conversation(state, record.room, record.peer, "")
+        where = self._conversation(state, record.room, record.peer, FILES_REF)
         if isinstance(where, Error):
             return [self._reply(state, where)]
         if where.room:
@@ -737,6 +788,8 @@ class Hub:
     def _member_set(self, room: str) -> set[str]:
         members = self._members.get(room)
         if members is None:
+            if not room or not self.store.room_exists(room):
+                return set()  # not cached: unknown names must not grow memory
             names = self.store.members(room)
             for name in names:
                 self._names.setdefault(user_key(name), name)

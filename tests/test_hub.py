@@ -1,0 +1,227 @@
+"""The hub on its own (no network): the edge cases of logins, rooms, typing and files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from sealchat.core import (
+    Error,
+    FileAccept,
+    FileChunk,
+    FileComplete,
+    FileOffer,
+    FileReject,
+    HistoryRequest,
+    JoinRoom,
+    ListFiles,
+    Login,
+    LoginRejected,
+    Message,
+    Register,
+    Typing,
+)
+from sealchat.core.hub import (
+    Deliver,
+    Effect,
+    HashPassword,
+    Hub,
+    HubConfig,
+    VerifyPassword,
+)
+from sealchat.core.hub.hub import FILES_REF, HISTORY_REF, TYPING_REF
+from sealchat.core.hub.names import user_key
+from sealchat.transports.sqlite_store import SqliteStore
+
+NOW = 1_000_000.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    store = SqliteStore(tmp_path, database=":memory:")
+    for name in ("Alice", "bob"):
+        store.add_user(name, user_key(name), "$argon2id$fake")
+    return store
+
+
+def records(effects: list[Effect], session: int) -> list[object]:
+    return [e.record for e in effects if isinstance(e, Deliver) and session in e.sessions]
+
+
+def logged_in(hub: Hub, session: int, name: str) -> None:
+    hub.open_session(session, f"10.0.0.{session}", NOW)
+    (check,) = hub.handle(session, Login(username=name, password="pw"), NOW)
+    assert isinstance(check, VerifyPassword)
+    hub.password_verified(session, name, True, NOW)
+
+
+def test_parallel_logins_cannot_outrun_the_back_off(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig(free_login_failures=3))
+    for session in range(1, 11):  # ten checks started at once, before any result
+        hub.open_session(session, "203.0.113.9", NOW)
+        assert isinstance(
+            hub.handle(session, Login(username="alice", password="x"), NOW)[0], VerifyPassword
+        )
+    for session in range(1, 4):
+        hub.password_verified(session, "alice", False, NOW)
+    # The right password, checked in parallel, arrives after the block began: refused.
+    (reply,) = records(hub.password_verified(10, "alice", True, NOW), 10)
+    assert isinstance(reply, LoginRejected)
+    assert "too many failed attempts" in reply.reason
+    assert reply.retry_after > 0
+
+
+def test_logins_in_progress_per_address_are_capped(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig(max_pending_logins=2))
+    outcomes = []
+    for session in range(1, 4):
+        hub.open_session(session, "198.51.100.7", NOW)
+        outcomes.append(hub.handle(session, Login(username="bob", password="x"), NOW)[0])
+    assert isinstance(outcomes[0], VerifyPassword)
+    assert isinstance(outcomes[1], VerifyPassword)
+    (refusal,) = records([outcomes[2]], 3)  # type: ignore[list-item]
+    assert isinstance(refusal, LoginRejected)
+    assert "in progress" in refusal.reason
+
+
+def test_a_successful_login_does_not_clear_the_address_count(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig(free_login_failures=2))
+    for session in (1, 2):
+        hub.open_session(session, "192.0.2.1", NOW)
+        hub.handle(session, Login(username="alice", password="guess"), NOW)
+        hub.password_verified(session, "alice", False, NOW)
+    # Blocked now; after the block, the attacker logs in to its own account...
+    later = NOW + 10
+    hub.open_session(3, "192.0.2.1", later)
+    hub.handle(3, Login(username="bob", password="mine"), later)
+    hub.password_verified(3, "bob", True, later)
+    # ...and its next wrong guess at alice is blocked again at once.
+    hub.open_session(4, "192.0.2.1", later)
+    hub.handle(4, Login(username="alice", password="guess"), later)
+    (reply,) = records(hub.password_verified(4, "alice", False, later), 4)
+    assert isinstance(reply, LoginRejected)
+    assert reply.retry_after > 0
+
+
+def test_registration_of_a_taken_name_costs_no_hash(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig(open_registration=True))
+    hub.open_session(1, "10.0.0.1", NOW)
+    (reply,) = records(hub.handle(1, Register(username="ALICE", password="longenough"), NOW), 1)
+    assert isinstance(reply, LoginRejected)
+    assert reply.reason == "that user name is taken"
+    hub.open_session(2, "10.0.0.2", NOW)
+    effects = hub.handle(2, Register(username="carol", password="longenough"), NOW)
+    assert isinstance(effects[0], HashPassword)
+
+
+def test_unknown_rooms_do_not_grow_memory(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "alice")
+    for n in range(200):
+        hub.handle(1, Typing(room=f"nowhere{n}"), NOW + n)
+        hub.handle(1, Message(text="x", room=f"void{n}", client_id=f"c{n}"), NOW + n)
+    assert len(hub._members) <= 1  # only general
+    assert not hub._typing
+
+
+def test_typing_is_rate_limited_quietly(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "alice")
+    logged_in(hub, 2, "bob")
+    relayed = 0
+    for n in range(100):
+        effects = hub.handle(1, Typing(room="general", active=n % 2 == 0), NOW)
+        relayed += len(records(effects, 2))
+    assert 0 < relayed <= 10
+
+
+def test_rejoining_a_room_at_the_limit_is_fine(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig(max_rooms_per_user=2))
+    logged_in(hub, 1, "alice")
+    hub.handle(1, JoinRoom(room="second"), NOW)
+    again = records(hub.handle(1, JoinRoom(room="second"), NOW), 1)
+    assert not [r for r in again if isinstance(r, Error)]
+    (error,) = [
+        r for r in records(hub.handle(1, JoinRoom(room="third"), NOW), 1) if isinstance(r, Error)
+    ]
+    assert error.code == "too_many_rooms"
+
+
+def test_errors_name_the_request_they_answer(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "alice")
+    asks = {
+        HISTORY_REF: HistoryRequest(room="secret"),
+        FILES_REF: ListFiles(room="secret"),
+        TYPING_REF: Typing(room="secret"),
+    }
+    for ref, record in asks.items():
+        (error,) = records(hub.handle(1, record, NOW), 1)
+        assert isinstance(error, Error)
+        assert error.ref == ref
+
+
+def _offer(data: bytes, transfer: int, to: str = "", room: str = "general") -> FileOffer:
+    digest = hashlib.sha256(data).digest()
+    return FileOffer(
+        transfer=transfer,
+        name="f.bin",
+        size=len(data),
+        sha256=digest,
+        room="" if to else room,
+        to=to,
+    )
+
+
+def test_one_partial_file_is_written_by_one_transfer_at_a_time(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "alice")
+    logged_in(hub, 2, "alice")  # the same user on a second device
+    data = b"x" * 5000
+    (first,) = records(hub.handle(1, _offer(data, 1), NOW), 1)
+    assert isinstance(first, FileAccept)
+    (second,) = records(hub.handle(2, _offer(data, 1), NOW), 2)
+    assert isinstance(second, FileReject)
+    assert "another transfer" in second.reason
+    hub.handle(1, FileChunk(transfer=1, offset=0, data=data), NOW)
+    announced = records(
+        hub.handle(1, FileComplete(transfer=1, sha256=_offer(data, 1).sha256), NOW), 1
+    )
+    assert isinstance(announced[0], Message)
+    # A cancel of a transfer that is over never deletes the finished file.
+    hub.handle(2, FileReject(transfer=1, reason="oops"), NOW)
+    file = store.get_file(first.file_id)
+    assert file is not None
+    assert file.complete
+
+
+def test_a_chunk_the_store_refuses_ends_the_transfer_not_the_hub(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "alice")
+    data = b"y" * 100
+    (accept,) = records(hub.handle(1, _offer(data, 7), NOW), 1)
+    assert isinstance(accept, FileAccept)
+
+    def broken(*_args: object) -> int:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "write_chunk", broken)
+    (reject,) = records(hub.handle(1, FileChunk(transfer=7, offset=0, data=data), NOW), 1)
+    assert isinstance(reject, FileReject)
+    assert "could not store" in reject.reason
+
+
+def test_a_file_to_a_user_names_them_as_they_spell_it(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "bob")
+    data = b"z" * 10
+    offer = _offer(data, 3, to="alice")
+    records(hub.handle(1, offer, NOW), 1)
+    hub.handle(1, FileChunk(transfer=3, offset=0, data=data), NOW)
+    (announcement,) = records(hub.handle(1, FileComplete(transfer=3, sha256=offer.sha256), NOW), 1)
+    assert isinstance(announcement, Message)
+    assert announcement.to == "Alice"
