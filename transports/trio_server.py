@@ -78,6 +78,7 @@ class _Peer:
         self.streams: dict[int, trio.CancelScope] = {}
         self.nursery: trio.Nursery | None = None
         self.in_hub = False
+        self.writing_since: float | None = None
 
     def __repr__(self) -> str:
         return f"<peer {self.session} {self.address}>"
@@ -195,14 +196,24 @@ class TrioServer:
             peer.output_ready.set()
 
     async def _drain_events(self, peer: _Peer) -> bool:
-        """Handle every event buffered; False once the connection is over."""
+        """Handle every event buffered; False once the connection is over. The records that
+        arrived together go to the hub in one call (one thread hop, not one per record)."""
         conn = peer.conn
+        batch: list[Record] = []
         while True:
             try:
                 event = conn.next_event()
             except ProtocolError as exc:
+                await self._to_hub(peer, batch)  # what came before the violation still counts
                 log.info("%r broke the protocol: %s", peer, exc)
                 return False
+            if isinstance(event, Record):
+                if not isinstance(event, Bye):
+                    batch.append(event)
+                continue
+            if not await self._to_hub(peer, batch):
+                return True  # said goodbye: the writer ends the connection
+            batch = []
             if event is NEED_DATA:
                 return True
             if isinstance(event, ConnectionClosed):
@@ -212,15 +223,19 @@ class TrioServer:
                 log.info("%r connected with key %s", peer, event.fingerprint)
                 await self._in_hub(self.hub.open_session, peer.session, peer.address, _now())
                 peer.in_hub = True
-                continue
-            if isinstance(event, Record) and not isinstance(event, Bye):
-                try:
-                    effects = await self._in_hub(self.hub.handle, peer.session, event, _now())
-                except Exception:  # a bug must cost one connection, never the server
-                    log.exception("the hub failed on a record from %r", peer)
-                    peer.say_goodbye("the server failed on your request; please reconnect")
-                    return True
-                await self._run_effects(effects)
+
+    async def _to_hub(self, peer: _Peer, records: list[Record]) -> bool:
+        """Let the hub handle ``records`` and run its effects; False if it failed."""
+        if not records:
+            return True
+        try:
+            effects = await self._in_hub(self.hub.handle_all, peer.session, records, _now())
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("the hub failed on a record from %r", peer)
+            peer.say_goodbye("the server failed on your request; please reconnect")
+            return False
+        await self._run_effects(effects)
+        return True
 
     async def _write(self, peer: _Peer) -> None:
         """Write whatever the connection has queued, in one call per wake-up; end the peer
@@ -232,12 +247,14 @@ class TrioServer:
                 peer.output_ready = trio.Event()
                 data = conn.data_to_send()
                 if data:
+                    peer.writing_since = trio.current_time()  # watched by _drop_stuck_writers
                     try:
-                        with trio.fail_after(self.config.write_timeout):
-                            await stream.send_all(data)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                        await stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
                         conn.send_failed()
                         return
+                    finally:
+                        peer.writing_since = None
                     peer.wrote.set()
                     peer.wrote = trio.Event()
                 if conn.state in _OVER and not conn.bytes_to_send:
@@ -334,6 +351,17 @@ class TrioServer:
             wait = TICK if deadline is None else min(TICK, deadline - _now())
             await trio.sleep(max(0.05, wait))
             await self._run_effects(await self._in_hub(self.hub.tick, _now()))
+            self._drop_stuck_writers()
+
+    def _drop_stuck_writers(self) -> None:
+        """Cut off peers whose current write has waited longer than ``write_timeout`` (one
+        watchdog instead of a timeout scope around every write)."""
+        late = trio.current_time() - self.config.write_timeout
+        for peer in list(self._peers.values()):
+            if peer.writing_since is not None and peer.writing_since < late:
+                log.info("%r has not taken our bytes for too long; disconnecting it", peer)
+                peer.conn.send_failed()
+                peer.cancel.cancel()
 
 
 def _now() -> float:

@@ -208,6 +208,13 @@ class Hub:
                 return self._list_files(state, record)
         return [Disconnect(session, f"a client may not send {type(record).__name__}")]
 
+    def handle_all(self, session: SessionId, records: list[Record], now: float) -> list[Effect]:
+        """``handle`` for records that arrived together, effects in order."""
+        effects: list[Effect] = []
+        for record in records:
+            effects += self.handle(session, record, now)
+        return effects
+
     # --- login ------------------------------------------------------------------------------
 
     def _login(self, state: Session, record: Login | Register, now: float) -> list[Effect]:
