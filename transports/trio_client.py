@@ -338,6 +338,8 @@ class ChatClient:
     # --- reconnecting ---------------------------------------------------------------------
 
     async def _recover(self, reason: str) -> None:
+        """Reconnect with exponential back-off and jitter, then log in again (the server
+        replays what was missed; the outbox is resent)."""
         if not self._reconnect or self._credentials is None:
             await self._events_in.send(LinkState(connected=False, reason=reason))
             return
@@ -349,15 +351,25 @@ class ChatClient:
             try:
                 await self._open_link()
                 await self._log_in(*self._credentials, register=False)
-            except (ServerKeyChanged, LoginFailed) as exc:
-                await self._events_in.send(LinkState(connected=False, reason=str(exc)))
-                return
-            except (ClientError, OSError, trio.TooSlowError) as exc:
+            except (ClientError, OSError, trio.TooSlowError, ServerKeyChanged) as exc:
+                await self._abandon_link()
                 reason = str(exc)
-                delay = min(cap, delay * 2)
+                if isinstance(exc, LoginFailed) and exc.retry_after:  # busy: come back later
+                    delay = max(delay, exc.retry_after)
+                elif isinstance(exc, LoginFailed | ServerKeyChanged):  # trying again won't help
+                    await self._events_in.send(LinkState(connected=False, reason=reason))
+                    return
+                else:
+                    delay = min(cap, delay * 2)
                 continue
             await self._events_in.send(LinkState(connected=True))
             return
+
+    async def _abandon_link(self) -> None:
+        """Close a link that did not make it to a session (without starting a recovery)."""
+        link, self._link = self._link, None
+        if link is not None:
+            await link.stream.aclose()
 
     # --- sending --------------------------------------------------------------------------
 
