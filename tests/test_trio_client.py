@@ -130,31 +130,33 @@ async def test_wrong_password(server: Running, tmp_path: Path) -> None:
 
 
 async def test_rooms_messages_presence_typing_history(server: Running, tmp_path: Path) -> None:
-    async with logged_in(server, tmp_path, "alice") as alice:
-        async with logged_in(server, tmp_path, "bob") as bob:
-            presence = await next_of(alice, Presence)
-            assert (presence.user, presence.online) == ("bob", True)
-            members = await alice.join("random")
-            assert [m.name for m in members] == ["alice"]
-            await bob.join("random")
-            assert {r.name for r in await bob.rooms()} >= {"general", "random"}
-            for i in range(5):
-                await alice.send_message(f"m{i}", room="random")
-            received = [await next_of(bob, Message) for _ in range(5)]
-            assert [m.text for m in received] == [f"m{i}" for i in range(5)]
-            await bob.typing(room="random")
-            notice = await next_of(alice, Typing)
-            assert (notice.user, notice.room, notice.active) == ("bob", "random", True)
-            page, more = await bob.history(room="random", limit=3)
-            assert [m.text for m in page] == ["m2", "m3", "m4"]
-            assert more
-            older, more = await bob.history(room="random", before=page[0].id, limit=3)
-            assert [m.text for m in older] == ["m0", "m1"]
-            assert not more
-            await bob.send_message("just us", to="alice")
-            dm = await next_of(alice, Message)
-            assert (dm.text, dm.sender) == ("just us", "bob")
-            assert alice.unacknowledged == 0
+    async with (
+        logged_in(server, tmp_path, "alice") as alice,
+        logged_in(server, tmp_path, "bob") as bob,
+    ):
+        presence = await next_of(alice, Presence)
+        assert (presence.user, presence.online) == ("bob", True)
+        members = await alice.join("random")
+        assert [m.name for m in members] == ["alice"]
+        await bob.join("random")
+        assert {r.name for r in await bob.rooms()} >= {"general", "random"}
+        for i in range(5):
+            await alice.send_message(f"m{i}", room="random")
+        received = [await next_of(bob, Message) for _ in range(5)]
+        assert [m.text for m in received] == [f"m{i}" for i in range(5)]
+        await bob.typing(room="random")
+        notice = await next_of(alice, Typing)
+        assert (notice.user, notice.room, notice.active) == ("bob", "random", True)
+        page, more = await bob.history(room="random", limit=3)
+        assert [m.text for m in page] == ["m2", "m3", "m4"]
+        assert more
+        older, more = await bob.history(room="random", before=page[0].id, limit=3)
+        assert [m.text for m in older] == ["m0", "m1"]
+        assert not more
+        await bob.send_message("just us", to="alice")
+        dm = await next_of(alice, Message)
+        assert (dm.text, dm.sender) == ("just us", "bob")
+        assert alice.unacknowledged == 0
 
 
 # --- files --------------------------------------------------------------------------------
@@ -165,21 +167,23 @@ async def test_upload_and_download_with_progress(server: Running, tmp_path: Path
     source = tmp_path / "report.pdf"
     source.write_bytes(data)
     seen: list[tuple[int, int]] = []
-    async with logged_in(server, tmp_path, "alice") as alice:
-        async with logged_in(server, tmp_path, "bob") as bob:
-            info = await alice.send_file(
-                source, room="general", progress=lambda d, t: seen.append((d, t))
-            )
-            assert seen[-1] == (len(data), len(data))
-            assert info.sha256 == hashlib.sha256(data).digest()
-            announced = await next_of(bob, Message)
-            assert announced.file is not None
-            assert announced.file.file_id == info.file_id
-            path = await bob.download(info.file_id)
-            assert path.read_bytes() == data
-            assert path.name == "report.pdf"
-            again = await bob.download(info.file_id)  # never clobbers
-            assert again.name == "report (1).pdf"
+    async with (
+        logged_in(server, tmp_path, "alice") as alice,
+        logged_in(server, tmp_path, "bob") as bob,
+    ):
+        info = await alice.send_file(
+            source, room="general", progress=lambda d, t: seen.append((d, t))
+        )
+        assert seen[-1] == (len(data), len(data))
+        assert info.sha256 == hashlib.sha256(data).digest()
+        announced = await next_of(bob, Message)
+        assert announced.file is not None
+        assert announced.file.file_id == info.file_id
+        path = await bob.download(info.file_id)
+        assert path.read_bytes() == data
+        assert path.name == "report.pdf"
+        again = await bob.download(info.file_id)  # never clobbers
+        assert again.name == "report (1).pdf"
 
 
 async def test_download_resumes_a_partial_file(server: Running, tmp_path: Path) -> None:
@@ -233,26 +237,28 @@ async def test_reconnect_delivers_everything_exactly_once(tmp_path: Path) -> Non
 
     first = start()
     server = first.__enter__()
-    async with logged_in(server, tmp_path, "alice", **fast) as alice:
-        async with logged_in(server, tmp_path, "bob", **fast) as bob:
-            await alice.send_message("before", room="general")
-            assert (await next_of(bob, Message)).text == "before"
-            await trio.to_thread.run_sync(first.__exit__, None, None, None)
-            assert isinstance(await next_of(alice, LinkState), LinkState)
-            await alice.send_message("while down", room="general")  # queued
-            second = start()
-            await trio.to_thread.run_sync(second.__enter__)
-            try:
-                with trio.fail_after(20):
-                    await alice.wait_online()
-                    await bob.wait_online()
-                texts = []
-                with trio.move_on_after(3):
-                    while True:
-                        texts.append((await next_of(bob, Message)).text)
-                assert texts == ["while down"]
-                page, _ = await bob.history(room="general")
-                assert [m.text for m in page].count("while down") == 1
-                assert alice.unacknowledged == 0
-            finally:
-                await trio.to_thread.run_sync(second.__exit__, None, None, None)
+    async with (
+        logged_in(server, tmp_path, "alice", **fast) as alice,
+        logged_in(server, tmp_path, "bob", **fast) as bob,
+    ):
+        await alice.send_message("before", room="general")
+        assert (await next_of(bob, Message)).text == "before"
+        await trio.to_thread.run_sync(first.__exit__, None, None, None)
+        assert isinstance(await next_of(alice, LinkState), LinkState)
+        await alice.send_message("while down", room="general")  # queued
+        second = start()
+        await trio.to_thread.run_sync(second.__enter__)
+        try:
+            with trio.fail_after(20):
+                await alice.wait_online()
+                await bob.wait_online()
+            texts = []
+            with trio.move_on_after(3):
+                while True:
+                    texts.append((await next_of(bob, Message)).text)
+            assert texts == ["while down"]
+            page, _ = await bob.history(room="general")
+            assert [m.text for m in page].count("while down") == 1
+            assert alice.unacknowledged == 0
+        finally:
+            await trio.to_thread.run_sync(second.__exit__, None, None, None)
