@@ -116,6 +116,8 @@ class ChatView(ctk.CTkFrame):
 
         self._build_input()
         self.emoji_window: ctk.CTkToplevel | None = None
+        self._lines: list[int] = []
+        """How many text lines each message drawn in the transcript takes, in order."""
 
     def _build_sidebar(self) -> None:
         app = self.app
@@ -286,18 +288,26 @@ class ChatView(ctk.CTkFrame):
         text.configure(state="normal")
         if any(u.redraw for u in updates):
             text.delete("1.0", "end")
-            for message in vm.current_messages():
-                self._insert(message, "end", vm.me)
+            self._lines = [self._insert(m, "end", vm.me) for m in vm.current_messages()]
             at_bottom = True
         else:
+            # The line at the top stays there when older messages go in above it (Tk would
+            # keep showing line 1, which would load the next page, and the next...).
+            text.mark_set("view_top", "@0,0")
             for update in updates:
                 assert update.message is not None
-                self._insert(update.message, f"{update.index + 1}.0", vm.me)
+                index = update.index
+                # A message may span several lines: count them rather than assume one each.
+                where = "end" if index >= len(self._lines) else f"{sum(self._lines[:index]) + 1}.0"
+                self._lines.insert(index, self._insert(update.message, where, vm.me))
+            if not at_bottom:
+                text.yview("view_top")
         text.configure(state="disabled")
         if at_bottom:
             text.see("end")
 
-    def _insert(self, message: Message, where: str, me: str) -> None:
+    def _insert(self, message: Message, where: str, me: str) -> int:
+        """Draw ``message`` at ``where``; returns the number of lines it took."""
         text = self.transcript
         mine = message.sender.lower() == me.lower()
         stamp = datetime.fromtimestamp(message.ts).strftime("%H:%M") if message.ts else ""
@@ -312,6 +322,7 @@ class ChatView(ctk.CTkFrame):
         parts.append(("\n", ()))
         for chunk, tags in reversed(parts) if where != "end" else parts:
             text.insert(where, chunk, tags)
+        return sum(chunk.count("\n") for chunk, _ in parts)
 
     def draw_transfers(self, vm: ViewModel, palette: dict[str, str]) -> None:
         for transfer in vm.transfers.values():
@@ -333,7 +344,13 @@ class ChatView(ctk.CTkFrame):
                 row = self.transfer_rows[transfer.id] = (label, bar, cancel)
             label, bar, cancel = row
             label.configure(text=transfer.label)
+            bar.configure(progress_color=palette["accent"])
             bar.set(transfer.fraction)
+            cancel.configure(
+                fg_color=palette["accent"],
+                hover_color=palette["accent_hover"],
+                text_color=palette["window"],
+            )
             if transfer.state is not TransferState.RUNNING:
                 cancel.configure(
                     state="disabled", text="Done" if transfer.state is TransferState.DONE else "—"
@@ -350,7 +367,12 @@ class ChatView(ctk.CTkFrame):
                 hover_color=palette["accent_hover"],
                 text_color=palette["window"],
             )
-        self.input.configure(fg_color=palette["entry"], text_color=palette["fg"])
+        self.input.configure(
+            fg_color=palette["entry"],
+            text_color=palette["fg"],
+            border_width=1,  # in the light theme, the box would not show on white otherwise
+            border_color=palette["dim"],
+        )
         self.join_entry.configure(fg_color=palette["entry"], text_color=palette["fg"])
         self.theme_switch.configure(progress_color=palette["accent"], text_color=palette["fg"])
         self.transcript.configure(
@@ -456,6 +478,7 @@ class App(ctk.CTk):
                 self.client = client
                 self._show_chat(name)
                 self.spawn(self._load_members, self.vm.conversation(self.vm.current).title)
+                self.spawn(self._load_rooms)
                 async for event in client.events():
                     self._apply(self.vm.apply(event, time.time()))
         except ServerKeyChanged as exc:
@@ -484,6 +507,7 @@ class App(ctk.CTk):
         self.login_form.place_forget()
         self.chat.pack(fill="both", expand=True)
         self._apply(self.vm.logged_in(name) | self.vm.select(self.vm.current))
+        self.load_older()  # the latest messages, not only those missed since the last session
 
     # --- actions --------------------------------------------------------------------------
 
@@ -514,6 +538,8 @@ class App(ctk.CTk):
                 self._apply(self._error(str(exc)))
                 return
             self._apply(self.vm.set_members(room, members) | self.vm.select(room_key(room)))
+            if not self.vm.conversation(room_key(room)).ids:
+                self.load_older()  # a room joined now shows its latest messages
 
         self.spawn(join)
 
@@ -529,6 +555,11 @@ class App(ctk.CTk):
         if user.lower() != self.vm.me.lower():
             self._apply(self.vm.open_direct(user))
             self.load_older()
+
+    async def _load_rooms(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(ClientError):
+                self._apply(self.vm.rooms_listed(await self.client.rooms()))
 
     async def _load_members(self, room: str) -> None:
         if self.client is not None:
@@ -647,7 +678,13 @@ class App(ctk.CTk):
             self.configure(fg_color=self.palette["window"])
             chat.apply_theme(self.palette, vm.theme == "dark")
             self.login_form.apply_theme(self.palette)
-            changes |= {Change.CONVERSATIONS, Change.PEOPLE, Change.BANNER}
+            changes |= {
+                Change.CONVERSATIONS,
+                Change.PEOPLE,
+                Change.BANNER,
+                Change.TYPING,
+                Change.TRANSFERS,
+            }
         if Change.CONVERSATIONS in changes:
             chat.draw_conversations(vm, self.palette)
         if Change.PEOPLE in changes:

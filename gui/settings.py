@@ -36,6 +36,8 @@ class Settings:
             data = json.loads(settings.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return settings
+        if not isinstance(data, dict):
+            return settings
         if data.get("theme") in ("dark", "light"):
             settings.theme = data["theme"]
         server = data.get("server")

@@ -20,6 +20,7 @@ from sealchat.core import (
     Message,
     OnlineUsers,
     Presence,
+    RoomInfo,
     RoomJoined,
     RoomLeft,
     Typing,
@@ -170,6 +171,14 @@ class ViewModel:
         self.error = ""
         return {Change.TITLE, Change.CONVERSATIONS, Change.ERROR}
 
+    def rooms_listed(self, rooms: list[RoomInfo]) -> set[Change]:
+        """The server's room list (asked for after login): the rooms this user is in, also
+        those joined in earlier sessions, appear in the sidebar."""
+        for info in rooms:
+            if info.joined:
+                self.conversation(room_key(info.name))
+        return {Change.CONVERSATIONS}
+
     def select(self, key: str) -> set[Change]:
         """Show conversation ``key``; its unread count resets."""
         conversation = self.conversation(key)
@@ -270,14 +279,14 @@ class ViewModel:
         """Older messages arrived for ``key`` (from scrolling up)."""
         conversation = self.conversation(key)
         conversation.more_history = more
-        added = False
+        changes: set[Change] = set()
         for message in messages:
-            if conversation.add(message) is not None:
-                added = True
-        if added and key == self.current:
-            self.updates.append(TranscriptUpdate(redraw=True))
-            return {Change.TRANSCRIPT}
-        return set()
+            index = conversation.add(message)
+            if index is not None and key == self.current:
+                # Inserted, not redrawn: the view stays where the reader scrolled to.
+                self.updates.append(TranscriptUpdate(message=message, index=index))
+                changes = {Change.TRANSCRIPT}
+        return changes
 
     # --- typing ---------------------------------------------------------------------------
 

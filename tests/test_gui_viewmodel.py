@@ -1,0 +1,625 @@
+"""The desktop client's view-model, without a display: every feature the window shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sealchat.core import (
+    Error,
+    FileInfo,
+    HistoryEnd,
+    MemberInfo,
+    Membership,
+    Message,
+    OnlineUsers,
+    Presence,
+    RoomInfo,
+    RoomJoined,
+    RoomLeft,
+    Typing,
+)
+from sealchat.gui.settings import Server, Settings
+from sealchat.gui.theme import EMOTICONS, PALETTES
+from sealchat.gui.viewmodel import (
+    TYPING_SHOWN_FOR,
+    Change,
+    TranscriptUpdate,
+    TransferState,
+    ViewModel,
+    direct_key,
+    room_key,
+)
+from sealchat.transports.trio_client import LinkState
+
+NOW = 1_700_000_000.0
+
+
+def said(message_id: int, sender: str, text: str = "", *, room: str = "", to: str = "") -> Message:
+    """A message as the server relays it (id, sender and time set)."""
+    if not room and not to:
+        room = "general"
+    return Message(
+        text=text or f"message {message_id}",
+        room=room,
+        to=to,
+        id=message_id,
+        sender=sender,
+        ts=NOW + message_id,
+    )
+
+
+def logged_in(me: str = "alice", **options: str) -> ViewModel:
+    vm = ViewModel(**options)
+    vm.logged_in(me)
+    return vm
+
+
+def ids(vm: ViewModel) -> list[int]:
+    return [m.id for m in vm.current_messages()]
+
+
+# --- the view-model is free of tkinter ------------------------------------------------------
+
+
+def test_view_model_theme_and_settings_import_without_tkinter() -> None:
+    code = (
+        "import sys\n"
+        "import sealchat.gui.viewmodel, sealchat.gui.theme, sealchat.gui.settings\n"
+        "assert 'tkinter' not in sys.modules, 'tkinter imported'\n"
+        "assert 'customtkinter' not in sys.modules, 'customtkinter imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --- login ----------------------------------------------------------------------------------
+
+
+def test_before_login_the_title_is_plain_and_general_is_shown() -> None:
+    vm = ViewModel()
+    assert vm.title() == "sealchat"
+    assert vm.current == room_key("general")
+    assert [c.key for c in vm.sorted_conversations()] == ["#general"]
+
+
+def test_logging_in_sets_the_user_and_clears_an_earlier_error() -> None:
+    vm = ViewModel()
+    vm.apply(Error(code="auth", detail="invalid username or password"), NOW)
+    assert vm.error == "invalid username or password"
+    changes = vm.logged_in("alice")
+    assert vm.me == "alice"
+    assert vm.error == ""
+    assert {Change.TITLE, Change.CONVERSATIONS, Change.ERROR} <= changes
+    assert vm.title() == "sealchat — alice"
+
+
+# --- conversations and unread counts --------------------------------------------------------
+
+
+def test_unread_counts_grow_only_for_conversations_not_shown_and_reset_on_select() -> None:
+    vm = logged_in()
+    assert vm.apply(RoomJoined(room="random"), NOW) == {Change.CONVERSATIONS}
+
+    shown = vm.apply(said(1, "bob", room="general"), NOW)
+    assert Change.TRANSCRIPT in shown
+    assert vm.conversation("#general").unread == 0
+
+    for message_id in (2, 3):
+        changes = vm.apply(said(message_id, "bob", room="random"), NOW)
+        assert Change.CONVERSATIONS in changes
+        assert Change.TRANSCRIPT not in changes
+    assert vm.conversation("#random").unread == 2
+    assert vm.conversation("#general").unread == 0
+
+    changes = vm.select("#random")
+    assert vm.current == "#random"
+    assert vm.conversation("#random").unread == 0
+    assert {Change.CONVERSATIONS, Change.TRANSCRIPT, Change.TYPING, Change.PEOPLE} <= changes
+    assert vm.updates[-1] == TranscriptUpdate(redraw=True)
+    assert ids(vm) == [2, 3]
+
+    vm.apply(said(4, "carol", room="general"), NOW)
+    assert vm.conversation("#general").unread == 1
+    vm.select("#general")
+    assert vm.conversation("#general").unread == 0
+
+
+def test_own_messages_never_count_as_unread() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.apply(said(1, "alice", room="random"), NOW)
+    vm.apply(said(2, "Alice", room="random"), NOW)  # the server may spell it differently
+    vm.apply(said(3, "alice", to="bob"), NOW)
+    assert vm.conversation("#random").unread == 0
+    assert vm.conversation("@bob").unread == 0
+    vm.apply(said(4, "bob", room="random"), NOW)
+    assert vm.conversation("#random").unread == 1
+
+
+def test_direct_messages_land_in_the_peer_conversation_from_either_side() -> None:
+    vm = logged_in("alice")
+    vm.apply(said(1, "bob", "hi alice", to="alice"), NOW)
+    vm.apply(said(2, "alice", "hi bob", to="Bob"), NOW)
+    vm.apply(said(3, "carol", "psst", to="alice"), NOW)
+    bob = vm.conversation(direct_key("bob"))
+    assert bob.key == "@bob"
+    assert bob.ids == [1, 2]
+    assert not bob.is_room
+    assert bob.target == ("", bob.title)
+    assert bob.title.lower() == "bob"
+    assert bob.unread == 1  # only bob's own message
+    assert vm.conversation("@carol").ids == [3]
+    assert [c.key for c in vm.sorted_conversations()] == ["#general", "@bob", "@carol"]
+
+
+def test_open_direct_selects_a_conversation_named_after_the_peer() -> None:
+    vm = logged_in("alice")
+    changes = vm.open_direct("Dave")
+    assert vm.current == "@dave"
+    assert vm.conversation("@dave").title == "Dave"
+    assert vm.conversation("@dave").target == ("", "Dave")
+    assert Change.TRANSCRIPT in changes
+    vm.apply(said(7, "dave", to="alice"), NOW)
+    assert ids(vm) == [7]
+    assert vm.conversation("@dave").unread == 0
+
+
+def test_sidebar_lists_rooms_first_then_direct_conversations_by_name() -> None:
+    vm = logged_in("alice")
+    for room in ("zoo", "Books", "art"):
+        vm.apply(RoomJoined(room=room), NOW)
+    vm.apply(said(1, "carol", to="alice"), NOW)
+    vm.apply(said(2, "Bob", to="alice"), NOW)
+    keys = [c.key for c in vm.sorted_conversations()]
+    assert keys == ["#art", "#Books", "#general", "#zoo", "@bob", "@carol"]
+    assert vm.conversation("#zoo").target == ("zoo", "")
+
+
+def test_rooms_joined_in_earlier_sessions_come_from_the_room_list() -> None:
+    vm = logged_in()
+    changes = vm.rooms_listed(
+        [
+            RoomInfo(name="books", members=3, joined=True),
+            RoomInfo(name="secret", members=2, joined=False),
+            RoomInfo(name="general", members=4, joined=True),
+        ]
+    )
+    assert changes == {Change.CONVERSATIONS}
+    assert [c.key for c in vm.sorted_conversations()] == ["#books", "#general"]
+    assert vm.current == "#general"
+
+
+def test_leaving_a_room_removes_it_and_falls_back_to_general() -> None:
+    vm = logged_in()
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.apply(RoomJoined(room="books"), NOW)
+    vm.select("#random")
+    assert vm.apply(RoomLeft(room="books"), NOW) == {Change.CONVERSATIONS}
+    assert vm.current == "#random"
+    changes = vm.apply(RoomLeft(room="random"), NOW)
+    assert vm.current == "#general"
+    assert Change.TRANSCRIPT in changes
+    assert [c.key for c in vm.sorted_conversations()] == ["#general"]
+
+
+# --- the transcript -------------------------------------------------------------------------
+
+
+def test_messages_out_of_order_are_shown_in_id_order_and_duplicates_ignored() -> None:
+    vm = logged_in()
+    for message_id in (5, 2, 9, 7):
+        vm.apply(said(message_id, "bob"), NOW)
+    assert ids(vm) == [2, 5, 7, 9]
+    assert [(u.message.id, u.index) for u in vm.updates if u.message] == [
+        (5, 0),
+        (2, 0),
+        (9, 2),
+        (7, 2),
+    ]
+    before = list(vm.updates)
+    assert vm.apply(said(5, "bob", "a replay after a reconnect"), NOW) == set()
+    assert ids(vm) == [2, 5, 7, 9]
+    assert vm.updates == before
+    assert vm.conversation("#general").messages[5].text == "message 5"
+
+
+def test_a_late_older_message_in_another_room_is_not_counted_as_unread() -> None:
+    vm = logged_in()
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.apply(said(10, "bob", room="random"), NOW)
+    vm.apply(said(4, "bob", room="random"), NOW)
+    assert vm.conversation("#random").ids == [4, 10]
+    assert vm.conversation("#random").unread == 1
+
+
+def test_history_when_scrolling_up_is_prepended_and_says_whether_there_is_more() -> None:
+    vm = logged_in()
+    vm.apply(said(10, "bob"), NOW)
+    vm.apply(said(11, "carol"), NOW)
+    general = vm.conversation("#general")
+    assert general.more_history
+    assert general.oldest == 10
+    vm.updates.clear()
+
+    older = [said(i, "dave") for i in range(6, 10)]
+    changes = vm.history_loaded("#general", older, more=True)
+    assert changes == {Change.TRANSCRIPT}
+    # Inserted above what is shown (not redrawn), so the view can stay where it is.
+    assert vm.updates == [TranscriptUpdate(message=m, index=i) for i, m in enumerate(older)]
+    assert ids(vm) == [6, 7, 8, 9, 10, 11]
+    assert general.oldest == 6
+    assert general.more_history
+    assert general.unread == 0
+
+    vm.updates.clear()
+    changes = vm.history_loaded("#general", [said(5, "dave"), said(6, "dave")], more=False)
+    assert ids(vm) == [5, 6, 7, 8, 9, 10, 11]
+    assert not general.more_history
+    assert changes == {Change.TRANSCRIPT}
+    assert [(u.message.id, u.index) for u in vm.updates if u.message] == [(5, 0)]
+    assert vm.history_loaded("#general", [said(5, "dave")], more=False) == set()
+
+
+def test_history_of_a_conversation_not_shown_redraws_nothing() -> None:
+    vm = logged_in()
+    vm.updates.clear()
+    assert vm.history_loaded("#random", [said(1, "bob", room="random")], more=False) == set()
+    assert vm.updates == []
+    assert vm.conversation("#random").ids == [1]
+    assert vm.conversation("#random").unread == 0
+    assert vm.history_loaded("#general", [], more=False) == set()
+    assert not vm.conversation("#general").more_history
+    assert vm.apply(HistoryEnd(room="general", more=False), NOW) == set()
+
+
+def test_file_announcements_are_found_by_message_id() -> None:
+    vm = logged_in()
+    info = FileInfo(file_id="f1", name="notes.txt", size=12, sha256=bytes(32))
+    vm.apply(
+        Message(room="general", id=3, sender="bob", ts=NOW, file=info),
+        NOW,
+    )
+    assert vm.file_of(3) == info
+    assert vm.file_of(4) is None
+
+
+# --- typing ---------------------------------------------------------------------------------
+
+
+def test_typing_text_for_one_two_and_three_people() -> None:
+    vm = logged_in("dave")
+    assert vm.typing_text(NOW) == ""
+    assert vm.apply(Typing(room="general", user="carol"), NOW) == {Change.TYPING}
+    assert vm.typing_text(NOW) == "carol is typing…"
+    vm.apply(Typing(room="general", user="alice"), NOW)
+    assert vm.typing_text(NOW) == "alice and carol are typing…"
+    vm.apply(Typing(room="general", user="bob"), NOW)
+    assert vm.typing_text(NOW) == "alice, bob and carol are typing…"
+    vm.apply(Typing(room="general", user="bob", active=False), NOW)
+    assert vm.typing_text(NOW) == "alice and carol are typing…"
+
+
+def test_typing_expires_after_the_last_refresh() -> None:
+    vm = logged_in("dave")
+    vm.apply(Typing(room="general", user="alice"), NOW)
+    assert vm.typing_text(NOW + TYPING_SHOWN_FOR - 0.1) == "alice is typing…"
+    assert vm.typing_text(NOW + TYPING_SHOWN_FOR) == ""
+    vm.apply(Typing(room="general", user="alice"), NOW + 3)  # a refresh extends it
+    assert vm.typing_text(NOW + TYPING_SHOWN_FOR + 1) == "alice is typing…"
+    assert vm.expire_typing(NOW + TYPING_SHOWN_FOR + 1) == set()
+    assert vm.expire_typing(NOW + 3 + TYPING_SHOWN_FOR) == {Change.TYPING}
+    assert vm.typing_text(NOW) == ""  # gone, not merely hidden
+    assert vm.expire_typing(NOW + 100) == set()
+
+
+def test_a_message_from_someone_clears_their_typing() -> None:
+    vm = logged_in("dave")
+    vm.apply(Typing(room="general", user="alice"), NOW)
+    vm.apply(Typing(room="general", user="bob"), NOW)
+    changes = vm.apply(said(1, "alice", "done typing"), NOW)
+    assert Change.TYPING in changes
+    assert vm.typing_text(NOW) == "bob is typing…"
+
+
+def test_typing_is_shown_only_in_its_own_conversation() -> None:
+    vm = logged_in("dave")
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.apply(Typing(room="random", user="alice"), NOW)
+    vm.apply(Typing(to="dave", user="bob"), NOW)
+    assert vm.typing_text(NOW) == ""
+    vm.select("#random")
+    assert vm.typing_text(NOW) == "alice is typing…"
+    vm.open_direct("bob")
+    assert vm.typing_text(NOW) == "bob is typing…"
+
+
+def test_someone_going_offline_stops_their_typing() -> None:
+    vm = logged_in("dave")
+    vm.apply(Typing(room="general", user="alice"), NOW)
+    changes = vm.apply(Presence(user="alice", online=False), NOW)
+    assert Change.TYPING in changes
+    assert vm.typing_text(NOW) == ""
+
+
+# --- people and presence --------------------------------------------------------------------
+
+
+def test_online_users_and_presence() -> None:
+    vm = logged_in("alice")
+    assert vm.apply(OnlineUsers(users=["bob", "carol"]), NOW) == {Change.PEOPLE}
+    assert vm.online == {"bob", "carol"}
+    assert Change.PEOPLE in vm.apply(Presence(user="dave", online=True), NOW)
+    assert Change.PEOPLE in vm.apply(Presence(user="bob", online=False), NOW)
+    assert vm.online == {"carol", "dave"}
+
+
+def test_people_in_the_current_room_with_presence() -> None:
+    vm = logged_in("alice")
+    changes = vm.set_members(
+        "general",
+        [
+            MemberInfo(name="carol", online=False),
+            MemberInfo(name="Bob", online=True),
+            MemberInfo(name="alice", online=False),
+        ],
+    )
+    assert changes == {Change.PEOPLE}
+    assert vm.people_in_current() == [
+        MemberInfo(name="alice", online=True),  # me: always online
+        MemberInfo(name="Bob", online=True),
+        MemberInfo(name="carol", online=False),
+    ]
+    vm.apply(Presence(user="carol", online=True), NOW)
+    vm.apply(Presence(user="Bob", online=False), NOW)
+    assert vm.people_in_current() == [
+        MemberInfo(name="alice", online=True),
+        MemberInfo(name="Bob", online=False),
+        MemberInfo(name="carol", online=True),
+    ]
+    assert vm.apply(Membership(room="general", user="dave", joined=True), NOW) == {Change.PEOPLE}
+    assert [m.name for m in vm.people_in_current()] == ["alice", "Bob", "carol", "dave"]
+    vm.apply(Membership(room="general", user="carol", joined=False), NOW)
+    assert [m.name for m in vm.people_in_current()] == ["alice", "Bob", "dave"]
+    vm.apply(Membership(room="random", user="carol", joined=True), NOW)
+    assert [m.name for m in vm.people_in_current()] == ["alice", "Bob", "dave"]
+
+
+def test_people_in_a_direct_conversation_is_the_peer() -> None:
+    vm = logged_in("alice")
+    vm.open_direct("bob")
+    assert vm.people_in_current() == [MemberInfo(name="bob", online=False)]
+    vm.apply(Presence(user="bob", online=True), NOW)
+    assert vm.people_in_current() == [MemberInfo(name="bob", online=True)]
+
+
+# --- the connection banner and errors -------------------------------------------------------
+
+
+def test_reconnect_banner_for_reconnecting_and_disconnected_cleared_on_reconnect() -> None:
+    vm = logged_in()
+    assert vm.banner == ""
+    changes = vm.apply(LinkState(connected=False, reason="reset", retry_in=4.2), NOW)
+    assert changes == {Change.BANNER}
+    assert vm.banner == "Connection lost — reconnecting in 4 s…"
+    vm.apply(LinkState(connected=False, reason="the server shut down"), NOW)
+    assert vm.banner == "Disconnected: the server shut down"
+    assert vm.apply(LinkState(connected=True), NOW) == {Change.BANNER}
+    assert vm.banner == ""
+
+
+def test_error_records_are_shown() -> None:
+    vm = logged_in()
+    changes = vm.apply(Error(code="not-member", detail="you are not in #secret"), NOW)
+    assert changes == {Change.ERROR}
+    assert vm.error == "you are not in #secret"
+    vm.apply(Error(code="rate-limited"), NOW)
+    assert vm.error == "rate-limited"
+
+
+def test_unknown_events_change_nothing() -> None:
+    vm = logged_in()
+    assert vm.apply(object(), NOW) == set()
+
+
+# --- notifications while the window is not focused ------------------------------------------
+
+
+def test_title_counts_messages_missed_while_unfocused_and_resets_on_focus() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="random"), NOW)
+    assert vm.set_focus(False) == set()
+    changes = vm.apply(said(1, "bob"), NOW)  # in the room shown
+    assert Change.TITLE in changes
+    vm.apply(said(2, "carol", room="random"), NOW)
+    vm.apply(said(3, "bob", to="alice"), NOW)
+    vm.apply(said(4, "alice"), NOW)  # my own (from another device): not missed
+    vm.apply(said(3, "bob", to="alice"), NOW)  # a duplicate: not missed twice
+    assert vm.missed_while_away == 3
+    assert vm.title() == "(3) sealchat — alice"
+    assert vm.set_focus(True) == {Change.TITLE}
+    assert vm.missed_while_away == 0
+    assert vm.title() == "sealchat — alice"
+    assert vm.set_focus(True) == set()
+
+
+def test_no_title_change_for_messages_while_focused() -> None:
+    vm = logged_in("alice")
+    changes = vm.apply(said(1, "bob"), NOW)
+    assert Change.TITLE not in changes
+    assert vm.missed_while_away == 0
+
+
+# --- transfers ------------------------------------------------------------------------------
+
+
+def test_an_upload_shows_progress_then_done() -> None:
+    vm = logged_in()
+    upload = vm.start_transfer("notes.txt", upload=True)
+    assert vm.transfers[upload.id] is upload
+    assert upload.state is TransferState.RUNNING
+    assert upload.fraction == 0.0
+    assert upload.label == "Sending notes.txt — 0%"
+    assert vm.transfer_progress(upload.id, 50, 200) == {Change.TRANSFERS}
+    assert upload.fraction == 0.25
+    assert upload.label == "Sending notes.txt — 25%"
+    assert vm.transfer_finished(upload.id, TransferState.DONE) == {Change.TRANSFERS}
+    assert upload.fraction == 1.0
+    assert upload.done == 200
+    assert upload.label == "Sent notes.txt"
+
+
+def test_a_download_shows_where_it_was_saved() -> None:
+    vm = logged_in()
+    download = vm.start_transfer("photo.png", upload=False)
+    vm.transfer_progress(download.id, 0, 1000)
+    assert download.label == "Receiving photo.png — 0%"
+    vm.transfer_finished(download.id, TransferState.DONE, "/home/alice/Downloads/photo.png")
+    assert download.fraction == 1.0
+    assert download.label == "Saved photo.png to /home/alice/Downloads/photo.png"
+
+
+def test_failed_and_cancelled_transfers_say_so() -> None:
+    vm = logged_in()
+    failed = vm.start_transfer("big.iso", upload=True)
+    cancelled = vm.start_transfer("other.bin", upload=False)
+    assert failed.id != cancelled.id
+    vm.transfer_progress(failed.id, 30, 100)
+    vm.transfer_finished(failed.id, TransferState.FAILED, "the file is too large")
+    assert failed.label == "big.iso: failed (the file is too large)"
+    assert failed.fraction == 0.3
+    vm.transfer_finished(cancelled.id, TransferState.CANCELLED)
+    assert cancelled.label == "other.bin: cancelled"
+    assert cancelled.fraction == 0.0
+
+
+def test_an_empty_file_is_complete_when_done() -> None:
+    vm = logged_in()
+    empty = vm.start_transfer("empty", upload=True)
+    vm.transfer_progress(empty.id, 0, 0)
+    assert empty.fraction == 0.0
+    vm.transfer_finished(empty.id, TransferState.DONE)
+    assert empty.fraction == 1.0
+
+
+# --- theme ----------------------------------------------------------------------------------
+
+
+def test_toggle_theme_switches_between_dark_and_light() -> None:
+    vm = ViewModel()
+    assert vm.theme == "dark"
+    assert vm.toggle_theme() == {Change.THEME}
+    assert vm.theme == "light"
+    vm.toggle_theme()
+    assert vm.theme == "dark"
+    assert ViewModel(theme="light").theme == "light"
+    assert ViewModel(theme="neon").theme == "dark"
+
+
+def test_both_palettes_name_the_same_colours() -> None:
+    assert set(PALETTES) == {"dark", "light"}
+    assert set(PALETTES["dark"]) == set(PALETTES["light"])
+    assert PALETTES["light"]["text_bg"] == "#ffffff"
+    assert PALETTES["light"]["fg"] == "#000000"
+    assert PALETTES["dark"]["text_bg"] != PALETTES["light"]["text_bg"]
+    for palette in PALETTES.values():
+        for colour in palette.values():
+            assert colour.startswith("#")
+            assert len(colour) == 7
+            int(colour[1:], 16)
+
+
+# --- emoji ----------------------------------------------------------------------------------
+
+
+def test_emoji_choices_are_all_in_the_basic_multilingual_plane() -> None:
+    assert len(EMOTICONS) >= 20
+    assert len(set(EMOTICONS)) == len(EMOTICONS)
+    for choice in EMOTICONS:
+        assert choice
+        assert all(ord(c) <= 0xFFFF for c in choice), f"{choice!r} is beyond the BMP"
+        assert not any(0xD800 <= ord(c) <= 0xDFFF for c in choice), f"{choice!r}: surrogate"
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def test_settings_round_trip_never_storing_a_password(tmp_path: Path) -> None:
+    path = tmp_path / "config" / "sealchat" / "gui.json"
+    settings = Settings(path=path)
+    settings.theme = "light"
+    settings.server = Server(host="chat.example.org", port=7979, username="alice")
+    settings.save()
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data == {
+        "theme": "light",
+        "server": {"host": "chat.example.org", "port": 7979, "username": "alice"},
+    }
+    assert "password" not in path.read_text(encoding="utf-8").lower()
+    assert [p.name for p in path.parent.iterdir()] == ["gui.json"]  # no temporary left
+
+    loaded = Settings.load(path)
+    assert loaded.theme == "light"
+    assert loaded.server == Server(host="chat.example.org", port=7979, username="alice")
+    assert loaded.path == path
+
+    loaded.server = None
+    loaded.theme = "dark"
+    loaded.save()
+    again = Settings.load(path)
+    assert again.theme == "dark"
+    assert again.server is None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_settings_have_no_password_field() -> None:
+    assert "password" not in {f.lower() for f in Settings.__dataclass_fields__}
+    assert "password" not in {f.lower() for f in Server.__dataclass_fields__}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "not json",
+        "[]",
+        '{"theme": "neon"}',
+        '{"theme": "light", "server": {"host": "h"}}',
+        '{"theme": "light", "server": {"host": "h", "port": "eighty"}}',
+        '{"server": "nope"}',
+    ],
+)
+def test_bad_settings_files_fall_back_to_defaults(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "gui.json"
+    path.write_text(content, encoding="utf-8")
+    loaded = Settings.load(path)
+    assert loaded.theme in ("dark", "light")
+    assert loaded.server is None
+    if '"light"' in content:
+        assert loaded.theme == "light"
+    else:
+        assert loaded.theme == "dark"
+
+
+def test_missing_settings_file_gives_defaults(tmp_path: Path) -> None:
+    loaded = Settings.load(tmp_path / "nothing" / "gui.json")
+    assert loaded.theme == "dark"
+    assert loaded.server is None
+
+
+def test_default_settings_live_in_the_sealchat_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    settings = Settings.load()
+    assert settings.path == tmp_path / "sealchat" / "gui.json"
+    settings.save()
+    assert stat.S_IMODE((tmp_path / "sealchat").stat().st_mode) == 0o700
+    assert os.access(settings.path, os.R_OK)

@@ -1,0 +1,540 @@
+"""The desktop client in a real window (under a private Xvfb) against a real server.
+
+Each test starts a server with users alice, bob, carol and dave, opens the ``App`` with its own
+settings, pins and downloads folder, and drives it through its widgets; a second client
+(``BlockingClient``) plays the other person. Screenshots of both themes and of the login
+screen are saved to ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tkinter as tk
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sealchat.core import Message, Presence, Typing
+from sealchat.core.hub import HubConfig
+from sealchat.gui.app import _friendly
+from sealchat.gui.theme import PALETTES
+from sealchat.gui.viewmodel import TransferState
+from sealchat.transports.blocking_client import BlockingClient
+from tests.gui_harness import Window, destroyed, environment, open_window, xvfb
+from tests.servers import PASSWORD, Running, free_port, running_server
+
+DARK, LIGHT = PALETTES["dark"], PALETTES["light"]
+
+
+@pytest.fixture(scope="session")
+def display() -> Iterator[str]:
+    """A private X display for the whole session; DISPLAY points at it meanwhile."""
+    with xvfb() as name:
+        before = os.environ.get("DISPLAY")
+        os.environ["DISPLAY"] = name
+        try:
+            yield name
+        finally:
+            if before is None:
+                os.environ.pop("DISPLAY", None)
+            else:
+                os.environ["DISPLAY"] = before
+
+
+@pytest.fixture
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Running]:
+    """A trio server (with the test's own HubConfig when parametrized indirectly)."""
+    hub: HubConfig | None = getattr(request, "param", None)
+    with running_server("trio", tmp_path / "server", hub=hub) as running:
+        yield running
+
+
+@pytest.fixture
+def window(
+    display: str, server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Window]:
+    """The App, not yet logged in (closed at the end, before the server stops)."""
+    environment(tmp_path, monkeypatch)
+    with open_window(tmp_path / "gui.json", display) as opened:
+        yield opened
+
+
+@pytest.fixture
+def bob(server: Running) -> Iterator[BlockingClient]:
+    with server.login("bob") as client:
+        yield client
+
+
+def settings_file(tmp_path: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((tmp_path / "gui.json").read_text(encoding="utf-8"))
+    return data
+
+
+def button_texts(frame: tk.Misc) -> list[str]:
+    return [str(child.cget("text")) for child in frame.winfo_children()]
+
+
+# --- login ----------------------------------------------------------------------------------
+
+
+def test_log_in_through_the_widgets_trusting_the_key_on_first_contact(
+    window: Window, server: Running, tmp_path: Path
+) -> None:
+    app = window.app
+    assert app.title() == "sealchat"
+    assert not app.chat.winfo_ismapped()
+    window.fill_login(server.port, "alice", PASSWORD)
+    app.login_form.remember.select()
+    window.screenshot("gui-login.png")
+
+    window.submit_login()
+    window.until(lambda: app.vm.me == "alice", "the login")
+
+    assert [d.kind for d in window.dialogs] == ["askyesno"]
+    question = window.dialogs[0].message
+    assert f"127.0.0.1:{server.port} is new to this computer" in question
+    shown = question.split("\n\n")[1]
+    assert shown == server.fingerprint
+    pins = (tmp_path / "config" / "sealchat" / "known_servers").read_text(encoding="utf-8")
+    assert server.fingerprint in pins
+
+    window.until(app.vm.people_in_current, "the members of #general")
+    assert app.title() == "sealchat — alice"
+    assert app.chat.winfo_ismapped()
+    assert not app.login_form.winfo_ismapped()
+    assert button_texts(app.chat.conversation_list) == ["# general"]
+    assert "\u25cf alice" in button_texts(app.chat.people_list)
+
+    remembered = settings_file(tmp_path)
+    assert remembered["server"] == {"host": "127.0.0.1", "port": server.port, "username": "alice"}
+    assert PASSWORD not in (tmp_path / "gui.json").read_text(encoding="utf-8")
+
+
+def test_rooms_joined_in_an_earlier_session_are_in_the_sidebar(
+    window: Window, server: Running
+) -> None:
+    with server.login("alice") as earlier:
+        earlier.join("books")
+        earlier.join("random")
+    window.login(server.port, "alice")
+    window.until(
+        lambda: (
+            button_texts(window.app.chat.conversation_list) == ["# books", "# general", "# random"]
+        ),
+        "alice's rooms in the sidebar",
+    )
+
+
+def test_a_wrong_password_is_shown_on_the_login_form(window: Window, server: Running) -> None:
+    app = window.app
+    window.fill_login(server.port, "alice", "not the password")
+    window.submit_login()
+    window.until(window.login_error, "the login error")
+    assert window.login_error() == "Wrong user name or password."
+    assert app.login_form.button.cget("state") == "normal"
+    assert app.login_form.button.cget("text") == "Log in"
+    assert app.vm.me == ""
+    assert app.title() == "sealchat"
+    assert not app.chat.winfo_ismapped()
+
+    window.login(server.port, "alice")  # the key is pinned now: no second question
+    assert [d.kind for d in window.dialogs] == ["askyesno"]
+    assert app.title() == "sealchat — alice"
+
+
+def test_declining_the_server_key_does_not_connect(window: Window, server: Running) -> None:
+    window.trust = False
+    window.fill_login(server.port, "alice", PASSWORD)
+    window.submit_login()
+    window.until(window.login_error, "the login error")
+    assert window.login_error() == "You did not trust the server's key; not connected."
+    assert window.app.vm.me == ""
+
+
+def test_an_incomplete_form_is_refused_before_connecting(window: Window) -> None:
+    window.fill_login(0, "alice", PASSWORD)
+    window.app.login_form.port.delete(0, "end")
+    window.app.login_form.port.insert(0, "http")
+    window.submit_login()
+    window.pump()
+    assert window.login_error() == "Fill in the server, a numeric port and your user name."
+    assert window.dialogs == []
+
+
+def test_login_error_wording() -> None:
+    assert _friendly("invalid username or password") == "Wrong user name or password."
+    assert _friendly("cannot reach 127.0.0.1:9: Connection refused") == (
+        "The server cannot be reached. Check the address and port, and that it runs."
+    )
+    assert _friendly("too many failed attempts; try again in 8 s").startswith("Too many attempts: ")
+    assert "different protocol versions" in _friendly("version mismatch: 2 vs 1")
+    assert _friendly("the handshake did not finish in time") == (
+        "The handshake did not finish in time"
+    )
+
+
+def test_an_unreachable_server_is_explained_on_the_form(window: Window) -> None:
+    window.fill_login(free_port(), "alice", PASSWORD)
+    window.submit_login()
+    window.until(window.login_error, "the login error")
+    assert window.login_error() == (
+        "The server cannot be reached. Check the address and port, and that it runs."
+    )
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def test_send_with_enter_and_receive_from_a_second_client(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    window.until(lambda: "\u25cf bob" in button_texts(app.chat.people_list), "bob shown online")
+
+    window.type_and_enter("hello bob :) \u263a")
+    received = window.receive(bob, Message, "alice's message at bob")
+    assert (received.sender, received.room, received.text) == (
+        "alice",
+        "general",
+        "hello bob :) \u263a",
+    )
+    assert app.chat.input.get("1.0", "end").strip() == ""
+    window.until(lambda: "alice: hello bob :) \u263a" in window.transcript(), "my own message")
+
+    bob.send_message("hi alice, got it", room="general")
+    window.until(lambda: "bob: hi alice, got it" in window.transcript(), "bob's message")
+    text = window.transcript()
+    assert text.index("alice: hello bob") < text.index("bob: hi alice")
+    assert app.vm.conversation("#general").unread == 0
+
+
+def test_a_direct_message_opens_a_conversation_with_an_unread_count(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    bob.send_message("just for you", to="alice")
+    window.until(lambda: "@ bob  (1)" in button_texts(app.chat.conversation_list), "the unread DM")
+    assert "just for you" not in window.transcript()
+
+    app.select("@bob")
+    window.until(lambda: "bob: just for you" in window.transcript(), "the DM shown")
+    assert "@ bob" in button_texts(app.chat.conversation_list)
+    window.type_and_enter("thanks")
+    received = window.receive(bob, Message, "alice's DM at bob")
+    assert (received.sender, received.to, received.room, received.text) == (
+        "alice",
+        "bob",
+        "",
+        "thanks",
+    )
+
+
+def test_typing_indicator_appears_and_expires(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    window.login(server.port, "alice")
+    assert window.typing() == ""
+    bob.send(Typing(room="general"))
+    window.until(lambda: window.typing() == "bob is typing…", "bob's typing notice")
+    # No refresh and no stop: the window drops it 5 s after it arrived.
+    window.until(lambda: window.typing() == "", "the typing notice to expire", timeout=20)
+
+    bob.send(Typing(room="general"))
+    window.until(lambda: window.typing() == "bob is typing…", "bob's typing notice again")
+    bob.send_message("there", room="general")
+    window.until(lambda: "bob: there" in window.transcript(), "bob's message")
+    assert window.typing() == ""  # his message ends his notice
+
+
+def test_typing_in_the_box_tells_the_others_and_then_stops(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    window.login(server.port, "alice")
+    box = window.app.chat.input._textbox
+    box.focus_force()
+    box.insert("end", "h")
+    box.event_generate("<KeyRelease>", keysym="h")
+    started = window.receive(bob, Typing, "alice's typing notice at bob")
+    assert (started.user, started.room, started.active) == ("alice", "general", True)
+    # After a pause of about 4 s without keys, the window says she stopped.
+    stopped = window.receive(bob, Typing, "alice's typing stop at bob")
+    assert (stopped.user, stopped.room, stopped.active) == ("alice", "general", False)
+
+
+def test_title_and_bell_for_messages_while_unfocused(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.event_generate("<FocusOut>")  # another window takes the focus
+    window.pump()
+    assert not app.vm.focused
+    bob.send_message("are you there?", room="general")
+    window.until(lambda: app.title() == "(1) sealchat — alice", "the title to count it")
+    assert window.bells >= 1
+    app.event_generate("<FocusIn>")
+    window.until(lambda: app.title() == "sealchat — alice", "the title to reset")
+
+
+@pytest.mark.parametrize(
+    "server", [HubConfig(messages_per_second=1000, message_burst=1000)], indirect=True
+)
+def test_history_loads_page_by_page_when_scrolling_up(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    def text_of(n: int) -> str:
+        return f"book {n}" + ("\nsecond line" if n % 7 == 0 else "")  # some span two lines
+
+    bob.join("books")
+    for n in range(1, 121):
+        bob.send_message(text_of(n), room="books")
+    app = window.app
+    transcript = app.chat.transcript
+    window.login(server.port, "alice")
+    inner = app.chat.join_entry._entry  # the tk.Entry inside the CTkEntry
+    inner.focus_force()
+    window.pump()  # focus first: it takes the placeholder text away
+    app.chat.join_entry.insert(0, "books")
+    inner.event_generate("<Return>")
+    window.until(lambda: app.vm.current == "#books", "#books to open")
+    books = app.vm.conversation("#books")
+    window.until(lambda: len(books.ids) == 50, "the newest page")
+    window.until(lambda: "bob: book 120" in window.transcript(), "the newest page drawn")
+    window.pump(0.5)
+    assert len(books.ids) == 50, "more than one page loaded without scrolling"
+    assert books.more_history
+    assert transcript.yview()[1] == 1.0, "the newest message is not in view"
+
+    def top_line() -> str:
+        return str(transcript.get("@0,0 linestart", "@0,0 lineend"))
+
+    pages = 1
+    while books.more_history:
+        shown = len(books.ids)
+        oldest = f"bob: book {books.oldest}"
+        transcript.yview_moveto(0.0)  # the reader scrolls to the top
+        window.until(lambda top=oldest: top_line().endswith(top), "the view at the top")
+        window.until(lambda shown=shown: len(books.ids) > shown, "an older page")
+        pages += 1
+        window.pump(0.5)
+        assert len(books.ids) == min(120, 50 * pages), "scrolling up once loaded several pages"
+        assert top_line().endswith(oldest), "the view did not stay where the reader was"
+    assert pages == 3
+
+    lines = [line.split("  ", 1)[-1] for line in window.transcript().strip("\n").split("\n")]
+    expected = []
+    for n in range(1, 121):
+        first, *rest = text_of(n).split("\n")
+        expected += [f"bob: {first}", *rest]
+    assert lines == expected
+
+
+def test_a_message_of_several_lines_keeps_the_transcript_in_order(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    window.login(server.port, "alice")
+    bob.send_message("first line\nsecond line", room="general")
+    bob.send_message("third", room="general")
+    window.type_and_enter("fourth")
+    window.until(lambda: "alice: fourth" in window.transcript(), "the messages")
+    lines = [line.split("  ", 1)[-1] for line in window.transcript().strip("\n").split("\n")]
+    assert lines == ["bob: first line", "second line", "bob: third", "alice: fourth"]
+
+
+# --- theme ----------------------------------------------------------------------------------
+
+
+def test_theme_switch_changes_colours_is_saved_and_restored(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path, display: str
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    bob.send_message("the dark theme is dark blue and green", room="general")
+    window.type_and_enter("and the light one is white and black")
+    window.until(lambda: "and the light one" in window.transcript(), "the messages")
+    note = tmp_path / "palette.txt"
+    note.write_text("dark: #0d2137\nlight: #ffffff\n", encoding="utf-8")
+    app.send_file(note)
+    (transfer,) = app.vm.transfers.values()
+    window.until(lambda: transfer.state is TransferState.DONE, "the upload")
+    bar = app.chat.transfer_rows[transfer.id][1]
+    transcript = app.chat.transcript
+
+    assert app.vm.theme == "dark"
+    assert transcript.cget("background") == DARK["text_bg"]
+    assert transcript.cget("foreground") == DARK["fg"]
+    assert window.pixel(transcript) == DARK["text_bg"]
+    assert app.chat.theme_switch.get() == 1
+    assert bar.cget("progress_color") == DARK["accent"]
+    window.screenshot("gui-dark.png")
+
+    app.chat.theme_switch.toggle()  # what a click on it does
+    window.pump()
+    assert app.vm.theme == "light"
+    assert transcript.cget("background") == LIGHT["text_bg"]
+    assert transcript.cget("foreground") == LIGHT["fg"]
+    assert window.pixel(transcript) == LIGHT["text_bg"]
+    assert app.chat.theme_switch.get() == 0
+    assert app.chat.typing_label.cget("text_color") == LIGHT["dim"]
+    assert bar.cget("progress_color") == LIGHT["accent"]
+    assert settings_file(tmp_path)["theme"] == "light"
+    window.screenshot("gui-light.png")
+
+    app.chat.theme_switch.toggle()
+    window.pump()
+    assert app.vm.theme == "dark"
+    assert transcript.cget("background") == DARK["text_bg"]
+    assert window.pixel(transcript) == DARK["text_bg"]
+    assert settings_file(tmp_path)["theme"] == "dark"
+
+    app.chat.theme_switch.toggle()
+    window.pump()
+    assert settings_file(tmp_path)["theme"] == "light"
+    window.close()
+
+    with open_window(tmp_path / "gui.json", display) as again:
+        assert again.app.vm.theme == "light"
+        assert again.app.chat.transcript.cget("background") == LIGHT["text_bg"]
+        assert again.app.login_form.cget("fg_color") == LIGHT["panel"]
+        assert again.pixel(again.app.login_form, 20, 20) == LIGHT["panel"]
+        assert again.app.chat.theme_switch.get() == 0
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def test_send_a_small_file_and_see_its_progress_complete(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    data = bytes(range(256)) * 600  # 150 KiB: three chunks
+    path = tmp_path / "notes.bin"
+    path.write_bytes(data)
+    seen: list[tuple[int, int]] = []
+    original = app.vm.transfer_progress
+
+    def progress(transfer_id: int, done: int, total: int) -> object:
+        seen.append((done, total))
+        return original(transfer_id, done, total)
+
+    app.vm.transfer_progress = progress  # type: ignore[method-assign]
+    app.send_file(path)
+    (transfer,) = app.vm.transfers.values()
+    window.until(lambda: transfer.state is not TransferState.RUNNING, "the upload", timeout=60)
+    assert transfer.state is TransferState.DONE, transfer.label
+
+    label, bar, cancel = app.chat.transfer_rows[transfer.id]
+    assert label.cget("text") == "Sent notes.bin"
+    assert bar.get() == 1.0
+    assert cancel.cget("text") == "Done"
+    assert seen[-1] == (len(data), len(data))
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+    announced = window.receive(bob, Message, "the file announcement at bob")
+    assert announced.sender == "alice"
+    assert announced.file is not None
+    assert (announced.file.name, announced.file.size) == ("notes.bin", len(data))
+    saved = bob.download(announced.file.file_id, tmp_path / "bob-downloads")
+    assert saved.read_bytes() == data
+    window.until(lambda: "alice: \u2913 notes.bin (150.0 KiB)" in window.transcript(), "the file")
+
+
+def test_clicking_a_file_announced_by_the_other_client_downloads_it(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    data = os.urandom(5000)
+    path = tmp_path / "photo.png"
+    path.write_bytes(data)
+    info = bob.send_file(path, room="general")
+    window.until(lambda: "bob: \u2913 photo.png (4.9 KiB)" in window.transcript(), "the file")
+
+    transcript = app.chat.transcript
+    first = transcript.tag_ranges(f"file:{info.file_id}")[0]
+    transcript.see(first)
+    window.pump()
+    x, y, _width, height = transcript.bbox(first)
+    transcript.event_generate("<Motion>", x=x + 2, y=y + height // 2)
+    transcript.event_generate("<Button-1>", x=x + 2, y=y + height // 2)
+    transcript.event_generate("<ButtonRelease-1>", x=x + 2, y=y + height // 2)
+    window.until(lambda: app.vm.transfers, "the download to start")
+    (transfer,) = app.vm.transfers.values()
+    window.until(lambda: transfer.state is not TransferState.RUNNING, "the download", timeout=60)
+    assert transfer.state is TransferState.DONE, transfer.label
+
+    saved = Path(transfer.detail)
+    assert saved.read_bytes() == data
+    assert saved.parent == tmp_path / "downloads" / "sealchat"
+    label, bar, _cancel = app.chat.transfer_rows[transfer.id]
+    assert label.cget("text") == f"Saved photo.png to {saved}"
+    assert bar.get() == 1.0
+
+
+def test_download_by_file_id(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    data = b"sealchat " * 1000
+    path = tmp_path / "readme.txt"
+    path.write_bytes(data)
+    info = bob.send_file(path, room="general")
+    window.until(lambda: "readme.txt" in window.transcript(), "the file announcement")
+
+    app.download(info.file_id)
+    (transfer,) = app.vm.transfers.values()
+    window.until(lambda: transfer.state is not TransferState.RUNNING, "the download", timeout=60)
+    assert transfer.state is TransferState.DONE, transfer.label
+    label, bar, _cancel = app.chat.transfer_rows[transfer.id]
+    assert str(label.cget("text")).startswith("Saved readme.txt")
+    assert bar.get() == 1.0
+    assert Path(transfer.detail).read_bytes() == data
+
+
+# --- the connection and closing -------------------------------------------------------------
+
+
+def test_reconnect_banner_when_the_server_goes_away(window: Window, server: Running) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    assert not app.chat.banner.winfo_ismapped()
+    server.stop()
+    window.until(
+        lambda: str(app.chat.banner.cget("text")).startswith("Connection lost"),
+        "the reconnect banner",
+    )
+    assert app.chat.banner.winfo_ismapped()
+    # Closing while it waits to reconnect still ends cleanly (checked by the fixture).
+
+
+def test_closing_the_window_cancels_trio_and_finishes_cleanly(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    close = app.tk.call("wm", "protocol", app._w, "WM_DELETE_WINDOW")
+    assert close, "no WM_DELETE_WINDOW handler"
+    app.tk.call(close)  # what the window manager's close button does
+    window.until_finished()
+    assert app.guest.result is not None
+    app.guest.result.unwrap()
+    assert destroyed(app)
+    while True:  # the server saw alice go (after her arrival, which bob saw first)
+        presence = bob.next(Presence, timeout=30)
+        if presence.user == "alice" and not presence.online:
+            break
+
+
+def test_closing_before_logging_in_finishes_cleanly(window: Window) -> None:
+    app = window.app
+    app.close()
+    window.until_finished()
+    assert app.guest.result is not None
+    app.guest.result.unwrap()
+    assert destroyed(app)
