@@ -5,10 +5,10 @@ from __future__ import annotations
 import platform
 import sys
 
-from bench import core, gui, server
+from bench import client, core, gui, server
 from bench.harness import table
 
-SECTIONS = {"core": core.run, "server": server.run, "gui": gui.run}
+SECTIONS = {"core": core.run, "server": server.run, "gui": gui.run, "client": client.run}
 
 
 def main(argv: list[str]) -> int:
