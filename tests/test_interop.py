@@ -12,6 +12,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import Message
+from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.pinning import (
     KnownServers,
@@ -20,7 +21,7 @@ from sealchat.transports.pinning import (
     pinned,
     server_name,
 )
-from sealchat.transports.requests import ClientError, LoginFailed
+from sealchat.transports.requests import TRANSFER_BLOCK, TRANSFER_QUEUE, ClientError, LoginFailed
 from sealchat.transports.trio_client import connect
 from tests.servers import KINDS, PASSWORD, running_server
 
@@ -91,6 +92,21 @@ def test_blocking_client_operations(kind: str, tmp_path: Path) -> None:
             assert carol.files(room="general") == []
         with pytest.raises(LoginFailed, match="invalid username or password"):
             server.login("carol", "wrong")
+
+
+def test_blocking_client_moves_files_bigger_than_its_queues(tmp_path: Path) -> None:
+    data = os.urandom(3 * TRANSFER_BLOCK + TRANSFER_QUEUE * MAX_CHUNK + 99)
+    source = tmp_path / "archive.tar"
+    source.write_bytes(data)
+    with running_server("trio", tmp_path / "server") as server, server.login("dave") as dave:
+        sent: list[int] = []
+        info = dave.send_file(source, room="general", progress=lambda d, t: sent.append(d))
+        assert sent[-1] == len(data)
+        got: list[int] = []
+        path = dave.download(info.file_id, tmp_path / "in", progress=lambda d, t: got.append(d))
+        assert path.read_bytes() == data
+        assert got == sorted(got)
+        assert got[-1] == len(data)
 
 
 def test_blocking_client_pins_like_the_trio_client(tmp_path: Path) -> None:

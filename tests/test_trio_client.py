@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import Message, Presence, Typing
 from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
+from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKeyUnknown
+from sealchat.transports.requests import TRANSFER_BLOCK, TRANSFER_QUEUE
 from sealchat.transports.trio_client import (
     ChatClient,
     LinkState,
@@ -184,6 +187,38 @@ async def test_upload_and_download_with_progress(server: Running, tmp_path: Path
         assert path.name == "report.pdf"
         again = await bob.download(info.file_id)  # never clobbers
         assert again.name == "report (1).pdf"
+
+
+async def test_big_transfers_with_a_slow_disk_keep_the_download_queue_bounded(
+    server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(5 * TRANSFER_BLOCK + 12_345)  # several read blocks, many queues full
+    source = tmp_path / "video.bin"
+    source.write_bytes(data)
+    queued: list[int] = []
+    write_all = PartialDownload.write_all
+
+    def slow_write_all(self: PartialDownload, chunks: Any) -> None:
+        queued.extend(c.statistics().current_buffer_used for c in bob._chunks.values())
+        time.sleep(0.05)  # a disk much slower than the network
+        write_all(self, chunks)
+
+    monkeypatch.setattr(PartialDownload, "write_all", slow_write_all)
+    async with (
+        logged_in(server, tmp_path, "alice") as alice,
+        logged_in(server, tmp_path, "bob") as bob,
+    ):
+        sent: list[int] = []
+        info = await alice.send_file(source, room="general", progress=lambda d, t: sent.append(d))
+        assert sent == sorted(sent)
+        assert sent[-1] == len(data)
+        got: list[int] = []
+        path = await bob.download(info.file_id, progress=lambda d, t: got.append(d))
+    assert path.read_bytes() == data
+    assert got == sorted(got)
+    assert got[-1] == len(data)
+    assert queued
+    assert max(queued) <= TRANSFER_QUEUE
 
 
 async def test_download_resumes_a_partial_file(server: Running, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,11 +51,17 @@ from sealchat.core import (
     RoomInfo,
     Typing,
 )
-from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, sha256_of
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
-from sealchat.transports.requests import ClientError, Reply, Request, TransferFailed
+from sealchat.transports.requests import (
+    TRANSFER_BLOCK,
+    TRANSFER_QUEUE,
+    ClientError,
+    Reply,
+    Request,
+    TransferFailed,
+)
 
 E = TypeVar("E")
 T = TypeVar("T")
@@ -92,6 +98,8 @@ class BlockingClient:
         self._newest = 0
         self._transfers = itertools.count(1)
         self._chunks: dict[int, queue.Queue[Record]] = {}
+        self._arrived: list[tuple[queue.Queue[Record], Record]] = []
+        """Chunk records read under the lock, handed to their downloads after it."""
         try:
             self._sock = socket.create_connection(
                 (host, port), timeout=timeout, source_address=source_address
@@ -123,8 +131,13 @@ class BlockingClient:
 
     def send(self, record: Record) -> None:
         """Encrypt and write ``record`` now."""
+        self.send_all((record,))
+
+    def send_all(self, records: Iterable[Record]) -> None:
+        """Encrypt ``records`` and write them out in one go."""
         with self._lock:
-            self._conn.send(record)
+            for record in records:
+                self._conn.send(record)
             self._flush()
 
     def _flush(self) -> None:
@@ -164,6 +177,9 @@ class BlockingClient:
                     conn.receive_data(data)
                     closed = self._drain()
                     self._flush()
+                    arrived, self._arrived = self._arrived, []
+                for chunks, record in arrived:  # outside the lock: a full queue waits here
+                    chunks.put(record)
         except (ProtocolError, OSError) as exc:
             self._failure = str(exc)
             self.events.put(ConnectionClosed(reason=str(exc)))
@@ -175,7 +191,7 @@ class BlockingClient:
                     waiter.finished.set()
                 self._waiters.clear()
                 for chunks in self._chunks.values():
-                    chunks.put(FileReject(transfer=0, reason="the connection was lost"))
+                    _put_last(chunks, FileReject(transfer=0, reason="the connection was lost"))
 
     def _drain(self) -> bool:
         while True:
@@ -237,7 +253,7 @@ class BlockingClient:
         if isinstance(record, FileChunk | FileComplete | FileReject):
             chunks = self._chunks.get(record.transfer)
             if chunks is not None:
-                chunks.put(record)
+                self._arrived.append((chunks, record))
         elif isinstance(record, Message):
             self._newest = max(self._newest, record.id)
         elif isinstance(record, HistoryEnd) and not record.room and not record.peer:
@@ -322,11 +338,11 @@ class BlockingClient:
         with open(path, "rb") as source:
             source.seek(offset)
             while offset < data_size:
-                data = source.read(min(MAX_CHUNK, data_size - offset))
-                if not data:
+                block = source.read(min(TRANSFER_BLOCK, data_size - offset))
+                if not block:
                     raise TransferFailed(f"{path} shrank while it was being sent")
-                self.send(FileChunk(transfer=transfer, offset=offset, data=data))
-                offset += len(data)
+                self.send_all(requests.chunks(transfer, offset, block))
+                offset += len(block)
                 if progress is not None:
                     progress(offset, data_size)
         self.send(FileComplete(transfer=transfer, sha256=digest))
@@ -337,31 +353,45 @@ class BlockingClient:
         """Fetch a shared file into ``folder`` (resuming a partial one); returns its path once
         the SHA-256 matched."""
         transfer = next(self._transfers)
-        chunks: queue.Queue[Record] = queue.Queue()
+        chunks: queue.Queue[Record] = queue.Queue(TRANSFER_QUEUE)
         self._chunks[transfer] = chunks
         try:
-            offset = PartialDownload.existing_size(folder, file_id)
-            offer = self.ask(requests.download(transfer, file_id, offset))
-            target = PartialDownload(folder, file_id, offer.name, offer.sha256)
-            while True:
-                try:
-                    record = chunks.get(timeout=REQUEST_TIMEOUT)
-                except queue.Empty:
-                    raise TransferFailed("the download stalled; try again to resume it") from None
-                if isinstance(record, FileComplete):
-                    break
-                if isinstance(record, FileReject):
-                    raise TransferFailed(record.reason)
-                assert isinstance(record, FileChunk)
-                target.write(record.offset, record.data)
-                if progress is not None:
-                    progress(record.offset + len(record.data), offer.size)
-            try:
-                return target.finish()
-            except ValueError as exc:
-                raise TransferFailed(str(exc)) from None
+            with PartialDownload(folder, file_id) as target:
+                offer = self.ask(requests.download(transfer, file_id, target.size))
+                while True:
+                    try:
+                        record = chunks.get(timeout=REQUEST_TIMEOUT)
+                    except queue.Empty:
+                        raise TransferFailed(
+                            "the download stalled; try again to resume it"
+                        ) from None
+                    if isinstance(record, FileComplete):
+                        return target.finish(offer.name, offer.sha256)
+                    if isinstance(record, FileReject):
+                        raise TransferFailed(record.reason)
+                    assert isinstance(record, FileChunk)
+                    target.write(record.offset, record.data)
+                    if progress is not None:
+                        progress(target.size, offer.size)
+        except ValueError as exc:  # a chunk out of place, or the SHA-256 did not match
+            raise TransferFailed(str(exc)) from None
         finally:
-            del self._chunks[transfer]
+            with self._lock:
+                del self._chunks[transfer]
+            with contextlib.suppress(queue.Empty):  # let a reader waiting on a full queue on
+                while True:
+                    chunks.get_nowait()
+
+
+def _put_last(chunks: queue.Queue[Record], record: Record) -> None:
+    """Queue ``record`` without waiting: if the queue is full, it replaces the newest chunk
+    (the download fails anyway)."""
+    try:
+        chunks.put_nowait(record)
+    except queue.Full:
+        with contextlib.suppress(queue.Empty):
+            chunks.get_nowait()
+        chunks.put_nowait(record)
 
 
 class _Waiter:

@@ -11,12 +11,17 @@ import hashlib
 import os
 import re
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 
 import platformdirs
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_NAME = 200
+_BLOCK = 1 << 20
+_OPEN_FLAGS = (
+    os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
 def default_downloads_dir() -> Path:
@@ -38,50 +43,66 @@ def safe_name(name: str) -> str:
 
 
 class PartialDownload:
-    """The ``.part`` file of one download: append chunks, then verify and move into place."""
+    """The open ``.part`` file of one download: chunks are appended and hashed as they come
+    (bytes left by an interrupted download are hashed once, on opening), then ``finish``
+    checks the SHA-256 and moves the file into place. Use it as a context manager."""
 
-    def __init__(self, folder: Path, file_id: str, name: str, sha256: bytes) -> None:
+    def __init__(self, folder: Path, file_id: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self.name = name
-        self.sha256 = sha256
         self.path = _part_path(folder, file_id)
+        self._fd = os.open(self.path, _OPEN_FLAGS, 0o600)
+        self._digest = hashlib.sha256()
+        self.size = 0
+        """Bytes here (hashed): where a resumed download starts."""
+        try:
+            while block := os.read(self._fd, _BLOCK):  # from the start; writes append
+                self._digest.update(block)
+                self.size += len(block)
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
-        return f"PartialDownload({str(self.path)!r})"
+        return f"PartialDownload({str(self.path)!r}, size={self.size})"
 
-    @staticmethod
-    def existing_size(folder: Path, file_id: str) -> int:
-        """Bytes of ``file_id`` already downloaded into ``folder`` (0 if none)."""
-        try:
-            return _part_path(folder, file_id).stat().st_size
-        except OSError:
-            return 0
+    def __enter__(self) -> PartialDownload:
+        return self
 
-    @property
-    def size(self) -> int:
-        """Bytes already here: where a resumed download starts."""
-        try:
-            return self.path.stat().st_size
-        except FileNotFoundError:
-            return 0
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (it stays, so a later download resumes from it)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def write(self, offset: int, data: bytes) -> None:
-        """Append ``data``, which must start where the file ends."""
+        """Append ``data``, which must start where the file ends (ValueError otherwise)."""
         if offset != self.size:
-            raise ValueError(f"chunk at {offset}, but {self.size} bytes are here")
-        with open(self.path, "ab") as out:
-            out.write(data)
+            raise ValueError(f"a chunk at offset {offset}, but {self.size} bytes are here")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._digest.update(data)
+        self.size += len(data)
 
-    def finish(self) -> Path:
-        """Check the SHA-256, then move the file to a free name; ValueError (and the partial
-        file removed) if the bytes are not what the sender offered."""
-        with open(self.path, "rb") as source:
-            os.fsync(source.fileno())
-        if sha256_of(self.path) != self.sha256:
-            self.path.unlink()
-            raise ValueError(f"{self.name}: the SHA-256 does not match; the download was deleted")
-        target = _free_path(self.folder, safe_name(self.name))
+    def write_all(self, chunks: Iterable[tuple[int, bytes]]) -> None:
+        """``write`` each (offset, data) in turn: one call for what arrived together."""
+        for offset, data in chunks:
+            self.write(offset, data)
+
+    def finish(self, name: str, sha256: bytes) -> Path:
+        """Check the SHA-256 the sender offered, then move the file to a free name derived
+        from ``name`` (display text from the server); ValueError (and the partial file
+        removed) if the bytes are not what was offered."""
+        os.fsync(self._fd)
+        self.close()
+        if self._digest.digest() != sha256:
+            self.path.unlink(missing_ok=True)
+            raise ValueError(f"{name}: the SHA-256 does not match; the download was deleted")
+        target = _free_path(self.folder, safe_name(name))
         os.replace(self.path, target)
         return target
 
@@ -90,7 +111,7 @@ def sha256_of(path: Path) -> bytes:
     """The SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as source:
-        while block := source.read(1 << 20):
+        while block := source.read(_BLOCK):
             digest.update(block)
     return digest.digest()
 

@@ -7,13 +7,14 @@ answers in order but interleaves other traffic.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sealchat.core import (
     Authenticated,
     FileAccept,
+    FileChunk,
     FileInfo,
     FileList,
     FileOffer,
@@ -40,6 +41,13 @@ from sealchat.core import (
 )
 from sealchat.core import Error as ServerError
 from sealchat.core.hub.hub import FILES_REF, HISTORY_REF
+from sealchat.core.limits import MAX_CHUNK
+
+TRANSFER_BLOCK = 16 * MAX_CHUNK
+"""Bytes an upload reads from disk per read and writes to the socket in one go."""
+TRANSFER_QUEUE = 32
+"""Chunks a download holds between the socket and the disk (about 2 MiB): beyond it, the
+reader waits and TCP flow control slows the server."""
 
 R = TypeVar("R")
 
@@ -236,6 +244,13 @@ def upload(offer: FileOffer) -> Request[FileAccept]:
         lambda _r: True,
         result,
     )
+
+
+def chunks(transfer: int, offset: int, block: bytes) -> Iterator[FileChunk]:
+    """``block`` of an upload, read from ``offset``, as records of at most MAX_CHUNK bytes."""
+    for start in range(0, len(block), MAX_CHUNK):
+        data = block[start : start + MAX_CHUNK]
+        yield FileChunk(transfer=transfer, offset=offset + start, data=data)
 
 
 def announced(file_id: str, transfer: int) -> Reply[FileInfo]:

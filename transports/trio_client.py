@@ -17,11 +17,10 @@ client drops messages it has already shown, so nothing is lost and nothing is do
 
 from __future__ import annotations
 
-import math
 import random
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -57,7 +56,6 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core import Error as ServerError
-from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, default_downloads_dir, sha256_of
 from sealchat.transports.keyfile import load_or_create_key
@@ -69,6 +67,8 @@ from sealchat.transports.pinning import (
     server_name,
 )
 from sealchat.transports.requests import (
+    TRANSFER_BLOCK,
+    TRANSFER_QUEUE,
     ClientError,
     LoginFailed,
     Reply,
@@ -262,7 +262,7 @@ class ChatClient:
                 waiter.finished.set()
             self._waiters.clear()
             for chunks in self._chunks.values():
-                chunks.send_nowait(FileReject(transfer=0, reason="connection lost"))
+                chunks.close()  # the download sees the end of its chunks: it resumes later
             if self._link is link:
                 self._link = None
                 self._online = trio.Event()
@@ -289,7 +289,9 @@ class ChatClient:
                     self._waiters.remove(waiter)
         match record:
             case FileChunk() | FileComplete() | FileReject() if record.transfer in self._chunks:
-                self._chunks[record.transfer].send_nowait(record)
+                # A full queue makes the reader wait: the socket backs up, the server pauses.
+                with suppress(trio.BrokenResourceError):  # the download ended meanwhile
+                    await self._chunks[record.transfer].send(record)
                 return
             case Message():
                 if not self._remember(record.id):
@@ -374,11 +376,16 @@ class ChatClient:
     # --- sending --------------------------------------------------------------------------
 
     async def _send(self, record: Record) -> None:
+        await self._send_all((record,))
+
+    async def _send_all(self, records: Iterable[Record]) -> None:
+        """Queue ``records`` on the connection and write them out in one go."""
         link = self._link
         if link is None:
             raise _LinkLost("not connected; the client is reconnecting")
         async with link.send_lock:
-            link.conn.send(record)
+            for record in records:
+                link.conn.send(record)
             await self._flush(link)
 
     async def _flush(self, link: _Link) -> None:
@@ -534,11 +541,11 @@ class ChatClient:
             async with await trio.open_file(path, "rb") as source:
                 await source.seek(offset)
                 while offset < size:
-                    data = await source.read(min(MAX_CHUNK, size - offset))
-                    if not data:
+                    block = await source.read(min(TRANSFER_BLOCK, size - offset))
+                    if not block:
                         raise TransferFailed(f"{path} shrank while it was being sent")
-                    await self._send(FileChunk(transfer=transfer, offset=offset, data=data))
-                    offset += len(data)
+                    await self._send_all(requests.chunks(transfer, offset, block))
+                    offset += len(block)
                     progress(offset, size)
             await self._send(FileComplete(transfer=transfer, sha256=digest))
             return await self._await(announced, outcome, REQUEST_TIMEOUT)
@@ -557,34 +564,33 @@ class ChatClient:
 
     async def _download(self, file_id: str, progress: Progress) -> Path:
         transfer = next(self._transfers)
-        send_chunks, receive_chunks = trio.open_memory_channel[Record](math.inf)
+        target = await trio.to_thread.run_sync(PartialDownload, self.downloads_dir, file_id)
+        send_chunks, receive_chunks = trio.open_memory_channel[Record](TRANSFER_QUEUE)
         self._chunks[transfer] = send_chunks
         try:
-            offset = PartialDownload.existing_size(self.downloads_dir, file_id)
-            reply = await self._ask(requests.download(transfer, file_id, offset))
-            target = PartialDownload(self.downloads_dir, file_id, reply.name, reply.sha256)
-            size = reply.size
-            progress(reply.offset, size)
+            reply = await self._ask(requests.download(transfer, file_id, target.size))
+            progress(reply.offset, reply.size)
             while True:
-                with trio.fail_after(REQUEST_TIMEOUT):
-                    record = await receive_chunks.receive()
-                if isinstance(record, FileComplete):
-                    break
-                if isinstance(record, FileReject):
-                    if record.transfer == 0:
-                        raise _LinkLost(record.reason)
-                    raise TransferFailed(record.reason)
-                assert isinstance(record, FileChunk)
-                await trio.to_thread.run_sync(target.write, record.offset, record.data)
-                progress(record.offset + len(record.data), size)
-            try:
-                return await trio.to_thread.run_sync(target.finish)
-            except ValueError as exc:
-                raise TransferFailed(str(exc)) from None
+                chunks, last = await _arrived(receive_chunks)
+                if chunks:
+                    await trio.to_thread.run_sync(
+                        target.write_all, [(c.offset, c.data) for c in chunks]
+                    )
+                    progress(target.size, reply.size)
+                if isinstance(last, FileComplete):
+                    return await trio.to_thread.run_sync(target.finish, reply.name, reply.sha256)
+                if isinstance(last, FileReject):
+                    raise TransferFailed(last.reason)
+        except ValueError as exc:  # a chunk out of place, or the SHA-256 did not match
+            raise TransferFailed(str(exc)) from None
         except trio.TooSlowError:
             raise TransferFailed("the download stalled; try again to resume it") from None
+        except trio.EndOfChannel:
+            raise _LinkLost("the connection was lost") from None
         finally:
             del self._chunks[transfer]
+            receive_chunks.close()
+            target.close()
 
     # --- closing --------------------------------------------------------------------------
 
@@ -629,6 +635,23 @@ def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
             return inner
         group = inner
     return group
+
+
+async def _arrived(
+    chunks: trio.MemoryReceiveChannel[Record],
+) -> tuple[list[FileChunk], Record | None]:
+    """The chunks of a download that are here (waiting for at least one record), and the
+    record that ended the download if it came too. EndOfChannel if the link was lost."""
+    with trio.fail_after(REQUEST_TIMEOUT):
+        record: Record | None = await chunks.receive()
+    got: list[FileChunk] = []
+    while isinstance(record, FileChunk):
+        got.append(record)
+        try:
+            record = chunks.receive_nowait() if len(got) < TRANSFER_QUEUE else None
+        except trio.WouldBlock:
+            record = None
+    return got, record
 
 
 def _no_progress(done: int, total: int) -> None:
