@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 
@@ -18,7 +19,11 @@ def main(argv: list[str]) -> int:
         print(f"unknown section(s) {unknown}; choose from {sorted(SECTIONS)}", file=sys.stderr)
         return 2
     rows = [row for name in chosen for row in SECTIONS[name]()]
-    print(f"Python {platform.python_version()} on {platform.machine()}, medians of 7 runs\n")
+    print(
+        f"Python {platform.python_version()} on {platform.machine()} ({os.cpu_count()} cores); "
+        "each row says how it was measured; ratios compare runs interleaved in the same "
+        "process run\n"
+    )
     print(table(rows))
     return 0
 
