@@ -21,8 +21,7 @@ def main(argv: list[str]) -> int:
     rows = [row for name in chosen for row in SECTIONS[name]()]
     print(
         f"Python {platform.python_version()} on {platform.machine()} ({os.cpu_count()} cores); "
-        "each row says how it was measured; ratios compare runs interleaved in the same "
-        "process run\n"
+        "each row names how it was measured; every ratio compares two measurements of this run\n"
     )
     print(table(rows))
     return 0
