@@ -128,3 +128,13 @@ def test_blocking_client_pins_like_the_trio_client(tmp_path: Path) -> None:
         known.pin(name, "SHA256:" + "C" * 43)
         with pytest.raises(ServerKeyChanged, match="CHANGED"):
             BlockingClient("127.0.0.1", server.port, trust=pinned(known, name, confirm))
+
+
+def test_public_modules_offer_each_transport_whole() -> None:
+    from sealchat.transports import blocking
+    from sealchat.transports import trio as trio_transport
+    from sealchat.transports.blocking_server import ThreadedServer
+    from sealchat.transports.trio_server import TrioServer
+
+    assert (trio_transport.connect, trio_transport.TrioServer) == (connect, TrioServer)
+    assert (blocking.BlockingClient, blocking.ThreadedServer) == (BlockingClient, ThreadedServer)

@@ -1,0 +1,14 @@
+"""sealchat on plain blocking sockets: the one-thread-per-client server and the client for
+scripts that do not use trio.
+
+The code lives in ``blocking_server`` and ``blocking_client``; this module is the public face
+of both.
+"""
+
+from __future__ import annotations
+
+from sealchat.transports.blocking_client import BlockingClient
+from sealchat.transports.blocking_server import ThreadedServer
+from sealchat.transports.requests import ClientError, LoginFailed, TransferFailed
+
+__all__ = ["BlockingClient", "ClientError", "LoginFailed", "ThreadedServer", "TransferFailed"]

@@ -1,0 +1,24 @@
+"""sealchat over trio: the default server and the async client library.
+
+``TrioServer`` serves a hub with a task per connection; ``connect`` / ``ChatClient`` are the
+client library the desktop and terminal clients use (see ``docs/client.md``). The code lives
+in ``trio_server`` and ``trio_client``; this module is the public face of both.
+"""
+
+from __future__ import annotations
+
+from sealchat.transports.requests import ClientError, LoginFailed, TransferFailed
+from sealchat.transports.trio_client import ChatClient, Disconnected, LinkState, client_key, connect
+from sealchat.transports.trio_server import TrioServer
+
+__all__ = [
+    "ChatClient",
+    "ClientError",
+    "Disconnected",
+    "LinkState",
+    "LoginFailed",
+    "TransferFailed",
+    "TrioServer",
+    "client_key",
+    "connect",
+]
