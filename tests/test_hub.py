@@ -225,3 +225,43 @@ def test_a_file_to_a_user_names_them_as_they_spell_it(store: SqliteStore) -> Non
     (announcement,) = records(hub.handle(1, FileComplete(transfer=3, sha256=offer.sha256), NOW), 1)
     assert isinstance(announcement, Message)
     assert announcement.to == "Alice"
+
+
+def test_records_that_arrive_together_are_stored_in_one_commit(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "alice")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    batch = [Message(text=f"m{n}", room="general", client_id=f"c{n}") for n in range(5)]
+    effects = hub.handle_all(1, batch, NOW)
+    store._conn.set_trace_callback(None)
+    assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]
+    assert statements[-1] == "COMMIT"  # nothing after it: the acks come once it is stored
+    assert len(records(effects, 1)) == 5
+    assert not store._conn.in_transaction
+
+
+def test_records_handled_before_a_failure_stay_stored(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "alice")
+    real = store.find_by_client_id
+
+    def fails_on_boom(sender_key: str, client_id: str) -> object:
+        if client_id == "boom":
+            raise RuntimeError("a bug in the hub")
+        return real(sender_key, client_id)
+
+    monkeypatch.setattr(store, "find_by_client_id", fails_on_boom)
+    batch = [
+        Message(text="first", room="general", client_id="a"),
+        Message(text="second", room="general", client_id="boom"),
+    ]
+    with pytest.raises(RuntimeError, match="a bug"):
+        hub.handle_all(1, batch, NOW)
+    assert not store._conn.in_transaction
+    assert [m.text for m in store.room_history("general", 0, 10)] == ["first"]

@@ -627,3 +627,250 @@ def test_interrupted_upload_is_repaired_on_open(tmp_path: Path) -> None:
 def test_file_methods_need_a_data_dir() -> None:
     with SqliteStore(None, database=":memory:") as s, pytest.raises(RuntimeError):
         offer(s, b"x")
+
+
+# --- batches and nested transactions ----------------------------------------------------------
+
+
+def committed_texts(data_dir: Path, room: str = "lobby") -> list[str]:
+    """The room's messages as another connection sees them: only what is committed."""
+    conn = sqlite3.connect(data_dir / sqlite_store.DB_FILE)
+    try:
+        rows = conn.execute("SELECT text FROM messages WHERE room = ? ORDER BY id", (room,))
+        return [r[0] for r in rows]
+    finally:
+        conn.close()
+
+
+def test_a_batch_commits_its_writes_as_one_when_it_ends(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path) as s:
+        with s.batch():
+            room_msg(s, "Esha", "lobby", "one")
+            with s.batch():  # joins the outer batch: no commit when it ends
+                room_msg(s, "Esha", "lobby", "two")
+            assert s._conn.in_transaction
+            assert committed_texts(tmp_path) == []
+            assert texts(s.room_history("lobby", 0, 10)) == ["one", "two"]  # seen inside
+        assert not s._conn.in_transaction
+        assert committed_texts(tmp_path) == ["one", "two"]
+        room_msg(s, "Esha", "lobby", "three")  # outside a batch: committed on return
+        assert committed_texts(tmp_path) == ["one", "two", "three"]
+
+
+def undone_by(store: SqliteStore, error: Exception, *text: str) -> None:
+    """Post ``text`` in ``store._transaction()``, then raise ``error`` inside it."""
+    with store._transaction():
+        for t in text:
+            room_msg(store, "Esha", "lobby", t)
+        raise error
+
+
+def test_a_batch_that_raises_still_commits_what_was_written(tmp_path: Path) -> None:
+    def handle_then_fail(s: SqliteStore) -> None:
+        with s.batch():
+            room_msg(s, "Esha", "lobby", "handled before the failure")
+            room_msg(s, "Esha", "lobby", "kept", cid="c1")
+            with pytest.raises(ValueError, match="duplicate"):  # a failed statement
+                room_msg(s, "Esha", "lobby", "dup", cid="c1")
+            raise RuntimeError("hub bug")
+
+    with SqliteStore(tmp_path) as s:
+        with pytest.raises(RuntimeError, match="hub bug"):
+            handle_then_fail(s)
+        assert not s._conn.in_transaction
+        assert committed_texts(tmp_path) == ["handled before the failure", "kept"]
+    with SqliteStore(tmp_path) as s:
+        assert texts(s.room_history("lobby", 0, 10)) == ["handled before the failure", "kept"]
+
+
+def test_a_transaction_inside_a_batch_undoes_only_its_own_part(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path) as s:
+        with s.batch():
+            room_msg(s, "Esha", "lobby", "before")
+            with s._transaction():  # succeeds, then an enclosing one fails: both undone
+                with pytest.raises(ValueError, match="undo me"):
+                    undone_by(s, ValueError("undo me"), "undone")
+                room_msg(s, "Esha", "lobby", "inner kept")
+            with pytest.raises(ValueError, match="undo us"):
+                undone_by(s, ValueError("undo us"), "undone", "undone too")
+            with s._transaction():
+                room_msg(s, "Esha", "lobby", "kept")
+            assert s._conn.in_transaction  # the batch goes on
+            room_msg(s, "Esha", "lobby", "after")
+            assert committed_texts(tmp_path) == []
+        assert committed_texts(tmp_path) == ["before", "inner kept", "kept", "after"]
+
+
+def test_a_transaction_outside_a_batch_is_all_or_nothing(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path) as s:
+        with pytest.raises(ValueError, match="nothing"):
+            undone_by(s, ValueError("nothing"), "undone", "undone too")
+        with s._transaction():
+            room_msg(s, "Esha", "lobby", "kept")
+        assert not s._conn.in_transaction
+        assert committed_texts(tmp_path) == ["kept"]
+
+
+def test_missed_works_inside_a_batch(store: SqliteStore) -> None:
+    add_users(store, "Esha")
+    store.ensure_room("lobby")
+    store.add_member("lobby", "esha")
+    with store.batch():
+        m = room_msg(store, "Bob", "lobby", "hi")
+        assert store.missed("esha", 0, 10) == [m]
+        assert store._conn.in_transaction
+    assert store.missed("esha", 0, 10) == [m]
+
+
+def test_a_deleted_files_bytes_go_only_once_the_deletion_is_committed(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    kept, deleted = offer(store, b"abc"), offer(store, b"def")
+    partials = tmp_path / "data" / "downloads" / ".partial"
+
+    def delete_then_fail() -> None:
+        with store._transaction():
+            store.delete_file(kept.file_id)
+            raise ValueError("undo")
+
+    with store.batch():
+        with pytest.raises(ValueError, match="undo"):
+            delete_then_fail()
+        store.delete_file(deleted.file_id)
+        assert (partials / deleted.file_id).exists()  # its row is not gone for good yet
+    assert not (partials / deleted.file_id).exists()
+    assert store.get_file(deleted.file_id) is None
+    assert (partials / kept.file_id).exists()
+    assert store.get_file(kept.file_id) is not None
+
+
+# --- hashing uploads as they arrive -----------------------------------------------------------
+
+
+def no_reading_back(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Make reading a partial file back to hash it fail; returns the paths hashed."""
+    hashed: list[Path] = []
+
+    def forbidden(path: Path, *, sync: bool = False) -> tuple[int, bytes]:
+        hashed.append(path)
+        raise AssertionError("the running hash should have been used")
+
+    monkeypatch.setattr(sqlite_store, "_hash_file", forbidden)
+    return hashed
+
+
+def spy_on_reading_back(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Count the partial files read back to be hashed; returns the paths hashed."""
+    hashed: list[Path] = []
+    real = sqlite_store._hash_file
+
+    def spy(path: Path, *, sync: bool = False) -> tuple[int, bytes]:
+        hashed.append(path)
+        return real(path, sync=sync)
+
+    monkeypatch.setattr(sqlite_store, "_hash_file", spy)
+    return hashed
+
+
+def write_in_chunks(store: SqliteStore, f: StoredFile, data: bytes, start: int = 0) -> None:
+    offset = start
+    while offset < len(data):
+        offset = store.write_chunk(f.file_id, offset, data[offset : offset + 60_000])
+
+
+def test_a_file_written_in_order_completes_without_being_read_back(
+    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(250_000)
+    f = offer(store, data)
+    no_reading_back(monkeypatch)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    with store.batch():  # as the hub does it: chunks in batches
+        write_in_chunks(store, f, data[:120_000])
+    write_in_chunks(store, f, data, start=120_000)
+    assert store.complete_file(f.file_id)
+    assert synced  # the bytes are still made durable before the rename
+    assert (tmp_path / "data" / "downloads" / f.file_id).read_bytes() == data
+    assert store._hashes == {}
+
+
+def test_a_wrong_file_is_rejected_by_the_running_hash(
+    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(100_000)
+    f = offer(store, data)
+    no_reading_back(monkeypatch)
+    write_in_chunks(store, f, data[:-1] + bytes([data[-1] ^ 1]))
+    assert not store.complete_file(f.file_id)
+    assert store.get_file(f.file_id) is None
+    assert all_files(tmp_path / "data") == set()
+    assert store._hashes == {}
+
+
+@pytest.mark.parametrize("intact", [True, False])
+def test_after_a_restart_the_file_is_read_back_to_verify_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, intact: bool
+) -> None:
+    data = os.urandom(200_000)
+    with SqliteStore(tmp_path) as s:
+        f = offer(s, data)
+        write_in_chunks(s, f, data[:100_000])
+    sent = data if intact else data[:100_000] + os.urandom(100_000)
+    hashed = spy_on_reading_back(monkeypatch)
+    with SqliteStore(tmp_path) as s:
+        write_in_chunks(s, f, sent, start=100_000)
+        assert s.complete_file(f.file_id) is intact
+        assert hashed == [tmp_path / "downloads" / ".partial" / f.file_id]
+        if intact:
+            assert s.read_chunk(f.file_id, 0, len(data)) == data
+        else:
+            assert s.get_file(f.file_id) is None
+            assert all_files(tmp_path / "downloads") == set()
+
+
+def test_a_running_hash_that_saw_uncommitted_bytes_is_not_trusted(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(150_000)
+    f = offer(store, data)
+    store.write_chunk(f.file_id, 0, data[:50_000])
+
+    def write_then_fail() -> None:  # a write whose count is undone: its bytes do not count
+        with store._transaction():
+            store.write_chunk(f.file_id, 50_000, b"x" * 10_000)
+            raise RuntimeError("rolled back")
+
+    with store.batch(), pytest.raises(RuntimeError, match="rolled back"):
+        write_then_fail()
+    hashed = spy_on_reading_back(monkeypatch)
+    write_in_chunks(store, f, data, start=50_000)
+    assert store.complete_file(f.file_id)
+    assert len(hashed) == 1
+    assert store.read_chunk(f.file_id, 0, len(data)) == data
+
+
+def test_running_hashes_are_bounded_and_the_forgotten_ones_read_back(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_MAX_HASHERS", 2)
+    files = [(offer(store, d), d) for d in (os.urandom(1000 + n) for n in range(3))]
+    for f, d in files:
+        store.write_chunk(f.file_id, 0, d[:500])
+    assert list(store._hashes) == [f.file_id for f, _ in files[1:]]  # the oldest went
+    hashed = spy_on_reading_back(monkeypatch)
+    for f, d in files:
+        store.write_chunk(f.file_id, 500, d[500:])
+        assert store.complete_file(f.file_id)
+        assert store.read_chunk(f.file_id, 0, len(d)) == d
+    assert len(hashed) == 1
+    assert store._hashes == {}
+
+
+def test_deleting_a_partial_upload_forgets_its_running_hash(store: SqliteStore) -> None:
+    f = offer(store, b"abcdef")
+    store.write_chunk(f.file_id, 0, b"abc")
+    assert f.file_id in store._hashes
+    store.delete_file(f.file_id)
+    assert store._hashes == {}

@@ -17,6 +17,16 @@ database); ``FULL`` would fsync the WAL on every commit to cover that too, at se
 milliseconds per message on ordinary disks. Completed uploads are fsynced before they are
 renamed into place, so a file marked complete is on disk.
 
+Batching: every write commits on return, except inside ``with store.batch():``, where all the
+writes of the block form one transaction committed when the block ends (the hub wraps each
+call in one, so a burst of records costs one commit). Files are deleted from disk only after
+the deletion of their row is committed.
+
+Upload hashing: while an upload is written in order through one store, a SHA-256 of the bytes
+received so far is kept in memory, so completing it needs no second read of the file (only its
+fsync); after a restart, or when that hash no longer matches the committed count, the file is
+read and hashed instead.
+
 Calls must come from one thread at a time (any thread): the single connection is opened with
 ``check_same_thread=False`` and is not locked.
 """
@@ -31,6 +41,7 @@ import secrets
 import sqlite3
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -51,6 +62,10 @@ PARTIAL_DIR: Final = ".partial"
 FILE_MODE: Final = 0o600
 
 _HASH_BLOCK = 1 << 20
+_MAX_HASHERS = 4096
+"""Partial uploads with a running SHA-256 in memory (about 200 bytes each); beyond this the
+least recently written one is forgotten and hashed from disk when it completes."""
+_SAVEPOINT = "sealchat_nested"
 _NO_UPPER_BOUND = (1 << 63) - 1
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
@@ -160,8 +175,19 @@ def _one_target(room: str, to_key: str) -> None:
         raise ValueError("exactly one of room and to_key must be set")
 
 
+class _RunningHash:
+    """The SHA-256 of the first ``received`` bytes of a partial upload."""
+
+    __slots__ = ("digest", "received")
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.received = 0
+
+
 class SqliteStore:
-    """:class:`sealchat.core.hub.store.Store` on SQLite; every write is committed on return."""
+    """:class:`sealchat.core.hub.store.Store` on SQLite; every write is committed on return
+    (at the end of the block inside :meth:`batch`)."""
 
     def __init__(self, data_dir: Path | None, *, database: str | None = None) -> None:
         """Open (creating if needed) the store in ``data_dir``.
@@ -187,6 +213,8 @@ class SqliteStore:
             # same mode) is 0600.
             os.close(os.open(database, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, FILE_MODE))
         self._path = database
+        self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
+        self._unlink_after_commit: list[Path] = []
         self._conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         try:
             self._configure()
@@ -278,15 +306,81 @@ class SqliteStore:
             if entry.name not in live and entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
 
+    # -- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every write made inside the block into one transaction, committed when the
+        block ends, whether it ends normally or by an exception: what was written before the
+        exception stays written (the caller's state in memory has moved on with it). A batch
+        inside a batch (or inside ``_transaction``) joins the outer one."""
+        conn = self._conn
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            self._commit()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        """All or nothing: the block's writes are undone if it raises. Inside a batch (or
+        another transaction) this is a savepoint: an error undoes only this block's part."""
+        conn = self._conn
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                self._rollback()
+                raise
+            self._commit()
+            return
+        pending = len(self._unlink_after_commit)
+        conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
-            yield self._conn
+            yield conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if conn.in_transaction:  # an I/O error may have ended the whole transaction
+                conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                conn.execute(f"RELEASE {_SAVEPOINT}")
+            del self._unlink_after_commit[pending:]  # those rows are back
             raise
-        self._conn.execute("COMMIT")
+        conn.execute(f"RELEASE {_SAVEPOINT}")
+
+    def _commit(self) -> None:
+        """Commit the open transaction (if SQLite has not already rolled it back after an I/O
+        error), then delete the files whose rows it removed."""
+        conn = self._conn
+        try:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        paths, self._unlink_after_commit = self._unlink_after_commit, []
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    def _rollback(self) -> None:
+        self._unlink_after_commit.clear()
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Reads that must see one consistent state (a transaction already open is one)."""
+        conn = self._conn
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
 
     # -- users -----------------------------------------------------------------------------
 
@@ -480,8 +574,7 @@ class SqliteStore:
         # One short index range per source (each room, DMs in, DMs out), merged by id: the
         # cost follows what the user can see, not how busy other rooms are.
         sources: list[list[StoredMessage]] = []
-        c.execute("BEGIN")  # one consistent snapshot for all the queries
-        try:
+        with self._snapshot():  # one consistent state for all the queries
             for room, joined_after in c.execute(
                 "SELECT room, joined_after_id FROM memberships WHERE user_key = ?", (key,)
             ).fetchall():
@@ -506,8 +599,6 @@ class SqliteStore:
                 (key, key, after, limit),
             )
             sources.append([_message(r) for r in rows])
-        finally:
-            c.execute("COMMIT")
         return list(islice(heapq.merge(*sources, key=lambda m: m.id), limit))
 
     def get_cursor(self, key: str) -> int:
@@ -639,11 +730,17 @@ class SqliteStore:
             )
         if not data:
             return f.received
+        running = self._hashes.pop(file_id, None)
+        if running is None and f.received == 0:
+            running = _RunningHash()
+        elif running is not None and running.received != f.received:
+            running = None  # it saw bytes whose count was never committed, or missed some
         fd = os.open(self._partial_path(file_id), os.O_WRONLY | os.O_APPEND | _O_NOFOLLOW)
         try:
             actual = os.fstat(fd).st_size
             if actual > f.received:  # bytes from a write whose count was never committed
                 os.ftruncate(fd, f.received)
+                running = None
             elif actual < f.received:
                 raise ValueError(f"partial file holds {actual} bytes, expected {f.received}")
             # Unbuffered os.write: the bytes are in the kernel (the file's page cache) before
@@ -655,12 +752,21 @@ class SqliteStore:
             os.close(fd)
         received = f.received + len(data)
         self._conn.execute("UPDATE files SET received = ? WHERE file_id = ?", (received, file_id))
+        if running is not None:
+            running.digest.update(data)
+            running.received = received
+            self._hashes[file_id] = running  # most recently written last
+            if len(self._hashes) > _MAX_HASHERS:
+                self._hashes.popitem(last=False)
         return received
 
     def complete_file(self, file_id: str) -> bool:
         """Verify the stored bytes against the offered size and SHA-256; if they match, fsync
         the file, move it to ``downloads/<file_id>`` and mark it complete (True); otherwise
-        delete the bytes and the row (False). True again for a file already complete."""
+        delete the bytes and the row (False). True again for a file already complete.
+
+        The SHA-256 kept while the chunks were written is used when it covers the whole file;
+        otherwise the file is read back and hashed."""
         f = self.get_file(file_id)
         if f is None:
             return False
@@ -668,8 +774,12 @@ class SqliteStore:
             return True
         partial = self._partial_path(file_id)
         final = self._final_path(file_id)
+        running = self._hashes.pop(file_id, None)
         try:
-            matches = _hash_file(partial, sync=True) == (f.size, f.sha256)
+            if running is not None and running.received == f.received == f.size:
+                matches = running.digest.digest() == f.sha256 and _sync_file(partial, f.size)
+            else:  # no running hash (a restart, a resume after a crash): read the file
+                matches = _hash_file(partial, sync=True) == (f.size, f.sha256)
         except FileNotFoundError:
             matches = False
         if not matches:
@@ -687,11 +797,16 @@ class SqliteStore:
     def delete_file(self, file_id: str) -> None:
         """Forget a file and delete its bytes (no-op for an unknown id)."""
         self._conn.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
+        self._hashes.pop(file_id, None)
         if _FILE_ID.fullmatch(file_id):
             # After the commit: a crash in between leaves at most an orphan file, never a row
             # pointing at nothing (stray partials are swept on the next open).
-            self._partial_path(file_id).unlink(missing_ok=True)
-            self._final_path(file_id).unlink(missing_ok=True)
+            paths = [self._partial_path(file_id), self._final_path(file_id)]
+            if self._conn.in_transaction:  # committed later: delete then
+                self._unlink_after_commit += paths
+            else:
+                for path in paths:
+                    path.unlink(missing_ok=True)
 
     def usage(self, owner_key: str) -> int:
         """Bytes the user's files take, counting partial uploads at their full offered size."""
@@ -740,6 +855,21 @@ class SqliteStore:
             return os.pread(fd, min(size, f.size - offset), offset)
         finally:
             os.close(fd)
+
+
+def _sync_file(path: Path, size: int) -> bool:
+    """fsync a regular file; False if it does not hold exactly ``size`` bytes."""
+    fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileNotFoundError(f"{path} is not a regular file")
+        if info.st_size != size:
+            return False
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _hash_file(path: Path, *, sync: bool = False) -> tuple[int, bytes]:

@@ -167,7 +167,25 @@ class Hub:
     # --- records ----------------------------------------------------------------------------
 
     def handle(self, session: SessionId, record: Record, now: float) -> list[Effect]:
-        """React to a record received on ``session``."""
+        """React to a record received on ``session``.
+
+        Its writes are committed (as one) before the effects are returned: anything that
+        acknowledges them comes after they are stored."""
+        with self.store.batch():
+            return self._handle(session, record, now)
+
+    def handle_all(self, session: SessionId, records: list[Record], now: float) -> list[Effect]:
+        """``handle`` for records that arrived together, effects in order; the writes of all
+        of them are committed as one, before the effects are returned."""
+        effects: list[Effect] = []
+        with self.store.batch():
+            # Committed on the way out even if a record fails: the records handled before it
+            # have changed the hub's state in memory, and their writes must match it.
+            for record in records:
+                effects += self._handle(session, record, now)
+        return effects
+
+    def _handle(self, session: SessionId, record: Record, now: float) -> list[Effect]:
         state = self._sessions.get(session)
         if state is None:
             return []
@@ -207,13 +225,6 @@ class Hub:
             case ListFiles():
                 return self._list_files(state, record)
         return [Disconnect(session, f"a client may not send {type(record).__name__}")]
-
-    def handle_all(self, session: SessionId, records: list[Record], now: float) -> list[Effect]:
-        """``handle`` for records that arrived together, effects in order."""
-        effects: list[Effect] = []
-        for record in records:
-            effects += self.handle(session, record, now)
-        return effects
 
     # --- login ------------------------------------------------------------------------------
 

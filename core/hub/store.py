@@ -4,12 +4,17 @@ The hub never opens a database or a file itself; its driver gives it an object w
 methods (``sealchat.transports.sqlite_store.SqliteStore`` in production, the same class over
 ``:memory:`` and a temporary folder in tests). Calls are made from one thread at a time.
 
+Every write is durable when the method returns, except inside ``with store.batch():``, where
+the writes are durable when the block ends. The hub wraps each call it gets in a batch and
+returns its effects only after the block: what it acknowledges is stored.
+
 Names passed in are already case-folded where the parameter is called ``key``; ``name`` is the
 display spelling.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,7 +69,17 @@ class StoredFile:
 
 
 class Store(Protocol):
-    """Durable state. Every write is committed before the method returns."""
+    """Durable state. Every write is committed before the method returns, or, inside
+    ``batch()``, when the batch ends."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Group the writes of one hub call into one commit.
+
+        Everything written inside the block is committed when it ends, also when it ends with
+        an exception (what was done before stays done: the hub's state in memory has moved
+        on). A batch inside a batch joins the outer one. A store without transactions can
+        return ``contextlib.nullcontext()``."""
+        ...
 
     # users
     def get_user(self, key: str) -> UserRow | None: ...
