@@ -236,9 +236,15 @@ def upload(client: BlockingClient, data: bytes, *, transfer: int = 1, **options:
 
 
 def download(
-    client: BlockingClient, file_id: str, *, transfer: int = 9, offset: int = 0
+    client: BlockingClient,
+    file_id: str,
+    *,
+    transfer: int = 9,
+    offset: int = 0,
+    sizes: list[int] | None = None,
 ) -> tuple[FileOffer, bytes, FileComplete]:
-    """Request a stored file; returns the server's FileOffer, the bytes and its FileComplete."""
+    """Request a stored file; returns the server's FileOffer, the bytes and its FileComplete
+    (and the size of each chunk in ``sizes``, if given)."""
     client.send(FileRequest(transfer=transfer, file_id=file_id, offset=offset))
     head = last(client, matching((FileOffer, FileReject), transfer=transfer))
     assert isinstance(head, FileOffer), head
@@ -247,7 +253,10 @@ def download(
         event = last(client, matching((FileChunk, FileComplete, FileReject), transfer=transfer))
         if isinstance(event, FileChunk):
             assert event.offset == offset + len(data)
+            assert 0 < len(event.data) <= MAX_CHUNK
             data += event.data
+            if sizes is not None:
+                sizes.append(len(event.data))
             continue
         assert isinstance(event, FileComplete), event
         return head, bytes(data), event
@@ -899,6 +908,42 @@ def test_a_download_can_start_at_an_offset(serve: Callable[..., Server]) -> None
     assert head.offset == 123_457
     assert got == data[123_457:]
     assert end.sha256 == sha(data)
+
+
+@pytest.mark.parametrize("window", [None, 100_000], ids=["default-window", "small-window"])
+@pytest.mark.parametrize("offset", [0, 5 * MAX_CHUNK + 777])
+def test_a_file_larger_than_one_disk_read_downloads_in_whole_chunks(
+    serve: Callable[..., Server],
+    monkeypatch: pytest.MonkeyPatch,
+    window: int | None,
+    offset: int,
+) -> None:
+    # The server reads 16 chunks per turn with the hub (one with a window that small) and
+    # sends them as chunks of MAX_CHUNK: only the last may be shorter.
+    server = serve(**({} if window is None else {"stream_window": window}))
+    alice, bob = server.login("alice"), server.login("bob")
+    data = payload(2 * 16 * MAX_CHUNK + 12_345, seed=4)
+    file = upload(alice, data).file
+    assert file is not None
+    store = server.hub.store
+    reads: list[int] = []
+    real_read = store.read_chunk
+
+    def counted(file_id: str, at: int, size: int) -> bytes:
+        reads.append(size)
+        return real_read(file_id, at, size)
+
+    monkeypatch.setattr(store, "read_chunk", counted)
+    sizes: list[int] = []
+    head, got, end = download(bob, file.file_id, offset=offset, sizes=sizes)
+    assert head.offset == offset
+    assert got == data[offset:]
+    assert end.sha256 == sha(data)
+    whole, rest = divmod(len(data) - offset, MAX_CHUNK)
+    assert sizes == [MAX_CHUNK] * whole + ([rest] if rest else [])
+    per_read = MAX_CHUNK * (1 if window else 16)
+    assert len(reads) == -(-(len(data) - offset) // per_read)
+    assert max(reads) == per_read
 
 
 def test_an_upload_resumes_after_a_disconnect(serve: Callable[..., Server]) -> None:

@@ -29,8 +29,10 @@ from sealchat.core import (
     FileComplete,
     FileReject,
     KeysEstablished,
+    Login,
     ProtocolError,
     Record,
+    Register,
     Role,
     State,
 )
@@ -47,7 +49,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports.passwords import hash_password, verify_password
-from sealchat.transports.server_config import ServerConfig
+from sealchat.transports.server_config import ServerConfig, stream_burst
 
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
@@ -145,8 +147,7 @@ class _Client:
                     conn.receive_data(data)
                 over = self._take_events(events)
                 self.lock.notify_all()
-            for event in events:
-                self._handle(event)
+            self._handle_events(events)
             if over:
                 return
 
@@ -165,18 +166,39 @@ class _Client:
                 return True
             events.append(event)
 
-    def _handle(self, event: object) -> None:
+    def _handle_events(self, events: list[object]) -> None:
+        """Handle what one read produced, in order; the records that arrived together go to
+        the hub in one call (one commit for all of them). A login ends its batch: its password
+        check runs before the records after it are handled, as when they come alone."""
+        batch: list[Record] = []
+        for event in events:
+            if isinstance(event, Record):
+                if not isinstance(event, Bye):
+                    batch.append(event)
+                if not isinstance(event, Login | Register):
+                    continue
+            if not self._to_hub(batch):
+                return
+            batch = []
+            if isinstance(event, KeysEstablished):
+                log.info("%r connected with key %s", self, event.fingerprint)
+                server = self.server
+                server.in_hub(server.hub.open_session, self.session, self.address, time.time())
+                self.in_hub = True
+        self._to_hub(batch)
+
+    def _to_hub(self, records: list[Record]) -> bool:
+        """Let the hub handle ``records`` and carry out its effects; False if it failed."""
+        if not records:
+            return True
         server = self.server
-        if isinstance(event, KeysEstablished):
-            log.info("%r connected with key %s", self, event.fingerprint)
-            server.in_hub(server.hub.open_session, self.session, self.address, time.time())
-            self.in_hub = True
-        elif isinstance(event, Record) and not isinstance(event, Bye):
-            try:
-                server.call_hub(server.hub.handle, self.session, event, time.time())
-            except Exception:  # a bug must cost one connection, never the server
-                log.exception("the hub failed on a record from %r", self)
-                self.goodbye("the server failed on your request; please reconnect")
+        try:
+            server.call_hub(server.hub.handle_all, self.session, records, time.time())
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("the hub failed on a record from %r", self)
+            self.goodbye("the server failed on your request; please reconnect")
+            return False
+        return True
 
     # --- the writer thread ----------------------------------------------------------------
 
@@ -401,7 +423,9 @@ class ThreadedServer:
             )
 
     def _stream(self, client: _Client, effect: StreamFile) -> None:
-        """Send a stored file's chunks, waiting while the client's queue is full."""
+        """Send a stored file's chunks, waiting while the client's queue is full; up to
+        ``stream_burst`` bytes are read per turn with the hub, a FileChunk each MAX_CHUNK."""
+        burst = stream_burst(self.config)
         try:
             offset = effect.offset
             while offset < effect.size:
@@ -413,16 +437,20 @@ class ThreadedServer:
                         client.lock.wait(1.0)
                 if client.finished or effect.transfer in client.cancelled_streams:
                     return
-                size = min(MAX_CHUNK, effect.size - offset)
+                size = min(burst, effect.size - offset)
                 try:
                     data = self.in_hub(self.hub.store.read_chunk, effect.file_id, offset, size)
+                    if len(data) != size:
+                        raise ValueError(f"read {len(data)} bytes of {size}: file truncated")
                 except (OSError, ValueError):
                     log.exception("cannot read file %s for %r", effect.file_id, client)
                     reason = "the server could not read the file"
                     client.send(FileReject(transfer=effect.transfer, reason=reason))
                     return
-                client.send(FileChunk(transfer=effect.transfer, offset=offset, data=data))
-                offset += size
+                for start in range(0, size, MAX_CHUNK):
+                    chunk = data[start : start + MAX_CHUNK]
+                    client.send(FileChunk(transfer=effect.transfer, offset=offset, data=chunk))
+                    offset += len(chunk)
             client.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))
         finally:
             client.cancelled_streams.discard(effect.transfer)

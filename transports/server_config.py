@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sealchat.core.hub import HubConfig
+from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports.passwords import DEFAULT, Argon2Params
 
 MiB = 1 << 20
+STREAM_READ_CHUNKS = 16
+"""Most FileChunks' worth of a download read from disk in one call (about 1 MiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +27,17 @@ class ServerConfig:
     max_outgoing_bytes: int = 8 * MiB
     """Bytes queued for one peer before it counts as not reading and is dropped."""
     stream_window: int = 1 * MiB
-    """A download streams while less than this is queued for its connection."""
+    """A download streams while less than this is queued for its connection (it then reads
+    and queues up to ``stream_burst`` bytes more)."""
     password_threads: int = 2
     """Argon2id checks that may run at once (each takes 19 MiB and tens of milliseconds)."""
     argon2: Argon2Params = DEFAULT
     hub: HubConfig = field(default_factory=HubConfig)
+
+
+def stream_burst(config: ServerConfig) -> int:
+    """Bytes of a download read in one go: whole chunks, at most STREAM_READ_CHUNKS of them
+    and no more than the window (so at most about twice the window is ever queued), at least
+    one chunk."""
+    chunks = min(STREAM_READ_CHUNKS, config.stream_window // MAX_CHUNK)
+    return max(1, chunks) * MAX_CHUNK

@@ -45,7 +45,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports.passwords import hash_password, verify_password
-from sealchat.transports.server_config import ServerConfig
+from sealchat.transports.server_config import ServerConfig, stream_burst
 from sealchat.transports.trio_feed import feed
 
 log = logging.getLogger("sealchat.server")
@@ -315,25 +315,33 @@ class TrioServer:
         await self._run_effects(effects)
 
     async def _stream(self, peer: _Peer, effect: StreamFile, scope: trio.CancelScope) -> None:
-        """Send a stored file's chunks, pausing while the peer's queue is full."""
+        """Send a stored file's chunks, pausing while the peer's queue is full.
+
+        Each trip to the hub's thread reads up to ``stream_burst`` chunks at once (the trip,
+        not the read, is what costs); every chunk still goes out as its own FileChunk."""
+        burst = stream_burst(self.config)
         try:
             with scope:
                 offset = effect.offset
                 while offset < effect.size:
                     while peer.conn.bytes_to_send > self.config.stream_window:
                         await peer.wrote.wait()
-                    size = min(MAX_CHUNK, effect.size - offset)
+                    size = min(burst, effect.size - offset)
                     try:
                         data = await self._in_hub(
                             self.hub.store.read_chunk, effect.file_id, offset, size
                         )
+                        if len(data) != size:
+                            raise ValueError(f"read {len(data)} bytes of {size}: file truncated")
                     except (OSError, ValueError):
                         log.exception("cannot read file %s for %r", effect.file_id, peer)
                         reason = "the server could not read the file"
                         peer.send(FileReject(transfer=effect.transfer, reason=reason))
                         return
-                    peer.send(FileChunk(transfer=effect.transfer, offset=offset, data=data))
-                    offset += size
+                    for start in range(0, size, MAX_CHUNK):
+                        chunk = data[start : start + MAX_CHUNK]
+                        peer.send(FileChunk(transfer=effect.transfer, offset=offset, data=chunk))
+                        offset += len(chunk)
                 peer.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))
         finally:
             peer.streams.pop(effect.transfer, None)
