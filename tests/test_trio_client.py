@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,16 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import Message, Presence, Typing
+from sealchat.core import FileChunk, FileComplete, HistoryEnd, Message, Presence, Typing
 from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import TRANSFER_BLOCK, TRANSFER_QUEUE
 from sealchat.transports.trio_client import (
+    EVENT_BUFFER,
     ChatClient,
+    ClientError,
+    Disconnected,
     LinkState,
     LoginFailed,
     TransferFailed,
@@ -297,3 +301,120 @@ async def test_reconnect_delivers_everything_exactly_once(tmp_path: Path) -> Non
             assert alice.unacknowledged == 0
         finally:
             await trio.to_thread.run_sync(second.__exit__, None, None, None)
+
+
+async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) -> None:
+    port, data_dir = free_port(), tmp_path / "server"
+    with running_server("trio", data_dir, port=port) as server:
+        client_cm = logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2))
+        alice = await client_cm.__aenter__()
+    try:
+        assert isinstance(await next_of(alice, LinkState), LinkState)  # the server went away
+        with running_server("trio", data_dir, port=port, key=X25519PrivateKey.generate()):
+            with trio.fail_after(20), pytest.raises(Disconnected, match="key"):
+                await alice.download("f0")  # waits for the reconnect, which fails for good
+            with pytest.raises(Disconnected, match="key"):
+                await alice.history(room="general")
+            with pytest.raises(Disconnected):
+                await alice.wait_online()
+    finally:
+        await client_cm.__aexit__(None, None, None)
+
+
+# --- what the client refuses, and what it leaves out -------------------------------------
+
+
+async def test_an_over_long_message_is_refused_and_never_queued(
+    server: Running, tmp_path: Path
+) -> None:
+    async with logged_in(server, tmp_path, "alice") as alice:
+        with pytest.raises(ClientError, match="8001 characters; at most 8000"):
+            await alice.send_message("x" * 8001, room="general")
+        with pytest.raises(ClientError, match="cannot send this message"):
+            await alice.send_message("hi", room="r" * 65)  # longer than a room name can be
+        assert alice.unacknowledged == 0
+        await alice.send_message("x" * 8000, room="general")  # the limit itself is fine
+        with trio.fail_after(10):
+            while alice.unacknowledged:
+                await trio.sleep(0.01)
+
+
+async def test_a_cancelled_download_stops_the_stream_and_frees_its_slot(tmp_path: Path) -> None:
+    data = os.urandom(8 << 20)
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    with running_server("trio", tmp_path / "s", hub=HubConfig(max_transfers=1)) as server:
+        async with logged_in(server, tmp_path, "alice") as alice:
+            info = await alice.send_file(source, room="general")
+            with trio.move_on_after(30) as waited:
+                async with trio.open_nursery() as nursery:
+
+                    def stop_early(done: int, total: int) -> None:
+                        if done > 0:
+                            nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(partial(alice.download, info.file_id, progress=stop_early))
+            assert not waited.cancelled_caught
+            # The one transfer slot is free again, and what was already on the wire for the
+            # cancelled download is not passed on as events.
+            path = await alice.download(info.file_id)
+            assert path.read_bytes() == data
+            leaked: list[object] = []
+            with trio.move_on_after(0.5):
+                async for event in alice.events():
+                    leaked.append(event)
+            assert not any(isinstance(e, FileChunk | FileComplete) for e in leaked)
+
+
+async def test_closing_acknowledges_what_arrived(server: Running, tmp_path: Path) -> None:
+    async with logged_in(server, tmp_path, "alice") as alice:
+        async with logged_in(server, tmp_path, "bob") as bob:
+            await alice.send_message("seen once", room="general")
+            assert (await next_of(bob, Message)).text == "seen once"
+        # bob closed within the periodic acknowledgement's interval; logging in again must not
+        # replay what he already had.
+        async with logged_in(server, tmp_path, "bob") as bob:
+            replayed: list[str] = []
+            with trio.fail_after(10):
+                async for event in bob.events():
+                    if isinstance(event, Message):
+                        replayed.append(event.text)
+                    if isinstance(event, HistoryEnd) and not event.room and not event.peer:
+                        break
+            assert "seen once" not in replayed
+
+
+async def test_a_send_only_client_can_turn_events_off(tmp_path: Path) -> None:
+    count = EVENT_BUFFER // 2 + 500  # more than the events buffer holds (2 events each)
+    unlimited = HubConfig(messages_per_second=1e9, message_burst=10**9)
+    with running_server("trio", tmp_path / "s", hub=unlimited) as server:
+        await _send_only(server, tmp_path, count)
+
+
+async def _send_only(server: Running, tmp_path: Path, count: int) -> None:
+    async with (
+        logged_in(server, tmp_path, "alice", events=False) as bot,
+        logged_in(server, tmp_path, "bob") as bob,
+    ):
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+
+                async def read() -> None:
+                    got = 0
+                    async for event in bob.events():
+                        got += isinstance(event, Message)
+                        if got == count:
+                            return
+
+                nursery.start_soon(read)
+                for i in range(count):
+                    await bot.send_message(f"tick {i}", room="general")
+            while bot.unacknowledged:
+                await trio.sleep(0.01)
+
+
+async def test_a_request_beyond_a_protocol_limit_says_so(server: Running, tmp_path: Path) -> None:
+    async with logged_in(server, tmp_path, "alice") as alice:
+        with pytest.raises(ClientError, match="cannot send this"):
+            await alice.history(room="general", limit=100_000)
+        assert (await alice.history(room="general"))[0] == []  # the link is fine

@@ -41,6 +41,7 @@ from sealchat.core import (
     FileReject,
     HistoryEnd,
     KeysEstablished,
+    LocalProtocolError,
     MemberInfo,
     Message,
     MessageAck,
@@ -49,6 +50,7 @@ from sealchat.core import (
     Record,
     Role,
     RoomInfo,
+    State,
     Typing,
 )
 from sealchat.transports import requests
@@ -136,8 +138,13 @@ class BlockingClient:
     def send_all(self, records: Iterable[Record]) -> None:
         """Encrypt ``records`` and write them out in one go."""
         with self._lock:
+            if self._conn.state in (State.CLOSED, State.ERROR):
+                raise ClientError(f"the connection is closed: {self._failure or 'it ended'}")
             for record in records:
-                self._conn.send(record)
+                try:
+                    self._conn.send(record)
+                except LocalProtocolError as exc:  # a record that breaks a limit
+                    raise ClientError(f"cannot send this: {exc}") from None
             self._flush()
 
     def _flush(self) -> None:

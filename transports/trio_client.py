@@ -45,6 +45,7 @@ from sealchat.core import (
     FileReject,
     HistoryEnd,
     KeysEstablished,
+    LocalProtocolError,
     MemberInfo,
     Message,
     MessageAck,
@@ -56,6 +57,8 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core import Error as ServerError
+from sealchat.core.codec import encode_record
+from sealchat.core.limits import MAX_TEXT
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, default_downloads_dir, sha256_of
 from sealchat.transports.keyfile import load_or_create_key
@@ -85,6 +88,10 @@ Progress = Callable[[int, int], None]
 T = TypeVar("T")
 REQUEST_TIMEOUT = 30.0
 SEEN_MEMORY = 50_000
+SEND_BUFFER = 64 * 1024
+"""Bytes queued for the writer beyond which a sender waits for it."""
+EVENT_BUFFER = 10_000
+"""Events kept for a reader of ``events()``; beyond it the client waits for the reader."""
 
 
 class Disconnected(ClientError):
@@ -110,7 +117,7 @@ def client_key(path: Path | None = None) -> X25519PrivateKey:
 
 
 class _Link:
-    """One TCP connection: the stream and its sans-I/O connection."""
+    """One TCP connection: the stream, its sans-I/O connection, and the writer's signals."""
 
     def __init__(self, stream: trio.SocketStream, conn: Connection) -> None:
         self.stream = stream
@@ -118,6 +125,11 @@ class _Link:
         self.send_lock = trio.Lock()
         self.closed = trio.Event()
         self.reason = ""
+        self.wake = trio.Event()
+        """Set when records are queued: the writer takes them all in one write."""
+        self.wrote = trio.Event()
+        """Set (and replaced) after each write, and when the link ends."""
+        self.writer = trio.CancelScope()
 
 
 class _Waiter:
@@ -147,6 +159,7 @@ class ChatClient:
         reconnect: bool = True,
         backoff: tuple[float, float] = (0.5, 30.0),
         connect_timeout: float = 10.0,
+        events: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self.server = server_name(host, port)
@@ -163,7 +176,11 @@ class ChatClient:
         self._credentials: tuple[str, str] | None = None
         self.username = ""
         self.fingerprint = ""
-        self._events_in, self._events_out = trio.open_memory_channel[Event | LinkState](10_000)
+        self._events_in, self._events_out = trio.open_memory_channel[Event | LinkState](
+            EVENT_BUFFER
+        )
+        self._keep_events = events
+        self._gave_up = ""
         self._waiters: list[_Waiter] = []
         self._outbox: dict[str, Message] = {}
         self._seen: set[int] = set()
@@ -203,6 +220,7 @@ class ChatClient:
                 break
         self._link = link
         self._nursery.start_soon(self._read, link)
+        self._nursery.start_soon(self._write, link)
 
     async def _decide_on_key(self, link: _Link, event: PeerKeyReceived) -> None:
         try:
@@ -255,6 +273,8 @@ class ChatClient:
         finally:
             link.reason = reason
             link.closed.set()
+            link.writer.cancel()
+            link.wrote.set()  # senders waiting for room see the link is gone
             with trio.CancelScope(shield=True):
                 await link.stream.aclose()
             for waiter in self._waiters:
@@ -276,7 +296,8 @@ class ChatClient:
             if event is not NEED_DATA:
                 return event
             await feed(conn, link.stream)
-            await self._flush(link)  # pongs and keepalive pings
+            if conn.bytes_to_send:  # pongs and keepalive pings
+                link.wake.set()
 
     async def _dispatch(self, record: Event) -> None:
         if not isinstance(record, Record):
@@ -293,6 +314,8 @@ class ChatClient:
                 with suppress(trio.BrokenResourceError):  # the download ended meanwhile
                     await self._chunks[record.transfer].send(record)
                 return
+            case FileChunk():
+                return  # the rest of a cancelled download, already on its way
             case Message():
                 if not self._remember(record.id):
                     return
@@ -302,7 +325,7 @@ class ChatClient:
                 sent = self._outbox.pop(record.client_id, None)
                 if sent is not None and self._remember(record.id):
                     # Our own message, now stored: shown like anyone's, in id order.
-                    await self._events_in.send(
+                    await self._emit(
                         msgspec.structs.replace(
                             sent, id=record.id, ts=record.ts, sender=self.username
                         )
@@ -310,7 +333,13 @@ class ChatClient:
             case HistoryEnd(room="", peer=""):
                 self._replaying = record.more
                 await self._acknowledge()
-        await self._events_in.send(record)
+        await self._emit(record)
+
+    async def _emit(self, event: Event | LinkState) -> None:
+        """Hand ``event`` to ``events()`` (waiting while its reader is EVENT_BUFFER behind),
+        unless the client was made with ``events=False``."""
+        if self._keep_events:
+            await self._events_in.send(event)
 
     def _remember(self, message_id: int) -> bool:
         """Note a message id; False if it was already shown."""
@@ -343,28 +372,34 @@ class ChatClient:
         """Reconnect with exponential back-off and jitter, then log in again (the server
         replays what was missed; the outbox is resent)."""
         if not self._reconnect or self._credentials is None:
-            await self._events_in.send(LinkState(connected=False, reason=reason))
+            await self._give_up(reason)
             return
         delay, cap = self._backoff
         while not self._closing:
             wait = delay * self._rng.uniform(0.5, 1.5)
-            await self._events_in.send(LinkState(connected=False, reason=reason, retry_in=wait))
+            await self._emit(LinkState(connected=False, reason=reason, retry_in=wait))
             await trio.sleep(wait)
             try:
                 await self._open_link()
                 await self._log_in(*self._credentials, register=False)
-            except (ClientError, OSError, trio.TooSlowError, ServerKeyChanged) as exc:
+            except (
+                ClientError,
+                OSError,
+                trio.TooSlowError,
+                ServerKeyChanged,
+                ServerKeyUnknown,
+            ) as exc:
                 await self._abandon_link()
                 reason = str(exc)
                 if isinstance(exc, LoginFailed) and exc.retry_after:  # busy: come back later
                     delay = max(delay, exc.retry_after)
-                elif isinstance(exc, LoginFailed | ServerKeyChanged):  # trying again won't help
-                    await self._events_in.send(LinkState(connected=False, reason=reason))
+                elif isinstance(exc, LoginFailed | ServerKeyChanged | ServerKeyUnknown):
+                    await self._give_up(reason)  # trying again won't help
                     return
                 else:
                     delay = min(cap, delay * 2)
                 continue
-            await self._events_in.send(LinkState(connected=True))
+            await self._emit(LinkState(connected=True))
             return
 
     async def _abandon_link(self) -> None:
@@ -379,14 +414,40 @@ class ChatClient:
         await self._send_all((record,))
 
     async def _send_all(self, records: Iterable[Record]) -> None:
-        """Queue ``records`` on the connection and write them out in one go."""
+        """Queue ``records`` for the link's writer, which sends everything queued in one
+        write. Waits only while more than SEND_BUFFER bytes are queued, so a burst of
+        messages goes out in a few writes instead of one each."""
         link = self._link
-        if link is None:
+        if link is None or link.closed.is_set():
+            if self._gave_up:
+                raise Disconnected(self._gave_up)
             raise _LinkLost("not connected; the client is reconnecting")
-        async with link.send_lock:
+        try:
             for record in records:
                 link.conn.send(record)
-            await self._flush(link)
+        except LocalProtocolError as exc:  # a value beyond a protocol limit: nothing is sent
+            raise ClientError(f"cannot send this: {exc}") from None
+        link.wake.set()
+        while link.conn.bytes_to_send > SEND_BUFFER:
+            if link.closed.is_set():
+                raise _LinkLost(link.reason or "the connection was lost")
+            await link.wrote.wait()
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def _write(self, link: _Link) -> None:
+        """The link's writer: whatever is queued, in one write per wake-up. A failed write
+        closes the stream, so the reader ends the link (and recovery starts)."""
+        with link.writer:
+            try:
+                while True:
+                    await link.wake.wait()
+                    link.wake = trio.Event()
+                    async with link.send_lock:
+                        await self._flush(link)
+                    link.wrote.set()
+                    link.wrote = trio.Event()
+            except _LinkLost:
+                await link.stream.aclose()
 
     async def _flush(self, link: _Link) -> None:
         data = link.conn.data_to_send()
@@ -453,8 +514,18 @@ class ChatClient:
         return name
 
     async def wait_online(self) -> None:
-        """Wait until the session is logged in (again)."""
+        """Wait until the session is logged in (again); Disconnected if the client has given
+        up reconnecting."""
         await self._online.wait()
+        if self._gave_up:
+            raise Disconnected(self._gave_up)
+
+    async def _give_up(self, reason: str) -> None:
+        """No more reconnecting: tell the events reader, and wake everyone who waits for the
+        session so they fail instead of hanging."""
+        self._gave_up = f"disconnected: {reason}"
+        self._online.set()
+        await self._emit(LinkState(connected=False, reason=reason))
 
     def events(self) -> trio.MemoryReceiveChannel[Event | LinkState]:
         """Everything the server sends (records, without duplicates) and LinkState changes."""
@@ -478,6 +549,14 @@ class ChatClient:
         once even if the connection drops before the server acknowledges it."""
         client_id = secrets.token_hex(8)
         message = Message(text=text, room=room, to=to, client_id=client_id)
+        if len(text) > MAX_TEXT:
+            raise ClientError(
+                f"the message has {len(text)} characters; at most {MAX_TEXT} fit in one message"
+            )
+        try:
+            encode_record(message)  # checked now, so the outbox only ever holds what can go
+        except LocalProtocolError as exc:
+            raise ClientError(f"cannot send this message: {exc}") from None
         self._outbox[client_id] = message
         if self._link is not None and self._online.is_set():
             with suppress(ClientError):  # if it fails, it is resent after the reconnect
@@ -587,6 +666,10 @@ class ChatClient:
             raise TransferFailed("the download stalled; try again to resume it") from None
         except trio.EndOfChannel:
             raise _LinkLost("the connection was lost") from None
+        except trio.Cancelled:  # the server stops streaming (its copy stays for a resume)
+            with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
+                await self._send(FileReject(transfer=transfer, reason="cancelled by the user"))
+            raise
         finally:
             del self._chunks[transfer]
             receive_chunks.close()
@@ -601,10 +684,13 @@ class ChatClient:
             with trio.move_on_after(2):
                 try:
                     async with link.send_lock:
+                        if self._newest > self._delivered:  # not replayed at the next login
+                            link.conn.send(Delivered(up_to=self._newest))
                         link.conn.send(Bye(reason=reason))
                         await self._flush(link)
                 except (ClientError, ProtocolError):
                     pass
+            link.writer.cancel()
             await link.stream.aclose()
 
 
