@@ -116,8 +116,9 @@ class CipherState:
             raise ValueError("the nonce is a 64-bit unsigned integer")
         self._n = n
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: Buffer) -> bytes:
-        """ENCRYPT(k, n++, ad, plaintext), or ``plaintext`` if there is no key."""
+    def encrypt_with_ad(self, ad: bytes | None, plaintext: Buffer) -> bytes:
+        """ENCRYPT(k, n++, ad, plaintext), or ``plaintext`` if there is no key; ``ad`` None is
+        the empty string (the cheaper spelling for AESGCM)."""
         aead, n = self._aead, self._n
         if aead is None:
             return bytes(plaintext)
@@ -127,7 +128,7 @@ class CipherState:
         self._n = n + 1
         return ciphertext
 
-    def decrypt_with_ad(self, ad: bytes, ciphertext: Buffer) -> bytes:
+    def decrypt_with_ad(self, ad: bytes | None, ciphertext: Buffer) -> bytes:
         """DECRYPT(k, n++, ad, ciphertext), or ``ciphertext`` if there is no key.
 
         Raises ``DecryptError`` (the nonce is then unchanged)."""
