@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
-import multiprocessing
 import os
 import shutil
 import signal
@@ -51,10 +51,8 @@ import ssl
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from multiprocessing.connection import Connection as Pipe
@@ -63,14 +61,9 @@ from typing import Any
 
 import trio
 
-from bench.harness import Row
+from bench.harness import HOST, PASSWORD, ROOM, TEXT, Progress, Row, env_size, flag
+from bench.processes import Child, Children, cpu_seconds, next_command, trio_next_command, vm_bytes
 
-HOST = "127.0.0.1"
-"""The only address these benchmarks touch."""
-ROOM = "general"
-PASSWORD = "correct horse battery"
-TEXT = "benchmark " * 10
-"""The 100-character message body."""
 UPLOADER, SENDER, RECEIVER = "uploader", "sender", "receiver"
 CHUNK = 64 * 1024
 """Bytes per read and per write of the baseline senders and receivers."""
@@ -84,8 +77,7 @@ MiB = 1 << 20
 _SIZE = struct.Struct(">Q")
 _HEADER = struct.Struct(">I")
 
-QUICK = os.environ.get("SEALCHAT_BENCH_QUICK", "") not in ("", "0")
-PROFILE = os.environ.get("SEALCHAT_BENCH_PROFILE", "") not in ("", "0")
+PROFILE = flag("PROFILE")
 _SIZES = {
     "FILE_MIB": (1024, 64),
     "FILE_REPS": (3, 3),
@@ -93,126 +85,20 @@ _SIZES = {
     "MSG_REPS": (5, 3),
 }
 
-
-def _size(name: str) -> int:
-    full, quick = _SIZES[name]
-    return int(os.environ.get(f"SEALCHAT_BENCH_{name}", quick if QUICK else full))
+_size = functools.partial(env_size, _SIZES)
+"""The size ``name`` of this section's benchmarks (see ``env_size``)."""
 
 
-_T0 = time.monotonic()
-
-
-def _say(message: str) -> None:
-    print(f"[client bench {time.monotonic() - _T0:6.1f} s] {message}", file=sys.stderr, flush=True)
-
-
-# --- child processes ------------------------------------------------------------------------
-
-
-class _Child:
-    """A child process (``spawn``) and the parent's end of a pipe to it."""
-
-    def __init__(self, target: Callable[..., None], *args: Any, env: dict[str, str] | None = None):
-        ctx = multiprocessing.get_context("spawn")
-        self.pipe, child_end = ctx.Pipe()
-        self.process = ctx.Process(target=_child_main, args=(target, child_end, *args))
-        self.process.daemon = True
-        with _environment(env or {}):  # a spawned child inherits os.environ as it is now
-            self.process.start()
-        child_end.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.process.pid is not None
-        return self.process.pid
-
-    def expect(self, tag: str, timeout: float = 120.0) -> Any:
-        """The next message from the child, which must be ``(tag, value)``."""
-        if not self.pipe.poll(timeout):
-            raise TimeoutError(f"no {tag!r} from child {self.pid} within {timeout:.0f} s")
-        kind, value = self.pipe.recv()
-        if kind == "error":
-            raise RuntimeError(f"child {self.pid} failed:\n{value}")
-        if kind != tag:
-            raise RuntimeError(f"child {self.pid} sent {kind!r}, expected {tag!r}")
-        return value
-
-    def ask(self, command: tuple[str, Any], timeout: float = 120.0) -> Any:
-        self.pipe.send(command)
-        return self.expect(command[0], timeout)
-
-    def close(self) -> None:
-        """Ask the child to stop; terminate, then kill, whatever does not."""
-        with contextlib.suppress(OSError, ValueError):
-            self.pipe.send(("stop", None))
-        self.process.join(10)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-        self.pipe.close()
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
-def _children() -> Iterator[list[_Child]]:
-    """A list to put children in; every one is stopped on the way out."""
-    started: list[_Child] = []
-    try:
-        yield started
-    finally:
-        for child in reversed(started):
-            child.close()
-
-
-def _start(
-    children: list[_Child],
-    target: Callable[..., None],
-    *args: Any,
-    env: dict[str, str] | None = None,
-) -> tuple[_Child, Any]:
-    """Start a child and wait for its ``("ready", value)``."""
-    child = _Child(target, *args, env=env)
-    children.append(child)
-    return child, child.expect("ready", 120.0)
-
-
-def _child_main(target: Callable[..., None], pipe: Pipe, *args: Any) -> None:
-    try:
-        target(pipe, *args)
-    except BaseException:
-        with contextlib.suppress(OSError, ValueError):
-            pipe.send(("error", traceback.format_exc()))
+_say = Progress("client")
 
 
 def _command(pipe: Pipe) -> tuple[str, Any]:
     """The orchestrator's next command; ("stop", None) if it went away or the time is up."""
-    try:
-        if pipe.poll(LIFETIME):
-            kind, value = pipe.recv()
-            return str(kind), value
-    except (EOFError, OSError):
-        pass
-    return "stop", None
+    return next_command(pipe, LIFETIME)
 
 
 async def _trio_command(pipe: Pipe) -> tuple[str, Any]:
-    return await trio.to_thread.run_sync(_command, pipe, abandon_on_cancel=True)
+    return await trio_next_command(pipe, LIFETIME)
 
 
 # --- the sealchat processes -----------------------------------------------------------------
@@ -692,30 +578,20 @@ def _short(frame: str, *, line: bool = True) -> str:
     return f"{short}:{number} {name}" if line else f"{short} {name}"
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by ``pid`` (all threads); NaN off Linux."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextlib.contextmanager
 def _cpu_used(pids: dict[str, int], into: dict[str, float]) -> Iterator[None]:
     """Fill ``into`` with the CPU seconds each process used inside the block."""
-    before = {label: _cpu_seconds(pid) for label, pid in pids.items()}
+    before = {label: cpu_seconds(pid) for label, pid in pids.items()}
     yield
-    into.update({label: _cpu_seconds(pid) - before[label] for label, pid in pids.items()})
+    into.update({label: cpu_seconds(pid) - before[label] for label, pid in pids.items()})
 
 
 def _peak_rss(pid: int) -> float:
     """Peak resident set size of ``pid`` so far (VmHWM), in MB; NaN off Linux."""
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    return float("nan")
+    try:
+        return vm_bytes(pid, "VmHWM") / 1e6
+    except (OSError, LookupError):
+        return float("nan")
 
 
 def _cpu_text(used: dict[str, float]) -> str:
@@ -739,7 +615,7 @@ def _random_file(path: Path, size: int) -> bytes:
 
 
 def _bulk(
-    children: list[_Child],
+    children: Children,
     path: Path,
     certs: str | None,
     env: dict[str, str],
@@ -747,14 +623,10 @@ def _bulk(
     store: str = "",
 ) -> tuple[float, str]:
     """One baseline transfer: (seconds, negotiated suite)."""
-    receiver, port = _start(children, _bulk_receiver, certs, bool(digest), store, env=env)
-    sender, (seconds, suite) = _start(
-        children, _bulk_sender, port, certs, str(path), digest, env=env
-    )
+    receiver, port = children.start(_bulk_receiver, certs, bool(digest), store, env=env)
+    sender, (seconds, suite) = children.start(_bulk_sender, port, certs, str(path), digest, env=env)
     receiver.expect("done", 60.0)
-    for child in (sender, receiver):
-        children.remove(child)
-        child.close()
+    children.stop(sender, receiver)
     return seconds, suite
 
 
@@ -769,7 +641,7 @@ def file_transfer() -> list[Row]:
     mb = size / 1e6
     with (
         tempfile.TemporaryDirectory(prefix="sealchat-bench-client-") as tmp,
-        _children() as children,
+        Children() as children,
     ):
         work = Path(tmp)
         _say(f"file transfer: writing {label} of random bytes; {reps} repetitions")
@@ -777,8 +649,8 @@ def file_transfer() -> list[Row]:
         digest = _random_file(path, size)
         _make_certificate(work)
         certs, env = str(work), _openssl_env(work)
-        server, port = _start(children, _sealchat_server, str(work / "server"), [UPLOADER])
-        client, _ = _start(children, _file_client, port, str(work / "client"))
+        server, port = children.start(_sealchat_server, str(work / "server"), [UPLOADER])
+        client, _ = children.start(_file_client, port, str(work / "client"))
         pids = {"client": client.pid, "server": server.pid}
         timeout = max(120.0, size / 20e6)
         samples: dict[str, list[float]] = {
@@ -789,7 +661,7 @@ def file_transfer() -> list[Row]:
         def sealchat(kind: str, arg: str, tag: str) -> tuple[float, Any]:
             used: dict[str, float] = {}
             with _cpu_used(pids, used):
-                seconds, split, result = client.ask((kind, arg), timeout)
+                seconds, split, result = client.ask(kind, arg, timeout=timeout)
             _say(
                 f"  {tag} sealchat {kind:8} {mb / seconds:6.0f} MB/s "
                 f"({_phase_text(split)}; CPU s {_cpu_text(used)}; "
@@ -822,7 +694,7 @@ def file_transfer() -> list[Row]:
             def transfer(kind: str) -> Callable[[], str]:
                 def run() -> str:
                     arg = str(path) if kind == "upload" else box["file_id"]
-                    seconds, split, result = client.ask((kind, arg), timeout)
+                    seconds, split, result = client.ask(kind, arg, timeout=timeout)
                     box["file_id"] = result if kind == "upload" else box["file_id"]
                     return f"{mb / seconds:.0f} MB/s ({_phase_text(split)})"
 
@@ -867,17 +739,17 @@ def messages() -> list[Row]:
     _say(f"messages: {reps} x {number} messages of 100 characters, {len(payload)}-byte records")
     with (
         tempfile.TemporaryDirectory(prefix="sealchat-bench-client-") as tmp,
-        _children() as children,
+        Children() as children,
     ):
         work = Path(tmp)
         _make_certificate(work)
         certs, env = str(work), _openssl_env(work)
-        server, port = _start(children, _sealchat_server, str(work / "server"), [SENDER, RECEIVER])
-        receiver, _ = _start(children, _chat_client, port, str(work / "receiver"), RECEIVER)
-        sender, _ = _start(children, _chat_client, port, str(work / "sender"), SENDER)
-        relay, relay_port = _start(children, _tls_relay, certs, env=env)
-        tls_receiver, suite = _start(children, _frame_receiver, relay_port, certs, env=env)
-        tls_sender, _ = _start(children, _frame_sender, relay_port, certs, payload, env=env)
+        server, port = children.start(_sealchat_server, str(work / "server"), [SENDER, RECEIVER])
+        receiver, _ = children.start(_chat_client, port, str(work / "receiver"), RECEIVER)
+        sender, _ = children.start(_chat_client, port, str(work / "sender"), SENDER)
+        relay, relay_port = children.start(_tls_relay, certs, env=env)
+        tls_receiver, suite = children.start(_frame_receiver, relay_port, certs, env=env)
+        tls_sender, _ = children.start(_frame_sender, relay_port, certs, payload, env=env)
         timeout = max(120.0, number / 100)
         ours: list[float] = []
         ceiling: list[float] = []
@@ -913,11 +785,11 @@ def messages() -> list[Row]:
     ]
 
 
-def _burst(sender: _Child, receiver: _Child, number: int, timeout: float) -> float:
+def _burst(sender: Child, receiver: Child, number: int, timeout: float) -> float:
     """Messages per second from the sender's first send to the receiver's last receipt."""
-    receiver.pipe.send(("expect", number))
+    receiver.tell("expect", number)
     receiver.expect("armed", 30.0)
-    start: float = sender.ask(("send", number), timeout)
+    start: float = sender.ask("send", number, timeout=timeout)
     last: float = receiver.expect("expect", timeout)
     return number / (last - start)
 

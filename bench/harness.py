@@ -1,11 +1,53 @@
-"""Timing helpers shared by the benchmarks: medians over repeated runs, and one table."""
+"""What the benchmarks share: their sizes and progress lines, medians over repeated runs, and
+one table."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+HOST = "127.0.0.1"
+"""The only address the client and server benchmarks touch."""
+ROOM = "general"
+PASSWORD = "correct horse battery"
+TEXT = "benchmark " * 10
+"""The 100-character message body."""
+
+
+def flag(name: str) -> bool:
+    """Whether ``SEALCHAT_BENCH_<name>`` is set to anything but "" or "0"."""
+    return os.environ.get(f"SEALCHAT_BENCH_{name}", "") not in ("", "0")
+
+
+QUICK = flag("QUICK")
+"""``SEALCHAT_BENCH_QUICK=1``: every ``env_size`` takes its quick value."""
+
+
+def env_size(sizes: Mapping[str, tuple[int, int]], name: str) -> int:
+    """``SEALCHAT_BENCH_<name>`` if set; otherwise ``sizes[name]``, a pair (full, quick)."""
+    full, quick = sizes[name]
+    return int(os.environ.get(f"SEALCHAT_BENCH_{name}", quick if QUICK else full))
+
+
+class Progress:
+    """Prints progress lines to stderr, ``[<section> bench  12.3 s] message``, the time counted
+    from this object's creation; with ``load``, the 1-minute load average follows the time:
+    ``[server bench  12.3 s, load  0.8] message``."""
+
+    def __init__(self, section: str, *, load: bool = False) -> None:
+        self.section = section
+        self.load = load
+        self.start = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        when = f"{time.monotonic() - self.start:6.1f} s"
+        if self.load:
+            when += f", load {os.getloadavg()[0]:4.1f}"
+        print(f"[{self.section} bench {when}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

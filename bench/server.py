@@ -36,18 +36,16 @@ generator near 100% would mean the number measures it rather than the server.
 
 from __future__ import annotations
 
-import multiprocessing
+import functools
 import os
 import resource
 import shutil
 import socket
 import statistics
 import struct
-import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -58,7 +56,8 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bench.harness import Row
+from bench.harness import HOST, PASSWORD, ROOM, TEXT, Progress, Row, env_size
+from bench.processes import Child, Children, cpu_seconds, next_command, trio_next_command, vm_bytes
 from sealchat.core import (
     NEED_DATA,
     Authenticated,
@@ -77,12 +76,6 @@ from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import TAG_SIZE
 
-HOST = "127.0.0.1"
-"""The only address these benchmarks touch."""
-ROOM = "general"
-PASSWORD = "correct horse battery"
-TEXT = "benchmark " * 10
-"""The 100-character message body."""
 RECEIVE_SIZE = 65536
 LOGIN_PARALLEL = 100
 """Logins a load generator has in flight at once (well under the listen backlogs); once this
@@ -103,7 +96,6 @@ _TAG = 16
 # message 1; message 2; message 3 + Login; Authenticated + OnlineUsers + HistoryEnd).
 _BARE_LOGIN = ((44, 108), (128, 120))
 
-QUICK = os.environ.get("SEALCHAT_BENCH_QUICK", "") not in ("", "0")
 _SIZES = {
     "FANOUT_N": (1000, 100),
     "FANOUT_REPS": (20, 5),
@@ -116,22 +108,11 @@ _SIZES = {
     "THREADED_N": (1000, 200),
 }
 
-
-def _size(name: str) -> int:
-    full, quick = _SIZES[name]
-    return int(os.environ.get(f"SEALCHAT_BENCH_{name}", quick if QUICK else full))
+_size = functools.partial(env_size, _SIZES)
+"""The size ``name`` of this section's benchmarks (see ``env_size``)."""
 
 
-_T0 = time.monotonic()
-
-
-def _say(message: str) -> None:
-    load = os.getloadavg()[0]
-    print(
-        f"[server bench {time.monotonic() - _T0:6.1f} s, load {load:4.1f}] {message}",
-        file=sys.stderr,
-        flush=True,
-    )
+_say = Progress("server", load=True)
 
 
 def _raise_nofile() -> int:
@@ -149,20 +130,7 @@ def _username(index: int) -> str:
 
 def _rss(pid: int) -> int:
     """Resident set size of ``pid`` in bytes (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by ``pid`` (all its threads); NaN if unreadable
-    (out of descriptors, say)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return vm_bytes(pid, "VmRSS")
 
 
 def _frame_sizes() -> tuple[int, int]:
@@ -195,91 +163,16 @@ def _p99(samples: list[float]) -> float:
     return ordered[max(0, -(-99 * len(ordered) // 100) - 1)]
 
 
-# --- child processes ------------------------------------------------------------------------
+# --- the children's side of the pipe -------------------------------------------------------
 
 
-class _Child:
-    """A child process and the parent's end of a pipe to it."""
-
-    def __init__(self, target: Callable[..., None], *args: Any) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.pipe, child_end = ctx.Pipe()
-        self.process = ctx.Process(target=target, args=(child_end, *args), daemon=True)
-        self.process.start()
-        child_end.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.process.pid is not None
-        return self.process.pid
-
-    def expect(self, tag: str, timeout: float) -> Any:
-        """The next message from the child, which must be ``(tag, value)``."""
-        if not self.pipe.poll(timeout):
-            raise TimeoutError(f"no {tag!r} from child {self.pid} within {timeout} s")
-        kind, value = self.pipe.recv()
-        if kind == "error":
-            raise RuntimeError(f"child {self.pid} failed:\n{value}")
-        if kind != tag:
-            raise RuntimeError(f"child {self.pid} sent {kind!r}, expected {tag!r}")
-        return value
-
-    def ask(self, command: str, timeout: float = 30.0) -> Any:
-        self.pipe.send(command)
-        return self.expect(command, timeout)
-
-    def close(self) -> None:
-        """Ask the child to stop; terminate, then kill, whatever does not."""
-        with suppress(OSError, ValueError):
-            self.pipe.send("stop")
-        self.process.join(10)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-        self.pipe.close()
+def _command(pipe: Pipe) -> str:
+    """The kind of the orchestrator's next command ("stop" if it went away or the time is up)."""
+    return next_command(pipe, LIFETIME)[0]
 
 
-@contextmanager
-def _children() -> Iterator[list[_Child]]:
-    """A list to put children in; every one is stopped on the way out."""
-    started: list[_Child] = []
-    try:
-        yield started
-    finally:
-        for child in reversed(started):
-            child.close()
-
-
-def _start_server(children: list[_Child], spec: dict[str, Any]) -> tuple[_Child, int]:
-    """Start a server process; returns it and its port."""
-    server = _Child(_server_main, spec)
-    children.append(server)
-    port = server.expect("ready", 120.0)
-    return server, port
-
-
-def _start_loadgen(children: list[_Child], scenario: str, params: dict[str, Any]) -> _Child:
-    loadgen = _Child(_loadgen_main, scenario, params)
-    children.append(loadgen)
-    return loadgen
-
-
-def _receive_command(pipe: Pipe, timeout: float = LIFETIME) -> str:
-    """The orchestrator's next command ("stop" if it went away or the time is up)."""
-    try:
-        if pipe.poll(timeout):
-            return str(pipe.recv())
-    except (EOFError, OSError):
-        pass
-    return "stop"
-
-
-def _report_failure(pipe: Pipe) -> None:
-    with suppress(OSError, ValueError):
-        pipe.send(("error", traceback.format_exc()))
+async def _trio_command(pipe: Pipe) -> str:
+    return (await trio_next_command(pipe, LIFETIME))[0]
 
 
 # --- server processes -----------------------------------------------------------------------
@@ -288,18 +181,15 @@ def _report_failure(pipe: Pipe) -> None:
 def _server_main(pipe: Pipe, spec: dict[str, Any]) -> None:
     """Entry point of a server process: serve until the orchestrator says "stop"."""
     _raise_nofile()
-    try:
-        kind = spec["kind"]
-        if kind in ("trio", "threads"):
-            _serve_sealchat(pipe, spec)
-        elif kind == "bare-trio":
-            trio.run(_serve_bare_trio, pipe, spec)
-        elif kind == "bare-threads":
-            _serve_bare_threads(pipe, spec)
-        else:
-            raise ValueError(f"unknown server kind {kind!r}")
-    except BaseException:
-        _report_failure(pipe)
+    kind = spec["kind"]
+    if kind in ("trio", "threads"):
+        _serve_sealchat(pipe, spec)
+    elif kind == "bare-trio":
+        trio.run(_serve_bare_trio, pipe, spec)
+    elif kind == "bare-threads":
+        _serve_bare_threads(pipe, spec)
+    else:
+        raise ValueError(f"unknown server kind {kind!r}")
 
 
 def _serve_sealchat(pipe: Pipe, spec: dict[str, Any]) -> None:
@@ -326,8 +216,8 @@ def _serve_sealchat(pipe: Pipe, spec: dict[str, Any]) -> None:
         try:
             _, port = threaded.start()
             pipe.send(("ready", port))
-            while (command := _receive_command(pipe)) != "stop":
-                pipe.send((command, threaded.connections))
+            while (kind := _command(pipe)) != "stop":
+                pipe.send((kind, threaded.connections))
         finally:
             threaded.stop()
         return
@@ -337,13 +227,8 @@ def _serve_sealchat(pipe: Pipe, spec: dict[str, Any]) -> None:
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(server.serve)
             pipe.send(("ready", listeners[0].socket.getsockname()[1]))
-            while True:
-                command = await trio.to_thread.run_sync(
-                    _receive_command, pipe, abandon_on_cancel=True
-                )
-                if command == "stop":
-                    break
-                pipe.send((command, server.connections))
+            while (kind := await _trio_command(pipe)) != "stop":
+                pipe.send((kind, server.connections))
             server.stop()
 
     trio.run(main)
@@ -443,11 +328,8 @@ async def _serve_bare_trio(pipe: Pipe, spec: dict[str, Any]) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, handle, listeners)
         pipe.send(("ready", listeners[0].socket.getsockname()[1]))
-        while True:
-            command = await trio.to_thread.run_sync(_receive_command, pipe, abandon_on_cancel=True)
-            if command == "stop":
-                break
-            pipe.send((command, len(peers)))
+        while (kind := await _trio_command(pipe)) != "stop":
+            pipe.send((kind, len(peers)))
         nursery.cancel_scope.cancel()
 
 
@@ -496,9 +378,9 @@ def _serve_bare_threads(pipe: Pipe, spec: dict[str, Any]) -> None:
     acceptor.start()
     try:
         pipe.send(("ready", listener.getsockname()[1]))
-        while (command := _receive_command(pipe)) != "stop":
+        while (kind := _command(pipe)) != "stop":
             with lock:
-                pipe.send((command, len(held)))
+                pipe.send((kind, len(held)))
     finally:
         stopping.set()
         acceptor.join(2)
@@ -705,15 +587,8 @@ async def _log_in_all(
 def _loadgen_main(pipe: Pipe, scenario: str, params: dict[str, Any]) -> None:
     """Entry point of the load-generator process."""
     _raise_nofile()
-    try:
-        result = trio.run(_SCENARIOS[scenario], pipe, params)
-        pipe.send(("result", result))
-    except BaseException:
-        _report_failure(pipe)
-
-
-async def _next_command(pipe: Pipe) -> str:
-    return await trio.to_thread.run_sync(_receive_command, pipe, abandon_on_cancel=True)
+    result = trio.run(_SCENARIOS[scenario], pipe, params)
+    pipe.send(("result", result))
 
 
 async def _fanout(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
@@ -747,15 +622,15 @@ async def _fanout(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
         for _ in range(2):
             await once(clients[0])
         pipe.send(("ready", {"login_s": login_s}))
-        cpu_server, cpu_self = _cpu_seconds(server_pid), _cpu_seconds(os.getpid())
+        cpu_server, cpu_self = cpu_seconds(server_pid), cpu_seconds(os.getpid())
         reps = 0
-        while (command := await _next_command(pipe)) == "send":
+        while (command := await _trio_command(pipe)) == "send":
             pipe.send(("send", await once(clients[0])))
             reps += 1
         # Both processes sit idle between sends, so their CPU time is the fan-outs'.
         cpu = (
-            (_cpu_seconds(server_pid) - cpu_server) / max(reps, 1),
-            (_cpu_seconds(os.getpid()) - cpu_self) / max(reps, 1),
+            (cpu_seconds(server_pid) - cpu_server) / max(reps, 1),
+            (cpu_seconds(os.getpid()) - cpu_self) / max(reps, 1),
         )
         nursery.cancel_scope.cancel()
     if command != "close":
@@ -810,14 +685,14 @@ async def _traffic(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
             for s in range(senders):
                 sending.start_soon(send_loop, s, clients[s], stopping)
             await trio.sleep(0.3)  # warm-up
-            cpu_server, cpu_self = _cpu_seconds(server_pid), _cpu_seconds(os.getpid())
+            cpu_server, cpu_self = cpu_seconds(server_pid), cpu_seconds(os.getpid())
             count, start = delivered[0], time.perf_counter()
             await trio.sleep(1.0)
             wall = time.perf_counter() - start
             rate = (delivered[0] - count) / wall
             cpu = (
-                (_cpu_seconds(server_pid) - cpu_server) / wall,
-                (_cpu_seconds(os.getpid()) - cpu_self) / wall,
+                (cpu_seconds(server_pid) - cpu_server) / wall,
+                (cpu_seconds(os.getpid()) - cpu_self) / wall,
             )
             stopping.set()
             for event in wake:
@@ -833,7 +708,7 @@ async def _traffic(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"{len(failures)} logins failed, e.g. {failures[:3]}")
         await trio.sleep(0.5)  # login traffic settles
         pipe.send(("ready", {"login_s": login_s}))
-        while (command := await _next_command(pipe)) == "window":
+        while (command := await _trio_command(pipe)) == "window":
             pipe.send(("window", await one_window()))
         nursery.cancel_scope.cancel()
     if command != "close":
@@ -847,14 +722,14 @@ async def _hold(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
     n, server_pid = params["n"], params["server_pid"]
     clients = _make_clients(params, n)
     done_at: list[float] = []
-    cpu_server, cpu_self = _cpu_seconds(server_pid), _cpu_seconds(os.getpid())
+    cpu_server, cpu_self = cpu_seconds(server_pid), cpu_seconds(os.getpid())
     async with trio.open_nursery() as nursery:
         login_s, failures = await _log_in_all(
             clients, params["port"], nursery, lambda tag: None, params["timeout"], done_at
         )
         cpu = (
-            (_cpu_seconds(server_pid) - cpu_server) / login_s,
-            (_cpu_seconds(os.getpid()) - cpu_self) / login_s,
+            (cpu_seconds(server_pid) - cpu_server) / login_s,
+            (cpu_seconds(os.getpid()) - cpu_self) / login_s,
         )
         marks = sorted({min(n, PRESENCE_LIMIT), n // 4, n // 2, 3 * n // 4, n} - {0})
         milestones = [(k, done_at[k - 1]) for k in marks if k <= len(done_at)]
@@ -864,7 +739,7 @@ async def _hold(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
                 {"login_s": login_s, "failures": failures, "cpu": cpu, "milestones": milestones},
             )
         )
-        command = await _next_command(pipe)
+        command = await _trio_command(pipe)
         held = sum(not c.closed for c in clients)
         nursery.cancel_scope.cancel()
     if command != "close":
@@ -901,15 +776,15 @@ def _loadgen_params(kind: str, port: int, **extra: Any) -> dict[str, Any]:
 
 
 def _start_pairs(
-    children: list[_Child], data_dir: str, scenario: str, mode: str, users: int, **params: Any
-) -> dict[str, _Child]:
+    children: Children, data_dir: str, scenario: str, mode: str, users: int, **params: Any
+) -> dict[str, Child]:
     """A sealchat trio server and a bare trio server, each with its logged-in load generator
     (``users`` clients); returns the load generators by server kind."""
     loadgens = {}
     for kind in ("trio", "bare-trio"):
-        server, port = _start_server(children, _server_spec(kind, users, data_dir, mode))
-        loadgen = _start_loadgen(
-            children, scenario, _loadgen_params(kind, port, server_pid=server.pid, **params)
+        server, port = children.start(_server_main, _server_spec(kind, users, data_dir, mode))
+        loadgen = children.spawn(
+            _loadgen_main, scenario, _loadgen_params(kind, port, server_pid=server.pid, **params)
         )
         ready = loadgen.expect("ready", 300.0)
         _say(f"  {kind}: {users} clients logged in in {ready['login_s']:.2f} s")
@@ -921,13 +796,13 @@ def fanout() -> list[Row]:
     n, reps = _size("FANOUT_N"), _size("FANOUT_REPS")
     _say(f"fan-out: {n} receivers + 1 sender, {reps} sends to each server, interleaved")
     samples: dict[str, list[float]] = {"trio": [], "bare-trio": []}
-    with _data_dir() as data_dir, _children() as children:
+    with _data_dir() as data_dir, Children() as children:
         loadgens = _start_pairs(children, data_dir, "fanout", "loop", n + 1, n=n)
         for _ in range(reps):
             for kind, loadgen in loadgens.items():
-                samples[kind].append(loadgen.ask("send", 60.0))
+                samples[kind].append(loadgen.ask("send", timeout=60.0))
         for kind, loadgen in loadgens.items():
-            loadgen.pipe.send("close")
+            loadgen.tell("close")
             server_cpu, loadgen_cpu = loadgen.expect("result", 60.0)["cpu"]
             _say(
                 f"  {kind}: fan-out ms "
@@ -962,15 +837,15 @@ def traffic() -> list[Row]:
     window = _size("TRAFFIC_WINDOW")
     _say(f"room traffic: {n} clients, {senders} senders, {windows} x 1 s per server, interleaved")
     results: dict[str, list[dict[str, Any]]] = {"trio": [], "bare-trio": []}
-    with _data_dir() as data_dir, _children() as children:
+    with _data_dir() as data_dir, Children() as children:
         loadgens = _start_pairs(
             children, data_dir, "traffic", "relay", n, n=n, senders=senders, window=window
         )
         for _ in range(windows):
             for kind, loadgen in loadgens.items():
-                results[kind].append(loadgen.ask("window", 60.0))
+                results[kind].append(loadgen.ask("window", timeout=60.0))
         for kind, loadgen in loadgens.items():
-            loadgen.pipe.send("close")
+            loadgen.tell("close")
             loadgen.expect("result", 60.0)
             rates = [r["rate"] for r in results[kind]]
             server_cpu = statistics.median(r["cpu"][0] for r in results[kind])
@@ -992,18 +867,17 @@ def traffic() -> list[Row]:
 
 def _hold_clients(kind: str, n: int, mode: str = "loop") -> dict[str, Any]:
     """Start a ``kind`` server, log ``n`` clients in, measure; returns what was seen."""
-    with _data_dir() as data_dir, _children() as children:
-        server, port = _start_server(children, _server_spec(kind, n, data_dir, mode))
+    with _data_dir() as data_dir, Children() as children:
+        server, port = children.start(_server_main, _server_spec(kind, n, data_dir, mode))
         time.sleep(0.5)
         rss_before = _rss(server.pid)
-        loadgen = _start_loadgen(
-            children, "hold", _loadgen_params(kind, port, n=n, timeout=300, server_pid=server.pid)
-        )
+        params = _loadgen_params(kind, port, n=n, timeout=300, server_pid=server.pid)
+        loadgen = children.spawn(_loadgen_main, "hold", params)
         ready = loadgen.expect("ready", 360.0)
         time.sleep(1.0)  # idle
         rss_after = _rss(server.pid)
-        connections = server.ask("count")
-        loadgen.pipe.send("close")
+        connections = server.ask("count", timeout=30.0)
+        loadgen.tell("close")
         held = loadgen.expect("result", 60.0)["held"]
     failures = ready["failures"]
     _say(
