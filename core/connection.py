@@ -85,6 +85,11 @@ class Connection:
 
         self._in = b""
         self._in_pos = 0
+        self._next_in = b""
+        self._next_pos = 0
+        """Bytes that arrived after those completing a frame begun in ``_in`` (``_in`` then
+        ends with that frame); read from ``_next_pos`` once ``_in`` is: completing a frame
+        copies that frame only, not everything that arrived with its end."""
         self._eof = False
         self._max_receive_buffer = max_receive_buffer
         self._out: list[bytes | bytearray] = []
@@ -251,13 +256,40 @@ class Connection:
         if self._state in (State.CLOSED, State.ERROR):
             return  # the session is over: late bytes are not read
         self._heard_since_tick = True
-        if self._in_pos == len(self._in):  # all read: adopt the bytes without copying them
-            self._in = data if type(data) is bytes else bytes(data)
+        if type(data) is not bytes:
+            data = bytes(data)  # kept (not copied) below: it must not change
+        left = len(self._in) - self._in_pos
+        missing = self._frame_missing(left)
+        if self._next_in:  # fed again before everything was read: one buffer again
+            self._in = b"".join(
+                (
+                    memoryview(self._in)[self._in_pos :],
+                    memoryview(self._next_in)[self._next_pos :],
+                    data,
+                )
+            )
+            self._next_in = b""
+        elif not left:  # all read: adopt the bytes without copying them
+            self._in = data
+        elif 0 < missing < len(data):  # complete the frame begun; keep the rest as it is
+            self._in = b"".join((memoryview(self._in)[self._in_pos :], memoryview(data)[:missing]))
+            self._next_in, self._next_pos = data, missing
         else:
             self._in = b"".join((memoryview(self._in)[self._in_pos :], data))
         self._in_pos = 0
-        if len(self._in) > self._max_receive_buffer:
+        if len(self._in) + len(self._next_in) - self._next_pos > self._max_receive_buffer:
             self._fail("the peer sent more than the receive buffer holds")
+
+    def _frame_missing(self, left: int) -> int:
+        """How many bytes the record frame begun in the ``left`` unread bytes of ``_in``
+        still lacks; 0 if that is not known (no frame header yet, a bad length, the channel
+        not open) or nothing is missing."""
+        if left < _HEADER_SIZE or not self._may_receive or self._next_in:
+            return 0
+        size: int = _HEADER.unpack_from(self._in, self._in_pos)[0]
+        if not 0 < size <= limits.MAX_FRAME:
+            return 0  # rejected when the frame is read
+        return max(0, _HEADER_SIZE + size - left)
 
     def next_event(self) -> Event | NeedData:
         """The next event, or ``NEED_DATA``. Peer misbehaviour raises ``RemoteProtocolError``
@@ -381,6 +413,9 @@ class Connection:
         """Where the next frame ends in the buffer (its Noise message starts 4 bytes after
         ``_in_pos``), or 0 while it is incomplete. A bad length is rejected as soon as its 4
         bytes are buffered."""
+        if self._in_pos == len(self._in) and self._next_in:  # on to what came after
+            self._in, self._in_pos = self._next_in, self._next_pos
+            self._next_in = b""
         buf = self._in
         start = self._in_pos
         if len(buf) - start < _HEADER_SIZE:
@@ -405,7 +440,7 @@ class Connection:
                 self._send_payload(encode_record(Bye(reason=reason[: limits.MAX_REASON])))
         self._enter(State.ERROR)
         self._error = reason
-        self._in = b""
+        self._in = self._next_in = b""
         self._in_pos = 0
         raise RemoteProtocolError(reason)
 

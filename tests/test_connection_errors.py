@@ -11,6 +11,8 @@ from sealchat.core import (
     Bye,
     Connection,
     ConnectionClosed,
+    Event,
+    FileChunk,
     LocalProtocolError,
     Login,
     Message,
@@ -129,6 +131,61 @@ def test_receive_buffer_is_bounded() -> None:
     with pytest.raises(RemoteProtocolError, match="receive buffer"):
         pair.server.conn.receive_data(b"\x00\x00\x03\xe8" + bytes(1000))
     assert pair.server.conn.state is State.ERROR
+
+
+def chunk_frames(pair: MemoryPair, count: int, size: int = 60_000) -> list[bytes]:
+    """``count`` FileChunk frames from the client, each as it goes on the wire."""
+    frames = []
+    for n in range(count):
+        pair.client.conn.send(FileChunk(transfer=1, offset=n * size, data=bytes([n]) * size))
+        frames.append(pair.client.conn.data_to_send())
+    return frames
+
+
+def chunks_read(events: list[Event]) -> list[int]:
+    return [e.data[0] for e in events if isinstance(e, FileChunk)]
+
+
+def test_a_frame_completed_by_a_large_read_is_the_only_bytes_copied() -> None:
+    pair = ready_pair()
+    first, *rest = chunk_frames(pair, 4)
+    server = pair.server.conn
+    assert events_from(server, first[:1000]) == []
+    server.receive_data(bytearray(first[1000:] + b"".join(rest)))  # one read brings the rest
+    assert len(server._in) == len(first)  # the frame it completes, not the whole read
+    events = events_from(server, b"")
+    assert chunks_read(events) == [0, 1, 2, 3]
+    assert isinstance(events[-1], ConnectionClosed)
+
+
+def test_bytes_fed_twice_before_reading_are_read_in_order() -> None:
+    pair = ready_pair()
+    frames = chunk_frames(pair, 5)
+    wire = b"".join(frames)
+    server = pair.server.conn
+    cut = len(frames[0]) // 2
+    assert events_from(server, wire[:cut]) == []
+    server.receive_data(wire[cut : cut + 100_000])  # completes frame 0, starts frame 2
+    server.receive_data(wire[cut + 100_000 : cut + 150_000])  # not read in between
+    assert chunks_read(events_from(server, wire[cut + 150_000 :])) == [0, 1, 2, 3, 4]
+
+
+def test_a_bad_length_fed_with_more_bytes_is_still_rejected() -> None:
+    pair = ready_pair()
+    (frame,) = chunk_frames(pair, 1)
+    pair.server.conn.receive_data(b"\x00\x00\x00\x00")  # not read before more arrives
+    with pytest.raises(RemoteProtocolError, match="frame length 0 is outside"):
+        events_from(pair.server.conn, frame)
+
+
+def test_receive_buffer_counts_what_a_completed_frame_leaves() -> None:
+    pair = ready_pair(max_receive_buffer=150_000)
+    frames = chunk_frames(pair, 3)
+    server = pair.server.conn
+    assert events_from(server, frames[0][:10_000]) == []
+    with pytest.raises(RemoteProtocolError, match="receive buffer"):
+        server.receive_data(frames[0][10_000:] + frames[1] + frames[2])
+    assert server.state is State.ERROR
 
 
 # --- preamble and version -----------------------------------------------------------------
