@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from sealchat.core import (
     Login,
     LoginRejected,
     Message,
+    MessageAck,
     Register,
     Typing,
 )
@@ -33,6 +35,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.hub.hub import FILES_REF, HISTORY_REF, TYPING_REF
 from sealchat.core.hub.names import user_key
+from sealchat.core.hub.store import StoredMessage
 from sealchat.transports.sqlite_store import SqliteStore
 
 NOW = 1_000_000.0
@@ -215,6 +218,42 @@ def test_a_chunk_the_store_refuses_ends_the_transfer_not_the_hub(
     assert "could not store" in reject.reason
 
 
+def test_the_store_keeps_no_upload_open_once_its_transfer_ends(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "alice")
+    data = b"q" * 5000
+    offer = _offer(data, 4)
+    (accept,) = records(hub.handle(1, offer, NOW), 1)
+    assert isinstance(accept, FileAccept)
+    hub.handle(1, FileChunk(transfer=4, offset=0, data=data[:1000]), NOW)
+    assert list(store._open_uploads) == [accept.file_id]
+    hub.close_session(1, NOW)  # disconnected mid-upload
+    assert not store._open_uploads
+    logged_in(hub, 2, "alice")
+    (resumed,) = records(hub.handle(2, offer, NOW), 2)
+    assert isinstance(resumed, FileAccept)
+    assert (resumed.file_id, resumed.offset) == (accept.file_id, 1000)
+    hub.handle(2, FileChunk(transfer=4, offset=1000, data=data[1000:2000]), NOW)
+    assert list(store._open_uploads) == [accept.file_id]
+    (refused,) = records(hub.handle(2, FileChunk(transfer=4, offset=0, data=data), NOW), 2)
+    assert isinstance(refused, FileReject)  # a wrong offset ends the transfer
+    assert not store._open_uploads
+    (resumed,) = records(hub.handle(2, offer, NOW), 2)
+    assert isinstance(resumed, FileAccept)
+    assert resumed.offset == 2000
+    hub.handle(2, FileChunk(transfer=4, offset=2000, data=data[2000:]), NOW)
+    assert list(store._open_uploads) == [accept.file_id]
+    (announced,) = records(hub.handle(2, FileComplete(transfer=4, sha256=offer.sha256), NOW), 2)
+    assert isinstance(announced, Message)
+    assert not store._open_uploads
+    (cancelled,) = records(hub.handle(2, _offer(b"c" * 10, 5), NOW), 2)
+    assert isinstance(cancelled, FileAccept)
+    hub.handle(2, FileChunk(transfer=5, offset=0, data=b"c" * 4), NOW)
+    hub.handle(2, FileReject(transfer=5, reason="cancelled"), NOW)  # the client cancels
+    assert not store._open_uploads
+    assert store.get_file(cancelled.file_id) is None
+
+
 def test_a_file_to_a_user_names_them_as_they_spell_it(store: SqliteStore) -> None:
     hub = Hub(store, HubConfig())
     logged_in(hub, 1, "bob")
@@ -244,19 +283,56 @@ def test_records_that_arrive_together_are_stored_in_one_commit(store: SqliteStor
     assert not store._conn.in_transaction
 
 
+def test_a_resend_is_acknowledged_not_repeated_and_costs_no_token(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig(messages_per_second=1e-9, message_burst=2))
+    logged_in(hub, 1, "alice")
+    logged_in(hub, 2, "bob")
+    (first,) = records(hub.handle(1, Message(text="hi", room="general", client_id="a"), NOW), 1)
+    assert isinstance(first, MessageAck)
+    resend = Message(text="hi", room="general", client_id="a")
+    effects = hub.handle(1, resend, NOW)
+    assert records(effects, 1) == [first]  # the same id and time
+    assert records(effects, 2) == []  # bob saw it once
+    (second,) = records(hub.handle(1, Message(text="b", room="general", client_id="b"), NOW), 1)
+    assert isinstance(second, MessageAck)  # the resend left the second token
+    (limited,) = records(hub.handle(1, Message(text="c", room="general", client_id="c"), NOW), 1)
+    assert isinstance(limited, Error)
+    assert limited.code == "rate_limited"
+    assert records(hub.handle(1, resend, NOW), 1) == [first]  # acknowledged even when limited
+    assert [m.text for m in store.room_history("general", 0, 10)] == ["hi", "b"]
+
+
+def test_a_duplicate_in_one_batch_is_stored_and_delivered_once(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig())
+    logged_in(hub, 1, "alice")
+    logged_in(hub, 2, "bob")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    batch = [Message(text="x", room="general", client_id=c) for c in ("a", "b", "a")]
+    effects = hub.handle_all(1, batch, NOW)
+    store._conn.set_trace_callback(None)
+    acks = records(effects, 1)
+    assert [type(a) for a in acks] == [MessageAck] * 3
+    assert acks[2] == acks[0]
+    assert len(records(effects, 2)) == 2
+    assert len(store.room_history("general", 0, 10)) == 2
+    # New messages are inserted without a lookup first; only the duplicate looks one up.
+    assert sum("client_id = " in s for s in statements) == 1
+
+
 def test_records_handled_before_a_failure_stay_stored(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub = Hub(store, HubConfig())
     logged_in(hub, 1, "alice")
-    real = store.find_by_client_id
+    real = store.append_message
 
-    def fails_on_boom(sender_key: str, client_id: str) -> object:
-        if client_id == "boom":
+    def fails_on_boom(**fields: Any) -> StoredMessage:
+        if fields["client_id"] == "boom":
             raise RuntimeError("a bug in the hub")
-        return real(sender_key, client_id)
+        return real(**fields)
 
-    monkeypatch.setattr(store, "find_by_client_id", fails_on_boom)
+    monkeypatch.setattr(store, "append_message", fails_on_boom)
     batch = [
         Message(text="first", room="general", client_id="a"),
         Message(text="second", room="general", client_id="boom"),

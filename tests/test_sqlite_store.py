@@ -874,3 +874,161 @@ def test_deleting_a_partial_upload_forgets_its_running_hash(store: SqliteStore) 
     assert f.file_id in store._hashes
     store.delete_file(f.file_id)
     assert store._hashes == {}
+
+
+# --- uploads kept open between chunks ---------------------------------------------------------
+
+
+def open_partials(store: SqliteStore) -> set[str]:
+    """File ids of the partial uploads this process has open right now (from /proc)."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    assert store._partials is not None
+    found = set()
+    for fd in fds.iterdir():
+        try:
+            target = Path(os.readlink(fd))
+        except OSError:
+            continue  # closed meanwhile (the directory listing's own descriptor)
+        if target.parent == store._partials:
+            found.add(target.name)
+    return found
+
+
+def test_an_upload_stays_open_between_chunks_without_reading_its_row(
+    store: SqliteStore,
+) -> None:
+    data = os.urandom(200_000)
+    f = offer(store, data)
+    store.write_chunk(f.file_id, 0, data[:50_000])
+    assert open_partials(store) == {f.file_id}
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    write_in_chunks(store, f, data[:150_000], start=50_000)
+    store._conn.set_trace_callback(None)
+    assert statements
+    assert all(s.startswith("UPDATE files SET received") for s in statements)
+    write_in_chunks(store, f, data, start=150_000)
+    assert store.complete_file(f.file_id)
+    assert open_partials(store) == set()
+    assert store.read_chunk(f.file_id, 0, len(data)) == data
+
+
+def test_release_delete_and_close_close_the_open_upload(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path) as s:
+        resumed, deleted, left_open = (offer(s, os.urandom(1000 + n)) for n in range(3))
+        for f in (resumed, deleted, left_open):
+            s.write_chunk(f.file_id, 0, b"x" * 10)
+        assert open_partials(s) == {resumed.file_id, deleted.file_id, left_open.file_id}
+        s.release_upload(resumed.file_id)  # the transfer ended: the partial stays resumable
+        s.release_upload(resumed.file_id)  # idempotent
+        s.delete_file(deleted.file_id)
+        assert open_partials(s) == {left_open.file_id}
+        assert s.write_chunk(resumed.file_id, 10, b"y" * 5) == 15  # opened again
+        assert open_partials(s) == {resumed.file_id, left_open.file_id}
+    assert open_partials(s) == set()
+
+
+def test_open_uploads_are_bounded(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "_MAX_OPEN_UPLOADS", 2)
+    files = [(offer(store, d), d) for d in (os.urandom(1000 + n) for n in range(3))]
+    for f, d in files:
+        store.write_chunk(f.file_id, 0, d[:500])
+    assert open_partials(store) == {f.file_id for f, _ in files[1:]}  # the oldest closed
+    for f, d in files:
+        store.write_chunk(f.file_id, 500, d[500:])
+        assert store.complete_file(f.file_id)
+        assert store.read_chunk(f.file_id, 0, len(d)) == d
+    assert open_partials(store) == set()
+
+
+def test_a_row_changed_behind_an_open_upload_refuses_the_chunk(tmp_path: Path) -> None:
+    data = os.urandom(30_000)
+    with SqliteStore(tmp_path) as s:
+        f = offer(s, data)
+        s.write_chunk(f.file_id, 0, data[:10_000])
+        other = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)  # an admin tool, say
+        other.execute("UPDATE files SET received = 5000 WHERE file_id = ?", (f.file_id,))
+        other.commit()
+        with pytest.raises(ValueError, match="changed while it was being written"):
+            s.write_chunk(f.file_id, 10_000, data[10_000:20_000])
+        assert open_partials(s) == set()
+        assert s.get_file(f.file_id).received == 5000  # type: ignore[union-attr]
+        # Resuming from the count the row holds cuts off everything past it.
+        write_in_chunks(s, f, data, start=5000)
+        assert s.complete_file(f.file_id)
+        assert s.read_chunk(f.file_id, 0, len(data)) == data
+        g = offer(s, data)
+        s.write_chunk(g.file_id, 0, data[:10_000])
+        other.execute("DELETE FROM files WHERE file_id = ?", (g.file_id,))
+        other.commit()
+        other.close()
+        with pytest.raises(ValueError, match="changed while it was being written"):
+            s.write_chunk(g.file_id, 10_000, data[10_000:])
+        with pytest.raises(ValueError, match="no such file"):
+            s.write_chunk(g.file_id, 10_000, data[10_000:])
+
+
+def test_a_rolled_back_chunk_is_cut_off_before_the_next_one(store: SqliteStore) -> None:
+    data = os.urandom(30_000)
+    f = offer(store, data)
+    store.write_chunk(f.file_id, 0, data[:10_000])
+
+    def write_then_fail() -> None:
+        with store._transaction():
+            store.write_chunk(f.file_id, 10_000, b"z" * 10_000)
+            raise RuntimeError("rolled back")
+
+    with store.batch(), pytest.raises(RuntimeError, match="rolled back"):
+        write_then_fail()
+    assert open_partials(store) == set()  # its count may be older than the cached one
+    write_in_chunks(store, f, data, start=10_000)
+    assert store.complete_file(f.file_id)
+    assert store.read_chunk(f.file_id, 0, len(data)) == data
+
+
+def test_a_failed_write_is_cut_off_before_the_next_one(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(30_000)
+    f = offer(store, data)
+    store.write_chunk(f.file_id, 0, data[:10_000])
+    real_write = os.write
+
+    def half_then_full(fd: int, buf: bytes) -> int:
+        real_write(fd, bytes(buf)[: len(buf) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        store.write_chunk(f.file_id, 10_000, data[10_000:20_000])
+    monkeypatch.setattr(os, "write", real_write)
+    assert open_partials(store) == set()
+    assert store.get_file(f.file_id).received == 10_000  # type: ignore[union-attr]
+    write_in_chunks(store, f, data, start=10_000)
+    assert store.complete_file(f.file_id)
+    assert store.read_chunk(f.file_id, 0, len(data)) == data
+
+
+def test_a_partial_changed_behind_a_closed_upload_is_checked_when_it_reopens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(30_000)
+    with SqliteStore(tmp_path) as s:
+        f = offer(s, data)
+        s.write_chunk(f.file_id, 0, data[:10_000])
+        s.release_upload(f.file_id)
+        partial = tmp_path / "downloads" / ".partial" / f.file_id
+        os.truncate(partial, 4000)  # the OS lost bytes the count says are there
+        with pytest.raises(ValueError, match="partial file holds 4000 bytes, expected 10000"):
+            s.write_chunk(f.file_id, 10_000, data[10_000:20_000])
+        assert open_partials(s) == set()
+        # Count and bytes both set back (an admin tool, say): the running hash, which saw
+        # 10000 bytes, is no longer trusted; the file is read back when it completes.
+        s._conn.execute("UPDATE files SET received = 4000 WHERE file_id = ?", (f.file_id,))
+        hashed = spy_on_reading_back(monkeypatch)
+        write_in_chunks(s, f, data, start=4000)
+        assert s.complete_file(f.file_id)
+        assert hashed == [partial]
+        assert s.read_chunk(f.file_id, 0, len(data)) == data

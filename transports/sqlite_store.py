@@ -27,6 +27,13 @@ received so far is kept in memory, so completing it needs no second read of the 
 fsync); after a restart, or when that hash no longer matches the committed count, the file is
 read and hashed instead.
 
+Uploads in progress: the partial file being written stays open between chunks, with the size
+and count its row had when it was opened. Each chunk is checked against that count and the
+UPDATE recording the new count matches only a row that still holds it (so a chunk is never
+written on a count the database does not have); any rollback closes every open upload, and
+the next chunk opens the file and reads its row again (cutting off bytes whose count was
+never committed). ``release_upload`` closes one when its transfer ends.
+
 Calls must come from one thread at a time (any thread): the single connection is opened with
 ``check_same_thread=False`` and is not locked.
 """
@@ -48,7 +55,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from sealchat.core.hub.store import StoredFile, StoredMessage, UserRow
+from sealchat.core.hub.store import DuplicateMessage, StoredFile, StoredMessage, UserRow
 
 if TYPE_CHECKING:
     from sealchat.core.hub.store import Store
@@ -65,6 +72,9 @@ _HASH_BLOCK = 1 << 20
 _MAX_HASHERS = 4096
 """Partial uploads with a running SHA-256 in memory (about 200 bytes each); beyond this the
 least recently written one is forgotten and hashed from disk when it completes."""
+_MAX_OPEN_UPLOADS = 64
+"""Partial uploads kept open between chunks (a file descriptor each); beyond this the least
+recently written one is closed, and opened and checked again at its next chunk."""
 _SAVEPOINT = "sealchat_nested"
 _NO_UPPER_BOUND = (1 << 63) - 1
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
@@ -185,6 +195,18 @@ class _RunningHash:
         self.received = 0
 
 
+class _OpenUpload:
+    """A partial upload open for appending: its offered ``size`` and the ``received`` count
+    committed (or about to be, in the current transaction) for it."""
+
+    __slots__ = ("fd", "received", "size")
+
+    def __init__(self, fd: int, received: int, size: int) -> None:
+        self.fd = fd
+        self.received = received
+        self.size = size
+
+
 class SqliteStore:
     """:class:`sealchat.core.hub.store.Store` on SQLite; every write is committed on return
     (at the end of the block inside :meth:`batch`)."""
@@ -214,6 +236,7 @@ class SqliteStore:
             os.close(os.open(database, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW, FILE_MODE))
         self._path = database
         self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
+        self._open_uploads: OrderedDict[str, _OpenUpload] = OrderedDict()
         self._unlink_after_commit: list[Path] = []
         self._conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         try:
@@ -235,7 +258,8 @@ class SqliteStore:
         self.close()
 
     def close(self) -> None:
-        """Close the database (idempotent)."""
+        """Close the database and every open upload (idempotent)."""
+        self._release_all_uploads()
         self._conn.close()
 
     # -- setup -----------------------------------------------------------------------------
@@ -343,6 +367,7 @@ class SqliteStore:
         try:
             yield conn
         except BaseException:
+            self._release_all_uploads()  # an upload's count may be back to an older one
             if conn.in_transaction:  # an I/O error may have ended the whole transaction
                 conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
                 conn.execute(f"RELEASE {_SAVEPOINT}")
@@ -366,6 +391,7 @@ class SqliteStore:
 
     def _rollback(self) -> None:
         self._unlink_after_commit.clear()
+        self._release_all_uploads()
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
@@ -502,8 +528,9 @@ class SqliteStore:
     ) -> StoredMessage:
         """Store a message under the next id.
 
-        Exactly one of ``room`` and ``to_key`` must be set. Raises ValueError if the sender
-        already has a message with this non-empty ``client_id`` (see find_by_client_id).
+        Exactly one of ``room`` and ``to_key`` must be set. Raises ``DuplicateMessage`` (a
+        ValueError) if the sender already has a message with this non-empty ``client_id``
+        (see find_by_client_id): the unique index finds it, with no lookup beforehand.
         """
         _one_target(room, to_key)
         try:
@@ -512,8 +539,8 @@ class SqliteStore:
                 "client_id, file_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (ts, sender_key, sender, room, to_key, to, text, client_id, file_id),
             )
-        except sqlite3.IntegrityError:
-            raise ValueError("duplicate client_id for this sender") from None
+        except sqlite3.IntegrityError:  # the only constraint a message can break
+            raise DuplicateMessage("duplicate client_id for this sender") from None
         assert cur.lastrowid is not None
         return StoredMessage(
             id=cur.lastrowid,
@@ -714,51 +741,88 @@ class SqliteStore:
 
     def write_chunk(self, file_id: str, offset: int, data: bytes) -> int:
         """Append ``data`` at ``offset`` (which must equal the bytes received so far) and
-        return the new count. ValueError for a wrong offset, too much data, or a complete or
-        unknown file."""
-        f = self._require_file(file_id)
-        if f.complete:
-            raise ValueError("file is already complete")
-        if offset != f.received:
+        return the new count. ValueError for a wrong offset, too much data, a complete or
+        unknown file, or a row changed behind the open upload (see the module docstring)."""
+        upload = self._open_uploads.get(file_id)
+        if upload is None:
+            upload = self._open_upload(file_id)
+        else:
+            self._open_uploads.move_to_end(file_id)  # most recently written last
+        received = upload.received
+        if offset != received:
             raise ValueError(
-                f"chunk offset {offset} does not match the {f.received} bytes received so far"
+                f"chunk offset {offset} does not match the {received} bytes received so far"
             )
-        if f.received + len(data) > f.size:
+        if received + len(data) > upload.size:
             raise ValueError(
                 f"chunk of {len(data)} bytes at offset {offset} goes past the offered size "
-                f"of {f.size} bytes"
+                f"of {upload.size} bytes"
             )
         if not data:
-            return f.received
+            return received
         running = self._hashes.pop(file_id, None)
-        if running is None and f.received == 0:
+        if running is None and received == 0:
             running = _RunningHash()
-        elif running is not None and running.received != f.received:
+        elif running is not None and running.received != received:
             running = None  # it saw bytes whose count was never committed, or missed some
-        fd = os.open(self._partial_path(file_id), os.O_WRONLY | os.O_APPEND | _O_NOFOLLOW)
+        new_count = received + len(data)
         try:
-            actual = os.fstat(fd).st_size
-            if actual > f.received:  # bytes from a write whose count was never committed
-                os.ftruncate(fd, f.received)
-                running = None
-            elif actual < f.received:
-                raise ValueError(f"partial file holds {actual} bytes, expected {f.received}")
             # Unbuffered os.write: the bytes are in the kernel (the file's page cache) before
             # the new count is committed.
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        received = f.received + len(data)
-        self._conn.execute("UPDATE files SET received = ? WHERE file_id = ?", (received, file_id))
+                view = view[os.write(upload.fd, view) :]
+            updated = self._conn.execute(
+                "UPDATE files SET received = ? WHERE file_id = ? AND received = ? AND complete = 0",
+                (new_count, file_id, received),
+            ).rowcount
+        except BaseException:
+            self.release_upload(file_id)  # reopened (and cut back to its count) next time
+            raise
+        if updated != 1:
+            self.release_upload(file_id)
+            raise ValueError("the file changed while it was being written; resume to continue")
+        upload.received = new_count
         if running is not None:
             running.digest.update(data)
-            running.received = received
+            running.received = new_count
             self._hashes[file_id] = running  # most recently written last
             if len(self._hashes) > _MAX_HASHERS:
                 self._hashes.popitem(last=False)
-        return received
+        return new_count
+
+    def _open_upload(self, file_id: str) -> _OpenUpload:
+        """Open a partial upload for appending, checked against its row: bytes past the
+        committed count (a write whose count was never committed) are cut off."""
+        f = self._require_file(file_id)
+        if f.complete:
+            raise ValueError("file is already complete")
+        fd = os.open(self._partial_path(file_id), os.O_WRONLY | os.O_APPEND | _O_NOFOLLOW)
+        try:
+            actual = os.fstat(fd).st_size
+            if actual > f.received:
+                os.ftruncate(fd, f.received)
+                self._hashes.pop(file_id, None)  # it may have seen the bytes cut off
+            elif actual < f.received:
+                raise ValueError(f"partial file holds {actual} bytes, expected {f.received}")
+        except BaseException:
+            os.close(fd)
+            raise
+        upload = self._open_uploads[file_id] = _OpenUpload(fd, f.received, f.size)
+        if len(self._open_uploads) > _MAX_OPEN_UPLOADS:
+            os.close(self._open_uploads.popitem(last=False)[1].fd)
+        return upload
+
+    def release_upload(self, file_id: str) -> None:
+        """Close the partial file if it is open for writing (no-op otherwise). Its bytes, row
+        and running hash stay: the upload can go on later."""
+        upload = self._open_uploads.pop(file_id, None)
+        if upload is not None:
+            os.close(upload.fd)
+
+    def _release_all_uploads(self) -> None:
+        while self._open_uploads:
+            os.close(self._open_uploads.popitem()[1].fd)
 
     def complete_file(self, file_id: str) -> bool:
         """Verify the stored bytes against the offered size and SHA-256; if they match, fsync
@@ -767,6 +831,7 @@ class SqliteStore:
 
         The SHA-256 kept while the chunks were written is used when it covers the whole file;
         otherwise the file is read back and hashed."""
+        self.release_upload(file_id)
         f = self.get_file(file_id)
         if f is None:
             return False
@@ -798,6 +863,7 @@ class SqliteStore:
         """Forget a file and delete its bytes (no-op for an unknown id)."""
         self._conn.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
         self._hashes.pop(file_id, None)
+        self.release_upload(file_id)
         if _FILE_ID.fullmatch(file_id):
             # After the commit: a crash in between leaves at most an orphan file, never a row
             # pointing at nothing (stray partials are swept on the next open).

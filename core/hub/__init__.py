@@ -12,13 +12,14 @@ from sealchat.core.hub.effects import (
     VerifyPassword,
 )
 from sealchat.core.hub.hub import GENERIC_LOGIN_FAILURE, Hub
-from sealchat.core.hub.store import Store, StoredFile, StoredMessage, UserRow
+from sealchat.core.hub.store import DuplicateMessage, Store, StoredFile, StoredMessage, UserRow
 
 __all__ = [
     "GENERIC_LOGIN_FAILURE",
     "CancelStream",
     "Deliver",
     "Disconnect",
+    "DuplicateMessage",
     "Effect",
     "HashPassword",
     "Hub",

@@ -29,7 +29,7 @@ from sealchat.core.hub.effects import (
 )
 from sealchat.core.hub.names import room_problem, user_key, username_problem
 from sealchat.core.hub.ratelimit import Backoff, TokenBucket
-from sealchat.core.hub.store import Store, StoredFile, StoredMessage
+from sealchat.core.hub.store import DuplicateMessage, Store, StoredFile, StoredMessage
 from sealchat.core.records import (
     Authenticated,
     Bye,
@@ -76,6 +76,8 @@ FILES_REF = "files"
 TYPING_REF = "typing"
 """The ``ref`` of an Error about a HistoryRequest, ListFiles or Typing record."""
 _PAGE_BYTES = limits.MAX_RECORD - 1024  # leaves room for the record's other fields
+_LOGINS = (Login, Register)
+_CONNECTION_LEVEL = (Ping, Pong, Bye)
 _encoder = msgspec.msgpack.Encoder()
 T = TypeVar("T")
 
@@ -134,6 +136,7 @@ class Hub:
         self._typing_buckets: dict[str, TokenBucket] = {}
         self._uploading: set[str] = set()
         """Files that a transfer is writing right now: one writer per partial file."""
+        self._in_rooms: dict[str, _Conversation] = {}
         self.store.ensure_room(self.config.default_room)
 
     # --- sessions ---------------------------------------------------------------------------
@@ -189,9 +192,9 @@ class Hub:
         state = self._sessions.get(session)
         if state is None:
             return []
-        if isinstance(record, Login | Register):
+        if isinstance(record, _LOGINS):
             return self._login(state, record, now)
-        if isinstance(record, Ping | Pong | Bye):
+        if isinstance(record, _CONNECTION_LEVEL):
             return []  # answered or handled by the connection itself
         if not state.key:
             return [Disconnect(session, "log in first")]
@@ -452,29 +455,29 @@ class Hub:
                     ref,
                 )
             ]
-        if ref:
-            earlier = self.store.find_by_client_id(state.key, ref)
-            if earlier is not None:  # a resend after a reconnect: acknowledge, don't repeat
-                return [self._reply(state, MessageAck(client_id=ref, id=earlier.id, ts=earlier.ts))]
-        if not self._bucket(state.key, now).take(now):
-            return [
-                self._error(
-                    state,
-                    "rate_limited",
-                    f"slow down: at most {self.config.messages_per_second:g} messages a second",
-                    ref,
-                )
-            ]
-        stored = self.store.append_message(
-            ts=now,
-            sender_key=state.key,
-            sender=state.name,
-            room=where.room,
-            to_key=where.peer_key,
-            to=where.peer,
-            text=record.text,
-            client_id=ref,
-        )
+        # A resend (after a reconnect) of a message already stored is acknowledged, not
+        # repeated, and costs no token. The store's unique index spots it as the message is
+        # inserted, so a new message needs no lookup first.
+        bucket = self._bucket(state.key, now)
+        if not bucket.take(now):
+            return [self._ack_earlier(state, ref) or self._rate_limited(state, ref)]
+        try:
+            stored = self.store.append_message(
+                ts=now,
+                sender_key=state.key,
+                sender=state.name,
+                room=where.room,
+                to_key=where.peer_key,
+                to=where.peer,
+                text=record.text,
+                client_id=ref,
+            )
+        except DuplicateMessage:
+            bucket.give_back()
+            ack = self._ack_earlier(state, ref)
+            if ack is None:  # pragma: no cover  (the store broke its contract)
+                raise
+            return [ack]
         message = self._message_record(stored)
         # The sender's session gets the acknowledgement; without a client id to match it
         # against, it gets the message itself.
@@ -483,6 +486,17 @@ class Hub:
         effects += self._to_conversation(state, where, message)
         self._typing.pop((state.key, where), None)
         return effects
+
+    def _ack_earlier(self, state: Session, ref: str) -> Deliver | None:
+        """The acknowledgement of the sender's message stored earlier under ``ref``, if any."""
+        earlier = self.store.find_by_client_id(state.key, ref) if ref else None
+        if earlier is None:
+            return None
+        return self._reply(state, MessageAck(client_id=ref, id=earlier.id, ts=earlier.ts))
+
+    def _rate_limited(self, state: Session, ref: str) -> Deliver:
+        detail = f"slow down: at most {self.config.messages_per_second:g} messages a second"
+        return self._error(state, "rate_limited", detail, ref)
 
     def _bucket(self, key: str, now: float) -> TokenBucket:
         """The user's allowance of messages (and of new rooms)."""
@@ -499,7 +513,10 @@ class Hub:
         if room:
             if state.key not in self._member_set(room):
                 return Error(code="not_member", detail=f"join {room} first", ref=ref)
-            return _Conversation(room=room)
+            where = self._in_rooms.get(room)
+            if where is None:  # one per existing room (it has a member)
+                where = self._in_rooms[room] = _Conversation(room=room)
+            return where
         user = self.store.get_user(user_key(to))
         if user is None:
             return Error(code="no_such_user", detail=f"there is no user {to}", ref=ref)
@@ -510,7 +527,8 @@ class Hub:
     ) -> list[Effect]:
         """``record`` to everyone in the conversation except the session that caused it."""
         keys = self._member_set(where.room) if where.room else {state.key, where.peer_key}
-        sessions = tuple(s for k in keys for s in self._online.get(k, ()) if s != state.id)
+        online, me = self._online, state.id
+        sessions = tuple([s for k in keys if k in online for s in online[k] if s != me])
         return [Deliver(sessions, record)] if sessions else []
 
     def _delivered(self, state: Session, record: Delivered) -> list[Effect]:
@@ -696,6 +714,7 @@ class Hub:
         upload = state.uploads.pop(transfer, None)
         if upload is not None:
             self._uploading.discard(upload.file.file_id)
+            self.store.release_upload(upload.file.file_id)
         return upload
 
     def _discard_partial(self, file: StoredFile) -> None:

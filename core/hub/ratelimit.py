@@ -27,6 +27,10 @@ class TokenBucket:
         self.tokens -= 1
         return True
 
+    def give_back(self) -> None:
+        """Return the token the last successful ``take`` took (the action did not happen)."""
+        self.tokens = min(self.burst, self.tokens + 1)
+
 
 @dataclass(slots=True)
 class Backoff:

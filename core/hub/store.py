@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+class DuplicateMessage(ValueError):
+    """``append_message`` was given a ``client_id`` its sender already used: the message is
+    stored already (``find_by_client_id`` returns it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class UserRow:
     """A registered user: display name, case-folded key and Argon2id PHC hash."""
@@ -124,7 +129,8 @@ class Store(Protocol):
         client_id: str,
         file_id: str = "",
     ) -> StoredMessage:
-        """Store a message and give it the next id."""
+        """Store a message and give it the next id. Raises ``DuplicateMessage`` (storing
+        nothing) if the sender already has a message with this non-empty ``client_id``."""
         ...
 
     def find_by_client_id(self, sender_key: str, client_id: str) -> StoredMessage | None: ...
@@ -168,7 +174,13 @@ class Store(Protocol):
     def get_file(self, file_id: str) -> StoredFile | None: ...
     def write_chunk(self, file_id: str, offset: int, data: bytes) -> int:
         """Append ``data`` at ``offset`` (which must equal the bytes received so far) and
-        return the new count."""
+        return the new count. The store may keep the partial file open until
+        ``release_upload``, ``complete_file`` or ``delete_file``."""
+        ...
+
+    def release_upload(self, file_id: str) -> None:
+        """The upload's transfer ended (or its session closed): free what the store keeps
+        open for writing it. The partial stays, to be resumed."""
         ...
 
     def complete_file(self, file_id: str) -> bool:
