@@ -10,21 +10,24 @@ import trio
 from sealchat.core import Connection
 
 RECEIVE_SIZE = 256 * 1024
-"""Most bytes taken per read: up to four file chunks, so that records arriving in a burst
-reach the hub together (one trip to its thread). The buffer exists only during the read
-(the socket's ``recv`` allocates it and shrinks it to what arrived), so an idle connection
-costs nothing for it."""
+"""Most bytes taken per read by default: up to four file chunks, so that records arriving in
+a burst are handled together. The buffer exists only during the read (the socket's ``recv``
+allocates it and shrinks it to what arrived), so an idle connection costs nothing for it."""
 
 
-async def feed(conn: Connection, stream: trio.abc.ReceiveStream) -> None:
-    """Wait for bytes from the peer, or for the connection's next timer, and hand over
-    whichever came first. A reset connection reads as EOF."""
+async def feed(
+    conn: Connection, stream: trio.abc.ReceiveStream, receive_size: int = RECEIVE_SIZE
+) -> int:
+    """Wait for bytes from the peer (at most ``receive_size``), or for the connection's next
+    timer, and hand over whichever came first; returns how many bytes arrived (0 for a timer
+    or EOF). A reset connection reads as EOF."""
     timer = conn.get_timer()
     data: bytes | bytearray = b""
     with trio.move_on_at(math.inf if timer is None else timer) as waited:
         with contextlib.suppress(trio.BrokenResourceError):
-            data = await stream.receive_some(RECEIVE_SIZE)
+            data = await stream.receive_some(receive_size)
     if waited.cancelled_caught:
         conn.handle_timer(trio.current_time())
-    else:
-        conn.receive_data(bytes(data))
+        return 0
+    conn.receive_data(bytes(data))
+    return len(data)

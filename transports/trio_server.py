@@ -33,6 +33,7 @@ from sealchat.core import (
     State,
 )
 from sealchat.core.codec import encode_record
+from sealchat.core.connection import MAX_RECEIVE_BUFFER
 from sealchat.core.hub import (
     CancelStream,
     Deliver,
@@ -43,13 +44,21 @@ from sealchat.core.hub import (
     StreamFile,
     VerifyPassword,
 )
-from sealchat.core.limits import MAX_CHUNK
+from sealchat.core.limits import MAX_CHUNK, MAX_FRAME
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import ServerConfig, stream_burst
-from sealchat.transports.trio_feed import feed
+from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
 
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
+BULK_RECEIVE_SIZE = 896 * 1024
+"""Most bytes taken by a read that follows a full one (more is waiting): up to 14 file
+chunks, so that an upload or a burst reaches the hub in few large batches (a trip to the
+hub's thread and a commit each, which cost far more than handling a record). Other reads
+take at most ``trio_feed.RECEIVE_SIZE``: a buffer this large costs a fresh mapping even
+for a few bytes. Room is left in the connection's receive buffer for the partial frame a
+read may leave behind; a read's buffer exists only during the read."""
+assert BULK_RECEIVE_SIZE + 4 + MAX_FRAME <= MAX_RECEIVE_BUFFER
 TICK = 0.25
 """Longest sleep of the hub's timer task: typing notices expire at most this late."""
 _OVER = (State.CLOSED, State.ERROR)
@@ -189,11 +198,14 @@ class TrioServer:
 
     async def _read(self, peer: _Peer) -> None:
         """Feed the connection until it closes; run what each event asks for."""
+        size = RECEIVE_SIZE
         while True:
-            await feed(peer.conn, peer.stream)
+            received = await feed(peer.conn, peer.stream, size)
+            size = BULK_RECEIVE_SIZE if received == size else RECEIVE_SIZE
             if not await self._drain_events(peer):
                 return
-            peer.output_ready.set()
+            if peer.conn.bytes_to_send:  # a Pong or a Ping (effects wake the writer themselves)
+                peer.output_ready.set()
 
     async def _drain_events(self, peer: _Peer) -> bool:
         """Handle every event buffered; False once the connection is over. The records that
