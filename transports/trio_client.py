@@ -18,7 +18,6 @@ client drops messages it has already shown, so nothing is lost and nothing is do
 from __future__ import annotations
 
 import random
-import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
@@ -547,7 +546,7 @@ class ChatClient:
     async def send_message(self, text: str, *, room: str = "", to: str = "") -> str:
         """Queue a message and send it if connected; returns its client id. It is delivered
         once even if the connection drops before the server acknowledges it."""
-        client_id = secrets.token_hex(8)
+        client_id = requests.new_client_id()
         message = Message(text=text, room=room, to=to, client_id=client_id)
         if len(text) > MAX_TEXT:
             raise ClientError(
