@@ -16,6 +16,8 @@ from pathlib import Path
 
 import platformdirs
 
+from sealchat.transports.writeback import WriteBehind
+
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_NAME = 200
 _BLOCK = 1 << 20
@@ -62,6 +64,7 @@ class PartialDownload:
         except BaseException:
             self.close()
             raise
+        self._behind = WriteBehind(self.size)  # what was here before is on disk already
 
     def __repr__(self) -> str:
         return f"PartialDownload({str(self.path)!r}, size={self.size})"
@@ -87,6 +90,7 @@ class PartialDownload:
             view = view[os.write(self._fd, view) :]
         self._digest.update(data)
         self.size += len(data)
+        self._behind.wrote(self._fd, self.size)
 
     def write_all(self, chunks: Iterable[tuple[int, bytes]]) -> None:
         """``write`` each (offset, data) in turn: one call for what arrived together."""
