@@ -269,6 +269,7 @@ class Connection:
                 )
             )
             self._next_in = b""
+            self._next_pos = 0
         elif not left:  # all read: adopt the bytes without copying them
             self._in = data
         elif 0 < missing < len(data):  # complete the frame begun; keep the rest as it is
@@ -416,6 +417,7 @@ class Connection:
         if self._in_pos == len(self._in) and self._next_in:  # on to what came after
             self._in, self._in_pos = self._next_in, self._next_pos
             self._next_in = b""
+            self._next_pos = 0
         buf = self._in
         start = self._in_pos
         if len(buf) - start < _HEADER_SIZE:
@@ -441,6 +443,7 @@ class Connection:
         self._enter(State.ERROR)
         self._error = reason
         self._in = self._next_in = b""
+        self._next_pos = 0
         self._in_pos = 0
         raise RemoteProtocolError(reason)
 

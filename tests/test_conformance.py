@@ -918,8 +918,9 @@ def test_a_file_larger_than_one_disk_read_downloads_in_whole_chunks(
     window: int | None,
     offset: int,
 ) -> None:
-    # The server reads 16 chunks per turn with the hub (one with a window that small) and
-    # sends them as chunks of MAX_CHUNK: only the last may be shorter.
+    # The server reads up to 16 whole chunks per turn with the hub (as many as the window has
+    # room for; one with a window that small) and sends them as chunks of MAX_CHUNK: only
+    # the last may be shorter.
     server = serve(**({} if window is None else {"stream_window": window}))
     alice, bob = server.login("alice"), server.login("bob")
     data = payload(2 * 16 * MAX_CHUNK + 12_345, seed=4)
@@ -941,9 +942,10 @@ def test_a_file_larger_than_one_disk_read_downloads_in_whole_chunks(
     assert end.sha256 == sha(data)
     whole, rest = divmod(len(data) - offset, MAX_CHUNK)
     assert sizes == [MAX_CHUNK] * whole + ([rest] if rest else [])
-    per_read = MAX_CHUNK * (1 if window else 16)
-    assert len(reads) == -(-(len(data) - offset) // per_read)
+    per_read = MAX_CHUNK * (1 if window else 16)  # a read fills what the window has left
+    assert sum(reads) == len(data) - offset
     assert max(reads) == per_read
+    assert all(size % MAX_CHUNK == 0 for size in reads[:-1])
 
 
 def test_an_upload_resumes_after_a_disconnect(serve: Callable[..., Server]) -> None:

@@ -188,6 +188,32 @@ def test_receive_buffer_counts_what_a_completed_frame_leaves() -> None:
     assert server.state is State.ERROR
 
 
+def test_receive_buffer_limit_holds_after_a_split_frame_was_read() -> None:
+    """Once the bytes after a completed frame are being read, what was left of the earlier
+    read must not count against the limit any more, nor be subtracted from it."""
+    pair = ready_pair(max_receive_buffer=100_000)
+    (frame,) = chunk_frames(pair, 1)
+    for n in range(6000):
+        pair.client.conn.send(Ping(nonce=n))
+    pings = pair.client.conn.data_to_send()
+    assert len(pings) > 150_000
+    server = pair.server.conn
+    assert events_from(server, frame[:10]) == []
+    server.receive_data(frame[10:] + pings[:100])  # completes the chunk, starts the pings
+    assert isinstance(server.next_event(), FileChunk)
+    buffered: list[int] = []
+
+    def feed_without_reading() -> None:
+        for at in range(100, len(pings), 10_000):
+            server.receive_data(pings[at : at + 10_000])
+            buffered.append(len(server._in) - server._in_pos)
+
+    with pytest.raises(RemoteProtocolError, match="receive buffer"):
+        feed_without_reading()
+    assert max(buffered) <= 100_000
+    assert server.state is State.ERROR
+
+
 # --- preamble and version -----------------------------------------------------------------
 
 

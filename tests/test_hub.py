@@ -28,6 +28,7 @@ from sealchat.core import (
 from sealchat.core.hub import (
     Deliver,
     Effect,
+    HandlingFailed,
     HashPassword,
     Hub,
     HubConfig,
@@ -333,11 +334,20 @@ def test_records_handled_before_a_failure_stay_stored(
         return real(**fields)
 
     monkeypatch.setattr(store, "append_message", fails_on_boom)
+    logged_in(hub, 2, "bob")
     batch = [
         Message(text="first", room="general", client_id="a"),
         Message(text="second", room="general", client_id="boom"),
+        Message(text="third", room="general", client_id="c"),
     ]
-    with pytest.raises(RuntimeError, match="a bug"):
+    with pytest.raises(HandlingFailed) as failed:
         hub.handle_all(1, batch, NOW)
+    assert isinstance(failed.value.__cause__, RuntimeError)
     assert not store._conn.in_transaction
     assert [m.text for m in store.room_history("general", 0, 10)] == ["first"]
+    # "first" is stored, so its acknowledgement and its delivery to bob come with the error
+    # (the driver runs them before it ends the session); nothing after the failure was handled.
+    sent = [(e.sessions, e.record) for e in failed.value.effects if isinstance(e, Deliver)]
+    assert any(1 in to and isinstance(r, MessageAck) and r.client_id == "a" for to, r in sent)
+    assert any(2 in to and isinstance(r, Message) and r.text == "first" for to, r in sent)
+    assert not any(isinstance(r, Message) and r.text == "third" for _, r in sent)

@@ -1032,3 +1032,38 @@ def test_a_partial_changed_behind_a_closed_upload_is_checked_when_it_reopens(
         assert s.complete_file(f.file_id)
         assert hashed == [partial]
         assert s.read_chunk(f.file_id, 0, len(data)) == data
+
+
+def test_a_batch_sqlite_rolled_back_by_itself_deletes_nothing_and_says_so(
+    store: SqliteStore,
+) -> None:
+    """An I/O error (here an interrupt, which does the same) makes SQLite undo the whole
+    transaction on its own: nothing is committed, so no file may be deleted, no cached count
+    may stay ahead of the rows, and the batch must fail so that nothing is acknowledged."""
+    data = os.urandom(200_000)
+    doomed = offer(store, data, name="a")
+    store.write_chunk(doomed.file_id, 0, data[:100_000])
+    other = offer(store, data, name="b")
+
+    def interrupted_batch() -> None:
+        with store.batch():
+            store.write_chunk(other.file_id, 0, data[:60_000])
+            store.delete_file(doomed.file_id)  # its bytes go once the deletion is committed
+            store._conn.set_progress_handler(lambda: 1, 1)  # the next statement is interrupted
+            try:
+                store.append_message(
+                    ts=3, sender_key="esha", sender="esha", room="lobby", to_key="", to="",
+                    text="t", client_id="",
+                )  # fmt: skip
+            finally:
+                store._conn.set_progress_handler(None, 1)
+
+    with pytest.raises(sqlite3.OperationalError):
+        interrupted_batch()
+    assert not store._conn.in_transaction
+    kept = store.get_file(doomed.file_id)
+    assert kept is not None
+    assert kept.received == 100_000
+    store.write_chunk(doomed.file_id, 100_000, data[100_000:])  # its bytes are all there
+    assert store.complete_file(doomed.file_id)
+    store.write_chunk(other.file_id, 0, data[:60_000])  # from the count the rows hold

@@ -42,6 +42,7 @@ from sealchat.core.hub import (
     Deliver,
     Disconnect,
     Effect,
+    HandlingFailed,
     HashPassword,
     Hub,
     StreamFile,
@@ -375,7 +376,12 @@ class ThreadedServer:
         message cuts into the replay after login). Password checks run after, unlocked.
         """
         with self._hub_lock:
-            slow = self._carry_out(fn(*args))
+            try:
+                effects = fn(*args)
+            except HandlingFailed as exc:  # what came before the failure is stored: carry it out
+                self._carry_out(exc.effects)
+                raise
+            slow = self._carry_out(effects)
         for effect in slow:
             self._check_password(effect)
 
@@ -437,9 +443,13 @@ class ThreadedServer:
                         client.lock.wait(1.0)
                 if client.finished or effect.transfer in client.cancelled_streams:
                     return
-                size = min(burst, effect.size - offset)
+                with client.lock:
+                    room = self.config.stream_window - client.conn.bytes_to_send
+                size = min(burst, max(1, room // MAX_CHUNK) * MAX_CHUNK, effect.size - offset)
                 try:
                     data = self.in_hub(self.hub.store.read_chunk, effect.file_id, offset, size)
+                    if client.finished or effect.transfer in client.cancelled_streams:
+                        return  # cancelled while this thread read
                     if len(data) != size:
                         raise ValueError(f"read {len(data)} bytes of {size}: file truncated")
                 except (OSError, ValueError):

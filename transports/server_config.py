@@ -27,8 +27,8 @@ class ServerConfig:
     max_outgoing_bytes: int = 8 * MiB
     """Bytes queued for one peer before it counts as not reading and is dropped."""
     stream_window: int = 1 * MiB
-    """A download streams while less than this is queued for its connection (it then reads
-    and queues up to ``stream_burst`` bytes more)."""
+    """A download streams while less than this is queued for its connection; each read
+    fills what is left of it (at least one chunk, at most ``stream_burst`` bytes)."""
     password_threads: int = 2
     """Argon2id checks that may run at once (each takes 19 MiB and tens of milliseconds)."""
     argon2: Argon2Params = DEFAULT

@@ -378,12 +378,16 @@ class SqliteStore:
         conn.execute(f"RELEASE {_SAVEPOINT}")
 
     def _commit(self) -> None:
-        """Commit the open transaction (if SQLite has not already rolled it back after an I/O
-        error), then delete the files whose rows it removed."""
+        """Commit the open transaction, then delete the files whose rows it removed. If SQLite
+        has already rolled it back by itself (after an I/O error, a full disk...), nothing was
+        committed: it is handled as the rollback it was (no file is deleted) and raised, so
+        that nothing of it is acknowledged."""
         conn = self._conn
+        if not conn.in_transaction:
+            self._rollback()
+            raise sqlite3.OperationalError("SQLite rolled the transaction back; nothing was stored")
         try:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
@@ -919,11 +923,20 @@ class SqliteStore:
             raise ValueError(f"offset {offset} is outside the file's {f.size} bytes")
         if size < 0:
             raise ValueError("size cannot be negative")
+        want = min(size, f.size - offset)
+        parts: list[bytes] = []
         fd = os.open(self._final_path(file_id), os.O_RDONLY | _O_NOFOLLOW)
         try:
-            return os.pread(fd, min(size, f.size - offset), offset)
+            while want:  # a read may return less than asked (network file systems do)
+                part = os.pread(fd, want, offset)
+                if not part:
+                    break  # the file is shorter than its row says: the caller sees it
+                parts.append(part)
+                offset += len(part)
+                want -= len(part)
         finally:
             os.close(fd)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _sync_file(path: Path, size: int) -> bool:

@@ -39,6 +39,7 @@ from sealchat.core.hub import (
     Deliver,
     Disconnect,
     Effect,
+    HandlingFailed,
     HashPassword,
     Hub,
     StreamFile,
@@ -242,8 +243,10 @@ class TrioServer:
             return True
         try:
             effects = await self._in_hub(self.hub.handle_all, peer.session, records, _now())
-        except Exception:  # a bug must cost one connection, never the server
+        except Exception as exc:  # a bug must cost one connection, never the server
             log.exception("the hub failed on a record from %r", peer)
+            if isinstance(exc, HandlingFailed):  # what came before the failure is stored
+                await self._run_effects(exc.effects)
             peer.say_goodbye("the server failed on your request; please reconnect")
             return False
         await self._run_effects(effects)
@@ -338,11 +341,14 @@ class TrioServer:
                 while offset < effect.size:
                     while peer.conn.bytes_to_send > self.config.stream_window:
                         await peer.wrote.wait()
-                    size = min(burst, effect.size - offset)
+                    room = self.config.stream_window - peer.conn.bytes_to_send
+                    size = min(burst, max(1, room // MAX_CHUNK) * MAX_CHUNK, effect.size - offset)
                     try:
                         data = await self._in_hub(
                             self.hub.store.read_chunk, effect.file_id, offset, size
                         )
+                        if scope.cancel_called:  # cancelled while the thread read
+                            return
                         if len(data) != size:
                             raise ValueError(f"read {len(data)} bytes of {size}: file truncated")
                     except (OSError, ValueError):

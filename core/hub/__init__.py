@@ -11,7 +11,7 @@ from sealchat.core.hub.effects import (
     StreamFile,
     VerifyPassword,
 )
-from sealchat.core.hub.hub import GENERIC_LOGIN_FAILURE, Hub
+from sealchat.core.hub.hub import GENERIC_LOGIN_FAILURE, HandlingFailed, Hub
 from sealchat.core.hub.store import DuplicateMessage, Store, StoredFile, StoredMessage, UserRow
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Disconnect",
     "DuplicateMessage",
     "Effect",
+    "HandlingFailed",
     "HashPassword",
     "Hub",
     "HubConfig",

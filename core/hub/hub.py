@@ -119,6 +119,16 @@ class _Conversation:
     peer: str = ""
 
 
+class HandlingFailed(Exception):
+    """Handling a record raised (the cause is chained). ``effects`` are those of the records
+    handled before it in the same call, which are stored: the driver runs them, then ends
+    the session."""
+
+    def __init__(self, effects: list[Effect]) -> None:
+        super().__init__("the hub failed to handle a record")
+        self.effects = effects
+
+
 class Hub:
     """Rooms, direct messages, presence, typing, history and files for every session."""
 
@@ -172,20 +182,34 @@ class Hub:
     def handle(self, session: SessionId, record: Record, now: float) -> list[Effect]:
         """React to a record received on ``session``.
 
-        Its writes are committed (as one) before the effects are returned: anything that
-        acknowledges them comes after they are stored."""
-        with self.store.batch():
-            return self._handle(session, record, now)
+        Its writes are committed before the effects are returned: anything that acknowledges
+        them comes after they are stored. Raises ``HandlingFailed`` if handling it failed."""
+        return self.handle_all(session, [record], now)
 
     def handle_all(self, session: SessionId, records: list[Record], now: float) -> list[Effect]:
         """``handle`` for records that arrived together, effects in order; the writes of all
-        of them are committed as one, before the effects are returned."""
+        of them are committed as one, before the effects are returned.
+
+        If a record fails, the ones after it are not handled, what was written is committed
+        (the hub's state in memory has moved on with it) and ``HandlingFailed`` carries the
+        effects of the records before it: stored, so they are to be run. If the commit itself
+        fails, that error comes out instead, and nothing is to be acknowledged."""
         effects: list[Effect] = []
-        with self.store.batch():
-            # Committed on the way out even if a record fails: the records handled before it
-            # have changed the hub's state in memory, and their writes must match it.
-            for record in records:
-                effects += self._handle(session, record, now)
+        failure: Exception | None = None
+        try:
+            with self.store.batch():
+                for record in records:
+                    try:
+                        effects += self._handle(session, record, now)
+                    except Exception as exc:
+                        failure = exc
+                        break
+        except Exception:
+            self._members.clear()  # reread from the store what it really holds
+            raise
+        if failure is not None:
+            self._members.clear()  # the record may have changed a membership half way
+            raise HandlingFailed(effects) from failure
         return effects
 
     def _handle(self, session: SessionId, record: Record, now: float) -> list[Effect]:
