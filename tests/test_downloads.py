@@ -67,3 +67,12 @@ def test_names_never_clobber_or_escape(tmp_path: Path) -> None:
 def test_file_ids_are_checked_before_any_path_is_made(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a file id"):
         PartialDownload(tmp_path, "../escape")
+
+
+def test_a_file_is_downloaded_by_one_writer_at_a_time(tmp_path: Path) -> None:
+    with PartialDownload(tmp_path, FILE_ID) as first:
+        with pytest.raises(ValueError, match="already being downloaded"):
+            PartialDownload(tmp_path, FILE_ID)  # another task or process
+        first.write(0, b"mine")
+    with PartialDownload(tmp_path, FILE_ID) as again:  # free once the first is closed
+        assert again.size == 4

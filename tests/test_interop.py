@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,9 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import Message
+from sealchat.core import FileChunk, FileReject, Message, Record
 from sealchat.core.limits import MAX_CHUNK
-from sealchat.transports.blocking_client import BlockingClient
+from sealchat.transports.blocking_client import BlockingClient, _put_last
 from sealchat.transports.pinning import (
     KnownServers,
     ServerKeyChanged,
@@ -148,3 +149,13 @@ def test_blocking_client_mistakes_are_client_errors(tmp_path: Path) -> None:
         client.close()
         with pytest.raises(ClientError, match="connection is closed"):
             client.send_message("after the end", room="general")
+
+
+def test_a_lost_link_is_reported_after_the_chunks_that_came_before_it() -> None:
+    chunks: queue.Queue[Record] = queue.Queue(3)
+    for n in range(3):
+        chunks.put(FileChunk(transfer=1, offset=n, data=b"x"))
+    _put_last(chunks, FileReject(transfer=0, reason="lost"))
+    got = [chunks.get_nowait() for _ in range(3)]
+    assert [type(r).__name__ for r in got] == ["FileChunk", "FileChunk", "FileReject"]
+    assert [r.offset for r in got[:2] if isinstance(r, FileChunk)] == [0, 1]

@@ -317,6 +317,8 @@ async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) ->
                 await alice.history(room="general")
             with pytest.raises(Disconnected):
                 await alice.wait_online()
+            with pytest.raises(Disconnected):  # not queued for a reconnect that never comes
+                await alice.send_message("into the void", room="general")
     finally:
         await client_cm.__aexit__(None, None, None)
 
@@ -418,3 +420,64 @@ async def test_a_request_beyond_a_protocol_limit_says_so(server: Running, tmp_pa
         with pytest.raises(ClientError, match="cannot send this"):
             await alice.history(room="general", limit=100_000)
         assert (await alice.history(room="general"))[0] == []  # the link is fine
+
+
+async def test_one_download_per_file_and_failures_stop_the_stream(tmp_path: Path) -> None:
+    data = os.urandom(6 << 20)
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    with running_server("trio", tmp_path / "s", hub=HubConfig(max_transfers=1)) as server:
+        async with logged_in(server, tmp_path, "alice") as alice:
+            info = await alice.send_file(source, room="general")
+            results: list[object] = []
+
+            async def fetch() -> None:
+                try:
+                    results.append(await alice.download(info.file_id))
+                except TransferFailed as exc:
+                    results.append(exc)
+
+            async with trio.open_nursery() as nursery:  # a double click
+                nursery.start_soon(fetch)
+                nursery.start_soon(fetch)
+            paths = [r for r in results if isinstance(r, Path)]
+            errors = [str(r) for r in results if isinstance(r, TransferFailed)]
+            assert len(paths) == 1
+            assert paths[0].read_bytes() == data
+            assert len(errors) == 1
+            assert "already being downloaded" in errors[0]
+
+            def boom(done: int, total: int) -> None:
+                if done:
+                    raise RuntimeError("the progress bar broke")
+
+            with pytest.raises(RuntimeError, match="progress bar"):
+                await alice.download(info.file_id, progress=boom)
+            # The server stopped that stream: its one transfer slot is free again.
+            assert (await alice.download(info.file_id)).read_bytes() == data
+            with pytest.raises(TransferFailed, match="not a file id"):
+                await alice.download("../../etc/passwd")
+
+
+async def test_closing_wakes_calls_waiting_for_a_reconnect(tmp_path: Path) -> None:
+    port = free_port()
+    with running_server("trio", tmp_path / "s", port=port) as server:
+        client_cm = logged_in(server, tmp_path, "alice", backoff=(30.0, 30.0))
+        alice = await client_cm.__aenter__()
+    try:
+        assert isinstance(await next_of(alice, LinkState), LinkState)  # lost; retry in ~30 s
+        failures: list[BaseException] = []
+        async with trio.open_nursery() as nursery:
+
+            async def waits() -> None:
+                try:
+                    await alice.download("f0")
+                except Disconnected as exc:
+                    failures.append(exc)
+
+            nursery.start_soon(waits)
+            await trio.sleep(0.2)
+            await alice.aclose()
+        assert len(failures) == 1
+    finally:
+        await client_cm.__aexit__(None, None, None)

@@ -357,10 +357,15 @@ class BlockingClient:
 
     def download(self, file_id: str, folder: Path, *, progress: Progress | None = None) -> Path:
         """Fetch a shared file into ``folder`` (resuming a partial one); returns its path once
-        the SHA-256 matched."""
+        the SHA-256 matched.
+
+        ``progress`` runs on the calling thread between chunks and must not make requests on
+        this client: while it runs, at most 32 chunks wait for it, then the reader waits too
+        (so a reply it asked for could not arrive)."""
         transfer = next(self._transfers)
         chunks: queue.Queue[Record] = queue.Queue(TRANSFER_QUEUE)
-        self._chunks[transfer] = chunks
+        with self._lock:  # the reader may be going through the downloads
+            self._chunks[transfer] = chunks
         try:
             with PartialDownload(folder, file_id) as target:
                 offer = self.ask(requests.download(transfer, file_id, target.size))
@@ -379,7 +384,7 @@ class BlockingClient:
                     target.write(record.offset, record.data)
                     if progress is not None:
                         progress(target.size, offer.size)
-        except ValueError as exc:  # a chunk out of place, or the SHA-256 did not match
+        except (ValueError, OSError) as exc:  # a bad id, a chunk out of place, a wrong hash
             raise TransferFailed(str(exc)) from None
         finally:
             with self._lock:
@@ -390,14 +395,13 @@ class BlockingClient:
 
 
 def _put_last(chunks: queue.Queue[Record], record: Record) -> None:
-    """Queue ``record`` without waiting: if the queue is full, it replaces the newest chunk
-    (the download fails anyway)."""
-    try:
-        chunks.put_nowait(record)
-    except queue.Full:
-        with contextlib.suppress(queue.Empty):
-            chunks.get_nowait()
-        chunks.put_nowait(record)
+    """Queue ``record`` without waiting: if the queue is full, it replaces the newest chunk,
+    so the download reads what came before, then ``record`` (it fails anyway)."""
+    with chunks.mutex:  # the queue's own lock: nothing else changes it meanwhile
+        if chunks.maxsize and len(chunks.queue) >= chunks.maxsize:
+            chunks.queue.pop()
+        chunks.queue.append(record)
+        chunks.not_empty.notify()
 
 
 class _Waiter:

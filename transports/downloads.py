@@ -18,6 +18,11 @@ import platformdirs
 
 from sealchat.transports.writeback import WriteBehind
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_NAME = 200
 _BLOCK = 1 << 20
@@ -58,6 +63,7 @@ class PartialDownload:
         self.size = 0
         """Bytes here (hashed): where a resumed download starts."""
         try:
+            _lock(self._fd, self.path)
             while block := os.read(self._fd, _BLOCK):  # from the start; writes append
                 self._digest.update(block)
                 self.size += len(block)
@@ -102,13 +108,26 @@ class PartialDownload:
         from ``name`` (display text from the server); ValueError (and the partial file
         removed) if the bytes are not what was offered."""
         os.fsync(self._fd)
+        on_disk = os.fstat(self._fd).st_size
         self.close()
-        if self._digest.digest() != sha256:
+        if on_disk != self.size or self._digest.digest() != sha256:
             self.path.unlink(missing_ok=True)
             raise ValueError(f"{name}: the SHA-256 does not match; the download was deleted")
         target = _free_path(self.folder, safe_name(name))
         os.replace(self.path, target)
         return target
+
+
+def _lock(fd: int, path: Path) -> None:
+    """Hold the ``.part`` file for this download alone (until it is closed): a second
+    download of the same file, from this process or another one, would interleave its
+    chunks with ours. ValueError if it is taken."""
+    if fcntl is None:  # Windows: the client's own check (one download per file id) remains
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ValueError(f"{path.name} is already being downloaded") from None
 
 
 def sha256_of(path: Path) -> bytes:

@@ -53,6 +53,7 @@ from sealchat.core import (
     Record,
     Role,
     RoomInfo,
+    State,
     Typing,
 )
 from sealchat.core import Error as ServerError
@@ -86,6 +87,7 @@ Progress = Callable[[int, int], None]
 
 T = TypeVar("T")
 REQUEST_TIMEOUT = 30.0
+_OVER = (State.CLOSED, State.ERROR)
 SEEN_MEMORY = 50_000
 SEND_BUFFER = 64 * 1024
 """Bytes queued for the writer beyond which a sender waits for it."""
@@ -180,6 +182,8 @@ class ChatClient:
         )
         self._keep_events = events
         self._gave_up = ""
+        self._recovering = False
+        self._downloading: set[str] = set()
         self._waiters: list[_Waiter] = []
         self._outbox: dict[str, Message] = {}
         self._seen: set[int] = set()
@@ -267,7 +271,7 @@ class ChatClient:
                 await self._dispatch(event)
         except ProtocolError as exc:
             reason = str(exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, _LinkLost):
             pass
         finally:
             link.reason = reason
@@ -313,8 +317,8 @@ class ChatClient:
                 with suppress(trio.BrokenResourceError):  # the download ended meanwhile
                     await self._chunks[record.transfer].send(record)
                 return
-            case FileChunk():
-                return  # the rest of a cancelled download, already on its way
+            case FileChunk() | FileComplete() | FileReject():
+                return  # the rest of an abandoned download, already on its way
             case Message():
                 if not self._remember(record.id):
                     return
@@ -356,7 +360,8 @@ class ChatClient:
         page)."""
         if self._newest > self._delivered or self._replaying:
             self._delivered = self._newest
-            await self._send(Delivered(up_to=self._newest))
+            # No waiting for room: the reader sends these, and only it can see the link end.
+            await self._send_all((Delivered(up_to=self._newest),), wait=False)
 
     async def _keep_acknowledging(self) -> None:
         while True:
@@ -373,6 +378,15 @@ class ChatClient:
         if not self._reconnect or self._credentials is None:
             await self._give_up(reason)
             return
+        if self._recovering:  # a link lost while logging in again: that recovery goes on
+            return
+        self._recovering = True
+        try:
+            await self._reconnect_loop(reason, self._credentials)
+        finally:
+            self._recovering = False
+
+    async def _reconnect_loop(self, reason: str, credentials: tuple[str, str]) -> None:
         delay, cap = self._backoff
         while not self._closing:
             wait = delay * self._rng.uniform(0.5, 1.5)
@@ -380,7 +394,7 @@ class ChatClient:
             await trio.sleep(wait)
             try:
                 await self._open_link()
-                await self._log_in(*self._credentials, register=False)
+                await self._log_in(*credentials, register=False)
             except (
                 ClientError,
                 OSError,
@@ -412,7 +426,7 @@ class ChatClient:
     async def _send(self, record: Record) -> None:
         await self._send_all((record,))
 
-    async def _send_all(self, records: Iterable[Record]) -> None:
+    async def _send_all(self, records: Iterable[Record], *, wait: bool = True) -> None:
         """Queue ``records`` for the link's writer, which sends everything queued in one
         write. Waits only while more than SEND_BUFFER bytes are queued, so a burst of
         messages goes out in a few writes instead of one each."""
@@ -424,13 +438,15 @@ class ChatClient:
         try:
             for record in records:
                 link.conn.send(record)
-        except LocalProtocolError as exc:  # a value beyond a protocol limit: nothing is sent
-            raise ClientError(f"cannot send this: {exc}") from None
+        except LocalProtocolError as exc:
+            if link.conn.state in _OVER:  # the writer failed: the link is going down
+                raise _LinkLost("the connection was lost") from None
+            raise ClientError(f"cannot send this: {exc}") from None  # a value beyond a limit
         link.wake.set()
-        while link.conn.bytes_to_send > SEND_BUFFER:
-            if link.closed.is_set():
-                raise _LinkLost(link.reason or "the connection was lost")
+        while wait and link.conn.bytes_to_send > SEND_BUFFER:
             await link.wrote.wait()
+        if link.closed.is_set() or link.conn.state in _OVER:
+            raise _LinkLost(link.reason or "the connection was lost")
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _write(self, link: _Link) -> None:
@@ -446,7 +462,8 @@ class ChatClient:
                     link.wrote.set()
                     link.wrote = trio.Event()
             except _LinkLost:
-                await link.stream.aclose()
+                link.wrote.set()  # waiting senders see the connection has failed
+                await link.stream.aclose()  # and the reader ends the link
 
     async def _flush(self, link: _Link) -> None:
         data = link.conn.data_to_send()
@@ -548,6 +565,8 @@ class ChatClient:
         once even if the connection drops before the server acknowledges it."""
         client_id = requests.new_client_id()
         message = Message(text=text, room=room, to=to, client_id=client_id)
+        if self._gave_up:
+            raise Disconnected(self._gave_up)
         if len(text) > MAX_TEXT:
             raise ClientError(
                 f"the message has {len(text)} characters; at most {MAX_TEXT} fit in one message"
@@ -641,11 +660,17 @@ class ChatClient:
         return await self._retrying(partial(self._download, file_id, progress or _no_progress))
 
     async def _download(self, file_id: str, progress: Progress) -> Path:
+        if file_id in self._downloading:
+            raise TransferFailed(f"{file_id} is already being downloaded")
+        self._downloading.add(file_id)
         transfer = next(self._transfers)
-        target = await trio.to_thread.run_sync(PartialDownload, self.downloads_dir, file_id)
         send_chunks, receive_chunks = trio.open_memory_channel[Record](TRANSFER_QUEUE)
-        self._chunks[transfer] = send_chunks
+        target: PartialDownload | None = None
+        asked = lost = False
         try:
+            target = await trio.to_thread.run_sync(PartialDownload, self.downloads_dir, file_id)
+            self._chunks[transfer] = send_chunks
+            asked = True
             reply = await self._ask(requests.download(transfer, file_id, target.size))
             progress(reply.offset, reply.size)
             while True:
@@ -656,34 +681,40 @@ class ChatClient:
                     )
                     progress(target.size, reply.size)
                 if isinstance(last, FileComplete):
+                    asked = False  # done: nothing to stop
                     return await trio.to_thread.run_sync(target.finish, reply.name, reply.sha256)
                 if isinstance(last, FileReject):
+                    asked = False  # the server stopped it
                     raise TransferFailed(last.reason)
-        except ValueError as exc:  # a chunk out of place, or the SHA-256 did not match
+        except (ValueError, OSError) as exc:  # a bad id, a chunk out of place, a wrong SHA-256
             raise TransferFailed(str(exc)) from None
         except trio.TooSlowError:
             raise TransferFailed("the download stalled; try again to resume it") from None
-        except trio.EndOfChannel:
+        except (trio.EndOfChannel, _LinkLost):
+            lost = True
             raise _LinkLost("the connection was lost") from None
-        except trio.Cancelled:  # the server stops streaming (its copy stays for a resume)
-            with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
-                await self._send(FileReject(transfer=transfer, reason="cancelled by the user"))
-            raise
         finally:
-            del self._chunks[transfer]
+            self._downloading.discard(file_id)
+            self._chunks.pop(transfer, None)
             receive_chunks.close()
-            target.close()
+            if target is not None:
+                target.close()
+            if asked and not lost:  # failed or cancelled here: the server stops streaming
+                with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
+                    await self._send(FileReject(transfer=transfer, reason="download abandoned"))
 
     # --- closing --------------------------------------------------------------------------
 
     async def aclose(self, reason: str = "goodbye") -> None:
         self._closing = True
+        self._gave_up = self._gave_up or "the client was closed"
+        self._online.set()  # whoever waits for a reconnect gets Disconnected
         link, self._link = self._link, None
         if link is not None:
             with trio.move_on_after(2):
                 try:
                     async with link.send_lock:
-                        if self._newest > self._delivered:  # not replayed at the next login
+                        if self._newest > self._delivered and link.conn.state is State.READY:
                             link.conn.send(Delivered(up_to=self._newest))
                         link.conn.send(Bye(reason=reason))
                         await self._flush(link)
@@ -734,7 +765,7 @@ async def _arrived(
         got.append(record)
         try:
             record = chunks.receive_nowait() if len(got) < TRANSFER_QUEUE else None
-        except trio.WouldBlock:
+        except (trio.WouldBlock, trio.EndOfChannel):  # the end shows at the next call
             record = None
     return got, record
 
