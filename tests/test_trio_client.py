@@ -15,7 +15,15 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import FileChunk, FileComplete, HistoryEnd, Message, Presence, Typing
+from sealchat.core import (
+    FileChunk,
+    FileComplete,
+    FileInfo,
+    HistoryEnd,
+    Message,
+    Presence,
+    Typing,
+)
 from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKeyUnknown
@@ -341,31 +349,40 @@ async def test_an_over_long_message_is_refused_and_never_queued(
                 await trio.sleep(0.01)
 
 
-async def test_a_cancelled_download_stops_the_stream_and_frees_its_slot(tmp_path: Path) -> None:
-    data = os.urandom(8 << 20)
+@asynccontextmanager
+async def one_transfer_at_a_time(
+    tmp_path: Path, size: int
+) -> AsyncIterator[tuple[ChatClient, FileInfo, bytes]]:
+    """alice on a server that allows one transfer at a time, with a file of ``size`` random
+    bytes she shared in general."""
+    data = os.urandom(size)
     source = tmp_path / "big.bin"
     source.write_bytes(data)
     with running_server("trio", tmp_path / "s", hub=HubConfig(max_transfers=1)) as server:
         async with logged_in(server, tmp_path, "alice") as alice:
-            info = await alice.send_file(source, room="general")
-            with trio.move_on_after(30) as waited:
-                async with trio.open_nursery() as nursery:
+            yield alice, await alice.send_file(source, room="general"), data
 
-                    def stop_early(done: int, total: int) -> None:
-                        if done > 0:
-                            nursery.cancel_scope.cancel()
 
-                    nursery.start_soon(partial(alice.download, info.file_id, progress=stop_early))
-            assert not waited.cancelled_caught
-            # The one transfer slot is free again, and what was already on the wire for the
-            # cancelled download is not passed on as events.
-            path = await alice.download(info.file_id)
-            assert path.read_bytes() == data
-            leaked: list[object] = []
-            with trio.move_on_after(0.5):
-                async for event in alice.events():
-                    leaked.append(event)
-            assert not any(isinstance(e, FileChunk | FileComplete) for e in leaked)
+async def test_a_cancelled_download_stops_the_stream_and_frees_its_slot(tmp_path: Path) -> None:
+    async with one_transfer_at_a_time(tmp_path, 8 << 20) as (alice, info, data):
+        with trio.move_on_after(30) as waited:
+            async with trio.open_nursery() as nursery:
+
+                def stop_early(done: int, total: int) -> None:
+                    if done > 0:
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(partial(alice.download, info.file_id, progress=stop_early))
+        assert not waited.cancelled_caught
+        # The one transfer slot is free again, and what was already on the wire for the
+        # cancelled download is not passed on as events.
+        path = await alice.download(info.file_id)
+        assert path.read_bytes() == data
+        leaked: list[object] = []
+        with trio.move_on_after(0.5):
+            async for event in alice.events():
+                leaked.append(event)
+        assert not any(isinstance(e, FileChunk | FileComplete) for e in leaked)
 
 
 async def test_closing_acknowledges_what_arrived(server: Running, tmp_path: Path) -> None:
@@ -423,40 +440,35 @@ async def test_a_request_beyond_a_protocol_limit_says_so(server: Running, tmp_pa
 
 
 async def test_one_download_per_file_and_failures_stop_the_stream(tmp_path: Path) -> None:
-    data = os.urandom(6 << 20)
-    source = tmp_path / "big.bin"
-    source.write_bytes(data)
-    with running_server("trio", tmp_path / "s", hub=HubConfig(max_transfers=1)) as server:
-        async with logged_in(server, tmp_path, "alice") as alice:
-            info = await alice.send_file(source, room="general")
-            results: list[object] = []
+    async with one_transfer_at_a_time(tmp_path, 6 << 20) as (alice, info, data):
+        results: list[object] = []
 
-            async def fetch() -> None:
-                try:
-                    results.append(await alice.download(info.file_id))
-                except TransferFailed as exc:
-                    results.append(exc)
+        async def fetch() -> None:
+            try:
+                results.append(await alice.download(info.file_id))
+            except TransferFailed as exc:
+                results.append(exc)
 
-            async with trio.open_nursery() as nursery:  # a double click
-                nursery.start_soon(fetch)
-                nursery.start_soon(fetch)
-            paths = [r for r in results if isinstance(r, Path)]
-            errors = [str(r) for r in results if isinstance(r, TransferFailed)]
-            assert len(paths) == 1
-            assert paths[0].read_bytes() == data
-            assert len(errors) == 1
-            assert "already being downloaded" in errors[0]
+        async with trio.open_nursery() as nursery:  # a double click
+            nursery.start_soon(fetch)
+            nursery.start_soon(fetch)
+        paths = [r for r in results if isinstance(r, Path)]
+        errors = [str(r) for r in results if isinstance(r, TransferFailed)]
+        assert len(paths) == 1
+        assert paths[0].read_bytes() == data
+        assert len(errors) == 1
+        assert "already being downloaded" in errors[0]
 
-            def boom(done: int, total: int) -> None:
-                if done:
-                    raise RuntimeError("the progress bar broke")
+        def boom(done: int, total: int) -> None:
+            if done:
+                raise RuntimeError("the progress bar broke")
 
-            with pytest.raises(RuntimeError, match="progress bar"):
-                await alice.download(info.file_id, progress=boom)
-            # The server stopped that stream: its one transfer slot is free again.
-            assert (await alice.download(info.file_id)).read_bytes() == data
-            with pytest.raises(TransferFailed, match="not a file id"):
-                await alice.download("../../etc/passwd")
+        with pytest.raises(RuntimeError, match="progress bar"):
+            await alice.download(info.file_id, progress=boom)
+        # The server stopped that stream: its one transfer slot is free again.
+        assert (await alice.download(info.file_id)).read_bytes() == data
+        with pytest.raises(TransferFailed, match="not a file id"):
+            await alice.download("../../etc/passwd")
 
 
 async def test_closing_wakes_calls_waiting_for_a_reconnect(tmp_path: Path) -> None:
