@@ -493,3 +493,43 @@ async def test_closing_wakes_calls_waiting_for_a_reconnect(tmp_path: Path) -> No
         assert len(failures) == 1
     finally:
         await client_cm.__aexit__(None, None, None)
+
+
+async def test_a_write_failing_mid_burst_hangs_nothing_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unlimited = HubConfig(messages_per_second=1e9, message_burst=10**9)
+    texts = [f"burst {i}" for i in range(1000)]  # far more than the writer's 64 KiB
+    with running_server("trio", tmp_path / "s", hub=unlimited) as server:
+        async with (
+            logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice,
+            logged_in(server, tmp_path, "bob") as bob,
+        ):
+            assert alice._link is not None
+            release = trio.Event()
+
+            async def stalls_then_resets(data: bytes) -> None:
+                await release.wait()
+                raise trio.BrokenResourceError("connection reset by peer")
+
+            monkeypatch.setattr(alice._link.stream, "send_all", stalls_then_resets)
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+
+                    async def burst() -> None:
+                        for text in texts:
+                            await alice.send_message(text, room="general")
+
+                    nursery.start_soon(burst)  # soon waits for room: the write is stuck
+                    await trio.sleep(0.2)
+                    release.set()  # the write fails; the burst goes on into the outbox
+                seen: list[str] = []
+                async for event in bob.events():
+                    if isinstance(event, Message) and event.text.startswith("burst "):
+                        seen.append(event.text)
+                        if len(seen) == len(texts):
+                            break
+            assert sorted(seen) == sorted(texts)  # each once, after alice reconnected
+            with trio.fail_after(10):
+                while alice.unacknowledged:
+                    await trio.sleep(0.01)
