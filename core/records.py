@@ -12,6 +12,7 @@ enforces them on every record sent (see ``codec``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, ClassVar
 
 import msgspec
@@ -416,6 +417,15 @@ class FileChunk(Record, tag="chunk", frozen=True, kw_only=True):
     transfer: UInt
     offset: UInt
     data: ChunkData
+
+
+def file_chunks(transfer: int, offset: int, data: bytes) -> Iterator[FileChunk]:
+    """``data`` of ``transfer``, which starts at byte ``offset`` of the file, as FileChunks of
+    at most MAX_CHUNK bytes each (a sender reads big blocks; each chunk is one record)."""
+    for start in range(0, len(data), limits.MAX_CHUNK):
+        yield FileChunk(
+            transfer=transfer, offset=offset + start, data=data[start : start + limits.MAX_CHUNK]
+        )
 
 
 class FileComplete(Record, tag="file-end", frozen=True, kw_only=True):

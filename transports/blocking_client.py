@@ -52,6 +52,7 @@ from sealchat.core import (
     State,
     Typing,
 )
+from sealchat.core.records import file_chunks
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, sha256_of
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
@@ -347,7 +348,7 @@ class BlockingClient:
                 block = source.read(min(TRANSFER_BLOCK, data_size - offset))
                 if not block:
                     raise TransferFailed(f"{path} shrank while it was being sent")
-                self.send_all(requests.chunks(transfer, offset, block))
+                self.send_all(file_chunks(transfer, offset, block))
                 offset += len(block)
                 if progress is not None:
                     progress(offset, data_size)

@@ -25,7 +25,6 @@ from sealchat.core import (
     Bye,
     Connection,
     ConnectionClosed,
-    FileChunk,
     FileComplete,
     FileReject,
     KeysEstablished,
@@ -48,9 +47,9 @@ from sealchat.core.hub import (
     StreamFile,
     VerifyPassword,
 )
-from sealchat.core.limits import MAX_CHUNK
+from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
-from sealchat.transports.server_config import ServerConfig, stream_burst
+from sealchat.transports.server_config import ServerConfig, stream_read_size
 
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
@@ -430,8 +429,7 @@ class ThreadedServer:
 
     def _stream(self, client: _Client, effect: StreamFile) -> None:
         """Send a stored file's chunks, waiting while the client's queue is full; up to
-        ``stream_burst`` bytes are read per turn with the hub, a FileChunk each MAX_CHUNK."""
-        burst = stream_burst(self.config)
+        ``stream_read_size`` bytes are read per turn with the hub, a FileChunk each MAX_CHUNK."""
         try:
             offset = effect.offset
             while offset < effect.size:
@@ -444,8 +442,8 @@ class ThreadedServer:
                 if client.finished or effect.transfer in client.cancelled_streams:
                     return
                 with client.lock:
-                    room = self.config.stream_window - client.conn.bytes_to_send
-                size = min(burst, max(1, room // MAX_CHUNK) * MAX_CHUNK, effect.size - offset)
+                    queued = client.conn.bytes_to_send
+                size = stream_read_size(self.config, queued, effect.size - offset)
                 try:
                     data = self.in_hub(self.hub.store.read_chunk, effect.file_id, offset, size)
                     if client.finished or effect.transfer in client.cancelled_streams:
@@ -457,10 +455,9 @@ class ThreadedServer:
                     reason = "the server could not read the file"
                     client.send(FileReject(transfer=effect.transfer, reason=reason))
                     return
-                for start in range(0, size, MAX_CHUNK):
-                    chunk = data[start : start + MAX_CHUNK]
-                    client.send(FileChunk(transfer=effect.transfer, offset=offset, data=chunk))
-                    offset += len(chunk)
+                for chunk in file_chunks(effect.transfer, offset, data):
+                    client.send(chunk)
+                offset += size
             client.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))
         finally:
             client.cancelled_streams.discard(effect.transfer)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sealchat.core import (
     Authenticated,
     FileAccept,
-    FileChunk,
     FileInfo,
     FileList,
     FileOffer,
@@ -256,13 +255,6 @@ def upload(offer: FileOffer) -> Request[FileAccept]:
         lambda _r: True,
         result,
     )
-
-
-def chunks(transfer: int, offset: int, block: bytes) -> Iterator[FileChunk]:
-    """``block`` of an upload, read from ``offset``, as records of at most MAX_CHUNK bytes."""
-    for start in range(0, len(block), MAX_CHUNK):
-        data = block[start : start + MAX_CHUNK]
-        yield FileChunk(transfer=transfer, offset=offset + start, data=data)
 
 
 def announced(file_id: str, transfer: int) -> Reply[FileInfo]:

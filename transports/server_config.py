@@ -28,16 +28,16 @@ class ServerConfig:
     """Bytes queued for one peer before it counts as not reading and is dropped."""
     stream_window: int = 1 * MiB
     """A download streams while less than this is queued for its connection; each read
-    fills what is left of it (at least one chunk, at most ``stream_burst`` bytes)."""
+    fills what is left of it (see ``stream_read_size``)."""
     password_threads: int = 2
     """Argon2id checks that may run at once (each takes 19 MiB and tens of milliseconds)."""
     argon2: Argon2Params = DEFAULT
     hub: HubConfig = field(default_factory=HubConfig)
 
 
-def stream_burst(config: ServerConfig) -> int:
-    """Bytes of a download read in one go: whole chunks, at most STREAM_READ_CHUNKS of them
-    and no more than the window (so at most about twice the window is ever queued), at least
-    one chunk."""
-    chunks = min(STREAM_READ_CHUNKS, config.stream_window // MAX_CHUNK)
-    return max(1, chunks) * MAX_CHUNK
+def stream_read_size(config: ServerConfig, queued: int, remaining: int) -> int:
+    """Bytes of a download to read in one go while ``queued`` bytes wait for the peer and
+    ``remaining`` are left of the file: whole chunks filling what the stream window has left,
+    at least one and at most STREAM_READ_CHUNKS, never past the end."""
+    room = (config.stream_window - queued) // MAX_CHUNK
+    return min(max(1, min(STREAM_READ_CHUNKS, room)) * MAX_CHUNK, remaining)

@@ -59,6 +59,7 @@ from sealchat.core import (
 from sealchat.core import Error as ServerError
 from sealchat.core.codec import encode_record
 from sealchat.core.limits import MAX_TEXT
+from sealchat.core.records import file_chunks
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, default_downloads_dir, sha256_of
 from sealchat.transports.keyfile import load_or_create_key
@@ -641,7 +642,7 @@ class ChatClient:
                     block = await source.read(min(TRANSFER_BLOCK, size - offset))
                     if not block:
                         raise TransferFailed(f"{path} shrank while it was being sent")
-                    await self._send_all(requests.chunks(transfer, offset, block))
+                    await self._send_all(file_chunks(transfer, offset, block))
                     offset += len(block)
                     progress(offset, size)
             await self._send(FileComplete(transfer=transfer, sha256=digest))

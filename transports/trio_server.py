@@ -23,7 +23,6 @@ from sealchat.core import (
     Bye,
     Connection,
     ConnectionClosed,
-    FileChunk,
     FileComplete,
     FileReject,
     KeysEstablished,
@@ -45,9 +44,10 @@ from sealchat.core.hub import (
     StreamFile,
     VerifyPassword,
 )
-from sealchat.core.limits import MAX_CHUNK, MAX_FRAME
+from sealchat.core.limits import MAX_FRAME
+from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
-from sealchat.transports.server_config import ServerConfig, stream_burst
+from sealchat.transports.server_config import ServerConfig, stream_read_size
 from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
 
 log = logging.getLogger("sealchat.server")
@@ -332,17 +332,16 @@ class TrioServer:
     async def _stream(self, peer: _Peer, effect: StreamFile, scope: trio.CancelScope) -> None:
         """Send a stored file's chunks, pausing while the peer's queue is full.
 
-        Each trip to the hub's thread reads up to ``stream_burst`` chunks at once (the trip,
+        Each trip to the hub's thread reads up to ``stream_read_size`` bytes at once (the trip,
         not the read, is what costs); every chunk still goes out as its own FileChunk."""
-        burst = stream_burst(self.config)
         try:
             with scope:
                 offset = effect.offset
                 while offset < effect.size:
                     while peer.conn.bytes_to_send > self.config.stream_window:
                         await peer.wrote.wait()
-                    room = self.config.stream_window - peer.conn.bytes_to_send
-                    size = min(burst, max(1, room // MAX_CHUNK) * MAX_CHUNK, effect.size - offset)
+                    queued, remaining = peer.conn.bytes_to_send, effect.size - offset
+                    size = stream_read_size(self.config, queued, remaining)
                     try:
                         data = await self._in_hub(
                             self.hub.store.read_chunk, effect.file_id, offset, size
@@ -356,10 +355,9 @@ class TrioServer:
                         reason = "the server could not read the file"
                         peer.send(FileReject(transfer=effect.transfer, reason=reason))
                         return
-                    for start in range(0, size, MAX_CHUNK):
-                        chunk = data[start : start + MAX_CHUNK]
-                        peer.send(FileChunk(transfer=effect.transfer, offset=offset, data=chunk))
-                        offset += len(chunk)
+                    for chunk in file_chunks(effect.transfer, offset, data):
+                        peer.send(chunk)
+                    offset += size
                 peer.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))
         finally:
             peer.streams.pop(effect.transfer, None)
