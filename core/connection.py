@@ -259,7 +259,6 @@ class Connection:
         if type(data) is not bytes:
             data = bytes(data)  # kept (not copied) below: it must not change
         left = len(self._in) - self._in_pos
-        missing = self._frame_missing(left)
         if self._next_in:  # fed again before everything was read: one buffer again
             self._in = b"".join(
                 (
@@ -272,7 +271,8 @@ class Connection:
             self._next_pos = 0
         elif not left:  # all read: adopt the bytes without copying them
             self._in = data
-        elif 0 < missing < len(data):  # complete the frame begun; keep the rest as it is
+        elif 0 < (missing := self._frame_missing(left)) < len(data):
+            # Complete the frame begun, and keep the rest as it is.
             self._in = b"".join((memoryview(self._in)[self._in_pos :], memoryview(data)[:missing]))
             self._next_in, self._next_pos = data, missing
         else:
@@ -285,7 +285,7 @@ class Connection:
         """How many bytes the record frame begun in the ``left`` unread bytes of ``_in``
         still lacks; 0 if that is not known (no frame header yet, a bad length, the channel
         not open) or nothing is missing."""
-        if left < _HEADER_SIZE or not self._may_receive or self._next_in:
+        if left < _HEADER_SIZE or not self._may_receive:
             return 0
         size: int = _HEADER.unpack_from(self._in, self._in_pos)[0]
         if not 0 < size <= limits.MAX_FRAME:
