@@ -146,7 +146,6 @@ class Hub:
         self._typing_buckets: dict[str, TokenBucket] = {}
         self._uploading: set[str] = set()
         """Files that a transfer is writing right now: one writer per partial file."""
-        self._in_rooms: dict[str, _Conversation] = {}
         self.store.ensure_room(self.config.default_room)
 
     # --- sessions ---------------------------------------------------------------------------
@@ -537,10 +536,7 @@ class Hub:
         if room:
             if state.key not in self._member_set(room):
                 return Error(code="not_member", detail=f"join {room} first", ref=ref)
-            where = self._in_rooms.get(room)
-            if where is None:  # one per existing room (it has a member)
-                where = self._in_rooms[room] = _Conversation(room=room)
-            return where
+            return _Conversation(room=room)
         user = self.store.get_user(user_key(to))
         if user is None:
             return Error(code="no_such_user", detail=f"there is no user {to}", ref=ref)
