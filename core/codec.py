@@ -32,7 +32,7 @@ def _viewing(record_type: type[Record]) -> type[msgspec.Struct]:
         return record_type
     config = record_type.__struct_config__
     return msgspec.defstruct(
-        record_type.__name__, fields, tag=config.tag, array_like=True, kw_only=True
+        record_type.__name__, fields, tag=config.tag, array_like=True, kw_only=True, gc=config.gc
     )
 
 

@@ -57,7 +57,7 @@ def _unit(value: object) -> str:
     return "chars" if isinstance(value, str) else "bytes"
 
 
-class Item(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+class Item(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
     """A value nested inside a record (not a record itself: no tag)."""
 
     _hidden: ClassVar[frozenset[str]] = frozenset()
@@ -66,9 +66,10 @@ class Item(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
         return _safe_repr(self, self._hidden)
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
     """Base of every record. ``sent_by`` is which roles may send it; ``in_login`` marks the
-    records allowed before the session is authenticated."""
+    records allowed before the session is authenticated. Records are immutable and never
+    refer back to themselves, so the garbage collector does not track them (``gc=False``)."""
 
     sent_by: ClassVar[frozenset[Role]] = BOTH
     in_login: ClassVar[bool] = False

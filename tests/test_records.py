@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 
 import msgspec
@@ -78,6 +79,15 @@ def test_connection_events_show_fingerprints_not_keys() -> None:
         assert repr(key) not in repr(event)
         assert key.hex() not in repr(event)
         assert fingerprint(key) in repr(event)
+
+
+@pytest.mark.parametrize("record_type", RECORD_TYPES, ids=lambda t: t.__name__)
+def test_records_are_left_out_of_garbage_collection(record_type: type[Record]) -> None:
+    # Immutable and acyclic, so the collector need not scan the many a server holds; decoded
+    # records (and the sender's check of them) are built the same way.
+    record = SAMPLES[record_type]
+    assert not gc.is_tracked(record)
+    assert not gc.is_tracked(decode_record(encode_record(record)))
 
 
 def test_records_are_immutable_and_keyword_only() -> None:
