@@ -25,6 +25,7 @@ from unittest import mock
 import pytest
 
 from sealchat.core import ConnectionClosed, Event
+from sealchat.gui.viewmodel import Transfer, TransferState
 from sealchat.transports.blocking_client import BlockingClient
 from tests.servers import PASSWORD
 
@@ -142,23 +143,26 @@ class Window:
                 )
             time.sleep(0.01)
 
-    def receive(
-        self,
-        client: BlockingClient,
-        kind: type[E],
-        what: str,
-        timeout: float = 30.0,
-        match: Callable[[E], bool] = lambda _event: True,
-    ) -> E:
-        """The next ``kind`` event (that ``match``) at ``client``, pumping the window while
-        waiting (blocking on the client alone would stall the window's trio run); events
-        before it are dropped."""
+    def until_shown(self, text: str) -> None:
+        """Pump events until ``text`` is in the transcript."""
+        self.until(lambda: text in self.transcript(), f"{text!r} in the transcript")
+
+    def until_transferred(self, what: str, timeout: float = 60.0) -> Transfer:
+        """Pump events until the window's one transfer has ended; fail unless it succeeded."""
+        (transfer,) = self.app.vm.transfers.values()
+        self.until(lambda: transfer.state is not TransferState.RUNNING, what, timeout)
+        assert transfer.state is TransferState.DONE, transfer.label
+        return transfer
+
+    def receive(self, client: BlockingClient, kind: type[E], what: str, timeout: float = 30.0) -> E:
+        """The next ``kind`` event at ``client``, pumping the window while waiting (blocking on
+        the client alone would stall the window's trio run); events before it are dropped."""
         deadline = time.monotonic() + timeout
         while True:
             self._step()
             with contextlib.suppress(TimeoutError):
                 event = client.next_event(timeout=0.02)
-                if isinstance(event, kind) and match(event):
+                if isinstance(event, kind):
                     return event
                 if isinstance(event, ConnectionClosed):
                     raise AssertionError(f"{what}: the other client's connection closed")
@@ -199,6 +203,10 @@ class Window:
 
     def transcript(self) -> str:
         return str(self.app.chat.transcript.get("1.0", "end"))
+
+    def transcript_lines(self) -> list[str]:
+        """The transcript's lines without their times."""
+        return [line.split("  ", 1)[-1] for line in self.transcript().strip("\n").split("\n")]
 
     def typing(self) -> str:
         return str(self.app.chat.typing_label.cget("text"))

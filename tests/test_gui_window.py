@@ -20,7 +20,6 @@ from sealchat.core import Message, Presence, Typing
 from sealchat.core.hub import HubConfig
 from sealchat.gui.app import _friendly
 from sealchat.gui.theme import PALETTES
-from sealchat.gui.viewmodel import TransferState
 from sealchat.transports.blocking_client import BlockingClient
 from tests.gui_harness import Window, destroyed, environment, open_window, xvfb
 from tests.servers import PASSWORD, Running, free_port, running_server
@@ -202,10 +201,10 @@ def test_send_with_enter_and_receive_from_a_second_client(
         "hello bob :) \u263a",
     )
     assert app.chat.input.get("1.0", "end").strip() == ""
-    window.until(lambda: "alice: hello bob :) \u263a" in window.transcript(), "my own message")
+    window.until_shown("alice: hello bob :) \u263a")
 
     bob.send_message("hi alice, got it", room="general")
-    window.until(lambda: "bob: hi alice, got it" in window.transcript(), "bob's message")
+    window.until_shown("bob: hi alice, got it")
     text = window.transcript()
     assert text.index("alice: hello bob") < text.index("bob: hi alice")
     assert app.vm.conversation("#general").unread == 0
@@ -221,7 +220,7 @@ def test_a_direct_message_opens_a_conversation_with_an_unread_count(
     assert "just for you" not in window.transcript()
 
     app.select("@bob")
-    window.until(lambda: "bob: just for you" in window.transcript(), "the DM shown")
+    window.until_shown("bob: just for you")
     assert "@ bob" in button_texts(app.chat.conversation_list)
     window.type_and_enter("thanks")
     received = window.receive(bob, Message, "alice's DM at bob")
@@ -246,7 +245,7 @@ def test_typing_indicator_appears_and_expires(
     bob.send(Typing(room="general"))
     window.until(lambda: window.typing() == "bob is typing…", "bob's typing notice again")
     bob.send_message("there", room="general")
-    window.until(lambda: "bob: there" in window.transcript(), "bob's message")
+    window.until_shown("bob: there")
     assert window.typing() == ""  # his message ends his notice
 
 
@@ -303,7 +302,7 @@ def test_history_loads_page_by_page_when_scrolling_up(
     window.until(lambda: app.vm.current == "#books", "#books to open")
     books = app.vm.conversation("#books")
     window.until(lambda: len(books.ids) == 50, "the newest page")
-    window.until(lambda: "bob: book 120" in window.transcript(), "the newest page drawn")
+    window.until_shown("bob: book 120")
     window.pump(0.5)
     assert len(books.ids) == 50, "more than one page loaded without scrolling"
     assert books.more_history
@@ -325,12 +324,11 @@ def test_history_loads_page_by_page_when_scrolling_up(
         assert top_line().endswith(oldest), "the view did not stay where the reader was"
     assert pages == 3
 
-    lines = [line.split("  ", 1)[-1] for line in window.transcript().strip("\n").split("\n")]
     expected = []
     for n in range(1, 121):
         first, *rest = text_of(n).split("\n")
         expected += [f"bob: {first}", *rest]
-    assert lines == expected
+    assert window.transcript_lines() == expected
 
 
 def test_a_message_of_several_lines_keeps_the_transcript_in_order(
@@ -340,9 +338,13 @@ def test_a_message_of_several_lines_keeps_the_transcript_in_order(
     bob.send_message("first line\nsecond line", room="general")
     bob.send_message("third", room="general")
     window.type_and_enter("fourth")
-    window.until(lambda: "alice: fourth" in window.transcript(), "the messages")
-    lines = [line.split("  ", 1)[-1] for line in window.transcript().strip("\n").split("\n")]
-    assert lines == ["bob: first line", "second line", "bob: third", "alice: fourth"]
+    window.until_shown("alice: fourth")
+    assert window.transcript_lines() == [
+        "bob: first line",
+        "second line",
+        "bob: third",
+        "alice: fourth",
+    ]
 
 
 # --- theme ----------------------------------------------------------------------------------
@@ -355,12 +357,11 @@ def test_theme_switch_changes_colours_is_saved_and_restored(
     window.login(server.port, "alice")
     bob.send_message("the dark theme is dark blue and green", room="general")
     window.type_and_enter("and the light one is white and black")
-    window.until(lambda: "and the light one" in window.transcript(), "the messages")
+    window.until_shown("and the light one")
     note = tmp_path / "palette.txt"
     note.write_text("dark: #0d2137\nlight: #ffffff\n", encoding="utf-8")
     app.send_file(note)
-    (transfer,) = app.vm.transfers.values()
-    window.until(lambda: transfer.state is TransferState.DONE, "the upload")
+    transfer = window.until_transferred("the upload")
     bar = app.chat.transfer_rows[transfer.id][1]
     transcript = app.chat.transcript
 
@@ -424,9 +425,7 @@ def test_send_a_small_file_and_see_its_progress_complete(
 
     app.vm.transfer_progress = progress  # type: ignore[method-assign]
     app.send_file(path)
-    (transfer,) = app.vm.transfers.values()
-    window.until(lambda: transfer.state is not TransferState.RUNNING, "the upload", timeout=60)
-    assert transfer.state is TransferState.DONE, transfer.label
+    transfer = window.until_transferred("the upload")
 
     label, bar, cancel = app.chat.transfer_rows[transfer.id]
     assert label.cget("text") == "Sent notes.bin"
@@ -441,7 +440,7 @@ def test_send_a_small_file_and_see_its_progress_complete(
     assert (announced.file.name, announced.file.size) == ("notes.bin", len(data))
     saved = bob.download(announced.file.file_id, tmp_path / "bob-downloads")
     assert saved.read_bytes() == data
-    window.until(lambda: "alice: \u2913 notes.bin (150.0 KiB)" in window.transcript(), "the file")
+    window.until_shown("alice: \u2913 notes.bin (150.0 KiB)")
 
 
 def test_clicking_a_file_announced_by_the_other_client_downloads_it(
@@ -453,7 +452,7 @@ def test_clicking_a_file_announced_by_the_other_client_downloads_it(
     path = tmp_path / "photo.png"
     path.write_bytes(data)
     info = bob.send_file(path, room="general")
-    window.until(lambda: "bob: \u2913 photo.png (4.9 KiB)" in window.transcript(), "the file")
+    window.until_shown("bob: \u2913 photo.png (4.9 KiB)")
 
     transcript = app.chat.transcript
     first = transcript.tag_ranges(f"file:{info.file_id}")[0]
@@ -464,9 +463,7 @@ def test_clicking_a_file_announced_by_the_other_client_downloads_it(
     transcript.event_generate("<Button-1>", x=x + 2, y=y + height // 2)
     transcript.event_generate("<ButtonRelease-1>", x=x + 2, y=y + height // 2)
     window.until(lambda: app.vm.transfers, "the download to start")
-    (transfer,) = app.vm.transfers.values()
-    window.until(lambda: transfer.state is not TransferState.RUNNING, "the download", timeout=60)
-    assert transfer.state is TransferState.DONE, transfer.label
+    transfer = window.until_transferred("the download")
 
     saved = Path(transfer.detail)
     assert saved.read_bytes() == data
@@ -485,12 +482,10 @@ def test_download_by_file_id(
     path = tmp_path / "readme.txt"
     path.write_bytes(data)
     info = bob.send_file(path, room="general")
-    window.until(lambda: "readme.txt" in window.transcript(), "the file announcement")
+    window.until_shown("readme.txt")
 
     app.download(info.file_id)
-    (transfer,) = app.vm.transfers.values()
-    window.until(lambda: transfer.state is not TransferState.RUNNING, "the download", timeout=60)
-    assert transfer.state is TransferState.DONE, transfer.label
+    transfer = window.until_transferred("the download")
     label, bar, _cancel = app.chat.transfer_rows[transfer.id]
     assert str(label.cget("text")).startswith("Saved readme.txt")
     assert bar.get() == 1.0

@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,9 @@ from sealchat.transports.trio_client import (
     connect,
 )
 from tests.servers import PASSWORD, Running, free_port, running_server
+
+UNLIMITED = HubConfig(messages_per_second=1e9, message_burst=10**9)
+"""A hub without a rate limit, for bursts of messages."""
 
 
 @pytest.fixture
@@ -77,6 +80,36 @@ async def next_of(client: ChatClient, kind: type, timeout: float = 10) -> Any:
             if isinstance(event, kind):
                 return event
     raise AssertionError("the event stream ended")
+
+
+async def all_acknowledged(client: ChatClient, timeout: float = 10) -> None:
+    """Wait until the server has acknowledged every message ``client`` sent."""
+    with trio.fail_after(timeout):
+        while client.unacknowledged:
+            await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def stranded(
+    tmp_path: Path, data_dir: Path, port: int, backoff: tuple[float, float]
+) -> AsyncIterator[ChatClient]:
+    """alice, logged in to a server (``data_dir``, ``port``) that then stopped; she has seen
+    her link go and retries with ``backoff``."""
+    async with AsyncExitStack() as stack:
+        with running_server("trio", data_dir, port=port) as server:
+            alice = await stack.enter_async_context(
+                logged_in(server, tmp_path, "alice", backoff=backoff)
+            )
+        assert isinstance(await next_of(alice, LinkState), LinkState)
+        yield alice
+
+
+def leave_partial(client: ChatClient, file_id: str, data: bytes) -> Path:
+    """Leave ``data`` where an interrupted download of ``file_id`` would have left it."""
+    part = client.downloads_dir / f".{file_id}.part"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(data)
+    return part
 
 
 # --- pinning ------------------------------------------------------------------------------
@@ -128,8 +161,6 @@ async def test_changed_key_is_a_hard_failure_naming_both(server: Running, tmp_pa
 
 
 async def test_unreachable_server_says_so(tmp_path: Path) -> None:
-    from sealchat.transports.trio_client import ClientError
-
     with pytest.raises(ClientError, match="cannot reach"):
         async with connect("127.0.0.1", free_port(), **options(tmp_path, "a")):
             pass
@@ -239,9 +270,7 @@ async def test_download_resumes_a_partial_file(server: Running, tmp_path: Path) 
     source.write_bytes(data)
     async with logged_in(server, tmp_path, "alice") as alice:
         info = await alice.send_file(source, room="general")
-        part = alice.downloads_dir / f".{info.file_id}.part"
-        part.parent.mkdir(parents=True, exist_ok=True)
-        part.write_bytes(data[:70_000])
+        leave_partial(alice, info.file_id, data[:70_000])
         first: list[int] = []
         path = await alice.download(info.file_id, progress=lambda d, t: first.append(d))
         assert first[0] == 70_000  # it asked from where the partial file ends
@@ -253,9 +282,7 @@ async def test_corrupt_partial_download_is_detected(server: Running, tmp_path: P
     source.write_bytes(b"real contents" * 1000)
     async with logged_in(server, tmp_path, "alice") as alice:
         info = await alice.send_file(source, room="general")
-        part = alice.downloads_dir / f".{info.file_id}.part"
-        part.parent.mkdir(parents=True, exist_ok=True)
-        part.write_bytes(b"garbage!" * 10)
+        part = leave_partial(alice, info.file_id, b"garbage!" * 10)
         with pytest.raises(TransferFailed, match="SHA-256"):
             await alice.download(info.file_id)
         assert not part.exists()
@@ -313,11 +340,7 @@ async def test_reconnect_delivers_everything_exactly_once(tmp_path: Path) -> Non
 
 async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) -> None:
     port, data_dir = free_port(), tmp_path / "server"
-    with running_server("trio", data_dir, port=port) as server:
-        client_cm = logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2))
-        alice = await client_cm.__aenter__()
-    try:
-        assert isinstance(await next_of(alice, LinkState), LinkState)  # the server went away
+    async with stranded(tmp_path, data_dir, port, backoff=(0.05, 0.2)) as alice:
         with running_server("trio", data_dir, port=port, key=X25519PrivateKey.generate()):
             with trio.fail_after(20), pytest.raises(Disconnected, match="key"):
                 await alice.download("f0")  # waits for the reconnect, which fails for good
@@ -327,8 +350,6 @@ async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) ->
                 await alice.wait_online()
             with pytest.raises(Disconnected):  # not queued for a reconnect that never comes
                 await alice.send_message("into the void", room="general")
-    finally:
-        await client_cm.__aexit__(None, None, None)
 
 
 # --- what the client refuses, and what it leaves out -------------------------------------
@@ -344,9 +365,7 @@ async def test_an_over_long_message_is_refused_and_never_queued(
             await alice.send_message("hi", room="r" * 65)  # longer than a room name can be
         assert alice.unacknowledged == 0
         await alice.send_message("x" * 8000, room="general")  # the limit itself is fine
-        with trio.fail_after(10):
-            while alice.unacknowledged:
-                await trio.sleep(0.01)
+        await all_acknowledged(alice)
 
 
 @asynccontextmanager
@@ -405,8 +424,7 @@ async def test_closing_acknowledges_what_arrived(server: Running, tmp_path: Path
 
 async def test_a_send_only_client_can_turn_events_off(tmp_path: Path) -> None:
     count = EVENT_BUFFER // 2 + 500  # more than the events buffer holds (2 events each)
-    unlimited = HubConfig(messages_per_second=1e9, message_burst=10**9)
-    with running_server("trio", tmp_path / "s", hub=unlimited) as server:
+    with running_server("trio", tmp_path / "s", hub=UNLIMITED) as server:
         await _send_only(server, tmp_path, count)
 
 
@@ -428,8 +446,7 @@ async def _send_only(server: Running, tmp_path: Path, count: int) -> None:
                 nursery.start_soon(read)
                 for i in range(count):
                     await bot.send_message(f"tick {i}", room="general")
-            while bot.unacknowledged:
-                await trio.sleep(0.01)
+            await all_acknowledged(bot)
 
 
 async def test_a_request_beyond_a_protocol_limit_says_so(server: Running, tmp_path: Path) -> None:
@@ -472,13 +489,8 @@ async def test_one_download_per_file_and_failures_stop_the_stream(tmp_path: Path
 
 
 async def test_closing_wakes_calls_waiting_for_a_reconnect(tmp_path: Path) -> None:
-    port = free_port()
-    with running_server("trio", tmp_path / "s", port=port) as server:
-        client_cm = logged_in(server, tmp_path, "alice", backoff=(30.0, 30.0))
-        alice = await client_cm.__aenter__()
-    try:
-        assert isinstance(await next_of(alice, LinkState), LinkState)  # lost; retry in ~30 s
-        failures: list[BaseException] = []
+    async with stranded(tmp_path, tmp_path / "s", free_port(), backoff=(30.0, 30.0)) as alice:
+        failures: list[BaseException] = []  # the next try is ~30 s away
         async with trio.open_nursery() as nursery:
 
             async def waits() -> None:
@@ -491,16 +503,13 @@ async def test_closing_wakes_calls_waiting_for_a_reconnect(tmp_path: Path) -> No
             await trio.sleep(0.2)
             await alice.aclose()
         assert len(failures) == 1
-    finally:
-        await client_cm.__aexit__(None, None, None)
 
 
 async def test_a_write_failing_mid_burst_hangs_nothing_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unlimited = HubConfig(messages_per_second=1e9, message_burst=10**9)
     texts = [f"burst {i}" for i in range(1000)]  # far more than the writer's 64 KiB
-    with running_server("trio", tmp_path / "s", hub=unlimited) as server:
+    with running_server("trio", tmp_path / "s", hub=UNLIMITED) as server:
         async with (
             logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice,
             logged_in(server, tmp_path, "bob") as bob,
@@ -530,6 +539,4 @@ async def test_a_write_failing_mid_burst_hangs_nothing_and_loses_nothing(
                         if len(seen) == len(texts):
                             break
             assert sorted(seen) == sorted(texts)  # each once, after alice reconnected
-            with trio.fail_after(10):
-                while alice.unacknowledged:
-                    await trio.sleep(0.01)
+            await all_acknowledged(alice)

@@ -21,8 +21,8 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from sealchat.core import Typing  # noqa: E402
-from tests.gui_harness import Window, open_window, xvfb  # noqa: E402
-from tests.servers import Running, running_server  # noqa: E402
+from tests.gui_harness import open_window, xvfb  # noqa: E402
+from tests.servers import PASSWORD, Running, running_server  # noqa: E402
 
 PREFERRED_PORT = 7878
 
@@ -36,10 +36,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _wait_text(window: Window, text: str) -> None:
-    window.until(lambda: text in window.transcript(), repr(text))
 
 
 def main() -> int:
@@ -71,7 +67,7 @@ def shoot(server: Running, display: str, tmp: Path) -> None:
         bob.join("random")
         with open_window(tmp / "gui.json", display) as window:
             app = window.app
-            window.fill_login(server.port, "alice", "correct horse battery")
+            window.fill_login(server.port, "alice", PASSWORD)
             app.login_form.remember.select()
             window.screenshot("login.png", HERE)
             window.login(server.port, "alice")
@@ -82,22 +78,19 @@ def shoot(server: Running, display: str, tmp: Path) -> None:
                 "Yes, since nine. Check the key fingerprint when your client asks.",
                 room="general",
             )
-            _wait_text(window, "Check the key fingerprint")
+            window.until_shown("Check the key fingerprint")
             window.type_and_enter("Checked it: it matches the one on the notice board \u2714")
-            _wait_text(window, "notice board")
+            window.until_shown("notice board")
             notes = tmp / "release-notes.txt"
             notes.write_text("sealchat 0.1.0\n\n- end-to-end Noise XX\n- file transfers\n")
             bob.send_file(notes, room="general")
             bob.send_message("Release notes are above, have a look :)", room="general")
-            _wait_text(window, "have a look")
+            window.until_shown("have a look")
             sketch = tmp / "sketch.png"
             sketch.write_bytes(bytes(range(256)) * 160)
             app.send_file(sketch)
-            window.until(
-                lambda: all(t.state.value == "done" for t in app.vm.transfers.values()),
-                "the upload",
-            )
-            _wait_text(window, "sketch.png")
+            window.until_transferred("the upload")
+            window.until_shown("sketch.png")
             carol.send_message("Nice sketch \u263a", room="general")
             bob.send_message("who's up for lunch?", room="random")
             bob.send_message("the usual place at 12:30", room="random")
@@ -107,7 +100,7 @@ def shoot(server: Running, display: str, tmp: Path) -> None:
                     lambda: app.vm.conversations.get("@dave") is not None, "dave's message"
                 )
             window.until(lambda: app.vm.conversation("#random").unread == 2, "#random")
-            _wait_text(window, "Nice sketch")
+            window.until_shown("Nice sketch")
             window.until(lambda: "dave" not in app.vm.online, "dave gone offline")
 
             carol.send(Typing(room="general"))
