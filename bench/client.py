@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import hashlib
 import os
 import shutil
@@ -54,15 +53,15 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from bench.harness import HOST, PASSWORD, ROOM, TEXT, Progress, Row, env_size, flag
-from bench.processes import Child, Children, cpu_seconds, next_command, trio_next_command, vm_bytes
+from bench.harness import HOST, LENGTH, PASSWORD, ROOM, TEXT, Progress, Row, flag, sizes
+from bench.processes import Child, Children, CpuMeter, answer, serve_sealchat, trio_answer, vm_bytes
 
 UPLOADER, SENDER, RECEIVER = "uploader", "sender", "receiver"
 CHUNK = 64 * 1024
@@ -75,7 +74,6 @@ PROFILE_RATE = 200
 """py-spy samples per second."""
 MiB = 1 << 20
 _SIZE = struct.Struct(">Q")
-_HEADER = struct.Struct(">I")
 
 PROFILE = flag("PROFILE")
 _SIZES = {
@@ -85,40 +83,18 @@ _SIZES = {
     "MSG_REPS": (5, 3),
 }
 
-_size = functools.partial(env_size, _SIZES)
-"""The size ``name`` of this section's benchmarks (see ``env_size``)."""
-
-
+_size = sizes(_SIZES)
 _say = Progress("client")
-
-
-def _command(pipe: Pipe) -> tuple[str, Any]:
-    """The orchestrator's next command; ("stop", None) if it went away or the time is up."""
-    return next_command(pipe, LIFETIME)
-
-
-async def _trio_command(pipe: Pipe) -> tuple[str, Any]:
-    return await trio_next_command(pipe, LIFETIME)
 
 
 # --- the sealchat processes -----------------------------------------------------------------
 
 
 def _sealchat_server(pipe: Pipe, data_dir: str, users: list[str]) -> None:
-    """A TrioServer with a SqliteStore in ``data_dir``; serves until told to stop."""
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    from sealchat.core.hub import Hub, HubConfig
-    from sealchat.core.hub.names import user_key
-    from sealchat.transports.passwords import CHEAP, hash_password
+    """The trio server (see ``serve_sealchat``) with no rate or size limit in the way."""
+    from sealchat.core.hub import HubConfig
     from sealchat.transports.server_config import ServerConfig
-    from sealchat.transports.sqlite_store import SqliteStore
-    from sealchat.transports.trio_server import TrioServer
 
-    store = SqliteStore(Path(data_dir))
-    phc = hash_password(PASSWORD, params=CHEAP)
-    for name in users:
-        store.add_user(name, user_key(name), phc)
     hub_config = HubConfig(
         messages_per_second=1e9,
         message_burst=1_000_000_000,
@@ -127,20 +103,8 @@ def _sealchat_server(pipe: Pipe, data_dir: str, users: list[str]) -> None:
     )
     # Room for the whole message burst queued for a receiver that falls behind (the TLS
     # relay has no such limit either: it simply blocks).
-    config = ServerConfig(
-        host=HOST, port=0, argon2=CHEAP, hub=hub_config, max_outgoing_bytes=1 << 30
-    )
-    server = TrioServer(Hub(store, hub_config), X25519PrivateKey.generate(), config)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(server.serve)
-            pipe.send(("ready", listeners[0].socket.getsockname()[1]))
-            while (await _trio_command(pipe))[0] != "stop":
-                pass
-            server.stop()
-
-    trio.run(main)
+    config = ServerConfig(hub=hub_config, max_outgoing_bytes=1 << 30)
+    serve_sealchat(pipe, data_dir, users, config, LIFETIME)
 
 
 async def _trust(server: str, fingerprint: str) -> bool:
@@ -199,25 +163,26 @@ def _file_client(pipe: Pipe, port: int, work: str) -> None:
 
     async def main() -> None:
         async with _logged_in(port, Path(work), UPLOADER) as client, trio.open_nursery() as n:
+
+            async def upload(path: str) -> tuple[float, dict[str, float], str]:
+                phases = _Phases()
+                info: FileInfo = await client.send_file(
+                    Path(path), room=ROOM, progress=phases.progress
+                )
+                split = phases.split(("hash + offer", "stream", "server verify"))
+                return sum(split.values()), split, info.file_id
+
+            async def download(file_id: str) -> tuple[float, dict[str, float], int]:
+                phases = _Phases()
+                path = await client.download(file_id, progress=phases.progress)
+                split = phases.split(("request", "stream + write", "fsync + hash"))
+                size = path.stat().st_size
+                path.unlink()
+                return sum(split.values()), split, size
+
             n.start_soon(_drain, client.events(), lambda _event: None)
             pipe.send(("ready", os.getpid()))
-            while (command := await _trio_command(pipe))[0] != "stop":
-                kind, arg = command
-                phases = _Phases()
-                if kind == "upload":
-                    info: FileInfo = await client.send_file(
-                        Path(arg), room=ROOM, progress=phases.progress
-                    )
-                    split = phases.split(("hash + offer", "stream", "server verify"))
-                    pipe.send((kind, (sum(split.values()), split, info.file_id)))
-                elif kind == "download":
-                    path = await client.download(arg, progress=phases.progress)
-                    split = phases.split(("request", "stream + write", "fsync + hash"))
-                    size = path.stat().st_size
-                    path.unlink()
-                    pipe.send((kind, (sum(split.values()), split, size)))
-                else:
-                    raise ValueError(f"unknown command {kind!r}")
+            await trio_answer(pipe, LIFETIME, {"upload": upload, "download": download})
             n.cancel_scope.cancel()
 
     trio.run(main)
@@ -249,24 +214,24 @@ def _chat_client(pipe: Pipe, port: int, work: str, name: str) -> None:
                         last = time.monotonic()
                         reached.set()
 
+            async def send(number: int) -> float:
+                start = time.monotonic()
+                for _ in range(number):
+                    await client.send_message(TEXT, room=ROOM)
+                return start
+
+            async def expect(number: int) -> float:
+                nonlocal reached, target
+                reached = trio.Event()
+                target = count + number
+                pipe.send(("armed", None))
+                with trio.fail_after(LIFETIME):
+                    await reached.wait()
+                return last
+
             n.start_soon(_drain, client.events(), on_event)
             pipe.send(("ready", os.getpid()))
-            while (command := await _trio_command(pipe))[0] != "stop":
-                kind, number = command
-                if kind == "send":
-                    start = time.monotonic()
-                    for _ in range(number):
-                        await client.send_message(TEXT, room=ROOM)
-                    pipe.send((kind, start))
-                elif kind == "expect":
-                    reached = trio.Event()
-                    target = count + number
-                    pipe.send(("armed", None))
-                    with trio.fail_after(LIFETIME):
-                        await reached.wait()
-                    pipe.send((kind, last))
-                else:
-                    raise ValueError(f"unknown command {kind!r}")
+            await trio_answer(pipe, LIFETIME, {"send": send, "expect": expect})
             n.cancel_scope.cancel()
 
     trio.run(main)
@@ -418,7 +383,7 @@ def _frames_end(buffer: bytearray | bytes) -> tuple[int, int]:
     """(bytes, count) of the complete length-prefixed frames at the front of ``buffer``."""
     pos, count, end = 0, 0, len(buffer)
     while end - pos >= 4:
-        (size,) = _HEADER.unpack_from(buffer, pos)
+        (size,) = LENGTH.unpack_from(buffer, pos)
         if end - pos - 4 < size:
             break
         pos += 4 + size
@@ -445,34 +410,41 @@ def _tls_relay(pipe: Pipe, certs: str) -> None:
 
 
 def _frame_receiver(pipe: Pipe, port: int, certs: str) -> None:
+    """Told ("expect", n), answers "armed" at once and, once n more frames have arrived, the
+    time of the last."""
     with _connect(port, certs) as sock:
-        pipe.send(("ready", _suite(sock)))
         buffer = bytearray()
-        while (command := _command(pipe))[0] != "stop":
-            _, number = command
+
+        def expect(number: int) -> float:
             pipe.send(("armed", None))
             count = 0
             while count < number:
                 data = sock.recv(CHUNK)
                 if not data:
                     raise ConnectionError("the relay closed")
-                buffer += data
+                buffer.extend(data)
                 end, frames = _frames_end(buffer)
                 del buffer[:end]
                 count += frames
-            pipe.send(("expect", time.monotonic()))
+            return time.monotonic()
+
+        pipe.send(("ready", _suite(sock)))
+        answer(pipe, LIFETIME, {"expect": expect})
 
 
 def _frame_sender(pipe: Pipe, port: int, certs: str, payload: bytes) -> None:
-    frame = _HEADER.pack(len(payload)) + payload
+    """Sends ("send", n) frames as fast as it can and answers the time before the first."""
+    frame = LENGTH.pack(len(payload)) + payload
     with _connect(port, certs) as sock:
-        pipe.send(("ready", _suite(sock)))
-        while (command := _command(pipe))[0] != "stop":
-            _, number = command
+
+        def send(number: int) -> float:
             start = time.monotonic()
             for _ in range(number):
                 sock.sendall(frame)
-            pipe.send(("send", start))
+            return start
+
+        pipe.send(("ready", _suite(sock)))
+        answer(pipe, LIFETIME, {"send": send})
 
 
 # --- profiling ------------------------------------------------------------------------------
@@ -578,14 +550,6 @@ def _short(frame: str, *, line: bool = True) -> str:
     return f"{short}:{number} {name}" if line else f"{short} {name}"
 
 
-@contextlib.contextmanager
-def _cpu_used(pids: dict[str, int], into: dict[str, float]) -> Iterator[None]:
-    """Fill ``into`` with the CPU seconds each process used inside the block."""
-    before = {label: cpu_seconds(pid) for label, pid in pids.items()}
-    yield
-    into.update({label: cpu_seconds(pid) - before[label] for label, pid in pids.items()})
-
-
 def _peak_rss(pid: int) -> float:
     """Peak resident set size of ``pid`` so far (VmHWM), in MB; NaN off Linux."""
     try:
@@ -659,9 +623,9 @@ def file_transfer() -> list[Row]:
         suites: set[str] = set()
 
         def sealchat(kind: str, arg: str, tag: str) -> tuple[float, Any]:
-            used: dict[str, float] = {}
-            with _cpu_used(pids, used):
-                seconds, split, result = client.ask(kind, arg, timeout=timeout)
+            meter = CpuMeter(pids)
+            seconds, split, result = client.ask(kind, arg, timeout=timeout)
+            used = meter.used()
             _say(
                 f"  {tag} sealchat {kind:8} {mb / seconds:6.0f} MB/s "
                 f"({_phase_text(split)}; CPU s {_cpu_text(used)}; "
@@ -759,10 +723,9 @@ def messages() -> list[Row]:
         )
         for rep in range(1, reps + 1):
             for name, source, sink, middle, samples in setups:
-                used: dict[str, float] = {}
-                pids = {"sender": source.pid, "server": middle.pid, "receiver": sink.pid}
-                with _cpu_used(pids, used):
-                    rate = _burst(source, sink, number, timeout)
+                meter = CpuMeter({"sender": source.pid, "server": middle.pid, "receiver": sink.pid})
+                rate = _burst(source, sink, number, timeout)
+                used = meter.used()
                 samples.append(rate)
                 _say(f"  {rep}/{reps} {name:9} {rate:9,.0f} msg/s (CPU s {_cpu_text(used)})")
         if PROFILE:

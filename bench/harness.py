@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import struct
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +17,8 @@ ROOM = "general"
 PASSWORD = "correct horse battery"
 TEXT = "benchmark " * 10
 """The 100-character message body."""
+LENGTH = struct.Struct(">I")
+"""The 4-byte length prefix of a frame (sealchat's, and the baselines' that imitate it)."""
 
 
 def flag(name: str) -> bool:
@@ -24,13 +27,18 @@ def flag(name: str) -> bool:
 
 
 QUICK = flag("QUICK")
-"""``SEALCHAT_BENCH_QUICK=1``: every ``env_size`` takes its quick value."""
+"""``SEALCHAT_BENCH_QUICK=1``: every size (see ``sizes``) takes its quick value."""
 
 
-def env_size(sizes: Mapping[str, tuple[int, int]], name: str) -> int:
-    """``SEALCHAT_BENCH_<name>`` if set; otherwise ``sizes[name]``, a pair (full, quick)."""
-    full, quick = sizes[name]
-    return int(os.environ.get(f"SEALCHAT_BENCH_{name}", quick if QUICK else full))
+def sizes(table: Mapping[str, tuple[int, int]]) -> Callable[[str], int]:
+    """The sizes of a section, ``table[name]`` a pair (full, quick): a function of ``name``
+    giving ``SEALCHAT_BENCH_<name>`` if set, otherwise the full or quick value."""
+
+    def size(name: str) -> int:
+        full, quick = table[name]
+        return int(os.environ.get(f"SEALCHAT_BENCH_{name}", quick if QUICK else full))
+
+    return size
 
 
 class Progress:

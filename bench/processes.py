@@ -1,5 +1,5 @@
-"""Child processes for the benchmarks that need more than one (client, server), and what
-``/proc`` says about them.
+"""Child processes for the benchmarks that need more than one (client, server), what they
+share (the command loop, a sealchat server), and what ``/proc`` says about them.
 
 The orchestrator starts every child with the ``spawn`` context and talks to it over a pipe:
 it sends commands ``(kind, value)``, the child answers ``(kind, value)`` (or ``("ready",
@@ -10,15 +10,21 @@ nothing within its lifetime, or finds the pipe closed, takes it as ``("stop", No
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
+
+from bench.harness import HOST, PASSWORD
+
+if TYPE_CHECKING:
+    from sealchat.transports.server_config import ServerConfig
 
 # --- the orchestrator's side ----------------------------------------------------------------
 
@@ -137,7 +143,7 @@ def _child_main(target: Callable[..., None], pipe: Pipe, *args: Any) -> None:
             pipe.send(("error", traceback.format_exc()))
 
 
-def next_command(pipe: Pipe, lifetime: float) -> tuple[str, Any]:
+def _next_command(pipe: Pipe, lifetime: float) -> tuple[str, Any]:
     """The orchestrator's next command; ``("stop", None)`` if it went away or sent nothing
     within ``lifetime`` seconds."""
     try:
@@ -149,9 +155,87 @@ def next_command(pipe: Pipe, lifetime: float) -> tuple[str, Any]:
     return "stop", None
 
 
-async def trio_next_command(pipe: Pipe, lifetime: float) -> tuple[str, Any]:
-    """``next_command`` for a child running trio: waits in a worker thread."""
-    return await trio.to_thread.run_sync(next_command, pipe, lifetime, abandon_on_cancel=True)
+def answer(
+    pipe: Pipe, lifetime: float, handlers: Mapping[str, Callable[[Any], Any]], end: str = "stop"
+) -> None:
+    """Answer each command ``(kind, value)`` with ``(kind, handlers[kind](value))`` until the
+    command ``end``; any other kind (``"stop"`` too, if it is not ``end``) raises."""
+    while (command := _next_command(pipe, lifetime))[0] != end:
+        kind, value = command
+        if kind not in handlers:
+            raise ValueError(f"unexpected command {kind!r}")
+        pipe.send((kind, handlers[kind](value)))
+
+
+async def trio_answer(
+    pipe: Pipe,
+    lifetime: float,
+    handlers: Mapping[str, Callable[[Any], Awaitable[Any]]],
+    end: str = "stop",
+) -> None:
+    """``answer`` for a child running trio, with async handlers."""
+    while (command := await _trio_next_command(pipe, lifetime))[0] != end:
+        kind, value = command
+        if kind not in handlers:
+            raise ValueError(f"unexpected command {kind!r}")
+        pipe.send((kind, await handlers[kind](value)))
+
+
+async def _trio_next_command(pipe: Pipe, lifetime: float) -> tuple[str, Any]:
+    """``_next_command`` waiting in a worker thread."""
+    return await trio.to_thread.run_sync(_next_command, pipe, lifetime, abandon_on_cancel=True)
+
+
+def serve_sealchat(
+    pipe: Pipe,
+    data_dir: str,
+    users: Iterable[str],
+    config: ServerConfig,
+    lifetime: float,
+    *,
+    threads: bool = False,
+) -> None:
+    """A sealchat server child: the trio server (with ``threads``, the threaded one) on a
+    SqliteStore in ``data_dir`` holding ``users`` (password PASSWORD), set up by ``config``
+    but on HOST at a free port and with CHEAP Argon2id. Sends ``("ready", port)``, then
+    answers each "count" with the number of connections until "stop"."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from sealchat.core.hub import Hub
+    from sealchat.core.hub.names import user_key
+    from sealchat.transports.blocking_server import ThreadedServer
+    from sealchat.transports.passwords import CHEAP, hash_password
+    from sealchat.transports.sqlite_store import SqliteStore
+    from sealchat.transports.trio_server import TrioServer
+
+    store = SqliteStore(Path(data_dir))
+    phc = hash_password(PASSWORD, params=CHEAP)  # one hash for all: verifying costs the same
+    for name in users:
+        store.add_user(name, user_key(name), phc)
+    config = dataclasses.replace(config, host=HOST, port=0, argon2=CHEAP)
+    hub, key = Hub(store, config.hub), X25519PrivateKey.generate()
+    if threads:
+        threaded = ThreadedServer(hub, key, config)
+        try:
+            _, port = threaded.start()
+            pipe.send(("ready", port))
+            answer(pipe, lifetime, {"count": lambda _: threaded.connections})
+        finally:
+            threaded.stop()
+        return
+    server = TrioServer(hub, key, config)
+
+    async def count(_: object) -> int:
+        return server.connections
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(server.serve)
+            pipe.send(("ready", listeners[0].socket.getsockname()[1]))
+            await trio_answer(pipe, lifetime, {"count": count})
+            server.stop()
+
+    trio.run(main)
 
 
 # --- /proc ----------------------------------------------------------------------------------
@@ -165,6 +249,21 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """The CPU seconds (see ``cpu_seconds``) some processes, by label, used since the meter
+    was made."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self.pids = dict(pids)
+        self.start = {label: cpu_seconds(pid) for label, pid in self.pids.items()}
+
+    def used(self, per: float = 1.0) -> dict[str, float]:
+        """CPU seconds each process has used so far, by label, divided by ``per``."""
+        return {
+            label: (cpu_seconds(pid) - self.start[label]) / per for label, pid in self.pids.items()
+        }
 
 
 def vm_bytes(pid: int, field: str) -> int:

@@ -36,13 +36,11 @@ generator near 100% would mean the number measures it rather than the server.
 
 from __future__ import annotations
 
-import functools
 import os
 import resource
 import shutil
 import socket
 import statistics
-import struct
 import tempfile
 import threading
 import time
@@ -50,14 +48,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
-from pathlib import Path
 from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from bench.harness import HOST, PASSWORD, ROOM, TEXT, Progress, Row, env_size
-from bench.processes import Child, Children, cpu_seconds, next_command, trio_next_command, vm_bytes
+from bench.harness import HOST, LENGTH, PASSWORD, ROOM, TEXT, Progress, Row, sizes
+from bench.processes import Child, Children, CpuMeter, answer, serve_sealchat, trio_answer, vm_bytes
 from sealchat.core import (
     NEED_DATA,
     Authenticated,
@@ -72,9 +69,9 @@ from sealchat.core import (
     Role,
 )
 from sealchat.core.codec import encode_record
-from sealchat.core.hub import Hub, HubConfig
-from sealchat.core.hub.names import user_key
+from sealchat.core.hub import HubConfig
 from sealchat.core.limits import TAG_SIZE
+from sealchat.transports.server_config import ServerConfig
 
 RECEIVE_SIZE = 65536
 LOGIN_PARALLEL = 100
@@ -88,7 +85,6 @@ BUDGET = 30 * 1024
 """Design budget for server RSS per idle logged-in connection, in bytes."""
 LIFETIME = 600.0
 """No child process outlives this many seconds, whatever happens to the orchestrator."""
-_HEADER = struct.Struct(">I")
 _TAG = 16
 """Bytes at the front of a bare frame's payload that carry its tag (a client_id)."""
 
@@ -108,10 +104,7 @@ _SIZES = {
     "THREADED_N": (1000, 200),
 }
 
-_size = functools.partial(env_size, _SIZES)
-"""The size ``name`` of this section's benchmarks (see ``env_size``)."""
-
-
+_size = sizes(_SIZES)
 _say = Progress("server", load=True)
 
 
@@ -140,7 +133,7 @@ def _frame_sizes() -> tuple[int, int]:
     relayed = Message(
         text=TEXT, room=ROOM, client_id="f123", id=123456, sender=_username(0), ts=time.time()
     )
-    overhead = _HEADER.size + TAG_SIZE
+    overhead = LENGTH.size + TAG_SIZE
     return overhead + len(encode_record(sent)), overhead + len(encode_record(relayed))
 
 
@@ -163,18 +156,6 @@ def _p99(samples: list[float]) -> float:
     return ordered[max(0, -(-99 * len(ordered) // 100) - 1)]
 
 
-# --- the children's side of the pipe -------------------------------------------------------
-
-
-def _command(pipe: Pipe) -> str:
-    """The kind of the orchestrator's next command ("stop" if it went away or the time is up)."""
-    return next_command(pipe, LIFETIME)[0]
-
-
-async def _trio_command(pipe: Pipe) -> str:
-    return (await trio_next_command(pipe, LIFETIME))[0]
-
-
 # --- server processes -----------------------------------------------------------------------
 
 
@@ -183,55 +164,19 @@ def _server_main(pipe: Pipe, spec: dict[str, Any]) -> None:
     _raise_nofile()
     kind = spec["kind"]
     if kind in ("trio", "threads"):
-        _serve_sealchat(pipe, spec)
+        users = (_username(index) for index in range(spec["users"]))
+        # Every benchmark client logs in from 127.0.0.1 at once: lift the per-address cap.
+        hub_config = HubConfig(
+            messages_per_second=1e6, message_burst=1_000_000, max_pending_logins=1_000_000
+        )
+        config = ServerConfig(hub=hub_config)
+        serve_sealchat(pipe, spec["data_dir"], users, config, LIFETIME, threads=kind == "threads")
     elif kind == "bare-trio":
         trio.run(_serve_bare_trio, pipe, spec)
     elif kind == "bare-threads":
         _serve_bare_threads(pipe, spec)
     else:
         raise ValueError(f"unknown server kind {kind!r}")
-
-
-def _serve_sealchat(pipe: Pipe, spec: dict[str, Any]) -> None:
-    from sealchat.transports.blocking_server import ThreadedServer
-    from sealchat.transports.passwords import CHEAP, hash_password
-    from sealchat.transports.server_config import ServerConfig
-    from sealchat.transports.sqlite_store import SqliteStore
-    from sealchat.transports.trio_server import TrioServer
-
-    store = SqliteStore(Path(spec["data_dir"]))
-    phc = hash_password(PASSWORD, params=CHEAP)  # one hash for all: verifying costs the same
-    for index in range(spec["users"]):
-        name = _username(index)
-        store.add_user(name, user_key(name), phc)
-    # Every benchmark client logs in from 127.0.0.1 at once: lift the per-address cap.
-    hub_config = HubConfig(
-        messages_per_second=1e6, message_burst=1_000_000, max_pending_logins=1_000_000
-    )
-    config = ServerConfig(host=HOST, port=0, argon2=CHEAP, hub=hub_config)
-    hub = Hub(store, hub_config)
-    key = X25519PrivateKey.generate()
-    if spec["kind"] == "threads":
-        threaded = ThreadedServer(hub, key, config)
-        try:
-            _, port = threaded.start()
-            pipe.send(("ready", port))
-            while (kind := _command(pipe)) != "stop":
-                pipe.send((kind, threaded.connections))
-        finally:
-            threaded.stop()
-        return
-    server = TrioServer(hub, key, config)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(server.serve)
-            pipe.send(("ready", listeners[0].socket.getsockname()[1]))
-            while (kind := await _trio_command(pipe)) != "stop":
-                pipe.send((kind, server.connections))
-            server.stop()
-
-    trio.run(main)
 
 
 class _BarePeer:
@@ -257,7 +202,7 @@ def _split_frames(buffer: bytearray) -> list[bytes]:
     """Remove and return the complete length-prefixed frames at the front of ``buffer``."""
     frames, pos, end = [], 0, len(buffer)
     while end - pos >= 4:
-        (size,) = _HEADER.unpack_from(buffer, pos)
+        (size,) = LENGTH.unpack_from(buffer, pos)
         if end - pos - 4 < size:
             break
         frames.append(bytes(buffer[pos : pos + 4 + size]))
@@ -324,12 +269,14 @@ async def _serve_bare_trio(pipe: Pipe, spec: dict[str, Any]) -> None:
             peers.pop(me, None)
             await stream.aclose()
 
+    async def count(_: object) -> int:
+        return len(peers)
+
     listeners = await trio.open_tcp_listeners(0, host=HOST)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, handle, listeners)
         pipe.send(("ready", listeners[0].socket.getsockname()[1]))
-        while (kind := await _trio_command(pipe)) != "stop":
-            pipe.send((kind, len(peers)))
+        await trio_answer(pipe, LIFETIME, {"count": count})
         nursery.cancel_scope.cancel()
 
 
@@ -374,13 +321,15 @@ def _serve_bare_threads(pipe: Pipe, spec: dict[str, Any]) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=serve, args=(sock,), daemon=True).start()
 
+    def count(_: object) -> int:
+        with lock:
+            return len(held)
+
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
     try:
         pipe.send(("ready", listener.getsockname()[1]))
-        while (kind := _command(pipe)) != "stop":
-            with lock:
-                pipe.send((kind, len(held)))
+        answer(pipe, LIFETIME, {"count": count})
     finally:
         stopping.set()
         acceptor.join(2)
@@ -507,8 +456,8 @@ class _BareClient(_Client):
             await _receive_exactly(stream, reply)
 
     def queue(self, client_id: str) -> None:
-        payload = client_id.encode().ljust(_TAG).ljust(self.frame_size - _HEADER.size, b"x")
-        self.out.append(_HEADER.pack(len(payload)) + payload)
+        payload = client_id.encode().ljust(_TAG).ljust(self.frame_size - LENGTH.size, b"x")
+        self.out.append(LENGTH.pack(len(payload)) + payload)
 
     def take_output(self) -> bytes:
         data = b"".join(self.out)
@@ -584,6 +533,11 @@ async def _log_in_all(
 # --- load-generator scenarios ---------------------------------------------------------------
 
 
+def _cpu_meter(params: dict[str, Any]) -> CpuMeter:
+    """CPU seconds of the server and of this load generator, in that order."""
+    return CpuMeter({"server": params["server_pid"], "load generator": os.getpid()})
+
+
 def _loadgen_main(pipe: Pipe, scenario: str, params: dict[str, Any]) -> None:
     """Entry point of the load-generator process."""
     _raise_nofile()
@@ -595,7 +549,7 @@ async def _fanout(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
     """Log ``n + 1`` clients in and send two warm-up messages (which also flush any login
     traffic still in flight); then, for each "send" command, time one fan-out: client 0
     sends, until all ``n`` others have the message. Ends on "close"."""
-    n, server_pid = params["n"], params["server_pid"]
+    n = params["n"]
     clients = _make_clients(params, n + 1)
     state: dict[str, Any] = {"rep": 0, "tag": "", "count": 0, "done": trio.Event(), "at": 0.0}
 
@@ -622,19 +576,18 @@ async def _fanout(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
         for _ in range(2):
             await once(clients[0])
         pipe.send(("ready", {"login_s": login_s}))
-        cpu_server, cpu_self = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+        meter = _cpu_meter(params)
         reps = 0
-        while (command := await _trio_command(pipe)) == "send":
-            pipe.send(("send", await once(clients[0])))
+
+        async def send(_: object) -> float:
+            nonlocal reps
             reps += 1
+            return await once(clients[0])
+
+        await trio_answer(pipe, LIFETIME, {"send": send}, end="close")
         # Both processes sit idle between sends, so their CPU time is the fan-outs'.
-        cpu = (
-            (cpu_seconds(server_pid) - cpu_server) / max(reps, 1),
-            (cpu_seconds(os.getpid()) - cpu_self) / max(reps, 1),
-        )
+        cpu = tuple(meter.used(per=max(reps, 1)).values())
         nursery.cancel_scope.cancel()
-    if command != "close":
-        raise RuntimeError(f"unexpected command {command!r}")
     return {"cpu": cpu}
 
 
@@ -644,7 +597,6 @@ async def _traffic(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
     everyone) and deliveries per second are counted at the receivers over one second, after
     a warm-up; then the senders stop and everything sent is waited for. Ends on "close"."""
     n, senders, window = params["n"], params["senders"], params["window"]
-    server_pid = params["server_pid"]
     receivers = n - 1  # everyone but the sender
     clients = _make_clients(params, n)
     delivered = [0]
@@ -679,21 +631,18 @@ async def _traffic(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
                 sent[s] += 1
             await client.flush()
 
-    async def one_window() -> dict[str, Any]:
+    async def one_window(_: object) -> dict[str, Any]:
         stopping = trio.Event()
         async with trio.open_nursery() as sending:
             for s in range(senders):
                 sending.start_soon(send_loop, s, clients[s], stopping)
             await trio.sleep(0.3)  # warm-up
-            cpu_server, cpu_self = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+            meter = _cpu_meter(params)
             count, start = delivered[0], time.perf_counter()
             await trio.sleep(1.0)
             wall = time.perf_counter() - start
             rate = (delivered[0] - count) / wall
-            cpu = (
-                (cpu_seconds(server_pid) - cpu_server) / wall,
-                (cpu_seconds(os.getpid()) - cpu_self) / wall,
-            )
+            cpu = tuple(meter.used(per=wall).values())
             stopping.set()
             for event in wake:
                 event.set()
@@ -708,29 +657,23 @@ async def _traffic(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"{len(failures)} logins failed, e.g. {failures[:3]}")
         await trio.sleep(0.5)  # login traffic settles
         pipe.send(("ready", {"login_s": login_s}))
-        while (command := await _trio_command(pipe)) == "window":
-            pipe.send(("window", await one_window()))
+        await trio_answer(pipe, LIFETIME, {"window": one_window}, end="close")
         nursery.cancel_scope.cancel()
-    if command != "close":
-        raise RuntimeError(f"unexpected command {command!r}")
     return {"messages": sum(sent)}
 
 
 async def _hold(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
     """Log ``n`` clients in, report, keep them connected until told to close, then report how
     many were still connected."""
-    n, server_pid = params["n"], params["server_pid"]
+    n = params["n"]
     clients = _make_clients(params, n)
     done_at: list[float] = []
-    cpu_server, cpu_self = cpu_seconds(server_pid), cpu_seconds(os.getpid())
+    meter = _cpu_meter(params)
     async with trio.open_nursery() as nursery:
         login_s, failures = await _log_in_all(
             clients, params["port"], nursery, lambda tag: None, params["timeout"], done_at
         )
-        cpu = (
-            (cpu_seconds(server_pid) - cpu_server) / login_s,
-            (cpu_seconds(os.getpid()) - cpu_self) / login_s,
-        )
+        cpu = tuple(meter.used(per=login_s).values())
         marks = sorted({min(n, PRESENCE_LIMIT), n // 4, n // 2, 3 * n // 4, n} - {0})
         milestones = [(k, done_at[k - 1]) for k in marks if k <= len(done_at)]
         pipe.send(
@@ -739,11 +682,9 @@ async def _hold(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
                 {"login_s": login_s, "failures": failures, "cpu": cpu, "milestones": milestones},
             )
         )
-        command = await _trio_command(pipe)
+        await trio_answer(pipe, LIFETIME, {}, end="close")
         held = sum(not c.closed for c in clients)
         nursery.cancel_scope.cancel()
-    if command != "close":
-        raise RuntimeError(f"unexpected command {command!r}")
     return {"held": held}
 
 
