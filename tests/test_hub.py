@@ -38,6 +38,7 @@ from sealchat.core.hub.hub import FILES_REF, HISTORY_REF, TYPING_REF
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.store import StoredMessage
 from sealchat.transports.sqlite_store import SqliteStore
+from tests.sql_trace import sql_statements
 
 NOW = 1_000_000.0
 
@@ -59,6 +60,14 @@ def logged_in(hub: Hub, session: int, name: str) -> None:
     (check,) = hub.handle(session, Login(username=name, password="pw"), NOW)
     assert isinstance(check, VerifyPassword)
     hub.password_verified(session, name, True, NOW)
+
+
+def hub_with(store: SqliteStore, *names: str, config: HubConfig | None = None) -> Hub:
+    """A hub on ``store`` with ``names`` logged in as sessions 1, 2, ... in that order."""
+    hub = Hub(store, config or HubConfig())
+    for session, name in enumerate(names, start=1):
+        logged_in(hub, session, name)
+    return hub
 
 
 def test_parallel_logins_cannot_outrun_the_back_off(store: SqliteStore) -> None:
@@ -121,8 +130,7 @@ def test_registration_of_a_taken_name_costs_no_hash(store: SqliteStore) -> None:
 
 
 def test_unknown_rooms_do_not_grow_memory(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "alice")
+    hub = hub_with(store, "alice")
     for n in range(200):
         hub.handle(1, Typing(room=f"nowhere{n}"), NOW + n)
         hub.handle(1, Message(text="x", room=f"void{n}", client_id=f"c{n}"), NOW + n)
@@ -131,9 +139,7 @@ def test_unknown_rooms_do_not_grow_memory(store: SqliteStore) -> None:
 
 
 def test_typing_is_rate_limited_quietly(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "alice")
-    logged_in(hub, 2, "bob")
+    hub = hub_with(store, "alice", "bob")
     relayed = 0
     for n in range(100):
         effects = hub.handle(1, Typing(room="general", active=n % 2 == 0), NOW)
@@ -142,8 +148,7 @@ def test_typing_is_rate_limited_quietly(store: SqliteStore) -> None:
 
 
 def test_rejoining_a_room_at_the_limit_is_fine(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig(max_rooms_per_user=2))
-    logged_in(hub, 1, "alice")
+    hub = hub_with(store, "alice", config=HubConfig(max_rooms_per_user=2))
     hub.handle(1, JoinRoom(room="second"), NOW)
     again = records(hub.handle(1, JoinRoom(room="second"), NOW), 1)
     assert not [r for r in again if isinstance(r, Error)]
@@ -154,8 +159,7 @@ def test_rejoining_a_room_at_the_limit_is_fine(store: SqliteStore) -> None:
 
 
 def test_errors_name_the_request_they_answer(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "alice")
+    hub = hub_with(store, "alice")
     asks = {
         HISTORY_REF: HistoryRequest(room="secret"),
         FILES_REF: ListFiles(room="secret"),
@@ -179,13 +183,17 @@ def _offer(data: bytes, transfer: int, to: str = "", room: str = "general") -> F
     )
 
 
+def accepted(hub: Hub, session: int, offer: FileOffer) -> FileAccept:
+    """Offer a file from ``session``; the hub must accept it."""
+    (reply,) = records(hub.handle(session, offer, NOW), session)
+    assert isinstance(reply, FileAccept)
+    return reply
+
+
 def test_one_partial_file_is_written_by_one_transfer_at_a_time(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "alice")
-    logged_in(hub, 2, "alice")  # the same user on a second device
+    hub = hub_with(store, "alice", "alice")  # the same user on a second device
     data = b"x" * 5000
-    (first,) = records(hub.handle(1, _offer(data, 1), NOW), 1)
-    assert isinstance(first, FileAccept)
+    first = accepted(hub, 1, _offer(data, 1))
     (second,) = records(hub.handle(2, _offer(data, 1), NOW), 2)
     assert isinstance(second, FileReject)
     assert "another transfer" in second.reason
@@ -204,11 +212,9 @@ def test_one_partial_file_is_written_by_one_transfer_at_a_time(store: SqliteStor
 def test_a_chunk_the_store_refuses_ends_the_transfer_not_the_hub(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "alice")
+    hub = hub_with(store, "alice")
     data = b"y" * 100
-    (accept,) = records(hub.handle(1, _offer(data, 7), NOW), 1)
-    assert isinstance(accept, FileAccept)
+    accepted(hub, 1, _offer(data, 7))
 
     def broken(*_args: object) -> int:
         raise OSError("disk full")
@@ -220,35 +226,30 @@ def test_a_chunk_the_store_refuses_ends_the_transfer_not_the_hub(
 
 
 def test_the_store_keeps_no_upload_open_once_its_transfer_ends(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "alice")
+    hub = hub_with(store, "alice")
     data = b"q" * 5000
     offer = _offer(data, 4)
-    (accept,) = records(hub.handle(1, offer, NOW), 1)
-    assert isinstance(accept, FileAccept)
+    accept = accepted(hub, 1, offer)
     hub.handle(1, FileChunk(transfer=4, offset=0, data=data[:1000]), NOW)
     assert list(store._open_uploads) == [accept.file_id]
     hub.close_session(1, NOW)  # disconnected mid-upload
     assert not store._open_uploads
     logged_in(hub, 2, "alice")
-    (resumed,) = records(hub.handle(2, offer, NOW), 2)
-    assert isinstance(resumed, FileAccept)
+    resumed = accepted(hub, 2, offer)
     assert (resumed.file_id, resumed.offset) == (accept.file_id, 1000)
     hub.handle(2, FileChunk(transfer=4, offset=1000, data=data[1000:2000]), NOW)
     assert list(store._open_uploads) == [accept.file_id]
     (refused,) = records(hub.handle(2, FileChunk(transfer=4, offset=0, data=data), NOW), 2)
     assert isinstance(refused, FileReject)  # a wrong offset ends the transfer
     assert not store._open_uploads
-    (resumed,) = records(hub.handle(2, offer, NOW), 2)
-    assert isinstance(resumed, FileAccept)
+    resumed = accepted(hub, 2, offer)
     assert resumed.offset == 2000
     hub.handle(2, FileChunk(transfer=4, offset=2000, data=data[2000:]), NOW)
     assert list(store._open_uploads) == [accept.file_id]
     (announced,) = records(hub.handle(2, FileComplete(transfer=4, sha256=offer.sha256), NOW), 2)
     assert isinstance(announced, Message)
     assert not store._open_uploads
-    (cancelled,) = records(hub.handle(2, _offer(b"c" * 10, 5), NOW), 2)
-    assert isinstance(cancelled, FileAccept)
+    cancelled = accepted(hub, 2, _offer(b"c" * 10, 5))
     hub.handle(2, FileChunk(transfer=5, offset=0, data=b"c" * 4), NOW)
     hub.handle(2, FileReject(transfer=5, reason="cancelled"), NOW)  # the client cancels
     assert not store._open_uploads
@@ -256,11 +257,10 @@ def test_the_store_keeps_no_upload_open_once_its_transfer_ends(store: SqliteStor
 
 
 def test_a_file_to_a_user_names_them_as_they_spell_it(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "bob")
+    hub = hub_with(store, "bob")
     data = b"z" * 10
     offer = _offer(data, 3, to="alice")
-    records(hub.handle(1, offer, NOW), 1)
+    accepted(hub, 1, offer)
     hub.handle(1, FileChunk(transfer=3, offset=0, data=data), NOW)
     (announcement,) = records(hub.handle(1, FileComplete(transfer=3, sha256=offer.sha256), NOW), 1)
     assert isinstance(announcement, Message)
@@ -268,13 +268,10 @@ def test_a_file_to_a_user_names_them_as_they_spell_it(store: SqliteStore) -> Non
 
 
 def test_records_that_arrive_together_are_stored_in_one_commit(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "alice")
-    statements: list[str] = []
-    store._conn.set_trace_callback(statements.append)
+    hub = hub_with(store, "alice")
     batch = [Message(text=f"m{n}", room="general", client_id=f"c{n}") for n in range(5)]
-    effects = hub.handle_all(1, batch, NOW)
-    store._conn.set_trace_callback(None)
+    with sql_statements(store._conn) as statements:
+        effects = hub.handle_all(1, batch, NOW)
     assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
         "BEGIN IMMEDIATE",
         "COMMIT",
@@ -285,9 +282,9 @@ def test_records_that_arrive_together_are_stored_in_one_commit(store: SqliteStor
 
 
 def test_a_resend_is_acknowledged_not_repeated_and_costs_no_token(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig(messages_per_second=1e-9, message_burst=2))
-    logged_in(hub, 1, "alice")
-    logged_in(hub, 2, "bob")
+    hub = hub_with(
+        store, "alice", "bob", config=HubConfig(messages_per_second=1e-9, message_burst=2)
+    )
     (first,) = records(hub.handle(1, Message(text="hi", room="general", client_id="a"), NOW), 1)
     assert isinstance(first, MessageAck)
     resend = Message(text="hi", room="general", client_id="a")
@@ -304,14 +301,10 @@ def test_a_resend_is_acknowledged_not_repeated_and_costs_no_token(store: SqliteS
 
 
 def test_a_duplicate_in_one_batch_is_stored_and_delivered_once(store: SqliteStore) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "alice")
-    logged_in(hub, 2, "bob")
-    statements: list[str] = []
-    store._conn.set_trace_callback(statements.append)
+    hub = hub_with(store, "alice", "bob")
     batch = [Message(text="x", room="general", client_id=c) for c in ("a", "b", "a")]
-    effects = hub.handle_all(1, batch, NOW)
-    store._conn.set_trace_callback(None)
+    with sql_statements(store._conn) as statements:
+        effects = hub.handle_all(1, batch, NOW)
     acks = records(effects, 1)
     assert [type(a) for a in acks] == [MessageAck] * 3
     assert acks[2] == acks[0]
@@ -324,8 +317,7 @@ def test_a_duplicate_in_one_batch_is_stored_and_delivered_once(store: SqliteStor
 def test_records_handled_before_a_failure_stay_stored(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hub = Hub(store, HubConfig())
-    logged_in(hub, 1, "alice")
+    hub = hub_with(store, "alice", "bob")
     real = store.append_message
 
     def fails_on_boom(**fields: Any) -> StoredMessage:
@@ -334,7 +326,6 @@ def test_records_handled_before_a_failure_stay_stored(
         return real(**fields)
 
     monkeypatch.setattr(store, "append_message", fails_on_boom)
-    logged_in(hub, 2, "bob")
     batch = [
         Message(text="first", room="general", client_id="a"),
         Message(text="second", room="general", client_id="boom"),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from sealchat.core.hub.store import StoredFile, StoredMessage
 from sealchat.transports import sqlite_store
 from sealchat.transports.sqlite_store import SchemaVersionError, SqliteStore
+from tests.sql_trace import sql_statements
 
 PHC = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
 
@@ -629,7 +631,7 @@ def test_file_methods_need_a_data_dir() -> None:
         offer(s, b"x")
 
 
-# --- batches and nested transactions ----------------------------------------------------------
+# --- batches ----------------------------------------------------------------------------------
 
 
 def committed_texts(data_dir: Path, room: str = "lobby") -> list[str]:
@@ -657,12 +659,20 @@ def test_a_batch_commits_its_writes_as_one_when_it_ends(tmp_path: Path) -> None:
         assert committed_texts(tmp_path) == ["one", "two", "three"]
 
 
-def undone_by(store: SqliteStore, error: Exception, *text: str) -> None:
-    """Post ``text`` in ``store._transaction()``, then raise ``error`` inside it."""
-    with store._transaction():
-        for t in text:
-            room_msg(store, "Esha", "lobby", t)
-        raise error
+@contextmanager
+def batch_rolled_back_by_sqlite(store: SqliteStore) -> Iterator[None]:
+    """Run the block in a batch that SQLite then rolls back on its own, as after an I/O error
+    or a full disk (an interrupted write does the same). The batch must fail, so that nothing
+    of it is acknowledged, and leave no transaction open."""
+    # PT012 allowed: the caller's block runs inside both the batch and the failure it ends in.
+    with pytest.raises(sqlite3.OperationalError, match="nothing was stored"), store.batch():  # noqa: PT012
+        yield
+        store._conn.set_progress_handler(lambda: 1, 1)  # the next statement is interrupted
+        try:
+            room_msg(store, "Esha", "lobby", "interrupted")
+        finally:
+            store._conn.set_progress_handler(None, 1)
+    assert not store._conn.in_transaction
 
 
 def test_a_batch_that_raises_still_commits_what_was_written(tmp_path: Path) -> None:
@@ -683,32 +693,14 @@ def test_a_batch_that_raises_still_commits_what_was_written(tmp_path: Path) -> N
         assert texts(s.room_history("lobby", 0, 10)) == ["handled before the failure", "kept"]
 
 
-def test_a_transaction_inside_a_batch_undoes_only_its_own_part(tmp_path: Path) -> None:
+def test_a_batch_sqlite_rolled_back_stores_none_of_its_writes(tmp_path: Path) -> None:
     with SqliteStore(tmp_path) as s:
-        with s.batch():
-            room_msg(s, "Esha", "lobby", "before")
-            with s._transaction():  # succeeds, then an enclosing one fails: both undone
-                with pytest.raises(ValueError, match="undo me"):
-                    undone_by(s, ValueError("undo me"), "undone")
-                room_msg(s, "Esha", "lobby", "inner kept")
-            with pytest.raises(ValueError, match="undo us"):
-                undone_by(s, ValueError("undo us"), "undone", "undone too")
-            with s._transaction():
-                room_msg(s, "Esha", "lobby", "kept")
-            assert s._conn.in_transaction  # the batch goes on
-            room_msg(s, "Esha", "lobby", "after")
-            assert committed_texts(tmp_path) == []
-        assert committed_texts(tmp_path) == ["before", "inner kept", "kept", "after"]
-
-
-def test_a_transaction_outside_a_batch_is_all_or_nothing(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path) as s:
-        with pytest.raises(ValueError, match="nothing"):
-            undone_by(s, ValueError("nothing"), "undone", "undone too")
-        with s._transaction():
-            room_msg(s, "Esha", "lobby", "kept")
-        assert not s._conn.in_transaction
-        assert committed_texts(tmp_path) == ["kept"]
+        room_msg(s, "Esha", "lobby", "before")
+        with batch_rolled_back_by_sqlite(s):
+            room_msg(s, "Esha", "lobby", "undone")
+            room_msg(s, "Esha", "lobby", "undone too")
+        room_msg(s, "Esha", "lobby", "after")  # the store goes on
+        assert committed_texts(tmp_path) == ["before", "after"]
 
 
 def test_missed_works_inside_a_batch(store: SqliteStore) -> None:
@@ -727,15 +719,9 @@ def test_a_deleted_files_bytes_go_only_once_the_deletion_is_committed(
 ) -> None:
     kept, deleted = offer(store, b"abc"), offer(store, b"def")
     partials = tmp_path / "data" / "downloads" / ".partial"
-
-    def delete_then_fail() -> None:
-        with store._transaction():
-            store.delete_file(kept.file_id)
-            raise ValueError("undo")
-
+    with batch_rolled_back_by_sqlite(store):
+        store.delete_file(kept.file_id)
     with store.batch():
-        with pytest.raises(ValueError, match="undo"):
-            delete_then_fail()
         store.delete_file(deleted.file_id)
         assert (partials / deleted.file_id).exists()  # its row is not gone for good yet
     assert not (partials / deleted.file_id).exists()
@@ -747,20 +733,8 @@ def test_a_deleted_files_bytes_go_only_once_the_deletion_is_committed(
 # --- hashing uploads as they arrive -----------------------------------------------------------
 
 
-def no_reading_back(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Make reading a partial file back to hash it fail; returns the paths hashed."""
-    hashed: list[Path] = []
-
-    def forbidden(path: Path, *, sync: bool = False) -> tuple[int, bytes]:
-        hashed.append(path)
-        raise AssertionError("the running hash should have been used")
-
-    monkeypatch.setattr(sqlite_store, "_hash_file", forbidden)
-    return hashed
-
-
-def spy_on_reading_back(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Count the partial files read back to be hashed; returns the paths hashed."""
+def files_read_back(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The list, filled from now on, of the files the store reads back to hash them."""
     hashed: list[Path] = []
     real = sqlite_store._hash_file
 
@@ -778,12 +752,19 @@ def write_in_chunks(store: SqliteStore, f: StoredFile, data: bytes, start: int =
         offset = store.write_chunk(f.file_id, offset, data[offset : offset + 60_000])
 
 
+def finish_upload(store: SqliteStore, f: StoredFile, data: bytes, start: int) -> None:
+    """Write ``data`` from ``start`` on, complete the file and check it reads back whole."""
+    write_in_chunks(store, f, data, start)
+    assert store.complete_file(f.file_id)
+    assert store.read_chunk(f.file_id, 0, len(data)) == data
+
+
 def test_a_file_written_in_order_completes_without_being_read_back(
     store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = os.urandom(250_000)
     f = offer(store, data)
-    no_reading_back(monkeypatch)
+    hashed = files_read_back(monkeypatch)
     synced: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
@@ -791,6 +772,7 @@ def test_a_file_written_in_order_completes_without_being_read_back(
         write_in_chunks(store, f, data[:120_000])
     write_in_chunks(store, f, data, start=120_000)
     assert store.complete_file(f.file_id)
+    assert hashed == []  # the running hash was used
     assert synced  # the bytes are still made durable before the rename
     assert (tmp_path / "data" / "downloads" / f.file_id).read_bytes() == data
     assert store._hashes == {}
@@ -801,9 +783,10 @@ def test_a_wrong_file_is_rejected_by_the_running_hash(
 ) -> None:
     data = os.urandom(100_000)
     f = offer(store, data)
-    no_reading_back(monkeypatch)
+    hashed = files_read_back(monkeypatch)
     write_in_chunks(store, f, data[:-1] + bytes([data[-1] ^ 1]))
     assert not store.complete_file(f.file_id)
+    assert hashed == []  # the running hash was used
     assert store.get_file(f.file_id) is None
     assert all_files(tmp_path / "data") == set()
     assert store._hashes == {}
@@ -818,7 +801,7 @@ def test_after_a_restart_the_file_is_read_back_to_verify_it(
         f = offer(s, data)
         write_in_chunks(s, f, data[:100_000])
     sent = data if intact else data[:100_000] + os.urandom(100_000)
-    hashed = spy_on_reading_back(monkeypatch)
+    hashed = files_read_back(monkeypatch)
     with SqliteStore(tmp_path) as s:
         write_in_chunks(s, f, sent, start=100_000)
         assert s.complete_file(f.file_id) is intact
@@ -836,19 +819,11 @@ def test_a_running_hash_that_saw_uncommitted_bytes_is_not_trusted(
     data = os.urandom(150_000)
     f = offer(store, data)
     store.write_chunk(f.file_id, 0, data[:50_000])
-
-    def write_then_fail() -> None:  # a write whose count is undone: its bytes do not count
-        with store._transaction():
-            store.write_chunk(f.file_id, 50_000, b"x" * 10_000)
-            raise RuntimeError("rolled back")
-
-    with store.batch(), pytest.raises(RuntimeError, match="rolled back"):
-        write_then_fail()
-    hashed = spy_on_reading_back(monkeypatch)
-    write_in_chunks(store, f, data, start=50_000)
-    assert store.complete_file(f.file_id)
+    with batch_rolled_back_by_sqlite(store):  # a write whose count is undone
+        store.write_chunk(f.file_id, 50_000, b"x" * 10_000)
+    hashed = files_read_back(monkeypatch)
+    finish_upload(store, f, data, 50_000)
     assert len(hashed) == 1
-    assert store.read_chunk(f.file_id, 0, len(data)) == data
 
 
 def test_running_hashes_are_bounded_and_the_forgotten_ones_read_back(
@@ -859,11 +834,9 @@ def test_running_hashes_are_bounded_and_the_forgotten_ones_read_back(
     for f, d in files:
         store.write_chunk(f.file_id, 0, d[:500])
     assert list(store._hashes) == [f.file_id for f, _ in files[1:]]  # the oldest went
-    hashed = spy_on_reading_back(monkeypatch)
+    hashed = files_read_back(monkeypatch)
     for f, d in files:
-        store.write_chunk(f.file_id, 500, d[500:])
-        assert store.complete_file(f.file_id)
-        assert store.read_chunk(f.file_id, 0, len(d)) == d
+        finish_upload(store, f, d, 500)
     assert len(hashed) == 1
     assert store._hashes == {}
 
@@ -903,16 +876,12 @@ def test_an_upload_stays_open_between_chunks_without_reading_its_row(
     f = offer(store, data)
     store.write_chunk(f.file_id, 0, data[:50_000])
     assert open_partials(store) == {f.file_id}
-    statements: list[str] = []
-    store._conn.set_trace_callback(statements.append)
-    write_in_chunks(store, f, data[:150_000], start=50_000)
-    store._conn.set_trace_callback(None)
+    with sql_statements(store._conn) as statements:
+        write_in_chunks(store, f, data[:150_000], start=50_000)
     assert statements
     assert all(s.startswith("UPDATE files SET received") for s in statements)
-    write_in_chunks(store, f, data, start=150_000)
-    assert store.complete_file(f.file_id)
+    finish_upload(store, f, data, 150_000)
     assert open_partials(store) == set()
-    assert store.read_chunk(f.file_id, 0, len(data)) == data
 
 
 def test_release_delete_and_close_close_the_open_upload(tmp_path: Path) -> None:
@@ -937,9 +906,7 @@ def test_open_uploads_are_bounded(store: SqliteStore, monkeypatch: pytest.Monkey
         store.write_chunk(f.file_id, 0, d[:500])
     assert open_partials(store) == {f.file_id for f, _ in files[1:]}  # the oldest closed
     for f, d in files:
-        store.write_chunk(f.file_id, 500, d[500:])
-        assert store.complete_file(f.file_id)
-        assert store.read_chunk(f.file_id, 0, len(d)) == d
+        finish_upload(store, f, d, 500)
     assert open_partials(store) == set()
 
 
@@ -956,9 +923,7 @@ def test_a_row_changed_behind_an_open_upload_refuses_the_chunk(tmp_path: Path) -
         assert open_partials(s) == set()
         assert s.get_file(f.file_id).received == 5000  # type: ignore[union-attr]
         # Resuming from the count the row holds cuts off everything past it.
-        write_in_chunks(s, f, data, start=5000)
-        assert s.complete_file(f.file_id)
-        assert s.read_chunk(f.file_id, 0, len(data)) == data
+        finish_upload(s, f, data, 5000)
         g = offer(s, data)
         s.write_chunk(g.file_id, 0, data[:10_000])
         other.execute("DELETE FROM files WHERE file_id = ?", (g.file_id,))
@@ -974,18 +939,10 @@ def test_a_rolled_back_chunk_is_cut_off_before_the_next_one(store: SqliteStore) 
     data = os.urandom(30_000)
     f = offer(store, data)
     store.write_chunk(f.file_id, 0, data[:10_000])
-
-    def write_then_fail() -> None:
-        with store._transaction():
-            store.write_chunk(f.file_id, 10_000, b"z" * 10_000)
-            raise RuntimeError("rolled back")
-
-    with store.batch(), pytest.raises(RuntimeError, match="rolled back"):
-        write_then_fail()
+    with batch_rolled_back_by_sqlite(store):
+        store.write_chunk(f.file_id, 10_000, b"z" * 10_000)
     assert open_partials(store) == set()  # its count may be older than the cached one
-    write_in_chunks(store, f, data, start=10_000)
-    assert store.complete_file(f.file_id)
-    assert store.read_chunk(f.file_id, 0, len(data)) == data
+    finish_upload(store, f, data, 10_000)
 
 
 def test_a_failed_write_is_cut_off_before_the_next_one(
@@ -1006,9 +963,7 @@ def test_a_failed_write_is_cut_off_before_the_next_one(
     monkeypatch.setattr(os, "write", real_write)
     assert open_partials(store) == set()
     assert store.get_file(f.file_id).received == 10_000  # type: ignore[union-attr]
-    write_in_chunks(store, f, data, start=10_000)
-    assert store.complete_file(f.file_id)
-    assert store.read_chunk(f.file_id, 0, len(data)) == data
+    finish_upload(store, f, data, 10_000)
 
 
 def test_a_partial_changed_behind_a_closed_upload_is_checked_when_it_reopens(
@@ -1027,43 +982,25 @@ def test_a_partial_changed_behind_a_closed_upload_is_checked_when_it_reopens(
         # Count and bytes both set back (an admin tool, say): the running hash, which saw
         # 10000 bytes, is no longer trusted; the file is read back when it completes.
         s._conn.execute("UPDATE files SET received = 4000 WHERE file_id = ?", (f.file_id,))
-        hashed = spy_on_reading_back(monkeypatch)
-        write_in_chunks(s, f, data, start=4000)
-        assert s.complete_file(f.file_id)
+        hashed = files_read_back(monkeypatch)
+        finish_upload(s, f, data, 4000)
         assert hashed == [partial]
-        assert s.read_chunk(f.file_id, 0, len(data)) == data
 
 
 def test_a_batch_sqlite_rolled_back_by_itself_deletes_nothing_and_says_so(
     store: SqliteStore,
 ) -> None:
-    """An I/O error (here an interrupt, which does the same) makes SQLite undo the whole
-    transaction on its own: nothing is committed, so no file may be deleted, no cached count
-    may stay ahead of the rows, and the batch must fail so that nothing is acknowledged."""
+    """Nothing is committed, so no file may be deleted and no cached count may stay ahead of
+    the rows (the batch failing, so that nothing is acknowledged, is checked by the helper)."""
     data = os.urandom(200_000)
     doomed = offer(store, data, name="a")
     store.write_chunk(doomed.file_id, 0, data[:100_000])
     other = offer(store, data, name="b")
-
-    def interrupted_batch() -> None:
-        with store.batch():
-            store.write_chunk(other.file_id, 0, data[:60_000])
-            store.delete_file(doomed.file_id)  # its bytes go once the deletion is committed
-            store._conn.set_progress_handler(lambda: 1, 1)  # the next statement is interrupted
-            try:
-                store.append_message(
-                    ts=3, sender_key="esha", sender="esha", room="lobby", to_key="", to="",
-                    text="t", client_id="",
-                )  # fmt: skip
-            finally:
-                store._conn.set_progress_handler(None, 1)
-
-    with pytest.raises(sqlite3.OperationalError):
-        interrupted_batch()
-    assert not store._conn.in_transaction
+    with batch_rolled_back_by_sqlite(store):
+        store.write_chunk(other.file_id, 0, data[:60_000])
+        store.delete_file(doomed.file_id)  # its bytes go once the deletion is committed
     kept = store.get_file(doomed.file_id)
     assert kept is not None
     assert kept.received == 100_000
-    store.write_chunk(doomed.file_id, 100_000, data[100_000:])  # its bytes are all there
-    assert store.complete_file(doomed.file_id)
+    finish_upload(store, doomed, data, 100_000)  # its bytes are all there
     store.write_chunk(other.file_id, 0, data[:60_000])  # from the count the rows hold

@@ -76,7 +76,6 @@ least recently written one is forgotten and hashed from disk when it completes."
 _MAX_OPEN_UPLOADS = 64
 """Partial uploads kept open between chunks (a file descriptor each); beyond this the least
 recently written one is closed, and opened and checked again at its next chunk."""
-_SAVEPOINT = "sealchat_nested"
 _NO_UPPER_BOUND = (1 << 63) - 1
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
@@ -339,7 +338,7 @@ class SqliteStore:
         """Group every write made inside the block into one transaction, committed when the
         block ends, whether it ends normally or by an exception: what was written before the
         exception stays written (the caller's state in memory has moved on with it). A batch
-        inside a batch (or inside ``_transaction``) joins the outer one."""
+        inside a batch joins the outer one."""
         conn = self._conn
         if conn.in_transaction:
             yield
@@ -349,33 +348,6 @@ class SqliteStore:
             yield
         finally:
             self._commit()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """All or nothing: the block's writes are undone if it raises. Inside a batch (or
-        another transaction) this is a savepoint: an error undoes only this block's part."""
-        conn = self._conn
-        if not conn.in_transaction:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                self._rollback()
-                raise
-            self._commit()
-            return
-        pending = len(self._unlink_after_commit)
-        conn.execute(f"SAVEPOINT {_SAVEPOINT}")
-        try:
-            yield conn
-        except BaseException:
-            self._release_all_uploads()  # an upload's count may be back to an older one
-            if conn.in_transaction:  # an I/O error may have ended the whole transaction
-                conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                conn.execute(f"RELEASE {_SAVEPOINT}")
-            del self._unlink_after_commit[pending:]  # those rows are back
-            raise
-        conn.execute(f"RELEASE {_SAVEPOINT}")
 
     def _commit(self) -> None:
         """Commit the open transaction, then delete the files whose rows it removed. If SQLite
