@@ -41,6 +41,8 @@ MAX_RECEIVE_BUFFER: Final = 1 << 20
 
 _HEADER: Final = struct.Struct(">I")
 _HEADER_SIZE: Final = _HEADER.size
+_MAX_FRAME: Final = limits.MAX_FRAME
+_TAG_SIZE: Final = limits.TAG_SIZE
 _VIEW_AT: Final = 2048
 
 
@@ -288,7 +290,7 @@ class Connection:
         if left < _HEADER_SIZE or not self._may_receive:
             return 0
         size: int = _HEADER.unpack_from(self._in, self._in_pos)[0]
-        if not 0 < size <= limits.MAX_FRAME:
+        if not 0 < size <= _MAX_FRAME:
             return 0  # rejected when the frame is read
         return max(0, _HEADER_SIZE + size - left)
 
@@ -356,7 +358,7 @@ class Connection:
             if not end:
                 return self._need_data(None)
             start = self._in_pos + _HEADER_SIZE
-            if end - start < limits.TAG_SIZE:
+            if end - start < _TAG_SIZE:
                 raise RemoteProtocolError("a frame shorter than its authentication tag")
             cipher = self._recv_cipher
             assert cipher is not None
@@ -385,9 +387,10 @@ class Connection:
             if next_state is State.CLOSED:
                 assert isinstance(record, Bye)
                 self._closed = ConnectionClosed(reason=record.reason, clean=True)
-        if type(record) is Ping:
+        kind = type(record)
+        if kind is Ping:
             self._send_payload(encode_record(Pong(nonce=record.nonce)))
-        elif type(record) is Pong:
+        elif kind is Pong:
             self._ping_outstanding = False
         return record
 
@@ -414,7 +417,7 @@ class Connection:
         """Where the next frame ends in the buffer (its Noise message starts 4 bytes after
         ``_in_pos``), or 0 while it is incomplete. A bad length is rejected as soon as its 4
         bytes are buffered."""
-        if self._in_pos == len(self._in) and self._next_in:  # on to what came after
+        if self._next_in and self._in_pos == len(self._in):  # on to what came after
             self._in, self._in_pos = self._next_in, self._next_pos
             self._next_in = b""
             self._next_pos = 0
@@ -423,8 +426,8 @@ class Connection:
         if len(buf) - start < _HEADER_SIZE:
             return 0
         (size,) = _HEADER.unpack_from(buf, start)
-        if not 0 < size <= limits.MAX_FRAME:
-            raise RemoteProtocolError(f"frame length {size} is outside 1..{limits.MAX_FRAME}")
+        if not 0 < size <= _MAX_FRAME:
+            raise RemoteProtocolError(f"frame length {size} is outside 1..{_MAX_FRAME}")
         end = start + _HEADER_SIZE + size
         return end if len(buf) >= end else 0
 
