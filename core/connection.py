@@ -387,10 +387,9 @@ class Connection:
             if next_state is State.CLOSED:
                 assert isinstance(record, Bye)
                 self._closed = ConnectionClosed(reason=record.reason, clean=True)
-        kind = type(record)
-        if kind is Ping:
+        if type(record) is Ping:
             self._send_payload(encode_record(Pong(nonce=record.nonce)))
-        elif kind is Pong:
+        elif type(record) is Pong:
             self._ping_outstanding = False
         return record
 
