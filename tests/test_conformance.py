@@ -684,6 +684,23 @@ def test_delivered_messages_are_not_replayed_again(serve: Callable[..., Server])
     assert [m.id for m in _replay(bob)[0]] == later
 
 
+def test_a_client_that_does_not_acknowledge_leaves_messages_unread(
+    serve: Callable[..., Server],
+) -> None:
+    # A script that only sends shows nothing: what reaches it stays unread for bob.
+    server = serve()
+    alice = server.login("alice")
+    _go_offline(server, server.login("bob"), "bob")
+    ids = _post(alice, ["one", "two"])
+    script = server.login("bob", acknowledge=False)
+    assert [m.id for m in _replay(script)[0]] == ids
+    ids += _post(alice, ["three"])
+    until(script, matching(Message, text="three"))
+    _go_offline(server, script, "bob")
+    bob = server.login("bob")
+    assert [m.id for m in _replay(bob)[0]] == ids
+
+
 def test_history_requests_page_back(serve: Callable[..., Server]) -> None:
     server = serve()
     alice = server.login("alice")

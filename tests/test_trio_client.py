@@ -412,14 +412,38 @@ async def test_closing_acknowledges_what_arrived(server: Running, tmp_path: Path
         # bob closed within the periodic acknowledgement's interval; logging in again must not
         # replay what he already had.
         async with logged_in(server, tmp_path, "bob") as bob:
-            replayed: list[str] = []
-            with trio.fail_after(10):
-                async for event in bob.events():
-                    if isinstance(event, Message):
-                        replayed.append(event.text)
-                    if isinstance(event, HistoryEnd) and not event.room and not event.peer:
-                        break
-            assert "seen once" not in replayed
+            assert "seen once" not in await replayed(bob)
+
+
+async def test_a_session_that_does_not_acknowledge_leaves_messages_unread(
+    server: Running, tmp_path: Path
+) -> None:
+    # As `sealchat send` logs in: what arrives meanwhile is not shown to anyone, so the
+    # user's next session must still get it.
+    async with logged_in(server, tmp_path, "bob") as bob:
+        assert await replayed(bob) == []  # bob is a member of general from now on
+    async with logged_in(server, tmp_path, "alice") as alice:
+        await alice.send_message("sent while bob was away", room="general")
+        await all_acknowledged(alice)
+        async with logged_in(server, tmp_path, "bob", acknowledge=False) as bot:
+            assert await replayed(bot) == ["sent while bob was away"]
+            await alice.send_message("sent during bob's script", room="general")
+            assert (await next_of(bot, Message)).text == "sent during bob's script"
+            await trio.sleep(2.5)  # past the interval of the periodic acknowledgement
+    async with logged_in(server, tmp_path, "bob") as bob:
+        assert await replayed(bob) == ["sent while bob was away", "sent during bob's script"]
+
+
+async def replayed(client: ChatClient) -> list[str]:
+    """The texts of the messages replayed after ``client`` logged in."""
+    texts: list[str] = []
+    with trio.fail_after(10):
+        async for event in client.events():
+            if isinstance(event, Message):
+                texts.append(event.text)
+            if isinstance(event, HistoryEnd) and not event.room and not event.peer:
+                return texts
+    raise AssertionError("the event stream ended")
 
 
 async def test_a_send_only_client_can_turn_events_off(tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ class BlockingClient:
         trust: KeyPolicy,
         timeout: float = 10.0,
         source_address: tuple[str, int] | None = None,
+        acknowledge: bool = True,
     ) -> None:
         self.events: queue.Queue[Event] = queue.Queue()
         self._conn = Connection(
@@ -98,6 +99,8 @@ class BlockingClient:
         self._server_fingerprint = ""
         self._waiters: list[_Waiter] = []
         self._newest = 0
+        self._acknowledging = acknowledge
+        """Whether to tell the server what arrived (as the trio client's ``acknowledge``)."""
         self._transfers = itertools.count(1)
         self._chunks: dict[int, queue.Queue[Record]] = {}
         self._arrived: list[tuple[queue.Queue[Record], Record]] = []
@@ -160,7 +163,7 @@ class BlockingClient:
         """Say Bye if the session is open, then close the socket."""
         with self._lock:
             with contextlib.suppress(ProtocolError, OSError):
-                if self._newest:  # what this session saw need not be replayed next time
+                if self._newest and self._acknowledging:  # need not be replayed next time
                     self._conn.send(Delivered(up_to=self._newest))
                 self._conn.send(Bye(reason=reason))
                 self._flush()
@@ -263,7 +266,7 @@ class BlockingClient:
                 self._arrived.append((chunks, record))
         elif isinstance(record, Message):
             self._newest = max(self._newest, record.id)
-        elif isinstance(record, HistoryEnd) and not record.room and not record.peer:
+        elif self._acknowledging and _ends_replay(record):
             # The replay after login: acknowledging a page releases the next one.
             self._conn.send(Delivered(up_to=self._newest))
 
@@ -411,3 +414,8 @@ class _Waiter:
         self.records: list[Record] = []
         self.finished = threading.Event()
         self.lost = False
+
+
+def _ends_replay(record: Record) -> bool:
+    """Whether ``record`` ends a page of the replay after login."""
+    return isinstance(record, HistoryEnd) and not (record.room or record.peer)

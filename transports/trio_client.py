@@ -162,6 +162,7 @@ class ChatClient:
         backoff: tuple[float, float] = (0.5, 30.0),
         connect_timeout: float = 10.0,
         events: bool = True,
+        acknowledge: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self.server = server_name(host, port)
@@ -182,6 +183,7 @@ class ChatClient:
             EVENT_BUFFER
         )
         self._keep_events = events
+        self._acknowledging = acknowledge
         self._gave_up = ""
         self._recovering = False
         self._downloading: set[str] = set()
@@ -359,6 +361,8 @@ class ChatClient:
     async def _acknowledge(self) -> None:
         """Tell the server what has arrived (during the replay this also asks for the next
         page)."""
+        if not self._acknowledging:
+            return
         if self._newest > self._delivered or self._replaying:
             self._delivered = self._newest
             # No waiting for room: the reader sends these, and only it can see the link end.
@@ -524,7 +528,7 @@ class ChatClient:
         self.username = name
         self._replaying = True
         self._online.set()
-        if first:
+        if first and self._acknowledging:
             self._nursery.start_soon(self._keep_acknowledging)
         for message in list(self._outbox.values()):  # sent while away: once, by client id
             await self._send(message)
@@ -715,7 +719,11 @@ class ChatClient:
             with trio.move_on_after(2):
                 try:
                     async with link.send_lock:
-                        if self._newest > self._delivered and link.conn.state is State.READY:
+                        if (
+                            self._acknowledging
+                            and self._newest > self._delivered
+                            and link.conn.state is State.READY
+                        ):
                             link.conn.send(Delivered(up_to=self._newest))
                         link.conn.send(Bye(reason=reason))
                         await self._flush(link)
