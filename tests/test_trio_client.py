@@ -134,6 +134,24 @@ async def test_first_contact_asks_and_pins(server: Running, tmp_path: Path) -> N
     assert len(asked) == 1  # pinned: not asked again
 
 
+async def test_a_slow_answer_to_the_key_question_still_connects(tmp_path: Path) -> None:
+    # The user checks the fingerprint with the operator for longer than the server waits for
+    # a handshake: the key is pinned and the client connects again, without asking twice.
+    asked: list[str] = []
+
+    async def slow(_name: str, fp: str) -> bool:
+        asked.append(fp)
+        await trio.sleep(1.0)
+        return True
+
+    with running_server("trio", tmp_path / "s", handshake_timeout=0.3) as server:
+        opts = options(tmp_path, "alice", confirm_new_key=slow)
+        async with connect("127.0.0.1", server.port, **opts) as alice:
+            assert await alice.login("alice", PASSWORD) == "alice"
+    assert asked == [server.fingerprint]
+    assert opts["known_servers"].lookup(f"127.0.0.1:{server.port}") == server.fingerprint
+
+
 async def test_declined_or_unasked_key_is_refused(server: Running, tmp_path: Path) -> None:
     async def no(_name: str, _fp: str) -> bool:
         return False

@@ -134,6 +134,11 @@ class _Link:
         self.writer = trio.CancelScope()
 
 
+class _AskedAboutKey(Exception):
+    """The user was asked about a new server key and trusted it (it is pinned); the
+    connection, kept waiting meanwhile, is closed, and a new one made."""
+
+
 class _Waiter:
     """Someone waiting for the records of a reply."""
 
@@ -205,7 +210,16 @@ class ChatClient:
     # --- connecting -----------------------------------------------------------------------
 
     async def _open_link(self) -> None:
-        """Connect, check the server key against the pins, finish the handshake."""
+        """Connect, check the server key against the pins, finish the handshake.
+
+        After the user is asked about a new key, the client pins it and connects again: the
+        answer may take longer than the server waits for a handshake."""
+        try:
+            await self._try_link()
+        except _AskedAboutKey:
+            await self._try_link()
+
+    async def _try_link(self) -> None:
         with trio.fail_after(self._connect_timeout):
             try:
                 stream = await trio.open_tcp_stream(self.host, self.port)
@@ -229,6 +243,9 @@ class ChatClient:
         self._nursery.start_soon(self._write, link)
 
     async def _decide_on_key(self, link: _Link, event: PeerKeyReceived) -> None:
+        """Go on with a pinned key. Hang up on a changed key (ServerKeyChanged), and on a new
+        one: ServerKeyUnknown if the user does not trust it, else _AskedAboutKey once it is
+        pinned."""
         try:
             known = self._known.require(self.server, event.fingerprint)
         except ServerKeyChanged:
@@ -241,6 +258,9 @@ class ChatClient:
                 await link.stream.aclose()
                 raise ServerKeyUnknown(self.server, event.fingerprint)
             self._known.pin(self.server, event.fingerprint)
+            link.conn.reject_peer("the key is pinned now; connecting again")
+            await link.stream.aclose()
+            raise _AskedAboutKey
         self.fingerprint = event.fingerprint
         link.conn.accept_peer()
         await link.stream.send_all(link.conn.data_to_send())
