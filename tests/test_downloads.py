@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,151 @@ def test_a_file_is_downloaded_by_one_writer_at_a_time(tmp_path: Path) -> None:
         first.write(0, b"mine")
     with PartialDownload(tmp_path, FILE_ID) as again:  # free once the first is closed
         assert again.size == 4
+
+
+def test_a_long_peer_name_fits_the_filesystem_and_keeps_its_extension(tmp_path: Path) -> None:
+    data = b"photo"
+    digest = hashlib.sha256(data).digest()
+    name = "写真" * 100 + ".jpeg"  # 205 characters, 605 UTF-8 bytes
+    landed = []
+    for _ in range(2):  # the second one gets a " (1)" suffix and must fit too
+        with PartialDownload(tmp_path, FILE_ID) as part:
+            part.write(0, data)
+            landed.append(part.finish(name, digest))
+    for path in landed:
+        assert path.read_bytes() == data
+        assert len(path.name.encode()) <= 255
+        assert path.name.startswith("写真写真")
+        assert path.name.endswith(".jpeg")
+    assert landed[1].name == landed[0].name.removesuffix(".jpeg") + " (1).jpeg"
+    assert not (tmp_path / f".{FILE_ID}.part").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["é" * 300, "a" + "🙂" * 100 + ".txt", "x" * 300], ids=["accents", "emoji", "ascii"]
+)
+def test_truncation_never_splits_a_character(name: str) -> None:
+    cleaned = safe_name(name)
+    assert 200 <= len(cleaned.encode()) <= 255 - len(" (9999)")
+    assert unicodedata.normalize("NFC", name).startswith(cleaned.removesuffix(".txt"))
+
+
+def test_a_name_the_filesystem_refuses_falls_back_to_the_file_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def short_names_only(path: str | os.PathLike[str], flags: int, mode: int = 0o777) -> int:
+        if len(os.path.basename(path)) > 20:  # e.g. eCryptfs: 143 bytes at most
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
+        return real_open(path, flags, mode)
+
+    data = b"content"
+    with PartialDownload(tmp_path, "f1") as part:
+        part.write(0, data)
+        monkeypatch.setattr(os, "open", short_names_only)
+        path = part.finish("a rather long file name.txt", hashlib.sha256(data).digest())
+    assert path == tmp_path / "download-f1"
+    assert path.read_bytes() == data
+    assert not part.path.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "cleaned"),
+    [
+        ("invoice\u202egpj.exe", "invoice_gpj.exe"),  # would show as invoiceexe.jpg
+        ("a\u200fb\u2066c\ufeffd.txt", "a_b_c_d.txt"),
+        ("c1\x85\x9b\x80.txt", "c1___.txt"),
+        ("two\u2028lines.txt", "two_lines.txt"),
+    ],
+)
+def test_invisible_and_reordering_characters_are_replaced(name: str, cleaned: str) -> None:
+    assert safe_name(name) == cleaned
+
+
+@pytest.mark.parametrize(
+    "name", ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0645.txt", "\U0001f469\u200d\U0001f4bb.png"]
+)
+def test_joiners_that_words_and_emoji_need_are_kept(name: str) -> None:
+    assert safe_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "cleaned"),
+    [
+        ("CON", "_CON"),
+        ("con.txt", "_con.txt"),
+        ("Nul.tar.gz", "_Nul.tar.gz"),
+        ("aux", "_aux"),
+        ("PRN.pdf", "_PRN.pdf"),
+        ("com1", "_com1"),
+        ("LPT9.doc", "_LPT9.doc"),
+        ("CON .txt", "_CON .txt"),
+        ("console.txt", "console.txt"),
+        ("com10.txt", "com10.txt"),
+        ("lpt0", "lpt0"),
+        ("my con.txt", "my con.txt"),
+    ],
+)
+def test_windows_device_names_are_made_ordinary(name: str, cleaned: str) -> None:
+    assert safe_name(name) == cleaned
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_the_downloads_folder_is_created_private(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        with PartialDownload(tmp_path / "new" / "downloads", FILE_ID):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new" / "downloads").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX owners, FIFOs and symlinks")
+def test_a_part_file_planted_by_someone_else_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    part = tmp_path / f".{FILE_ID}.part"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"theirs")
+    plants = {
+        "symlink": lambda: part.symlink_to(elsewhere),
+        "FIFO": lambda: os.mkfifo(part, 0o666),  # reading it would hang the download
+        "hard link": lambda: os.link(elsewhere, part),
+        "other owner": lambda: part.write_bytes(b"theirs"),
+    }
+    for kind, plant in plants.items():
+        plant()
+        if kind == "other owner":
+            monkeypatch.setattr(os, "geteuid", lambda: part.stat().st_uid + 1)
+        with pytest.raises(ValueError, match=r"not a file this user created.*remove it"):
+            PartialDownload(tmp_path, FILE_ID)
+        assert elsewhere.read_bytes() == b"theirs", kind
+        part.unlink()
+
+
+def test_bytes_beyond_the_announced_size_fail_and_are_discarded(tmp_path: Path) -> None:
+    with PartialDownload(tmp_path, FILE_ID, expected=10) as part:
+        part.write(0, b"0123456789")  # exactly the size is fine
+        assert part.size == 10
+        with pytest.raises(ValueError, match="more than the 10 bytes it announced"):
+            part.write(10, b"x")
+    assert list(tmp_path.iterdir()) == []
+    with PartialDownload(tmp_path, FILE_ID) as part:  # size learnt from the server's reply
+        part.write(0, b"01234")
+        part.expect(8)
+        with pytest.raises(ValueError, match="more than the 8 bytes"):
+            part.write_all([(5, b"567"), (8, b"8")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_partial_file_bigger_than_announced_is_discarded(tmp_path: Path) -> None:
+    (tmp_path / f".{FILE_ID}.part").write_bytes(b"0123456789")
+    with pytest.raises(ValueError, match="more than the 4 bytes"):
+        PartialDownload(tmp_path, FILE_ID, expected=4)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / f".{FILE_ID}.part").write_bytes(b"0123")
+    with PartialDownload(tmp_path, FILE_ID, expected=4) as part:  # complete: kept
+        assert part.finish("x", hashlib.sha256(b"0123").digest()).read_bytes() == b"0123"

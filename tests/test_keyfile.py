@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -50,13 +51,58 @@ def test_directories_created_0700(tmp_path: Path) -> None:
     assert mode(tmp_path / "a" / "b") == 0o700
 
 
-@pytest.mark.parametrize("bad_mode", [0o644, 0o640, 0o400, 0o700, 0o666])
-def test_wrong_mode_refused_with_chmod_hint(tmp_path: Path, bad_mode: int) -> None:
+@pytest.mark.parametrize("bad_mode", [0o644, 0o640, 0o604, 0o610, 0o601, 0o666])
+def test_mode_open_to_group_or_others_refused_with_chmod_hint(
+    tmp_path: Path, bad_mode: int
+) -> None:
     path = tmp_path / "server.key"
     load_or_create_key(path)
     path.chmod(bad_mode)
-    with pytest.raises(KeyFileError, match=rf"mode {bad_mode:04o}.*chmod 600 {path}"):
+    with pytest.raises(KeyFileError, match=rf"mode {bad_mode:04o}.*group and others no access"):
         load_or_create_key(path)
+    with pytest.raises(KeyFileError, match=rf"chmod 600 {path}"):
+        load_or_create_key(path)
+
+
+@pytest.mark.parametrize("owner_only", [0o400, 0o600, 0o700])
+def test_any_owner_only_mode_is_accepted(tmp_path: Path, owner_only: int) -> None:
+    path = tmp_path / "server.key"
+    key = load_or_create_key(path)
+    path.chmod(owner_only)
+    assert load_or_create_key(path).private_bytes_raw() == key.private_bytes_raw()
+    assert mode(path) == owner_only  # left as the user set it
+
+
+@pytest.mark.parametrize("no_links", [errno.EPERM, errno.ENOTSUP, errno.EXDEV])
+def test_created_where_the_filesystem_has_no_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_links: int
+) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise OSError(no_links, os.strerror(no_links))
+
+    monkeypatch.setattr(os, "link", refuse)
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "server.key"
+        key = load_or_create_key(path)
+    finally:
+        os.umask(old)
+    assert mode(path) == 0o600
+    assert path.read_bytes() == key.private_bytes_raw()
+    assert load_or_create_key(path).private_bytes_raw() == key.private_bytes_raw()
+    assert [p.name for p in tmp_path.iterdir()] == ["server.key"]  # no temporary left behind
+
+
+def test_other_link_failures_are_not_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "link", full)
+    with pytest.raises(OSError, match=os.strerror(errno.ENOSPC)):
+        load_or_create_key(tmp_path / "server.key")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("size", [0, 31, 33, 64])

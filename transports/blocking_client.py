@@ -373,6 +373,7 @@ class BlockingClient:
         try:
             with PartialDownload(folder, file_id) as target:
                 offer = self.ask(requests.download(transfer, file_id, target.size))
+                target.expect(offer.size)  # no byte beyond it
                 while True:
                     try:
                         record = chunks.get(timeout=REQUEST_TIMEOUT)

@@ -1,21 +1,24 @@
 """Received files on the client: safe names, resumable partial files, verified completion.
 
-A name from the server is display text. The file lands in the downloads folder under a
-cleaned, non-clobbering version of it, written first to ``.<file_id>.part`` (so an interrupted
-download resumes from its size) and renamed only after its SHA-256 matches.
+A name from the server is display text. The file lands in the downloads folder (created
+private) under a cleaned, non-clobbering version of it, written first to ``.<file_id>.part``
+(so an interrupted download resumes from its size) and renamed only after its SHA-256 matches.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
 import platformdirs
 
+from sealchat.transports.keyfile import ensure_private_dir
 from sealchat.transports.writeback import WriteBehind
 
 try:
@@ -23,11 +26,27 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
-_MAX_NAME = 200
+_UNSAFE_CHARS = frozenset('/\\:*?"<>|')
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Controls (C0, DEL, C1), format characters (bidi overrides…), surrogates, line breaks."""
+_JOINERS = frozenset("\u200c\u200d")
+"""Zero-width (non-)joiners: format characters that writing systems and emoji need."""
+_RESERVED = re.compile(r"(CON|PRN|AUX|NUL|CONIN\$|CONOUT\$|(COM|LPT)[1-9¹²³]) *", re.IGNORECASE)
+"""Windows device names, reserved whatever follows the first dot."""
+_MAX_NAME_BYTES = 255 - len(" (9999)") - 8
+"""UTF-8 bytes of a name, leaving room for a non-clobbering suffix (and some to spare)."""
+_MAX_EXT_BYTES = 16
+_NAME_ERRORS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL})
+"""How a filesystem refuses a name it cannot store."""
 _BLOCK = 1 << 20
+_O_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
 _OPEN_FLAGS = (
-    os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    os.O_RDWR
+    | os.O_CREAT
+    | os.O_APPEND
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+    | _O_NONBLOCK  # a FIFO planted as the .part file must not block the open; refused below
 )
 
 
@@ -37,28 +56,48 @@ def default_downloads_dir() -> Path:
 
 
 def safe_name(name: str) -> str:
-    """A file name that stays inside its folder on every platform: no separators, control
-    characters or leading dots, at most 200 characters, never empty."""
+    """A file name that stays inside its folder on every platform and shows what it is: no
+    separators, control, format (bidi) or line-break characters, leading dots or Windows
+    device names; at most 240 UTF-8 bytes (keeping a short extension), never empty."""
     name = unicodedata.normalize("NFC", name)
-    name = name.replace("/", "_").replace("\\", "_")
-    name = _UNSAFE.sub("_", name).strip(" .")
-    if len(name) > _MAX_NAME:
-        _, dot, ext = name.rpartition(".")
-        keep = ext if dot and len(ext) <= 16 else ""
-        name = name[: _MAX_NAME - len(keep) - 1].rstrip(" .") + ("." + keep if keep else "")
+    name = "".join("_" if _unsafe(c) else c for c in name).strip(" .")
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        if not dot or not stem or len(ext.encode()) > _MAX_EXT_BYTES:
+            stem, ext = name, ""
+        suffix = "." + ext if ext else ""
+        room = _MAX_NAME_BYTES - len(suffix.encode())
+        # errors="ignore" drops a character the cut went through
+        stem = stem.encode()[:room].decode(errors="ignore").rstrip(" .")
+        name = stem + suffix
+    if _RESERVED.fullmatch(name.split(".", 1)[0]):
+        name = "_" + name
     return name or "download"
+
+
+def _unsafe(char: str) -> bool:
+    """Whether ``char`` must not appear in a saved file's name."""
+    if char in _UNSAFE_CHARS:
+        return True
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES and char not in _JOINERS
 
 
 class PartialDownload:
     """The open ``.part`` file of one download: chunks are appended and hashed as they come
     (bytes left by an interrupted download are hashed once, on opening), then ``finish``
-    checks the SHA-256 and moves the file into place. Use it as a context manager."""
+    checks the SHA-256 and moves the file into place. Use it as a context manager.
 
-    def __init__(self, folder: Path, file_id: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder = folder
+    ``expected`` is the size the server announced; once known (here or through ``expect``),
+    bytes beyond it are refused and the partial file is discarded."""
+
+    def __init__(self, folder: Path, file_id: str, expected: int | None = None) -> None:
         self.path = _part_path(folder, file_id)
-        self._fd = os.open(self.path, _OPEN_FLAGS, 0o600)
+        ensure_private_dir(folder)
+        self.folder = folder
+        self.file_id = file_id
+        self.expected: int | None = None
+        """The announced size, if known."""
+        self._fd = _open_own_file(self.path)
         self._digest = hashlib.sha256()
         self.size = 0
         """Bytes here (hashed): where a resumed download starts."""
@@ -71,6 +110,8 @@ class PartialDownload:
             self.close()
             raise
         self._behind = WriteBehind(self.size)  # what was here before is on disk already
+        if expected is not None:
+            self.expect(expected)
 
     def __repr__(self) -> str:
         return f"PartialDownload({str(self.path)!r}, size={self.size})"
@@ -87,10 +128,18 @@ class PartialDownload:
             os.close(self._fd)
             self._fd = -1
 
+    def expect(self, size: int) -> None:
+        """The server announced ``size`` bytes: refuse any beyond it (ValueError, and the
+        partial file discarded, if more are here already)."""
+        self.expected = size
+        self._check_size(self.size)
+
     def write(self, offset: int, data: bytes) -> None:
-        """Append ``data``, which must start where the file ends (ValueError otherwise)."""
+        """Append ``data``, which must start where the file ends and stay within the expected
+        size (ValueError otherwise; in the latter case the partial file is discarded)."""
         if offset != self.size:
             raise ValueError(f"a chunk at offset {offset}, but {self.size} bytes are here")
+        self._check_size(self.size + len(data))
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
@@ -105,17 +154,64 @@ class PartialDownload:
 
     def finish(self, name: str, sha256: bytes) -> Path:
         """Check the SHA-256 the sender offered, then move the file to a free name derived
-        from ``name`` (display text from the server); ValueError (and the partial file
-        removed) if the bytes are not what was offered."""
+        from ``name`` (display text from the server), or ``download-<file id>`` if the
+        filesystem cannot store that; ValueError (and the partial file removed) if the bytes
+        are not what was offered."""
         os.fsync(self._fd)
         on_disk = os.fstat(self._fd).st_size
         self.close()
         if on_disk != self.size or self._digest.digest() != sha256:
             self.path.unlink(missing_ok=True)
             raise ValueError(f"{name}: the SHA-256 does not match; the download was deleted")
-        target = _free_path(self.folder, safe_name(name))
+        try:
+            target = _free_path(self.folder, safe_name(name))
+        except OSError as exc:  # a name this filesystem cannot store after all
+            if exc.errno not in _NAME_ERRORS:
+                raise
+            target = _free_path(self.folder, f"download-{self.file_id}")
         os.replace(self.path, target)
         return target
+
+    def _check_size(self, size: int) -> None:
+        """ValueError, discarding the partial file, if ``size`` bytes exceed the expected."""
+        if self.expected is None or size <= self.expected:
+            return
+        self.close()
+        self.path.unlink(missing_ok=True)
+        raise ValueError(
+            f"the server sent more than the {self.expected} bytes it announced for "
+            f"{self.file_id}; the download was deleted"
+        )
+
+
+def _open_own_file(path: Path) -> int:
+    """Open (or create) the ``.part`` file, refusing anything but a regular file of ours with
+    a single link: a symlink, FIFO or file planted by someone else is never written to."""
+    refused = ValueError(
+        f"{path} is not a file this user created (a link, a special file or another user's); "
+        f"remove it and download again"
+    )
+    try:
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink (Linux, BSD)
+            raise refused from None
+        raise
+    try:
+        st = os.fstat(fd)
+        owner = getattr(os, "geteuid", None)
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_nlink != 1
+            or (owner is not None and st.st_uid != owner())
+        ):
+            raise refused
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _lock(fd: int, path: Path) -> None:

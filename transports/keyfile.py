@@ -1,12 +1,15 @@
 """Static X25519 keys on disk: 32 raw private bytes in a file of mode 0600, created atomically.
 
 A key file is never overwritten. Two processes racing to create the same key both end up with
-the one that was linked into place first. On Windows, POSIX modes do not exist and are not
-checked (the file is still created exclusively and atomically).
+the one that was linked into place first. On a filesystem without hard links (FAT, exFAT, some
+network mounts) the key file is created exclusively in place instead: still never overwritten,
+but a process racing its creator may find it not yet written and refuse it. On Windows, POSIX
+modes do not exist and are not checked (the file is still created exclusively).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -18,6 +21,7 @@ __all__ = [
     "KEY_FILE_MODE",
     "PRIVATE_DIR_MODE",
     "KeyFileError",
+    "create_private_file",
     "ensure_private_dir",
     "fsync_dir",
     "load_or_create_key",
@@ -30,6 +34,11 @@ _KEY_SIZE = 32
 _POSIX = os.name == "posix"
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
+_GROUP_OTHER_BITS = 0o077
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS, errno.EINVAL}
+)
+"""What ``os.link`` raises where the filesystem has no hard links (EINVAL: FAT on Windows)."""
 
 
 class KeyFileError(ValueError):
@@ -56,6 +65,23 @@ def ensure_private_dir(path: Path) -> None:
         raise NotADirectoryError(f"{path} exists and is not a directory")
 
 
+def create_private_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (never an existing file or symlink: FileExistsError) with mode 0600
+    whatever the umask, write ``data`` and fsync it; removed again if that fails."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, KEY_FILE_MODE)
+    try:
+        try:
+            if _POSIX:
+                os.fchmod(fd, KEY_FILE_MODE)  # exact mode whatever the umask
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
 def fsync_dir(path: Path) -> None:
     """Make a directory's entries (a new or renamed file) durable. No-op where unsupported."""
     if not _POSIX:
@@ -70,8 +96,8 @@ def fsync_dir(path: Path) -> None:
 def load_or_create_key(path: Path) -> X25519PrivateKey:
     """Load the X25519 private key at ``path``, or create it (mode 0600) if there is none.
 
-    Raises :class:`KeyFileError` if the file is not a regular file, has a mode other than 0600,
-    or is not exactly 32 bytes.
+    Raises :class:`KeyFileError` if the file is not a regular file, gives its group or others
+    any access (0600 and 0400 are fine), or is not exactly 32 bytes.
     """
     ensure_private_dir(path.parent)
     try:
@@ -104,10 +130,10 @@ def _load(path: Path) -> X25519PrivateKey:
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(f"key file {path} is not a regular file")
         mode = stat.S_IMODE(st.st_mode)
-        if _POSIX and mode != KEY_FILE_MODE:
+        if _POSIX and mode & _GROUP_OTHER_BITS:
             raise KeyFileError(
-                f"key file {path} has mode {mode:04o}, but a private key must be readable by "
-                f"its owner only (0600); fix it with: chmod 600 {path}"
+                f"key file {path} has mode {mode:04o}, but a private key must give its group "
+                f"and others no access; fix it with: chmod 600 {path}"
             )
         if st.st_size != _KEY_SIZE:
             raise KeyFileError(
@@ -124,21 +150,22 @@ def _load(path: Path) -> X25519PrivateKey:
 
 def _create(path: Path) -> X25519PrivateKey:
     key = X25519PrivateKey.generate()
+    raw = key.private_bytes_raw()
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, KEY_FILE_MODE)
+    create_private_file(tmp, raw)
     try:
-        try:
-            if _POSIX:
-                os.fchmod(fd, KEY_FILE_MODE)  # exact mode whatever the umask
-            _write_all(fd, key.private_bytes_raw())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         try:
             # link() fails if the name exists: a key created concurrently is never replaced.
             os.link(tmp, path)
         except FileExistsError:
             return _load(path)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            try:
+                create_private_file(path, raw)  # no hard links here: exclusively, in place
+            except FileExistsError:
+                return _load(path)
     finally:
         os.unlink(tmp)
     fsync_dir(path.parent)

@@ -2,21 +2,34 @@
 
 One line per server: ``host:port SHA256:fingerprint``. A server whose key is pinned must show
 that key; a changed key is a hard failure that names both fingerprints and how to resolve it.
+Pinning changes only that server's line (other lines, comments included, stay as they are),
+one writer at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import re
+import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
 from sealchat.core import PeerKeyReceived
-from sealchat.transports.keyfile import ensure_private_dir
+from sealchat.transports.keyfile import create_private_file, ensure_private_dir, fsync_dir
+
+try:
+    import fcntl
+except ImportError:  # Windows: writers are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 KNOWN_SERVERS = "known_servers"
+FINGERPRINT_FORMAT = "SHA256: followed by 43 characters of A-Z, a-z, 0-9, + and /"
+"""What ``sealchat.core.fingerprint`` produces (unpadded base64 of a SHA-256), in words."""
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
 
 def config_dir() -> Path:
@@ -89,31 +102,109 @@ class KnownServers:
         return verdict.status == "pinned"
 
     def pin(self, server: str, fingerprint: str) -> None:
-        """Pin (or re-pin) ``server`` to ``fingerprint``, atomically."""
-        if not fingerprint.startswith("SHA256:") or " " in fingerprint:
-            raise ValueError(f"not a sealchat fingerprint: {fingerprint!r}")
-        entries = self._read()
-        entries[server] = fingerprint
+        """Pin (or re-pin) ``server`` (``host:port``, as ``server_name`` writes it) to
+        ``fingerprint``, atomically: ValueError, saying what is wrong, if either is malformed.
+        The server's line is replaced (or appended); the file's other lines stay as they are."""
+        _check_server(server)
+        _check_fingerprint(fingerprint)
         ensure_private_dir(self.path.parent)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        with open(temporary, "w", encoding="utf-8") as out:
-            os.chmod(temporary, 0o600)
-            out.writelines(f"{name} {fp}\n" for name, fp in sorted(entries.items()))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
+        with self._locked():
+            lines, pinned = [], False
+            for line in self._lines():
+                entry = _entry(line)
+                if entry is None or entry[0] != server:
+                    lines.append(line)
+                elif not pinned:  # in place, with the line's own ending; later duplicates go
+                    ending = line[len(line.rstrip(b"\r\n")) :] or b"\n"
+                    lines.append(f"{server} {fingerprint}".encode() + ending)
+                    pinned = True
+            if not pinned:
+                if lines and not lines[-1].endswith((b"\n", b"\r")):
+                    lines.append(b"\n")
+                lines.append(f"{server} {fingerprint}\n".encode())
+            self._replace(b"".join(lines))
 
     def _read(self) -> dict[str, str]:
+        return dict(entry for line in self._lines() if (entry := _entry(line)) is not None)
+
+    def _lines(self) -> list[bytes]:
+        """The file's lines, each with its ending, exactly as they are on disk."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            return self.path.read_bytes().splitlines(keepends=True)
         except FileNotFoundError:
-            return {}
-        entries = {}
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and not line.startswith("#"):
-                entries[parts[0]] = parts[1]
-        return entries
+            return []
+
+    def _replace(self, data: bytes) -> None:
+        """Put ``data`` in place of the file, atomically (via a private temporary file)."""
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
+        create_private_file(temporary, data)
+        try:
+            os.replace(temporary, self.path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.path.parent)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock file next to the pin file: one writer at a time (not on Windows)."""
+        if fcntl is None:
+            yield
+            return
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by closing
+            yield
+        finally:
+            os.close(fd)
+
+
+def _entry(line: bytes) -> tuple[str, str] | None:
+    """The (server, fingerprint) of a pin line; None for a comment or anything else."""
+    parts = line.decode("utf-8", "replace").split()
+    if len(parts) == 2 and not parts[0].startswith("#"):
+        return parts[0], parts[1]
+    return None
+
+
+def _blank_or_control(text: str) -> bool:
+    """Whether ``text`` holds whitespace, control or other unprintable characters."""
+    return any(c.isspace() or not c.isprintable() for c in text)
+
+
+def _check_fingerprint(fingerprint: str) -> None:
+    if _FINGERPRINT.fullmatch(fingerprint):
+        return
+    body = fingerprint.removeprefix("SHA256:")
+    if body == fingerprint:
+        problem = "it does not start with SHA256:"
+    elif _blank_or_control(body):
+        problem = "it contains spaces, tabs, line breaks or control characters"
+    elif len(body) != 43:
+        problem = f"it has {len(body)} characters after SHA256:, not 43"
+    else:
+        problem = "it has characters other than A-Z, a-z, 0-9, + and /"
+    raise ValueError(
+        f"not a sealchat fingerprint: {fingerprint!r} ({problem}); a fingerprint is "
+        f"{FINGERPRINT_FORMAT}, as 'sealchat fingerprint' prints it"
+    )
+
+
+def _check_server(server: str) -> None:
+    bracketed, sep, port = server.rpartition(":")
+    host = bracketed[1:-1] if bracketed.startswith("[") and bracketed.endswith("]") else bracketed
+    if not sep or not host:
+        problem = "give it as HOST:PORT"
+    elif _blank_or_control(host) or host.startswith("#"):
+        problem = "the host contains spaces, control characters or a leading #"
+    elif not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        problem = "the port is not a number from 1 to 65535"
+    elif server != server_name(host, int(port)):
+        problem = f"write it as {server_name(host, int(port))}"
+    else:
+        return
+    raise ValueError(f"not a server to pin: {server!r} ({problem})")
 
 
 def pinned(

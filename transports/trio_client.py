@@ -100,6 +100,11 @@ class Disconnected(ClientError):
     """The connection is gone and will not come back (closed, or reconnecting is off)."""
 
 
+class Unreachable(ClientError):
+    """No connection to the server could be made (refused, no route, name unknown, timed
+    out)."""
+
+
 class _LinkLost(ClientError):
     """The connection dropped while a request was under way (it may come back)."""
 
@@ -224,7 +229,7 @@ class ChatClient:
             try:
                 stream = await trio.open_tcp_stream(self.host, self.port)
             except OSError as exc:
-                raise ClientError(
+                raise Unreachable(
                     f"cannot reach {self.server}: {exc.strerror or exc}; "
                     "is the server running and the address right?"
                 ) from None
@@ -697,6 +702,7 @@ class ChatClient:
             self._chunks[transfer] = send_chunks
             asked = True
             reply = await self._ask(requests.download(transfer, file_id, target.size))
+            await trio.to_thread.run_sync(target.expect, reply.size)  # no byte beyond it
             progress(reply.offset, reply.size)
             while True:
                 chunks, last = await _arrived(receive_chunks)
