@@ -151,3 +151,21 @@ def test_the_temporary_file_is_private_never_followed_and_never_left(
     left = {p.name for p in tmp_path.iterdir() if not p.is_symlink()}
     assert left <= {"known", "victim", ".known.lock"}
     assert known.lookup("b.example:1") is None
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_pin_file_others_can_change_is_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    known = KnownServers(tmp_path / "known")
+    known.pin("example.org:7878", GOOD)
+    known.path.chmod(0o620)
+    with pytest.raises(PermissionError, match=r"can be changed by other users.*chmod 600"):
+        known.lookup("example.org:7878")
+    with pytest.raises(PermissionError):
+        known.pin("example.org:7878", OTHER)  # nor is it written on top of
+    known.path.chmod(0o644)  # readable by others is fine: fingerprints are public
+    assert known.lookup("example.org:7878") == GOOD
+    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    with pytest.raises(PermissionError, match="belongs to another user"):
+        known.lookup("example.org:7878")

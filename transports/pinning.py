@@ -128,9 +128,14 @@ class KnownServers:
         return dict(entry for line in self._lines() if (entry := _entry(line)) is not None)
 
     def _lines(self) -> list[bytes]:
-        """The file's lines, each with its ending, exactly as they are on disk."""
+        """The file's lines, each with its ending, exactly as they are on disk.
+
+        PermissionError if someone other than this user could have changed the file: a pin
+        anyone can write protects nothing."""
         try:
-            return self.path.read_bytes().splitlines(keepends=True)
+            with open(self.path, "rb") as pins:
+                _check_only_ours(self.path, os.fstat(pins.fileno()))
+                return pins.read().splitlines(keepends=True)
         except FileNotFoundError:
             return []
 
@@ -158,6 +163,23 @@ class KnownServers:
             yield
         finally:
             os.close(fd)
+
+
+def _check_only_ours(path: Path, status: os.stat_result) -> None:
+    """PermissionError unless ``status`` (of ``path``) is a file of this user that no one else
+    may write (on POSIX)."""
+    if os.name != "posix":
+        return
+    if status.st_uid != os.geteuid():
+        problem = "belongs to another user"
+    elif status.st_mode & 0o022:
+        problem = "can be changed by other users"
+    else:
+        return
+    raise PermissionError(
+        f"the pin file {path} {problem}, so its pins cannot be trusted; check its contents, "
+        f"then make it yours alone: chown $USER {path} && chmod 600 {path}"
+    )
 
 
 def _entry(line: bytes) -> tuple[str, str] | None:
