@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
+from functools import wraps
 from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
+from sealchat.cli.terminal_text import safe, tolerant_output
 from sealchat.core import Error as ServerError
 from sealchat.core import (
     Event,
@@ -22,48 +26,84 @@ from sealchat.core import (
     Typing,
     fingerprint,
 )
-from sealchat.transports.keyfile import public_bytes
+from sealchat.core.limits import MAX_PASSWORD
+from sealchat.transports.keyfile import KeyFileError, public_bytes
 from sealchat.transports.pinning import (
     KnownServers,
     ServerKeyChanged,
     ServerKeyUnknown,
+    config_dir,
     server_name,
 )
 from sealchat.transports.trio_client import (
     ChatClient,
     ClientError,
+    Disconnected,
     LinkState,
     LoginFailed,
     TransferFailed,
+    Unreachable,
     client_key,
     connect,
 )
 
-# Exit codes of the one-shot command (also used by chat for startup failures).
-OK, FAILED, USAGE, UNREACHABLE, UNTRUSTED, LOGIN_FAILED, REFUSED = 0, 1, 2, 3, 4, 5, 6
+# Exit codes (chat uses them too, when it cannot start or the session ends on a failure).
+OK, FAILED, USAGE, UNREACHABLE, UNTRUSTED, LOGIN_FAILED, REFUSED, LOST = 0, 1, 2, 3, 4, 5, 6, 7
+INTERRUPTED = 130
+EXIT_CODES = {
+    OK: "done",
+    FAILED: "something else failed (the message says what)",
+    USAGE: "wrong arguments, or a local problem (password, key file, known_servers, file)",
+    UNREACHABLE: "the server cannot be reached",
+    UNTRUSTED: "the server's key is unknown or has changed (see 'sealchat trust')",
+    LOGIN_FAILED: "the login was refused",
+    REFUSED: "the server refused the message or the file",
+    LOST: "the connection was lost",
+    INTERRUPTED: "interrupted (Ctrl-C)",
+}
+EXIT_CODES_HELP = "exit codes:\n" + "\n".join(f"  {c:<3} {what}" for c, what in EXIT_CODES.items())
 
-HELP = """commands:
-  TEXT               send TEXT to the current room
-  /join ROOM         join (or create) ROOM and make it current
-  /leave ROOM        leave ROOM
-  /rooms             list rooms
-  /who               who is in the current room, and who is online
-  /msg USER TEXT     send a direct message
-  /send PATH         share a file in the current room
-  /files             files shared in the current room
-  /get ID            download a shared file
-  /history           recent messages of the current room
-  /help              this help
-  /quit              leave"""
+COMMANDS = {
+    "/join": ("ROOM", "join (or create) ROOM and make it current"),
+    "/leave": ("ROOM", "leave ROOM"),
+    "/rooms": ("", "list rooms"),
+    "/who": ("", "who is in the current room, and who is online"),
+    "/msg": ("USER TEXT", "send a direct message"),
+    "/send": ("PATH", "share a file in the current room"),
+    "/files": ("", "files shared in the current room"),
+    "/get": ("ID", "download a shared file"),
+    "/history": ("", "recent messages of the current room"),
+    "/help": ("", "this help"),
+    "/quit": ("", "leave"),
+}
+"""Chat commands: their arguments and what they do."""
+HELP = "\n".join(
+    [
+        "commands:",
+        f"  {'TEXT':<18} send TEXT to the current room",
+        f"  {'//TEXT':<18} send /TEXT (a message that starts with /)",
+        *(f"  {f'{verb} {args}'.strip():<18} {what}" for verb, (args, what) in COMMANDS.items()),
+    ]
+)
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    chat = commands.add_parser("chat", help="chat in the terminal")
+    chat = commands.add_parser(
+        "chat",
+        help="chat in the terminal",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _connection_options(chat)
     chat.add_argument("--downloads", type=Path, default=None, help="where /get saves files")
-    chat.set_defaults(handler=run_chat)
+    chat.set_defaults(handler=_guarded(run_chat))
 
-    send = commands.add_parser("send", help="send one message or file (for scripts and bots)")
+    send = commands.add_parser(
+        "send",
+        help="send one message or file (for scripts and bots)",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _connection_options(send)
     where = send.add_mutually_exclusive_group()
     where.add_argument("--room", default="general", help="room to send to (default general)")
@@ -71,27 +111,67 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     what = send.add_mutually_exclusive_group(required=True)
     what.add_argument("text", nargs="?", help="the message")
     what.add_argument("--file", type=Path, help="share this file instead of a message")
-    send.set_defaults(handler=run_send)
+    send.set_defaults(handler=_guarded(run_send))
 
     fp = commands.add_parser("fingerprint", help="print this installation's client key")
-    fp.set_defaults(handler=run_fingerprint)
+    fp.set_defaults(handler=_guarded(run_fingerprint))
 
     trust = commands.add_parser("trust", help="pin a server key given to you out of band")
     trust.add_argument("server", metavar="HOST:PORT")
     trust.add_argument("fingerprint", metavar="SHA256:…")
-    trust.set_defaults(handler=run_trust)
+    trust.set_defaults(handler=_guarded(run_trust))
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``handler`` with output that never fails on encoding, a quiet exit on Ctrl-C, and
+    local configuration problems explained instead of shown as tracebacks."""
+
+    @wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        tolerant_output()
+        try:
+            return handler(args)
+        except KeyboardInterrupt:
+            return INTERRUPTED
+        except BaseExceptionGroup as group:
+            if group.subgroup(KeyboardInterrupt) is None:
+                raise
+            return INTERRUPTED
+        except KeyFileError as exc:
+            _error(str(exc))
+        except UnicodeDecodeError as exc:
+            _error(
+                f"a settings file in {config_dir()} (such as known_servers) is not valid "
+                f"UTF-8 text ({exc.reason} at byte {exc.start}); fix or remove the bad line"
+            )
+        return USAGE
+
+    return run
+
+
+def _error(message: str) -> None:
+    """Say on standard error what went wrong (``message`` may hold text from the network)."""
+    print(f"sealchat: {safe(message)}", file=sys.stderr, flush=True)
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7878)
-    parser.add_argument("--user", default=os.environ.get("USER", ""), help="user name")
+    parser.add_argument("--user", default=_login_name(), help="user name (default: yours here)")
     parser.add_argument(
         "--password-file",
         type=Path,
         help="read the password from this file (or set SEALCHAT_PASSWORD; "
         "otherwise you are asked without echo)",
     )
+
+
+def _login_name() -> str:
+    """This computer's name for the user running the command (on every platform), or ""."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
 
 
 def run_fingerprint(_args: argparse.Namespace) -> int:
@@ -102,35 +182,42 @@ def run_fingerprint(_args: argparse.Namespace) -> int:
 def run_trust(args: argparse.Namespace) -> int:
     host, sep, port = args.server.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        print("sealchat: give the server as HOST:PORT, e.g. chat.example.org:7878", file=sys.stderr)
+        _error("give the server as HOST:PORT, e.g. chat.example.org:7878")
         return USAGE
     name = server_name(host.strip("[]"), int(port))
     try:
         KnownServers().pin(name, args.fingerprint)
-    except ValueError as exc:
-        print(f"sealchat: {exc} (it looks like SHA256:…)", file=sys.stderr)
+    except ValueError as exc:  # says what is malformed, and how it should look
+        _error(str(exc))
+        return USAGE
+    except OSError as exc:  # the pin file cannot be used as it is
+        _error(f"cannot pin {name}: {exc}")
         return USAGE
     print(f"pinned {name} to {args.fingerprint}")
     return OK
 
 
 def _password(args: argparse.Namespace, interactive: bool) -> str | None:
+    """The password, or None (already explained)."""
     if args.password_file is not None:
         try:
             return Path(args.password_file).read_text(encoding="utf-8").rstrip("\n")
         except OSError as exc:
-            print(f"sealchat: cannot read {args.password_file}: {exc.strerror}", file=sys.stderr)
-            return None
+            _error(f"cannot read {args.password_file}: {exc.strerror}")
+        except UnicodeDecodeError:
+            _error(f"{args.password_file} is not UTF-8 text; save the password in UTF-8")
+        return None
     if "SEALCHAT_PASSWORD" in os.environ:
         return os.environ["SEALCHAT_PASSWORD"]
     if interactive:
-        import getpass
-
-        return getpass.getpass(f"password for {args.user}: ")
-    print(
-        "sealchat: no password: use --password-file or SEALCHAT_PASSWORD "
-        "(standard input is not a terminal, so nobody can be asked)",
-        file=sys.stderr,
+        try:
+            return getpass.getpass(f"password for {args.user}: ")
+        except EOFError:
+            _error("no password given (the input ended)")
+            return None
+    _error(
+        "no password: use --password-file or SEALCHAT_PASSWORD "
+        "(standard input is not a terminal, so nobody can be asked)"
     )
     return None
 
@@ -142,12 +229,18 @@ def _asker(interactive: bool) -> Callable[[str, str], Awaitable[bool]] | None:
 
     async def ask(server: str, fp: str) -> bool:
         def prompt() -> str:
-            print(f"The server {server} is new to this computer. Its key fingerprint is")
-            print(f"    {fp}")
-            print("Check it with the server's operator before you trust it.")
-            return input("Trust this server and remember it? [y/N] ")
+            """Ask on standard error, so that the question never ends up in the output;
+            the answer is "" at the end of input, which means no."""
+            sys.stderr.write(
+                f"The server {server} is new to this computer. Its key fingerprint is\n"
+                f"    {fp}\n"
+                "Check it with the server's operator before you trust it.\n"
+                "Trust this server and remember it? [y/N] "
+            )
+            sys.stderr.flush()
+            return sys.stdin.readline()
 
-        answer = await trio.to_thread.run_sync(prompt)
+        answer = await trio.to_thread.run_sync(prompt, abandon_on_cancel=True)
         return answer.strip().lower() in ("y", "yes")
 
     return ask
@@ -159,38 +252,75 @@ def _explain_failure(exc: BaseException) -> tuple[int, str]:
         return UNTRUSTED, str(exc)
     if isinstance(exc, LoginFailed):
         return LOGIN_FAILED, f"login refused: {exc}"
+    if isinstance(exc, TransferFailed) and isinstance(exc.__context__, OSError | ValueError):
+        return FAILED, f"failed on this computer: {exc}"  # the disk or a check, not the server
     if isinstance(exc, TransferFailed):
         return REFUSED, f"refused: {exc}"
-    if isinstance(exc, ClientError) and "cannot reach" in str(exc):
+    if isinstance(exc, Unreachable):
         return UNREACHABLE, str(exc)
+    if isinstance(exc, Disconnected):
+        return LOST, str(exc)
     return FAILED, str(exc)
 
 
 def _credentials(args: argparse.Namespace) -> tuple[str, bool] | None:
     """The password and whether a person can be asked things, or None (already explained)."""
     if not args.user:
-        print("sealchat: give --user", file=sys.stderr)
+        _error("give --user")
         return None
     interactive = sys.stdin.isatty()
     password = _password(args, interactive)
-    return None if password is None else (password, interactive)
+    if password is None:
+        return None
+    if len(password) > MAX_PASSWORD:
+        _error(f"the password is longer than {MAX_PASSWORD} characters")
+        return None
+    return password, interactive
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be shared, or None."""
+    if path.is_dir():
+        return f"{path} is a folder; only files can be shared"
+    if not path.is_file():
+        return f"no such file: {path}"
+    return None
+
+
+@asynccontextmanager
+async def _connected(host: str, port: int, **options: Any) -> AsyncIterator[ChatClient]:
+    """``connect``, with a connect timeout reported as Unreachable."""
+    async with AsyncExitStack() as stack:
+        try:
+            client = await stack.enter_async_context(connect(host, port, **options))
+        except trio.TooSlowError:
+            raise Unreachable(
+                f"cannot reach {server_name(host, port)}: no answer; "
+                "is the server running and the address right?"
+            ) from None
+        yield client
 
 
 def run_send(args: argparse.Namespace) -> int:
+    """``sealchat send``: one message or file, then exit with a code saying how it went."""
+    problem = None if args.file is None else _file_problem(args.file)
+    if problem is not None:
+        _error(problem)
+        return USAGE
     credentials = _credentials(args)
     if credentials is None:
         return USAGE
     password, interactive = credentials
 
     async def main() -> int:
-        async with connect(
+        async with _connected(
             args.host, args.port, confirm_new_key=_asker(interactive), reconnect=False
         ) as client:
             await client.login(args.user, password)
             room = "" if args.to else args.room
             if args.file is not None:
                 info = await client.send_file(args.file, room=room, to=args.to or "")
-                print(f"shared {args.file.name} as {info.file_id}")
+                print(f"shared {safe(args.file.name)} as {safe(info.file_id)}")
             else:
                 client_id = await client.send_message(args.text, room=room, to=args.to or "")
                 await _await_ack(client, client_id)
@@ -200,14 +330,20 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 async def _await_ack(client: ChatClient, client_id: str) -> None:
-    """Wait until the server stored the message, or say why it refused."""
+    """Wait until the server stored the message, or say why it refused, or that the
+    connection was lost."""
     with trio.fail_after(30):
         async for event in client.events():
             if isinstance(event, ServerError) and event.ref == client_id:
                 raise TransferFailed(event.detail or event.code)
+            if isinstance(event, LinkState) and not event.connected:
+                raise Disconnected(
+                    f"the connection was lost before the server confirmed the message "
+                    f"({event.reason or 'no reason given'})"
+                )
             if client.unacknowledged == 0:
                 return
-    raise ClientError("the connection closed before the server confirmed the message")
+    raise Disconnected("the connection closed before the server confirmed the message")
 
 
 def _run(main: Callable[[], Awaitable[int]]) -> int:
@@ -215,20 +351,23 @@ def _run(main: Callable[[], Awaitable[int]]) -> int:
         return trio.run(main)
     except (ClientError, ServerKeyChanged, ServerKeyUnknown, OSError) as exc:
         code, message = _explain_failure(exc)
-        print(f"sealchat: {message}", file=sys.stderr)
+        _error(message)
         return code
     except trio.TooSlowError:
-        print("sealchat: the server did not answer in time", file=sys.stderr)
-        return FAILED
-    except KeyboardInterrupt:
+        _error("the server did not answer in time")
         return FAILED
 
 
 # --- chat ---------------------------------------------------------------------------------
 
+INDENT = " " * len("00:00 ")
+"""Where the second and later lines of a message start (under its header, never at the left
+edge where a line of its own would start)."""
+
 
 class Terminal:
-    """What ``sealchat chat`` prints: one line per event, transfers as progress bars."""
+    """What ``sealchat chat`` prints: one line per event, transfers as progress bars. All
+    text from the network goes through ``safe``."""
 
     def __init__(self, out: TextIO, me: str) -> None:
         self.out = out
@@ -243,32 +382,37 @@ class Terminal:
     def show(self, event: Event | LinkState) -> None:
         match event:
             case Message(file=FileInfo() as info):
-                where = f"[{event.room}]" if event.room else "[direct]"
+                where = f"[{safe(event.room)}]" if event.room else "[direct]"
                 self.say(
-                    f"{_time(event.ts)} {where} {event.sender} shared {info.name!r} "
-                    f"({_size(info.size)}) — /get {info.file_id}"
+                    f"{_time(event.ts)} {where} {safe(event.sender)} shared {safe(info.name)!r} "
+                    f"({_size(info.size)}) — /get {safe(info.file_id)}"
                 )
             case Message():
-                where = f"[{event.room}]" if event.room else f"[{event.sender} → {event.to}]"
-                self.say(f"{_time(event.ts)} {where} {event.sender}: {event.text}")
+                where = (
+                    f"[{safe(event.room)}]"
+                    if event.room
+                    else f"[{safe(event.sender)} → {safe(event.to)}]"
+                )
+                text = safe(event.text, indent=INDENT)
+                self.say(f"{_time(event.ts)} {where} {safe(event.sender)}: {text}")
             case Typing(active=True):
-                where = event.room or "you"
-                self.say(f"* {event.user} is typing… ({where})")
+                where = safe(event.room) or "you"
+                self.say(f"* {safe(event.user)} is typing… ({where})")
             case Presence():
-                self.say(f"* {event.user} is {'online' if event.online else 'offline'}")
+                self.say(f"* {safe(event.user)} is {'online' if event.online else 'offline'}")
             case Membership():
-                self.say(f"* {event.user} {'joined' if event.joined else 'left'} {event.room}")
+                action = "joined" if event.joined else "left"
+                self.say(f"* {safe(event.user)} {action} {safe(event.room)}")
             case ServerError():
-                self.say(f"! {event.detail or event.code}")
+                self.say(f"! {safe(event.detail or event.code)}")
             case LinkState(connected=False, retry_in=wait) if wait:
-                self.say(f"! connection lost ({event.reason}); reconnecting in {wait:.1f} s…")
-            case LinkState(connected=False):
-                self.say(f"! disconnected: {event.reason}")
+                self.say(f"! connection lost ({safe(event.reason)}); reconnecting in {wait:.1f} s…")
             case LinkState(connected=True):
                 self.say("* reconnected")
 
     def progress(self, label: str) -> Callable[[int, int], None]:
         """A progress bar for one transfer."""
+        label = safe(label)
 
         def update(done: int, total: int) -> None:
             percent = 100 if total == 0 else done * 100 // total
@@ -285,22 +429,46 @@ class Terminal:
         return update
 
 
+class _WatchedPins(KnownServers):
+    """The pin file, remembering why it did not accept the server's key the last time, so
+    that a session the client gave up on ends with the right exit code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusal: ServerKeyChanged | ServerKeyUnknown | None = None
+
+    def require(self, server: str, fingerprint: str) -> bool:
+        try:
+            known = super().require(server, fingerprint)
+        except ServerKeyChanged as exc:
+            self.refusal = exc
+            raise
+        self.refusal = None if known else ServerKeyUnknown(server, fingerprint)
+        return known
+
+    def pin(self, server: str, fingerprint: str) -> None:
+        super().pin(server, fingerprint)
+        self.refusal = None
+
+
 def run_chat(args: argparse.Namespace) -> int:
+    """``sealchat chat``: commands and messages from standard input, events on the output."""
     credentials = _credentials(args)
     if credentials is None:
         return USAGE
     password, interactive = credentials
     term = Terminal(sys.stdout, args.user)
+    pins = _WatchedPins()
 
     async def main() -> int:
-        options: dict[str, Any] = {"confirm_new_key": _asker(interactive)}
+        options: dict[str, Any] = {"confirm_new_key": _asker(interactive), "known_servers": pins}
         if args.downloads is not None:
             options["downloads_dir"] = args.downloads
-        async with connect(args.host, args.port, **options) as client:
+        async with _connected(args.host, args.port, **options) as client:
             name = await client.login(args.user, password)
-            term.say(f"* logged in to {client.server} as {name}; /help lists the commands")
+            term.say(f"* logged in to {client.server} as {safe(name)}; /help lists the commands")
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_show_events, client, term)
+                nursery.start_soon(_show_events, client, term, pins)
                 await _command_loop(client, term, nursery)
                 nursery.cancel_scope.cancel()
         return OK
@@ -308,12 +476,17 @@ def run_chat(args: argparse.Namespace) -> int:
     return _run(main)
 
 
-async def _show_events(client: ChatClient, term: Terminal) -> None:
+async def _show_events(client: ChatClient, term: Terminal, pins: _WatchedPins) -> None:
+    """Print what arrives; end the session when the client gives up reconnecting (a changed
+    key, or a refused login: the only reasons a logged-in chat stops trying)."""
     async for event in client.events():
+        if isinstance(event, LinkState) and not event.connected and not event.retry_in:
+            raise pins.refusal or LoginFailed(event.reason)
         term.show(event)
 
 
 async def _command_loop(client: ChatClient, term: Terminal, nursery: trio.Nursery) -> None:
+    """Run the lines typed until the end of input or /quit; a failed command is shown."""
     while True:
         line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
         if not line:
@@ -325,65 +498,67 @@ async def _command_loop(client: ChatClient, term: Terminal, nursery: trio.Nurser
             if await _command(client, term, nursery, line):
                 return
         except (ClientError, OSError) as exc:
-            term.say(f"! {_explain_failure(exc)[1]}")
+            term.say(f"! {safe(_explain_failure(exc)[1])}")
 
 
 async def _command(client: ChatClient, term: Terminal, nursery: trio.Nursery, line: str) -> bool:
     """Run one line; True means quit."""
-    if not line.startswith("/"):
-        await client.send_message(line, room=term.room)
+    if line.startswith("//") or not line.startswith("/"):
+        await client.send_message(line[1:] if line.startswith("//") else line, room=term.room)
         return False
     verb, _, rest = line.partition(" ")
     rest = rest.strip()
+    needed = COMMANDS.get(verb, ("", ""))[0]
+    if len(rest.split(maxsplit=1)) < len(needed.split()):
+        term.say(f"! usage: {verb} {needed}")
+        return False
     match verb:
         case "/quit" | "/exit":
             return True
         case "/help":
             term.say(HELP)
-        case "/join" if rest:
+        case "/join":
             members = await client.join(rest)
             term.room = rest
-            term.say(f"* now in {rest}: {', '.join(m.name for m in members)}")
-        case "/leave" if rest:
+            term.say(f"* now in {safe(rest)}: {', '.join(safe(m.name) for m in members)}")
+        case "/leave":
             await client.leave(rest)
             if term.room == rest:
                 term.room = "general"
-            term.say(f"* left {rest}; now in {term.room}")
+            term.say(f"* left {safe(rest)}; now in {safe(term.room)}")
         case "/rooms":
             for room in await client.rooms():
                 mark = "*" if room.joined else " "
-                term.say(f"{mark} {room.name} ({room.members} members)")
+                term.say(f"{mark} {safe(room.name)} ({room.members} members)")
         case "/who":
             members = await client.members(term.room)
-            shown = [f"{m.name}{'' if m.online else ' (offline)'}" for m in members]
-            term.say(f"* in {term.room}: {', '.join(shown)}")
+            shown = [f"{safe(m.name)}{'' if m.online else ' (offline)'}" for m in members]
+            term.say(f"* in {safe(term.room)}: {', '.join(shown)}")
         case "/msg":
-            user, _, text = rest.partition(" ")
-            if not user or not text.strip():
-                term.say("! usage: /msg USER TEXT")
-            else:
-                await client.send_message(text, to=user)
-        case "/send" if rest:
+            user, text = rest.split(maxsplit=1)
+            await client.send_message(text, to=user)
+        case "/send":
             path = Path(rest).expanduser()
-            if not path.is_file():
-                term.say(f"! no such file: {path}")
+            problem = _file_problem(path)
+            if problem is not None:
+                term.say(f"! {safe(problem)}")
             else:
                 info = await client.send_file(
                     path, room=term.room, progress=term.progress(f"sending {path.name}")
                 )
-                term.say(f"* shared {path.name} as {info.file_id}")
+                term.say(f"* shared {safe(path.name)} as {safe(info.file_id)}")
         case "/files":
             for info in await client.files(room=term.room):
-                term.say(f"  {info.file_id}  {_size(info.size):>9}  {info.name}")
-        case "/get" if rest:
+                term.say(f"  {safe(info.file_id)}  {_size(info.size):>9}  {safe(info.name)}")
+        case "/get":
             saved = await client.download(rest, progress=term.progress(f"getting {rest[:8]}"))
-            term.say(f"* saved {saved}")
+            term.say(f"* saved {safe(str(saved))}")
         case "/history":
             messages, _ = await client.history(room=term.room, limit=20)
             for message in messages:
                 term.show(message)
         case _:
-            term.say(f"! unknown command {line!r}; /help lists the commands")
+            term.say(f"! unknown command {safe(line)!r}; /help lists the commands")
     return False
 
 

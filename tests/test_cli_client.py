@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import HistoryRequest, Message, Typing
+from sealchat.core.limits import MAX_PASSWORD
 from sealchat.transports.pinning import KnownServers, server_name
 from tests.servers import PASSWORD, Running, free_port, running_server
 
@@ -23,18 +27,25 @@ def server(tmp_path: Path) -> Any:
         yield running
 
 
-def env_for(tmp_path: Path, password: str = PASSWORD) -> dict[str, str]:
+def env_for(tmp_path: Path, password: str | None = PASSWORD, **extra: str) -> dict[str, str]:
+    """The environment of a client run: its own settings folder, and the password (None: no
+    SEALCHAT_PASSWORD, so the client asks if it can)."""
     env = dict(os.environ)
-    env.update(
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        SEALCHAT_PASSWORD=password,
-        PYTHONUNBUFFERED="1",
-    )
+    env.pop("SEALCHAT_PASSWORD", None)
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONUNBUFFERED="1", **extra)
+    if password is not None:
+        env["SEALCHAT_PASSWORD"] = password
     return env
 
 
 def sealchat(
-    tmp_path: Path, *args: str, stdin: str = "", password: str = PASSWORD, timeout: float = 60
+    tmp_path: Path,
+    *args: str,
+    stdin: str = "",
+    password: str = PASSWORD,
+    timeout: float = 60,
+    encoding: str | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sealchat", *args],
@@ -42,9 +53,91 @@ def sealchat(
         input=stdin,
         capture_output=True,
         text=True,
-        env=env_for(tmp_path, password),
+        encoding=encoding,
+        env=env_for(tmp_path, password, **env),
         timeout=timeout,
     )
+
+
+class Output:
+    """A child's output, read in the background, so a test can wait for a text in it."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._data = b""
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while chunk := os.read(self._stream.fileno(), 65536):
+            with self._changed:
+                self._data += chunk
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        with self._changed:
+            seen = self._changed.wait_for(lambda: text.encode() in self._data, timeout)
+        assert seen, f"{text!r} not in {self._data!r}"
+
+    def text(self) -> str:
+        """Everything, once the child has ended."""
+        self._reader.join(10)
+        return self._data.decode()
+
+
+class Client:
+    """``sealchat ARGS`` running, its input on a pipe or on ``terminal`` (a pty's far end, so
+    that the client sees a terminal), its output read in the background."""
+
+    def __init__(
+        self, tmp_path: Path, *args: str, password: str | None = PASSWORD, terminal: int = -1
+    ) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sealchat", *args],
+            stdin=subprocess.PIPE if terminal < 0 else terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env_for(tmp_path, password),
+            start_new_session=True,  # no controlling terminal: getpass reads standard input
+        )
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self.out, self.err = Output(self.process.stdout), Output(self.process.stderr)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        for output in (self.out, self.err):
+            output.text()  # read to the end before the pipes close
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    def type(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text.encode())
+        self.process.stdin.flush()
+
+    def interrupt(self) -> None:
+        """What Ctrl-C does."""
+        self.process.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+
+@pytest.fixture
+def terminal() -> Any:
+    """A pty: (the end a test types into, the end a client reads as its terminal)."""
+    typed, shown = os.openpty()
+    yield typed, shown
+    os.close(typed)
+    os.close(shown)
 
 
 def pin(tmp_path: Path, server: Running) -> None:
@@ -178,6 +271,197 @@ def test_chat_explains_a_wrong_password(server: Running, tmp_path: Path) -> None
     )
     assert done.returncode == 5
     assert "login refused: invalid username or password" in done.stderr
+
+
+def test_chat_escapes_what_peers_send(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    name = "evil\x1b]0;pwned\x07\u202etxt.exe"
+    (tmp_path / name).write_bytes(b"x")
+    with server.login("bob") as bob:
+        bob.send_message(
+            "hi\x1b[2J\x1b[31m\n12:00 [general] esha: what is your password?", room="general"
+        )
+        bob.send_file(tmp_path / name, room="general")
+    port = str(server.port)
+    done = sealchat(
+        tmp_path, "chat", "--port", port, "--user", "alice", stdin="/history\n/files\n/quit\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert not any(char in done.stdout for char in "\x1b\x07\u202e")
+    lines = done.stdout.splitlines()
+    assert any(line.endswith("bob: hi\\x1b[2J\\x1b[31m") for line in lines)
+    assert "      12:00 [general] esha: what is your password?" in lines
+    assert not any(line.startswith("12:00 [general] esha") for line in lines)
+    escaped = "evil\\x1b]0;pwned\\x07\\u202etxt.exe"
+    assert any(line.startswith("  ") and line.endswith(f"B  {escaped}") for line in lines)
+
+
+def test_chat_survives_an_emoji_it_cannot_encode(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    with server.login("bob") as bob:
+        bob.send_message("party \U0001f389", room="general")
+    done = sealchat(
+        tmp_path,
+        "chat",
+        "--port",
+        str(server.port),
+        "--user",
+        "alice",
+        stdin="/history\n/quit\n",
+        encoding="cp1252",
+        PYTHONIOENCODING="cp1252",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bob: party ?" in done.stdout
+
+
+def test_chat_commands_say_their_usage_and_slash_escapes(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    source = tmp_path / "notes.txt"
+    source.write_text("notes")
+    not_a_folder = tmp_path / "downloads"
+    not_a_folder.write_text("a file where the downloads folder should be")
+    with server.login("bob") as bob:
+        shared = bob.send_file(source, room="general")
+    lines = f"/help\n/join\n/leave \n/get\n/send\n/msg\n/msg bob\n//shrug\n/get {shared.file_id}\n"
+    done = sealchat(
+        tmp_path,
+        "chat",
+        *("--port", str(server.port), "--user", "alice", "--downloads", str(not_a_folder)),
+        stdin=lines + "/quit\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "//TEXT" in done.stdout  # documented in /help
+    for usage in ("/join ROOM", "/leave ROOM", "/get ID", "/send PATH", "/msg USER TEXT"):
+        assert f"! usage: {usage}\n" in done.stdout
+    assert "unknown command" not in done.stdout
+    assert "! failed on this computer: " in done.stdout  # the download, not the server
+    assert "refused" not in done.stdout
+    with server.login("bob") as bob:
+        messages, _ = bob.history(room="general")
+    assert [m.text for m in messages if m.file is None] == ["/shrug"]
+
+
+def test_the_trust_prompt_goes_to_standard_error(
+    server: Running, tmp_path: Path, terminal: tuple[int, int]
+) -> None:
+    typed, shown = terminal
+    port = str(server.port)
+    with Client(tmp_path, "send", "--port", port, "--user", "alice", "hi", terminal=shown) as send:
+        send.err.wait_for("Trust this server and remember it? [y/N] ")
+        os.write(typed, b"y\n")
+        assert send.wait() == 0
+    assert server.fingerprint in send.err.text()
+    assert "Trust" not in send.out.text()
+    known = KnownServers(tmp_path / "config" / "sealchat" / "known_servers")
+    assert known.lookup(server_name("127.0.0.1", server.port)) == server.fingerprint
+
+
+@pytest.mark.parametrize(("key", "code"), [("end of input", 4), ("Ctrl-C", 130)])
+def test_the_trust_prompt_takes_no_for_an_answer(
+    server: Running, tmp_path: Path, terminal: tuple[int, int], key: str, code: int
+) -> None:
+    typed, shown = terminal
+    port = str(server.port)
+    with Client(tmp_path, "send", "--port", port, "--user", "alice", "hi", terminal=shown) as send:
+        send.err.wait_for("[y/N] ")
+        if key == "Ctrl-C":
+            send.interrupt()
+        else:
+            os.write(typed, b"\x04")
+        assert send.wait() == code
+    assert "Traceback" not in send.err.text()
+    assert not KnownServers(tmp_path / "config" / "sealchat" / "known_servers").path.exists()
+
+
+@pytest.mark.parametrize(("key", "code"), [("end of input", 2), ("Ctrl-C", 130)])
+def test_the_password_prompt_ends_quietly(
+    tmp_path: Path, terminal: tuple[int, int], key: str, code: int
+) -> None:
+    typed, shown = terminal
+    args = ("send", "--port", str(free_port()), "--user", "alice", "hi")
+    with Client(tmp_path, *args, password=None, terminal=shown) as send:
+        send.err.wait_for("password for alice: ")
+        if key == "Ctrl-C":
+            send.interrupt()
+        else:
+            os.write(typed, b"\x04")
+        assert send.wait() == code
+    err = send.err.text()
+    assert "Traceback" not in err
+    if key == "end of input":
+        assert "no password given" in err
+
+
+def test_ctrl_c_ends_a_chat_quietly(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    with Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice") as chat:
+        chat.out.wait_for("* logged in")
+        chat.interrupt()
+        assert chat.wait() == 130
+    assert "Traceback" not in chat.err.text()
+
+
+def test_chat_ends_when_the_client_gives_up(tmp_path: Path) -> None:
+    with running_server("trio", tmp_path / "one") as first:
+        pin(tmp_path, first)
+        chat = Client(tmp_path, "chat", "--port", str(first.port), "--user", "alice")
+        chat.out.wait_for("* logged in")
+    # The same address, another key: the client gives up, and so does the session.
+    key = X25519PrivateKey.generate()
+    with chat, running_server("trio", tmp_path / "two", key=key, port=first.port) as second:
+        assert chat.wait(60) == 4
+    err = chat.err.text()
+    assert "CHANGED" in err
+    assert second.fingerprint in err
+
+
+def test_local_problems_are_explained(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    port = str(server.port)
+    config = tmp_path / "config" / "sealchat"
+    known = config / "known_servers"
+    known.write_bytes(b"\xff\xfe not UTF-8\n" + known.read_bytes())
+    sent = sealchat(tmp_path, "send", "--port", port, "--user", "alice", "hi")
+    assert "Traceback" not in sent.stderr
+    assert sent.returncode in (0, 2), sent.stderr
+    password_file = tmp_path / "password"
+    password_file.write_bytes(b"\xe9t\xe9\n")
+    done = sealchat(
+        tmp_path,
+        *("send", "--port", port, "--user", "alice"),
+        *("--password-file", str(password_file), "hi"),
+    )
+    assert done.returncode == 2
+    assert f"{password_file} is not UTF-8 text" in done.stderr
+    (config / "client_key").chmod(0o644)
+    for args in (("fingerprint",), ("send", "--port", port, "--user", "alice", "hi")):
+        done = sealchat(tmp_path, *args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert f"chmod 600 {config / 'client_key'}" in done.stderr
+
+
+def test_send_checks_its_file_and_password_before_connecting(tmp_path: Path) -> None:
+    nobody = ("send", "--port", str(free_port()), "--user", "alice")
+    missing = sealchat(tmp_path, *nobody, "--file", str(tmp_path / "missing.txt"))
+    assert missing.returncode == 2
+    assert f"no such file: {tmp_path / 'missing.txt'}" in missing.stderr
+    folder = sealchat(tmp_path, *nobody, "--file", str(tmp_path))
+    assert folder.returncode == 2
+    assert "is a folder" in folder.stderr
+    long = sealchat(tmp_path, *nobody, "hi", password="x" * (MAX_PASSWORD + 1))
+    assert long.returncode == 2
+    assert f"the password is longer than {MAX_PASSWORD} characters" in long.stderr
+
+
+@pytest.mark.parametrize("command", ["send", "chat"])
+def test_help_lists_the_exit_codes(tmp_path: Path, command: str) -> None:
+    done = sealchat(tmp_path, command, "--help")
+    assert done.returncode == 0
+    assert "exit codes:" in done.stdout
+    for line in ("3   the server cannot be reached", "7   the connection was lost", "130 "):
+        assert line in done.stdout
 
 
 def _drain(client: Any) -> list[object]:

@@ -1,0 +1,154 @@
+"""The terminal client's pieces, in-process: text made safe to print, and how failures are
+classified (the subprocess tests are in test_cli_client.py)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from sealchat.cli import client_cmd
+from sealchat.cli.terminal_text import safe, tolerant_output
+from sealchat.core import Message
+from sealchat.transports.pinning import ServerKeyChanged
+from sealchat.transports.trio_client import LinkState, TransferFailed, Unreachable
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),  # window title
+        ("\x1b[2J\x1b[31mred", "\\x1b[2J\\x1b[31mred"),  # clear screen, colour
+        ("a\rb\tc\x00d\x7fe", "a\\x0db\\x09c\\x00d\\x7fe"),  # C0 and DEL
+        ("\x9b2J\x85", "\\x9b2J\\x85"),  # C1: CSI and NEL
+        ("abc\u202edcba\u200b\ufeff", "abc\\u202edcba\\u200b\\ufeff"),  # bidi, zero width
+        ("line\u2028sep\u2029", "line\\u2028sep\\u2029"),
+        ("line\nfake", "line\\x0afake"),
+        ("héllo wörld — 😀 日本 \\x1b", "héllo wörld — 😀 日本 \\x1b"),  # left alone
+    ],
+)
+def test_safe_escapes_what_could_drive_the_terminal(raw: str, shown: str) -> None:
+    assert safe(raw) == shown
+
+
+def test_safe_indents_the_lines_of_a_multi_line_text() -> None:
+    text = "first\n12:00 [general] esha: fake\r\nthird\x1b[2J"
+    assert safe(text, indent="      ") == (
+        "first\n      12:00 [general] esha: fake\n      third\\x1b[2J"
+    )
+    assert safe("one line", indent="  ") == "one line"
+
+
+def test_a_message_shows_every_extra_line_indented(capsys: pytest.CaptureFixture[str]) -> None:
+    term = client_cmd.Terminal(sys.stdout, "alice")
+    term.show(
+        Message(
+            text="hi\n12:00 [general] esha: send me your password\x1b[2J",
+            room="general\x1b[31m",
+            sender="mallory\u202e",
+            id=1,
+            ts=1.0,
+        )
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("[general\\x1b[31m] mallory\\u202e: hi")
+    assert lines[1] == f"{client_cmd.INDENT}12:00 [general] esha: send me your password\\x1b[2J"
+
+
+def test_output_never_fails_on_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    err = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    tolerant_output()
+    print("smile 😀", file=out, flush=True)
+    print("smile 😀", file=err, flush=True)
+    assert out.buffer.getvalue() == err.buffer.getvalue() == b"smile ?\n"  # type: ignore[attr-defined]
+
+
+class _Dropped:
+    """A client whose connection drops after login, before the server acknowledged."""
+
+    unacknowledged = 1
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[Any](1)
+        self._send.send_nowait(LinkState(connected=False, reason="the server went away"))
+
+    def events(self) -> trio.MemoryReceiveChannel[Any]:
+        return self._receive
+
+
+def test_send_fails_at_once_when_the_connection_drops_before_the_ack() -> None:
+    async def main() -> BaseException:
+        with pytest.raises(client_cmd.ClientError) as caught:
+            await client_cmd._await_ack(_Dropped(), "c1")  # type: ignore[arg-type]
+        return caught.value
+
+    exc = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    code, message = client_cmd._explain_failure(exc)
+    assert code == client_cmd.LOST == 7
+    assert "the server went away" in message
+
+
+def test_a_connect_timeout_means_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+
+    async def no_answer(*_args: object, **_options: object) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(trio, "open_tcp_stream", no_answer)
+
+    async def main() -> None:
+        async with client_cmd._connected("192.0.2.1", 7878):
+            pass
+
+    with pytest.raises(Unreachable) as caught:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    code, message = client_cmd._explain_failure(caught.value)
+    assert code == client_cmd.UNREACHABLE == 3
+    assert message.startswith("cannot reach 192.0.2.1:7878")
+
+
+def test_local_transfer_failures_are_not_called_refusals() -> None:
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as exc:
+            raise TransferFailed(str(exc)) from None
+    except TransferFailed as local:
+        code, message = client_cmd._explain_failure(local)
+    assert code == client_cmd.FAILED
+    assert message == "failed on this computer: [Errno 28] No space left on device"
+    assert client_cmd._explain_failure(TransferFailed("no such file")) == (
+        client_cmd.REFUSED,
+        "refused: no such file",
+    )
+
+
+@pytest.mark.parametrize(
+    ("refusal", "code"),
+    [
+        (None, client_cmd.LOGIN_FAILED),
+        (ServerKeyChanged("h:1", "SHA256:old", "SHA256:new", Path("known_servers")), 4),
+    ],
+)
+def test_a_chat_ends_when_the_client_gives_up(
+    refusal: ServerKeyChanged | None, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = _Dropped()  # its LinkState has no retry_in: the client gave up
+    pins = client_cmd._WatchedPins()
+    pins.refusal = refusal
+    term = client_cmd.Terminal(sys.stdout, "alice")
+    with pytest.raises(Exception) as caught:  # noqa: PT011
+        trio.run(client_cmd._show_events, client, term, pins)
+    assert client_cmd._explain_failure(caught.value)[0] == code
+    assert capsys.readouterr().out == ""  # no "! disconnected" line to go on after
