@@ -314,7 +314,11 @@ def run_send(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with _connected(
-            args.host, args.port, confirm_new_key=_asker(interactive), reconnect=False
+            args.host,
+            args.port,
+            confirm_new_key=_asker(interactive),
+            reconnect=False,
+            acknowledge=False,  # shows nothing: what arrives stays unread for the user
         ) as client:
             await client.login(args.user, password)
             room = "" if args.to else args.room

@@ -15,7 +15,7 @@ from typing import IO, Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import HistoryRequest, Message, Typing
+from sealchat.core import HistoryRequest, Message, MessageAck, Typing
 from sealchat.core.limits import MAX_PASSWORD
 from sealchat.transports.pinning import KnownServers, server_name
 from tests.servers import PASSWORD, Running, free_port, running_server
@@ -186,6 +186,21 @@ def test_send_exit_codes(server: Running, tmp_path: Path) -> None:
         bob.send(HistoryRequest(room="general"))
         page = [e for e in _drain(bob) if isinstance(e, Message)]
         assert [m.text for m in page] == ["hello from a script"]
+
+
+def test_send_leaves_the_users_unread_messages_unread(server: Running, tmp_path: Path) -> None:
+    # A script sending as bob shows him nothing: what he missed must still reach him.
+    with server.login("bob"):
+        pass  # bob is a member of general from now on
+    with server.login("alice") as alice:
+        alice.send(Message(text="while you were out", room="general", client_id="m1"))
+        alice.next(MessageAck)
+    pin(tmp_path, server)
+    done = sealchat(tmp_path, "send", "--port", str(server.port), "--user", "bob", "status ok")
+    assert done.returncode == 0, done.stderr
+    with server.login("bob") as bob:
+        missed = [e.text for e in _drain(bob) if isinstance(e, Message)]
+    assert missed == ["while you were out", "status ok"]  # and what was sent in his name
 
 
 def test_changed_key_is_refused(server: Running, tmp_path: Path) -> None:
