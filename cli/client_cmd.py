@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from functools import wraps
+from math import ceil
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -246,12 +247,16 @@ def _asker(interactive: bool) -> Callable[[str, str], Awaitable[bool]] | None:
     return ask
 
 
-def _explain_failure(exc: BaseException) -> tuple[int, str]:
-    """An exit code and a message saying what went wrong and what to do."""
+def _explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, str]:
+    """An exit code and a message saying what went wrong and what to do (``password_from``:
+    where the password came from, if not typed in)."""
     if isinstance(exc, ServerKeyChanged | ServerKeyUnknown):
         return UNTRUSTED, str(exc)
     if isinstance(exc, LoginFailed):
-        return LOGIN_FAILED, f"login refused: {exc}"
+        if exc.retry_after:
+            return LOGIN_FAILED, f"login refused: {exc}; try again in {ceil(exc.retry_after)} s"
+        hint = f" (the password came from {password_from})" if password_from else ""
+        return LOGIN_FAILED, f"login refused: {exc}{hint}"
     if isinstance(exc, TransferFailed) and isinstance(exc.__context__, OSError | ValueError):
         return FAILED, f"failed on this computer: {exc}"  # the disk or a check, not the server
     if isinstance(exc, TransferFailed):
@@ -330,7 +335,7 @@ def run_send(args: argparse.Namespace) -> int:
                 await _await_ack(client, client_id)
             return OK
 
-    return _run(main)
+    return _run(main, args)
 
 
 async def _await_ack(client: ChatClient, client_id: str) -> None:
@@ -350,11 +355,18 @@ async def _await_ack(client: ChatClient, client_id: str) -> None:
     raise Disconnected("the connection closed before the server confirmed the message")
 
 
-def _run(main: Callable[[], Awaitable[int]]) -> int:
+def _password_source(args: argparse.Namespace) -> str:
+    """Where ``_password`` takes the password from, unless it is typed in: "" then."""
+    if args.password_file is not None:
+        return f"--password-file {args.password_file}"
+    return "SEALCHAT_PASSWORD" if "SEALCHAT_PASSWORD" in os.environ else ""
+
+
+def _run(main: Callable[[], Awaitable[int]], args: argparse.Namespace) -> int:
     try:
         return trio.run(main)
     except (ClientError, ServerKeyChanged, ServerKeyUnknown, OSError) as exc:
-        code, message = _explain_failure(exc)
+        code, message = _explain_failure(exc, _password_source(args))
         _error(message)
         return code
     except trio.TooSlowError:
@@ -477,7 +489,7 @@ def run_chat(args: argparse.Namespace) -> int:
                 nursery.cancel_scope.cancel()
         return OK
 
-    return _run(main)
+    return _run(main, args)
 
 
 async def _show_events(client: ChatClient, term: Terminal, pins: _WatchedPins) -> None:

@@ -174,6 +174,7 @@ def test_send_exit_codes(server: Running, tmp_path: Path) -> None:
     wrong = sealchat(tmp_path, "send", "--port", port, "--user", "alice", "x", password="nope")
     assert wrong.returncode == 5
     assert "invalid username or password" in wrong.stderr
+    assert "the password came from SEALCHAT_PASSWORD" in wrong.stderr  # a stale one, maybe
     nobody = sealchat(tmp_path, "send", "--port", str(free_port()), "--user", "alice", "x")
     assert nobody.returncode == 3
     assert "cannot reach" in nobody.stderr

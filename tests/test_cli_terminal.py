@@ -16,7 +16,7 @@ from sealchat.cli import client_cmd
 from sealchat.cli.terminal_text import safe, tolerant_output
 from sealchat.core import Message
 from sealchat.transports.pinning import ServerKeyChanged
-from sealchat.transports.trio_client import LinkState, TransferFailed, Unreachable
+from sealchat.transports.trio_client import LinkState, LoginFailed, TransferFailed, Unreachable
 
 
 @pytest.mark.parametrize(
@@ -152,3 +152,18 @@ def test_a_chat_ends_when_the_client_gives_up(
         trio.run(client_cmd._show_events, client, term, pins)
     assert client_cmd._explain_failure(caught.value)[0] == code
     assert capsys.readouterr().out == ""  # no "! disconnected" line to go on after
+
+
+def test_a_refused_login_says_when_to_retry_or_where_the_password_came_from() -> None:
+    busy = LoginFailed("too many failed logins", retry_after=29.2)
+    assert client_cmd._explain_failure(busy, "SEALCHAT_PASSWORD") == (
+        client_cmd.LOGIN_FAILED,
+        "login refused: too many failed logins; try again in 30 s",
+    )
+    wrong = LoginFailed("invalid username or password")
+    assert client_cmd._explain_failure(wrong, "--password-file pw.txt")[1] == (
+        "login refused: invalid username or password (the password came from "
+        "--password-file pw.txt)"
+    )
+    assert client_cmd._explain_failure(wrong)[1] == "login refused: invalid username or password"
+
