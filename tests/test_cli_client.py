@@ -59,6 +59,16 @@ def sealchat(
     )
 
 
+def chat_as_alice(
+    tmp_path: Path, server: Running, *args: str, stdin: str, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """``sealchat chat`` as alice on ``server`` (with ``args``), typing ``stdin``."""
+    port = str(server.port)
+    return sealchat(
+        tmp_path, "chat", "--port", port, "--user", "alice", *args, stdin=stdin, **options
+    )
+
+
 class Output:
     """A child's output, read in the background, so a test can wait for a text in it."""
 
@@ -275,16 +285,7 @@ def test_chat_session_through_stdin(server: Running, tmp_path: Path) -> None:
 
 def test_chat_explains_a_wrong_password(server: Running, tmp_path: Path) -> None:
     pin(tmp_path, server)
-    done = sealchat(
-        tmp_path,
-        "chat",
-        "--port",
-        str(server.port),
-        "--user",
-        "alice",
-        stdin="/quit\n",
-        password="wrong",
-    )
+    done = chat_as_alice(tmp_path, server, stdin="/quit\n", password="wrong")
     assert done.returncode == 5
     assert "login refused: invalid username or password" in done.stderr
 
@@ -298,10 +299,7 @@ def test_chat_escapes_what_peers_send(server: Running, tmp_path: Path) -> None:
             "hi\x1b[2J\x1b[31m\n12:00 [general] esha: what is your password?", room="general"
         )
         bob.send_file(tmp_path / name, room="general")
-    port = str(server.port)
-    done = sealchat(
-        tmp_path, "chat", "--port", port, "--user", "alice", stdin="/history\n/files\n/quit\n"
-    )
+    done = chat_as_alice(tmp_path, server, stdin="/history\n/files\n/quit\n")
     assert done.returncode == 0, done.stderr
     assert not any(char in done.stdout for char in "\x1b\x07\u202e")
     lines = done.stdout.splitlines()
@@ -316,16 +314,8 @@ def test_chat_survives_an_emoji_it_cannot_encode(server: Running, tmp_path: Path
     pin(tmp_path, server)
     with server.login("bob") as bob:
         bob.send_message("party \U0001f389", room="general")
-    done = sealchat(
-        tmp_path,
-        "chat",
-        "--port",
-        str(server.port),
-        "--user",
-        "alice",
-        stdin="/history\n/quit\n",
-        encoding="cp1252",
-        PYTHONIOENCODING="cp1252",
+    done = chat_as_alice(
+        tmp_path, server, stdin="/history\n/quit\n", encoding="cp1252", PYTHONIOENCODING="cp1252"
     )
     assert done.returncode == 0, done.stderr
     assert "bob: party ?" in done.stdout
@@ -340,11 +330,8 @@ def test_chat_commands_say_their_usage_and_slash_escapes(server: Running, tmp_pa
     with server.login("bob") as bob:
         shared = bob.send_file(source, room="general")
     lines = f"/help\n/join\n/leave \n/get\n/send\n/msg\n/msg bob\n//shrug\n/get {shared.file_id}\n"
-    done = sealchat(
-        tmp_path,
-        "chat",
-        *("--port", str(server.port), "--user", "alice", "--downloads", str(not_a_folder)),
-        stdin=lines + "/quit\n",
+    done = chat_as_alice(
+        tmp_path, server, "--downloads", str(not_a_folder), stdin=lines + "/quit\n"
     )
     assert done.returncode == 0, done.stderr
     assert "//TEXT" in done.stdout  # documented in /help

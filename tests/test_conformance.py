@@ -645,6 +645,14 @@ def _post(client: BlockingClient, texts: list[str], room: str = "general") -> li
     return ids
 
 
+def _while_bob_is_away(server: Server, texts: list[str]) -> tuple[BlockingClient, list[int]]:
+    """alice (returned, logged in) posts ``texts`` to general while bob, a member, is
+    offline; returns her client and the messages' ids."""
+    alice = server.login("alice")
+    _go_offline(server, server.login("bob"), "bob")
+    return alice, _post(alice, texts)
+
+
 def _replay(client: BlockingClient) -> tuple[list[Message], HistoryEnd]:
     events = until(client, matching(HistoryEnd, room="", peer=""))
     return of_type(events, Message), events[-1]
@@ -654,9 +662,7 @@ def test_messages_missed_while_offline_are_replayed_after_login(
     serve: Callable[..., Server],
 ) -> None:
     server = serve()
-    alice = server.login("alice")
-    _go_offline(server, server.login("bob"), "bob")
-    ids = _post(alice, ["one", "two"])
+    alice, ids = _while_bob_is_away(server, ["one", "two"])
     alice.send(Message(text="three", to="bob", client_id="dm"))
     ids.append(alice.next(MessageAck).id)
     bob = server.login("bob")
@@ -671,9 +677,7 @@ def test_messages_missed_while_offline_are_replayed_after_login(
 
 def test_delivered_messages_are_not_replayed_again(serve: Callable[..., Server]) -> None:
     server = serve()
-    alice = server.login("alice")
-    _go_offline(server, server.login("bob"), "bob")
-    ids = _post(alice, ["one", "two"])
+    alice, ids = _while_bob_is_away(server, ["one", "two"])
     bob = server.login("bob")
     assert [m.id for m in _replay(bob)[0]] == ids
     bob.send(Delivered(up_to=ids[-1]))
@@ -689,9 +693,7 @@ def test_a_client_that_does_not_acknowledge_leaves_messages_unread(
 ) -> None:
     # A script that only sends shows nothing: what reaches it stays unread for bob.
     server = serve()
-    alice = server.login("alice")
-    _go_offline(server, server.login("bob"), "bob")
-    ids = _post(alice, ["one", "two"])
+    alice, ids = _while_bob_is_away(server, ["one", "two"])
     script = server.login("bob", acknowledge=False)
     assert [m.id for m in _replay(script)[0]] == ids
     ids += _post(alice, ["three"])
