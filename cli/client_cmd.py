@@ -391,8 +391,13 @@ class Terminal:
         self.room = "general"
         self.tty = out.isatty()
         self._last_percent: dict[str, int] = {}
+        self._bar_open = False
+        """A progress bar is on the last line, not yet ended by a line break."""
 
     def say(self, text: str) -> None:
+        if self._bar_open:  # end the bar's line first; its next update starts a new one
+            print(file=self.out)
+            self._bar_open = False
         print(text, file=self.out, flush=True)
 
     def show(self, event: Event | LinkState) -> None:
@@ -431,11 +436,12 @@ class Terminal:
         label = safe(label)
 
         def update(done: int, total: int) -> None:
-            percent = 100 if total == 0 else done * 100 // total
+            percent = 100 if total <= 0 else max(0, min(100, done * 100 // total))
             if self.tty:
                 bar = "#" * (percent // 5)
                 end = "\n" if percent == 100 else ""
                 print(f"\r{label} [{bar:<20}] {percent:3d}%", end=end, file=self.out, flush=True)
+                self._bar_open = percent < 100
             elif self._last_percent.get(label) != 100 and (
                 percent == 100 or percent // 25 > self._last_percent.get(label, -1) // 25
             ):

@@ -167,3 +167,25 @@ def test_a_refused_login_says_when_to_retry_or_where_the_password_came_from() ->
     )
     assert client_cmd._explain_failure(wrong)[1] == "login refused: invalid username or password"
 
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_lines_printed_during_a_transfer_never_land_on_its_progress_bar() -> None:
+    out = _Tty()
+    term = client_cmd.Terminal(out, "alice")
+    update = term.progress("report.pdf")
+    update(50, 100)
+    term.say("12:00 [general] bob: hi")
+    update(250, 100)  # a server reporting more than it announced: still at most 100 %
+    term.say("* saved report.pdf")
+    lines = [line.rsplit("\r", 1)[-1] for line in out.getvalue().split("\n")]
+    assert lines == [
+        "report.pdf [##########          ]  50%",
+        "12:00 [general] bob: hi",
+        "report.pdf [####################] 100%",
+        "* saved report.pdf",
+        "",
+    ]
