@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import trio
 
-from sealchat.cli.terminal_text import safe, tolerant_output
+from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core import Error as ServerError
 from sealchat.core import (
     Event,
@@ -33,12 +33,13 @@ from sealchat.transports.pinning import (
     KnownServers,
     ServerKeyChanged,
     ServerKeyUnknown,
-    config_dir,
+    UnsafePinFile,
     server_name,
 )
 from sealchat.transports.trio_client import (
     ChatClient,
     ClientError,
+    ConnectionLost,
     Disconnected,
     LinkState,
     LoginFailed,
@@ -129,7 +130,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
     @wraps(handler)
     def run(args: argparse.Namespace) -> int:
-        tolerant_output()
+        tolerant_streams()
         try:
             return handler(args)
         except KeyboardInterrupt:
@@ -140,11 +141,8 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             return INTERRUPTED
         except KeyFileError as exc:
             _error(str(exc))
-        except UnicodeDecodeError as exc:
-            _error(
-                f"a settings file in {config_dir()} (such as known_servers) is not valid "
-                f"UTF-8 text ({exc.reason} at byte {exc.start}); fix or remove the bad line"
-            )
+        except OSError as exc:  # a settings file this user cannot use (the key, the pins)
+            _error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         return USAGE
 
     return run
@@ -223,12 +221,19 @@ def _password(args: argparse.Namespace, interactive: bool) -> str | None:
     return None
 
 
-def _asker(interactive: bool) -> Callable[[str, str], Awaitable[bool]] | None:
-    """On first contact, ask on the terminal (never when standard input is not one)."""
+def _asker(
+    interactive: bool, until: trio.Event | None = None
+) -> Callable[[str, str], Awaitable[bool]] | None:
+    """On first contact, ask on the terminal (never when standard input is not one), until
+    ``until`` is set: from then on (the chat reads its commands from standard input, which
+    would take the answer as a message) a new key is not trusted."""
     if not interactive:
         return None
 
     async def ask(server: str, fp: str) -> bool:
+        if until is not None and until.is_set():
+            return False
+
         def prompt() -> str:
             """Ask on standard error, so that the question never ends up in the output;
             the answer is "" at the end of input, which means no."""
@@ -263,8 +268,10 @@ def _explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, 
         return REFUSED, f"refused: {exc}"
     if isinstance(exc, Unreachable):
         return UNREACHABLE, str(exc)
-    if isinstance(exc, Disconnected):
+    if isinstance(exc, ConnectionLost):
         return LOST, str(exc)
+    if isinstance(exc, UnsafePinFile):
+        return USAGE, str(exc)
     return FAILED, str(exc)
 
 
@@ -405,7 +412,7 @@ class Terminal:
             case Message(file=FileInfo() as info):
                 where = f"[{safe(event.room)}]" if event.room else "[direct]"
                 self.say(
-                    f"{_time(event.ts)} {where} {safe(event.sender)} shared {safe(info.name)!r} "
+                    f"{_time(event.ts)} {where} {safe(event.sender)} shared '{safe(info.name)}' "
                     f"({_size(info.size)}) — /get {safe(info.file_id)}"
                 )
             case Message():
@@ -483,11 +490,16 @@ def run_chat(args: argparse.Namespace) -> int:
     pins = _WatchedPins()
 
     async def main() -> int:
-        options: dict[str, Any] = {"confirm_new_key": _asker(interactive), "known_servers": pins}
+        reading_commands = trio.Event()
+        options: dict[str, Any] = {
+            "confirm_new_key": _asker(interactive, until=reading_commands),
+            "known_servers": pins,
+        }
         if args.downloads is not None:
             options["downloads_dir"] = args.downloads
         async with _connected(args.host, args.port, **options) as client:
             name = await client.login(args.user, password)
+            reading_commands.set()
             term.say(f"* logged in to {client.server} as {safe(name)}; /help lists the commands")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_show_events, client, term, pins)
@@ -580,7 +592,7 @@ async def _command(client: ChatClient, term: Terminal, nursery: trio.Nursery, li
             for message in messages:
                 term.show(message)
         case _:
-            term.say(f"! unknown command {safe(line)!r}; /help lists the commands")
+            term.say(f"! unknown command '{safe(line)}'; /help lists the commands")
     return False
 
 

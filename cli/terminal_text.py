@@ -41,10 +41,11 @@ def safe(text: str, *, indent: str | None = None) -> str:
     return f"\n{indent}".join(_escaped(line) for line in lines)
 
 
-def tolerant_output() -> None:
+def tolerant_streams() -> None:
     """Make standard output and error replace what their encoding cannot show (an emoji on a
-    cp1252 console) instead of raising UnicodeEncodeError."""
-    for stream in (sys.stdout, sys.stderr):
+    cp1252 console), and standard input what it cannot read (bytes that are not text in its
+    encoding), instead of raising UnicodeError and ending the program."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="replace")

@@ -150,6 +150,10 @@ def terminal() -> Any:
     os.close(shown)
 
 
+GOOD_FP = "SHA256:" + "A" * 43
+"""A well-formed fingerprint."""
+
+
 def pin(tmp_path: Path, server: Running) -> None:
     done = sealchat(tmp_path, "trust", f"127.0.0.1:{server.port}", server.fingerprint)
     assert done.returncode == 0, done.stderr
@@ -424,10 +428,16 @@ def test_local_problems_are_explained(server: Running, tmp_path: Path) -> None:
     port = str(server.port)
     config = tmp_path / "config" / "sealchat"
     known = config / "known_servers"
-    known.write_bytes(b"\xff\xfe not UTF-8\n" + known.read_bytes())
+    known.write_bytes(b"\xff\xfe not UTF-8\n" + known.read_bytes())  # a line that is skipped
     sent = sealchat(tmp_path, "send", "--port", port, "--user", "alice", "hi")
-    assert "Traceback" not in sent.stderr
-    assert sent.returncode in (0, 2), sent.stderr
+    assert sent.returncode == 0, sent.stderr
+    known.chmod(0o664)  # others could have added a pin: not trusted
+    for args in (("send", "--port", port, "--user", "alice", "hi"), ("trust", "a:1", GOOD_FP)):
+        done = sealchat(tmp_path, *args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert f"chmod 600 {known}" in done.stderr
+    known.chmod(0o600)
     password_file = tmp_path / "password"
     password_file.write_bytes(b"\xe9t\xe9\n")
     done = sealchat(

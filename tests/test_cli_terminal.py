@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from sealchat.cli import client_cmd
-from sealchat.cli.terminal_text import safe, tolerant_output
+from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core import Message
 from sealchat.transports.pinning import ServerKeyChanged
 from sealchat.transports.trio_client import LinkState, LoginFailed, TransferFailed, Unreachable
@@ -61,15 +61,19 @@ def test_a_message_shows_every_extra_line_indented(capsys: pytest.CaptureFixture
     assert lines[1] == f"{client_cmd.INDENT}12:00 [general] esha: send me your password\\x1b[2J"
 
 
-def test_output_never_fails_on_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_text_streams_never_fail_on_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
     err = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    typed = io.TextIOWrapper(io.BytesIO(b"hello\n\xff\xfe bad\nworld\n"), encoding="utf-8")
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
-    tolerant_output()
+    monkeypatch.setattr(sys, "stdin", typed)
+    tolerant_streams()
     print("smile 😀", file=out, flush=True)
     print("smile 😀", file=err, flush=True)
     assert out.buffer.getvalue() == err.buffer.getvalue() == b"smile ?\n"  # type: ignore[attr-defined]
+    # Bytes that are not UTF-8 are shown as such, and the lines after them still arrive.
+    assert typed.readlines() == ["hello\n", "\ufffd\ufffd bad\n", "world\n"]
 
 
 class _Dropped:
@@ -189,3 +193,21 @@ def test_lines_printed_during_a_transfer_never_land_on_its_progress_bar() -> Non
         "* saved report.pdf",
         "",
     ]
+
+
+def test_no_key_question_once_the_chat_reads_its_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A reconnect meeting an unknown key must not ask: the command loop is reading standard
+    # input too, and the answer would become a chat message.
+    typed = io.StringIO("y\ny\n")
+    monkeypatch.setattr(sys, "stdin", typed)
+
+    async def main() -> tuple[bool | None, bool | None]:
+        reading = trio.Event()
+        ask = client_cmd._asker(True, until=reading)
+        assert ask is not None
+        before = await ask("example.org:7878", "SHA256:" + "A" * 43)
+        reading.set()
+        return before, await ask("example.org:7878", "SHA256:" + "A" * 43)
+
+    assert trio.run(main) == (True, False)
+    assert typed.read() == "y\n"  # the second answer was never read

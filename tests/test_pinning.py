@@ -4,6 +4,7 @@ never lose each other's pins, and no temporary file is left or followed."""
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import threading
 from pathlib import Path
@@ -131,9 +132,13 @@ def test_the_temporary_file_is_private_never_followed_and_never_left(
     known = KnownServers(tmp_path / "known")
     victim = tmp_path / "victim"
     victim.write_text("untouched")
-    for guess in range(100_000 - 50, 100_000 + 50):  # the old name was .known_servers.<pid>
-        (tmp_path / f".known.{guess}").symlink_to(victim)
-    monkeypatch.setattr(os, "getpid", lambda: 100_000)
+    # Someone who guessed the temporary name planted a link there: it is not followed.
+    monkeypatch.setattr(secrets, "token_hex", lambda _n: "guessed")
+    (tmp_path / ".known.guessed.tmp").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        known.pin("a.example:1", GOOD)
+    assert victim.read_text() == "untouched"
+    monkeypatch.undo()
     old = os.umask(0)
     try:
         known.pin("a.example:1", GOOD)

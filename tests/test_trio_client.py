@@ -295,6 +295,18 @@ async def test_download_resumes_a_partial_file(server: Running, tmp_path: Path) 
         assert path.read_bytes() == data
 
 
+async def test_a_partial_file_longer_than_the_file_says_what_to_delete(
+    server: Running, tmp_path: Path
+) -> None:
+    source = tmp_path / "short.txt"
+    source.write_bytes(b"short")
+    async with logged_in(server, tmp_path, "alice") as alice:
+        info = await alice.send_file(source, room="general")
+        leave_partial(alice, info.file_id, b"longer than the file")
+        with pytest.raises(TransferFailed, match=rf"past the end.*delete \.{info.file_id}\.part"):
+            await alice.download(info.file_id)
+
+
 async def test_corrupt_partial_download_is_detected(server: Running, tmp_path: Path) -> None:
     source = tmp_path / "x.bin"
     source.write_bytes(b"real contents" * 1000)

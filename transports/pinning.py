@@ -60,6 +60,10 @@ class ServerKeyUnknown(Exception):
         )
 
 
+class UnsafePinFile(PermissionError):
+    """The pin file could have been changed by someone other than this user."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What the pin file says about a key: ``pinned`` (matches), ``new`` or ``changed``."""
@@ -130,8 +134,8 @@ class KnownServers:
     def _lines(self) -> list[bytes]:
         """The file's lines, each with its ending, exactly as they are on disk.
 
-        PermissionError if someone other than this user could have changed the file: a pin
-        anyone can write protects nothing."""
+        UnsafePinFile (a PermissionError) if someone other than this user could have changed
+        the file: a pin anyone can write protects nothing."""
         try:
             with open(self.path, "rb") as pins:
                 _check_only_ours(self.path, os.fstat(pins.fileno()))
@@ -166,7 +170,7 @@ class KnownServers:
 
 
 def _check_only_ours(path: Path, status: os.stat_result) -> None:
-    """PermissionError unless ``status`` (of ``path``) is a file of this user that no one else
+    """UnsafePinFile unless ``status`` (of ``path``) is a file of this user that no one else
     may write (on POSIX)."""
     if os.name != "posix":
         return
@@ -176,7 +180,7 @@ def _check_only_ours(path: Path, status: os.stat_result) -> None:
         problem = "can be changed by other users"
     else:
         return
-    raise PermissionError(
+    raise UnsafePinFile(
         f"the pin file {path} {problem}, so its pins cannot be trusted; check its contents, "
         f"then make it yours alone: chown $USER {path} && chmod 600 {path}"
     )

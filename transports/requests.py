@@ -279,10 +279,17 @@ def announced(file_id: str, transfer: int) -> Reply[FileInfo]:
 
 
 def download(transfer: int, file_id: str, offset: int) -> Request[FileOffer]:
-    """Ask for a stored file from ``offset``; the answer describes what follows."""
+    """Ask for a stored file from ``offset``; the answer describes what follows. A refusal
+    of a resumed download (``offset`` > 0) says which partial file to delete to start afresh,
+    in case that file is the problem."""
 
     def result(replies: list[Record]) -> FileOffer:
         reply = replies[-1]
+        if isinstance(reply, FileReject) and offset:
+            raise TransferFailed(
+                f"{reply.reason} (while resuming from the {offset} bytes downloaded before: "
+                f"delete .{file_id}.part in the downloads folder to start afresh)"
+            )
         if isinstance(reply, FileReject):
             raise TransferFailed(reply.reason)
         assert isinstance(reply, FileOffer)

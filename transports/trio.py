@@ -8,17 +8,27 @@ in ``trio_server`` and ``trio_client``; this module is the public face of both.
 from __future__ import annotations
 
 from sealchat.transports.requests import ClientError, LoginFailed, TransferFailed
-from sealchat.transports.trio_client import ChatClient, Disconnected, LinkState, client_key, connect
+from sealchat.transports.trio_client import (
+    ChatClient,
+    ConnectionLost,
+    Disconnected,
+    LinkState,
+    Unreachable,
+    client_key,
+    connect,
+)
 from sealchat.transports.trio_server import TrioServer
 
 __all__ = [
     "ChatClient",
     "ClientError",
+    "ConnectionLost",
     "Disconnected",
     "LinkState",
     "LoginFailed",
     "TransferFailed",
     "TrioServer",
+    "Unreachable",
     "client_key",
     "connect",
 ]

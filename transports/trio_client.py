@@ -96,7 +96,11 @@ EVENT_BUFFER = 10_000
 """Events kept for a reader of ``events()``; beyond it the client waits for the reader."""
 
 
-class Disconnected(ClientError):
+class ConnectionLost(ClientError):
+    """The connection dropped (or the server closed it)."""
+
+
+class Disconnected(ConnectionLost):
     """The connection is gone and will not come back (closed, or reconnecting is off)."""
 
 
@@ -105,7 +109,7 @@ class Unreachable(ClientError):
     out)."""
 
 
-class _LinkLost(ClientError):
+class _LinkLost(ConnectionLost):
     """The connection dropped while a request was under way (it may come back)."""
 
 
@@ -222,7 +226,10 @@ class ChatClient:
         try:
             await self._try_link()
         except _AskedAboutKey:
-            await self._try_link()
+            try:
+                await self._try_link()
+            except _AskedAboutKey:  # the pin did not hold (an unwritable pin file?)
+                raise ClientError(f"the key of {self.server} could not be pinned") from None
 
     async def _try_link(self) -> None:
         with trio.fail_after(self._connect_timeout):
@@ -282,7 +289,7 @@ class ChatClient:
             if event is not NEED_DATA:
                 if isinstance(event, ConnectionClosed):
                     await link.stream.aclose()
-                    raise ClientError(f"the server closed the connection: {event.reason}")
+                    raise ConnectionLost(f"the server closed the connection: {event.reason}")
                 return event
             await feed(conn, link.stream)
 
