@@ -16,7 +16,13 @@ from sealchat.cli import client_cmd
 from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core import Message
 from sealchat.transports.pinning import ServerKeyChanged
-from sealchat.transports.trio_client import LinkState, LoginFailed, TransferFailed, Unreachable
+from sealchat.transports.trio_client import (
+    Disconnected,
+    LinkState,
+    LoginFailed,
+    TransferFailed,
+    Unreachable,
+)
 
 
 @pytest.mark.parametrize(
@@ -211,3 +217,14 @@ def test_no_key_question_once_the_chat_reads_its_commands(monkeypatch: pytest.Mo
 
     assert trio.run(main) == (True, False)
     assert typed.read() == "y\n"  # the second answer was never read
+
+
+def test_a_connection_lost_at_any_point_exits_with_its_own_code() -> None:
+    # Lost during the login (a request under way) or for good: both are "the connection was
+    # lost", exit 7, not a generic failure.
+    from sealchat.transports import trio_client
+
+    for lost in (trio_client._LinkLost("the connection was lost"), Disconnected("gone")):
+        assert client_cmd._explain_failure(lost)[0] == client_cmd.LOST == 7
+    closed = trio_client.ConnectionLost("the server closed the connection: server full")
+    assert client_cmd._explain_failure(closed)[0] == client_cmd.LOST
