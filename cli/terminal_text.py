@@ -9,24 +9,8 @@ shown, and a line break would let a peer print a line that looks like someone el
 from __future__ import annotations
 
 import sys
-import unicodedata
 
-_UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-"""C0, DEL and C1 controls; format characters (bidi overrides, zero-width ones); lone
-surrogates; the Unicode line and paragraph separators."""
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def _escaped(line: str) -> str:
-    return "".join(_escape(c) if unicodedata.category(c) in _UNSAFE else c for c in line)
+from sealchat.transports.shown_text import escaped
 
 
 def safe(text: str, *, indent: str | None = None) -> str:
@@ -36,9 +20,9 @@ def safe(text: str, *, indent: str | None = None) -> str:
     With ``indent``, line breaks (``\\n``, ``\\r\\n``) are kept for multi-line text, and each
     line after the first starts with ``indent``, so it cannot pass for a line of its own."""
     if indent is None:
-        return _escaped(text)
+        return escaped(text)
     lines = text.replace("\r\n", "\n").split("\n")
-    return f"\n{indent}".join(_escaped(line) for line in lines)
+    return f"\n{indent}".join(escaped(line) for line in lines)
 
 
 def tolerant_streams() -> None:

@@ -31,6 +31,7 @@ from sealchat.gui.viewmodel import (
 )
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed
+from sealchat.transports.shown_text import escaped
 from sealchat.transports.trio_client import ChatClient, connect
 
 TYPING_REFRESH = 3.0
@@ -621,7 +622,7 @@ class App(ctk.CTk):
             (m.file for m in self.vm.current_messages() if m.file and m.file.file_id == file_id),
             None,
         )
-        transfer = self.vm.start_transfer(info.name if info else file_id, upload=False)
+        transfer = self.vm.start_transfer(escaped(info.name) if info else file_id, upload=False)
 
         async def fetch() -> None:
             if self.client is None:
@@ -722,7 +723,7 @@ def _file_label(info: FileInfo) -> str:
             shown = f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
             break
         size /= 1024  # type: ignore[assignment]
-    return f"\u2913 {info.name} ({shown}) — click to download"
+    return f"\u2913 {escaped(info.name)} ({shown}) — click to download"
 
 
 def _friendly(error: str) -> str:

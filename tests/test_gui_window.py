@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sealchat.core import Message, Presence, Typing
+from sealchat.core import FileInfo, Message, Presence, Typing
 from sealchat.core.hub import HubConfig
-from sealchat.gui.app import _friendly
+from sealchat.gui.app import _file_label, _friendly
 from sealchat.gui.theme import PALETTES
 from sealchat.transports.blocking_client import BlockingClient
 from tests.gui_harness import Window, destroyed, environment, open_window, xvfb
@@ -533,3 +533,8 @@ def test_closing_before_logging_in_finishes_cleanly(window: Window) -> None:
     assert app.guest.result is not None
     app.guest.result.unwrap()
     assert destroyed(app)
+
+
+def test_file_names_are_shown_without_bidi_tricks() -> None:
+    info = FileInfo(file_id="f" * 32, name="invoice\u202egpj.exe", size=2048, sha256=bytes(32))
+    assert _file_label(info) == "\u2913 invoice\\u202egpj.exe (2.0 KiB) — click to download"

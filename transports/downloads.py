@@ -19,6 +19,7 @@ from pathlib import Path
 import platformdirs
 
 from sealchat.transports.keyfile import ensure_private_dir
+from sealchat.transports.shown_text import hidden
 from sealchat.transports.writeback import WriteBehind
 
 try:
@@ -27,10 +28,6 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 _UNSAFE_CHARS = frozenset('/\\:*?"<>|')
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-"""Controls (C0, DEL, C1), format characters (bidi overrides…), surrogates, line breaks."""
-_JOINERS = frozenset("\u200c\u200d")
-"""Zero-width (non-)joiners: format characters that writing systems and emoji need."""
 _RESERVED = re.compile(r"(CON|PRN|AUX|NUL|CONIN\$|CONOUT\$|(COM|LPT)[1-9¹²³]) *", re.IGNORECASE)
 """Windows device names, reserved whatever follows the first dot."""
 _MAX_NAME_BYTES = 255 - len(" (9999)") - 8
@@ -77,9 +74,7 @@ def safe_name(name: str) -> str:
 
 def _unsafe(char: str) -> bool:
     """Whether ``char`` must not appear in a saved file's name."""
-    if char in _UNSAFE_CHARS:
-        return True
-    return unicodedata.category(char) in _UNSAFE_CATEGORIES and char not in _JOINERS
+    return char in _UNSAFE_CHARS or hidden(char)
 
 
 class PartialDownload:
