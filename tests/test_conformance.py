@@ -27,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -1104,6 +1105,40 @@ def test_garbage_before_the_handshake_closes_only_that_connection(
         assert read_to_eof(sock) == encode_preamble()
     assert logged(caplog, "does not speak the sealchat protocol")
     say(bob, alice, "after")
+
+
+def test_a_goodbye_reason_cannot_forge_log_lines(
+    serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The reason is the peer's text: logged escaped, it can neither start a line of its own nor
+    # drive the terminal of whoever reads the log.
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    server = serve()
+    client = server.login("alice")
+    client.close("bye\n2026-11-27 ERROR sealchat.server: forged\x1b[2J")
+    wait_until(lambda: logged(caplog, "forged"), "the goodbye is logged")
+    (line,) = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert "bye\\n2026-11-27 ERROR sealchat.server: forged\\x1b[2J" in line
+
+
+def test_a_protocol_error_quoting_the_peer_cannot_forge_log_lines(
+    serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    # An unknown record tag is quoted in the error (msgspec names the value it refused).
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    server = serve()
+    sock, conn = raw_handshake(server.port)
+    with sock:
+        conn._send_payload(msgspec.msgpack.encode(["nope\nERROR forged\x1b[2J", 1]))
+        sock.sendall(conn.data_to_send())
+        raw_events(sock, conn)
+    wait_until(lambda: logged(caplog, "broke the protocol"), "the violation is logged")
+    (line,) = [r.getMessage() for r in caplog.records if "broke the protocol" in r.getMessage()]
+    assert "nope\\nERROR forged\\x1b[2J" in line
+    assert "\n" not in line
+    assert "\x1b" not in line
 
 
 def test_an_oversize_frame_closes_only_that_connection_with_a_reason(chatting: Chatting) -> None:

@@ -157,12 +157,12 @@ class _Client:
             try:
                 event = self.conn.next_event()
             except ProtocolError as exc:
-                log.info("%r broke the protocol: %s", self, exc)
+                log.info("%r broke the protocol: %r", self, str(exc))  # may quote peer text
                 return True
             if event is NEED_DATA:
                 return False
             if isinstance(event, ConnectionClosed):
-                log.info("%r closed: %s", self, event.reason)
+                log.info("%r closed: %r", self, event.reason)  # repr: peer text, escaped
                 return True
             events.append(event)
 

@@ -218,7 +218,7 @@ class TrioServer:
                 event = conn.next_event()
             except ProtocolError as exc:
                 await self._to_hub(peer, batch)  # what came before the violation still counts
-                log.info("%r broke the protocol: %s", peer, exc)
+                log.info("%r broke the protocol: %r", peer, str(exc))  # may quote peer text
                 return False
             if isinstance(event, Record):
                 if not isinstance(event, Bye):
@@ -230,7 +230,7 @@ class TrioServer:
             if event is NEED_DATA:
                 return True
             if isinstance(event, ConnectionClosed):
-                log.info("%r closed: %s", peer, event.reason)
+                log.info("%r closed: %r", peer, event.reason)  # repr: peer text, escaped
                 return False
             if isinstance(event, KeysEstablished):
                 log.info("%r connected with key %s", peer, event.fingerprint)
