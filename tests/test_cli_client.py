@@ -364,6 +364,17 @@ def test_the_trust_prompt_goes_to_standard_error(
     assert known.lookup(server_name("127.0.0.1", server.port)) == server.fingerprint
 
 
+def leave_prompt(client: Client, prompt: str, key: str, typed: int) -> int:
+    """Wait for ``prompt`` on the client's stderr, leave it with ``key`` ("Ctrl-C" or "end of
+    input", typed on the terminal ``typed``); returns the exit code."""
+    client.err.wait_for(prompt)
+    if key == "Ctrl-C":
+        client.interrupt()
+    else:
+        os.write(typed, b"\x04")
+    return client.wait()
+
+
 @pytest.mark.parametrize(("key", "code"), [("end of input", 4), ("Ctrl-C", 130)])
 def test_the_trust_prompt_takes_no_for_an_answer(
     server: Running, tmp_path: Path, terminal: tuple[int, int], key: str, code: int
@@ -371,12 +382,7 @@ def test_the_trust_prompt_takes_no_for_an_answer(
     typed, shown = terminal
     port = str(server.port)
     with Client(tmp_path, "send", "--port", port, "--user", "alice", "hi", terminal=shown) as send:
-        send.err.wait_for("[y/N] ")
-        if key == "Ctrl-C":
-            send.interrupt()
-        else:
-            os.write(typed, b"\x04")
-        assert send.wait() == code
+        assert leave_prompt(send, "[y/N] ", key, typed) == code
     assert "Traceback" not in send.err.text()
     assert not KnownServers(tmp_path / "config" / "sealchat" / "known_servers").path.exists()
 
@@ -388,12 +394,7 @@ def test_the_password_prompt_ends_quietly(
     typed, shown = terminal
     args = ("send", "--port", str(free_port()), "--user", "alice", "hi")
     with Client(tmp_path, *args, password=None, terminal=shown) as send:
-        send.err.wait_for("password for alice: ")
-        if key == "Ctrl-C":
-            send.interrupt()
-        else:
-            os.write(typed, b"\x04")
-        assert send.wait() == code
+        assert leave_prompt(send, "password for alice: ", key, typed) == code
     err = send.err.text()
     assert "Traceback" not in err
     if key == "end of input":
