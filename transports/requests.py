@@ -285,13 +285,12 @@ def download(transfer: int, file_id: str, offset: int) -> Request[FileOffer]:
 
     def result(replies: list[Record]) -> FileOffer:
         reply = replies[-1]
-        if isinstance(reply, FileReject) and offset:
-            raise TransferFailed(
-                f"{reply.reason} (while resuming from the {offset} bytes downloaded before: "
+        if isinstance(reply, FileReject):
+            resuming = (
+                f" (while resuming from the {offset} bytes downloaded before: "
                 f"delete .{file_id}.part in the downloads folder to start afresh)"
             )
-        if isinstance(reply, FileReject):
-            raise TransferFailed(reply.reason)
+            raise TransferFailed(reply.reason + (resuming if offset else ""))
         assert isinstance(reply, FileOffer)
         return reply
 
