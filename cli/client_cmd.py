@@ -458,28 +458,6 @@ class Terminal:
         return update
 
 
-class _WatchedPins(KnownServers):
-    """The pin file, remembering why it did not accept the server's key the last time, so
-    that a session the client gave up on ends with the right exit code."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.refusal: ServerKeyChanged | ServerKeyUnknown | None = None
-
-    def require(self, server: str, fingerprint: str) -> bool:
-        try:
-            known = super().require(server, fingerprint)
-        except ServerKeyChanged as exc:
-            self.refusal = exc
-            raise
-        self.refusal = None if known else ServerKeyUnknown(server, fingerprint)
-        return known
-
-    def pin(self, server: str, fingerprint: str) -> None:
-        super().pin(server, fingerprint)
-        self.refusal = None
-
-
 def run_chat(args: argparse.Namespace) -> int:
     """``sealchat chat``: commands and messages from standard input, events on the output."""
     credentials = _credentials(args)
@@ -487,14 +465,10 @@ def run_chat(args: argparse.Namespace) -> int:
         return USAGE
     password, interactive = credentials
     term = Terminal(sys.stdout, args.user)
-    pins = _WatchedPins()
 
     async def main() -> int:
         reading_commands = trio.Event()
-        options: dict[str, Any] = {
-            "confirm_new_key": _asker(interactive, until=reading_commands),
-            "known_servers": pins,
-        }
+        options: dict[str, Any] = {"confirm_new_key": _asker(interactive, until=reading_commands)}
         if args.downloads is not None:
             options["downloads_dir"] = args.downloads
         async with _connected(args.host, args.port, **options) as client:
@@ -502,7 +476,7 @@ def run_chat(args: argparse.Namespace) -> int:
             reading_commands.set()
             term.say(f"* logged in to {client.server} as {safe(name)}; /help lists the commands")
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_show_events, client, term, pins)
+                nursery.start_soon(_show_events, client, term)
                 await _command_loop(client, term, nursery)
                 nursery.cancel_scope.cancel()
         return OK
@@ -510,12 +484,13 @@ def run_chat(args: argparse.Namespace) -> int:
     return _run(main, args)
 
 
-async def _show_events(client: ChatClient, term: Terminal, pins: _WatchedPins) -> None:
-    """Print what arrives; end the session when the client gives up reconnecting (a changed
-    key, or a refused login: the only reasons a logged-in chat stops trying)."""
+async def _show_events(client: ChatClient, term: Terminal) -> None:
+    """Print what arrives; end the session, with the error that says why, when the client
+    gives up reconnecting."""
     async for event in client.events():
         if isinstance(event, LinkState) and not event.connected and not event.retry_in:
-            raise pins.refusal or LoginFailed(event.reason)
+            assert client.gave_up_on is not None  # set before the client says it gave up
+            raise client.gave_up_on
         term.show(event)
 
 

@@ -86,6 +86,7 @@ class _Dropped:
     """A client whose connection drops after login, before the server acknowledged."""
 
     unacknowledged = 1
+    gave_up_on: Exception | None = None
 
     def __init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[Any](1)
@@ -145,21 +146,20 @@ def test_local_transfer_failures_are_not_called_refusals() -> None:
 
 
 @pytest.mark.parametrize(
-    ("refusal", "code"),
+    ("error", "code"),
     [
-        (None, client_cmd.LOGIN_FAILED),
+        (LoginFailed("invalid username or password"), client_cmd.LOGIN_FAILED),
         (ServerKeyChanged("h:1", "SHA256:old", "SHA256:new", Path("known_servers")), 4),
     ],
 )
 def test_a_chat_ends_when_the_client_gives_up(
-    refusal: ServerKeyChanged | None, code: int, capsys: pytest.CaptureFixture[str]
+    error: Exception, code: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = _Dropped()  # its LinkState has no retry_in: the client gave up
-    pins = client_cmd._WatchedPins()
-    pins.refusal = refusal
+    client.gave_up_on = error
     term = client_cmd.Terminal(sys.stdout, "alice")
     with pytest.raises(Exception) as caught:  # noqa: PT011
-        trio.run(client_cmd._show_events, client, term, pins)
+        trio.run(client_cmd._show_events, client, term)
     assert client_cmd._explain_failure(caught.value)[0] == code
     assert capsys.readouterr().out == ""  # no "! disconnected" line to go on after
 

@@ -380,6 +380,7 @@ async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) ->
                 await alice.wait_online()
             with pytest.raises(Disconnected):  # not queued for a reconnect that never comes
                 await alice.send_message("into the void", room="general")
+            assert isinstance(alice.gave_up_on, ServerKeyChanged)  # why, for the caller
 
 
 # --- what the client refuses, and what it leaves out -------------------------------------

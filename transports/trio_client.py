@@ -199,6 +199,9 @@ class ChatClient:
         self._keep_events = events
         self._acknowledging = acknowledge
         self._gave_up = ""
+        self.gave_up_on: Exception | None = None
+        """Why the client stopped reconnecting for good (a changed or unknown key, a refused
+        login, or Disconnected), once it has."""
         self._recovering = False
         self._downloading: set[str] = set()
         self._waiters: list[_Waiter] = []
@@ -444,7 +447,7 @@ class ChatClient:
                 if isinstance(exc, LoginFailed) and exc.retry_after:  # busy: come back later
                     delay = max(delay, exc.retry_after)
                 elif isinstance(exc, LoginFailed | ServerKeyChanged | ServerKeyUnknown):
-                    await self._give_up(reason)  # trying again won't help
+                    await self._give_up(reason, exc)  # trying again won't help
                     return
                 else:
                     delay = min(cap, delay * 2)
@@ -573,10 +576,11 @@ class ChatClient:
         if self._gave_up:
             raise Disconnected(self._gave_up)
 
-    async def _give_up(self, reason: str) -> None:
-        """No more reconnecting: tell the events reader, and wake everyone who waits for the
-        session so they fail instead of hanging."""
+    async def _give_up(self, reason: str, error: Exception | None = None) -> None:
+        """No more reconnecting (because of ``error``, if one says why): tell the events
+        reader, and wake everyone who waits for the session so they fail instead of hanging."""
         self._gave_up = f"disconnected: {reason}"
+        self.gave_up_on = error or Disconnected(self._gave_up)
         self._online.set()
         await self._emit(LinkState(connected=False, reason=reason))
 
