@@ -908,7 +908,7 @@ class SqliteStore:
                 want -= len(part)
         finally:
             os.close(fd)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts)  # one part is returned as it is, not copied
 
 
 def _sync_file(path: Path, size: int) -> bool:

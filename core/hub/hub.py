@@ -194,21 +194,16 @@ class Hub:
         effects of the records before it: stored, so they are to be run. If the commit itself
         fails, that error comes out instead, and nothing is to be acknowledged."""
         effects: list[Effect] = []
-        failure: Exception | None = None
         try:
-            with self.store.batch():
+            with self.store.batch():  # commits also when the block raises
                 for record in records:
                     try:
                         effects += self._handle(session, record, now)
                     except Exception as exc:
-                        failure = exc
-                        break
+                        raise HandlingFailed(effects) from exc
         except Exception:
             self._members.clear()  # reread from the store what it really holds
             raise
-        if failure is not None:
-            self._members.clear()  # the record may have changed a membership half way
-            raise HandlingFailed(effects) from failure
         return effects
 
     def _handle(self, session: SessionId, record: Record, now: float) -> list[Effect]:
