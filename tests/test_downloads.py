@@ -204,7 +204,8 @@ def test_a_part_file_planted_by_someone_else_is_refused(
 
 
 def test_bytes_beyond_the_announced_size_fail_and_are_discarded(tmp_path: Path) -> None:
-    with PartialDownload(tmp_path, FILE_ID, expected=10) as part:
+    with PartialDownload(tmp_path, FILE_ID) as part:
+        part.expect(10)
         part.write(0, b"0123456789")  # exactly the size is fine
         assert part.size == 10
         with pytest.raises(ValueError, match="more than the 10 bytes it announced"):
@@ -220,9 +221,11 @@ def test_bytes_beyond_the_announced_size_fail_and_are_discarded(tmp_path: Path) 
 
 def test_a_partial_file_bigger_than_announced_is_discarded(tmp_path: Path) -> None:
     (tmp_path / f".{FILE_ID}.part").write_bytes(b"0123456789")
-    with pytest.raises(ValueError, match="more than the 4 bytes"):
-        PartialDownload(tmp_path, FILE_ID, expected=4)
+    part = PartialDownload(tmp_path, FILE_ID)
+    with part, pytest.raises(ValueError, match="more than the 4 bytes"):
+        part.expect(4)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / f".{FILE_ID}.part").write_bytes(b"0123")
-    with PartialDownload(tmp_path, FILE_ID, expected=4) as part:  # complete: kept
+    with PartialDownload(tmp_path, FILE_ID) as part:  # complete: kept
+        part.expect(4)
         assert part.finish("x", hashlib.sha256(b"0123").digest()).read_bytes() == b"0123"

@@ -82,10 +82,10 @@ class PartialDownload:
     (bytes left by an interrupted download are hashed once, on opening), then ``finish``
     checks the SHA-256 and moves the file into place. Use it as a context manager.
 
-    ``expected`` is the size the server announced; once known (here or through ``expect``),
-    bytes beyond it are refused and the partial file is discarded."""
+    Once ``expect`` gives the size the server announced, bytes beyond it are refused and the
+    partial file is discarded."""
 
-    def __init__(self, folder: Path, file_id: str, expected: int | None = None) -> None:
+    def __init__(self, folder: Path, file_id: str) -> None:
         self.path = _part_path(folder, file_id)
         ensure_private_dir(folder)
         self.folder = folder
@@ -105,8 +105,6 @@ class PartialDownload:
             self.close()
             raise
         self._behind = WriteBehind(self.size)  # what was here before is on disk already
-        if expected is not None:
-            self.expect(expected)
 
     def __repr__(self) -> str:
         return f"PartialDownload({str(self.path)!r}, size={self.size})"
