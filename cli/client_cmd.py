@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import wraps
 from math import ceil
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import trio
 
@@ -196,21 +196,22 @@ def run_trust(args: argparse.Namespace) -> int:
     return OK
 
 
-def _password(args: argparse.Namespace, interactive: bool) -> str | None:
-    """The password, or None (already explained)."""
+def _password(args: argparse.Namespace, interactive: bool) -> tuple[str, str] | None:
+    """The password and where it came from ("" if typed in), or None (already explained)."""
     if args.password_file is not None:
         try:
-            return Path(args.password_file).read_text(encoding="utf-8").rstrip("\n")
+            text = Path(args.password_file).read_text(encoding="utf-8")
+            return text.rstrip("\n"), f"--password-file {args.password_file}"
         except OSError as exc:
             _error(f"cannot read {args.password_file}: {exc.strerror}")
         except UnicodeDecodeError:
             _error(f"{args.password_file} is not UTF-8 text; save the password in UTF-8")
         return None
     if "SEALCHAT_PASSWORD" in os.environ:
-        return os.environ["SEALCHAT_PASSWORD"]
+        return os.environ["SEALCHAT_PASSWORD"], "SEALCHAT_PASSWORD"
     if interactive:
         try:
-            return getpass.getpass(f"password for {args.user}: ")
+            return getpass.getpass(f"password for {args.user}: "), ""
         except EOFError:
             _error("no password given (the input ended)")
             return None
@@ -275,19 +276,28 @@ def _explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, 
     return FAILED, str(exc)
 
 
-def _credentials(args: argparse.Namespace) -> tuple[str, bool] | None:
-    """The password and whether a person can be asked things, or None (already explained)."""
+class _Credentials(NamedTuple):
+    password: str
+    password_from: str
+    """Where the password came from, "" if typed in (a refused login names it)."""
+    interactive: bool
+    """Whether a person can be asked things."""
+
+
+def _credentials(args: argparse.Namespace) -> _Credentials | None:
+    """The password, where it came from, and whether a person can be asked things; or None
+    (already explained)."""
     if not args.user:
         _error("give --user")
         return None
     interactive = sys.stdin.isatty()
-    password = _password(args, interactive)
-    if password is None:
+    given = _password(args, interactive)
+    if given is None:
         return None
-    if len(password) > MAX_PASSWORD:
+    if len(given[0]) > MAX_PASSWORD:
         _error(f"the password is longer than {MAX_PASSWORD} characters")
         return None
-    return password, interactive
+    return _Credentials(*given, interactive)
 
 
 def _file_problem(path: Path) -> str | None:
@@ -322,7 +332,7 @@ def run_send(args: argparse.Namespace) -> int:
     credentials = _credentials(args)
     if credentials is None:
         return USAGE
-    password, interactive = credentials
+    password, _, interactive = credentials
 
     async def main() -> int:
         async with _connected(
@@ -342,7 +352,7 @@ def run_send(args: argparse.Namespace) -> int:
                 await _await_ack(client, client_id)
             return OK
 
-    return _run(main, args)
+    return _run(main, credentials)
 
 
 async def _await_ack(client: ChatClient, client_id: str) -> None:
@@ -362,18 +372,11 @@ async def _await_ack(client: ChatClient, client_id: str) -> None:
     raise Disconnected("the connection closed before the server confirmed the message")
 
 
-def _password_source(args: argparse.Namespace) -> str:
-    """Where ``_password`` takes the password from, unless it is typed in: "" then."""
-    if args.password_file is not None:
-        return f"--password-file {args.password_file}"
-    return "SEALCHAT_PASSWORD" if "SEALCHAT_PASSWORD" in os.environ else ""
-
-
-def _run(main: Callable[[], Awaitable[int]], args: argparse.Namespace) -> int:
+def _run(main: Callable[[], Awaitable[int]], credentials: _Credentials) -> int:
     try:
         return trio.run(main)
     except (ClientError, ServerKeyChanged, ServerKeyUnknown, OSError) as exc:
-        code, message = _explain_failure(exc, _password_source(args))
+        code, message = _explain_failure(exc, credentials.password_from)
         _error(message)
         return code
     except trio.TooSlowError:
@@ -463,7 +466,7 @@ def run_chat(args: argparse.Namespace) -> int:
     credentials = _credentials(args)
     if credentials is None:
         return USAGE
-    password, interactive = credentials
+    password, _, interactive = credentials
     term = Terminal(sys.stdout, args.user)
 
     async def main() -> int:
@@ -481,7 +484,7 @@ def run_chat(args: argparse.Namespace) -> int:
                 nursery.cancel_scope.cancel()
         return OK
 
-    return _run(main, args)
+    return _run(main, credentials)
 
 
 async def _show_events(client: ChatClient, term: Terminal) -> None:
