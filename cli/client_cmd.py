@@ -6,8 +6,7 @@ import argparse
 import getpass
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import wraps
 from math import ceil
@@ -309,20 +308,6 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-@asynccontextmanager
-async def _connected(host: str, port: int, **options: Any) -> AsyncIterator[ChatClient]:
-    """``connect``, with a connect timeout reported as Unreachable."""
-    async with AsyncExitStack() as stack:
-        try:
-            client = await stack.enter_async_context(connect(host, port, **options))
-        except trio.TooSlowError:
-            raise Unreachable(
-                f"cannot reach {server_name(host, port)}: no answer; "
-                "is the server running and the address right?"
-            ) from None
-        yield client
-
-
 def run_send(args: argparse.Namespace) -> int:
     """``sealchat send``: one message or file, then exit with a code saying how it went."""
     problem = None if args.file is None else _file_problem(args.file)
@@ -335,7 +320,7 @@ def run_send(args: argparse.Namespace) -> int:
     password, _, interactive = credentials
 
     async def main() -> int:
-        async with _connected(
+        async with connect(
             args.host,
             args.port,
             confirm_new_key=_asker(interactive),
@@ -474,7 +459,7 @@ def run_chat(args: argparse.Namespace) -> int:
         options: dict[str, Any] = {"confirm_new_key": _asker(interactive, until=reading_commands)}
         if args.downloads is not None:
             options["downloads_dir"] = args.downloads
-        async with _connected(args.host, args.port, **options) as client:
+        async with connect(args.host, args.port, **options) as client:
             name = await client.login(args.user, password)
             reading_commands.set()
             term.say(f"* logged in to {client.server} as {safe(name)}; /help lists the commands")

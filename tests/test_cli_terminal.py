@@ -119,7 +119,7 @@ def test_a_connect_timeout_means_unreachable(
     monkeypatch.setattr(trio, "open_tcp_stream", no_answer)
 
     async def main() -> None:
-        async with client_cmd._connected("192.0.2.1", 7878):
+        async with client_cmd.connect("192.0.2.1", 7878):
             pass
 
     with pytest.raises(Unreachable) as caught:

@@ -235,14 +235,14 @@ class ChatClient:
                 raise ClientError(f"the key of {self.server} could not be pinned") from None
 
     async def _try_link(self) -> None:
-        with trio.fail_after(self._connect_timeout):
-            try:
+        try:
+            with trio.fail_after(self._connect_timeout):
                 stream = await trio.open_tcp_stream(self.host, self.port)
-            except OSError as exc:
-                raise Unreachable(
-                    f"cannot reach {self.server}: {exc.strerror or exc}; "
-                    "is the server running and the address right?"
-                ) from None
+        except (OSError, trio.TooSlowError) as exc:
+            why = exc.strerror or exc if isinstance(exc, OSError) else "no answer"
+            raise Unreachable(
+                f"cannot reach {self.server}: {why}; is the server running and the address right?"
+            ) from None
         conn = Connection(Role.CLIENT, static_key=self._key, now=trio.current_time())
         link = _Link(stream, conn)
         conn.initiate()
