@@ -198,10 +198,9 @@ class ChatClient:
         )
         self._keep_events = events
         self._acknowledging = acknowledge
-        self._gave_up = ""
         self.gave_up_on: Exception | None = None
         """Why the client stopped reconnecting for good (a changed or unknown key, a refused
-        login, or Disconnected), once it has."""
+        login, or Disconnected: also once it is closed), once it has."""
         self._recovering = False
         self._downloading: set[str] = set()
         self._waiters: list[_Waiter] = []
@@ -472,8 +471,7 @@ class ChatClient:
         messages goes out in a few writes instead of one each."""
         link = self._link
         if link is None or link.closed.is_set():
-            if self._gave_up:
-                raise Disconnected(self._gave_up)
+            self._fail_if_given_up()
             raise _LinkLost("not connected; the client is reconnecting")
         try:
             for record in records:
@@ -573,14 +571,20 @@ class ChatClient:
         """Wait until the session is logged in (again); Disconnected if the client has given
         up reconnecting."""
         await self._online.wait()
-        if self._gave_up:
-            raise Disconnected(self._gave_up)
+        self._fail_if_given_up()
+
+    def _fail_if_given_up(self) -> None:
+        """Disconnected, saying why, if the client has given up reconnecting or is closed."""
+        error = self.gave_up_on
+        if isinstance(error, Disconnected):
+            raise Disconnected(str(error))
+        if error is not None:
+            raise Disconnected(f"disconnected: {error}")
 
     async def _give_up(self, reason: str, error: Exception | None = None) -> None:
         """No more reconnecting (because of ``error``, if one says why): tell the events
         reader, and wake everyone who waits for the session so they fail instead of hanging."""
-        self._gave_up = f"disconnected: {reason}"
-        self.gave_up_on = error or Disconnected(self._gave_up)
+        self.gave_up_on = error or Disconnected(f"disconnected: {reason}")
         self._online.set()
         await self._emit(LinkState(connected=False, reason=reason))
 
@@ -606,8 +610,7 @@ class ChatClient:
         once even if the connection drops before the server acknowledges it."""
         client_id = requests.new_client_id()
         message = Message(text=text, room=room, to=to, client_id=client_id)
-        if self._gave_up:
-            raise Disconnected(self._gave_up)
+        self._fail_if_given_up()
         if len(text) > MAX_TEXT:
             raise ClientError(
                 f"the message has {len(text)} characters; at most {MAX_TEXT} fit in one message"
@@ -749,7 +752,7 @@ class ChatClient:
 
     async def aclose(self, reason: str = "goodbye") -> None:
         self._closing = True
-        self._gave_up = self._gave_up or "the client was closed"
+        self.gave_up_on = self.gave_up_on or Disconnected("the client was closed")
         self._online.set()  # whoever waits for a reconnect gets Disconnected
         link, self._link = self._link, None
         if link is not None:
