@@ -504,6 +504,26 @@ async def _send_only(server: Running, tmp_path: Path, count: int) -> None:
             await all_acknowledged(bot)
 
 
+async def test_closing_the_events_stream_drops_events_and_keeps_the_link(tmp_path: Path) -> None:
+    count = EVENT_BUFFER + 100  # more than the stream would keep for a reader
+    with running_server("trio", tmp_path / "s", hub=UNLIMITED) as server:
+        async with (
+            logged_in(server, tmp_path, "alice") as alice,
+            logged_in(server, tmp_path, "bob", events=False) as bot,
+        ):
+            link = alice._link
+            await alice.events().aclose()
+            for i in range(count):
+                await bot.send_message(f"tick {i}", room="general")
+            await all_acknowledged(bot)
+            with trio.fail_after(10):
+                await alice.send_message("still here", room="general")
+                await all_acknowledged(alice)
+            assert alice._link is link  # never dropped (a closed stream is not a lost link)
+            with pytest.raises(trio.ClosedResourceError):
+                alice.events().receive_nowait()
+
+
 async def test_a_request_beyond_a_protocol_limit_says_so(server: Running, tmp_path: Path) -> None:
     async with logged_in(server, tmp_path, "alice") as alice:
         with pytest.raises(ClientError, match="cannot send this"):

@@ -79,6 +79,7 @@ from sealchat.transports.requests import (
     Request,
     TransferFailed,
 )
+from sealchat.transports.trio_burst import BurstChannel
 from sealchat.transports.trio_feed import feed
 
 ConfirmKey = Callable[[str, str], Awaitable[bool]]
@@ -193,9 +194,7 @@ class ChatClient:
         self._credentials: tuple[str, str] | None = None
         self.username = ""
         self.fingerprint = ""
-        self._events_in, self._events_out = trio.open_memory_channel[Event | LinkState](
-            EVENT_BUFFER
-        )
+        self._events = BurstChannel[Event | LinkState](EVENT_BUFFER)
         self._keep_events = events
         self._acknowledging = acknowledge
         self.gave_up_on: Exception | None = None
@@ -379,7 +378,7 @@ class ChatClient:
         """Hand ``event`` to ``events()`` (waiting while its reader is EVENT_BUFFER behind),
         unless the client was made with ``events=False``."""
         if self._keep_events:
-            await self._events_in.send(event)
+            await self._events.put(event)
 
     def _remember(self, message_id: int) -> bool:
         """Note a message id; False if it was already shown."""
@@ -588,9 +587,9 @@ class ChatClient:
         self._online.set()
         await self._emit(LinkState(connected=False, reason=reason))
 
-    def events(self) -> trio.MemoryReceiveChannel[Event | LinkState]:
+    def events(self) -> BurstChannel[Event | LinkState]:
         """Everything the server sends (records, without duplicates) and LinkState changes."""
-        return self._events_out
+        return self._events
 
     async def join(self, room: str) -> list[MemberInfo]:
         """Join (or create) ``room``; returns its members."""

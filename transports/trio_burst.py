@@ -1,0 +1,87 @@
+"""A bounded queue from one trio task to a reader that takes bursts without a scheduler pass
+per item."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+YIELD_EVERY: Final = 64
+"""Items a reader takes from a full queue between two passes of the scheduler."""
+
+
+class BurstChannel(trio.abc.ReceiveChannel[T]):
+    """A receive channel whose writer ``put``s items and whose reader ``receive``s them.
+
+    A trio memory channel makes every send and every receive a full checkpoint: two passes of
+    the scheduler per item, ≈ 6 µs each on the development VM, more than decrypting and
+    decoding a chat message. Here the writer waits only while ``capacity`` items are queued,
+    and a reader that finds items waiting takes them checking only for cancellation, yielding
+    to the scheduler once every ``YIELD_EVERY`` items (so other tasks run during a long burst)
+    and whenever it has to wait. Items put after the reader closed the channel are dropped:
+    nobody would read them.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._capacity = capacity
+        self._items: deque[T] = deque()
+        self._arrived = trio.lowlevel.ParkingLot()
+        self._space = trio.lowlevel.ParkingLot()
+        self._streak = 0
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, item: T) -> None:
+        """Queue ``item``, first waiting while the queue is full."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while len(self._items) >= self._capacity and not self._closed:
+            await self._space.park()
+        if not self._closed:
+            self._items.append(item)
+            self._arrived.unpark()
+
+    def receive_nowait(self) -> T:
+        """The next item; ``trio.WouldBlock`` if there is none."""
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        if not self._items:
+            raise trio.WouldBlock
+        return self._take()
+
+    async def receive(self) -> T:
+        """The next item, waiting for one if none is queued."""
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        if self._items and self._streak < YIELD_EVERY:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._streak += 1
+            return self._take()
+        self._streak = 0
+        await trio.lowlevel.checkpoint()
+        while not self._items:
+            if self._closed:
+                raise trio.ClosedResourceError("the channel was closed")
+            await self._arrived.park()
+        return self._take()
+
+    def _take(self) -> T:
+        item = self._items.popleft()
+        self._space.unpark()
+        return item
+
+    async def aclose(self) -> None:
+        """Stop reading: queued and later items are dropped, waiting readers get
+        ``trio.ClosedResourceError``, a waiting writer goes on."""
+        self._closed = True
+        self._items.clear()
+        self._arrived.unpark_all()
+        self._space.unpark_all()
+        await trio.lowlevel.checkpoint()
