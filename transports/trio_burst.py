@@ -40,13 +40,14 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
         return len(self._items)
 
     async def put(self, item: T) -> None:
-        """Queue ``item``, first waiting while the queue is full."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        """Queue ``item``, first waiting while the queue is full (only then is this a
+        checkpoint: the writer is a reader of the network, which checkpoints anyway)."""
         while len(self._items) >= self._capacity and not self._closed:
             await self._space.park()
         if not self._closed:
             self._items.append(item)
-            self._arrived.unpark()
+            if self._arrived:  # a reader waits (asking is cheaper than unparking nobody)
+                self._arrived.unpark()
 
     def receive_nowait(self) -> T:
         """The next item; ``trio.WouldBlock`` if there is none."""
@@ -74,7 +75,8 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
 
     def _take(self) -> T:
         item = self._items.popleft()
-        self._space.unpark()
+        if self._space:
+            self._space.unpark()
         return item
 
     async def aclose(self) -> None:
