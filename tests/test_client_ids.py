@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 from sealchat.core.limits import MAX_ID
 from sealchat.transports.requests import new_client_id
@@ -29,3 +30,16 @@ def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
     os.waitpid(pid, 0)
     assert len(theirs) == 20
     assert not set(mine) & set(theirs)
+
+
+def test_ids_neither_follow_nor_reveal_the_programs_own_random() -> None:
+    random.seed(42)
+    first = [new_client_id()[12:] for _ in range(5)]
+    random.seed(42)
+    again = [new_client_id()[12:] for _ in range(5)]
+    assert first != again  # a bot that seeds random does not repeat its ids
+    random.seed(7)
+    expected = random.getrandbits(32)
+    random.seed(7)
+    new_client_id()
+    assert random.getrandbits(32) == expected  # ids draw nothing from the shared generator

@@ -3,6 +3,8 @@ cancellation, and bursts read without a scheduler pass per item."""
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 import trio
 import trio.testing
@@ -65,7 +67,7 @@ async def test_a_full_queue_makes_the_writer_wait_for_the_reader() -> None:
             nursery.start_soon(put_third)
             await trio.testing.wait_all_tasks_blocked()
             assert not third_queued
-            assert len(channel) == 2
+            assert channel.queued == 2
             assert await channel.receive() == 1
             await trio.testing.wait_all_tasks_blocked()
             assert third_queued
@@ -81,7 +83,7 @@ async def test_a_cancelled_reader_takes_nothing() -> None:
             scope.cancel()
             await channel.receive()
         assert scope.cancelled_caught
-    assert len(channel) == 2
+    assert channel.queued == 2
     assert await channel.receive() == "a"
 
 
@@ -137,7 +139,7 @@ async def test_closing_wakes_the_reader_and_drops_what_comes_later() -> None:
             await trio.testing.wait_all_tasks_blocked()
             await channel.aclose()
     await channel.put(3)  # no reader: dropped, and no waiting although "full"
-    assert len(channel) == 0
+    assert channel.queued == 0
     with pytest.raises(trio.ClosedResourceError):
         await channel.receive()
     with pytest.raises(trio.ClosedResourceError):
@@ -156,3 +158,24 @@ async def test_a_waiting_reader_learns_that_the_channel_closed() -> None:
             nursery.start_soon(read)
             await trio.testing.wait_all_tasks_blocked()
             await channel.aclose()
+
+
+async def test_ctrl_c_cannot_come_between_the_queue_and_its_reader() -> None:
+    protected: list[bool] = []
+
+    class Watched(deque[int]):
+        def append(self, item: int) -> None:
+            protected.append(trio.lowlevel.currently_ki_protected())
+            super().append(item)
+
+        def popleft(self) -> int:
+            protected.append(trio.lowlevel.currently_ki_protected())
+            return super().popleft()
+
+    channel = BurstChannel[int](4)
+    channel._items = Watched()
+    await channel.put(1)
+    assert await channel.receive() == 1
+    await channel.put(2)
+    assert channel.receive_nowait() == 2
+    assert protected == [True] * 4

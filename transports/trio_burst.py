@@ -11,7 +11,7 @@ import trio
 T = TypeVar("T")
 
 YIELD_EVERY: Final = 64
-"""Items a reader takes from a full queue between two passes of the scheduler."""
+"""Items a reader takes in a row without waiting before it lets the scheduler run others."""
 
 
 class BurstChannel(trio.abc.ReceiveChannel[T]):
@@ -23,7 +23,8 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
     and a reader that finds items waiting takes them checking only for cancellation, yielding
     to the scheduler once every ``YIELD_EVERY`` items (so other tasks run during a long burst)
     and whenever it has to wait. Items put after the reader closed the channel are dropped:
-    nobody would read them.
+    nobody would read them. Like trio's channels, its methods are protected from
+    KeyboardInterrupt, so Ctrl-C cannot lose an item between the queue and its reader.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -36,9 +37,12 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
         self._streak = 0
         self._closed = False
 
-    def __len__(self) -> int:
+    @property
+    def queued(self) -> int:
+        """Items waiting to be received."""
         return len(self._items)
 
+    @trio.lowlevel.enable_ki_protection
     async def put(self, item: T) -> None:
         """Queue ``item``, first waiting while the queue is full (only then is this a
         checkpoint: the writer is a reader of the network, which checkpoints anyway)."""
@@ -49,6 +53,7 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
             if self._arrived:  # a reader waits (asking is cheaper than unparking nobody)
                 self._arrived.unpark()
 
+    @trio.lowlevel.enable_ki_protection
     def receive_nowait(self) -> T:
         """The next item; ``trio.WouldBlock`` if there is none."""
         if self._closed:
@@ -57,6 +62,7 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
             raise trio.WouldBlock
         return self._take()
 
+    @trio.lowlevel.enable_ki_protection
     async def receive(self) -> T:
         """The next item, waiting for one if none is queued."""
         if self._closed:
@@ -79,6 +85,7 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
             self._space.unpark()
         return item
 
+    @trio.lowlevel.enable_ki_protection
     async def aclose(self) -> None:
         """Stop reading: queued and later items are dropped, waiting readers get
         ``trio.ClosedResourceError``, a waiting writer goes on."""
