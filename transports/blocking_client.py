@@ -1,9 +1,12 @@
 """A sealchat client on plain blocking sockets, for scripts that do not use trio.
 
-A reader thread feeds the connection: replies to this client's requests go to the waiting
-call, and every event also goes on ``events`` (a ``queue.Queue``); ``ConnectionClosed`` is
-always the last. Requests may be made from any thread. Unlike the trio client it does not
-reconnect by itself.
+The constructor connects and runs the handshake on the caller's thread (so the question about
+a new server key is asked there, and an answer slower than the server's handshake timeout
+leads to a second connection, not a broken one). Then a reader thread feeds the connection and
+runs its keepalive timer: replies to this client's requests go to the waiting call, and every
+event also goes on ``events`` (a ``queue.Queue``); ``ConnectionClosed`` is always the last. A
+writer thread does all the writing, so a server that stops reading blocks nobody but it.
+Requests may be made from any thread. Unlike the trio client it does not reconnect by itself.
 
 Example::
 
@@ -17,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import queue
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -55,7 +59,6 @@ from sealchat.core import (
 from sealchat.core.records import file_chunks
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, sha256_of
-from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import (
     TRANSFER_BLOCK,
     TRANSFER_QUEUE,
@@ -68,6 +71,17 @@ from sealchat.transports.requests import (
 E = TypeVar("E")
 T = TypeVar("T")
 REQUEST_TIMEOUT = 30.0
+SEND_BUFFER: Final = 256 * 1024
+"""Bytes queued for the writer beyond which ``send``/``send_all`` wait for it (for 30 s at
+most without progress)."""
+SLOW_TRUST: Final = 2.0
+"""Seconds ``trust`` may take before the client connects again once it said yes: someone was
+asked, and the server gives a handshake 10 s (a policy like ``pinned`` has pinned the key by
+then, so nobody is asked twice)."""
+CLOSE_TIMEOUT: Final = 2.0
+"""Seconds ``close`` gives the writer to send the goodbye."""
+RECEIVE_SIZE: Final = 256 * 1024
+_OVER: Final = (State.CLOSED, State.ERROR)
 Progress = Callable[[int, int], None]
 KeyPolicy = Callable[[PeerKeyReceived], bool]
 """Decides whether to trust the server key shown (True: go on; False: hang up)."""
@@ -88,43 +102,34 @@ class BlockingClient:
         acknowledge: bool = True,
     ) -> None:
         self.events: queue.Queue[Event] = queue.Queue()
-        self._conn = Connection(
-            Role.CLIENT, static_key=static_key or X25519PrivateKey.generate(), now=time.monotonic()
-        )
         self._lock = threading.Lock()
-        self._trust = trust
-        self._established = threading.Event()
+        self._output = threading.Condition(self._lock)
+        """Notified when bytes are queued for the writer (or it should stop)."""
+        self._written = threading.Condition(self._lock)
+        """Notified after each write, and when the writer ends."""
+        self._writer_done = False
+        self._stopping = False
         self._failure: str | None = None
-        self._refusal: Exception | None = None
-        self._server_fingerprint = ""
         self._waiters: list[_Waiter] = []
         self._newest = 0
         self._acknowledging = acknowledge
         """Whether to tell the server what arrived (as the trio client's ``acknowledge``)."""
         self._transfers = itertools.count(1)
         self._chunks: dict[int, queue.Queue[Record]] = {}
+        self._abandoned: set[int] = set()
+        """Downloads given up here: the rest of their stream is dropped as it arrives."""
         self._arrived: list[tuple[queue.Queue[Record], Record]] = []
         """Chunk records read under the lock, handed to their downloads after it."""
-        try:
-            self._sock = socket.create_connection(
-                (host, port), timeout=timeout, source_address=source_address
-            )
-        except OSError as exc:
-            raise ClientError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock.settimeout(None)
-        with self._lock:
-            self._conn.initiate()
-            self._flush()
+        key = static_key or X25519PrivateKey.generate()
+        self._sock, self._conn, established = _connect(
+            host, port, key=key, trust=trust, timeout=timeout, source_address=source_address
+        )
+        self.server_fingerprint = established.fingerprint
+        self.events.put(established)
         self._reader = threading.Thread(target=self._read, name="sealchat-reader", daemon=True)
+        self._writer = threading.Thread(target=self._write, name="sealchat-writer", daemon=True)
         self._reader.start()
-        established = self._established.wait(timeout)
-        if not established or self._refusal is not None or self._failure is not None:
-            self.close()
-            if self._refusal is not None:
-                raise self._refusal
-            raise ClientError(self._failure or "the handshake did not finish in time")
-        self.server_fingerprint = self._server_fingerprint
+        self._writer.start()
 
     def __enter__(self) -> BlockingClient:
         return self
@@ -135,66 +140,121 @@ class BlockingClient:
     # --- sending --------------------------------------------------------------------------
 
     def send(self, record: Record) -> None:
-        """Encrypt and write ``record`` now."""
+        """Queue ``record`` for the writer (see ``send_all``)."""
         self.send_all((record,))
 
-    def send_all(self, records: Iterable[Record]) -> None:
-        """Encrypt ``records`` and write them out in one go."""
+    def send_all(self, records: Iterable[Record], *, wait: bool = True) -> None:
+        """Encrypt ``records`` and queue them for the writer, which writes them out in one
+        go. With ``wait``, then waits while more than SEND_BUFFER bytes are queued (a server
+        that takes nothing for 30 s raises ``ClientError``)."""
         with self._lock:
-            if self._conn.state in (State.CLOSED, State.ERROR):
-                raise ClientError(f"the connection is closed: {self._failure or 'it ended'}")
+            self._require_open()
             for record in records:
                 try:
                     self._conn.send(record)
                 except LocalProtocolError as exc:  # a record that breaks a limit
                     raise ClientError(f"cannot send this: {exc}") from None
-            self._flush()
+            self._output.notify()
+            while wait and self._conn.bytes_to_send > SEND_BUFFER:
+                if not self._written.wait(REQUEST_TIMEOUT):
+                    raise ClientError(f"the server took nothing we sent for {REQUEST_TIMEOUT:g} s")
+                self._require_open()
 
-    def _flush(self) -> None:
-        data = self._conn.data_to_send()
-        if data:
-            try:
-                self._sock.sendall(data)
-            except OSError:
-                self._conn.send_failed()
-                raise
+    def _require_open(self) -> None:
+        if self._conn.state in _OVER or self._writer_done:
+            raise ClientError(f"the connection is closed: {self._failure or 'it ended'}")
 
-    def close(self, reason: str = "goodbye") -> None:
-        """Say Bye if the session is open, then close the socket."""
-        with self._lock:
-            with contextlib.suppress(ProtocolError, OSError):
-                if self._newest and self._acknowledging:  # need not be replayed next time
-                    self._conn.send(Delivered(up_to=self._newest))
-                self._conn.send(Bye(reason=reason))
-                self._flush()
+    def _write(self) -> None:
+        """The writer thread: whatever is queued, in one write per wake-up, until the
+        connection is over and everything is out (or a write fails); then the socket is shut,
+        which ends the reader too."""
+        conn = self._conn
+        try:
+            while True:
+                with self._lock:
+                    while not conn.bytes_to_send and not self._over():
+                        self._output.wait()
+                    data = conn.data_to_send()
+                if data:
+                    try:
+                        self._sock.sendall(data)
+                    except OSError as exc:
+                        with self._lock:
+                            conn.send_failed()
+                            self._failure = self._failure or f"could not write: {exc}"
+                        return
+                with self._lock:
+                    self._written.notify_all()
+                    if self._over() and not conn.bytes_to_send:
+                        return
+        finally:
+            with self._lock:
+                self._writer_done = True
+                self._written.notify_all()
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-        self._reader.join(timeout=5)
+
+    def _over(self) -> bool:
+        return self._stopping or self._conn.state in _OVER
+
+    def close(self, reason: str = "goodbye") -> None:
+        """Say Bye if the session is open (after telling the server what arrived), give the
+        writer CLOSE_TIMEOUT seconds to send it, then close the socket."""
+        with self._lock:
+            if not self._over() and not self._writer_done:
+                with contextlib.suppress(ProtocolError):
+                    if self._newest and self._acknowledging:  # need not be replayed next time
+                        self._conn.send(Delivered(up_to=self._newest))
+                    self._conn.send(Bye(reason=reason))
+                self._output.notify()
+            deadline = time.monotonic() + CLOSE_TIMEOUT
+            while self._conn.bytes_to_send and not self._writer_done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._written.wait(left)
+            self._stopping = True
+            self._output.notify()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # also ends a write the server never takes
+        for thread in (self._reader, self._writer):
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
         self._sock.close()
 
     # --- receiving ------------------------------------------------------------------------
 
     def _read(self) -> None:
-        conn = self._conn
+        """The reader thread: feed the connection what arrives, or the time when its timer
+        (keepalive) is due, until it closes."""
+        conn, sock = self._conn, self._sock
         closed = False
         try:
             while not closed:
-                try:
-                    data = self._sock.recv(65536)
-                except OSError:
-                    data = b""
                 with self._lock:
-                    conn.receive_data(data)
+                    timer = conn.get_timer()
+                wait = None if timer is None else max(0.0, timer - time.monotonic())
+                readable = select.select([sock], [], [], wait)[0]
+                data = b""
+                if readable:
+                    with contextlib.suppress(OSError):  # as EOF: the connection ends
+                        data = sock.recv(RECEIVE_SIZE)
+                with self._lock:
+                    if readable:
+                        conn.receive_data(data)
+                    else:  # a ping for a silent server, or the end of one that stays silent
+                        conn.handle_timer(time.monotonic())
                     closed = self._drain()
-                    self._flush()
+                    self._output.notify()  # pongs, pings, acknowledgements
                     arrived, self._arrived = self._arrived, []
                 for chunks, record in arrived:  # outside the lock: a full queue waits here
                     chunks.put(record)
-        except (ProtocolError, OSError) as exc:
-            self._failure = str(exc)
-            self.events.put(ConnectionClosed(reason=str(exc)))
+        except ProtocolError as exc:
+            self._end(str(exc))
+        except BaseException as exc:  # a bug must not leave callers waiting forever
+            self._end(f"the client's reader failed: {exc!r}")
+            raise
         finally:
-            self._established.set()
             with self._lock:
                 for waiter in self._waiters:
                     waiter.lost = True
@@ -202,35 +262,38 @@ class BlockingClient:
                 self._waiters.clear()
                 for chunks in self._chunks.values():
                     _put_last(chunks, FileReject(transfer=0, reason="the connection was lost"))
+                self._output.notify()  # the writer sends a queued Bye, then ends
+
+    def _end(self, reason: str) -> None:
+        """The reader stops early: the last event says why, and the writer stops too."""
+        with self._lock:
+            self._failure = reason
+            self._stopping = True  # the writer sends what is queued (a Bye), then ends
+        self.events.put(ConnectionClosed(reason=reason))
 
     def _drain(self) -> bool:
         while True:
             event = self._conn.next_event()
             if event is NEED_DATA:
                 return False
-            if isinstance(event, PeerKeyReceived):
-                self._server_fingerprint = event.fingerprint
-                try:
-                    trusted = self._trust(event)
-                except (ServerKeyChanged, ServerKeyUnknown) as exc:
-                    self._refusal, trusted = exc, False
-                if trusted:
-                    self._conn.accept_peer()
-                else:
-                    reason = f"the server key {event.fingerprint} is not trusted"
-                    self._conn.reject_peer(reason)
-                    self._failure = reason
-                continue
             if isinstance(event, Record):
                 self._route(event)
-                if isinstance(event, FileChunk | FileComplete) and event.transfer in self._chunks:
+                if isinstance(event, FileChunk | FileComplete | FileReject) and (
+                    self._not_for_events(event)
+                ):
                     continue
-            if isinstance(event, KeysEstablished):
-                self._established.set()
             self.events.put(event)
             if isinstance(event, ConnectionClosed):
-                self._established.set()
                 return True
+
+    def _not_for_events(self, record: FileChunk | FileComplete | FileReject) -> bool:
+        """Whether ``record`` belongs to a download (handed to it), or to one abandoned
+        here (dropped; its end forgets the transfer)."""
+        if record.transfer in self._abandoned:
+            if not isinstance(record, FileChunk):
+                self._abandoned.discard(record.transfer)
+            return True
+        return record.transfer in self._chunks and not isinstance(record, FileReject)
 
     def next_event(self, timeout: float = 10.0) -> Event:
         """The next event; TimeoutError if none arrives in time."""
@@ -276,22 +339,29 @@ class BlockingClient:
             self._waiters.append(waiter)
         return waiter
 
+    def _forget(self, waiter: _Waiter) -> None:
+        with self._lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
     def _wait(self, waiter: _Waiter, timeout: float = REQUEST_TIMEOUT) -> Any:
         try:
             if not waiter.finished.wait(timeout):
                 raise ClientError(f"the server did not answer within {timeout:g} s")
         finally:
-            with self._lock:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+            self._forget(waiter)
         if waiter.lost:
-            raise ClientError(f"the connection closed: {self._failure or 'by the server'}")
+            raise ClientError(f"the connection closed: {self._failure or 'it ended'}")
         return waiter.reply.result(waiter.records)
 
     def ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
         """Send ``request`` and wait for its reply."""
         waiter = self._expect(request.reply)
-        self.send(request.record)
+        try:
+            self.send_all((request.record,), wait=False)  # a request waits for its reply only
+        except BaseException:
+            self._forget(waiter)
+            raise
         result: T = self._wait(waiter, timeout)
         return result
 
@@ -345,17 +415,25 @@ class BlockingClient:
         outcome = requests.announced(accept.file_id, transfer)
         waiter = self._expect(outcome)
         offset = accept.offset
-        with open(path, "rb") as source:
-            source.seek(offset)
-            while offset < data_size:
-                block = source.read(min(TRANSFER_BLOCK, data_size - offset))
-                if not block:
-                    raise TransferFailed(f"{path} shrank while it was being sent")
-                self.send_all(file_chunks(transfer, offset, block))
-                offset += len(block)
-                if progress is not None:
-                    progress(offset, data_size)
-        self.send(FileComplete(transfer=transfer, sha256=digest))
+        try:
+            with open(path, "rb") as source:
+                source.seek(offset)
+                while offset < data_size:
+                    block = source.read(min(TRANSFER_BLOCK, data_size - offset))
+                    if not block:
+                        raise TransferFailed(f"{path} shrank while it was being sent")
+                    self.send_all(file_chunks(transfer, offset, block))
+                    offset += len(block)
+                    if progress is not None:
+                        progress(offset, data_size)
+            self.send(FileComplete(transfer=transfer, sha256=digest))
+        except BaseException:  # a failed read, or progress raising to cancel it
+            self._forget(waiter)
+            with contextlib.suppress(ClientError):  # the server discards what it has
+                self.send_all(
+                    (FileReject(transfer=transfer, reason="upload abandoned"),), wait=False
+                )
+            raise
         info: FileInfo = self._wait(waiter)
         return info
 
@@ -370,8 +448,10 @@ class BlockingClient:
         chunks: queue.Queue[Record] = queue.Queue(TRANSFER_QUEUE)
         with self._lock:  # the reader may be going through the downloads
             self._chunks[transfer] = chunks
+        streaming = False
         try:
             with PartialDownload(folder, file_id) as target:
+                streaming = True  # from the request on, the server may be sending
                 offer = self.ask(requests.download(transfer, file_id, target.size))
                 target.expect(offer.size)  # no byte beyond it
                 while True:
@@ -381,6 +461,8 @@ class BlockingClient:
                         raise TransferFailed(
                             "the download stalled; try again to resume it"
                         ) from None
+                    if isinstance(record, FileComplete | FileReject):
+                        streaming = False  # the server ended it
                     if isinstance(record, FileComplete):
                         return target.finish(offer.name, offer.sha256)
                     if isinstance(record, FileReject):
@@ -394,9 +476,103 @@ class BlockingClient:
         finally:
             with self._lock:
                 del self._chunks[transfer]
+                if streaming:  # given up here: the rest of its stream is dropped
+                    self._abandoned.add(transfer)
             with contextlib.suppress(queue.Empty):  # let a reader waiting on a full queue on
                 while True:
                     chunks.get_nowait()
+            if streaming:  # the server stops sending it
+                reject = FileReject(transfer=transfer, reason="download abandoned")
+                with contextlib.suppress(ClientError):
+                    self.send_all((reject,), wait=False)
+
+
+def _connect(
+    host: str,
+    port: int,
+    *,
+    key: X25519PrivateKey,
+    trust: KeyPolicy,
+    timeout: float,
+    source_address: tuple[str, int] | None,
+) -> tuple[socket.socket, Connection, KeysEstablished]:
+    """A connected socket and its open connection, the handshake done on this thread. If
+    ``trust`` said yes after SLOW_TRUST seconds, the server may have given up meanwhile: the
+    client connects once more (asking again, which a pinning policy answers at once)."""
+    for last in (False, True):
+        try:
+            sock = socket.create_connection(
+                (host, port), timeout=timeout, source_address=source_address
+            )
+        except OSError as exc:
+            raise ClientError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            opened = _handshake(sock, key, trust, timeout, retry_if_slow=not last)
+        except BaseException:
+            sock.close()
+            raise
+        if opened is not None:
+            sock.settimeout(None)
+            return sock, *opened
+        sock.close()
+    raise AssertionError("unreachable: the last attempt does not retry")
+
+
+def _handshake(
+    sock: socket.socket,
+    key: X25519PrivateKey,
+    trust: KeyPolicy,
+    timeout: float,
+    *,
+    retry_if_slow: bool,
+) -> tuple[Connection, KeysEstablished] | None:
+    """Run the handshake over ``sock``: ``timeout`` seconds for each network phase, as long
+    as ``trust`` needs for its decision; None if that took so long that a new connection is
+    wiser (with ``retry_if_slow``)."""
+    conn = Connection(Role.CLIENT, static_key=key, now=time.monotonic())
+    conn.initiate()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            _handshake_io(sock, conn, None)
+            event = conn.next_event()
+            if event is NEED_DATA:
+                _handshake_io(sock, conn, deadline)
+            elif isinstance(event, PeerKeyReceived):
+                asked = time.monotonic()
+                if not trust(event):  # its own errors (ServerKeyChanged…) come out as they are
+                    conn.reject_peer(f"the server key {event.fingerprint} is not trusted")
+                    raise ClientError(f"the server key {event.fingerprint} is not trusted")
+                if retry_if_slow and time.monotonic() - asked > SLOW_TRUST:
+                    return None
+                conn.accept_peer()
+                deadline = time.monotonic() + timeout
+            elif isinstance(event, KeysEstablished):
+                _handshake_io(sock, conn, None)  # handshake message 3
+                return conn, event
+            elif isinstance(event, ConnectionClosed):
+                raise ClientError(f"the server closed the connection: {event.reason}")
+    except ProtocolError as exc:
+        raise ClientError(str(exc)) from None
+
+
+def _handshake_io(sock: socket.socket, conn: Connection, deadline: float | None) -> None:
+    """Write what ``conn`` has queued; with a ``deadline``, read what comes by then instead.
+    Socket errors become ``ClientError``."""
+    try:
+        if deadline is None:
+            sock.sendall(conn.data_to_send())
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        conn.receive_data(sock.recv(RECEIVE_SIZE))
+    except TimeoutError:
+        raise ClientError("the handshake did not finish in time") from None
+    except OSError as exc:
+        raise ClientError(f"the connection failed during the handshake: {exc}") from None
 
 
 def _put_last(chunks: queue.Queue[Record], record: Record) -> None:

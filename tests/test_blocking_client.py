@@ -1,0 +1,218 @@
+"""The blocking client when things go wrong: a server that stops reading or goes silent, a
+slow or failing answer about the server's key, abandoned transfers, refused requests."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from sealchat.core import (
+    NEED_DATA,
+    Authenticated,
+    Connection,
+    ConnectionClosed,
+    FileChunk,
+    KeysEstablished,
+    Login,
+    Message,
+    PeerKeyReceived,
+    Role,
+)
+from sealchat.core.hub import HubConfig
+from sealchat.transports import blocking_client, requests
+from sealchat.transports.blocking_client import BlockingClient
+from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, server_name
+from sealchat.transports.requests import ClientError
+from tests.servers import PASSWORD, accept_all, running_server
+
+Behaviour = Callable[[socket.socket, Connection], None]
+LIVENESS = 10.0
+"""Seconds after which a call that should have returned counts as hung (not a speed limit)."""
+
+
+@contextmanager
+def scripted_server(behaviour: Behaviour) -> Iterator[int]:
+    """A one-connection server: the handshake, then ``behaviour(sock, conn)``; yields its
+    port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    finished = threading.Event()
+
+    def run() -> None:
+        sock, _ = listener.accept()
+        conn = Connection(Role.SERVER, static_key=X25519PrivateKey.generate())
+        try:
+            while not isinstance(event := conn.next_event(), KeysEstablished):
+                sock.sendall(conn.data_to_send())
+                if event is NEED_DATA:
+                    conn.receive_data(sock.recv(65536))
+            behaviour(sock, conn)
+            finished.wait()
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        finished.set()
+        listener.close()
+        thread.join(LIVENESS)
+
+
+def logs_in_then(after: Behaviour) -> Behaviour:
+    """Accept the login, then ``after``."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), Login):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        conn.send(Authenticated(username=event.username))
+        sock.sendall(conn.data_to_send())
+        after(sock, conn)
+
+    return behaviour
+
+
+def stays_silent(_sock: socket.socket, _conn: Connection) -> None:
+    """Read nothing and say nothing (until the test ends)."""
+
+
+def in_background(call: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: _ignoring_errors(call), daemon=True)
+    thread.start()
+    return thread
+
+
+def _ignoring_errors(call: Callable[[], object]) -> None:
+    with suppress(ClientError, OSError):
+        call()
+
+
+def test_a_server_that_stops_reading_blocks_no_other_call() -> None:
+    with scripted_server(logs_in_then(stays_silent)) as port:
+        client = BlockingClient("127.0.0.1", port, trust=accept_all)
+        client.login("alice", PASSWORD)
+        burst = [Message(text="x" * 7000, room="general", client_id=f"{n}") for n in range(3000)]
+        flooding = in_background(lambda: client.send_all(burst))  # ~21 MB nobody reads
+        asking = in_background(lambda: client.ask(requests.rooms(), timeout=1))
+        asking.join(LIVENESS)
+        assert not asking.is_alive()  # its own timeout, not the stuck write, decides
+        closing = in_background(client.close)
+        closing.join(LIVENESS)
+        assert not closing.is_alive()
+        flooding.join(LIVENESS)
+        assert not flooding.is_alive()  # the flood learns that the connection is closed
+        with pytest.raises(ClientError, match="closed"):
+            client.typing()
+
+
+def test_a_server_that_goes_silent_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    quick = functools.partial(Connection, keepalive_interval=0.2, handshake_timeout=1.0)
+    monkeypatch.setattr(blocking_client, "Connection", quick)
+    with (
+        scripted_server(stays_silent) as port,
+        BlockingClient("127.0.0.1", port, trust=accept_all) as client,
+    ):
+        closed = client.next(ConnectionClosed, timeout=LIVENESS)
+    assert "stopped responding" in closed.reason
+
+
+def test_a_slow_yes_to_a_new_key_connects_again_and_asks_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blocking_client, "SLOW_TRUST", 0.2)
+    known = KnownServers(tmp_path / "known")
+    asked: list[str] = []
+
+    def thoughtful(_server: str, fingerprint: str) -> bool:
+        asked.append(fingerprint)
+        time.sleep(0.6)  # longer than the server waits for the handshake
+        return True
+
+    with running_server("threads", tmp_path / "s", handshake_timeout=0.3) as server:
+        trust = pinned(known, server_name("127.0.0.1", server.port), thoughtful)
+        with BlockingClient("127.0.0.1", server.port, trust=trust) as client:
+            assert client.login("alice", PASSWORD) == "alice"
+    assert asked == [server.fingerprint]
+
+
+def test_a_failing_key_policy_fails_the_constructor_with_its_own_error(tmp_path: Path) -> None:
+    def no_terminal(_event: PeerKeyReceived) -> bool:
+        raise EOFError  # input() without a terminal
+
+    unsafe = KnownServers(tmp_path / "known")
+    unsafe.path.write_text("")
+    unsafe.path.chmod(0o666)
+    with running_server("threads", tmp_path / "s") as server:
+        with pytest.raises(EOFError):
+            BlockingClient("127.0.0.1", server.port, trust=no_terminal)
+        name = server_name("127.0.0.1", server.port)
+        with pytest.raises(UnsafePinFile):
+            BlockingClient("127.0.0.1", server.port, trust=pinned(unsafe, name))
+        with server.login("alice") as alice:  # the server is none the worse
+            assert alice.rooms()
+
+
+def _cancel(_done: int, _total: int) -> None:
+    raise KeyboardInterrupt  # how a script's user stops a transfer
+
+
+def test_an_abandoned_download_stops_the_stream_and_frees_its_slot(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(os.urandom(8 << 20))
+    hub = HubConfig(max_transfers=1)
+    with (
+        running_server("threads", tmp_path / "s", hub=hub) as server,
+        server.login("alice") as alice,
+    ):
+        info = alice.send_file(tmp_path / "big.bin", room="general")
+        with pytest.raises(KeyboardInterrupt):
+            alice.download(info.file_id, tmp_path / "in", progress=_cancel)
+        path = alice.download(info.file_id, tmp_path / "in")  # the one slot is free again
+        assert path.read_bytes() == (tmp_path / "big.bin").read_bytes()
+        alice.rooms()  # a round trip: whatever was in flight has arrived
+        leftovers = []
+        while not alice.events.empty():
+            leftovers.append(alice.events.get_nowait())
+        assert not [e for e in leftovers if isinstance(e, FileChunk)]
+
+
+def test_an_abandoned_upload_can_be_sent_again(tmp_path: Path) -> None:
+    source = tmp_path / "up.bin"
+    source.write_bytes(os.urandom(4 << 20))
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        with pytest.raises(KeyboardInterrupt):
+            alice.send_file(source, room="general", progress=_cancel)
+        info = alice.send_file(source, room="general")
+        assert info.size == source.stat().st_size
+
+
+def test_refused_requests_leave_nothing_waiting(tmp_path: Path) -> None:
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        for _ in range(100):
+            with pytest.raises(ClientError, match="cannot send this"):
+                alice.send_message("x" * 8001, room="general")
+        assert not alice._waiters  # nothing public shows the leak
+
+
+def test_a_connection_the_server_ended_says_so_in_client_errors(tmp_path: Path) -> None:
+    with running_server("threads", tmp_path / "s") as server:
+        alice = server.login("alice")
+        server.stop()
+        alice.next(ConnectionClosed, timeout=LIVENESS)
+        with pytest.raises(ClientError, match="connection is closed"):
+            alice.typing()
+        with pytest.raises(ClientError, match="connection is closed"):
+            alice.rooms()
+        alice.close()
