@@ -7,6 +7,8 @@ view-model and redraw. The widgets hold no state of their own beyond what they d
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import time
 import tkinter as tk
 from collections.abc import Awaitable, Callable
@@ -24,6 +26,7 @@ from sealchat.gui.settings import Server, Settings
 from sealchat.gui.theme import EMOTICONS, PALETTES
 from sealchat.gui.viewmodel import (
     Change,
+    Conversation,
     TranscriptUpdate,
     TransferState,
     ViewModel,
@@ -36,6 +39,11 @@ from sealchat.transports.trio_client import ChatClient, connect
 
 TYPING_REFRESH = 3.0
 TYPING_IDLE = 4.0
+CONTINUATION_INDENT = 28
+"""Pixels by which a message's further lines (and wrapped ones) are indented, so that no line
+of a message can pass for a message of its own."""
+
+log = logging.getLogger("sealchat.gui")
 
 
 class LoginForm(ctk.CTkFrame):
@@ -116,6 +124,9 @@ class ChatView(ctk.CTkFrame):
         self.transfer_rows: dict[int, tuple[ctk.CTkLabel, ctk.CTkProgressBar, ctk.CTkButton]] = {}
 
         self._build_input()
+        self.conversation_buttons: dict[str, ctk.CTkButton] = {}
+        self._conversation_looks: dict[str, dict[str, str]] = {}
+        """What each sidebar button shows (text, colours), to update only what changed."""
         self.emoji_window: ctk.CTkToplevel | None = None
         self._lines: list[int] = []
         """How many text lines each message drawn in the transcript takes, in order."""
@@ -167,6 +178,10 @@ class ChatView(ctk.CTkFrame):
         self.transcript.tag_configure("time", font=("DejaVu Sans", 9))
         self.transcript.tag_configure("sender", font=("DejaVu Sans", 11, "bold"))
         self.transcript.tag_configure("file", underline=True)
+        self.transcript.tag_configure("message", lmargin2=CONTINUATION_INDENT)
+        self.transcript.tag_configure(
+            "continued", lmargin1=CONTINUATION_INDENT, lmargin2=CONTINUATION_INDENT
+        )
         self.transcript.tag_bind("file", "<Button-1>", self._clicked_file)
         self.transcript.tag_bind(
             "file", "<Enter>", lambda _e: self.transcript.configure(cursor="hand2")
@@ -201,10 +216,10 @@ class ChatView(ctk.CTkFrame):
         return "break"
 
     def send(self) -> None:
+        """Send what is in the input box; a text that cannot go stays there."""
         text = self.input.get("1.0", "end").strip()
-        if text:
+        if text and self.app.send_text(text):
             self.input.delete("1.0", "end")
-            self.app.send_text(text)
 
     def _key(self, event: tk.Event[Any]) -> None:
         if event.keysym not in ("Return", "Shift_L", "Shift_R"):
@@ -252,21 +267,29 @@ class ChatView(ctk.CTkFrame):
     # --- drawing --------------------------------------------------------------------------
 
     def draw_conversations(self, vm: ViewModel, palette: dict[str, str]) -> None:
-        for child in self.conversation_list.winfo_children():
-            child.destroy()
-        for conversation in vm.sorted_conversations():
-            mark = "#" if conversation.is_room else "@"
-            unread = f"  ({conversation.unread})" if conversation.unread else ""
-            current = conversation.key == vm.current
-            ctk.CTkButton(
-                self.conversation_list,
-                text=f"{mark} {conversation.title}{unread}",
-                anchor="w",
-                fg_color=palette["accent"] if current else "transparent",
-                text_color=palette["window"] if current else palette["fg"],
-                hover_color=palette["accent_hover"],
-                command=lambda key=conversation.key: self.app.select(key),
-            ).pack(fill="x", pady=1)
+        """The sidebar's buttons are made anew only when the list of conversations changes;
+        otherwise those whose text or colours changed are updated in place."""
+        looks = {
+            c.key: _conversation_look(c, vm.current, palette) for c in vm.sorted_conversations()
+        }
+        if list(looks) != list(self._conversation_looks):
+            for button in self.conversation_buttons.values():
+                button.destroy()
+            self.conversation_buttons = {}
+            for key, look in looks.items():
+                button = ctk.CTkButton(
+                    self.conversation_list,
+                    anchor="w",
+                    command=lambda key=key: self.app.select(key),
+                    **look,
+                )
+                button.pack(fill="x", pady=1)
+                self.conversation_buttons[key] = button
+        else:
+            for key, look in looks.items():
+                if look != self._conversation_looks[key]:
+                    self.conversation_buttons[key].configure(**look)
+        self._conversation_looks = looks
 
     def draw_people(self, vm: ViewModel, palette: dict[str, str]) -> None:
         for child in self.people_list.winfo_children():
@@ -308,24 +331,37 @@ class ChatView(ctk.CTkFrame):
             text.see("end")
 
     def _insert(self, message: Message, where: str, me: str) -> int:
-        """Draw ``message`` at ``where``; returns the number of lines it took."""
+        """Draw ``message`` at ``where``; returns the number of lines it took.
+
+        What a peer wrote is escaped (control, bidi and other invisible characters shown as
+        ``\\u202e``…), and its further lines are indented: no line can pose as a message."""
         text = self.transcript
         mine = message.sender.lower() == me.lower()
         stamp = datetime.fromtimestamp(message.ts).strftime("%H:%M") if message.ts else ""
         parts: list[tuple[str, tuple[str, ...]]] = [
-            (f"{stamp}  ", ("time",)),
-            (f"{message.sender}: ", ("sender", "me" if mine else "other")),
+            (f"{stamp}  ", ("time", "message")),
+            (f"{escaped(message.sender)}: ", ("sender", "me" if mine else "other", "message")),
         ]
         if message.file is not None:
-            parts.append((_file_label(message.file), ("file", f"file:{message.file.file_id}")))
+            file_tags = ("file", f"file:{message.file.file_id}", "message")
+            parts.append((_file_label(message.file), file_tags))
         else:
-            parts.append((message.text, ("body",)))
-        parts.append(("\n", ()))
+            first, *rest = message.text.replace("\r\n", "\n").split("\n")
+            parts.append((escaped(first), ("body", "message")))
+            for line in rest:
+                parts.append(("\n" + escaped(line), ("body", "message", "continued")))
+        parts.append(("\n", ("message", "continued")))
         for chunk, tags in reversed(parts) if where != "end" else parts:
             text.insert(where, chunk, tags)
         return sum(chunk.count("\n") for chunk, _ in parts)
 
     def draw_transfers(self, vm: ViewModel, palette: dict[str, str]) -> None:
+        """A row per transfer: its progress, and Cancel, or Dismiss once it has ended."""
+        for gone in [tid for tid in self.transfer_rows if tid not in vm.transfers]:
+            label, _bar, _button = self.transfer_rows.pop(gone)
+            label.master.destroy()  # the row's frame
+        if not self.transfer_rows:
+            self.transfers.configure(height=1)  # pack leaves an emptied frame its old height
         for transfer in vm.transfers.values():
             row = self.transfer_rows.get(transfer.id)
             if row is None:
@@ -354,7 +390,8 @@ class ChatView(ctk.CTkFrame):
             )
             if transfer.state is not TransferState.RUNNING:
                 cancel.configure(
-                    state="disabled", text="Done" if transfer.state is TransferState.DONE else "—"
+                    text="Dismiss",
+                    command=lambda tid=transfer.id: self.app.dismiss_transfer(tid),
                 )
 
     def apply_theme(self, palette: dict[str, str], dark: bool) -> None:
@@ -432,7 +469,7 @@ class App(ctk.CTk):
             self.cancel_scope = scope
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                nursery.start_soon(self._tick)
+                self.spawn(self._tick)
                 await trio.sleep_forever()
 
     def close(self) -> None:
@@ -449,8 +486,21 @@ class App(ctk.CTk):
         self.destroy()
 
     def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` as a trio task, guarded: an exception it does not handle is
+        logged and shown in the window instead of ending trio's run, and the app with it."""
         if self.nursery is not None:
-            self.nursery.start_soon(fn, *args)
+            self.nursery.start_soon(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        try:
+            await fn(*args)
+        except Exception as exc:
+            log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
+            text = f"Something went wrong ({type(exc).__name__}: {exc}); the log has details."
+            if self.login_form.winfo_manager():  # the login form is where the user looks
+                self.login_form.show_error(text)
+            else:
+                self._apply(self._error(text))
 
     async def _tick(self) -> None:
         """Expire typing notices and stop our own typing notice after a pause."""
@@ -469,7 +519,7 @@ class App(ctk.CTk):
         self, host: str, port: int, user: str, password: str, *, remember: bool
     ) -> None:
         self.settings.server = Server(host, port, user) if remember else None
-        self.settings.save()
+        self._save_settings()
         self.spawn(self._session, host, port, user, password)
 
     async def _session(self, host: str, port: int, user: str, password: str) -> None:
@@ -482,18 +532,21 @@ class App(ctk.CTk):
                 self.spawn(self._load_rooms)
                 async for event in client.events():
                     self._apply(self.vm.apply(event, time.time()))
+                    if client.gave_up_on is not None:  # no more reconnecting: say why, below
+                        raise client.gave_up_on
         except ServerKeyChanged as exc:
             messagebox.showerror("Server key changed", str(exc), parent=self)
             self.login_form.show_error("The server's key changed; the connection was refused.")
         except ServerKeyUnknown:
             self.login_form.show_error("You did not trust the server's key; not connected.")
         except LoginFailed as exc:
-            retry = f" Try again in {exc.retry_after:.0f} s." if exc.retry_after else ""
-            self.login_form.show_error(_friendly(str(exc)) + retry)
+            self.login_form.show_error(_refusal(exc))
         except (ClientError, OSError, trio.TooSlowError) as exc:
             self.login_form.show_error(_friendly(str(exc)))
         finally:
             self.client = None
+            if self.chat.winfo_manager():  # it had logged in: back to the login form
+                self._show_login()
 
     async def _confirm_key(self, server: str, fingerprint: str) -> bool:
         answer = messagebox.askyesno(
@@ -510,13 +563,27 @@ class App(ctk.CTk):
         self._apply(self.vm.logged_in(name) | self.vm.select(self.vm.current))
         self.load_older()  # the latest messages, not only those missed since the last session
 
+    def _show_login(self) -> None:
+        """The login form again, with the reason the session ended on it; the session's
+        conversations and people are gone."""
+        self.chat.pack_forget()
+        self.login_form.place(relx=0.5, rely=0.5, anchor="center")
+        self.login_form.button.configure(state="normal", text="Log in")
+        self._apply(self.vm.logged_out())
+
     # --- actions --------------------------------------------------------------------------
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: str) -> bool:
+        """Send ``text`` to the conversation shown; False, saying why, if it cannot go."""
+        if not self.vm.fits(text):
+            self._apply({Change.ERROR})
+            return False
+        self._apply(self.vm.dismiss_error())
         room, user = self.vm.conversation(self.vm.current).target
         self._typing_deadline = 0.0
         self._typing_sent = 0.0
         self.spawn(self._call, lambda c: c.send_message(text, room=room, to=user))
+        return True
 
     def user_is_typing(self) -> None:
         now = time.time()
@@ -530,6 +597,8 @@ class App(ctk.CTk):
         await self._call(lambda c: c.typing(active, room=room, to=user))
 
     def join_room(self, room: str) -> None:
+        self._apply(self.vm.dismiss_error())
+
         async def join() -> None:
             if self.client is None:
                 return
@@ -545,7 +614,7 @@ class App(ctk.CTk):
         self.spawn(join)
 
     def select(self, key: str) -> None:
-        self._apply(self.vm.select(key))
+        self._apply(self.vm.dismiss_error() | self.vm.select(key))
         conversation = self.vm.conversation(key)
         if conversation.is_room:
             self.spawn(self._load_members, conversation.title)
@@ -595,58 +664,63 @@ class App(ctk.CTk):
 
     def send_file(self, path: Path) -> None:
         room, user = self.vm.conversation(self.vm.current).target
-        transfer = self.vm.start_transfer(path.name, upload=True)
 
-        async def upload() -> None:
-            if self.client is None:
-                return
-            progress = self._progress(transfer.id)
-            with trio.CancelScope() as scope:
-                self._transfer_scopes[transfer.id] = scope
-                try:
-                    await self.client.send_file(path, room=room, to=user, progress=progress)
-                except ClientError as exc:
-                    self._apply(
-                        self.vm.transfer_finished(transfer.id, TransferState.FAILED, str(exc))
-                    )
-                    return
-                self._apply(self.vm.transfer_finished(transfer.id, TransferState.DONE))
-            if scope.cancelled_caught:
-                self._apply(self.vm.transfer_finished(transfer.id, TransferState.CANCELLED))
+        async def upload(client: ChatClient, progress: Callable[[int, int], None]) -> str:
+            try:
+                await client.send_file(path, room=room, to=user, progress=progress)
+            except OSError as exc:  # gone, or unreadable, since the file dialog chose it
+                raise ClientError(f"cannot read it: {exc.strerror or exc}") from exc
+            return ""
 
-        self._apply({Change.TRANSFERS})
-        self.spawn(upload)
+        self._apply(self.vm.dismiss_error())
+        self._transfer(path.name, upload, upload=True)
 
     def download(self, file_id: str) -> None:
         info = next(
             (m.file for m in self.vm.current_messages() if m.file and m.file.file_id == file_id),
             None,
         )
-        transfer = self.vm.start_transfer(escaped(info.name) if info else file_id, upload=False)
 
-        async def fetch() -> None:
+        async def fetch(client: ChatClient, progress: Callable[[int, int], None]) -> str:
+            return str(await client.download(file_id, progress=progress))
+
+        self._transfer(escaped(info.name) if info else file_id, fetch, upload=False)
+
+    def _transfer(
+        self,
+        name: str,
+        run: Callable[[ChatClient, Callable[[int, int], None]], Awaitable[str]],
+        *,
+        upload: bool,
+    ) -> None:
+        """Start a transfer row for ``name`` and ``run(client, progress)`` (which returns
+        the row's detail) in a task; a failure or a cancel ends the row saying so."""
+        transfer = self.vm.start_transfer(name, upload=upload)
+
+        async def go() -> None:
             if self.client is None:
                 return
             with trio.CancelScope() as scope:
                 self._transfer_scopes[transfer.id] = scope
                 try:
-                    path = await self.client.download(file_id, progress=self._progress(transfer.id))
+                    detail = await run(self.client, self._progress(transfer.id))
+                    state = TransferState.DONE
                 except ClientError as exc:
-                    self._apply(
-                        self.vm.transfer_finished(transfer.id, TransferState.FAILED, str(exc))
-                    )
-                    return
-                self._apply(self.vm.transfer_finished(transfer.id, TransferState.DONE, str(path)))
+                    state, detail = TransferState.FAILED, str(exc)
+                self._apply(self.vm.transfer_finished(transfer.id, state, detail))
             if scope.cancelled_caught:
                 self._apply(self.vm.transfer_finished(transfer.id, TransferState.CANCELLED))
 
         self._apply({Change.TRANSFERS})
-        self.spawn(fetch)
+        self.spawn(go)
 
     def cancel_transfer(self, transfer_id: int) -> None:
         scope = self._transfer_scopes.get(transfer_id)
         if scope is not None:
             scope.cancel()
+
+    def dismiss_transfer(self, transfer_id: int) -> None:
+        self._apply(self.vm.dismiss_transfer(transfer_id))
 
     def _progress(self, transfer_id: int) -> Callable[[int, int], None]:
         return lambda done, total: self._apply(self.vm.transfer_progress(transfer_id, done, total))
@@ -654,7 +728,15 @@ class App(ctk.CTk):
     def toggle_theme(self) -> None:
         self._apply(self.vm.toggle_theme())
         self.settings.theme = self.vm.theme
-        self.settings.save()
+        self._save_settings()
+
+    def _save_settings(self) -> None:
+        """Save the settings; a disk that refuses (read-only, full) costs only remembering
+        them, never the login or the theme switch."""
+        try:
+            self.settings.save()
+        except OSError as exc:
+            log.warning("cannot save the settings to %s: %s", self.settings.path, exc)
 
     async def _call(self, action: Callable[[ChatClient], Awaitable[object]]) -> None:
         if self.client is None:
@@ -732,12 +814,35 @@ def _friendly(error: str) -> str:
     if "invalid username or password" in lowered:
         return "Wrong user name or password."
     if "too many failed attempts" in lowered:
-        return f"Too many attempts: {error}."
+        return "Too many failed attempts."  # _refusal says when to try again
     if "cannot reach" in lowered:
         return "The server cannot be reached. Check the address and port, and that it runs."
     if "different protocol versions" in lowered or "version mismatch" in lowered:
         return f"This app and the server speak different protocol versions. ({error})"
     return error[:1].upper() + error[1:]
+
+
+def _refusal(refused: LoginFailed) -> str:
+    """Login-screen wording for a refused login, saying once when to try again."""
+    text = _friendly(str(refused))
+    if refused.retry_after and "try again" not in text.lower():
+        text += f" Try again in {math.ceil(refused.retry_after)} s."
+    return text
+
+
+def _conversation_look(
+    conversation: Conversation, current: str, palette: dict[str, str]
+) -> dict[str, str]:
+    """What the sidebar button of ``conversation`` shows: its name, unread count, colours."""
+    mark = "#" if conversation.is_room else "@"
+    unread = f"  ({conversation.unread})" if conversation.unread else ""
+    shown = conversation.key == current
+    return {
+        "text": f"{mark} {conversation.title}{unread}",
+        "fg_color": palette["accent"] if shown else "transparent",
+        "text_color": palette["window"] if shown else palette["fg"],
+        "hover_color": palette["accent_hover"],
+    }
 
 
 def run_gui(settings: Settings | None = None) -> int:

@@ -25,10 +25,13 @@ from sealchat.core import (
     RoomLeft,
     Typing,
 )
+from sealchat.core.limits import MAX_TEXT
 from sealchat.transports.trio_client import LinkState
 
-TYPING_SHOWN_FOR = 5.0
-"""A typing notice not refreshed for this long disappears, even if its stop never came."""
+TYPING_SHOWN_FOR = 300.0
+"""A safety net: a typing notice disappears this long after it started even if its stop never
+came. The server relays a notice only when it starts and when it ends (also when it expires
+or the typist goes offline), never its refreshes, so the stop is what normally ends it."""
 
 
 class Change(Enum):
@@ -141,20 +144,26 @@ class ViewModel:
     """The state of the main window."""
 
     def __init__(self, *, theme: str = "dark") -> None:
-        self.me = ""
         self.theme = theme if theme in ("dark", "light") else "dark"
+        self.transfers: dict[int, Transfer] = {}
+        self.focused = True
+        self._next_transfer = 1
+        self._start_session()
+
+    def _start_session(self) -> None:
+        """What one login's session shows, as before it starts."""
+        self.me = ""
         self.conversations: dict[str, Conversation] = {}
         self.current = room_key("general")
         self.online: set[str] = set()
+        self._online_listed = True
+        """Whether the last ``OnlineUsers`` record ended its list (the next one starts anew)."""
         self.members: dict[str, list[MemberInfo]] = {}
         self.typing: dict[str, dict[str, float]] = {}
-        self.transfers: dict[int, Transfer] = {}
         self.banner = ""
         self.error = ""
-        self.focused = True
         self.missed_while_away = 0
         self.updates: list[TranscriptUpdate] = []
-        self._next_transfer = 1
         self.conversation(room_key("general"))
 
     # --- conversations --------------------------------------------------------------------
@@ -170,6 +179,21 @@ class ViewModel:
         self.me = username
         self.error = ""
         return {Change.TITLE, Change.CONVERSATIONS, Change.ERROR}
+
+    def logged_out(self) -> set[Change]:
+        """The session ended for good (the client gave up reconnecting): its conversations,
+        people and banners go, as before a login; the theme and the transfers stay."""
+        self._start_session()
+        self.updates.append(TranscriptUpdate(redraw=True))
+        return {
+            Change.TITLE,
+            Change.CONVERSATIONS,
+            Change.TRANSCRIPT,
+            Change.PEOPLE,
+            Change.TYPING,
+            Change.BANNER,
+            Change.ERROR,
+        }
 
     def rooms_listed(self, rooms: list[RoomInfo]) -> set[Change]:
         """The server's room list (asked for after login): the rooms this user is in, also
@@ -215,8 +239,12 @@ class ViewModel:
                     for people in self.typing.values():
                         people.pop(user, None)
                 return {Change.PEOPLE, Change.TYPING}
-            case OnlineUsers(users=users):
+            case OnlineUsers(users=users, more=more):
+                # Each login lists who is online afresh: whoever left meanwhile is not.
+                if self._online_listed:
+                    self.online.clear()
                 self.online.update(users)
+                self._online_listed = not more
                 return {Change.PEOPLE}
             case RoomJoined(room=room):
                 self.conversation(room_key(room))
@@ -238,7 +266,8 @@ class ViewModel:
                     if wait
                     else f"Disconnected: {reason}"
                 )
-                return {Change.BANNER}
+                self.typing.clear()  # their stops cannot reach us any more
+                return {Change.BANNER, Change.TYPING}
             case LinkState(connected=True):
                 self.banner = ""
                 return {Change.BANNER}
@@ -252,16 +281,19 @@ class ViewModel:
     def _message(self, message: Message) -> set[Change]:
         if message.room:
             key = room_key(message.room)
-            conversation = self.conversation(key)
+            title = message.room
         else:
-            peer = message.to if message.sender.lower() == self.me.lower() else message.sender
-            key = direct_key(peer)
-            conversation = self.conversation(key)
-            conversation.title = peer
+            title = message.to if message.sender.lower() == self.me.lower() else message.sender
+            key = direct_key(title)
+        # The sidebar changes only when a conversation appears, is renamed or counts unread
+        # messages: not for each message of a replayed backlog.
+        new = key not in self.conversations
+        conversation = self.conversation(key)
         index = conversation.add(message)
         if index is None:
             return set()
-        changes = {Change.CONVERSATIONS}
+        changes = {Change.CONVERSATIONS} if new or conversation.title != title else set()
+        conversation.title = title
         live = index == len(conversation.ids) - 1
         mine = message.sender.lower() == self.me.lower()
         self.typing.get(key, {}).pop(message.sender, None)
@@ -270,6 +302,7 @@ class ViewModel:
             changes |= {Change.TRANSCRIPT, Change.TYPING}
         elif live and not mine:
             conversation.unread += 1
+            changes.add(Change.CONVERSATIONS)
         if live and not mine and not self.focused:
             self.missed_while_away += 1
             changes.add(Change.TITLE)
@@ -318,6 +351,26 @@ class ViewModel:
                 del people[name]
                 changed = True
         return {Change.TYPING} if changed else set()
+
+    # --- errors and the input box -----------------------------------------------------------
+
+    def fits(self, text: str) -> bool:
+        """Whether ``text`` fits in one message. If not, the error says why, and the text
+        is to stay in the input box."""
+        if len(text) <= MAX_TEXT:
+            return True
+        self.error = (
+            f"This message has {len(text)} characters; at most {MAX_TEXT} fit in one message. "
+            "Shorten it, or send it as a file."
+        )
+        return False
+
+    def dismiss_error(self) -> set[Change]:
+        """The user acted again (sent, joined, switched conversation): the last error goes."""
+        if not self.error:
+            return set()
+        self.error = ""
+        return {Change.ERROR}
 
     # --- window ---------------------------------------------------------------------------
 
@@ -372,6 +425,14 @@ class ViewModel:
         transfer.state, transfer.detail = state, detail
         if state is TransferState.DONE:
             transfer.done = transfer.total
+        return {Change.TRANSFERS}
+
+    def dismiss_transfer(self, transfer_id: int) -> set[Change]:
+        """The user put away a finished transfer's row."""
+        transfer = self.transfers.get(transfer_id)
+        if transfer is None or transfer.state is TransferState.RUNNING:
+            return set()
+        del self.transfers[transfer_id]
         return {Change.TRANSFERS}
 
     def file_of(self, message_id: int) -> FileInfo | None:

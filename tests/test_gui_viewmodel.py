@@ -25,6 +25,7 @@ from sealchat.core import (
     RoomLeft,
     Typing,
 )
+from sealchat.core.limits import MAX_TEXT
 from sealchat.gui.settings import Server, Settings
 from sealchat.gui.theme import EMOTICONS, PALETTES
 from sealchat.gui.viewmodel import (
@@ -195,6 +196,22 @@ def test_rooms_joined_in_earlier_sessions_come_from_the_room_list() -> None:
     assert vm.current == "#general"
 
 
+def test_only_new_renamed_or_unread_conversations_change_the_sidebar() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="random"), NOW)
+    # A backlog in the conversation shown: the transcript grows, the sidebar stays as it is.
+    for message_id in range(1, 50):
+        assert Change.CONVERSATIONS not in vm.apply(said(message_id, "bob"), NOW)
+    assert Change.CONVERSATIONS not in vm.apply(said(50, "alice", room="random"), NOW)  # mine
+    assert Change.CONVERSATIONS in vm.apply(said(51, "bob", room="random"), NOW)  # unread 1
+    assert Change.CONVERSATIONS not in vm.apply(said(45, "bob", room="random"), NOW)  # older
+    assert Change.CONVERSATIONS in vm.apply(said(52, "bob", to="alice"), NOW)  # new: @bob
+    vm.open_direct("bob")
+    assert Change.CONVERSATIONS not in vm.apply(said(53, "bob", to="alice"), NOW)
+    assert Change.CONVERSATIONS in vm.apply(said(54, "Bob", to="alice"), NOW)  # renamed
+    assert vm.conversation("@bob").title == "Bob"
+
+
 def test_leaving_a_room_removes_it_and_falls_back_to_general() -> None:
     vm = logged_in()
     vm.apply(RoomJoined(room="random"), NOW)
@@ -318,6 +335,27 @@ def test_typing_expires_after_the_last_refresh() -> None:
     assert vm.expire_typing(NOW + 100) == set()
 
 
+def test_typing_stays_until_the_typist_stops() -> None:
+    vm = logged_in("dave")
+    vm.apply(Typing(room="general", user="alice"), NOW)
+    # The server relays no refreshes while alice keeps typing: only her start, then her stop.
+    assert vm.expire_typing(NOW + 60) == set()
+    assert vm.typing_text(NOW + 60) == "alice is typing…"
+    assert vm.apply(Typing(room="general", user="alice", active=False), NOW + 61) == {Change.TYPING}
+    assert vm.typing_text(NOW + 61) == ""
+
+
+def test_a_lost_connection_ends_everyone_typing() -> None:
+    vm = logged_in("dave")
+    vm.apply(Typing(room="general", user="alice"), NOW)
+    vm.apply(Typing(to="dave", user="bob"), NOW)
+    changes = vm.apply(LinkState(connected=False, reason="reset", retry_in=1.0), NOW)
+    assert Change.TYPING in changes  # their stops cannot reach us any more
+    assert vm.typing_text(NOW) == ""
+    vm.open_direct("bob")
+    assert vm.typing_text(NOW) == ""
+
+
 def test_a_message_from_someone_clears_their_typing() -> None:
     vm = logged_in("dave")
     vm.apply(Typing(room="general", user="alice"), NOW)
@@ -357,6 +395,17 @@ def test_online_users_and_presence() -> None:
     assert Change.PEOPLE in vm.apply(Presence(user="dave", online=True), NOW)
     assert Change.PEOPLE in vm.apply(Presence(user="bob", online=False), NOW)
     assert vm.online == {"carol", "dave"}
+
+
+def test_who_is_online_is_listed_afresh_after_each_login() -> None:
+    vm = logged_in("alice")
+    vm.apply(OnlineUsers(users=["alice", "bob", "carol"]), NOW)
+    vm.apply(LinkState(connected=False, reason="reset", retry_in=1.0), NOW)
+    vm.apply(LinkState(connected=True), NOW)
+    # bob left while the connection was down: the list after the new login no longer has him.
+    vm.apply(OnlineUsers(users=["alice", "carol"], more=True), NOW)
+    vm.apply(OnlineUsers(users=["dave"]), NOW)  # a long list comes in several records
+    assert vm.online == {"alice", "carol", "dave"}
 
 
 def test_people_in_the_current_room_with_presence() -> None:
@@ -405,12 +454,32 @@ def test_reconnect_banner_for_reconnecting_and_disconnected_cleared_on_reconnect
     vm = logged_in()
     assert vm.banner == ""
     changes = vm.apply(LinkState(connected=False, reason="reset", retry_in=4.2), NOW)
-    assert changes == {Change.BANNER}
+    assert Change.BANNER in changes
     assert vm.banner == "Connection lost — reconnecting in 4 s…"
     vm.apply(LinkState(connected=False, reason="the server shut down"), NOW)
     assert vm.banner == "Disconnected: the server shut down"
     assert vm.apply(LinkState(connected=True), NOW) == {Change.BANNER}
     assert vm.banner == ""
+
+
+def test_a_session_ended_for_good_leaves_nothing_of_it_but_the_transfers() -> None:
+    vm = logged_in("alice", theme="light")
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.apply(said(1, "bob", to="alice"), NOW)
+    vm.apply(OnlineUsers(users=["alice", "bob"]), NOW)
+    vm.apply(Typing(room="general", user="bob"), NOW)
+    vm.select("#random")
+    upload = vm.start_transfer("notes.txt", upload=True)
+    vm.apply(LinkState(connected=False, reason="the server's key changed"), NOW)
+    changes = vm.logged_out()
+    assert {Change.TITLE, Change.CONVERSATIONS, Change.TRANSCRIPT, Change.BANNER} <= changes
+    assert (vm.me, vm.title(), vm.banner, vm.online) == ("", "sealchat", "", set())
+    assert [c.key for c in vm.sorted_conversations()] == ["#general"]
+    assert vm.current == "#general"
+    assert vm.current_messages() == []
+    assert vm.updates[-1] == TranscriptUpdate(redraw=True)
+    assert vm.typing_text(NOW) == ""
+    assert (vm.theme, vm.transfers) == ("light", {upload.id: upload})
 
 
 def test_error_records_are_shown() -> None:
@@ -420,6 +489,22 @@ def test_error_records_are_shown() -> None:
     assert vm.error == "you are not in #secret"
     vm.apply(Error(code="rate-limited"), NOW)
     assert vm.error == "rate-limited"
+
+
+def test_a_message_too_long_for_the_protocol_is_refused_saying_why() -> None:
+    vm = logged_in()
+    assert vm.fits("y" * MAX_TEXT)
+    assert vm.error == ""
+    assert not vm.fits("y" * (MAX_TEXT + 1))
+    assert vm.error.startswith(f"This message has {MAX_TEXT + 1} characters; at most {MAX_TEXT}")
+
+
+def test_an_error_goes_away_when_the_user_acts_again() -> None:
+    vm = logged_in()
+    vm.apply(Error(code="too_long", detail="the message is too long"), NOW)
+    assert vm.dismiss_error() == {Change.ERROR}
+    assert vm.error == ""
+    assert vm.dismiss_error() == set()
 
 
 def test_unknown_events_change_nothing() -> None:
@@ -496,6 +581,17 @@ def test_failed_and_cancelled_transfers_say_so() -> None:
     vm.transfer_finished(cancelled.id, TransferState.CANCELLED)
     assert cancelled.label == "other.bin: cancelled"
     assert cancelled.fraction == 0.0
+
+
+def test_only_a_finished_transfer_can_be_dismissed() -> None:
+    vm = logged_in()
+    running = vm.start_transfer("big.iso", upload=True)
+    finished = vm.start_transfer("notes.txt", upload=False)
+    vm.transfer_finished(finished.id, TransferState.FAILED, "no such file")
+    assert vm.dismiss_transfer(running.id) == set()
+    assert vm.dismiss_transfer(finished.id) == {Change.TRANSFERS}
+    assert list(vm.transfers) == [running.id]
+    assert vm.dismiss_transfer(finished.id) == set()
 
 
 def test_an_empty_file_is_complete_when_done() -> None:

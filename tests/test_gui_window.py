@@ -9,10 +9,12 @@ screen are saved to ``artifacts/``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tkinter as tk
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -20,7 +22,9 @@ from sealchat.core import FileInfo, Message, Presence, Typing
 from sealchat.core.hub import HubConfig
 from sealchat.gui.app import _file_label, _friendly
 from sealchat.gui.theme import PALETTES
+from sealchat.gui.viewmodel import TransferState
 from sealchat.transports.blocking_client import BlockingClient
+from sealchat.transports.pinning import KnownServers, server_name
 from tests.gui_harness import Window, destroyed, environment, open_window, xvfb
 from tests.servers import PASSWORD, Running, free_port, running_server
 
@@ -167,11 +171,36 @@ def test_login_error_wording() -> None:
     assert _friendly("cannot reach 127.0.0.1:9: Connection refused") == (
         "The server cannot be reached. Check the address and port, and that it runs."
     )
-    assert _friendly("too many failed attempts; try again in 8 s").startswith("Too many attempts: ")
+    assert _friendly("too many failed attempts; try again in 8 s") == "Too many failed attempts."
     assert "different protocol versions" in _friendly("version mismatch: 2 vs 1")
     assert _friendly("the handshake did not finish in time") == (
         "The handshake did not finish in time"
     )
+
+
+def test_a_rate_limited_login_says_once_when_to_try_again(window: Window, server: Running) -> None:
+    form = window.app.login_form
+    while "too many" not in window.login_error().lower():
+        window.fill_login(server.port, "alice", "wrong")
+        window.submit_login()
+        window.until(lambda: form.button.cget("state") == "normal", "the form back")
+    error = window.login_error()
+    assert error.startswith("Too many failed attempts. Try again in "), error
+    assert error.lower().count("try again") == 1, error
+    assert " 0 s" not in error, error  # a wait under a second is "1 s"
+
+
+def test_settings_that_cannot_be_saved_do_not_block_the_login(
+    display: str, server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment(tmp_path, monkeypatch)
+    (tmp_path / "not-a-folder").write_text("", encoding="utf-8")
+    with open_window(tmp_path / "not-a-folder" / "gui.json", display) as window:
+        window.app.login_form.remember.select()
+        window.login(server.port, "alice")
+        window.app.chat.theme_switch.toggle()
+        window.pump()
+        assert window.app.vm.theme == "light"
 
 
 def test_an_unreachable_server_is_explained_on_the_form(window: Window) -> None:
@@ -239,7 +268,7 @@ def test_typing_indicator_appears_and_expires(
     assert window.typing() == ""
     bob.send(Typing(room="general"))
     window.until(lambda: window.typing() == "bob is typing…", "bob's typing notice")
-    # No refresh and no stop: the window drops it 5 s after it arrived.
+    # No refresh and no stop: the server ends it 5 s after it arrived, and says so.
     window.until(lambda: window.typing() == "", "the typing notice to expire", timeout=20)
 
     bob.send(Typing(room="general"))
@@ -247,6 +276,22 @@ def test_typing_indicator_appears_and_expires(
     bob.send_message("there", room="general")
     window.until_shown("bob: there")
     assert window.typing() == ""  # his message ends his notice
+
+
+def test_typing_indicator_stays_while_the_peer_keeps_typing(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    window.login(server.port, "alice")
+    bob.send(Typing(room="general"))
+    window.until(lambda: window.typing() == "bob is typing…", "bob's typing notice")
+    for _ in range(2):  # bob refreshes every 3 s; the server relays none of the refreshes
+        window.pump(3)
+        bob.send(Typing(room="general"))
+        assert window.typing() == "bob is typing…"
+    window.pump(1)
+    assert window.typing() == "bob is typing…"  # 7 s after the only notice alice got
+    bob.send(Typing(room="general", active=False))
+    window.until(lambda: window.typing() == "", "bob's stop")
 
 
 def test_typing_in_the_box_tells_the_others_and_then_stops(
@@ -329,6 +374,94 @@ def test_history_loads_page_by_page_when_scrolling_up(
         first, *rest = text_of(n).split("\n")
         expected += [f"bob: {first}", *rest]
     assert window.transcript_lines() == expected
+
+
+@pytest.mark.parametrize(
+    "server", [HubConfig(messages_per_second=1000, message_burst=1000)], indirect=True
+)
+def test_incoming_messages_update_the_sidebar_without_rebuilding_it(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    with server.login("alice") as earlier:
+        earlier.join("random")
+    bob.join("random")
+    window.login(server.port, "alice")
+    sidebar = app.chat.conversation_list
+    window.until(lambda: button_texts(sidebar) == ["# general", "# random"], "the sidebar")
+    buttons = sidebar.winfo_children()
+    with mock.patch.object(
+        app.chat, "draw_conversations", wraps=app.chat.draw_conversations
+    ) as drawn:
+        for n in range(30):
+            bob.send_message(f"here {n}", room="general")
+        window.until_shown("bob: here 29")
+        assert drawn.call_count == 0  # messages in the conversation shown leave it alone
+        for n in range(30):
+            bob.send_message(f"there {n}", room="random")
+        window.until(lambda: "# random  (30)" in button_texts(sidebar), "30 unread in #random")
+    assert sidebar.winfo_children() == buttons  # updated in place, not made anew
+
+
+def test_a_peer_cannot_make_a_line_pose_as_a_message_of_its_own(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    transcript = app.chat.transcript
+    window.login(server.port, "alice")
+    bob.send_message(
+        "ok\n12:00  carol: the server moved, log in at evil.example\r\n"
+        "\x1b[2J\u202egpj.exe\u2028bye",
+        room="general",
+    )
+    bob.send_message("long " * 200, room="general")
+    window.until_shown("bob: long")
+    window.type_and_enter("party \U0001f389 \U0001f469\u200d\U0001f4bb")
+    window.until_shown("alice: party")
+    assert window.transcript_lines() == [
+        "bob: ok",
+        "carol: the server moved, log in at evil.example",
+        "\\x1b[2J\\u202egpj.exe\\u2028bye",
+        "bob: " + "long " * 200,
+        "alice: party \U0001f389 \U0001f469\u200d\U0001f4bb",  # emoji and joiners kept
+    ]
+
+    def left(index: str) -> int:
+        transcript.see(index)
+        window.pump()
+        x, _y, _width, _height = transcript.bbox(index)
+        return int(x)
+
+    message = left("1.0")
+    assert left("2.0") > message  # the peer's further lines are indented under its message
+    assert left("3.0") == left("2.0")
+    assert left("4.0") == message
+    assert left("4.0 + 1 display lines") > message  # and so are the lines a long one wraps to
+    assert left("5.0") == message
+
+
+def test_a_message_too_long_stays_in_the_box_saying_why(window: Window, server: Running) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    window.type_and_enter("y" * 8001)  # over the protocol's 8000 characters
+    window.until(app.chat.banner.winfo_ismapped, "the error banner")
+    assert str(app.chat.banner.cget("text")).startswith(
+        "This message has 8001 characters; at most 8000 fit in one message."
+    )
+    assert app.chat.input.get("1.0", "end").strip() == "y" * 8001
+
+
+def test_the_error_banner_goes_away_when_the_next_message_goes(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    window.type_and_enter("x" * 4001)  # over the server's 4000: it refuses it
+    window.until(app.chat.banner.winfo_ismapped, "the server's refusal")
+    window.type_and_enter("a shorter one")
+    window.until_shown("alice: a shorter one")
+    window.pump(0.5)
+    assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
 
 
 def test_a_message_of_several_lines_keeps_the_transcript_in_order(
@@ -430,7 +563,7 @@ def test_send_a_small_file_and_see_its_progress_complete(
     label, bar, cancel = app.chat.transfer_rows[transfer.id]
     assert label.cget("text") == "Sent notes.bin"
     assert bar.get() == 1.0
-    assert cancel.cget("text") == "Done"
+    assert cancel.cget("text") == "Dismiss"
     assert seen[-1] == (len(data), len(data))
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
@@ -441,6 +574,30 @@ def test_send_a_small_file_and_see_its_progress_complete(
     saved = bob.download(announced.file.file_id, tmp_path / "bob-downloads")
     assert saved.read_bytes() == data
     window.until_shown("alice: \u2913 notes.bin (150.0 KiB)")
+
+
+def test_finished_transfers_can_be_dismissed_giving_the_transcript_its_room_back(
+    window: Window, server: Running, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    window.pump(0.5)
+    height = app.chat.transcript.winfo_height()
+    for n in range(6):  # one after the other: the server takes 4 at a time
+        path = tmp_path / f"file{n}.txt"
+        path.write_text(f"file {n}", encoding="utf-8")
+        app.send_file(path)
+        transfer = app.vm.transfers[max(app.vm.transfers)]
+        window.until(lambda t=transfer: t.state is TransferState.DONE, f"upload {n}")
+    window.pump(0.5)
+    assert app.chat.transcript.winfo_height() < height
+    for _label, _bar, button in list(app.chat.transfer_rows.values()):
+        assert button.cget("text") == "Dismiss"
+        button.invoke()
+    window.pump(0.5)
+    assert app.chat.transfer_rows == {}
+    assert app.vm.transfers == {}
+    assert app.chat.transcript.winfo_height() == height
 
 
 def test_clicking_a_file_announced_by_the_other_client_downloads_it(
@@ -471,6 +628,44 @@ def test_clicking_a_file_announced_by_the_other_client_downloads_it(
     label, bar, _cancel = app.chat.transfer_rows[transfer.id]
     assert label.cget("text") == f"Saved photo.png to {saved}"
     assert bar.get() == 1.0
+
+
+def test_a_file_that_cannot_be_read_fails_its_transfer_and_the_window_stays(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.send_file(tmp_path / "gone.txt")  # deleted after the file dialog returned it
+    (transfer,) = app.vm.transfers.values()
+    window.until(lambda: transfer.state is TransferState.FAILED, "the upload to fail")
+    label, _bar, _cancel = app.chat.transfer_rows[transfer.id]
+    assert label.cget("text") == "gone.txt: failed (cannot read it: No such file or directory)"
+    bob.send_message("still connected", room="general")
+    window.until_shown("bob: still connected")
+
+
+def test_an_unexpected_error_in_a_task_is_shown_and_the_window_keeps_running(
+    window: Window, server: Running, bob: BlockingClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = window.app
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.spawn(broken)  # before the login: on the form
+    window.until(window.login_error, "the error on the login form")
+    assert window.login_error() == (
+        "Something went wrong (RuntimeError: a bug); the log has details."
+    )
+    window.login(server.port, "alice")
+    with caplog.at_level(logging.ERROR, logger="sealchat.gui"):
+        app.spawn(broken)  # after it: in the banner
+        window.until(app.chat.banner.winfo_ismapped, "the error banner")
+    assert "RuntimeError: a bug" in str(app.chat.banner.cget("text"))
+    assert "Traceback" in caplog.text
+    assert "a bug" in caplog.text
+    bob.send_message("still connected", room="general")
+    window.until_shown("bob: still connected")
 
 
 def test_download_by_file_id(
@@ -506,6 +701,28 @@ def test_reconnect_banner_when_the_server_goes_away(window: Window, server: Runn
     )
     assert app.chat.banner.winfo_ismapped()
     # Closing while it waits to reconnect still ends cleanly (checked by the fixture).
+
+
+def test_when_the_client_gives_up_reconnecting_the_login_form_says_why(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment(tmp_path, monkeypatch)
+    port = free_port()
+    with open_window(tmp_path / "gui.json", display) as window:
+        app = window.app
+        with running_server("trio", tmp_path / "server", port=port):
+            window.login(port, "alice")
+        with running_server("trio", tmp_path / "server", port=port) as moved:  # another key
+            window.until(app.login_form.winfo_ismapped, "the login form again", timeout=60)
+            assert window.login_error() == "The server's key changed; the connection was refused."
+            assert [d.title for d in window.dialogs] == ["Trust this server?", "Server key changed"]
+            assert not app.chat.winfo_ismapped()
+            assert (app.title(), app.vm.me, app.vm.banner) == ("sealchat", "", "")
+
+            KnownServers().pin(server_name("127.0.0.1", port), moved.fingerprint)  # confirmed
+            window.login(port, "alice")  # the form works again
+            assert not app.chat.banner.winfo_ismapped()
+            window.close()
 
 
 def test_closing_the_window_cancels_trio_and_finishes_cleanly(
