@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import socket
 import threading
 import time
@@ -21,6 +22,8 @@ from sealchat.core import (
     Connection,
     ConnectionClosed,
     FileChunk,
+    FileOffer,
+    FileRequest,
     KeysEstablished,
     Login,
     Message,
@@ -118,6 +121,26 @@ def test_a_server_that_stops_reading_blocks_no_other_call() -> None:
             client.typing()
 
 
+def reads_slowly(sock: socket.socket, _conn: Connection) -> None:
+    """Take what comes steadily but slowly (at most ~1.5 MB/s), like a far-away server."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    while sock.recv(32768):
+        time.sleep(0.02)
+
+
+def test_a_slow_but_steady_server_is_not_taken_for_a_stuck_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(blocking_client, "REQUEST_TIMEOUT", 1.0)  # "took nothing for 1 s"
+    with scripted_server(logs_in_then(reads_slowly)) as port:
+        client = BlockingClient("127.0.0.1", port, trust=accept_all)
+        client.login("alice", PASSWORD)
+        client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        burst = [Message(text="x" * 7000, room="general", client_id=f"{n}") for n in range(400)]
+        client.send_all(burst)  # ~2.8 MB: seconds in all, but never a second without progress
+        client.close()
+
+
 def test_a_server_that_goes_silent_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
     quick = functools.partial(Connection, keepalive_interval=0.2, handshake_timeout=1.0)
     monkeypatch.setattr(blocking_client, "Connection", quick)
@@ -129,11 +152,11 @@ def test_a_server_that_goes_silent_is_noticed(monkeypatch: pytest.MonkeyPatch) -
     assert "stopped responding" in closed.reason
 
 
+@pytest.mark.parametrize("policy", ["pinned", "own"])
 def test_a_slow_yes_to_a_new_key_connects_again_and_asks_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
 ) -> None:
     monkeypatch.setattr(blocking_client, "SLOW_TRUST", 0.2)
-    known = KnownServers(tmp_path / "known")
     asked: list[str] = []
 
     def thoughtful(_server: str, fingerprint: str) -> bool:
@@ -142,10 +165,32 @@ def test_a_slow_yes_to_a_new_key_connects_again_and_asks_once(
         return True
 
     with running_server("threads", tmp_path / "s", handshake_timeout=0.3) as server:
-        trust = pinned(known, server_name("127.0.0.1", server.port), thoughtful)
+        name = server_name("127.0.0.1", server.port)
+        if policy == "pinned":
+            trust = pinned(KnownServers(tmp_path / "known"), name, thoughtful)
+        else:  # a script's own policy, which pins nothing
+
+            def trust(event: PeerKeyReceived) -> bool:
+                return thoughtful(name, event.fingerprint)
+
         with BlockingClient("127.0.0.1", server.port, trust=trust) as client:
             assert client.login("alice", PASSWORD) == "alice"
     assert asked == [server.fingerprint]
+
+
+def test_a_process_with_many_files_open_can_connect(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit ({hard}) is below 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # the socket gets fd > 1023
+    try:
+        with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+            assert alice.rooms()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_failing_key_policy_fails_the_constructor_with_its_own_error(tmp_path: Path) -> None:
@@ -186,6 +231,60 @@ def test_an_abandoned_download_stops_the_stream_and_frees_its_slot(tmp_path: Pat
         while not alice.events.empty():
             leftovers.append(alice.events.get_nowait())
         assert not [e for e in leftovers if isinstance(e, FileChunk)]
+
+
+def streams_small_chunks(sock: socket.socket, conn: Connection) -> None:
+    """Answer a download request with 3,000 small (legal) chunks, then keep reading."""
+    while not isinstance(event := conn.next_event(), FileRequest):
+        if event is NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+    size = 3000 * 100
+    name, file_id = "f", event.file_id
+    conn.send(
+        FileOffer(transfer=event.transfer, name=name, size=size, sha256=bytes(32), file_id=file_id)
+    )
+    for n in range(3000):
+        conn.send(FileChunk(transfer=event.transfer, offset=n * 100, data=b"x" * 100))
+    sock.sendall(conn.data_to_send())
+    while sock.recv(65536):
+        pass
+
+
+def test_a_download_abandoned_amid_many_chunks_leaves_the_reader_free(tmp_path: Path) -> None:
+    with scripted_server(logs_in_then(streams_small_chunks)) as port:
+        client = BlockingClient("127.0.0.1", port, trust=accept_all)
+        client.login("alice", PASSWORD)
+        with pytest.raises(KeyboardInterrupt):
+            client.download("f" * 32, tmp_path / "in", progress=_cancel)
+        client.close()
+        client.next(ConnectionClosed, timeout=LIVENESS)
+        assert not client._reader.is_alive()  # it was not left waiting on a dropped queue
+
+
+def test_closing_from_a_download_progress_ends_everything_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    (tmp_path / "big.bin").write_bytes(os.urandom(8 << 20))
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        info = alice.send_file(tmp_path / "big.bin", room="general")
+        closed = threading.Event()
+
+        def close_midway(_done: int, _total: int) -> None:
+            if not closed.is_set():
+                closed.set()
+                time.sleep(0.5)  # meanwhile the reader fills the download's queue and waits
+                alice.close()
+
+        with pytest.raises(ClientError):
+            alice.download(info.file_id, tmp_path / "in", progress=close_midway)
+        last = alice.next(ConnectionClosed, timeout=LIVENESS)
+        assert "failed" not in last.reason
+        assert alice.events.empty()  # ConnectionClosed came last, and once
+        assert not alice._reader.is_alive()
+        assert not alice._writer.is_alive()
+    assert crashed == []
 
 
 def test_an_abandoned_upload_can_be_sent_again(tmp_path: Path) -> None:

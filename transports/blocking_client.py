@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import queue
-import select
+import selectors
 import socket
 import threading
 import time
@@ -118,8 +118,11 @@ class BlockingClient:
         self._chunks: dict[int, queue.Queue[Record]] = {}
         self._abandoned: set[int] = set()
         """Downloads given up here: the rest of their stream is dropped as it arrives."""
-        self._arrived: list[tuple[queue.Queue[Record], Record]] = []
+        self._arrived: list[tuple[int, queue.Queue[Record], Record]] = []
         """Chunk records read under the lock, handed to their downloads after it."""
+        self._running = 2
+        """Threads (reader, writer) not yet ended; the last one closes the socket, which is
+        never closed under a thread still using it (its number could be reused meanwhile)."""
         key = static_key or X25519PrivateKey.generate()
         self._sock, self._conn, established = _connect(
             host, port, key=key, trust=trust, timeout=timeout, source_address=source_address
@@ -154,6 +157,11 @@ class BlockingClient:
                     self._conn.send(record)
                 except LocalProtocolError as exc:  # a record that breaks a limit
                     raise ClientError(f"cannot send this: {exc}") from None
+                except BaseException:  # Ctrl-C inside the encryption: the nonces may be off
+                    self._conn.send_failed()
+                    self._failure = "interrupted while sending"
+                    self._output.notify()
+                    raise
             self._output.notify()
             while wait and self._conn.bytes_to_send > SEND_BUFFER:
                 if not self._written.wait(REQUEST_TIMEOUT):
@@ -175,16 +183,18 @@ class BlockingClient:
                     while not conn.bytes_to_send and not self._over():
                         self._output.wait()
                     data = conn.data_to_send()
-                if data:
+                view = memoryview(data)
+                for start in range(0, len(view), SEND_BUFFER):  # progress shows per slice
                     try:
-                        self._sock.sendall(data)
+                        self._sock.sendall(view[start : start + SEND_BUFFER])
                     except OSError as exc:
                         with self._lock:
                             conn.send_failed()
                             self._failure = self._failure or f"could not write: {exc}"
                         return
+                    with self._lock:
+                        self._written.notify_all()
                 with self._lock:
-                    self._written.notify_all()
                     if self._over() and not conn.bytes_to_send:
                         return
         finally:
@@ -193,6 +203,14 @@ class BlockingClient:
                 self._written.notify_all()
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
+            self._thread_ended()
+
+    def _thread_ended(self) -> None:
+        with self._lock:
+            self._running -= 1
+            last = not self._running
+        if last:
+            self._sock.close()
 
     def _over(self) -> bool:
         return self._stopping or self._conn.state in _OVER
@@ -219,8 +237,7 @@ class BlockingClient:
             self._sock.shutdown(socket.SHUT_RDWR)  # also ends a write the server never takes
         for thread in (self._reader, self._writer):
             if thread is not threading.current_thread():
-                thread.join(timeout=5)
-        self._sock.close()
+                thread.join(timeout=5)  # the last of them closes the socket
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -229,12 +246,14 @@ class BlockingClient:
         (keepalive) is due, until it closes."""
         conn, sock = self._conn, self._sock
         closed = False
+        selector = selectors.DefaultSelector()  # not select(): it fails for fds past 1023
+        selector.register(sock, selectors.EVENT_READ)
         try:
             while not closed:
                 with self._lock:
                     timer = conn.get_timer()
                 wait = None if timer is None else max(0.0, timer - time.monotonic())
-                readable = select.select([sock], [], [], wait)[0]
+                readable = selector.select(wait)
                 data = b""
                 if readable:
                     with contextlib.suppress(OSError):  # as EOF: the connection ends
@@ -247,8 +266,8 @@ class BlockingClient:
                     closed = self._drain()
                     self._output.notify()  # pongs, pings, acknowledgements
                     arrived, self._arrived = self._arrived, []
-                for chunks, record in arrived:  # outside the lock: a full queue waits here
-                    chunks.put(record)
+                for transfer, chunks, record in arrived:  # outside the lock: may wait
+                    self._hand_over(transfer, chunks, record)
         except ProtocolError as exc:
             self._end(str(exc))
         except BaseException as exc:  # a bug must not leave callers waiting forever
@@ -263,6 +282,19 @@ class BlockingClient:
                 for chunks in self._chunks.values():
                     _put_last(chunks, FileReject(transfer=0, reason="the connection was lost"))
                 self._output.notify()  # the writer sends a queued Bye, then ends
+            selector.close()
+            self._thread_ended()
+
+    def _hand_over(self, transfer: int, chunks: queue.Queue[Record], record: Record) -> None:
+        """Put ``record`` in its download's queue, waiting while the queue is full, unless
+        the download is given up or the client closes meanwhile (then it is dropped)."""
+        while True:
+            with self._lock:
+                if self._stopping or self._chunks.get(transfer) is not chunks:
+                    return
+            with contextlib.suppress(queue.Full):
+                chunks.put(record, timeout=0.1)
+                return
 
     def _end(self, reason: str) -> None:
         """The reader stops early: the last event says why, and the writer stops too."""
@@ -326,7 +358,7 @@ class BlockingClient:
         if isinstance(record, FileChunk | FileComplete | FileReject):
             chunks = self._chunks.get(record.transfer)
             if chunks is not None:
-                self._arrived.append((chunks, record))
+                self._arrived.append((record.transfer, chunks, record))
         elif isinstance(record, Message):
             self._newest = max(self._newest, record.id)
         elif self._acknowledging and _ends_replay(record):
@@ -498,7 +530,17 @@ def _connect(
 ) -> tuple[socket.socket, Connection, KeysEstablished]:
     """A connected socket and its open connection, the handshake done on this thread. If
     ``trust`` said yes after SLOW_TRUST seconds, the server may have given up meanwhile: the
-    client connects once more (asking again, which a pinning policy answers at once)."""
+    client connects once more, and that key is not asked about again."""
+    accepted: list[str] = []  # a key trusted on a first, slow try is not asked about again
+
+    def decide(event: PeerKeyReceived) -> bool:
+        if event.fingerprint in accepted:
+            return True
+        if trust(event):
+            accepted.append(event.fingerprint)
+            return True
+        return False
+
     for last in (False, True):
         try:
             sock = socket.create_connection(
@@ -507,8 +549,9 @@ def _connect(
         except OSError as exc:
             raise ClientError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            opened = _handshake(sock, key, trust, timeout, retry_if_slow=not last)
+            with contextlib.suppress(OSError):  # a reset already: the handshake says so
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            opened = _handshake(sock, key, decide, timeout, retry_if_slow=not last)
         except BaseException:
             sock.close()
             raise
