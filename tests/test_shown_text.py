@@ -36,3 +36,11 @@ def test_hidden_characters_are_written_as_escapes(text: str, shown: str) -> None
 def test_what_languages_and_emoji_need_is_kept(text: str) -> None:
     assert escaped(text) == text
     assert not any(hidden(c) for c in text)
+
+
+def test_no_hidden_character_counts_as_printable() -> None:
+    # escaped() returns printable text untouched: this must hold for every code point.
+    printable_hidden = [
+        hex(code) for code in range(0x110000) if hidden(chr(code)) and chr(code).isprintable()
+    ]
+    assert printable_hidden == []

@@ -23,6 +23,8 @@ def hidden(char: str) -> bool:
 
 def escaped(text: str) -> str:
     """``text`` with every such character written as an escape (``\\x1b``, ``\\u202e``)."""
+    if text.isprintable():  # none of them is printable: most text is done in one C call
+        return text
     return "".join(_escape(c) if hidden(c) else c for c in text)
 
 
