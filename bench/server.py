@@ -565,8 +565,14 @@ async def _fanout(pipe: Pipe, params: dict[str, Any]) -> dict[str, Any]:
         sender.queue(state["tag"])
         start = time.perf_counter()
         await sender.flush()
-        with trio.fail_after(30):
+        with trio.move_on_after(30):
             await state["done"].wait()
+        if not state["done"].is_set():  # say enough to tell a lost message from a lost client
+            closed = sum(c.closed for c in clients)
+            raise RuntimeError(
+                f"fan-out {state['tag']}: {state['count']} of {n} receivers had it after 30 s; "
+                f"{closed} of {len(clients)} client connections had closed"
+            )
         return float(state["at"] - start)
 
     async with trio.open_nursery() as nursery:
