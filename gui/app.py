@@ -101,7 +101,8 @@ class LoginForm(ctk.CTkFrame):
             entry.configure(fg_color=palette["entry"], text_color=palette["fg"])
 
     def show_error(self, text: str) -> None:
-        self.error.configure(text=text, text_color=self.app.palette["error"])
+        """Show ``text`` (which may quote the server) with hidden characters escaped."""
+        self.error.configure(text=escaped(text), text_color=self.app.palette["error"])
         self.button.configure(state="normal", text="Log in")
 
 
@@ -347,9 +348,9 @@ class ChatView(ctk.CTkFrame):
             parts.append((_file_label(message.file), file_tags))
         else:
             first, *rest = message.text.replace("\r\n", "\n").split("\n")
-            parts.append((escaped(first), ("body", "message")))
+            parts.append((_shown_line(first), ("body", "message")))
             for line in rest:
-                parts.append(("\n" + escaped(line), ("body", "message", "continued")))
+                parts.append(("\n" + _shown_line(line), ("body", "message", "continued")))
         parts.append(("\n", ("message", "continued")))
         for chunk, tags in reversed(parts) if where != "end" else parts:
             text.insert(where, chunk, tags)
@@ -380,7 +381,7 @@ class ChatView(ctk.CTkFrame):
                 cancel.pack(side="left")
                 row = self.transfer_rows[transfer.id] = (label, bar, cancel)
             label, bar, cancel = row
-            label.configure(text=transfer.label)
+            label.configure(text=escaped(transfer.label))  # reasons may quote the server
             bar.configure(progress_color=palette["accent"])
             bar.set(transfer.fraction)
             cancel.configure(
@@ -496,7 +497,7 @@ class App(ctk.CTk):
             await fn(*args)
         except Exception as exc:
             log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
-            text = f"Something went wrong ({type(exc).__name__}: {exc}); the log has details."
+            text = f"Something went wrong ({type(exc).__name__}: {exc})."
             if self.login_form.winfo_manager():  # the login form is where the user looks
                 self.login_form.show_error(text)
             else:
@@ -623,7 +624,7 @@ class App(ctk.CTk):
 
     def open_direct(self, user: str) -> None:
         if user.lower() != self.vm.me.lower():
-            self._apply(self.vm.open_direct(user))
+            self._apply(self.vm.dismiss_error() | self.vm.open_direct(user))
             self.load_older()
 
     async def _load_rooms(self) -> None:
@@ -707,11 +708,18 @@ class App(ctk.CTk):
                     state = TransferState.DONE
                 except ClientError as exc:
                     state, detail = TransferState.FAILED, str(exc)
+                except Exception as exc:  # a bug: the row ends, the guard reports it
+                    failed = TransferState.FAILED
+                    reason = f"{type(exc).__name__}: {exc}"
+                    self._apply(self.vm.transfer_finished(transfer.id, failed, reason))
+                    raise
+                finally:
+                    self._transfer_scopes.pop(transfer.id, None)
                 self._apply(self.vm.transfer_finished(transfer.id, state, detail))
             if scope.cancelled_caught:
                 self._apply(self.vm.transfer_finished(transfer.id, TransferState.CANCELLED))
 
-        self._apply({Change.TRANSFERS})
+        self._apply(self.vm.dismiss_error() | {Change.TRANSFERS})
         self.spawn(go)
 
     def cancel_transfer(self, transfer_id: int) -> None:
@@ -784,7 +792,7 @@ class App(ctk.CTk):
         if Change.BANNER in changes or Change.ERROR in changes:
             text = vm.banner or vm.error
             chat.banner.configure(
-                text=text,
+                text=escaped(text),  # errors and disconnect reasons may quote the server
                 fg_color=self.palette["system"] if vm.banner else self.palette["error"],
                 text_color="#000000",
             )
@@ -796,6 +804,11 @@ class App(ctk.CTk):
             if vm.missed_while_away and not vm.focused:
                 self.bell()
             self.title(vm.title())
+
+
+def _shown_line(line: str) -> str:
+    """One line of a peer's message as shown: escaped, but tabs stay tabs (pasted code)."""
+    return "\t".join(escaped(part) for part in line.split("\t"))
 
 
 def _file_label(info: FileInfo) -> str:

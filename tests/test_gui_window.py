@@ -18,7 +18,7 @@ from unittest import mock
 
 import pytest
 
-from sealchat.core import FileInfo, Message, Presence, Typing
+from sealchat.core import Error, FileInfo, Message, Presence, Typing
 from sealchat.core.hub import HubConfig
 from sealchat.gui.app import _file_label, _friendly
 from sealchat.gui.theme import PALETTES
@@ -654,9 +654,7 @@ def test_an_unexpected_error_in_a_task_is_shown_and_the_window_keeps_running(
 
     app.spawn(broken)  # before the login: on the form
     window.until(window.login_error, "the error on the login form")
-    assert window.login_error() == (
-        "Something went wrong (RuntimeError: a bug); the log has details."
-    )
+    assert window.login_error() == ("Something went wrong (RuntimeError: a bug).")
     window.login(server.port, "alice")
     with caplog.at_level(logging.ERROR, logger="sealchat.gui"):
         app.spawn(broken)  # after it: in the banner
@@ -755,3 +753,57 @@ def test_closing_before_logging_in_finishes_cleanly(window: Window) -> None:
 def test_file_names_are_shown_without_bidi_tricks() -> None:
     info = FileInfo(file_id="f" * 32, name="invoice\u202egpj.exe", size=2048, sha256=bytes(32))
     assert _file_label(info) == "\u2913 invoice\\u202egpj.exe (2.0 KiB) — click to download"
+
+
+def test_tabs_in_a_message_stay_tabs(window: Window, server: Running, bob: BlockingClient) -> None:
+    window.login(server.port, "alice")
+    bob.send_message("def f():\n\treturn 1", room="general")
+    window.until_shown("return 1")
+    assert window.transcript_lines()[-2:] == ["bob: def f():", "\treturn 1"]
+
+
+def test_a_transfer_whose_task_fails_unexpectedly_ends_and_can_be_dismissed(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    (tmp_path / "f.txt").write_text("hi")
+    info = bob.send_file(tmp_path / "f.txt", room="general")
+    window.until_shown("f.txt")
+
+    async def a_bug(*_args: object, **_options: object) -> Path:
+        raise RuntimeError("a bug")
+
+    assert app.client is not None
+    with mock.patch.object(app.client, "download", a_bug):
+        app.download(info.file_id)
+        window.until(app.chat.banner.winfo_ismapped, "the banner")
+    (transfer,) = app.vm.transfers.values()
+    assert transfer.state is TransferState.FAILED
+    app.dismiss_transfer(transfer.id)
+    window.pump()
+    assert transfer.id not in app.vm.transfers
+
+
+def test_clicking_a_person_clears_an_old_error(window: Window, server: Running) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app._apply(app._error("some earlier error"))
+    window.pump()
+    app.open_direct("bob")  # what a click in the People list does
+    window.pump()
+    assert not app.chat.banner.winfo_ismapped()
+
+
+def test_server_text_in_the_banner_and_the_login_form_is_escaped(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    app.login_form.show_error("refused: ok\u202egpj.exe")
+    assert "\\u202e" in str(app.login_form.error.cget("text"))
+    window.login(server.port, "alice")
+    app._apply(app.vm.apply(Error(code="x", detail="ok\u202egpj.exe\nfake line"), 0.0))
+    window.pump()
+    shown = str(app.chat.banner.cget("text"))
+    assert "\u202e" not in shown
+    assert "\n" not in shown
