@@ -18,7 +18,7 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
     """A receive channel whose writer ``put``s items and whose reader ``receive``s them.
 
     A trio memory channel makes every send and every receive a full checkpoint: two passes of
-    the scheduler per item, ≈ 6 µs each on the development VM, more than decrypting and
+    the scheduler per item, ≈ 3 µs each on the development VM, more than decrypting and
     decoding a chat message. Here the writer waits only while ``capacity`` items are queued,
     and a reader that finds items waiting takes them checking only for cancellation, yielding
     to the scheduler once every ``YIELD_EVERY`` items (so other tasks run during a long burst)
