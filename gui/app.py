@@ -250,8 +250,12 @@ class ChatView(ctk.CTkFrame):
     def insert_emoji(self, text: str) -> None:
         self.input.insert("insert", text)
         self.input.focus_set()
+        self.close_emoji_picker()
+
+    def close_emoji_picker(self) -> None:
         if self.emoji_window is not None:
-            self.emoji_window.destroy()
+            if self.emoji_window.winfo_exists():
+                self.emoji_window.destroy()
             self.emoji_window = None
 
     def _clicked_file(self, event: tk.Event[Any]) -> None:
@@ -443,6 +447,8 @@ class App(ctk.CTk):
         self.minsize(760, 520)
         self.palette = PALETTES[self.vm.theme]
         self.client: ChatClient | None = None
+        self._session_user = ""
+        """Who logged in last (a different user next time clears what they left)."""
         self.nursery: trio.Nursery | None = None
         self.cancel_scope: trio.CancelScope | None = None
         self._typing_sent = 0.0
@@ -559,10 +565,24 @@ class App(ctk.CTk):
         return bool(answer)
 
     def _show_chat(self, name: str) -> None:
+        if self._session_user and name.lower() != self._session_user.lower():
+            self._forget_user()  # someone else at the keyboard: nothing of theirs shows
+        self._session_user = name
         self.login_form.place_forget()
         self.chat.pack(fill="both", expand=True)
         self._apply(self.vm.logged_in(name) | self.vm.select(self.vm.current))
         self.load_older()  # the latest messages, not only those missed since the last session
+
+    def _forget_user(self) -> None:
+        """Clear what the last user left behind: a draft, a room name, the emoji picker,
+        finished transfers (where their files were saved)."""
+        self.chat.input.delete("1.0", "end")
+        self.chat.join_entry.delete(0, "end")
+        self.chat.close_emoji_picker()
+        changes: set[Change] = set()
+        for transfer_id in list(self.vm.transfers):
+            changes |= self.vm.dismiss_transfer(transfer_id)
+        self._apply(changes)
 
     def _show_login(self) -> None:
         """The login form again, with the reason the session ended on it; the session's

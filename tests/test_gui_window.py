@@ -710,6 +710,7 @@ def test_when_the_client_gives_up_reconnecting_the_login_form_says_why(
         app = window.app
         with running_server("trio", tmp_path / "server", port=port):
             window.login(port, "alice")
+            app.chat.input.insert("1.0", "alice's unsent draft")
         with running_server("trio", tmp_path / "server", port=port) as moved:  # another key
             window.until(app.login_form.winfo_ismapped, "the login form again", timeout=60)
             assert window.login_error() == "The server's key changed; the connection was refused."
@@ -718,8 +719,9 @@ def test_when_the_client_gives_up_reconnecting_the_login_form_says_why(
             assert (app.title(), app.vm.me, app.vm.banner) == ("sealchat", "", "")
 
             KnownServers().pin(server_name("127.0.0.1", port), moved.fingerprint)  # confirmed
-            window.login(port, "alice")  # the form works again
+            window.login(port, "bob")  # the form works again, for someone else too
             assert not app.chat.banner.winfo_ismapped()
+            assert app.chat.input.get("1.0", "end").strip() == ""  # nothing of alice's
             window.close()
 
 
