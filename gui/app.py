@@ -233,8 +233,7 @@ class ChatView(ctk.CTkFrame):
             self.app.join_room(room)
 
     def pick_emoji(self) -> None:
-        if self.emoji_window is not None and self.emoji_window.winfo_exists():
-            self.emoji_window.destroy()
+        self.close_emoji_picker()
         window = self.emoji_window = ctk.CTkToplevel(self)
         window.title("Emoji")
         window.transient(self.app)
@@ -705,7 +704,7 @@ class App(ctk.CTk):
         async def fetch(client: ChatClient, progress: Callable[[int, int], None]) -> str:
             return str(await client.download(file_id, progress=progress))
 
-        self._transfer(escaped(info.name) if info else file_id, fetch, upload=False)
+        self._transfer(info.name if info else file_id, fetch, upload=False)  # shown escaped
 
     def _transfer(
         self,

@@ -461,10 +461,7 @@ class BlockingClient:
             self.send(FileComplete(transfer=transfer, sha256=digest))
         except BaseException:  # a failed read, or progress raising to cancel it
             self._forget(waiter)
-            with contextlib.suppress(ClientError):  # the server discards what it has
-                self.send_all(
-                    (FileReject(transfer=transfer, reason="upload abandoned"),), wait=False
-                )
+            self._abandon(transfer, "upload abandoned")  # the server discards what it has
             raise
         info: FileInfo = self._wait(waiter)
         return info
@@ -514,9 +511,12 @@ class BlockingClient:
                 while True:
                     chunks.get_nowait()
             if streaming:  # the server stops sending it
-                reject = FileReject(transfer=transfer, reason="download abandoned")
-                with contextlib.suppress(ClientError):
-                    self.send_all((reject,), wait=False)
+                self._abandon(transfer, "download abandoned")
+
+    def _abandon(self, transfer: int, reason: str) -> None:
+        """Tell the server that ``transfer`` is given up here, if the connection still works."""
+        with contextlib.suppress(ClientError):
+            self.send_all((FileReject(transfer=transfer, reason=reason),), wait=False)
 
 
 def _connect(
