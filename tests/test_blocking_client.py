@@ -35,7 +35,7 @@ from sealchat.transports import blocking_client, requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, server_name
 from sealchat.transports.requests import ClientError
-from tests.servers import PASSWORD, accept_all, running_server
+from tests.servers import PASSWORD, Running, accept_all, running_server
 
 Behaviour = Callable[[socket.socket, Connection], None]
 LIVENESS = 10.0
@@ -315,3 +315,84 @@ def test_a_connection_the_server_ended_says_so_in_client_errors(tmp_path: Path) 
         with pytest.raises(ClientError, match="connection is closed"):
             alice.rooms()
         alice.close()
+
+
+def _messages_from(sender: BlockingClient, count: int) -> list[str]:
+    texts = [f"message {n}" for n in range(count)]
+    for text in texts:
+        sender.send_message(text, room="general")
+    return texts
+
+
+@contextmanager
+def sender(server: Running) -> Iterator[BlockingClient]:
+    """Alice, in general, keeping no events (the tests below shrink the events buffer)."""
+    with server.client(events=False) as alice:
+        alice.login("alice", PASSWORD)
+        alice.join("general")
+        yield alice
+
+
+def _take_all(client: BlockingClient) -> None:
+    """Take the events that have come, until none comes for half a second."""
+    with suppress(TimeoutError):
+        while True:
+            client.next_event(0.5)
+
+
+def _texts(events: list[object]) -> list[str]:
+    return [event.text for event in events if isinstance(event, Message)]
+
+
+def test_unread_events_are_bounded_and_none_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blocking_client, "EVENT_BUFFER", 10)
+    with running_server("threads", tmp_path / "s") as server, server.login("bob") as bob:
+        _take_all(bob)
+        bob.join("general")
+        _take_all(bob)
+        with sender(server) as alice:
+            texts = _messages_from(alice, 20)
+            with pytest.raises(ClientError, match="events are waiting on `events`"):
+                bob.ask(requests.rooms(), timeout=1)
+            assert bob.events.qsize() <= 10
+            got: list[object] = []
+            while len(_texts(got)) < len(texts):
+                got.append(bob.next_event(LIVENESS))
+            assert _texts(got) == texts  # the reader went on once there was room
+            assert bob.rooms()  # and replies arrive again
+
+
+def test_a_client_that_keeps_no_events_only_learns_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blocking_client, "EVENT_BUFFER", 5)
+    with running_server("threads", tmp_path / "s") as server:
+        bot = server.client(events=False)
+        bot.login("bob", PASSWORD)
+        bot.join("general")
+        with sender(server) as alice:
+            _messages_from(alice, 20)
+            _messages_from(bot, 20)  # never held up by events nobody takes
+            assert bot.events.empty()
+            bot.close()
+            assert isinstance(bot.next_event(LIVENESS), ConnectionClosed)
+
+
+def test_closing_a_client_whose_events_are_full_is_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blocking_client, "EVENT_BUFFER", 10)
+    with running_server("threads", tmp_path / "s") as server:
+        bob = server.login("bob")
+        _take_all(bob)
+        bob.join("general")
+        _take_all(bob)
+        with sender(server) as alice:
+            _messages_from(alice, 20)
+            closing = in_background(bob.close)
+            closing.join(LIVENESS)
+            assert not closing.is_alive()
+            events = [bob.events.get_nowait() for _ in range(bob.events.qsize())]
+            assert isinstance(events[-1], ConnectionClosed)

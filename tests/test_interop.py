@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import FileChunk, FileReject, Message, Record
 from sealchat.core.limits import MAX_CHUNK
-from sealchat.transports.blocking_client import BlockingClient, _put_last
+from sealchat.transports.blocking_client import BlockingClient, _put_even_if_full
 from sealchat.transports.pinning import (
     KnownServers,
     ServerKeyChanged,
@@ -155,7 +155,7 @@ def test_a_lost_link_is_reported_after_the_chunks_that_came_before_it() -> None:
     chunks: queue.Queue[Record] = queue.Queue(3)
     for n in range(3):
         chunks.put(FileChunk(transfer=1, offset=n, data=b"x"))
-    _put_last(chunks, FileReject(transfer=0, reason="lost"))
-    got = [chunks.get_nowait() for _ in range(3)]
-    assert [type(r).__name__ for r in got] == ["FileChunk", "FileChunk", "FileReject"]
-    assert [r.offset for r in got[:2] if isinstance(r, FileChunk)] == [0, 1]
+    _put_even_if_full(chunks, FileReject(transfer=0, reason="lost"))
+    got = [chunks.get_nowait() for _ in range(4)]
+    assert [type(r).__name__ for r in got] == ["FileChunk"] * 3 + ["FileReject"]
+    assert [r.offset for r in got[:3] if isinstance(r, FileChunk)] == [0, 1, 2]

@@ -4,7 +4,8 @@ The constructor connects and runs the handshake on the caller's thread (so the q
 a new server key is asked there, and an answer slower than the server's handshake timeout
 leads to a second connection, not a broken one). Then a reader thread feeds the connection and
 runs its keepalive timer: replies to this client's requests go to the waiting call, and every
-event also goes on ``events`` (a ``queue.Queue``); ``ConnectionClosed`` is always the last. A
+event also goes on ``events`` (a ``queue.Queue`` of EVENT_BUFFER events at most: while it is
+full the reader waits); ``ConnectionClosed`` is always the last. A
 writer thread does all the writing, so a server that stops reading blocks nobody but it.
 Requests may be made from any thread. Unlike the trio client it does not reconnect by itself.
 
@@ -60,6 +61,7 @@ from sealchat.core.records import file_chunks
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, sha256_of
 from sealchat.transports.requests import (
+    EVENT_BUFFER,
     TRANSFER_BLOCK,
     TRANSFER_QUEUE,
     ClientError,
@@ -100,8 +102,14 @@ class BlockingClient:
         timeout: float = 10.0,
         source_address: tuple[str, int] | None = None,
         acknowledge: bool = True,
+        events: bool = True,
     ) -> None:
-        self.events: queue.Queue[Event] = queue.Queue()
+        self.events: queue.Queue[Event] = queue.Queue(EVENT_BUFFER)
+        self._keeping_events = events
+        """Whether events other than ``ConnectionClosed`` go on ``events`` (False: a script
+        that only sends, which then never has to take them)."""
+        self._events_full = False
+        """Whether the reader waits for room on ``events`` (a reply cannot arrive meanwhile)."""
         self._lock = threading.Lock()
         self._output = threading.Condition(self._lock)
         """Notified when bytes are queued for the writer (or it should stop)."""
@@ -120,6 +128,8 @@ class BlockingClient:
         """Downloads given up here: the rest of their stream is dropped as it arrives."""
         self._arrived: list[tuple[int, queue.Queue[Record], Record]] = []
         """Chunk records read under the lock, handed to their downloads after it."""
+        self._read_events: list[Event] = []
+        """Events read under the lock, put on ``events`` after it."""
         self._running = 2
         """Threads (reader, writer) not yet ended; the last one closes the socket, which is
         never closed under a thread still using it (its number could be reused meanwhile)."""
@@ -128,7 +138,7 @@ class BlockingClient:
             host, port, key=key, trust=trust, timeout=timeout, source_address=source_address
         )
         self.server_fingerprint = established.fingerprint
-        self.events.put(established)
+        self._emit(established)
         self._reader = threading.Thread(target=self._read, name="sealchat-reader", daemon=True)
         self._writer = threading.Thread(target=self._write, name="sealchat-writer", daemon=True)
         self._reader.start()
@@ -266,8 +276,11 @@ class BlockingClient:
                     closed = self._drain()
                     self._output.notify()  # pongs, pings, acknowledgements
                     arrived, self._arrived = self._arrived, []
+                    read, self._read_events = self._read_events, []
                 for transfer, chunks, record in arrived:  # outside the lock: may wait
                     self._hand_over(transfer, chunks, record)
+                for event in read:
+                    self._emit(event)
         except ProtocolError as exc:
             self._end(str(exc))
         except BaseException as exc:  # a bug must not leave callers waiting forever
@@ -280,7 +293,9 @@ class BlockingClient:
                     waiter.finished.set()
                 self._waiters.clear()
                 for chunks in self._chunks.values():
-                    _put_last(chunks, FileReject(transfer=0, reason="the connection was lost"))
+                    _put_even_if_full(
+                        chunks, FileReject(transfer=0, reason="the connection was lost")
+                    )
                 self._output.notify()  # the writer sends a queued Bye, then ends
             selector.close()
             self._thread_ended()
@@ -288,20 +303,33 @@ class BlockingClient:
     def _hand_over(self, transfer: int, chunks: queue.Queue[Record], record: Record) -> None:
         """Put ``record`` in its download's queue, waiting while the queue is full, unless
         the download is given up or the client closes meanwhile (then it is dropped)."""
-        while True:
+
+        def wanted() -> bool:
             with self._lock:
-                if self._stopping or self._chunks.get(transfer) is not chunks:
-                    return
-            with contextlib.suppress(queue.Full):
-                chunks.put(record, timeout=0.1)
-                return
+                return not self._stopping and self._chunks.get(transfer) is chunks
+
+        _put_while(chunks, record, wanted)
+
+    def _emit(self, event: Event) -> None:
+        """Put ``event`` on ``events`` (if they are kept), waiting while EVENT_BUFFER are
+        unread unless the client closes meanwhile; ``ConnectionClosed`` always goes on."""
+        if isinstance(event, ConnectionClosed):
+            _put_even_if_full(self.events, event)
+        elif self._keeping_events:
+            self._events_full = self.events.full()
+            _put_while(self.events, event, lambda: not self._stopping)  # a flag set once
+            self._events_full = False
 
     def _end(self, reason: str) -> None:
         """The reader stops early: the last event says why, and the writer stops too."""
         with self._lock:
             self._failure = reason
             self._stopping = True  # the writer sends what is queued (a Bye), then ends
-        self.events.put(ConnectionClosed(reason=reason))
+            read, self._read_events = self._read_events, []
+        if self._keeping_events:  # what came before the failure, without waiting for room
+            for event in read:
+                _put_even_if_full(self.events, event)
+        self._emit(ConnectionClosed(reason=reason))
 
     def _drain(self) -> bool:
         while True:
@@ -314,7 +342,7 @@ class BlockingClient:
                     self._not_for_events(event)
                 ):
                     continue
-            self.events.put(event)
+            self._read_events.append(event)
             if isinstance(event, ConnectionClosed):
                 return True
 
@@ -379,6 +407,12 @@ class BlockingClient:
     def _wait(self, waiter: _Waiter, timeout: float = REQUEST_TIMEOUT) -> Any:
         try:
             if not waiter.finished.wait(timeout):
+                if self._events_full:
+                    raise ClientError(
+                        f"no answer within {timeout:g} s: {EVENT_BUFFER:,} events are waiting "
+                        "on `events` and the client reads nothing more until some are taken "
+                        "(a client that only sends can be made with events=False)"
+                    )
                 raise ClientError(f"the server did not answer within {timeout:g} s")
         finally:
             self._forget(waiter)
@@ -618,14 +652,22 @@ def _handshake_io(sock: socket.socket, conn: Connection, deadline: float | None)
         raise ClientError(f"the connection failed during the handshake: {exc}") from None
 
 
-def _put_last(chunks: queue.Queue[Record], record: Record) -> None:
-    """Queue ``record`` without waiting: if the queue is full, it replaces the newest chunk,
-    so the download reads what came before, then ``record`` (it fails anyway)."""
-    with chunks.mutex:  # the queue's own lock: nothing else changes it meanwhile
-        if chunks.maxsize and len(chunks.queue) >= chunks.maxsize:
-            chunks.queue.pop()
-        chunks.queue.append(record)
-        chunks.not_empty.notify()
+def _put_while(items: queue.Queue[T], item: T, wanted: Callable[[], bool]) -> None:
+    """Put ``item`` on ``items``, waiting while it is full as long as ``wanted()``; dropped
+    once it is not."""
+    while wanted():
+        with contextlib.suppress(queue.Full):
+            items.put(item, timeout=0.1)
+            return
+
+
+def _put_even_if_full(items: queue.Queue[T], item: T) -> None:
+    """Put ``item`` last on ``items`` without waiting, one beyond its size if it is full (the
+    end of a stream, which its reader must see after what came before)."""
+    with items.mutex:  # the queue's own lock: nothing else changes it meanwhile
+        items.queue.append(item)
+        items.unfinished_tasks += 1
+        items.not_empty.notify()
 
 
 class _Waiter:

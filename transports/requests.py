@@ -47,6 +47,9 @@ from sealchat.core.limits import MAX_CHUNK
 
 TRANSFER_BLOCK = 16 * MAX_CHUNK
 """Bytes an upload reads from disk per read and writes to the socket in one go."""
+EVENT_BUFFER = 10_000
+"""Events a client keeps for its reader; beyond it the client reads no more from the server
+until the reader takes some."""
 TRANSFER_QUEUE = 32
 """Chunks a download holds between the socket and the disk (about 2 MiB): beyond it, the
 reader waits and TCP flow control slows the server."""

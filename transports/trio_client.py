@@ -71,6 +71,7 @@ from sealchat.transports.pinning import (
     server_name,
 )
 from sealchat.transports.requests import (
+    EVENT_BUFFER,
     TRANSFER_BLOCK,
     TRANSFER_QUEUE,
     ClientError,
@@ -93,8 +94,6 @@ _OVER = (State.CLOSED, State.ERROR)
 SEEN_MEMORY = 50_000
 SEND_BUFFER = 64 * 1024
 """Bytes queued for the writer beyond which a sender waits for it."""
-EVENT_BUFFER = 10_000
-"""Events kept for a reader of ``events()``; beyond it the client waits for the reader."""
 
 
 class ConnectionLost(ClientError):
