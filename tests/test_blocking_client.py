@@ -233,6 +233,19 @@ def test_an_abandoned_download_stops_the_stream_and_frees_its_slot(tmp_path: Pat
         assert not [e for e in leftovers if isinstance(e, FileChunk)]
 
 
+def test_only_the_latest_abandoned_downloads_are_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blocking_client, "ABANDONED_MEMORY", 2)
+    (tmp_path / "big.bin").write_bytes(os.urandom(8 << 20))
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        info = alice.send_file(tmp_path / "big.bin", room="general")
+        for _ in range(5):
+            with pytest.raises(KeyboardInterrupt):
+                alice.download(info.file_id, tmp_path / "in", progress=_cancel)
+        assert len(alice._abandoned) <= 2  # nothing public shows the memory it holds
+
+
 def streams_small_chunks(sock: socket.socket, conn: Connection) -> None:
     """Answer a download request with 3,000 small (legal) chunks, then keep reading."""
     while not isinstance(event := conn.next_event(), FileRequest):

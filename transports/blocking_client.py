@@ -25,6 +25,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -80,6 +81,8 @@ SLOW_TRUST: Final = 2.0
 """Seconds ``trust`` may take before the client connects again once it said yes: someone was
 asked, and the server gives a handshake 10 s (a policy like ``pinned`` has pinned the key by
 then, so nobody is asked twice)."""
+ABANDONED_MEMORY: Final = 64
+"""Downloads given up whose late chunks are recognised and dropped."""
 CLOSE_TIMEOUT: Final = 2.0
 """Seconds ``close`` gives the writer to send the goodbye."""
 RECEIVE_SIZE: Final = 256 * 1024
@@ -124,8 +127,10 @@ class BlockingClient:
         """Whether to tell the server what arrived (as the trio client's ``acknowledge``)."""
         self._transfers = itertools.count(1)
         self._chunks: dict[int, queue.Queue[Record]] = {}
-        self._abandoned: set[int] = set()
-        """Downloads given up here: the rest of their stream is dropped as it arrives."""
+        self._abandoned: deque[int] = deque(maxlen=ABANDONED_MEMORY)
+        """Downloads given up here: the rest of their stream is dropped as it arrives (the
+        server marks the end of a stream it was told to stop with nothing, so only the most
+        recent are remembered)."""
         self._arrived: list[tuple[int, queue.Queue[Record], Record]] = []
         """Chunk records read under the lock, handed to their downloads after it."""
         self._read_events: list[Event] = []
@@ -349,11 +354,13 @@ class BlockingClient:
     def _not_for_events(self, record: FileChunk | FileComplete | FileReject) -> bool:
         """Whether ``record`` belongs to a download (handed to it), or to one abandoned
         here (dropped; its end forgets the transfer)."""
+        if record.transfer in self._chunks:
+            return not isinstance(record, FileReject)
         if record.transfer in self._abandoned:
             if not isinstance(record, FileChunk):
-                self._abandoned.discard(record.transfer)
+                self._abandoned.remove(record.transfer)
             return True
-        return record.transfer in self._chunks and not isinstance(record, FileReject)
+        return False
 
     def next_event(self, timeout: float = 10.0) -> Event:
         """The next event; TimeoutError if none arrives in time."""
@@ -540,7 +547,7 @@ class BlockingClient:
             with self._lock:
                 del self._chunks[transfer]
                 if streaming:  # given up here: the rest of its stream is dropped
-                    self._abandoned.add(transfer)
+                    self._abandoned.append(transfer)
             with contextlib.suppress(queue.Empty):  # let a reader waiting on a full queue on
                 while True:
                     chunks.get_nowait()
