@@ -22,6 +22,7 @@ import trio
 
 from sealchat.core import FileInfo, Message
 from sealchat.gui.guest import TkGuest
+from sealchat.gui.logfile import log_to_file
 from sealchat.gui.settings import Server, Settings
 from sealchat.gui.theme import EMOTICONS, PALETTES
 from sealchat.gui.viewmodel import (
@@ -436,8 +437,10 @@ class ChatView(ctk.CTkFrame):
 class App(ctk.CTk):
     """The window. ``run_gui()`` creates it and runs trio in guest mode inside it."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, log_file: Path | None = None) -> None:
         self.settings = settings or Settings.load()
+        self.log_file = log_file
+        """Where unexpected errors are written (None: standard error only)."""
         self.vm = ViewModel(theme=self.settings.theme)
         ctk.set_appearance_mode(self.vm.theme)
         super().__init__()
@@ -503,6 +506,8 @@ class App(ctk.CTk):
         except Exception as exc:
             log.exception("unexpected error in %s", getattr(fn, "__qualname__", fn))
             text = f"Something went wrong ({type(exc).__name__}: {exc})."
+            if self.log_file is not None:
+                text += f" The details are in {self.log_file}."
             if self.login_form.winfo_manager():  # the login form is where the user looks
                 self.login_form.show_error(text)
             else:
@@ -877,12 +882,17 @@ def _conversation_look(
     }
 
 
-def run_gui(settings: Settings | None = None) -> int:
-    """Open the window and run until it is closed."""
-    app = App(settings)
+def run_gui(settings: Settings | None = None, *, log_dir: Path | None = None) -> int:
+    """Open the window and run until it is closed; unexpected errors are logged to
+    ``gui.log`` in ``log_dir`` (default: the user's log folder)."""
+    app = App(settings, log_file=log_to_file(log_dir))
     app.start()
     app.mainloop()
     result = app.guest.result
     if result is not None:
-        result.unwrap()
+        try:
+            result.unwrap()
+        except Exception:
+            log.exception("the desktop client stopped on an unexpected error")
+            raise
     return 0

@@ -656,10 +656,14 @@ def test_an_unexpected_error_in_a_task_is_shown_and_the_window_keeps_running(
     window.until(window.login_error, "the error on the login form")
     assert window.login_error() == ("Something went wrong (RuntimeError: a bug).")
     window.login(server.port, "alice")
+    app.log_file = Path("/home/alice/.local/state/sealchat/log/gui.log")  # as run_gui sets it
     with caplog.at_level(logging.ERROR, logger="sealchat.gui"):
         app.spawn(broken)  # after it: in the banner
         window.until(app.chat.banner.winfo_ismapped, "the error banner")
-    assert "RuntimeError: a bug" in str(app.chat.banner.cget("text"))
+    assert str(app.chat.banner.cget("text")) == (
+        "Something went wrong (RuntimeError: a bug)."
+        " The details are in /home/alice/.local/state/sealchat/log/gui.log."
+    )
     assert "Traceback" in caplog.text
     assert "a bug" in caplog.text
     bob.send_message("still connected", room="general")
