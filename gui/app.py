@@ -34,7 +34,7 @@ from sealchat.gui.viewmodel import (
     room_key,
 )
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
-from sealchat.transports.requests import ClientError, LoginFailed
+from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
 from sealchat.transports.shown_text import escaped
 from sealchat.transports.trio_client import ChatClient, connect
 
@@ -222,6 +222,12 @@ class ChatView(ctk.CTkFrame):
         text = self.input.get("1.0", "end").strip()
         if text and self.app.send_text(text):
             self.input.delete("1.0", "end")
+
+    def give_back(self, text: str) -> None:
+        """Put ``text`` that did not go back at the start of the input box, before anything
+        typed since."""
+        typed = self.input.get("1.0", "end-1c")
+        self.input.insert("1.0", f"{text}\n" if typed.strip() else text)
 
     def _key(self, event: tk.Event[Any]) -> None:
         if event.keysym not in ("Return", "Shift_L", "Shift_R"):
@@ -607,8 +613,18 @@ class App(ctk.CTk):
         room, user = self.vm.conversation(self.vm.current).target
         self._typing_deadline = 0.0
         self._typing_sent = 0.0
-        self.spawn(self._call, lambda c: c.send_message(text, room=room, to=user))
+        client_id = new_client_id()
+        self.vm.sending(client_id, text)  # before any reply can arrive
+        self.spawn(self._send_message, text, room, user, client_id)
         return True
+
+    async def _send_message(self, text: str, room: str, user: str, client_id: str) -> None:
+        try:
+            if self.client is None:
+                raise ClientError("not connected")
+            await self.client.send_message(text, room=room, to=user, client_id=client_id)
+        except ClientError as exc:
+            self._apply(self.vm.not_sent(client_id, str(exc)))
 
     def user_is_typing(self) -> None:
         now = time.time()
@@ -813,6 +829,9 @@ class App(ctk.CTk):
             )
         if Change.TRANSFERS in changes:
             chat.draw_transfers(vm, self.palette)
+        if Change.INPUT in changes and vm.returned:
+            chat.give_back("\n".join(vm.returned))
+            vm.returned.clear()
         if Change.BANNER in changes or Change.ERROR in changes:
             text = vm.banner or vm.error
             chat.banner.configure(

@@ -18,6 +18,7 @@ from sealchat.core import (
     MemberInfo,
     Membership,
     Message,
+    MessageAck,
     OnlineUsers,
     Presence,
     RoomInfo,
@@ -46,6 +47,8 @@ class Change(Enum):
     THEME = "theme"
     TITLE = "title"
     ERROR = "error"
+    INPUT = "input"
+    """Texts that did not go (``ViewModel.returned``) go back into the input box."""
 
 
 def room_key(room: str) -> str:
@@ -148,6 +151,10 @@ class ViewModel:
         self.transfers: dict[int, Transfer] = {}
         self.focused = True
         self._next_transfer = 1
+        self.unconfirmed: dict[str, str] = {}
+        """The text of each message sent but not yet stored by the server, by client id."""
+        self.returned: list[str] = []
+        """Texts that did not go, for the input box."""
         self._start_session()
 
     def _start_session(self) -> None:
@@ -182,10 +189,14 @@ class ViewModel:
 
     def logged_out(self) -> set[Change]:
         """The session ended for good (the client gave up reconnecting): its conversations,
-        people and banners go, as before a login; the theme and the transfers stay."""
+        people and banners go, as before a login; the theme and the transfers stay, and the
+        messages the server never stored go back into the input box."""
         self._start_session()
         self.updates.append(TranscriptUpdate(redraw=True))
+        self.returned += self.unconfirmed.values()
+        self.unconfirmed.clear()
         return {
+            Change.INPUT,
             Change.TITLE,
             Change.CONVERSATIONS,
             Change.TRANSCRIPT,
@@ -271,9 +282,14 @@ class ViewModel:
             case LinkState(connected=True):
                 self.banner = ""
                 return {Change.BANNER}
+            case Error(ref=ref, detail=detail, code=code) if ref in self.unconfirmed:
+                return self.not_sent(ref, detail or code)
             case Error(detail=detail, code=code):
                 self.error = detail or code
                 return {Change.ERROR}
+            case MessageAck(client_id=client_id):
+                self.unconfirmed.pop(client_id, None)
+                return set()
             case HistoryEnd():
                 return set()
         return set()
@@ -353,6 +369,18 @@ class ViewModel:
         return {Change.TYPING} if changed else set()
 
     # --- errors and the input box -----------------------------------------------------------
+
+    def sending(self, client_id: str, text: str) -> None:
+        """``text`` is being sent as ``client_id``: kept until the server stores it, so that
+        it can go back into the input box if it is refused or the session ends first."""
+        self.unconfirmed[client_id] = text
+
+    def not_sent(self, client_id: str, reason: str) -> set[Change]:
+        """The message ``client_id`` was refused (or could not be sent): the error says why,
+        and its text goes back into the input box."""
+        self.returned.append(self.unconfirmed.pop(client_id))
+        self.error = f"{reason} (your message is back in the input box)"
+        return {Change.ERROR, Change.INPUT}
 
     def fits(self, text: str) -> bool:
         """Whether ``text`` fits in one message. If not, the error says why, and the text

@@ -18,6 +18,7 @@ from sealchat.core import (
     MemberInfo,
     Membership,
     Message,
+    MessageAck,
     OnlineUsers,
     Presence,
     RoomInfo,
@@ -480,6 +481,35 @@ def test_a_session_ended_for_good_leaves_nothing_of_it_but_the_transfers() -> No
     assert vm.updates[-1] == TranscriptUpdate(redraw=True)
     assert vm.typing_text(NOW) == ""
     assert (vm.theme, vm.transfers) == ("light", {upload.id: upload})
+
+
+def test_a_refused_message_goes_back_to_the_input_box_with_the_reason() -> None:
+    vm = logged_in()
+    vm.sending("c1", "first")
+    vm.sending("c2", "second")
+    vm.apply(MessageAck(client_id="c1", id=7, ts=NOW), NOW)  # stored: never given back
+    changes = vm.apply(Error(code="rate-limited", detail="slow down", ref="c2"), NOW)
+    assert changes == {Change.ERROR, Change.INPUT}
+    assert vm.returned == ["second"]
+    assert vm.error == "slow down (your message is back in the input box)"
+    assert vm.unconfirmed == {}
+
+
+def test_messages_never_stored_go_back_to_the_input_box_when_the_session_ends() -> None:
+    vm = logged_in()
+    vm.sending("c1", "stored")
+    vm.sending("c2", "never stored")
+    vm.sending("c3", "nor this")
+    vm.apply(MessageAck(client_id="c1", id=7, ts=NOW), NOW)
+    assert Change.INPUT in vm.logged_out()
+    assert vm.returned == ["never stored", "nor this"]
+
+
+def test_an_error_about_something_else_gives_nothing_back() -> None:
+    vm = logged_in()
+    vm.sending("c1", "hello")
+    assert vm.apply(Error(code="not-member", detail="no", ref="#secret"), NOW) == {Change.ERROR}
+    assert (vm.returned, vm.unconfirmed) == ([], {"c1": "hello"})
 
 
 def test_error_records_are_shown() -> None:

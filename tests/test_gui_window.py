@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import tkinter as tk
 from collections.abc import Iterator
 from pathlib import Path
@@ -451,6 +452,35 @@ def test_a_message_too_long_stays_in_the_box_saying_why(window: Window, server: 
     assert app.chat.input.get("1.0", "end").strip() == "y" * 8001
 
 
+def test_a_message_the_server_refuses_comes_back_into_the_box(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    window.type_and_enter("x" * 4001)  # over the server's 4000, not the protocol's 8000
+    window.until(app.chat.banner.winfo_ismapped, "the server's refusal")
+    assert str(app.chat.banner.cget("text")) == (
+        "a message is at most 4000 characters (your message is back in the input box)"
+    )
+    assert app.chat.input.get("1.0", "end-1c") == "x" * 4001
+    assert "x" * 4001 not in window.transcript()
+
+
+def test_a_refused_message_goes_back_before_what_was_typed_since(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.vm.sending("c1", "the refused one")  # as if sent, then the user typed on
+    app.chat.input.insert("end", "typed meanwhile")
+    refusal = Error(code="rate_limited", detail="slow down", ref="c1")
+    app._apply(app.vm.apply(refusal, time.time()))
+    assert app.chat.input.get("1.0", "end-1c") == "the refused one\ntyped meanwhile"
+    assert str(app.chat.banner.cget("text")) == (
+        "slow down (your message is back in the input box)"
+    )
+
+
 def test_the_error_banner_goes_away_when_the_next_message_goes(
     window: Window, server: Running
 ) -> None:
@@ -458,6 +488,7 @@ def test_the_error_banner_goes_away_when_the_next_message_goes(
     window.login(server.port, "alice")
     window.type_and_enter("x" * 4001)  # over the server's 4000: it refuses it
     window.until(app.chat.banner.winfo_ismapped, "the server's refusal")
+    app.chat.input.delete("1.0", "end")  # the user gives up on it
     window.type_and_enter("a shorter one")
     window.until_shown("alice: a shorter one")
     window.pump(0.5)

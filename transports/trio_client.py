@@ -603,10 +603,13 @@ class ChatClient:
     async def members(self, room: str) -> list[MemberInfo]:
         return await self._ask(requests.members(room))
 
-    async def send_message(self, text: str, *, room: str = "", to: str = "") -> str:
-        """Queue a message and send it if connected; returns its client id. It is delivered
-        once even if the connection drops before the server acknowledges it."""
-        client_id = requests.new_client_id()
+    async def send_message(
+        self, text: str, *, room: str = "", to: str = "", client_id: str = ""
+    ) -> str:
+        """Queue a message and send it if connected; returns its client id (``client_id``,
+        or a new one). It is delivered once even if the connection drops before the server
+        acknowledges it."""
+        client_id = client_id or requests.new_client_id()
         message = Message(text=text, room=room, to=to, client_id=client_id)
         self._fail_if_given_up()
         if len(text) > MAX_TEXT:
