@@ -15,6 +15,7 @@ from sealchat.core import (
     FileComplete,
     FileOffer,
     FileReject,
+    FileRequest,
     HistoryRequest,
     JoinRoom,
     ListFiles,
@@ -26,12 +27,14 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core.hub import (
+    CancelStream,
     Deliver,
     Effect,
     HandlingFailed,
     HashPassword,
     Hub,
     HubConfig,
+    StreamFile,
     VerifyPassword,
 )
 from sealchat.core.hub.hub import FILES_REF, HISTORY_REF, TYPING_REF
@@ -207,6 +210,35 @@ def test_one_partial_file_is_written_by_one_transfer_at_a_time(store: SqliteStor
     file = store.get_file(first.file_id)
     assert file is not None
     assert file.complete
+
+
+def _uploaded(hub: Hub, session: int, data: bytes) -> str:
+    """Upload ``data`` whole from ``session``; returns the file's id."""
+    offer = _offer(data, 99)
+    file_id = accepted(hub, session, offer).file_id
+    hub.handle(session, FileChunk(transfer=99, offset=0, data=data), NOW)
+    hub.handle(session, FileComplete(transfer=99, sha256=offer.sha256), NOW)
+    return file_id
+
+
+def test_a_cancelled_downloads_number_stays_in_use_until_its_stream_ends(
+    store: SqliteStore,
+) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(max_transfers=1))
+    file_id = _uploaded(hub, 1, b"x" * 5000)
+    (stream,) = hub.handle(1, FileRequest(transfer=5, file_id=file_id), NOW)[1:]
+    assert isinstance(stream, StreamFile)
+    (cancel,) = hub.handle(1, FileReject(transfer=5, reason="abandoned"), NOW)
+    assert cancel == CancelStream(1, 5)
+    # The slot is free at once, but chunks of the old stream may still be on their way,
+    # so its number is not: they must not pass for a new transfer's.
+    (reused,) = records(hub.handle(1, FileRequest(transfer=5, file_id=file_id), NOW), 1)
+    assert isinstance(reused, FileReject)
+    assert reused.reason == "transfer 5 is already in use"
+    assert isinstance(hub.handle(1, FileRequest(transfer=6, file_id=file_id), NOW)[1], StreamFile)
+    hub.stream_finished(1, 6)
+    hub.stream_finished(1, 5)  # the driver ended the old stream: its number is free
+    assert isinstance(hub.handle(1, FileRequest(transfer=5, file_id=file_id), NOW)[1], StreamFile)
 
 
 def test_a_chunk_the_store_refuses_ends_the_transfer_not_the_hub(

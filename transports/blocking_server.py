@@ -79,7 +79,8 @@ class _Client:
         """Guards ``conn``; notified whenever output is queued or written."""
         self.finished = False
         self.in_hub = False
-        self.cancelled_streams: set[int] = set()
+        self.streams: dict[int, threading.Event] = {}
+        """The running downloads by transfer number, each with its cancellation."""
 
     def __repr__(self) -> str:
         return f"<client {self.session} {self.address}>"
@@ -405,11 +406,13 @@ class ThreadedServer:
                 case StreamFile():
                     client = self._client(effect.session)
                     if client is not None:
-                        self._start_worker(self._stream, f"stream-{client.session}", client, effect)
+                        cancelled = client.streams[effect.transfer] = threading.Event()
+                        name = f"stream-{client.session}"
+                        self._start_worker(self._stream, name, client, effect, cancelled)
                 case CancelStream(session=session, transfer=transfer):
                     client = self._client(session)
-                    if client is not None:
-                        client.cancelled_streams.add(transfer)
+                    if client is not None and transfer in client.streams:
+                        client.streams[transfer].set()
         return slow
 
     def _check_password(self, effect: VerifyPassword | HashPassword) -> None:
@@ -427,7 +430,7 @@ class ThreadedServer:
                 self.hub.password_hashed, effect.session, effect.username, phc, time.time()
             )
 
-    def _stream(self, client: _Client, effect: StreamFile) -> None:
+    def _stream(self, client: _Client, effect: StreamFile, cancelled: threading.Event) -> None:
         """Send a stored file's chunks, waiting while the client's queue is full; up to
         ``stream_read_size`` bytes are read per turn with the hub, a FileChunk each MAX_CHUNK."""
         try:
@@ -439,14 +442,14 @@ class ThreadedServer:
                         and not client.finished
                     ):
                         client.lock.wait(1.0)
-                if client.finished or effect.transfer in client.cancelled_streams:
+                if client.finished or cancelled.is_set():
                     return
                 with client.lock:
                     queued = client.conn.bytes_to_send
                 size = stream_read_size(self.config, queued, effect.size - offset)
                 try:
                     data = self.in_hub(self.hub.store.read_chunk, effect.file_id, offset, size)
-                    if client.finished or effect.transfer in client.cancelled_streams:
+                    if client.finished or cancelled.is_set():
                         return  # cancelled while this thread read
                     if len(data) != size:
                         raise ValueError(f"read {len(data)} bytes of {size}: file truncated")
@@ -460,5 +463,7 @@ class ThreadedServer:
                 offset += size
             client.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))
         finally:
-            client.cancelled_streams.discard(effect.transfer)
+            with self._hub_lock:  # under the lock that runs CancelStream effects
+                if client.streams.get(effect.transfer) is cancelled:
+                    del client.streams[effect.transfer]
             self.in_hub(self.hub.stream_finished, client.session, effect.transfer)

@@ -360,7 +360,8 @@ class TrioServer:
                     offset += size
                 peer.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))
         finally:
-            peer.streams.pop(effect.transfer, None)
+            if peer.streams.get(effect.transfer) is scope:
+                del peer.streams[effect.transfer]
             with trio.CancelScope(shield=True):
                 await self._in_hub(self.hub.stream_finished, peer.session, effect.transfer)
 

@@ -102,6 +102,10 @@ class Session:
     login_pending: bool = False
     uploads: dict[int, Upload] = field(default_factory=dict)
     downloads: set[int] = field(default_factory=set)
+    stopping: set[int] = field(default_factory=set)
+    """Downloads the client cancelled whose stream the driver has not yet ended: their
+    numbers stay in use (late chunks must not pass for a new transfer's) though their slots
+    are free."""
     replay_from: int = 0
     """The replay after login has sent every missed message up to this id."""
     replay_until: int = 0
@@ -669,7 +673,7 @@ class Hub:
             return reject(where.detail)
         if not record.name:
             return reject("a file needs a name")
-        if transfer in state.uploads or transfer in state.downloads:
+        if _in_use(state, transfer):
             return reject(f"transfer {transfer} is already in use")
         if len(state.uploads) + len(state.downloads) >= self.config.max_transfers:
             return reject(f"at most {self.config.max_transfers} transfers at a time")
@@ -777,6 +781,7 @@ class Hub:
             return []
         if record.transfer in state.downloads:
             state.downloads.discard(record.transfer)
+            state.stopping.add(record.transfer)
             return [CancelStream(state.id, record.transfer)]
         return []
 
@@ -789,7 +794,7 @@ class Hub:
         file = self.store.get_file(record.file_id)
         if file is None or not file.complete or not self._may_see(state.key, file):
             return reject(f"there is no file {record.file_id} that you can see")
-        if transfer in state.uploads or transfer in state.downloads:
+        if _in_use(state, transfer):
             return reject(f"transfer {transfer} is already in use")
         if len(state.uploads) + len(state.downloads) >= self.config.max_transfers:
             return reject(f"at most {self.config.max_transfers} transfers at a time")
@@ -815,6 +820,7 @@ class Hub:
         state = self._sessions.get(session)
         if state is not None:
             state.downloads.discard(transfer)
+            state.stopping.discard(transfer)
 
     def _list_files(self, state: Session, record: ListFiles) -> list[Effect]:
         where = self._conversation(state, record.room, record.peer, FILES_REF)
@@ -895,3 +901,8 @@ def _pages(items: list[T]) -> list[tuple[list[T], bool]]:
         size += item_size
     pages.append(page)
     return [(p, i < len(pages) - 1) for i, p in enumerate(pages)]
+
+
+def _in_use(state: Session, transfer: int) -> bool:
+    """Whether ``transfer`` names an upload or download of ``state`` that has not ended."""
+    return transfer in state.uploads or transfer in state.downloads or transfer in state.stopping
