@@ -18,6 +18,7 @@ from sealchat.core import (
     FileRequest,
     HistoryRequest,
     JoinRoom,
+    LeaveRoom,
     ListFiles,
     Login,
     LoginRejected,
@@ -239,6 +240,33 @@ def test_a_cancelled_downloads_number_stays_in_use_until_its_stream_ends(
     hub.stream_finished(1, 6)
     hub.stream_finished(1, 5)  # the driver ended the old stream: its number is free
     assert isinstance(hub.handle(1, FileRequest(transfer=5, file_id=file_id), NOW)[1], StreamFile)
+
+
+def test_a_file_is_not_shared_in_a_room_its_uploader_left_meanwhile(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", "bob")
+    for session in (1, 2):
+        hub.handle(session, JoinRoom(room="ops"), NOW)
+    data = b"x" * 5000
+    offer = _offer(data, 1, room="ops")
+    accept = accepted(hub, 1, offer)
+    hub.handle(1, FileChunk(transfer=1, offset=0, data=data), NOW)
+    hub.handle(1, LeaveRoom(room="ops"), NOW)
+    effects = hub.handle(1, FileComplete(transfer=1, sha256=offer.sha256), NOW)
+    (refused,) = records(effects, 1)
+    assert isinstance(refused, FileReject)
+    assert refused.reason.startswith("you left ops; join it again")
+    assert records(effects, 2) == []  # bob is told of nothing
+    file = store.get_file(accept.file_id)
+    assert file is not None
+    assert not file.complete
+    # Back in the room, the same offer resumes at the end: nothing is sent twice.
+    hub.handle(1, JoinRoom(room="ops"), NOW)
+    resumed = accepted(hub, 1, _offer(data, 2, room="ops"))
+    assert (resumed.file_id, resumed.offset) == (accept.file_id, len(data))
+    effects = hub.handle(1, FileComplete(transfer=2, sha256=offer.sha256), NOW)
+    (announced,) = records(effects, 2)
+    assert isinstance(announced, Message)
+    assert announced.room == "ops"
 
 
 def test_a_chunk_the_store_refuses_ends_the_transfer_not_the_hub(

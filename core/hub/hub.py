@@ -752,6 +752,12 @@ class Hub:
             self._discard_partial(file)
             reason = "the file did not arrive intact (size or SHA-256 differs); send it again"
             return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        if file.room and state.key not in self._member_set(file.room):  # left meanwhile
+            reason = (
+                f"you left {file.room}; join it again and send the file again to share it "
+                "there (it is kept: nothing is sent twice)"
+            )
+            return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
         if not self.store.complete_file(file.file_id):
             reason = "the stored file's SHA-256 differs from the offer; send it again"
             return [self._reply(state, FileReject(transfer=record.transfer, reason=reason))]
