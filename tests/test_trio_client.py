@@ -282,6 +282,41 @@ async def test_big_transfers_with_a_slow_disk_keep_the_download_queue_bounded(
     assert max(queued) <= TRANSFER_QUEUE
 
 
+async def test_an_upload_whose_answer_was_lost_is_not_stored_twice(
+    server: Running, tmp_path: Path
+) -> None:
+    source = tmp_path / "report.pdf"
+    source.write_bytes(os.urandom(300_000))
+    async with (
+        logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice,
+        logged_in(server, tmp_path, "bob") as bob,
+    ):
+        real_await = alice._await
+        waits: list[object] = []
+
+        async def lose_the_first_announcement(waiter: Any, reply: Any, timeout: float) -> Any:
+            waits.append(waiter)
+            if len(waits) == 2:  # after the offer's FileAccept: the upload's announcement
+                alice._waiters.remove(waiter)  # its answer is not read: the link drops first
+                await next_of(bob, Message)  # the server has stored and announced the file
+                link = alice._link
+                assert link is not None
+                await link.stream.aclose()
+                waiter.lost = True
+                waiter.finished.set()
+                cut.set()
+            return await real_await(waiter, reply, timeout)
+
+        cut = trio.Event()
+        alice._await = lose_the_first_announcement  # type: ignore[method-assign]
+        info = await alice.send_file(source, room="general")
+        assert cut.is_set()
+        assert [f.file_id for f in await alice.files(room="general")] == [info.file_id]
+        with trio.move_on_after(0.5):  # nothing is announced a second time
+            extra = await next_of(bob, Message)
+            raise AssertionError(f"announced again: {extra!r}")
+
+
 async def test_download_resumes_a_partial_file(server: Running, tmp_path: Path) -> None:
     data = os.urandom(200_000)
     source = tmp_path / "big.bin"

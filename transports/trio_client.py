@@ -148,6 +148,30 @@ class _AskedAboutKey(Exception):
     connection, kept waiting meanwhile, is closed, and a new one made."""
 
 
+@dataclass(slots=True)
+class _Upload:
+    """One ``send_file``, across the tries a lost connection makes it take."""
+
+    path: Path
+    size: int
+    digest: bytes
+    room: str
+    to: str
+    progress: Progress
+    file_id: str = ""
+    """The stored file's id, once the server has accepted an offer."""
+
+    def offer(self, transfer: int) -> FileOffer:
+        return FileOffer(
+            transfer=transfer,
+            name=self.path.name,
+            size=self.size,
+            sha256=self.digest,
+            room=self.room,
+            to=self.to,
+        )
+
+
 class _Waiter:
     """Someone waiting for the records of a reply."""
 
@@ -659,21 +683,20 @@ class ChatClient:
         discards the part it has)."""
         size = path.stat().st_size
         digest = await trio.to_thread.run_sync(sha256_of, path)
-        offer = partial(FileOffer, name=path.name, size=size, sha256=digest, room=room, to=to)
-        return await self._retrying(
-            partial(self._upload, path, offer, size, digest, progress or _no_progress)
-        )
+        job = _Upload(path, size, digest, room, to, progress or _no_progress)
+        return await self._retrying(partial(self._upload, job))
 
-    async def _upload(
-        self,
-        path: Path,
-        offer: Callable[..., FileOffer],
-        size: int,
-        digest: bytes,
-        progress: Progress,
-    ) -> FileInfo:
+    async def _upload(self, job: _Upload) -> FileInfo:
+        path, size, digest, progress = job.path, job.size, job.digest, job.progress
+        if job.file_id:  # again after a lost connection: the last try may have finished
+            stored = await self.files(room=job.room, peer=job.to)
+            done = [f for f in stored if f.file_id == job.file_id]
+            if done:  # complete (only those are listed): offering it again would store it twice
+                progress(size, size)
+                return done[0]
         transfer = next(self._transfers)
-        reply = await self._ask(requests.upload(offer(transfer=transfer)))
+        reply = await self._ask(requests.upload(job.offer(transfer)))
+        job.file_id = reply.file_id
         outcome = requests.announced(reply.file_id, transfer)
         announced = _Waiter(outcome)
         self._waiters.append(announced)
