@@ -75,6 +75,7 @@ from sealchat.core import (
 from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.core.preamble import encode_preamble
+from sealchat.transports import blocking_client
 from sealchat.transports.blocking_client import BlockingClient, ClientError
 from tests.servers import KINDS, PASSWORD, USERS, Running, free_port, running_server
 
@@ -1260,3 +1261,38 @@ def test_a_connection_that_never_logs_in_is_closed(kind: str, tmp_path: Path) ->
         assert "log in within 0.5 s" in closed.reason
         with server.login("alice"):  # the server itself carries on
             pass
+
+
+def _settled_count(count: Callable[[], int]) -> int:
+    """``count()`` once it has stopped changing for a second (the server has done what it
+    will do)."""
+    deadline = time.monotonic() + 4 * TIMEOUT
+    last = -1
+    while (now := count()) != last and time.monotonic() < deadline:
+        last = now
+        time.sleep(1.0)
+    return now
+
+
+def test_requests_sent_without_reading_the_answers_get_no_more_work_done(
+    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve(hub=HubConfig(messages_per_second=1000, message_burst=1000))
+    bob = server.login("bob")
+    for n in range(50):  # a page of history of about 200 KB
+        bob.send_message(f"{n:02} " + "x" * 3990, room="general")
+    handled: list[list[type]] = []
+    real_handle_all = server.hub.handle_all
+
+    def counted(session: int, records: list[Any], now: float) -> Any:
+        handled.append([type(r) for r in records])
+        return real_handle_all(session, records, now)
+
+    monkeypatch.setattr(server.hub, "handle_all", counted)
+    monkeypatch.setattr(blocking_client, "EVENT_BUFFER", 1)
+    mallory = server.login("alice")  # her reader stops at her first unread event
+    mallory.send_all([HistoryRequest(room="general", limit=50)] * 400)  # 8 KB asking 80 MB
+    asked = _settled_count(lambda: sum(kinds.count(HistoryRequest) for kinds in handled))
+    assert asked < 100  # about the reply window and the sockets' buffers, not 400 pages
+    assert all(kinds.count(HistoryRequest) <= 1 for kinds in handled)  # one page per call
+    assert bob.send_message("still served", room="general").id  # the others are not held up

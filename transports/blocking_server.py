@@ -28,10 +28,8 @@ from sealchat.core import (
     FileComplete,
     FileReject,
     KeysEstablished,
-    Login,
     ProtocolError,
     Record,
-    Register,
     Role,
     State,
 )
@@ -46,6 +44,7 @@ from sealchat.core.hub import (
     Hub,
     StreamFile,
     VerifyPassword,
+    ends_batch,
 )
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
@@ -174,9 +173,10 @@ class _Client:
         batch: list[Record] = []
         for event in events:
             if isinstance(event, Record):
-                if not isinstance(event, Bye):
-                    batch.append(event)
-                if not isinstance(event, Login | Register):
+                if isinstance(event, Bye):
+                    continue
+                batch.append(event)
+                if not ends_batch(event, len(batch)):  # a login ends one too
                     continue
             if not self._to_hub(batch):
                 return
@@ -193,6 +193,9 @@ class _Client:
         if not records:
             return True
         server = self.server
+        with self.lock:  # the peer reads its earlier replies down to the window first
+            while self.conn.bytes_to_send > server.config.reply_window and not self.finished:
+                self.lock.wait(1.0)
         try:
             server.call_hub(server.hub.handle_all, self.session, records, time.time())
         except Exception:  # a bug must cost one connection, never the server

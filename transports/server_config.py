@@ -26,6 +26,10 @@ class ServerConfig:
     """A peer that does not take our bytes for this long is dropped."""
     max_outgoing_bytes: int = 8 * MiB
     """Bytes queued for one peer before it counts as not reading and is dropped."""
+    reply_window: int = 2 * MiB
+    """A peer's next records are handled only while less than this waits for it to read:
+    one that asks without reading its answers gets no more work done (see
+    ``sealchat.core.hub.batching``)."""
     stream_window: int = 1 * MiB
     """A download streams while less than this is queued for its connection; each read
     fills what is left of it (see ``stream_read_size``)."""

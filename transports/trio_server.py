@@ -43,6 +43,7 @@ from sealchat.core.hub import (
     Hub,
     StreamFile,
     VerifyPassword,
+    ends_batch,
 )
 from sealchat.core.limits import MAX_FRAME
 from sealchat.core.records import file_chunks
@@ -221,8 +222,14 @@ class TrioServer:
                 log.info("%r broke the protocol: %r", peer, str(exc))  # may quote peer text
                 return False
             if isinstance(event, Record):
-                if not isinstance(event, Bye):
-                    batch.append(event)
+                if isinstance(event, Bye):
+                    continue
+                batch.append(event)
+                if not ends_batch(event, len(batch)):
+                    continue
+                if not await self._to_hub(peer, batch):
+                    return True
+                batch = []
                 continue
             if not await self._to_hub(peer, batch):
                 return True  # said goodbye: the writer ends the connection
@@ -238,9 +245,12 @@ class TrioServer:
                 peer.in_hub = True
 
     async def _to_hub(self, peer: _Peer, records: list[Record]) -> bool:
-        """Let the hub handle ``records`` and run its effects; False if it failed."""
+        """Let the hub handle ``records`` (once the peer has read its earlier replies down to
+        the reply window) and run its effects; False if it failed."""
         if not records:
             return True
+        while peer.conn.bytes_to_send > self.config.reply_window:
+            await peer.wrote.wait()
         try:
             effects = await self._in_hub(self.hub.handle_all, peer.session, records, _now())
         except Exception as exc:  # a bug must cost one connection, never the server
