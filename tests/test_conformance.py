@@ -344,6 +344,17 @@ def test_wrong_password_and_unknown_user_get_the_same_rejection(
     assert client.login("alice", PASSWORD) == "alice"  # the connection stays usable
 
 
+def test_a_login_sent_behind_another_finds_it_in_progress(serve: Callable[..., Server]) -> None:
+    server = serve()
+    client = server.connect()
+    guesses = [Login(username="alice", password=f"guess {n}") for n in range(5)]
+    client.send_all([*guesses, Login(username="alice", password=PASSWORD)])  # one write
+    answers = [client.next(LoginRejected).reason for _ in range(6)]
+    # One password check, as if each came alone after the one before: not six in a row.
+    assert answers == ["a login is already in progress"] * 5 + [GENERIC_LOGIN_FAILURE]
+    assert client.login("alice", PASSWORD) == "alice"
+
+
 BACKOFF = HubConfig(free_login_failures=3, login_backoff_base=60.0)
 
 

@@ -168,17 +168,18 @@ class _Client:
 
     def _handle_events(self, events: list[object]) -> None:
         """Handle what one read produced, in order; the records that arrived together go to
-        the hub in one call (one commit for all of them). A login ends its batch: its password
-        check runs before the records after it are handled, as when they come alone."""
+        the hub in batches (one commit for each). Password checks run after all of them, as
+        in the trio server: a login sent behind another one finds it in progress."""
         batch: list[Record] = []
+        checks: list[VerifyPassword | HashPassword] = []
         for event in events:
             if isinstance(event, Record):
                 if isinstance(event, Bye):
                     continue
                 batch.append(event)
-                if not ends_batch(event, len(batch)):  # a login ends one too
+                if not ends_batch(event, len(batch)):
                     continue
-            if not self._to_hub(batch):
+            if not self._to_hub(batch, checks):
                 return
             batch = []
             if isinstance(event, KeysEstablished):
@@ -186,10 +187,13 @@ class _Client:
                 server = self.server
                 server.in_hub(server.hub.open_session, self.session, self.address, time.time())
                 self.in_hub = True
-        self._to_hub(batch)
+        if self._to_hub(batch, checks):
+            for check in checks:
+                self.server.check_password(check)
 
-    def _to_hub(self, records: list[Record]) -> bool:
-        """Let the hub handle ``records`` and carry out its effects; False if it failed."""
+    def _to_hub(self, records: list[Record], checks: list[VerifyPassword | HashPassword]) -> bool:
+        """Let the hub handle ``records`` and carry out its effects, adding the password
+        checks it asks for to ``checks``; False if it failed."""
         if not records:
             return True
         server = self.server
@@ -197,7 +201,7 @@ class _Client:
             while self.conn.bytes_to_send > server.config.reply_window and not self.finished:
                 self.lock.wait(1.0)
         try:
-            server.call_hub(server.hub.handle_all, self.session, records, time.time())
+            checks += server.hub_effects(server.hub.handle_all, self.session, records, time.time())
         except Exception:  # a bug must cost one connection, never the server
             log.exception("the hub failed on a record from %r", self)
             self.goodbye("the server failed on your request; please reconnect")
@@ -371,12 +375,20 @@ class ThreadedServer:
             return self._clients.get(session)
 
     def call_hub(self, fn: Callable[..., Sequence[Effect]], *args: object) -> None:
-        """Call into the hub and carry out the effects it returns.
+        """Call into the hub, carry out the effects it returns, then the password checks."""
+        for check in self.hub_effects(fn, *args):
+            self.check_password(check)
+
+    def hub_effects(
+        self, fn: Callable[..., Sequence[Effect]], *args: object
+    ) -> list[VerifyPassword | HashPassword]:
+        """Call into the hub and carry out the effects it returns, except the password checks
+        (slow): those are returned, for the caller to run with ``check_password``.
 
         Records are queued on their connections before the hub lock is released, so no
         thread's deliveries overtake another's: every client gets records in the order the
         hub produced them (nothing reaches a session before its Authenticated, no live
-        message cuts into the replay after login). Password checks run after, unlocked.
+        message cuts into the replay after login).
         """
         with self._hub_lock:
             try:
@@ -384,9 +396,7 @@ class ThreadedServer:
             except HandlingFailed as exc:  # what came before the failure is stored: carry it out
                 self._carry_out(exc.effects)
                 raise
-            slow = self._carry_out(effects)
-        for effect in slow:
-            self._check_password(effect)
+            return self._carry_out(effects)
 
     def _carry_out(self, effects: Sequence[Effect]) -> list[VerifyPassword | HashPassword]:
         """Queue records and start downloads (quick, under the hub lock); return the password
@@ -418,7 +428,7 @@ class ThreadedServer:
                         client.streams[transfer].set()
         return slow
 
-    def _check_password(self, effect: VerifyPassword | HashPassword) -> None:
+    def check_password(self, effect: VerifyPassword | HashPassword) -> None:
         """Run an Argon2id check in this (the client's reader) thread and report it."""
         if isinstance(effect, VerifyPassword):
             with self._password_slots:

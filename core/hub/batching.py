@@ -3,7 +3,7 @@ that their replies pile up.
 
 A server hands the hub the records one read brought, in batches. Most records are answered
 with a few bytes (an acknowledgement, an error), but some with a page of history or a list
-(of rooms, members, files), and a login or an acknowledged replay page with a page of missed
+(of rooms, members, files), and an acknowledged replay page with the next page of missed
 messages: a few kilobytes of such requests, sent without reading the answers, would make one
 call build hundreds of megabytes. So a batch ends after such a record, and after MAX_BATCH
 records; and a server hands over the next batch only once the peer has read its earlier
@@ -21,9 +21,7 @@ from sealchat.core.records import (
     ListFiles,
     ListMembers,
     ListRooms,
-    Login,
     Record,
-    Register,
 )
 
 MAX_BATCH: Final = 256
@@ -35,8 +33,6 @@ _LARGE_REPLIES: Final = (
     ListFiles,
     JoinRoom,
     Delivered,
-    Login,
-    Register,
 )
 
 
