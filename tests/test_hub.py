@@ -20,11 +20,13 @@ from sealchat.core import (
     JoinRoom,
     LeaveRoom,
     ListFiles,
+    ListRooms,
     Login,
     LoginRejected,
     Message,
     MessageAck,
     Register,
+    RoomJoined,
     Typing,
 )
 from sealchat.core.hub import (
@@ -140,6 +142,31 @@ def test_unknown_rooms_do_not_grow_memory(store: SqliteStore) -> None:
         hub.handle(1, Message(text="x", room=f"void{n}", client_id=f"c{n}"), NOW + n)
     assert len(hub._members) <= 1  # only general
     assert not hub._typing
+
+
+def _room_names(hub: Hub, session: int) -> list[str]:
+    return [
+        r.name
+        for page in records(hub.handle(session, ListRooms(), NOW), session)
+        for r in page.rooms
+    ]
+
+
+def test_a_room_left_empty_with_nothing_said_in_it_is_gone(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", "bob")
+    for n in range(50):  # join and leave, over and over: nothing piles up
+        hub.handle(1, JoinRoom(room=f"tmp{n}"), NOW + n)
+        hub.handle(1, LeaveRoom(room=f"tmp{n}"), NOW + n)
+    assert _room_names(hub, 1) == ["general"]
+    hub.handle(1, JoinRoom(room="ops"), NOW + 60)
+    hub.handle(2, JoinRoom(room="ops"), NOW + 60)
+    hub.handle(1, LeaveRoom(room="ops"), NOW + 60)
+    assert "ops" in _room_names(hub, 1)  # bob is still in it
+    hub.handle(2, Message(text="hi", room="ops", client_id="c1"), NOW + 60)
+    hub.handle(2, LeaveRoom(room="ops"), NOW + 60)
+    assert "ops" in _room_names(hub, 1)  # its history stays, and the room with it
+    (rejoined, *_) = records(hub.handle(1, JoinRoom(room="tmp0"), NOW + 61), 1)
+    assert rejoined == RoomJoined(room="tmp0")  # a name that went can be used again
 
 
 def test_typing_is_rate_limited_quietly(store: SqliteStore) -> None:

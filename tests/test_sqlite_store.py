@@ -127,6 +127,33 @@ def test_rooms_and_memberships(store: SqliteStore) -> None:
     assert store.members("lobby") == ["Esha"]
 
 
+def test_only_a_room_with_no_members_messages_or_files_is_dropped(store: SqliteStore) -> None:
+    add_users(store, "Esha")
+    for room in ("empty", "member", "talk", "shared"):
+        store.ensure_room(room)
+    store.add_member("member", "esha")
+    store.append_message(
+        ts=1.0,
+        sender_key="esha",
+        sender="Esha",
+        room="talk",
+        to_key="",
+        to="",
+        text="hi",
+        client_id="",
+        file_id="",
+    )
+    offer(store, b"x", room="shared")
+    assert [store.drop_room_if_unused(r) for r in ("empty", "member", "talk", "shared")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert [name for name, _ in store.rooms()] == ["member", "shared", "talk"]
+    assert not store.drop_room_if_unused("empty")  # gone already
+
+
 def test_membership_needs_an_existing_room_and_user(store: SqliteStore) -> None:
     add_users(store, "Esha")
     with pytest.raises(ValueError, match="no such room or user"):

@@ -437,6 +437,18 @@ class SqliteStore:
             self._conn.execute("SELECT 1 FROM rooms WHERE name = ?", (room,)).fetchone() is not None
         )
 
+    def drop_room_if_unused(self, room: str) -> bool:
+        """Delete ``room`` if nobody is in it and nothing was ever posted or shared in it;
+        whether it was deleted."""
+        cur = self._conn.execute(
+            "DELETE FROM rooms WHERE name = ?1 "
+            "AND NOT EXISTS (SELECT 1 FROM memberships WHERE room = ?1) "
+            "AND NOT EXISTS (SELECT 1 FROM messages WHERE room = ?1 AND room <> '') "
+            "AND NOT EXISTS (SELECT 1 FROM files WHERE room = ?1 AND room <> '')",
+            (room,),
+        )
+        return cur.rowcount == 1
+
     def rooms(self) -> list[tuple[str, int]]:
         """Every room with its member count, by name."""
         rows = self._conn.execute(

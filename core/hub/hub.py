@@ -426,7 +426,10 @@ class Hub:
             return [self._error(state, "cannot_leave", f"everyone stays in {room}", room)]
         if not self.store.remove_member(room, state.key):
             return [self._error(state, "not_member", f"you are not in {room}", room)]
-        self._member_set(room).discard(state.key)
+        members = self._member_set(room)
+        members.discard(state.key)
+        if not members and self.store.drop_room_if_unused(room):  # nothing would be left of it
+            self._members.pop(room, None)
         effects: list[Effect] = [self._to_user(state.key, RoomLeft(room=room))]
         effects += self._membership_changed(room, state.key, joined=False)
         return effects
