@@ -394,7 +394,7 @@ class BlockingClient:
             chunks = self._chunks.get(record.transfer)
             if chunks is not None:
                 self._arrived.append((record.transfer, chunks, record))
-        elif isinstance(record, Message):
+        elif isinstance(record, Message | MessageAck):  # our own messages come as acks
             self._newest = max(self._newest, record.id)
         elif self._acknowledging and _ends_replay(record):
             # The replay after login: acknowledging a page releases the next one.
