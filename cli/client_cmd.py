@@ -488,7 +488,7 @@ async def _command_loop(client: ChatClient, term: Terminal, nursery: trio.Nurser
         line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
         if not line:
             return  # end of input
-        line = line.rstrip("\n")
+        line = line.rstrip("\r\n")  # a script saved on Windows ends its lines with CRLF
         if not line.strip():
             continue
         try:

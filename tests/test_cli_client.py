@@ -485,3 +485,14 @@ def _drain(client: Any) -> list[object]:
             events.append(client.next_event(timeout=1))
         except TimeoutError:
             return events
+
+
+def test_chat_reads_a_script_with_windows_line_endings(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    done = chat_as_alice(tmp_path, server, stdin="hello from Windows\r\n/rooms\r\n/quit\r\n")
+    assert done.returncode == 0, done.stderr
+    assert "unknown command" not in done.stdout
+    assert "* general (" in done.stdout  # /rooms ran
+    with server.login("bob") as bob:
+        messages, _ = bob.history(room="general")
+    assert [m.text for m in messages] == ["hello from Windows"]
