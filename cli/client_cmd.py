@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -275,6 +277,10 @@ def _explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, 
     return FAILED, str(exc)
 
 
+class CommandError(Exception):
+    """A chat command that cannot run as typed; the message says why and what to do."""
+
+
 class _Credentials(NamedTuple):
     password: str
     password_from: str
@@ -303,9 +309,42 @@ def _file_problem(path: Path) -> str | None:
     """Why ``path`` cannot be shared, or None."""
     if path.is_dir():
         return f"{path} is a folder; only files can be shared"
-    if not path.is_file():
-        return f"no such file: {path}"
-    return None
+    if path.is_file():
+        return None
+    if os.path.lexists(path):
+        return f"{path} is not a regular file (a pipe, a device…); only regular files can be shared"
+    return f"no such file: {path}"
+
+
+def _typed_path(written: str) -> Path:
+    """The path typed after /send, ``~`` expanded: as written or, if nothing is there, unquoted
+    as a shell would (terminals paste a dropped file quoted, or with its spaces escaped).
+    CommandError if a ``~user`` names nobody."""
+    path = _home_expanded(written)
+    if not os.path.lexists(path):
+        try:
+            words = shlex.split(written)
+        except ValueError:  # an unclosed quote: not shell quoting after all
+            words = []
+        if len(words) == 1 and words[0] != written:
+            path = _home_expanded(words[0])
+    return path
+
+
+def _home_expanded(written: str) -> Path:
+    """``written`` with a leading ``~`` or ``~user`` expanded; CommandError if it cannot be."""
+    try:
+        return Path(written).expanduser()
+    except RuntimeError:  # no such user, or no home folder at all
+        head = re.split(r"[\\/]", written, maxsplit=1)[0]
+        if head == "~":
+            raise CommandError(
+                f"cannot find your home folder for {written}; give the full path"
+            ) from None
+        raise CommandError(
+            f"there is no user {head[1:]!r} whose home folder {head} could be; "
+            f"for your own, write ~/ (as in ~/{written[1:]})"
+        ) from None
 
 
 def run_send(args: argparse.Namespace) -> int:
@@ -494,6 +533,8 @@ async def _command_loop(client: ChatClient, term: Terminal, nursery: trio.Nurser
         try:
             if await _command(client, term, nursery, line):
                 return
+        except CommandError as exc:
+            term.say(f"! {safe(str(exc))}")
         except (ClientError, OSError) as exc:
             term.say(f"! {safe(_explain_failure(exc)[1])}")
 
@@ -535,7 +576,7 @@ async def _command(client: ChatClient, term: Terminal, nursery: trio.Nursery, li
             user, text = rest.split(maxsplit=1)
             await client.send_message(text, to=user)
         case "/send":
-            path = Path(rest).expanduser()
+            path = _typed_path(rest)
             problem = _file_problem(path)
             if problem is not None:
                 term.say(f"! {safe(problem)}")

@@ -496,3 +496,43 @@ def test_chat_reads_a_script_with_windows_line_endings(server: Running, tmp_path
     with server.login("bob") as bob:
         messages, _ = bob.history(room="general")
     assert [m.text for m in messages] == ["hello from Windows"]
+
+
+def test_send_explains_a_tilde_that_names_nobody(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    lines = "/send ~nosuchuser4217/report.pdf\nstill here\n/quit\n"
+    done = chat_as_alice(tmp_path, server, stdin=lines)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "! there is no user 'nosuchuser4217'" in done.stdout
+    assert "write ~/ (as in ~/nosuchuser4217/report.pdf)" in done.stdout
+    with server.login("bob") as bob:
+        messages, _ = bob.history(room="general")
+    assert [m.text for m in messages] == ["still here"]  # the session went on
+
+
+def test_send_takes_a_path_pasted_with_shell_quoting(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    source = tmp_path / "my file.txt"
+    source.write_text("data")
+    escaped = str(source).replace(" ", "\\ ")
+    done = chat_as_alice(tmp_path, server, stdin=f"/send '{source}'\n/send {escaped}\n/quit\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("* shared my file.txt as ") == 2, done.stdout
+    assert "no such file" not in done.stdout
+
+
+def test_special_files_are_not_shared(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    done = chat_as_alice(tmp_path, server, stdin=f"/send {fifo}\n/send {os.devnull}\n/quit\n")
+    assert done.returncode == 0, done.stderr
+    for path in (fifo, os.devnull):
+        assert f"! {path} is not a regular file (a pipe, a device…)" in done.stdout
+    assert "no such file" not in done.stdout
+    script = sealchat(
+        tmp_path, "send", "--port", str(server.port), "--user", "alice", "--file", str(fifo)
+    )
+    assert script.returncode == 2
+    assert f"{fifo} is not a regular file" in script.stderr
