@@ -52,7 +52,7 @@ from sealchat.transports.trio_client import (
 
 # Exit codes (chat uses them too, when it cannot start or the session ends on a failure).
 OK, FAILED, USAGE, UNREACHABLE, UNTRUSTED, LOGIN_FAILED, REFUSED, LOST = 0, 1, 2, 3, 4, 5, 6, 7
-INTERRUPTED = 130
+INTERRUPTED, OUTPUT_CLOSED = 130, 141
 EXIT_CODES = {
     OK: "done",
     FAILED: "something else failed (the message says what)",
@@ -63,6 +63,7 @@ EXIT_CODES = {
     REFUSED: "the server refused the message or the file",
     LOST: "the connection was lost",
     INTERRUPTED: "interrupted (Ctrl-C)",
+    OUTPUT_CLOSED: "the output was closed (as by '| head'); like a program ended by SIGPIPE",
 }
 EXIT_CODES_HELP = "exit codes:\n" + "\n".join(f"  {c:<3} {what}" for c, what in EXIT_CODES.items())
 
@@ -126,8 +127,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``handler`` with output that never fails on encoding, a quiet exit on Ctrl-C, and
-    local configuration problems explained instead of shown as tracebacks."""
+    """``handler`` with output that never fails on encoding, a quiet exit on Ctrl-C or when
+    the output is closed, and local configuration problems explained instead of shown as
+    tracebacks."""
 
     @wraps(handler)
     def run(args: argparse.Namespace) -> int:
@@ -136,10 +138,14 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             return handler(args)
         except KeyboardInterrupt:
             return INTERRUPTED
+        except BrokenPipeError:
+            return _output_closed()
         except BaseExceptionGroup as group:
-            if group.subgroup(KeyboardInterrupt) is None:
-                raise
-            return INTERRUPTED
+            if group.subgroup(KeyboardInterrupt) is not None:
+                return INTERRUPTED
+            if group.subgroup(BrokenPipeError) is not None:
+                return _output_closed()
+            raise
         except KeyFileError as exc:
             _error(str(exc))
         except OSError as exc:  # a settings file this user cannot use (the key, the pins)
@@ -147,6 +153,15 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         return USAGE
 
     return run
+
+
+def _output_closed() -> int:
+    """Whoever read standard output went away (``sealchat chat | head -1``): point it at
+    the null device, so that the flush when Python exits fails no more, and end quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return OUTPUT_CLOSED
 
 
 def _error(message: str) -> None:
@@ -399,6 +414,8 @@ async def _await_ack(client: ChatClient, client_id: str) -> None:
 def _run(main: Callable[[], Awaitable[int]], credentials: _Credentials) -> int:
     try:
         return trio.run(main)
+    except BrokenPipeError:
+        raise  # the output was closed, not a failure to explain: _guarded ends quietly
     except (ClientError, ServerKeyChanged, ServerKeyUnknown, OSError) as exc:
         code, message = _explain_failure(exc, credentials.password_from)
         _error(message)
@@ -535,6 +552,8 @@ async def _command_loop(client: ChatClient, term: Terminal, nursery: trio.Nurser
                 return
         except CommandError as exc:
             term.say(f"! {safe(str(exc))}")
+        except BrokenPipeError:
+            raise  # the output was closed: nothing more can be shown
         except (ClientError, OSError) as exc:
             term.say(f"! {safe(_explain_failure(exc)[1])}")
 

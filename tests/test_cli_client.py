@@ -536,3 +536,31 @@ def test_special_files_are_not_shared(server: Running, tmp_path: Path) -> None:
     )
     assert script.returncode == 2
     assert f"{fifo} is not a regular file" in script.stderr
+
+
+def test_chat_ends_quietly_when_its_output_is_closed(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    args = ("chat", "--port", str(server.port), "--user", "alice")
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "sealchat", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path),
+    )
+    assert chat.stdin is not None
+    assert chat.stdout is not None
+    try:
+        assert chat.stdout.readline().startswith("* logged in")
+        chat.stdout.close()  # as `| head -1` does once it has its line
+        chat.stdout = None
+        chat.stdin.write("/rooms\n/who\n")
+        chat.stdin.flush()
+        _, err = chat.communicate(timeout=30)
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
+    assert chat.returncode == 141
+    assert err == ""
