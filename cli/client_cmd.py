@@ -512,7 +512,10 @@ def run_chat(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         reading_commands = trio.Event()
-        options: dict[str, Any] = {"confirm_new_key": _asker(interactive, until=reading_commands)}
+        options: dict[str, Any] = {
+            "confirm_new_key": _asker(interactive, until=reading_commands),
+            "replies": False,  # a command shows its own answer, or why it was refused
+        }
         if args.downloads is not None:
             options["downloads_dir"] = args.downloads
         async with connect(args.host, args.port, **options) as client:

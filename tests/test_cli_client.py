@@ -564,3 +564,18 @@ def test_chat_ends_quietly_when_its_output_is_closed(server: Running, tmp_path: 
             chat.wait()
     assert chat.returncode == 141
     assert err == ""
+
+
+def test_chat_shows_each_answer_once(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    with server.login("bob") as bob:
+        bob.send_message("said once", room="general")
+    lines = "/join Random\n/leave general\n/leave nosuchroom\n/history\n/quit\n"
+    done = chat_as_alice(tmp_path, server, stdin=lines)
+    assert done.returncode == 0, done.stderr
+    refusals = [line for line in done.stdout.splitlines() if line.startswith("!")]
+    assert len(refusals) == 3, done.stdout
+    assert len(set(refusals)) == 3
+    assert "! everyone stays in general" in refusals
+    assert "! you are not in nosuchroom" in refusals
+    assert done.stdout.count("bob: said once") == 1  # from /history, not also as an event

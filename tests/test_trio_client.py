@@ -15,6 +15,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from sealchat.core import Error as ServerError
 from sealchat.core import (
     FileChunk,
     FileComplete,
@@ -557,6 +558,24 @@ async def test_closing_the_events_stream_drops_events_and_keeps_the_link(tmp_pat
             assert alice._link is link  # never dropped (a closed stream is not a lost link)
             with pytest.raises(trio.ClosedResourceError):
                 alice.events().receive_nowait()
+
+
+async def test_without_replies_an_answer_goes_only_to_its_call(
+    server: Running, tmp_path: Path
+) -> None:
+    async with logged_in(server, tmp_path, "bob") as bob:
+        await bob.send_message("older", room="general")
+        await all_acknowledged(bob)
+    async with logged_in(server, tmp_path, "bob", replies=False) as bob:
+        assert await replayed(bob) == []
+        with pytest.raises(ClientError, match="everyone stays in general"):
+            await bob.leave("general")
+        page, _ = await bob.history(room="general")
+        assert [m.text for m in page] == ["older"]
+        await bob.send_message("last", room="general")  # not an answer to a call: an event
+        events = [await next_of(bob, Message | ServerError)]
+        assert [type(e).__name__ for e in events] == ["Message"]  # no Error, no "older"
+        assert events[0].text == "last"
 
 
 async def test_a_request_beyond_a_protocol_limit_says_so(server: Running, tmp_path: Path) -> None:

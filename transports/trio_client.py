@@ -201,6 +201,7 @@ class ChatClient:
         connect_timeout: float = 10.0,
         events: bool = True,
         acknowledge: bool = True,
+        replies: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self.server = server_name(host, port)
@@ -219,6 +220,8 @@ class ChatClient:
         self.fingerprint = ""
         self._events = BurstChannel[Event | LinkState](EVENT_BUFFER)
         self._keep_events = events
+        self._replies = replies
+        """Whether what answers a call (a refusal, a page of history…) goes on events() too."""
         self._acknowledging = acknowledge
         self.gave_up_on: Exception | None = None
         """Why the client stopped reconnecting for good (a changed or unknown key, a refused
@@ -364,8 +367,10 @@ class ChatClient:
     async def _dispatch(self, record: Event) -> None:
         if not isinstance(record, Record):
             return
+        answered = False
         for waiter in list(self._waiters):
             if waiter.match(record):
+                answered = True
                 waiter.records.append(record)
                 if waiter.done(record):
                     waiter.finished.set()
@@ -395,7 +400,8 @@ class ChatClient:
             case HistoryEnd(room="", peer=""):
                 self._replaying = record.more
                 await self._acknowledge()
-        await self._emit(record)
+        if self._replies or not answered:
+            await self._emit(record)
 
     async def _emit(self, event: Event | LinkState) -> None:
         """Hand ``event`` to ``events()`` (waiting while its reader is EVENT_BUFFER behind),
