@@ -37,6 +37,7 @@ from sealchat.transports.pinning import (
     UnsafePinFile,
     server_name,
 )
+from sealchat.transports.requests import check_text
 from sealchat.transports.trio_client import (
     ChatClient,
     ClientError,
@@ -60,7 +61,7 @@ EXIT_CODES = {
     UNREACHABLE: "the server cannot be reached",
     UNTRUSTED: "the server's key is unknown or has changed (see 'sealchat trust')",
     LOGIN_FAILED: "the login was refused",
-    REFUSED: "the server refused the message or the file",
+    REFUSED: "the message or the file was refused: by the server, or as too long for one message",
     LOST: "the connection was lost",
     INTERRUPTED: "interrupted (Ctrl-C)",
     OUTPUT_CLOSED: "the output was closed (as by '| head'); like a program ended by SIGPIPE",
@@ -368,6 +369,11 @@ def run_send(args: argparse.Namespace) -> int:
     if problem is not None:
         _error(problem)
         return USAGE
+    try:
+        check_text(args.text or "")
+    except ClientError as exc:  # what a server would refuse too, so the same exit code
+        _error(f"refused: {exc}")
+        return REFUSED
     credentials = _credentials(args)
     if credentials is None:
         return USAGE

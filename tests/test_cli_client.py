@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import HistoryRequest, Message, MessageAck, Typing
-from sealchat.core.limits import MAX_PASSWORD
+from sealchat.core.limits import MAX_PASSWORD, MAX_TEXT
 from sealchat.transports.pinning import KnownServers, server_name
 from tests.servers import PASSWORD, Running, free_port, running_server
 
@@ -579,3 +579,16 @@ def test_chat_shows_each_answer_once(server: Running, tmp_path: Path) -> None:
     assert "! everyone stays in general" in refusals
     assert "! you are not in nosuchroom" in refusals
     assert done.stdout.count("bob: said once") == 1  # from /history, not also as an event
+
+
+def test_too_long_a_message_is_refused_whatever_its_length(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    alice = ("send", "--port", str(server.port), "--user", "alice")
+    over_the_servers = sealchat(tmp_path, *alice, "x" * (MAX_TEXT - 100))
+    assert over_the_servers.returncode == 6
+    nobody = ("send", "--port", str(free_port()), "--user", "alice")  # checked before connecting
+    over_any = sealchat(tmp_path, *nobody, "x" * (MAX_TEXT + 1))
+    assert over_any.returncode == 6
+    assert f"refused: the message has {MAX_TEXT + 1} characters; at most {MAX_TEXT}" in (
+        over_any.stderr
+    )

@@ -43,7 +43,7 @@ from sealchat.core import (
 )
 from sealchat.core import Error as ServerError
 from sealchat.core.hub.hub import FILES_REF, HISTORY_REF
-from sealchat.core.limits import MAX_CHUNK
+from sealchat.core.limits import MAX_CHUNK, MAX_TEXT
 
 TRANSFER_BLOCK = 16 * MAX_CHUNK
 """Bytes an upload reads from disk per read and writes to the socket in one go."""
@@ -72,6 +72,14 @@ class LoginFailed(ClientError):
 
 class TransferFailed(ClientError):
     """An upload or download was refused, aborted, or did not arrive intact."""
+
+
+def check_text(text: str) -> None:
+    """ClientError if ``text`` is longer than any server takes in one message."""
+    if len(text) > MAX_TEXT:
+        raise ClientError(
+            f"the message has {len(text)} characters; at most {MAX_TEXT} fit in one message"
+        )
 
 
 @dataclass(frozen=True)

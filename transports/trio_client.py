@@ -58,7 +58,6 @@ from sealchat.core import (
 )
 from sealchat.core import Error as ServerError
 from sealchat.core.codec import encode_record
-from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import file_chunks
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, default_downloads_dir, sha256_of
@@ -642,10 +641,7 @@ class ChatClient:
         client_id = client_id or requests.new_client_id()
         message = Message(text=text, room=room, to=to, client_id=client_id)
         self._fail_if_given_up()
-        if len(text) > MAX_TEXT:
-            raise ClientError(
-                f"the message has {len(text)} characters; at most {MAX_TEXT} fit in one message"
-            )
+        requests.check_text(text)
         try:
             encode_record(message)  # checked now, so the outbox only ever holds what can go
         except LocalProtocolError as exc:
