@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,6 +38,7 @@ from sealchat.transports.trio_client import (
     LinkState,
     LoginFailed,
     TransferFailed,
+    Unreachable,
     connect,
 )
 from tests.servers import PASSWORD, Running, free_port, running_server
@@ -183,6 +185,16 @@ async def test_unreachable_server_says_so(tmp_path: Path) -> None:
     with pytest.raises(ClientError, match="cannot reach"):
         async with connect("127.0.0.1", free_port(), **options(tmp_path, "a")):
             pass
+
+
+async def test_a_server_that_never_answers_the_handshake_is_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # takes connections (the kernel does), says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with pytest.raises(Unreachable, match="did not answer the handshake; is it a sealchat"):
+            async with connect("127.0.0.1", port, **options(tmp_path, "a", connect_timeout=0.5)):
+                pass
 
 
 # --- chatting -----------------------------------------------------------------------------

@@ -266,7 +266,12 @@ class ChatClient:
             raise Unreachable(
                 f"cannot reach {self.server}: {why}; is the server running and the address right?"
             ) from None
-        conn = Connection(Role.CLIENT, static_key=self._key, now=trio.current_time())
+        conn = Connection(
+            Role.CLIENT,
+            static_key=self._key,
+            now=trio.current_time(),
+            handshake_timeout=self._connect_timeout,
+        )
         link = _Link(stream, conn)
         conn.initiate()
         await stream.send_all(conn.data_to_send())
@@ -304,8 +309,10 @@ class ChatClient:
         await link.stream.send_all(link.conn.data_to_send())
 
     async def _next_raw(self, link: _Link) -> Event:
-        """The next event of a link still in its handshake."""
+        """The next event of a link still in its handshake; Unreachable if the server does
+        not finish it in time."""
         conn = link.conn
+        timed_out = False
         while True:
             try:
                 event = conn.next_event()
@@ -315,9 +322,16 @@ class ChatClient:
             if event is not NEED_DATA:
                 if isinstance(event, ConnectionClosed):
                     await link.stream.aclose()
+                    if timed_out:
+                        raise Unreachable(
+                            f"{self.server} did not answer the handshake; "
+                            "is it a sealchat server at that address?"
+                        )
                     raise ConnectionLost(f"the server closed the connection: {event.reason}")
                 return event
-            await feed(conn, link.stream)
+            deadline = conn.get_timer()
+            arrived = await feed(conn, link.stream)
+            timed_out = not arrived and deadline is not None and trio.current_time() >= deadline
 
     # --- the reader -----------------------------------------------------------------------
 
