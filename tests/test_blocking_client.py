@@ -420,3 +420,13 @@ def _taken(client: BlockingClient) -> list[object]:
         while True:
             events.append(client.next_event(0.5))
     return events
+
+
+def test_a_refused_download_leaves_no_partial_file(tmp_path: Path) -> None:
+    with (
+        running_server("threads", tmp_path / "s") as server,
+        server.login("alice") as alice,
+        pytest.raises(ClientError, match="there is no file deadbeef"),
+    ):
+        alice.download("deadbeef", tmp_path / "downloads")
+    assert list((tmp_path / "downloads").iterdir()) == []

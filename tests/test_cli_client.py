@@ -592,3 +592,14 @@ def test_too_long_a_message_is_refused_whatever_its_length(server: Running, tmp_
     assert f"refused: the message has {MAX_TEXT + 1} characters; at most {MAX_TEXT}" in (
         over_any.stderr
     )
+
+
+def test_a_mistyped_file_id_leaves_nothing_behind(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    downloads = tmp_path / "downloads"
+    done = chat_as_alice(
+        tmp_path, server, "--downloads", str(downloads), stdin="/get deadbeef\n/quit\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "! refused: there is no file deadbeef that you can see" in done.stdout
+    assert list(downloads.iterdir()) == []  # no hidden, empty .deadbeef.part

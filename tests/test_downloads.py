@@ -229,3 +229,27 @@ def test_a_partial_file_bigger_than_announced_is_discarded(tmp_path: Path) -> No
     with PartialDownload(tmp_path, FILE_ID) as part:  # complete: kept
         part.expect(4)
         assert part.finish("x", hashlib.sha256(b"0123").digest()).read_bytes() == b"0123"
+
+
+def test_a_part_file_still_empty_is_removed_and_one_with_bytes_kept(tmp_path: Path) -> None:
+    with PartialDownload(tmp_path, FILE_ID) as part:
+        pass  # refused before any byte came (a mistyped id)
+    assert not part.path.exists()
+    with PartialDownload(tmp_path, FILE_ID) as part:
+        part.write(0, b"abc")
+    assert part.path.read_bytes() == b"abc"  # kept for a later resume
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_a_second_download_of_the_same_file_leaves_the_first_ones_part(tmp_path: Path) -> None:
+    with PartialDownload(tmp_path, FILE_ID) as first:
+        with pytest.raises(ValueError, match="already being downloaded"):
+            PartialDownload(tmp_path, FILE_ID)
+        first.write(0, b"abc")
+    assert first.path.read_bytes() == b"abc"
+
+
+def test_an_empty_file_downloads(tmp_path: Path) -> None:
+    with PartialDownload(tmp_path, FILE_ID) as part:
+        path = part.finish("empty.txt", hashlib.sha256(b"").digest())
+    assert path.read_bytes() == b""

@@ -102,7 +102,7 @@ class PartialDownload:
                 self._digest.update(block)
                 self.size += len(block)
         except BaseException:
-            self.close()
+            self._close_fd()  # never removed: another download may hold it
             raise
         self._behind = WriteBehind(self.size)  # what was here before is on disk already
 
@@ -116,7 +116,13 @@ class PartialDownload:
         self.close()
 
     def close(self) -> None:
-        """Close the file (it stays, so a later download resumes from it)."""
+        """Close the file. It stays, so that a later download resumes from it, unless it is
+        still empty: a refused download (a mistyped id) leaves nothing behind."""
+        if self._fd >= 0 and self.size == 0:
+            self.path.unlink(missing_ok=True)  # while it is locked: nobody else writes it
+        self._close_fd()
+
+    def _close_fd(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -152,7 +158,7 @@ class PartialDownload:
         are not what was offered."""
         os.fsync(self._fd)
         on_disk = os.fstat(self._fd).st_size
-        self.close()
+        self._close_fd()  # an empty file is a file too: it stays to be moved
         if on_disk != self.size or self._digest.digest() != sha256:
             self.path.unlink(missing_ok=True)
             raise ValueError(f"{name}: the SHA-256 does not match; the download was deleted")
