@@ -7,6 +7,7 @@ import getpass
 import os
 import re
 import shlex
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -217,7 +218,9 @@ def _password(args: argparse.Namespace, interactive: bool) -> tuple[str, str] | 
     """The password and where it came from ("" if typed in), or None (already explained)."""
     if args.password_file is not None:
         try:
-            text = Path(args.password_file).read_text(encoding="utf-8")
+            path = Path(args.password_file)
+            text = path.read_text(encoding="utf-8-sig")  # as Windows Notepad saves UTF-8, too
+            _warn_if_others_can_read(path)
             return text.rstrip("\n"), f"--password-file {args.password_file}"
         except OSError as exc:
             _error(f"cannot read {args.password_file}: {exc.strerror}")
@@ -237,6 +240,17 @@ def _password(args: argparse.Namespace, interactive: bool) -> tuple[str, str] | 
         "(standard input is not a terminal, so nobody can be asked)"
     )
     return None
+
+
+def _warn_if_others_can_read(path: Path) -> None:
+    """Warn, as ssh does for a key, when users other than its owner may read the password
+    file (it is still used: nothing is lost by going on)."""
+    mode = path.stat().st_mode
+    if os.name == "posix" and stat.S_ISREG(mode) and mode & 0o044:
+        _error(
+            f"warning: others on this computer can read {path}; "
+            f"make it private with: chmod 600 {shlex.quote(str(path))}"
+        )
 
 
 def _asker(

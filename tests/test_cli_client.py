@@ -603,3 +603,42 @@ def test_a_mistyped_file_id_leaves_nothing_behind(server: Running, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert "! refused: there is no file deadbeef that you can see" in done.stdout
     assert list(downloads.iterdir()) == []  # no hidden, empty .deadbeef.part
+
+
+def test_a_password_file_saved_by_notepad_works(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    password_file = tmp_path / "password"
+    password_file.write_bytes(b"\xef\xbb\xbf" + PASSWORD.encode() + b"\r\n")  # BOM, CRLF
+    password_file.chmod(0o600)
+    done = sealchat(
+        tmp_path,
+        *("send", "--port", str(server.port), "--user", "alice"),
+        *("--password-file", str(password_file), "hi"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_a_password_file_others_can_read_is_used_with_a_warning(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o644)
+    done = sealchat(
+        tmp_path,
+        *("send", "--port", str(server.port), "--user", "alice"),
+        *("--password-file", str(password_file), "hi"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"others on this computer can read {password_file}" in done.stderr
+    assert f"chmod 600 {password_file}" in done.stderr
+
+
+def test_trust_says_where_a_server_key_comes_from(tmp_path: Path) -> None:
+    done = sealchat(tmp_path, "trust", "127.0.0.1:7878", "SHA256:abc")
+    assert done.returncode == 2
+    assert "as 'sealchat server-key' prints it on the server" in done.stderr
+    assert "'sealchat fingerprint'" not in done.stderr  # that prints this client's own key

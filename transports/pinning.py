@@ -213,7 +213,7 @@ def _check_fingerprint(fingerprint: str) -> None:
         problem = "it has characters other than A-Z, a-z, 0-9, + and /"
     raise ValueError(
         f"not a sealchat fingerprint: {fingerprint!r} ({problem}); a fingerprint is "
-        f"{FINGERPRINT_FORMAT}, as 'sealchat fingerprint' prints it"
+        f"{FINGERPRINT_FORMAT}, as 'sealchat server-key' prints it on the server"
     )
 
 
