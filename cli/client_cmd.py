@@ -29,7 +29,7 @@ from sealchat.core import (
     Typing,
     fingerprint,
 )
-from sealchat.core.limits import MAX_PASSWORD
+from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_USERNAME
 from sealchat.transports.keyfile import KeyFileError, public_bytes
 from sealchat.transports.pinning import (
     KnownServers,
@@ -311,6 +311,18 @@ class CommandError(Exception):
     """A chat command that cannot run as typed; the message says why and what to do."""
 
 
+def _check_length(what: str, name: str, limit: int) -> None:
+    """CommandError if ``name`` is longer than the protocol allows ``what`` to be."""
+    if len(name) > limit:
+        raise CommandError(f"{what} is at most {limit} characters; this one has {len(name)}")
+
+
+def _check_names(room: str = "", user: str = "") -> None:
+    """CommandError if a room or user name is too long to be one."""
+    _check_length("a room name", room, MAX_ROOM)
+    _check_length("a user name", user, MAX_USERNAME)
+
+
 class _Credentials(NamedTuple):
     password: str
     password_from: str
@@ -382,6 +394,11 @@ def run_send(args: argparse.Namespace) -> int:
     problem = None if args.file is None else _file_problem(args.file)
     if problem is not None:
         _error(problem)
+        return USAGE
+    try:
+        _check_names(room=args.room, user=args.to or "")
+    except CommandError as exc:
+        _error(str(exc))
         return USAGE
     try:
         check_text(args.text or "")
@@ -598,10 +615,12 @@ async def _command(client: ChatClient, term: Terminal, nursery: trio.Nursery, li
         case "/help":
             term.say(HELP)
         case "/join":
+            _check_names(room=rest)
             members = await client.join(rest)
             term.room = rest
             term.say(f"* now in {safe(rest)}: {', '.join(safe(m.name) for m in members)}")
         case "/leave":
+            _check_names(room=rest)
             await client.leave(rest)
             if term.room == rest:
                 term.room = "general"
@@ -616,17 +635,10 @@ async def _command(client: ChatClient, term: Terminal, nursery: trio.Nursery, li
             term.say(f"* in {safe(term.room)}: {', '.join(shown)}")
         case "/msg":
             user, text = rest.split(maxsplit=1)
+            _check_names(user=user)
             await client.send_message(text, to=user)
         case "/send":
-            path = _typed_path(rest)
-            problem = _file_problem(path)
-            if problem is not None:
-                term.say(f"! {safe(problem)}")
-            else:
-                info = await client.send_file(
-                    path, room=term.room, progress=term.progress(f"sending {path.name}")
-                )
-                term.say(f"* shared {safe(path.name)} as {safe(info.file_id)}")
+            await _share(client, term, rest)
         case "/files":
             for info in await client.files(room=term.room):
                 term.say(f"  {safe(info.file_id)}  {_size(info.size):>9}  {safe(info.name)}")
@@ -640,6 +652,18 @@ async def _command(client: ChatClient, term: Terminal, nursery: trio.Nursery, li
         case _:
             term.say(f"! unknown command '{safe(line)}'; /help lists the commands")
     return False
+
+
+async def _share(client: ChatClient, term: Terminal, written: str) -> None:
+    """/send: share the file at the path ``written`` in the current room."""
+    path = _typed_path(written)
+    problem = _file_problem(path)
+    if problem is not None:
+        raise CommandError(problem)
+    info = await client.send_file(
+        path, room=term.room, progress=term.progress(f"sending {path.name}")
+    )
+    term.say(f"* shared {safe(path.name)} as {safe(info.file_id)}")
 
 
 def _time(ts: float) -> str:

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import HistoryRequest, Message, MessageAck, Typing
-from sealchat.core.limits import MAX_PASSWORD, MAX_TEXT
+from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_TEXT, MAX_USERNAME
 from sealchat.transports.pinning import KnownServers, server_name
 from tests.servers import PASSWORD, Running, free_port, running_server
 
@@ -642,3 +642,22 @@ def test_trust_says_where_a_server_key_comes_from(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "as 'sealchat server-key' prints it on the server" in done.stderr
     assert "'sealchat fingerprint'" not in done.stderr  # that prints this client's own key
+
+
+def test_names_too_long_to_exist_are_explained(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    room, user = "r" * (MAX_ROOM + 6), "u" * (MAX_USERNAME + 8)
+    lines = f"/join {room}\n/leave {room}\n/msg {user} hi\n/quit\n"
+    done = chat_as_alice(tmp_path, server, stdin=lines)
+    assert done.returncode == 0, done.stderr
+    refusals = [line for line in done.stdout.splitlines() if line.startswith("!")]
+    room_says = f"! a room name is at most {MAX_ROOM} characters; this one has {MAX_ROOM + 6}"
+    user_says = (
+        f"! a user name is at most {MAX_USERNAME} characters; this one has {MAX_USERNAME + 8}"
+    )
+    assert refusals == [room_says, room_says, user_says]
+    nobody = ("send", "--port", str(free_port()), "--user", "alice")  # checked before connecting
+    for option, says in (("--room", room_says), ("--to", user_says)):
+        sent = sealchat(tmp_path, *nobody, option, room if option == "--room" else user, "hi")
+        assert sent.returncode == 2
+        assert f"sealchat: {says[2:]}" in sent.stderr
