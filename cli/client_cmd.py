@@ -643,6 +643,7 @@ async def _command(client: ChatClient, term: Terminal, nursery: trio.Nursery, li
             for info in await client.files(room=term.room):
                 term.say(f"  {safe(info.file_id)}  {_size(info.size):>9}  {safe(info.name)}")
         case "/get":
+            _require_online(client)
             saved = await client.download(rest, progress=term.progress(f"getting {rest[:8]}"))
             term.say(f"* saved {safe(str(saved))}")
         case "/history":
@@ -660,10 +661,20 @@ async def _share(client: ChatClient, term: Terminal, written: str) -> None:
     problem = _file_problem(path)
     if problem is not None:
         raise CommandError(problem)
+    _require_online(client)
     info = await client.send_file(
         path, room=term.room, progress=term.progress(f"sending {path.name}")
     )
     term.say(f"* shared {safe(path.name)} as {safe(info.file_id)}")
+
+
+def _require_online(client: ChatClient) -> None:
+    """CommandError unless the session is logged in: a transfer started now would wait for
+    the reconnect, and no later line would be read meanwhile."""
+    if not client.online:
+        raise CommandError(
+            "not connected; the client is reconnecting (try again after '* reconnected')"
+        )
 
 
 def _time(ts: float) -> str:

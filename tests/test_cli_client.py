@@ -661,3 +661,18 @@ def test_names_too_long_to_exist_are_explained(server: Running, tmp_path: Path) 
         sent = sealchat(tmp_path, *nobody, option, room if option == "--room" else user, "hi")
         assert sent.returncode == 2
         assert f"sealchat: {says[2:]}" in sent.stderr
+
+
+def test_transfers_fail_at_once_while_disconnected(tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("notes")
+    with running_server("trio", tmp_path / "server") as server:
+        pin(tmp_path, server)
+        chat = Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice")
+        chat.out.wait_for("* logged in")
+    with chat:
+        chat.out.wait_for("! connection lost")
+        chat.type(f"/get 0123abcd\n/send {source}\n/rooms\n/quit\n")
+        assert chat.wait() == 0  # every line was read: nothing waited for the reconnect
+    out = chat.out.text()
+    assert out.count("! not connected; the client is reconnecting") == 3, out

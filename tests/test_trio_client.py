@@ -629,6 +629,24 @@ async def test_one_download_per_file_and_failures_stop_the_stream(tmp_path: Path
             await alice.download("../../etc/passwd")
 
 
+async def test_online_says_whether_the_session_is_logged_in(tmp_path: Path) -> None:
+    key, data_dir = X25519PrivateKey.generate(), tmp_path / "s"
+    async with AsyncExitStack() as stack:
+        with running_server("trio", data_dir, key=key) as server:
+            port = server.port
+            alice = await stack.enter_async_context(
+                logged_in(server, tmp_path, "alice", backoff=(0.05, 0.05))
+            )
+            assert alice.online
+        assert isinstance(await next_of(alice, LinkState), LinkState)
+        assert not alice.online  # reconnecting
+        with running_server("trio", data_dir, key=key, port=port):
+            await alice.wait_online()
+            assert alice.online
+        await alice.aclose()
+        assert not alice.online
+
+
 async def test_closing_wakes_calls_waiting_for_a_reconnect(tmp_path: Path) -> None:
     async with stranded(tmp_path, tmp_path / "s", free_port(), backoff=(30.0, 30.0)) as alice:
         failures: list[BaseException] = []  # the next try is ~30 s away

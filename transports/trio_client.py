@@ -667,6 +667,12 @@ class ChatClient:
         return client_id
 
     @property
+    def online(self) -> bool:
+        """Whether the session is logged in now (False while it reconnects, and for good
+        once the client has given up)."""
+        return self._link is not None and self._online.is_set() and self.gave_up_on is None
+
+    @property
     def unacknowledged(self) -> int:
         """Messages sent but not yet stored by the server."""
         return len(self._outbox)
