@@ -25,6 +25,7 @@ from sealchat.core import (
     FileInfo,
     Membership,
     Message,
+    MessageAck,
     Presence,
     Typing,
     fingerprint,
@@ -38,7 +39,7 @@ from sealchat.transports.pinning import (
     UnsafePinFile,
     server_name,
 )
-from sealchat.transports.requests import check_text
+from sealchat.transports.requests import check_text, new_client_id
 from sealchat.transports.trio_client import (
     ChatClient,
     ClientError,
@@ -93,10 +94,19 @@ HELP = "\n".join(
 )
 
 
+CHAT_HELP = """\
+Chat in the terminal: messages and commands (/help) come from standard input.
+Each message waits until the server has stored it; one the server finds too fast
+is sent again a moment later, in its place, and one typed while disconnected goes
+after the reconnect. At the end of input or /quit, the chat waits for those not
+yet stored, then names any never delivered (exit 7) or refused (exit 6)."""
+
+
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chat = commands.add_parser(
         "chat",
         help="chat in the terminal",
+        description=CHAT_HELP,
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -559,26 +569,156 @@ def run_chat(args: argparse.Namespace) -> int:
             name = await client.login(args.user, password)
             reading_commands.set()
             term.say(f"* logged in to {client.server} as {safe(name)}; /help lists the commands")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_show_events, client, term)
-                await _command_loop(client, term, nursery)
-                nursery.cancel_scope.cancel()
-        return OK
+            outgoing = _Outgoing(term)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_show_events, client, term, outgoing)
+                    await _command_loop(client, term, outgoing)
+                    await outgoing.finish(client)
+                    nursery.cancel_scope.cancel()
+            finally:
+                code = outgoing.report()
+        return code
 
     return _run(main, credentials)
 
 
-async def _show_events(client: ChatClient, term: Terminal) -> None:
+async def _show_events(client: ChatClient, term: Terminal, outgoing: _Outgoing) -> None:
     """Print what arrives; end the session, with the error that says why, when the client
     gives up reconnecting."""
     async for event in client.events():
         if isinstance(event, LinkState) and not event.connected and not event.retry_in:
             assert client.gave_up_on is not None  # set before the client says it gave up
             raise client.gave_up_on
-        term.show(event)
+        if not outgoing.note(event):
+            term.show(event)
 
 
-async def _command_loop(client: ChatClient, term: Terminal, nursery: trio.Nursery) -> None:
+REPLY_WAIT = 30.0
+"""Seconds the command loop waits for the server to store a message before going on (it
+stays in the outbox, and the end of the session waits for it again)."""
+QUIET_WAIT = 10.0
+"""Seconds the end of a session waits, while connected, for the server to store one more
+of the messages still unstored."""
+
+
+class _Outgoing:
+    """The messages typed in this session that the server has not stored yet.
+
+    The command loop sends them one at a time and, while connected, waits until each is
+    stored; one the server refuses as too fast is sent again a little later, in its place,
+    so order is kept and nothing is lost. Those sent while disconnected go after the
+    reconnect (the client's outbox resends them); a message refused for other reasons is
+    reported. The end of the session waits for those still unstored, and says which never
+    made it."""
+
+    def __init__(self, term: Terminal) -> None:
+        self.term = term
+        self.unstored: dict[str, str] = {}
+        """Client id → text of the messages neither stored nor refused yet, oldest first."""
+        self.refused: list[str] = []
+        self.awaited = ""
+        """The client id of the message the command loop waits for."""
+        self.refusal: ServerError | None = None
+        """The server's refusal of the awaited message, once it came."""
+        self._told_to_slow_down = False
+        self._changed = trio.Event()
+
+    def note(self, event: Event | LinkState) -> bool:
+        """Take what ``event`` says about a message sent; True if it is shown here (a
+        refusal), not as an event."""
+        match event:
+            case MessageAck(client_id=ref) if ref in self.unstored:
+                del self.unstored[ref]
+            case ServerError(ref=ref) if ref in self.unstored:
+                text = self.unstored.pop(ref)
+                if ref == self.awaited:
+                    self.refusal = event  # the command loop decides: resend or report
+                else:
+                    self._refused_for_good(text, event)
+            case LinkState():
+                pass  # a waiting command loop sees whether it is still connected
+            case _:
+                return False
+        self._changed.set()
+        self._changed = trio.Event()
+        return isinstance(event, ServerError)
+
+    async def send(self, client: ChatClient, text: str, *, room: str = "", to: str = "") -> None:
+        """Send a message and, while connected, wait until the server has stored it (sent
+        again after a while when it says slow down) or refused it (reported)."""
+        client_id = new_client_id()
+        delay = 0.25
+        while True:
+            self.unstored[client_id] = text
+            self.awaited, self.refusal = client_id, None
+            try:
+                await client.send_message(text, room=room, to=to, client_id=client_id)
+                with trio.move_on_after(REPLY_WAIT):
+                    while client_id in self.unstored and client.online:
+                        await self._changed.wait()
+            except ClientError:  # nothing was queued
+                self.unstored.pop(client_id, None)
+                raise
+            finally:
+                self.awaited = ""
+            if client_id in self.unstored:  # the client's outbox sends it after the reconnect
+                if not client.online:
+                    self.term.say("* not connected: it will be sent after the reconnect")
+                return
+            refusal = self.refusal
+            if refusal is None:
+                return  # stored
+            if refusal.code != "rate_limited":
+                self._refused_for_good(text, refusal)
+                return
+            if not self._told_to_slow_down:
+                self._told_to_slow_down = True
+                self.term.say(
+                    f"* {safe(refusal.detail or 'slow down')}; your messages wait their turn"
+                )
+            await trio.sleep(delay)
+            delay = min(2 * delay, 4.0)
+
+    def _refused_for_good(self, text: str, refusal: ServerError) -> None:
+        self.refused.append(text)
+        self.term.say(f"! not sent ({safe(refusal.detail or refusal.code)}): {_start(text)}")
+
+    async def finish(self, client: ChatClient) -> None:
+        """Wait, while connected and as long as the server stores one at least every
+        QUIET_WAIT seconds, for the messages still unstored."""
+        while self.unstored and client.online:
+            with trio.move_on_after(QUIET_WAIT) as waiting:
+                await self._changed.wait()
+            if waiting.cancelled_caught:
+                return
+
+    def report(self) -> int:
+        """Say on standard error which messages never made it; the exit code that says so."""
+        unsent = list(self.unstored.values())
+        if unsent:
+            _error(
+                f"{_messages(len(unsent))} not delivered (the server never confirmed it): "
+                + ", ".join(_start(text) for text in unsent)
+            )
+        if self.refused:
+            _error(
+                f"{_messages(len(self.refused))} refused by the server: "
+                + ", ".join(_start(text) for text in self.refused)
+            )
+        return LOST if unsent else REFUSED if self.refused else OK
+
+
+def _messages(n: int) -> str:
+    return "1 message was" if n == 1 else f"{n} messages were"
+
+
+def _start(text: str, length: int = 30) -> str:
+    """The start of a message, quoted, to say which one is meant."""
+    return f"'{safe(text[:length])}{'…' if len(text) > length else ''}'"
+
+
+async def _command_loop(client: ChatClient, term: Terminal, outgoing: _Outgoing) -> None:
     """Run the lines typed until the end of input or /quit; a failed command is shown."""
     while True:
         line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
@@ -588,7 +728,7 @@ async def _command_loop(client: ChatClient, term: Terminal, nursery: trio.Nurser
         if not line.strip():
             continue
         try:
-            if await _command(client, term, nursery, line):
+            if await _command(client, term, outgoing, line):
                 return
         except CommandError as exc:
             term.say(f"! {safe(str(exc))}")
@@ -598,10 +738,10 @@ async def _command_loop(client: ChatClient, term: Terminal, nursery: trio.Nurser
             term.say(f"! {safe(_explain_failure(exc)[1])}")
 
 
-async def _command(client: ChatClient, term: Terminal, nursery: trio.Nursery, line: str) -> bool:
+async def _command(client: ChatClient, term: Terminal, outgoing: _Outgoing, line: str) -> bool:
     """Run one line; True means quit."""
     if line.startswith("//") or not line.startswith("/"):
-        await client.send_message(line[1:] if line.startswith("//") else line, room=term.room)
+        await outgoing.send(client, line[1:] if line.startswith("//") else line, room=term.room)
         return False
     verb, _, rest = line.partition(" ")
     rest = rest.strip()
@@ -636,7 +776,7 @@ async def _command(client: ChatClient, term: Terminal, nursery: trio.Nursery, li
         case "/msg":
             user, text = rest.split(maxsplit=1)
             _check_names(user=user)
-            await client.send_message(text, to=user)
+            await outgoing.send(client, text, to=user)
         case "/send":
             await _share(client, term, rest)
         case "/files":

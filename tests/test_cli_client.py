@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import HistoryRequest, Message, MessageAck, Typing
+from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_TEXT, MAX_USERNAME
 from sealchat.transports.pinning import KnownServers, server_name
 from tests.servers import PASSWORD, Running, free_port, running_server
@@ -676,3 +677,46 @@ def test_transfers_fail_at_once_while_disconnected(tmp_path: Path) -> None:
         assert chat.wait() == 0  # every line was read: nothing waited for the reconnect
     out = chat.out.text()
     assert out.count("! not connected; the client is reconnecting") == 3, out
+
+
+def test_piped_lines_beyond_the_rate_limit_are_all_sent_in_order(tmp_path: Path) -> None:
+    hub = HubConfig(messages_per_second=20, message_burst=3)
+    with running_server("trio", tmp_path / "server", hub=hub) as server:
+        pin(tmp_path, server)
+        lines = [f"line {i}" for i in range(12)]
+        done = chat_as_alice(tmp_path, server, stdin="\n".join(lines) + "\n")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("slow down") == 1  # said once, not once per line
+        with server.login("bob") as bob:
+            messages, _ = bob.history(room="general")
+    assert [m.text for m in messages] == lines
+
+
+def test_a_refused_message_is_named_and_the_exit_code_says_so(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    done = chat_as_alice(tmp_path, server, stdin="/msg ghost are you there?\nhello\n/quit\n")
+    assert done.returncode == 6
+    assert "! not sent (there is no user ghost): 'are you there?'" in done.stdout
+    assert "sealchat: 1 message was refused by the server: 'are you there?'" in done.stderr
+    with server.login("bob") as bob:
+        messages, _ = bob.history(room="general")
+    assert [m.text for m in messages] == ["hello"]
+
+
+def test_a_message_typed_while_disconnected_is_never_dropped_silently(tmp_path: Path) -> None:
+    with running_server("trio", tmp_path / "server") as server:
+        pin(tmp_path, server)
+        chat = Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice")
+        chat.out.wait_for("* logged in")
+    with chat:
+        chat.out.wait_for("! connection lost")
+        chat.type("typed while the server was down\n")
+        chat.out.wait_for("* not connected: it will be sent after the reconnect")
+        chat.type("/quit\n")
+        assert chat.wait() == 7
+    assert (
+        "sealchat: 1 message was not delivered (the server never confirmed it): "
+        "'typed while the server was dow…'" in chat.err.text()
+    )

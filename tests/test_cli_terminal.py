@@ -159,7 +159,7 @@ def test_a_chat_ends_when_the_client_gives_up(
     client.gave_up_on = error
     term = client_cmd.Terminal(sys.stdout, "alice")
     with pytest.raises(Exception) as caught:  # noqa: PT011
-        trio.run(client_cmd._show_events, client, term)
+        trio.run(client_cmd._show_events, client, term, client_cmd._Outgoing(term))
     assert client_cmd._explain_failure(caught.value)[0] == code
     assert capsys.readouterr().out == ""  # no "! disconnected" line to go on after
 
