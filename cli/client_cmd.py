@@ -39,15 +39,18 @@ from sealchat.transports.pinning import (
     UnsafePinFile,
     server_name,
 )
-from sealchat.transports.requests import check_text, new_client_id
+from sealchat.transports.requests import (
+    ClientError,
+    LoginFailed,
+    TransferFailed,
+    check_text,
+    new_client_id,
+)
 from sealchat.transports.trio_client import (
     ChatClient,
-    ClientError,
     ConnectionLost,
     Disconnected,
     LinkState,
-    LoginFailed,
-    TransferFailed,
     Unreachable,
     client_key,
     connect,
