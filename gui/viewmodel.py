@@ -377,8 +377,13 @@ class ViewModel:
 
     def not_sent(self, client_id: str, reason: str) -> set[Change]:
         """The message ``client_id`` was refused (or could not be sent): the error says why,
-        and its text goes back into the input box."""
-        self.returned.append(self.unconfirmed.pop(client_id))
+        and its text goes back into the input box (unless the end of the session has put it
+        there already)."""
+        text = self.unconfirmed.pop(client_id, None)
+        if text is None:
+            self.error = reason
+            return {Change.ERROR}
+        self.returned.append(text)
         self.error = f"{reason} (your message is back in the input box)"
         return {Change.ERROR, Change.INPUT}
 

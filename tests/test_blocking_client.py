@@ -243,7 +243,9 @@ def test_only_the_latest_abandoned_downloads_are_remembered(
         for _ in range(5):
             with pytest.raises(KeyboardInterrupt):
                 alice.download(info.file_id, tmp_path / "in", progress=_cancel)
-        assert len(alice._abandoned) <= 2  # nothing public shows the memory it holds
+        # Nothing public shows the memory it holds: the two latest, and no more.
+        assert len(alice._abandoned) == 2
+        assert max(alice._abandoned) == next(alice._transfers) - 1
 
 
 def streams_small_chunks(sock: socket.socket, conn: Connection) -> None:
@@ -384,6 +386,11 @@ def test_a_client_that_keeps_no_events_only_learns_the_end(
             assert bot.events.empty()
             bot.close()
             assert isinstance(bot.next_event(LIVENESS), ConnectionClosed)
+    monkeypatch.setattr(blocking_client, "EVENT_BUFFER", 1000)
+    with running_server("threads", tmp_path / "s") as server, server.login("bob") as bob:
+        replayed = [e for e in _taken(bob) if isinstance(e, Message)]
+    # The bot showed nobody alice's messages, so it did not mark them read for bob.
+    assert [m.text for m in replayed if m.sender == "alice"] == [f"message {n}" for n in range(20)]
 
 
 def test_closing_a_client_whose_events_are_full_is_prompt(
@@ -396,12 +403,15 @@ def test_closing_a_client_whose_events_are_full_is_prompt(
         bob.join("general")
         _taken(bob)
         with sender(server) as alice:
-            _messages_from(alice, 20)
+            texts = _messages_from(alice, 20)
             closing = in_background(bob.close)
             closing.join(LIVENESS)
             assert not closing.is_alive()
             events = [bob.events.get_nowait() for _ in range(bob.events.qsize())]
             assert isinstance(events[-1], ConnectionClosed)
+        with server.login("bob") as again:  # what he had not taken when he closed comes back
+            replayed = _taken(again)
+    assert _texts(events) + _texts(replayed) == texts  # each once, none lost
 
 
 def test_a_users_own_last_messages_are_not_replayed_at_the_next_login(tmp_path: Path) -> None:

@@ -505,6 +505,15 @@ def test_messages_never_stored_go_back_to_the_input_box_when_the_session_ends() 
     assert vm.returned == ["never stored", "nor this"]
 
 
+def test_a_send_that_fails_after_the_session_ended_gives_the_text_back_once() -> None:
+    vm = logged_in()
+    vm.sending("c1", "hello")
+    vm.logged_out()  # the session ended before the send task ran: its text is back already
+    assert vm.not_sent("c1", "not connected") == {Change.ERROR}
+    assert vm.returned == ["hello"]
+    assert vm.error == "not connected"
+
+
 def test_an_error_about_something_else_gives_nothing_back() -> None:
     vm = logged_in()
     vm.sending("c1", "hello")

@@ -104,7 +104,7 @@ class BlockingClient:
         trust: KeyPolicy,
         timeout: float = 10.0,
         source_address: tuple[str, int] | None = None,
-        acknowledge: bool = True,
+        acknowledge: bool | None = None,
         events: bool = True,
     ) -> None:
         self.events: queue.Queue[Event] = queue.Queue(EVENT_BUFFER)
@@ -123,8 +123,9 @@ class BlockingClient:
         self._failure: str | None = None
         self._waiters: list[_Waiter] = []
         self._newest = 0
-        self._acknowledging = acknowledge
-        """Whether to tell the server what arrived (as the trio client's ``acknowledge``)."""
+        self._acknowledging = events if acknowledge is None else acknowledge
+        """Whether to tell the server what arrived (as the trio client's ``acknowledge``; by
+        default only when events are kept)."""
         self._transfers = itertools.count(1)
         self._chunks: dict[int, queue.Queue[Record]] = {}
         self._abandoned: deque[int] = deque(maxlen=ABANDONED_MEMORY)
@@ -317,12 +318,14 @@ class BlockingClient:
 
     def _emit(self, event: Event) -> None:
         """Put ``event`` on ``events`` (if they are kept), waiting while EVENT_BUFFER are
-        unread unless the client closes meanwhile; ``ConnectionClosed`` always goes on."""
+        unread; once the client closes, without waiting (beyond the bound: an event read may
+        have been acknowledged already). ``ConnectionClosed`` always goes on."""
         if isinstance(event, ConnectionClosed):
             _put_even_if_full(self.events, event)
         elif self._keeping_events:
             self._events_full = self.events.full()
-            _put_while(self.events, event, lambda: not self._stopping)  # a flag set once
+            if not _put_while(self.events, event, lambda: not self._stopping):  # a flag set once
+                _put_even_if_full(self.events, event)  # read (maybe acknowledged): never lost
             self._events_full = False
 
     def _end(self, reason: str) -> None:
@@ -659,13 +662,14 @@ def _handshake_io(sock: socket.socket, conn: Connection, deadline: float | None)
         raise ClientError(f"the connection failed during the handshake: {exc}") from None
 
 
-def _put_while(items: queue.Queue[T], item: T, wanted: Callable[[], bool]) -> None:
-    """Put ``item`` on ``items``, waiting while it is full as long as ``wanted()``; dropped
-    once it is not."""
+def _put_while(items: queue.Queue[T], item: T, wanted: Callable[[], bool]) -> bool:
+    """Put ``item`` on ``items``, waiting while it is full as long as ``wanted()``; whether
+    it was put."""
     while wanted():
         with contextlib.suppress(queue.Full):
             items.put(item, timeout=0.1)
-            return
+            return True
+    return False
 
 
 def _put_even_if_full(items: queue.Queue[T], item: T) -> None:

@@ -199,7 +199,7 @@ class ChatClient:
         backoff: tuple[float, float] = (0.5, 30.0),
         connect_timeout: float = 10.0,
         events: bool = True,
-        acknowledge: bool = True,
+        acknowledge: bool | None = None,
         replies: bool = True,
     ) -> None:
         self.host, self.port = host, port
@@ -221,7 +221,9 @@ class ChatClient:
         self._keep_events = events
         self._replies = replies
         """Whether what answers a call (a refusal, a page of history…) goes on events() too."""
-        self._acknowledging = acknowledge
+        self._acknowledging = events if acknowledge is None else acknowledge
+        """Whether to tell the server what arrived; by default only a client that keeps its
+        events does (one that shows nothing must not mark the user's messages read)."""
         self.gave_up_on: Exception | None = None
         """Why the client stopped reconnecting for good (a changed or unknown key, a refused
         login, or Disconnected: also once it is closed), once it has."""
