@@ -165,6 +165,13 @@ def test_a_room_left_empty_with_nothing_said_in_it_is_gone(store: SqliteStore) -
     hub.handle(2, Message(text="hi", room="ops", client_id="c1"), NOW + 60)
     hub.handle(2, LeaveRoom(room="ops"), NOW + 60)
     assert "ops" in _room_names(hub, 1)  # its history stays, and the room with it
+    hub.handle(1, JoinRoom(room="scratch"), NOW + 61)
+    offer = _offer(b"x" * 100, 1, room="scratch")
+    accepted(hub, 1, offer)
+    hub.handle(1, LeaveRoom(room="scratch"), NOW + 61)
+    assert "scratch" in _room_names(hub, 1)  # a file is on its way into it
+    hub.handle(1, FileReject(transfer=1, reason="cancelled"), NOW + 61)
+    assert "scratch" not in _room_names(hub, 1)  # it never came
     (rejoined, *_) = records(hub.handle(1, JoinRoom(room="tmp0"), NOW + 61), 1)
     assert rejoined == RoomJoined(room="tmp0")  # a name that went can be used again
 

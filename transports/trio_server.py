@@ -218,7 +218,8 @@ class TrioServer:
             try:
                 event = conn.next_event()
             except ProtocolError as exc:
-                await self._to_hub(peer, batch)  # what came before the violation still counts
+                # What came before the violation still counts, whatever the peer left unread.
+                await self._to_hub(peer, batch, wait_for_reader=False)
                 log.info("%r broke the protocol: %r", peer, str(exc))  # may quote peer text
                 return False
             if isinstance(event, Record):
@@ -244,12 +245,15 @@ class TrioServer:
                 await self._in_hub(self.hub.open_session, peer.session, peer.address, _now())
                 peer.in_hub = True
 
-    async def _to_hub(self, peer: _Peer, records: list[Record]) -> bool:
+    async def _to_hub(
+        self, peer: _Peer, records: list[Record], *, wait_for_reader: bool = True
+    ) -> bool:
         """Let the hub handle ``records`` (once the peer has read its earlier replies down to
-        the reply window) and run its effects; False if it failed."""
+        the reply window, unless not ``wait_for_reader``) and run its effects; False if it
+        failed."""
         if not records:
             return True
-        while peer.conn.bytes_to_send > self.config.reply_window:
+        while wait_for_reader and peer.conn.bytes_to_send > self.config.reply_window:
             await peer.wrote.wait()
         try:
             effects = await self._in_hub(self.hub.handle_all, peer.session, records, _now())

@@ -426,10 +426,8 @@ class Hub:
             return [self._error(state, "cannot_leave", f"everyone stays in {room}", room)]
         if not self.store.remove_member(room, state.key):
             return [self._error(state, "not_member", f"you are not in {room}", room)]
-        members = self._member_set(room)
-        members.discard(state.key)
-        if not members and self.store.drop_room_if_unused(room):  # nothing would be left of it
-            self._members.pop(room, None)
+        self._member_set(room).discard(state.key)
+        self._drop_room_if_unused(room)
         effects: list[Effect] = [self._to_user(state.key, RoomLeft(room=room))]
         effects += self._membership_changed(room, state.key, joined=False)
         return effects
@@ -744,6 +742,13 @@ class Hub:
         current = self.store.get_file(file.file_id)
         if current is not None and not current.complete:
             self.store.delete_file(file.file_id)
+            if file.room:
+                self._drop_room_if_unused(file.room)
+
+    def _drop_room_if_unused(self, room: str) -> None:
+        """Delete ``room`` if nobody is in it and nothing was posted or shared in it."""
+        if not self._member_set(room) and self.store.drop_room_if_unused(room):
+            self._members.pop(room, None)
 
     def _complete(self, state: Session, record: FileComplete, now: float) -> list[Effect]:
         upload = self._end_upload(state, record.transfer)
