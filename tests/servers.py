@@ -19,6 +19,7 @@ from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.blocking_server import ThreadedServer
 from sealchat.transports.keyfile import public_bytes
 from sealchat.transports.passwords import CHEAP, hash_password
+from sealchat.transports.pinning import KnownServers
 from sealchat.transports.server_config import ServerConfig
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.trio_server import TrioServer
@@ -60,6 +61,22 @@ class Running:
 
 def accept_all(_event: PeerKeyReceived) -> bool:
     return True
+
+
+def trio_options(tmp_path: Path, who: str, **extra: Any) -> dict[str, Any]:
+    """Trio client options with this test's own pin file, key and downloads folder, saying
+    yes to a new server key."""
+
+    async def yes(_server: str, _fingerprint: str) -> bool:
+        return True
+
+    return {
+        "static_key": X25519PrivateKey.generate(),
+        "known_servers": KnownServers(tmp_path / f"{who}-known"),
+        "confirm_new_key": yes,
+        "downloads_dir": tmp_path / f"{who}-downloads",
+        **extra,
+    }
 
 
 def free_port() -> int:

@@ -6,11 +6,9 @@ import hashlib
 import os
 import queue
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import FileChunk, FileReject, Message, Record
 from sealchat.core.limits import MAX_CHUNK
@@ -24,19 +22,7 @@ from sealchat.transports.pinning import (
 )
 from sealchat.transports.requests import TRANSFER_BLOCK, TRANSFER_QUEUE, ClientError, LoginFailed
 from sealchat.transports.trio_client import connect
-from tests.servers import KINDS, PASSWORD, running_server
-
-
-def trio_options(tmp_path: Path, who: str) -> dict[str, Any]:
-    async def yes(_server: str, _fp: str) -> bool:
-        return True
-
-    return {
-        "static_key": X25519PrivateKey.generate(),
-        "known_servers": KnownServers(tmp_path / f"{who}-known"),
-        "confirm_new_key": yes,
-        "downloads_dir": tmp_path / f"{who}-downloads",
-    }
+from tests.servers import KINDS, PASSWORD, running_server, trio_options
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -41,7 +41,7 @@ from sealchat.transports.trio_client import (
     Unreachable,
     connect,
 )
-from tests.servers import PASSWORD, Running, free_port, running_server
+from tests.servers import PASSWORD, Running, free_port, running_server, trio_options
 
 UNLIMITED = HubConfig(messages_per_second=1e9, message_burst=10**9)
 """A hub without a rate limit, for bursts of messages."""
@@ -53,26 +53,11 @@ def server(tmp_path: Path) -> Any:
         yield running
 
 
-def options(tmp_path: Path, who: str, **extra: Any) -> dict[str, Any]:
-    """Client options with this test's own pin file, key and downloads folder."""
-
-    async def yes(_server: str, _fingerprint: str) -> bool:
-        return True
-
-    return {
-        "static_key": X25519PrivateKey.generate(),
-        "known_servers": KnownServers(tmp_path / f"{who}-known"),
-        "confirm_new_key": yes,
-        "downloads_dir": tmp_path / f"{who}-downloads",
-        **extra,
-    }
-
-
 @asynccontextmanager
 async def logged_in(
     server: Running, tmp_path: Path, who: str, **extra: Any
 ) -> AsyncIterator[ChatClient]:
-    async with connect("127.0.0.1", server.port, **options(tmp_path, who, **extra)) as client:
+    async with connect("127.0.0.1", server.port, **trio_options(tmp_path, who, **extra)) as client:
         await client.login(who, PASSWORD)
         yield client
 
@@ -126,7 +111,7 @@ async def test_first_contact_asks_and_pins(server: Running, tmp_path: Path) -> N
         return True
 
     known = KnownServers(tmp_path / "known")
-    opts = options(tmp_path, "alice", known_servers=known, confirm_new_key=ask)
+    opts = trio_options(tmp_path, "alice", known_servers=known, confirm_new_key=ask)
     async with connect("127.0.0.1", server.port, **opts) as client:
         assert client.fingerprint == server.fingerprint
     assert asked == [(f"127.0.0.1:{server.port}", server.fingerprint)]
@@ -148,7 +133,7 @@ async def test_a_slow_answer_to_the_key_question_still_connects(tmp_path: Path) 
         return True
 
     with running_server("trio", tmp_path / "s", handshake_timeout=0.3) as server:
-        opts = options(tmp_path, "alice", confirm_new_key=slow)
+        opts = trio_options(tmp_path, "alice", confirm_new_key=slow)
         async with connect("127.0.0.1", server.port, **opts) as alice:
             assert await alice.login("alice", PASSWORD) == "alice"
     assert asked == [server.fingerprint]
@@ -160,7 +145,7 @@ async def test_declined_or_unasked_key_is_refused(server: Running, tmp_path: Pat
         return False
 
     for confirm in (no, None):
-        opts = options(tmp_path, "alice", confirm_new_key=confirm)
+        opts = trio_options(tmp_path, "alice", confirm_new_key=confirm)
         with pytest.raises(ServerKeyUnknown, match="sealchat trust"):
             async with connect("127.0.0.1", server.port, **opts):
                 pass
@@ -172,7 +157,9 @@ async def test_changed_key_is_a_hard_failure_naming_both(server: Running, tmp_pa
     old = "SHA256:" + "A" * 43
     known.pin(f"127.0.0.1:{server.port}", old)
     with pytest.raises(ServerKeyChanged) as info:
-        async with connect("127.0.0.1", server.port, **options(tmp_path, "a", known_servers=known)):
+        async with connect(
+            "127.0.0.1", server.port, **trio_options(tmp_path, "a", known_servers=known)
+        ):
             pass
     text = str(info.value)
     assert old in text
@@ -183,7 +170,7 @@ async def test_changed_key_is_a_hard_failure_naming_both(server: Running, tmp_pa
 
 async def test_unreachable_server_says_so(tmp_path: Path) -> None:
     with pytest.raises(ClientError, match="cannot reach"):
-        async with connect("127.0.0.1", free_port(), **options(tmp_path, "a")):
+        async with connect("127.0.0.1", free_port(), **trio_options(tmp_path, "a")):
             pass
 
 
@@ -193,7 +180,9 @@ async def test_a_server_that_never_answers_the_handshake_is_unreachable(tmp_path
         silent.listen()
         port = silent.getsockname()[1]
         with pytest.raises(Unreachable, match="did not answer the handshake; is it a sealchat"):
-            async with connect("127.0.0.1", port, **options(tmp_path, "a", connect_timeout=0.5)):
+            async with connect(
+                "127.0.0.1", port, **trio_options(tmp_path, "a", connect_timeout=0.5)
+            ):
                 pass
 
 
@@ -201,7 +190,7 @@ async def test_a_server_that_never_answers_the_handshake_is_unreachable(tmp_path
 
 
 async def test_wrong_password(server: Running, tmp_path: Path) -> None:
-    async with connect("127.0.0.1", server.port, **options(tmp_path, "alice")) as client:
+    async with connect("127.0.0.1", server.port, **trio_options(tmp_path, "alice")) as client:
         with pytest.raises(LoginFailed, match=GENERIC_LOGIN_FAILURE):
             await client.login("alice", "nope")
 
