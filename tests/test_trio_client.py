@@ -27,6 +27,7 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
+from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import TRANSFER_BLOCK, TRANSFER_QUEUE
@@ -577,6 +578,13 @@ async def test_without_replies_an_answer_goes_only_to_its_call(
         events = [await next_of(bob, Message | ServerError)]
         assert [type(e).__name__ for e in events] == ["Message"]  # no Error, no "older"
         assert events[0].text == "last"
+
+
+def test_a_page_of_older_messages_never_takes_a_live_one() -> None:
+    reply = requests.history(room="general", before=10).reply
+    live = Message(text="just now", room="general", id=12, sender="bob", ts=1.0)
+    older = Message(text="before", room="general", id=9, sender="bob", ts=1.0)
+    assert (reply.match(live), reply.match(older)) == (False, True)
 
 
 async def test_a_request_beyond_a_protocol_limit_says_so(server: Running, tmp_path: Path) -> None:

@@ -205,6 +205,8 @@ def history(
         if isinstance(r, HistoryEnd):
             return r.room == room and r.peer == peer
         if isinstance(r, Message):
+            if before and r.id >= before:
+                return False  # live, not part of the page
             if room:
                 return r.room == room
             return not r.room and peer.lower() in (r.sender.lower(), r.to.lower())
