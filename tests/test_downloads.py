@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sealchat.transports import downloads
 from sealchat.transports.downloads import PartialDownload, safe_name
 
 FILE_ID = "f0123456789abcdef"
@@ -253,3 +254,31 @@ def test_an_empty_file_downloads(tmp_path: Path) -> None:
     with PartialDownload(tmp_path, FILE_ID) as part:
         path = part.finish("empty.txt", hashlib.sha256(b"").digest())
     assert path.read_bytes() == b""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock")
+def test_a_download_never_locks_a_part_file_another_one_removed_or_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = PartialDownload(tmp_path, "abc")  # refused: it will leave nothing behind
+    real_lock = downloads._lock
+    later: list[PartialDownload] = []
+    locks = 0
+
+    def meanwhile(fd: int, path: Path) -> None:
+        nonlocal locks
+        locks += 1
+        if locks == 1:  # between the second download's open and its lock:
+            first.close()  # the first one removes its empty file...
+            later.append(PartialDownload(tmp_path, "abc"))  # ...and a third one starts anew
+        real_lock(fd, path)
+
+    monkeypatch.setattr(downloads, "_lock", meanwhile)
+    with pytest.raises(ValueError, match="already being downloaded"):
+        PartialDownload(tmp_path, "abc")  # not the removed file, which nobody could find
+    data = b"the whole file"
+    third = later[0]
+    third.expect(len(data))
+    third.write(0, data)
+    saved = third.finish("report.txt", hashlib.sha256(data).digest())
+    assert saved.read_bytes() == data

@@ -92,17 +92,16 @@ class PartialDownload:
         self.file_id = file_id
         self.expected: int | None = None
         """The announced size, if known."""
-        self._fd = _open_own_file(self.path)
+        self._fd = _open_locked(self.path)
         self._digest = hashlib.sha256()
         self.size = 0
         """Bytes here (hashed): where a resumed download starts."""
         try:
-            _lock(self._fd, self.path)
             while block := os.read(self._fd, _BLOCK):  # from the start; writes append
                 self._digest.update(block)
                 self.size += len(block)
         except BaseException:
-            self._close_fd()  # never removed: another download may hold it
+            self._close_fd()  # kept: what is in it may still be resumed
             raise
         self._behind = WriteBehind(self.size)  # what was here before is on disk already
 
@@ -156,27 +155,32 @@ class PartialDownload:
         from ``name`` (display text from the server), or ``download-<file id>`` if the
         filesystem cannot store that; ValueError (and the partial file removed) if the bytes
         are not what was offered."""
-        os.fsync(self._fd)
-        on_disk = os.fstat(self._fd).st_size
-        self._close_fd()  # an empty file is a file too: it stays to be moved
-        if on_disk != self.size or self._digest.digest() != sha256:
-            self.path.unlink(missing_ok=True)
-            raise ValueError(f"{name}: the SHA-256 does not match; the download was deleted")
+        # The file is removed or moved while it is still open, and so locked: a download of
+        # the same file starting meanwhile never takes it over (see _open_locked).
         try:
-            target = _free_path(self.folder, safe_name(name))
-        except OSError as exc:  # a name this filesystem cannot store after all
-            if exc.errno not in _NAME_ERRORS:
-                raise
-            target = _free_path(self.folder, f"download-{self.file_id}")
-        os.replace(self.path, target)
+            os.fsync(self._fd)
+            on_disk = os.fstat(self._fd).st_size
+            if on_disk != self.size or self._digest.digest() != sha256:
+                self.path.unlink(missing_ok=True)
+                raise ValueError(f"{name}: the SHA-256 does not match; the download was deleted")
+            try:
+                target = _free_path(self.folder, safe_name(name))
+            except OSError as exc:  # a name this filesystem cannot store after all
+                if exc.errno not in _NAME_ERRORS:
+                    raise
+                target = _free_path(self.folder, f"download-{self.file_id}")
+            os.replace(self.path, target)  # an empty file is a file too: it is moved
+        finally:
+            self._close_fd()
         return target
 
     def _check_size(self, size: int) -> None:
         """ValueError, discarding the partial file, if ``size`` bytes exceed the expected."""
         if self.expected is None or size <= self.expected:
             return
-        self.close()
-        self.path.unlink(missing_ok=True)
+        if self._fd >= 0:
+            self.path.unlink(missing_ok=True)  # while it is locked: nobody else writes it
+        self._close_fd()
         raise ValueError(
             f"the server sent more than the {self.expected} bytes it announced for "
             f"{self.file_id}; the download was deleted"
@@ -211,6 +215,27 @@ def _open_own_file(path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _open_locked(path: Path) -> int:
+    """``_open_own_file`` and ``_lock``, again if the file named ``path`` changed between the
+    open and the lock: the download that held it removed or moved it meanwhile (then this one
+    would have locked a file nobody can find, and saved another download's as its own)."""
+    for _ in range(10):
+        fd = _open_own_file(path)
+        try:
+            _lock(fd, path)
+            held, named = os.fstat(fd), os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+            return fd
+        os.close(fd)
+    raise ValueError(f"{path.name} keeps changing: is another download of it running?")
 
 
 def _lock(fd: int, path: Path) -> None:
