@@ -9,12 +9,14 @@ import re
 import shlex
 import stat
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from functools import wraps
+from functools import partial, wraps
 from math import ceil
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO, TypeVar
 
 import trio
 
@@ -55,6 +57,8 @@ from sealchat.transports.trio_client import (
     client_key,
     connect,
 )
+
+T = TypeVar("T")
 
 # Exit codes (chat uses them too, when it cannot start or the session ends on a failure).
 OK, FAILED, USAGE, UNREACHABLE, UNTRUSTED, LOGIN_FAILED, REFUSED, LOST = 0, 1, 2, 3, 4, 5, 6, 7
@@ -99,10 +103,13 @@ HELP = "\n".join(
 
 CHAT_HELP = """\
 Chat in the terminal: messages and commands (/help) come from standard input.
-Each message waits until the server has stored it; one the server finds too fast
-is sent again a moment later, in its place, and one typed while disconnected goes
-after the reconnect. At the end of input or /quit, the chat waits for those not
-yet stored, then names any never delivered (exit 7) or refused (exit 6)."""
+Messages go out in the order typed, each once the one before is stored, while the
+next lines are read; one the server finds too fast is sent again a moment later,
+in its place, and those typed while disconnected go after the reconnect. A file
+transfer cut by a lost connection stops: the same command resumes it later. At the
+end of input or /quit, the chat waits for the messages not yet stored (while they
+keep going, or up to 10 s for a reconnect), then names any never delivered (exit 7)
+or refused, by the server or as too long (exit 6)."""
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -576,6 +583,7 @@ def run_chat(args: argparse.Namespace) -> int:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_show_events, client, term, outgoing)
+                    nursery.start_soon(outgoing.run, client)
                     await _command_loop(client, term, outgoing)
                     await outgoing.finish(client)
                     nursery.cancel_scope.cancel()
@@ -598,33 +606,53 @@ async def _show_events(client: ChatClient, term: Terminal, outgoing: _Outgoing) 
 
 
 REPLY_WAIT = 30.0
-"""Seconds the command loop waits for the server to store a message before going on (it
-stays in the outbox, and the end of the session waits for it again)."""
+"""Seconds the sender waits for the server to store a message before going on to the next
+(it stays in the client's outbox, and the end of the session waits for it again)."""
 QUIET_WAIT = 10.0
 """Seconds the end of a session waits, while connected, for the server to store one more
-of the messages still unstored."""
+of the messages still unstored; or, while reconnecting, for the connection to come back."""
+
+
+@dataclass(frozen=True)
+class _Typed:
+    """A message typed in this session, not yet stored by the server."""
+
+    text: str
+    room: str
+    to: str
 
 
 class _Outgoing:
-    """The messages typed in this session that the server has not stored yet.
+    """The messages typed in this session, sent in order by a task of their own, so that
+    reading the next line never waits for the server.
 
-    The command loop sends them one at a time and, while connected, waits until each is
-    stored; one the server refuses as too fast is sent again a little later, in its place,
-    so order is kept and nothing is lost. Those sent while disconnected go after the
-    reconnect (the client's outbox resends them); a message refused for other reasons is
-    reported. The end of the session waits for those still unstored, and says which never
-    made it."""
+    The sender sends one message at a time and, while connected, waits until it is stored;
+    one the server refuses as too fast is sent again a little later, in its place, so order
+    is kept and nothing is lost. Those sent while disconnected go after the reconnect (the
+    client's outbox resends them; any that the server then finds too fast are queued again,
+    first). A message refused for another reason is reported. The end of the session waits
+    for what is still queued or unstored, and says which never made it."""
 
     def __init__(self, term: Terminal) -> None:
         self.term = term
-        self.unstored: dict[str, str] = {}
-        """Client id → text of the messages neither stored nor refused yet, oldest first."""
+        self.queued: deque[_Typed] = deque()
+        """Typed, not yet handed to the client, oldest first."""
+        self.again: deque[_Typed] = deque()
+        """Sent while disconnected, then found too fast after the reconnect: they go before
+        ``queued``, in the order they were sent."""
+        self.sending = False
+        self.unstored: dict[str, _Typed] = {}
+        """Client id → the messages handed to the client, neither stored nor refused yet."""
         self.refused: list[str] = []
         self.awaited = ""
-        """The client id of the message the command loop waits for."""
+        """The client id of the message the sender waits for."""
         self.refusal: ServerError | None = None
         """The server's refusal of the awaited message, once it came."""
         self._told_to_slow_down = False
+        self._changed = trio.Event()
+
+    def _note_change(self) -> None:
+        self._changed.set()
         self._changed = trio.Event()
 
     def note(self, event: Event | LinkState) -> bool:
@@ -634,29 +662,62 @@ class _Outgoing:
             case MessageAck(client_id=ref) if ref in self.unstored:
                 del self.unstored[ref]
             case ServerError(ref=ref) if ref in self.unstored:
-                text = self.unstored.pop(ref)
+                typed = self.unstored.pop(ref)
                 if ref == self.awaited:
-                    self.refusal = event  # the command loop decides: resend or report
+                    self.refusal = event  # the sender decides: resend or report
+                elif event.code == "rate_limited":  # the outbox went out faster than allowed
+                    self.again.append(typed)  # refusals come in the order the sends went
                 else:
-                    self._refused_for_good(text, event)
+                    self._refused_for_good(typed.text, event)
             case LinkState():
-                pass  # a waiting command loop sees whether it is still connected
+                pass  # a waiting sender sees whether it is still connected
             case _:
                 return False
-        self._changed.set()
-        self._changed = trio.Event()
+        self._note_change()
         return isinstance(event, ServerError)
 
-    async def send(self, client: ChatClient, text: str, *, room: str = "", to: str = "") -> None:
-        """Send a message and, while connected, wait until the server has stored it (sent
+    def add(self, text: str, *, room: str = "", to: str = "") -> None:
+        """Queue a message (ClientError, and counted as refused, if it cannot be sent)."""
+        try:
+            check_text(text)
+        except ClientError:
+            self.refused.append(text)
+            raise
+        self.queued.append(_Typed(text, room, to))
+        self._note_change()
+
+    def refuse(self, text: str) -> None:
+        """A message that could not even be queued (a name too long to exist)."""
+        self.refused.append(text)
+
+    async def run(self, client: ChatClient) -> None:
+        """The sender: the queued messages, one at a time, for the whole session."""
+        while True:
+            while not (self.again or self.queued):
+                await self._changed.wait()
+            typed = (self.again or self.queued).popleft()
+            self.sending = True
+            try:
+                await self._send(client, typed)
+            except ClientError as exc:  # the client gave up: the session is ending
+                self.refused.append(typed.text)
+                self.term.say(f"! not sent ({safe(str(exc))}): {_start(typed.text)}")
+            finally:
+                self.sending = False
+                self._note_change()
+
+    async def _send(self, client: ChatClient, typed: _Typed) -> None:
+        """Send one message and, while connected, wait until the server has stored it (sent
         again after a while when it says slow down) or refused it (reported)."""
-        client_id = new_client_id()
         delay = 0.25
         while True:
-            self.unstored[client_id] = text
+            client_id = new_client_id()
+            self.unstored[client_id] = typed
             self.awaited, self.refusal = client_id, None
             try:
-                await client.send_message(text, room=room, to=to, client_id=client_id)
+                await client.send_message(
+                    typed.text, room=typed.room, to=typed.to, client_id=client_id
+                )
                 with trio.move_on_after(REPLY_WAIT):
                     while client_id in self.unstored and client.online:
                         await self._changed.wait()
@@ -673,7 +734,7 @@ class _Outgoing:
             if refusal is None:
                 return  # stored
             if refusal.code != "rate_limited":
-                self._refused_for_good(text, refusal)
+                self._refused_for_good(typed.text, refusal)
                 return
             if not self._told_to_slow_down:
                 self._told_to_slow_down = True
@@ -687,10 +748,25 @@ class _Outgoing:
         self.refused.append(text)
         self.term.say(f"! not sent ({safe(refusal.detail or refusal.code)}): {_start(text)}")
 
+    def _pending(self) -> bool:
+        return bool(self.again or self.queued or self.unstored or self.sending)
+
     async def finish(self, client: ChatClient) -> None:
-        """Wait, while connected and as long as the server stores one at least every
-        QUIET_WAIT seconds, for the messages still unstored."""
-        while self.unstored and client.online:
+        """Wait for the messages still queued or unstored: while connected, as long as
+        something changes at least every QUIET_WAIT seconds; while reconnecting, up to
+        QUIET_WAIT seconds for the connection to come back."""
+        while self._pending() and client.gave_up_on is None:
+            if not client.online:
+                waiting = len(self.again) + len(self.queued) + len(self.unstored)
+                self.term.say(
+                    f"* {waiting} message{'' if waiting == 1 else 's'} to send: "
+                    f"waiting up to {QUIET_WAIT:g} s for the connection (Ctrl-C ends now)"
+                )
+                with trio.move_on_after(QUIET_WAIT) as reconnecting:
+                    await client.wait_online()
+                if reconnecting.cancelled_caught:
+                    return
+                continue
             with trio.move_on_after(QUIET_WAIT) as waiting:
                 await self._changed.wait()
             if waiting.cancelled_caught:
@@ -698,7 +774,7 @@ class _Outgoing:
 
     def report(self) -> int:
         """Say on standard error which messages never made it; the exit code that says so."""
-        unsent = list(self.unstored.values())
+        unsent = [t.text for t in (*self.unstored.values(), *self.again, *self.queued)]
         if unsent:
             _error(
                 f"{_messages(len(unsent))} not delivered (the server never confirmed it): "
@@ -706,8 +782,8 @@ class _Outgoing:
             )
         if self.refused:
             _error(
-                f"{_messages(len(self.refused))} refused by the server: "
-                + ", ".join(_start(text) for text in self.refused)
+                f"{_messages(len(self.refused))} refused (by the server, or as impossible to "
+                "send): " + ", ".join(_start(text) for text in self.refused)
             )
         return LOST if unsent else REFUSED if self.refused else OK
 
@@ -744,7 +820,7 @@ async def _command_loop(client: ChatClient, term: Terminal, outgoing: _Outgoing)
 async def _command(client: ChatClient, term: Terminal, outgoing: _Outgoing, line: str) -> bool:
     """Run one line; True means quit."""
     if line.startswith("//") or not line.startswith("/"):
-        await outgoing.send(client, line[1:] if line.startswith("//") else line, room=term.room)
+        outgoing.add(line[1:] if line.startswith("//") else line, room=term.room)
         return False
     verb, _, rest = line.partition(" ")
     rest = rest.strip()
@@ -777,17 +853,15 @@ async def _command(client: ChatClient, term: Terminal, outgoing: _Outgoing, line
             shown = [f"{safe(m.name)}{'' if m.online else ' (offline)'}" for m in members]
             term.say(f"* in {safe(term.room)}: {', '.join(shown)}")
         case "/msg":
-            user, text = rest.split(maxsplit=1)
-            _check_names(user=user)
-            await outgoing.send(client, text, to=user)
+            _direct(outgoing, rest)
         case "/send":
             await _share(client, term, rest)
         case "/files":
             for info in await client.files(room=term.room):
                 term.say(f"  {safe(info.file_id)}  {_size(info.size):>9}  {safe(info.name)}")
         case "/get":
-            _require_online(client)
-            saved = await client.download(rest, progress=term.progress(f"getting {rest[:8]}"))
+            progress = term.progress(f"getting {rest[:8]}")
+            saved = await _while_online(client, partial(client.download, rest, progress=progress))
             term.say(f"* saved {safe(str(saved))}")
         case "/history":
             messages, _ = await client.history(room=term.room, limit=20)
@@ -798,15 +872,56 @@ async def _command(client: ChatClient, term: Terminal, outgoing: _Outgoing, line
     return False
 
 
+def _direct(outgoing: _Outgoing, rest: str) -> None:
+    """/msg USER TEXT."""
+    user, text = rest.split(maxsplit=1)
+    try:
+        _check_names(user=user)
+    except CommandError:
+        outgoing.refuse(text)
+        raise
+    outgoing.add(text, to=user)
+
+
+async def _while_online(client: ChatClient, transfer: Callable[[], Awaitable[T]]) -> T:
+    """Run a transfer while the session stays connected: if the connection drops, it stops
+    (CommandError) instead of waiting for a reconnect while no later line is read."""
+    _require_online(client)
+    result: list[T] = []
+    failure: list[Exception] = []
+
+    async def run(cancel_scope: trio.CancelScope) -> None:
+        try:
+            result.append(await transfer())
+        except Exception as exc:  # raised as itself below, not inside an exception group
+            failure.append(exc)
+        finally:
+            cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, nursery.cancel_scope)
+        while client.online:
+            await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    if not result:
+        raise CommandError(
+            "the connection was lost during the transfer; once '* reconnected' shows, the "
+            "same command resumes it"
+        )
+    return result[0]
+
+
 async def _share(client: ChatClient, term: Terminal, written: str) -> None:
     """/send: share the file at the path ``written`` in the current room."""
     path = _typed_path(written)
     problem = _file_problem(path)
     if problem is not None:
         raise CommandError(problem)
-    _require_online(client)
-    info = await client.send_file(
-        path, room=term.room, progress=term.progress(f"sending {path.name}")
+    progress = term.progress(f"sending {path.name}")
+    info = await _while_online(
+        client, partial(client.send_file, path, room=term.room, progress=progress)
     )
     term.say(f"* shared {safe(path.name)} as {safe(info.file_id)}")
 

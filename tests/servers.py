@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +13,16 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import PeerKeyReceived, fingerprint
+from sealchat.core import (
+    NEED_DATA,
+    Authenticated,
+    Connection,
+    KeysEstablished,
+    Login,
+    PeerKeyReceived,
+    Role,
+    fingerprint,
+)
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.transports.blocking_client import BlockingClient
@@ -148,3 +158,52 @@ def running_server(
         yield Running(kind, box["port"], print_fp, the_hub, stop)
     finally:
         stop()
+
+
+Behaviour = Callable[[socket.socket, Connection], None]
+
+
+@contextmanager
+def scripted_server(behaviour: Behaviour, key: X25519PrivateKey | None = None) -> Iterator[int]:
+    """A one-connection server (with ``key``, or a new one): the handshake, then
+    ``behaviour(sock, conn)``; yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    finished = threading.Event()
+
+    def run() -> None:
+        sock, _ = listener.accept()
+        conn = Connection(Role.SERVER, static_key=key or X25519PrivateKey.generate())
+        try:
+            while not isinstance(event := conn.next_event(), KeysEstablished):
+                sock.sendall(conn.data_to_send())
+                if event is NEED_DATA:
+                    conn.receive_data(sock.recv(65536))
+            behaviour(sock, conn)
+            finished.wait()
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        finished.set()
+        listener.close()
+        thread.join(10.0)
+
+
+def logs_in_then(after: Behaviour) -> Behaviour:
+    """Accept the login, then ``after``."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), Login):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        conn.send(Authenticated(username=event.username))
+        sock.sendall(conn.data_to_send())
+        after(sock, conn)
+
+    return behaviour

@@ -14,78 +14,33 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
     NEED_DATA,
-    Authenticated,
     Connection,
     ConnectionClosed,
     FileChunk,
     FileOffer,
     FileRequest,
-    KeysEstablished,
-    Login,
     Message,
     PeerKeyReceived,
-    Role,
 )
 from sealchat.core.hub import HubConfig
 from sealchat.transports import blocking_client, requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, server_name
 from sealchat.transports.requests import ClientError
-from tests.servers import PASSWORD, Running, accept_all, running_server
+from tests.servers import (
+    PASSWORD,
+    Running,
+    accept_all,
+    logs_in_then,
+    running_server,
+    scripted_server,
+)
 
-Behaviour = Callable[[socket.socket, Connection], None]
 LIVENESS = 10.0
 """Seconds after which a call that should have returned counts as hung (not a speed limit)."""
-
-
-@contextmanager
-def scripted_server(behaviour: Behaviour) -> Iterator[int]:
-    """A one-connection server: the handshake, then ``behaviour(sock, conn)``; yields its
-    port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    finished = threading.Event()
-
-    def run() -> None:
-        sock, _ = listener.accept()
-        conn = Connection(Role.SERVER, static_key=X25519PrivateKey.generate())
-        try:
-            while not isinstance(event := conn.next_event(), KeysEstablished):
-                sock.sendall(conn.data_to_send())
-                if event is NEED_DATA:
-                    conn.receive_data(sock.recv(65536))
-            behaviour(sock, conn)
-            finished.wait()
-        except OSError:
-            pass
-        finally:
-            sock.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        finished.set()
-        listener.close()
-        thread.join(LIVENESS)
-
-
-def logs_in_then(after: Behaviour) -> Behaviour:
-    """Accept the login, then ``after``."""
-
-    def behaviour(sock: socket.socket, conn: Connection) -> None:
-        while not isinstance(event := conn.next_event(), Login):
-            if event is NEED_DATA:
-                conn.receive_data(sock.recv(65536))
-        conn.send(Authenticated(username=event.username))
-        sock.sendall(conn.data_to_send())
-        after(sock, conn)
-
-    return behaviour
 
 
 def stays_silent(_sock: socket.socket, _conn: Connection) -> None:

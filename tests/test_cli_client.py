@@ -15,11 +15,20 @@ from typing import IO, Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import HistoryRequest, Message, MessageAck, Typing
+from sealchat.cli.client_cmd import REPLY_WAIT
+from sealchat.core import HistoryRequest, Message, MessageAck, Typing, fingerprint
 from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_TEXT, MAX_USERNAME
+from sealchat.transports.keyfile import public_bytes
 from sealchat.transports.pinning import KnownServers, server_name
-from tests.servers import PASSWORD, Running, free_port, running_server
+from tests.servers import (
+    PASSWORD,
+    Running,
+    free_port,
+    logs_in_then,
+    running_server,
+    scripted_server,
+)
 
 
 @pytest.fixture
@@ -650,7 +659,8 @@ def test_names_too_long_to_exist_are_explained(server: Running, tmp_path: Path) 
     room, user = "r" * (MAX_ROOM + 6), "u" * (MAX_USERNAME + 8)
     lines = f"/join {room}\n/leave {room}\n/msg {user} hi\n/quit\n"
     done = chat_as_alice(tmp_path, server, stdin=lines)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 6, done.stderr  # a message was not sent: the exit code says so
+    assert "1 message was refused (by the server, or as impossible to send): 'hi'" in done.stderr
     refusals = [line for line in done.stdout.splitlines() if line.startswith("!")]
     room_says = f"! a room name is at most {MAX_ROOM} characters; this one has {MAX_ROOM + 6}"
     user_says = (
@@ -699,7 +709,10 @@ def test_a_refused_message_is_named_and_the_exit_code_says_so(
     done = chat_as_alice(tmp_path, server, stdin="/msg ghost are you there?\nhello\n/quit\n")
     assert done.returncode == 6
     assert "! not sent (there is no user ghost): 'are you there?'" in done.stdout
-    assert "sealchat: 1 message was refused by the server: 'are you there?'" in done.stderr
+    assert "sealchat: 1 message was refused (by the server, or as impossible to send): " in (
+        done.stderr
+    )
+    assert "'are you there?'" in done.stderr
     with server.login("bob") as bob:
         messages, _ = bob.history(room="general")
     assert [m.text for m in messages] == ["hello"]
@@ -720,3 +733,59 @@ def test_a_message_typed_while_disconnected_is_never_dropped_silently(tmp_path: 
         "sealchat: 1 message was not delivered (the server never confirmed it): "
         "'typed while the server was dow…'" in chat.err.text()
     )
+
+
+def test_messages_typed_while_the_server_restarts_all_arrive_in_order(tmp_path: Path) -> None:
+    key, port = X25519PrivateKey.generate(), free_port()
+    with running_server("trio", tmp_path / "server", key=key, port=port) as server:
+        pin(tmp_path, server)
+        chat = Client(tmp_path, "chat", "--port", str(port), "--user", "alice")
+        chat.out.wait_for("* logged in")
+    lines = [f"offline {i}" for i in range(25)]  # more than the server's burst of 20
+    with chat:
+        chat.out.wait_for("! connection lost")
+        chat.type("".join(f"{line}\n" for line in lines))
+        assert chat.process.stdin is not None
+        chat.process.stdin.close()  # the end of input comes while the server is down
+        chat.out.wait_for("waiting up to 10 s for the connection")
+        with running_server("trio", tmp_path / "server", key=key, port=port) as server:
+            assert chat.wait() == 0, chat.err.text()
+            with server.login("bob") as bob:
+                messages, _ = bob.history(room="general")
+    assert [m.text for m in messages] == lines  # each once, in the order typed
+
+
+def test_a_transfer_cut_by_a_lost_connection_stops_and_the_chat_reads_on(
+    tmp_path: Path,
+) -> None:
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as out:  # sparse: no time spent writing it
+        out.truncate(2 << 30)
+    with running_server("trio", tmp_path / "server") as server:
+        pin(tmp_path, server)
+        chat = Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice")
+        chat.out.wait_for("* logged in")
+        chat.type(f"/send {big}\n/quit\n")
+        chat.out.wait_for("sending big.bin")
+    with chat:  # the server stopped mid-upload
+        chat.out.wait_for("! the connection was lost during the transfer")
+        assert chat.wait() == 0  # and /quit, typed behind it, was read
+
+
+def test_the_chat_reads_on_while_a_server_takes_its_time_to_store_a_message(
+    tmp_path: Path,
+) -> None:
+    key = X25519PrivateKey.generate()
+    # A server that logs alice in, then reads on but never answers: a stalled server.
+    with scripted_server(logs_in_then(lambda _sock, _conn: None), key) as port:
+        done = sealchat(tmp_path, "trust", f"127.0.0.1:{port}", fingerprint(public_bytes(key)))
+        assert done.returncode == 0, done.stderr
+        chat = Client(tmp_path, "chat", "--port", str(port), "--user", "alice")
+        with chat:
+            chat.out.wait_for("* logged in")
+            chat.type("hello\n/help\n")
+            # Well before the 30 s a message may wait to be stored: the next line was read.
+            chat.out.wait_for("commands:", timeout=REPLY_WAIT / 2)
+            chat.type("/quit\n")
+            assert chat.wait() == 7  # the server never stored it: said, not dropped
+    assert "1 message was not delivered" in chat.err.text()
