@@ -394,10 +394,13 @@ def _typed_path(written: str) -> Path:
 
 
 def _home_expanded(written: str) -> Path:
-    """``written`` with a leading ``~`` or ``~user`` expanded; CommandError if it cannot be."""
+    """``written`` with a leading ``~`` or ``~user`` expanded; as written if that cannot be
+    done but a file has that name (as a shell does); else CommandError."""
     try:
         return Path(written).expanduser()
     except RuntimeError:  # no such user, or no home folder at all
+        if os.path.lexists(written):
+            return Path(written)
         head = re.split(r"[\\/]", written, maxsplit=1)[0]
         if head == "~":
             raise CommandError(

@@ -15,7 +15,7 @@ from typing import IO, Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.cli.client_cmd import REPLY_WAIT
+from sealchat.cli.client_cmd import REPLY_WAIT, CommandError, _typed_path
 from sealchat.core import HistoryRequest, Message, MessageAck, Typing, fingerprint
 from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_TEXT, MAX_USERNAME
@@ -789,3 +789,13 @@ def test_the_chat_reads_on_while_a_server_takes_its_time_to_store_a_message(
             chat.type("/quit\n")
             assert chat.wait() == 7  # the server never stored it: said, not dropped
     assert "1 message was not delivered" in chat.err.text()
+
+
+def test_a_file_named_like_a_home_folder_is_taken_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "~nosuchuser4217").write_text("notes")
+    assert _typed_path("~nosuchuser4217") == Path("~nosuchuser4217")  # as a shell would
+    with pytest.raises(CommandError, match="there is no user 'nosuchuser4218'"):
+        _typed_path("~nosuchuser4218/report.pdf")
