@@ -33,6 +33,7 @@ from sealchat.core import (
     fingerprint,
 )
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_USERNAME
+from sealchat.transports.downloads import sha256_of
 from sealchat.transports.keyfile import KeyFileError, public_bytes
 from sealchat.transports.pinning import (
     KnownServers,
@@ -104,9 +105,10 @@ HELP = "\n".join(
 CHAT_HELP = """\
 Chat in the terminal: messages and commands (/help) come from standard input.
 Messages go out in the order typed, each once the one before is stored, while the
-next lines are read; one the server finds too fast is sent again a moment later,
-in its place, and those typed while disconnected go after the reconnect. A file
-transfer cut by a lost connection stops: the same command resumes it later. At the
+next lines are read; a command runs after the messages typed before it. One the
+server finds too fast is sent again a moment later, in its place, and those typed
+while disconnected go after the reconnect. A file transfer cut by a lost connection
+stops: the same command resumes it later (or says the file got there). At the
 end of input or /quit, the chat waits for the messages not yet stored (while they
 keep going, or up to 10 s for a reconnect), then names any never delivered (exit 7)
 or refused, by the server or as too long (exit 6)."""
@@ -500,6 +502,9 @@ class Terminal:
         self.out = out
         self.me = me
         self.room = "general"
+        self.cut_uploads: set[tuple[Path, str]] = set()
+        """Files (and rooms) whose upload a lost connection cut: the server may have stored
+        them all the same."""
         self.tty = out.isatty()
         self._last_percent: dict[str, int] = {}
         self._bar_open = False
@@ -643,7 +648,10 @@ class _Outgoing:
         self.again: deque[_Typed] = deque()
         """Sent while disconnected, then found too fast after the reconnect: they go before
         ``queued``, in the order they were sent."""
-        self.sending = False
+        self.current: _Typed | None = None
+        """The message the sender works on (also while it waits to send it again)."""
+        self._settled: set[str] = set()
+        """Client ids of unstored messages the sender has already waited for."""
         self.unstored: dict[str, _Typed] = {}
         """Client id → the messages handed to the client, neither stored nor refused yet."""
         self.refused: list[str] = []
@@ -698,16 +706,37 @@ class _Outgoing:
         while True:
             while not (self.again or self.queued):
                 await self._changed.wait()
+            if not self.again:
+                await self._settle(client)
             typed = (self.again or self.queued).popleft()
-            self.sending = True
+            self.current = typed
             try:
                 await self._send(client, typed)
             except ClientError as exc:  # the client gave up: the session is ending
                 self.refused.append(typed.text)
                 self.term.say(f"! not sent ({safe(str(exc))}): {_start(typed.text)}")
             finally:
-                self.sending = False
+                self.current = None
                 self._note_change()
+
+    async def _settle(self, client: ChatClient) -> None:
+        """While connected, wait (REPLY_WAIT at most, once for each) for messages sent
+        earlier and not yet stored, such as those the outbox sent again after a reconnect:
+        if the server finds some too fast, they go again before anything typed later."""
+        waiting = set(self.unstored) - self._settled
+        if not waiting or not client.online:
+            return
+        with trio.move_on_after(REPLY_WAIT):
+            while waiting & set(self.unstored) and client.online and not self.again:
+                await self._changed.wait()
+        self._settled |= waiting
+
+    async def drained(self, client: ChatClient) -> None:
+        """Wait until the messages typed so far are sent (and, while connected, stored or
+        refused): a command typed after them runs after them."""
+        while self.again or self.queued or self.current is not None:
+            await self._changed.wait()
+        await self._settle(client)
 
     async def _send(self, client: ChatClient, typed: _Typed) -> None:
         """Send one message and, while connected, wait until the server has stored it (sent
@@ -752,7 +781,7 @@ class _Outgoing:
         self.term.say(f"! not sent ({safe(refusal.detail or refusal.code)}): {_start(text)}")
 
     def _pending(self) -> bool:
-        return bool(self.again or self.queued or self.unstored or self.sending)
+        return bool(self.again or self.queued or self.unstored or self.current)
 
     async def finish(self, client: ChatClient) -> None:
         """Wait for the messages still queued or unstored: while connected, as long as
@@ -760,13 +789,16 @@ class _Outgoing:
         QUIET_WAIT seconds for the connection to come back."""
         while self._pending() and client.gave_up_on is None:
             if not client.online:
-                waiting = len(self.again) + len(self.queued) + len(self.unstored)
+                left = len(self._unsent())
                 self.term.say(
-                    f"* {waiting} message{'' if waiting == 1 else 's'} to send: "
+                    f"* {left} message{'' if left == 1 else 's'} to send: "
                     f"waiting up to {QUIET_WAIT:g} s for the connection (Ctrl-C ends now)"
                 )
                 with trio.move_on_after(QUIET_WAIT) as reconnecting:
-                    await client.wait_online()
+                    try:
+                        await client.wait_online()
+                    except Disconnected:  # given up: the event reader says why
+                        return
                 if reconnecting.cancelled_caught:
                     return
                 continue
@@ -775,9 +807,17 @@ class _Outgoing:
             if waiting.cancelled_caught:
                 return
 
+    def _unsent(self) -> list[_Typed]:
+        """Every message typed and neither stored nor refused yet."""
+        unsent = [*self.unstored.values()]
+        current = self.current
+        if current is not None and not any(t is current for t in unsent):
+            unsent.append(current)  # waiting to be sent again after a "slow down"
+        return [*unsent, *self.again, *self.queued]
+
     def report(self) -> int:
         """Say on standard error which messages never made it; the exit code that says so."""
-        unsent = [t.text for t in (*self.unstored.values(), *self.again, *self.queued)]
+        unsent = [t.text for t in self._unsent()]
         if unsent:
             _error(
                 f"{_messages(len(unsent))} not delivered (the server never confirmed it): "
@@ -820,6 +860,10 @@ async def _command_loop(client: ChatClient, term: Terminal, outgoing: _Outgoing)
             term.say(f"! {safe(_explain_failure(exc)[1])}")
 
 
+_NOT_AFTER_MESSAGES = frozenset({"/help", "/quit", "/exit", "/msg"})
+"""Commands that need not wait for the messages typed before them (/msg is one)."""
+
+
 async def _command(client: ChatClient, term: Terminal, outgoing: _Outgoing, line: str) -> bool:
     """Run one line; True means quit."""
     if line.startswith("//") or not line.startswith("/"):
@@ -831,6 +875,8 @@ async def _command(client: ChatClient, term: Terminal, outgoing: _Outgoing, line
     if len(rest.split(maxsplit=1)) < len(needed.split()):
         term.say(f"! usage: {verb} {needed}")
         return False
+    if verb not in _NOT_AFTER_MESSAGES:
+        await outgoing.drained(client)  # it runs after the messages typed before it
     match verb:
         case "/quit" | "/exit":
             return True
@@ -922,11 +968,33 @@ async def _share(client: ChatClient, term: Terminal, written: str) -> None:
     problem = _file_problem(path)
     if problem is not None:
         raise CommandError(problem)
+    cut = (path.resolve(), term.room)
+    if cut in term.cut_uploads:  # the server may have stored it before the link went
+        done = await _already_shared(client, path, term.room)
+        if done is not None:
+            term.cut_uploads.discard(cut)
+            term.say(f"* {safe(path.name)} was shared already, as {safe(done.file_id)}")
+            return
     progress = term.progress(f"sending {path.name}")
-    info = await _while_online(
-        client, partial(client.send_file, path, room=term.room, progress=progress)
-    )
+    try:
+        info = await _while_online(
+            client, partial(client.send_file, path, room=term.room, progress=progress)
+        )
+    except CommandError:
+        term.cut_uploads.add(cut)
+        raise
+    term.cut_uploads.discard(cut)
     term.say(f"* shared {safe(path.name)} as {safe(info.file_id)}")
+
+
+async def _already_shared(client: ChatClient, path: Path, room: str) -> FileInfo | None:
+    """The file shared in ``room`` with the name, size and SHA-256 of ``path``, if any."""
+    digest = await trio.to_thread.run_sync(sha256_of, path)
+    size = path.stat().st_size
+    for info in await client.files(room=room):
+        if (info.name, info.size, info.sha256) == (path.name, size, digest):
+            return info
+    return None
 
 
 def _require_online(client: ChatClient) -> None:

@@ -742,17 +742,18 @@ def test_messages_typed_while_the_server_restarts_all_arrive_in_order(tmp_path: 
         chat = Client(tmp_path, "chat", "--port", str(port), "--user", "alice")
         chat.out.wait_for("* logged in")
     lines = [f"offline {i}" for i in range(25)]  # more than the server's burst of 20
+    later = [f"later {i}" for i in range(5)]
     with chat:
         chat.out.wait_for("! connection lost")
         chat.type("".join(f"{line}\n" for line in lines))
-        assert chat.process.stdin is not None
-        chat.process.stdin.close()  # the end of input comes while the server is down
-        chat.out.wait_for("waiting up to 10 s for the connection")
         with running_server("trio", tmp_path / "server", key=key, port=port) as server:
+            chat.type("".join(f"{line}\n" for line in later))  # while it reconnects
+            assert chat.process.stdin is not None
+            chat.process.stdin.close()
             assert chat.wait() == 0, chat.err.text()
             with server.login("bob") as bob:
                 messages, _ = bob.history(room="general")
-    assert [m.text for m in messages] == lines  # each once, in the order typed
+    assert [m.text for m in messages] == lines + later  # each once, in the order typed
 
 
 def test_a_transfer_cut_by_a_lost_connection_stops_and_the_chat_reads_on(
@@ -799,3 +800,34 @@ def test_a_file_named_like_a_home_folder_is_taken_as_written(
     assert _typed_path("~nosuchuser4217") == Path("~nosuchuser4217")  # as a shell would
     with pytest.raises(CommandError, match="there is no user 'nosuchuser4218'"):
         _typed_path("~nosuchuser4218/report.pdf")
+
+
+def test_the_chat_ends_with_the_reason_if_the_client_gives_up_while_it_waits(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with running_server("trio", tmp_path / "server", port=port) as server:
+        pin(tmp_path, server)
+        chat = Client(tmp_path, "chat", "--port", str(port), "--user", "alice")
+        chat.out.wait_for("* logged in")
+    with chat:
+        chat.out.wait_for("! connection lost")
+        chat.type("typed while the server was down\n")
+        assert chat.process.stdin is not None
+        chat.process.stdin.close()
+        chat.out.wait_for("waiting up to 10 s for the connection")
+        with running_server("trio", tmp_path / "other", port=port):  # another key: refused
+            assert chat.wait() == 4  # untrusted, not a traceback
+    assert "Traceback" not in chat.err.text()
+
+
+def test_a_command_runs_after_the_messages_typed_before_it(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    lines = [f"msg {i}" for i in range(24)]  # beyond the burst: some wait their turn
+    script = "/join team\n" + "".join(f"{line}\n" for line in lines) + "/leave team\n/quit\n"
+    done = chat_as_alice(tmp_path, server, stdin=script)
+    assert done.returncode == 0, done.stderr
+    with server.login("bob") as bob:
+        bob.join("team")
+        messages, _ = bob.history(room="team")
+    assert [m.text for m in messages] == lines  # all of them, before she left
