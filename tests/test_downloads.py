@@ -8,6 +8,7 @@ import os
 import stat
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -282,3 +283,36 @@ def test_a_download_never_locks_a_part_file_another_one_removed_or_moved(
     third.write(0, data)
     saved = third.finish("report.txt", hashlib.sha256(data).digest())
     assert saved.read_bytes() == data
+
+
+def test_without_flock_the_file_is_closed_before_it_is_moved_or_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows has no flock, and cannot rename or remove a file that is open.
+    monkeypatch.setattr(downloads, "fcntl", None)
+    open_when: list[bool] = []
+    real_replace, real_unlink = os.replace, Path.unlink
+
+    def replace(source: Any, target: Any) -> None:
+        open_when.append(download._fd >= 0)
+        real_replace(source, target)
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        open_when.append(download._fd >= 0)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    data = b"the whole file"
+    download = PartialDownload(tmp_path, "abc")
+    download.write(0, data)
+    saved = download.finish("report.txt", hashlib.sha256(data).digest())
+    assert saved.read_bytes() == data
+    download = PartialDownload(tmp_path, "def")
+    download.close()  # refused: removed, being empty
+    download = PartialDownload(tmp_path, "ghi")
+    download.write(0, data)
+    with pytest.raises(ValueError, match="does not match"):
+        download.finish("report.txt", b"\0" * 32)
+    assert open_when == [False, False, False]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]

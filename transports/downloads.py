@@ -118,8 +118,15 @@ class PartialDownload:
         """Close the file. It stays, so that a later download resumes from it, unless it is
         still empty: a refused download (a mistyped id) leaves nothing behind."""
         if self._fd >= 0 and self.size == 0:
+            self._unlocked_on_windows()
             self.path.unlink(missing_ok=True)  # while it is locked: nobody else writes it
         self._close_fd()
+
+    def _unlocked_on_windows(self) -> None:
+        """Close the file before it is removed or moved where there is no ``flock`` (Windows):
+        nothing is locked there, and an open file cannot be removed or renamed."""
+        if fcntl is None:
+            self._close_fd()
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
@@ -161,6 +168,7 @@ class PartialDownload:
             os.fsync(self._fd)
             on_disk = os.fstat(self._fd).st_size
             if on_disk != self.size or self._digest.digest() != sha256:
+                self._unlocked_on_windows()
                 self.path.unlink(missing_ok=True)
                 raise ValueError(f"{name}: the SHA-256 does not match; the download was deleted")
             try:
@@ -169,6 +177,7 @@ class PartialDownload:
                 if exc.errno not in _NAME_ERRORS:
                     raise
                 target = _free_path(self.folder, f"download-{self.file_id}")
+            self._unlocked_on_windows()
             os.replace(self.path, target)  # an empty file is a file too: it is moved
         finally:
             self._close_fd()
@@ -179,6 +188,7 @@ class PartialDownload:
         if self.expected is None or size <= self.expected:
             return
         if self._fd >= 0:
+            self._unlocked_on_windows()
             self.path.unlink(missing_ok=True)  # while it is locked: nobody else writes it
         self._close_fd()
         raise ValueError(
