@@ -580,6 +580,17 @@ async def test_without_replies_an_answer_goes_only_to_its_call(
         assert events[0].text == "last"
 
 
+async def test_a_link_dropped_right_after_the_login_is_not_online(
+    server: Running, tmp_path: Path
+) -> None:
+    async with logged_in(server, tmp_path, "alice") as alice:
+        await alice._abandon_link()  # as the recovery does when resending the outbox fails
+        assert not alice.online
+        with trio.move_on_after(0.2) as waiting:  # a waiter waits, instead of spinning
+            await alice.wait_online()
+        assert waiting.cancelled_caught
+
+
 def test_a_page_of_older_messages_never_takes_a_live_one() -> None:
     reply = requests.history(room="general", before=10).reply
     live = Message(text="just now", room="general", id=12, sender="bob", ts=1.0)

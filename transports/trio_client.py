@@ -498,8 +498,11 @@ class ChatClient:
             return
 
     async def _abandon_link(self) -> None:
-        """Close a link that did not make it to a session (without starting a recovery)."""
+        """Close a link that did not make it to a session, or failed while it resent the
+        outbox after logging in (without starting a recovery: the caller retries)."""
         link, self._link = self._link, None
+        if self._online.is_set():  # the login had said online: not any more
+            self._online = trio.Event()
         if link is not None:
             await link.stream.aclose()
 
