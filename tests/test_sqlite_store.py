@@ -132,17 +132,7 @@ def test_only_a_room_with_no_members_messages_or_files_is_dropped(store: SqliteS
     for room in ("empty", "member", "talk", "shared"):
         store.ensure_room(room)
     store.add_member("member", "esha")
-    store.append_message(
-        ts=1.0,
-        sender_key="esha",
-        sender="Esha",
-        room="talk",
-        to_key="",
-        to="",
-        text="hi",
-        client_id="",
-        file_id="",
-    )
+    room_msg(store, "esha", "talk", "hi")
     offer(store, b"x", room="shared")
     assert [store.drop_room_if_unused(r) for r in ("empty", "member", "talk", "shared")] == [
         True,
