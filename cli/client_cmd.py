@@ -734,9 +734,12 @@ class _Outgoing:
     async def drained(self, client: ChatClient) -> None:
         """Wait until the messages typed so far are sent (and, while connected, stored or
         refused): a command typed after them runs after them."""
-        while self.again or self.queued or self.current is not None:
-            await self._changed.wait()
-        await self._settle(client)
+        while True:
+            while self.again or self.queued or self.current is not None:
+                await self._changed.wait()
+            await self._settle(client)  # may queue messages again: then those go first
+            if not (self.again or self.queued or self.current is not None):
+                return
 
     async def _send(self, client: ChatClient, typed: _Typed) -> None:
         """Send one message and, while connected, wait until the server has stored it (sent
@@ -759,6 +762,7 @@ class _Outgoing:
             finally:
                 self.awaited = ""
             if client_id in self.unstored:  # the client's outbox sends it after the reconnect
+                self._settled.add(client_id)  # waited for once already
                 if not client.online:
                     self.term.say("* not connected: it will be sent after the reconnect")
                 return
@@ -968,6 +972,7 @@ async def _share(client: ChatClient, term: Terminal, written: str) -> None:
     problem = _file_problem(path)
     if problem is not None:
         raise CommandError(problem)
+    _require_online(client)  # not tried at all: nothing was cut
     cut = (path.resolve(), term.room)
     if cut in term.cut_uploads:  # the server may have stored it before the link went
         done = await _already_shared(client, path, term.room)

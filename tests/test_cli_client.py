@@ -831,3 +831,29 @@ def test_a_command_runs_after_the_messages_typed_before_it(server: Running, tmp_
         bob.join("team")
         messages, _ = bob.history(room="team")
     assert [m.text for m in messages] == lines  # all of them, before she left
+
+
+def test_a_send_refused_while_disconnected_is_not_taken_for_a_cut_upload(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("notes")
+    key, port = X25519PrivateKey.generate(), free_port()
+    with running_server("trio", tmp_path / "server", key=key, port=port) as server:
+        pin(tmp_path, server)
+        chat = Client(tmp_path, "chat", "--port", str(port), "--user", "alice")
+        chat.out.wait_for("* logged in")
+        chat.type(f"/send {source}\n")
+        chat.out.wait_for("* shared notes.txt")
+    with chat:
+        chat.out.wait_for("! connection lost")
+        chat.type(f"/send {source}\n")
+        chat.out.wait_for("! not connected")
+        with running_server("trio", tmp_path / "server", key=key, port=port) as server:
+            chat.out.wait_for("\n* reconnected")  # the line, not the hint that names it
+            chat.type(f"/send {source}\n/quit\n")  # shared again, as asked
+            assert chat.wait() == 0, chat.err.text()
+            with server.login("bob") as bob:
+                shared = bob.files(room="general")
+    assert [f.name for f in shared] == ["notes.txt", "notes.txt"], chat.out.text()
+    assert "was shared already" not in chat.out.text()
