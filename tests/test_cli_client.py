@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,6 +78,19 @@ def chat_as_alice(
     port = str(server.port)
     return sealchat(
         tmp_path, "chat", "--port", port, "--user", "alice", *args, stdin=stdin, **options
+    )
+
+
+def chat_process(tmp_path: Path, server: Running, *args: str) -> subprocess.Popen[str]:
+    """``sealchat chat`` as alice on ``server`` (with ``args``), its pipes in text mode."""
+    command = ("chat", "--port", str(server.port), "--user", "alice", *args)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sealchat", *command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(tmp_path),
     )
 
 
@@ -245,25 +260,7 @@ def test_chat_session_through_stdin(server: Running, tmp_path: Path) -> None:
     source.write_bytes(data)
     downloads = tmp_path / "downloads"
     with server.login("bob") as bob:
-        chat = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sealchat",
-                "chat",
-                "--port",
-                str(server.port),
-                "--user",
-                "alice",
-                "--downloads",
-                str(downloads),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env_for(tmp_path),
-        )
+        chat = chat_process(tmp_path, server, "--downloads", str(downloads))
         assert chat.stdin is not None
         try:
             chat.stdin.write("hello everyone\n/msg bob a secret\n")
@@ -550,15 +547,7 @@ def test_special_files_are_not_shared(server: Running, tmp_path: Path) -> None:
 
 def test_chat_ends_quietly_when_its_output_is_closed(server: Running, tmp_path: Path) -> None:
     pin(tmp_path, server)
-    args = ("chat", "--port", str(server.port), "--user", "alice")
-    chat = subprocess.Popen(
-        [sys.executable, "-m", "sealchat", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env_for(tmp_path),
-    )
+    chat = chat_process(tmp_path, server)
     assert chat.stdin is not None
     assert chat.stdout is not None
     try:
@@ -674,15 +663,32 @@ def test_names_too_long_to_exist_are_explained(server: Running, tmp_path: Path) 
         assert f"sealchat: {says[2:]}" in sent.stderr
 
 
-def test_transfers_fail_at_once_while_disconnected(tmp_path: Path) -> None:
-    source = tmp_path / "notes.txt"
-    source.write_text("notes")
-    with running_server("trio", tmp_path / "server") as server:
+@contextmanager
+def chat_whose_server_stopped(
+    tmp_path: Path,
+    *,
+    key: X25519PrivateKey | None = None,
+    port: int = 0,
+    while_up: Callable[[Client], None] | None = None,
+) -> Iterator[Client]:
+    """alice's chat, logged in to a trio server (with ``key`` and ``port``, if given) that
+    stopped after ``while_up(chat)``; yielded once it has said the connection was lost."""
+    options: dict[str, Any] = {"port": port} if key is None else {"key": key, "port": port}
+    with running_server("trio", tmp_path / "server", **options) as server:
         pin(tmp_path, server)
         chat = Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice")
         chat.out.wait_for("* logged in")
+        if while_up is not None:
+            while_up(chat)
     with chat:
         chat.out.wait_for("! connection lost")
+        yield chat
+
+
+def test_transfers_fail_at_once_while_disconnected(tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("notes")
+    with chat_whose_server_stopped(tmp_path) as chat:
         chat.type(f"/get 0123abcd\n/send {source}\n/rooms\n/quit\n")
         assert chat.wait() == 0  # every line was read: nothing waited for the reconnect
     out = chat.out.text()
@@ -719,12 +725,7 @@ def test_a_refused_message_is_named_and_the_exit_code_says_so(
 
 
 def test_a_message_typed_while_disconnected_is_never_dropped_silently(tmp_path: Path) -> None:
-    with running_server("trio", tmp_path / "server") as server:
-        pin(tmp_path, server)
-        chat = Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice")
-        chat.out.wait_for("* logged in")
-    with chat:
-        chat.out.wait_for("! connection lost")
+    with chat_whose_server_stopped(tmp_path) as chat:
         chat.type("typed while the server was down\n")
         chat.out.wait_for("* not connected: it will be sent after the reconnect")
         chat.type("/quit\n")
@@ -737,14 +738,9 @@ def test_a_message_typed_while_disconnected_is_never_dropped_silently(tmp_path: 
 
 def test_messages_typed_while_the_server_restarts_all_arrive_in_order(tmp_path: Path) -> None:
     key, port = X25519PrivateKey.generate(), free_port()
-    with running_server("trio", tmp_path / "server", key=key, port=port) as server:
-        pin(tmp_path, server)
-        chat = Client(tmp_path, "chat", "--port", str(port), "--user", "alice")
-        chat.out.wait_for("* logged in")
     lines = [f"offline {i}" for i in range(25)]  # more than the server's burst of 20
     later = [f"later {i}" for i in range(5)]
-    with chat:
-        chat.out.wait_for("! connection lost")
+    with chat_whose_server_stopped(tmp_path, key=key, port=port) as chat:
         chat.type("".join(f"{line}\n" for line in lines))
         with running_server("trio", tmp_path / "server", key=key, port=port) as server:
             chat.type("".join(f"{line}\n" for line in later))  # while it reconnects
@@ -762,13 +758,12 @@ def test_a_transfer_cut_by_a_lost_connection_stops_and_the_chat_reads_on(
     big = tmp_path / "big.bin"
     with open(big, "wb") as out:  # sparse: no time spent writing it
         out.truncate(2 << 30)
-    with running_server("trio", tmp_path / "server") as server:
-        pin(tmp_path, server)
-        chat = Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice")
-        chat.out.wait_for("* logged in")
+
+    def start_sending(chat: Client) -> None:
         chat.type(f"/send {big}\n/quit\n")
         chat.out.wait_for("sending big.bin")
-    with chat:  # the server stopped mid-upload
+
+    with chat_whose_server_stopped(tmp_path, while_up=start_sending) as chat:  # mid-upload
         chat.out.wait_for("! the connection was lost during the transfer")
         assert chat.wait() == 0  # and /quit, typed behind it, was read
 
@@ -806,12 +801,7 @@ def test_the_chat_ends_with_the_reason_if_the_client_gives_up_while_it_waits(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    with running_server("trio", tmp_path / "server", port=port) as server:
-        pin(tmp_path, server)
-        chat = Client(tmp_path, "chat", "--port", str(port), "--user", "alice")
-        chat.out.wait_for("* logged in")
-    with chat:
-        chat.out.wait_for("! connection lost")
+    with chat_whose_server_stopped(tmp_path, port=port) as chat:
         chat.type("typed while the server was down\n")
         assert chat.process.stdin is not None
         chat.process.stdin.close()
@@ -839,14 +829,12 @@ def test_a_send_refused_while_disconnected_is_not_taken_for_a_cut_upload(
     source = tmp_path / "notes.txt"
     source.write_text("notes")
     key, port = X25519PrivateKey.generate(), free_port()
-    with running_server("trio", tmp_path / "server", key=key, port=port) as server:
-        pin(tmp_path, server)
-        chat = Client(tmp_path, "chat", "--port", str(port), "--user", "alice")
-        chat.out.wait_for("* logged in")
+
+    def share(chat: Client) -> None:
         chat.type(f"/send {source}\n")
         chat.out.wait_for("* shared notes.txt")
-    with chat:
-        chat.out.wait_for("! connection lost")
+
+    with chat_whose_server_stopped(tmp_path, key=key, port=port, while_up=share) as chat:
         chat.type(f"/send {source}\n")
         chat.out.wait_for("! not connected")
         with running_server("trio", tmp_path / "server", key=key, port=port) as server:
