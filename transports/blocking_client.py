@@ -334,10 +334,8 @@ class BlockingClient:
             self._failure = reason
             self._stopping = True  # the writer sends what is queued (a Bye), then ends
             read, self._read_events = self._read_events, []
-        if self._keeping_events:  # what came before the failure, without waiting for room
-            for event in read:
-                _put_even_if_full(self.events, event)
-        self._emit(ConnectionClosed(reason=reason))
+        for event in [*read, ConnectionClosed(reason=reason)]:  # stopping: none waits for room
+            self._emit(event)
 
     def _drain(self) -> bool:
         while True:

@@ -117,9 +117,16 @@ class PartialDownload:
     def close(self) -> None:
         """Close the file. It stays, so that a later download resumes from it, unless it is
         still empty: a refused download (a mistyped id) leaves nothing behind."""
-        if self._fd >= 0 and self.size == 0:
+        if self.size == 0:
+            self._discard()
+        self._close_fd()
+
+    def _discard(self) -> None:
+        """Remove the file, if it is still open here, while it is locked (nobody else writes
+        it), then close it."""
+        if self._fd >= 0:
             self._unlocked_on_windows()
-            self.path.unlink(missing_ok=True)  # while it is locked: nobody else writes it
+            self.path.unlink(missing_ok=True)
         self._close_fd()
 
     def _unlocked_on_windows(self) -> None:
@@ -168,8 +175,7 @@ class PartialDownload:
             os.fsync(self._fd)
             on_disk = os.fstat(self._fd).st_size
             if on_disk != self.size or self._digest.digest() != sha256:
-                self._unlocked_on_windows()
-                self.path.unlink(missing_ok=True)
+                self._discard()
                 raise ValueError(f"{name}: the SHA-256 does not match; the download was deleted")
             try:
                 target = _free_path(self.folder, safe_name(name))
@@ -187,10 +193,7 @@ class PartialDownload:
         """ValueError, discarding the partial file, if ``size`` bytes exceed the expected."""
         if self.expected is None or size <= self.expected:
             return
-        if self._fd >= 0:
-            self._unlocked_on_windows()
-            self.path.unlink(missing_ok=True)  # while it is locked: nobody else writes it
-        self._close_fd()
+        self._discard()
         raise ValueError(
             f"the server sent more than the {self.expected} bytes it announced for "
             f"{self.file_id}; the download was deleted"

@@ -1,6 +1,6 @@
 """The chat hub: the server's logic, pure, driven by the trio and the threaded servers."""
 
-from sealchat.core.hub.batching import MAX_BATCH, ends_batch
+from sealchat.core.hub.batching import ends_batch
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import (
     CancelStream,
@@ -17,7 +17,6 @@ from sealchat.core.hub.store import DuplicateMessage, Store, StoredFile, StoredM
 
 __all__ = [
     "GENERIC_LOGIN_FAILURE",
-    "MAX_BATCH",
     "CancelStream",
     "Deliver",
     "Disconnect",
