@@ -679,7 +679,7 @@ class _Outgoing:
                 elif event.code == "rate_limited":  # the outbox went out faster than allowed
                     self.again.append(typed)  # refusals come in the order the sends went
                 else:
-                    self._refused_for_good(typed.text, event)
+                    self._refused_for_good(typed.text, event.detail or event.code)
             case LinkState():
                 pass  # a waiting sender sees whether it is still connected
             case _:
@@ -713,8 +713,7 @@ class _Outgoing:
             try:
                 await self._send(client, typed)
             except ClientError as exc:  # the client gave up: the session is ending
-                self.refused.append(typed.text)
-                self.term.say(f"! not sent ({safe(str(exc))}): {_start(typed.text)}")
+                self._refused_for_good(typed.text, str(exc))
             finally:
                 self.current = None
                 self._note_change()
@@ -770,7 +769,7 @@ class _Outgoing:
             if refusal is None:
                 return  # stored
             if refusal.code != "rate_limited":
-                self._refused_for_good(typed.text, refusal)
+                self._refused_for_good(typed.text, refusal.detail or refusal.code)
                 return
             if not self._told_to_slow_down:
                 self._told_to_slow_down = True
@@ -780,18 +779,15 @@ class _Outgoing:
             await trio.sleep(delay)
             delay = min(2 * delay, 4.0)
 
-    def _refused_for_good(self, text: str, refusal: ServerError) -> None:
+    def _refused_for_good(self, text: str, reason: str) -> None:
         self.refused.append(text)
-        self.term.say(f"! not sent ({safe(refusal.detail or refusal.code)}): {_start(text)}")
-
-    def _pending(self) -> bool:
-        return bool(self.again or self.queued or self.unstored or self.current)
+        self.term.say(f"! not sent ({safe(reason)}): {_start(text)}")
 
     async def finish(self, client: ChatClient) -> None:
         """Wait for the messages still queued or unstored: while connected, as long as
         something changes at least every QUIET_WAIT seconds; while reconnecting, up to
         QUIET_WAIT seconds for the connection to come back."""
-        while self._pending() and client.gave_up_on is None:
+        while self._unsent() and client.gave_up_on is None:
             if not client.online:
                 left = len(self._unsent())
                 self.term.say(
@@ -943,16 +939,16 @@ async def _while_online(client: ChatClient, transfer: Callable[[], Awaitable[T]]
     result: list[T] = []
     failure: list[Exception] = []
 
-    async def run(cancel_scope: trio.CancelScope) -> None:
+    async def run() -> None:
         try:
             result.append(await transfer())
         except Exception as exc:  # raised as itself below, not inside an exception group
             failure.append(exc)
         finally:
-            cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(run, nursery.cancel_scope)
+        nursery.start_soon(run)
         while client.online:
             await trio.sleep(0.2)
         nursery.cancel_scope.cancel()
@@ -993,13 +989,14 @@ async def _share(client: ChatClient, term: Terminal, written: str) -> None:
 
 
 async def _already_shared(client: ChatClient, path: Path, room: str) -> FileInfo | None:
-    """The file shared in ``room`` with the name, size and SHA-256 of ``path``, if any."""
-    digest = await trio.to_thread.run_sync(sha256_of, path)
+    """The file shared in ``room`` with the name, size and SHA-256 of ``path``, if any (the
+    file is read only if one has its name and size)."""
     size = path.stat().st_size
-    for info in await client.files(room=room):
-        if (info.name, info.size, info.sha256) == (path.name, size, digest):
-            return info
-    return None
+    alike = [f for f in await client.files(room=room) if (f.name, f.size) == (path.name, size)]
+    if not alike:
+        return None
+    digest = await trio.to_thread.run_sync(sha256_of, path)
+    return next((f for f in alike if f.sha256 == digest), None)
 
 
 def _require_online(client: ChatClient) -> None:

@@ -27,6 +27,7 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core.limits import MAX_TEXT
+from sealchat.transports.requests import ClientError, check_text
 from sealchat.transports.trio_client import LinkState
 
 TYPING_SHOWN_FOR = 300.0
@@ -282,11 +283,8 @@ class ViewModel:
             case LinkState(connected=True):
                 self.banner = ""
                 return {Change.BANNER}
-            case Error(ref=ref, detail=detail, code=code) if ref in self.unconfirmed:
-                return self.not_sent(ref, detail or code)
-            case Error(detail=detail, code=code):
-                self.error = detail or code
-                return {Change.ERROR}
+            case Error(ref=ref, detail=detail, code=code):
+                return self.not_sent(ref, detail or code)  # just shown, if not a message's
             case MessageAck(client_id=client_id):
                 self.unconfirmed.pop(client_id, None)
                 return set()
@@ -295,11 +293,12 @@ class ViewModel:
         return set()
 
     def _message(self, message: Message) -> set[Change]:
+        mine = message.sender.lower() == self.me.lower()
         if message.room:
             key = room_key(message.room)
             title = message.room
         else:
-            title = message.to if message.sender.lower() == self.me.lower() else message.sender
+            title = message.to if mine else message.sender
             key = direct_key(title)
         # The sidebar changes only when a conversation appears, is renamed or counts unread
         # messages: not for each message of a replayed backlog.
@@ -311,7 +310,6 @@ class ViewModel:
         changes = {Change.CONVERSATIONS} if new or conversation.title != title else set()
         conversation.title = title
         live = index == len(conversation.ids) - 1
-        mine = message.sender.lower() == self.me.lower()
         self.typing.get(key, {}).pop(message.sender, None)
         if key == self.current:
             self.updates.append(TranscriptUpdate(message=message, index=index))
@@ -376,9 +374,9 @@ class ViewModel:
         self.unconfirmed[client_id] = text
 
     def not_sent(self, client_id: str, reason: str) -> set[Change]:
-        """The message ``client_id`` was refused (or could not be sent): the error says why,
-        and its text goes back into the input box (unless the end of the session has put it
-        there already)."""
+        """The server refused something (the message ``client_id``, if it is one of ours
+        not yet stored), or it could not be sent: the error says why, and a message's text
+        goes back into the input box (unless the end of the session has put it there)."""
         text = self.unconfirmed.pop(client_id, None)
         if text is None:
             self.error = reason
@@ -390,13 +388,15 @@ class ViewModel:
     def fits(self, text: str) -> bool:
         """Whether ``text`` fits in one message. If not, the error says why, and the text
         is to stay in the input box."""
-        if len(text) <= MAX_TEXT:
-            return True
-        self.error = (
-            f"This message has {len(text)} characters; at most {MAX_TEXT} fit in one message. "
-            "Shorten it, or send it as a file."
-        )
-        return False
+        try:
+            check_text(text)
+        except ClientError:
+            self.error = (
+                f"This message has {len(text)} characters; at most {MAX_TEXT} fit in one "
+                "message. Shorten it, or send it as a file."
+            )
+            return False
+        return True
 
     def dismiss_error(self) -> set[Change]:
         """The user acted again (sent, joined, switched conversation): the last error goes."""
