@@ -91,8 +91,6 @@ def trio_options(tmp_path: Path, who: str, **extra: Any) -> dict[str, Any]:
 
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -207,3 +205,17 @@ def logs_in_then(after: Behaviour) -> Behaviour:
         after(sock, conn)
 
     return behaviour
+
+
+def stays_silent(_sock: socket.socket, _conn: Connection) -> None:
+    """Read nothing and say nothing (until the test ends)."""
+
+
+def drain(client: BlockingClient, quiet: float = 1.0) -> list[object]:
+    """The events that have come to ``client``, until none comes for ``quiet`` seconds."""
+    events: list[object] = []
+    while True:
+        try:
+            events.append(client.next_event(timeout=quiet))
+        except TimeoutError:
+            return events

@@ -34,17 +34,15 @@ from tests.servers import (
     PASSWORD,
     Running,
     accept_all,
+    drain,
     logs_in_then,
     running_server,
     scripted_server,
+    stays_silent,
 )
 
 LIVENESS = 10.0
 """Seconds after which a call that should have returned counts as hung (not a speed limit)."""
-
-
-def stays_silent(_sock: socket.socket, _conn: Connection) -> None:
-    """Read nothing and say nothing (until the test ends)."""
 
 
 def in_background(call: Callable[[], object]) -> threading.Thread:
@@ -312,9 +310,9 @@ def test_unread_events_are_bounded_and_none_is_lost(
 ) -> None:
     monkeypatch.setattr(blocking_client, "EVENT_BUFFER", 10)
     with running_server("threads", tmp_path / "s") as server, server.login("bob") as bob:
-        _taken(bob)
+        drain(bob, 0.5)
         bob.join("general")
-        _taken(bob)
+        drain(bob, 0.5)
         with sender(server) as alice:
             texts = _messages_from(alice, 20)
             with pytest.raises(ClientError, match="events are waiting on `events`"):
@@ -343,7 +341,7 @@ def test_a_client_that_keeps_no_events_only_learns_the_end(
             assert isinstance(bot.next_event(LIVENESS), ConnectionClosed)
     monkeypatch.setattr(blocking_client, "EVENT_BUFFER", 1000)
     with running_server("threads", tmp_path / "s") as server, server.login("bob") as bob:
-        replayed = [e for e in _taken(bob) if isinstance(e, Message)]
+        replayed = [e for e in drain(bob, 0.5) if isinstance(e, Message)]
     # The bot showed nobody alice's messages, so it did not mark them read for bob.
     assert [m.text for m in replayed if m.sender == "alice"] == [f"message {n}" for n in range(20)]
 
@@ -354,9 +352,9 @@ def test_closing_a_client_whose_events_are_full_is_prompt(
     monkeypatch.setattr(blocking_client, "EVENT_BUFFER", 10)
     with running_server("threads", tmp_path / "s") as server:
         bob = server.login("bob")
-        _taken(bob)
+        drain(bob, 0.5)
         bob.join("general")
-        _taken(bob)
+        drain(bob, 0.5)
         with sender(server) as alice:
             texts = _messages_from(alice, 20)
             closing = in_background(bob.close)
@@ -365,7 +363,7 @@ def test_closing_a_client_whose_events_are_full_is_prompt(
             events = [bob.events.get_nowait() for _ in range(bob.events.qsize())]
             assert isinstance(events[-1], ConnectionClosed)
         with server.login("bob") as again:  # what he had not taken when he closed comes back
-            replayed = _taken(again)
+            replayed = drain(again, 0.5)
     assert _texts(events) + _texts(replayed) == texts  # each once, none lost
 
 
@@ -374,17 +372,8 @@ def test_a_users_own_last_messages_are_not_replayed_at_the_next_login(tmp_path: 
         with server.login("alice") as alice:
             alice.send_message("the last word", room="general")
         with server.login("alice") as again:
-            replayed = [e for e in _taken(again) if isinstance(e, Message)]
+            replayed = [e for e in drain(again, 0.5) if isinstance(e, Message)]
         assert replayed == []  # her session had it (as an acknowledgement) and said so
-
-
-def _taken(client: BlockingClient) -> list[object]:
-    """The events that have come, until none comes for half a second."""
-    events: list[object] = []
-    with suppress(TimeoutError):
-        while True:
-            events.append(client.next_event(0.5))
-    return events
 
 
 def test_a_refused_download_leaves_no_partial_file(tmp_path: Path) -> None:

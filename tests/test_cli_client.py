@@ -26,10 +26,12 @@ from sealchat.transports.pinning import KnownServers, server_name
 from tests.servers import (
     PASSWORD,
     Running,
+    drain,
     free_port,
     logs_in_then,
     running_server,
     scripted_server,
+    stays_silent,
 )
 
 
@@ -224,7 +226,7 @@ def test_send_exit_codes(server: Running, tmp_path: Path) -> None:
     assert "no user ghost" in dm_to_ghost.stderr
     with server.login("bob") as bob:
         bob.send(HistoryRequest(room="general"))
-        page = [e for e in _drain(bob) if isinstance(e, Message)]
+        page = [e for e in drain(bob) if isinstance(e, Message)]
         assert [m.text for m in page] == ["hello from a script"]
 
 
@@ -239,7 +241,7 @@ def test_send_leaves_the_users_unread_messages_unread(server: Running, tmp_path:
     done = sealchat(tmp_path, "send", "--port", str(server.port), "--user", "bob", "status ok")
     assert done.returncode == 0, done.stderr
     with server.login("bob") as bob:
-        missed = [e.text for e in _drain(bob) if isinstance(e, Message)]
+        missed = [e.text for e in drain(bob) if isinstance(e, Message)]
     assert missed == ["while you were out", "status ok"]  # and what was sent in his name
 
 
@@ -485,15 +487,6 @@ def test_help_lists_the_exit_codes(tmp_path: Path, command: str) -> None:
         assert line in done.stdout
 
 
-def _drain(client: Any) -> list[object]:
-    events = []
-    while True:
-        try:
-            events.append(client.next_event(timeout=1))
-        except TimeoutError:
-            return events
-
-
 def test_chat_reads_a_script_with_windows_line_endings(server: Running, tmp_path: Path) -> None:
     pin(tmp_path, server)
     done = chat_as_alice(tmp_path, server, stdin="hello from Windows\r\n/rooms\r\n/quit\r\n")
@@ -673,8 +666,7 @@ def chat_whose_server_stopped(
 ) -> Iterator[Client]:
     """alice's chat, logged in to a trio server (with ``key`` and ``port``, if given) that
     stopped after ``while_up(chat)``; yielded once it has said the connection was lost."""
-    options: dict[str, Any] = {"port": port} if key is None else {"key": key, "port": port}
-    with running_server("trio", tmp_path / "server", **options) as server:
+    with running_server("trio", tmp_path / "server", key=key, port=port) as server:
         pin(tmp_path, server)
         chat = Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice")
         chat.out.wait_for("* logged in")
@@ -773,7 +765,7 @@ def test_the_chat_reads_on_while_a_server_takes_its_time_to_store_a_message(
 ) -> None:
     key = X25519PrivateKey.generate()
     # A server that logs alice in, then reads on but never answers: a stalled server.
-    with scripted_server(logs_in_then(lambda _sock, _conn: None), key) as port:
+    with scripted_server(logs_in_then(stays_silent), key) as port:
         done = sealchat(tmp_path, "trust", f"127.0.0.1:{port}", fingerprint(public_bytes(key)))
         assert done.returncode == 0, done.stderr
         chat = Client(tmp_path, "chat", "--port", str(port), "--user", "alice")
