@@ -17,7 +17,7 @@ from typing import Final, NoReturn
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import limits
-from sealchat.core.codec import decode_record, encode_record
+from sealchat.core.codec import DECODE_ERRORS, decode_record, encode_record
 from sealchat.core.errors import LocalProtocolError, RemoteProtocolError
 from sealchat.core.events import (
     NEED_DATA,
@@ -380,6 +380,8 @@ class Connection:
                 raise RemoteProtocolError(f"the peer sent {name} in state {self._state.value}")
         except NoiseError as exc:
             self._fail(f"decryption failed: {exc}")
+        except DECODE_ERRORS as exc:
+            self._fail(f"undecodable record: {exc}")
         except RemoteProtocolError as exc:
             self._fail(str(exc))
         if next_state is not self._state:

@@ -19,7 +19,6 @@ from sealchat.core import (
     Message,
     PeerKeyReceived,
     Record,
-    RemoteProtocolError,
     fingerprint,
 )
 from sealchat.core.codec import decode_record, encode_record
@@ -122,9 +121,19 @@ def test_limits_are_enforced_when_sending(record: Record) -> None:
         encode_record(record)
 
 
+def test_only_records_of_the_protocol_can_be_encoded() -> None:
+    class Shout(Message, tag="shout"):
+        pass
+
+    with pytest.raises(LocalProtocolError, match="Shout is not a sealchat record"):
+        encode_record(Shout(text="HI", room="general"))
+    with pytest.raises(LocalProtocolError, match="str is not a sealchat record"):
+        encode_record("hi")  # type: ignore[arg-type]
+
+
 def test_limits_are_enforced_when_receiving() -> None:
     payload = msgspec.msgpack.encode(["chunk", 1, 0, bytes(60 * 1024 + 1)])
-    with pytest.raises(RemoteProtocolError, match="undecodable record"):
+    with pytest.raises(msgspec.ValidationError, match="length <= 61440"):
         decode_record(payload)
 
 
