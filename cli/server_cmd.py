@@ -108,7 +108,7 @@ def run_user(args: argparse.Namespace) -> int:
             return 0
         key = user_key(args.username)
         if args.action == "remove":
-            if not store.remove_user(key):
+            if not store.remove_user(key, keep_room=HubConfig().default_room):
                 print(f"sealchat: there is no user {args.username}", file=sys.stderr)
                 return 1
             print(f"removed {args.username}")
@@ -138,7 +138,7 @@ def run_user(args: argparse.Namespace) -> int:
 
 def _read_new_password(from_stdin: bool) -> str | None:
     if from_stdin:
-        password = sys.stdin.readline().rstrip("\n")
+        password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass("new password: ")
         if getpass.getpass("again: ") != password:

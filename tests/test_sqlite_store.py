@@ -99,6 +99,18 @@ def test_set_password_and_remove_user(store: SqliteStore) -> None:
     assert store.list_users() == ["Bob"]
 
 
+def test_removing_a_user_drops_the_rooms_it_leaves_empty_and_unused(store: SqliteStore) -> None:
+    add_users(store, "Esha", "Bob")
+    rooms = {"quiet": ["esha"], "shared": ["esha", "bob"], "posted": ["esha"], "lobby": ["esha"]}
+    for room, members in rooms.items():
+        store.ensure_room(room)
+        for member in members:
+            store.add_member(room, member)
+    room_msg(store, "Esha", "posted", "hi")
+    assert store.remove_user("esha", keep_room="lobby")
+    assert store.rooms() == [("lobby", 0), ("posted", 0), ("shared", 1)]
+
+
 def test_user_repr_hides_the_hash(store: SqliteStore) -> None:
     add_users(store, "Esha")
     assert PHC not in repr(store.get_user("esha"))

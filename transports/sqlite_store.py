@@ -411,9 +411,16 @@ class SqliteStore:
         )
         return cur.rowcount == 1
 
-    def remove_user(self, key: str) -> bool:
-        """Delete a user with their memberships and cursor (their messages stay)."""
-        cur = self._conn.execute("DELETE FROM users WHERE key = ?", (key,))
+    def remove_user(self, key: str, *, keep_room: str = "") -> bool:
+        """Delete a user with their memberships and cursor (their messages stay), and the rooms
+        other than ``keep_room`` (the default room) that this leaves as a leave would: empty,
+        with nothing posted or shared in them."""
+        with self.batch():
+            rooms = self.rooms_of(key)
+            cur = self._conn.execute("DELETE FROM users WHERE key = ?", (key,))
+            for room in rooms:
+                if room != keep_room:
+                    self.drop_room_if_unused(room)
         return cur.rowcount == 1
 
     def list_users(self) -> list[str]:

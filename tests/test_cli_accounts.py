@@ -1,0 +1,110 @@
+"""``sealchat user add|passwd|remove|list``: managing accounts on a server's data folder."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from sealchat.cli.main import main
+from sealchat.transports.passwords import verify_password
+from sealchat.transports.sqlite_store import SqliteStore
+
+
+def user(data_dir: Path, *args: str, stdin: str = "", monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    return main(["user", *args, "--data-dir", str(data_dir)])
+
+
+def test_accounts_are_added_listed_changed_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(*args: str, stdin: str = "") -> int:
+        return user(tmp_path, *args, stdin=stdin, monkeypatch=monkeypatch)
+
+    assert run("add", "Alice", "--password-stdin", stdin="first password\r\n") == 0
+    assert run("add", "bob", "--password-stdin", stdin="bob's password\n") == 0
+    assert run("add", "ALICE", "--password-stdin", stdin="another one\n") == 1
+    assert "ALICE exists; use 'user passwd'" in capsys.readouterr().err
+    assert run("passwd", "alice", "--password-stdin", stdin="second password\n") == 0
+    store = SqliteStore(tmp_path)
+    alice = store.get_user("alice")
+    store.close()
+    assert alice is not None
+    assert verify_password("second password", alice.password_hash)
+    capsys.readouterr()
+    assert run("list") == 0
+    assert capsys.readouterr().out.split() == ["Alice", "bob"]
+    assert run("remove", "alice") == 0
+    assert run("remove", "alice") == 1
+    assert "there is no user alice" in capsys.readouterr().err
+
+
+def test_a_password_ends_at_the_line_break_whatever_its_style(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        user(
+            tmp_path,
+            "add",
+            "alice",
+            "--password-stdin",
+            stdin="typed on windows\r\n",
+            monkeypatch=monkeypatch,
+        )
+        == 0
+    )
+    store = SqliteStore(tmp_path)
+    alice = store.get_user("alice")
+    store.close()
+    assert alice is not None
+    assert verify_password("typed on windows", alice.password_hash)
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "error"),
+    [
+        ("al ice", "long enough", "user"),
+        ("alice", "short", "at least"),
+    ],
+)
+def test_bad_names_and_short_passwords_are_refused_saying_why(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    password: str,
+    error: str,
+) -> None:
+    code = user(tmp_path, "add", name, "--password-stdin", stdin=password, monkeypatch=monkeypatch)
+    assert code == 2
+    assert error in capsys.readouterr().err
+    store = SqliteStore(tmp_path)
+    assert store.list_users() == []
+    store.close()
+
+
+def test_removing_a_user_keeps_the_default_room_and_drops_rooms_left_unused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        user(
+            tmp_path,
+            "add",
+            "alice",
+            "--password-stdin",
+            stdin="long enough\n",
+            monkeypatch=monkeypatch,
+        )
+        == 0
+    )
+    store = SqliteStore(tmp_path)
+    for room in ("general", "quiet"):
+        store.ensure_room(room)
+        store.add_member(room, "alice")
+    store.close()
+    assert user(tmp_path, "remove", "alice", monkeypatch=monkeypatch) == 0
+    store = SqliteStore(tmp_path)
+    assert store.rooms() == [("general", 0)]
+    store.close()
