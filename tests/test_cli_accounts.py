@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from sealchat.cli.main import main
+from sealchat.core import ConnectionClosed, Membership
+from sealchat.transports.blocking import BlockingClient, ClientError
 from sealchat.transports.passwords import verify_password
 from sealchat.transports.sqlite_store import SqliteStore
+from tests.servers import running_server
+
+T = TypeVar("T")
 
 
 def user(data_dir: Path, *args: str, stdin: str = "", monkeypatch: pytest.MonkeyPatch) -> int:
@@ -108,3 +114,31 @@ def test_removing_a_user_keeps_the_default_room_and_drops_rooms_left_unused(
     store = SqliteStore(tmp_path)
     assert store.rooms() == [("general", 0)]
     store.close()
+
+
+def next_of(client: BlockingClient, kind: type[T], timeout: float = 10.0) -> T:
+    """The next event of type ``kind`` the client receives (the others are skipped)."""
+    while True:
+        event = client.events.get(timeout=timeout)
+        if isinstance(event, kind):
+            return event
+
+
+@pytest.mark.parametrize("kind", ["trio", "threads"])
+def test_removing_an_account_logs_its_sessions_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    data_dir = tmp_path / "server"
+    with running_server(kind, data_dir) as server, server.login("bob") as bob:
+        with server.login("carol") as carol:
+            assert user(data_dir, "remove", "carol", monkeypatch=monkeypatch) == 0
+            closed = next_of(carol, ConnectionClosed)
+            assert "your account was removed" in closed.reason
+            with pytest.raises(ClientError):
+                carol.send_message("still here?", room="general")
+        seen = [next_of(bob, Membership) for _ in range(2)]  # carol's first login, then this
+        assert [(m.room, m.user, m.joined) for m in seen] == [
+            ("general", "carol", True),
+            ("general", "carol", False),
+        ]
+        assert bob.send_message("hello", room="general").id  # everyone else carries on

@@ -23,6 +23,7 @@ from sealchat.core import (
     ListRooms,
     Login,
     LoginRejected,
+    Membership,
     Message,
     MessageAck,
     Register,
@@ -167,7 +168,7 @@ def test_a_room_left_empty_with_nothing_said_in_it_is_gone(store: SqliteStore) -
     assert "ops" in _room_names(hub, 1)  # its history stays, and the room with it
     hub.handle(1, JoinRoom(room="scratch"), NOW + 61)
     offer = _offer(b"x" * 100, 1, room="scratch")
-    accepted(hub, 1, offer)
+    accepted(hub, 1, offer, NOW + 61)
     hub.handle(1, LeaveRoom(room="scratch"), NOW + 61)
     assert "scratch" in _room_names(hub, 1)  # a file is on its way into it
     hub.handle(1, FileReject(transfer=1, reason="cancelled"), NOW + 61)
@@ -221,9 +222,9 @@ def _offer(data: bytes, transfer: int, to: str = "", room: str = "general") -> F
     )
 
 
-def accepted(hub: Hub, session: int, offer: FileOffer) -> FileAccept:
+def accepted(hub: Hub, session: int, offer: FileOffer, now: float = NOW) -> FileAccept:
     """Offer a file from ``session``; the hub must accept it."""
-    (reply,) = records(hub.handle(session, offer, NOW), session)
+    (reply,) = records(hub.handle(session, offer, now), session)
     assert isinstance(reply, FileAccept)
     return reply
 
@@ -436,3 +437,49 @@ def test_records_handled_before_a_failure_stay_stored(
     assert any(1 in to and isinstance(r, MessageAck) and r.client_id == "a" for to, r in sent)
     assert any(2 in to and isinstance(r, Message) and r.text == "first" for to, r in sent)
     assert not any(isinstance(r, Message) and r.text == "third" for _, r in sent)
+
+
+def test_joining_and_leaving_over_and_over_cannot_flood_the_members(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", "bob")
+    hub.handle(2, JoinRoom(room="ops"), NOW)
+    notices, refusals = 0, []
+    for _ in range(100):  # in one instant: only the burst gets through
+        for record in (JoinRoom(room="ops"), LeaveRoom(room="ops")):
+            effects = hub.handle(1, record, NOW)
+            notices += sum(isinstance(r, Membership) for r in records(effects, 2))
+            refusals += [r for r in records(effects, 1) if isinstance(r, Error)]
+    assert notices == HubConfig().message_burst
+    # A refused join leaves nothing to leave.
+    assert {(r.code, r.ref) for r in refusals} == {("rate_limited", "ops"), ("not_member", "ops")}
+    assert "slow down" in refusals[0].detail
+    (joined, *_) = records(hub.handle(1, JoinRoom(room="ops"), NOW + 1), 1)
+    assert joined == RoomJoined(room="ops")  # the allowance comes back with time
+
+
+def test_new_uploads_are_rate_limited_but_a_resume_is_not(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(message_burst=3))
+    first = _offer(b"first", 1)
+    for transfer, offer in enumerate([first, _offer(b"second", 2), _offer(b"third", 3)], 1):
+        accepted(hub, 1, offer)
+        hub.handle(1, FileChunk(transfer=transfer, offset=9, data=b"x"), NOW)  # kept to resume
+    (refused,) = records(hub.handle(1, _offer(b"fourth", 4), NOW), 1)
+    assert isinstance(refused, FileReject)
+    assert "slow down" in refused.reason
+    assert accepted(hub, 1, first).file_id  # resuming costs nothing
+    assert accepted(hub, 1, _offer(b"fourth", 4), NOW + 1)
+
+
+def test_the_oldest_unfinished_upload_makes_room_for_a_new_one(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(max_unfinished_uploads=3))
+    ids = []
+    for n in range(5):
+        ids.append(accepted(hub, 1, _offer(b"file %d" % n, n + 1), NOW + n).file_id)
+        hub.handle(1, FileChunk(transfer=n + 1, offset=9, data=b"x"), NOW + n)
+    assert [f.file_id for f in store.unfinished_uploads("alice")] == ids[2:]
+    # One in progress is never discarded: the new upload waits its turn instead.
+    in_progress = accepted(hub, 1, _offer(b"file 2", 10), NOW + 9)
+    assert in_progress.file_id == ids[2]
+    accepted(hub, 1, _offer(b"file 5", 11), NOW + 9)
+    remaining = [f.file_id for f in store.unfinished_uploads("alice")]
+    assert ids[2] in remaining
+    assert len(remaining) == 3

@@ -1033,3 +1033,19 @@ def test_a_batch_sqlite_rolled_back_by_itself_deletes_nothing_and_says_so(
     assert kept.received == 100_000
     finish_upload(store, doomed, data, 100_000)  # its bytes are all there
     store.write_chunk(other.file_id, 0, data[:60_000])  # from the count the rows hold
+
+
+def test_an_account_removed_by_another_process_is_missing(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path) as server:
+        add_users(server, "Esha", "Bob")
+        assert server.missing_users(["esha", "bob"]) == []
+        with sql_statements(server._conn) as statements:
+            assert server.missing_users(["esha", "bob"]) == []
+        assert statements == ["PRAGMA data_version"]  # nothing changed: no lookup
+        with SqliteStore(tmp_path) as admin:
+            assert admin.remove_user("bob")
+        assert server.missing_users(["esha", "bob"]) == ["bob"]
+        with SqliteStore(tmp_path) as admin:
+            add_users(admin, "Zed")
+        many = [f"user{n}" for n in range(1200)]  # asked about in several queries
+        assert server.missing_users(["zed", *many, "esha"]) == many

@@ -49,7 +49,7 @@ import sqlite3
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -77,6 +77,7 @@ _MAX_OPEN_UPLOADS = 64
 """Partial uploads kept open between chunks (a file descriptor each); beyond this the least
 recently written one is closed, and opened and checked again at its next chunk."""
 _NO_UPPER_BOUND = (1 << 63) - 1
+_KEYS_PER_QUERY = 500  # well under SQLite's limit on bound parameters
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
@@ -239,6 +240,7 @@ class SqliteStore:
         self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
         self._open_uploads: OrderedDict[str, _OpenUpload] = OrderedDict()
         self._unlink_after_commit: list[Path] = []
+        self._data_version: int | None = None
         self._conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         try:
             self._configure()
@@ -426,6 +428,23 @@ class SqliteStore:
     def list_users(self) -> list[str]:
         """Display names of all users, ordered by key."""
         return [r[0] for r in self._conn.execute("SELECT name FROM users ORDER BY key")]
+
+    def missing_users(self, keys: Collection[str]) -> list[str]:
+        """Those of ``keys`` that have no account any more. Only another connection (such as
+        ``sealchat user remove``) can have removed one: while SQLite's ``data_version`` says
+        none has committed since the last call, the answer is ``[]`` without a query."""
+        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        if version == self._data_version:
+            return []
+        self._data_version = version
+        wanted = list(keys)
+        found: set[str] = set()
+        for start in range(0, len(wanted), _KEYS_PER_QUERY):
+            some = wanted[start : start + _KEYS_PER_QUERY]
+            marks = ",".join("?" * len(some))
+            rows = self._conn.execute(f"SELECT key FROM users WHERE key IN ({marks})", some)  # noqa: S608
+            found.update(row[0] for row in rows)
+        return [key for key in wanted if key not in found]
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -719,6 +738,15 @@ class SqliteStore:
             (owner_key, bytes(sha256), size, room, to_key),
         ).fetchone()
         return None if row is None else _file(row)
+
+    def unfinished_uploads(self, owner_key: str) -> list[StoredFile]:
+        """The user's incomplete uploads, oldest first."""
+        rows = self._conn.execute(
+            "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+            "FROM files WHERE owner_key = ? AND complete = 0 ORDER BY ts, file_id",
+            (owner_key,),
+        )
+        return [_file(row) for row in rows]
 
     def get_file(self, file_id: str) -> StoredFile | None:
         """A file's metadata, or None."""

@@ -232,7 +232,7 @@ class Hub:
             case JoinRoom():
                 return self._join(state, record, now)
             case LeaveRoom():
-                return self._leave(state, record)
+                return self._leave(state, record, now)
             case ListRooms():
                 return self._list_rooms(state)
             case ListMembers():
@@ -409,8 +409,8 @@ class Hub:
                     room,
                 )
             ]
-        if not self.store.room_exists(room) and not self._bucket(state.key, now).take(now):
-            return [self._error(state, "rate_limited", "slow down: too many new rooms", room)]
+        if not self._bucket(state.key, now).take(now):  # each notifies every member
+            return [self._error(state, "rate_limited", "slow down: too many joins", room)]
         self.store.ensure_room(room)
         effects: list[Effect] = []
         if self.store.add_member(room, state.key):
@@ -420,12 +420,15 @@ class Hub:
         effects += self._members_of(state, room)
         return effects
 
-    def _leave(self, state: Session, record: LeaveRoom) -> list[Effect]:
+    def _leave(self, state: Session, record: LeaveRoom, now: float) -> list[Effect]:
         room = record.room
         if room == self.config.default_room:
             return [self._error(state, "cannot_leave", f"everyone stays in {room}", room)]
-        if not self.store.remove_member(room, state.key):
+        if state.key not in self._member_set(room):
             return [self._error(state, "not_member", f"you are not in {room}", room)]
+        if not self._bucket(state.key, now).take(now):  # each notifies every member
+            return [self._error(state, "rate_limited", "slow down: too many leaves", room)]
+        self.store.remove_member(room, state.key)
         self._member_set(room).discard(state.key)
         self._drop_room_if_unused(room)
         effects: list[Effect] = [self._to_user(state.key, RoomLeft(room=room))]
@@ -522,7 +525,7 @@ class Hub:
         return self._error(state, "rate_limited", detail, ref)
 
     def _bucket(self, key: str, now: float) -> TokenBucket:
-        """The user's allowance of messages (and of new rooms)."""
+        """The user's allowance of messages, joins, leaves and new uploads."""
         bucket = self._message_buckets.get(key)
         if bucket is None:
             bucket = self._message_buckets[key] = TokenBucket.full(
@@ -625,7 +628,8 @@ class Hub:
 
     def tick(self, now: float) -> list[Effect]:
         """Expire typing notices not refreshed in time, close connections that never logged
-        in, and forget old login failures."""
+        in, log out the sessions of accounts removed meanwhile, and forget old login
+        failures."""
         horizon = now - 2 * self.config.login_backoff_max  # outlives the longest block
         for failures in (self._user_failures, self._address_failures):
             for stale in [k for k, b in failures.items() if b.last_failure < horizon]:
@@ -641,11 +645,26 @@ class Hub:
             del self._sessions[session]  # forgotten now; the driver closes the connection
             reason = f"log in within {self.config.login_timeout:g} s of connecting"
             effects.append(Disconnect(session, reason))
+        for key in self.store.missing_users(self._online.keys()):
+            effects += self._account_removed(key, now)
         expired = [slot for slot, deadline in self._typing.items() if deadline <= now]
         for key, where in expired:
             del self._typing[key, where]
             notice = Typing(room=where.room, to=where.peer, user=self._names[key], active=False)
             effects += self._to_conversation_except_user(key, where, notice)
+        return effects
+
+    def _account_removed(self, key: str, now: float) -> list[Effect]:
+        """Log out the sessions of an account removed while it was online (its memberships
+        went with it), and tell its room-mates that it left."""
+        effects: list[Effect] = []
+        for room, members in self._members.items():
+            if key in members:
+                effects += self._membership_changed(room, key, joined=False)
+                members.discard(key)
+        for session in list(self._online[key]):
+            effects += self.close_session(session, now)
+            effects.append(Disconnect(session, "your account was removed"))
         return effects
 
     def next_deadline(self) -> float | None:
@@ -689,6 +708,9 @@ class Hub:
         if partial is not None and partial.file_id in self._uploading:
             return reject("this file is already being sent in another transfer; wait for it")
         if partial is None:
+            if not self._bucket(state.key, now).take(now):
+                return reject("slow down: too many new files; try again in a moment")
+            self._make_room_for_an_upload(state.key)
             used = self.store.usage(state.key)
             if used + record.size > self.config.user_quota:
                 return reject(
@@ -708,6 +730,14 @@ class Hub:
         self._uploading.add(partial.file_id)
         accept = FileAccept(transfer=transfer, file_id=partial.file_id, offset=partial.received)
         return [self._reply(state, accept)]
+
+    def _make_room_for_an_upload(self, key: str) -> None:
+        """Discard the user's oldest unfinished uploads not in progress, down to one less
+        than the limit: each keeps a row and a partial file for a resume that may never come."""
+        unfinished = self.store.unfinished_uploads(key)
+        idle = [f for f in unfinished if f.file_id not in self._uploading]
+        for file in idle[: max(0, len(unfinished) - self.config.max_unfinished_uploads + 1)]:
+            self._discard_partial(file)
 
     def _chunk(self, state: Session, record: FileChunk) -> list[Effect]:
         upload = state.uploads.get(record.transfer)

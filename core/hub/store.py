@@ -14,6 +14,7 @@ display spelling.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -95,6 +96,11 @@ class Store(Protocol):
     def set_password(self, key: str, password_hash: str) -> bool: ...
     def remove_user(self, key: str, *, keep_room: str = "") -> bool: ...
     def list_users(self) -> list[str]: ...
+    def missing_users(self, keys: Collection[str]) -> list[str]:
+        """Those of ``keys`` that have no account any more (removed by an administrator
+        while the server runs); may answer ``[]`` at once if nothing but this store has
+        written to the database since the last call."""
+        ...
 
     # rooms and memberships (rooms by their exact name; members by user key)
     def ensure_room(self, room: str) -> None: ...
@@ -176,6 +182,10 @@ class Store(Protocol):
     def find_partial_upload(
         self, owner_key: str, sha256: bytes, size: int, room: str, to_key: str
     ) -> StoredFile | None: ...
+    def unfinished_uploads(self, owner_key: str) -> list[StoredFile]:
+        """The user's incomplete uploads, oldest first."""
+        ...
+
     def get_file(self, file_id: str) -> StoredFile | None: ...
     def write_chunk(self, file_id: str, offset: int, data: bytes) -> int:
         """Append ``data`` at ``offset`` (which must equal the bytes received so far) and
