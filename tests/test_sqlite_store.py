@@ -111,6 +111,33 @@ def test_removing_a_user_drops_the_rooms_it_leaves_empty_and_unused(store: Sqlit
     assert store.rooms() == [("lobby", 0), ("posted", 0), ("shared", 1)]
 
 
+def test_a_removed_users_name_is_retired_and_their_conversations_stay(
+    store: SqliteStore,
+) -> None:
+    add_users(store, "Carol", "Bob")
+    dm(store, "Bob", "Carol", "the vault code is 4711")
+    dm(store, "Carol", "Bob", "thanks")
+    f = offer(store, b"payslip", room="", to_key="carol", owner="bob")
+    store.write_chunk(f.file_id, 0, b"payslip")
+    assert store.complete_file(f.file_id)
+    assert not store.is_retired("carol")
+    assert store.remove_user("carol")
+    assert store.is_retired("carol")
+    assert not store.add_user("CAROL", "carol", PHC)
+    assert store.get_user("carol") is None
+    assert store.list_users() == ["Bob"]
+    # Bob's side is untouched.
+    assert texts(store.direct_history("bob", "carol", 0, 10)) == [
+        "the vault code is 4711",
+        "thanks",
+    ]
+    assert [g.file_id for g in store.files_between("bob", "carol")] == [f.file_id]
+    # Only an account that existed retires its name.
+    assert not store.remove_user("nobody")
+    assert not store.is_retired("nobody")
+    assert store.add_user("nobody", "nobody", PHC)
+
+
 def test_user_repr_hides_the_hash(store: SqliteStore) -> None:
     add_users(store, "Esha")
     assert PHC not in repr(store.get_user("esha"))
@@ -412,17 +439,44 @@ def test_every_acknowledged_message_survives_sigkill_from_outside(tmp_path: Path
     assert set(acknowledged) <= stored
 
 
-def test_schema_v1_database_opens(tmp_path: Path) -> None:
-    db = tmp_path / sqlite_store.DB_FILE
-    conn = sqlite3.connect(db)
-    conn.executescript(sqlite_store.MIGRATIONS[0])
+def test_a_v1_database_migrates_keeping_its_data_and_retiring_removed_names(
+    tmp_path: Path,
+) -> None:
+    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
+    conn.executescript("".join(sqlite_store.MIGRATIONS[:1]))
     conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO users VALUES ('esha', 'Esha', 'h', 0)")
+    conn.execute("INSERT INTO users VALUES ('esha', 'Esha', 'h', 0), ('bob', 'Bob', 'h', 0)")
+    conn.execute("INSERT INTO rooms VALUES ('lobby', 0)")
+    conn.execute("INSERT INTO memberships VALUES ('lobby', 'esha', 0)")
+    # Left by accounts removed before version 2: carol and dave (direct), erin (a room).
+    conn.execute(
+        "INSERT INTO messages (ts, sender_key, sender, room, to_key, to_name, text, client_id, "
+        "file_id) VALUES (1, 'bob', 'Bob', '', 'carol', 'Carol', 'to carol', 'c1', ''), "
+        "(2, 'esha', 'Esha', 'lobby', '', '', 'hello', 'c2', ''), "
+        "(3, 'erin', 'Erin', 'lobby', '', '', 'bye', 'c3', '')"
+    )
+    conn.execute(
+        "INSERT INTO files (file_id, owner_key, name, size, sha256, room, to_key, complete, ts) "
+        "VALUES (?, 'dave', 'a.txt', 0, ?, '', 'bob', 1, 0)",
+        ("f" * 32, hashlib.sha256(b"").digest()),
+    )
     conn.commit()
     conn.close()
     with SqliteStore(tmp_path) as s:
-        assert s.get_user("esha") is not None
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
+        assert s.list_users() == ["Bob", "Esha"]
+        assert s.members("lobby") == ["Esha"]
+        assert texts(s.room_history("lobby", 0, 10)) == ["hello", "bye"]
+        assert texts(s.direct_history("bob", "carol", 0, 10)) == ["to carol"]
+        assert s.get_file("f" * 32) is not None
+        assert [s.is_retired(k) for k in ("carol", "dave", "erin", "esha", "bob")] == [
+            True,
+            True,
+            True,
+            False,
+            False,
+        ]
+        assert not s.add_user("Carol", "carol", PHC)
 
 
 def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -431,7 +485,7 @@ def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.Mon
     v2 = "ALTER TABLE users ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated';"
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*sqlite_store.MIGRATIONS, v2))
     with SqliteStore(tmp_path) as s:
-        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
         assert s._conn.execute("SELECT note FROM users").fetchone()[0] == "migrated"
         assert s.get_user("esha") is not None
 

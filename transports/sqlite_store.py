@@ -137,7 +137,24 @@ CREATE INDEX files_by_room ON files(room) WHERE room <> '';
 CREATE INDEX files_direct ON files(owner_key, to_key) WHERE to_key <> '';
 """
 
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+_SCHEMA_V2 = """
+CREATE TABLE retired_names (
+    key TEXT PRIMARY KEY,
+    retired REAL NOT NULL
+);
+INSERT INTO retired_names (key, retired)
+SELECT key, (julianday('now') - 2440587.5) * 86400.0 FROM (
+    SELECT sender_key AS key FROM messages
+    UNION SELECT to_key FROM messages
+    UNION SELECT owner_key FROM files
+    UNION SELECT to_key FROM files
+) WHERE key <> '' AND key NOT IN (SELECT key FROM users);
+"""
+"""Names of removed accounts, never given to anyone again: their direct messages and files
+stay filed under the name. Accounts removed before this version are found by the messages and
+files whose user no longer exists."""
+
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 """Schema scripts; applying ``MIGRATIONS[i]`` takes ``PRAGMA user_version`` from i to i + 1.
 Append new ones, never edit old ones."""
 
@@ -398,13 +415,19 @@ class SqliteStore:
         return None if row is None else UserRow(name=row[0], key=row[1], password_hash=row[2])
 
     def add_user(self, name: str, key: str, password_hash: str) -> bool:
-        """Register a user; False if ``key`` is taken."""
+        """Register a user; False if ``key`` is taken or retired."""
         cur = self._conn.execute(
-            "INSERT INTO users (key, name, password_hash, created) VALUES (?, ?, ?, ?) "
+            "INSERT INTO users (key, name, password_hash, created) SELECT ?1, ?2, ?3, ?4 "
+            "WHERE NOT EXISTS (SELECT 1 FROM retired_names WHERE key = ?1) "
             "ON CONFLICT (key) DO NOTHING",
             (key, name, password_hash, time.time()),
         )
         return cur.rowcount == 1
+
+    def is_retired(self, key: str) -> bool:
+        """Whether ``key`` belonged to a removed account (and so can never be registered)."""
+        found = self._conn.execute("SELECT 1 FROM retired_names WHERE key = ?", (key,))
+        return found.fetchone() is not None
 
     def set_password(self, key: str, password_hash: str) -> bool:
         """Replace a user's hash; False if there is no such user."""
@@ -414,16 +437,24 @@ class SqliteStore:
         return cur.rowcount == 1
 
     def remove_user(self, key: str, *, keep_room: str = "") -> bool:
-        """Delete a user with their memberships and cursor (their messages stay), and the rooms
-        other than ``keep_room`` (the default room) that this leaves as a leave would: empty,
-        with nothing posted or shared in them."""
+        """Delete a user with their memberships and cursor, and the rooms other than
+        ``keep_room`` (the default room) that this leaves as a leave would: empty, with nothing
+        posted or shared in them. Their messages and files stay, so ``key`` is retired: no
+        account can take it again. False (and nothing retired) if there is no such user."""
         with self.batch():
             rooms = self.rooms_of(key)
             cur = self._conn.execute("DELETE FROM users WHERE key = ?", (key,))
+            if cur.rowcount != 1:
+                return False
+            self._conn.execute(
+                "INSERT INTO retired_names (key, retired) VALUES (?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                (key, time.time()),
+            )
             for room in rooms:
                 if room != keep_room:
                     self.drop_room_if_unused(room)
-        return cur.rowcount == 1
+        return True
 
     def list_users(self) -> list[str]:
         """Display names of all users, ordered by key."""
