@@ -136,6 +136,33 @@ def test_registration_of_a_taken_name_costs_no_hash(store: SqliteStore) -> None:
     assert isinstance(effects[0], HashPassword)
 
 
+def test_a_removed_accounts_name_is_taken_for_registration(store: SqliteStore) -> None:
+    store.add_user("Carol", "carol", "$argon2id$fake")
+    assert store.remove_user("carol")
+    hub = Hub(store, HubConfig(open_registration=True))
+    hub.open_session(1, "10.0.0.1", NOW)
+    effects = hub.handle(1, Register(username="CAROL", password="longenough"), NOW)
+    assert not any(isinstance(e, HashPassword) for e in effects)  # refused before any hash
+    (reply,) = records(effects, 1)
+    assert isinstance(reply, LoginRejected)
+    assert reply.reason == "that user name is taken"
+
+
+def test_a_name_retired_while_its_password_was_hashed_is_not_registered(
+    store: SqliteStore,
+) -> None:
+    hub = Hub(store, HubConfig(open_registration=True))
+    hub.open_session(1, "10.0.0.1", NOW)
+    (check,) = hub.handle(1, Register(username="carol", password="longenough"), NOW)
+    assert isinstance(check, HashPassword)
+    store.add_user("carol", "carol", "$argon2id$other")  # meanwhile, by the operator...
+    assert store.remove_user("carol")  # ...and removed again
+    (reply,) = records(hub.password_hashed(1, "carol", "$argon2id$fake", NOW), 1)
+    assert isinstance(reply, LoginRejected)
+    assert reply.reason == "that user name is taken"
+    assert store.get_user("carol") is None
+
+
 def test_unknown_rooms_do_not_grow_memory(store: SqliteStore) -> None:
     hub = hub_with(store, "alice")
     for n in range(200):

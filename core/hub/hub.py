@@ -298,8 +298,9 @@ class Hub:
         problem = username_problem(record.username)
         if problem:
             return problem
-        if self.store.get_user(user_key(record.username)) is not None:
-            return "that user name is taken"
+        key = user_key(record.username)
+        if self.store.get_user(key) is not None or self.store.is_retired(key):
+            return "that user name is taken"  # retired too: a removed account's DMs keep it
         if len(record.password) < self.config.min_password_chars:
             return f"a password needs at least {self.config.min_password_chars} characters"
         return None
