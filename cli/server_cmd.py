@@ -57,7 +57,7 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     for name, text in (
         ("add", "create an account"),
         ("passwd", "change an account's password"),
-        ("remove", "delete an account"),
+        ("remove", "delete an account (its name stays reserved)"),
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("username")
@@ -111,19 +111,28 @@ def run_user(args: argparse.Namespace) -> int:
             if not store.remove_user(key, keep_room=HubConfig().default_room):
                 print(f"sealchat: there is no user {args.username}", file=sys.stderr)
                 return 1
-            print(f"removed {args.username}")
+            print(
+                f"removed {args.username}; the name stays reserved for its messages and files, "
+                "so no new account can take it"
+            )
             return 0
         problem = username_problem(args.username)
         if problem:
             print(f"sealchat: {problem}", file=sys.stderr)
             return 2
+        if args.action == "add" and store.is_retired(key):
+            _say_retired(args.username)
+            return 1
         password = _read_new_password(args.password_stdin)
         if password is None:
             return 2
         phc = hash_password(password)
         if args.action == "add":
             if not store.add_user(args.username, key, phc):
-                print(f"sealchat: {args.username} exists; use 'user passwd'", file=sys.stderr)
+                if store.is_retired(key):  # removed while the password was read
+                    _say_retired(args.username)
+                else:
+                    print(f"sealchat: {args.username} exists; use 'user passwd'", file=sys.stderr)
                 return 1
             print(f"added {args.username}")
         else:
@@ -134,6 +143,14 @@ def run_user(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _say_retired(username: str) -> None:
+    print(
+        f"sealchat: {username} belonged to a removed account, whose messages and files keep "
+        "the name; choose another name",
+        file=sys.stderr,
+    )
 
 
 def _read_new_password(from_stdin: bool) -> str | None:
@@ -213,11 +230,15 @@ def _run_trio(hub: Hub, key: X25519PrivateKey, config: ServerConfig) -> int:
 
 def _ensure_demo_account(store: SqliteStore) -> None:
     banner = "!" * 72
-    if store.get_user(user_key(DEMO_USER)) is None:
-        store.add_user(DEMO_USER, user_key(DEMO_USER), hash_password(DEMO_PASSWORD))
-        created = "created"
-    else:
+    key = user_key(DEMO_USER)
+    if store.get_user(key) is not None:
         created = "exists"
+    elif store.is_retired(key):
+        log.warning("no demo account: the name %r belonged to a removed account", DEMO_USER)
+        return
+    else:
+        store.add_user(DEMO_USER, key, hash_password(DEMO_PASSWORD))
+        created = "created"
     log.warning(banner)
     log.warning(
         "DEMO ACCOUNT %s: user %r with the public demo password from the README. "

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
 from sealchat.cli.main import main
+from sealchat.cli.server_cmd import _ensure_demo_account
 from sealchat.core import ConnectionClosed, Membership
-from sealchat.transports.blocking import BlockingClient, ClientError
+from sealchat.core.hub import HubConfig
+from sealchat.transports.blocking import BlockingClient
 from sealchat.transports.passwords import verify_password
+from sealchat.transports.requests import ClientError, LoginFailed
 from sealchat.transports.sqlite_store import SqliteStore
-from tests.servers import running_server
+from tests.servers import KINDS, running_server
 
 T = TypeVar("T")
 
@@ -124,7 +128,7 @@ def next_of(client: BlockingClient, kind: type[T], timeout: float = 10.0) -> T:
             return event
 
 
-@pytest.mark.parametrize("kind", ["trio", "threads"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_removing_an_account_logs_its_sessions_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
@@ -142,3 +146,73 @@ def test_removing_an_account_logs_its_sessions_out(
             ("general", "carol", False),
         ]
         assert bob.send_message("hello", room="general").id  # everyone else carries on
+
+
+def test_a_removed_accounts_name_cannot_be_added_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(*args: str, stdin: str = "") -> int:
+        return user(tmp_path, *args, stdin=stdin, monkeypatch=monkeypatch)
+
+    assert run("add", "carol", "--password-stdin", stdin="long enough\n") == 0
+    assert run("remove", "carol") == 0
+    assert "the name stays reserved" in capsys.readouterr().out
+    for name in ("carol", "Carol"):
+        assert run("add", name, "--password-stdin", stdin="another password\n") == 1
+        err = capsys.readouterr().err
+        assert f"{name} belonged to a removed account" in err
+        assert "choose another name" in err
+    assert run("passwd", "carol", "--password-stdin", stdin="another password\n") == 1
+    assert "there is no user carol" in capsys.readouterr().err
+    with SqliteStore(tmp_path) as store:
+        assert store.list_users() == []
+
+
+def test_no_demo_account_takes_a_removed_accounts_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with SqliteStore(tmp_path) as store:
+        store.add_user("esha", "esha", "$argon2id$fake")
+        store.remove_user("esha")
+        with caplog.at_level(logging.WARNING, logger="sealchat.server"):
+            _ensure_demo_account(store)
+        assert store.get_user("esha") is None
+    assert "no demo account" in caplog.text
+    assert "DEMO ACCOUNT" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nobody_new_gets_a_removed_users_messages_or_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    data = tmp_path / "data"
+    payslip = tmp_path / "payslip.txt"
+    payslip.write_bytes(b"carol: 123k")
+    with running_server(kind, data, users=("bob", "carol")) as server, server.login("bob") as bob:
+        bob.send_message("the vault code is 4711", to="carol")
+        shared = bob.send_file(payslip, to="carol")
+    assert user(data, "remove", "carol", monkeypatch=monkeypatch) == 0
+    opened = HubConfig(open_registration=True)
+    with running_server(kind, data, hub=opened, users=()) as server:
+        for name in ("carol", "CAROL"):
+            with (
+                server.client() as mallory,
+                pytest.raises(LoginFailed, match=r"^that user name is taken$"),
+            ):
+                mallory.login(name, "mallory's own password", register=True)
+        with server.client() as erin:
+            assert erin.login("erin", "erin's own password", register=True) == "erin"
+            with pytest.raises(ClientError, match="no user carol"):
+                erin.history(peer="carol")
+            with pytest.raises(ClientError, match="no user carol"):
+                erin.files(peer="carol")
+            with pytest.raises(ClientError):
+                erin.download(shared.file_id, tmp_path / "erin")
+            assert not (tmp_path / "erin" / payslip.name).exists()
+    with SqliteStore(data) as store:  # nothing was deleted from bob's side
+        kept = store.direct_history("bob", "carol", 0, 10)
+        assert [(m.text, m.file_id) for m in kept] == [
+            ("the vault code is 4711", ""),
+            ("", shared.file_id),
+        ]
+        assert [f.file_id for f in store.files_between("bob", "carol")] == [shared.file_id]
