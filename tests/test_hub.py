@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sealchat.core import (
+    Authenticated,
     Error,
     FileAccept,
     FileChunk,
@@ -510,3 +511,28 @@ def test_the_oldest_unfinished_upload_makes_room_for_a_new_one(store: SqliteStor
     remaining = [f.file_id for f in store.unfinished_uploads("alice")]
     assert ids[2] in remaining
     assert len(remaining) == 3
+
+
+def test_failures_from_elsewhere_do_not_lock_a_user_out_of_a_known_address(
+    store: SqliteStore,
+) -> None:
+    hub = Hub(store, HubConfig(free_login_failures=3))
+
+    def log_in(session: int, address: str, password: str) -> object:
+        hub.open_session(session, address, NOW)
+        effects = hub.handle(session, Login(username="bob", password=password), NOW)
+        if not isinstance(effects[0], VerifyPassword):
+            return records(effects, session)[0]
+        return records(hub.password_verified(session, "bob", password == "right", NOW), session)[0]
+
+    assert isinstance(log_in(1, "192.0.2.10", "right"), Authenticated)  # bob's usual place
+    for session in range(2, 6):  # an attacker elsewhere
+        assert isinstance(log_in(session, "203.0.113.66", "guess"), LoginRejected)
+    refused = log_in(6, "198.51.100.1", "right")  # somewhere new: the user's block holds
+    assert isinstance(refused, LoginRejected)
+    assert "too many failed attempts" in refused.reason
+    assert isinstance(log_in(7, "192.0.2.10", "right"), Authenticated)
+    # The attacker's own address stays blocked, whatever name it tries.
+    again = log_in(8, "203.0.113.66", "right")
+    assert isinstance(again, LoginRejected)
+    assert "too many failed attempts" in again.reason

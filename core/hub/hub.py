@@ -8,7 +8,7 @@ not overlap (one thread at a time).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -75,6 +75,8 @@ HISTORY_REF = "history"
 FILES_REF = "files"
 TYPING_REF = "typing"
 """The ``ref`` of an Error about a HistoryRequest, ListFiles or Typing record."""
+KNOWN_ADDRESSES = 8
+"""Addresses remembered per user as ones it logged in from (the latest)."""
 _PAGE_BYTES = limits.MAX_RECORD - 1024  # leaves room for the record's other fields
 _LOGINS = (Login, Register)
 _CONNECTION_LEVEL = (Ping, Pong, Bye)
@@ -146,6 +148,9 @@ class Hub:
         self._message_buckets: dict[str, TokenBucket] = {}
         self._user_failures: dict[str, Backoff] = defaultdict(Backoff)
         self._address_failures: dict[str, Backoff] = defaultdict(Backoff)
+        self._known_addresses: dict[str, OrderedDict[str, None]] = {}
+        """Per user, the latest addresses it logged in from: the user's back-off does not
+        apply there, so failures from elsewhere cannot lock the user out of them."""
         self._typing: dict[tuple[str, _Conversation], float] = {}
         self._typing_buckets: dict[str, TokenBucket] = {}
         self._uploading: set[str] = set()
@@ -284,8 +289,11 @@ class Hub:
         ]
 
     def _blocked(self, key: str, address: str, now: float) -> LoginRejected | None:
-        """The refusal to give while the user or the address is backing off, if it is."""
-        backoffs = (self._user_failures.get(key), self._address_failures.get(address))
+        """The refusal to give while the user (except at an address it logged in from
+        before) or the address is backing off, if it is."""
+        known = address in self._known_addresses.get(key, ())
+        user = None if known else self._user_failures.get(key)
+        backoffs = (user, self._address_failures.get(address))
         wait = max((b.wait(now) for b in backoffs if b is not None), default=0.0)
         if wait <= 0:
             return None
@@ -350,6 +358,11 @@ class Hub:
         key = user_key(name)
         self._user_failures.pop(key, None)  # the address keeps its count: one account of
         state.key, state.name = key, name  # an attacker's must not wipe its failures
+        known = self._known_addresses.setdefault(key, OrderedDict())
+        known[state.address] = None
+        known.move_to_end(state.address)
+        if len(known) > KNOWN_ADDRESSES:
+            known.popitem(last=False)
         self._names[key] = name
         first_session = key not in self._online
         self._online[key].add(state.id)
