@@ -807,21 +807,26 @@ class ChatClient:
         self._online.set()  # whoever waits for a reconnect gets Disconnected
         link, self._link = self._link, None
         if link is not None:
-            with trio.move_on_after(2):
-                try:
-                    async with link.send_lock:
-                        if (
-                            self._acknowledging
-                            and self._newest > self._delivered
-                            and link.conn.state is State.READY
-                        ):
-                            link.conn.send(Delivered(up_to=self._newest))
-                        link.conn.send(Bye(reason=reason))
-                        await self._flush(link)
-                except (ClientError, ProtocolError):
-                    pass
+            await self._say_bye(link, reason, acknowledge=self._acknowledging)
             link.writer.cancel()
             await link.stream.aclose()
+
+    async def _say_bye(self, link: _Link, reason: str, *, acknowledge: bool = False) -> None:
+        """Send Bye with ``reason`` (after Delivered for what arrived, with ``acknowledge``)
+        and write it out, within 2 s; a link already failing is left as it is."""
+        with trio.move_on_after(2):
+            try:
+                async with link.send_lock:
+                    if (
+                        acknowledge
+                        and self._newest > self._delivered
+                        and link.conn.state is State.READY
+                    ):
+                        link.conn.send(Delivered(up_to=self._newest))
+                    link.conn.send(Bye(reason=reason))
+                    await self._flush(link)
+            except (ClientError, ProtocolError):
+                pass
 
 
 @asynccontextmanager
