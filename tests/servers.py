@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +19,31 @@ from sealchat.core import (
     NEED_DATA,
     Authenticated,
     Connection,
+    ConnectionClosed,
+    FileList,
+    HistoryRequest,
     KeysEstablished,
+    ListFiles,
+    ListRooms,
     Login,
+    Message,
     PeerKeyReceived,
+    Record,
     Role,
+    RoomInfo,
+    RoomList,
     fingerprint,
 )
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key
+from sealchat.core.limits import MAX_LIST
+from sealchat.transports import requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.blocking_server import ThreadedServer
 from sealchat.transports.keyfile import public_bytes
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.pinning import KnownServers
+from sealchat.transports.requests import MAX_REPLY_ITEMS, MAX_REPLY_RECORDS, Request
 from sealchat.transports.server_config import ServerConfig
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.trio_server import TrioServer
@@ -205,6 +219,74 @@ def logs_in_then(after: Behaviour) -> Behaviour:
         after(sock, conn)
 
     return behaviour
+
+
+def answers(asked: type[Record], *replies: Iterable[Record]) -> Behaviour:
+    """Answer each ``asked`` record with the next of ``replies``, a record at a time (until
+    the client hangs up); then read what comes."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        for reply in replies:
+            while not isinstance(event := conn.next_event(), asked):
+                if isinstance(event, ConnectionClosed):
+                    return
+                if event is NEED_DATA:
+                    conn.receive_data(sock.recv(65536))
+            for record in reply:
+                conn.send(record)
+                sock.sendall(conn.data_to_send())
+        while sock.recv(65536):
+            pass
+
+    return behaviour
+
+
+def room_pages(rooms: int, per_page: int) -> list[RoomList]:
+    """A listing of ``rooms`` rooms in pages of ``per_page``, the last one ending it."""
+    infos = [RoomInfo(name=f"room-{n}", members=1) for n in range(rooms)]
+    starts = range(0, rooms, per_page)
+    return [RoomList(rooms=infos[i : i + per_page], more=i + per_page < rooms) for i in starts]
+
+
+@dataclasses.dataclass(frozen=True)
+class Endless:
+    """A request that a server answers with ``record`` again and again, never ending the
+    reply: ``times`` times, twice what it takes to pass the bound the client's error names."""
+
+    request: Callable[[], Request[Any]]
+    asked: type[Record]
+    record: Record
+    times: int
+    bound: str
+
+    def server(self) -> Behaviour:
+        """Accept the login, then answer the request without end."""
+        return logs_in_then(answers(self.asked, repeat(self.record, self.times)))
+
+
+ENDLESS = (
+    Endless(
+        requests.rooms,
+        ListRooms,
+        room_pages(MAX_LIST + 1, MAX_LIST)[0],  # a full page, and more to come
+        2 * MAX_REPLY_ITEMS // MAX_LIST,
+        f"{MAX_REPLY_ITEMS:,} items",
+    ),
+    Endless(
+        partial(requests.files, room="general"),
+        ListFiles,
+        FileList(files=[], room="general", more=True),  # no entry, but a record each
+        2 * MAX_REPLY_RECORDS,
+        f"{MAX_REPLY_RECORDS:,} records",
+    ),
+    Endless(
+        partial(requests.history, room="general"),
+        HistoryRequest,
+        Message(text="again", room="general", id=1, sender="bob", ts=1.0),  # no HistoryEnd
+        2 * MAX_REPLY_RECORDS,
+        f"{MAX_REPLY_RECORDS:,} records",
+    ),
+)
 
 
 def stays_silent(_sock: socket.socket, _conn: Connection) -> None:

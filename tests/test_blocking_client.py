@@ -22,6 +22,7 @@ from sealchat.core import (
     FileChunk,
     FileOffer,
     FileRequest,
+    ListRooms,
     Message,
     PeerKeyReceived,
 )
@@ -29,13 +30,22 @@ from sealchat.core.hub import HubConfig
 from sealchat.transports import blocking_client, requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, server_name
-from sealchat.transports.requests import ClientError
+from sealchat.transports.requests import (
+    MAX_REPLY_ITEMS,
+    MAX_REPLY_RECORDS,
+    ClientError,
+    Reply,
+)
 from tests.servers import (
+    ENDLESS,
     PASSWORD,
+    Endless,
     Running,
     accept_all,
+    answers,
     drain,
     logs_in_then,
+    room_pages,
     running_server,
     scripted_server,
     stays_silent,
@@ -384,3 +394,44 @@ def test_a_refused_download_leaves_no_partial_file(tmp_path: Path) -> None:
     ):
         alice.download("deadbeef", tmp_path / "downloads")
     assert list((tmp_path / "downloads").iterdir()) == []
+
+
+@pytest.mark.parametrize("endless", ENDLESS, ids=lambda endless: endless.asked.__name__)
+def test_a_reply_without_end_fails_its_request_and_ends_the_connection(
+    endless: Endless, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with scripted_server(endless.server()) as port:
+        client = BlockingClient("127.0.0.1", port, trust=accept_all, events=False)
+        client.login("alice", PASSWORD)
+        waiters: list[blocking_client._Waiter] = []
+        expect = client._expect
+
+        def kept(reply: Reply[object]) -> blocking_client._Waiter:
+            waiters.append(expect(reply))
+            return waiters[-1]
+
+        monkeypatch.setattr(client, "_expect", kept)
+        with pytest.raises(ClientError, match=f"sent more than {endless.bound} .* one request"):
+            client.ask(endless.request(), timeout=LIVENESS)
+        (waiter,) = waiters  # what it held of the reply: no more than a reply may hold
+        assert len(waiter.records) <= MAX_REPLY_RECORDS
+        assert waiter.items <= MAX_REPLY_ITEMS
+        closed = client.next(ConnectionClosed, timeout=LIVENESS)
+        assert endless.bound in closed.reason
+        with pytest.raises(ClientError, match=f"closed: the server sent more than {endless.bound}"):
+            client.rooms()
+        client.close()
+
+
+def test_a_listing_as_long_as_a_reply_may_hold_arrives_whole() -> None:
+    per_page = MAX_REPLY_ITEMS // MAX_REPLY_RECORDS  # each bound reached exactly
+    whole = room_pages(MAX_REPLY_ITEMS, per_page)
+    one_more = room_pages(MAX_REPLY_ITEMS + 1, per_page)
+    with scripted_server(logs_in_then(answers(ListRooms, whole, one_more))) as port:
+        client = BlockingClient("127.0.0.1", port, trust=accept_all, events=False)
+        client.login("alice", PASSWORD)
+        rooms = client.ask(requests.rooms(), timeout=LIVENESS)
+        assert len(rooms) == MAX_REPLY_ITEMS
+        with pytest.raises(ClientError, match=f"sent more than {MAX_REPLY_ITEMS:,} items"):
+            client.ask(requests.rooms(), timeout=LIVENESS)
+        client.close()

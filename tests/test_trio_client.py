@@ -22,15 +22,28 @@ from sealchat.core import (
     FileComplete,
     FileInfo,
     HistoryEnd,
+    ListRooms,
     Message,
     Presence,
     Typing,
+    fingerprint,
 )
 from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload
-from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKeyUnknown
-from sealchat.transports.requests import TRANSFER_BLOCK, TRANSFER_QUEUE
+from sealchat.transports.keyfile import public_bytes
+from sealchat.transports.pinning import (
+    KnownServers,
+    ServerKeyChanged,
+    ServerKeyUnknown,
+    server_name,
+)
+from sealchat.transports.requests import (
+    MAX_REPLY_ITEMS,
+    MAX_REPLY_RECORDS,
+    TRANSFER_BLOCK,
+    TRANSFER_QUEUE,
+)
 from sealchat.transports.trio_client import (
     EVENT_BUFFER,
     ChatClient,
@@ -42,7 +55,20 @@ from sealchat.transports.trio_client import (
     Unreachable,
     connect,
 )
-from tests.servers import PASSWORD, Running, free_port, running_server, trio_options
+from tests.servers import (
+    ENDLESS,
+    PASSWORD,
+    Behaviour,
+    Endless,
+    Running,
+    answers,
+    free_port,
+    logs_in_then,
+    room_pages,
+    running_server,
+    scripted_server,
+    trio_options,
+)
 
 UNLIMITED = HubConfig(messages_per_second=1e9, message_burst=10**9)
 """A hub without a rate limit, for bursts of messages."""
@@ -91,6 +117,20 @@ async def stranded(
             )
         assert isinstance(await next_of(alice, LinkState), LinkState)
         yield alice
+
+
+@asynccontextmanager
+async def scripted(tmp_path: Path, behaviour: Behaviour) -> AsyncIterator[ChatClient]:
+    """alice, logged in to a scripted server (``behaviour`` after the login) whose key she has
+    pinned already (it takes one connection only)."""
+    key = X25519PrivateKey.generate()
+    with scripted_server(behaviour, key=key) as port:
+        options = trio_options(tmp_path, "alice")
+        server = server_name("127.0.0.1", port)
+        options["known_servers"].pin(server, fingerprint(public_bytes(key)))
+        async with connect("127.0.0.1", port, **options) as alice:
+            await alice.login("alice", PASSWORD)
+            yield alice
 
 
 def leave_partial(client: ChatClient, file_id: str, data: bytes) -> Path:
@@ -707,3 +747,39 @@ async def test_a_write_failing_mid_burst_hangs_nothing_and_loses_nothing(
                             break
             assert sorted(seen) == sorted(texts)  # each once, after alice reconnected
             await all_acknowledged(alice)
+
+
+@pytest.mark.parametrize("endless", ENDLESS, ids=lambda endless: endless.asked.__name__)
+async def test_a_reply_without_end_fails_its_request_and_the_link_is_made_again(
+    tmp_path: Path, endless: Endless, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with scripted(tmp_path, endless.server()) as alice:
+        waiters: list[Any] = []
+        real_await = alice._await
+
+        async def kept(waiter: Any, reply: Any, timeout: float) -> Any:
+            waiters.append(waiter)
+            return await real_await(waiter, reply, timeout)
+
+        monkeypatch.setattr(alice, "_await", kept)
+        with (
+            trio.fail_after(10),
+            pytest.raises(ClientError, match=f"sent more than {endless.bound} .* one request"),
+        ):
+            await alice._ask(endless.request())
+        (waiter,) = waiters  # what it held of the reply: no more than a reply may hold
+        assert len(waiter.records) <= MAX_REPLY_RECORDS
+        assert waiter.items <= MAX_REPLY_ITEMS
+        lost = await next_of(alice, LinkState)
+        assert endless.bound in lost.reason
+        assert lost.retry_in > 0  # reconnecting, as after any other protocol violation
+
+
+async def test_a_listing_as_long_as_a_reply_may_hold_arrives_whole(tmp_path: Path) -> None:
+    per_page = MAX_REPLY_ITEMS // MAX_REPLY_RECORDS  # each bound reached exactly
+    whole = room_pages(MAX_REPLY_ITEMS, per_page)
+    one_more = room_pages(MAX_REPLY_ITEMS + 1, per_page)
+    async with scripted(tmp_path, logs_in_then(answers(ListRooms, whole, one_more))) as alice:
+        assert len(await alice.rooms()) == MAX_REPLY_ITEMS
+        with pytest.raises(ClientError, match=f"sent more than {MAX_REPLY_ITEMS:,} items"):
+            await alice.rooms()

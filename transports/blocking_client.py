@@ -53,6 +53,7 @@ from sealchat.core import (
     PeerKeyReceived,
     ProtocolError,
     Record,
+    RemoteProtocolError,
     Role,
     RoomInfo,
     State,
@@ -384,13 +385,13 @@ class BlockingClient:
     # --- requests -------------------------------------------------------------------------
 
     def _route(self, record: Record) -> None:
-        """Hand ``record`` to whoever waits for it (called under the lock)."""
-        for waiter in list(self._waiters):
-            if waiter.reply.match(record):
-                waiter.records.append(record)
-                if waiter.reply.done(record):
-                    self._waiters.remove(waiter)
-                    waiter.finished.set()
+        """Hand ``record`` to whoever waits for it (called under the lock). A reply past its
+        bounds ends the connection with a Bye that says why, as a core violation does."""
+        _, failure = requests.route(self._waiters, record)
+        if failure:
+            with contextlib.suppress(ProtocolError):  # the session is ending already
+                self._conn.send(Bye(reason=failure))
+            raise RemoteProtocolError(failure)
         if isinstance(record, FileChunk | FileComplete | FileReject):
             chunks = self._chunks.get(record.transfer)
             if chunks is not None:
@@ -426,7 +427,7 @@ class BlockingClient:
             self._forget(waiter)
         if waiter.lost:
             raise ClientError(f"the connection closed: {self._failure or 'it ended'}")
-        return waiter.reply.result(waiter.records)
+        return waiter.reply.result(waiter.collected())
 
     def ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
         """Send ``request`` and wait for its reply."""
@@ -679,12 +680,9 @@ def _put_even_if_full(items: queue.Queue[T], item: T) -> None:
         items.not_empty.notify()
 
 
-class _Waiter:
+class _Waiter(requests.Waiter[threading.Event]):
     def __init__(self, reply: Reply[Any]) -> None:
-        self.reply = reply
-        self.records: list[Record] = []
-        self.finished = threading.Event()
-        self.lost = False
+        super().__init__(reply, threading.Event())
 
 
 def _ends_replay(record: Record) -> bool:

@@ -1,6 +1,7 @@
 """Client requests as data: what to send, which replies belong to it, and what they mean.
 
-Both clients (trio and blocking) send the same requests and read the same replies; only the
+Both clients (trio and blocking) send the same requests and collect the same replies (a
+``Waiter`` each, fed by ``route``, within MAX_REPLY_ITEMS and MAX_REPLY_RECORDS); only the
 waiting differs. A reply is matched by its content (room, transfer id…), since the server
 answers in order but interleaves other traffic.
 """
@@ -12,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sealchat.core import (
     Authenticated,
@@ -53,6 +54,17 @@ until the reader takes some."""
 TRANSFER_QUEUE = 32
 """Chunks a download holds between the socket and the disk (about 2 MiB): beyond it, the
 reader waits and TCP flow control slows the server."""
+MAX_REPLY_ITEMS = 100_000
+"""Entries (rooms, members, files, messages) one request may collect across all its pages:
+generous (a server of 100,000 rooms, a room of 100,000 members or files; a history page holds
+at most MAX_HISTORY_PAGE messages). A server that sends more breaks the protocol: the request
+fails and the client closes the connection, instead of holding all it sends until the request
+times out."""
+MAX_REPLY_RECORDS = 1_000
+"""Records one request may collect, entries or not (an empty page holds none, but takes
+memory): so a reply holds at most 1,000 times MAX_RECORD bytes (64 MiB) even of the largest
+records. A real one has a few hundred at most: 100,000 entries come in pages of up to
+MAX_LIST, a history page with the live messages that arrive meanwhile."""
 
 R = TypeVar("R")
 
@@ -98,6 +110,82 @@ class Request(Generic[R]):
 
     record: Record
     reply: Reply[R]
+
+
+class _Flag(Protocol):
+    """An event a waiter's caller waits on (``trio.Event``, ``threading.Event``)."""
+
+    def set(self) -> None: ...
+
+
+F = TypeVar("F", bound=_Flag)
+
+
+class Waiter(Generic[F]):
+    """Someone waiting for the records of ``reply``; ``finished`` (a ``trio.Event`` or a
+    ``threading.Event``) is set once they are all here, the reply has gone past a bound
+    (``failure`` says how), or the connection is ``lost``."""
+
+    def __init__(self, reply: Reply[Any], finished: F) -> None:
+        self.reply = reply
+        self.finished = finished
+        self.records: list[Record] = []
+        self.items = 0
+        self.failure = ""
+        self.lost = False
+
+    def take(self, record: Record) -> bool:
+        """Collect ``record`` (one the reply matches) unless it takes the reply past
+        MAX_REPLY_ITEMS or MAX_REPLY_RECORDS; whether the reply is over (complete, or failed)."""
+        items = self.items + _entries(record)
+        if items > MAX_REPLY_ITEMS:
+            excess = f"more than {MAX_REPLY_ITEMS:,} items"
+        elif len(self.records) == MAX_REPLY_RECORDS:
+            excess = f"more than {MAX_REPLY_RECORDS:,} records"
+        else:
+            self.items = items
+            self.records.append(record)
+            return self.reply.done(record)
+        self.failure = (
+            f"the server sent {excess} ({type(record).__name__}) for one request, "
+            "which breaks the protocol; the connection was closed"
+        )
+        return True
+
+    def collected(self) -> list[Record]:
+        """The records of the reply; ClientError if it went past a bound."""
+        if self.failure:
+            raise ClientError(self.failure)
+        return self.records
+
+
+W = TypeVar("W", bound=Waiter[Any])
+
+
+def route(waiters: list[W], record: Record) -> tuple[bool, str]:
+    """Give ``record`` to each waiter whose reply matches it; those it ends are set and leave
+    ``waiters``. Returns whether any matched, and the failure of one it took past a bound ("" if
+    none): the server broke the protocol, and the caller ends the connection."""
+    matched, failure = False, ""
+    for waiter in list(waiters):
+        if waiter.reply.match(record):
+            matched = True
+            if waiter.take(record):
+                waiters.remove(waiter)
+                waiter.finished.set()
+                failure = failure or waiter.failure
+    return matched, failure
+
+
+def _entries(record: Record) -> int:
+    """The entries ``record`` adds to a reply: those of its list, or itself (a Message)."""
+    if isinstance(record, RoomList):
+        return len(record.rooms)
+    if isinstance(record, Members):
+        return len(record.members)
+    if isinstance(record, FileList):
+        return len(record.files)
+    return 1
 
 
 def _request(

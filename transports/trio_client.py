@@ -171,15 +171,15 @@ class _Upload:
         )
 
 
-class _Waiter:
+class _Waiter(requests.Waiter[trio.Event]):
     """Someone waiting for the records of a reply."""
 
     def __init__(self, reply: Reply[Any]) -> None:
-        self.match = reply.match
-        self.done = reply.done
-        self.records: list[Record] = []
-        self.finished = trio.Event()
-        self.lost = False
+        super().__init__(reply, trio.Event())
+
+
+class _ReplyTooLong(Exception):
+    """The server sent more for one request than a reply may hold (the message says how)."""
 
 
 class ChatClient:
@@ -346,6 +346,9 @@ class ChatClient:
                     reason = event.reason or reason
                     return
                 await self._dispatch(event)
+        except _ReplyTooLong as exc:  # as for other violations, the link ends (and comes back)
+            reason = str(exc)
+            await self._say_bye(link, reason)
         except ProtocolError as exc:
             reason = str(exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, _LinkLost):
@@ -382,14 +385,9 @@ class ChatClient:
     async def _dispatch(self, record: Event) -> None:
         if not isinstance(record, Record):
             return
-        answered = False
-        for waiter in list(self._waiters):
-            if waiter.match(record):
-                answered = True
-                waiter.records.append(record)
-                if waiter.done(record):
-                    waiter.finished.set()
-                    self._waiters.remove(waiter)
+        answered, failure = requests.route(self._waiters, record)
+        if failure:
+            raise _ReplyTooLong(failure)
         match record:
             case FileChunk() | FileComplete() | FileReject() if record.transfer in self._chunks:
                 # A full queue makes the reader wait: the socket backs up, the server pauses.
@@ -577,7 +575,7 @@ class ChatClient:
             raise ClientError(f"the server did not answer within {timeout:g} s") from None
         if waiter.lost:
             raise _LinkLost("the connection was lost")
-        return reply.result(waiter.records)
+        return reply.result(waiter.collected())
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt``; if the connection drops meanwhile, wait for the reconnect and run
