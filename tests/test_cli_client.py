@@ -694,7 +694,7 @@ def test_piped_lines_beyond_the_rate_limit_are_all_sent_in_order(tmp_path: Path)
         lines = [f"line {i}" for i in range(12)]
         done = chat_as_alice(tmp_path, server, stdin="\n".join(lines) + "\n")
         assert done.returncode == 0, done.stderr
-        assert done.stdout.count("slow down") == 1  # said once, not once per line
+        assert "slow down" not in done.stdout  # the client paces its outbox: none refused
         with server.login("bob") as bob:
             messages, _ = bob.history(room="general")
     assert [m.text for m in messages] == lines

@@ -72,6 +72,8 @@ from tests.servers import (
 
 UNLIMITED = HubConfig(messages_per_second=1e9, message_burst=10**9)
 """A hub without a rate limit, for bursts of messages."""
+SLOW = HubConfig(messages_per_second=10, message_burst=5)
+"""A hub that takes a burst of 5 messages, then 10 a second."""
 
 
 @pytest.fixture
@@ -104,14 +106,28 @@ async def all_acknowledged(client: ChatClient, timeout: float = 10) -> None:
             await trio.sleep(0.01)
 
 
+def queued_events(client: ChatClient) -> list[object]:
+    """The events waiting on ``client``'s stream (taken from it)."""
+    events: list[object] = []
+    while True:
+        try:
+            events.append(client.events().receive_nowait())
+        except trio.WouldBlock:
+            return events
+
+
 @asynccontextmanager
 async def stranded(
-    tmp_path: Path, data_dir: Path, port: int, backoff: tuple[float, float]
+    tmp_path: Path,
+    data_dir: Path,
+    port: int,
+    backoff: tuple[float, float],
+    key: X25519PrivateKey | None = None,
 ) -> AsyncIterator[ChatClient]:
-    """alice, logged in to a server (``data_dir``, ``port``) that then stopped; she has seen
-    her link go and retries with ``backoff``."""
+    """alice, logged in to a server (``data_dir``, ``port``, ``key`` or a new one) that then
+    stopped; she has seen her link go and retries with ``backoff``."""
     async with AsyncExitStack() as stack:
-        with running_server("trio", data_dir, port=port) as server:
+        with running_server("trio", data_dir, port=port, key=key) as server:
             alice = await stack.enter_async_context(
                 logged_in(server, tmp_path, "alice", backoff=backoff)
             )
@@ -444,6 +460,38 @@ async def test_reconnect_delivers_everything_exactly_once(tmp_path: Path) -> Non
             assert alice.unacknowledged == 0
         finally:
             await trio.to_thread.run_sync(second.__exit__, None, None, None)
+
+
+async def test_messages_written_offline_beyond_the_burst_all_arrive_once(tmp_path: Path) -> None:
+    texts = [f"line {i}" for i in range(15)]  # three times the server's burst
+    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
+    async with stranded(tmp_path, data_dir, port, backoff=(0.05, 0.2), key=key) as alice:
+        for text in texts:
+            await alice.send_message(text, room="general")
+        with running_server("trio", data_dir, port=port, key=key, hub=SLOW):
+            with trio.fail_after(20):
+                await alice.wait_online()
+            await all_acknowledged(alice)
+            page, _ = await alice.history(room="general")
+    assert [m.text for m in page] == texts
+    assert not any(isinstance(e, ServerError) for e in queued_events(alice))  # none refused
+
+
+async def test_messages_sent_too_fast_go_again_after_a_pause_in_order(tmp_path: Path) -> None:
+    texts = [f"line {i}" for i in range(15)]
+    with running_server("trio", tmp_path / "s", hub=SLOW) as server:
+        async with logged_in(server, tmp_path, "alice") as alice:
+            for text in texts:
+                await alice.send_message(text, room="general")
+            await all_acknowledged(alice)
+            await alice.send_message("x" * 4001, room="general")  # refused for good
+            with trio.fail_after(10):
+                while alice.unacknowledged:
+                    await trio.sleep(0.01)
+            page, _ = await alice.history(room="general")
+            refusals = [e for e in queued_events(alice) if isinstance(e, ServerError)]
+    assert [m.text for m in page] == texts
+    assert [e.code for e in refusals] == ["too_long"]
 
 
 async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) -> None:

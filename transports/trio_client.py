@@ -93,6 +93,10 @@ _OVER = (State.CLOSED, State.ERROR)
 SEEN_MEMORY = 50_000
 SEND_BUFFER = 64 * 1024
 """Bytes queued for the writer beyond which a sender waits for it."""
+PACE = (0.5, 4.0)
+"""The first and the longest pause before messages the server found too fast go again."""
+PACE_BATCH = 20
+"""Most messages sent in one round while the client paces its outbox."""
 
 
 class ConnectionLost(ClientError):
@@ -231,6 +235,15 @@ class ChatClient:
         self._downloading: set[str] = set()
         self._waiters: list[_Waiter] = []
         self._outbox: dict[str, Message] = {}
+        self._too_fast: set[str] = set()
+        """Client ids of messages the server refused as rate_limited, not sent again yet."""
+        self._pacing = False
+        """Whether the outbox goes out in paced rounds (from a rate_limited refusal until it
+        is empty); new messages then queue behind the older ones."""
+        self._slowed = trio.Event()
+        """Set by a rate_limited refusal: wakes the pacer."""
+        self._answered = trio.Event()
+        """Set (and replaced) when the server stores a message or finds it too fast."""
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
         self._delivered = 0
@@ -399,9 +412,16 @@ class ChatClient:
             case Message():
                 if not self._remember(record.id):
                     return
+            case ServerError(code="rate_limited", ref=ref) if ref in self._outbox:
+                self._slow_down(ref)  # not refused: it goes again after a pause
+                return
             case ServerError(ref=ref) if ref in self._outbox:
-                del self._outbox[ref]  # refused (too long, rate limited…): never resent
+                del self._outbox[ref]  # refused for good (too long, not a member…)
+                self._too_fast.discard(ref)
+                self._note_answer()
             case MessageAck():
+                self._too_fast.discard(record.client_id)
+                self._note_answer()
                 sent = self._outbox.pop(record.client_id, None)
                 if sent is not None and self._remember(record.id):
                     # Our own message, now stored: shown like anyone's, in id order.
@@ -449,6 +469,55 @@ class ChatClient:
             if self._link is not None and not self._replaying:
                 with suppress(ClientError):
                     await self._acknowledge()
+
+    # --- pacing the outbox ----------------------------------------------------------------
+
+    def _slow_down(self, client_id: str) -> None:
+        """The server found the message ``client_id`` too fast: keep it for the pacer."""
+        self._too_fast.add(client_id)
+        self._pacing = True
+        self._slowed.set()
+        self._note_answer()
+
+    def _note_answer(self) -> None:
+        self._answered.set()
+        self._answered = trio.Event()
+
+    async def _keep_pacing(self) -> None:
+        """After each rate_limited refusal, send the outbox again in paced rounds."""
+        while True:
+            await self._slowed.wait()
+            self._slowed = trio.Event()
+            with suppress(Disconnected):
+                await self._pace()
+            self._pacing = False
+
+    async def _pace(self) -> None:
+        """Send the outbox, oldest first, a round at a time until it is empty: each round
+        waits for the server's answers to the last, and pauses first if the server found
+        some too fast (twice as long if it stored none, up to PACE[1]). A round holds twice
+        what the last one got stored (at least one, at most PACE_BATCH), so a slow server is
+        not flooded with messages it must refuse."""
+        pause, size = PACE[0], PACE_BATCH
+        while self._outbox:
+            if self._too_fast:
+                await trio.sleep(pause)
+            link = self._link
+            if link is None or not self._online.is_set():
+                await self.wait_online()  # the login resends the outbox; Disconnected ends
+                continue
+            batch = list(self._outbox)[:size]
+            self._too_fast.difference_update(batch)
+            with suppress(ClientError):  # a lost link: the next login resends them
+                await self._send_all([self._outbox[c] for c in batch])
+            with trio.move_on_after(REQUEST_TIMEOUT):
+                while not link.closed.is_set() and any(
+                    c in self._outbox and c not in self._too_fast for c in batch
+                ):
+                    await self._answered.wait()
+            stored = sum(c not in self._outbox for c in batch)
+            pause = PACE[0] if stored else min(2 * pause, PACE[1])
+            size = max(1, min(PACE_BATCH, 2 * stored))
 
     # --- reconnecting ---------------------------------------------------------------------
 
@@ -605,10 +674,13 @@ class ChatClient:
         self.username = name
         self._replaying = True
         self._online.set()
+        if first:
+            self._nursery.start_soon(self._keep_pacing)
         if first and self._acknowledging:
             self._nursery.start_soon(self._keep_acknowledging)
-        for message in list(self._outbox.values()):  # sent while away: once, by client id
-            await self._send(message)
+        if not self._pacing:  # else the pacer goes on with the outbox
+            for message in list(self._outbox.values()):  # sent while away: once, by client id
+                await self._send(message)
         return name
 
     async def wait_online(self) -> None:
@@ -664,7 +736,7 @@ class ChatClient:
         except LocalProtocolError as exc:
             raise ClientError(f"cannot send this message: {exc}") from None
         self._outbox[client_id] = message
-        if self._link is not None and self._online.is_set():
+        if self._link is not None and self._online.is_set() and not self._pacing:
             with suppress(ClientError):  # if it fails, it is resent after the reconnect
                 await self._send(message)
         return client_id
