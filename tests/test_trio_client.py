@@ -572,6 +572,21 @@ async def test_closing_acknowledges_what_arrived(server: Running, tmp_path: Path
             assert "seen once" not in await replayed(bob)
 
 
+async def test_what_arrived_is_acknowledged_while_the_session_runs(
+    server: Running, tmp_path: Path
+) -> None:
+    async with (
+        logged_in(server, tmp_path, "alice") as alice,
+        logged_in(server, tmp_path, "bob") as bob,
+    ):
+        assert await replayed(bob) == []
+        await alice.send_message("lunch at noon?", room="general")
+        shown = await next_of(bob, Message)
+        with trio.fail_after(10):  # the periodic acknowledgement, not the goodbye's
+            while server.hub.store.get_cursor("bob") < shown.id:
+                await trio.sleep(0.05)
+
+
 async def test_a_session_that_does_not_acknowledge_leaves_messages_unread(
     server: Running, tmp_path: Path
 ) -> None:

@@ -668,11 +668,13 @@ class ChatClient:
         return await self._log_in(username, password, register=True)
 
     async def _log_in(self, username: str, password: str, *, register: bool) -> str:
+        # Set before asking: the replay's last HistoryEnd (which clears it) can come in the
+        # same read as the answer, and be handled before this call resumes.
+        self._replaying = True
         name = await self._ask(requests.login(username, password, register=register))
         first = self._credentials is None
         self._credentials = (username, password)
         self.username = name
-        self._replaying = True
         self._online.set()
         if first:
             self._nursery.start_soon(self._keep_pacing)
