@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from itertools import repeat
 from pathlib import Path
@@ -204,6 +205,60 @@ def scripted_server(behaviour: Behaviour, key: X25519PrivateKey | None = None) -
     finally:
         finished.set()
         listener.close()
+        thread.join(10.0)
+
+
+@dataclasses.dataclass
+class Resetting:
+    """A server that resets each connection halfway through the handshake."""
+
+    port: int
+    key_read: threading.Semaphore
+    """Released by the test once the client has read the server's key: the server resets."""
+    reset: threading.Semaphore
+    """Released by the server after each reset."""
+
+
+@contextmanager
+def resetting_server(key: X25519PrivateKey, port: int = 0) -> Iterator[Resetting]:
+    """A server (on ``port``, or a free one) that answers each handshake with ``key``, then
+    waits for ``key_read`` and resets the connection (RST) before the client's last
+    handshake message."""
+    listener = socket.create_server(("127.0.0.1", port))
+    resetting = Resetting(listener.getsockname()[1], threading.Semaphore(0), threading.Semaphore(0))
+
+    def run() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with sock:
+                conn = Connection(Role.SERVER, static_key=key)
+                out = b""
+                try:
+                    while not out and (data := sock.recv(65536)):
+                        conn.receive_data(data)
+                        conn.next_event()  # NEED_DATA, once it has written its answer
+                        out = conn.data_to_send()
+                    sock.sendall(out)  # the preamble and the server's handshake message
+                except OSError:
+                    continue
+                if not out:  # the client hung up first
+                    continue
+                resetting.key_read.acquire(timeout=10)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            resetting.reset.release()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield resetting
+    finally:
+        with suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (on Linux)
+        listener.close()
+        resetting.key_read.release()  # a connection still waiting is let go
         thread.join(10.0)
 
 

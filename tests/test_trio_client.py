@@ -48,6 +48,7 @@ from sealchat.transports.trio_client import (
     EVENT_BUFFER,
     ChatClient,
     ClientError,
+    ConnectionLost,
     Disconnected,
     LinkState,
     LoginFailed,
@@ -60,10 +61,12 @@ from tests.servers import (
     PASSWORD,
     Behaviour,
     Endless,
+    Resetting,
     Running,
     answers,
     free_port,
     logs_in_then,
+    resetting_server,
     room_pages,
     running_server,
     scripted_server,
@@ -123,13 +126,14 @@ async def stranded(
     port: int,
     backoff: tuple[float, float],
     key: X25519PrivateKey | None = None,
+    **options: Any,
 ) -> AsyncIterator[ChatClient]:
-    """alice, logged in to a server (``data_dir``, ``port``, ``key`` or a new one) that then
-    stopped; she has seen her link go and retries with ``backoff``."""
+    """alice (with client ``options``), logged in to a server (``data_dir``, ``port``, ``key``
+    or a new one) that then stopped; she has seen her link go and retries with ``backoff``."""
     async with AsyncExitStack() as stack:
         with running_server("trio", data_dir, port=port, key=key) as server:
             alice = await stack.enter_async_context(
-                logged_in(server, tmp_path, "alice", backoff=backoff)
+                logged_in(server, tmp_path, "alice", backoff=backoff, **options)
             )
         assert isinstance(await next_of(alice, LinkState), LinkState)
         yield alice
@@ -244,6 +248,48 @@ async def test_a_server_that_never_answers_the_handshake_is_unreachable(tmp_path
 
 
 # --- chatting -----------------------------------------------------------------------------
+
+
+class PinsReadDuringAReset(KnownServers):
+    """Pins whose check of a key waits while ``resetting`` (once set) resets the connection,
+    as if the pin file were on a slow disk."""
+
+    resetting: Resetting | None = None
+
+    def require(self, server: str, fingerprint: str) -> bool:
+        if self.resetting is not None:
+            self.resetting.key_read.release()
+            self.resetting.reset.acquire(timeout=10)
+        return super().require(server, fingerprint)
+
+
+async def test_a_connection_reset_during_the_handshake_is_a_client_error(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    with resetting_server(key) as resetting:
+        pins = PinsReadDuringAReset(tmp_path / "known")
+        pins.pin(server_name("127.0.0.1", resetting.port), fingerprint(public_bytes(key)))
+        pins.resetting = resetting
+        options = trio_options(tmp_path, "alice", known_servers=pins)
+        with pytest.raises(ConnectionLost, match="during the handshake"):
+            async with connect("127.0.0.1", resetting.port, **options):
+                pass
+
+
+async def test_a_connection_reset_during_a_reconnect_is_retried(tmp_path: Path) -> None:
+    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
+    pins = PinsReadDuringAReset(tmp_path / "known")
+    async with stranded(tmp_path, data_dir, port, (0.05, 0.05), key, known_servers=pins) as alice:
+        with resetting_server(key, port) as resetting:
+            pins.resetting = resetting
+            with trio.fail_after(10):
+                while "during the handshake" not in (await next_of(alice, LinkState)).reason:
+                    pass
+            assert (await next_of(alice, LinkState)).retry_in  # and it tries again
+        pins.resetting = None
+        with running_server("trio", data_dir, port=port, key=key):
+            with trio.fail_after(20):
+                await alice.wait_online()
+        assert alice.gave_up_on is None
 
 
 async def test_wrong_password(server: Running, tmp_path: Path) -> None:

@@ -288,14 +288,23 @@ class ChatClient:
             handshake_timeout=self._connect_timeout,
         )
         link = _Link(stream, conn)
-        conn.initiate()
-        await stream.send_all(conn.data_to_send())
-        while True:
-            event = await self._next_raw(link)
-            if isinstance(event, PeerKeyReceived):
-                await self._decide_on_key(link, event)
-            elif isinstance(event, KeysEstablished):
-                break
+        try:
+            conn.initiate()
+            await stream.send_all(conn.data_to_send())
+            while True:
+                event = await self._next_raw(link)
+                if isinstance(event, PeerKeyReceived):
+                    await self._decide_on_key(link, event)
+                elif isinstance(event, KeysEstablished):
+                    break
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError):
+                raise ConnectionLost(
+                    f"the connection to {self.server} was lost during the handshake"
+                ) from None
+            raise
         self._link = link
         self._nursery.start_soon(self._read, link)
         self._nursery.start_soon(self._write, link)
