@@ -523,6 +523,23 @@ async def test_messages_written_offline_beyond_the_burst_all_arrive_once(tmp_pat
     assert not any(isinstance(e, ServerError) for e in queued_events(alice))  # none refused
 
 
+async def test_messages_written_offline_go_before_those_sent_after_the_reconnect(
+    tmp_path: Path,
+) -> None:
+    texts = [f"old {i:02d} " + "x" * 3900 for i in range(40)]  # more than the writer's 64 KiB
+    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
+    async with stranded(tmp_path, data_dir, port, backoff=(0.05, 0.2), key=key) as alice:
+        for text in texts:
+            await alice.send_message(text, room="general")
+        with running_server("trio", data_dir, port=port, key=key, hub=UNLIMITED):
+            with trio.fail_after(20):
+                await alice.wait_online()
+            await alice.send_message("new", room="general")
+            await all_acknowledged(alice)
+            page, _ = await alice.history(room="general", limit=50)
+    assert [m.text for m in page] == [*texts, "new"]
+
+
 async def test_messages_sent_too_fast_go_again_after_a_pause_in_order(tmp_path: Path) -> None:
     texts = [f"line {i}" for i in range(15)]
     with running_server("trio", tmp_path / "s", hub=SLOW) as server:

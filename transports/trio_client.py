@@ -684,15 +684,24 @@ class ChatClient:
         first = self._credentials is None
         self._credentials = (username, password)
         self.username = name
-        self._online.set()
         if first:
             self._nursery.start_soon(self._keep_pacing)
         if first and self._acknowledging:
             self._nursery.start_soon(self._keep_acknowledging)
-        if not self._pacing:  # else the pacer goes on with the outbox
-            for message in list(self._outbox.values()):  # sent while away: once, by client id
-                await self._send(message)
+        await self._resend_outbox()  # before going online: what is sent next comes after
+        self._online.set()
         return name
+
+    async def _resend_outbox(self) -> None:
+        """Send what was queued while away (once, by client id), oldest first, including
+        what is queued meanwhile; not while the pacer has the outbox."""
+        resent: set[str] = set()
+        while waiting := [m for c, m in self._outbox.items() if c not in resent]:
+            for message in waiting:
+                if self._pacing:
+                    return
+                resent.add(message.client_id)
+                await self._send(message)
 
     async def wait_online(self) -> None:
         """Wait until the session is logged in (again); Disconnected if the client has given
