@@ -459,6 +459,38 @@ async def test_corrupt_partial_download_is_detected(server: Running, tmp_path: P
         assert (await alice.download(info.file_id)).read_bytes() == source.read_bytes()
 
 
+async def test_a_cancelled_or_failed_upload_frees_its_transfer(tmp_path: Path) -> None:
+    data = os.urandom(3 * TRANSFER_BLOCK)
+    source = tmp_path / "report.pdf"
+    source.write_bytes(data)
+
+    def shrink(done: int, total: int) -> None:
+        if 0 < done < total:  # another program truncates the file meanwhile
+            with open(source, "r+b") as file:
+                file.truncate(done)
+
+    def breaks(done: int, _total: int) -> None:
+        if done:
+            raise RuntimeError("the progress bar broke")
+
+    with running_server("trio", tmp_path / "s", hub=HubConfig(max_transfers=1)) as server:
+        async with logged_in(server, tmp_path, "alice") as alice:
+            with trio.CancelScope() as scope:  # while the offer waits for its answer
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(partial(alice.send_file, source, room="general"))
+                    while not alice._waiters:
+                        await trio.sleep(0)
+                    scope.cancel()
+            with pytest.raises(TransferFailed, match="shrank"):
+                await alice.send_file(source, room="general", progress=shrink)
+            source.write_bytes(data)
+            with pytest.raises(RuntimeError, match="progress bar"):
+                await alice.send_file(source, room="general", progress=breaks)
+            with trio.fail_after(10):
+                info = await alice.send_file(source, room="general")  # its slot is free
+    assert info.size == len(data)
+
+
 async def test_refused_upload_says_why(tmp_path: Path) -> None:
     with running_server("trio", tmp_path / "s", hub=HubConfig(max_file_size=1000)) as server:
         source = tmp_path / "big.bin"

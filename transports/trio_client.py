@@ -812,12 +812,14 @@ class ChatClient:
                 progress(size, size)
                 return done[0]
         transfer = next(self._transfers)
-        reply = await self._ask(requests.upload(job.offer(transfer)))
-        job.file_id = reply.file_id
-        outcome = requests.announced(reply.file_id, transfer)
-        announced = _Waiter(outcome)
-        self._waiters.append(announced)
+        announced: _Waiter | None = None
+        settled = False  # stored, or the link was lost (the server keeps the part it has)
         try:
+            reply = await self._ask(requests.upload(job.offer(transfer)))
+            job.file_id = reply.file_id
+            outcome = requests.announced(reply.file_id, transfer)
+            announced = _Waiter(outcome)
+            self._waiters.append(announced)
             offset = reply.offset
             progress(offset, size)
             async with await trio.open_file(path, "rb") as source:
@@ -830,14 +832,18 @@ class ChatClient:
                     offset += len(block)
                     progress(offset, size)
             await self._send(FileComplete(transfer=transfer, sha256=digest))
-            return await self._await(announced, outcome, REQUEST_TIMEOUT)
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
-                await self._send(FileReject(transfer=transfer, reason="cancelled by the user"))
+            info = await self._await(announced, outcome, REQUEST_TIMEOUT)
+            settled = True
+            return info
+        except _LinkLost:
+            settled = True
             raise
         finally:
             if announced in self._waiters:
                 self._waiters.remove(announced)
+            if not settled:  # cancelled or failed here: the server frees the transfer
+                with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
+                    await self._send(FileReject(transfer=transfer, reason="upload abandoned"))
 
     async def download(self, file_id: str, *, progress: Progress | None = None) -> Path:
         """Fetch a shared file into the downloads folder, resuming a partial one (also after
