@@ -21,6 +21,7 @@ from sealchat.core import (
     FileChunk,
     FileComplete,
     FileInfo,
+    FileList,
     HistoryEnd,
     ListRooms,
     Message,
@@ -787,6 +788,33 @@ async def test_a_link_dropped_right_after_the_login_is_not_online(
         with trio.move_on_after(0.2) as waiting:  # a waiter waits, instead of spinning
             await alice.wait_online()
         assert waiting.cancelled_caught
+
+
+def test_a_file_list_answers_only_the_call_for_its_conversation() -> None:
+    reply = requests.files(room="team").reply
+    assert reply.match(FileList(room="team", files=[]))
+    assert not reply.match(FileList(room="general", files=[]))
+    assert not requests.files(peer="bob").reply.match(FileList(peer="carol", files=[]))
+
+
+async def test_file_lists_of_two_conversations_at_once(server: Running, tmp_path: Path) -> None:
+    for name in ("notes.txt", "plans.txt"):
+        (tmp_path / name).write_text(name)
+    async with logged_in(server, tmp_path, "alice") as alice:
+        await alice.join("team")
+        await alice.send_file(tmp_path / "notes.txt", room="general")
+        await alice.send_file(tmp_path / "plans.txt", room="team")
+        found: dict[str, list[str]] = {}
+
+        async def fetch(room: str) -> None:
+            found[room] = [f.name for f in await alice.files(room=room)]
+
+        async with trio.open_nursery() as nursery:  # two file panels opening at once
+            nursery.start_soon(fetch, "general")
+            while not alice._waiters:  # its request is under way
+                await trio.sleep(0)
+            nursery.start_soon(fetch, "team")
+    assert found == {"general": ["notes.txt"], "team": ["plans.txt"]}
 
 
 def test_a_page_of_older_messages_never_takes_a_live_one() -> None:

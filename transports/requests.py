@@ -277,7 +277,10 @@ def files(room: str = "", peer: str = "") -> Request[list[FileInfo]]:
 
     return _request(
         ListFiles(room=room, peer=peer),
-        lambda r: isinstance(r, FileList) or _error_about(r, FILES_REF),
+        lambda r: (
+            (isinstance(r, FileList) and (r.room, r.peer) == (room, peer))
+            or _error_about(r, FILES_REF)
+        ),
         lambda r: not isinstance(r, FileList) or not r.more,
         result,
     )
