@@ -702,6 +702,20 @@ async def test_a_session_that_does_not_acknowledge_leaves_messages_unread(
         assert await replayed(bob) == ["sent while bob was away", "sent during bob's script"]
 
 
+async def test_closing_the_events_stream_stops_acknowledging(
+    server: Running, tmp_path: Path
+) -> None:
+    async with logged_in(server, tmp_path, "alice") as alice:
+        assert await replayed(alice) == []  # alice is a member of general from now on
+        await alice.events().aclose()  # this session shows nothing from now on
+        with server.login("bob") as bob:
+            bob.send_message("did you see this?", room="general")
+        await alice.send_message("after it", room="general")
+        await all_acknowledged(alice)  # so bob's message has reached alice's client too
+    async with logged_in(server, tmp_path, "alice") as alice:
+        assert "did you see this?" in await replayed(alice)  # still unread
+
+
 async def replayed(client: ChatClient) -> list[str]:
     """The texts of the messages replayed after ``client`` logged in."""
     texts: list[str] = []

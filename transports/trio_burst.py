@@ -42,6 +42,11 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
         """Items waiting to be received."""
         return len(self._items)
 
+    @property
+    def closed(self) -> bool:
+        """Whether the reader has closed the channel."""
+        return self._closed
+
     @trio.lowlevel.enable_ki_protection
     async def put(self, item: T) -> None:
         """Queue ``item``, first waiting while the queue is full (only then is this a

@@ -227,7 +227,9 @@ class ChatClient:
         """Whether what answers a call (a refusal, a page of history…) goes on events() too."""
         self._acknowledging = events if acknowledge is None else acknowledge
         """Whether to tell the server what arrived; by default only a client that keeps its
-        events does (one that shows nothing must not mark the user's messages read)."""
+        events does (one that shows nothing must not mark the user's messages read), and only
+        until its events stream is closed."""
+        self._acknowledge_given = acknowledge is not None
         self.gave_up_on: Exception | None = None
         """Why the client stopped reconnecting for good (a changed or unknown key, a refused
         login, or Disconnected: also once it is closed), once it has."""
@@ -462,10 +464,15 @@ class ChatClient:
         self._newest = max(self._newest, message_id)
         return True
 
+    @property
+    def _acknowledges(self) -> bool:
+        """Whether to tell the server what arrived now (see ``_acknowledging``)."""
+        return self._acknowledging and (self._acknowledge_given or not self._events.closed)
+
     async def _acknowledge(self) -> None:
         """Tell the server what has arrived (during the replay this also asks for the next
         page)."""
-        if not self._acknowledging:
+        if not self._acknowledges:
             return
         if self._newest > self._delivered or self._replaying:
             self._delivered = self._newest
@@ -903,7 +910,7 @@ class ChatClient:
         self._online.set()  # whoever waits for a reconnect gets Disconnected
         link, self._link = self._link, None
         if link is not None:
-            await self._say_bye(link, reason, acknowledge=self._acknowledging)
+            await self._say_bye(link, reason, acknowledge=self._acknowledges)
             link.writer.cancel()
             await link.stream.aclose()
 
