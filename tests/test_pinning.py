@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sealchat.core.fingerprint import fingerprint
-from sealchat.transports.pinning import KnownServers, server_name
+from sealchat.transports.pinning import KnownServers, ServerKeyChanged, server_name
 
 GOOD = fingerprint(bytes(32))
 OTHER = fingerprint(bytes([1]) * 32)
@@ -99,6 +99,21 @@ def test_the_users_own_lines_are_kept(tmp_path: Path) -> None:
     )
     assert known.lookup("work.example.org:7878") == OTHER
     assert known.lookup("home.example.org:7878") == GOOD
+
+
+def test_a_host_name_is_the_same_server_in_any_case_and_with_a_trailing_dot(
+    tmp_path: Path,
+) -> None:
+    assert server_name("Chat.Example.ORG.", 7878) == "chat.example.org:7878"
+    assert server_name("FE80::1", 7878) == "[fe80::1]:7878"
+    path = tmp_path / "known"
+    path.write_text(f"Chat.Example.ORG:7878 {OTHER}\n")  # written by hand, or by an older client
+    known = KnownServers(path)
+    assert known.lookup("chat.example.org:7878") == known.lookup("CHAT.example.org.:7878") == OTHER
+    with pytest.raises(ServerKeyChanged):  # not a new server
+        known.require(server_name("CHAT.EXAMPLE.ORG", 7878), GOOD)
+    known.pin("CHAT.example.org:7878", GOOD)  # in place of the old line
+    assert path.read_text() == f"chat.example.org:7878 {GOOD}\n"
 
 
 def test_a_repin_replaces_every_older_line_of_that_server(tmp_path: Path) -> None:

@@ -202,6 +202,21 @@ async def test_a_slow_answer_to_the_key_question_still_connects(tmp_path: Path) 
     assert opts["known_servers"].lookup(f"127.0.0.1:{server.port}") == server.fingerprint
 
 
+async def test_a_host_name_in_other_case_names_the_same_server(
+    server: Running, tmp_path: Path
+) -> None:
+    known = KnownServers(tmp_path / "known")
+    known.pin(f"localhost:{server.port}", "SHA256:" + "A" * 43)  # the real server's key
+
+    async def never(_name: str, _fp: str) -> bool:
+        raise AssertionError("asked about a new server")
+
+    opts = trio_options(tmp_path, "alice", known_servers=known, confirm_new_key=never)
+    with pytest.raises(ServerKeyChanged):
+        async with connect("LOCALHOST", server.port, **opts):
+            pass
+
+
 async def test_declined_or_unasked_key_is_refused(server: Running, tmp_path: Path) -> None:
     async def no(_name: str, _fp: str) -> bool:
         return False

@@ -1,6 +1,8 @@
 """Server-key pinning: a ``known_servers`` file, trust on first use only with consent.
 
-One line per server: ``host:port SHA256:fingerprint``. A server whose key is pinned must show
+One line per server: ``host:port SHA256:fingerprint``; host names are not case sensitive, and
+``name.`` is ``name``, so the host is compared in lower case without a trailing dot (lines
+written otherwise still count). A server whose key is pinned must show
 that key; a changed key is a hard failure that names both fingerprints and how to resolve it.
 Pinning changes only that server's line (other lines, comments included, stay as they are),
 one writer at a time.
@@ -73,8 +75,21 @@ class Verdict:
 
 
 def server_name(host: str, port: int) -> str:
-    """How a server is named in the pin file and in messages."""
+    """How a server is named in the pin file and in messages (the host in lower case,
+    without a trailing dot)."""
+    host = host.lower().removesuffix(".")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _canonical(server: str) -> str:
+    """``server`` (``host:port`` or ``[host]:port``) with its host as ``server_name`` writes
+    it; anything else as it is."""
+    host, sep, port = server.rpartition(":")
+    if not sep:
+        return server
+    if host.startswith("[") and host.endswith("]"):
+        return f"[{host[1:-1].lower()}]:{port}"
+    return f"{host.lower().removesuffix('.')}:{port}"
 
 
 class KnownServers:
@@ -88,7 +103,7 @@ class KnownServers:
 
     def lookup(self, server: str) -> str | None:
         """The pinned fingerprint of ``server``, if any."""
-        return self._read().get(server)
+        return self._read().get(_canonical(server))
 
     def check(self, server: str, fingerprint: str) -> Verdict:
         pinned = self.lookup(server)
@@ -106,9 +121,11 @@ class KnownServers:
         return verdict.status == "pinned"
 
     def pin(self, server: str, fingerprint: str) -> None:
-        """Pin (or re-pin) ``server`` (``host:port``, as ``server_name`` writes it) to
-        ``fingerprint``, atomically: ValueError, saying what is wrong, if either is malformed.
-        The server's line is replaced (or appended); the file's other lines stay as they are."""
+        """Pin (or re-pin) ``server`` (``host:port``, as ``server_name`` writes it; the
+        host's case does not matter) to ``fingerprint``, atomically: ValueError, saying what is
+        wrong, if either is malformed. The server's line is replaced (or appended); the file's
+        other lines stay as they are."""
+        server = _canonical(server)
         _check_server(server)
         _check_fingerprint(fingerprint)
         ensure_private_dir(self.path.parent)
@@ -116,7 +133,7 @@ class KnownServers:
             lines, pinned = [], False
             for line in self._lines():
                 entry = _entry(line)
-                if entry is None or entry[0] != server:
+                if entry is None or _canonical(entry[0]) != server:
                     lines.append(line)
                 elif not pinned:  # in place, with the line's own ending; later duplicates go
                     ending = line[len(line.rstrip(b"\r\n")) :] or b"\n"
@@ -129,7 +146,8 @@ class KnownServers:
             self._replace(b"".join(lines))
 
     def _read(self) -> dict[str, str]:
-        return dict(entry for line in self._lines() if (entry := _entry(line)) is not None)
+        entries = (_entry(line) for line in self._lines())
+        return {_canonical(entry[0]): entry[1] for entry in entries if entry is not None}
 
     def _lines(self) -> list[bytes]:
         """The file's lines, each with its ending, exactly as they are on disk.
