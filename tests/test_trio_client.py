@@ -717,6 +717,23 @@ async def test_a_session_that_does_not_acknowledge_leaves_messages_unread(
         assert await replayed(bob) == ["sent while bob was away", "sent during bob's script"]
 
 
+async def test_without_acknowledging_only_the_first_page_is_replayed(tmp_path: Path) -> None:
+    # As docs/client.md says: the next page is sent only once the last is acknowledged.
+    with running_server("trio", tmp_path / "s", hub=HubConfig(replay_page=3)) as server:
+        async with logged_in(server, tmp_path, "alice") as alice:
+            assert await replayed(alice) == []  # alice is a member of general from now on
+        with server.login("bob") as bob:
+            for i in range(5):
+                bob.send_message(f"m{i}", room="general")
+        async with logged_in(server, tmp_path, "alice", acknowledge=False) as alice:
+            assert await replayed(alice) == ["m0", "m1", "m2"]
+            await alice.send_message("after the replay", room="general")  # a live one comes
+            assert (await next_of(alice, Message)).text == "after the replay"
+        async with logged_in(server, tmp_path, "alice") as alice:
+            assert await replayed(alice) == ["m0", "m1", "m2"]  # and the rest after it
+            assert await replayed(alice) == ["m3", "m4", "after the replay"]
+
+
 async def test_closing_the_events_stream_stops_acknowledging(
     server: Running, tmp_path: Path
 ) -> None:
