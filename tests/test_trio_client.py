@@ -588,6 +588,30 @@ async def test_messages_written_offline_go_before_those_sent_after_the_reconnect
     assert [m.text for m in page] == [*texts, "new"]
 
 
+async def test_messages_paced_when_the_link_drops_all_arrive_once_in_order(
+    tmp_path: Path,
+) -> None:
+    texts = [f"line {i}" for i in range(15)]
+    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
+    async with AsyncExitStack() as stack:
+        with running_server("trio", data_dir, port=port, key=key, hub=SLOW) as server:
+            alice = await stack.enter_async_context(
+                logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2))
+            )
+            for text in texts:
+                await alice.send_message(text, room="general")
+            with trio.fail_after(10):
+                while not alice._pacing:  # the server found some too fast
+                    await trio.sleep(0.01)
+        assert isinstance(await next_of(alice, LinkState), LinkState)
+        with running_server("trio", data_dir, port=port, key=key, hub=SLOW):
+            with trio.fail_after(20):
+                await alice.wait_online()
+            await all_acknowledged(alice)
+            page, _ = await alice.history(room="general")
+    assert [m.text for m in page] == texts
+
+
 async def test_messages_sent_too_fast_go_again_after_a_pause_in_order(tmp_path: Path) -> None:
     texts = [f"line {i}" for i in range(15)]
     with running_server("trio", tmp_path / "s", hub=SLOW) as server:

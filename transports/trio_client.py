@@ -245,7 +245,7 @@ class ChatClient:
         self._slowed = trio.Event()
         """Set by a rate_limited refusal: wakes the pacer."""
         self._answered = trio.Event()
-        """Set (and replaced) when the server stores a message or finds it too fast."""
+        """Set (and replaced) when the server answers a message, and when a link ends."""
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
         self._delivered = 0
@@ -382,6 +382,7 @@ class ChatClient:
             link.closed.set()
             link.writer.cancel()
             link.wrote.set()  # senders waiting for room see the link is gone
+            self._note_answer()  # and the pacer stops waiting for answers
             with trio.CancelScope(shield=True):
                 await link.stream.aclose()
             for waiter in self._waiters:
@@ -504,27 +505,25 @@ class ChatClient:
         while True:
             await self._slowed.wait()
             self._slowed = trio.Event()
-            with suppress(Disconnected):
-                await self._pace()
+            await self._pace()
             self._pacing = False
 
     async def _pace(self) -> None:
-        """Send the outbox, oldest first, a round at a time until it is empty: each round
-        waits for the server's answers to the last, and pauses first if the server found
-        some too fast (twice as long if it stored none, up to PACE[1]). A round holds twice
-        what the last one got stored (at least one, at most PACE_BATCH), so a slow server is
-        not flooded with messages it must refuse."""
+        """Send the outbox, oldest first, a round at a time until it is empty or the link
+        is lost (the next login resends it): each round waits for the server's answers to the
+        last, and pauses first if the server found some too fast (twice as long if it stored
+        none, up to PACE[1]). A round holds twice what the last one got stored (at least one,
+        at most PACE_BATCH), so a slow server is not flooded with messages it must refuse."""
         pause, size = PACE[0], PACE_BATCH
         while self._outbox:
             if self._too_fast:
                 await trio.sleep(pause)
             link = self._link
-            if link is None or not self._online.is_set():
-                await self.wait_online()  # the login resends the outbox; Disconnected ends
-                continue
+            if link is None or link.closed.is_set() or not self._online.is_set():
+                return
             batch = list(self._outbox)[:size]
             self._too_fast.difference_update(batch)
-            with suppress(ClientError):  # a lost link: the next login resends them
+            with suppress(ClientError):  # the link is lost: the loop ends
                 await self._send_all([self._outbox[c] for c in batch])
             with trio.move_on_after(REQUEST_TIMEOUT):
                 while not link.closed.is_set() and any(
