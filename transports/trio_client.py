@@ -750,9 +750,9 @@ class ChatClient:
     async def send_message(
         self, text: str, *, room: str = "", to: str = "", client_id: str = ""
     ) -> str:
-        """Queue a message and send it if connected; returns its client id (``client_id``,
-        or a new one). It is delivered once even if the connection drops before the server
-        acknowledges it."""
+        """Queue a message and send it if connected (after the older ones, while the server
+        finds those too fast); returns its client id (``client_id``, or a new one). It is
+        delivered once even if the connection drops before the server acknowledges it."""
         client_id = client_id or requests.new_client_id()
         message = Message(text=text, room=room, to=to, client_id=client_id)
         self._fail_if_given_up()
