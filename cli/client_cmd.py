@@ -106,8 +106,8 @@ CHAT_HELP = """\
 Chat in the terminal: messages and commands (/help) come from standard input.
 Messages go out in the order typed, each once the one before is stored, while the
 next lines are read; a command runs after the messages typed before it. One the
-server finds too fast is sent again a moment later, in its place, and those typed
-while disconnected go after the reconnect. A file transfer cut by a lost connection
+server finds too fast is sent again a moment later, before those typed after it,
+and those typed while disconnected go after the reconnect. A file transfer cut by a lost connection
 stops: the same command resumes it later (or says the file got there). At the
 end of input or /quit, the chat waits for the messages not yet stored (while they
 keep going, or up to 10 s for a reconnect), then names any never delivered (exit 7)
@@ -634,32 +634,24 @@ class _Outgoing:
     """The messages typed in this session, sent in order by a task of their own, so that
     reading the next line never waits for the server.
 
-    The sender sends one message at a time and, while connected, waits until it is stored;
-    one the server refuses as too fast is sent again a little later, in its place, so order
-    is kept and nothing is lost. Those sent while disconnected go after the reconnect (the
-    client's outbox resends them; any that the server then finds too fast are queued again,
-    first). A message refused for another reason is reported. The end of the session waits
-    for what is still queued or unstored, and says which never made it."""
+    The sender hands one message at a time to the client and, while connected, waits until
+    it is stored. The client keeps the order itself: one the server finds too fast stays in
+    its outbox and goes again a little later, before anything sent after it, and those sent
+    while disconnected go after the reconnect. A message refused is reported. The end of the
+    session waits for what is still queued or unstored, and says which never made it."""
 
     def __init__(self, term: Terminal) -> None:
         self.term = term
         self.queued: deque[_Typed] = deque()
         """Typed, not yet handed to the client, oldest first."""
-        self.again: deque[_Typed] = deque()
-        """Sent while disconnected, then found too fast after the reconnect: they go before
-        ``queued``, in the order they were sent."""
         self.current: _Typed | None = None
-        """The message the sender works on (also while it waits to send it again)."""
-        self._settled: set[str] = set()
-        """Client ids of unstored messages the sender has already waited for."""
+        """The message the sender works on."""
         self.unstored: dict[str, _Typed] = {}
         """Client id → the messages handed to the client, neither stored nor refused yet."""
         self.refused: list[str] = []
-        self.awaited = ""
-        """The client id of the message the sender waits for."""
-        self.refusal: ServerError | None = None
-        """The server's refusal of the awaited message, once it came."""
-        self._told_to_slow_down = False
+        self._waited: set[str] = set()
+        """Client ids of messages already waited for (REPLY_WAIT once each: a stalled server
+        does not hold up every later command)."""
         self._changed = trio.Event()
 
     def _note_change(self) -> None:
@@ -674,12 +666,7 @@ class _Outgoing:
                 del self.unstored[ref]
             case ServerError(ref=ref) if ref in self.unstored:
                 typed = self.unstored.pop(ref)
-                if ref == self.awaited:
-                    self.refusal = event  # the sender decides: resend or report
-                elif event.code == "rate_limited":  # the outbox went out faster than allowed
-                    self.again.append(typed)  # refusals come in the order the sends went
-                else:
-                    self._refused_for_good(typed.text, event.detail or event.code)
+                self._refused_for_good(typed.text, event.detail or event.code)
             case LinkState():
                 pass  # a waiting sender sees whether it is still connected
             case _:
@@ -704,12 +691,9 @@ class _Outgoing:
     async def run(self, client: ChatClient) -> None:
         """The sender: the queued messages, one at a time, for the whole session."""
         while True:
-            while not (self.again or self.queued):
+            while not self.queued:
                 await self._changed.wait()
-            if not self.again:
-                await self._settle(client)
-            typed = (self.again or self.queued).popleft()
-            self.current = typed
+            typed = self.current = self.queued.popleft()
             try:
                 await self._send(client, typed)
             except ClientError as exc:  # the client gave up: the session is ending
@@ -718,66 +702,35 @@ class _Outgoing:
                 self.current = None
                 self._note_change()
 
-    async def _settle(self, client: ChatClient) -> None:
-        """While connected, wait (REPLY_WAIT at most, once for each) for messages sent
-        earlier and not yet stored, such as those the outbox sent again after a reconnect:
-        if the server finds some too fast, they go again before anything typed later."""
-        waiting = set(self.unstored) - self._settled
-        if not waiting or not client.online:
-            return
-        with trio.move_on_after(REPLY_WAIT):
-            while waiting & set(self.unstored) and client.online and not self.again:
-                await self._changed.wait()
-        self._settled |= waiting
-
     async def drained(self, client: ChatClient) -> None:
-        """Wait until the messages typed so far are sent (and, while connected, stored or
-        refused): a command typed after them runs after them."""
-        while True:
-            while self.again or self.queued or self.current is not None:
-                await self._changed.wait()
-            await self._settle(client)  # may queue messages again: then those go first
-            if not (self.again or self.queued or self.current is not None):
-                return
+        """Wait until the messages typed so far are handed to the client (and, while
+        connected, stored or refused): a command typed after them runs after them."""
+        while self.queued or self.current is not None:
+            await self._changed.wait()
+        await self._stored(client, set(self.unstored))
 
     async def _send(self, client: ChatClient, typed: _Typed) -> None:
-        """Send one message and, while connected, wait until the server has stored it (sent
-        again after a while when it says slow down) or refused it (reported)."""
-        delay = 0.25
-        while True:
-            client_id = new_client_id()
-            self.unstored[client_id] = typed
-            self.awaited, self.refusal = client_id, None
-            try:
-                await client.send_message(
-                    typed.text, room=typed.room, to=typed.to, client_id=client_id
-                )
-                with trio.move_on_after(REPLY_WAIT):
-                    while client_id in self.unstored and client.online:
-                        await self._changed.wait()
-            except ClientError:  # nothing was queued
-                self.unstored.pop(client_id, None)
-                raise
-            finally:
-                self.awaited = ""
-            if client_id in self.unstored:  # the client's outbox sends it after the reconnect
-                self._settled.add(client_id)  # waited for once already
-                if not client.online:
-                    self.term.say("* not connected: it will be sent after the reconnect")
-                return
-            refusal = self.refusal
-            if refusal is None:
-                return  # stored
-            if refusal.code != "rate_limited":
-                self._refused_for_good(typed.text, refusal.detail or refusal.code)
-                return
-            if not self._told_to_slow_down:
-                self._told_to_slow_down = True
-                self.term.say(
-                    f"* {safe(refusal.detail or 'slow down')}; your messages wait their turn"
-                )
-            await trio.sleep(delay)
-            delay = min(2 * delay, 4.0)
+        """Send one message and, while connected, wait until the server has stored or
+        refused it (a refusal is reported by ``note``)."""
+        client_id = new_client_id()
+        self.unstored[client_id] = typed
+        try:
+            await client.send_message(typed.text, room=typed.room, to=typed.to, client_id=client_id)
+        except ClientError:  # nothing was queued
+            self.unstored.pop(client_id, None)
+            raise
+        await self._stored(client, {client_id})
+        if client_id in self.unstored and not client.online:
+            self.term.say("* not connected: it will be sent after the reconnect")
+
+    async def _stored(self, client: ChatClient, ids: set[str]) -> None:
+        """While connected, wait (REPLY_WAIT at most, once for each) until the messages
+        ``ids`` are stored or refused."""
+        ids -= self._waited
+        with trio.move_on_after(REPLY_WAIT):
+            while ids & self.unstored.keys() and client.online:
+                await self._changed.wait()
+        self._waited |= ids
 
     def _refused_for_good(self, text: str, reason: str) -> None:
         self.refused.append(text)
@@ -812,8 +765,8 @@ class _Outgoing:
         unsent = [*self.unstored.values()]
         current = self.current
         if current is not None and not any(t is current for t in unsent):
-            unsent.append(current)  # waiting to be sent again after a "slow down"
-        return [*unsent, *self.again, *self.queued]
+            unsent.append(current)  # not handed to the client yet
+        return [*unsent, *self.queued]
 
     def report(self) -> int:
         """Say on standard error which messages never made it; the exit code that says so."""
