@@ -545,7 +545,6 @@ class App(ctk.CTk):
                 name = await client.login(user, password)
                 self.client = client
                 self._show_chat(name)
-                self.spawn(self._load_members, self.vm.conversation(self.vm.current).title)
                 self.spawn(self._load_rooms)
                 async for event in client.events():
                     self._apply(self.vm.apply(event, time.time()))
@@ -581,7 +580,7 @@ class App(ctk.CTk):
         self.login_form.place_forget()
         self.chat.pack(fill="both", expand=True)
         self._apply(self.vm.logged_in(name) | self.vm.select(self.vm.current))
-        self.load_older()  # the latest messages, not only those missed since the last session
+        self._shown()
 
     def _forget_user(self) -> None:
         """Clear what the last user left behind: a draft, a room name, the emoji picker,
@@ -649,22 +648,31 @@ class App(ctk.CTk):
                 self._apply(self._error(str(exc)))
                 return
             self._apply(self.vm.set_members(room, members) | self.vm.select(room_key(room)))
-            if not self.vm.conversation(room_key(room)).ids:
-                self.load_older()  # a room joined now shows its latest messages
+            self._load_first_page()
 
         self.spawn(join)
 
     def select(self, key: str) -> None:
         self._apply(self.vm.dismiss_error() | self.vm.select(key))
-        conversation = self.vm.conversation(key)
-        if conversation.is_room:
-            self.spawn(self._load_members, conversation.title)
-        if not conversation.ids:
-            self.load_older()
+        self._shown()
 
     def open_direct(self, user: str) -> None:
         if user.lower() != self.vm.me.lower():
             self._apply(self.vm.dismiss_error() | self.vm.open_direct(user))
+            self._shown()
+
+    def _shown(self) -> None:
+        """The current conversation was just selected: a room's members are asked for
+        afresh, and its history as :meth:`_load_first_page` says."""
+        conversation = self.vm.conversation(self.vm.current)
+        if conversation.is_room:
+            self.spawn(self._load_members, conversation.title)
+        self._load_first_page()
+
+    def _load_first_page(self) -> None:
+        """The latest page of the current conversation's history, unless one came in this
+        session: what was missed since the last one, or arrived live, is not all there is."""
+        if not self.vm.conversation(self.vm.current).first_page_loaded:
             self.load_older()
 
     async def _load_rooms(self) -> None:

@@ -70,6 +70,9 @@ class Conversation:
     messages: dict[int, Message] = field(default_factory=dict)
     unread: int = 0
     more_history: bool = True
+    first_page_loaded: bool = False
+    """Whether a page of its history came in this session. Until one has, showing it asks
+    for the latest page, even if messages arrived live meanwhile (they are not all there is)."""
 
     @property
     def is_room(self) -> bool:
@@ -326,6 +329,7 @@ class ViewModel:
         """Older messages arrived for ``key`` (from scrolling up)."""
         conversation = self.conversation(key)
         conversation.more_history = more
+        conversation.first_page_loaded = True
         changes: set[Change] = set()
         for message in messages:
             index = conversation.add(message)

@@ -263,11 +263,13 @@ def test_history_when_scrolling_up_is_prepended_and_says_whether_there_is_more()
     general = vm.conversation("#general")
     assert general.more_history
     assert general.oldest == 10
+    assert not general.first_page_loaded  # live messages are not all there is
     vm.updates.clear()
 
     older = [said(i, "dave") for i in range(6, 10)]
     changes = vm.history_loaded("#general", older, more=True)
     assert changes == {Change.TRANSCRIPT}
+    assert general.first_page_loaded
     # Inserted above what is shown (not redrawn), so the view can stay where it is.
     assert vm.updates == [TranscriptUpdate(message=m, index=i) for i, m in enumerate(older)]
     assert ids(vm) == [6, 7, 8, 9, 10, 11]

@@ -378,6 +378,32 @@ def test_history_loads_page_by_page_when_scrolling_up(
 
 
 @pytest.mark.parametrize(
+    ("where", "key"), [({"room": "dev"}, "#dev"), ({"to": "alice"}, "@bob")], ids=["room", "dm"]
+)
+def test_a_conversation_with_a_missed_message_shows_its_earlier_ones_too(
+    window: Window, server: Running, bob: BlockingClient, where: dict[str, str], key: str
+) -> None:
+    with server.login("alice") as earlier:
+        earlier.join("dev")
+        bob.join("dev")
+        for n in range(3):
+            bob.send_message(f"earlier {n}", **where)
+            earlier.next(Message)  # read in that session
+    bob.send_message("missed while away", **where)
+    app = window.app
+    window.login(server.port, "alice")
+    window.until(lambda: app.vm.conversation(key).ids, "the missed message")
+    app.chat.conversation_buttons[key].invoke()
+    window.until_shown("bob: earlier 0")
+    assert window.transcript_lines() == [
+        "bob: earlier 0",
+        "bob: earlier 1",
+        "bob: earlier 2",
+        "bob: missed while away",
+    ]
+
+
+@pytest.mark.parametrize(
     "server", [HubConfig(messages_per_second=1000, message_burst=1000)], indirect=True
 )
 def test_incoming_messages_update_the_sidebar_without_rebuilding_it(
