@@ -461,7 +461,8 @@ class App(ctk.CTk):
         self.cancel_scope: trio.CancelScope | None = None
         self._typing_sent = 0.0
         self._typing_deadline = 0.0
-        self._loading_history = False
+        self._loading_history: set[str] = set()
+        """The conversations whose history is being fetched (a page at a time each)."""
         self._transfer_scopes: dict[int, trio.CancelScope] = {}
         self.login_form = LoginForm(self, self.settings)
         self.chat = ChatView(self)
@@ -686,10 +687,13 @@ class App(ctk.CTk):
                 self._apply(self.vm.set_members(room, await self.client.members(room)))
 
     def load_older(self) -> None:
+        """Ask for the page of the current conversation's history before its oldest message
+        shown; one page at a time per conversation, however often scrolling asks."""
         conversation = self.vm.conversation(self.vm.current)
-        if self._loading_history or not conversation.more_history or self.client is None:
+        key = conversation.key
+        if key in self._loading_history or not conversation.more_history or self.client is None:
             return
-        self._loading_history = True
+        self._loading_history.add(key)
 
         async def load() -> None:
             try:
@@ -698,11 +702,11 @@ class App(ctk.CTk):
                     messages, more = await self.client.history(
                         room=room, peer=user, before=conversation.oldest, limit=50
                     )
-                    self._apply(self.vm.history_loaded(conversation.key, messages, more))
+                    self._apply(self.vm.history_loaded(key, messages, more))
             except ClientError as exc:
                 self._apply(self._error(str(exc)))
             finally:
-                self._loading_history = False
+                self._loading_history.discard(key)
 
         self.spawn(load)
 

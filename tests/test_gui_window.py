@@ -403,6 +403,24 @@ def test_a_conversation_with_a_missed_message_shows_its_earlier_ones_too(
     ]
 
 
+def test_a_conversation_shown_while_another_loads_its_history_loads_its_own(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    with server.login("alice") as earlier:
+        earlier.join("dev")  # a room alice joined, and read, in an earlier session
+        bob.join("dev")
+        bob.send_message("earlier in dev", room="dev")
+        earlier.next(Message)
+    app = window.app
+    window.login(server.port, "alice")
+    window.until(lambda: "#dev" in app.chat.conversation_buttons, "#dev in the sidebar")
+    window.until(lambda: app.vm.conversation("#general").first_page_loaded, "#general's history")
+    app.open_direct("bob")  # a click on bob under People, then at once on "# dev"
+    app.chat.conversation_buttons["#dev"].invoke()
+    window.until_shown("bob: earlier in dev")
+    assert app.vm.current == "#dev"
+
+
 @pytest.mark.parametrize(
     "server", [HubConfig(messages_per_second=1000, message_burst=1000)], indirect=True
 )
