@@ -36,7 +36,7 @@ from sealchat.gui.viewmodel import (
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
 from sealchat.transports.shown_text import escaped
-from sealchat.transports.trio_client import ChatClient, connect
+from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
 TYPING_REFRESH = 3.0
 TYPING_IDLE = 4.0
@@ -549,6 +549,8 @@ class App(ctk.CTk):
                 self.spawn(self._load_rooms)
                 async for event in client.events():
                     self._apply(self.vm.apply(event, time.time()))
+                    if event == LinkState(connected=True):
+                        self._reconnected()
                     if client.gave_up_on is not None:  # no more reconnecting: say why, below
                         raise client.gave_up_on
         except ServerKeyChanged as exc:
@@ -564,6 +566,12 @@ class App(ctk.CTk):
             self.client = None
             if self.chat.winfo_manager():  # it had logged in: back to the login form
                 self._show_login()
+
+    def _reconnected(self) -> None:
+        """The link is back: who joined the current room and which rooms this user is in may
+        have changed meanwhile, and the server replays neither, so both are asked for again."""
+        self._load_current_members()
+        self.spawn(self._load_rooms)
 
     async def _confirm_key(self, server: str, fingerprint: str) -> bool:
         answer = messagebox.askyesno(
@@ -665,10 +673,14 @@ class App(ctk.CTk):
     def _shown(self) -> None:
         """The current conversation was just selected: a room's members are asked for
         afresh, and its history as :meth:`_load_first_page` says."""
+        self._load_current_members()
+        self._load_first_page()
+
+    def _load_current_members(self) -> None:
+        """Ask for the members of the current conversation, if it is a room."""
         conversation = self.vm.conversation(self.vm.current)
         if conversation.is_room:
             self.spawn(self._load_members, conversation.title)
-        self._load_first_page()
 
     def _load_first_page(self) -> None:
         """The latest page of the current conversation's history, unless one came in this

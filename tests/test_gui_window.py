@@ -18,6 +18,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import Error, FileInfo, Message, Presence, Typing
 from sealchat.core.hub import HubConfig
@@ -801,6 +802,31 @@ def test_when_the_client_gives_up_reconnecting_the_login_form_says_why(
             window.login(port, "bob")  # the form works again, for someone else too
             assert not app.chat.banner.winfo_ismapped()
             assert app.chat.input.get("1.0", "end").strip() == ""  # nothing of alice's
+            window.close()
+
+
+def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment(tmp_path, monkeypatch)
+    port, key = free_port(), X25519PrivateKey.generate()
+    with open_window(tmp_path / "gui.json", display) as window:
+        app = window.app
+        with running_server("trio", tmp_path / "server", port=port, key=key) as first:
+            window.login(port, "alice")
+            with first.login("bob"):
+                window.until(lambda: "\u25cf bob" in button_texts(app.chat.people_list), "bob")
+        window.until(lambda: app.vm.banner.startswith("Connection lost"), "the banner")
+        # The same server comes back. Until the window is pumped again it cannot reconnect:
+        # carol's first login (which puts her in #general) and alice joining a room from
+        # elsewhere happen while it is away.
+        with running_server("trio", tmp_path / "server", port=port, key=key) as second:
+            with second.login("carol"), second.login("alice") as elsewhere:
+                elsewhere.join("dev")
+                window.until(lambda: not app.vm.banner, "the reconnect", 60)
+                window.until(lambda: "\u25cf carol" in button_texts(app.chat.people_list), "carol")
+                assert "\u25cb bob" in button_texts(app.chat.people_list)
+                window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
             window.close()
 
 
