@@ -36,7 +36,7 @@ from sealchat.gui.viewmodel import (
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
 from sealchat.transports.shown_text import escaped
-from sealchat.transports.trio_client import ChatClient, LinkState, connect
+from sealchat.transports.trio_client import ChatClient, ConnectionLost, LinkState, connect
 
 TYPING_REFRESH = 3.0
 TYPING_IDLE = 4.0
@@ -642,8 +642,12 @@ class App(ctk.CTk):
             self.spawn(self._typing, True)
 
     async def _typing(self, active: bool) -> None:
+        """Tell the current conversation whether we are typing: best effort, a notice that
+        cannot go (while reconnecting) is no error to show."""
         room, user = self.vm.conversation(self.vm.current).target
-        await self._call(lambda c: c.typing(active, room=room, to=user))
+        if self.client is not None:
+            with contextlib.suppress(ClientError):
+                await self.client.typing(active, room=room, to=user)
 
     def join_room(self, room: str) -> None:
         self._apply(self.vm.dismiss_error())
@@ -654,7 +658,7 @@ class App(ctk.CTk):
             try:
                 members = await self.client.join(room)
             except ClientError as exc:
-                self._apply(self._error(str(exc)))
+                self._apply(self._error(exc))
                 return
             self._apply(self.vm.set_members(room, members) | self.vm.select(room_key(room)))
             self._load_first_page()
@@ -716,7 +720,7 @@ class App(ctk.CTk):
                     )
                     self._apply(self.vm.history_loaded(key, messages, more))
             except ClientError as exc:
-                self._apply(self._error(str(exc)))
+                self._apply(self._error(exc))
             finally:
                 self._loading_history.discard(key)
 
@@ -810,17 +814,9 @@ class App(ctk.CTk):
         except OSError as exc:
             log.warning("cannot save the settings to %s: %s", self.settings.path, exc)
 
-    async def _call(self, action: Callable[[ChatClient], Awaitable[object]]) -> None:
-        if self.client is None:
-            return
-        try:
-            await action(self.client)
-        except ClientError as exc:
-            self._apply(self._error(str(exc)))
-
-    def _error(self, text: str) -> set[Change]:
-        self.vm.error = text
-        return {Change.ERROR}
+    def _error(self, error: str | ClientError) -> set[Change]:
+        """Show ``error``; one saying the connection was lost goes when the link is back."""
+        return self.vm.failed(str(error), link_lost=isinstance(error, ConnectionLost))
 
     # --- drawing --------------------------------------------------------------------------
 

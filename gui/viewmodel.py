@@ -173,6 +173,8 @@ class ViewModel:
         self.typing: dict[str, dict[str, float]] = {}
         self.banner = ""
         self.error = ""
+        self._link_error = ""
+        """The error shown, if it says the connection was lost: it goes when the link is back."""
         self.missed_while_away = 0
         self.updates: list[TranscriptUpdate] = []
         self.conversation(room_key("general"))
@@ -285,6 +287,9 @@ class ViewModel:
                 return {Change.BANNER, Change.TYPING}
             case LinkState(connected=True):
                 self.banner = ""
+                if self.error and self.error == self._link_error:
+                    self.error = ""
+                    return {Change.BANNER, Change.ERROR}
                 return {Change.BANNER}
             case Error(ref=ref, detail=detail, code=code):
                 return self.not_sent(ref, detail or code)  # just shown, if not a message's
@@ -388,6 +393,13 @@ class ViewModel:
         self.returned.append(text)
         self.error = f"{reason} (your message is back in the input box)"
         return {Change.ERROR, Change.INPUT}
+
+    def failed(self, text: str, *, link_lost: bool = False) -> set[Change]:
+        """Show the error ``text``; if it says the connection was lost (``link_lost``), it
+        goes by itself when the link is back."""
+        self.error = text
+        self._link_error = text if link_lost else ""
+        return {Change.ERROR}
 
     def fits(self, text: str) -> bool:
         """Whether ``text`` fits in one message. If not, the error says why, and the text

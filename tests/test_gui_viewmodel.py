@@ -465,6 +465,19 @@ def test_reconnect_banner_for_reconnecting_and_disconnected_cleared_on_reconnect
     assert vm.banner == ""
 
 
+def test_an_error_saying_the_connection_was_lost_goes_when_it_is_back() -> None:
+    vm = logged_in()
+    vm.apply(LinkState(connected=False, reason="reset", retry_in=1.0), NOW)
+    assert vm.failed("the connection was lost", link_lost=True) == {Change.ERROR}
+    assert vm.apply(LinkState(connected=True), NOW) == {Change.BANNER, Change.ERROR}
+    assert vm.error == ""
+
+    vm.failed("the connection was lost", link_lost=True)
+    vm.failed("no such room")  # a later error, not about the link: it stays
+    vm.apply(LinkState(connected=True), NOW)
+    assert vm.error == "no such room"
+
+
 def test_a_session_ended_for_good_leaves_nothing_of_it_but_the_transfers() -> None:
     vm = logged_in("alice", theme="light")
     vm.apply(RoomJoined(room="random"), NOW)

@@ -830,6 +830,38 @@ def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
             window.close()
 
 
+def test_typing_while_reconnecting_leaves_no_error_once_reconnected(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment(tmp_path, monkeypatch)
+    port, key = free_port(), X25519PrivateKey.generate()
+    with open_window(tmp_path / "gui.json", display) as window:
+        app = window.app
+        with running_server("trio", tmp_path / "server", port=port, key=key):
+            window.login(port, "alice")
+        window.until(lambda: app.vm.banner.startswith("Connection lost"), "the banner")
+        assert app.client is not None
+        tried: list[bool] = []
+        typing = app.client.typing
+
+        async def tried_typing(active: bool, **target: str) -> None:
+            try:
+                await typing(active, **target)
+            finally:
+                tried.append(active)
+
+        with mock.patch.object(app.client, "typing", tried_typing):
+            box = app.chat.input._textbox
+            box.focus_force()
+            box.insert("end", "h")
+            box.event_generate("<KeyRelease>", keysym="h")  # a draft, while reconnecting
+            window.until(lambda: tried, "the typing notice to be tried")
+        with running_server("trio", tmp_path / "server", port=port, key=key):
+            window.until(lambda: not app.vm.banner, "the reconnect", 60)
+            assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
+            window.close()
+
+
 def test_closing_the_window_cancels_trio_and_finishes_cleanly(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
