@@ -81,6 +81,10 @@ class LoginForm(ctk.CTkFrame):
         return entry
 
     def submit(self) -> None:
+        """Log in with what the form says; ignored while a login is under way (Enter
+        pressed again while the button says "Connecting…")."""
+        if self.button.cget("state") == "disabled":
+            return
         host, port, user = self.host.get().strip(), self.port.get().strip(), self.username.get()
         if not host or not port.isdigit() or not user.strip():
             self.show_error("Fill in the server, a numeric port and your user name.")

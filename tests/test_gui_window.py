@@ -149,6 +149,20 @@ def test_a_wrong_password_is_shown_on_the_login_form(window: Window, server: Run
     assert app.title() == "sealchat — alice"
 
 
+def test_pressing_enter_twice_on_the_form_logs_in_once(window: Window, server: Running) -> None:
+    app = window.app
+    window.fill_login(server.port, "alice", PASSWORD)
+    inner = app.login_form.password._entry  # the tk.Entry inside the CTkEntry
+    inner.focus_force()
+    window.pump()
+    with mock.patch.object(app, "_session", wraps=app._session) as session:
+        inner.event_generate("<Return>")
+        inner.event_generate("<Return>")  # again, while the form says "Connecting…"
+        window.until(lambda: app.vm.me == "alice", "the login")
+    assert session.call_count == 1
+    assert [d.kind for d in window.dialogs] == ["askyesno"]
+
+
 def test_declining_the_server_key_does_not_connect(window: Window, server: Running) -> None:
     window.trust = False
     window.fill_login(server.port, "alice", PASSWORD)
