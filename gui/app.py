@@ -465,6 +465,8 @@ class App(ctk.CTk):
         self.cancel_scope: trio.CancelScope | None = None
         self._typing_sent = 0.0
         self._typing_deadline = 0.0
+        self._typing_to: tuple[str, str] | None = None
+        """(room, user) our typing notice went to, while it is on."""
         self._loading_history: set[str] = set()
         """The conversations whose history is being fetched (a page at a time each)."""
         self._transfer_scopes: dict[int, trio.CancelScope] = {}
@@ -531,9 +533,7 @@ class App(ctk.CTk):
             now = time.time()
             self._apply(self.vm.expire_typing(now))
             if self._typing_deadline and now >= self._typing_deadline:
-                self._typing_deadline = 0.0
-                self._typing_sent = 0.0
-                await self._typing(False)
+                self._stop_typing()
 
     # --- login ----------------------------------------------------------------------------
 
@@ -623,8 +623,7 @@ class App(ctk.CTk):
             return False
         self._apply(self.vm.dismiss_error())
         room, user = self.vm.conversation(self.vm.current).target
-        self._typing_deadline = 0.0
-        self._typing_sent = 0.0
+        self._stop_typing(tell=False)  # the message ends the notice at the server
         client_id = new_client_id()
         self.vm.sending(client_id, text)  # before any reply can arrive
         self.spawn(self._send_message, text, room, user, client_id)
@@ -639,16 +638,33 @@ class App(ctk.CTk):
             self._apply(self.vm.not_sent(client_id, str(exc)))
 
     def user_is_typing(self) -> None:
+        """A key changed the draft: the conversation shown hears we are typing (refreshed
+        every TYPING_REFRESH s), until a pause of TYPING_IDLE s."""
+        self._typing_follows()
         now = time.time()
         self._typing_deadline = now + TYPING_IDLE
         if now - self._typing_sent > TYPING_REFRESH:
             self._typing_sent = now
-            self.spawn(self._typing, True)
+            self._typing_to = self.vm.conversation(self.vm.current).target
+            self.spawn(self._typing, True, self._typing_to)
 
-    async def _typing(self, active: bool) -> None:
-        """Tell the current conversation whether we are typing: best effort, a notice that
-        cannot go (while reconnecting) is no error to show."""
-        room, user = self.vm.conversation(self.vm.current).target
+    def _typing_follows(self) -> None:
+        """Stop our typing notice if it went to a conversation no longer shown."""
+        if self._typing_to not in (None, self.vm.conversation(self.vm.current).target):
+            self._stop_typing()
+
+    def _stop_typing(self, *, tell: bool = True) -> None:
+        """End our typing notice, telling the conversation it went to (if ``tell``)."""
+        if tell and self._typing_to is not None:
+            self.spawn(self._typing, False, self._typing_to)
+        self._typing_to = None
+        self._typing_deadline = 0.0
+        self._typing_sent = 0.0
+
+    async def _typing(self, active: bool, target: tuple[str, str]) -> None:
+        """Tell conversation ``target`` (room, user) whether we are typing: best effort, a
+        notice that cannot go (while reconnecting) is no error to show."""
+        room, user = target
         if self.client is not None:
             with contextlib.suppress(ClientError):
                 await self.client.typing(active, room=room, to=user)
@@ -665,6 +681,7 @@ class App(ctk.CTk):
                 self._apply(self._error(exc))
                 return
             self._apply(self.vm.set_members(room, members) | self.vm.select(room_key(room)))
+            self._typing_follows()
             self._load_first_page()
 
         self.spawn(join)
@@ -680,7 +697,9 @@ class App(ctk.CTk):
 
     def _shown(self) -> None:
         """The current conversation was just selected: a room's members are asked for
-        afresh, and its history as :meth:`_load_first_page` says."""
+        afresh, our typing notice follows, and its history comes as :meth:`_load_first_page`
+        says."""
+        self._typing_follows()
         self._load_current_members()
         self._load_first_page()
 

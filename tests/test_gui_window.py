@@ -325,6 +325,33 @@ def test_typing_in_the_box_tells_the_others_and_then_stops(
     assert (stopped.user, stopped.room, stopped.active) == ("alice", "general", False)
 
 
+def test_a_typing_notice_follows_the_conversation_shown(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    box = app.chat.input._textbox
+
+    def key(char: str) -> None:
+        box.focus_force()
+        box.insert("end", char)
+        box.event_generate("<KeyRelease>", keysym=char)
+
+    def notice(what: str) -> tuple[str, str, bool]:
+        got = window.receive(bob, Typing, what)
+        return (got.room, got.user, got.active)
+
+    key("h")
+    assert notice("typing in #general") == ("general", "alice", True)
+    app.open_direct("bob")
+    key("i")  # at once, well within the 3 s before a refresh
+    assert {notice("one notice"), notice("another")} == {
+        ("general", "alice", False),  # where the notice went
+        ("", "alice", True),
+    }
+    assert notice("the stop to bob, after a pause") == ("", "alice", False)
+
+
 def test_title_and_bell_for_messages_while_unfocused(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
