@@ -768,6 +768,9 @@ class App(ctk.CTk):
         self._transfer(path.name, upload, upload=True)
 
     def download(self, file_id: str) -> None:
+        """Download ``file_id``, unless it is being downloaded (a double click on its link)."""
+        if self.vm.downloading(file_id):
+            return
         info = next(
             (m.file for m in self.vm.current_messages() if m.file and m.file.file_id == file_id),
             None,
@@ -776,7 +779,8 @@ class App(ctk.CTk):
         async def fetch(client: ChatClient, progress: Callable[[int, int], None]) -> str:
             return str(await client.download(file_id, progress=progress))
 
-        self._transfer(info.name if info else file_id, fetch, upload=False)  # shown escaped
+        name = info.name if info else file_id  # shown escaped
+        self._transfer(name, fetch, upload=False, file_id=file_id)
 
     def _transfer(
         self,
@@ -784,10 +788,12 @@ class App(ctk.CTk):
         run: Callable[[ChatClient, Callable[[int, int], None]], Awaitable[str]],
         *,
         upload: bool,
+        file_id: str = "",
     ) -> None:
-        """Start a transfer row for ``name`` and ``run(client, progress)`` (which returns
-        the row's detail) in a task; a failure or a cancel ends the row saying so."""
-        transfer = self.vm.start_transfer(name, upload=upload)
+        """Start a transfer row for ``name`` (a download: of ``file_id``) and
+        ``run(client, progress)`` (which returns the row's detail) in a task; a failure or a
+        cancel ends the row saying so."""
+        transfer = self.vm.start_transfer(name, upload=upload, file_id=file_id)
 
         async def go() -> None:
             if self.client is None:

@@ -114,6 +114,8 @@ class Transfer:
     id: int
     name: str
     upload: bool
+    file_id: str = ""
+    """The file a download fetches."""
     done: int = 0
     total: int = 0
     state: TransferState = TransferState.RUNNING
@@ -456,11 +458,18 @@ class ViewModel:
 
     # --- transfers ------------------------------------------------------------------------
 
-    def start_transfer(self, name: str, *, upload: bool) -> Transfer:
-        transfer = Transfer(self._next_transfer, name, upload)
+    def start_transfer(self, name: str, *, upload: bool, file_id: str = "") -> Transfer:
+        transfer = Transfer(self._next_transfer, name, upload, file_id)
         self._next_transfer += 1
         self.transfers[transfer.id] = transfer
         return transfer
+
+    def downloading(self, file_id: str) -> bool:
+        """Whether a download of ``file_id`` is under way."""
+        return any(
+            t.file_id == file_id and t.state is TransferState.RUNNING
+            for t in self.transfers.values()
+        )
 
     def transfer_progress(self, transfer_id: int, done: int, total: int) -> set[Change]:
         transfer = self.transfers[transfer_id]

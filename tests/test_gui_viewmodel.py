@@ -623,6 +623,18 @@ def test_a_download_shows_where_it_was_saved() -> None:
     assert download.label == "Saved photo.png to /home/alice/Downloads/photo.png"
 
 
+def test_a_file_is_being_downloaded_until_its_download_ends() -> None:
+    vm = logged_in()
+    upload = vm.start_transfer("photo.png", upload=True)
+    assert not vm.downloading("f1")
+    download = vm.start_transfer("photo.png", upload=False, file_id="f1")
+    assert vm.downloading("f1")
+    assert not vm.downloading("f2")
+    vm.transfer_finished(download.id, TransferState.CANCELLED)
+    vm.transfer_finished(upload.id, TransferState.DONE)
+    assert not vm.downloading("f1")  # it can be downloaded again
+
+
 def test_failed_and_cancelled_transfers_say_so() -> None:
     vm = logged_in()
     failed = vm.start_transfer("big.iso", upload=True)

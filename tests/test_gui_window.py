@@ -728,14 +728,7 @@ def test_clicking_a_file_announced_by_the_other_client_downloads_it(
     info = bob.send_file(path, room="general")
     window.until_shown("bob: \u2913 photo.png (4.9 KiB)")
 
-    transcript = app.chat.transcript
-    first = transcript.tag_ranges(f"file:{info.file_id}")[0]
-    transcript.see(first)
-    window.pump()
-    x, y, _width, height = transcript.bbox(first)
-    transcript.event_generate("<Motion>", x=x + 2, y=y + height // 2)
-    transcript.event_generate("<Button-1>", x=x + 2, y=y + height // 2)
-    transcript.event_generate("<ButtonRelease-1>", x=x + 2, y=y + height // 2)
+    click_file_link(window, info.file_id)
     window.until(lambda: app.vm.transfers, "the download to start")
     transfer = window.until_transferred("the download")
 
@@ -745,6 +738,33 @@ def test_clicking_a_file_announced_by_the_other_client_downloads_it(
     label, bar, _cancel = app.chat.transfer_rows[transfer.id]
     assert label.cget("text") == f"Saved photo.png to {saved}"
     assert bar.get() == 1.0
+
+
+def test_a_double_click_on_a_file_link_downloads_it_once(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    window.login(server.port, "alice")
+    data = os.urandom(5000)
+    (tmp_path / "photo.png").write_bytes(data)
+    info = bob.send_file(tmp_path / "photo.png", room="general")
+    window.until_shown("bob: \u2913 photo.png")
+    click_file_link(window, info.file_id, times=2)
+    transfer = window.until_transferred("the download")  # the only one
+    assert Path(transfer.detail).read_bytes() == data
+    assert [p.name for p in (tmp_path / "downloads" / "sealchat").iterdir()] == ["photo.png"]
+
+
+def click_file_link(window: Window, file_id: str, times: int = 1) -> None:
+    """Click the transcript's link to ``file_id`` ``times`` times, as the mouse does."""
+    transcript = window.app.chat.transcript
+    first = transcript.tag_ranges(f"file:{file_id}")[0]
+    transcript.see(first)
+    window.pump()
+    x, y, _width, height = transcript.bbox(first)
+    transcript.event_generate("<Motion>", x=x + 2, y=y + height // 2)
+    for _ in range(times):
+        transcript.event_generate("<Button-1>", x=x + 2, y=y + height // 2)
+        transcript.event_generate("<ButtonRelease-1>", x=x + 2, y=y + height // 2)
 
 
 def test_a_file_that_cannot_be_read_fails_its_transfer_and_the_window_stays(
