@@ -86,8 +86,8 @@ class LoginForm(ctk.CTkFrame):
         if self.button.cget("state") == "disabled":
             return
         host, port, user = self.host.get().strip(), self.port.get().strip(), self.username.get()
-        if not host or not port.isdigit() or not user.strip():
-            self.show_error("Fill in the server, a numeric port and your user name.")
+        if not host or not _is_port(port) or not user.strip():
+            self.show_error("Fill in the server, a port (1 to 65535) and your user name.")
             return
         self.show_error("")
         self.button.configure(state="disabled", text="Connecting…")
@@ -896,6 +896,11 @@ class App(ctk.CTk):
             if vm.missed_while_away and not vm.focused:
                 self.bell()
             self.title(vm.title())
+
+
+def _is_port(text: str) -> bool:
+    """Whether ``text`` is a TCP port number (ASCII digits: "78\u00b2" is a digit string)."""
+    return text.isascii() and text.isdigit() and 0 < int(text) < 65536
 
 
 def _shown_line(line: str) -> str:

@@ -172,13 +172,16 @@ def test_declining_the_server_key_does_not_connect(window: Window, server: Runni
     assert window.app.vm.me == ""
 
 
-def test_an_incomplete_form_is_refused_before_connecting(window: Window) -> None:
+@pytest.mark.parametrize("port", ["http", "78\u00b2", "\uff17\uff18", "0", "65536", ""])
+def test_an_incomplete_form_is_refused_before_connecting(window: Window, port: str) -> None:
+    form = window.app.login_form
     window.fill_login(0, "alice", PASSWORD)
-    window.app.login_form.port.delete(0, "end")
-    window.app.login_form.port.insert(0, "http")
+    form.port.delete(0, "end")
+    form.port.insert(0, port)
     window.submit_login()
     window.pump()
-    assert window.login_error() == "Fill in the server, a numeric port and your user name."
+    assert window.login_error() == "Fill in the server, a port (1 to 65535) and your user name."
+    assert form.button.cget("state") == "normal"
     assert window.dialogs == []
 
 
