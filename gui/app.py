@@ -134,6 +134,8 @@ class ChatView(ctk.CTkFrame):
         self._conversation_looks: dict[str, dict[str, str]] = {}
         """What each sidebar button shows (text, colours), to update only what changed."""
         self.emoji_window: ctk.CTkToplevel | None = None
+        self._draft = ""
+        """The input box's text as of the last key (a key that changes it is typing)."""
         self._lines: list[int] = []
         """How many text lines each message drawn in the transcript takes, in order."""
 
@@ -226,6 +228,7 @@ class ChatView(ctk.CTkFrame):
         text = self.input.get("1.0", "end").strip()
         if text and self.app.send_text(text):
             self.input.delete("1.0", "end")
+            self._draft = ""
 
     def give_back(self, text: str) -> None:
         """Put ``text`` that did not go back at the start of the input box, before anything
@@ -233,8 +236,11 @@ class ChatView(ctk.CTkFrame):
         typed = self.input.get("1.0", "end-1c")
         self.input.insert("1.0", f"{text}\n" if typed.strip() else text)
 
-    def _key(self, event: tk.Event[Any]) -> None:
-        if event.keysym not in ("Return", "Shift_L", "Shift_R"):
+    def _key(self, _event: tk.Event[Any]) -> None:
+        """A key was released: typing, if it changed the draft (not an arrow, not Ctrl)."""
+        draft = self.input.get("1.0", "end-1c")
+        if draft != self._draft:
+            self._draft = draft
             self.app.user_is_typing()
 
     def _join(self) -> None:

@@ -355,6 +355,28 @@ def test_a_typing_notice_follows_the_conversation_shown(
     assert notice("the stop to bob, after a pause") == ("", "alice", False)
 
 
+def test_only_keys_that_change_the_draft_count_as_typing(window: Window, server: Running) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    box = app.chat.input._textbox
+    box.focus_force()
+    window.pump()
+    with mock.patch.object(app, "user_is_typing") as typing:
+        for keysym in ("Left", "Control_L", "Shift_L", "Home"):
+            box.event_generate("<KeyRelease>", keysym=keysym)
+        assert typing.call_count == 0
+        box.insert("end", "h")
+        box.event_generate("<KeyRelease>", keysym="h")
+        assert typing.call_count == 1
+        box.event_generate("<KeyRelease>", keysym="Right")
+        box.event_generate("<Return>")  # sends "h", which empties the box
+        box.event_generate("<KeyRelease>", keysym="Return")
+        assert typing.call_count == 1
+        box.insert("end", "\n")  # what Shift+Return does
+        box.event_generate("<KeyRelease>", keysym="Return")
+        assert typing.call_count == 2
+
+
 def test_title_and_bell_for_messages_while_unfocused(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
