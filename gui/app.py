@@ -225,7 +225,7 @@ class ChatView(ctk.CTkFrame):
 
     def send(self) -> None:
         """Send what is in the input box; a text that cannot go stays there."""
-        text = self.input.get("1.0", "end").strip()
+        text = _without_blank_ends(self.input.get("1.0", "end-1c"))
         if text and self.app.send_text(text):
             self.input.delete("1.0", "end")
             self._draft = ""
@@ -902,6 +902,17 @@ class App(ctk.CTk):
             if vm.missed_while_away and not vm.focused:
                 self.bell()
             self.title(vm.title())
+
+
+def _without_blank_ends(text: str) -> str:
+    """``text`` without its blank first and last lines; the rest, and the indentation of
+    its first line (pasted code), stay as typed. Blank text gives ""."""
+    lines = text.split("\n")
+    while lines and not lines[0].strip():
+        del lines[0]
+    while lines and not lines[-1].strip():
+        del lines[-1]
+    return "\n".join(lines)
 
 
 def _is_port(text: str) -> bool:

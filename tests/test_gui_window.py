@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import Error, FileInfo, Message, Presence, Typing
 from sealchat.core.hub import HubConfig
-from sealchat.gui.app import _file_label, _friendly
+from sealchat.gui.app import _file_label, _friendly, _without_blank_ends
 from sealchat.gui.theme import PALETTES
 from sealchat.gui.viewmodel import TransferState
 from sealchat.transports.blocking_client import BlockingClient
@@ -550,6 +550,29 @@ def test_a_peer_cannot_make_a_line_pose_as_a_message_of_its_own(
     assert left("4.0") == message
     assert left("4.0 + 1 display lines") > message  # and so are the lines a long one wraps to
     assert left("5.0") == message
+
+
+def test_pasted_code_keeps_the_indentation_of_its_first_line(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    window.login(server.port, "alice")
+    window.type_and_enter("\n  \n    return x\n\tpass\n\n")
+    received = window.receive(bob, Message, "alice's message at bob")
+    assert received.text == "    return x\n\tpass"
+
+
+@pytest.mark.parametrize(
+    ("typed", "sent"),
+    [
+        ("hello", "hello"),
+        ("  indented\n  too  ", "  indented\n  too  "),
+        ("\n \t\nfirst\n\nlast\n \n", "first\n\nlast"),
+        (" \n\t\n", ""),
+        ("", ""),
+    ],
+)
+def test_only_blank_lines_at_the_ends_of_a_message_go(typed: str, sent: str) -> None:
+    assert _without_blank_ends(typed) == sent
 
 
 def test_a_message_too_long_stays_in_the_box_saying_why(window: Window, server: Running) -> None:
