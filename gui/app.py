@@ -35,7 +35,7 @@ from sealchat.gui.viewmodel import (
 )
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
-from sealchat.transports.shown_text import escaped
+from sealchat.transports.shown_text import escaped, escaped_message
 from sealchat.transports.trio_client import ChatClient, ConnectionLost, LinkState, connect
 
 TYPING_REFRESH = 3.0
@@ -922,7 +922,7 @@ def _is_port(text: str) -> bool:
 
 def _shown_line(line: str) -> str:
     """One line of a peer's message as shown: escaped, but tabs stay tabs (pasted code)."""
-    return "\t".join(escaped(part) for part in line.split("\t"))
+    return "\t".join(escaped_message(part) for part in line.split("\t"))
 
 
 def _file_label(info: FileInfo) -> str:

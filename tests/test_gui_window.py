@@ -998,9 +998,37 @@ def test_closing_before_logging_in_finishes_cleanly(window: Window) -> None:
     assert destroyed(app)
 
 
-def test_file_names_are_shown_without_bidi_tricks() -> None:
-    info = FileInfo(file_id="f" * 32, name="invoice\u202egpj.exe", size=2048, sha256=bytes(32))
-    assert _file_label(info) == "\u2913 invoice\\u202egpj.exe (2.0 KiB) — click to download"
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("invoice\u202egpj.exe", "invoice\\u202egpj.exe"),
+        ("a\u00adb\u200e.exe", "a\\xadb\\u200e.exe"),
+    ],
+)
+def test_file_names_are_shown_without_bidi_tricks_or_invisible_marks(name: str, shown: str) -> None:
+    info = FileInfo(file_id="f" * 32, name=name, size=2048, sha256=bytes(32))
+    assert _file_label(info) == f"\u2913 {shown} (2.0 KiB) — click to download"
+
+
+def test_a_message_shows_the_marks_writing_needs_but_no_bidi_tricks(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    england = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
+    texts = [
+        "Donau\u00addampf\u00adschiff",
+        "price: \u200e100 \u05e9\u05e7\u05dc",
+        "\u05e9\u05dc\u05d5\u05dd\u200f!",
+        "\u061c\u0627\u0644\u0633\u0644\u0627\u0645",
+        "no\u2060break",
+        f"go {england}",
+    ]
+    window.login(server.port, "alice")
+    for text in [*texts, "invoice\u202egpj.exe"]:
+        bob.send_message(text, room="general")
+    window.until_shown("bob: invoice")
+    assert window.transcript_lines() == [f"bob: {text}" for text in texts] + [
+        "bob: invoice\\u202egpj.exe"
+    ]
 
 
 def test_tabs_in_a_message_stay_tabs(window: Window, server: Running, bob: BlockingClient) -> None:

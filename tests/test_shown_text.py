@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealchat.transports.shown_text import escaped, hidden
+from sealchat.transports.shown_text import escaped, escaped_message, hidden
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,47 @@ def test_no_hidden_character_counts_as_printable() -> None:
         hex(code) for code in range(0x110000) if hidden(chr(code)) and chr(code).isprintable()
     ]
     assert printable_hidden == []
+
+
+ENGLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
+WRITING = [
+    "Donau\u00addampf\u00adschiff",  # soft hyphens
+    "price: \u200e100 \u05e9\u05e7\u05dc",  # a left-to-right mark in mixed text
+    "\u05e9\u05dc\u05d5\u05dd\u200f!",  # a right-to-left mark
+    "\u061c\u0627\u0644\u0633\u0644\u0627\u0645",  # an Arabic letter mark
+    "no\u2060break",  # a word joiner
+    f"go {ENGLAND}, and {ENGLAND}!",  # subdivision flags (tag sequences)
+]
+
+
+@pytest.mark.parametrize("text", WRITING)
+def test_a_message_keeps_the_marks_writing_needs(text: str) -> None:
+    assert escaped_message(text) == text
+
+
+@pytest.mark.parametrize("text", WRITING)
+def test_names_keep_the_strict_rule(text: str) -> None:
+    # A file or user name has no use for them: there they only make one name pass for another.
+    assert escaped(text) != text
+    assert "\\" in escaped(text)
+    assert any(hidden(c) for c in text)  # and a saved file's name goes without them
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("invoice\u202egpj.exe", "invoice\\u202egpj.exe"),  # bidi overrides and embeddings
+        ("\u202a\u202b\u202c\u202d", "\\u202a\\u202b\\u202c\\u202d"),
+        ("a\u2066b\u2067c\u2068d\u2069", "a\\u2066b\\u2067c\\u2068d\\u2069"),  # isolates
+        ("\x1b[2J\ufeff\u2028", "\\x1b[2J\\ufeff\\u2028"),
+        ("\U000e0067tag", "\\U000e0067tag"),  # tags not after a black flag
+        ("\U0001f3f4 \U000e0067", "\U0001f3f4 \\U000e0067"),
+        (  # after the cancel tag, the flag is over
+            "\U0001f3f4\U000e0067\U000e007f\U000e0067",
+            "\U0001f3f4\U000e0067\U000e007f\\U000e0067",
+        ),
+        ("\U0001f3f4\u202e", "\U0001f3f4\\u202e"),
+    ],
+)
+def test_a_message_still_shows_every_other_hidden_character_escaped(text: str, shown: str) -> None:
+    assert escaped_message(text) == shown

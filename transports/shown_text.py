@@ -6,6 +6,11 @@ invisible marks) reorder or hide what is shown, so that ``invoice\\u202egpj.exe`
 ``invoiceexe.jpg``; lone surrogates cannot be encoded; line and paragraph separators start a
 line a peer could dress up as someone else's. The zero-width joiner and non-joiner are format
 characters that words (Persian, Indic scripts) and emoji sequences need, and harmless: kept.
+
+A message's text (:func:`escaped_message`) also keeps the few format characters that writing
+needs and that reorder nothing: the soft hyphen, the directional marks (LRM, RLM, ALM), the
+word joiner, and the tag characters of a subdivision flag. Names, file names above all, keep
+the strict rule: there an invisible mark only makes one name pass for another.
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ import unicodedata
 
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _JOINERS = frozenset("\u200c\u200d")
+_WRITING_MARKS = frozenset("\u00ad\u061c\u200e\u200f\u2060")
+"""Soft hyphen, Arabic letter mark, left-to-right and right-to-left marks, word joiner."""
+_BLACK_FLAG = "\U0001f3f4"
+_FIRST_TAG, _CANCEL_TAG = "\U000e0020", "\U000e007f"
+"""A subdivision flag is the black flag, tag characters, and the cancel tag that ends it."""
 
 
 def hidden(char: str) -> bool:
@@ -26,6 +36,21 @@ def escaped(text: str) -> str:
     if text.isprintable():  # none of them is printable: most text is done in one C call
         return text
     return "".join(_escape(c) if hidden(c) else c for c in text)
+
+
+def escaped_message(text: str) -> str:
+    """A message's ``text`` as shown: like :func:`escaped`, but the marks that writing needs
+    stay, and so do tag characters right after a black flag (up to its cancel tag)."""
+    if text.isprintable():
+        return text
+    shown: list[str] = []
+    in_flag = False
+    for char in text:
+        tag = _FIRST_TAG <= char <= _CANCEL_TAG
+        kept = char in _WRITING_MARKS or (in_flag and tag) or not hidden(char)
+        shown.append(char if kept else _escape(char))
+        in_flag = char == _BLACK_FLAG or (in_flag and tag and char != _CANCEL_TAG)
+    return "".join(shown)
 
 
 def _escape(char: str) -> str:
