@@ -254,6 +254,7 @@ class ChatView(ctk.CTkFrame):
         window = self.emoji_window = ctk.CTkToplevel(self)
         window.title("Emoji")
         window.transient(self.app)
+        self.app.bind_focus(window)  # picking an emoji is not leaving
         for n, text in enumerate(EMOTICONS):
             ctk.CTkButton(
                 window,
@@ -482,9 +483,14 @@ class App(ctk.CTk):
         self.guest = TkGuest(self)
         self.guest.on_done = lambda _result: self._destroy()
         self.protocol("WM_DELETE_WINDOW", self.close)
-        self.bind("<FocusIn>", lambda _e: self._apply(self.vm.set_focus(True)))
-        self.bind("<FocusOut>", lambda _e: self._apply(self.vm.set_focus(False)))
+        self.bind_focus(self)
         self._apply({Change.THEME})
+
+    def bind_focus(self, window: tk.Misc) -> None:
+        """Whether the user is here (no bell, no count in the title) follows the focus in
+        and out of ``window``: the main window, and the app's own others (the emoji picker)."""
+        window.bind("<FocusIn>", lambda _e: self._apply(self.vm.set_focus(True)))
+        window.bind("<FocusOut>", lambda _e: self._apply(self.vm.set_focus(False)))
 
     # --- trio lifecycle -------------------------------------------------------------------
 

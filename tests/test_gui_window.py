@@ -392,6 +392,27 @@ def test_title_and_bell_for_messages_while_unfocused(
     window.until(lambda: app.title() == "sealchat — alice", "the title to reset")
 
 
+def test_the_emoji_picker_is_not_leaving_the_window(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.chat.input._textbox.focus_force()
+    window.until(lambda: app.focus_get() is app.chat.input._textbox, "the input box focused")
+    app.chat.emoji_button.invoke()
+    picker = app.chat.emoji_window
+    picker.focus_force()  # what the window manager does for a new window
+    window.until(lambda: str(app.focus_get()).startswith(str(picker)), "the picker focused")
+    assert app.vm.focused
+    bob.send_message("hi", room="general")
+    window.until_shown("bob: hi")
+    assert window.bells == 0
+    assert app.title() == "sealchat — alice"
+    picker.event_generate("<FocusOut>")  # another application takes the focus
+    window.pump()
+    assert not app.vm.focused
+
+
 @pytest.mark.parametrize(
     "server", [HubConfig(messages_per_second=1000, message_burst=1000)], indirect=True
 )
