@@ -97,10 +97,13 @@ class LoginForm(ctk.CTkFrame):
 
     def apply_theme(self, palette: dict[str, str]) -> None:
         self.configure(fg_color=palette["panel"])
-        self.button.configure(
+        self.button.configure(**_accented(palette))
+        self.remember.configure(
             fg_color=palette["accent"],
             hover_color=palette["accent_hover"],
-            text_color=palette["window"],
+            checkmark_color=palette["window"],
+            border_color=palette["dim"],
+            text_color=palette["fg"],
         )
         for entry in (self.host, self.port, self.username, self.password):
             entry.configure(fg_color=palette["entry"], text_color=palette["fg"])
@@ -263,6 +266,15 @@ class ChatView(ctk.CTkFrame):
                 font=("DejaVu Sans", 14),
                 command=lambda t=text: self.insert_emoji(t),
             ).grid(row=n // 8, column=n % 8, padx=2, pady=2)
+        self._theme_emoji_picker(self.app.palette)
+
+    def _theme_emoji_picker(self, palette: dict[str, str]) -> None:
+        """Colour the emoji picker, if it is open, and its buttons as ``palette`` says."""
+        window = self.emoji_window
+        if window is not None and window.winfo_exists():
+            window.configure(fg_color=palette["window"])
+            for button in window.winfo_children():
+                button.configure(**_accented(palette))
 
     def insert_emoji(self, text: str) -> None:
         self.input.insert("insert", text)
@@ -405,11 +417,7 @@ class ChatView(ctk.CTkFrame):
             label.configure(text=escaped(transfer.label))  # reasons may quote the server
             bar.configure(progress_color=palette["accent"])
             bar.set(transfer.fraction)
-            cancel.configure(
-                fg_color=palette["accent"],
-                hover_color=palette["accent_hover"],
-                text_color=palette["window"],
-            )
+            cancel.configure(**_accented(palette))
             if transfer.state is not TransferState.RUNNING:
                 cancel.configure(
                     text="Dismiss",
@@ -422,11 +430,8 @@ class ChatView(ctk.CTkFrame):
         for frame in (self.conversation_list, self.people_list):
             frame.configure(fg_color=palette["window"])
         for button in (self.join_button, self.file_button, self.send_button, self.emoji_button):
-            button.configure(
-                fg_color=palette["accent"],
-                hover_color=palette["accent_hover"],
-                text_color=palette["window"],
-            )
+            button.configure(**_accented(palette))
+        self._theme_emoji_picker(palette)
         self.input.configure(
             fg_color=palette["entry"],
             text_color=palette["fg"],
@@ -924,6 +929,15 @@ def _without_blank_ends(text: str) -> str:
 def _is_port(text: str) -> bool:
     """Whether ``text`` is a TCP port number (ASCII digits: "78\u00b2" is a digit string)."""
     return text.isascii() and text.isdigit() and 0 < int(text) < 65536
+
+
+def _accented(palette: dict[str, str]) -> dict[str, str]:
+    """The colours of a button in ``palette``'s accent."""
+    return {
+        "fg_color": palette["accent"],
+        "hover_color": palette["accent_hover"],
+        "text_color": palette["window"],
+    }
 
 
 def _shown_line(line: str) -> str:

@@ -724,6 +724,41 @@ def test_theme_switch_changes_colours_is_saved_and_restored(
         assert again.app.chat.theme_switch.get() == 0
 
 
+def test_the_emoji_picker_and_the_remember_box_follow_the_theme(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.chat.emoji_button.invoke()
+    picker = app.chat.emoji_window
+
+    def looks() -> dict[str, str]:
+        return {
+            "picker": picker.cget("fg_color"),
+            "emoji": picker.winfo_children()[0].cget("fg_color"),
+            "remember": app.login_form.remember.cget("fg_color"),
+            "remember's text": app.login_form.remember.cget("text_color"),
+        }
+
+    expected = {
+        palette: {
+            "picker": PALETTES[palette]["window"],
+            "emoji": PALETTES[palette]["accent"],
+            "remember": PALETTES[palette]["accent"],
+            "remember's text": PALETTES[palette]["fg"],
+        }
+        for palette in ("dark", "light")
+    }
+    assert looks() == expected["dark"]
+    app.chat.theme_switch.toggle()  # with the picker open
+    window.pump()
+    assert looks() == expected["light"]
+    app.chat.close_emoji_picker()
+    app.chat.emoji_button.invoke()  # opened anew in the light theme
+    picker = app.chat.emoji_window
+    assert looks() == expected["light"]
+
+
 # --- files ----------------------------------------------------------------------------------
 
 
