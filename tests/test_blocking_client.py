@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -272,6 +273,27 @@ def test_an_abandoned_upload_can_be_sent_again(tmp_path: Path) -> None:
         with pytest.raises(KeyboardInterrupt):
             alice.send_file(source, room="general", progress=_cancel)
         info = alice.send_file(source, room="general")
+        assert info.size == source.stat().st_size
+
+
+def test_an_offer_given_up_on_is_withdrawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "up.bin"
+    source.write_bytes(os.urandom(100_000))
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        offer = server.hub._offer
+        answer = threading.Event()
+
+        def held(*args: Any) -> Any:
+            answer.wait(LIVENESS)  # a busy server: the answer comes after the client gave up
+            return offer(*args)
+
+        with monkeypatch.context() as patched:
+            patched.setattr(server.hub, "_offer", held)
+            patched.setattr(alice, "ask", functools.partial(alice.ask, timeout=0.2))
+            with pytest.raises(ClientError, match="did not answer"):
+                alice.send_file(source, room="general")
+        answer.set()
+        info = alice.send_file(source, room="general")  # the late offer freed its slot
         assert info.size == source.stat().st_size
 
 

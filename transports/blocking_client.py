@@ -486,11 +486,11 @@ class BlockingClient:
         offer = FileOffer(
             transfer=transfer, name=path.name, size=data_size, sha256=digest, room=room, to=to
         )
-        accept = self.ask(requests.upload(offer))
-        outcome = requests.announced(accept.file_id, transfer)
-        waiter = self._expect(outcome)
-        offset = accept.offset
+        waiter: _Waiter | None = None
         try:
+            accept = self.ask(requests.upload(offer))
+            waiter = self._expect(requests.announced(accept.file_id, transfer))
+            offset = accept.offset
             with open(path, "rb") as source:
                 source.seek(offset)
                 while offset < data_size:
@@ -502,9 +502,11 @@ class BlockingClient:
                     if progress is not None:
                         progress(offset, data_size)
             self.send(FileComplete(transfer=transfer, sha256=digest))
-        except BaseException:  # a failed read, or progress raising to cancel it
-            self._forget(waiter)
-            self._abandon(transfer, "upload abandoned")  # the server discards what it has
+        except BaseException:  # no answer in time, a failed read, progress raising to cancel it
+            if waiter is not None:
+                self._forget(waiter)
+            # The server frees the transfer (an offer answered late too) and discards its part.
+            self._abandon(transfer, "upload abandoned")
             raise
         info: FileInfo = self._wait(waiter)
         return info
