@@ -3,9 +3,11 @@ slow or failing answer about the server's key, abandoned transfers, refused requ
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import resource
+import selectors
 import socket
 import threading
 import time
@@ -155,6 +157,28 @@ def test_a_process_with_many_files_open_can_connect(tmp_path: Path) -> None:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_client_without_a_descriptor_for_its_selector_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_descriptor_left() -> selectors.BaseSelector:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    made: list[socket.socket] = []
+    connect = blocking_client._connect
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        made.append((opened := connect(*args, **kwargs))[0])
+        return opened
+
+    monkeypatch.setattr(blocking_client, "_connect", recording)
+    with scripted_server(stays_silent) as port, monkeypatch.context() as patched:
+        patched.setattr(selectors, "DefaultSelector", no_descriptor_left)
+        with pytest.raises(ClientError, match=os.strerror(errno.EMFILE)):
+            BlockingClient("127.0.0.1", port, trust=accept_all)
+    (sock,) = made  # connected, then closed: no client is left to close it
+    assert sock.fileno() == -1
 
 
 def test_a_failing_key_policy_fails_the_constructor_with_its_own_error(tmp_path: Path) -> None:

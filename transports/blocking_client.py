@@ -144,6 +144,11 @@ class BlockingClient:
         self._sock, self._conn, established = _connect(
             host, port, key=key, trust=trust, timeout=timeout, source_address=source_address
         )
+        try:
+            self._selector = _selector_for(self._sock)
+        except BaseException:
+            self._sock.close()
+            raise
         self.server_fingerprint = established.fingerprint
         self._emit(established)
         self._reader = threading.Thread(target=self._read, name="sealchat-reader", daemon=True)
@@ -261,10 +266,8 @@ class BlockingClient:
     def _read(self) -> None:
         """The reader thread: feed the connection what arrives, or the time when its timer
         (keepalive) is due, until it closes."""
-        conn, sock = self._conn, self._sock
+        conn, sock, selector = self._conn, self._sock, self._selector
         closed = False
-        selector = selectors.DefaultSelector()  # not select(): it fails for fds past 1023
-        selector.register(sock, selectors.EVENT_READ)
         try:
             while not closed:
                 with self._lock:
@@ -605,6 +608,20 @@ def _connect(
             return sock, *opened
         sock.close()
     raise AssertionError("unreachable: the last attempt does not retry")
+
+
+def _selector_for(sock: socket.socket) -> selectors.BaseSelector:
+    """A selector watching ``sock`` for reading (not select(): it fails for fds past 1023);
+    ClientError if the system refuses one (no descriptor left, say)."""
+    selector = None
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(sock, selectors.EVENT_READ)
+    except OSError as exc:
+        if selector is not None:
+            selector.close()
+        raise ClientError(f"cannot watch the connection: {exc.strerror or exc}") from None
+    return selector
 
 
 def _handshake(
