@@ -24,10 +24,12 @@ from sealchat.core import (
     ConnectionClosed,
     FileChunk,
     FileOffer,
+    FileReject,
     FileRequest,
     ListRooms,
     Message,
     PeerKeyReceived,
+    RoomList,
 )
 from sealchat.core.hub import HubConfig
 from sealchat.transports import blocking_client, requests
@@ -36,8 +38,10 @@ from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, ser
 from sealchat.transports.requests import (
     MAX_REPLY_ITEMS,
     MAX_REPLY_RECORDS,
+    TRANSFER_BLOCK,
     ClientError,
     Reply,
+    TransferFailed,
 )
 from tests.servers import (
     ENDLESS,
@@ -298,6 +302,36 @@ def test_an_abandoned_upload_can_be_sent_again(tmp_path: Path) -> None:
             alice.send_file(source, room="general", progress=_cancel)
         info = alice.send_file(source, room="general")
         assert info.size == source.stat().st_size
+
+
+def test_an_upload_refused_midway_stops_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "up.bin"
+    source.write_bytes(os.urandom(8 * TRANSFER_BLOCK))
+
+    def disk_full(*_args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        monkeypatch.setattr(server.hub.store, "write_chunk", disk_full)
+        seen: list[object] = []
+        sent: list[int] = []
+
+        def until_refused(done: int, _total: int) -> None:
+            sent.append(done)
+            while not any(isinstance(event, FileReject) for event in seen):
+                seen.append(alice.next_event(LIVENESS))
+
+        with pytest.raises(TransferFailed, match="could not store the chunk"):
+            alice.send_file(source, room="general", progress=until_refused)
+        assert sent == [TRANSFER_BLOCK]  # nothing more once the refusal was here
+        alice.rooms()  # a round trip: the answers to the chunks still on their way came first
+        while not isinstance(seen[-1], RoomList):
+            seen.append(alice.next_event(LIVENESS))
+    refusals = [event for event in seen if isinstance(event, FileReject)]
+    assert len(refusals) == 1  # not one more per chunk ("no upload 1 in progress")
+    assert "could not store the chunk" in refusals[0].reason
 
 
 def test_an_offer_given_up_on_is_withdrawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,7 +83,7 @@ SLOW_TRUST: Final = 2.0
 asked, and the server gives a handshake 10 s (a policy like ``pinned`` has pinned the key by
 then, so nobody is asked twice)."""
 ABANDONED_MEMORY: Final = 64
-"""Downloads given up whose late chunks are recognised and dropped."""
+"""Downloads given up, and uploads ended, whose late records are recognised and dropped."""
 CLOSE_TIMEOUT: Final = 2.0
 """Seconds ``close`` gives the writer to send the goodbye."""
 RECEIVE_SIZE: Final = 256 * 1024
@@ -133,6 +133,12 @@ class BlockingClient:
         """Downloads given up here: the rest of their stream is dropped as it arrives (the
         server marks the end of a stream it was told to stop with nothing, so only the most
         recent are remembered)."""
+        self._uploads: set[int] = set()
+        """Uploads under way: the first FileReject of one is the server's refusal."""
+        self._ended_uploads: deque[int] = deque(maxlen=ABANDONED_MEMORY)
+        """Uploads refused, or given up here: the server answers each record of one still on
+        its way with a FileReject ("no upload N in progress"), dropped here. Nothing marks the
+        last, so only the most recent are remembered."""
         self._arrived: list[tuple[int, queue.Queue[Record], Record]] = []
         """Chunk records read under the lock, handed to their downloads after it."""
         self._read_events: list[Event] = []
@@ -357,15 +363,28 @@ class BlockingClient:
                 return True
 
     def _not_for_events(self, record: FileChunk | FileComplete | FileReject) -> bool:
-        """Whether ``record`` belongs to a download (handed to it), or to one abandoned
-        here (dropped; its end forgets the transfer)."""
-        if record.transfer in self._chunks:
+        """Whether ``record`` belongs to a download (handed to it), to one abandoned here
+        (dropped; its end forgets the transfer), or to an upload that ended (dropped). An
+        upload's refusal goes on, and ends it."""
+        transfer = record.transfer
+        if transfer in self._chunks:
             return not isinstance(record, FileReject)
-        if record.transfer in self._abandoned:
+        if transfer in self._abandoned:
             if not isinstance(record, FileChunk):
-                self._abandoned.remove(record.transfer)
+                self._abandoned.remove(transfer)
             return True
+        if transfer in self._ended_uploads:
+            return True
+        if isinstance(record, FileReject):
+            self._end_upload(transfer)
         return False
+
+    def _end_upload(self, transfer: int) -> None:
+        """Upload ``transfer`` (if under way) is over: what the server still says about it
+        is dropped (called under the lock)."""
+        if transfer in self._uploads:
+            self._uploads.remove(transfer)
+            self._ended_uploads.append(transfer)
 
     def next_event(self, timeout: float = 10.0) -> Event:
         """The next event; TimeoutError if none arrives in time."""
@@ -482,7 +501,8 @@ class BlockingClient:
     def send_file(
         self, path: Path, *, room: str = "", to: str = "", progress: Progress | None = None
     ) -> FileInfo:
-        """Upload ``path`` (resuming where the server's copy stops)."""
+        """Upload ``path`` (resuming where the server's copy stops). If the server refuses it
+        midway, the upload stops there and raises TransferFailed with the server's reason."""
         data_size = path.stat().st_size
         digest = sha256_of(path)
         transfer = next(self._transfers)
@@ -490,13 +510,16 @@ class BlockingClient:
             transfer=transfer, name=path.name, size=data_size, sha256=digest, room=room, to=to
         )
         waiter: _Waiter | None = None
+        with self._lock:
+            self._uploads.add(transfer)
         try:
             accept = self.ask(requests.upload(offer))
             waiter = self._expect(requests.announced(accept.file_id, transfer))
+            over = waiter.finished.is_set  # refused midway (or the connection ended)
             offset = accept.offset
             with open(path, "rb") as source:
                 source.seek(offset)
-                while offset < data_size:
+                while offset < data_size and not over():
                     block = source.read(min(TRANSFER_BLOCK, data_size - offset))
                     if not block:
                         raise TransferFailed(f"{path} shrank while it was being sent")
@@ -504,14 +527,21 @@ class BlockingClient:
                     offset += len(block)
                     if progress is not None:
                         progress(offset, data_size)
-            self.send(FileComplete(transfer=transfer, sha256=digest))
+            if not over():
+                self.send(FileComplete(transfer=transfer, sha256=digest))
         except BaseException:  # no answer in time, a failed read, progress raising to cancel it
             if waiter is not None:
                 self._forget(waiter)
+            with self._lock:
+                self._end_upload(transfer)
             # The server frees the transfer (an offer answered late too) and discards its part.
             self._abandon(transfer, "upload abandoned")
             raise
-        info: FileInfo = self._wait(waiter)
+        try:
+            info: FileInfo = self._wait(waiter)
+        finally:
+            with self._lock:
+                self._uploads.discard(transfer)
         return info
 
     def download(self, file_id: str, folder: Path, *, progress: Progress | None = None) -> Path:
