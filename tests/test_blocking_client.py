@@ -363,6 +363,17 @@ def test_refused_requests_leave_nothing_waiting(tmp_path: Path) -> None:
         assert not alice._waiters  # nothing public shows the leak
 
 
+def test_a_batch_with_a_record_beyond_a_limit_sends_nothing(tmp_path: Path) -> None:
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        alice.join("general")
+        fine = Message(text="deploy started", room="general", client_id="a1")
+        too_long = Message(text="x" * 9000, room="general", client_id="a2")
+        with pytest.raises(ClientError, match="cannot send this"):
+            alice.send_all([fine, too_long])
+        messages, _ = alice.history(room="general")  # a round trip: it follows anything sent
+        assert messages == []
+
+
 def test_a_connection_the_server_ended_says_so_in_client_errors(tmp_path: Path) -> None:
     with running_server("threads", tmp_path / "s") as server:
         alice = server.login("alice")

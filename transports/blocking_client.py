@@ -59,6 +59,7 @@ from sealchat.core import (
     State,
     Typing,
 )
+from sealchat.core.codec import encode_record
 from sealchat.core.records import file_chunks
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, sha256_of
@@ -177,20 +178,25 @@ class BlockingClient:
     def send_all(self, records: Iterable[Record], *, wait: bool = True) -> None:
         """Encrypt ``records`` and queue them for the writer, which writes them out in one
         go. With ``wait``, then waits while more than SEND_BUFFER bytes are queued (a server
-        that takes nothing for 30 s raises ``ClientError``)."""
+        that takes nothing for 30 s raises ``ClientError``). A record that breaks a limit
+        raises ``ClientError`` before any is queued."""
+        try:
+            encoded = [(record, encode_record(record)) for record in records]
+        except LocalProtocolError as exc:
+            raise ClientError(f"cannot send this: {exc}") from None
         with self._lock:
             self._require_open()
-            for record in records:
-                try:
-                    self._conn.send(record)
-                except LocalProtocolError as exc:  # a record that breaks a limit
-                    raise ClientError(f"cannot send this: {exc}") from None
-                except BaseException:  # Ctrl-C inside the encryption: the nonces may be off
-                    self._conn.send_failed()
-                    self._failure = "interrupted while sending"
-                    self._output.notify()
-                    raise
-            self._output.notify()
+            try:
+                for record, payload in encoded:
+                    self._conn.send(record, encoded=payload)
+            except LocalProtocolError as exc:  # not allowed now (a Message before the login)
+                raise ClientError(f"cannot send this: {exc}") from None
+            except BaseException:  # Ctrl-C inside the encryption: the nonces may be off
+                self._conn.send_failed()
+                self._failure = "interrupted while sending"
+                raise
+            finally:
+                self._output.notify()  # what was queued goes now, whatever came after it
             while wait and self._conn.bytes_to_send > SEND_BUFFER:
                 if not self._written.wait(REQUEST_TIMEOUT):
                     raise ClientError(f"the server took nothing we sent for {REQUEST_TIMEOUT:g} s")
