@@ -487,6 +487,15 @@ def test_a_refused_download_leaves_no_partial_file(tmp_path: Path) -> None:
     assert list((tmp_path / "downloads").iterdir()) == []
 
 
+def test_a_downloads_folder_that_cannot_be_written_fails_the_transfer(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(1000))
+    (tmp_path / "a-file").write_text("")
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        info = alice.send_file(tmp_path / "f.bin", room="general")
+        with pytest.raises(TransferFailed, match=os.strerror(errno.ENOTDIR)):  # as the trio client
+            alice.download(info.file_id, tmp_path / "a-file" / "in")
+
+
 @pytest.mark.parametrize("endless", ENDLESS, ids=lambda endless: endless.asked.__name__)
 def test_a_reply_without_end_fails_its_request_and_ends_the_connection(
     endless: Endless, monkeypatch: pytest.MonkeyPatch

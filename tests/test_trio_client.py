@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -460,6 +461,19 @@ async def test_a_partial_file_longer_than_the_file_says_what_to_delete(
         info = await alice.send_file(source, room="general")
         leave_partial(alice, info.file_id, b"longer than the file")
         with pytest.raises(TransferFailed, match=rf"past the end.*delete \.{info.file_id}\.part"):
+            await alice.download(info.file_id)
+
+
+async def test_a_downloads_folder_that_cannot_be_written_fails_the_transfer(
+    server: Running, tmp_path: Path
+) -> None:
+    source = tmp_path / "f.bin"
+    source.write_bytes(os.urandom(1000))
+    (tmp_path / "a-file").write_text("")
+    downloads = tmp_path / "a-file" / "in"
+    async with logged_in(server, tmp_path, "alice", downloads_dir=downloads) as alice:
+        info = await alice.send_file(source, room="general")
+        with pytest.raises(TransferFailed, match=os.strerror(errno.ENOTDIR)):  # shown in a GUI row
             await alice.download(info.file_id)
 
 
