@@ -23,6 +23,7 @@ from sealchat.core import (
     FileComplete,
     FileInfo,
     FileList,
+    FileReject,
     HistoryEnd,
     ListRooms,
     Message,
@@ -519,6 +520,43 @@ async def test_a_cancelled_or_failed_upload_frees_its_transfer(tmp_path: Path) -
             with trio.fail_after(10):
                 info = await alice.send_file(source, room="general")  # its slot is free
     assert info.size == len(data)
+
+
+async def test_an_upload_refused_midway_stops_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "up.bin"
+    source.write_bytes(os.urandom(8 * TRANSFER_BLOCK))
+
+    def disk_full(*_args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with running_server("trio", tmp_path / "s") as server:
+        monkeypatch.setattr(server.hub.store, "write_chunk", disk_full)
+        async with logged_in(server, tmp_path, "alice") as alice:
+            refused = trio.Event()
+            dispatch, send_all = alice._dispatch, alice._send_all
+            blocks = 0
+
+            async def watching(record: Any) -> None:
+                if isinstance(record, FileReject):
+                    refused.set()
+                await dispatch(record)
+
+            async def sending(records: Any, **options: Any) -> None:
+                nonlocal blocks
+                records = list(records)
+                if any(isinstance(r, FileChunk) for r in records):
+                    blocks += 1
+                    if blocks == 2:  # the refusal of the first is here before the second goes
+                        await refused.wait()
+                await send_all(records, **options)
+
+            monkeypatch.setattr(alice, "_dispatch", watching)
+            monkeypatch.setattr(alice, "_send_all", sending)
+            with trio.fail_after(10), pytest.raises(TransferFailed, match="could not store"):
+                await alice.send_file(source, room="general")
+    assert blocks <= 2  # not the 8 of the whole file
 
 
 async def test_refused_upload_says_why(tmp_path: Path) -> None:

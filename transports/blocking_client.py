@@ -59,7 +59,6 @@ from sealchat.core import (
     State,
     Typing,
 )
-from sealchat.core.codec import encode_record
 from sealchat.core.records import file_chunks
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, sha256_of
@@ -180,10 +179,7 @@ class BlockingClient:
         go. With ``wait``, then waits while more than SEND_BUFFER bytes are queued (a server
         that takes nothing for 30 s raises ``ClientError``). A record that breaks a limit
         raises ``ClientError`` before any is queued."""
-        try:
-            encoded = [(record, encode_record(record)) for record in records]
-        except LocalProtocolError as exc:
-            raise ClientError(f"cannot send this: {exc}") from None
+        encoded = requests.checked(records)
         with self._lock:
             self._require_open()
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -30,6 +30,7 @@ from sealchat.core import (
     ListFiles,
     ListMembers,
     ListRooms,
+    LocalProtocolError,
     Login,
     LoginRejected,
     MemberInfo,
@@ -43,6 +44,7 @@ from sealchat.core import (
     RoomList,
 )
 from sealchat.core import Error as ServerError
+from sealchat.core.codec import encode_record
 from sealchat.core.hub.hub import FILES_REF, HISTORY_REF
 from sealchat.core.limits import MAX_CHUNK, MAX_TEXT
 
@@ -413,3 +415,12 @@ def download(transfer: int, file_id: str, offset: int) -> Request[FileOffer]:
         lambda _r: True,
         result,
     )
+
+
+def checked(records: Iterable[Record]) -> list[tuple[Record, bytes]]:
+    """Each of ``records`` with its encoding, every one checked before any is sent: a batch
+    with a record beyond a limit raises ``ClientError`` and sends nothing."""
+    try:
+        return [(record, encode_record(record)) for record in records]
+    except LocalProtocolError as exc:
+        raise ClientError(f"cannot send this: {exc}") from None

@@ -597,18 +597,20 @@ class ChatClient:
         """Queue ``records`` for the link's writer, which sends everything queued in one
         write. Waits only while more than SEND_BUFFER bytes are queued, so a burst of
         messages goes out in a few writes instead of one each."""
+        encoded = requests.checked(records)  # one beyond a limit: none is sent
         link = self._link
         if link is None or link.closed.is_set():
             self._fail_if_given_up()
             raise _LinkLost("not connected; the client is reconnecting")
         try:
-            for record in records:
-                link.conn.send(record)
+            for record, payload in encoded:
+                link.conn.send(record, encoded=payload)
         except LocalProtocolError as exc:
             if link.conn.state in _OVER:  # the writer failed: the link is going down
                 raise _LinkLost("the connection was lost") from None
-            raise ClientError(f"cannot send this: {exc}") from None  # a value beyond a limit
-        link.wake.set()
+            raise ClientError(f"cannot send this: {exc}") from None  # not allowed now
+        finally:
+            link.wake.set()  # what was queued goes now, whatever came after it
         while wait and link.conn.bytes_to_send > SEND_BUFFER:
             await link.wrote.wait()
         if link.closed.is_set() or link.conn.state in _OVER:
@@ -830,14 +832,17 @@ class ChatClient:
             progress(offset, size)
             async with await trio.open_file(path, "rb") as source:
                 await source.seek(offset)
-                while offset < size:
+                while offset < size and not announced.finished.is_set():  # refused: stop
                     block = await source.read(min(TRANSFER_BLOCK, size - offset))
                     if not block:
                         raise TransferFailed(f"{path} shrank while it was being sent")
                     await self._send_all(file_chunks(transfer, offset, block))
                     offset += len(block)
                     progress(offset, size)
-            await self._send(FileComplete(transfer=transfer, sha256=digest))
+            if announced.finished.is_set():
+                settled = True  # refused midway: the server has ended the transfer
+            else:
+                await self._send(FileComplete(transfer=transfer, sha256=digest))
             info = await self._await(announced, outcome, REQUEST_TIMEOUT)
             settled = True
             return info
