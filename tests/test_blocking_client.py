@@ -535,3 +535,15 @@ def test_a_listing_as_long_as_a_reply_may_hold_arrives_whole() -> None:
         with pytest.raises(ClientError, match=f"sent more than {MAX_REPLY_ITEMS:,} items"):
             client.ask(requests.rooms(), timeout=LIVENESS)
         client.close()
+
+
+# --- matching replies to requests --------------------------------------------------------
+
+
+def test_a_refused_typing_notice_does_not_fail_a_join_of_a_room_called_typing(
+    tmp_path: Path,
+) -> None:
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        alice.typing(room="ops")  # not a member: refused, and nothing waits for the refusal
+        members = alice.join("typing")  # a valid room name: its refusals have it as ref
+        assert [m.name for m in members] == ["alice"]

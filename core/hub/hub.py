@@ -71,10 +71,12 @@ from sealchat.core.records import (
 )
 
 GENERIC_LOGIN_FAILURE = "invalid username or password"
-HISTORY_REF = "history"
-FILES_REF = "files"
-TYPING_REF = "typing"
-"""The ``ref`` of an Error about a HistoryRequest, ListFiles or Typing record."""
+HISTORY_REF = ":history"
+FILES_REF = ":files"
+TYPING_REF = ":typing"
+"""The ``ref`` of an Error about a HistoryRequest, ListFiles or Typing record: neither a valid
+room name (it starts with a letter or digit) nor a client id of the reference clients (hex)
+starts with ':', so no other refusal of theirs has such a ``ref``."""
 KNOWN_ADDRESSES = 8
 """Addresses remembered per user as ones it logged in from (the latest)."""
 _PAGE_BYTES = limits.MAX_RECORD - 1024  # leaves room for the record's other fields
