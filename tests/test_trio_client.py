@@ -939,6 +939,50 @@ async def test_file_lists_of_two_conversations_at_once(server: Running, tmp_path
     assert found == {"general": ["notes.txt"], "team": ["plans.txt"]}
 
 
+@pytest.mark.parametrize("call", ["history", "files"])
+async def test_a_refusal_fails_only_the_call_it_answers(
+    call: str, server: Running, tmp_path: Path
+) -> None:
+    async with logged_in(server, tmp_path, "alice") as alice:
+        outcomes: dict[str, str] = {}
+
+        async def fetch(room: str) -> None:
+            try:
+                await getattr(alice, call)(room=room)
+                outcomes[room] = "answered"
+            except ClientError as exc:
+                outcomes[room] = str(exc)
+
+        async with trio.open_nursery() as nursery:  # two chat tabs opening at once
+            nursery.start_soon(fetch, "secret")
+            while not alice._waiters:  # its request is under way
+                await trio.sleep(0)
+            nursery.start_soon(fetch, "general")
+    assert outcomes == {"secret": "join secret first", "general": "answered"}
+
+
+async def test_two_pages_of_one_conversation_at_once(tmp_path: Path) -> None:
+    with running_server("trio", tmp_path / "s", hub=UNLIMITED) as server:
+        async with logged_in(server, tmp_path, "alice") as alice:
+            for i in range(20):
+                await alice.send_message(f"m{i}", room="general")
+            await all_acknowledged(alice)
+            newest, _ = await alice.history(room="general", limit=5)
+            older, _ = await alice.history(room="general", before=newest[0].id, limit=5)
+            pages: dict[int, list[Message]] = {}
+
+            async def fetch(before: int) -> None:
+                pages[before] = (await alice.history(room="general", before=before, limit=5))[0]
+
+            async with trio.open_nursery() as nursery:  # scrolling up while the room opens
+                nursery.start_soon(fetch, 0)
+                while not alice._waiters:  # its request is under way
+                    await trio.sleep(0)
+                nursery.start_soon(fetch, newest[0].id)
+    assert pages == {0: newest, newest[0].id: older}
+    assert [m.text for m in older] == [f"m{i}" for i in range(10, 15)]
+
+
 def test_a_page_of_older_messages_never_takes_a_live_one() -> None:
     reply = requests.history(room="general", before=10).reply
     live = Message(text="just now", room="general", id=12, sender="bob", ts=1.0)

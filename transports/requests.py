@@ -3,7 +3,8 @@
 Both clients (trio and blocking) send the same requests and collect the same replies (a
 ``Waiter`` each, fed by ``route``, within MAX_REPLY_ITEMS and MAX_REPLY_RECORDS); only the
 waiting differs. A reply is matched by its content (room, transfer id…), since the server
-answers in order but interleaves other traffic.
+interleaves other traffic, and by order: the server answers a session's requests in order, so
+of the requests waiting for a reply like it, it answers the oldest.
 """
 
 from __future__ import annotations
@@ -165,9 +166,12 @@ W = TypeVar("W", bound=Waiter[Any])
 
 
 def route(waiters: list[W], record: Record) -> tuple[bool, str]:
-    """Give ``record`` to each waiter whose reply matches it; those it ends are set and leave
-    ``waiters``. Returns whether any matched, and the failure of one it took past a bound ("" if
-    none): the server broke the protocol, and the caller ends the connection."""
+    """Give ``record`` to the oldest waiter (first in ``waiters``) whose reply matches it, and
+    to no other: the server answers requests in order, so a reply belongs to the oldest
+    request still waiting for one like it. A ``Message`` goes to every waiter that matches it
+    (a live message can belong to several history pages under way). Waiters it ends are set
+    and leave ``waiters``. Returns whether any matched, and the failure of one it took past a
+    bound ("" if none): the server broke the protocol, and the caller ends the connection."""
     matched, failure = False, ""
     for waiter in list(waiters):
         if waiter.reply.match(record):
@@ -176,6 +180,8 @@ def route(waiters: list[W], record: Record) -> tuple[bool, str]:
                 waiters.remove(waiter)
                 waiter.finished.set()
                 failure = failure or waiter.failure
+            if not isinstance(record, Message):
+                break
     return matched, failure
 
 
