@@ -547,3 +547,19 @@ def test_a_refused_typing_notice_does_not_fail_a_join_of_a_room_called_typing(
         alice.typing(room="ops")  # not a member: refused, and nothing waits for the refusal
         members = alice.join("typing")  # a valid room name: its refusals have it as ref
         assert [m.name for m in members] == ["alice"]
+
+
+def test_a_page_of_history_right_after_login_is_not_the_replay(tmp_path: Path) -> None:
+    texts = [f"message {n}" for n in range(300)]  # more than one replay page
+    hub = HubConfig(messages_per_second=1e9, message_burst=10**9)
+    with running_server("threads", tmp_path / "s", hub=hub) as server:
+        server.login("bob").close()  # bob has seen all there is
+        with server.client(events=False) as alice:
+            alice.login("alice", PASSWORD)
+            for text in texts:
+                alice.send_message(text, room="general")
+        with server.login("bob") as bob:  # while the server replays what bob missed
+            page, more = bob.history(room="general", limit=5)
+            again, _ = bob.history(room="general", limit=5)
+    assert [m.text for m in page] == [m.text for m in again] == texts[-5:]
+    assert more

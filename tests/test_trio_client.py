@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -961,7 +962,8 @@ async def test_a_refusal_fails_only_the_call_it_answers(
     assert outcomes == {"secret": "join secret first", "general": "answered"}
 
 
-async def test_two_pages_of_one_conversation_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("newest_first", [True, False])
+async def test_two_pages_of_one_conversation_at_once(newest_first: bool, tmp_path: Path) -> None:
     with running_server("trio", tmp_path / "s", hub=UNLIMITED) as server:
         async with logged_in(server, tmp_path, "alice") as alice:
             for i in range(20):
@@ -974,13 +976,57 @@ async def test_two_pages_of_one_conversation_at_once(tmp_path: Path) -> None:
             async def fetch(before: int) -> None:
                 pages[before] = (await alice.history(room="general", before=before, limit=5))[0]
 
+            first, second = (0, newest[0].id) if newest_first else (newest[0].id, 0)
             async with trio.open_nursery() as nursery:  # scrolling up while the room opens
-                nursery.start_soon(fetch, 0)
+                nursery.start_soon(fetch, first)
                 while not alice._waiters:  # its request is under way
                     await trio.sleep(0)
-                nursery.start_soon(fetch, newest[0].id)
+                nursery.start_soon(fetch, second)
     assert pages == {0: newest, newest[0].id: older}
     assert [m.text for m in older] == [f"m{i}" for i in range(10, 15)]
+
+
+def test_a_history_page_is_the_run_of_messages_right_before_its_end() -> None:
+    def said(n: int) -> Message:
+        return Message(text=f"m{n}", room="general", id=n, sender="bob", ts=1.0)
+
+    request = requests.history(room="general", limit=2)
+    waiter = requests.Waiter(request.reply, threading.Event())
+    waiters = [waiter]
+    stream = [
+        *(said(1), said(2), HistoryEnd(more=True)),  # a page of the replay after login
+        *(said(3), Presence(user="carol", online=True)),  # live traffic
+        *(said(4), said(5), HistoryEnd(room="general", more=True)),  # the page
+    ]
+    for position, record in enumerate(stream, 1):
+        requests.route(waiters, record, position)
+    assert waiter.finished.is_set()
+    messages, more = request.reply.result(waiter.collected())
+    assert ([m.id for m in messages], more) == ([4, 5], True)
+
+
+async def test_without_replies_a_page_fetched_during_the_replay_loses_no_replayed_message(
+    tmp_path: Path,
+) -> None:
+    texts = [f"message {n}" for n in range(300)]  # more than one replay page
+    with running_server("trio", tmp_path / "s", hub=UNLIMITED) as server:
+        async with logged_in(server, tmp_path, "bob"):
+            pass  # bob has seen all there is
+        async with logged_in(server, tmp_path, "alice", events=False) as alice:
+            for text in texts:
+                await alice.send_message(text, room="general")
+            await all_acknowledged(alice)
+        async with logged_in(server, tmp_path, "bob", replies=False) as bob:
+            page, _ = await bob.history(room="general", limit=5)
+            shown = [m.text for m in page]
+            with trio.fail_after(10):
+                async for event in bob.events():
+                    if isinstance(event, Message):
+                        shown.append(event.text)
+                    elif isinstance(event, HistoryEnd) and not event.more:
+                        break  # the end of the replay, after all its messages
+    assert [m.text for m in page] == texts[-5:]
+    assert sorted(shown) == sorted(texts)  # each once: in the page, or as an event
 
 
 def test_a_page_of_older_messages_never_takes_a_live_one() -> None:

@@ -123,6 +123,8 @@ class BlockingClient:
         self._stopping = False
         self._failure: str | None = None
         self._waiters: list[_Waiter] = []
+        self._position = 0
+        """Records read so far: the position in the stream of the latest (see ``route``)."""
         self._newest = 0
         self._acknowledging = events if acknowledge is None else acknowledge
         """Whether to tell the server what arrived (as the trio client's ``acknowledge``; by
@@ -411,7 +413,8 @@ class BlockingClient:
     def _route(self, record: Record) -> None:
         """Hand ``record`` to whoever waits for it (called under the lock). A reply past its
         bounds ends the connection with a Bye that says why, as a core violation does."""
-        _, failure = requests.route(self._waiters, record)
+        self._position += 1
+        _, failure = requests.route(self._waiters, record, self._position)
         if failure:
             with contextlib.suppress(ProtocolError):  # the session is ending already
                 self._conn.send(Bye(reason=failure))

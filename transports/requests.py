@@ -67,7 +67,7 @@ MAX_REPLY_RECORDS = 1_000
 """Records one request may collect, entries or not (an empty page holds none, but takes
 memory): so a reply holds at most 1,000 times MAX_RECORD bytes (64 MiB) even of the largest
 records. A real one has a few hundred at most: 100,000 entries come in pages of up to
-MAX_LIST, a history page with the live messages that arrive meanwhile."""
+MAX_LIST, a history page at most MAX_HISTORY_PAGE messages (and its end)."""
 
 R = TypeVar("R")
 
@@ -100,11 +100,15 @@ def check_text(text: str) -> None:
 @dataclass(frozen=True)
 class Reply(Generic[R]):
     """Replies for which ``match`` holds are collected until ``done`` holds for one;
-    ``result`` turns them into the answer (or raises ClientError)."""
+    ``result`` turns them into the answer (or raises ClientError). A ``contiguous`` reply is
+    only the records that came one after another, with nothing else between them, up to the
+    one that ends it (a history page: messages of the conversation that came before, live or
+    replayed, are not part of it)."""
 
     match: Callable[[Record], bool]
     done: Callable[[Record], bool]
     result: Callable[[list[Record]], R]
+    contiguous: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,19 +131,29 @@ F = TypeVar("F", bound=_Flag)
 class Waiter(Generic[F]):
     """Someone waiting for the records of ``reply``; ``finished`` (a ``trio.Event`` or a
     ``threading.Event``) is set once they are all here, the reply has gone past a bound
-    (``failure`` says how), or the connection is ``lost``."""
+    (``failure`` says how), or the connection is ``lost``. ``positions`` holds the position
+    in the stream of each of ``records``."""
 
     def __init__(self, reply: Reply[Any], finished: F) -> None:
         self.reply = reply
         self.finished = finished
         self.records: list[Record] = []
+        self.positions: list[int] = []
         self.items = 0
         self.failure = ""
         self.lost = False
 
-    def take(self, record: Record) -> bool:
-        """Collect ``record`` (one the reply matches) unless it takes the reply past
-        MAX_REPLY_ITEMS or MAX_REPLY_RECORDS; whether the reply is over (complete, or failed)."""
+    def take(self, record: Record, position: int) -> bool:
+        """Collect ``record`` (one the reply matches, the ``position``-th the connection
+        read) unless it takes the reply past MAX_REPLY_ITEMS or MAX_REPLY_RECORDS; whether
+        the reply is over (complete, or failed). A contiguous reply drops what it has if
+        another record came between (it was not right before the end), or if ``record`` is a
+        refusal (an answer on its own)."""
+        if self.reply.contiguous and (
+            isinstance(record, ServerError)
+            or (self.positions and self.positions[-1] != position - 1)
+        ):
+            self.records, self.positions, self.items = [], [], 0
         items = self.items + _entries(record)
         if items > MAX_REPLY_ITEMS:
             excess = f"more than {MAX_REPLY_ITEMS:,} items"
@@ -148,6 +162,7 @@ class Waiter(Generic[F]):
         else:
             self.items = items
             self.records.append(record)
+            self.positions.append(position)
             return self.reply.done(record)
         self.failure = (
             f"the server sent {excess} ({type(record).__name__}) for one request, "
@@ -165,18 +180,20 @@ class Waiter(Generic[F]):
 W = TypeVar("W", bound=Waiter[Any])
 
 
-def route(waiters: list[W], record: Record) -> tuple[bool, str]:
-    """Give ``record`` to the oldest waiter (first in ``waiters``) whose reply matches it, and
-    to no other: the server answers requests in order, so a reply belongs to the oldest
-    request still waiting for one like it. A ``Message`` goes to every waiter that matches it
-    (a live message can belong to several history pages under way). Waiters it ends are set
-    and leave ``waiters``. Returns whether any matched, and the failure of one it took past a
-    bound ("" if none): the server broke the protocol, and the caller ends the connection."""
+def route(waiters: list[W], record: Record, position: int) -> tuple[bool, str]:
+    """Give ``record``, the ``position``-th record the connection read (the caller routes
+    every one, counting from 1), to the oldest waiter (first in ``waiters``) whose reply
+    matches it, and to no other: the server answers requests in order, so a reply belongs to
+    the oldest request still waiting for one like it. A ``Message`` goes to every waiter that
+    matches it (a live message can belong to several history pages under way). Waiters it
+    ends are set and leave ``waiters``. Returns whether any matched, and the failure of one it
+    took past a bound ("" if none): the server broke the protocol, and the caller ends the
+    connection."""
     matched, failure = False, ""
     for waiter in list(waiters):
         if waiter.reply.match(record):
             matched = True
-            if waiter.take(record):
+            if waiter.take(record, position):
                 waiters.remove(waiter)
                 waiter.finished.set()
                 failure = failure or waiter.failure
@@ -298,11 +315,13 @@ def history(
     room: str = "", peer: str = "", before: int = 0, limit: int = 50
 ) -> Request[tuple[list[Message], bool]]:
     """Messages older than ``before`` (0: the newest), oldest first, and whether there are
-    older ones."""
+    older ones. The page is the messages that come right before its HistoryEnd: the server
+    sends them together, so those of the conversation that came earlier (live, replayed
+    after login, or of another page) are not part of it."""
 
     def ours(r: Record) -> bool:
-        if isinstance(r, HistoryEnd):
-            return r.room == room and r.peer == peer
+        if isinstance(r, HistoryEnd):  # the replay's (room and peer empty) is never ours
+            return (r.room, r.peer) == (room, peer) and bool(room or peer)
         if isinstance(r, Message):
             if before and r.id >= before:
                 return False  # live, not part of the page
@@ -317,11 +336,9 @@ def history(
         end = replies[-1]
         return sorted(found.values(), key=lambda m: m.id), isinstance(end, HistoryEnd) and end.more
 
-    return _request(
+    return Request(
         HistoryRequest(room=room, peer=peer, before=before, limit=limit),
-        ours,
-        lambda r: not isinstance(r, Message),
-        result,
+        Reply(ours, lambda r: not isinstance(r, Message), result, contiguous=True),
     )
 
 

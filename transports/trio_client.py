@@ -182,6 +182,15 @@ class _Waiter(requests.Waiter[trio.Event]):
         super().__init__(reply, trio.Event())
 
 
+def _holds(waiter: _Waiter, event: Event) -> bool:
+    """Whether the answer ``waiter`` got holds ``event``, a message (or one of the same id:
+    a history page may repeat a message that came before it, live or replayed)."""
+    answered = waiter.finished.is_set() and not (waiter.lost or waiter.failure)
+    if not answered or not isinstance(event, Message):
+        return False
+    return any(isinstance(r, Message) and r.id == event.id for r in waiter.records)
+
+
 class _ReplyTooLong(Exception):
     """The server sent more for one request than a reply may hold (the message says how)."""
 
@@ -236,6 +245,13 @@ class ChatClient:
         self._recovering = False
         self._downloading: set[str] = set()
         self._waiters: list[_Waiter] = []
+        self._position = 0
+        """Records read so far (over all links): the position in the stream of the latest
+        (see ``route``)."""
+        self._withheld: deque[tuple[Event, list[_Waiter]]] = deque()
+        """Without replies: a message that calls took (with those calls) waits here, and the
+        events after it wait behind it, until the calls are over, to learn whether their
+        answers hold it (a history page is only the messages right before its end)."""
         self._outbox: dict[str, Message] = {}
         self._too_fast: set[str] = set()
         """Client ids of messages the server refused as rate_limited, not sent again yet."""
@@ -410,9 +426,12 @@ class ChatClient:
     async def _dispatch(self, record: Event) -> None:
         if not isinstance(record, Record):
             return
-        answered, failure = requests.route(self._waiters, record)
+        self._position += 1
+        waiting = list(self._waiters)
+        answered, failure = requests.route(self._waiters, record, self._position)
         if failure:
             raise _ReplyTooLong(failure)
+        await self._release()
         match record:
             case FileChunk() | FileComplete() | FileReject() if record.transfer in self._chunks:
                 # A full queue makes the reader wait: the socket backs up, the server pauses.
@@ -437,7 +456,7 @@ class ChatClient:
                 sent = self._outbox.pop(record.client_id, None)
                 if sent is not None and self._remember(record.id):
                     # Our own message, now stored: shown like anyone's, in id order.
-                    await self._emit(
+                    await self._pass_on(
                         msgspec.structs.replace(
                             sent, id=record.id, ts=record.ts, sender=self.username
                         )
@@ -446,7 +465,33 @@ class ChatClient:
                 self._replaying = record.more
                 await self._acknowledge()
         if self._replies or not answered:
-            await self._emit(record)
+            await self._pass_on(record)
+        elif isinstance(record, Message):  # it may be an answer, or not: wait and see
+            await self._pass_on(
+                record, [w for w in waiting if w.positions[-1:] == [self._position]]
+            )
+
+    async def _pass_on(self, event: Event, took: list[_Waiter] | None = None) -> None:
+        """Emit ``event`` after those withheld; hold it back while calls that ``took`` it wait
+        (without replies, see ``_withheld``)."""
+        if took or self._withheld:
+            self._withheld.append((event, took or []))
+            await self._release()
+        else:
+            await self._emit(event)
+
+    async def _release(self) -> None:
+        """Emit the withheld events up to the first that a call still waiting took (past it
+        too while more than EVENT_BUFFER wait), except each message that a call's answer
+        holds."""
+        while self._withheld:
+            event, took = self._withheld[0]
+            waited = any(waiter in self._waiters for waiter in took)
+            if waited and len(self._withheld) <= EVENT_BUFFER:
+                return
+            self._withheld.popleft()
+            if not any(_holds(waiter, event) for waiter in took):
+                await self._emit(event)
 
     async def _emit(self, event: Event | LinkState) -> None:
         """Hand ``event`` to ``events()`` (waiting while its reader is EVENT_BUFFER behind),
