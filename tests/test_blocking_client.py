@@ -40,7 +40,6 @@ from sealchat.transports.requests import (
     MAX_REPLY_RECORDS,
     TRANSFER_BLOCK,
     ClientError,
-    Reply,
     TransferFailed,
 )
 from tests.servers import (
@@ -504,13 +503,16 @@ def test_a_reply_without_end_fails_its_request_and_ends_the_connection(
         client = BlockingClient("127.0.0.1", port, trust=accept_all, events=False)
         client.login("alice", PASSWORD)
         waiters: list[blocking_client._Waiter] = []
-        expect = client._expect
+        send_all = client._send_all
 
-        def kept(reply: Reply[object]) -> blocking_client._Waiter:
-            waiters.append(expect(reply))
-            return waiters[-1]
+        def kept(
+            records: Any, *, wait: bool, expecting: blocking_client._Waiter | None = None
+        ) -> None:
+            if expecting is not None:
+                waiters.append(expecting)
+            send_all(records, wait=wait, expecting=expecting)
 
-        monkeypatch.setattr(client, "_expect", kept)
+        monkeypatch.setattr(client, "_send_all", kept)
         with pytest.raises(ClientError, match=f"sent more than {endless.bound} .* one request"):
             client.ask(endless.request(), timeout=LIVENESS)
         (waiter,) = waiters  # what it held of the reply: no more than a reply may hold
@@ -563,3 +565,37 @@ def test_a_page_of_history_right_after_login_is_not_the_replay(tmp_path: Path) -
             again, _ = bob.history(room="general", limit=5)
     assert [m.text for m in page] == [m.text for m in again] == texts[-5:]
     assert more
+
+
+def test_replies_go_to_the_threads_that_asked_in_the_order_they_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        for n in range(3):
+            alice.send_message(f"m{n}", room="general")
+        checked = requests.checked
+        first_is_waiting, second_asked = threading.Event(), threading.Event()
+
+        def first_held_back(records: Any) -> Any:
+            """The first thread is held between its call and its request going out, until
+            the second thread's request has gone."""
+            if threading.current_thread().name == "first":
+                first_is_waiting.set()
+                second_asked.wait(LIVENESS)
+            else:
+                threading.Timer(0.2, second_asked.set).start()
+            return checked(records)
+
+        monkeypatch.setattr(requests, "checked", first_held_back)
+        pages: dict[str, list[str]] = {}
+
+        def ask(name: str, limit: int) -> None:
+            page, _ = alice.history(room="general", limit=limit)
+            pages[name] = [m.text for m in page]
+
+        first = threading.Thread(target=ask, args=("first", 1), name="first")
+        first.start()
+        first_is_waiting.wait(LIVENESS)
+        ask("second", 3)
+        first.join(LIVENESS)
+    assert pages == {"first": ["m2"], "second": ["m0", "m1", "m2"]}

@@ -181,9 +181,19 @@ class BlockingClient:
         go. With ``wait``, then waits while more than SEND_BUFFER bytes are queued (a server
         that takes nothing for 30 s raises ``ClientError``). A record that breaks a limit
         raises ``ClientError`` before any is queued."""
+        self._send_all(records, wait=wait)
+
+    def _send_all(
+        self, records: Iterable[Record], *, wait: bool, expecting: _Waiter | None = None
+    ) -> None:
+        """``send_all``; with ``expecting``, that waiter is added in the same step as the
+        records are queued, so that waiters are in the order their requests went out (the
+        server answers in that order, and a reply goes to the oldest waiter it fits)."""
         encoded = requests.checked(records)
         with self._lock:
             self._require_open()
+            if expecting is not None:
+                self._waiters.append(expecting)
             try:
                 for record, payload in encoded:
                     self._conn.send(record, encoded=payload)
@@ -458,9 +468,9 @@ class BlockingClient:
 
     def ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
         """Send ``request`` and wait for its reply."""
-        waiter = self._expect(request.reply)
-        try:
-            self.send_all((request.record,), wait=False)  # a request waits for its reply only
+        waiter = _Waiter(request.reply)
+        try:  # a request waits for its reply only
+            self._send_all((request.record,), wait=False, expecting=waiter)
         except BaseException:
             self._forget(waiter)
             raise
