@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import socket
 import struct
 import threading
@@ -356,3 +358,8 @@ def drain(client: BlockingClient, quiet: float = 1.0) -> list[object]:
             events.append(client.next_event(timeout=quiet))
         except TimeoutError:
             return events
+
+
+def full_disk(*_args: object) -> int:
+    """A store's ``write_chunk`` on a full disk."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

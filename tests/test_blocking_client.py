@@ -50,6 +50,7 @@ from tests.servers import (
     accept_all,
     answers,
     drain,
+    full_disk,
     logs_in_then,
     room_pages,
     running_server,
@@ -309,11 +310,8 @@ def test_an_upload_refused_midway_stops_there(
     source = tmp_path / "up.bin"
     source.write_bytes(os.urandom(8 * TRANSFER_BLOCK))
 
-    def disk_full(*_args: object) -> int:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
     with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
-        monkeypatch.setattr(server.hub.store, "write_chunk", disk_full)
+        monkeypatch.setattr(server.hub.store, "write_chunk", full_disk)
         seen: list[object] = []
         sent: list[int] = []
 

@@ -23,8 +23,22 @@ T = TypeVar("T")
 
 
 def user(data_dir: Path, *args: str, stdin: str = "", monkeypatch: pytest.MonkeyPatch) -> int:
+    """``sealchat user ARGS --data-dir DATA_DIR`` with ``stdin`` as standard input."""
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     return main(["user", *args, "--data-dir", str(data_dir)])
+
+
+def add(data_dir: Path, name: str, typed: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``sealchat user add NAME --password-stdin``, the password line being ``typed``."""
+    return user(data_dir, "add", name, "--password-stdin", stdin=typed, monkeypatch=monkeypatch)
+
+
+def password_of(data_dir: Path, key: str) -> str:
+    """The stored password hash of user ``key``."""
+    with SqliteStore(data_dir) as store:
+        row = store.get_user(key)
+    assert row is not None
+    return row.password_hash
 
 
 def test_accounts_are_added_listed_changed_and_removed(
@@ -38,11 +52,7 @@ def test_accounts_are_added_listed_changed_and_removed(
     assert run("add", "ALICE", "--password-stdin", stdin="another one\n") == 1
     assert "ALICE exists; use 'user passwd'" in capsys.readouterr().err
     assert run("passwd", "alice", "--password-stdin", stdin="second password\n") == 0
-    store = SqliteStore(tmp_path)
-    alice = store.get_user("alice")
-    store.close()
-    assert alice is not None
-    assert verify_password("second password", alice.password_hash)
+    assert verify_password("second password", password_of(tmp_path, "alice"))
     capsys.readouterr()
     assert run("list") == 0
     assert capsys.readouterr().out.split() == ["Alice", "bob"]
@@ -54,22 +64,8 @@ def test_accounts_are_added_listed_changed_and_removed(
 def test_a_password_ends_at_the_line_break_whatever_its_style(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert (
-        user(
-            tmp_path,
-            "add",
-            "alice",
-            "--password-stdin",
-            stdin="typed on windows\r\n",
-            monkeypatch=monkeypatch,
-        )
-        == 0
-    )
-    store = SqliteStore(tmp_path)
-    alice = store.get_user("alice")
-    store.close()
-    assert alice is not None
-    assert verify_password("typed on windows", alice.password_hash)
+    assert add(tmp_path, "alice", "typed on windows\r\n", monkeypatch) == 0
+    assert verify_password("typed on windows", password_of(tmp_path, "alice"))
 
 
 @pytest.mark.parametrize(
@@ -87,37 +83,23 @@ def test_bad_names_and_short_passwords_are_refused_saying_why(
     password: str,
     error: str,
 ) -> None:
-    code = user(tmp_path, "add", name, "--password-stdin", stdin=password, monkeypatch=monkeypatch)
-    assert code == 2
+    assert add(tmp_path, name, password, monkeypatch) == 2
     assert error in capsys.readouterr().err
-    store = SqliteStore(tmp_path)
-    assert store.list_users() == []
-    store.close()
+    with SqliteStore(tmp_path) as store:
+        assert store.list_users() == []
 
 
 def test_removing_a_user_keeps_the_default_room_and_drops_rooms_left_unused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert (
-        user(
-            tmp_path,
-            "add",
-            "alice",
-            "--password-stdin",
-            stdin="long enough\n",
-            monkeypatch=monkeypatch,
-        )
-        == 0
-    )
-    store = SqliteStore(tmp_path)
-    for room in ("general", "quiet"):
-        store.ensure_room(room)
-        store.add_member(room, "alice")
-    store.close()
+    assert add(tmp_path, "alice", "long enough\n", monkeypatch) == 0
+    with SqliteStore(tmp_path) as store:
+        for room in ("general", "quiet"):
+            store.ensure_room(room)
+            store.add_member(room, "alice")
     assert user(tmp_path, "remove", "alice", monkeypatch=monkeypatch) == 0
-    store = SqliteStore(tmp_path)
-    assert store.rooms() == [("general", 0)]
-    store.close()
+    with SqliteStore(tmp_path) as store:
+        assert store.rooms() == [("general", 0)]
 
 
 def next_of(client: BlockingClient, kind: type[T], timeout: float = 10.0) -> T:

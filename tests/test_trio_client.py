@@ -69,6 +69,7 @@ from tests.servers import (
     Running,
     answers,
     free_port,
+    full_disk,
     logs_in_then,
     resetting_server,
     room_pages,
@@ -141,6 +142,22 @@ async def stranded(
             )
         assert isinstance(await next_of(alice, LinkState), LinkState)
         yield alice
+
+
+@asynccontextmanager
+async def wrote_while_down(
+    tmp_path: Path, texts: list[str], hub: HubConfig
+) -> AsyncIterator[ChatClient]:
+    """alice, who wrote ``texts`` to general while her server was down, back online once it
+    is restarted with ``hub``'s limits."""
+    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
+    async with stranded(tmp_path, data_dir, port, backoff=(0.05, 0.2), key=key) as alice:
+        for text in texts:
+            await alice.send_message(text, room="general")
+        with running_server("trio", data_dir, port=port, key=key, hub=hub):
+            with trio.fail_after(20):
+                await alice.wait_online()
+            yield alice
 
 
 @asynccontextmanager
@@ -529,11 +546,8 @@ async def test_an_upload_refused_midway_stops_there(
     source = tmp_path / "up.bin"
     source.write_bytes(os.urandom(8 * TRANSFER_BLOCK))
 
-    def disk_full(*_args: object) -> int:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
     with running_server("trio", tmp_path / "s") as server:
-        monkeypatch.setattr(server.hub.store, "write_chunk", disk_full)
+        monkeypatch.setattr(server.hub.store, "write_chunk", full_disk)
         async with logged_in(server, tmp_path, "alice") as alice:
             refused = trio.Event()
             dispatch, send_all = alice._dispatch, alice._send_all
@@ -611,15 +625,9 @@ async def test_reconnect_delivers_everything_exactly_once(tmp_path: Path) -> Non
 
 async def test_messages_written_offline_beyond_the_burst_all_arrive_once(tmp_path: Path) -> None:
     texts = [f"line {i}" for i in range(15)]  # three times the server's burst
-    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
-    async with stranded(tmp_path, data_dir, port, backoff=(0.05, 0.2), key=key) as alice:
-        for text in texts:
-            await alice.send_message(text, room="general")
-        with running_server("trio", data_dir, port=port, key=key, hub=SLOW):
-            with trio.fail_after(20):
-                await alice.wait_online()
-            await all_acknowledged(alice)
-            page, _ = await alice.history(room="general")
+    async with wrote_while_down(tmp_path, texts, SLOW) as alice:
+        await all_acknowledged(alice)
+        page, _ = await alice.history(room="general")
     assert [m.text for m in page] == texts
     assert not any(isinstance(e, ServerError) for e in queued_events(alice))  # none refused
 
@@ -628,16 +636,10 @@ async def test_messages_written_offline_go_before_those_sent_after_the_reconnect
     tmp_path: Path,
 ) -> None:
     texts = [f"old {i:02d} " + "x" * 3900 for i in range(40)]  # more than the writer's 64 KiB
-    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
-    async with stranded(tmp_path, data_dir, port, backoff=(0.05, 0.2), key=key) as alice:
-        for text in texts:
-            await alice.send_message(text, room="general")
-        with running_server("trio", data_dir, port=port, key=key, hub=UNLIMITED):
-            with trio.fail_after(20):
-                await alice.wait_online()
-            await alice.send_message("new", room="general")
-            await all_acknowledged(alice)
-            page, _ = await alice.history(room="general", limit=50)
+    async with wrote_while_down(tmp_path, texts, UNLIMITED) as alice:
+        await alice.send_message("new", room="general")
+        await all_acknowledged(alice)
+        page, _ = await alice.history(room="general", limit=50)
     assert [m.text for m in page] == [*texts, "new"]
 
 
