@@ -10,6 +10,7 @@ import pytest
 
 from sealchat.core import (
     Authenticated,
+    Delivered,
     Error,
     FileAccept,
     FileChunk,
@@ -27,6 +28,7 @@ from sealchat.core import (
     Membership,
     Message,
     MessageAck,
+    Presence,
     Register,
     RoomJoined,
     Typing,
@@ -34,6 +36,7 @@ from sealchat.core import (
 from sealchat.core.hub import (
     CancelStream,
     Deliver,
+    Disconnect,
     Effect,
     HandlingFailed,
     HashPassword,
@@ -532,7 +535,74 @@ def test_failures_from_elsewhere_do_not_lock_a_user_out_of_a_known_address(
     assert isinstance(refused, LoginRejected)
     assert "too many failed attempts" in refused.reason
     assert isinstance(log_in(7, "192.0.2.10", "right"), Authenticated)
+    # That login lifted nothing elsewhere: guesses from a fresh address are still blocked.
+    elsewhere = log_in(9, "198.51.100.2", "guess")
+    assert isinstance(elsewhere, LoginRejected)
+    assert "too many failed attempts" in elsewhere.reason
     # The attacker's own address stays blocked, whatever name it tries.
     again = log_in(8, "203.0.113.66", "right")
     assert isinstance(again, LoginRejected)
     assert "too many failed attempts" in again.reason
+
+
+def removed_by_an_administrator(data_dir: Path, key: str) -> None:
+    """``sealchat user remove KEY``: another process, another connection to the database."""
+    with SqliteStore(data_dir) as admin:
+        assert admin.remove_user(key, keep_room="general")
+
+
+@pytest.fixture
+def shared_store(tmp_path: Path) -> SqliteStore:
+    """A store on a database file that another connection can change too."""
+    store = SqliteStore(tmp_path)
+    for name in ("Alice", "bob"):
+        store.add_user(name, user_key(name), "$argon2id$fake")
+    return store
+
+
+def test_an_account_removed_while_online_is_logged_out_and_seen_to_leave(
+    tmp_path: Path, shared_store: SqliteStore
+) -> None:
+    hub = hub_with(shared_store, "alice", "bob", "bob")
+    removed_by_an_administrator(tmp_path, "bob")
+    effects = hub.tick(NOW + 1)
+    assert {e.session for e in effects if isinstance(e, Disconnect)} == {2, 3}
+    assert records(effects, 1) == [
+        Membership(room="general", user="bob", joined=False),
+        Presence(user="bob", online=False),
+    ]
+    assert not hub.is_online("bob")
+
+
+@pytest.mark.parametrize("before_the_tick", ["closes", "acknowledges"])
+def test_a_removed_account_is_logged_out_before_anything_else_of_it_is_handled(
+    tmp_path: Path, shared_store: SqliteStore, before_the_tick: str
+) -> None:
+    hub = hub_with(shared_store, "alice", "bob")
+    hub.handle(1, Message(text="hi", room="general", client_id="a1"), NOW)
+    removed_by_an_administrator(tmp_path, "bob")
+    if before_the_tick == "closes":
+        effects = hub.close_session(2, NOW + 0.1)
+    else:  # its cursor could not be stored any more: nothing of it is handled
+        effects = hub.handle(2, Delivered(up_to=1), NOW + 0.1)
+    assert Membership(room="general", user="bob", joined=False) in records(effects, 1)
+    assert not hub.is_online("bob")
+
+
+def test_a_refused_offer_discards_no_unfinished_upload(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(max_unfinished_uploads=1, user_quota=100))
+    data = bytes(range(50))
+    kept = accepted(hub, 1, _offer(data, 1))
+    hub.handle(1, FileChunk(transfer=1, offset=0, data=data[:30]), NOW)
+    hub.close_session(1, NOW)  # the link dropped: the 30 bytes stay to resume
+    logged_in(hub, 2, "alice")
+    (refused,) = records(hub.handle(2, _offer(b"y" * 200, 2), NOW + 1), 2)
+    assert isinstance(refused, FileReject)
+    assert refused.reason == "over quota: you use 50 of 100 bytes; this file needs 200"
+    resumed = accepted(hub, 2, _offer(data, 3), NOW + 2)
+    assert (resumed.file_id, resumed.offset) == (kept.file_id, 30)
+    hub.close_session(2, NOW + 2)
+    logged_in(hub, 3, "alice")
+    # One that fits once the idle upload is gone displaces it.
+    assert accepted(hub, 3, _offer(b"z" * 60, 4), NOW + 3).file_id != kept.file_id
+    assert store.get_file(kept.file_id) is None

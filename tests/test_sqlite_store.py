@@ -1103,3 +1103,29 @@ def test_an_account_removed_by_another_process_is_missing(tmp_path: Path) -> Non
             add_users(admin, "Zed")
         many = [f"user{n}" for n in range(1200)]  # asked about in several queries
         assert server.missing_users(["zed", *many, "esha"]) == many
+
+
+def test_unfinished_uploads_come_longest_idle_first(store: SqliteStore, tmp_path: Path) -> None:
+    files = [offer(store, b"file %d" % n) for n in range(3)]  # offered at the same time
+    for file in files:
+        store.write_chunk(file.file_id, 0, b"f")
+        store.release_upload(file.file_id)
+    for file, written in zip(files, (300.0, 100.0, 200.0), strict=True):
+        os.utime(tmp_path / "data" / "downloads" / ".partial" / file.file_id, (written, written))
+    idle_first = [files[1], files[2], files[0]]
+    assert [f.file_id for f in store.unfinished_uploads("esha")] == [f.file_id for f in idle_first]
+
+
+def test_removing_a_user_deletes_the_uploads_nobody_can_finish(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path) as store:
+        add_users(store, "Esha")
+        store.ensure_room("lobby")
+        done, unfinished = offer(store, b"done"), offer(store, b"half of it")
+        store.write_chunk(done.file_id, 0, b"done")
+        assert store.complete_file(done.file_id)
+        store.write_chunk(unfinished.file_id, 0, b"half")
+        assert store.remove_user("esha")
+    with SqliteStore(tmp_path) as store:
+        assert store.get_file(done.file_id) is not None  # shared: it stays
+        assert store.get_file(unfinished.file_id) is None
+    assert not (tmp_path / "downloads" / ".partial" / unfinished.file_id).exists()

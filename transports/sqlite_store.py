@@ -440,12 +440,15 @@ class SqliteStore:
         """Delete a user with their memberships and cursor, and the rooms other than
         ``keep_room`` (the default room) that this leaves as a leave would: empty, with nothing
         posted or shared in them. Their messages and files stay, so ``key`` is retired: no
-        account can take it again. False (and nothing retired) if there is no such user."""
+        account can take it again; their unfinished uploads go, as nobody can finish them.
+        False (and nothing retired) if there is no such user."""
         with self.batch():
             rooms = self.rooms_of(key)
             cur = self._conn.execute("DELETE FROM users WHERE key = ?", (key,))
             if cur.rowcount != 1:
                 return False
+            for unfinished in self.unfinished_uploads(key):  # nobody can ever finish them
+                self.delete_file(unfinished.file_id)
             self._conn.execute(
                 "INSERT INTO retired_names (key, retired) VALUES (?, ?) "
                 "ON CONFLICT (key) DO NOTHING",
@@ -771,13 +774,20 @@ class SqliteStore:
         return None if row is None else _file(row)
 
     def unfinished_uploads(self, owner_key: str) -> list[StoredFile]:
-        """The user's incomplete uploads, oldest first."""
+        """The user's incomplete uploads, the longest idle first."""
         rows = self._conn.execute(
             "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
             "FROM files WHERE owner_key = ? AND complete = 0 ORDER BY ts, file_id",
             (owner_key,),
         )
-        return [_file(row) for row in rows]
+        return sorted((_file(row) for row in rows), key=self._last_written)
+
+    def _last_written(self, file: StoredFile) -> float:
+        """When an upload was last written to (its offer's time if it never was)."""
+        try:
+            return max(file.ts, self._partial_path(file.file_id).stat().st_mtime)
+        except (OSError, RuntimeError):  # no partial file yet, or no data folder
+            return file.ts
 
     def get_file(self, file_id: str) -> StoredFile | None:
         """A file's metadata, or None."""

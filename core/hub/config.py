@@ -33,7 +33,7 @@ class HubConfig:
     """Concurrent uploads plus downloads per session."""
     max_unfinished_uploads: int = 16
     """Incomplete uploads a user keeps for resuming; a new upload beyond this discards the
-    oldest one not in progress."""
+    one idle longest (not one in progress)."""
     max_rooms_per_user: int = 100
     typing_expiry: float = 5.0
     history_page: int = 50

@@ -9,7 +9,7 @@ not overlap (one thread at a time).
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -167,6 +167,12 @@ class Hub:
 
     def close_session(self, session: SessionId, now: float) -> list[Effect]:
         """The connection is gone. Uploads stay resumable; presence may change."""
+        effects = self._log_out_removed(now)  # its room-mates are told while it is known
+        return effects + self._close(session, self._presence_audience)
+
+    def _close(self, session: SessionId, audience: Callable[[str], set[str]]) -> list[Effect]:
+        """Forget ``session``; if it was its user's last, stop its typing and tell
+        ``audience(key)`` that the user went offline."""
         state = self._sessions.pop(session, None)
         if state is None:
             return []
@@ -180,7 +186,8 @@ class Hub:
             return []
         del self._online[state.key]
         effects = self._stop_typing_of(state.key)
-        effects += self._to_presence_audience(state.key, Presence(user=state.name, online=False))
+        offline = Presence(user=state.name, online=False)
+        effects += self._to_keys(audience(state.key) - {state.key}, offline)
         return effects
 
     def is_online(self, username: str) -> bool:
@@ -207,6 +214,7 @@ class Hub:
         effects: list[Effect] = []
         try:
             with self.store.batch():  # commits also when the block raises
+                effects += self._log_out_removed(now)  # before a record of theirs is handled
                 for record in records:
                     try:
                         effects += self._handle(session, record, now)
@@ -358,8 +366,11 @@ class Hub:
 
     def _log_in(self, state: Session, name: str, now: float) -> list[Effect]:
         key = user_key(name)
-        self._user_failures.pop(key, None)  # the address keeps its count: one account of
-        state.key, state.name = key, name  # an attacker's must not wipe its failures
+        failures = self._user_failures.get(key)
+        if failures is None or not failures.wait(now):  # a block lifted at a known address
+            self._user_failures.pop(key, None)  # stays for the others: guesses elsewhere
+        state.key, state.name = key, name  # go on being throttled. The address keeps its
+        # count: one account of an attacker's must not wipe its failures.
         known = self._known_addresses.setdefault(key, OrderedDict())
         known[state.address] = None
         known.move_to_end(state.address)
@@ -661,8 +672,7 @@ class Hub:
             del self._sessions[session]  # forgotten now; the driver closes the connection
             reason = f"log in within {self.config.login_timeout:g} s of connecting"
             effects.append(Disconnect(session, reason))
-        for key in self.store.missing_users(self._online.keys()):
-            effects += self._account_removed(key, now)
+        effects += self._log_out_removed(now)
         expired = [slot for slot, deadline in self._typing.items() if deadline <= now]
         for key, where in expired:
             del self._typing[key, where]
@@ -670,16 +680,28 @@ class Hub:
             effects += self._to_conversation_except_user(key, where, notice)
         return effects
 
-    def _account_removed(self, key: str, now: float) -> list[Effect]:
-        """Log out the sessions of an account removed while it was online (its memberships
-        went with it), and tell its room-mates that it left."""
+    def _log_out_removed(self, now: float) -> list[Effect]:
+        """Log out the sessions of accounts removed (by another process: ``sealchat user
+        remove``) while they were online; checked before anything else the hub does, so
+        that nothing of theirs is handled after the removal. Cheap while nothing but the
+        hub writes to the store."""
         effects: list[Effect] = []
-        for room, members in self._members.items():
-            if key in members:
-                effects += self._membership_changed(room, key, joined=False)
-                members.discard(key)
+        for key in self.store.missing_users(self._online.keys()):
+            effects += self._account_removed(key)
+        return effects
+
+    def _account_removed(self, key: str) -> list[Effect]:
+        """Log out the sessions of removed account ``key`` and tell its room-mates that it
+        left and went offline: who they are comes from the members cached in memory, as
+        its memberships went with the account (an online user's rooms are all cached)."""
+        rooms = [room for room, members in self._members.items() if key in members]
+        audience = self._presence_audience_in(rooms)
+        effects: list[Effect] = []
+        for room in rooms:
+            effects += self._membership_changed(room, key, joined=False)
+            self._members[room].discard(key)
         for session in list(self._online[key]):
-            effects += self.close_session(session, now)
+            effects += self._close(session, lambda _key: audience)
             effects.append(Disconnect(session, "your account was removed"))
         return effects
 
@@ -724,15 +746,18 @@ class Hub:
         if partial is not None and partial.file_id in self._uploading:
             return reject("this file is already being sent in another transfer; wait for it")
         if partial is None:
-            if not self._bucket(state.key, now).take(now):
-                return reject("slow down: too many new files; try again in a moment")
-            self._make_room_for_an_upload(state.key)
+            # A refused offer changes nothing: the checks first, then the token, then room.
+            displaced = self._displaced_by_an_upload(state.key)
             used = self.store.usage(state.key)
-            if used + record.size > self.config.user_quota:
+            if used - sum(f.size for f in displaced) + record.size > self.config.user_quota:
                 return reject(
                     f"over quota: you use {used} of {self.config.user_quota} bytes; "
                     f"this file needs {record.size}"
                 )
+            if not self._bucket(state.key, now).take(now):
+                return reject("slow down: too many new files; try again in a moment")
+            for file in displaced:
+                self._discard_partial(file)
             partial = self.store.create_file(
                 owner_key=state.key,
                 name=record.name,
@@ -747,13 +772,13 @@ class Hub:
         accept = FileAccept(transfer=transfer, file_id=partial.file_id, offset=partial.received)
         return [self._reply(state, accept)]
 
-    def _make_room_for_an_upload(self, key: str) -> None:
-        """Discard the user's oldest unfinished uploads not in progress, down to one less
-        than the limit: each keeps a row and a partial file for a resume that may never come."""
+    def _displaced_by_an_upload(self, key: str) -> list[StoredFile]:
+        """The unfinished uploads of the user that a new one displaces: the longest idle not
+        in progress, down to one less than the limit (each keeps a row and a partial file
+        for a resume that may never come)."""
         unfinished = self.store.unfinished_uploads(key)
         idle = [f for f in unfinished if f.file_id not in self._uploading]
-        for file in idle[: max(0, len(unfinished) - self.config.max_unfinished_uploads + 1)]:
-            self._discard_partial(file)
+        return idle[: max(0, len(unfinished) - self.config.max_unfinished_uploads + 1)]
 
     def _chunk(self, state: Session, record: FileChunk) -> list[Effect]:
         upload = state.uploads.get(record.transfer)
@@ -916,8 +941,12 @@ class Hub:
 
     def _presence_audience(self, key: str) -> set[str]:
         """Users who share a room small enough for presence with ``key`` (and itself)."""
-        audience = {key}
-        for room in self.store.rooms_of(key):
+        return {key} | self._presence_audience_in(self.store.rooms_of(key))
+
+    def _presence_audience_in(self, rooms: Iterable[str]) -> set[str]:
+        """The members of those of ``rooms`` small enough for presence."""
+        audience: set[str] = set()
+        for room in rooms:
             members = self._member_set(room)
             if len(members) <= self.config.presence_room_limit:
                 audience |= members
