@@ -18,20 +18,23 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import Error as ServerError
 from sealchat.core import (
+    NEED_DATA,
+    Connection,
     FileChunk,
     FileComplete,
     FileInfo,
     FileList,
     FileReject,
     HistoryEnd,
+    HistoryRequest,
     ListRooms,
     Message,
     Presence,
     Typing,
     fingerprint,
 )
+from sealchat.core import Error as ServerError
 from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
 from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload
@@ -161,12 +164,12 @@ async def wrote_while_down(
 
 
 @asynccontextmanager
-async def scripted(tmp_path: Path, behaviour: Behaviour) -> AsyncIterator[ChatClient]:
-    """alice, logged in to a scripted server (``behaviour`` after the login) whose key she has
-    pinned already (it takes one connection only)."""
+async def scripted(tmp_path: Path, behaviour: Behaviour, **extra: Any) -> AsyncIterator[ChatClient]:
+    """alice (with client options ``extra``), logged in to a scripted server (``behaviour``
+    after the login) whose key she has pinned already (it takes one connection only)."""
     key = X25519PrivateKey.generate()
     with scripted_server(behaviour, key=key) as port:
-        options = trio_options(tmp_path, "alice")
+        options = trio_options(tmp_path, "alice", **extra)
         server = server_name("127.0.0.1", port)
         options["known_servers"].pin(server, fingerprint(public_bytes(key)))
         async with connect("127.0.0.1", port, **options) as alice:
@@ -1029,6 +1032,53 @@ async def test_without_replies_a_page_fetched_during_the_replay_loses_no_replaye
                         break  # the end of the replay, after all its messages
     assert [m.text for m in page] == texts[-5:]
     assert sorted(shown) == sorted(texts)  # each once: in the page, or as an event
+
+
+LIVE = Message(text="just now", room="general", id=7, sender="bob", ts=1.0)
+"""A live message that a page of general's newest messages takes (it may be in the page)."""
+
+
+def hangs_up_at_history(sock: socket.socket, conn: Connection) -> None:
+    """At the first HistoryRequest, send LIVE, then end the connection (no page)."""
+    while not isinstance(event := conn.next_event(), HistoryRequest):
+        if event is NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+    conn.send(LIVE)
+    sock.sendall(conn.data_to_send())
+    sock.shutdown(socket.SHUT_WR)
+    while sock.recv(65536):
+        pass
+
+
+async def test_without_replies_a_message_held_for_a_call_given_up_goes_on(
+    tmp_path: Path,
+) -> None:
+    silent_after_live = logs_in_then(answers(HistoryRequest, [LIVE]))
+    async with scripted(tmp_path, silent_after_live, replies=False) as alice:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(alice.history, room="general"))
+            with trio.fail_after(10):
+                while not alice._withheld:  # the page under way took LIVE: held back
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()  # the user gives up on the page
+        assert await next_of(alice, Message) == LIVE
+
+
+async def test_without_replies_a_message_held_for_a_call_goes_on_when_the_link_ends(
+    tmp_path: Path,
+) -> None:
+    behaviour = logs_in_then(hangs_up_at_history)
+    async with scripted(tmp_path, behaviour, replies=False, reconnect=False) as alice:
+        with pytest.raises(ConnectionLost):
+            await alice.history(room="general")
+        events: list[object] = []
+        with trio.fail_after(10):
+            async for event in alice.events():
+                events.append(event)
+                if isinstance(event, LinkState):
+                    break
+    assert events[:1] == [LIVE]  # before the client gives up, not lost behind it
+    assert [type(e) for e in events] == [Message, LinkState]
 
 
 def test_a_page_of_older_messages_never_takes_a_live_one() -> None:

@@ -182,7 +182,7 @@ class _Waiter(requests.Waiter[trio.Event]):
         super().__init__(reply, trio.Event())
 
 
-def _holds(waiter: _Waiter, event: Event) -> bool:
+def _holds(waiter: _Waiter, event: Event | LinkState) -> bool:
     """Whether the answer ``waiter`` got holds ``event``, a message (or one of the same id:
     a history page may repeat a message that came before it, live or replayed)."""
     answered = waiter.finished.is_set() and not (waiter.lost or waiter.failure)
@@ -248,10 +248,14 @@ class ChatClient:
         self._position = 0
         """Records read so far (over all links): the position in the stream of the latest
         (see ``route``)."""
-        self._withheld: deque[tuple[Event, list[_Waiter]]] = deque()
+        self._withheld: deque[tuple[Event | LinkState, list[_Waiter]]] = deque()
         """Without replies: a message that calls took (with those calls) waits here, and the
-        events after it wait behind it, until the calls are over, to learn whether their
-        answers hold it (a history page is only the messages right before its end)."""
+        events after it (LinkState too) wait behind it, until the calls are over, to learn
+        whether their answers hold it (a history page is only the messages right before its
+        end). Only the releaser (``_keep_releasing``) takes them out, so they keep their
+        order: it waits for ``_releasable`` (set when an event is withheld, or a waiter
+        leaves), and sets (and replaces) ``_released`` as it takes each out."""
+        self._releasable, self._released = trio.Event(), trio.Event()
         self._outbox: dict[str, Message] = {}
         self._too_fast: set[str] = set()
         """Client ids of messages the server refused as rate_limited, not sent again yet."""
@@ -405,6 +409,7 @@ class ChatClient:
                 waiter.lost = True
                 waiter.finished.set()
             self._waiters.clear()
+            self._wake_releaser()
             for chunks in self._chunks.values():
                 chunks.close()  # the download sees the end of its chunks: it resumes later
             if self._link is link:
@@ -431,7 +436,7 @@ class ChatClient:
         answered, failure = requests.route(self._waiters, record, self._position)
         if failure:
             raise _ReplyTooLong(failure)
-        await self._release()
+        self._wake_releaser()  # for the events that calls it ended had held back
         match record:
             case FileChunk() | FileComplete() | FileReject() if record.transfer in self._chunks:
                 # A full queue makes the reader wait: the socket backs up, the server pauses.
@@ -471,27 +476,51 @@ class ChatClient:
                 record, [w for w in waiting if w.positions[-1:] == [self._position]]
             )
 
-    async def _pass_on(self, event: Event, took: list[_Waiter] | None = None) -> None:
+    async def _pass_on(self, event: Event | LinkState, took: list[_Waiter] | None = None) -> None:
         """Emit ``event`` after those withheld; hold it back while calls that ``took`` it wait
-        (without replies, see ``_withheld``)."""
-        if took or self._withheld:
-            self._withheld.append((event, took or []))
-            await self._release()
-        else:
+        (without replies, see ``_withheld``). Waits while more than EVENT_BUFFER are withheld
+        (the events reader is that far behind)."""
+        if not (took or self._withheld):
             await self._emit(event)
+            return
+        self._withheld.append((event, took or []))
+        self._releasable.set()
+        while len(self._withheld) > EVENT_BUFFER:
+            await self._released.wait()
+
+    def _wake_releaser(self) -> None:
+        """Let the releaser look again at the withheld events: a waiter has left."""
+        if self._withheld:
+            self._releasable.set()
+
+    def _forget(self, waiter: _Waiter) -> None:
+        """``waiter`` waits no more: the events it held back may go."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+            self._wake_releaser()
+
+    async def _keep_releasing(self) -> None:
+        """The releaser: emits withheld events as the calls that took them end (see
+        ``_release``). One task for all, since emitting may wait for the events reader."""
+        while True:
+            await self._releasable.wait()
+            self._releasable = trio.Event()
+            await self._release()
 
     async def _release(self) -> None:
         """Emit the withheld events up to the first that a call still waiting took (past it
         too while more than EVENT_BUFFER wait), except each message that a call's answer
-        holds."""
+        holds. Each leaves the queue once emitted, so nothing overtakes it meanwhile."""
         while self._withheld:
             event, took = self._withheld[0]
             waited = any(waiter in self._waiters for waiter in took)
             if waited and len(self._withheld) <= EVENT_BUFFER:
                 return
-            self._withheld.popleft()
             if not any(_holds(waiter, event) for waiter in took):
                 await self._emit(event)
+            self._withheld.popleft()
+            self._released.set()
+            self._released = trio.Event()
 
     async def _emit(self, event: Event | LinkState) -> None:
         """Hand ``event`` to ``events()`` (waiting while its reader is EVENT_BUFFER behind),
@@ -599,7 +628,7 @@ class ChatClient:
         delay, cap = self._backoff
         while not self._closing:
             wait = delay * self._rng.uniform(0.5, 1.5)
-            await self._emit(LinkState(connected=False, reason=reason, retry_in=wait))
+            await self._pass_on(LinkState(connected=False, reason=reason, retry_in=wait))
             await trio.sleep(wait)
             try:
                 await self._open_link()
@@ -621,7 +650,7 @@ class ChatClient:
                 else:
                     delay = min(cap, delay * 2)
                 continue
-            await self._emit(LinkState(connected=True))
+            await self._pass_on(LinkState(connected=True))
             return
 
     async def _abandon_link(self) -> None:
@@ -695,8 +724,7 @@ class ChatClient:
             await self._send(request.record)
             return await self._await(waiter, request.reply, timeout)
         finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            self._forget(waiter)
 
     async def _await(self, waiter: _Waiter, reply: Reply[T], timeout: float) -> T:
         try:
@@ -775,7 +803,7 @@ class ChatClient:
         reader, and wake everyone who waits for the session so they fail instead of hanging."""
         self.gave_up_on = error or Disconnected(f"disconnected: {reason}")
         self._online.set()
-        await self._emit(LinkState(connected=False, reason=reason))
+        await self._pass_on(LinkState(connected=False, reason=reason))
 
     def events(self) -> BurstChannel[Event | LinkState]:
         """Everything the server sends (records, without duplicates) and LinkState changes."""
@@ -895,8 +923,8 @@ class ChatClient:
             settled = True
             raise
         finally:
-            if announced in self._waiters:
-                self._waiters.remove(announced)
+            if announced is not None:
+                self._forget(announced)
             if not settled:  # cancelled or failed here: the server frees the transfer
                 with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
                     await self._send(FileReject(transfer=transfer, reason="upload abandoned"))
@@ -989,6 +1017,7 @@ async def connect(host: str, port: int, **options: Any) -> AsyncIterator[ChatCli
     try:
         async with trio.open_nursery() as nursery:
             client = ChatClient(host, port, nursery, **options)
+            nursery.start_soon(client._keep_releasing)
             await client._open_link()
             try:
                 yield client
