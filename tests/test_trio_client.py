@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sealchat.core import (
     NEED_DATA,
     Connection,
+    ConnectionClosed,
+    Delivered,
     FileChunk,
     FileComplete,
     FileInfo,
@@ -1079,6 +1081,49 @@ async def test_without_replies_a_message_held_for_a_call_goes_on_when_the_link_e
                     break
     assert events[:1] == [LIVE]  # before the client gives up, not lost behind it
     assert [type(e) for e in events] == [Message, LinkState]
+
+
+def live_at_history_then_note(delivered: list[int]) -> Behaviour:
+    """Accept the login; at the first HistoryRequest, send LIVE (and no page), then note in
+    ``delivered`` what each Delivered acknowledges, until the client hangs up."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), HistoryRequest):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        conn.send(LIVE)
+        sock.sendall(conn.data_to_send())
+        while not isinstance(event := conn.next_event(), ConnectionClosed):
+            if isinstance(event, Delivered):
+                delivered.append(event.up_to)
+            elif event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+
+    return logs_in_then(behaviour)
+
+
+@pytest.mark.parametrize("shown", [False, True])
+async def test_without_replies_a_held_message_is_acknowledged_once_shown(
+    shown: bool, tmp_path: Path
+) -> None:
+    delivered: list[int] = []
+    behaviour = live_at_history_then_note(delivered)
+    async with scripted(tmp_path, behaviour, replies=False) as alice:
+
+        async def fetch() -> None:
+            with suppress(ClientError):  # the close ends the link under it
+                await alice.history(room="general")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            with trio.fail_after(10):
+                while not alice._withheld:  # the page under way took LIVE: held back
+                    await trio.sleep(0.01)
+            if shown:  # the user gives up on the page: LIVE is shown
+                nursery.cancel_scope.cancel()
+                assert await next_of(alice, Message) == LIVE
+            await alice.aclose()  # acknowledges what arrived, then says bye
+    assert (LIVE.id in delivered) == shown  # held back, so not shown: still unread
 
 
 def test_a_page_of_older_messages_never_takes_a_live_one() -> None:

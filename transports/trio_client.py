@@ -268,8 +268,9 @@ class ChatClient:
         """Set (and replaced) when the server answers a message, and when a link ends."""
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
-        self._delivered = 0
-        self._newest = 0
+        self._delivered = self._shown = 0
+        """The newest message id acknowledged, and the newest that reached ``events()`` (or a
+        call's answer): only what the user was shown is acknowledged, not all that arrived."""
         self._replaying = False
         self._transfers = iter(range(1, 2**62))
         self._chunks: dict[int, trio.MemorySendChannel[Record]] = {}
@@ -466,9 +467,6 @@ class ChatClient:
                             sent, id=record.id, ts=record.ts, sender=self.username
                         )
                     )
-            case HistoryEnd(room="", peer=""):
-                self._replaying = record.more
-                await self._acknowledge()
         if self._replies or not answered:
             await self._pass_on(record)
         elif isinstance(record, Message):  # it may be an answer, or not: wait and see
@@ -516,7 +514,9 @@ class ChatClient:
             waited = any(waiter in self._waiters for waiter in took)
             if waited and len(self._withheld) <= EVENT_BUFFER:
                 return
-            if not any(_holds(waiter, event) for waiter in took):
+            if any(_holds(waiter, event) for waiter in took):
+                self._note_shown(event)  # its call has given it to the caller
+            else:
                 await self._emit(event)
             self._withheld.popleft()
             self._released.set()
@@ -524,9 +524,20 @@ class ChatClient:
 
     async def _emit(self, event: Event | LinkState) -> None:
         """Hand ``event`` to ``events()`` (waiting while its reader is EVENT_BUFFER behind),
-        unless the client was made with ``events=False``."""
+        unless the client was made with ``events=False``. At the end of a replay page (all
+        before it emitted), tell the server what arrived: that asks for the next page."""
         if self._keep_events:
             await self._events.put(event)
+        self._note_shown(event)
+        if isinstance(event, HistoryEnd) and not (event.room or event.peer):
+            self._replaying = event.more
+            with suppress(ClientError):  # the link is lost: the next login replays the rest
+                await self._acknowledge()
+
+    def _note_shown(self, event: Event | LinkState) -> None:
+        """``event`` reached the user: a message in it may be acknowledged."""
+        if isinstance(event, Message):
+            self._shown = max(self._shown, event.id)
 
     def _remember(self, message_id: int) -> bool:
         """Note a message id; False if it was already shown."""
@@ -536,7 +547,6 @@ class ChatClient:
         self._seen_order.append(message_id)
         if len(self._seen_order) > SEEN_MEMORY:
             self._seen.discard(self._seen_order.popleft())
-        self._newest = max(self._newest, message_id)
         return True
 
     @property
@@ -545,14 +555,14 @@ class ChatClient:
         return self._acknowledging and (self._acknowledge_given or not self._events.closed)
 
     async def _acknowledge(self) -> None:
-        """Tell the server what has arrived (during the replay this also asks for the next
-        page)."""
+        """Tell the server which messages reached the user, as far as ``_shown`` (during the
+        replay this also asks for the next page)."""
         if not self._acknowledges:
             return
-        if self._newest > self._delivered or self._replaying:
-            self._delivered = self._newest
-            # No waiting for room: the reader sends these, and only it can see the link end.
-            await self._send_all((Delivered(up_to=self._newest),), wait=False)
+        if self._shown > self._delivered or self._replaying:
+            self._delivered = self._shown
+            # No waiting for room: the reader may be sending it, and only it sees the link end.
+            await self._send_all((Delivered(up_to=self._shown),), wait=False)
 
     async def _keep_acknowledging(self) -> None:
         while True:
@@ -999,10 +1009,10 @@ class ChatClient:
                 async with link.send_lock:
                     if (
                         acknowledge
-                        and self._newest > self._delivered
+                        and self._shown > self._delivered
                         and link.conn.state is State.READY
                     ):
-                        link.conn.send(Delivered(up_to=self._newest))
+                        link.conn.send(Delivered(up_to=self._shown))
                     link.conn.send(Bye(reason=reason))
                     await self._flush(link)
             except (ClientError, ProtocolError):
