@@ -24,6 +24,7 @@ from sealchat.core import (
     Connection,
     ConnectionClosed,
     FileList,
+    HistoryEnd,
     HistoryRequest,
     KeysEstablished,
     ListFiles,
@@ -296,6 +297,38 @@ def answers(asked: type[Record], *replies: Iterable[Record]) -> Behaviour:
             pass
 
     return behaviour
+
+
+def answers_late(asked: type[Record], *replies: Iterable[Record]) -> Behaviour:
+    """Answer nothing until the client has sent one ``asked`` record per reply (it gave up
+    on each but the last), then send all ``replies`` in order; then read what comes."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        waiting = len(replies)
+        while waiting:
+            event = conn.next_event()
+            if isinstance(event, ConnectionClosed):
+                return
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            waiting -= isinstance(event, asked)
+        for record in (r for reply in replies for r in reply):
+            conn.send(record)
+        sock.sendall(conn.data_to_send())
+        while sock.recv(65536):
+            pass
+
+    return behaviour
+
+
+TWO_PAGES = tuple(
+    (
+        Message(text=f"page {n}", room="general", id=n, sender="bob", ts=1.0),
+        HistoryEnd(room="general"),
+    )
+    for n in (1, 2)
+)
+"""Two pages of general's history, a message each (for two requests)."""
 
 
 def room_pages(rooms: int, per_page: int) -> list[RoomList]:

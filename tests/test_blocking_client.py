@@ -26,6 +26,7 @@ from sealchat.core import (
     FileOffer,
     FileReject,
     FileRequest,
+    HistoryRequest,
     ListRooms,
     Message,
     PeerKeyReceived,
@@ -45,10 +46,12 @@ from sealchat.transports.requests import (
 from tests.servers import (
     ENDLESS,
     PASSWORD,
+    TWO_PAGES,
     Endless,
     Running,
     accept_all,
     answers,
+    answers_late,
     drain,
     full_disk,
     logs_in_then,
@@ -597,3 +600,15 @@ def test_replies_go_to_the_threads_that_asked_in_the_order_they_asked(
         ask("second", 3)
         first.join(LIVENESS)
     assert pages == {"first": ["m2"], "second": ["m0", "m1", "m2"]}
+
+
+def test_the_reply_to_a_request_that_timed_out_answers_no_other() -> None:
+    with (
+        scripted_server(logs_in_then(answers_late(HistoryRequest, *TWO_PAGES))) as port,
+        BlockingClient("127.0.0.1", port, trust=accept_all, events=False) as client,
+    ):
+        client.login("alice", PASSWORD)
+        with pytest.raises(ClientError, match="did not answer"):  # answered after the next
+            client.ask(requests.history(room="general"), timeout=0.2)
+        page, _ = client.history(room="general")
+    assert [m.text for m in page] == ["page 2"]  # not the page asked for first

@@ -68,11 +68,13 @@ from sealchat.transports.trio_client import (
 from tests.servers import (
     ENDLESS,
     PASSWORD,
+    TWO_PAGES,
     Behaviour,
     Endless,
     Resetting,
     Running,
     answers,
+    answers_late,
     free_port,
     full_disk,
     logs_in_then,
@@ -1124,6 +1126,20 @@ async def test_without_replies_a_held_message_is_acknowledged_once_shown(
                 assert await next_of(alice, Message) == LIVE
             await alice.aclose()  # acknowledges what arrived, then says bye
     assert (LIVE.id in delivered) == shown  # held back, so not shown: still unread
+
+
+async def test_the_reply_to_a_call_given_up_answers_no_other(tmp_path: Path) -> None:
+    behaviour = logs_in_then(answers_late(HistoryRequest, *TWO_PAGES))
+    async with scripted(tmp_path, behaviour) as alice:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(alice.history, room="general"))
+            with trio.fail_after(10):
+                while not alice._waiters:  # its request is under way
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()  # the user gives up on it
+        with trio.fail_after(10):
+            page, _ = await alice.history(room="general")
+    assert [m.text for m in page] == ["page 2"]  # not the page asked for first
 
 
 def test_a_page_of_older_messages_never_takes_a_live_one() -> None:

@@ -461,7 +461,8 @@ class BlockingClient:
                     )
                 raise ClientError(f"the server did not answer within {timeout:g} s")
         finally:
-            self._forget(waiter)
+            with self._lock:  # if timed out or interrupted: its reply answers no other
+                requests.abandon(self._waiters, waiter)
         if waiter.lost:
             raise ClientError(f"the connection closed: {self._failure or 'it ended'}")
         return waiter.reply.result(waiter.collected())

@@ -132,7 +132,8 @@ class Waiter(Generic[F]):
     """Someone waiting for the records of ``reply``; ``finished`` (a ``trio.Event`` or a
     ``threading.Event``) is set once they are all here, the reply has gone past a bound
     (``failure`` says how), or the connection is ``lost``. ``positions`` holds the position
-    in the stream of each of ``records``."""
+    in the stream of each of ``records``. An ``abandoned`` one has no caller any more (see
+    ``abandon``)."""
 
     def __init__(self, reply: Reply[Any], finished: F) -> None:
         self.reply = reply
@@ -142,6 +143,7 @@ class Waiter(Generic[F]):
         self.items = 0
         self.failure = ""
         self.lost = False
+        self.abandoned = False
 
     def take(self, record: Record, position: int) -> bool:
         """Collect ``record`` (one the reply matches, the ``position``-th the connection
@@ -200,6 +202,15 @@ def route(waiters: list[W], record: Record, position: int) -> tuple[bool, str]:
             if not isinstance(record, Message):
                 break
     return matched, failure
+
+
+def abandon(waiters: list[W], waiter: W) -> None:
+    """The caller of ``waiter`` stops waiting (cancelled, timed out). If it is still in
+    ``waiters``, its request went out and the reply is yet to come: it stays there, marked
+    ``abandoned``, to take that reply (``route`` ends it as any other), which would otherwise
+    answer the next request like it; the connection's end clears it with the rest."""
+    if waiter in waiters:
+        waiter.abandoned = True
 
 
 def _entries(record: Record) -> int:

@@ -185,7 +185,7 @@ class _Waiter(requests.Waiter[trio.Event]):
 def _holds(waiter: _Waiter, event: Event | LinkState) -> bool:
     """Whether the answer ``waiter`` got holds ``event``, a message (or one of the same id:
     a history page may repeat a message that came before it, live or replayed)."""
-    answered = waiter.finished.is_set() and not (waiter.lost or waiter.failure)
+    answered = waiter.finished.is_set() and not (waiter.lost or waiter.failure or waiter.abandoned)
     if not answered or not isinstance(event, Message):
         return False
     return any(isinstance(r, Message) and r.id == event.id for r in waiter.records)
@@ -470,9 +470,8 @@ class ChatClient:
         if self._replies or not answered:
             await self._pass_on(record)
         elif isinstance(record, Message):  # it may be an answer, or not: wait and see
-            await self._pass_on(
-                record, [w for w in waiting if w.positions[-1:] == [self._position]]
-            )
+            took = [w for w in waiting if w.positions[-1:] == [self._position]]
+            await self._pass_on(record, [w for w in took if not w.abandoned])
 
     async def _pass_on(self, event: Event | LinkState, took: list[_Waiter] | None = None) -> None:
         """Emit ``event`` after those withheld; hold it back while calls that ``took`` it wait
@@ -497,6 +496,12 @@ class ChatClient:
             self._waiters.remove(waiter)
             self._wake_releaser()
 
+    def _abandon(self, waiter: _Waiter) -> None:
+        """The call of ``waiter`` is over: if its reply is still to come, the waiter stays to
+        take it (see ``requests.abandon``), holding nothing back."""
+        requests.abandon(self._waiters, waiter)
+        self._wake_releaser()
+
     async def _keep_releasing(self) -> None:
         """The releaser: emits withheld events as the calls that took them end (see
         ``_release``). One task for all, since emitting may wait for the events reader."""
@@ -511,7 +516,7 @@ class ChatClient:
         holds. Each leaves the queue once emitted, so nothing overtakes it meanwhile."""
         while self._withheld:
             event, took = self._withheld[0]
-            waited = any(waiter in self._waiters for waiter in took)
+            waited = any(w in self._waiters and not w.abandoned for w in took)
             if waited and len(self._withheld) <= EVENT_BUFFER:
                 return
             if any(_holds(waiter, event) for waiter in took):
@@ -677,10 +682,13 @@ class ChatClient:
     async def _send(self, record: Record) -> None:
         await self._send_all((record,))
 
-    async def _send_all(self, records: Iterable[Record], *, wait: bool = True) -> None:
+    async def _send_all(
+        self, records: Iterable[Record], *, wait: bool = True, expecting: _Waiter | None = None
+    ) -> None:
         """Queue ``records`` for the link's writer, which sends everything queued in one
         write. Waits only while more than SEND_BUFFER bytes are queued, so a burst of
-        messages goes out in a few writes instead of one each."""
+        messages goes out in a few writes instead of one each. ``expecting`` joins the
+        waiters once they are queued: a waiter is there only if its request went out."""
         encoded = requests.checked(records)  # one beyond a limit: none is sent
         link = self._link
         if link is None or link.closed.is_set():
@@ -695,6 +703,8 @@ class ChatClient:
             raise ClientError(f"cannot send this: {exc}") from None  # not allowed now
         finally:
             link.wake.set()  # what was queued goes now, whatever came after it
+        if expecting is not None:
+            self._waiters.append(expecting)
         while wait and link.conn.bytes_to_send > SEND_BUFFER:
             await link.wrote.wait()
         if link.closed.is_set() or link.conn.state in _OVER:
@@ -729,12 +739,11 @@ class ChatClient:
     async def _ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
         """Send a request and wait for its reply."""
         waiter = _Waiter(request.reply)
-        self._waiters.append(waiter)
         try:
-            await self._send(request.record)
+            await self._send_all((request.record,), expecting=waiter)
             return await self._await(waiter, request.reply, timeout)
         finally:
-            self._forget(waiter)
+            self._abandon(waiter)  # if cancelled or timed out: its reply answers no other
 
     async def _await(self, waiter: _Waiter, reply: Reply[T], timeout: float) -> T:
         try:
