@@ -15,15 +15,18 @@ the strict rule: there an invisible mark only makes one name pass for another.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _JOINERS = frozenset("\u200c\u200d")
 _WRITING_MARKS = frozenset("\u00ad\u061c\u200e\u200f\u2060")
 """Soft hyphen, Arabic letter mark, left-to-right and right-to-left marks, word joiner."""
-_BLACK_FLAG = "\U0001f3f4"
-_FIRST_TAG, _CANCEL_TAG = "\U000e0020", "\U000e007f"
-"""A subdivision flag is the black flag, tag characters, and the cancel tag that ends it."""
+_SUBDIVISION_FLAG = re.compile(
+    "(\U0001f3f4[\U000e0030-\U000e0039\U000e0061-\U000e007a]{2,6}\U000e007f)"
+)
+"""A subdivision flag (``gbsct``): the black flag, 2 to 6 tag letters or digits, and the
+cancel tag that ends it. Its tag characters are the only ones a message shows as they are."""
 
 
 def hidden(char: str) -> bool:
@@ -40,17 +43,20 @@ def escaped(text: str) -> str:
 
 def escaped_message(text: str) -> str:
     """A message's ``text`` as shown: like :func:`escaped`, but the marks that writing needs
-    stay, and so do tag characters right after a black flag (up to its cancel tag)."""
+    stay, and so do well-formed subdivision flags (any other tag character is escaped: after
+    a black flag, invisible text could hide in them)."""
     if text.isprintable():
         return text
-    shown: list[str] = []
-    in_flag = False
-    for char in text:
-        tag = _FIRST_TAG <= char <= _CANCEL_TAG
-        kept = char in _WRITING_MARKS or (in_flag and tag) or not hidden(char)
-        shown.append(char if kept else _escape(char))
-        in_flag = char == _BLACK_FLAG or (in_flag and tag and char != _CANCEL_TAG)
-    return "".join(shown)
+    parts = _SUBDIVISION_FLAG.split(text)  # the flags at odd indices (the pattern is a group)
+    return "".join(
+        part if n % 2 else "".join(_escape(c) if _hidden_in_writing(c) else c for c in part)
+        for n, part in enumerate(parts)
+    )
+
+
+def _hidden_in_writing(char: str) -> bool:
+    """Whether a message escapes ``char`` (outside a subdivision flag)."""
+    return hidden(char) and char not in _WRITING_MARKS
 
 
 def _escape(char: str) -> str:
