@@ -569,7 +569,9 @@ class App(ctk.CTk):
                 self._show_chat(name)
                 self.spawn(self._load_rooms)
                 async for event in client.events():
+                    shown = self.vm.current
                     self._apply(self.vm.apply(event, time.time()))
+                    self._follow_current(shown)
                     if event == LinkState(connected=True):
                         self._reconnected()
                     if client.gave_up_on is not None:  # no more reconnecting: say why, below
@@ -587,6 +589,15 @@ class App(ctk.CTk):
             self.client = None
             if self.chat.winfo_manager():  # it had logged in: back to the login form
                 self._show_login()
+
+    def _follow_current(self, shown: str) -> None:
+        """If the server's word took away the conversation ``shown`` (a room left from
+        elsewhere: #general is shown instead), our typing notice to it ends unsaid (the
+        server refuses notices to a room we are not in), and the one shown now is shown as
+        :meth:`select` shows it."""
+        if self.vm.current != shown:
+            self._stop_typing(tell=False)
+            self._shown()
 
     def _reconnected(self) -> None:
         """The link is back: who joined the current room and which rooms this user is in may

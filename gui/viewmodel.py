@@ -26,6 +26,7 @@ from sealchat.core import (
     RoomLeft,
     Typing,
 )
+from sealchat.core.hub.hub import TYPING_REF
 from sealchat.core.limits import MAX_TEXT
 from sealchat.transports.requests import ClientError, check_text
 from sealchat.transports.trio_client import LinkState
@@ -293,6 +294,8 @@ class ViewModel:
                     self.error = ""
                     return {Change.BANNER, Change.ERROR}
                 return {Change.BANNER}
+            case Error(ref=ref) if ref == TYPING_REF:
+                return set()  # typing notices are best effort: a refused one is no error
             case Error(ref=ref, detail=detail, code=code):
                 return self.not_sent(ref, detail or code)  # just shown, if not a message's
             case MessageAck(client_id=client_id):

@@ -26,6 +26,7 @@ from sealchat.core import (
     RoomLeft,
     Typing,
 )
+from sealchat.core.hub.hub import TYPING_REF
 from sealchat.core.limits import MAX_TEXT
 from sealchat.gui.settings import Server, Settings
 from sealchat.gui.theme import EMOTICONS, PALETTES
@@ -543,6 +544,14 @@ def test_error_records_are_shown() -> None:
     assert vm.error == "you are not in #secret"
     vm.apply(Error(code="rate-limited"), NOW)
     assert vm.error == "rate-limited"
+
+
+def test_a_refused_typing_notice_is_no_error_to_show() -> None:
+    vm = logged_in()
+    vm.sending("c1", "hello")
+    refusal = Error(code="not_member", detail="join dev first", ref=TYPING_REF)
+    assert vm.apply(refusal, NOW) == set()  # typing notices are best effort
+    assert (vm.error, vm.returned, vm.unconfirmed) == ("", [], {"c1": "hello"})
 
 
 def test_a_message_too_long_for_the_protocol_is_refused_saying_why() -> None:

@@ -355,6 +355,40 @@ def test_a_typing_notice_follows_the_conversation_shown(
     assert notice("the stop to bob, after a pause") == ("", "alice", False)
 
 
+def test_a_typing_notice_to_a_room_left_elsewhere_ends_there_unsaid(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    with server.login("alice") as elsewhere:
+        elsewhere.join("dev")
+    window.login(server.port, "alice")
+    window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
+    app.select("#dev")
+    assert app.client is not None
+    tried: list[tuple[bool, str]] = []
+    typing = app.client.typing
+
+    async def tried_typing(active: bool, **target: str) -> None:
+        tried.append((active, target["room"]))
+        await typing(active, **target)
+
+    box = app.chat.input._textbox
+    with mock.patch.object(app.client, "typing", tried_typing):
+        box.focus_force()
+        box.insert("end", "h")
+        box.event_generate("<KeyRelease>", keysym="h")
+        window.until(lambda: tried == [(True, "dev")], "typing in #dev")
+        with server.login("alice") as elsewhere:
+            elsewhere.leave("dev")
+        window.until(lambda: app.vm.current == "#general", "#general shown instead of #dev")
+        box.insert("end", "i")
+        box.event_generate("<KeyRelease>", keysym="i")  # typing on, in #general now
+        started = window.receive(bob, Typing, "alice's typing notice in #general at bob")
+    assert (started.user, started.room, started.active) == ("alice", "general", True)
+    assert tried == [(True, "dev"), (True, "general")]  # no stop to #dev: it would be refused
+    assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
+
+
 def test_only_keys_that_change_the_draft_count_as_typing(window: Window, server: Running) -> None:
     app = window.app
     window.login(server.port, "alice")
