@@ -601,9 +601,12 @@ class App(ctk.CTk):
 
     def _reconnected(self) -> None:
         """The link is back: who joined the current room and which rooms this user is in may
-        have changed meanwhile, and the server replays neither, so both are asked for again."""
+        have changed meanwhile, and the server replays neither, so both are asked for again;
+        so is the first page of the current conversation's history, if it could not load
+        (asked for while reconnecting, or lost with the link)."""
         self._load_current_members()
         self.spawn(self._load_rooms)
+        self._load_first_page()
 
     async def _confirm_key(self, server: str, fingerprint: str) -> bool:
         answer = messagebox.askyesno(

@@ -18,6 +18,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import Error, FileInfo, Message, Presence, Typing
@@ -1026,6 +1027,47 @@ def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
                 window.until(lambda: "\u25cf carol" in button_texts(app.chat.people_list), "carol")
                 assert "\u25cb bob" in button_texts(app.chat.people_list)
                 window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
+            window.close()
+
+
+@pytest.mark.parametrize("when", ["shown while reconnecting", "loading as the link drops"])
+def test_a_first_page_that_could_not_load_while_away_loads_once_the_link_is_back(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    environment(tmp_path, monkeypatch)
+    port, key = free_port(), X25519PrivateKey.generate()
+    with open_window(tmp_path / "gui.json", display) as window:
+        app = window.app
+        with running_server("trio", tmp_path / "server", port=port, key=key) as first:
+            with first.login("bob") as bob:
+                bob.join("dev")
+                bob.send_message("said before alice came", room="dev")
+            with first.login("alice") as elsewhere:
+                elsewhere.join("dev")
+            window.login(port, "alice")
+            window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
+            assert app.client is not None
+            history, held = app.client.history, []
+
+            async def held_until_the_link_drops(**options: object) -> object:
+                if not held:  # the first request waits for the drop, then fails on it
+                    held.append(options)
+                    while app.client is not None and app.client.online:
+                        await trio.sleep(0.05)
+                return await history(**options)
+
+            monkeypatch.setattr(app.client, "history", held_until_the_link_drops)
+            if when == "loading as the link drops":
+                app.select("#dev")
+                window.until(lambda: held, "the first page to be asked for")
+        window.until(lambda: app.vm.banner.startswith("Connection lost"), "the banner")
+        if when == "shown while reconnecting":
+            app.select("#dev")
+        window.until(lambda: app.vm.error, "the first page to fail")
+        with running_server("trio", tmp_path / "server", port=port, key=key):
+            window.until(lambda: not app.vm.banner, "the reconnect", 60)
+            window.until_shown("bob: said before alice came")
+            assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
             window.close()
 
 
