@@ -573,7 +573,7 @@ class App(ctk.CTk):
                     self._apply(self.vm.apply(event, time.time()))
                     self._follow_current(shown)
                     if event == LinkState(connected=True):
-                        self._reconnected()
+                        self.spawn(self._catch_up)
                     if client.gave_up_on is not None:  # no more reconnecting: say why, below
                         raise client.gave_up_on
         except ServerKeyChanged as exc:
@@ -599,14 +599,16 @@ class App(ctk.CTk):
             self._stop_typing(tell=False)
             self._shown()
 
-    def _reconnected(self) -> None:
-        """The link is back: who joined the current room and which rooms this user is in may
-        have changed meanwhile, and the server replays neither, so both are asked for again;
-        so is the first page of the current conversation's history, if it could not load
-        (asked for while reconnecting, or lost with the link)."""
-        self._load_current_members()
-        self.spawn(self._load_rooms)
-        self._load_first_page()
+    async def _catch_up(self) -> None:
+        """The link is back. Which rooms this user is in and who joined the current room may
+        have changed while it was down, and the server replays neither, so both are asked
+        for again: the rooms first (the room shown may be one left meanwhile), then the
+        members of whichever is shown; so is the first page of its history, if it could not
+        load (asked for while reconnecting, or lost with the link)."""
+        shown = self.vm.current
+        await self._load_rooms()
+        if self.vm.current == shown:  # otherwise, the one shown now was shown afresh
+            self._shown()
 
     async def _confirm_key(self, server: str, fingerprint: str) -> bool:
         answer = messagebox.askyesno(
@@ -747,9 +749,15 @@ class App(ctk.CTk):
             self.load_older()
 
     async def _load_rooms(self) -> None:
+        """Ask for the rooms this user is in; if the one shown is one it left meanwhile,
+        #general is shown instead (as :meth:`_follow_current` says)."""
         if self.client is not None:
+            known = set(self.vm.conversations)
             with contextlib.suppress(ClientError):
-                self._apply(self.vm.rooms_listed(await self.client.rooms()))
+                rooms = await self.client.rooms()
+                shown = self.vm.current
+                self._apply(self.vm.rooms_listed(rooms, known=known))
+                self._follow_current(shown)
 
     async def _load_members(self, room: str) -> None:
         if self.client is not None:

@@ -8,6 +8,7 @@ is tested without a display.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -215,13 +216,24 @@ class ViewModel:
             Change.ERROR,
         }
 
-    def rooms_listed(self, rooms: list[RoomInfo]) -> set[Change]:
-        """The server's room list (asked for after login): the rooms this user is in, also
-        those joined in earlier sessions, appear in the sidebar."""
-        for info in rooms:
-            if info.joined:
-                self.conversation(room_key(info.name))
-        return {Change.CONVERSATIONS}
+    def rooms_listed(
+        self, rooms: list[RoomInfo], *, known: Collection[str] | None = None
+    ) -> set[Change]:
+        """The server's full room list (asked for after login and each reconnect): the rooms
+        this user is in, also those joined in earlier sessions or from elsewhere, appear in
+        the sidebar; those it left meanwhile (from another device) go, as after a RoomLeft.
+        Only the conversations of ``known`` (default: all) can go: those there when the list
+        was asked for, not a room joined while it came."""
+        joined = {room_key(info.name) for info in rooms if info.joined}
+        for key in joined:
+            self.conversation(key)
+        changes = {Change.CONVERSATIONS}
+        known = self.conversations.keys() if known is None else known
+        left = [c.title for c in self.conversations.values() if c.is_room and c.key in known]
+        for room in left:
+            if room_key(room) not in joined:
+                changes |= self._room_left(room)
+        return changes
 
     def select(self, key: str) -> set[Change]:
         """Show conversation ``key``; its unread count resets."""
@@ -270,10 +282,7 @@ class ViewModel:
                 self.conversation(room_key(room))
                 return {Change.CONVERSATIONS}
             case RoomLeft(room=room):
-                self.conversations.pop(room_key(room), None)
-                if self.current == room_key(room):
-                    return self.select(room_key("general"))
-                return {Change.CONVERSATIONS}
+                return self._room_left(room)
             case Membership(room=room, user=user, joined=joined):
                 people = self.members.setdefault(room, [])
                 people[:] = [m for m in people if m.name != user]
@@ -304,6 +313,17 @@ class ViewModel:
             case HistoryEnd():
                 return set()
         return set()
+
+    def _room_left(self, room: str) -> set[Change]:
+        """This user is no longer in ``room`` (never #general, which everyone stays in): its
+        conversation goes, and if it was shown, #general is."""
+        key = room_key(room)
+        if key == room_key("general"):
+            return set()
+        self.conversations.pop(key, None)
+        if self.current == key:
+            return self.select(room_key("general"))
+        return {Change.CONVERSATIONS}
 
     def _message(self, message: Message) -> set[Change]:
         mine = message.sender.lower() == self.me.lower()

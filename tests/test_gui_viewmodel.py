@@ -198,6 +198,36 @@ def test_rooms_joined_in_earlier_sessions_come_from_the_room_list() -> None:
     assert vm.current == "#general"
 
 
+def test_rooms_left_meanwhile_go_when_the_room_list_comes() -> None:
+    vm = logged_in()
+    for room in ("books", "dev", "random"):
+        vm.apply(RoomJoined(room=room), NOW)
+    vm.open_direct("bob")
+    vm.select("#random")
+    listed = [RoomInfo(name="dev", joined=False), RoomInfo(name="random", joined=True)]
+    assert vm.rooms_listed(listed) == {Change.CONVERSATIONS}  # books: gone from the list
+    assert [c.key for c in vm.sorted_conversations()] == ["#general", "#random", "@bob"]
+    assert vm.current == "#random"
+    changes = vm.rooms_listed([])  # random was shown: #general is, as after a RoomLeft
+    assert [c.key for c in vm.sorted_conversations()] == ["#general", "@bob"]
+    assert vm.current == "#general"
+    assert {Change.CONVERSATIONS, Change.TRANSCRIPT, Change.PEOPLE} <= changes
+
+
+def test_a_room_joined_while_the_room_list_came_stays() -> None:
+    vm = logged_in()
+    known = set(vm.conversations)  # when the list was asked for
+    vm.apply(RoomJoined(room="dev"), NOW)
+    vm.select("#dev")
+    assert vm.rooms_listed([RoomInfo(name="general", joined=True)], known=known) == {
+        Change.CONVERSATIONS
+    }
+    assert (vm.current, [c.key for c in vm.sorted_conversations()]) == (
+        "#dev",
+        ["#dev", "#general"],
+    )
+
+
 def test_only_new_renamed_or_unread_conversations_change_the_sidebar() -> None:
     vm = logged_in("alice")
     vm.apply(RoomJoined(room="random"), NOW)

@@ -1030,6 +1030,35 @@ def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
             window.close()
 
 
+def test_a_room_left_elsewhere_while_away_goes_once_the_link_is_back(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment(tmp_path, monkeypatch)
+    port, key = free_port(), X25519PrivateKey.generate()
+    with open_window(tmp_path / "gui.json", display) as window:
+        app = window.app
+        with running_server("trio", tmp_path / "server", port=port, key=key) as first:
+            with first.login("alice") as elsewhere:
+                elsewhere.join("dev")
+            window.login(port, "alice")
+            window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
+            app.select("#dev")
+            window.until(lambda: "\u25cf alice" in button_texts(app.chat.people_list), "dev's")
+        window.until(lambda: app.vm.banner.startswith("Connection lost"), "the banner")
+        with running_server("trio", tmp_path / "server", port=port, key=key) as second:
+            with second.login("alice") as elsewhere:
+                elsewhere.leave("dev")  # from another device, while the window is away
+            with second.login("carol"):  # her first login puts her in #general
+                window.until(lambda: not app.vm.banner, "the reconnect", 60)
+                window.until(lambda: "#dev" not in app.chat.conversation_buttons, "# dev gone")
+                assert app.vm.current == "#general"
+                window.until(
+                    lambda: "\u25cf carol" in button_texts(app.chat.people_list), "#general's"
+                )
+                assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
+            window.close()
+
+
 @pytest.mark.parametrize("when", ["shown while reconnecting", "loading as the link drops"])
 def test_a_first_page_that_could_not_load_while_away_loads_once_the_link_is_back(
     display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
