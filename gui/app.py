@@ -11,11 +11,11 @@ import logging
 import math
 import time
 import tkinter as tk
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from tkinter import filedialog, messagebox
-from typing import Any
+from typing import Any, NamedTuple
 
 import customtkinter as ctk
 import trio
@@ -45,6 +45,15 @@ CONTINUATION_INDENT = 28
 of a message can pass for a message of its own."""
 
 log = logging.getLogger("sealchat.gui")
+
+
+class _Outgoing(NamedTuple):
+    """A message typed, waiting for its turn to be handed to the client."""
+
+    text: str
+    room: str
+    user: str
+    client_id: str
 
 
 class LoginForm(ctk.CTkFrame):
@@ -482,6 +491,8 @@ class App(ctk.CTk):
         self._loading_history: set[str] = set()
         """The conversations whose history is being fetched (a page at a time each)."""
         self._transfer_scopes: dict[int, trio.CancelScope] = {}
+        self._outgoing: trio.MemorySendChannel[_Outgoing] | None = None
+        """The messages typed, in order, for the session's sender (see :meth:`_sending`)."""
         self.login_form = LoginForm(self, self.settings)
         self.chat = ChatView(self)
         self.login_form.place(relx=0.5, rely=0.5, anchor="center")
@@ -566,16 +577,17 @@ class App(ctk.CTk):
             async with connect(host, port, confirm_new_key=self._confirm_key) as client:
                 name = await client.login(user, password)
                 self.client = client
-                self._show_chat(name)
-                self.spawn(self._load_rooms)
-                async for event in client.events():
-                    shown = self.vm.current
-                    self._apply(self.vm.apply(event, time.time()))
-                    self._follow_current(shown)
-                    if event == LinkState(connected=True):
-                        self.spawn(self._catch_up)
-                    if client.gave_up_on is not None:  # no more reconnecting: say why, below
-                        raise client.gave_up_on
+                with self._sending(client):
+                    self._show_chat(name)
+                    self.spawn(self._load_rooms)
+                    async for event in client.events():
+                        shown = self.vm.current
+                        self._apply(self.vm.apply(event, time.time()))
+                        self._follow_current(shown)
+                        if event == LinkState(connected=True):
+                            self.spawn(self._catch_up)
+                        if client.gave_up_on is not None:  # no more reconnecting: say why
+                            raise client.gave_up_on
         except ServerKeyChanged as exc:
             messagebox.showerror("Server key changed", str(exc), parent=self)
             self.login_form.show_error("The server's key changed; the connection was refused.")
@@ -589,6 +601,38 @@ class App(ctk.CTk):
             self.client = None
             if self.chat.winfo_manager():  # it had logged in: back to the login form
                 self._show_login()
+
+    @contextlib.contextmanager
+    def _sending(self, client: ChatClient) -> Iterator[None]:
+        """While the session lasts, one task hands the messages typed to ``client``, in the
+        order typed (a task each could run in any order, and so store them out of order).
+        When it ends, the texts of those not yet stored go back into the input box with the
+        rest of the session (:meth:`ViewModel.logged_out`)."""
+        outgoing, typed = trio.open_memory_channel[_Outgoing](math.inf)  # none is dropped
+        scope = trio.CancelScope()
+        self._outgoing = outgoing
+        self.spawn(self._send_in_order, client, typed, scope)
+        try:
+            yield
+        finally:
+            self._outgoing = None
+            outgoing.close()
+            scope.cancel()
+
+    async def _send_in_order(
+        self,
+        client: ChatClient,
+        typed: trio.MemoryReceiveChannel[_Outgoing],
+        scope: trio.CancelScope,
+    ) -> None:
+        """Hand each message typed to ``client`` after the one before it; a refused one
+        goes back into the input box, saying why."""
+        with scope, typed:
+            async for text, room, user, client_id in typed:
+                try:
+                    await client.send_message(text, room=room, to=user, client_id=client_id)
+                except ClientError as exc:
+                    self._apply(self.vm.not_sent(client_id, str(exc)))
 
     def _follow_current(self, shown: str) -> None:
         """If the server's word took away the conversation ``shown`` (a room left from
@@ -651,6 +695,9 @@ class App(ctk.CTk):
 
     def send_text(self, text: str) -> bool:
         """Send ``text`` to the conversation shown; False, saying why, if it cannot go."""
+        if self._outgoing is None:
+            self._apply(self.vm.failed("not connected"))
+            return False
         if not self.vm.fits(text):
             self._apply({Change.ERROR})
             return False
@@ -659,16 +706,8 @@ class App(ctk.CTk):
         self._stop_typing(tell=False)  # the message ends the notice at the server
         client_id = new_client_id()
         self.vm.sending(client_id, text)  # before any reply can arrive
-        self.spawn(self._send_message, text, room, user, client_id)
+        self._outgoing.send_nowait(_Outgoing(text, room, user, client_id))
         return True
-
-    async def _send_message(self, text: str, room: str, user: str, client_id: str) -> None:
-        try:
-            if self.client is None:
-                raise ClientError("not connected")
-            await self.client.send_message(text, room=room, to=user, client_id=client_id)
-        except ClientError as exc:
-            self._apply(self.vm.not_sent(client_id, str(exc)))
 
     def user_is_typing(self) -> None:
         """A key changed the draft: the conversation shown hears we are typing (refreshed

@@ -631,6 +631,29 @@ def test_only_blank_lines_at_the_ends_of_a_message_go(typed: str, sent: str) -> 
     assert _without_blank_ends(typed) == sent
 
 
+@pytest.mark.parametrize(
+    "server", [HubConfig(messages_per_second=1000, message_burst=1000)], indirect=True
+)
+def test_messages_sent_in_quick_succession_are_stored_in_the_order_typed(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    box = app.chat.input._textbox
+    box.focus_force()
+    window.pump()
+    typed = []
+    for n in range(10):
+        for text in (f"{n} first", f"{n} second"):  # two Enters before trio gets to run
+            box.insert("end", text)
+            box.event_generate("<Return>")
+            typed.append(text)
+        window.pump()
+    window.until(lambda: f"alice: {typed[-1]}" in window.transcript(), "the last message")
+    window.until(lambda: len(window.transcript_lines()) == len(typed), "every message")
+    assert window.transcript_lines() == [f"alice: {text}" for text in typed]  # by stored id
+
+
 def test_a_message_too_long_stays_in_the_box_saying_why(window: Window, server: Running) -> None:
     app = window.app
     window.login(server.port, "alice")
