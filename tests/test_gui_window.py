@@ -14,6 +14,8 @@ import os
 import time
 import tkinter as tk
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -1028,25 +1030,51 @@ def test_when_the_client_gives_up_reconnecting_the_login_form_says_why(
             window.close()
 
 
+@dataclass
+class Away:
+    """A window whose server stops and starts again, on the same port with the same key."""
+
+    window: Window
+    port: int
+    key: X25519PrivateKey
+    data_dir: Path
+
+    def server(self) -> AbstractContextManager[Running]:
+        """The server, started (again) for the block."""
+        return running_server("trio", self.data_dir, port=self.port, key=self.key)
+
+    def until_lost(self) -> None:
+        self.window.until(lambda: self.window.app.vm.banner.startswith("Connection lost"), "lost")
+
+    def until_back(self) -> None:
+        self.window.until(lambda: not self.window.app.vm.banner, "the reconnect", 60)
+
+
+@contextmanager
+def away(display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Away]:
+    """A window (with this test's settings and pins) and a server it can lose and get back."""
+    environment(tmp_path, monkeypatch)
+    with open_window(tmp_path / "gui.json", display) as window:
+        yield Away(window, free_port(), X25519PrivateKey.generate(), tmp_path / "server")
+
+
 def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
     display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    environment(tmp_path, monkeypatch)
-    port, key = free_port(), X25519PrivateKey.generate()
-    with open_window(tmp_path / "gui.json", display) as window:
-        app = window.app
-        with running_server("trio", tmp_path / "server", port=port, key=key) as first:
+    with away(display, tmp_path, monkeypatch) as gone:
+        window, app, port = gone.window, gone.window.app, gone.port
+        with gone.server() as first:
             window.login(port, "alice")
             with first.login("bob"):
                 window.until(lambda: "\u25cf bob" in button_texts(app.chat.people_list), "bob")
-        window.until(lambda: app.vm.banner.startswith("Connection lost"), "the banner")
+        gone.until_lost()
         # The same server comes back. Until the window is pumped again it cannot reconnect:
         # carol's first login (which puts her in #general) and alice joining a room from
         # elsewhere happen while it is away.
-        with running_server("trio", tmp_path / "server", port=port, key=key) as second:
+        with gone.server() as second:
             with second.login("carol"), second.login("alice") as elsewhere:
                 elsewhere.join("dev")
-                window.until(lambda: not app.vm.banner, "the reconnect", 60)
+                gone.until_back()
                 window.until(lambda: "\u25cf carol" in button_texts(app.chat.people_list), "carol")
                 assert "\u25cb bob" in button_texts(app.chat.people_list)
                 window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
@@ -1056,23 +1084,21 @@ def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
 def test_a_room_left_elsewhere_while_away_goes_once_the_link_is_back(
     display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    environment(tmp_path, monkeypatch)
-    port, key = free_port(), X25519PrivateKey.generate()
-    with open_window(tmp_path / "gui.json", display) as window:
-        app = window.app
-        with running_server("trio", tmp_path / "server", port=port, key=key) as first:
+    with away(display, tmp_path, monkeypatch) as gone:
+        window, app, port = gone.window, gone.window.app, gone.port
+        with gone.server() as first:
             with first.login("alice") as elsewhere:
                 elsewhere.join("dev")
             window.login(port, "alice")
             window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
             app.select("#dev")
             window.until(lambda: "\u25cf alice" in button_texts(app.chat.people_list), "dev's")
-        window.until(lambda: app.vm.banner.startswith("Connection lost"), "the banner")
-        with running_server("trio", tmp_path / "server", port=port, key=key) as second:
+        gone.until_lost()
+        with gone.server() as second:
             with second.login("alice") as elsewhere:
                 elsewhere.leave("dev")  # from another device, while the window is away
             with second.login("carol"):  # her first login puts her in #general
-                window.until(lambda: not app.vm.banner, "the reconnect", 60)
+                gone.until_back()
                 window.until(lambda: "#dev" not in app.chat.conversation_buttons, "# dev gone")
                 assert app.vm.current == "#general"
                 window.until(
@@ -1086,11 +1112,9 @@ def test_a_room_left_elsewhere_while_away_goes_once_the_link_is_back(
 def test_a_first_page_that_could_not_load_while_away_loads_once_the_link_is_back(
     display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
-    environment(tmp_path, monkeypatch)
-    port, key = free_port(), X25519PrivateKey.generate()
-    with open_window(tmp_path / "gui.json", display) as window:
-        app = window.app
-        with running_server("trio", tmp_path / "server", port=port, key=key) as first:
+    with away(display, tmp_path, monkeypatch) as gone:
+        window, app, port = gone.window, gone.window.app, gone.port
+        with gone.server() as first:
             with first.login("bob") as bob:
                 bob.join("dev")
                 bob.send_message("said before alice came", room="dev")
@@ -1112,12 +1136,12 @@ def test_a_first_page_that_could_not_load_while_away_loads_once_the_link_is_back
             if when == "loading as the link drops":
                 app.select("#dev")
                 window.until(lambda: held, "the first page to be asked for")
-        window.until(lambda: app.vm.banner.startswith("Connection lost"), "the banner")
+        gone.until_lost()
         if when == "shown while reconnecting":
             app.select("#dev")
         window.until(lambda: app.vm.error, "the first page to fail")
-        with running_server("trio", tmp_path / "server", port=port, key=key):
-            window.until(lambda: not app.vm.banner, "the reconnect", 60)
+        with gone.server():
+            gone.until_back()
             window.until_shown("bob: said before alice came")
             assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
             window.close()
@@ -1126,13 +1150,11 @@ def test_a_first_page_that_could_not_load_while_away_loads_once_the_link_is_back
 def test_typing_while_reconnecting_leaves_no_error_once_reconnected(
     display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    environment(tmp_path, monkeypatch)
-    port, key = free_port(), X25519PrivateKey.generate()
-    with open_window(tmp_path / "gui.json", display) as window:
-        app = window.app
-        with running_server("trio", tmp_path / "server", port=port, key=key):
+    with away(display, tmp_path, monkeypatch) as gone:
+        window, app, port = gone.window, gone.window.app, gone.port
+        with gone.server():
             window.login(port, "alice")
-        window.until(lambda: app.vm.banner.startswith("Connection lost"), "the banner")
+        gone.until_lost()
         assert app.client is not None
         tried: list[bool] = []
         typing = app.client.typing
@@ -1149,8 +1171,8 @@ def test_typing_while_reconnecting_leaves_no_error_once_reconnected(
             box.insert("end", "h")
             box.event_generate("<KeyRelease>", keysym="h")  # a draft, while reconnecting
             window.until(lambda: tried, "the typing notice to be tried")
-        with running_server("trio", tmp_path / "server", port=port, key=key):
-            window.until(lambda: not app.vm.banner, "the reconnect", 60)
+        with gone.server():
+            gone.until_back()
             assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
             window.close()
 
