@@ -1042,13 +1042,18 @@ LIVE = Message(text="just now", room="general", id=7, sender="bob", ts=1.0)
 """A live message that a page of general's newest messages takes (it may be in the page)."""
 
 
-def hangs_up_at_history(sock: socket.socket, conn: Connection) -> None:
-    """At the first HistoryRequest, send LIVE, then end the connection (no page)."""
+def live_at_history(sock: socket.socket, conn: Connection) -> None:
+    """Wait for the first HistoryRequest and answer it with LIVE only (no page)."""
     while not isinstance(event := conn.next_event(), HistoryRequest):
         if event is NEED_DATA:
             conn.receive_data(sock.recv(65536))
     conn.send(LIVE)
     sock.sendall(conn.data_to_send())
+
+
+def hangs_up_at_history(sock: socket.socket, conn: Connection) -> None:
+    """At the first HistoryRequest, send LIVE, then end the connection (no page)."""
+    live_at_history(sock, conn)
     sock.shutdown(socket.SHUT_WR)
     while sock.recv(65536):
         pass
@@ -1090,11 +1095,7 @@ def live_at_history_then_note(delivered: list[int]) -> Behaviour:
     ``delivered`` what each Delivered acknowledges, until the client hangs up."""
 
     def behaviour(sock: socket.socket, conn: Connection) -> None:
-        while not isinstance(event := conn.next_event(), HistoryRequest):
-            if event is NEED_DATA:
-                conn.receive_data(sock.recv(65536))
-        conn.send(LIVE)
-        sock.sendall(conn.data_to_send())
+        live_at_history(sock, conn)
         while not isinstance(event := conn.next_event(), ConnectionClosed):
             if isinstance(event, Delivered):
                 delivered.append(event.up_to)
