@@ -39,6 +39,8 @@ from sealchat.transports.shown_text import escaped, escaped_message
 from sealchat.transports.trio_client import ChatClient, ConnectionLost, LinkState, connect
 
 TYPING_REFRESH = 3.0
+GIVEN_BACK = "given_back"
+"""The input box's tag on the messages given back (gone with them once they are sent)."""
 TYPING_IDLE = 4.0
 CONTINUATION_INDENT = 28
 """Pixels by which a message's further lines (and wrapped ones) are indented, so that no line
@@ -243,10 +245,16 @@ class ChatView(ctk.CTkFrame):
             self._draft = ""
 
     def give_back(self, text: str) -> None:
-        """Put ``text`` that did not go back at the start of the input box, before anything
-        typed since."""
-        typed = self.input.get("1.0", "end-1c")
-        self.input.insert("1.0", f"{text}\n" if typed.strip() else text)
+        """Put ``text`` that did not go back into the input box: after what came back before
+        it (so several come back in the order typed), before anything typed since."""
+        box = self.input
+        earlier = box.tag_ranges(GIVEN_BACK)  # what came back and is still there, tagged
+        if earlier:
+            box.insert(earlier[-1], "\n" + text, GIVEN_BACK)
+            return
+        if box.get("1.0", "end-1c").strip():  # a draft: it goes on the line after
+            box.insert("1.0", "\n")
+        box.insert("1.0", text, GIVEN_BACK)
 
     def _key(self, _event: tk.Event[Any]) -> None:
         """A key was released: typing, if it changed the draft (not an arrow, not Ctrl)."""

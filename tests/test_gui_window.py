@@ -686,14 +686,26 @@ def test_a_refused_message_goes_back_before_what_was_typed_since(
 ) -> None:
     app = window.app
     window.login(server.port, "alice")
-    app.vm.sending("c1", "the refused one")  # as if sent, then the user typed on
+    for n, text in enumerate(["the first refused", "the second", "the third"]):
+        app.vm.sending(f"c{n}", text)  # as if sent, then the user typed on
     app.chat.input.insert("end", "typed meanwhile")
-    refusal = Error(code="rate_limited", detail="slow down", ref="c1")
-    app._apply(app.vm.apply(refusal, time.time()))
-    assert app.chat.input.get("1.0", "end-1c") == "the refused one\ntyped meanwhile"
+    for n in range(3):  # each refusal comes on its own, in the order they were sent
+        refusal = Error(code="too_long", detail="too long for this server", ref=f"c{n}")
+        app._apply(app.vm.apply(refusal, time.time()))
+    assert app.chat.input.get("1.0", "end-1c").split("\n") == [
+        "the first refused",
+        "the second",
+        "the third",
+        "typed meanwhile",
+    ]
     assert str(app.chat.banner.cget("text")) == (
-        "slow down (your message is back in the input box)"
+        "too long for this server (your message is back in the input box)"
     )
+    app.chat.send()  # all of it goes as one; a later refusal starts afresh at the top
+    app.vm.sending("c3", "refused later")
+    app.chat.input.insert("end", "new draft")
+    app._apply(app.vm.apply(Error(code="too_long", detail="too long", ref="c3"), time.time()))
+    assert app.chat.input.get("1.0", "end-1c") == "refused later\nnew draft"
 
 
 def test_the_error_banner_goes_away_when_the_next_message_goes(
