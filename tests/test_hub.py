@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -606,3 +607,59 @@ def test_a_refused_offer_discards_no_unfinished_upload(store: SqliteStore) -> No
     # One that fits once the idle upload is gone displaces it.
     assert accepted(hub, 3, _offer(b"z" * 60, 4), NOW + 3).file_id != kept.file_id
     assert store.get_file(kept.file_id) is None
+
+
+def test_a_removal_seen_by_a_call_whose_commit_fails_still_logs_out(
+    tmp_path: Path, shared_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = hub_with(shared_store, "alice", "bob")
+    removed_by_an_administrator(tmp_path, "bob")
+
+    def disk_full() -> None:
+        shared_store._rollback()
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(shared_store, "_commit", disk_full)
+    with pytest.raises(HandlingFailed) as failed:
+        hub.handle(1, Message(text="hi", room="general", client_id="a1"), NOW)
+    effects = failed.value.effects  # what stands: the logout, not alice's unstored message
+    assert [e.session for e in effects if isinstance(e, Disconnect)] == [2]
+    assert records(effects, 1) == [
+        Membership(room="general", user="bob", joined=False),
+        Presence(user="bob", online=False),
+    ]
+
+
+def test_a_removal_after_a_failed_call_is_still_seen_by_room_mates(
+    tmp_path: Path, shared_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = hub_with(shared_store, "alice", "bob")
+    with monkeypatch.context() as failing:
+        failing.setattr(shared_store, "append_message", _raises_disk_error)
+        with pytest.raises(HandlingFailed):  # the hub rereads who is where after this
+            hub.handle(1, Message(text="x", room="general", client_id="c1"), NOW)
+    removed_by_an_administrator(tmp_path, "bob")
+    assert records(hub.tick(NOW + 1), 1) == [
+        Membership(room="general", user="bob", joined=False),
+        Presence(user="bob", online=False),
+    ]
+
+
+def _raises_disk_error(**_fields: object) -> StoredMessage:
+    raise OSError("disk I/O error")
+
+
+@pytest.mark.parametrize("how", ["leaves", "is removed"])
+def test_a_room_at_the_presence_limit_hears_a_member_go(
+    tmp_path: Path, shared_store: SqliteStore, how: str
+) -> None:
+    shared_store.add_user("carol", "carol", "$argon2id$fake")
+    hub = hub_with(shared_store, "alice", "bob", "carol", config=HubConfig(presence_room_limit=2))
+    for session in (1, 2, 3):
+        hub.handle(session, JoinRoom(room="dev"), NOW)
+    if how == "leaves":
+        effects = hub.handle(2, LeaveRoom(room="dev"), NOW + 1)
+    else:
+        removed_by_an_administrator(tmp_path, "bob")
+        effects = hub.tick(NOW + 1)
+    assert Membership(room="dev", user="bob", joined=False) in records(effects, 1)

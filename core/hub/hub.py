@@ -128,9 +128,10 @@ class _Conversation:
 
 
 class HandlingFailed(Exception):
-    """Handling a record raised (the cause is chained). ``effects`` are those of the records
-    handled before it in the same call, which are stored: the driver runs them, then ends
-    the session."""
+    """Handling a record, or committing what it wrote, raised (the cause is chained).
+    ``effects`` are those that stand: of the records handled before it in the same call
+    (stored), or only the logouts of removed accounts if the commit failed. The driver runs
+    them, then ends the session."""
 
     def __init__(self, effects: list[Effect]) -> None:
         super().__init__("the hub failed to handle a record")
@@ -210,20 +211,32 @@ class Hub:
         If a record fails, the ones after it are not handled, what was written is committed
         (the hub's state in memory has moved on with it) and ``HandlingFailed`` carries the
         effects of the records before it: stored, so they are to be run. If the commit itself
-        fails, that error comes out instead, and nothing is to be acknowledged."""
-        effects: list[Effect] = []
+        fails, ``HandlingFailed`` carries only the logouts of accounts removed meanwhile
+        (which write nothing): nothing else is to be acknowledged."""
+        logouts = self._log_out_removed(now)  # before a record of theirs is handled
+        effects = list(logouts)
         try:
             with self.store.batch():  # commits also when the block raises
-                effects += self._log_out_removed(now)  # before a record of theirs is handled
                 for record in records:
                     try:
                         effects += self._handle(session, record, now)
                     except Exception as exc:
                         raise HandlingFailed(effects) from exc
-        except Exception:
-            self._members.clear()  # reread from the store what it really holds
+        except HandlingFailed:
+            self._reload_members()
             raise
+        except Exception as exc:  # the commit failed: none of the records' effects stand
+            self._reload_members()
+            raise HandlingFailed(logouts) from exc
         return effects
+
+    def _reload_members(self) -> None:
+        """After a failure, reread from the store who is in which room, at once for the rooms
+        of the users online: a removal of one of them finds its rooms here, not in the store."""
+        self._members.clear()
+        for key in self._online:
+            for room in self.store.rooms_of(key):
+                self._member_set(room)
 
     def _handle(self, session: SessionId, record: Record, now: float) -> list[Effect]:
         state = self._sessions.get(session)
@@ -698,8 +711,8 @@ class Hub:
         audience = self._presence_audience_in(rooms)
         effects: list[Effect] = []
         for room in rooms:
+            self._members[room].discard(key)  # first: the size that counts is without it
             effects += self._membership_changed(room, key, joined=False)
-            self._members[room].discard(key)
         for session in list(self._online[key]):
             effects += self._close(session, lambda _key: audience)
             effects.append(Disconnect(session, "your account was removed"))
