@@ -180,26 +180,37 @@ Behaviour = Callable[[socket.socket, Connection], None]
 
 
 @contextmanager
-def scripted_server(behaviour: Behaviour, key: X25519PrivateKey | None = None) -> Iterator[int]:
-    """A one-connection server (with ``key``, or a new one): the handshake, then
-    ``behaviour(sock, conn)``; yields its port."""
+def scripted_server(
+    behaviour: Behaviour, key: X25519PrivateKey | None = None, *, then: Iterable[Behaviour] = ()
+) -> Iterator[int]:
+    """A server (with ``key``, or a new one) that takes one connection for ``behaviour``, and
+    one more for each of ``then`` in turn: the handshake, then ``behaviour(sock, conn)``;
+    yields its port. The last connection stays open until the test ends; one before it ends
+    with its behaviour."""
     listener = socket.create_server(("127.0.0.1", 0))
     finished = threading.Event()
+    key = key or X25519PrivateKey.generate()
+    behaviours = [behaviour, *then]
 
     def run() -> None:
-        sock, _ = listener.accept()
-        conn = Connection(Role.SERVER, static_key=key or X25519PrivateKey.generate())
-        try:
-            while not isinstance(event := conn.next_event(), KeysEstablished):
-                sock.sendall(conn.data_to_send())
-                if event is NEED_DATA:
-                    conn.receive_data(sock.recv(65536))
-            behaviour(sock, conn)
-            finished.wait()
-        except OSError:
-            pass
-        finally:
-            sock.close()
+        for number, each in enumerate(behaviours, 1):
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            conn = Connection(Role.SERVER, static_key=key)
+            try:
+                while not isinstance(event := conn.next_event(), KeysEstablished):
+                    sock.sendall(conn.data_to_send())
+                    if event is NEED_DATA:
+                        conn.receive_data(sock.recv(65536))
+                each(sock, conn)
+                if number == len(behaviours):
+                    finished.wait()
+            except OSError:
+                pass
+            finally:
+                sock.close()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -207,6 +218,8 @@ def scripted_server(behaviour: Behaviour, key: X25519PrivateKey | None = None) -
         yield listener.getsockname()[1]
     finally:
         finished.set()
+        with suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes an accept still waiting (on Linux)
         listener.close()
         thread.join(10.0)
 

@@ -33,6 +33,7 @@ from sealchat.core import (
     ListRooms,
     Message,
     Presence,
+    Record,
     Typing,
     fingerprint,
 )
@@ -168,11 +169,13 @@ async def wrote_while_down(
 
 
 @asynccontextmanager
-async def scripted(tmp_path: Path, behaviour: Behaviour, **extra: Any) -> AsyncIterator[ChatClient]:
-    """alice (with client options ``extra``), logged in to a scripted server (``behaviour``
-    after the login) whose key she has pinned already (it takes one connection only)."""
+async def scripted(
+    tmp_path: Path, behaviour: Behaviour, *then: Behaviour, **extra: Any
+) -> AsyncIterator[ChatClient]:
+    """alice (with client options ``extra``), logged in to a scripted server (``behaviour``,
+    then one of ``then`` for each reconnect) whose key she has pinned already."""
     key = X25519PrivateKey.generate()
-    with scripted_server(behaviour, key=key) as port:
+    with scripted_server(behaviour, key=key, then=then) as port:
         options = trio_options(tmp_path, "alice", **extra)
         server = server_name("127.0.0.1", port)
         options["known_servers"].pin(server, fingerprint(public_bytes(key)))
@@ -1042,21 +1045,26 @@ LIVE = Message(text="just now", room="general", id=7, sender="bob", ts=1.0)
 """A live message that a page of general's newest messages takes (it may be in the page)."""
 
 
-def live_at_history(sock: socket.socket, conn: Connection) -> None:
-    """Wait for the first HistoryRequest and answer it with LIVE only (no page)."""
+def at_history(sock: socket.socket, conn: Connection, *records: Record) -> None:
+    """Wait for the first HistoryRequest and answer it with ``records`` (no page)."""
     while not isinstance(event := conn.next_event(), HistoryRequest):
         if event is NEED_DATA:
             conn.receive_data(sock.recv(65536))
-    conn.send(LIVE)
+    for record in records:
+        conn.send(record)
     sock.sendall(conn.data_to_send())
 
 
-def hangs_up_at_history(sock: socket.socket, conn: Connection) -> None:
-    """At the first HistoryRequest, send LIVE, then end the connection (no page)."""
-    live_at_history(sock, conn)
-    sock.shutdown(socket.SHUT_WR)
-    while sock.recv(65536):
-        pass
+def hangs_up_at_history(*records: Record) -> Behaviour:
+    """At the first HistoryRequest, send ``records``, then end the connection (no page)."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        at_history(sock, conn, *records)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+
+    return behaviour
 
 
 async def test_without_replies_a_message_held_for_a_call_given_up_goes_on(
@@ -1076,7 +1084,7 @@ async def test_without_replies_a_message_held_for_a_call_given_up_goes_on(
 async def test_without_replies_a_message_held_for_a_call_goes_on_when_the_link_ends(
     tmp_path: Path,
 ) -> None:
-    behaviour = logs_in_then(hangs_up_at_history)
+    behaviour = logs_in_then(hangs_up_at_history(LIVE))
     async with scripted(tmp_path, behaviour, replies=False, reconnect=False) as alice:
         with pytest.raises(ConnectionLost):
             await alice.history(room="general")
@@ -1090,17 +1098,35 @@ async def test_without_replies_a_message_held_for_a_call_goes_on_when_the_link_e
     assert [type(e) for e in events] == [Message, LinkState]
 
 
-def live_at_history_then_note(delivered: list[int]) -> Behaviour:
-    """Accept the login; at the first HistoryRequest, send LIVE (and no page), then note in
-    ``delivered`` what each Delivered acknowledges, until the client hangs up."""
+def notes_delivered(delivered: list[int], sock: socket.socket, conn: Connection) -> None:
+    """Note in ``delivered`` what each Delivered acknowledges, until the client hangs up."""
+    while not isinstance(event := conn.next_event(), ConnectionClosed):
+        if isinstance(event, Delivered):
+            delivered.append(event.up_to)
+        elif event is NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+
+
+def at_history_then_note(delivered: list[int], *records: Record) -> Behaviour:
+    """Accept the login; at the first HistoryRequest, send ``records`` (and no page), then
+    note what each Delivered acknowledges (see ``notes_delivered``)."""
 
     def behaviour(sock: socket.socket, conn: Connection) -> None:
-        live_at_history(sock, conn)
-        while not isinstance(event := conn.next_event(), ConnectionClosed):
-            if isinstance(event, Delivered):
-                delivered.append(event.up_to)
-            elif event is NEED_DATA:
-                conn.receive_data(sock.recv(65536))
+        at_history(sock, conn, *records)
+        notes_delivered(delivered, sock, conn)
+
+    return logs_in_then(behaviour)
+
+
+def replays_then_notes(delivered: list[int], *records: Record) -> Behaviour:
+    """Accept the login, send ``records`` (a replay), then note what each Delivered
+    acknowledges (see ``notes_delivered``)."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        for record in records:
+            conn.send(record)
+        sock.sendall(conn.data_to_send())
+        notes_delivered(delivered, sock, conn)
 
     return logs_in_then(behaviour)
 
@@ -1110,7 +1136,7 @@ async def test_without_replies_a_held_message_is_acknowledged_once_shown(
     shown: bool, tmp_path: Path
 ) -> None:
     delivered: list[int] = []
-    behaviour = live_at_history_then_note(delivered)
+    behaviour = at_history_then_note(delivered, LIVE)
     async with scripted(tmp_path, behaviour, replies=False) as alice:
 
         async def fetch() -> None:
@@ -1127,6 +1153,27 @@ async def test_without_replies_a_held_message_is_acknowledged_once_shown(
                 assert await next_of(alice, Message) == LIVE
             await alice.aclose()  # acknowledges what arrived, then says bye
     assert (LIVE.id in delivered) == shown  # held back, so not shown: still unread
+
+
+MISSED = Message(text="missed while away", room="general", id=5, sender="bob", ts=1.0)
+"""A message replayed after the login, which a page of general's newest messages takes."""
+
+
+async def test_an_acknowledgement_due_while_the_link_is_down_goes_after_the_reconnect(
+    tmp_path: Path,
+) -> None:
+    delivered: list[int] = []
+    # The link drops under the page: MISSED, held back for it, and the replay's end go on
+    # once it is gone. The server's cursor stays put, so the next login replays MISSED again.
+    drops = logs_in_then(hangs_up_at_history(MISSED, HistoryEnd()))
+    replays = replays_then_notes(delivered, MISSED, HistoryEnd())
+    async with scripted(tmp_path, drops, replays, replies=False, backoff=(0.05, 0.1)) as alice:
+        with pytest.raises(ConnectionLost):
+            await alice.history(room="general")
+        assert await next_of(alice, Message) == MISSED
+        with trio.fail_after(10):
+            while MISSED.id not in delivered:  # acknowledged on the new link
+                await trio.sleep(0.01)
 
 
 async def test_the_reply_to_a_call_given_up_answers_no_other(tmp_path: Path) -> None:

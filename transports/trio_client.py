@@ -561,13 +561,16 @@ class ChatClient:
 
     async def _acknowledge(self) -> None:
         """Tell the server which messages reached the user, as far as ``_shown`` (during the
-        replay this also asks for the next page)."""
-        if not self._acknowledges:
+        replay this also asks for the next page). Not while there is no link (the next login's
+        replay asks again); it counts as acknowledged once it went on the link."""
+        link = self._link
+        if not self._acknowledges or link is None or link.closed.is_set():
             return
         if self._shown > self._delivered or self._replaying:
-            self._delivered = self._shown
+            up_to = self._shown
             # No waiting for room: the reader may be sending it, and only it sees the link end.
-            await self._send_all((Delivered(up_to=self._shown),), wait=False)
+            await self._send_all((Delivered(up_to=up_to),), wait=False)
+            self._delivered = max(self._delivered, up_to)
 
     async def _keep_acknowledging(self) -> None:
         while True:
