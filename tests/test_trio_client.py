@@ -1136,7 +1136,7 @@ async def test_without_replies_a_held_message_is_acknowledged_once_shown(
     shown: bool, tmp_path: Path
 ) -> None:
     delivered: list[int] = []
-    behaviour = at_history_then_note(delivered, LIVE)
+    behaviour = at_history_then_note(delivered, HistoryEnd(), LIVE)  # the replay is over
     async with scripted(tmp_path, behaviour, replies=False) as alice:
 
         async def fetch() -> None:
@@ -1174,6 +1174,31 @@ async def test_an_acknowledgement_due_while_the_link_is_down_goes_after_the_reco
         with trio.fail_after(10):
             while MISSED.id not in delivered:  # acknowledged on the new link
                 await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("replay_over", [False, True])
+async def test_without_replies_closing_acknowledges_no_older_message_held_back(
+    replay_over: bool, tmp_path: Path
+) -> None:
+    delivered: list[int] = []
+    newer = Message(text="in another room", room="dev", id=9, sender="bob", ts=2.0)
+    # newer is shown at once; MISSED, older, is held back for the page under way.
+    records = (HistoryEnd(),) * replay_over + (newer, MISSED)
+    behaviour = at_history_then_note(delivered, *records)
+    async with scripted(tmp_path, behaviour, replies=False) as alice:
+
+        async def fetch() -> None:
+            with suppress(ClientError):  # the close ends the link under it
+                await alice.history(room="general")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            assert await next_of(alice, Message) == newer
+            with trio.fail_after(10):
+                while not alice._withheld:
+                    await trio.sleep(0.01)
+            await alice.aclose()  # acknowledges what was shown, then says bye
+    assert all(up_to < MISSED.id for up_to in delivered)  # MISSED is still unread
 
 
 async def test_the_reply_to_a_call_given_up_answers_no_other(tmp_path: Path) -> None:

@@ -269,8 +269,9 @@ class ChatClient:
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
         self._delivered = self._shown = 0
-        """The newest message id acknowledged, and the newest that reached ``events()`` (or a
-        call's answer): only what the user was shown is acknowledged, not all that arrived."""
+        """The newest message id acknowledged (outside a replay: during one, the server takes
+        no more than the page it sent), and the newest that reached ``events()`` (or a call's
+        answer): only what the user was shown is acknowledged, not all that arrived."""
         self._replaying = False
         self._transfers = iter(range(1, 2**62))
         self._chunks: dict[int, trio.MemorySendChannel[Record]] = {}
@@ -537,7 +538,7 @@ class ChatClient:
         if isinstance(event, HistoryEnd) and not (event.room or event.peer):
             self._replaying = event.more
             with suppress(ClientError):  # the link is lost: the next login replays the rest
-                await self._acknowledge()
+                await self._acknowledge(page_end=True)
 
     def _note_shown(self, event: Event | LinkState) -> None:
         """``event`` reached the user: a message in it may be acknowledged."""
@@ -559,25 +560,38 @@ class ChatClient:
         """Whether to tell the server what arrived now (see ``_acknowledging``)."""
         return self._acknowledging and (self._acknowledge_given or not self._events.closed)
 
-    async def _acknowledge(self) -> None:
-        """Tell the server which messages reached the user, as far as ``_shown`` (during the
-        replay this also asks for the next page). Not while there is no link (the next login's
-        replay asks again); it counts as acknowledged once it went on the link."""
+    def _due(self, *, page_end: bool = False) -> int | None:
+        """What a Delivered should say now (every message up to it was shown), or None if
+        none is due. Delivered means all up to it, so it stops short of the oldest message
+        held back. While the replay runs, one goes only as a page's end is emitted (``page_end``):
+        the server takes it no further than the page it sent last (with it, all before that end
+        was shown; what is held back came after it, newer than the page or no message a replay
+        brings), and sends the next page; any other would cover a page under way."""
+        if self._replaying:
+            return self._shown if page_end else None
+        held = [event.id for event, _ in self._withheld if isinstance(event, Message)]
+        up_to = min(self._shown, min(held) - 1) if held else self._shown
+        return up_to if up_to > self._delivered else None
+
+    async def _acknowledge(self, *, page_end: bool = False) -> None:
+        """Tell the server which messages reached the user (see ``_due``; at a replay page's
+        ``page_end`` this also asks for the next page). Not while there is no link (the next
+        login's replay asks again); it counts as acknowledged once it went on the link."""
         link = self._link
-        if not self._acknowledges or link is None or link.closed.is_set():
+        up_to = self._due(page_end=page_end)
+        if not self._acknowledges or link is None or link.closed.is_set() or up_to is None:
             return
-        if self._shown > self._delivered or self._replaying:
-            up_to = self._shown
-            # No waiting for room: the reader may be sending it, and only it sees the link end.
-            await self._send_all((Delivered(up_to=up_to),), wait=False)
+        counts = not self._replaying
+        # No waiting for room: the reader may be sending it, and only it sees the link end.
+        await self._send_all((Delivered(up_to=up_to),), wait=False)
+        if counts:
             self._delivered = max(self._delivered, up_to)
 
     async def _keep_acknowledging(self) -> None:
         while True:
             await trio.sleep(2)
-            if self._link is not None and not self._replaying:
-                with suppress(ClientError):
-                    await self._acknowledge()
+            with suppress(ClientError):
+                await self._acknowledge()
 
     # --- pacing the outbox ----------------------------------------------------------------
 
@@ -1019,12 +1033,9 @@ class ChatClient:
         with trio.move_on_after(2):
             try:
                 async with link.send_lock:
-                    if (
-                        acknowledge
-                        and self._shown > self._delivered
-                        and link.conn.state is State.READY
-                    ):
-                        link.conn.send(Delivered(up_to=self._shown))
+                    up_to = self._due() if acknowledge else None
+                    if up_to is not None and link.conn.state is State.READY:
+                        link.conn.send(Delivered(up_to=up_to))
                     link.conn.send(Bye(reason=reason))
                     await self._flush(link)
             except (ClientError, ProtocolError):
