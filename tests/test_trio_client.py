@@ -39,7 +39,7 @@ from sealchat.core import (
 )
 from sealchat.core import Error as ServerError
 from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
-from sealchat.transports import requests
+from sealchat.transports import requests, trio_client
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
 from sealchat.transports.pinning import (
@@ -96,6 +96,12 @@ SLOW = HubConfig(messages_per_second=10, message_burst=5)
 def server(tmp_path: Path) -> Any:
     with running_server("trio", tmp_path / "server") as running:
         yield running
+
+
+@pytest.fixture
+def brief_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call given up holds back what it took for a moment only (see ABANDONED_HOLD)."""
+    monkeypatch.setattr(trio_client, "ABANDONED_HOLD", 0.1)
 
 
 @asynccontextmanager
@@ -1067,6 +1073,7 @@ def hangs_up_at_history(*records: Record) -> Behaviour:
     return behaviour
 
 
+@pytest.mark.usefixtures("brief_hold")
 async def test_without_replies_a_message_held_for_a_call_given_up_goes_on(
     tmp_path: Path,
 ) -> None:
@@ -1077,8 +1084,8 @@ async def test_without_replies_a_message_held_for_a_call_given_up_goes_on(
             with trio.fail_after(10):
                 while not alice._withheld:  # the page under way took LIVE: held back
                     await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()  # the user gives up on the page
-        assert await next_of(alice, Message) == LIVE
+            nursery.cancel_scope.cancel()  # the user gives up on the page, which never comes
+        assert await next_of(alice, Message) == LIVE  # once the hold is over
 
 
 async def test_without_replies_a_message_held_for_a_call_goes_on_when_the_link_ends(
@@ -1131,6 +1138,7 @@ def replays_then_notes(delivered: list[int], *records: Record) -> Behaviour:
     return logs_in_then(behaviour)
 
 
+@pytest.mark.usefixtures("brief_hold")
 @pytest.mark.parametrize("shown", [False, True])
 async def test_without_replies_a_held_message_is_acknowledged_once_shown(
     shown: bool, tmp_path: Path
@@ -1138,9 +1146,10 @@ async def test_without_replies_a_held_message_is_acknowledged_once_shown(
     delivered: list[int] = []
     behaviour = at_history_then_note(delivered, HistoryEnd(), LIVE)  # the replay is over
     async with scripted(tmp_path, behaviour, replies=False) as alice:
+        give_up = trio.CancelScope()
 
         async def fetch() -> None:
-            with suppress(ClientError):  # the close ends the link under it
+            with give_up, suppress(ClientError):  # or the close ends the link under it
                 await alice.history(room="general")
 
         async with trio.open_nursery() as nursery:
@@ -1148,8 +1157,8 @@ async def test_without_replies_a_held_message_is_acknowledged_once_shown(
             with trio.fail_after(10):
                 while not alice._withheld:  # the page under way took LIVE: held back
                     await trio.sleep(0.01)
-            if shown:  # the user gives up on the page: LIVE is shown
-                nursery.cancel_scope.cancel()
+            if shown:  # the user gives up on the page: LIVE is shown once the hold is over
+                give_up.cancel()
                 assert await next_of(alice, Message) == LIVE
             await alice.aclose()  # acknowledges what arrived, then says bye
     assert (LIVE.id in delivered) == shown  # held back, so not shown: still unread
@@ -1213,6 +1222,29 @@ async def test_the_reply_to_a_call_given_up_answers_no_other(tmp_path: Path) -> 
         with trio.fail_after(10):
             page, _ = await alice.history(room="general")
     assert [m.text for m in page] == ["page 2"]  # not the page asked for first
+
+
+@pytest.mark.parametrize("repeated", [False, True])
+async def test_without_replies_the_late_page_of_a_call_given_up_is_not_shown(
+    repeated: bool, tmp_path: Path
+) -> None:
+    message, end = TWO_PAGES[0]
+    late = (LIVE, message, *(LIVE,) * repeated, end)  # LIVE right before the page (in it too)
+    behaviour = logs_in_then(answers_late(HistoryRequest, late, TWO_PAGES[1]))
+    async with scripted(tmp_path, behaviour, replies=False) as alice:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(alice.history, room="general"))
+            with trio.fail_after(10):
+                while not alice._waiters:  # its request is under way
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()  # the user gives up on it
+        with trio.fail_after(10):
+            page, _ = await alice.history(room="general")
+            while alice._withheld:
+                await trio.sleep(0.01)
+        shown = [e for e in queued_events(alice) if isinstance(e, Message)]
+    assert [m.text for m in page] == ["page 2"]
+    assert shown == [LIVE]  # not "page 1", which no one asked for any more
 
 
 def test_a_page_of_older_messages_never_takes_a_live_one() -> None:

@@ -17,6 +17,7 @@ client drops messages it has already shown, so nothing is lost and nothing is do
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -89,6 +90,9 @@ Progress = Callable[[int, int], None]
 
 T = TypeVar("T")
 REQUEST_TIMEOUT = 30.0
+ABANDONED_HOLD = REQUEST_TIMEOUT
+"""Seconds the waiter of a call given up still holds back the messages it took, for its late
+reply (without replies): a server that never answers holds back nothing for good."""
 _OVER = (State.CLOSED, State.ERROR)
 SEEN_MEMORY = 50_000
 SEND_BUFFER = 64 * 1024
@@ -180,15 +184,31 @@ class _Waiter(requests.Waiter[trio.Event]):
 
     def __init__(self, reply: Reply[Any]) -> None:
         super().__init__(reply, trio.Event())
+        self.release_by = math.inf
+        """When it stops holding back the messages it took (once its call is given up)."""
 
 
 def _holds(waiter: _Waiter, event: Event | LinkState) -> bool:
     """Whether the answer ``waiter`` got holds ``event``, a message (or one of the same id:
-    a history page may repeat a message that came before it, live or replayed)."""
-    answered = waiter.finished.is_set() and not (waiter.lost or waiter.failure or waiter.abandoned)
+    a history page may repeat a message that came before it, live or replayed). That of a
+    call given up, which no caller shows, holds only what came as its page (see ``_page``):
+    a message that came before it goes on, even if the page repeats it."""
+    answered = waiter.finished.is_set() and not (waiter.lost or waiter.failure)
     if not answered or not isinstance(event, Message):
         return False
+    if waiter.abandoned:
+        return any(message is event for message in _page(waiter.records))
     return any(isinstance(r, Message) and r.id == event.id for r in waiter.records)
+
+
+def _page(records: list[Record]) -> list[Message]:
+    """The messages of a reply that are in id order right before its end, as a history page
+    is: without a live one that came just before the page."""
+    messages = [r for r in records if isinstance(r, Message)]
+    start = len(messages) - 1
+    while start > 0 and messages[start - 1].id < messages[start].id:
+        start -= 1
+    return messages[max(start, 0) :]
 
 
 class _ReplyTooLong(Exception):
@@ -254,7 +274,8 @@ class ChatClient:
         whether their answers hold it (a history page is only the messages right before its
         end). Only the releaser (``_keep_releasing``) takes them out, so they keep their
         order: it waits for ``_releasable`` (set when an event is withheld, or a waiter
-        leaves), and sets (and replaces) ``_released`` as it takes each out."""
+        leaves), or for the end of a hold (see ``_abandon``), and sets (and replaces)
+        ``_released`` as it takes each out."""
         self._releasable, self._released = trio.Event(), trio.Event()
         self._outbox: dict[str, Message] = {}
         self._too_fast: set[str] = set()
@@ -472,7 +493,7 @@ class ChatClient:
             await self._pass_on(record)
         elif isinstance(record, Message):  # it may be an answer, or not: wait and see
             took = [w for w in waiting if w.positions[-1:] == [self._position]]
-            await self._pass_on(record, [w for w in took if not w.abandoned])
+            await self._pass_on(record, took)
 
     async def _pass_on(self, event: Event | LinkState, took: list[_Waiter] | None = None) -> None:
         """Emit ``event`` after those withheld; hold it back while calls that ``took`` it wait
@@ -499,31 +520,48 @@ class ChatClient:
 
     def _abandon(self, waiter: _Waiter) -> None:
         """The call of ``waiter`` is over: if its reply is still to come, the waiter stays to
-        take it (see ``requests.abandon``), holding nothing back."""
+        take it (see ``requests.abandon``), and holds back what it took until then (its page,
+        which no one asked for any more, is then dropped) or for ABANDONED_HOLD at most."""
         requests.abandon(self._waiters, waiter)
+        if waiter.abandoned:
+            waiter.release_by = trio.current_time() + ABANDONED_HOLD
         self._wake_releaser()
 
+    def _holding(self, waiter: _Waiter) -> bool:
+        """Whether ``waiter`` holds back the messages it took: it waits for its reply (if its
+        call was given up, until its ``release_by``)."""
+        return waiter in self._waiters and trio.current_time() < waiter.release_by
+
     async def _keep_releasing(self) -> None:
-        """The releaser: emits withheld events as the calls that took them end (see
-        ``_release``). One task for all, since emitting may wait for the events reader."""
+        """The releaser: emits withheld events as the calls that took them end, or stop
+        holding them (see ``_release``). One task for all, since emitting may wait for the
+        events reader."""
         while True:
-            await self._releasable.wait()
+            now = trio.current_time()
+            due = min((w.release_by for w in self._waiters if w.release_by > now), default=math.inf)
+            with trio.move_on_at(due):
+                await self._releasable.wait()
             self._releasable = trio.Event()
             await self._release()
 
     async def _release(self) -> None:
         """Emit the withheld events up to the first that a call still waiting took (past it
         too while more than EVENT_BUFFER wait), except each message that a call's answer
-        holds. Each leaves the queue once emitted, so nothing overtakes it meanwhile."""
+        holds (or the late page of calls given up: dropped). Each leaves the queue once
+        emitted, so nothing overtakes it meanwhile."""
         while self._withheld:
             event, took = self._withheld[0]
-            waited = any(w in self._waiters and not w.abandoned for w in took)
-            if waited and len(self._withheld) <= EVENT_BUFFER:
+            if any(map(self._holding, took)) and len(self._withheld) <= EVENT_BUFFER:
                 return
-            if any(_holds(waiter, event) for waiter in took):
-                self._note_shown(event)  # its call has given it to the caller
-            else:
+            answers = [waiter for waiter in took if _holds(waiter, event)]
+            if not answers:
                 await self._emit(event)
+            elif not all(waiter.abandoned for waiter in answers):
+                self._note_shown(event)  # its call has given it to the caller
+            elif isinstance(event, Message):
+                # The late page of calls given up: dropped unshown, so a later copy (replayed)
+                # is shown. (Its id stays in _seen_order: at worst it is forgotten early.)
+                self._seen.discard(event.id)
             self._withheld.popleft()
             self._released.set()
             self._released = trio.Event()
