@@ -1210,15 +1210,20 @@ async def test_without_replies_closing_acknowledges_no_older_message_held_back(
     assert all(up_to < MISSED.id for up_to in delivered)  # MISSED is still unread
 
 
+async def history_given_up(alice: ChatClient) -> None:
+    """alice asks for general's history, and gives up once the request is under way."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(alice.history, room="general"))
+        with trio.fail_after(10):
+            while not alice._waiters:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
+
 async def test_the_reply_to_a_call_given_up_answers_no_other(tmp_path: Path) -> None:
     behaviour = logs_in_then(answers_late(HistoryRequest, *TWO_PAGES))
     async with scripted(tmp_path, behaviour) as alice:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(alice.history, room="general"))
-            with trio.fail_after(10):
-                while not alice._waiters:  # its request is under way
-                    await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()  # the user gives up on it
+        await history_given_up(alice)
         with trio.fail_after(10):
             page, _ = await alice.history(room="general")
     assert [m.text for m in page] == ["page 2"]  # not the page asked for first
@@ -1232,12 +1237,7 @@ async def test_without_replies_the_late_page_of_a_call_given_up_is_not_shown(
     late = (LIVE, message, *(LIVE,) * repeated, end)  # LIVE right before the page (in it too)
     behaviour = logs_in_then(answers_late(HistoryRequest, late, TWO_PAGES[1]))
     async with scripted(tmp_path, behaviour, replies=False) as alice:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(alice.history, room="general"))
-            with trio.fail_after(10):
-                while not alice._waiters:  # its request is under way
-                    await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()  # the user gives up on it
+        await history_given_up(alice)
         with trio.fail_after(10):
             page, _ = await alice.history(room="general")
             while alice._withheld:
