@@ -44,7 +44,6 @@ from sealchat.core import (
     FileInfo,
     FileOffer,
     FileReject,
-    HistoryEnd,
     KeysEstablished,
     LocalProtocolError,
     MemberInfo,
@@ -435,7 +434,7 @@ class BlockingClient:
                 self._arrived.append((record.transfer, chunks, record))
         elif isinstance(record, Message | MessageAck):  # our own messages come as acks
             self._newest = max(self._newest, record.id)
-        elif self._acknowledging and _ends_replay(record):
+        elif self._acknowledging and requests.ends_replay(record):
             # The replay after login: acknowledging a page releases the next one.
             self._conn.send(Delivered(up_to=self._newest))
 
@@ -748,8 +747,3 @@ def _put_even_if_full(items: queue.Queue[T], item: T) -> None:
 class _Waiter(requests.Waiter[threading.Event]):
     def __init__(self, reply: Reply[Any]) -> None:
         super().__init__(reply, threading.Event())
-
-
-def _ends_replay(record: Record) -> bool:
-    """Whether ``record`` ends a page of the replay after login."""
-    return isinstance(record, HistoryEnd) and not (record.room or record.peer)

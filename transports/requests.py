@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeGuard, TypeVar
 
 from sealchat.core import (
     Authenticated,
@@ -131,15 +131,15 @@ F = TypeVar("F", bound=_Flag)
 class Waiter(Generic[F]):
     """Someone waiting for the records of ``reply``; ``finished`` (a ``trio.Event`` or a
     ``threading.Event``) is set once they are all here, the reply has gone past a bound
-    (``failure`` says how), or the connection is ``lost``. ``positions`` holds the position
-    in the stream of each of ``records``. An ``abandoned`` one has no caller any more (see
-    ``abandon``)."""
+    (``failure`` says how), or the connection is ``lost``. ``last`` is the position in the
+    stream of the latest of ``records`` (0: none yet). An ``abandoned`` one has no caller any
+    more (see ``abandon``)."""
 
     def __init__(self, reply: Reply[Any], finished: F) -> None:
         self.reply = reply
         self.finished = finished
         self.records: list[Record] = []
-        self.positions: list[int] = []
+        self.last = 0
         self.items = 0
         self.failure = ""
         self.lost = False
@@ -152,10 +152,9 @@ class Waiter(Generic[F]):
         another record came between (it was not right before the end), or if ``record`` is a
         refusal (an answer on its own)."""
         if self.reply.contiguous and (
-            isinstance(record, ServerError)
-            or (self.positions and self.positions[-1] != position - 1)
+            isinstance(record, ServerError) or (self.last and self.last != position - 1)
         ):
-            self.records, self.positions, self.items = [], [], 0
+            self.records, self.last, self.items = [], 0, 0
         items = self.items + _entries(record)
         if items > MAX_REPLY_ITEMS:
             excess = f"more than {MAX_REPLY_ITEMS:,} items"
@@ -164,7 +163,7 @@ class Waiter(Generic[F]):
         else:
             self.items = items
             self.records.append(record)
-            self.positions.append(position)
+            self.last = position
             return self.reply.done(record)
         self.failure = (
             f"the server sent {excess} ({type(record).__name__}) for one request, "
@@ -182,26 +181,28 @@ class Waiter(Generic[F]):
 W = TypeVar("W", bound=Waiter[Any])
 
 
-def route(waiters: list[W], record: Record, position: int) -> tuple[bool, str]:
+def route(waiters: list[W], record: Record, position: int) -> tuple[list[W], str]:
     """Give ``record``, the ``position``-th record the connection read (the caller routes
     every one, counting from 1), to the oldest waiter (first in ``waiters``) whose reply
     matches it, and to no other: the server answers requests in order, so a reply belongs to
     the oldest request still waiting for one like it. A ``Message`` goes to every waiter that
     matches it (a live message can belong to several history pages under way). Waiters it
-    ends are set and leave ``waiters``. Returns whether any matched, and the failure of one it
-    took past a bound ("" if none): the server broke the protocol, and the caller ends the
-    connection."""
-    matched, failure = False, ""
+    ends are set and leave ``waiters``. Returns the waiters that took it, and the failure of
+    one it took past a bound ("" if none): the server broke the protocol, and the caller ends
+    the connection."""
+    took: list[W] = []
+    failure = ""
     for waiter in list(waiters):
         if waiter.reply.match(record):
-            matched = True
             if waiter.take(record, position):
                 waiters.remove(waiter)
                 waiter.finished.set()
                 failure = failure or waiter.failure
+            if not waiter.failure:
+                took.append(waiter)
             if not isinstance(record, Message):
                 break
-    return matched, failure
+    return took, failure
 
 
 def abandon(waiters: list[W], waiter: W) -> None:
@@ -458,3 +459,8 @@ def checked(records: Iterable[Record]) -> list[tuple[Record, bytes]]:
         return [(record, encode_record(record)) for record in records]
     except LocalProtocolError as exc:
         raise ClientError(f"cannot send this: {exc}") from None
+
+
+def ends_replay(record: object) -> TypeGuard[HistoryEnd]:
+    """Whether ``record`` ends a page of the replay after login."""
+    return isinstance(record, HistoryEnd) and not (record.room or record.peer)

@@ -43,7 +43,6 @@ from sealchat.core import (
     FileInfo,
     FileOffer,
     FileReject,
-    HistoryEnd,
     KeysEstablished,
     LocalProtocolError,
     MemberInfo,
@@ -455,8 +454,7 @@ class ChatClient:
         if not isinstance(record, Record):
             return
         self._position += 1
-        waiting = list(self._waiters)
-        answered, failure = requests.route(self._waiters, record, self._position)
+        took, failure = requests.route(self._waiters, record, self._position)
         if failure:
             raise _ReplyTooLong(failure)
         self._wake_releaser()  # for the events that calls it ended had held back
@@ -489,10 +487,9 @@ class ChatClient:
                             sent, id=record.id, ts=record.ts, sender=self.username
                         )
                     )
-        if self._replies or not answered:
+        if self._replies or not took:
             await self._pass_on(record)
         elif isinstance(record, Message):  # it may be an answer, or not: wait and see
-            took = [w for w in waiting if w.positions[-1:] == [self._position]]
             await self._pass_on(record, took)
 
     async def _pass_on(self, event: Event | LinkState, took: list[_Waiter] | None = None) -> None:
@@ -573,7 +570,7 @@ class ChatClient:
         if self._keep_events:
             await self._events.put(event)
         self._note_shown(event)
-        if isinstance(event, HistoryEnd) and not (event.room or event.peer):
+        if requests.ends_replay(event):
             self._replaying = event.more
             with suppress(ClientError):  # the link is lost: the next login replays the rest
                 await self._acknowledge(page_end=True)
@@ -744,7 +741,16 @@ class ChatClient:
         write. Waits only while more than SEND_BUFFER bytes are queued, so a burst of
         messages goes out in a few writes instead of one each. ``expecting`` joins the
         waiters once they are queued: a waiter is there only if its request went out."""
-        encoded = requests.checked(records)  # one beyond a limit: none is sent
+        await self._queue(requests.checked(records), wait=wait, expecting=expecting)
+
+    async def _queue(
+        self,
+        encoded: list[tuple[Record, bytes]],
+        *,
+        wait: bool = True,
+        expecting: _Waiter | None = None,
+    ) -> None:
+        """``_send_all`` for records already checked and encoded (``requests.checked``)."""
         link = self._link
         if link is None or link.closed.is_set():
             self._fail_if_given_up()
@@ -907,13 +913,13 @@ class ChatClient:
         self._fail_if_given_up()
         requests.check_text(text)
         try:
-            encode_record(message)  # checked now, so the outbox only ever holds what can go
+            payload = encode_record(message)  # checked now: the outbox holds what can go
         except LocalProtocolError as exc:
             raise ClientError(f"cannot send this message: {exc}") from None
         self._outbox[client_id] = message
         if self._link is not None and self._online.is_set() and not self._pacing:
             with suppress(ClientError):  # if it fails, it is resent after the reconnect
-                await self._send(message)
+                await self._queue([(message, payload)])
         return client_id
 
     @property
@@ -1000,8 +1006,13 @@ class ChatClient:
             if announced is not None:
                 self._forget(announced)
             if not settled:  # cancelled or failed here: the server frees the transfer
-                with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
-                    await self._send(FileReject(transfer=transfer, reason="upload abandoned"))
+                await self._stop_transfer(transfer, "upload abandoned")
+
+    async def _stop_transfer(self, transfer: int, reason: str) -> None:
+        """Tell the server to end ``transfer`` (it frees the slot), even while cancelled;
+        within 2 s, and not at all if the link is down."""
+        with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
+            await self._send(FileReject(transfer=transfer, reason=reason))
 
     async def download(self, file_id: str, *, progress: Progress | None = None) -> Path:
         """Fetch a shared file into the downloads folder, resuming a partial one (also after
@@ -1050,8 +1061,7 @@ class ChatClient:
             if target is not None:
                 target.close()
             if asked and not lost:  # failed or cancelled here: the server stops streaming
-                with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
-                    await self._send(FileReject(transfer=transfer, reason="download abandoned"))
+                await self._stop_transfer(transfer, "download abandoned")
 
     # --- closing --------------------------------------------------------------------------
 

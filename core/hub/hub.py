@@ -379,11 +379,13 @@ class Hub:
 
     def _log_in(self, state: Session, name: str, now: float) -> list[Effect]:
         key = user_key(name)
+        # The user's count goes, unless this login came through its block at a known address:
+        # guesses elsewhere stay throttled. The address keeps its own count: one account of an
+        # attacker's must not wipe the failures of its guesses.
         failures = self._user_failures.get(key)
-        if failures is None or not failures.wait(now):  # a block lifted at a known address
-            self._user_failures.pop(key, None)  # stays for the others: guesses elsewhere
-        state.key, state.name = key, name  # go on being throttled. The address keeps its
-        # count: one account of an attacker's must not wipe its failures.
+        if failures is None or not failures.wait(now):
+            self._user_failures.pop(key, None)
+        state.key, state.name = key, name
         known = self._known_addresses.setdefault(key, OrderedDict())
         known[state.address] = None
         known.move_to_end(state.address)
