@@ -730,7 +730,7 @@ class _Outgoing:
         with trio.move_on_after(REPLY_WAIT):
             while ids & self.unstored.keys() and client.online:
                 await self._changed.wait()
-        self._waited |= ids
+        self._waited = (self._waited | ids) & self.unstored.keys()  # a stored one never comes back
 
     def _refused_for_good(self, text: str, reason: str) -> None:
         self.refused.append(text)
@@ -761,12 +761,9 @@ class _Outgoing:
                 return
 
     def _unsent(self) -> list[_Typed]:
-        """Every message typed and neither stored nor refused yet."""
-        unsent = [*self.unstored.values()]
-        current = self.current
-        if current is not None and not any(t is current for t in unsent):
-            unsent.append(current)  # not handed to the client yet
-        return [*unsent, *self.queued]
+        """Every message typed and neither stored nor refused yet (the sender hands a message
+        to the client, and notes it unstored, at once after taking it from ``queued``)."""
+        return [*self.unstored.values(), *self.queued]
 
     def report(self) -> int:
         """Say on standard error which messages never made it; the exit code that says so."""

@@ -33,7 +33,7 @@ from sealchat.gui.viewmodel import (
     ViewModel,
     room_key,
 )
-from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
+from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown, is_port
 from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
 from sealchat.transports.shown_text import escaped, escaped_message
 from sealchat.transports.trio_client import ChatClient, ConnectionLost, LinkState, connect
@@ -97,7 +97,7 @@ class LoginForm(ctk.CTkFrame):
         if self.button.cget("state") == "disabled":
             return
         host, port, user = self.host.get().strip(), self.port.get().strip(), self.username.get()
-        if not host or not _is_port(port) or not user.strip():
+        if not host or not is_port(port) or not user.strip():
             self.show_error("Fill in the server, a port (1 to 65535) and your user name.")
             return
         self.show_error("")
@@ -592,7 +592,7 @@ class App(ctk.CTk):
                         shown = self.vm.current
                         self._apply(self.vm.apply(event, time.time()))
                         self._follow_current(shown)
-                        if event == LinkState(connected=True):
+                        if isinstance(event, LinkState) and event.connected:
                             self.spawn(self._catch_up)
                         if client.gave_up_on is not None:  # no more reconnecting: say why
                             raise client.gave_up_on
@@ -761,8 +761,7 @@ class App(ctk.CTk):
                 self._apply(self._error(exc))
                 return
             self._apply(self.vm.set_members(room, members) | self.vm.select(room_key(room)))
-            self._typing_follows()
-            self._load_first_page()
+            self._shown(members=False)  # the join's answer listed them
 
         self.spawn(join)
 
@@ -775,12 +774,13 @@ class App(ctk.CTk):
             self._apply(self.vm.dismiss_error() | self.vm.open_direct(user))
             self._shown()
 
-    def _shown(self) -> None:
+    def _shown(self, *, members: bool = True) -> None:
         """The current conversation was just selected: a room's members are asked for
-        afresh, our typing notice follows, and its history comes as :meth:`_load_first_page`
-        says."""
+        afresh (with ``members``), our typing notice follows, and its history comes as
+        :meth:`_load_first_page` says."""
         self._typing_follows()
-        self._load_current_members()
+        if members:
+            self._load_current_members()
         self._load_first_page()
 
     def _load_current_members(self) -> None:
@@ -993,11 +993,6 @@ def _without_blank_ends(text: str) -> str:
     while lines and not lines[-1].strip():
         del lines[-1]
     return "\n".join(lines)
-
-
-def _is_port(text: str) -> bool:
-    """Whether ``text`` is a TCP port number (ASCII digits: "78\u00b2" is a digit string)."""
-    return text.isascii() and text.isdigit() and 0 < int(text) < 65536
 
 
 def _accented(palette: dict[str, str]) -> dict[str, str]:

@@ -186,13 +186,12 @@ class BlockingClient:
         self, records: Iterable[Record], *, wait: bool, expecting: _Waiter | None = None
     ) -> None:
         """``send_all``; with ``expecting``, that waiter is added in the same step as the
-        records are queued, so that waiters are in the order their requests went out (the
-        server answers in that order, and a reply goes to the oldest waiter it fits)."""
+        records are queued (if they are), so that waiters are in the order their requests
+        went out (the server answers in that order, and a reply goes to the oldest waiter it
+        fits)."""
         encoded = requests.checked(records)
         with self._lock:
             self._require_open()
-            if expecting is not None:
-                self._waiters.append(expecting)
             try:
                 for record, payload in encoded:
                     self._conn.send(record, encoded=payload)
@@ -202,6 +201,9 @@ class BlockingClient:
                 self._conn.send_failed()
                 self._failure = "interrupted while sending"
                 raise
+            else:
+                if expecting is not None:  # the reader routes under this lock: none came yet
+                    self._waiters.append(expecting)
             finally:
                 self._output.notify()  # what was queued goes now, whatever came after it
             while wait and self._conn.bytes_to_send > SEND_BUFFER:
@@ -469,11 +471,7 @@ class BlockingClient:
     def ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
         """Send ``request`` and wait for its reply."""
         waiter = _Waiter(request.reply)
-        try:  # a request waits for its reply only
-            self._send_all((request.record,), wait=False, expecting=waiter)
-        except BaseException:
-            self._forget(waiter)
-            raise
+        self._send_all((request.record,), wait=False, expecting=waiter)  # waits for the reply only
         result: T = self._wait(waiter, timeout)
         return result
 

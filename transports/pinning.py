@@ -235,6 +235,11 @@ def _check_fingerprint(fingerprint: str) -> None:
     )
 
 
+def is_port(text: str) -> bool:
+    """Whether ``text`` is a TCP port number (ASCII digits: "78\u00b2" is a digit string)."""
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= 65535
+
+
 def _check_server(server: str) -> None:
     bracketed, sep, port = server.rpartition(":")
     host = bracketed[1:-1] if bracketed.startswith("[") and bracketed.endswith("]") else bracketed
@@ -242,7 +247,7 @@ def _check_server(server: str) -> None:
         problem = "give it as HOST:PORT"
     elif _blank_or_control(host) or host.startswith("#"):
         problem = "the host contains spaces, control characters or a leading #"
-    elif not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+    elif not is_port(port):
         problem = "the port is not a number from 1 to 65535"
     elif server != server_name(host, int(port)):
         problem = f"write it as {server_name(host, int(port))}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _JOINERS = frozenset("\u200c\u200d")
@@ -38,7 +39,7 @@ def escaped(text: str) -> str:
     """``text`` with every such character written as an escape (``\\x1b``, ``\\u202e``)."""
     if text.isprintable():  # none of them is printable: most text is done in one C call
         return text
-    return "".join(_escape(c) if hidden(c) else c for c in text)
+    return _escape_where(text, hidden)
 
 
 def escaped_message(text: str) -> str:
@@ -49,9 +50,13 @@ def escaped_message(text: str) -> str:
         return text
     parts = _SUBDIVISION_FLAG.split(text)  # the flags at odd indices (the pattern is a group)
     return "".join(
-        part if n % 2 else "".join(_escape(c) if _hidden_in_writing(c) else c for c in part)
-        for n, part in enumerate(parts)
+        part if n % 2 else _escape_where(part, _hidden_in_writing) for n, part in enumerate(parts)
     )
+
+
+def _escape_where(text: str, escapes: Callable[[str], bool]) -> str:
+    """``text`` with the characters for which ``escapes`` is true written as escapes."""
+    return "".join(_escape(c) if escapes(c) else c for c in text)
 
 
 def _hidden_in_writing(char: str) -> bool:
