@@ -207,14 +207,8 @@ class Connection:
             if isinstance(event, Record) and self.role not in event.sent_by:
                 raise LocalProtocolError(f"a {self.role.value} cannot send {name}")
             raise LocalProtocolError(f"cannot send {name} in state {self._state.value}")
-        self._send_payload(encode_record(event) if encoded is None else encoded)
-        if next_state is not self._state:
-            self._enter(next_state)
-            if next_state is State.CLOSED:
-                assert isinstance(event, Bye)
-                self._closed = ConnectionClosed(reason=event.reason, clean=True)
-
-    def _send_payload(self, payload: bytes) -> None:
+        payload = encode_record(event) if encoded is None else encoded
+        # Encrypted and framed here, not in a helper: this runs once per record sent.
         cipher = self._send_cipher
         assert cipher is not None
         ciphertext = cipher.encrypt_with_ad(None, payload)  # no ad: None is the cheaper spelling
@@ -226,6 +220,11 @@ class Connection:
         if not self._sends_before_rekey:
             cipher.rekey()
             self._sends_before_rekey = self._rekey_interval
+        if next_state is not self._state:
+            self._enter(next_state)
+            if next_state is State.CLOSED:
+                assert isinstance(event, Bye)
+                self._closed = ConnectionClosed(reason=event.reason, clean=True)
 
     def _queue(self, data: bytes) -> None:
         self._out.append(data)
@@ -300,8 +299,58 @@ class Connection:
         ``State.ERROR`` and every later call raises the same error."""
         if self._pending:
             return self._pending.popleft()
-        if self._may_receive:  # the channel is open
-            return self._next_record()
+        if not self._may_receive:  # the channel is not open
+            return self._next_event_without_channel()
+        # Read one record here, not in helpers: this runs once per record received.
+        try:
+            buf, pos = self._in, self._in_pos
+            size = _HEADER.unpack_from(buf, pos)[0] if len(buf) - pos >= _HEADER_SIZE else 0
+            start = pos + _HEADER_SIZE
+            end = start + size
+            if not _TAG_SIZE <= size <= _MAX_FRAME or end > len(buf):
+                # Not a whole frame of a good size in this buffer: the general path.
+                end = self._frame_end()
+                if not end:
+                    return self._need_data(None)
+                buf, start = self._in, self._in_pos + _HEADER_SIZE
+                if end - start < _TAG_SIZE:
+                    raise RemoteProtocolError("a frame shorter than its authentication tag")
+            cipher = self._recv_cipher
+            assert cipher is not None
+            # A small frame is cheaper to copy than to view; a large one is viewed.
+            frame = buf[start:end] if end - start < _VIEW_AT else memoryview(buf)[start:end]
+            plaintext = cipher.decrypt_with_ad(None, frame)
+            self._in_pos = end
+            self._receipts_before_rekey -= 1
+            if not self._receipts_before_rekey:
+                cipher.rekey()
+                self._receipts_before_rekey = self._rekey_interval
+            record = decode_record(plaintext)
+            next_state = self._may_receive.get(type(record))
+            if next_state is None:
+                name, peer = type(record).__name__, self.role.peer
+                if peer not in record.sent_by:
+                    raise RemoteProtocolError(f"a {peer.value} may not send {name}")
+                raise RemoteProtocolError(f"the peer sent {name} in state {self._state.value}")
+        except NoiseError as exc:
+            self._fail(f"decryption failed: {exc}")
+        except DECODE_ERRORS as exc:
+            self._fail(f"undecodable record: {exc}")
+        except RemoteProtocolError as exc:
+            self._fail(str(exc))
+        if next_state is not self._state:
+            self._enter(next_state)
+            if next_state is State.CLOSED:
+                assert isinstance(record, Bye)
+                self._closed = ConnectionClosed(reason=record.reason, clean=True)
+        if type(record) is Ping:
+            self.send(Pong(nonce=record.nonce))
+        elif type(record) is Pong:
+            self._ping_outstanding = False
+        return record
+
+    def _next_event_without_channel(self) -> Event | NeedData:
+        """``next_event`` before the channel opens and after it ends."""
         state = self._state
         if state is State.CLOSED:
             assert self._closed is not None
@@ -352,49 +401,6 @@ class Connection:
                 return self._pending.popleft()
             self._write_handshake()
 
-    def _next_record(self) -> Event | NeedData:
-        try:
-            end = self._frame_end()
-            if not end:
-                return self._need_data(None)
-            start = self._in_pos + _HEADER_SIZE
-            if end - start < _TAG_SIZE:
-                raise RemoteProtocolError("a frame shorter than its authentication tag")
-            cipher = self._recv_cipher
-            assert cipher is not None
-            buf = self._in
-            # A small frame is cheaper to copy than to view; a large one is viewed.
-            frame = buf[start:end] if end - start < _VIEW_AT else memoryview(buf)[start:end]
-            plaintext = cipher.decrypt_with_ad(None, frame)
-            self._in_pos = end
-            self._receipts_before_rekey -= 1
-            if not self._receipts_before_rekey:
-                cipher.rekey()
-                self._receipts_before_rekey = self._rekey_interval
-            record = decode_record(plaintext)
-            next_state = self._may_receive.get(type(record))
-            if next_state is None:
-                name, peer = type(record).__name__, self.role.peer
-                if peer not in record.sent_by:
-                    raise RemoteProtocolError(f"a {peer.value} may not send {name}")
-                raise RemoteProtocolError(f"the peer sent {name} in state {self._state.value}")
-        except NoiseError as exc:
-            self._fail(f"decryption failed: {exc}")
-        except DECODE_ERRORS as exc:
-            self._fail(f"undecodable record: {exc}")
-        except RemoteProtocolError as exc:
-            self._fail(str(exc))
-        if next_state is not self._state:
-            self._enter(next_state)
-            if next_state is State.CLOSED:
-                assert isinstance(record, Bye)
-                self._closed = ConnectionClosed(reason=record.reason, clean=True)
-        if type(record) is Ping:
-            self._send_payload(encode_record(Pong(nonce=record.nonce)))
-        elif type(record) is Pong:
-            self._ping_outstanding = False
-        return record
-
     def _need_data(self, phase: str | None) -> NeedData | ConnectionClosed:
         """NEED_DATA, or the end of the connection if the peer has sent EOF."""
         if not self._eof:
@@ -443,7 +449,7 @@ class Connection:
         """Enter ERROR, queue a Bye if the channel still works, and raise."""
         if self._state in OPEN_STATES:
             with suppress(NoiseError):  # an exhausted nonce: nothing more can be said
-                self._send_payload(encode_record(Bye(reason=reason[: limits.MAX_REASON])))
+                self.send(Bye(reason=reason[: limits.MAX_REASON]))
         self._enter(State.ERROR)
         self._error = reason
         self._in = self._next_in = b""
@@ -475,8 +481,8 @@ class Connection:
             self._ping_outstanding = False
         elif self._ping_outstanding:
             reason = "the peer stopped responding"
-            self._send_payload(encode_record(Bye(reason=reason)))
+            self.send(Bye(reason=reason))
             self._close(reason, clean=False)
         else:
-            self._send_payload(encode_record(Ping()))
+            self.send(Ping())
             self._ping_outstanding = True

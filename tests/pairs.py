@@ -38,3 +38,13 @@ def events_from(conn: Connection, data: bytes, limit: int = 1000) -> list[Event]
         if type(event).__name__ == "ConnectionClosed":
             return events
     raise AssertionError("next_event() did not settle")
+
+
+def forge(conn: Connection, payload: bytes) -> None:
+    """Queue ``payload`` as one encrypted record whatever the rules say, as a hostile peer
+    would (``send`` refuses such records). For a last record or a few: the rekey count is not
+    kept."""
+    cipher = conn._send_cipher
+    assert cipher is not None
+    ciphertext = cipher.encrypt_with_ad(None, payload)
+    conn._out += [len(ciphertext).to_bytes(4, "big"), ciphertext]

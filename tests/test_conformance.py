@@ -77,6 +77,7 @@ from sealchat.core.limits import MAX_CHUNK
 from sealchat.core.preamble import encode_preamble
 from sealchat.transports import blocking_client
 from sealchat.transports.blocking_client import BlockingClient, ClientError
+from tests.pairs import forge
 from tests.servers import KINDS, PASSWORD, USERS, Running, free_port, running_server
 
 TIMEOUT = 15.0
@@ -1143,7 +1144,7 @@ def test_a_protocol_error_quoting_the_peer_cannot_forge_log_lines(
     server = serve()
     sock, conn = raw_handshake(server.port)
     with sock:
-        conn._send_payload(msgspec.msgpack.encode(["nope\nERROR forged\x1b[2J", 1]))
+        forge(conn, msgspec.msgpack.encode(["nope\nERROR forged\x1b[2J", 1]))
         sock.sendall(conn.data_to_send())
         raw_events(sock, conn)
     wait_until(lambda: logged(caplog, "broke the protocol"), "the violation is logged")

@@ -25,7 +25,7 @@ from sealchat.core import (
 from sealchat.core.codec import encode_record
 from sealchat.core.preamble import Version, encode_preamble
 from sealchat.transports.memory import MemoryPair
-from tests.pairs import events_from, open_pair, ready_pair
+from tests.pairs import events_from, forge, open_pair, ready_pair
 
 
 def server() -> Connection:
@@ -104,14 +104,14 @@ def test_replayed_frame_is_rejected() -> None:
 
 def test_undecodable_record_is_rejected() -> None:
     pair = ready_pair()
-    pair.client.conn._send_payload(b"\x92\xa3msg\xc1")  # 0xc1 is never valid MessagePack
+    forge(pair.client.conn, b"\x92\xa3msg\xc1")  # 0xc1 is never valid MessagePack
     with pytest.raises(RemoteProtocolError, match="undecodable record"):
         events_from(pair.server.conn, pair.client.conn.data_to_send())
 
 
 def test_unknown_record_tag_is_rejected() -> None:
     pair = ready_pair()
-    pair.client.conn._send_payload(b"\x91\xa7unknown")
+    forge(pair.client.conn, b"\x91\xa7unknown")
     with pytest.raises(RemoteProtocolError, match="undecodable record"):
         events_from(pair.server.conn, pair.client.conn.data_to_send())
 
@@ -119,8 +119,8 @@ def test_unknown_record_tag_is_rejected() -> None:
 def test_field_over_its_limit_is_rejected_on_receipt() -> None:
     pair = ready_pair()
     too_long = "x" * 8001
-    pair.client.conn._send_payload(
-        b"\x92\xa3msg\xda" + len(too_long).to_bytes(2, "big") + too_long.encode()
+    forge(
+        pair.client.conn, b"\x92\xa3msg\xda" + len(too_long).to_bytes(2, "big") + too_long.encode()
     )
     with pytest.raises(RemoteProtocolError, match="length <= 8000"):
         events_from(pair.server.conn, pair.client.conn.data_to_send())
@@ -364,7 +364,7 @@ def test_direction_is_enforced_both_ways() -> None:
     with pytest.raises(LocalProtocolError, match="a client cannot send Authenticated"):
         pair.client.conn.send(Authenticated(username="me"))
     # A client that forges the record anyway is cut off by the server.
-    pair.client.conn._send_payload(encode_record(Authenticated(username="me")))
+    forge(pair.client.conn, encode_record(Authenticated(username="me")))
     with pytest.raises(RemoteProtocolError, match="a client may not send Authenticated"):
         events_from(pair.server.conn, pair.client.conn.data_to_send())
 
@@ -497,7 +497,7 @@ def test_timer_before_deadline_does_nothing() -> None:
 
 def test_invalid_utf8_in_a_record_is_a_protocol_error() -> None:
     pair = ready_pair()
-    pair.client.conn._send_payload(b"\x92\xa4join\xa2\xff\xfe")  # ["join", <bad UTF-8>]
+    forge(pair.client.conn, b"\x92\xa4join\xa2\xff\xfe")  # ["join", <bad UTF-8>]
     with pytest.raises(RemoteProtocolError, match="undecodable record"):
         events_from(pair.server.conn, pair.client.conn.data_to_send())
     assert pair.server.conn.state is State.ERROR

@@ -22,7 +22,7 @@ from sealchat.core import (
 from sealchat.core.codec import encode_record
 from sealchat.core.state import TRANSITIONS
 from sealchat.transports.memory import MemoryPair
-from tests.pairs import events_from, open_pair, ready_pair
+from tests.pairs import events_from, forge, open_pair, ready_pair
 from tests.samples import SAMPLES
 
 
@@ -118,7 +118,7 @@ def test_receive(state: State, role: Role, record_type: type[Record]) -> None:
     pair = open_pair() if state is State.LOGIN else ready_pair()
     receiver, sender = _side(pair, role), _side(pair, role.peer)
     record = SAMPLES[record_type]
-    sender._send_payload(encode_record(record))
+    forge(sender, encode_record(record))
     data = sender.data_to_send()
     allowed = TRANSITIONS.get((state, record_type))
     if allowed is not None and role.peer in record_type.sent_by:
