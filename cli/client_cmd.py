@@ -13,14 +13,24 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial, wraps
-from math import ceil
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO, TypeVar
 
 import trio
 
-from sealchat.cli.terminal_text import safe, tolerant_streams
+from sealchat.cli.exit_codes import (
+    EXIT_CODES_HELP,
+    FAILED,
+    LOST,
+    OK,
+    REFUSED,
+    USAGE,
+    error,
+    explain_failure,
+    guarded,
+)
+from sealchat.cli.terminal_text import safe
 from sealchat.core import Error as ServerError
 from sealchat.core import (
     Event,
@@ -34,49 +44,18 @@ from sealchat.core import (
 )
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_USERNAME
 from sealchat.transports.downloads import sha256_of
-from sealchat.transports.keyfile import KeyFileError, public_bytes
+from sealchat.transports.keyfile import public_bytes
 from sealchat.transports.pinning import (
     KnownServers,
     ServerKeyChanged,
     ServerKeyUnknown,
-    UnsafePinFile,
     server_name,
 )
-from sealchat.transports.requests import (
-    ClientError,
-    LoginFailed,
-    TransferFailed,
-    check_text,
-    new_client_id,
-)
-from sealchat.transports.trio_client import (
-    ChatClient,
-    ConnectionLost,
-    Disconnected,
-    LinkState,
-    Unreachable,
-    client_key,
-    connect,
-)
+from sealchat.transports.requests import ClientError, TransferFailed, check_text, new_client_id
+from sealchat.transports.trio_client import ChatClient, Disconnected, LinkState, client_key, connect
 
 T = TypeVar("T")
 
-# Exit codes (chat uses them too, when it cannot start or the session ends on a failure).
-OK, FAILED, USAGE, UNREACHABLE, UNTRUSTED, LOGIN_FAILED, REFUSED, LOST = 0, 1, 2, 3, 4, 5, 6, 7
-INTERRUPTED, OUTPUT_CLOSED = 130, 141
-EXIT_CODES = {
-    OK: "done",
-    FAILED: "something else failed (the message says what)",
-    USAGE: "wrong arguments, or a local problem (password, key file, known_servers, file)",
-    UNREACHABLE: "the server cannot be reached",
-    UNTRUSTED: "the server's key is unknown or has changed (see 'sealchat trust')",
-    LOGIN_FAILED: "the login was refused",
-    REFUSED: "the message or the file was refused: by the server, or as too long for one message",
-    LOST: "the connection was lost",
-    INTERRUPTED: "interrupted (Ctrl-C)",
-    OUTPUT_CLOSED: "the output was closed (as by '| head'); like a program ended by SIGPIPE",
-}
-EXIT_CODES_HELP = "exit codes:\n" + "\n".join(f"  {c:<3} {what}" for c, what in EXIT_CODES.items())
 
 COMMANDS = {
     "/join": ("ROOM", "join (or create) ROOM and make it current"),
@@ -124,7 +103,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     _connection_options(chat)
     chat.add_argument("--downloads", type=Path, default=None, help="where /get saves files")
-    chat.set_defaults(handler=_guarded(run_chat))
+    chat.set_defaults(handler=guarded(run_chat))
 
     send = commands.add_parser(
         "send",
@@ -139,58 +118,15 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     what = send.add_mutually_exclusive_group(required=True)
     what.add_argument("text", nargs="?", help="the message")
     what.add_argument("--file", type=Path, help="share this file instead of a message")
-    send.set_defaults(handler=_guarded(run_send))
+    send.set_defaults(handler=guarded(run_send))
 
     fp = commands.add_parser("fingerprint", help="print this installation's client key")
-    fp.set_defaults(handler=_guarded(run_fingerprint))
+    fp.set_defaults(handler=guarded(run_fingerprint))
 
     trust = commands.add_parser("trust", help="pin a server key given to you out of band")
     trust.add_argument("server", metavar="HOST:PORT")
     trust.add_argument("fingerprint", metavar="SHA256:…")
-    trust.set_defaults(handler=_guarded(run_trust))
-
-
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``handler`` with output that never fails on encoding, a quiet exit on Ctrl-C or when
-    the output is closed, and local configuration problems explained instead of shown as
-    tracebacks."""
-
-    @wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        tolerant_streams()
-        try:
-            return handler(args)
-        except KeyboardInterrupt:
-            return INTERRUPTED
-        except BrokenPipeError:
-            return _output_closed()
-        except BaseExceptionGroup as group:
-            if group.subgroup(KeyboardInterrupt) is not None:
-                return INTERRUPTED
-            if group.subgroup(BrokenPipeError) is not None:
-                return _output_closed()
-            raise
-        except KeyFileError as exc:
-            _error(str(exc))
-        except OSError as exc:  # a settings file this user cannot use (the key, the pins)
-            _error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
-        return USAGE
-
-    return run
-
-
-def _output_closed() -> int:
-    """Whoever read standard output went away (``sealchat chat | head -1``): point it at
-    the null device, so that the flush when Python exits fails no more, and end quietly."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return OUTPUT_CLOSED
-
-
-def _error(message: str) -> None:
-    """Say on standard error what went wrong (``message`` may hold text from the network)."""
-    print(f"sealchat: {safe(message)}", file=sys.stderr, flush=True)
+    trust.set_defaults(handler=guarded(run_trust))
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
@@ -221,16 +157,16 @@ def run_fingerprint(_args: argparse.Namespace) -> int:
 def run_trust(args: argparse.Namespace) -> int:
     host, sep, port = args.server.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        _error("give the server as HOST:PORT, e.g. chat.example.org:7878")
+        error("give the server as HOST:PORT, e.g. chat.example.org:7878")
         return USAGE
     name = server_name(host.strip("[]"), int(port))
     try:
         KnownServers().pin(name, args.fingerprint)
     except ValueError as exc:  # says what is malformed, and how it should look
-        _error(str(exc))
+        error(str(exc))
         return USAGE
     except OSError as exc:  # the pin file cannot be used as it is
-        _error(f"cannot pin {name}: {exc}")
+        error(f"cannot pin {name}: {exc}")
         return USAGE
     print(f"pinned {name} to {args.fingerprint}")
     return OK
@@ -245,9 +181,9 @@ def _password(args: argparse.Namespace, interactive: bool) -> tuple[str, str] | 
             _warn_if_others_can_read(path)
             return text.rstrip("\n"), f"--password-file {args.password_file}"
         except OSError as exc:
-            _error(f"cannot read {args.password_file}: {exc.strerror}")
+            error(f"cannot read {args.password_file}: {exc.strerror}")
         except UnicodeDecodeError:
-            _error(f"{args.password_file} is not UTF-8 text; save the password in UTF-8")
+            error(f"{args.password_file} is not UTF-8 text; save the password in UTF-8")
         return None
     if "SEALCHAT_PASSWORD" in os.environ:
         return os.environ["SEALCHAT_PASSWORD"], "SEALCHAT_PASSWORD"
@@ -255,9 +191,9 @@ def _password(args: argparse.Namespace, interactive: bool) -> tuple[str, str] | 
         try:
             return getpass.getpass(f"password for {args.user}: "), ""
         except EOFError:
-            _error("no password given (the input ended)")
+            error("no password given (the input ended)")
             return None
-    _error(
+    error(
         "no password: use --password-file or SEALCHAT_PASSWORD "
         "(standard input is not a terminal, so nobody can be asked)"
     )
@@ -269,7 +205,7 @@ def _warn_if_others_can_read(path: Path) -> None:
     file (it is still used: nothing is lost by going on)."""
     mode = path.stat().st_mode
     if os.name == "posix" and stat.S_ISREG(mode) and mode & 0o044:
-        _error(
+        error(
             f"warning: others on this computer can read {path}; "
             f"make it private with: chmod 600 {shlex.quote(str(path))}"
         )
@@ -306,29 +242,6 @@ def _asker(
     return ask
 
 
-def _explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, str]:
-    """An exit code and a message saying what went wrong and what to do (``password_from``:
-    where the password came from, if not typed in)."""
-    if isinstance(exc, ServerKeyChanged | ServerKeyUnknown):
-        return UNTRUSTED, str(exc)
-    if isinstance(exc, LoginFailed):
-        if exc.retry_after:
-            return LOGIN_FAILED, f"login refused: {exc}; try again in {ceil(exc.retry_after)} s"
-        hint = f" (the password came from {password_from})" if password_from else ""
-        return LOGIN_FAILED, f"login refused: {exc}{hint}"
-    if isinstance(exc, TransferFailed) and isinstance(exc.__context__, OSError | ValueError):
-        return FAILED, f"failed on this computer: {exc}"  # the disk or a check, not the server
-    if isinstance(exc, TransferFailed):
-        return REFUSED, f"refused: {exc}"
-    if isinstance(exc, Unreachable):
-        return UNREACHABLE, str(exc)
-    if isinstance(exc, ConnectionLost):
-        return LOST, str(exc)
-    if isinstance(exc, UnsafePinFile):
-        return USAGE, str(exc)
-    return FAILED, str(exc)
-
-
 class CommandError(Exception):
     """A chat command that cannot run as typed; the message says why and what to do."""
 
@@ -357,14 +270,14 @@ def _credentials(args: argparse.Namespace) -> _Credentials | None:
     """The password, where it came from, and whether a person can be asked things; or None
     (already explained)."""
     if not args.user:
-        _error("give --user")
+        error("give --user")
         return None
     interactive = sys.stdin.isatty()
     given = _password(args, interactive)
     if given is None:
         return None
     if len(given[0]) > MAX_PASSWORD:
-        _error(f"the password is longer than {MAX_PASSWORD} characters")
+        error(f"the password is longer than {MAX_PASSWORD} characters")
         return None
     return _Credentials(*given, interactive)
 
@@ -418,17 +331,17 @@ def run_send(args: argparse.Namespace) -> int:
     """``sealchat send``: one message or file, then exit with a code saying how it went."""
     problem = None if args.file is None else _file_problem(args.file)
     if problem is not None:
-        _error(problem)
+        error(problem)
         return USAGE
     try:
         _check_names(room=args.room, user=args.to or "")
     except CommandError as exc:
-        _error(str(exc))
+        error(str(exc))
         return USAGE
     try:
         check_text(args.text or "")
     except ClientError as exc:  # what a server would refuse too, so the same exit code
-        _error(f"refused: {exc}")
+        error(f"refused: {exc}")
         return REFUSED
     credentials = _credentials(args)
     if credentials is None:
@@ -477,13 +390,13 @@ def _run(main: Callable[[], Awaitable[int]], credentials: _Credentials) -> int:
     try:
         return trio.run(main)
     except BrokenPipeError:
-        raise  # the output was closed, not a failure to explain: _guarded ends quietly
+        raise  # the output was closed, not a failure to explain: guarded ends quietly
     except (ClientError, ServerKeyChanged, ServerKeyUnknown, OSError) as exc:
-        code, message = _explain_failure(exc, credentials.password_from)
-        _error(message)
+        code, message = explain_failure(exc, credentials.password_from)
+        error(message)
         return code
     except trio.TooSlowError:
-        _error("the server did not answer in time")
+        error("the server did not answer in time")
         return FAILED
 
 
@@ -769,12 +682,12 @@ class _Outgoing:
         """Say on standard error which messages never made it; the exit code that says so."""
         unsent = [t.text for t in self._unsent()]
         if unsent:
-            _error(
+            error(
                 f"{_messages(len(unsent))} not delivered (the server never confirmed it): "
                 + ", ".join(_start(text) for text in unsent)
             )
         if self.refused:
-            _error(
+            error(
                 f"{_messages(len(self.refused))} refused (by the server, or as impossible to "
                 "send): " + ", ".join(_start(text) for text in self.refused)
             )
@@ -807,7 +720,7 @@ async def _command_loop(client: ChatClient, term: Terminal, outgoing: _Outgoing)
         except BrokenPipeError:
             raise  # the output was closed: nothing more can be shown
         except (ClientError, OSError) as exc:
-            term.say(f"! {safe(_explain_failure(exc)[1])}")
+            term.say(f"! {safe(explain_failure(exc)[1])}")
 
 
 _NOT_AFTER_MESSAGES = frozenset({"/help", "/quit", "/exit", "/msg"})

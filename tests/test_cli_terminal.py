@@ -12,16 +12,18 @@ import pytest
 import trio
 import trio.testing
 
-from sealchat.cli import client_cmd
+from sealchat.cli import client_cmd, exit_codes
 from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core import Message
 from sealchat.transports.pinning import ServerKeyChanged
 from sealchat.transports.trio_client import (
+    ClientError,
     Disconnected,
     LinkState,
     LoginFailed,
     TransferFailed,
     Unreachable,
+    connect,
 )
 
 
@@ -98,13 +100,13 @@ class _Dropped:
 
 def test_send_fails_at_once_when_the_connection_drops_before_the_ack() -> None:
     async def main() -> BaseException:
-        with pytest.raises(client_cmd.ClientError) as caught:
+        with pytest.raises(ClientError) as caught:
             await client_cmd._await_ack(_Dropped(), "c1")  # type: ignore[arg-type]
         return caught.value
 
     exc = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    code, message = client_cmd._explain_failure(exc)
-    assert code == client_cmd.LOST == 7
+    code, message = exit_codes.explain_failure(exc)
+    assert code == exit_codes.LOST == 7
     assert "the server went away" in message
 
 
@@ -119,13 +121,13 @@ def test_a_connect_timeout_means_unreachable(
     monkeypatch.setattr(trio, "open_tcp_stream", no_answer)
 
     async def main() -> None:
-        async with client_cmd.connect("192.0.2.1", 7878):
+        async with connect("192.0.2.1", 7878):
             pass
 
     with pytest.raises(Unreachable) as caught:
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    code, message = client_cmd._explain_failure(caught.value)
-    assert code == client_cmd.UNREACHABLE == 3
+    code, message = exit_codes.explain_failure(caught.value)
+    assert code == exit_codes.UNREACHABLE == 3
     assert message.startswith("cannot reach 192.0.2.1:7878")
 
 
@@ -136,11 +138,11 @@ def test_local_transfer_failures_are_not_called_refusals() -> None:
         except OSError as exc:
             raise TransferFailed(str(exc)) from None
     except TransferFailed as local:
-        code, message = client_cmd._explain_failure(local)
-    assert code == client_cmd.FAILED
+        code, message = exit_codes.explain_failure(local)
+    assert code == exit_codes.FAILED
     assert message == "failed on this computer: [Errno 28] No space left on device"
-    assert client_cmd._explain_failure(TransferFailed("no such file")) == (
-        client_cmd.REFUSED,
+    assert exit_codes.explain_failure(TransferFailed("no such file")) == (
+        exit_codes.REFUSED,
         "refused: no such file",
     )
 
@@ -148,7 +150,7 @@ def test_local_transfer_failures_are_not_called_refusals() -> None:
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (LoginFailed("invalid username or password"), client_cmd.LOGIN_FAILED),
+        (LoginFailed("invalid username or password"), exit_codes.LOGIN_FAILED),
         (ServerKeyChanged("h:1", "SHA256:old", "SHA256:new", Path("known_servers")), 4),
     ],
 )
@@ -160,22 +162,22 @@ def test_a_chat_ends_when_the_client_gives_up(
     term = client_cmd.Terminal(sys.stdout, "alice")
     with pytest.raises(Exception) as caught:  # noqa: PT011
         trio.run(client_cmd._show_events, client, term, client_cmd._Outgoing(term))
-    assert client_cmd._explain_failure(caught.value)[0] == code
+    assert exit_codes.explain_failure(caught.value)[0] == code
     assert capsys.readouterr().out == ""  # no "! disconnected" line to go on after
 
 
 def test_a_refused_login_says_when_to_retry_or_where_the_password_came_from() -> None:
     busy = LoginFailed("too many failed logins", retry_after=29.2)
-    assert client_cmd._explain_failure(busy, "SEALCHAT_PASSWORD") == (
-        client_cmd.LOGIN_FAILED,
+    assert exit_codes.explain_failure(busy, "SEALCHAT_PASSWORD") == (
+        exit_codes.LOGIN_FAILED,
         "login refused: too many failed logins; try again in 30 s",
     )
     wrong = LoginFailed("invalid username or password")
-    assert client_cmd._explain_failure(wrong, "--password-file pw.txt")[1] == (
+    assert exit_codes.explain_failure(wrong, "--password-file pw.txt")[1] == (
         "login refused: invalid username or password (the password came from "
         "--password-file pw.txt)"
     )
-    assert client_cmd._explain_failure(wrong)[1] == "login refused: invalid username or password"
+    assert exit_codes.explain_failure(wrong)[1] == "login refused: invalid username or password"
 
 
 class _Tty(io.StringIO):
@@ -225,6 +227,6 @@ def test_a_connection_lost_at_any_point_exits_with_its_own_code() -> None:
     from sealchat.transports import trio_client
 
     for lost in (trio_client._LinkLost("the connection was lost"), Disconnected("gone")):
-        assert client_cmd._explain_failure(lost)[0] == client_cmd.LOST == 7
+        assert exit_codes.explain_failure(lost)[0] == exit_codes.LOST == 7
     closed = trio_client.ConnectionLost("the server closed the connection: server full")
-    assert client_cmd._explain_failure(closed)[0] == client_cmd.LOST
+    assert exit_codes.explain_failure(closed)[0] == exit_codes.LOST
