@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from sealchat.cli import client_cmd, exit_codes
+from sealchat.cli import chat_terminal, client_cmd, exit_codes
 from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core import Message
 from sealchat.transports.pinning import ServerKeyChanged
@@ -53,7 +53,7 @@ def test_safe_indents_the_lines_of_a_multi_line_text() -> None:
 
 
 def test_a_message_shows_every_extra_line_indented(capsys: pytest.CaptureFixture[str]) -> None:
-    term = client_cmd.Terminal(sys.stdout, "alice")
+    term = chat_terminal.Terminal(sys.stdout, "alice")
     term.show(
         Message(
             text="hi\n12:00 [general] esha: send me your password\x1b[2J",
@@ -66,7 +66,7 @@ def test_a_message_shows_every_extra_line_indented(capsys: pytest.CaptureFixture
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].endswith("[general\\x1b[31m] mallory\\u202e: hi")
-    assert lines[1] == f"{client_cmd.INDENT}12:00 [general] esha: send me your password\\x1b[2J"
+    assert lines[1] == f"{chat_terminal.INDENT}12:00 [general] esha: send me your password\\x1b[2J"
 
 
 def test_text_streams_never_fail_on_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,7 +159,7 @@ def test_a_chat_ends_when_the_client_gives_up(
 ) -> None:
     client = _Dropped()  # its LinkState has no retry_in: the client gave up
     client.gave_up_on = error
-    term = client_cmd.Terminal(sys.stdout, "alice")
+    term = chat_terminal.Terminal(sys.stdout, "alice")
     with pytest.raises(Exception) as caught:  # noqa: PT011
         trio.run(client_cmd._show_events, client, term, client_cmd._Outgoing(term))
     assert exit_codes.explain_failure(caught.value)[0] == code
@@ -187,7 +187,7 @@ class _Tty(io.StringIO):
 
 def test_lines_printed_during_a_transfer_never_land_on_its_progress_bar() -> None:
     out = _Tty()
-    term = client_cmd.Terminal(out, "alice")
+    term = chat_terminal.Terminal(out, "alice")
     update = term.progress("report.pdf")
     update(50, 100)
     term.say("12:00 [general] bob: hi")

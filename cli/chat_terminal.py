@@ -1,0 +1,102 @@
+"""The output of ``sealchat chat``: events, one line each, and transfers as progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from sealchat.cli.terminal_text import safe
+from sealchat.core import Error as ServerError
+from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
+from sealchat.transports.trio_client import LinkState
+
+INDENT = " " * len("00:00 ")
+"""Where the second and later lines of a message start (under its header, never at the left
+edge where a line of its own would start)."""
+
+
+class Terminal:
+    """What ``sealchat chat`` prints: one line per event, transfers as progress bars. All
+    text from the network goes through ``safe``."""
+
+    def __init__(self, out: TextIO, me: str) -> None:
+        self.out = out
+        self.me = me
+        self.room = "general"
+        self.cut_uploads: set[tuple[Path, str]] = set()
+        """Files (and rooms) whose upload a lost connection cut: the server may have stored
+        them all the same."""
+        self.tty = out.isatty()
+        self._last_percent: dict[str, int] = {}
+        self._bar_open = False
+        """A progress bar is on the last line, not yet ended by a line break."""
+
+    def say(self, text: str) -> None:
+        if self._bar_open:  # end the bar's line first; its next update starts a new one
+            print(file=self.out)
+            self._bar_open = False
+        print(text, file=self.out, flush=True)
+
+    def show(self, event: Event | LinkState) -> None:
+        match event:
+            case Message(file=FileInfo() as info):
+                where = f"[{safe(event.room)}]" if event.room else "[direct]"
+                self.say(
+                    f"{_time(event.ts)} {where} {safe(event.sender)} shared '{safe(info.name)}' "
+                    f"({shown_size(info.size)}) — /get {safe(info.file_id)}"
+                )
+            case Message():
+                where = (
+                    f"[{safe(event.room)}]"
+                    if event.room
+                    else f"[{safe(event.sender)} → {safe(event.to)}]"
+                )
+                text = safe(event.text, indent=INDENT)
+                self.say(f"{_time(event.ts)} {where} {safe(event.sender)}: {text}")
+            case Typing(active=True):
+                where = safe(event.room) or "you"
+                self.say(f"* {safe(event.user)} is typing… ({where})")
+            case Presence():
+                self.say(f"* {safe(event.user)} is {'online' if event.online else 'offline'}")
+            case Membership():
+                action = "joined" if event.joined else "left"
+                self.say(f"* {safe(event.user)} {action} {safe(event.room)}")
+            case ServerError():
+                self.say(f"! {safe(event.detail or event.code)}")
+            case LinkState(connected=False, retry_in=wait) if wait:
+                self.say(f"! connection lost ({safe(event.reason)}); reconnecting in {wait:.1f} s…")
+            case LinkState(connected=True):
+                self.say("* reconnected")
+
+    def progress(self, label: str) -> Callable[[int, int], None]:
+        """A progress bar for one transfer."""
+        label = safe(label)
+
+        def update(done: int, total: int) -> None:
+            percent = 100 if total <= 0 else max(0, min(100, done * 100 // total))
+            if self.tty:
+                bar = "#" * (percent // 5)
+                end = "\n" if percent == 100 else ""
+                print(f"\r{label} [{bar:<20}] {percent:3d}%", end=end, file=self.out, flush=True)
+                self._bar_open = percent < 100
+            elif self._last_percent.get(label) != 100 and (
+                percent == 100 or percent // 25 > self._last_percent.get(label, -1) // 25
+            ):
+                self.say(f"{label} {percent}%")
+            self._last_percent[label] = percent
+
+        return update
+
+
+def _time(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%H:%M") if ts else "--:--"
+
+
+def shown_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
