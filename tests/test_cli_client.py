@@ -17,7 +17,8 @@ from typing import IO, Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.cli.client_cmd import REPLY_WAIT, CommandError, _typed_path
+from sealchat.cli.chat_outgoing import REPLY_WAIT
+from sealchat.cli.client_cmd import CommandError, _typed_path
 from sealchat.core import HistoryRequest, Message, MessageAck, Typing, fingerprint
 from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_TEXT, MAX_USERNAME
