@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import re
 import shlex
-import stat
 import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from sealchat.cli.chat_outgoing import Outgoing
 from sealchat.cli.chat_terminal import Terminal, shown_size
+from sealchat.cli.checks import CommandError, check_names, file_problem
 from sealchat.cli.exit_codes import (
     EXIT_CODES_HELP,
-    FAILED,
     OK,
     REFUSED,
     USAGE,
@@ -28,18 +26,13 @@ from sealchat.cli.exit_codes import (
     explain_failure,
     guarded,
 )
+from sealchat.cli.login import asker, connection_options, credentials_from, run_session
 from sealchat.cli.terminal_text import safe
 from sealchat.core import Error as ServerError
 from sealchat.core import FileInfo, fingerprint
-from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_USERNAME
 from sealchat.transports.downloads import sha256_of
 from sealchat.transports.keyfile import public_bytes
-from sealchat.transports.pinning import (
-    KnownServers,
-    ServerKeyChanged,
-    ServerKeyUnknown,
-    server_name,
-)
+from sealchat.transports.pinning import KnownServers, server_name
 from sealchat.transports.requests import ClientError, TransferFailed, check_text
 from sealchat.transports.trio_client import ChatClient, Disconnected, LinkState, client_key, connect
 
@@ -90,7 +83,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _connection_options(chat)
+    connection_options(chat)
     chat.add_argument("--downloads", type=Path, default=None, help="where /get saves files")
     chat.set_defaults(handler=guarded(run_chat))
 
@@ -100,7 +93,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _connection_options(send)
+    connection_options(send)
     where = send.add_mutually_exclusive_group()
     where.add_argument("--room", default="general", help="room to send to (default general)")
     where.add_argument("--to", metavar="USER", help="send a direct message to USER instead")
@@ -116,26 +109,6 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     trust.add_argument("server", metavar="HOST:PORT")
     trust.add_argument("fingerprint", metavar="SHA256:…")
     trust.set_defaults(handler=guarded(run_trust))
-
-
-def _connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7878)
-    parser.add_argument("--user", default=_login_name(), help="user name (default: yours here)")
-    parser.add_argument(
-        "--password-file",
-        type=Path,
-        help="read the password from this file (or set SEALCHAT_PASSWORD; "
-        "otherwise you are asked without echo)",
-    )
-
-
-def _login_name() -> str:
-    """This computer's name for the user running the command (on every platform), or ""."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return ""
 
 
 def run_fingerprint(_args: argparse.Namespace) -> int:
@@ -159,127 +132,6 @@ def run_trust(args: argparse.Namespace) -> int:
         return USAGE
     print(f"pinned {name} to {args.fingerprint}")
     return OK
-
-
-def _password(args: argparse.Namespace, interactive: bool) -> tuple[str, str] | None:
-    """The password and where it came from ("" if typed in), or None (already explained)."""
-    if args.password_file is not None:
-        try:
-            path = Path(args.password_file)
-            text = path.read_text(encoding="utf-8-sig")  # as Windows Notepad saves UTF-8, too
-            _warn_if_others_can_read(path)
-            return text.rstrip("\n"), f"--password-file {args.password_file}"
-        except OSError as exc:
-            error(f"cannot read {args.password_file}: {exc.strerror}")
-        except UnicodeDecodeError:
-            error(f"{args.password_file} is not UTF-8 text; save the password in UTF-8")
-        return None
-    if "SEALCHAT_PASSWORD" in os.environ:
-        return os.environ["SEALCHAT_PASSWORD"], "SEALCHAT_PASSWORD"
-    if interactive:
-        try:
-            return getpass.getpass(f"password for {args.user}: "), ""
-        except EOFError:
-            error("no password given (the input ended)")
-            return None
-    error(
-        "no password: use --password-file or SEALCHAT_PASSWORD "
-        "(standard input is not a terminal, so nobody can be asked)"
-    )
-    return None
-
-
-def _warn_if_others_can_read(path: Path) -> None:
-    """Warn, as ssh does for a key, when users other than its owner may read the password
-    file (it is still used: nothing is lost by going on)."""
-    mode = path.stat().st_mode
-    if os.name == "posix" and stat.S_ISREG(mode) and mode & 0o044:
-        error(
-            f"warning: others on this computer can read {path}; "
-            f"make it private with: chmod 600 {shlex.quote(str(path))}"
-        )
-
-
-def _asker(
-    interactive: bool, until: trio.Event | None = None
-) -> Callable[[str, str], Awaitable[bool]] | None:
-    """On first contact, ask on the terminal (never when standard input is not one), until
-    ``until`` is set: from then on (the chat reads its commands from standard input, which
-    would take the answer as a message) a new key is not trusted."""
-    if not interactive:
-        return None
-
-    async def ask(server: str, fp: str) -> bool:
-        if until is not None and until.is_set():
-            return False
-
-        def prompt() -> str:
-            """Ask on standard error, so that the question never ends up in the output;
-            the answer is "" at the end of input, which means no."""
-            sys.stderr.write(
-                f"The server {server} is new to this computer. Its key fingerprint is\n"
-                f"    {fp}\n"
-                "Check it with the server's operator before you trust it.\n"
-                "Trust this server and remember it? [y/N] "
-            )
-            sys.stderr.flush()
-            return sys.stdin.readline()
-
-        answer = await trio.to_thread.run_sync(prompt, abandon_on_cancel=True)
-        return answer.strip().lower() in ("y", "yes")
-
-    return ask
-
-
-class CommandError(Exception):
-    """A chat command that cannot run as typed; the message says why and what to do."""
-
-
-def _check_length(what: str, name: str, limit: int) -> None:
-    """CommandError if ``name`` is longer than the protocol allows ``what`` to be."""
-    if len(name) > limit:
-        raise CommandError(f"{what} is at most {limit} characters; this one has {len(name)}")
-
-
-def _check_names(room: str = "", user: str = "") -> None:
-    """CommandError if a room or user name is too long to be one."""
-    _check_length("a room name", room, MAX_ROOM)
-    _check_length("a user name", user, MAX_USERNAME)
-
-
-class _Credentials(NamedTuple):
-    password: str
-    password_from: str
-    """Where the password came from, "" if typed in (a refused login names it)."""
-    interactive: bool
-    """Whether a person can be asked things."""
-
-
-def _credentials(args: argparse.Namespace) -> _Credentials | None:
-    """The password, where it came from, and whether a person can be asked things; or None
-    (already explained)."""
-    if not args.user:
-        error("give --user")
-        return None
-    interactive = sys.stdin.isatty()
-    given = _password(args, interactive)
-    if given is None:
-        return None
-    if len(given[0]) > MAX_PASSWORD:
-        error(f"the password is longer than {MAX_PASSWORD} characters")
-        return None
-    return _Credentials(*given, interactive)
-
-
-def _file_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be shared, or None."""
-    if path.is_dir():
-        return f"{path} is a folder; only files can be shared"
-    if path.is_file():
-        return None
-    if os.path.lexists(path):
-        return f"{path} is not a regular file (a pipe, a device…); only regular files can be shared"
-    return f"no such file: {path}"
 
 
 def _typed_path(written: str) -> Path:
@@ -318,12 +170,12 @@ def _home_expanded(written: str) -> Path:
 
 def run_send(args: argparse.Namespace) -> int:
     """``sealchat send``: one message or file, then exit with a code saying how it went."""
-    problem = None if args.file is None else _file_problem(args.file)
+    problem = None if args.file is None else file_problem(args.file)
     if problem is not None:
         error(problem)
         return USAGE
     try:
-        _check_names(room=args.room, user=args.to or "")
+        check_names(room=args.room, user=args.to or "")
     except CommandError as exc:
         error(str(exc))
         return USAGE
@@ -332,7 +184,7 @@ def run_send(args: argparse.Namespace) -> int:
     except ClientError as exc:  # what a server would refuse too, so the same exit code
         error(f"refused: {exc}")
         return REFUSED
-    credentials = _credentials(args)
+    credentials = credentials_from(args)
     if credentials is None:
         return USAGE
     password, _, interactive = credentials
@@ -341,7 +193,7 @@ def run_send(args: argparse.Namespace) -> int:
         async with connect(
             args.host,
             args.port,
-            confirm_new_key=_asker(interactive),
+            confirm_new_key=asker(interactive),
             reconnect=False,
             acknowledge=False,  # shows nothing: what arrives stays unread for the user
         ) as client:
@@ -355,7 +207,7 @@ def run_send(args: argparse.Namespace) -> int:
                 await _await_ack(client, client_id)
             return OK
 
-    return _run(main, credentials)
+    return run_session(main, credentials)
 
 
 async def _await_ack(client: ChatClient, client_id: str) -> None:
@@ -375,26 +227,12 @@ async def _await_ack(client: ChatClient, client_id: str) -> None:
     raise Disconnected("the connection closed before the server confirmed the message")
 
 
-def _run(main: Callable[[], Awaitable[int]], credentials: _Credentials) -> int:
-    try:
-        return trio.run(main)
-    except BrokenPipeError:
-        raise  # the output was closed, not a failure to explain: guarded ends quietly
-    except (ClientError, ServerKeyChanged, ServerKeyUnknown, OSError) as exc:
-        code, message = explain_failure(exc, credentials.password_from)
-        error(message)
-        return code
-    except trio.TooSlowError:
-        error("the server did not answer in time")
-        return FAILED
-
-
 # --- chat ---------------------------------------------------------------------------------
 
 
 def run_chat(args: argparse.Namespace) -> int:
     """``sealchat chat``: commands and messages from standard input, events on the output."""
-    credentials = _credentials(args)
+    credentials = credentials_from(args)
     if credentials is None:
         return USAGE
     password, _, interactive = credentials
@@ -403,7 +241,7 @@ def run_chat(args: argparse.Namespace) -> int:
     async def main() -> int:
         reading_commands = trio.Event()
         options: dict[str, Any] = {
-            "confirm_new_key": _asker(interactive, until=reading_commands),
+            "confirm_new_key": asker(interactive, until=reading_commands),
             "replies": False,  # a command shows its own answer, or why it was refused
         }
         if args.downloads is not None:
@@ -424,7 +262,7 @@ def run_chat(args: argparse.Namespace) -> int:
                 code = outgoing.report()
         return code
 
-    return _run(main, credentials)
+    return run_session(main, credentials)
 
 
 async def _show_events(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:
@@ -481,12 +319,12 @@ async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line:
         case "/help":
             term.say(HELP)
         case "/join":
-            _check_names(room=rest)
+            check_names(room=rest)
             members = await client.join(rest)
             term.room = rest
             term.say(f"* now in {safe(rest)}: {', '.join(safe(m.name) for m in members)}")
         case "/leave":
-            _check_names(room=rest)
+            check_names(room=rest)
             await client.leave(rest)
             if term.room == rest:
                 term.room = "general"
@@ -523,7 +361,7 @@ def _direct(outgoing: Outgoing, rest: str) -> None:
     """/msg USER TEXT."""
     user, text = rest.split(maxsplit=1)
     try:
-        _check_names(user=user)
+        check_names(user=user)
     except CommandError:
         outgoing.refuse(text)
         raise
@@ -563,7 +401,7 @@ async def _while_online(client: ChatClient, transfer: Callable[[], Awaitable[T]]
 async def _share(client: ChatClient, term: Terminal, written: str) -> None:
     """/send: share the file at the path ``written`` in the current room."""
     path = _typed_path(written)
-    problem = _file_problem(path)
+    problem = file_problem(path)
     if problem is not None:
         raise CommandError(problem)
     _require_online(client)  # not tried at all: nothing was cut

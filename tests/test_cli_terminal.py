@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from sealchat.cli import chat_outgoing, chat_terminal, client_cmd, exit_codes
+from sealchat.cli import chat_outgoing, chat_terminal, client_cmd, exit_codes, login
 from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core import Message
 from sealchat.transports.pinning import ServerKeyChanged
@@ -211,7 +211,7 @@ def test_no_key_question_once_the_chat_reads_its_commands(monkeypatch: pytest.Mo
 
     async def main() -> tuple[bool | None, bool | None]:
         reading = trio.Event()
-        ask = client_cmd._asker(True, until=reading)
+        ask = login.asker(True, until=reading)
         assert ask is not None
         before = await ask("example.org:7878", "SHA256:" + "A" * 43)
         reading.set()

@@ -1,0 +1,150 @@
+"""What ``sealchat chat`` and ``sealchat send`` share: the connection options, the password
+and where it came from, the question on first contact with a server, and running a
+session with its failures explained."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import shlex
+import stat
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import trio
+
+from sealchat.cli.exit_codes import FAILED, error, explain_failure
+from sealchat.core.limits import MAX_PASSWORD
+from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
+from sealchat.transports.requests import ClientError
+
+
+def connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7878)
+    parser.add_argument("--user", default=_login_name(), help="user name (default: yours here)")
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        help="read the password from this file (or set SEALCHAT_PASSWORD; "
+        "otherwise you are asked without echo)",
+    )
+
+
+def _login_name() -> str:
+    """This computer's name for the user running the command (on every platform), or ""."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
+
+
+class Credentials(NamedTuple):
+    password: str
+    password_from: str
+    """Where the password came from, "" if typed in (a refused login names it)."""
+    interactive: bool
+    """Whether a person can be asked things."""
+
+
+def credentials_from(args: argparse.Namespace) -> Credentials | None:
+    """The password, where it came from, and whether a person can be asked things; or None
+    (already explained)."""
+    if not args.user:
+        error("give --user")
+        return None
+    interactive = sys.stdin.isatty()
+    given = _password(args, interactive)
+    if given is None:
+        return None
+    if len(given[0]) > MAX_PASSWORD:
+        error(f"the password is longer than {MAX_PASSWORD} characters")
+        return None
+    return Credentials(*given, interactive)
+
+
+def _password(args: argparse.Namespace, interactive: bool) -> tuple[str, str] | None:
+    """The password and where it came from ("" if typed in), or None (already explained)."""
+    if args.password_file is not None:
+        try:
+            path = Path(args.password_file)
+            text = path.read_text(encoding="utf-8-sig")  # as Windows Notepad saves UTF-8, too
+            _warn_if_others_can_read(path)
+            return text.rstrip("\n"), f"--password-file {args.password_file}"
+        except OSError as exc:
+            error(f"cannot read {args.password_file}: {exc.strerror}")
+        except UnicodeDecodeError:
+            error(f"{args.password_file} is not UTF-8 text; save the password in UTF-8")
+        return None
+    if "SEALCHAT_PASSWORD" in os.environ:
+        return os.environ["SEALCHAT_PASSWORD"], "SEALCHAT_PASSWORD"
+    if interactive:
+        try:
+            return getpass.getpass(f"password for {args.user}: "), ""
+        except EOFError:
+            error("no password given (the input ended)")
+            return None
+    error(
+        "no password: use --password-file or SEALCHAT_PASSWORD "
+        "(standard input is not a terminal, so nobody can be asked)"
+    )
+    return None
+
+
+def _warn_if_others_can_read(path: Path) -> None:
+    """Warn, as ssh does for a key, when users other than its owner may read the password
+    file (it is still used: nothing is lost by going on)."""
+    mode = path.stat().st_mode
+    if os.name == "posix" and stat.S_ISREG(mode) and mode & 0o044:
+        error(
+            f"warning: others on this computer can read {path}; "
+            f"make it private with: chmod 600 {shlex.quote(str(path))}"
+        )
+
+
+def asker(
+    interactive: bool, until: trio.Event | None = None
+) -> Callable[[str, str], Awaitable[bool]] | None:
+    """On first contact, ask on the terminal (never when standard input is not one), until
+    ``until`` is set: from then on (the chat reads its commands from standard input, which
+    would take the answer as a message) a new key is not trusted."""
+    if not interactive:
+        return None
+
+    async def ask(server: str, fp: str) -> bool:
+        if until is not None and until.is_set():
+            return False
+
+        def prompt() -> str:
+            """Ask on standard error, so that the question never ends up in the output;
+            the answer is "" at the end of input, which means no."""
+            sys.stderr.write(
+                f"The server {server} is new to this computer. Its key fingerprint is\n"
+                f"    {fp}\n"
+                "Check it with the server's operator before you trust it.\n"
+                "Trust this server and remember it? [y/N] "
+            )
+            sys.stderr.flush()
+            return sys.stdin.readline()
+
+        answer = await trio.to_thread.run_sync(prompt, abandon_on_cancel=True)
+        return answer.strip().lower() in ("y", "yes")
+
+    return ask
+
+
+def run_session(main: Callable[[], Awaitable[int]], credentials: Credentials) -> int:
+    try:
+        return trio.run(main)
+    except BrokenPipeError:
+        raise  # the output was closed, not a failure to explain: guarded ends quietly
+    except (ClientError, ServerKeyChanged, ServerKeyUnknown, OSError) as exc:
+        code, message = explain_failure(exc, credentials.password_from)
+        error(message)
+        return code
+    except trio.TooSlowError:
+        error("the server did not answer in time")
+        return FAILED
