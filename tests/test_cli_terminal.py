@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from sealchat.cli import chat_outgoing, chat_terminal, client_cmd, exit_codes, login
+from sealchat.cli import chat_outgoing, chat_terminal, client_cmd, exit_codes, login, send_cmd
 from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core import Message
 from sealchat.transports.pinning import ServerKeyChanged
@@ -101,7 +101,7 @@ class _Dropped:
 def test_send_fails_at_once_when_the_connection_drops_before_the_ack() -> None:
     async def main() -> BaseException:
         with pytest.raises(ClientError) as caught:
-            await client_cmd._await_ack(_Dropped(), "c1")  # type: ignore[arg-type]
+            await send_cmd._await_ack(_Dropped(), "c1")  # type: ignore[arg-type]
         return caught.value
 
     exc = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -1,0 +1,74 @@
+"""``sealchat send``: one message or file, for scripts and bots."""
+
+from __future__ import annotations
+
+import argparse
+
+import trio
+
+from sealchat.cli.checks import CommandError, check_names, file_problem
+from sealchat.cli.exit_codes import OK, REFUSED, USAGE, error
+from sealchat.cli.login import asker, credentials_from, run_session
+from sealchat.cli.terminal_text import safe
+from sealchat.core import Error as ServerError
+from sealchat.transports.requests import ClientError, TransferFailed, check_text
+from sealchat.transports.trio_client import ChatClient, Disconnected, LinkState, connect
+
+
+def run_send(args: argparse.Namespace) -> int:
+    """``sealchat send``: one message or file, then exit with a code saying how it went."""
+    problem = None if args.file is None else file_problem(args.file)
+    if problem is not None:
+        error(problem)
+        return USAGE
+    try:
+        check_names(room=args.room, user=args.to or "")
+    except CommandError as exc:
+        error(str(exc))
+        return USAGE
+    try:
+        check_text(args.text or "")
+    except ClientError as exc:  # what a server would refuse too, so the same exit code
+        error(f"refused: {exc}")
+        return REFUSED
+    credentials = credentials_from(args)
+    if credentials is None:
+        return USAGE
+    password, _, interactive = credentials
+
+    async def main() -> int:
+        async with connect(
+            args.host,
+            args.port,
+            confirm_new_key=asker(interactive),
+            reconnect=False,
+            acknowledge=False,  # shows nothing: what arrives stays unread for the user
+        ) as client:
+            await client.login(args.user, password)
+            room = "" if args.to else args.room
+            if args.file is not None:
+                info = await client.send_file(args.file, room=room, to=args.to or "")
+                print(f"shared {safe(args.file.name)} as {safe(info.file_id)}")
+            else:
+                client_id = await client.send_message(args.text, room=room, to=args.to or "")
+                await _await_ack(client, client_id)
+            return OK
+
+    return run_session(main, credentials)
+
+
+async def _await_ack(client: ChatClient, client_id: str) -> None:
+    """Wait until the server stored the message, or say why it refused, or that the
+    connection was lost."""
+    with trio.fail_after(30):
+        async for event in client.events():
+            if isinstance(event, ServerError) and event.ref == client_id:
+                raise TransferFailed(event.detail or event.code)
+            if isinstance(event, LinkState) and not event.connected:
+                raise Disconnected(
+                    f"the connection was lost before the server confirmed the message "
+                    f"({event.reason or 'no reason given'})"
+                )
+            if client.unacknowledged == 0:
+                return
+    raise Disconnected("the connection closed before the server confirmed the message")
