@@ -18,8 +18,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.cli.chat_outgoing import REPLY_WAIT
+from sealchat.cli.chat_transfers import _typed_path
 from sealchat.cli.checks import CommandError
-from sealchat.cli.client_cmd import _typed_path
 from sealchat.core import HistoryRequest, Message, MessageAck, Typing, fingerprint
 from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_TEXT, MAX_USERNAME

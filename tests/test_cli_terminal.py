@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from sealchat.cli import chat_outgoing, chat_terminal, client_cmd, exit_codes, login, send_cmd
+from sealchat.cli import chat_cmd, chat_outgoing, chat_terminal, exit_codes, login, send_cmd
 from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core import Message
 from sealchat.transports.pinning import ServerKeyChanged
@@ -161,7 +161,7 @@ def test_a_chat_ends_when_the_client_gives_up(
     client.gave_up_on = error
     term = chat_terminal.Terminal(sys.stdout, "alice")
     with pytest.raises(Exception) as caught:  # noqa: PT011
-        trio.run(client_cmd._show_events, client, term, chat_outgoing.Outgoing(term))
+        trio.run(chat_cmd._show_events, client, term, chat_outgoing.Outgoing(term))
     assert exit_codes.explain_failure(caught.value)[0] == code
     assert capsys.readouterr().out == ""  # no "! disconnected" line to go on after
 

@@ -1,0 +1,193 @@
+"""``sealchat chat``: the session, and the commands typed in it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+from typing import Any
+
+import trio
+
+from sealchat.cli.chat_outgoing import Outgoing
+from sealchat.cli.chat_terminal import Terminal, shown_size
+from sealchat.cli.chat_transfers import share, while_online
+from sealchat.cli.checks import CommandError, check_names
+from sealchat.cli.exit_codes import USAGE, explain_failure
+from sealchat.cli.login import asker, credentials_from, run_session
+from sealchat.cli.terminal_text import safe
+from sealchat.transports.requests import ClientError
+from sealchat.transports.trio_client import ChatClient, LinkState, connect
+
+COMMANDS = {
+    "/join": ("ROOM", "join (or create) ROOM and make it current"),
+    "/leave": ("ROOM", "leave ROOM"),
+    "/rooms": ("", "list rooms"),
+    "/who": ("", "who is in the current room, and who is online"),
+    "/msg": ("USER TEXT", "send a direct message"),
+    "/send": ("PATH", "share a file in the current room"),
+    "/files": ("", "files shared in the current room"),
+    "/get": ("ID", "download a shared file"),
+    "/history": ("", "recent messages of the current room"),
+    "/help": ("", "this help"),
+    "/quit": ("", "leave"),
+}
+"""Chat commands: their arguments and what they do."""
+HELP = "\n".join(
+    [
+        "commands:",
+        f"  {'TEXT':<18} send TEXT to the current room",
+        f"  {'//TEXT':<18} send /TEXT (a message that starts with /)",
+        *(f"  {f'{verb} {args}'.strip():<18} {what}" for verb, (args, what) in COMMANDS.items()),
+    ]
+)
+
+
+CHAT_HELP = """\
+Chat in the terminal: messages and commands (/help) come from standard input.
+Messages go out in the order typed, each once the one before is stored, while the
+next lines are read; a command runs after the messages typed before it. One the
+server finds too fast is sent again a moment later, before those typed after it,
+and those typed while disconnected go after the reconnect. A file transfer cut by a lost connection
+stops: the same command resumes it later (or says the file got there). At the
+end of input or /quit, the chat waits for the messages not yet stored (while they
+keep going, or up to 10 s for a reconnect), then names any never delivered (exit 7)
+or refused, by the server or as too long (exit 6)."""
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    """``sealchat chat``: commands and messages from standard input, events on the output."""
+    credentials = credentials_from(args)
+    if credentials is None:
+        return USAGE
+    password, _, interactive = credentials
+    term = Terminal(sys.stdout, args.user)
+
+    async def main() -> int:
+        reading_commands = trio.Event()
+        options: dict[str, Any] = {
+            "confirm_new_key": asker(interactive, until=reading_commands),
+            "replies": False,  # a command shows its own answer, or why it was refused
+        }
+        if args.downloads is not None:
+            options["downloads_dir"] = args.downloads
+        async with connect(args.host, args.port, **options) as client:
+            name = await client.login(args.user, password)
+            reading_commands.set()
+            term.say(f"* logged in to {client.server} as {safe(name)}; /help lists the commands")
+            outgoing = Outgoing(term)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_show_events, client, term, outgoing)
+                    nursery.start_soon(outgoing.run, client)
+                    await _command_loop(client, term, outgoing)
+                    await outgoing.finish(client)
+                    nursery.cancel_scope.cancel()
+            finally:
+                code = outgoing.report()
+        return code
+
+    return run_session(main, credentials)
+
+
+async def _show_events(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:
+    """Print what arrives; end the session, with the error that says why, when the client
+    gives up reconnecting."""
+    async for event in client.events():
+        if isinstance(event, LinkState) and not event.connected and not event.retry_in:
+            assert client.gave_up_on is not None  # set before the client says it gave up
+            raise client.gave_up_on
+        if not outgoing.note(event):
+            term.show(event)
+
+
+async def _command_loop(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:
+    """Run the lines typed until the end of input or /quit; a failed command is shown."""
+    while True:
+        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not line:
+            return  # end of input
+        line = line.rstrip("\r\n")  # a script saved on Windows ends its lines with CRLF
+        if not line.strip():
+            continue
+        try:
+            if await _command(client, term, outgoing, line):
+                return
+        except CommandError as exc:
+            term.say(f"! {safe(str(exc))}")
+        except BrokenPipeError:
+            raise  # the output was closed: nothing more can be shown
+        except (ClientError, OSError) as exc:
+            term.say(f"! {safe(explain_failure(exc)[1])}")
+
+
+_NOT_AFTER_MESSAGES = frozenset({"/help", "/quit", "/exit", "/msg"})
+"""Commands that need not wait for the messages typed before them (/msg is one)."""
+
+
+async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line: str) -> bool:
+    """Run one line; True means quit."""
+    if line.startswith("//") or not line.startswith("/"):
+        outgoing.add(line[1:] if line.startswith("//") else line, room=term.room)
+        return False
+    verb, _, rest = line.partition(" ")
+    rest = rest.strip()
+    needed = COMMANDS.get(verb, ("", ""))[0]
+    if len(rest.split(maxsplit=1)) < len(needed.split()):
+        term.say(f"! usage: {verb} {needed}")
+        return False
+    if verb not in _NOT_AFTER_MESSAGES:
+        await outgoing.drained(client)  # it runs after the messages typed before it
+    match verb:
+        case "/quit" | "/exit":
+            return True
+        case "/help":
+            term.say(HELP)
+        case "/join":
+            check_names(room=rest)
+            members = await client.join(rest)
+            term.room = rest
+            term.say(f"* now in {safe(rest)}: {', '.join(safe(m.name) for m in members)}")
+        case "/leave":
+            check_names(room=rest)
+            await client.leave(rest)
+            if term.room == rest:
+                term.room = "general"
+            term.say(f"* left {safe(rest)}; now in {safe(term.room)}")
+        case "/rooms":
+            for room in await client.rooms():
+                mark = "*" if room.joined else " "
+                term.say(f"{mark} {safe(room.name)} ({room.members} members)")
+        case "/who":
+            members = await client.members(term.room)
+            shown = [f"{safe(m.name)}{'' if m.online else ' (offline)'}" for m in members]
+            term.say(f"* in {safe(term.room)}: {', '.join(shown)}")
+        case "/msg":
+            _direct(outgoing, rest)
+        case "/send":
+            await share(client, term, rest)
+        case "/files":
+            for info in await client.files(room=term.room):
+                term.say(f"  {safe(info.file_id)}  {shown_size(info.size):>9}  {safe(info.name)}")
+        case "/get":
+            progress = term.progress(f"getting {rest[:8]}")
+            saved = await while_online(client, partial(client.download, rest, progress=progress))
+            term.say(f"* saved {safe(str(saved))}")
+        case "/history":
+            messages, _ = await client.history(room=term.room, limit=20)
+            for message in messages:
+                term.show(message)
+        case _:
+            term.say(f"! unknown command '{safe(line)}'; /help lists the commands")
+    return False
+
+
+def _direct(outgoing: Outgoing, rest: str) -> None:
+    """/msg USER TEXT."""
+    user, text = rest.split(maxsplit=1)
+    try:
+        check_names(user=user)
+    except CommandError:
+        outgoing.refuse(text)
+        raise
+    outgoing.add(text, to=user)
