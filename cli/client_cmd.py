@@ -11,7 +11,7 @@ from sealchat.cli.login import connection_options
 from sealchat.cli.send_cmd import run_send
 from sealchat.core import fingerprint
 from sealchat.transports.keyfile import public_bytes
-from sealchat.transports.pinning import KnownServers, server_name
+from sealchat.transports.pinning import KnownServers, is_port, server_name
 from sealchat.transports.trio_client import client_key
 
 
@@ -58,10 +58,11 @@ def run_fingerprint(_args: argparse.Namespace) -> int:
 
 def run_trust(args: argparse.Namespace) -> int:
     host, sep, port = args.server.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not host:
         error("give the server as HOST:PORT, e.g. chat.example.org:7878")
         return USAGE
-    name = server_name(host.strip("[]"), int(port))
+    # A bad port is left for pin() to explain.
+    name = server_name(host.strip("[]"), int(port)) if is_port(port) else args.server
     try:
         KnownServers().pin(name, args.fingerprint)
     except ValueError as exc:  # says what is malformed, and how it should look

@@ -638,6 +638,15 @@ def test_trust_says_where_a_server_key_comes_from(tmp_path: Path) -> None:
     assert "'sealchat fingerprint'" not in done.stderr  # that prints this client's own key
 
 
+def test_trust_explains_a_port_that_is_not_one(tmp_path: Path) -> None:
+    # "7²" is a digit string to Python, but no port: explained, not a traceback.
+    for server in ("example.org:7\u00b2", "example.org:0", "example.org:99999"):
+        done = sealchat(tmp_path, "trust", server, GOOD_FP)
+        assert done.returncode == 2, done.stderr
+        assert "the port is not a number from 1 to 65535" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_names_too_long_to_exist_are_explained(server: Running, tmp_path: Path) -> None:
     pin(tmp_path, server)
     room, user = "r" * (MAX_ROOM + 6), "u" * (MAX_USERNAME + 8)
