@@ -11,13 +11,13 @@ import pytest
 
 from sealchat.cli.main import main
 from sealchat.cli.server_cmd import _ensure_demo_account
-from sealchat.core import ConnectionClosed, Membership
+from sealchat.core import ConnectionClosed, Membership, Presence
 from sealchat.core.hub import HubConfig
 from sealchat.transports.blocking import BlockingClient
 from sealchat.transports.passwords import verify_password
 from sealchat.transports.requests import ClientError, LoginFailed
 from sealchat.transports.sqlite_store import SqliteStore
-from tests.servers import KINDS, running_server
+from tests.servers import KINDS, PASSWORD, running_server
 
 T = TypeVar("T")
 
@@ -128,6 +128,39 @@ def test_removing_an_account_logs_its_sessions_out(
             ("general", "carol", False),
         ]
         assert bob.send_message("hello", room="general").id  # everyone else carries on
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_changing_a_password_logs_the_accounts_sessions_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    data_dir = tmp_path / "server"
+    with running_server(kind, data_dir) as server, server.login("bob") as bob:
+        with server.login("carol") as carol, server.login("carol") as carol_elsewhere:
+            new = "the new password\n"
+            assert (
+                user(
+                    data_dir,
+                    "passwd",
+                    "carol",
+                    "--password-stdin",
+                    stdin=new,
+                    monkeypatch=monkeypatch,
+                )
+                == 0
+            )
+            for session in (carol, carol_elsewhere):
+                closed = next_of(session, ConnectionClosed)
+                assert "your password was changed" in closed.reason
+                with pytest.raises(ClientError):
+                    session.send_message("still here?", room="general")
+        seen = [next_of(bob, Presence) for _ in range(2)]  # carol's first login, then this
+        assert [(p.user, p.online) for p in seen] == [("carol", True), ("carol", False)]
+        with pytest.raises(LoginFailed), server.login("carol", PASSWORD):
+            pass
+        with server.login("carol", "the new password") as carol:
+            assert carol.send_message("back", room="general").id
+            assert next_of(bob, Presence) == Presence(user="carol", online=True)
 
 
 def test_a_removed_accounts_name_cannot_be_added_again(

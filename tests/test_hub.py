@@ -35,6 +35,7 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core.hub import (
+    PASSWORD_CHANGED,
     CancelStream,
     Deliver,
     Disconnect,
@@ -587,6 +588,70 @@ def test_a_removed_account_is_logged_out_before_anything_else_of_it_is_handled(
     else:  # its cursor could not be stored any more: nothing of it is handled
         effects = hub.handle(2, Delivered(up_to=1), NOW + 0.1)
     assert Membership(room="general", user="bob", joined=False) in records(effects, 1)
+    assert not hub.is_online("bob")
+
+
+def password_changed_by_an_administrator(data_dir: Path, key: str) -> None:
+    """``sealchat user passwd KEY``: another process, another connection to the database."""
+    with SqliteStore(data_dir) as admin:
+        assert admin.set_password(key, "$argon2id$new")
+
+
+def test_a_password_change_logs_out_every_session_of_the_account(
+    tmp_path: Path, shared_store: SqliteStore
+) -> None:
+    hub = hub_with(shared_store, "alice", "bob", "bob")
+    password_changed_by_an_administrator(tmp_path, "bob")
+    effects = hub.tick(NOW + 1)
+    assert [(e.session, e.reason) for e in effects if isinstance(e, Disconnect)] == [
+        (2, PASSWORD_CHANGED),
+        (3, PASSWORD_CHANGED),
+    ]
+    assert records(effects, 1) == [Presence(user="bob", online=False)]  # as for any logout
+    assert not hub.is_online("bob")
+    logged_in(hub, 4, "bob")  # with the new password, at once
+    assert hub.is_online("bob")
+    assert not [e for e in hub.tick(NOW + 2) if isinstance(e, Disconnect)]
+
+
+def test_a_password_changed_through_the_servers_own_store_logs_out_too(
+    shared_store: SqliteStore,
+) -> None:
+    hub = hub_with(shared_store, "alice", "bob")
+    assert shared_store.set_password("bob", "$argon2id$new")  # no other connection
+    effects = hub.handle(2, Message(text="still me", room="general", client_id="b1"), NOW)
+    assert Disconnect(2, PASSWORD_CHANGED) in effects
+    assert records(effects, 1) == [Presence(user="bob", online=False)]  # not the message
+    assert shared_store.room_history("general", 0, 10) == []
+    assert not hub.is_online("bob")
+
+
+def test_only_the_sessions_from_before_the_change_are_logged_out(
+    tmp_path: Path, shared_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = hub_with(shared_store, "alice", "bob")
+    password_changed_by_an_administrator(tmp_path, "bob")
+    with monkeypatch.context() as late:  # the change commits just after the hub's check
+        late.setattr(shared_store, "password_generations", lambda _keys: None)
+        logged_in(hub, 3, "bob")  # with the new password
+    effects = hub.tick(NOW + 1)
+    assert [e.session for e in effects if isinstance(e, Disconnect)] == [2]
+    assert records(effects, 1) == []  # bob is still online
+    assert hub.is_online("bob")
+
+
+def test_a_password_changed_while_a_login_is_checked_refuses_the_login(
+    tmp_path: Path, shared_store: SqliteStore
+) -> None:
+    hub = hub_with(shared_store, "alice")
+    hub.open_session(2, "10.0.0.2", NOW)
+    (check,) = hub.handle(2, Login(username="bob", password="the old one"), NOW)
+    assert isinstance(check, VerifyPassword)
+    password_changed_by_an_administrator(tmp_path, "bob")
+    hub.tick(NOW + 0.1)  # the hub notices the change before the check ends
+    (reply,) = records(hub.password_verified(2, "bob", True, NOW + 0.2), 2)
+    assert isinstance(reply, LoginRejected)
+    assert "password was changed" in reply.reason
     assert not hub.is_online("bob")
 
 

@@ -479,6 +479,22 @@ def test_a_v1_database_migrates_keeping_its_data_and_retiring_removed_names(
         assert not s.add_user("Carol", "carol", PHC)
 
 
+def test_a_v2_database_migrates_counting_password_changes_from_zero(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
+    conn.executescript("".join(sqlite_store.MIGRATIONS[:2]))
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("INSERT INTO users VALUES ('esha', 'Esha', 'h', 0), ('bob', 'Bob', 'h', 0)")
+    conn.commit()
+    conn.close()
+    with SqliteStore(tmp_path) as s:
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        esha = s.get_user("esha")
+        assert esha is not None
+        assert (esha.name, esha.password_hash, esha.password_generation) == ("Esha", "h", 0)
+        assert s.set_password("esha", PHC)
+        assert s.password_generations(["esha", "bob"]) == {"esha": 1, "bob": 0}
+
+
 def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with SqliteStore(tmp_path) as s:
         add_users(s, "Esha")
@@ -1089,20 +1105,31 @@ def test_a_batch_sqlite_rolled_back_by_itself_deletes_nothing_and_says_so(
     store.write_chunk(other.file_id, 0, data[:60_000])  # from the count the rows hold
 
 
-def test_an_account_removed_by_another_process_is_missing(tmp_path: Path) -> None:
+def test_accounts_changed_by_another_process_are_seen(tmp_path: Path) -> None:
     with SqliteStore(tmp_path) as server:
         add_users(server, "Esha", "Bob")
-        assert server.missing_users(["esha", "bob"]) == []
+        assert server.password_generations(["esha", "bob"]) == {"esha": 0, "bob": 0}
         with sql_statements(server._conn) as statements:
-            assert server.missing_users(["esha", "bob"]) == []
+            assert server.password_generations(["esha", "bob"]) is None
         assert statements == ["PRAGMA data_version"]  # nothing changed: no lookup
         with SqliteStore(tmp_path) as admin:
             assert admin.remove_user("bob")
-        assert server.missing_users(["esha", "bob"]) == ["bob"]
+            assert admin.set_password("esha", "new")
+        assert server.password_generations(["esha", "bob"]) == {"esha": 1}
         with SqliteStore(tmp_path) as admin:
             add_users(admin, "Zed")
         many = [f"user{n}" for n in range(1200)]  # asked about in several queries
-        assert server.missing_users(["zed", *many, "esha"]) == many
+        assert server.password_generations(["zed", *many, "esha"]) == {"zed": 0, "esha": 1}
+
+
+def test_accounts_changed_through_the_same_store_are_seen(store: SqliteStore) -> None:
+    add_users(store, "Esha", "Bob")
+    assert store.password_generations(["esha", "bob"]) == {"esha": 0, "bob": 0}
+    assert store.set_password("bob", "new")
+    assert store.password_generations(["esha", "bob"]) == {"esha": 0, "bob": 1}
+    assert store.password_generations(["esha", "bob"]) is None
+    assert store.remove_user("bob")
+    assert store.password_generations(["esha", "bob"]) == {"esha": 0}
 
 
 def test_unfinished_uploads_come_longest_idle_first(store: SqliteStore, tmp_path: Path) -> None:

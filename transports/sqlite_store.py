@@ -154,7 +154,13 @@ SELECT key, (julianday('now') - 2440587.5) * 86400.0 FROM (
 stay filed under the name. Accounts removed before this version are found by the messages and
 files whose user no longer exists."""
 
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+_SCHEMA_V3 = """
+ALTER TABLE users ADD COLUMN password_generation INTEGER NOT NULL DEFAULT 0;
+"""
+"""Each password change counts up the account's ``password_generation``: the server compares
+it with the one its sessions logged in under and logs out those whose password changed."""
+
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 """Schema scripts; applying ``MIGRATIONS[i]`` takes ``PRAGMA user_version`` from i to i + 1.
 Append new ones, never edit old ones."""
 
@@ -258,6 +264,8 @@ class SqliteStore:
         self._open_uploads: OrderedDict[str, _OpenUpload] = OrderedDict()
         self._unlink_after_commit: list[Path] = []
         self._data_version: int | None = None
+        """SQLite's ``data_version`` when ``password_generations`` last looked; None: look
+        at the next call (this connection changed an account: that moves no version)."""
         self._conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         try:
             self._configure()
@@ -410,9 +418,10 @@ class SqliteStore:
     def get_user(self, key: str) -> UserRow | None:
         """The user with case-folded ``key``, or None."""
         row = self._conn.execute(
-            "SELECT name, key, password_hash FROM users WHERE key = ?", (key,)
+            "SELECT name, key, password_hash, password_generation FROM users WHERE key = ?",
+            (key,),
         ).fetchone()
-        return None if row is None else UserRow(name=row[0], key=row[1], password_hash=row[2])
+        return None if row is None else UserRow(*row)
 
     def add_user(self, name: str, key: str, password_hash: str) -> bool:
         """Register a user; False if ``key`` is taken or retired."""
@@ -430,10 +439,14 @@ class SqliteStore:
         return found.fetchone() is not None
 
     def set_password(self, key: str, password_hash: str) -> bool:
-        """Replace a user's hash; False if there is no such user."""
+        """Replace a user's hash and count up its password generation; False if there is no
+        such user."""
         cur = self._conn.execute(
-            "UPDATE users SET password_hash = ? WHERE key = ?", (password_hash, key)
+            "UPDATE users SET password_hash = ?, password_generation = password_generation + 1 "
+            "WHERE key = ?",
+            (password_hash, key),
         )
+        self._data_version = None  # the next password_generations looks
         return cur.rowcount == 1
 
     def remove_user(self, key: str, *, keep_room: str = "") -> bool:
@@ -447,6 +460,7 @@ class SqliteStore:
             cur = self._conn.execute("DELETE FROM users WHERE key = ?", (key,))
             if cur.rowcount != 1:
                 return False
+            self._data_version = None  # the next password_generations looks
             for unfinished in self.unfinished_uploads(key):  # nobody can ever finish them
                 self.delete_file(unfinished.file_id)
             self._conn.execute(
@@ -463,22 +477,27 @@ class SqliteStore:
         """Display names of all users, ordered by key."""
         return [r[0] for r in self._conn.execute("SELECT name FROM users ORDER BY key")]
 
-    def missing_users(self, keys: Collection[str]) -> list[str]:
-        """Those of ``keys`` that have no account any more. Only another connection (such as
-        ``sealchat user remove``) can have removed one: while SQLite's ``data_version`` says
-        none has committed since the last call, the answer is ``[]`` without a query."""
+    def password_generations(self, keys: Collection[str]) -> dict[str, int] | None:
+        """The password generation of each of ``keys`` that still has an account (a removed
+        one is left out), or None at once if no account can have changed since the last
+        call: SQLite's ``data_version`` says that no other connection (such as ``sealchat
+        user passwd``) has committed since, and this one has changed no password and removed
+        no account."""
         (version,) = self._conn.execute("PRAGMA data_version").fetchone()
         if version == self._data_version:
-            return []
+            return None
         self._data_version = version
         wanted = list(keys)
-        found: set[str] = set()
+        found: dict[str, int] = {}
         for start in range(0, len(wanted), _KEYS_PER_QUERY):
             some = wanted[start : start + _KEYS_PER_QUERY]
             marks = ",".join("?" * len(some))
-            rows = self._conn.execute(f"SELECT key FROM users WHERE key IN ({marks})", some)  # noqa: S608
-            found.update(row[0] for row in rows)
-        return [key for key in wanted if key not in found]
+            rows = self._conn.execute(
+                f"SELECT key, password_generation FROM users WHERE key IN ({marks})",  # noqa: S608
+                some,
+            )
+            found.update(rows)
+        return found
 
     # -- rooms -----------------------------------------------------------------------------
 

@@ -12,11 +12,19 @@ from sealchat.core.hub.effects import (
     StreamFile,
     VerifyPassword,
 )
-from sealchat.core.hub.hub import GENERIC_LOGIN_FAILURE, HandlingFailed, Hub
+from sealchat.core.hub.hub import (
+    ACCOUNT_REMOVED,
+    GENERIC_LOGIN_FAILURE,
+    PASSWORD_CHANGED,
+    HandlingFailed,
+    Hub,
+)
 from sealchat.core.hub.store import DuplicateMessage, Store, StoredFile, StoredMessage, UserRow
 
 __all__ = [
+    "ACCOUNT_REMOVED",
     "GENERIC_LOGIN_FAILURE",
+    "PASSWORD_CHANGED",
     "CancelStream",
     "Deliver",
     "Disconnect",

@@ -71,6 +71,8 @@ from sealchat.core.records import (
 )
 
 GENERIC_LOGIN_FAILURE = "invalid username or password"
+PASSWORD_CHANGED = "your password was changed; log in again with the new one"  # noqa: S105
+ACCOUNT_REMOVED = "your account was removed"
 HISTORY_REF = ":history"
 FILES_REF = ":files"
 TYPING_REF = ":typing"
@@ -104,6 +106,9 @@ class Session:
     key: str = ""
     name: str = ""
     login_pending: bool = False
+    password_generation: int = 0
+    """The account's password generation when its hash was read for this login: a session
+    whose account has another one now logged in with a password that was changed since."""
     uploads: dict[int, Upload] = field(default_factory=dict)
     downloads: set[int] = field(default_factory=set)
     stopping: set[int] = field(default_factory=set)
@@ -130,8 +135,8 @@ class _Conversation:
 class HandlingFailed(Exception):
     """Handling a record, or committing what it wrote, raised (the cause is chained).
     ``effects`` are those that stand: of the records handled before it in the same call
-    (stored), or only the logouts of removed accounts if the commit failed. The driver runs
-    them, then ends the session."""
+    (stored), or only the logouts of removed or changed accounts if the commit failed. The
+    driver runs them, then ends the session."""
 
     def __init__(self, effects: list[Effect]) -> None:
         super().__init__("the hub failed to handle a record")
@@ -168,7 +173,7 @@ class Hub:
 
     def close_session(self, session: SessionId, now: float) -> list[Effect]:
         """The connection is gone. Uploads stay resumable; presence may change."""
-        effects = self._log_out_removed(now)  # its room-mates are told while it is known
+        effects = self._log_out_changed_accounts()  # room-mates are told while it is known
         return effects + self._close(session, self._presence_audience)
 
     def _close(self, session: SessionId, audience: Callable[[str], set[str]]) -> list[Effect]:
@@ -211,9 +216,10 @@ class Hub:
         If a record fails, the ones after it are not handled, what was written is committed
         (the hub's state in memory has moved on with it) and ``HandlingFailed`` carries the
         effects of the records before it: stored, so they are to be run. If the commit itself
-        fails, ``HandlingFailed`` carries only the logouts of accounts removed meanwhile
-        (which write nothing): nothing else is to be acknowledged."""
-        logouts = self._log_out_removed(now)  # before a record of theirs is handled
+        fails, ``HandlingFailed`` carries only the logouts of accounts removed or whose
+        password changed meanwhile (which write nothing): nothing else is to be
+        acknowledged."""
+        logouts = self._log_out_changed_accounts()  # before a record of theirs is handled
         effects = list(logouts)
         try:
             with self.store.batch():  # commits also when the block raises
@@ -302,6 +308,7 @@ class Hub:
             return [HashPassword(state.id, record.username, record.password)]
         user = self.store.get_user(key)
         state.login_pending = True
+        state.password_generation = 0 if user is None else user.password_generation
         return [
             VerifyPassword(
                 state.id,
@@ -363,6 +370,9 @@ class Hub:
         if blocked is not None:
             return [self._reply(state, blocked)]
         user = self.store.get_user(key) if ok else None
+        if user is not None and user.password_generation != state.password_generation:
+            reason = "the password was changed while it was checked; log in again"
+            return [self._reply(state, LoginRejected(reason=reason))]
         if user is None:
             wait = 0.0
             for backoff in (self._user_failures[key], self._address_failures[state.address]):
@@ -670,8 +680,8 @@ class Hub:
 
     def tick(self, now: float) -> list[Effect]:
         """Expire typing notices not refreshed in time, close connections that never logged
-        in, log out the sessions of accounts removed meanwhile, and forget old login
-        failures."""
+        in, log out the sessions of accounts removed or whose password changed meanwhile,
+        and forget old login failures."""
         horizon = now - 2 * self.config.login_backoff_max  # outlives the longest block
         for failures in (self._user_failures, self._address_failures):
             for stale in [k for k, b in failures.items() if b.last_failure < horizon]:
@@ -687,7 +697,7 @@ class Hub:
             del self._sessions[session]  # forgotten now; the driver closes the connection
             reason = f"log in within {self.config.login_timeout:g} s of connecting"
             effects.append(Disconnect(session, reason))
-        effects += self._log_out_removed(now)
+        effects += self._log_out_changed_accounts()
         expired = [slot for slot, deadline in self._typing.items() if deadline <= now]
         for key, where in expired:
             del self._typing[key, where]
@@ -695,14 +705,24 @@ class Hub:
             effects += self._to_conversation_except_user(key, where, notice)
         return effects
 
-    def _log_out_removed(self, now: float) -> list[Effect]:
-        """Log out the sessions of accounts removed (by another process: ``sealchat user
-        remove``) while they were online; checked before anything else the hub does, so
-        that nothing of theirs is handled after the removal. Cheap while nothing but the
-        hub writes to the store."""
+    def _log_out_changed_accounts(self) -> list[Effect]:
+        """Log out the sessions of accounts removed, and those logged in before a password
+        change, by another process (``sealchat user remove`` or ``passwd``) or through the
+        store, while they were online; checked before anything else the hub does, so that
+        nothing of theirs is handled after the change. Cheap while no account changes."""
+        generations = self.store.password_generations(self._online.keys())
+        if generations is None:
+            return []
         effects: list[Effect] = []
-        for key in self.store.missing_users(self._online.keys()):
-            effects += self._account_removed(key)
+        for key in list(self._online):
+            generation = generations.get(key)
+            if generation is None:
+                effects += self._account_removed(key)
+                continue
+            for session in list(self._online[key]):
+                if self._sessions[session].password_generation != generation:
+                    effects += self._close(session, self._presence_audience)
+                    effects.append(Disconnect(session, PASSWORD_CHANGED))
         return effects
 
     def _account_removed(self, key: str) -> list[Effect]:
@@ -717,7 +737,7 @@ class Hub:
             effects += self._membership_changed(room, key, joined=False)
         for session in list(self._online[key]):
             effects += self._close(session, lambda _key: audience)
-            effects.append(Disconnect(session, "your account was removed"))
+            effects.append(Disconnect(session, ACCOUNT_REMOVED))
         return effects
 
     def next_deadline(self) -> float | None:

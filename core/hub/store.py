@@ -27,11 +27,13 @@ class DuplicateMessage(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class UserRow:
-    """A registered user: display name, case-folded key and Argon2id PHC hash."""
+    """A registered user: display name, case-folded key, Argon2id PHC hash and password
+    generation (counted up by each password change)."""
 
     name: str
     key: str
     password_hash: str
+    password_generation: int = 0
 
     def __repr__(self) -> str:
         return f"UserRow(name={self.name!r})"
@@ -98,17 +100,22 @@ class Store(Protocol):
         that account's direct messages and files stay filed under it."""
         ...
 
-    def set_password(self, key: str, password_hash: str) -> bool: ...
+    def set_password(self, key: str, password_hash: str) -> bool:
+        """Replace the user's hash and count up its password generation; False if there is
+        no such user."""
+        ...
+
     def remove_user(self, key: str, *, keep_room: str = "") -> bool:
         """Delete the user (their messages and files stay) and retire ``key``; False if there
         is no such user."""
         ...
 
     def list_users(self) -> list[str]: ...
-    def missing_users(self, keys: Collection[str]) -> list[str]:
-        """Those of ``keys`` that have no account any more (removed by an administrator
-        while the server runs); may answer ``[]`` at once if nothing but this store has
-        written to the database since the last call."""
+    def password_generations(self, keys: Collection[str]) -> dict[str, int] | None:
+        """The password generation of each of ``keys`` that still has an account (one
+        removed meanwhile is left out); may answer None at once if no account can have
+        changed since the last call (nothing but this store has written to the database,
+        and it changed no password and removed no account)."""
         ...
 
     # rooms and memberships (rooms by their exact name; members by user key)
