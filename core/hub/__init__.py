@@ -1,5 +1,6 @@
 """The chat hub: the server's logic, pure, driven by the trio and the threaded servers."""
 
+from sealchat.core.hub.accounts import ACCOUNT_REMOVED, PASSWORD_CHANGED
 from sealchat.core.hub.batching import ends_batch
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import (
@@ -12,13 +13,8 @@ from sealchat.core.hub.effects import (
     StreamFile,
     VerifyPassword,
 )
-from sealchat.core.hub.hub import (
-    ACCOUNT_REMOVED,
-    GENERIC_LOGIN_FAILURE,
-    PASSWORD_CHANGED,
-    HandlingFailed,
-    Hub,
-)
+from sealchat.core.hub.hub import HandlingFailed, Hub
+from sealchat.core.hub.logins import GENERIC_LOGIN_FAILURE
 from sealchat.core.hub.store import DuplicateMessage, Store, StoredFile, StoredMessage, UserRow
 
 __all__ = [

@@ -54,3 +54,21 @@ class Backoff:
             # The exponent is bounded: a float overflows past 2**1023 (many concurrent
             # failures can be counted before the block is seen).
             self.blocked_until = now + min(cap, base * 2.0 ** min(over, 64))
+
+
+class Allowances:
+    """A token bucket per user, full when first asked for."""
+
+    __slots__ = ("_buckets", "_burst", "_rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def of(self, key: str, now: float) -> TokenBucket:
+        """User ``key``'s bucket."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket.full(self._rate, self._burst, now)
+        return bucket

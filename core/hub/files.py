@@ -1,0 +1,249 @@
+"""File transfers: offers, chunks, completion, refusals, downloads, listings, visibility."""
+
+from __future__ import annotations
+
+from sealchat.core.hub.config import HubConfig
+from sealchat.core.hub.effects import CancelStream, Effect, SessionId, StreamFile
+from sealchat.core.hub.outgoing import FILES_REF, file_info, message_record, pages, reply
+from sealchat.core.hub.ratelimit import Allowances
+from sealchat.core.hub.roster import Roster
+from sealchat.core.hub.session import Conversation, Session, Upload
+from sealchat.core.hub.store import Store, StoredFile
+from sealchat.core.records import (
+    Error,
+    FileAccept,
+    FileChunk,
+    FileComplete,
+    FileList,
+    FileOffer,
+    FileReject,
+    FileRequest,
+    ListFiles,
+)
+
+
+class Files:
+    """Uploads and downloads of every session, the files stored and who may see them."""
+
+    def __init__(
+        self, store: Store, config: HubConfig, roster: Roster, allowances: Allowances
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._roster = roster
+        self._allowances = allowances
+        self._uploading: set[str] = set()
+        """Files that a transfer is writing right now: one writer per partial file."""
+
+    def offer(self, state: Session, record: FileOffer, now: float) -> list[Effect]:
+        """A FileOffer: an upload starts (or resumes), or is refused."""
+        transfer = record.transfer
+
+        def reject(reason: str) -> list[Effect]:
+            return [reply(state, FileReject(transfer=transfer, reason=reason))]
+
+        where = self._roster.conversation(state, record.room, record.to, str(transfer))
+        if isinstance(where, Error):
+            return reject(where.detail)
+        if not record.name:
+            return reject("a file needs a name")
+        if _in_use(state, transfer):
+            return reject(f"transfer {transfer} is already in use")
+        if len(state.uploads) + len(state.downloads) >= self.config.max_transfers:
+            return reject(f"at most {self.config.max_transfers} transfers at a time")
+        if record.size > self.config.max_file_size:
+            return reject(
+                f"file too large: {record.size} bytes; the limit is "
+                f"{self.config.max_file_size} bytes"
+            )
+        partial = self.store.find_partial_upload(
+            state.key, record.sha256, record.size, where.room, where.peer_key
+        )
+        if partial is not None and partial.file_id in self._uploading:
+            return reject("this file is already being sent in another transfer; wait for it")
+        if partial is None:
+            # A refused offer changes nothing: the checks first, then the token, then room.
+            displaced = self._displaced_by_an_upload(state.key)
+            used = self.store.usage(state.key)
+            if used - sum(f.size for f in displaced) + record.size > self.config.user_quota:
+                return reject(
+                    f"over quota: you use {used} of {self.config.user_quota} bytes; "
+                    f"this file needs {record.size}"
+                )
+            if not self._allowances.of(state.key, now).take(now):
+                return reject("slow down: too many new files; try again in a moment")
+            for file in displaced:
+                self._discard_partial(file)
+            partial = self.store.create_file(
+                owner_key=state.key,
+                name=record.name,
+                size=record.size,
+                sha256=record.sha256,
+                room=where.room,
+                to_key=where.peer_key,
+                ts=now,
+            )
+        state.uploads[transfer] = Upload(file=partial, received=partial.received)
+        self._uploading.add(partial.file_id)
+        accept = FileAccept(transfer=transfer, file_id=partial.file_id, offset=partial.received)
+        return [reply(state, accept)]
+
+    def _displaced_by_an_upload(self, key: str) -> list[StoredFile]:
+        """The unfinished uploads of the user that a new one displaces: the longest idle not
+        in progress, down to one less than the limit (each keeps a row and a partial file
+        for a resume that may never come)."""
+        unfinished = self.store.unfinished_uploads(key)
+        idle = [f for f in unfinished if f.file_id not in self._uploading]
+        return idle[: max(0, len(unfinished) - self.config.max_unfinished_uploads + 1)]
+
+    def chunk(self, state: Session, record: FileChunk) -> list[Effect]:
+        """A FileChunk of an upload in progress: stored, or the upload ends."""
+        upload = state.uploads.get(record.transfer)
+        if upload is None:
+            reason = f"no upload {record.transfer} in progress"
+            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        if record.offset != upload.received:
+            reason = f"chunk at {record.offset}, expected {upload.received}; resume to continue"
+        elif upload.received + len(record.data) > upload.file.size:
+            reason = f"more data than the {upload.file.size} bytes offered"
+        else:
+            try:
+                upload.received = self.store.write_chunk(
+                    upload.file.file_id, record.offset, record.data
+                )
+            except (OSError, ValueError):
+                reason = "the server could not store the chunk; resume to continue"
+            else:
+                return []
+        self.end_upload(state, record.transfer)  # the stored part stays: resume from there
+        return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
+
+    def end_upload(self, state: Session, transfer: int) -> Upload | None:
+        """Stop the upload ``transfer`` of ``state`` (its stored part stays, to resume)."""
+        upload = state.uploads.pop(transfer, None)
+        if upload is not None:
+            self._uploading.discard(upload.file.file_id)
+            self.store.release_upload(upload.file.file_id)
+        return upload
+
+    def _discard_partial(self, file: StoredFile) -> None:
+        """Delete an upload that will not be resumed (never a complete file)."""
+        current = self.store.get_file(file.file_id)
+        if current is not None and not current.complete:
+            self.store.delete_file(file.file_id)
+            if file.room:
+                self._roster.drop_room_if_unused(file.room)
+
+    def complete(self, state: Session, record: FileComplete, now: float) -> list[Effect]:
+        """A FileComplete: the file is checked, stored and announced, or refused."""
+        upload = self.end_upload(state, record.transfer)
+        if upload is None:
+            reason = f"no upload {record.transfer} in progress"
+            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        file = upload.file
+        if upload.received != file.size or record.sha256 != file.sha256:
+            self._discard_partial(file)
+            reason = "the file did not arrive intact (size or SHA-256 differs); send it again"
+            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        if file.room and state.key not in self._roster.member_set(file.room):  # left meanwhile
+            reason = (
+                f"you left {file.room}; join it again and send the file again to share it "
+                "there (it is kept: nothing is sent twice)"
+            )
+            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        if not self.store.complete_file(file.file_id):
+            reason = "the stored file's SHA-256 differs from the offer; send it again"
+            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        recipient = self.store.get_user(file.to_key) if file.to_key else None
+        peer = recipient.name if recipient is not None else ""
+        stored = self.store.append_message(
+            ts=now,
+            sender_key=state.key,
+            sender=state.name,
+            room=file.room,
+            to_key=file.to_key,
+            to=peer,
+            text="",
+            client_id="",
+            file_id=file.file_id,
+        )
+        announcement = message_record(self.store, stored)
+        where = Conversation(room=file.room, peer_key=file.to_key, peer=peer)
+        effects: list[Effect] = [reply(state, announcement)]
+        effects += self._roster.to_conversation(state, where, announcement)
+        return effects
+
+    def refuse(self, state: Session, record: FileReject) -> list[Effect]:
+        """A FileReject: the client cancels an upload or refuses a download."""
+        upload = self.end_upload(state, record.transfer)
+        if upload is not None:  # the client cancelled its upload
+            self._discard_partial(upload.file)
+            return []
+        if record.transfer in state.downloads:
+            state.downloads.discard(record.transfer)
+            state.stopping.add(record.transfer)
+            return [CancelStream(state.id, record.transfer)]
+        return []
+
+    def download(self, state: Session, record: FileRequest) -> list[Effect]:
+        """A FileRequest: the file is streamed to the session, or refused."""
+        transfer = record.transfer
+
+        def reject(reason: str) -> list[Effect]:
+            return [reply(state, FileReject(transfer=transfer, reason=reason))]
+
+        file = self.store.get_file(record.file_id)
+        if file is None or not file.complete or not self._may_see(state.key, file):
+            return reject(f"there is no file {record.file_id} that you can see")
+        if _in_use(state, transfer):
+            return reject(f"transfer {transfer} is already in use")
+        if len(state.uploads) + len(state.downloads) >= self.config.max_transfers:
+            return reject(f"at most {self.config.max_transfers} transfers at a time")
+        if record.offset > file.size:
+            return reject(f"offset {record.offset} is past the end ({file.size} bytes)")
+        state.downloads.add(transfer)
+        offer = FileOffer(
+            transfer=transfer,
+            name=file.name,
+            size=file.size,
+            sha256=file.sha256,
+            room=file.room,
+            file_id=file.file_id,
+            offset=record.offset,
+        )
+        return [
+            reply(state, offer),
+            StreamFile(state.id, transfer, file.file_id, record.offset, file.size, file.sha256),
+        ]
+
+    def stream_finished(self, session: SessionId, transfer: int) -> None:
+        """The driver finished (or abandoned) a StreamFile."""
+        state = self._roster.sessions.get(session)
+        if state is not None:
+            state.downloads.discard(transfer)
+            state.stopping.discard(transfer)
+
+    def list_files(self, state: Session, record: ListFiles) -> list[Effect]:
+        """A ListFiles: the complete files of a conversation, in pages."""
+        where = self._roster.conversation(state, record.room, record.peer, FILES_REF)
+        if isinstance(where, Error):
+            return [reply(state, where)]
+        if where.room:
+            files = self.store.files_for_room(where.room)
+        else:
+            files = self.store.files_between(state.key, where.peer_key)
+        infos = [file_info(f) for f in files if f.complete]
+        return [
+            reply(state, FileList(room=record.room, peer=record.peer, files=page, more=more))
+            for page, more in pages(infos)
+        ]
+
+    def _may_see(self, key: str, file: StoredFile) -> bool:
+        if file.room:
+            return key in self._roster.member_set(file.room)
+        return key in (file.owner_key, file.to_key)
+
+
+def _in_use(state: Session, transfer: int) -> bool:
+    """Whether ``transfer`` names an upload or download of ``state`` that has not ended."""
+    return transfer in state.uploads or transfer in state.downloads or transfer in state.stopping

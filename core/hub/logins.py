@@ -1,0 +1,209 @@
+"""Logins and registrations, with their throttling: back-off after failures, a cap on checks
+in progress per address, a time limit for logging in."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+
+from sealchat.core.hub.config import HubConfig
+from sealchat.core.hub.effects import Disconnect, Effect, HashPassword, SessionId, VerifyPassword
+from sealchat.core.hub.names import user_key, username_problem
+from sealchat.core.hub.outgoing import pages, reply
+from sealchat.core.hub.ratelimit import Backoff
+from sealchat.core.hub.roster import Roster
+from sealchat.core.hub.session import Session
+from sealchat.core.hub.store import Store
+from sealchat.core.records import (
+    Authenticated,
+    Login,
+    LoginRejected,
+    OnlineUsers,
+    Presence,
+    Register,
+)
+
+GENERIC_LOGIN_FAILURE = "invalid username or password"
+KNOWN_ADDRESSES = 8
+"""Addresses remembered per user as ones it logged in from (the latest)."""
+
+
+class Logins:
+    """Login and Register records, the password checks' outcomes, and what a login sends."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: HubConfig,
+        roster: Roster,
+        replay: Callable[[Session], list[Effect]],
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._roster = roster
+        self._replay = replay
+        """The first page of what the user missed, sent after the login."""
+        self._user_failures: dict[str, Backoff] = defaultdict(Backoff)
+        self._address_failures: dict[str, Backoff] = defaultdict(Backoff)
+        self._known_addresses: dict[str, OrderedDict[str, None]] = {}
+        """Per user, the latest addresses it logged in from: the user's back-off does not
+        apply there, so failures from elsewhere cannot lock the user out of them."""
+
+    def login(self, state: Session, record: Login | Register, now: float) -> list[Effect]:
+        """A Login or Register record: the password check to run, or a refusal."""
+        if state.key or state.login_pending:
+            return [reply(state, LoginRejected(reason="a login is already in progress"))]
+        key = user_key(record.username)
+        blocked = self._blocked(key, state.address, now)
+        if blocked is not None:
+            return [reply(state, blocked)]
+        pending = sum(
+            1
+            for s in self._roster.sessions.values()
+            if s.login_pending and s.address == state.address
+        )
+        if pending >= self.config.max_pending_logins:
+            reason = "too many logins in progress from your address; try again in a moment"
+            return [reply(state, LoginRejected(reason=reason, retry_after=1.0))]
+        if isinstance(record, Register):
+            problem = self._registration_problem(record)
+            if problem:
+                return [reply(state, LoginRejected(reason=problem))]
+            state.login_pending = True
+            return [HashPassword(state.id, record.username, record.password)]
+        user = self.store.get_user(key)
+        state.login_pending = True
+        state.password_generation = 0 if user is None else user.password_generation
+        return [
+            VerifyPassword(
+                state.id,
+                record.username,
+                record.password,
+                None if user is None else user.password_hash,
+            )
+        ]
+
+    def _blocked(self, key: str, address: str, now: float) -> LoginRejected | None:
+        """The refusal to give while the user (except at an address it logged in from
+        before) or the address is backing off, if it is."""
+        known = address in self._known_addresses.get(key, ())
+        user = None if known else self._user_failures.get(key)
+        backoffs = (user, self._address_failures.get(address))
+        wait = max((b.wait(now) for b in backoffs if b is not None), default=0.0)
+        if wait <= 0:
+            return None
+        reason = f"too many failed attempts; try again in {wait:.0f} s"
+        return LoginRejected(reason=reason, retry_after=wait)
+
+    def _registration_problem(self, record: Register) -> str | None:
+        if not self.config.open_registration:
+            return "registration is closed on this server; ask its operator for an account"
+        problem = username_problem(record.username)
+        if problem:
+            return problem
+        key = user_key(record.username)
+        if self.store.get_user(key) is not None or self.store.is_retired(key):
+            return "that user name is taken"  # retired too: a removed account's DMs keep it
+        if len(record.password) < self.config.min_password_chars:
+            return f"a password needs at least {self.config.min_password_chars} characters"
+        return None
+
+    def password_hashed(
+        self, session: SessionId, username: str, password_hash: str, now: float
+    ) -> list[Effect]:
+        """The outcome of a HashPassword effect: create the account and log in."""
+        state = self._roster.sessions.get(session)
+        if state is None or not state.login_pending:
+            return []
+        state.login_pending = False
+        if not self.store.add_user(username, user_key(username), password_hash):
+            return [reply(state, LoginRejected(reason="that user name is taken"))]
+        return self._log_in(state, username, now)
+
+    def password_verified(
+        self, session: SessionId, username: str, ok: bool, now: float
+    ) -> list[Effect]:
+        """The outcome of a VerifyPassword effect for ``username``."""
+        state = self._roster.sessions.get(session)
+        if state is None or not state.login_pending:
+            return []
+        state.login_pending = False
+        key = user_key(username)
+        # Checks that ran side by side were all allowed to start: a block that one of them
+        # caused applies to the others' results too.
+        blocked = self._blocked(key, state.address, now)
+        if blocked is not None:
+            return [reply(state, blocked)]
+        user = self.store.get_user(key) if ok else None
+        if user is not None and user.password_generation != state.password_generation:
+            reason = "the password was changed while it was checked; log in again"
+            return [reply(state, LoginRejected(reason=reason))]
+        if user is None:
+            wait = 0.0
+            for backoff in (self._user_failures[key], self._address_failures[state.address]):
+                backoff.fail(
+                    now,
+                    free=self.config.free_login_failures,
+                    base=self.config.login_backoff_base,
+                    cap=self.config.login_backoff_max,
+                )
+                wait = max(wait, backoff.wait(now))
+            rejected = LoginRejected(reason=GENERIC_LOGIN_FAILURE, retry_after=wait)
+            return [reply(state, rejected)]
+        return self._log_in(state, user.name, now)
+
+    def _log_in(self, state: Session, name: str, now: float) -> list[Effect]:
+        key = user_key(name)
+        # The user's count goes, unless this login came through its block at a known address:
+        # guesses elsewhere stay throttled. The address keeps its own count: one account of an
+        # attacker's must not wipe the failures of its guesses.
+        failures = self._user_failures.get(key)
+        if failures is None or not failures.wait(now):
+            self._user_failures.pop(key, None)
+        state.key, state.name = key, name
+        known = self._known_addresses.setdefault(key, OrderedDict())
+        known[state.address] = None
+        known.move_to_end(state.address)
+        if len(known) > KNOWN_ADDRESSES:
+            known.popitem(last=False)
+        roster = self._roster
+        roster.names[key] = name
+        first_session = key not in roster.online
+        roster.online[key].add(state.id)
+        effects: list[Effect] = [reply(state, Authenticated(username=name))]
+        default = self.config.default_room
+        if self.store.add_member(default, key):
+            roster.member_set(default).add(key)
+            effects += roster.membership_changed(default, key, joined=True)
+        if first_session:
+            effects += roster.to_presence_audience(key, Presence(user=name, online=True))
+        effects += self._online_users(state)
+        state.replay_from = self.store.get_cursor(key)
+        state.replay_until = self.store.last_message_id()
+        effects += self._replay(state)
+        return effects
+
+    def _online_users(self, state: Session) -> list[Effect]:
+        roster = self._roster
+        users = sorted(
+            roster.names[k] for k in roster.presence_audience(state.key) if k in roster.online
+        )
+        return [reply(state, OnlineUsers(users=page, more=more)) for page, more in pages(users)]
+
+    def expire(self, now: float) -> list[Effect]:
+        """Forget old login failures; close the connections that never logged in in time."""
+        horizon = now - 2 * self.config.login_backoff_max  # outlives the longest block
+        for failures in (self._user_failures, self._address_failures):
+            for stale in [k for k, b in failures.items() if b.last_failure < horizon]:
+                del failures[stale]
+        sessions = self._roster.sessions
+        late = now - self.config.login_timeout
+        idle = [
+            s.id for s in sessions.values() if not s.key and not s.login_pending and s.opened < late
+        ]
+        effects: list[Effect] = []
+        for session in idle:
+            del sessions[session]  # forgotten now; the driver closes the connection
+            reason = f"log in within {self.config.login_timeout:g} s of connecting"
+            effects.append(Disconnect(session, reason))
+        return effects

@@ -1,0 +1,106 @@
+"""Rooms: joining, leaving and listing them and their members."""
+
+from __future__ import annotations
+
+from sealchat.core.hub.config import HubConfig
+from sealchat.core.hub.effects import Effect
+from sealchat.core.hub.names import room_problem, user_key
+from sealchat.core.hub.outgoing import error, pages, reply
+from sealchat.core.hub.ratelimit import Allowances
+from sealchat.core.hub.roster import Roster
+from sealchat.core.hub.session import Session
+from sealchat.core.hub.store import Store
+from sealchat.core.records import (
+    JoinRoom,
+    LeaveRoom,
+    ListMembers,
+    MemberInfo,
+    Members,
+    RoomInfo,
+    RoomJoined,
+    RoomLeft,
+    RoomList,
+)
+
+
+class Rooms:
+    """The room records of sessions: JoinRoom, LeaveRoom, ListRooms and ListMembers."""
+
+    def __init__(
+        self, store: Store, config: HubConfig, roster: Roster, allowances: Allowances
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._roster = roster
+        self._allowances = allowances
+
+    def join(self, state: Session, record: JoinRoom, now: float) -> list[Effect]:
+        """Join (creating) a room; its members are listed either way."""
+        room = record.room
+        problem = room_problem(room)
+        if problem:
+            return [error(state, "bad_room", problem, room)]
+        roster = self._roster
+        if state.key in roster.member_set(room):
+            return [
+                roster.to_user(state.key, RoomJoined(room=room)),
+                *self._members_of(state, room),
+            ]
+        if len(self.store.rooms_of(state.key)) >= self.config.max_rooms_per_user:
+            return [
+                error(
+                    state,
+                    "too_many_rooms",
+                    f"you are in {self.config.max_rooms_per_user} rooms already; leave one first",
+                    room,
+                )
+            ]
+        if not self._allowances.of(state.key, now).take(now):  # each notifies every member
+            return [error(state, "rate_limited", "slow down: too many joins", room)]
+        self.store.ensure_room(room)
+        effects: list[Effect] = []
+        if self.store.add_member(room, state.key):
+            roster.member_set(room).add(state.key)
+            effects += roster.membership_changed(room, state.key, joined=True)
+        effects.append(roster.to_user(state.key, RoomJoined(room=room)))
+        effects += self._members_of(state, room)
+        return effects
+
+    def leave(self, state: Session, record: LeaveRoom, now: float) -> list[Effect]:
+        """Leave a room (not the default one); one left unused is gone."""
+        room = record.room
+        roster = self._roster
+        if room == self.config.default_room:
+            return [error(state, "cannot_leave", f"everyone stays in {room}", room)]
+        if state.key not in roster.member_set(room):
+            return [error(state, "not_member", f"you are not in {room}", room)]
+        if not self._allowances.of(state.key, now).take(now):  # each notifies every member
+            return [error(state, "rate_limited", "slow down: too many leaves", room)]
+        self.store.remove_member(room, state.key)
+        roster.member_set(room).discard(state.key)
+        roster.drop_room_if_unused(room)
+        effects: list[Effect] = [roster.to_user(state.key, RoomLeft(room=room))]
+        effects += roster.membership_changed(room, state.key, joined=False)
+        return effects
+
+    def list_rooms(self, state: Session) -> list[Effect]:
+        """Every room with its member count and whether the user is in it, in pages."""
+        mine = set(self.store.rooms_of(state.key))
+        rooms = [
+            RoomInfo(name=name, members=count, joined=name in mine)
+            for name, count in self.store.rooms()
+        ]
+        return [reply(state, RoomList(rooms=page, more=more)) for page, more in pages(rooms)]
+
+    def list_members(self, state: Session, record: ListMembers) -> list[Effect]:
+        """The members of a room the user is in."""
+        if state.key not in self._roster.member_set(record.room):
+            return [error(state, "not_member", f"you are not in {record.room}", record.room)]
+        return self._members_of(state, record.room)
+
+    def _members_of(self, state: Session, room: str) -> list[Effect]:
+        members = sorted(self.store.members(room), key=str.lower)
+        infos = [MemberInfo(name=n, online=user_key(n) in self._roster.online) for n in members]
+        return [
+            reply(state, Members(room=room, members=page, more=more)) for page, more in pages(infos)
+        ]

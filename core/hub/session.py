@@ -1,0 +1,52 @@
+"""The hub's state per connection, and where a record is going."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sealchat.core.hub.effects import SessionId
+from sealchat.core.hub.store import StoredFile
+
+
+@dataclass(slots=True)
+class Upload:
+    """An upload in progress on one session."""
+
+    file: StoredFile
+    received: int
+
+
+@dataclass(slots=True)
+class Session:
+    """One authenticated or authenticating connection."""
+
+    id: SessionId
+    address: str
+    opened: float = 0.0
+    key: str = ""
+    name: str = ""
+    login_pending: bool = False
+    password_generation: int = 0
+    """The account's password generation when its hash was read for this login: a session
+    whose account has another one now logged in with a password that was changed since."""
+    uploads: dict[int, Upload] = field(default_factory=dict)
+    downloads: set[int] = field(default_factory=set)
+    stopping: set[int] = field(default_factory=set)
+    """Downloads the client cancelled whose stream the driver has not yet ended: their
+    numbers stay in use (late chunks must not pass for a new transfer's) though their slots
+    are free."""
+    replay_from: int = 0
+    """The replay after login has sent every missed message up to this id."""
+    replay_until: int = 0
+    """The replay covers ids up to this one (the newest at login: later ones arrive live);
+    0 once the replay is over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """Where a message, typing notice or file goes: a room, or the direct conversation
+    between two users (``peer_key``/``peer`` is the other user)."""
+
+    room: str = ""
+    peer_key: str = ""
+    peer: str = ""
