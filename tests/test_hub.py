@@ -655,6 +655,22 @@ def test_a_password_changed_while_a_login_is_checked_refuses_the_login(
     assert not hub.is_online("bob")
 
 
+def test_a_registration_after_a_failed_login_keeps_its_session_at_any_account_change(
+    store: SqliteStore,
+) -> None:
+    assert store.set_password("alice", "$argon2id$new")  # alice is at generation 1
+    hub = Hub(store, HubConfig(open_registration=True))
+    hub.open_session(1, "10.0.0.1", NOW)
+    hub.handle(1, Login(username="alice", password="a guess"), NOW)
+    hub.password_verified(1, "alice", False, NOW)
+    hub.handle(1, Register(username="carol", password="longenough"), NOW)
+    hub.password_hashed(1, "carol", "$argon2id$fake", NOW)
+    assert hub.is_online("carol")
+    assert store.set_password("bob", "$argon2id$new")  # someone else's
+    assert not [e for e in hub.tick(NOW + 1) if isinstance(e, Disconnect)]
+    assert hub.is_online("carol")
+
+
 def test_a_refused_offer_discards_no_unfinished_upload(store: SqliteStore) -> None:
     hub = hub_with(store, "alice", config=HubConfig(max_unfinished_uploads=1, user_quota=100))
     data = bytes(range(50))

@@ -70,6 +70,7 @@ class Logins:
             if problem:
                 return [reply(state, LoginRejected(reason=problem))]
             state.login_pending = True
+            state.password_generation = 0  # a new account's, not that of an earlier attempt
             return [HashPassword(state.id, record.username, record.password)]
         user = self.store.get_user(key)
         state.login_pending = True

@@ -92,7 +92,7 @@ class Store(Protocol):
     # users
     def get_user(self, key: str) -> UserRow | None: ...
     def add_user(self, name: str, key: str, password_hash: str) -> bool:
-        """False if ``key`` is taken or retired."""
+        """False if ``key`` is taken or retired; a new account is at password generation 0."""
         ...
 
     def is_retired(self, key: str) -> bool:
