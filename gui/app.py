@@ -20,11 +20,12 @@ from typing import Any, NamedTuple
 import customtkinter as ctk
 import trio
 
-from sealchat.core import FileInfo, Message
+from sealchat.core import Message
 from sealchat.gui.guest import TkGuest
 from sealchat.gui.logfile import log_to_file
 from sealchat.gui.settings import Server, Settings
-from sealchat.gui.theme import EMOTICONS, PALETTES
+from sealchat.gui.text_helpers import file_label, friendly, refusal, shown_line, without_blank_ends
+from sealchat.gui.theme import EMOTICONS, PALETTES, accented
 from sealchat.gui.viewmodel import (
     Change,
     Conversation,
@@ -35,7 +36,7 @@ from sealchat.gui.viewmodel import (
 )
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown, is_port
 from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
-from sealchat.transports.shown_text import escaped, escaped_message
+from sealchat.transports.shown_text import escaped
 from sealchat.transports.trio_client import ChatClient, ConnectionLost, LinkState, connect
 
 TYPING_REFRESH = 3.0
@@ -108,7 +109,7 @@ class LoginForm(ctk.CTkFrame):
 
     def apply_theme(self, palette: dict[str, str]) -> None:
         self.configure(fg_color=palette["panel"])
-        self.button.configure(**_accented(palette))
+        self.button.configure(**accented(palette))
         self.remember.configure(
             fg_color=palette["accent"],
             hover_color=palette["accent_hover"],
@@ -239,7 +240,7 @@ class ChatView(ctk.CTkFrame):
 
     def send(self) -> None:
         """Send what is in the input box; a text that cannot go stays there."""
-        text = _without_blank_ends(self.input.get("1.0", "end-1c"))
+        text = without_blank_ends(self.input.get("1.0", "end-1c"))
         if text and self.app.send_text(text):
             self.input.delete("1.0", "end")
             self._draft = ""
@@ -291,7 +292,7 @@ class ChatView(ctk.CTkFrame):
         if window is not None and window.winfo_exists():
             window.configure(fg_color=palette["window"])
             for button in window.winfo_children():
-                button.configure(**_accented(palette))
+                button.configure(**accented(palette))
 
     def insert_emoji(self, text: str) -> None:
         self.input.insert("insert", text)
@@ -395,12 +396,12 @@ class ChatView(ctk.CTkFrame):
         ]
         if message.file is not None:
             file_tags = ("file", f"file:{message.file.file_id}", "message")
-            parts.append((_file_label(message.file), file_tags))
+            parts.append((file_label(message.file), file_tags))
         else:
             first, *rest = message.text.replace("\r\n", "\n").split("\n")
-            parts.append((_shown_line(first), ("body", "message")))
+            parts.append((shown_line(first), ("body", "message")))
             for line in rest:
-                parts.append(("\n" + _shown_line(line), ("body", "message", "continued")))
+                parts.append(("\n" + shown_line(line), ("body", "message", "continued")))
         parts.append(("\n", ("message", "continued")))
         for chunk, tags in reversed(parts) if where != "end" else parts:
             text.insert(where, chunk, tags)
@@ -434,7 +435,7 @@ class ChatView(ctk.CTkFrame):
             label.configure(text=escaped(transfer.label))  # reasons may quote the server
             bar.configure(progress_color=palette["accent"])
             bar.set(transfer.fraction)
-            cancel.configure(**_accented(palette))
+            cancel.configure(**accented(palette))
             if transfer.state is not TransferState.RUNNING:
                 cancel.configure(
                     text="Dismiss",
@@ -447,7 +448,7 @@ class ChatView(ctk.CTkFrame):
         for frame in (self.conversation_list, self.people_list):
             frame.configure(fg_color=palette["window"])
         for button in (self.join_button, self.file_button, self.send_button, self.emoji_button):
-            button.configure(**_accented(palette))
+            button.configure(**accented(palette))
         self._theme_emoji_picker(palette)
         self.input.configure(
             fg_color=palette["entry"],
@@ -602,9 +603,9 @@ class App(ctk.CTk):
         except ServerKeyUnknown:
             self.login_form.show_error("You did not trust the server's key; not connected.")
         except LoginFailed as exc:
-            self.login_form.show_error(_refusal(exc))
+            self.login_form.show_error(refusal(exc))
         except (ClientError, OSError, trio.TooSlowError) as exc:
-            self.login_form.show_error(_friendly(str(exc)))
+            self.login_form.show_error(friendly(str(exc)))
         finally:
             self.client = None
             if self.chat.winfo_manager():  # it had logged in: back to the login form
@@ -982,63 +983,6 @@ class App(ctk.CTk):
             if vm.missed_while_away and not vm.focused:
                 self.bell()
             self.title(vm.title())
-
-
-def _without_blank_ends(text: str) -> str:
-    """``text`` without its blank first and last lines; the rest, and the indentation of
-    its first line (pasted code), stay as typed. Blank text gives ""."""
-    lines = text.split("\n")
-    while lines and not lines[0].strip():
-        del lines[0]
-    while lines and not lines[-1].strip():
-        del lines[-1]
-    return "\n".join(lines)
-
-
-def _accented(palette: dict[str, str]) -> dict[str, str]:
-    """The colours of a button in ``palette``'s accent."""
-    return {
-        "fg_color": palette["accent"],
-        "hover_color": palette["accent_hover"],
-        "text_color": palette["window"],
-    }
-
-
-def _shown_line(line: str) -> str:
-    """One line of a peer's message as shown: escaped, but tabs stay tabs (pasted code)."""
-    return "\t".join(escaped_message(part) for part in line.split("\t"))
-
-
-def _file_label(info: FileInfo) -> str:
-    size = info.size
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            shown = f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-            break
-        size /= 1024  # type: ignore[assignment]
-    return f"\u2913 {escaped(info.name)} ({shown}) — click to download"
-
-
-def _friendly(error: str) -> str:
-    """Login-screen wording for what went wrong."""
-    lowered = error.lower()
-    if "invalid username or password" in lowered:
-        return "Wrong user name or password."
-    if "too many failed attempts" in lowered:
-        return "Too many failed attempts."  # _refusal says when to try again
-    if "cannot reach" in lowered:
-        return "The server cannot be reached. Check the address and port, and that it runs."
-    if "different protocol versions" in lowered or "version mismatch" in lowered:
-        return f"This app and the server speak different protocol versions. ({error})"
-    return error[:1].upper() + error[1:]
-
-
-def _refusal(refused: LoginFailed) -> str:
-    """Login-screen wording for a refused login, saying once when to try again."""
-    text = _friendly(str(refused))
-    if refused.retry_after and "try again" not in text.lower():
-        text += f" Try again in {math.ceil(refused.retry_after)} s."
-    return text
 
 
 def _conversation_look(

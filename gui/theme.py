@@ -74,3 +74,12 @@ EMOTICONS: Final = (
 )
 """The emoji picker's choices: text emoticons and Basic Multilingual Plane symbols, which
 Tk renders on every platform (characters beyond it can crash Tk 8.6 on X11)."""
+
+
+def accented(palette: dict[str, str]) -> dict[str, str]:
+    """The colours of a button in ``palette``'s accent."""
+    return {
+        "fg_color": palette["accent"],
+        "hover_color": palette["accent_hover"],
+        "text_color": palette["window"],
+    }

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import Error, FileInfo, Message, Presence, Typing
 from sealchat.core.hub import HubConfig
-from sealchat.gui.app import _file_label, _friendly, _without_blank_ends
+from sealchat.gui.text_helpers import file_label, friendly, without_blank_ends
 from sealchat.gui.theme import PALETTES
 from sealchat.gui.viewmodel import TransferState
 from sealchat.transports.blocking_client import BlockingClient
@@ -189,13 +189,13 @@ def test_an_incomplete_form_is_refused_before_connecting(window: Window, port: s
 
 
 def test_login_error_wording() -> None:
-    assert _friendly("invalid username or password") == "Wrong user name or password."
-    assert _friendly("cannot reach 127.0.0.1:9: Connection refused") == (
+    assert friendly("invalid username or password") == "Wrong user name or password."
+    assert friendly("cannot reach 127.0.0.1:9: Connection refused") == (
         "The server cannot be reached. Check the address and port, and that it runs."
     )
-    assert _friendly("too many failed attempts; try again in 8 s") == "Too many failed attempts."
-    assert "different protocol versions" in _friendly("version mismatch: 2 vs 1")
-    assert _friendly("the handshake did not finish in time") == (
+    assert friendly("too many failed attempts; try again in 8 s") == "Too many failed attempts."
+    assert "different protocol versions" in friendly("version mismatch: 2 vs 1")
+    assert friendly("the handshake did not finish in time") == (
         "The handshake did not finish in time"
     )
 
@@ -630,7 +630,7 @@ def test_pasted_code_keeps_the_indentation_of_its_first_line(
     ],
 )
 def test_only_blank_lines_at_the_ends_of_a_message_go(typed: str, sent: str) -> None:
-    assert _without_blank_ends(typed) == sent
+    assert without_blank_ends(typed) == sent
 
 
 @pytest.mark.parametrize(
@@ -1225,7 +1225,7 @@ def test_closing_before_logging_in_finishes_cleanly(window: Window) -> None:
 )
 def test_file_names_are_shown_without_bidi_tricks_or_invisible_marks(name: str, shown: str) -> None:
     info = FileInfo(file_id="f" * 32, name=name, size=2048, sha256=bytes(32))
-    assert _file_label(info) == f"\u2913 {shown} (2.0 KiB) — click to download"
+    assert file_label(info) == f"\u2913 {shown} (2.0 KiB) — click to download"
 
 
 def test_a_message_shows_the_marks_writing_needs_but_no_bidi_tricks(

@@ -1,0 +1,58 @@
+"""Small text helpers of the desktop client: a typed text trimmed, a line of a message and a
+file link as shown, and the login screen's wording for what went wrong."""
+
+from __future__ import annotations
+
+import math
+
+from sealchat.core import FileInfo
+from sealchat.transports.requests import LoginFailed
+from sealchat.transports.shown_text import escaped, escaped_message
+
+
+def without_blank_ends(text: str) -> str:
+    """``text`` without its blank first and last lines; the rest, and the indentation of
+    its first line (pasted code), stay as typed. Blank text gives ""."""
+    lines = text.split("\n")
+    while lines and not lines[0].strip():
+        del lines[0]
+    while lines and not lines[-1].strip():
+        del lines[-1]
+    return "\n".join(lines)
+
+
+def shown_line(line: str) -> str:
+    """One line of a peer's message as shown: escaped, but tabs stay tabs (pasted code)."""
+    return "\t".join(escaped_message(part) for part in line.split("\t"))
+
+
+def file_label(info: FileInfo) -> str:
+    size = info.size
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            shown = f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+            break
+        size /= 1024  # type: ignore[assignment]
+    return f"\u2913 {escaped(info.name)} ({shown}) — click to download"
+
+
+def friendly(error: str) -> str:
+    """Login-screen wording for what went wrong."""
+    lowered = error.lower()
+    if "invalid username or password" in lowered:
+        return "Wrong user name or password."
+    if "too many failed attempts" in lowered:
+        return "Too many failed attempts."  # refusal says when to try again
+    if "cannot reach" in lowered:
+        return "The server cannot be reached. Check the address and port, and that it runs."
+    if "different protocol versions" in lowered or "version mismatch" in lowered:
+        return f"This app and the server speak different protocol versions. ({error})"
+    return error[:1].upper() + error[1:]
+
+
+def refusal(refused: LoginFailed) -> str:
+    """Login-screen wording for a refused login, saying once when to try again."""
+    text = friendly(str(refused))
+    if refused.retry_after and "try again" not in text.lower():
+        text += f" Try again in {math.ceil(refused.retry_after)} s."
+    return text
