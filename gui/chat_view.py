@@ -1,0 +1,388 @@
+"""The chat view of the desktop client: conversations, people, transcript, typing line,
+transfers and input box, drawn from the view-model."""
+
+from __future__ import annotations
+
+import tkinter as tk
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import customtkinter as ctk
+
+from sealchat.core import Message
+from sealchat.gui.text_helpers import file_label, shown_line, without_blank_ends
+from sealchat.gui.theme import EMOTICONS, accented
+from sealchat.gui.viewmodel import Conversation, TranscriptUpdate, TransferState, ViewModel
+from sealchat.transports.shown_text import escaped
+
+if TYPE_CHECKING:
+    from sealchat.gui.app import App
+
+GIVEN_BACK = "given_back"
+"""The input box's tag on the messages given back (gone with them once they are sent)."""
+CONTINUATION_INDENT = 28
+"""Pixels by which a message's further lines (and wrapped ones) are indented, so that no line
+of a message can pass for a message of its own."""
+
+
+class ChatView(ctk.CTkFrame):
+    """The main window: conversations, people, transcript, typing line, transfers, input."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__(app, corner_radius=0)
+        self.app = app
+        self.grid_columnconfigure(1, weight=1)
+        self.grid_rowconfigure(1, weight=1)
+
+        self.banner = ctk.CTkLabel(self, text="", height=28)
+        self._build_sidebar()
+        self._build_transcript()
+        self.typing_label = ctk.CTkLabel(self, text="", anchor="w", height=20)
+        self.typing_label.grid(row=2, column=1, sticky="ew", padx=14)
+        self.transfers = ctk.CTkFrame(self, fg_color="transparent", height=1)
+        self.transfers.grid(row=3, column=1, sticky="ew", padx=8)
+        self.transfer_rows: dict[int, tuple[ctk.CTkLabel, ctk.CTkProgressBar, ctk.CTkButton]] = {}
+
+        self._build_input()
+        self.conversation_buttons: dict[str, ctk.CTkButton] = {}
+        self._conversation_looks: dict[str, dict[str, str]] = {}
+        """What each sidebar button shows (text, colours), to update only what changed."""
+        self.emoji_window: ctk.CTkToplevel | None = None
+        self._draft = ""
+        """The input box's text as of the last key (a key that changes it is typing)."""
+        self._lines: list[int] = []
+        """How many text lines each message drawn in the transcript takes, in order."""
+
+    def _build_sidebar(self) -> None:
+        app = self.app
+        side = self.side = ctk.CTkFrame(self, width=220, corner_radius=0)
+        side.grid(row=0, column=0, rowspan=5, sticky="nsw")
+        ctk.CTkLabel(side, text="Conversations", font=ctk.CTkFont(weight="bold")).pack(
+            padx=12, pady=(12, 4), anchor="w"
+        )
+        self.conversation_list = ctk.CTkScrollableFrame(side, width=200, height=220)
+        self.conversation_list.pack(padx=8, fill="x")
+        join_row = ctk.CTkFrame(side, fg_color="transparent")
+        join_row.pack(padx=8, pady=6, fill="x")
+        self.join_entry = ctk.CTkEntry(join_row, placeholder_text="room name", width=130)
+        self.join_entry.pack(side="left")
+        self.join_entry.bind("<Return>", lambda _e: self._join())
+        self.join_button = ctk.CTkButton(join_row, text="Join", width=56, command=self._join)
+        self.join_button.pack(side="left", padx=(6, 0))
+        ctk.CTkLabel(side, text="People", font=ctk.CTkFont(weight="bold")).pack(
+            padx=12, pady=(10, 4), anchor="w"
+        )
+        self.people_list = ctk.CTkScrollableFrame(side, width=200, height=200)
+        self.people_list.pack(padx=8, fill="both", expand=True)
+        self.theme_switch = ctk.CTkSwitch(side, text="Dark theme", command=app.toggle_theme)
+        self.theme_switch.pack(padx=12, pady=12, anchor="w")
+
+    def _build_transcript(self) -> None:
+        middle = ctk.CTkFrame(self, fg_color="transparent")
+        middle.grid(row=1, column=1, sticky="nsew", padx=8, pady=(8, 0))
+        middle.grid_columnconfigure(0, weight=1)
+        middle.grid_rowconfigure(0, weight=1)
+        self.transcript = tk.Text(
+            middle,
+            wrap="word",
+            state="disabled",
+            borderwidth=0,
+            highlightthickness=0,
+            padx=10,
+            pady=8,
+            font=("DejaVu Sans", 11),
+            cursor="arrow",
+        )
+        self.transcript.grid(row=0, column=0, sticky="nsew")
+        scrollbar = ctk.CTkScrollbar(middle, command=self.transcript.yview)
+        scrollbar.grid(row=0, column=1, sticky="ns")
+        self.transcript.configure(yscrollcommand=lambda a, b: self._scrolled(scrollbar, a, b))
+        self.transcript.tag_configure("time", font=("DejaVu Sans", 9))
+        self.transcript.tag_configure("sender", font=("DejaVu Sans", 11, "bold"))
+        self.transcript.tag_configure("file", underline=True)
+        self.transcript.tag_configure("message", lmargin2=CONTINUATION_INDENT)
+        self.transcript.tag_configure(
+            "continued", lmargin1=CONTINUATION_INDENT, lmargin2=CONTINUATION_INDENT
+        )
+        self.transcript.tag_bind("file", "<Button-1>", self._clicked_file)
+        self.transcript.tag_bind(
+            "file", "<Enter>", lambda _e: self.transcript.configure(cursor="hand2")
+        )
+        self.transcript.tag_bind(
+            "file", "<Leave>", lambda _e: self.transcript.configure(cursor="arrow")
+        )
+
+    def _build_input(self) -> None:
+        app = self.app
+        bottom = ctk.CTkFrame(self, fg_color="transparent")
+        bottom.grid(row=4, column=1, sticky="ew", padx=8, pady=8)
+        bottom.grid_columnconfigure(2, weight=1)
+        self.emoji_button = ctk.CTkButton(bottom, text="\u263a", width=36, command=self.pick_emoji)
+        self.emoji_button.grid(row=0, column=0, padx=(0, 4))
+        self.file_button = ctk.CTkButton(bottom, text="File…", width=56, command=app.choose_file)
+        self.file_button.grid(row=0, column=1, padx=(0, 4))
+        self.input = ctk.CTkTextbox(bottom, height=56, wrap="word")
+        self.input.grid(row=0, column=2, sticky="ew")
+        self.input.bind("<Return>", self._enter)
+        self.input.bind("<Shift-Return>", lambda _e: None)
+        self.input.bind("<KeyRelease>", self._key)
+        self.send_button = ctk.CTkButton(bottom, text="Send", width=64, command=self.send)
+        self.send_button.grid(row=0, column=3, padx=(4, 0))
+
+    # --- user actions ---------------------------------------------------------------------
+
+    def _enter(self, event: tk.Event[Any]) -> str | None:
+        if event.state & 0x1:  # Shift: a new line
+            return None
+        self.send()
+        return "break"
+
+    def send(self) -> None:
+        """Send what is in the input box; a text that cannot go stays there."""
+        text = without_blank_ends(self.input.get("1.0", "end-1c"))
+        if text and self.app.send_text(text):
+            self.input.delete("1.0", "end")
+            self._draft = ""
+
+    def give_back(self, text: str) -> None:
+        """Put ``text`` that did not go back into the input box: after what came back before
+        it (so several come back in the order typed), before anything typed since."""
+        box = self.input
+        earlier = box.tag_ranges(GIVEN_BACK)  # what came back and is still there, tagged
+        if earlier:
+            box.insert(earlier[-1], "\n" + text, GIVEN_BACK)
+            return
+        if box.get("1.0", "end-1c").strip():  # a draft: it goes on the line after
+            box.insert("1.0", "\n")
+        box.insert("1.0", text, GIVEN_BACK)
+
+    def _key(self, _event: tk.Event[Any]) -> None:
+        """A key was released: typing, if it changed the draft (not an arrow, not Ctrl)."""
+        draft = self.input.get("1.0", "end-1c")
+        if draft != self._draft:
+            self._draft = draft
+            self.app.user_is_typing()
+
+    def _join(self) -> None:
+        room = self.join_entry.get().strip().lower()
+        if room:
+            self.join_entry.delete(0, "end")
+            self.app.join_room(room)
+
+    def pick_emoji(self) -> None:
+        self.close_emoji_picker()
+        window = self.emoji_window = ctk.CTkToplevel(self)
+        window.title("Emoji")
+        window.transient(self.app)
+        self.app.bind_focus(window)  # picking an emoji is not leaving
+        for n, text in enumerate(EMOTICONS):
+            ctk.CTkButton(
+                window,
+                text=text,
+                width=44,
+                font=("DejaVu Sans", 14),
+                command=lambda t=text: self.insert_emoji(t),
+            ).grid(row=n // 8, column=n % 8, padx=2, pady=2)
+        self._theme_emoji_picker(self.app.palette)
+
+    def _theme_emoji_picker(self, palette: dict[str, str]) -> None:
+        """Colour the emoji picker, if it is open, and its buttons as ``palette`` says."""
+        window = self.emoji_window
+        if window is not None and window.winfo_exists():
+            window.configure(fg_color=palette["window"])
+            for button in window.winfo_children():
+                button.configure(**accented(palette))
+
+    def insert_emoji(self, text: str) -> None:
+        self.input.insert("insert", text)
+        self.input.focus_set()
+        self.close_emoji_picker()
+
+    def close_emoji_picker(self) -> None:
+        if self.emoji_window is not None:
+            if self.emoji_window.winfo_exists():
+                self.emoji_window.destroy()
+            self.emoji_window = None
+
+    def _clicked_file(self, event: tk.Event[Any]) -> None:
+        index = self.transcript.index(f"@{event.x},{event.y}")
+        for tag in self.transcript.tag_names(index):
+            if tag.startswith("file:"):
+                self.app.download(tag[5:])
+
+    def _scrolled(self, scrollbar: ctk.CTkScrollbar, first: str, last: str) -> None:
+        scrollbar.set(first, last)
+        if float(first) <= 0.0 and float(last) < 1.0:
+            self.app.load_older()
+
+    # --- drawing --------------------------------------------------------------------------
+
+    def draw_conversations(self, vm: ViewModel, palette: dict[str, str]) -> None:
+        """The sidebar's buttons are made anew only when the list of conversations changes;
+        otherwise those whose text or colours changed are updated in place."""
+        looks = {
+            c.key: _conversation_look(c, vm.current, palette) for c in vm.sorted_conversations()
+        }
+        if list(looks) != list(self._conversation_looks):
+            for button in self.conversation_buttons.values():
+                button.destroy()
+            self.conversation_buttons = {}
+            for key, look in looks.items():
+                button = ctk.CTkButton(
+                    self.conversation_list,
+                    anchor="w",
+                    command=lambda key=key: self.app.select(key),
+                    **look,
+                )
+                button.pack(fill="x", pady=1)
+                self.conversation_buttons[key] = button
+        else:
+            for key, look in looks.items():
+                if look != self._conversation_looks[key]:
+                    self.conversation_buttons[key].configure(**look)
+        self._conversation_looks = looks
+
+    def draw_people(self, vm: ViewModel, palette: dict[str, str]) -> None:
+        for child in self.people_list.winfo_children():
+            child.destroy()
+        for member in vm.people_in_current():
+            dot = "\u25cf" if member.online else "\u25cb"
+            ctk.CTkButton(
+                self.people_list,
+                text=f"{dot} {member.name}",
+                anchor="w",
+                fg_color="transparent",
+                text_color=palette["accent"] if member.online else palette["dim"],
+                hover_color=palette["panel"],
+                command=lambda name=member.name: self.app.open_direct(name),
+            ).pack(fill="x", pady=1)
+
+    def draw_transcript(self, vm: ViewModel, updates: list[TranscriptUpdate]) -> None:
+        text = self.transcript
+        at_bottom = text.yview()[1] >= 0.999
+        text.configure(state="normal")
+        if any(u.redraw for u in updates):
+            text.delete("1.0", "end")
+            self._lines = [self._insert(m, "end", vm.me) for m in vm.current_messages()]
+            at_bottom = True
+        else:
+            # The line at the top stays there when older messages go in above it (Tk would
+            # keep showing line 1, which would load the next page, and the next...).
+            text.mark_set("view_top", "@0,0")
+            for update in updates:
+                assert update.message is not None
+                index = update.index
+                # A message may span several lines: count them rather than assume one each.
+                where = "end" if index >= len(self._lines) else f"{sum(self._lines[:index]) + 1}.0"
+                self._lines.insert(index, self._insert(update.message, where, vm.me))
+            if not at_bottom:
+                text.yview("view_top")
+        text.configure(state="disabled")
+        if at_bottom:
+            text.see("end")
+
+    def _insert(self, message: Message, where: str, me: str) -> int:
+        """Draw ``message`` at ``where``; returns the number of lines it took.
+
+        What a peer wrote is escaped (control, bidi and other invisible characters shown as
+        ``\\u202e``…), and its further lines are indented: no line can pose as a message."""
+        text = self.transcript
+        mine = message.sender.lower() == me.lower()
+        stamp = datetime.fromtimestamp(message.ts).strftime("%H:%M") if message.ts else ""
+        parts: list[tuple[str, tuple[str, ...]]] = [
+            (f"{stamp}  ", ("time", "message")),
+            (f"{escaped(message.sender)}: ", ("sender", "me" if mine else "other", "message")),
+        ]
+        if message.file is not None:
+            file_tags = ("file", f"file:{message.file.file_id}", "message")
+            parts.append((file_label(message.file), file_tags))
+        else:
+            first, *rest = message.text.replace("\r\n", "\n").split("\n")
+            parts.append((shown_line(first), ("body", "message")))
+            for line in rest:
+                parts.append(("\n" + shown_line(line), ("body", "message", "continued")))
+        parts.append(("\n", ("message", "continued")))
+        for chunk, tags in reversed(parts) if where != "end" else parts:
+            text.insert(where, chunk, tags)
+        return sum(chunk.count("\n") for chunk, _ in parts)
+
+    def draw_transfers(self, vm: ViewModel, palette: dict[str, str]) -> None:
+        """A row per transfer: its progress, and Cancel, or Dismiss once it has ended."""
+        for gone in [tid for tid in self.transfer_rows if tid not in vm.transfers]:
+            label, _bar, _button = self.transfer_rows.pop(gone)
+            label.master.destroy()  # the row's frame
+        if not self.transfer_rows:
+            self.transfers.configure(height=1)  # pack leaves an emptied frame its old height
+        for transfer in vm.transfers.values():
+            row = self.transfer_rows.get(transfer.id)
+            if row is None:
+                frame = ctk.CTkFrame(self.transfers, fg_color="transparent")
+                frame.pack(fill="x")
+                label = ctk.CTkLabel(frame, text="", anchor="w")
+                label.pack(side="left", padx=4)
+                bar = ctk.CTkProgressBar(frame, width=200, progress_color=palette["accent"])
+                bar.pack(side="left", padx=6)
+                cancel = ctk.CTkButton(
+                    frame,
+                    text="Cancel",
+                    width=64,
+                    command=lambda tid=transfer.id: self.app.cancel_transfer(tid),
+                )
+                cancel.pack(side="left")
+                row = self.transfer_rows[transfer.id] = (label, bar, cancel)
+            label, bar, cancel = row
+            label.configure(text=escaped(transfer.label))  # reasons may quote the server
+            bar.configure(progress_color=palette["accent"])
+            bar.set(transfer.fraction)
+            cancel.configure(**accented(palette))
+            if transfer.state is not TransferState.RUNNING:
+                cancel.configure(
+                    text="Dismiss",
+                    command=lambda tid=transfer.id: self.app.dismiss_transfer(tid),
+                )
+
+    def apply_theme(self, palette: dict[str, str], dark: bool) -> None:
+        self.configure(fg_color=palette["window"])
+        self.side.configure(fg_color=palette["panel"])
+        for frame in (self.conversation_list, self.people_list):
+            frame.configure(fg_color=palette["window"])
+        for button in (self.join_button, self.file_button, self.send_button, self.emoji_button):
+            button.configure(**accented(palette))
+        self._theme_emoji_picker(palette)
+        self.input.configure(
+            fg_color=palette["entry"],
+            text_color=palette["fg"],
+            border_width=1,  # in the light theme, the box would not show on white otherwise
+            border_color=palette["dim"],
+        )
+        self.join_entry.configure(fg_color=palette["entry"], text_color=palette["fg"])
+        self.theme_switch.configure(progress_color=palette["accent"], text_color=palette["fg"])
+        self.transcript.configure(
+            background=palette["text_bg"],
+            foreground=palette["fg"],
+            insertbackground=palette["fg"],
+            selectbackground=palette["accent"],
+        )
+        self.transcript.tag_configure("time", foreground=palette["dim"])
+        self.transcript.tag_configure("me", foreground=palette["me"])
+        self.transcript.tag_configure("other", foreground=palette["sender"])
+        self.transcript.tag_configure("file", foreground=palette["file"])
+        if dark:
+            self.theme_switch.select()
+        else:
+            self.theme_switch.deselect()
+
+
+def _conversation_look(
+    conversation: Conversation, current: str, palette: dict[str, str]
+) -> dict[str, str]:
+    """What the sidebar button of ``conversation`` shows: its name, unread count, colours."""
+    mark = "#" if conversation.is_room else "@"
+    unread = f"  ({conversation.unread})" if conversation.unread else ""
+    shown = conversation.key == current
+    return {
+        "text": f"{mark} {conversation.title}{unread}",
+        "fg_color": palette["accent"] if shown else "transparent",
+        "text_color": palette["window"] if shown else palette["fg"],
+        "hover_color": palette["accent_hover"],
+    }
