@@ -93,7 +93,7 @@ def _render_once(messages: list[Message]) -> tuple[float, float, int]:
         app.vm.logged_in("alice")
         for message in messages:
             app.vm.apply(message, 0.0)
-        app._apply(app.vm.select(room_key("general")))
+        app.redraw(app.vm.select(room_key("general")))
         app.update()
         rendered = time.perf_counter() - start
         frames = []

@@ -119,7 +119,9 @@ class ChatView(ctk.CTkFrame):
         bottom.grid_columnconfigure(2, weight=1)
         self.emoji_button = ctk.CTkButton(bottom, text="\u263a", width=36, command=self.pick_emoji)
         self.emoji_button.grid(row=0, column=0, padx=(0, 4))
-        self.file_button = ctk.CTkButton(bottom, text="File…", width=56, command=app.choose_file)
+        self.file_button = ctk.CTkButton(
+            bottom, text="File…", width=56, command=app.transfers.choose_file
+        )
         self.file_button.grid(row=0, column=1, padx=(0, 4))
         self.input = ctk.CTkTextbox(bottom, height=56, wrap="word")
         self.input.grid(row=0, column=2, sticky="ew")
@@ -140,7 +142,7 @@ class ChatView(ctk.CTkFrame):
     def send(self) -> None:
         """Send what is in the input box; a text that cannot go stays there."""
         text = without_blank_ends(self.input.get("1.0", "end-1c"))
-        if text and self.app.send_text(text):
+        if text and self.app.controller.send_text(text):
             self.input.delete("1.0", "end")
             self._draft = ""
 
@@ -161,13 +163,13 @@ class ChatView(ctk.CTkFrame):
         draft = self.input.get("1.0", "end-1c")
         if draft != self._draft:
             self._draft = draft
-            self.app.user_is_typing()
+            self.app.controller.user_is_typing()
 
     def _join(self) -> None:
         room = self.join_entry.get().strip().lower()
         if room:
             self.join_entry.delete(0, "end")
-            self.app.join_room(room)
+            self.app.controller.join_room(room)
 
     def pick_emoji(self) -> None:
         self.close_emoji_picker()
@@ -208,12 +210,12 @@ class ChatView(ctk.CTkFrame):
         index = self.transcript.index(f"@{event.x},{event.y}")
         for tag in self.transcript.tag_names(index):
             if tag.startswith("file:"):
-                self.app.download(tag[5:])
+                self.app.transfers.download(tag[5:])
 
     def _scrolled(self, scrollbar: ctk.CTkScrollbar, first: str, last: str) -> None:
         scrollbar.set(first, last)
         if float(first) <= 0.0 and float(last) < 1.0:
-            self.app.load_older()
+            self.app.controller.load_older()
 
     # --- drawing --------------------------------------------------------------------------
 
@@ -231,7 +233,7 @@ class ChatView(ctk.CTkFrame):
                 button = ctk.CTkButton(
                     self.conversation_list,
                     anchor="w",
-                    command=lambda key=key: self.app.select(key),
+                    command=lambda key=key: self.app.controller.select(key),
                     **look,
                 )
                 button.pack(fill="x", pady=1)
@@ -254,7 +256,7 @@ class ChatView(ctk.CTkFrame):
                 fg_color="transparent",
                 text_color=palette["accent"] if member.online else palette["dim"],
                 hover_color=palette["panel"],
-                command=lambda name=member.name: self.app.open_direct(name),
+                command=lambda name=member.name: self.app.controller.open_direct(name),
             ).pack(fill="x", pady=1)
 
     def draw_transcript(self, vm: ViewModel, updates: list[TranscriptUpdate]) -> None:
@@ -326,7 +328,7 @@ class ChatView(ctk.CTkFrame):
                     frame,
                     text="Cancel",
                     width=64,
-                    command=lambda tid=transfer.id: self.app.cancel_transfer(tid),
+                    command=lambda tid=transfer.id: self.app.transfers.cancel_transfer(tid),
                 )
                 cancel.pack(side="left")
                 row = self.transfer_rows[transfer.id] = (label, bar, cancel)
@@ -338,7 +340,7 @@ class ChatView(ctk.CTkFrame):
             if transfer.state is not TransferState.RUNNING:
                 cancel.configure(
                     text="Dismiss",
-                    command=lambda tid=transfer.id: self.app.dismiss_transfer(tid),
+                    command=lambda tid=transfer.id: self.app.transfers.dismiss_transfer(tid),
                 )
 
     def apply_theme(self, palette: dict[str, str], dark: bool) -> None:

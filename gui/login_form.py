@@ -59,7 +59,7 @@ class LoginForm(ctk.CTkFrame):
             return
         self.show_error("")
         self.button.configure(state="disabled", text="Connecting…")
-        self.app.start_login(
+        self.app.controller.start_login(
             host, int(port), user.strip(), self.password.get(), remember=bool(self.remember.get())
         )
 

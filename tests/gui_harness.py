@@ -261,7 +261,7 @@ class Window:
         self.submit_login()
         self.until(
             lambda: (
-                self.app.client is not None
+                self.app.controller.client is not None
                 and self.app.vm.me
                 and self.app.chat.winfo_ismapped()
                 and self.app.vm.people_in_current()

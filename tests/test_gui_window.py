@@ -158,7 +158,7 @@ def test_pressing_enter_twice_on_the_form_logs_in_once(window: Window, server: R
     inner = app.login_form.password._entry  # the tk.Entry inside the CTkEntry
     inner.focus_force()
     window.pump()
-    with mock.patch.object(app, "_session", wraps=app._session) as session:
+    with mock.patch.object(app.controller, "_session", wraps=app.controller._session) as session:
         inner.event_generate("<Return>")
         inner.event_generate("<Return>")  # again, while the form says "Connecting…"
         window.until(lambda: app.vm.me == "alice", "the login")
@@ -270,7 +270,7 @@ def test_a_direct_message_opens_a_conversation_with_an_unread_count(
     window.until(lambda: "@ bob  (1)" in button_texts(app.chat.conversation_list), "the unread DM")
     assert "just for you" not in window.transcript()
 
-    app.select("@bob")
+    app.controller.select("@bob")
     window.until_shown("bob: just for you")
     assert "@ bob" in button_texts(app.chat.conversation_list)
     window.type_and_enter("thanks")
@@ -349,7 +349,7 @@ def test_a_typing_notice_follows_the_conversation_shown(
 
     key("h")
     assert notice("typing in #general") == ("general", "alice", True)
-    app.open_direct("bob")
+    app.controller.open_direct("bob")
     key("i")  # at once, well within the 3 s before a refresh
     assert {notice("one notice"), notice("another")} == {
         ("general", "alice", False),  # where the notice went
@@ -366,17 +366,17 @@ def test_a_typing_notice_to_a_room_left_elsewhere_ends_there_unsaid(
         elsewhere.join("dev")
     window.login(server.port, "alice")
     window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
-    app.select("#dev")
-    assert app.client is not None
+    app.controller.select("#dev")
+    assert app.controller.client is not None
     tried: list[tuple[bool, str]] = []
-    typing = app.client.typing
+    typing = app.controller.client.typing
 
     async def tried_typing(active: bool, **target: str) -> None:
         tried.append((active, target["room"]))
         await typing(active, **target)
 
     box = app.chat.input._textbox
-    with mock.patch.object(app.client, "typing", tried_typing):
+    with mock.patch.object(app.controller.client, "typing", tried_typing):
         box.focus_force()
         box.insert("end", "h")
         box.event_generate("<KeyRelease>", keysym="h")
@@ -398,7 +398,7 @@ def test_only_keys_that_change_the_draft_count_as_typing(window: Window, server:
     box = app.chat.input._textbox
     box.focus_force()
     window.pump()
-    with mock.patch.object(app, "user_is_typing") as typing:
+    with mock.patch.object(app.controller, "user_is_typing") as typing:
         for keysym in ("Left", "Control_L", "Shift_L", "Home"):
             box.event_generate("<KeyRelease>", keysym=keysym)
         assert typing.call_count == 0
@@ -540,7 +540,7 @@ def test_a_conversation_shown_while_another_loads_its_history_loads_its_own(
     window.login(server.port, "alice")
     window.until(lambda: "#dev" in app.chat.conversation_buttons, "#dev in the sidebar")
     window.until(lambda: app.vm.conversation("#general").first_page_loaded, "#general's history")
-    app.open_direct("bob")  # a click on bob under People, then at once on "# dev"
+    app.controller.open_direct("bob")  # a click on bob under People, then at once on "# dev"
     app.chat.conversation_buttons["#dev"].invoke()
     window.until_shown("bob: earlier in dev")
     assert app.vm.current == "#dev"
@@ -691,7 +691,7 @@ def test_a_refused_message_goes_back_before_what_was_typed_since(
     app.chat.input.insert("end", "typed meanwhile")
     for n in range(3):  # each refusal comes on its own, in the order they were sent
         refusal = Error(code="too_long", detail="too long for this server", ref=f"c{n}")
-        app._apply(app.vm.apply(refusal, time.time()))
+        app.redraw(app.vm.apply(refusal, time.time()))
     assert app.chat.input.get("1.0", "end-1c").split("\n") == [
         "the first refused",
         "the second",
@@ -704,7 +704,7 @@ def test_a_refused_message_goes_back_before_what_was_typed_since(
     app.chat.send()  # all of it goes as one; a later refusal starts afresh at the top
     app.vm.sending("c3", "refused later")
     app.chat.input.insert("end", "new draft")
-    app._apply(app.vm.apply(Error(code="too_long", detail="too long", ref="c3"), time.time()))
+    app.redraw(app.vm.apply(Error(code="too_long", detail="too long", ref="c3"), time.time()))
     assert app.chat.input.get("1.0", "end-1c") == "refused later\nnew draft"
 
 
@@ -751,7 +751,7 @@ def test_theme_switch_changes_colours_is_saved_and_restored(
     window.until_shown("and the light one")
     note = tmp_path / "palette.txt"
     note.write_text("dark: #0d2137\nlight: #ffffff\n", encoding="utf-8")
-    app.send_file(note)
+    app.transfers.send_file(note)
     transfer = window.until_transferred("the upload")
     bar = app.chat.transfer_rows[transfer.id][1]
     transcript = app.chat.transcript
@@ -850,7 +850,7 @@ def test_send_a_small_file_and_see_its_progress_complete(
         return original(transfer_id, done, total)
 
     app.vm.transfer_progress = progress  # type: ignore[method-assign]
-    app.send_file(path)
+    app.transfers.send_file(path)
     transfer = window.until_transferred("the upload")
 
     label, bar, cancel = app.chat.transfer_rows[transfer.id]
@@ -879,7 +879,7 @@ def test_finished_transfers_can_be_dismissed_giving_the_transcript_its_room_back
     for n in range(6):  # one after the other: the server takes 4 at a time
         path = tmp_path / f"file{n}.txt"
         path.write_text(f"file {n}", encoding="utf-8")
-        app.send_file(path)
+        app.transfers.send_file(path)
         transfer = app.vm.transfers[max(app.vm.transfers)]
         window.until(lambda t=transfer: t.state is TransferState.DONE, f"upload {n}")
     window.pump(0.5)
@@ -948,7 +948,7 @@ def test_a_file_that_cannot_be_read_fails_its_transfer_and_the_window_stays(
 ) -> None:
     app = window.app
     window.login(server.port, "alice")
-    app.send_file(tmp_path / "gone.txt")  # deleted after the file dialog returned it
+    app.transfers.send_file(tmp_path / "gone.txt")  # deleted after the file dialog returned it
     (transfer,) = app.vm.transfers.values()
     window.until(lambda: transfer.state is TransferState.FAILED, "the upload to fail")
     label, _bar, _cancel = app.chat.transfer_rows[transfer.id]
@@ -994,7 +994,7 @@ def test_download_by_file_id(
     info = bob.send_file(path, room="general")
     window.until_shown("readme.txt")
 
-    app.download(info.file_id)
+    app.transfers.download(info.file_id)
     transfer = window.until_transferred("the download")
     label, bar, _cancel = app.chat.transfer_rows[transfer.id]
     assert str(label.cget("text")).startswith("Saved readme.txt")
@@ -1103,7 +1103,7 @@ def test_a_room_left_elsewhere_while_away_goes_once_the_link_is_back(
                 elsewhere.join("dev")
             window.login(port, "alice")
             window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
-            app.select("#dev")
+            app.controller.select("#dev")
             window.until(lambda: "\u25cf alice" in button_texts(app.chat.people_list), "dev's")
         gone.until_lost()
         with gone.server() as second:
@@ -1134,23 +1134,23 @@ def test_a_first_page_that_could_not_load_while_away_loads_once_the_link_is_back
                 elsewhere.join("dev")
             window.login(port, "alice")
             window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
-            assert app.client is not None
-            history, held = app.client.history, []
+            assert app.controller.client is not None
+            history, held = app.controller.client.history, []
 
             async def held_until_the_link_drops(**options: object) -> object:
                 if not held:  # the first request waits for the drop, then fails on it
                     held.append(options)
-                    while app.client is not None and app.client.online:
+                    while app.controller.client is not None and app.controller.client.online:
                         await trio.sleep(0.05)
                 return await history(**options)
 
-            monkeypatch.setattr(app.client, "history", held_until_the_link_drops)
+            monkeypatch.setattr(app.controller.client, "history", held_until_the_link_drops)
             if when == "loading as the link drops":
-                app.select("#dev")
+                app.controller.select("#dev")
                 window.until(lambda: held, "the first page to be asked for")
         gone.until_lost()
         if when == "shown while reconnecting":
-            app.select("#dev")
+            app.controller.select("#dev")
         window.until(lambda: app.vm.error, "the first page to fail")
         with gone.server():
             gone.until_back()
@@ -1167,9 +1167,9 @@ def test_typing_while_reconnecting_leaves_no_error_once_reconnected(
         with gone.server():
             window.login(port, "alice")
         gone.until_lost()
-        assert app.client is not None
+        assert app.controller.client is not None
         tried: list[bool] = []
-        typing = app.client.typing
+        typing = app.controller.client.typing
 
         async def tried_typing(active: bool, **target: str) -> None:
             try:
@@ -1177,7 +1177,7 @@ def test_typing_while_reconnecting_leaves_no_error_once_reconnected(
             finally:
                 tried.append(active)
 
-        with mock.patch.object(app.client, "typing", tried_typing):
+        with mock.patch.object(app.controller.client, "typing", tried_typing):
             box = app.chat.input._textbox
             box.focus_force()
             box.insert("end", "h")
@@ -1268,13 +1268,13 @@ def test_a_transfer_whose_task_fails_unexpectedly_ends_and_can_be_dismissed(
     async def a_bug(*_args: object, **_options: object) -> Path:
         raise RuntimeError("a bug")
 
-    assert app.client is not None
-    with mock.patch.object(app.client, "download", a_bug):
-        app.download(info.file_id)
+    assert app.controller.client is not None
+    with mock.patch.object(app.controller.client, "download", a_bug):
+        app.transfers.download(info.file_id)
         window.until(app.chat.banner.winfo_ismapped, "the banner")
     (transfer,) = app.vm.transfers.values()
     assert transfer.state is TransferState.FAILED
-    app.dismiss_transfer(transfer.id)
+    app.transfers.dismiss_transfer(transfer.id)
     window.pump()
     assert transfer.id not in app.vm.transfers
 
@@ -1282,9 +1282,9 @@ def test_a_transfer_whose_task_fails_unexpectedly_ends_and_can_be_dismissed(
 def test_clicking_a_person_clears_an_old_error(window: Window, server: Running) -> None:
     app = window.app
     window.login(server.port, "alice")
-    app._apply(app._error("some earlier error"))
+    app.redraw(app.failed("some earlier error"))
     window.pump()
-    app.open_direct("bob")  # what a click in the People list does
+    app.controller.open_direct("bob")  # what a click in the People list does
     window.pump()
     assert not app.chat.banner.winfo_ismapped()
 
@@ -1296,7 +1296,7 @@ def test_server_text_in_the_banner_and_the_login_form_is_escaped(
     app.login_form.show_error("refused: ok\u202egpj.exe")
     assert "\\u202e" in str(app.login_form.error.cget("text"))
     window.login(server.port, "alice")
-    app._apply(app.vm.apply(Error(code="x", detail="ok\u202egpj.exe\nfake line"), 0.0))
+    app.redraw(app.vm.apply(Error(code="x", detail="ok\u202egpj.exe\nfake line"), 0.0))
     window.pump()
     shown = str(app.chat.banner.cget("text"))
     assert "\u202e" not in shown

@@ -88,7 +88,7 @@ def shoot(server: Running, display: str, tmp: Path) -> None:
             window.until_shown("have a look")
             sketch = tmp / "sketch.png"
             sketch.write_bytes(bytes(range(256)) * 160)
-            app.send_file(sketch)
+            app.transfers.send_file(sketch)
             window.until_transferred("the upload")
             window.until_shown("sketch.png")
             carol.send_message("Nice sketch \u263a", room="general")

@@ -1,0 +1,332 @@
+"""What the desktop client asks of the client library: a login and its session (events,
+catch-up after a reconnect, messages sent in the order typed), our typing notice, the
+conversations shown with their members and history.
+
+It runs on the Tk thread like the window (:class:`~sealchat.gui.app.App`), whose view-model it
+updates and redraws.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from tkinter import messagebox
+from typing import TYPE_CHECKING, NamedTuple
+
+import trio
+
+from sealchat.gui.settings import Server
+from sealchat.gui.text_helpers import friendly, refusal
+from sealchat.gui.viewmodel import Change, room_key
+from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
+from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
+from sealchat.transports.trio_client import ChatClient, LinkState, connect
+
+if TYPE_CHECKING:
+    from sealchat.gui.app import App
+
+TYPING_REFRESH = 3.0
+TYPING_IDLE = 4.0
+
+
+class _Outgoing(NamedTuple):
+    """A message typed, waiting for its turn to be handed to the client."""
+
+    text: str
+    room: str
+    user: str
+    client_id: str
+
+
+class Controller:
+    """The window's dealings with the server, one login after another."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.vm = app.vm
+        self.client: ChatClient | None = None
+        self._session_user = ""
+        """Who logged in last (a different user next time clears what they left)."""
+        self._typing_sent = 0.0
+        self._typing_deadline = 0.0
+        self._typing_to: tuple[str, str] | None = None
+        """(room, user) our typing notice went to, while it is on."""
+        self._loading_history: set[str] = set()
+        """The conversations whose history is being fetched (a page at a time each)."""
+        self._outgoing: trio.MemorySendChannel[_Outgoing] | None = None
+        """The messages typed, in order, for the session's sender (see :meth:`_sending`)."""
+
+    async def tick(self) -> None:
+        """Expire typing notices and stop our own typing notice after a pause."""
+        while True:
+            await trio.sleep(0.5)
+            now = time.time()
+            self.app.redraw(self.vm.expire_typing(now))
+            if self._typing_deadline and now >= self._typing_deadline:
+                self._stop_typing()
+
+    # --- login ----------------------------------------------------------------------------
+
+    def start_login(
+        self, host: str, port: int, user: str, password: str, *, remember: bool
+    ) -> None:
+        self.app.settings.server = Server(host, port, user) if remember else None
+        self.app.save_settings()
+        self.app.spawn(self._session, host, port, user, password)
+
+    async def _session(self, host: str, port: int, user: str, password: str) -> None:
+        try:
+            async with connect(host, port, confirm_new_key=self._confirm_key) as client:
+                name = await client.login(user, password)
+                self.client = client
+                with self._sending(client):
+                    self._show_chat(name)
+                    self.app.spawn(self._load_rooms)
+                    async for event in client.events():
+                        shown = self.vm.current
+                        self.app.redraw(self.vm.apply(event, time.time()))
+                        self._follow_current(shown)
+                        if isinstance(event, LinkState) and event.connected:
+                            self.app.spawn(self._catch_up)
+                        if client.gave_up_on is not None:  # no more reconnecting: say why
+                            raise client.gave_up_on
+        except ServerKeyChanged as exc:
+            messagebox.showerror("Server key changed", str(exc), parent=self.app)
+            self.app.login_form.show_error("The server's key changed; the connection was refused.")
+        except ServerKeyUnknown:
+            self.app.login_form.show_error("You did not trust the server's key; not connected.")
+        except LoginFailed as exc:
+            self.app.login_form.show_error(refusal(exc))
+        except (ClientError, OSError, trio.TooSlowError) as exc:
+            self.app.login_form.show_error(friendly(str(exc)))
+        finally:
+            self.client = None
+            if self.app.chat.winfo_manager():  # it had logged in: back to the login form
+                self._show_login()
+
+    @contextlib.contextmanager
+    def _sending(self, client: ChatClient) -> Iterator[None]:
+        """While the session lasts, one task hands the messages typed to ``client``, in the
+        order typed (a task each could run in any order, and so store them out of order).
+        When it ends, the texts of those not yet stored go back into the input box with the
+        rest of the session (:meth:`ViewModel.logged_out`)."""
+        outgoing, typed = trio.open_memory_channel[_Outgoing](math.inf)  # none is dropped
+        scope = trio.CancelScope()
+        self._outgoing = outgoing
+        self.app.spawn(self._send_in_order, client, typed, scope)
+        try:
+            yield
+        finally:
+            self._outgoing = None
+            outgoing.close()
+            scope.cancel()
+
+    async def _send_in_order(
+        self,
+        client: ChatClient,
+        typed: trio.MemoryReceiveChannel[_Outgoing],
+        scope: trio.CancelScope,
+    ) -> None:
+        """Hand each message typed to ``client`` after the one before it; a refused one
+        goes back into the input box, saying why."""
+        with scope, typed:
+            async for text, room, user, client_id in typed:
+                try:
+                    await client.send_message(text, room=room, to=user, client_id=client_id)
+                except ClientError as exc:
+                    self.app.redraw(self.vm.not_sent(client_id, str(exc)))
+
+    def _follow_current(self, shown: str) -> None:
+        """If the server's word took away the conversation ``shown`` (a room left from
+        elsewhere: #general is shown instead), our typing notice to it ends unsaid (the
+        server refuses notices to a room we are not in), and the one shown now is shown as
+        :meth:`select` shows it."""
+        if self.vm.current != shown:
+            self._stop_typing(tell=False)
+            self._shown()
+
+    async def _catch_up(self) -> None:
+        """The link is back. Which rooms this user is in and who joined the current room may
+        have changed while it was down, and the server replays neither, so both are asked
+        for again: the rooms first (the room shown may be one left meanwhile), then the
+        members of whichever is shown; so is the first page of its history, if it could not
+        load (asked for while reconnecting, or lost with the link)."""
+        shown = self.vm.current
+        await self._load_rooms()
+        if self.vm.current == shown:  # otherwise, the one shown now was shown afresh
+            self._shown()
+
+    async def _confirm_key(self, server: str, fingerprint: str) -> bool:
+        answer = messagebox.askyesno(
+            "Trust this server?",
+            f"{server} is new to this computer. Its key fingerprint is\n\n{fingerprint}\n\n"
+            "Compare it with the one the server's operator gave you. Trust it and remember it?",
+            parent=self.app,
+        )
+        return bool(answer)
+
+    def _show_chat(self, name: str) -> None:
+        if self._session_user and name.lower() != self._session_user.lower():
+            self._forget_user()  # someone else at the keyboard: nothing of theirs shows
+        self._session_user = name
+        self.app.login_form.place_forget()
+        self.app.chat.pack(fill="both", expand=True)
+        self.app.redraw(self.vm.logged_in(name) | self.vm.select(self.vm.current))
+        self._shown()
+
+    def _forget_user(self) -> None:
+        """Clear what the last user left behind: a draft, a room name, the emoji picker,
+        finished transfers (where their files were saved)."""
+        self.app.chat.input.delete("1.0", "end")
+        self.app.chat.join_entry.delete(0, "end")
+        self.app.chat.close_emoji_picker()
+        changes: set[Change] = set()
+        for transfer_id in list(self.vm.transfers):
+            changes |= self.vm.dismiss_transfer(transfer_id)
+        self.app.redraw(changes)
+
+    def _show_login(self) -> None:
+        """The login form again, with the reason the session ended on it; the session's
+        conversations and people are gone."""
+        self.app.chat.pack_forget()
+        self.app.login_form.place(relx=0.5, rely=0.5, anchor="center")
+        self.app.login_form.button.configure(state="normal", text="Log in")
+        self.app.redraw(self.vm.logged_out())
+
+    # --- actions --------------------------------------------------------------------------
+
+    def send_text(self, text: str) -> bool:
+        """Send ``text`` to the conversation shown; False, saying why, if it cannot go."""
+        if self._outgoing is None:
+            self.app.redraw(self.vm.failed("not connected"))
+            return False
+        if not self.vm.fits(text):
+            self.app.redraw({Change.ERROR})
+            return False
+        self.app.redraw(self.vm.dismiss_error())
+        room, user = self.vm.conversation(self.vm.current).target
+        self._stop_typing(tell=False)  # the message ends the notice at the server
+        client_id = new_client_id()
+        self.vm.sending(client_id, text)  # before any reply can arrive
+        self._outgoing.send_nowait(_Outgoing(text, room, user, client_id))
+        return True
+
+    def user_is_typing(self) -> None:
+        """A key changed the draft: the conversation shown hears we are typing (refreshed
+        every TYPING_REFRESH s), until a pause of TYPING_IDLE s."""
+        self._typing_follows()
+        now = time.time()
+        self._typing_deadline = now + TYPING_IDLE
+        if now - self._typing_sent > TYPING_REFRESH:
+            self._typing_sent = now
+            self._typing_to = self.vm.conversation(self.vm.current).target
+            self.app.spawn(self._typing, True, self._typing_to)
+
+    def _typing_follows(self) -> None:
+        """Stop our typing notice if it went to a conversation no longer shown."""
+        if self._typing_to not in (None, self.vm.conversation(self.vm.current).target):
+            self._stop_typing()
+
+    def _stop_typing(self, *, tell: bool = True) -> None:
+        """End our typing notice, telling the conversation it went to (if ``tell``)."""
+        if tell and self._typing_to is not None:
+            self.app.spawn(self._typing, False, self._typing_to)
+        self._typing_to = None
+        self._typing_deadline = 0.0
+        self._typing_sent = 0.0
+
+    async def _typing(self, active: bool, target: tuple[str, str]) -> None:
+        """Tell conversation ``target`` (room, user) whether we are typing: best effort, a
+        notice that cannot go (while reconnecting) is no error to show."""
+        room, user = target
+        if self.client is not None:
+            with contextlib.suppress(ClientError):
+                await self.client.typing(active, room=room, to=user)
+
+    def join_room(self, room: str) -> None:
+        self.app.redraw(self.vm.dismiss_error())
+
+        async def join() -> None:
+            if self.client is None:
+                return
+            try:
+                members = await self.client.join(room)
+            except ClientError as exc:
+                self.app.redraw(self.app.failed(exc))
+                return
+            self.app.redraw(self.vm.set_members(room, members) | self.vm.select(room_key(room)))
+            self._shown(members=False)  # the join's answer listed them
+
+        self.app.spawn(join)
+
+    def select(self, key: str) -> None:
+        self.app.redraw(self.vm.dismiss_error() | self.vm.select(key))
+        self._shown()
+
+    def open_direct(self, user: str) -> None:
+        if user.lower() != self.vm.me.lower():
+            self.app.redraw(self.vm.dismiss_error() | self.vm.open_direct(user))
+            self._shown()
+
+    def _shown(self, *, members: bool = True) -> None:
+        """The current conversation was just selected: a room's members are asked for
+        afresh (with ``members``), our typing notice follows, and its history comes as
+        :meth:`_load_first_page` says."""
+        self._typing_follows()
+        if members:
+            self._load_current_members()
+        self._load_first_page()
+
+    def _load_current_members(self) -> None:
+        """Ask for the members of the current conversation, if it is a room."""
+        conversation = self.vm.conversation(self.vm.current)
+        if conversation.is_room:
+            self.app.spawn(self._load_members, conversation.title)
+
+    def _load_first_page(self) -> None:
+        """The latest page of the current conversation's history, unless one came in this
+        session: what was missed since the last one, or arrived live, is not all there is."""
+        if not self.vm.conversation(self.vm.current).first_page_loaded:
+            self.load_older()
+
+    async def _load_rooms(self) -> None:
+        """Ask for the rooms this user is in; if the one shown is one it left meanwhile,
+        #general is shown instead (as :meth:`_follow_current` says)."""
+        if self.client is not None:
+            known = set(self.vm.conversations)
+            with contextlib.suppress(ClientError):
+                rooms = await self.client.rooms()
+                shown = self.vm.current
+                self.app.redraw(self.vm.rooms_listed(rooms, known=known))
+                self._follow_current(shown)
+
+    async def _load_members(self, room: str) -> None:
+        if self.client is not None:
+            with contextlib.suppress(ClientError):
+                self.app.redraw(self.vm.set_members(room, await self.client.members(room)))
+
+    def load_older(self) -> None:
+        """Ask for the page of the current conversation's history before its oldest message
+        shown; one page at a time per conversation, however often scrolling asks."""
+        conversation = self.vm.conversation(self.vm.current)
+        key = conversation.key
+        if key in self._loading_history or not conversation.more_history or self.client is None:
+            return
+        self._loading_history.add(key)
+
+        async def load() -> None:
+            try:
+                room, user = conversation.target
+                if self.client is not None:
+                    messages, more = await self.client.history(
+                        room=room, peer=user, before=conversation.oldest, limit=50
+                    )
+                    self.app.redraw(self.vm.history_loaded(key, messages, more))
+            except ClientError as exc:
+                self.app.redraw(self.app.failed(exc))
+            finally:
+                self._loading_history.discard(key)
+
+        self.app.spawn(load)

@@ -1,0 +1,110 @@
+"""File transfers of the desktop client: uploads and downloads, each a trio task with a
+row in the window that shows its progress and can cancel it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from tkinter import filedialog
+from typing import TYPE_CHECKING
+
+import trio
+
+from sealchat.gui.viewmodel import Change, TransferState
+from sealchat.transports.requests import ClientError
+from sealchat.transports.trio_client import ChatClient
+
+if TYPE_CHECKING:
+    from sealchat.gui.app import App
+
+
+class Transfers:
+    """The transfers under way, each cancellable until it ends."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.vm = app.vm
+        self._transfer_scopes: dict[int, trio.CancelScope] = {}
+
+    def choose_file(self) -> None:
+        path = filedialog.askopenfilename(parent=self.app, title="Send a file")
+        if path:
+            self.send_file(Path(path))
+
+    def send_file(self, path: Path) -> None:
+        room, user = self.vm.conversation(self.vm.current).target
+
+        async def upload(client: ChatClient, progress: Callable[[int, int], None]) -> str:
+            try:
+                await client.send_file(path, room=room, to=user, progress=progress)
+            except OSError as exc:  # gone, or unreadable, since the file dialog chose it
+                raise ClientError(f"cannot read it: {exc.strerror or exc}") from exc
+            return ""
+
+        self.app.redraw(self.vm.dismiss_error())
+        self._transfer(path.name, upload, upload=True)
+
+    def download(self, file_id: str) -> None:
+        """Download ``file_id``, unless it is being downloaded (a double click on its link)."""
+        if self.vm.downloading(file_id):
+            return
+        info = next(
+            (m.file for m in self.vm.current_messages() if m.file and m.file.file_id == file_id),
+            None,
+        )
+
+        async def fetch(client: ChatClient, progress: Callable[[int, int], None]) -> str:
+            return str(await client.download(file_id, progress=progress))
+
+        name = info.name if info else file_id  # shown escaped
+        self._transfer(name, fetch, upload=False, file_id=file_id)
+
+    def _transfer(
+        self,
+        name: str,
+        run: Callable[[ChatClient, Callable[[int, int], None]], Awaitable[str]],
+        *,
+        upload: bool,
+        file_id: str = "",
+    ) -> None:
+        """Start a transfer row for ``name`` (a download: of ``file_id``) and
+        ``run(client, progress)`` (which returns the row's detail) in a task; a failure or a
+        cancel ends the row saying so."""
+        transfer = self.vm.start_transfer(name, upload=upload, file_id=file_id)
+
+        async def go() -> None:
+            if self.app.controller.client is None:
+                return
+            with trio.CancelScope() as scope:
+                self._transfer_scopes[transfer.id] = scope
+                try:
+                    detail = await run(self.app.controller.client, self._progress(transfer.id))
+                    state = TransferState.DONE
+                except ClientError as exc:
+                    state, detail = TransferState.FAILED, str(exc)
+                except Exception as exc:  # a bug: the row ends, the guard reports it
+                    failed = TransferState.FAILED
+                    reason = f"{type(exc).__name__}: {exc}"
+                    self.app.redraw(self.vm.transfer_finished(transfer.id, failed, reason))
+                    raise
+                finally:
+                    self._transfer_scopes.pop(transfer.id, None)
+                self.app.redraw(self.vm.transfer_finished(transfer.id, state, detail))
+            if scope.cancelled_caught:
+                self.app.redraw(self.vm.transfer_finished(transfer.id, TransferState.CANCELLED))
+
+        self.app.redraw(self.vm.dismiss_error() | {Change.TRANSFERS})
+        self.app.spawn(go)
+
+    def cancel_transfer(self, transfer_id: int) -> None:
+        scope = self._transfer_scopes.get(transfer_id)
+        if scope is not None:
+            scope.cancel()
+
+    def dismiss_transfer(self, transfer_id: int) -> None:
+        self.app.redraw(self.vm.dismiss_transfer(transfer_id))
+
+    def _progress(self, transfer_id: int) -> Callable[[int, int], None]:
+        return lambda done, total: self.app.redraw(
+            self.vm.transfer_progress(transfer_id, done, total)
+        )
