@@ -23,6 +23,7 @@ from sealchat.gui.login_form import LoginForm
 from sealchat.gui.settings import Settings
 from sealchat.gui.theme import PALETTES
 from sealchat.gui.transfers import Transfers
+from sealchat.gui.typing_notice import TypingNotice
 from sealchat.gui.viewmodel import Change, ViewModel
 from sealchat.transports.requests import ClientError
 from sealchat.transports.shown_text import escaped
@@ -49,6 +50,7 @@ class App(ctk.CTk):
         self.cancel_scope: trio.CancelScope | None = None
         self.controller = Controller(self)
         self.transfers = Transfers(self)
+        self.typing_notice = TypingNotice(self)
         self.login_form = LoginForm(self, self.settings)
         self.chat = ChatView(self)
         self.login_form.place(relx=0.5, rely=0.5, anchor="center")
@@ -75,7 +77,7 @@ class App(ctk.CTk):
             self.cancel_scope = scope
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                self.spawn(self.controller.tick)
+                self.spawn(self.typing_notice.tick)
                 await trio.sleep_forever()
 
     def close(self) -> None:

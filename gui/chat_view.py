@@ -163,7 +163,7 @@ class ChatView(ctk.CTkFrame):
         draft = self.input.get("1.0", "end-1c")
         if draft != self._draft:
             self._draft = draft
-            self.app.controller.user_is_typing()
+            self.app.typing_notice.user_is_typing()
 
     def _join(self) -> None:
         room = self.join_entry.get().strip().lower()

@@ -1,6 +1,6 @@
 """What the desktop client asks of the client library: a login and its session (events,
-catch-up after a reconnect, messages sent in the order typed), our typing notice, the
-conversations shown with their members and history.
+catch-up after a reconnect, messages sent in the order typed), the conversations shown with
+their members and history.
 
 It runs on the Tk thread like the window (:class:`~sealchat.gui.app.App`), whose view-model it
 updates and redraws.
@@ -27,9 +27,6 @@ from sealchat.transports.trio_client import ChatClient, LinkState, connect
 if TYPE_CHECKING:
     from sealchat.gui.app import App
 
-TYPING_REFRESH = 3.0
-TYPING_IDLE = 4.0
-
 
 class _Outgoing(NamedTuple):
     """A message typed, waiting for its turn to be handed to the client."""
@@ -49,23 +46,10 @@ class Controller:
         self.client: ChatClient | None = None
         self._session_user = ""
         """Who logged in last (a different user next time clears what they left)."""
-        self._typing_sent = 0.0
-        self._typing_deadline = 0.0
-        self._typing_to: tuple[str, str] | None = None
-        """(room, user) our typing notice went to, while it is on."""
         self._loading_history: set[str] = set()
         """The conversations whose history is being fetched (a page at a time each)."""
         self._outgoing: trio.MemorySendChannel[_Outgoing] | None = None
         """The messages typed, in order, for the session's sender (see :meth:`_sending`)."""
-
-    async def tick(self) -> None:
-        """Expire typing notices and stop our own typing notice after a pause."""
-        while True:
-            await trio.sleep(0.5)
-            now = time.time()
-            self.app.redraw(self.vm.expire_typing(now))
-            if self._typing_deadline and now >= self._typing_deadline:
-                self._stop_typing()
 
     # --- login ----------------------------------------------------------------------------
 
@@ -144,7 +128,7 @@ class Controller:
         server refuses notices to a room we are not in), and the one shown now is shown as
         :meth:`select` shows it."""
         if self.vm.current != shown:
-            self._stop_typing(tell=False)
+            self.app.typing_notice.stop(tell=False)
             self._shown()
 
     async def _catch_up(self) -> None:
@@ -207,43 +191,11 @@ class Controller:
             return False
         self.app.redraw(self.vm.dismiss_error())
         room, user = self.vm.conversation(self.vm.current).target
-        self._stop_typing(tell=False)  # the message ends the notice at the server
+        self.app.typing_notice.stop(tell=False)  # the message ends the notice at the server
         client_id = new_client_id()
         self.vm.sending(client_id, text)  # before any reply can arrive
         self._outgoing.send_nowait(_Outgoing(text, room, user, client_id))
         return True
-
-    def user_is_typing(self) -> None:
-        """A key changed the draft: the conversation shown hears we are typing (refreshed
-        every TYPING_REFRESH s), until a pause of TYPING_IDLE s."""
-        self._typing_follows()
-        now = time.time()
-        self._typing_deadline = now + TYPING_IDLE
-        if now - self._typing_sent > TYPING_REFRESH:
-            self._typing_sent = now
-            self._typing_to = self.vm.conversation(self.vm.current).target
-            self.app.spawn(self._typing, True, self._typing_to)
-
-    def _typing_follows(self) -> None:
-        """Stop our typing notice if it went to a conversation no longer shown."""
-        if self._typing_to not in (None, self.vm.conversation(self.vm.current).target):
-            self._stop_typing()
-
-    def _stop_typing(self, *, tell: bool = True) -> None:
-        """End our typing notice, telling the conversation it went to (if ``tell``)."""
-        if tell and self._typing_to is not None:
-            self.app.spawn(self._typing, False, self._typing_to)
-        self._typing_to = None
-        self._typing_deadline = 0.0
-        self._typing_sent = 0.0
-
-    async def _typing(self, active: bool, target: tuple[str, str]) -> None:
-        """Tell conversation ``target`` (room, user) whether we are typing: best effort, a
-        notice that cannot go (while reconnecting) is no error to show."""
-        room, user = target
-        if self.client is not None:
-            with contextlib.suppress(ClientError):
-                await self.client.typing(active, room=room, to=user)
 
     def join_room(self, room: str) -> None:
         self.app.redraw(self.vm.dismiss_error())
@@ -274,7 +226,7 @@ class Controller:
         """The current conversation was just selected: a room's members are asked for
         afresh (with ``members``), our typing notice follows, and its history comes as
         :meth:`_load_first_page` says."""
-        self._typing_follows()
+        self.app.typing_notice.follow()
         if members:
             self._load_current_members()
         self._load_first_page()

@@ -398,7 +398,7 @@ def test_only_keys_that_change_the_draft_count_as_typing(window: Window, server:
     box = app.chat.input._textbox
     box.focus_force()
     window.pump()
-    with mock.patch.object(app.controller, "user_is_typing") as typing:
+    with mock.patch.object(app.typing_notice, "user_is_typing") as typing:
         for keysym in ("Left", "Control_L", "Shift_L", "Home"):
             box.event_generate("<KeyRelease>", keysym=keysym)
         assert typing.call_count == 0
