@@ -224,9 +224,9 @@ def test_no_key_question_once_the_chat_reads_its_commands(monkeypatch: pytest.Mo
 def test_a_connection_lost_at_any_point_exits_with_its_own_code() -> None:
     # Lost during the login (a request under way) or for good: both are "the connection was
     # lost", exit 7, not a generic failure.
-    from sealchat.transports import trio_client
+    from sealchat.transports import trio_client, trio_link
 
-    for lost in (trio_client._LinkLost("the connection was lost"), Disconnected("gone")):
+    for lost in (trio_link.LinkLost("the connection was lost"), Disconnected("gone")):
         assert exit_codes.explain_failure(lost)[0] == exit_codes.LOST == 7
     closed = trio_client.ConnectionLost("the server closed the connection: server full")
     assert exit_codes.explain_failure(closed)[0] == exit_codes.LOST
