@@ -2,7 +2,9 @@
 
 ``TrioServer`` serves a hub with a task per connection; ``connect`` / ``ChatClient`` are the
 client library the desktop and terminal clients use (see ``docs/client.md``). The code lives
-in ``trio_server`` and ``trio_client``; this module is the public face of both.
+in ``trio_server`` and ``trio_client`` (whose parts are the other ``trio_*`` modules: the link,
+the reader, delivery, the outbox, transfers, reconnecting); this module is the public face of
+both.
 """
 
 from __future__ import annotations

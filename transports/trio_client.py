@@ -17,7 +17,6 @@ client drops messages it has already shown, so nothing is lost and nothing is do
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
@@ -25,38 +24,29 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
     Bye,
-    ConnectionClosed,
     Delivered,
     Event,
-    FileChunk,
-    FileComplete,
     FileInfo,
-    FileReject,
     LocalProtocolError,
     MemberInfo,
     Message,
-    MessageAck,
     ProtocolError,
     Record,
     RoomInfo,
     State,
     Typing,
 )
-from sealchat.core import Error as ServerError
 from sealchat.core.codec import encode_record
 from sealchat.transports import requests
 from sealchat.transports.downloads import default_downloads_dir, sha256_of
 from sealchat.transports.keyfile import load_or_create_key
 from sealchat.transports.pinning import (
     KnownServers,
-    ServerKeyChanged,
-    ServerKeyUnknown,
     config_dir,
     server_name,
 )
@@ -81,6 +71,8 @@ from sealchat.transports.trio_link import (
     Unreachable,
 )
 from sealchat.transports.trio_outbox import Outbox
+from sealchat.transports.trio_reader import Reader
+from sealchat.transports.trio_reconnect import Reconnector
 from sealchat.transports.trio_transfers import Progress, Transfers, Upload, no_progress
 
 __all__ = [
@@ -108,10 +100,6 @@ reply (without replies): a server that never answers holds back nothing for good
 def client_key(path: Path | None = None) -> X25519PrivateKey:
     """This installation's own static key (created 0600 on first use)."""
     return load_or_create_key(path or config_dir() / "client_key")
-
-
-class _ReplyTooLong(Exception):
-    """The server sent more for one request than a reply may hold (the message says how)."""
 
 
 class ChatClient:
@@ -148,32 +136,30 @@ class ChatClient:
             on_key=self._note_key,
         )
         self.downloads_dir = downloads_dir or default_downloads_dir()
-        self._reconnect = reconnect
-        self._backoff = backoff
-        self._rng = random.Random()  # noqa: S311  (jitter, not secrets)
         self._link: Link | None = None
-        self._credentials: tuple[str, str] | None = None
         self.username = ""
         self.fingerprint = ""
         self._delivery = Delivery(self, events=events, acknowledge=acknowledge)
         self._waiters = self._delivery.waiters
-        self._replies = replies
-        """Whether what answers a call (a refusal, a page of history…) goes on events() too."""
         self.gave_up_on: Exception | None = None
         """Why the client stopped reconnecting for good (a changed or unknown key, a refused
         login, or Disconnected: also once it is closed), once it has."""
-        self._recovering = False
-        self._position = 0
-        """Records read so far (over all links): the position in the stream of the latest
-        (see ``route``)."""
         self._outbox = Outbox(self)
         self._transfers = Transfers(self, self._delivery)
-        self._chunks = self._transfers.chunks
+        self._reader = Reader(self, self._delivery, self._outbox, self._transfers, replies=replies)
+        self._reconnector = Reconnector(self, self._delivery, reconnect=reconnect, backoff=backoff)
         self._closing = False
         self._online = trio.Event()
 
     def __repr__(self) -> str:
         return f"<ChatClient {self.server} user={self.username!r}>"
+
+    # Views of the collaborators' state (the tests watch these).
+
+    @property
+    def _chunks(self) -> dict[int, trio.MemorySendChannel[Record]]:
+        """The queues of the downloads under way (see ``Transfers.chunks``)."""
+        return self._transfers.chunks
 
     @property
     def _withheld(self) -> deque[tuple[Event | LinkState, list[CallWaiter]]]:
@@ -192,134 +178,27 @@ class ChatClient:
         ``Dialer.open``), and start the link's reader and writer."""
         link = await self._dialer.open()
         self._link = link
-        self._nursery.start_soon(self._read, link)
+        self._nursery.start_soon(self._reader.read, link)
         self._nursery.start_soon(link.write)
 
     def _note_key(self, fingerprint: str) -> None:
         """The server's key (``fingerprint``) is accepted."""
         self.fingerprint = fingerprint
 
-    # --- the reader -----------------------------------------------------------------------
-
-    async def _read(self, link: Link) -> None:
-        reason = "the connection was lost"
-        try:
-            while True:
-                event = await link.next_event()
-                if isinstance(event, ConnectionClosed):
-                    reason = event.reason or reason
-                    return
-                await self._dispatch(event)
-        except _ReplyTooLong as exc:  # as for other violations, the link ends (and comes back)
-            reason = str(exc)
-            await self._say_bye(link, reason)
-        except ProtocolError as exc:
-            reason = str(exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LinkLost):
-            pass
-        finally:
-            link.reason = reason
-            link.closed.set()
-            link.writer.cancel()
-            link.wrote.set()  # senders waiting for room see the link is gone
-            self._outbox.note_answer()  # and the pacer stops waiting for answers
-            with trio.CancelScope(shield=True):
-                await link.stream.aclose()
-            for waiter in self._waiters:
-                waiter.lost = True
-                waiter.finished.set()
-            self._waiters.clear()
-            self._delivery.wake_releaser()
-            for chunks in self._chunks.values():
-                chunks.close()  # the download sees the end of its chunks: it resumes later
-            if self._link is link:
-                self._link = None
-                self._online = trio.Event()
-                if not self._closing:
-                    self._nursery.start_soon(self._recover, reason)
+    # --- the reader and reconnecting ----------------------------------------------------
 
     async def _dispatch(self, record: Event) -> None:
-        if not isinstance(record, Record):
-            return
-        self._position += 1
-        took, failure = requests.route(self._waiters, record, self._position)
-        if failure:
-            raise _ReplyTooLong(failure)
-        self._delivery.wake_releaser()  # for the events that calls it ended had held back
-        match record:
-            case FileChunk() | FileComplete() | FileReject() if record.transfer in self._chunks:
-                # A full queue makes the reader wait: the socket backs up, the server pauses.
-                with suppress(trio.BrokenResourceError):  # the download ended meanwhile
-                    await self._chunks[record.transfer].send(record)
-                return
-            case FileChunk() | FileComplete() | FileReject():
-                return  # the rest of an abandoned download, already on its way
-            case Message():
-                if not self._delivery.remember(record.id):
-                    return
-            case ServerError(code="rate_limited", ref=ref) if ref in self._outbox.messages:
-                self._outbox.slow_down(ref)  # not refused: it goes again after a pause
-                return
-            case ServerError(ref=ref) if ref in self._outbox.messages:
-                self._outbox.refused(ref)
-            case MessageAck():
-                sent = self._outbox.stored(record.client_id)
-                if sent is not None and self._delivery.remember(record.id):
-                    # Our own message, now stored: shown like anyone's, in id order.
-                    await self._delivery.pass_on(
-                        msgspec.structs.replace(
-                            sent, id=record.id, ts=record.ts, sender=self.username
-                        )
-                    )
-        if self._replies or not took:
-            await self._delivery.pass_on(record)
-        elif isinstance(record, Message):  # it may be an answer, or not: wait and see
-            await self._delivery.pass_on(record, took)
+        """Take a record read where it belongs (see ``Reader.dispatch``)."""
+        await self._reader.dispatch(record)
 
-    # --- reconnecting ---------------------------------------------------------------------
-
-    async def _recover(self, reason: str) -> None:
-        """Reconnect with exponential back-off and jitter, then log in again (the server
-        replays what was missed; the outbox is resent)."""
-        if not self._reconnect or self._credentials is None:
-            await self._give_up(reason)
-            return
-        if self._recovering:  # a link lost while logging in again: that recovery goes on
-            return
-        self._recovering = True
-        try:
-            await self._reconnect_loop(reason, self._credentials)
-        finally:
-            self._recovering = False
-
-    async def _reconnect_loop(self, reason: str, credentials: tuple[str, str]) -> None:
-        delay, cap = self._backoff
-        while not self._closing:
-            wait = delay * self._rng.uniform(0.5, 1.5)
-            await self._delivery.pass_on(LinkState(connected=False, reason=reason, retry_in=wait))
-            await trio.sleep(wait)
-            try:
-                await self._open_link()
-                await self._log_in(*credentials, register=False)
-            except (
-                ClientError,
-                OSError,
-                trio.TooSlowError,
-                ServerKeyChanged,
-                ServerKeyUnknown,
-            ) as exc:
-                await self._abandon_link()
-                reason = str(exc)
-                if isinstance(exc, LoginFailed) and exc.retry_after:  # busy: come back later
-                    delay = max(delay, exc.retry_after)
-                elif isinstance(exc, LoginFailed | ServerKeyChanged | ServerKeyUnknown):
-                    await self._give_up(reason, exc)  # trying again won't help
-                    return
-                else:
-                    delay = min(cap, delay * 2)
-                continue
-            await self._delivery.pass_on(LinkState(connected=True))
-            return
+    def _link_ended(self, link: Link, reason: str) -> None:
+        """The reader of ``link`` has ended it (for ``reason``): if it is the client's link,
+        the client is offline, and recovers unless it is closing."""
+        if self._link is link:
+            self._link = None
+            self._online = trio.Event()
+            if not self._closing:
+                self._nursery.start_soon(self._reconnector.recover, reason)
 
     async def _abandon_link(self) -> None:
         """Close a link that did not make it to a session, or failed while it resent the
@@ -388,7 +267,7 @@ class ChatClient:
             try:
                 return await attempt()
             except LinkLost:
-                if not self._reconnect or self._closing:
+                if not self._reconnector.enabled or self._closing:
                     raise Disconnected("the connection was lost") from None
                 await self.wait_online()
 
@@ -407,8 +286,8 @@ class ChatClient:
         # same read as the answer, and be handled before this call resumes.
         self._delivery.replaying = True
         name = await self._ask(requests.login(username, password, register=register))
-        first = self._credentials is None
-        self._credentials = (username, password)
+        first = self._reconnector.credentials is None
+        self._reconnector.credentials = (username, password)
         self.username = name
         if first:
             self._nursery.start_soon(self._outbox.keep_pacing)

@@ -1,0 +1,94 @@
+"""Reconnecting the trio client once its link is lost: new links with exponential back-off and
+jitter, each logging in again, until one does or trying again cannot help."""
+
+from __future__ import annotations
+
+import random
+from typing import Protocol
+
+import trio
+
+from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
+from sealchat.transports.requests import ClientError, LoginFailed
+from sealchat.transports.trio_delivery import Delivery, LinkState
+
+
+class Session(Protocol):
+    """What reconnecting uses of the client: making a link and logging in on it, closing one
+    that failed, and giving up."""
+
+    _closing: bool
+
+    async def _open_link(self) -> None: ...
+
+    async def _log_in(self, username: str, password: str, *, register: bool) -> str: ...
+
+    async def _abandon_link(self) -> None: ...
+
+    async def _give_up(self, reason: str, error: Exception | None = None) -> None: ...
+
+
+class Reconnector:
+    """Brings the session of one client back after each lost link (with ``reconnect``),
+    telling ``events()`` how it goes (LinkState)."""
+
+    def __init__(
+        self,
+        session: Session,
+        delivery: Delivery,
+        *,
+        reconnect: bool,
+        backoff: tuple[float, float],
+    ) -> None:
+        self._session = session
+        self._delivery = delivery
+        self.enabled = reconnect
+        self._backoff = backoff
+        self._rng = random.Random()  # noqa: S311  (jitter, not secrets)
+        self.credentials: tuple[str, str] | None = None
+        """What the session logged in with (it logs in again with them)."""
+        self._recovering = False
+
+    async def recover(self, reason: str) -> None:
+        """Reconnect with exponential back-off and jitter, then log in again (the server
+        replays what was missed; the outbox is resent)."""
+        if not self.enabled or self.credentials is None:
+            await self._session._give_up(reason)
+            return
+        if self._recovering:  # a link lost while logging in again: that recovery goes on
+            return
+        self._recovering = True
+        try:
+            await self._reconnect_loop(reason, self.credentials)
+        finally:
+            self._recovering = False
+
+    async def _reconnect_loop(self, reason: str, credentials: tuple[str, str]) -> None:
+        session = self._session
+        delay, cap = self._backoff
+        while not session._closing:
+            wait = delay * self._rng.uniform(0.5, 1.5)
+            await self._delivery.pass_on(LinkState(connected=False, reason=reason, retry_in=wait))
+            await trio.sleep(wait)
+            try:
+                await session._open_link()
+                await session._log_in(*credentials, register=False)
+            except (
+                ClientError,
+                OSError,
+                trio.TooSlowError,
+                ServerKeyChanged,
+                ServerKeyUnknown,
+            ) as exc:
+                await session._abandon_link()
+                reason = str(exc)
+                if isinstance(exc, LoginFailed) and exc.retry_after:  # busy: come back later
+                    delay = max(delay, exc.retry_after)
+                elif isinstance(exc, LoginFailed | ServerKeyChanged | ServerKeyUnknown):
+                    await session._give_up(reason, exc)  # trying again won't help
+                    return
+                else:
+                    delay = min(cap, delay * 2)
+                continue
+            await self._delivery.pass_on(LinkState(connected=True))
+            return
