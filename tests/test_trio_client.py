@@ -793,6 +793,43 @@ async def test_what_arrived_is_acknowledged_while_the_session_runs(
                 await trio.sleep(0.05)
 
 
+@pytest.mark.parametrize("replies", [True, False])
+async def test_an_acknowledgement_lost_with_the_link_shows_nothing_twice(
+    replies: bool, server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Delivered counts as sent once queued. If the link dies before it is written, the
+    # server keeps its older cursor and replays those messages at the next login: the client
+    # drops them (it showed them already), and acknowledges them again.
+    options = {"acknowledge": True, "replies": replies, "backoff": (0.05, 0.2)}
+    async with logged_in(server, tmp_path, "alice", **options) as alice:
+        assert await replayed(alice) == []  # alice is a member of general from now on
+        link = alice._link
+        assert link is not None
+        writing, release = trio.Event(), trio.Event()
+
+        async def stalls_then_resets(data: bytes) -> None:
+            writing.set()
+            await release.wait()
+            raise trio.BrokenResourceError("connection reset by peer")
+
+        monkeypatch.setattr(link.stream, "send_all", stalls_then_resets)  # nothing goes out
+        with server.login("bob") as bob:
+            for text in ("one", "two", "three"):
+                bob.send_message(text, room="general")
+        shown = [(await next_of(alice, Message)).text for _ in range(3)]
+        newest = server.hub.store.last_message_id()
+        with trio.fail_after(10):  # the periodic acknowledgement of all three is queued
+            while not writing.is_set() or alice._delivery.due() is not None:
+                await trio.sleep(0.01)
+        assert server.hub.store.get_cursor("alice") < newest  # the next login replays them
+        release.set()  # the write fails: the server never gets it
+        assert not (await next_of(alice, LinkState)).connected
+        assert await replayed(alice) == []  # after the reconnect: nothing shown twice
+    assert shown == ["one", "two", "three"]
+    async with logged_in(server, tmp_path, "alice", **options) as alice:
+        assert await replayed(alice) == []  # nor at the next login: they were acknowledged
+
+
 async def test_a_session_that_does_not_acknowledge_leaves_messages_unread(
     server: Running, tmp_path: Path
 ) -> None:

@@ -282,9 +282,9 @@ class ChatClient:
         return await self._log_in(username, password, register=True)
 
     async def _log_in(self, username: str, password: str, *, register: bool) -> str:
-        # Set before asking: the replay's last HistoryEnd (which clears it) can come in the
-        # same read as the answer, and be handled before this call resumes.
-        self._delivery.replaying = True
+        # Before asking: the replay's last HistoryEnd (which ends it) can come in the same
+        # read as the answer, and be handled before this call resumes.
+        self._delivery.start_replay()
         name = await self._ask(requests.login(username, password, register=register))
         first = self._reconnector.credentials is None
         self._reconnector.credentials = (username, password)

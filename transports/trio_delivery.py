@@ -98,10 +98,19 @@ class Delivery:
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
         self._delivered = self._shown = 0
-        """The newest message id acknowledged (outside a replay: during one, the server takes
-        no more than the page it sent), and the newest that reached ``events()`` (or a call's
-        answer): only what the user was shown is acknowledged, not all that arrived."""
+        """The newest message id acknowledged since the login (outside a replay: during one,
+        the server takes no more than the page it sent), and the newest that reached
+        ``events()`` (or a call's answer): only what the user was shown is acknowledged, not
+        all that arrived."""
         self.replaying = False
+
+    def start_replay(self) -> None:
+        """A login starts the server's replay of what it has not seen acknowledged. What an
+        earlier link acknowledged may never have reached the server (a Delivered queued as the
+        link died), so from the login on, only what goes on the new link counts: the end of
+        the replay acknowledges again all that was shown."""
+        self.replaying = True
+        self._delivered = 0
 
     async def pass_on(self, event: Event | LinkState, took: list[CallWaiter] | None = None) -> None:
         """Emit ``event`` after those withheld; hold it back while calls that ``took`` it wait
