@@ -63,6 +63,7 @@ from sealchat.transports import requests
 from sealchat.transports.downloads import PartialDownload, sha256_of
 from sealchat.transports.requests import (
     EVENT_BUFFER,
+    REQUEST_TIMEOUT,
     TRANSFER_BLOCK,
     TRANSFER_QUEUE,
     ClientError,
@@ -73,7 +74,6 @@ from sealchat.transports.requests import (
 
 E = TypeVar("E")
 T = TypeVar("T")
-REQUEST_TIMEOUT = 30.0
 SEND_BUFFER: Final = 256 * 1024
 """Bytes queued for the writer beyond which ``send``/``send_all`` wait for it (for 30 s at
 most without progress)."""

@@ -52,7 +52,7 @@ from sealchat.core.limits import MAX_CHUNK, MAX_TEXT
 TRANSFER_BLOCK = 16 * MAX_CHUNK
 """Bytes an upload reads from disk per read and writes to the socket in one go."""
 REQUEST_TIMEOUT = 30.0
-"""Seconds the trio client waits for the reply to a request."""
+"""Seconds a client waits for the reply to a request."""
 EVENT_BUFFER = 10_000
 """Events a client keeps for its reader; beyond it the client reads no more from the server
 until the reader takes some."""
