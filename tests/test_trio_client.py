@@ -38,10 +38,12 @@ from sealchat.core import (
     fingerprint,
 )
 from sealchat.core import Error as ServerError
-from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
+from sealchat.core.hub import GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
+from sealchat.core.hub.names import user_key
 from sealchat.transports import requests, trio_client
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
+from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.pinning import (
     KnownServers,
     ServerKeyChanged,
@@ -54,6 +56,7 @@ from sealchat.transports.requests import (
     TRANSFER_BLOCK,
     TRANSFER_QUEUE,
 )
+from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.trio_client import (
     EVENT_BUFFER,
     ChatClient,
@@ -713,6 +716,31 @@ async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) ->
             with pytest.raises(Disconnected):  # not queued for a reconnect that never comes
                 await alice.send_message("into the void", room="general")
             assert isinstance(alice.gave_up_on, ServerKeyChanged)  # why, for the caller
+
+
+async def test_a_session_the_server_ended_says_why_when_logging_in_again_fails(
+    tmp_path: Path,
+) -> None:
+    # The password was changed elsewhere: the server logs the session out saying so, and the
+    # old password is refused at the reconnect. "Wrong password" alone would leave the user
+    # wondering; the reason the server gave goes with it.
+    data_dir = tmp_path / "server"
+    with running_server("trio", data_dir) as server:
+        async with logged_in(server, tmp_path, "alice", backoff=(0.05, 0.05)) as alice:
+            with SqliteStore(data_dir) as store:
+                assert store.set_password(
+                    user_key("alice"), hash_password("a brand new password", params=CHEAP)
+                )
+            with trio.fail_after(20):
+                while alice.gave_up_on is None:
+                    await next_of(alice, LinkState)
+            refused = alice.gave_up_on
+            assert isinstance(refused, LoginFailed)
+            assert str(refused) == (
+                f"{GENERIC_LOGIN_FAILURE}; the server had ended the session: {PASSWORD_CHANGED}"
+            )
+            with pytest.raises(Disconnected, match="your password was changed"):
+                await alice.wait_online()
 
 
 # --- what the client refuses, and what it leaves out -------------------------------------

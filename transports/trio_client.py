@@ -198,7 +198,7 @@ class ChatClient:
             self._link = None
             self._online = trio.Event()
             if not self._closing:
-                self._nursery.start_soon(self._reconnector.recover, reason)
+                self._nursery.start_soon(self._reconnector.recover, reason, link.farewell)
 
     async def _abandon_link(self) -> None:
         """Close a link that did not make it to a session, or failed while it resent the

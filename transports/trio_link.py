@@ -61,6 +61,8 @@ class Link:
         self.send_lock = trio.Lock()
         self.closed = trio.Event()
         self.reason = ""
+        self.farewell: str | None = None
+        """Why the server ended the session, if it said goodbye (with a reason or not)."""
         self.wake = trio.Event()
         """Set when records are queued: the writer takes them all in one write."""
         self.wrote = trio.Event()

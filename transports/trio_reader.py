@@ -78,6 +78,8 @@ class Reader:
                 event = await link.next_event()
                 if isinstance(event, ConnectionClosed):
                     reason = event.reason or reason
+                    if event.clean:  # the server said goodbye
+                        link.farewell = reason
                     return
                 await self._session._dispatch(event)
         except ReplyTooLong as exc:  # as for other violations, the link ends (and comes back)

@@ -49,9 +49,10 @@ class Reconnector:
         """What the session logged in with (it logs in again with them)."""
         self._recovering = False
 
-    async def recover(self, reason: str) -> None:
+    async def recover(self, reason: str, farewell: str | None = None) -> None:
         """Reconnect with exponential back-off and jitter, then log in again (the server
-        replays what was missed; the outbox is resent)."""
+        replays what was missed; the outbox is resent). ``farewell``: why the server ended
+        the session, if it said goodbye."""
         if not self.enabled or self.credentials is None:
             await self._session._give_up(reason)
             return
@@ -59,11 +60,13 @@ class Reconnector:
             return
         self._recovering = True
         try:
-            await self._reconnect_loop(reason, self.credentials)
+            await self._reconnect_loop(reason, self.credentials, farewell)
         finally:
             self._recovering = False
 
-    async def _reconnect_loop(self, reason: str, credentials: tuple[str, str]) -> None:
+    async def _reconnect_loop(
+        self, reason: str, credentials: tuple[str, str], farewell: str | None
+    ) -> None:
         session = self._session
         delay, cap = self._backoff
         while not session._closing:
@@ -84,6 +87,12 @@ class Reconnector:
                 reason = str(exc)
                 if isinstance(exc, LoginFailed) and exc.retry_after:  # busy: come back later
                     delay = max(delay, exc.retry_after)
+                elif isinstance(exc, LoginFailed) and farewell:
+                    # Refused for good by a server that had ended the session saying why
+                    # (a changed password, a removed account): say that too.
+                    refused = LoginFailed(f"{exc}; the server had ended the session: {farewell}")
+                    await session._give_up(str(refused), refused)
+                    return
                 elif isinstance(exc, LoginFailed | ServerKeyChanged | ServerKeyUnknown):
                     await session._give_up(reason, exc)  # trying again won't help
                     return
