@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sealchat.core.hub.store import StoredFile, StoredMessage
-from sealchat.transports import sqlite_store
+from sealchat.transports import sqlite_schema, sqlite_store
 from sealchat.transports.sqlite_store import SchemaVersionError, SqliteStore
 from tests.sql_trace import sql_statements
 
@@ -499,9 +499,9 @@ def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.Mon
     with SqliteStore(tmp_path) as s:
         add_users(s, "Esha")
     v2 = "ALTER TABLE users ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated';"
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", (*sqlite_store.MIGRATIONS, v2))
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", (*sqlite_schema.MIGRATIONS, v2))
     with SqliteStore(tmp_path) as s:
-        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_schema.MIGRATIONS)
         assert s._conn.execute("SELECT note FROM users").fetchone()[0] == "migrated"
         assert s.get_user("esha") is not None
 

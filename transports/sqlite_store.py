@@ -59,7 +59,9 @@ from sealchat.core.hub.store import DuplicateMessage, StoredFile, StoredMessage,
 
 if TYPE_CHECKING:
     from sealchat.core.hub.store import Store
+from sealchat.transports import sqlite_schema
 from sealchat.transports.keyfile import ensure_private_dir, fsync_dir
+from sealchat.transports.sqlite_schema import MIGRATIONS, SchemaVersionError, one_target
 from sealchat.transports.writeback import WriteBehind
 
 __all__ = ["DB_FILE", "DOWNLOADS_DIR", "MIGRATIONS", "SchemaVersionError", "SqliteStore"]
@@ -81,89 +83,6 @@ _KEYS_PER_QUERY = 500  # well under SQLite's limit on bound parameters
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
-_SCHEMA_V1 = """
-CREATE TABLE users (
-    key TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE rooms (
-    name TEXT PRIMARY KEY,
-    created REAL NOT NULL
-);
-CREATE TABLE memberships (
-    room TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
-    user_key TEXT NOT NULL REFERENCES users(key) ON DELETE CASCADE,
-    joined_after_id INTEGER NOT NULL,
-    PRIMARY KEY (room, user_key)
-);
-CREATE INDEX memberships_by_user ON memberships(user_key, room);
-CREATE TABLE messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    sender_key TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    room TEXT NOT NULL,
-    to_key TEXT NOT NULL,
-    to_name TEXT NOT NULL,
-    text TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    file_id TEXT NOT NULL
-);
-CREATE UNIQUE INDEX messages_client_id ON messages(sender_key, client_id) WHERE client_id <> '';
-CREATE INDEX messages_room ON messages(room, id) WHERE room <> '';
-CREATE INDEX messages_direct_pair ON messages(sender_key, to_key, id) WHERE to_key <> '';
-CREATE INDEX messages_direct_to ON messages(to_key, id) WHERE to_key <> '';
-CREATE INDEX messages_direct_from ON messages(sender_key, id) WHERE to_key <> '';
-CREATE TABLE cursors (
-    user_key TEXT PRIMARY KEY REFERENCES users(key) ON DELETE CASCADE,
-    last_delivered INTEGER NOT NULL
-);
-CREATE TABLE files (
-    file_id TEXT PRIMARY KEY,
-    owner_key TEXT NOT NULL,
-    name TEXT NOT NULL,
-    size INTEGER NOT NULL CHECK (size >= 0),
-    sha256 BLOB NOT NULL CHECK (length(sha256) = 32),
-    room TEXT NOT NULL,
-    to_key TEXT NOT NULL,
-    received INTEGER NOT NULL DEFAULT 0 CHECK (received BETWEEN 0 AND size),
-    complete INTEGER NOT NULL DEFAULT 0 CHECK (complete IN (0, 1)),
-    ts REAL NOT NULL
-);
-CREATE INDEX files_by_owner ON files(owner_key, complete);
-CREATE INDEX files_by_room ON files(room) WHERE room <> '';
-CREATE INDEX files_direct ON files(owner_key, to_key) WHERE to_key <> '';
-"""
-
-_SCHEMA_V2 = """
-CREATE TABLE retired_names (
-    key TEXT PRIMARY KEY,
-    retired REAL NOT NULL
-);
-INSERT INTO retired_names (key, retired)
-SELECT key, (julianday('now') - 2440587.5) * 86400.0 FROM (
-    SELECT sender_key AS key FROM messages
-    UNION SELECT to_key FROM messages
-    UNION SELECT owner_key FROM files
-    UNION SELECT to_key FROM files
-) WHERE key <> '' AND key NOT IN (SELECT key FROM users);
-"""
-"""Names of removed accounts, never given to anyone again: their direct messages and files
-stay filed under the name. Accounts removed before this version are found by the messages and
-files whose user no longer exists."""
-
-_SCHEMA_V3 = """
-ALTER TABLE users ADD COLUMN password_generation INTEGER NOT NULL DEFAULT 0;
-"""
-"""Each password change counts up the account's ``password_generation``: the server compares
-it with the one its sessions logged in under and logs out those whose password changed."""
-
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
-"""Schema scripts; applying ``MIGRATIONS[i]`` takes ``PRAGMA user_version`` from i to i + 1.
-Append new ones, never edit old ones."""
-
 # Queries name their columns in the order of StoredMessage's fields (id, ts, sender, room,
 # to_name, text, client_id, file_id) and of _file() below.
 
@@ -178,10 +97,6 @@ SELECT * FROM (
     WHERE sender_key = ? AND to_key = ? AND to_key <> '' AND id < ? ORDER BY id DESC LIMIT ?)
 ORDER BY id DESC LIMIT ?
 """
-
-
-class SchemaVersionError(RuntimeError):
-    """The database was written by a newer sealchat than this one."""
 
 
 def _message(row: Any) -> StoredMessage:
@@ -202,11 +117,6 @@ def _file(row: Any) -> StoredFile:
         complete=bool(complete),
         ts=ts,
     )
-
-
-def _one_target(room: str, to_key: str) -> None:
-    if (room == "") == (to_key == ""):
-        raise ValueError("exactly one of room and to_key must be set")
 
 
 class _RunningHash:
@@ -268,8 +178,8 @@ class SqliteStore:
         at the next call (this connection changed an account: that moves no version)."""
         self._conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         try:
-            self._configure()
-            self._migrate()
+            sqlite_schema.configure(self._conn, database)
+            sqlite_schema.migrate(self._conn, database)
             if not in_memory:
                 self._recover_uploads()
         except BaseException:
@@ -291,33 +201,6 @@ class SqliteStore:
         self._conn.close()
 
     # -- setup -----------------------------------------------------------------------------
-
-    def _configure(self) -> None:
-        c = self._conn
-        (mode,) = c.execute("PRAGMA journal_mode=WAL").fetchone()
-        if mode not in ("wal", "memory"):  # "memory" for :memory: databases
-            raise RuntimeError(
-                f"cannot use WAL mode for {self._path} (got {mode!r}); put the data "
-                "directory on a local file system"
-            )
-        # NORMAL: see the module docstring (survives process kills; not power loss).
-        c.execute("PRAGMA synchronous=NORMAL")
-        c.execute("PRAGMA foreign_keys=ON")
-        c.execute("PRAGMA busy_timeout=5000")  # an admin tool may hold the lock briefly
-
-    def _migrate(self) -> None:
-        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
-        if version > len(MIGRATIONS):
-            raise SchemaVersionError(
-                f"database {self._path} has schema version {version}, but this sealchat "
-                f"understands versions up to {len(MIGRATIONS)}: upgrade sealchat to open it"
-            )
-        for target in range(version + 1, len(MIGRATIONS) + 1):
-            # One transaction per step: a failed migration leaves the previous version intact.
-            self._conn.executescript(
-                f"BEGIN IMMEDIATE;\n{MIGRATIONS[target - 1]}\n"
-                f"PRAGMA user_version = {target};\nCOMMIT;"
-            )
 
     def _recover_uploads(self) -> None:
         """Make partial uploads agree with the database after a crash.
@@ -601,7 +484,7 @@ class SqliteStore:
         ValueError) if the sender already has a message with this non-empty ``client_id``
         (see find_by_client_id): the unique index finds it, with no lookup beforehand.
         """
-        _one_target(room, to_key)
+        one_target(room, to_key)
         try:
             cur = self._conn.execute(
                 "INSERT INTO messages (ts, sender_key, sender, room, to_key, to_name, text, "
@@ -747,7 +630,7 @@ class SqliteStore:
 
         ``name`` is stored as text only. Exactly one of ``room`` and ``to_key`` must be set.
         """
-        _one_target(room, to_key)
+        one_target(room, to_key)
         if size < 0:
             raise ValueError("file size cannot be negative")
         if len(sha256) != 32:
