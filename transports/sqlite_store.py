@@ -47,7 +47,6 @@ import re
 import secrets
 import sqlite3
 import stat
-import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -59,7 +58,7 @@ from sealchat.core.hub.store import DuplicateMessage, StoredFile, StoredMessage,
 
 if TYPE_CHECKING:
     from sealchat.core.hub.store import Store
-from sealchat.transports import sqlite_schema
+from sealchat.transports import sqlite_accounts, sqlite_rooms, sqlite_schema
 from sealchat.transports.keyfile import ensure_private_dir, fsync_dir
 from sealchat.transports.sqlite_schema import MIGRATIONS, SchemaVersionError, one_target
 from sealchat.transports.writeback import WriteBehind
@@ -79,7 +78,6 @@ _MAX_OPEN_UPLOADS = 64
 """Partial uploads kept open between chunks (a file descriptor each); beyond this the least
 recently written one is closed, and opened and checked again at its next chunk."""
 _NO_UPPER_BOUND = (1 << 63) - 1
-_KEYS_PER_QUERY = 500  # well under SQLite's limit on bound parameters
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
@@ -144,7 +142,11 @@ class _OpenUpload:
 
 class SqliteStore:
     """:class:`sealchat.core.hub.store.Store` on SQLite; every write is committed on return
-    (at the end of the block inside :meth:`batch`)."""
+    (at the end of the block inside :meth:`batch`).
+
+    The store owns the connection and its transactions; the queries live in modules by
+    subject (``sqlite_accounts``, ``sqlite_rooms``), and a method without a docstring runs
+    the function of the same name there on this connection."""
 
     def __init__(self, data_dir: Path | None, *, database: str | None = None) -> None:
         """Open (creating if needed) the store in ``data_dir``.
@@ -296,41 +298,21 @@ class SqliteStore:
         finally:
             conn.execute("COMMIT")
 
-    # -- users -----------------------------------------------------------------------------
+    # -- users (queries in sqlite_accounts) ------------------------------------------------
 
     def get_user(self, key: str) -> UserRow | None:
-        """The user with case-folded ``key``, or None."""
-        row = self._conn.execute(
-            "SELECT name, key, password_hash, password_generation FROM users WHERE key = ?",
-            (key,),
-        ).fetchone()
-        return None if row is None else UserRow(*row)
+        return sqlite_accounts.get_user(self._conn, key)
 
     def add_user(self, name: str, key: str, password_hash: str) -> bool:
-        """Register a user; False if ``key`` is taken or retired."""
-        cur = self._conn.execute(
-            "INSERT INTO users (key, name, password_hash, created) SELECT ?1, ?2, ?3, ?4 "
-            "WHERE NOT EXISTS (SELECT 1 FROM retired_names WHERE key = ?1) "
-            "ON CONFLICT (key) DO NOTHING",
-            (key, name, password_hash, time.time()),
-        )
-        return cur.rowcount == 1
+        return sqlite_accounts.add_user(self._conn, name, key, password_hash)
 
     def is_retired(self, key: str) -> bool:
-        """Whether ``key`` belonged to a removed account (and so can never be registered)."""
-        found = self._conn.execute("SELECT 1 FROM retired_names WHERE key = ?", (key,))
-        return found.fetchone() is not None
+        return sqlite_accounts.is_retired(self._conn, key)
 
     def set_password(self, key: str, password_hash: str) -> bool:
-        """Replace a user's hash and count up its password generation; False if there is no
-        such user."""
-        cur = self._conn.execute(
-            "UPDATE users SET password_hash = ?, password_generation = password_generation + 1 "
-            "WHERE key = ?",
-            (password_hash, key),
-        )
+        changed = sqlite_accounts.set_password(self._conn, key, password_hash)
         self._data_version = None  # the next password_generations looks
-        return cur.rowcount == 1
+        return changed
 
     def remove_user(self, key: str, *, keep_room: str = "") -> bool:
         """Delete a user with their memberships and cursor, and the rooms other than
@@ -340,25 +322,19 @@ class SqliteStore:
         False (and nothing retired) if there is no such user."""
         with self.batch():
             rooms = self.rooms_of(key)
-            cur = self._conn.execute("DELETE FROM users WHERE key = ?", (key,))
-            if cur.rowcount != 1:
+            if not sqlite_accounts.delete_user(self._conn, key):
                 return False
             self._data_version = None  # the next password_generations looks
             for unfinished in self.unfinished_uploads(key):  # nobody can ever finish them
                 self.delete_file(unfinished.file_id)
-            self._conn.execute(
-                "INSERT INTO retired_names (key, retired) VALUES (?, ?) "
-                "ON CONFLICT (key) DO NOTHING",
-                (key, time.time()),
-            )
+            sqlite_accounts.retire(self._conn, key)
             for room in rooms:
                 if room != keep_room:
                     self.drop_room_if_unused(room)
         return True
 
     def list_users(self) -> list[str]:
-        """Display names of all users, ordered by key."""
-        return [r[0] for r in self._conn.execute("SELECT name FROM users ORDER BY key")]
+        return sqlite_accounts.list_users(self._conn)
 
     def password_generations(self, keys: Collection[str]) -> dict[str, int] | None:
         """The password generation of each of ``keys`` that still has an account (a removed
@@ -370,93 +346,33 @@ class SqliteStore:
         if version == self._data_version:
             return None
         self._data_version = version
-        wanted = list(keys)
-        found: dict[str, int] = {}
-        for start in range(0, len(wanted), _KEYS_PER_QUERY):
-            some = wanted[start : start + _KEYS_PER_QUERY]
-            marks = ",".join("?" * len(some))
-            rows = self._conn.execute(
-                f"SELECT key, password_generation FROM users WHERE key IN ({marks})",  # noqa: S608
-                some,
-            )
-            found.update(rows)
-        return found
+        return sqlite_accounts.password_generations(self._conn, keys)
 
-    # -- rooms -----------------------------------------------------------------------------
+    # -- rooms (queries in sqlite_rooms) ---------------------------------------------------
 
     def ensure_room(self, room: str) -> None:
-        """Create ``room`` if it does not exist."""
-        if not room:
-            raise ValueError("a room name cannot be empty")
-        self._conn.execute(
-            "INSERT INTO rooms (name, created) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-            (room, time.time()),
-        )
+        sqlite_rooms.ensure_room(self._conn, room)
 
     def room_exists(self, room: str) -> bool:
-        """Whether ``room`` exists."""
-        return (
-            self._conn.execute("SELECT 1 FROM rooms WHERE name = ?", (room,)).fetchone() is not None
-        )
+        return sqlite_rooms.room_exists(self._conn, room)
 
     def drop_room_if_unused(self, room: str) -> bool:
-        """Delete ``room`` if nobody is in it and nothing was ever posted or shared in it;
-        whether it was deleted."""
-        cur = self._conn.execute(
-            "DELETE FROM rooms WHERE name = ?1 "
-            "AND NOT EXISTS (SELECT 1 FROM memberships WHERE room = ?1) "
-            "AND NOT EXISTS (SELECT 1 FROM messages WHERE room = ?1 AND room <> '') "
-            "AND NOT EXISTS (SELECT 1 FROM files WHERE room = ?1 AND room <> '')",
-            (room,),
-        )
-        return cur.rowcount == 1
+        return sqlite_rooms.drop_room_if_unused(self._conn, room)
 
     def rooms(self) -> list[tuple[str, int]]:
-        """Every room with its member count, by name."""
-        rows = self._conn.execute(
-            "SELECT r.name, COUNT(m.user_key) FROM rooms AS r "
-            "LEFT JOIN memberships AS m ON m.room = r.name GROUP BY r.name ORDER BY r.name"
-        )
-        return [(name, count) for name, count in rows]
+        return sqlite_rooms.rooms(self._conn)
 
     def rooms_of(self, key: str) -> list[str]:
-        """Names of the rooms user ``key`` is a member of, sorted."""
-        rows = self._conn.execute(
-            "SELECT room FROM memberships WHERE user_key = ? ORDER BY room", (key,)
-        )
-        return [r[0] for r in rows]
+        return sqlite_rooms.rooms_of(self._conn, key)
 
     def members(self, room: str) -> list[str]:
-        """Display names of the room's members, ordered by key."""
-        rows = self._conn.execute(
-            "SELECT u.name FROM memberships AS m JOIN users AS u ON u.key = m.user_key "
-            "WHERE m.room = ? ORDER BY u.key",
-            (room,),
-        )
-        return [r[0] for r in rows]
+        return sqlite_rooms.members(self._conn, room)
 
     def add_member(self, room: str, key: str) -> bool:
-        """Make ``key`` a member of ``room`` from the next message on; False if already one.
-
-        Raises ValueError if the room or the user does not exist.
-        """
-        try:
-            cur = self._conn.execute(
-                "INSERT INTO memberships (room, user_key, joined_after_id) "
-                "VALUES (?, ?, (SELECT COALESCE(MAX(id), 0) FROM messages)) "
-                "ON CONFLICT (room, user_key) DO NOTHING",
-                (room, key),
-            )
-        except sqlite3.IntegrityError:
-            raise ValueError("no such room or user") from None
-        return cur.rowcount == 1
+        return sqlite_rooms.add_member(self._conn, room, key)
 
     def remove_member(self, room: str, key: str) -> bool:
-        """End a membership; False if there was none."""
-        cur = self._conn.execute(
-            "DELETE FROM memberships WHERE room = ? AND user_key = ?", (room, key)
-        )
-        return cur.rowcount == 1
+        return sqlite_rooms.remove_member(self._conn, room, key)
 
     # -- messages --------------------------------------------------------------------------
 
