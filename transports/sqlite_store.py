@@ -41,7 +41,6 @@ Calls must come from one thread at a time (any thread): the single connection is
 from __future__ import annotations
 
 import hashlib
-import heapq
 import os
 import re
 import secrets
@@ -50,15 +49,14 @@ import stat
 from collections import OrderedDict
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from sealchat.core.hub.store import DuplicateMessage, StoredFile, StoredMessage, UserRow
+from sealchat.core.hub.store import StoredFile, StoredMessage, UserRow
 
 if TYPE_CHECKING:
     from sealchat.core.hub.store import Store
-from sealchat.transports import sqlite_accounts, sqlite_rooms, sqlite_schema
+from sealchat.transports import sqlite_accounts, sqlite_messages, sqlite_rooms, sqlite_schema
 from sealchat.transports.keyfile import ensure_private_dir, fsync_dir
 from sealchat.transports.sqlite_schema import MIGRATIONS, SchemaVersionError, one_target
 from sealchat.transports.writeback import WriteBehind
@@ -77,28 +75,10 @@ least recently written one is forgotten and hashed from disk when it completes."
 _MAX_OPEN_UPLOADS = 64
 """Partial uploads kept open between chunks (a file descriptor each); beyond this the least
 recently written one is closed, and opened and checked again at its next chunk."""
-_NO_UPPER_BOUND = (1 << 63) - 1
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
-# Queries name their columns in the order of StoredMessage's fields (id, ts, sender, room,
-# to_name, text, client_id, file_id) and of _file() below.
-
-
-_DIRECT_HISTORY = """
-SELECT * FROM (
-    SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
-    WHERE sender_key = ? AND to_key = ? AND to_key <> '' AND id < ? ORDER BY id DESC LIMIT ?)
-UNION
-SELECT * FROM (
-    SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
-    WHERE sender_key = ? AND to_key = ? AND to_key <> '' AND id < ? ORDER BY id DESC LIMIT ?)
-ORDER BY id DESC LIMIT ?
-"""
-
-
-def _message(row: Any) -> StoredMessage:
-    return StoredMessage(*row)
+# Queries name their columns in the order of _file()'s fields below.
 
 
 def _file(row: Any) -> StoredFile:
@@ -145,8 +125,8 @@ class SqliteStore:
     (at the end of the block inside :meth:`batch`).
 
     The store owns the connection and its transactions; the queries live in modules by
-    subject (``sqlite_accounts``, ``sqlite_rooms``), and a method without a docstring runs
-    the function of the same name there on this connection."""
+    subject (``sqlite_accounts``, ``sqlite_rooms``, ``sqlite_messages``), and a method
+    without a docstring runs the function of the same name there on this connection."""
 
     def __init__(self, data_dir: Path | None, *, database: str | None = None) -> None:
         """Open (creating if needed) the store in ``data_dir``.
@@ -285,19 +265,6 @@ class SqliteStore:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        """Reads that must see one consistent state (a transaction already open is one)."""
-        conn = self._conn
-        if conn.in_transaction:
-            yield
-            return
-        conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            conn.execute("COMMIT")
-
     # -- users (queries in sqlite_accounts) ------------------------------------------------
 
     def get_user(self, key: str) -> UserRow | None:
@@ -374,12 +341,10 @@ class SqliteStore:
     def remove_member(self, room: str, key: str) -> bool:
         return sqlite_rooms.remove_member(self._conn, room, key)
 
-    # -- messages --------------------------------------------------------------------------
+    # -- messages (queries in sqlite_messages) ---------------------------------------------
 
     def last_message_id(self) -> int:
-        """The highest message id so far (0 if none)."""
-        row = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
-        return int(row[0])
+        return sqlite_messages.last_message_id(self._conn)
 
     def append_message(
         self,
@@ -394,27 +359,13 @@ class SqliteStore:
         client_id: str,
         file_id: str = "",
     ) -> StoredMessage:
-        """Store a message under the next id.
-
-        Exactly one of ``room`` and ``to_key`` must be set. Raises ``DuplicateMessage`` (a
-        ValueError) if the sender already has a message with this non-empty ``client_id``
-        (see find_by_client_id): the unique index finds it, with no lookup beforehand.
-        """
-        one_target(room, to_key)
-        try:
-            cur = self._conn.execute(
-                "INSERT INTO messages (ts, sender_key, sender, room, to_key, to_name, text, "
-                "client_id, file_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (ts, sender_key, sender, room, to_key, to, text, client_id, file_id),
-            )
-        except sqlite3.IntegrityError:  # the only constraint a message can break
-            raise DuplicateMessage("duplicate client_id for this sender") from None
-        assert cur.lastrowid is not None
-        return StoredMessage(
-            id=cur.lastrowid,
+        return sqlite_messages.append_message(
+            self._conn,
             ts=ts,
+            sender_key=sender_key,
             sender=sender,
             room=room,
+            to_key=to_key,
             to=to,
             text=text,
             client_id=client_id,
@@ -422,97 +373,24 @@ class SqliteStore:
         )
 
     def find_by_client_id(self, sender_key: str, client_id: str) -> StoredMessage | None:
-        """The sender's message with this ``client_id`` (never matches an empty one)."""
-        if not client_id:
-            return None
-        row = self._conn.execute(
-            "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
-            ""
-            "WHERE sender_key = ? AND client_id = ? AND client_id <> ''",
-            (sender_key, client_id),
-        ).fetchone()
-        return None if row is None else _message(row)
+        return sqlite_messages.find_by_client_id(self._conn, sender_key, client_id)
 
     def room_history(self, room: str, before: int, limit: int) -> list[StoredMessage]:
-        """Up to ``limit`` messages of ``room`` with id < ``before`` (0: no bound), oldest
-        first."""
-        if limit <= 0 or not room:
-            return []
-        rows = self._conn.execute(
-            "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
-            "WHERE room = ? AND room <> '' AND id < ? "
-            "ORDER BY id DESC LIMIT ?",
-            (room, before or _NO_UPPER_BOUND, limit),
-        ).fetchall()
-        return [_message(r) for r in reversed(rows)]
+        return sqlite_messages.room_history(self._conn, room, before, limit)
 
     def direct_history(
         self, a_key: str, b_key: str, before: int, limit: int
     ) -> list[StoredMessage]:
-        """Up to ``limit`` direct messages between ``a_key`` and ``b_key`` (either way) with
-        id < ``before`` (0: no bound), oldest first."""
-        if limit <= 0 or not a_key or not b_key:
-            return []
-        bound = before or _NO_UPPER_BOUND
-        # Each direction walks its own index backwards; UNION also collapses a == b.
-        rows = self._conn.execute(
-            _DIRECT_HISTORY, (a_key, b_key, bound, limit, b_key, a_key, bound, limit, limit)
-        ).fetchall()
-        return [_message(r) for r in reversed(rows)]
+        return sqlite_messages.direct_history(self._conn, a_key, b_key, before, limit)
 
     def missed(self, key: str, after: int, limit: int) -> list[StoredMessage]:
-        """Up to ``limit`` messages visible to user ``key`` with id > ``after``, oldest first:
-        messages of its rooms posted after it joined, and its direct messages both ways."""
-        if limit <= 0:
-            return []
-        c = self._conn
-        # One short index range per source (each room, DMs in, DMs out), merged by id: the
-        # cost follows what the user can see, not how busy other rooms are.
-        sources: list[list[StoredMessage]] = []
-        with self._snapshot():  # one consistent state for all the queries
-            for room, joined_after in c.execute(
-                "SELECT room, joined_after_id FROM memberships WHERE user_key = ?", (key,)
-            ).fetchall():
-                rows = c.execute(
-                    "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
-                    "WHERE room = ? AND room <> '' AND id > ? "
-                    "ORDER BY id LIMIT ?",
-                    (room, max(after, joined_after), limit),
-                )
-                sources.append([_message(r) for r in rows])
-            rows = c.execute(
-                "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
-                "WHERE to_key = ? AND to_key <> '' AND id > ? "
-                "ORDER BY id LIMIT ?",
-                (key, after, limit),
-            )
-            sources.append([_message(r) for r in rows])
-            rows = c.execute(  # sent by the user; to itself was already counted as received
-                "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
-                "WHERE sender_key = ? AND to_key <> '' "
-                "AND to_key <> ? AND id > ? ORDER BY id LIMIT ?",
-                (key, key, after, limit),
-            )
-            sources.append([_message(r) for r in rows])
-        return list(islice(heapq.merge(*sources, key=lambda m: m.id), limit))
+        return sqlite_messages.missed(self._conn, key, after, limit)
 
     def get_cursor(self, key: str) -> int:
-        """The id of the last message delivered to user ``key`` (0 if none)."""
-        row = self._conn.execute(
-            "SELECT last_delivered FROM cursors WHERE user_key = ?", (key,)
-        ).fetchone()
-        return 0 if row is None else int(row[0])
+        return sqlite_messages.get_cursor(self._conn, key)
 
     def set_cursor(self, key: str, message_id: int) -> None:
-        """Record the last message delivered to user ``key``. ValueError if no such user."""
-        try:
-            self._conn.execute(
-                "INSERT INTO cursors (user_key, last_delivered) VALUES (?, ?) "
-                "ON CONFLICT (user_key) DO UPDATE SET last_delivered = excluded.last_delivered",
-                (key, message_id),
-            )
-        except sqlite3.IntegrityError:
-            raise ValueError("no such user") from None
+        sqlite_messages.set_cursor(self._conn, key, message_id)
 
     # -- files -----------------------------------------------------------------------------
 

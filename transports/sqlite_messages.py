@@ -1,0 +1,195 @@
+"""Message queries of the SQLite store: storing messages, the history of a room or of a
+direct conversation, what a user missed, and each user's delivery cursor."""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
+from typing import Any
+
+from sealchat.core.hub.store import DuplicateMessage, StoredMessage
+from sealchat.transports.sqlite_schema import one_target
+
+_NO_UPPER_BOUND = (1 << 63) - 1
+
+# Queries name their columns in the order of StoredMessage's fields (id, ts, sender, room,
+# to_name, text, client_id, file_id).
+
+
+_DIRECT_HISTORY = """
+SELECT * FROM (
+    SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
+    WHERE sender_key = ? AND to_key = ? AND to_key <> '' AND id < ? ORDER BY id DESC LIMIT ?)
+UNION
+SELECT * FROM (
+    SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
+    WHERE sender_key = ? AND to_key = ? AND to_key <> '' AND id < ? ORDER BY id DESC LIMIT ?)
+ORDER BY id DESC LIMIT ?
+"""
+
+
+def _message(row: Any) -> StoredMessage:
+    return StoredMessage(*row)
+
+
+def last_message_id(conn: sqlite3.Connection) -> int:
+    """The highest message id so far (0 if none)."""
+    row = conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+    return int(row[0])
+
+
+def append_message(
+    conn: sqlite3.Connection,
+    *,
+    ts: float,
+    sender_key: str,
+    sender: str,
+    room: str,
+    to_key: str,
+    to: str,
+    text: str,
+    client_id: str,
+    file_id: str = "",
+) -> StoredMessage:
+    """Store a message under the next id.
+
+    Exactly one of ``room`` and ``to_key`` must be set. Raises ``DuplicateMessage`` (a
+    ValueError) if the sender already has a message with this non-empty ``client_id``
+    (see find_by_client_id): the unique index finds it, with no lookup beforehand.
+    """
+    one_target(room, to_key)
+    try:
+        cur = conn.execute(
+            "INSERT INTO messages (ts, sender_key, sender, room, to_key, to_name, text, "
+            "client_id, file_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ts, sender_key, sender, room, to_key, to, text, client_id, file_id),
+        )
+    except sqlite3.IntegrityError:  # the only constraint a message can break
+        raise DuplicateMessage("duplicate client_id for this sender") from None
+    assert cur.lastrowid is not None
+    return StoredMessage(
+        id=cur.lastrowid,
+        ts=ts,
+        sender=sender,
+        room=room,
+        to=to,
+        text=text,
+        client_id=client_id,
+        file_id=file_id,
+    )
+
+
+def find_by_client_id(
+    conn: sqlite3.Connection, sender_key: str, client_id: str
+) -> StoredMessage | None:
+    """The sender's message with this ``client_id`` (never matches an empty one)."""
+    if not client_id:
+        return None
+    row = conn.execute(
+        "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+        ""
+        "WHERE sender_key = ? AND client_id = ? AND client_id <> ''",
+        (sender_key, client_id),
+    ).fetchone()
+    return None if row is None else _message(row)
+
+
+def room_history(
+    conn: sqlite3.Connection, room: str, before: int, limit: int
+) -> list[StoredMessage]:
+    """Up to ``limit`` messages of ``room`` with id < ``before`` (0: no bound), oldest
+    first."""
+    if limit <= 0 or not room:
+        return []
+    rows = conn.execute(
+        "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+        "WHERE room = ? AND room <> '' AND id < ? "
+        "ORDER BY id DESC LIMIT ?",
+        (room, before or _NO_UPPER_BOUND, limit),
+    ).fetchall()
+    return [_message(r) for r in reversed(rows)]
+
+
+def direct_history(
+    conn: sqlite3.Connection, a_key: str, b_key: str, before: int, limit: int
+) -> list[StoredMessage]:
+    """Up to ``limit`` direct messages between ``a_key`` and ``b_key`` (either way) with
+    id < ``before`` (0: no bound), oldest first."""
+    if limit <= 0 or not a_key or not b_key:
+        return []
+    bound = before or _NO_UPPER_BOUND
+    # Each direction walks its own index backwards; UNION also collapses a == b.
+    rows = conn.execute(
+        _DIRECT_HISTORY, (a_key, b_key, bound, limit, b_key, a_key, bound, limit, limit)
+    ).fetchall()
+    return [_message(r) for r in reversed(rows)]
+
+
+def missed(conn: sqlite3.Connection, key: str, after: int, limit: int) -> list[StoredMessage]:
+    """Up to ``limit`` messages visible to user ``key`` with id > ``after``, oldest first:
+    messages of its rooms posted after it joined, and its direct messages both ways."""
+    if limit <= 0:
+        return []
+    # One short index range per source (each room, DMs in, DMs out), merged by id: the
+    # cost follows what the user can see, not how busy other rooms are.
+    sources: list[list[StoredMessage]] = []
+    with _snapshot(conn):  # one consistent state for all the queries
+        for room, joined_after in conn.execute(
+            "SELECT room, joined_after_id FROM memberships WHERE user_key = ?", (key,)
+        ).fetchall():
+            rows = conn.execute(
+                "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+                "WHERE room = ? AND room <> '' AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (room, max(after, joined_after), limit),
+            )
+            sources.append([_message(r) for r in rows])
+        rows = conn.execute(
+            "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+            "WHERE to_key = ? AND to_key <> '' AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (key, after, limit),
+        )
+        sources.append([_message(r) for r in rows])
+        rows = conn.execute(  # sent by the user; to itself was already counted as received
+            "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
+            "WHERE sender_key = ? AND to_key <> '' "
+            "AND to_key <> ? AND id > ? ORDER BY id LIMIT ?",
+            (key, key, after, limit),
+        )
+        sources.append([_message(r) for r in rows])
+    return list(islice(heapq.merge(*sources, key=lambda m: m.id), limit))
+
+
+def get_cursor(conn: sqlite3.Connection, key: str) -> int:
+    """The id of the last message delivered to user ``key`` (0 if none)."""
+    row = conn.execute("SELECT last_delivered FROM cursors WHERE user_key = ?", (key,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def set_cursor(conn: sqlite3.Connection, key: str, message_id: int) -> None:
+    """Record the last message delivered to user ``key``. ValueError if no such user."""
+    try:
+        conn.execute(
+            "INSERT INTO cursors (user_key, last_delivered) VALUES (?, ?) "
+            "ON CONFLICT (user_key) DO UPDATE SET last_delivered = excluded.last_delivered",
+            (key, message_id),
+        )
+    except sqlite3.IntegrityError:
+        raise ValueError("no such user") from None
+
+
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Reads that must see one consistent state (a transaction already open is one)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
