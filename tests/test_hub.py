@@ -359,28 +359,28 @@ def test_the_store_keeps_no_upload_open_once_its_transfer_ends(store: SqliteStor
     offer = _offer(data, 4)
     accept = accepted(hub, 1, offer)
     hub.handle(1, FileChunk(transfer=4, offset=0, data=data[:1000]), NOW)
-    assert list(store._open_uploads) == [accept.file_id]
+    assert list(store._uploads._open_uploads) == [accept.file_id]
     hub.close_session(1, NOW)  # disconnected mid-upload
-    assert not store._open_uploads
+    assert not store._uploads._open_uploads
     logged_in(hub, 2, "alice")
     resumed = accepted(hub, 2, offer)
     assert (resumed.file_id, resumed.offset) == (accept.file_id, 1000)
     hub.handle(2, FileChunk(transfer=4, offset=1000, data=data[1000:2000]), NOW)
-    assert list(store._open_uploads) == [accept.file_id]
+    assert list(store._uploads._open_uploads) == [accept.file_id]
     (refused,) = records(hub.handle(2, FileChunk(transfer=4, offset=0, data=data), NOW), 2)
     assert isinstance(refused, FileReject)  # a wrong offset ends the transfer
-    assert not store._open_uploads
+    assert not store._uploads._open_uploads
     resumed = accepted(hub, 2, offer)
     assert resumed.offset == 2000
     hub.handle(2, FileChunk(transfer=4, offset=2000, data=data[2000:]), NOW)
-    assert list(store._open_uploads) == [accept.file_id]
+    assert list(store._uploads._open_uploads) == [accept.file_id]
     (announced,) = records(hub.handle(2, FileComplete(transfer=4, sha256=offer.sha256), NOW), 2)
     assert isinstance(announced, Message)
-    assert not store._open_uploads
+    assert not store._uploads._open_uploads
     cancelled = accepted(hub, 2, _offer(b"c" * 10, 5))
     hub.handle(2, FileChunk(transfer=5, offset=0, data=b"c" * 4), NOW)
     hub.handle(2, FileReject(transfer=5, reason="cancelled"), NOW)  # the client cancels
-    assert not store._open_uploads
+    assert not store._uploads._open_uploads
     assert store.get_file(cancelled.file_id) is None
 
 

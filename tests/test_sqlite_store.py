@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sealchat.core.hub.store import StoredFile, StoredMessage
-from sealchat.transports import sqlite_schema, sqlite_store
+from sealchat.transports import sqlite_schema, sqlite_store, sqlite_uploads
 from sealchat.transports.sqlite_store import SchemaVersionError, SqliteStore
 from tests.sql_trace import sql_statements
 
@@ -835,13 +835,13 @@ def test_a_deleted_files_bytes_go_only_once_the_deletion_is_committed(
 def files_read_back(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The list, filled from now on, of the files the store reads back to hash them."""
     hashed: list[Path] = []
-    real = sqlite_store._hash_file
+    real = sqlite_uploads.hash_file
 
     def spy(path: Path, *, sync: bool = False) -> tuple[int, bytes]:
         hashed.append(path)
         return real(path, sync=sync)
 
-    monkeypatch.setattr(sqlite_store, "_hash_file", spy)
+    monkeypatch.setattr(sqlite_uploads, "hash_file", spy)
     return hashed
 
 
@@ -874,7 +874,7 @@ def test_a_file_written_in_order_completes_without_being_read_back(
     assert hashed == []  # the running hash was used
     assert synced  # the bytes are still made durable before the rename
     assert (tmp_path / "data" / "downloads" / f.file_id).read_bytes() == data
-    assert store._hashes == {}
+    assert store._uploads._hashes == {}
 
 
 def test_a_wrong_file_is_rejected_by_the_running_hash(
@@ -888,7 +888,7 @@ def test_a_wrong_file_is_rejected_by_the_running_hash(
     assert hashed == []  # the running hash was used
     assert store.get_file(f.file_id) is None
     assert all_files(tmp_path / "data") == set()
-    assert store._hashes == {}
+    assert store._uploads._hashes == {}
 
 
 @pytest.mark.parametrize("intact", [True, False])
@@ -928,24 +928,24 @@ def test_a_running_hash_that_saw_uncommitted_bytes_is_not_trusted(
 def test_running_hashes_are_bounded_and_the_forgotten_ones_read_back(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "_MAX_HASHERS", 2)
+    monkeypatch.setattr(sqlite_uploads, "_MAX_HASHERS", 2)
     files = [(offer(store, d), d) for d in (os.urandom(1000 + n) for n in range(3))]
     for f, d in files:
         store.write_chunk(f.file_id, 0, d[:500])
-    assert list(store._hashes) == [f.file_id for f, _ in files[1:]]  # the oldest went
+    assert list(store._uploads._hashes) == [f.file_id for f, _ in files[1:]]  # the oldest went
     hashed = files_read_back(monkeypatch)
     for f, d in files:
         finish_upload(store, f, d, 500)
     assert len(hashed) == 1
-    assert store._hashes == {}
+    assert store._uploads._hashes == {}
 
 
 def test_deleting_a_partial_upload_forgets_its_running_hash(store: SqliteStore) -> None:
     f = offer(store, b"abcdef")
     store.write_chunk(f.file_id, 0, b"abc")
-    assert f.file_id in store._hashes
+    assert f.file_id in store._uploads._hashes
     store.delete_file(f.file_id)
-    assert store._hashes == {}
+    assert store._uploads._hashes == {}
 
 
 # --- uploads kept open between chunks ---------------------------------------------------------
@@ -956,14 +956,14 @@ def open_partials(store: SqliteStore) -> set[str]:
     fds = Path("/proc/self/fd")
     if not fds.is_dir():
         pytest.skip("needs /proc/self/fd")
-    assert store._partials is not None
+    assert store._uploads._partials is not None
     found = set()
     for fd in fds.iterdir():
         try:
             target = Path(os.readlink(fd))
         except OSError:
             continue  # closed meanwhile (the directory listing's own descriptor)
-        if target.parent == store._partials:
+        if target.parent == store._uploads._partials:
             found.add(target.name)
     return found
 
@@ -999,7 +999,7 @@ def test_release_delete_and_close_close_the_open_upload(tmp_path: Path) -> None:
 
 
 def test_open_uploads_are_bounded(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sqlite_store, "_MAX_OPEN_UPLOADS", 2)
+    monkeypatch.setattr(sqlite_uploads, "_MAX_OPEN_UPLOADS", 2)
     files = [(offer(store, d), d) for d in (os.urandom(1000 + n) for n in range(3))]
     for f, d in files:
         store.write_chunk(f.file_id, 0, d[:500])

@@ -1,0 +1,87 @@
+"""File queries of the SQLite store: the rows that describe uploaded files (their bytes on
+disk are ``sqlite_uploads``' job)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from sealchat.core.hub.store import StoredFile
+
+# Queries name their columns in the order of the table, which stored_file() unpacks.
+
+
+def stored_file(row: Any) -> StoredFile:
+    """A row of ``files`` (its columns in table order) as a StoredFile."""
+    file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts = row
+    return StoredFile(
+        file_id=file_id,
+        owner_key=owner_key,
+        name=name,
+        size=size,
+        sha256=bytes(sha256),
+        room=room,
+        to_key=to_key,
+        received=received,
+        complete=bool(complete),
+        ts=ts,
+    )
+
+
+def find_partial_upload(
+    conn: sqlite3.Connection, owner_key: str, *, sha256: bytes, size: int, room: str, to_key: str
+) -> StoredFile | None:
+    """An incomplete upload by ``owner_key`` of the same content to the same target (the
+    one with most bytes received), to resume."""
+    row = conn.execute(
+        "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+        "FROM files "
+        "WHERE owner_key = ? AND complete = 0 AND sha256 = ? "
+        "AND size = ? AND room = ? AND to_key = ? ORDER BY received DESC, ts DESC LIMIT 1",
+        (owner_key, bytes(sha256), size, room, to_key),
+    ).fetchone()
+    return None if row is None else stored_file(row)
+
+
+def get_file(conn: sqlite3.Connection, file_id: str) -> StoredFile | None:
+    """A file's metadata, or None."""
+    row = conn.execute(
+        "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+        "FROM files "
+        "WHERE file_id = ?",
+        (file_id,),
+    ).fetchone()
+    return None if row is None else stored_file(row)
+
+
+def usage(conn: sqlite3.Connection, owner_key: str) -> int:
+    """Bytes the user's files take, counting partial uploads at their full offered size."""
+    row = conn.execute(
+        "SELECT COALESCE(SUM(size), 0) FROM files WHERE owner_key = ?", (owner_key,)
+    ).fetchone()
+    return int(row[0])
+
+
+def files_for_room(conn: sqlite3.Connection, room: str) -> list[StoredFile]:
+    """Complete files shared in ``room``, oldest first."""
+    rows = conn.execute(
+        "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+        "FROM files "
+        "WHERE room = ? AND room <> '' AND complete = 1 "
+        "ORDER BY ts, file_id",
+        (room,),
+    )
+    return [stored_file(r) for r in rows]
+
+
+def files_between(conn: sqlite3.Connection, a_key: str, b_key: str) -> list[StoredFile]:
+    """Complete files sent directly between the two users (either way), oldest first."""
+    rows = conn.execute(
+        "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+        "FROM files "
+        "WHERE to_key <> '' AND complete = 1 AND "
+        "((owner_key = ? AND to_key = ?) OR (owner_key = ? AND to_key = ?)) "
+        "ORDER BY ts, file_id",
+        (a_key, b_key, b_key, a_key),
+    )
+    return [stored_file(r) for r in rows]
