@@ -90,7 +90,6 @@ def find_by_client_id(
         return None
     row = conn.execute(
         "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
-        ""
         "WHERE sender_key = ? AND client_id = ? AND client_id <> ''",
         (sender_key, client_id),
     ).fetchone()
