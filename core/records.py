@@ -13,7 +13,7 @@ enforces them on every record sent (see ``codec``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Final
 
 import msgspec
 
@@ -142,6 +142,11 @@ class Authenticated(Record, tag="auth", frozen=True, kw_only=True):
     username: Username
 
 
+GENERIC_LOGIN_FAILURE: Final = "invalid username or password"
+"""LoginRejected's reason for a wrong password and for an unknown user alike (protocol §9.3):
+trying again with the same password cannot help."""
+
+
 class LoginRejected(Record, tag="rejected", frozen=True, kw_only=True):
     """Server: login or registration failed; the client may try again after ``retry_after``
     seconds."""
@@ -149,7 +154,7 @@ class LoginRejected(Record, tag="rejected", frozen=True, kw_only=True):
     sent_by = SERVER
     in_login = True
 
-    reason: Reason = "invalid username or password"
+    reason: Reason = GENERIC_LOGIN_FAILURE
     retry_after: Timestamp = 0.0
 
 

@@ -718,14 +718,18 @@ async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) ->
             assert isinstance(alice.gave_up_on, ServerKeyChanged)  # why, for the caller
 
 
+@pytest.mark.parametrize("free_failures", [5, 1])
 async def test_a_session_the_server_ended_says_why_when_logging_in_again_fails(
-    tmp_path: Path,
+    tmp_path: Path, free_failures: int
 ) -> None:
     # The password was changed elsewhere: the server logs the session out saying so, and the
     # old password is refused at the reconnect. "Wrong password" alone would leave the user
-    # wondering; the reason the server gave goes with it.
+    # wondering; the reason the server gave goes with it. With free_failures=1 that refusal
+    # carries the block it brought about: still no reason to try the old password again (it
+    # had kept trying, each failure lengthening the block on the user's own address).
     data_dir = tmp_path / "server"
-    with running_server("trio", data_dir) as server:
+    hub = HubConfig(free_login_failures=free_failures)
+    with running_server("trio", data_dir, hub=hub) as server:
         async with logged_in(server, tmp_path, "alice", backoff=(0.05, 0.05)) as alice:
             with SqliteStore(data_dir) as store:
                 assert store.set_password(

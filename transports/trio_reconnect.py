@@ -8,6 +8,7 @@ from typing import Protocol
 
 import trio
 
+from sealchat.core.records import GENERIC_LOGIN_FAILURE
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed
 from sealchat.transports.trio_delivery import Delivery, LinkState
@@ -85,7 +86,10 @@ class Reconnector:
             ) as exc:
                 await session._abandon_link()
                 reason = str(exc)
-                if isinstance(exc, LoginFailed) and exc.retry_after:  # busy: come back later
+                wrong = isinstance(exc, LoginFailed) and str(exc) == GENERIC_LOGIN_FAILURE
+                if isinstance(exc, LoginFailed) and exc.retry_after and not wrong:
+                    # Throttled: come back later. (A wrong password can carry the block it
+                    # brought about: trying it again would only lengthen that block.)
                     delay = max(delay, exc.retry_after)
                 elif isinstance(exc, LoginFailed) and farewell:
                     # Refused for good by a server that had ended the session saying why

@@ -14,8 +14,8 @@ from sealchat.core.hub.effects import (
     VerifyPassword,
 )
 from sealchat.core.hub.hub import HandlingFailed, Hub
-from sealchat.core.hub.logins import GENERIC_LOGIN_FAILURE
 from sealchat.core.hub.store import DuplicateMessage, Store, StoredFile, StoredMessage, UserRow
+from sealchat.core.records import GENERIC_LOGIN_FAILURE
 
 __all__ = [
     "ACCOUNT_REMOVED",

@@ -18,7 +18,7 @@ from sealchat.core.hub.accounts import ACCOUNT_REMOVED, PASSWORD_CHANGED, Accoun
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Disconnect, Effect, SessionId
 from sealchat.core.hub.files import Files
-from sealchat.core.hub.logins import GENERIC_LOGIN_FAILURE, Logins
+from sealchat.core.hub.logins import Logins
 from sealchat.core.hub.messages import Messages
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.outgoing import FILES_REF, HISTORY_REF, TYPING_REF
@@ -29,6 +29,7 @@ from sealchat.core.hub.session import Session
 from sealchat.core.hub.store import Store
 from sealchat.core.hub.typing_notices import TypingNotices
 from sealchat.core.records import (
+    GENERIC_LOGIN_FAILURE,
     Bye,
     Delivered,
     FileChunk,

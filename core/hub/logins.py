@@ -15,6 +15,7 @@ from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Session
 from sealchat.core.hub.store import Store
 from sealchat.core.records import (
+    GENERIC_LOGIN_FAILURE,
     Authenticated,
     Login,
     LoginRejected,
@@ -23,7 +24,6 @@ from sealchat.core.records import (
     Register,
 )
 
-GENERIC_LOGIN_FAILURE = "invalid username or password"
 KNOWN_ADDRESSES = 8
 """Addresses remembered per user as ones it logged in from (the latest)."""
 
