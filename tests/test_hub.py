@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +407,9 @@ def test_records_that_arrive_together_are_stored_in_one_commit(store: SqliteStor
         "COMMIT",
     ]
     assert statements[-1] == "COMMIT"  # nothing after it: the acks come once it is stored
+    # The account check runs under the write lock, at one PRAGMA while no account changed.
+    assert statements[:2] == ["BEGIN IMMEDIATE", "PRAGMA data_version"]
+    assert statements.count("PRAGMA data_version") == 1
     assert len(records(effects, 1)) == 5
     assert not store._conn.in_transaction
 
@@ -638,6 +643,28 @@ def test_only_the_sessions_from_before_the_change_are_logged_out(
     assert [e.session for e in effects if isinstance(e, Disconnect)] == [2]
     assert records(effects, 1) == []  # bob is still online
     assert hub.is_online("bob")
+
+
+def test_a_change_committed_just_before_a_calls_transaction_stops_its_records(
+    tmp_path: Path, shared_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check runs under the call's write lock: a change that commits just before the
+    call's transaction begins is seen before the records of the old session are handled."""
+    hub = hub_with(shared_store, "alice", "bob")
+    real_batch = shared_store.batch
+
+    @contextmanager
+    def batch() -> Iterator[None]:
+        password_changed_by_an_administrator(tmp_path, "bob")  # just before BEGIN IMMEDIATE
+        with real_batch():
+            yield
+
+    monkeypatch.setattr(shared_store, "batch", batch)
+    effects = hub.handle(2, Message(text="after the change", room="general", client_id="b1"), NOW)
+    assert Disconnect(2, PASSWORD_CHANGED) in effects
+    assert records(effects, 1) == [Presence(user="bob", online=False)]  # not the message
+    assert shared_store.room_history("general", 0, 10) == []
+    assert not hub.is_online("bob")
 
 
 def test_a_password_changed_while_a_login_is_checked_refuses_the_login(

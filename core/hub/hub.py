@@ -162,7 +162,8 @@ class Hub:
 
     def handle_all(self, session: SessionId, records: list[Record], now: float) -> list[Effect]:
         """``handle`` for records that arrived together, effects in order; the writes of all
-        of them are committed as one, before the effects are returned.
+        of them are committed as one, before the effects are returned. Accounts removed or
+        whose password changed are checked first, in the same transaction.
 
         If a record fails, the ones after it are not handled, what was written is committed
         (the hub's state in memory has moved on with it) and ``HandlingFailed`` carries the
@@ -170,10 +171,14 @@ class Hub:
         fails, ``HandlingFailed`` carries only the logouts of accounts removed or whose
         password changed meanwhile (which write nothing): nothing else is to be
         acknowledged."""
-        logouts = self._accounts.log_out()  # before a record of theirs is handled
-        effects = list(logouts)
+        logouts: list[Effect] = []
+        effects: list[Effect] = []
         try:
             with self.store.batch():  # commits also when the block raises
+                # Checked inside the batch, before a record of theirs is handled: its write
+                # lock keeps out a change committing between the check and the records.
+                logouts = self._accounts.log_out()
+                effects += logouts
                 for record in records:
                     try:
                         effects += self._handle(session, record, now)
@@ -182,7 +187,7 @@ class Hub:
         except HandlingFailed:
             self._roster.reload_members()
             raise
-        except Exception as exc:  # the commit failed: none of the records' effects stand
+        except Exception as exc:  # the check or the commit failed: no record's effects stand
             self._roster.reload_members()
             raise HandlingFailed(logouts) from exc
         return effects
