@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sealchat.core.hub.store import StoredFile, StoredMessage
-from sealchat.transports import sqlite_schema, sqlite_store, sqlite_uploads
+from sealchat.transports import sqlite_accounts, sqlite_schema, sqlite_store, sqlite_uploads
 from sealchat.transports.sqlite_store import SchemaVersionError, SqliteStore
 from tests.sql_trace import sql_statements
 
@@ -1120,6 +1120,26 @@ def test_accounts_changed_by_another_process_are_seen(tmp_path: Path) -> None:
             add_users(admin, "Zed")
         many = [f"user{n}" for n in range(1200)]  # asked about in several queries
         assert server.password_generations(["zed", *many, "esha"]) == {"zed": 0, "esha": 1}
+
+
+def test_a_change_is_still_seen_after_a_lookup_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SqliteStore(tmp_path) as server:
+        add_users(server, "Esha", "Bob")
+        assert server.password_generations(["esha", "bob"]) == {"esha": 0, "bob": 0}
+        with SqliteStore(tmp_path) as admin:
+            assert admin.set_password("bob", "new")
+        with monkeypatch.context() as failing:
+            failing.setattr(sqlite_accounts, "password_generations", _database_is_locked)
+            with pytest.raises(sqlite3.OperationalError):
+                server.password_generations(["esha", "bob"])
+        assert server.password_generations(["esha", "bob"]) == {"esha": 0, "bob": 1}
+        assert server.password_generations(["esha", "bob"]) is None
+
+
+def _database_is_locked(*_args: object) -> dict[str, int]:
+    raise sqlite3.OperationalError("database is locked")
 
 
 def test_accounts_changed_through_the_same_store_are_seen(store: SqliteStore) -> None:

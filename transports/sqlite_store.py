@@ -205,8 +205,9 @@ class SqliteStore:
         (version,) = self._conn.execute("PRAGMA data_version").fetchone()
         if version == self._data_version:
             return None
-        self._data_version = version
-        return sqlite_accounts.password_generations(self._conn, keys)
+        generations = sqlite_accounts.password_generations(self._conn, keys)
+        self._data_version = version  # only now: after a failed lookup, the next call looks
+        return generations
 
     # -- rooms (queries in sqlite_rooms) ---------------------------------------------------
 
