@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -495,6 +496,57 @@ def test_a_v2_database_migrates_counting_password_changes_from_zero(tmp_path: Pa
         assert s.password_generations(["esha", "bob"]) == {"esha": 1, "bob": 0}
 
 
+class _OpenedMeanwhile:
+    """The store's connection, before whose ``nth`` transaction another process opens (and
+    so migrates) the database: the interleaving two processes starting at once can have."""
+
+    def __init__(self, conn: sqlite3.Connection, data_dir: Path, nth: int) -> None:
+        self._conn, self._data_dir, self._nth = conn, data_dir, nth
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        self._before(sql)
+        return self._conn.execute(sql, *args)
+
+    def executescript(self, script: str) -> sqlite3.Cursor:
+        self._before(script)
+        return self._conn.executescript(script)
+
+    def _before(self, sql: str) -> None:
+        if sql.startswith("BEGIN"):
+            self._nth -= 1
+            if self._nth == 0:
+                with SqliteStore(self._data_dir):
+                    pass
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize(("version", "nth"), [(2, 1), (1, 1), (1, 2)])
+def test_a_database_migrated_by_another_process_meanwhile_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int, nth: int
+) -> None:
+    """Each step rereads the version under the write lock: none is applied twice."""
+    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
+    conn.executescript("".join(sqlite_store.MIGRATIONS[:version]))
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.execute("INSERT INTO users VALUES ('bob', 'Bob', 'h', 0)")
+    conn.commit()
+    conn.close()
+    real_connect = sqlite3.connect
+
+    def connect(database: str, **options: Any) -> Any:
+        monkeypatch.setattr(sqlite3, "connect", real_connect)  # the other process's: as is
+        return _OpenedMeanwhile(real_connect(database, **options), tmp_path, nth)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    with SqliteStore(tmp_path) as store:
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        bob = store.get_user("bob")
+        assert bob is not None
+        assert bob.password_generation == 0
+
+
 def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with SqliteStore(tmp_path) as s:
         add_users(s, "Esha")
@@ -503,6 +555,22 @@ def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.Mon
     with SqliteStore(tmp_path) as s:
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_schema.MIGRATIONS)
         assert s._conn.execute("SELECT note FROM users").fetchone()[0] == "migrated"
+        assert s.get_user("esha") is not None
+
+
+def test_a_failed_migration_step_leaves_the_previous_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SqliteStore(tmp_path) as s:
+        add_users(s, "Esha")
+    broken = "ALTER TABLE users ADD COLUMN note TEXT; INSERT INTO no_such_table VALUES (1);"
+    with monkeypatch.context() as newer:
+        newer.setattr(sqlite_schema, "MIGRATIONS", (*sqlite_schema.MIGRATIONS, broken))
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            SqliteStore(tmp_path)
+    with SqliteStore(tmp_path) as s:
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
+        assert "note" not in [row[1] for row in s._conn.execute("PRAGMA table_info(users)")]
         assert s.get_user("esha") is not None
 
 

@@ -1,7 +1,8 @@
 """The store's SQLite schema, its migrations and the settings each connection opens with.
 
 ``PRAGMA user_version`` is the schema version: ``MIGRATIONS`` takes a database from any older
-version to the current one, one transaction per step.
+version to the current one, one transaction per step, each reading the version again under
+the write lock (two processes opening an old database at once apply each step once).
 """
 
 from __future__ import annotations
@@ -114,17 +115,51 @@ def configure(conn: sqlite3.Connection, path: str) -> None:
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to the current schema version (SchemaVersionError if it is newer)."""
+    version = _version(conn, path)
+    while version < len(MIGRATIONS):
+        # One transaction per step: a failed migration leaves the previous version intact.
+        # The version is read again under the write lock, as another process opening the
+        # database at the same time may have applied this step meanwhile.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _version(conn, path)
+            if version < len(MIGRATIONS):
+                for statement in _statements(MIGRATIONS[version]):
+                    conn.execute(statement)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLite may have rolled it back by itself (I/O error)
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _version(conn: sqlite3.Connection, path: str) -> int:
+    """The database's schema version (SchemaVersionError if it is newer than this sealchat)."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > len(MIGRATIONS):
         raise SchemaVersionError(
             f"database {path} has schema version {version}, but this sealchat "
             f"understands versions up to {len(MIGRATIONS)}: upgrade sealchat to open it"
         )
-    for target in range(version + 1, len(MIGRATIONS) + 1):
-        # One transaction per step: a failed migration leaves the previous version intact.
-        conn.executescript(
-            f"BEGIN IMMEDIATE;\n{MIGRATIONS[target - 1]}\nPRAGMA user_version = {target};\nCOMMIT;"
-        )
+    return int(version)
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script`` one by one (executescript would commit the transaction
+    first)."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):  # else the ";" was inside a string or trigger
+            if pending.strip().strip(";"):  # not the nothing after the last ";"
+                statements.append(pending.strip())
+            pending = ""
+    if pending:
+        raise ValueError(f"an incomplete statement ends the migration: {pending!r}")
+    return statements
 
 
 def one_target(room: str, to_key: str) -> None:
