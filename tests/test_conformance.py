@@ -16,6 +16,7 @@ import re
 import resource
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -72,11 +73,14 @@ from sealchat.core import (
     RoomList,
     Typing,
 )
-from sealchat.core.hub import GENERIC_LOGIN_FAILURE, HubConfig
+from sealchat.core.hub import GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
+from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.core.preamble import encode_preamble
 from sealchat.transports import blocking_client
 from sealchat.transports.blocking_client import BlockingClient, ClientError
+from sealchat.transports.passwords import CHEAP, hash_password
+from sealchat.transports.sqlite_store import SqliteStore
 from tests.pairs import forge
 from tests.servers import KINDS, PASSWORD, USERS, Running, free_port, running_server
 
@@ -823,6 +827,38 @@ def test_messages_posted_during_a_login_arrive_once_each_and_in_order(
             bob.send(Delivered(up_to=ids[-1]))
             settle(bob)
             _go_offline(server, bob, "bob")
+
+
+def test_a_failing_timer_tick_loses_that_tick_only(
+    serve: Callable[..., Server],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The store fails once under the timers (another process held the database too long):
+    # that tick is lost, not the server (trio) or its timers (threads). The next ticks still
+    # log out an idle session whose password is changed meanwhile.
+    caplog.set_level(logging.ERROR, logger="sealchat.server")
+    server = serve()
+    store = server.hub.store
+    real = store.password_generations
+    failed = threading.Event()
+
+    def locked_once(keys: Any) -> Any:
+        if not failed.is_set():
+            failed.set()
+            raise sqlite3.OperationalError("database is locked")
+        return real(keys)
+
+    monkeypatch.setattr(store, "password_generations", locked_once)
+    assert failed.wait(TIMEOUT)  # no client yet: only the timers ask the hub
+    wait_until(lambda: logged(caplog, "the hub's timers failed"), "the failure is logged")
+    carol = server.login("carol")
+    with SqliteStore(server.data_dir) as admin:
+        new_hash = hash_password("a brand new password", params=CHEAP)
+        assert admin.set_password(user_key("carol"), new_hash)
+    (*_, closed) = until(carol, matching(ConnectionClosed))
+    assert isinstance(closed, ConnectionClosed)
+    assert closed.reason == PASSWORD_CHANGED
 
 
 # --- 7. persistence across a crash --------------------------------------------------------

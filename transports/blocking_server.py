@@ -354,7 +354,10 @@ class ThreadedServer:
 
     def _tick_loop(self) -> None:
         while not self._stopping.wait(0.25):
-            self.call_hub(self.hub.tick, time.time())
+            try:
+                self.call_hub(self.hub.tick, time.time())
+            except Exception:  # the store failed (locked?): that tick is lost, not the timers
+                log.exception("the hub's timers failed; they run again at the next tick")
 
     def _forget(self, client: _Client) -> None:
         with self._clients_lock:

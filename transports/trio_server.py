@@ -389,7 +389,12 @@ class TrioServer:
             deadline = await self._in_hub(self.hub.next_deadline)
             wait = TICK if deadline is None else min(TICK, deadline - _now())
             await trio.sleep(max(0.05, wait))
-            await self._run_effects(await self._in_hub(self.hub.tick, _now()))
+            try:
+                effects = await self._in_hub(self.hub.tick, _now())
+            except Exception:  # the store failed (locked?): that tick is lost, not the server
+                log.exception("the hub's timers failed; they run again at the next tick")
+                effects = []
+            await self._run_effects(effects)
             self._drop_stuck_writers()
 
     def _drop_stuck_writers(self) -> None:

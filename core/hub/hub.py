@@ -253,8 +253,8 @@ class Hub:
         """Expire typing notices not refreshed in time, close connections that never logged
         in, log out the sessions of accounts removed or whose password changed meanwhile,
         and forget old login failures."""
-        effects = self._logins.expire(now)
-        effects += self._accounts.log_out()
+        effects = self._accounts.log_out()  # first: if its query fails, nothing is lost
+        effects += self._logins.expire(now)
         effects += self._typing_notices.expire(now)
         return effects
 
