@@ -145,6 +145,11 @@ class Authenticated(Record, tag="auth", frozen=True, kw_only=True):
 GENERIC_LOGIN_FAILURE: Final = "invalid username or password"
 """LoginRejected's reason for a wrong password and for an unknown user alike (protocol §9.3):
 trying again with the same password cannot help."""
+PASSWORD_CHANGED: Final = "your password was changed; log in again with the new one"  # noqa: S105
+"""The reason of the server's Bye to a session that logged in before its password changed
+(protocol §9.12): logging in again with the old password cannot help."""
+ACCOUNT_REMOVED: Final = "your account was removed"
+"""The reason of the server's Bye to the sessions of an account removed (protocol §9.12)."""
 
 
 class LoginRejected(Record, tag="rejected", frozen=True, kw_only=True):

@@ -1,6 +1,5 @@
 """The chat hub: the server's logic, pure, driven by the trio and the threaded servers."""
 
-from sealchat.core.hub.accounts import ACCOUNT_REMOVED, PASSWORD_CHANGED
 from sealchat.core.hub.batching import ends_batch
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import (
@@ -15,7 +14,7 @@ from sealchat.core.hub.effects import (
 )
 from sealchat.core.hub.hub import HandlingFailed, Hub
 from sealchat.core.hub.store import DuplicateMessage, Store, StoredFile, StoredMessage, UserRow
-from sealchat.core.records import GENERIC_LOGIN_FAILURE
+from sealchat.core.records import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED
 
 __all__ = [
     "ACCOUNT_REMOVED",

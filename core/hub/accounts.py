@@ -8,9 +8,7 @@ from collections.abc import Callable
 from sealchat.core.hub.effects import Disconnect, Effect, SessionId
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.store import Store
-
-PASSWORD_CHANGED = "your password was changed; log in again with the new one"  # noqa: S105
-ACCOUNT_REMOVED = "your account was removed"
+from sealchat.core.records import ACCOUNT_REMOVED, PASSWORD_CHANGED
 
 Close = Callable[[SessionId, Callable[[str], set[str]]], list[Effect]]
 """Forget a session; if it was its user's last, tell ``audience(key)`` it went offline."""

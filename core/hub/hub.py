@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sealchat.core.hub.accounts import ACCOUNT_REMOVED, PASSWORD_CHANGED, AccountChanges
+from sealchat.core.hub.accounts import AccountChanges
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Disconnect, Effect, SessionId
 from sealchat.core.hub.files import Files
@@ -29,7 +29,9 @@ from sealchat.core.hub.session import Session
 from sealchat.core.hub.store import Store
 from sealchat.core.hub.typing_notices import TypingNotices
 from sealchat.core.records import (
+    ACCOUNT_REMOVED,
     GENERIC_LOGIN_FAILURE,
+    PASSWORD_CHANGED,
     Bye,
     Delivered,
     FileChunk,
