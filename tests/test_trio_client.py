@@ -86,6 +86,7 @@ from tests.servers import (
     room_pages,
     running_server,
     scripted_server,
+    stays_silent,
     trio_options,
 )
 
@@ -1378,6 +1379,34 @@ async def test_online_says_whether_the_session_is_logged_in(tmp_path: Path) -> N
             assert alice.online
         await alice.aclose()
         assert not alice.online
+
+
+def until_set(event: threading.Event) -> Behaviour:
+    """Keep the connection until ``event`` is set (10 s at most), then end it."""
+
+    def behaviour(_sock: socket.socket, _conn: Connection) -> None:
+        event.wait(10)
+
+    return behaviour
+
+
+def hangs_up(_sock: socket.socket, _conn: Connection) -> None:
+    """End the connection as soon as the handshake is done."""
+
+
+async def test_wait_online_returns_after_a_reconnect_whose_first_link_failed(
+    tmp_path: Path,
+) -> None:
+    # The second link is lost before its login is answered: the waiter, already waiting
+    # for the first reconnect, must still see the third link come online.
+    drop = threading.Event()
+    behaviours = (logs_in_then(until_set(drop)), hangs_up, logs_in_then(stays_silent))
+    async with scripted(tmp_path, *behaviours, backoff=(0.5, 0.5)) as alice:
+        drop.set()
+        assert (await next_of(alice, LinkState)).retry_in  # it waits out its back-off
+        with trio.fail_after(10):
+            await alice.wait_online()
+        assert alice.online
 
 
 async def test_closing_wakes_calls_waiting_for_a_reconnect(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ class ChatClient:
         the client is offline, and recovers unless it is closing."""
         if self._link is link:
             self._link = None
-            self._online = trio.Event()
+            self._went_offline()
             if not self._closing:
                 self._nursery.start_soon(self._reconnector.recover, reason, link.farewell)
 
@@ -204,10 +204,15 @@ class ChatClient:
         """Close a link that did not make it to a session, or failed while it resent the
         outbox after logging in (without starting a recovery: the caller retries)."""
         link, self._link = self._link, None
-        if self._online.is_set():  # the login had said online: not any more
-            self._online = trio.Event()
+        self._went_offline()  # if the login had said online: not any more
         if link is not None:
             await link.stream.aclose()
+
+    def _went_offline(self) -> None:
+        """The session is not logged in: a new ``_online`` for the next login. One not set yet
+        is kept: tasks already wait on it (nothing else would ever set it)."""
+        if self._online.is_set():
+            self._online = trio.Event()
 
     # --- sending --------------------------------------------------------------------------
 
