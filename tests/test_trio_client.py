@@ -40,7 +40,7 @@ from sealchat.core import (
 from sealchat.core import Error as ServerError
 from sealchat.core.hub import GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
-from sealchat.transports import requests, trio_client
+from sealchat.transports import requests, trio_client, trio_delivery
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
 from sealchat.transports.passwords import CHEAP, hash_password
@@ -1407,6 +1407,29 @@ async def test_wait_online_returns_after_a_reconnect_whose_first_link_failed(
         with trio.fail_after(10):
             await alice.wait_online()
         assert alice.online
+
+
+async def test_a_link_lost_while_the_reconnect_says_so_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second link is lost right after its login, while nobody reads the events: the
+    # reconnect waits to say it is connected. Its recovery must go on to a third link.
+    monkeypatch.setattr(trio_delivery, "EVENT_BUFFER", 1)  # full at the first LinkState
+    drop, lost = threading.Event(), threading.Event()
+
+    def sets_lost(_sock: socket.socket, _conn: Connection) -> None:
+        lost.set()  # and the connection ends
+
+    behaviours = (logs_in_then(until_set(drop)), logs_in_then(sets_lost))
+    options: dict[str, Any] = {"backoff": (0.05, 0.05), "replies": False}
+    async with scripted(tmp_path, *behaviours, logs_in_then(stays_silent), **options) as alice:
+        drop.set()
+        with trio.fail_after(10):
+            while not lost.is_set() or alice._link is not None:  # the second link is gone
+                await trio.sleep(0.01)
+        with trio.fail_after(20):
+            while not alice.online:  # reading the events lets the reconnect go on
+                await next_of(alice, LinkState)
 
 
 async def test_closing_wakes_calls_waiting_for_a_reconnect(tmp_path: Path) -> None:

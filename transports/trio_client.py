@@ -290,6 +290,7 @@ class ChatClient:
         # Before asking: the replay's last HistoryEnd (which ends it) can come in the same
         # read as the answer, and be handled before this call resumes.
         self._delivery.start_replay()
+        link = self._link
         name = await self._ask(requests.login(username, password, register=register))
         first = self._reconnector.credentials is None
         self._reconnector.credentials = (username, password)
@@ -299,7 +300,8 @@ class ChatClient:
         if first and self._delivery.acknowledging:
             self._nursery.start_soon(self._delivery.keep_acknowledging)
         await self._outbox.resend()  # before going online: what is sent next comes after
-        self._online.set()
+        if self._link is link:  # else it was lost meanwhile: offline until the next login
+            self._online.set()
         return name
 
     async def wait_online(self) -> None:

@@ -49,6 +49,8 @@ class Reconnector:
         self.credentials: tuple[str, str] | None = None
         """What the session logged in with (it logs in again with them)."""
         self._recovering = False
+        self._lost_again: tuple[str, str | None] | None = None
+        """Why the link of a recovery under way was lost (and its farewell), if it was."""
 
     async def recover(self, reason: str, farewell: str | None = None) -> None:
         """Reconnect with exponential back-off and jitter, then log in again (the server
@@ -57,7 +59,8 @@ class Reconnector:
         if not self.enabled or self.credentials is None:
             await self._session._give_up(reason)
             return
-        if self._recovering:  # a link lost while logging in again: that recovery goes on
+        if self._recovering:  # a link lost during a recovery: that recovery goes on with it
+            self._lost_again = (reason, farewell)
             return
         self._recovering = True
         try:
@@ -74,6 +77,7 @@ class Reconnector:
             wait = delay * self._rng.uniform(0.5, 1.5)
             await self._delivery.pass_on(LinkState(connected=False, reason=reason, retry_in=wait))
             await trio.sleep(wait)
+            self._lost_again = None
             try:
                 await session._open_link()
                 await session._log_in(*credentials, register=False)
@@ -104,4 +108,8 @@ class Reconnector:
                     delay = min(cap, delay * 2)
                 continue
             await self._delivery.pass_on(LinkState(connected=True))
-            return
+            if self._lost_again is None:
+                return
+            # The new link is lost already (maybe while LinkState waited for room on events()),
+            # and its reader's recover() left it to this loop: round again.
+            reason, farewell = self._lost_again
