@@ -1449,6 +1449,56 @@ async def test_closing_wakes_calls_waiting_for_a_reconnect(tmp_path: Path) -> No
         assert len(failures) == 1
 
 
+class PinsForgottenOnce(KnownServers):
+    """Pins that, once ``forget`` is set, do not know the next key shown (so the client asks
+    about it)."""
+
+    forget = False
+
+    def require(self, server: str, fingerprint: str) -> bool:
+        if self.forget:
+            self.forget = False
+            return False
+        return super().require(server, fingerprint)
+
+
+@pytest.mark.parametrize("when", ["backing off", "connecting"])
+async def test_a_client_closed_while_it_reconnects_stays_closed(
+    server: Running, tmp_path: Path, when: str
+) -> None:
+    # Closed while it waits out its back-off, or while it makes a new link (asked about the
+    # server's key): it neither logs in again nor keeps that link.
+    pins, closed = PinsForgottenOnce(tmp_path / "known"), trio.Event()
+    to_close: list[ChatClient] = []
+
+    async def closes(_server: str, _fingerprint: str) -> bool:
+        for client in to_close:  # asked about the key of a new link: it is connecting
+            await client.aclose()
+            closed.set()
+        return True
+
+    options = {"known_servers": pins, "confirm_new_key": closes}
+    async with logged_in(server, tmp_path, "alice", backoff=(0.5, 0.5), **options) as alice:
+        if when == "connecting":
+            pins.forget = True
+            to_close.append(alice)
+        assert alice._link is not None
+        await alice._link.stream.aclose()  # the link is lost
+        if when == "backing off":
+            assert (await next_of(alice, LinkState)).retry_in
+            await alice.aclose()
+            closed.set()
+        with trio.fail_after(10):
+            await closed.wait()
+            while alice._reconnector._recovering:  # the recovery ends, without a link
+                await trio.sleep(0.01)
+        assert alice._link is None
+        assert not alice.online
+        assert not any(isinstance(e, LinkState) and e.connected for e in queued_events(alice))
+        with trio.fail_after(10), pytest.raises(Disconnected, match="closed"):
+            await alice.wait_online()
+
+
 async def test_a_write_failing_mid_burst_hangs_nothing_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -210,8 +210,9 @@ class ChatClient:
 
     def _went_offline(self) -> None:
         """The session is not logged in: a new ``_online`` for the next login. One not set yet
-        is kept: tasks already wait on it (nothing else would ever set it)."""
-        if self._online.is_set():
+        is kept: tasks already wait on it (nothing else would ever set it); so is the one set
+        on giving up or closing, for whoever waits after that."""
+        if self._online.is_set() and self.gave_up_on is None:
             self._online = trio.Event()
 
     # --- sending --------------------------------------------------------------------------

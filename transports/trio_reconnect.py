@@ -77,9 +77,14 @@ class Reconnector:
             wait = delay * self._rng.uniform(0.5, 1.5)
             await self._delivery.pass_on(LinkState(connected=False, reason=reason, retry_in=wait))
             await trio.sleep(wait)
+            if session._closing:  # closed during the back-off
+                return
             self._lost_again = None
             try:
                 await session._open_link()
+                if session._closing:  # closed while connecting: that link is not wanted
+                    await session._abandon_link()
+                    return
                 await session._log_in(*credentials, register=False)
             except (
                 ClientError,
