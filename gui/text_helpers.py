@@ -39,7 +39,7 @@ def file_label(info: FileInfo) -> str:
 def friendly(error: str) -> str:
     """Login-screen wording for what went wrong."""
     lowered = error.lower()
-    if lowered == "invalid username or password":  # with more said, the whole text shows
+    if "invalid username or password" in lowered:
         return "Wrong user name or password."
     if "too many failed attempts" in lowered:
         return "Too many failed attempts."  # refusal says when to try again

@@ -190,9 +190,8 @@ def test_an_incomplete_form_is_refused_before_connecting(window: Window, port: s
 
 def test_login_error_wording() -> None:
     assert friendly("invalid username or password") == "Wrong user name or password."
-    ended = "the server had ended the session: your password was changed"
-    assert friendly(f"invalid username or password; {ended}") == (
-        f"Invalid username or password; {ended}"  # why the old password no longer works
+    assert friendly("your password was changed; log in again with the new one") == (
+        "Your password was changed; log in again with the new one"  # the server's goodbye
     )
     assert friendly("cannot reach 127.0.0.1:9: Connection refused") == (
         "The server cannot be reached. Check the address and port, and that it runs."

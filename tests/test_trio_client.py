@@ -38,7 +38,7 @@ from sealchat.core import (
     fingerprint,
 )
 from sealchat.core import Error as ServerError
-from sealchat.core.hub import GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
+from sealchat.core.hub import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.transports import requests, trio_client, trio_delivery
 from sealchat.transports.downloads import PartialDownload
@@ -719,33 +719,62 @@ async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) ->
             assert isinstance(alice.gave_up_on, ServerKeyChanged)  # why, for the caller
 
 
-@pytest.mark.parametrize("free_failures", [5, 1])
-async def test_a_session_the_server_ended_says_why_when_logging_in_again_fails(
-    tmp_path: Path, free_failures: int
+NEW_PASSWORD = "a brand new password"
+
+
+def change_password(data_dir: Path, who: str) -> None:
+    """Change ``who``'s password as ``sealchat user passwd`` does (another connection)."""
+    with SqliteStore(data_dir) as store:
+        assert store.set_password(user_key(who), hash_password(NEW_PASSWORD, params=CHEAP))
+
+
+@pytest.mark.parametrize("change", ["passwd", "remove"])
+async def test_an_account_changed_elsewhere_ends_the_session_for_good(
+    tmp_path: Path, change: str
 ) -> None:
-    # The password was changed elsewhere: the server logs the session out saying so, and the
-    # old password is refused at the reconnect. "Wrong password" alone would leave the user
-    # wondering; the reason the server gave goes with it. With free_failures=1 that refusal
-    # carries the block it brought about: still no reason to try the old password again (it
-    # had kept trying, each failure lengthening the block on the user's own address).
+    # The server logs the session out saying why; the client gives up with that reason and
+    # does not try the old password (which would fail, and count against its address: with
+    # one free failure, the user's own new login from there would be refused for a while).
     data_dir = tmp_path / "server"
-    hub = HubConfig(free_login_failures=free_failures)
+    hub = HubConfig(free_login_failures=1)
     with running_server("trio", data_dir, hub=hub) as server:
         async with logged_in(server, tmp_path, "alice", backoff=(0.05, 0.05)) as alice:
-            with SqliteStore(data_dir) as store:
-                assert store.set_password(
-                    user_key("alice"), hash_password("a brand new password", params=CHEAP)
-                )
+            if change == "passwd":
+                change_password(data_dir, "alice")
+            else:
+                with SqliteStore(data_dir) as store:
+                    assert store.remove_user(user_key("alice"))
             with trio.fail_after(20):
                 while alice.gave_up_on is None:
                     await next_of(alice, LinkState)
-            refused = alice.gave_up_on
-            assert isinstance(refused, LoginFailed)
-            assert str(refused) == (
-                f"{GENERIC_LOGIN_FAILURE}; the server had ended the session: {PASSWORD_CHANGED}"
-            )
-            with pytest.raises(Disconnected, match="your password was changed"):
+            said = PASSWORD_CHANGED if change == "passwd" else ACCOUNT_REMOVED
+            assert isinstance(alice.gave_up_on, LoginFailed)
+            assert str(alice.gave_up_on) == said
+            with pytest.raises(Disconnected, match=said):
                 await alice.wait_online()
+        if change == "passwd":
+            options = trio_options(tmp_path, "alice-again")
+            async with connect("127.0.0.1", server.port, **options) as again:
+                assert await again.login("alice", NEW_PASSWORD) == "alice"  # no block
+
+
+async def test_a_wrong_password_at_a_reconnect_is_final_even_when_it_brings_a_block(
+    tmp_path: Path,
+) -> None:
+    # The password was changed while the server was down: no goodbye said why. The refusal
+    # of the old password carries the block it brought about (one free failure): the client
+    # had taken it for "busy" and kept trying, each failure lengthening the block on the
+    # user's own address.
+    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
+    async with stranded(tmp_path, data_dir, port, (0.05, 0.05), key) as alice:
+        change_password(data_dir, "alice")
+        hub = HubConfig(free_login_failures=1)
+        with running_server("trio", data_dir, port=port, key=key, hub=hub):
+            with trio.fail_after(20):
+                while alice.gave_up_on is None:
+                    await next_of(alice, LinkState)
+            assert isinstance(alice.gave_up_on, LoginFailed)
+            assert str(alice.gave_up_on) == GENERIC_LOGIN_FAILURE
 
 
 # --- what the client refuses, and what it leaves out -------------------------------------

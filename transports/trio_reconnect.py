@@ -4,14 +4,17 @@ jitter, each logging in again, until one does or trying again cannot help."""
 from __future__ import annotations
 
 import random
-from typing import Protocol
+from typing import Final, Protocol
 
 import trio
 
-from sealchat.core.records import GENERIC_LOGIN_FAILURE
+from sealchat.core.records import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed
 from sealchat.transports.trio_delivery import Delivery, LinkState
+
+ENDED_FOR_GOOD: Final = frozenset({PASSWORD_CHANGED, ACCOUNT_REMOVED})
+"""The server's goodbyes after which the client does not log in again by itself."""
 
 
 class Session(Protocol):
@@ -56,6 +59,8 @@ class Reconnector:
         """Reconnect with exponential back-off and jitter, then log in again (the server
         replays what was missed; the outbox is resent). ``farewell``: why the server ended
         the session, if it said goodbye."""
+        if await self._gave_up_on_the_account(farewell):
+            return
         if not self.enabled or self.credentials is None:
             await self._session._give_up(reason)
             return
@@ -64,13 +69,11 @@ class Reconnector:
             return
         self._recovering = True
         try:
-            await self._reconnect_loop(reason, self.credentials, farewell)
+            await self._reconnect_loop(reason, self.credentials)
         finally:
             self._recovering = False
 
-    async def _reconnect_loop(
-        self, reason: str, credentials: tuple[str, str], farewell: str | None
-    ) -> None:
+    async def _reconnect_loop(self, reason: str, credentials: tuple[str, str]) -> None:
         session = self._session
         delay, cap = self._backoff
         while not session._closing:
@@ -100,12 +103,6 @@ class Reconnector:
                     # Throttled: come back later. (A wrong password can carry the block it
                     # brought about: trying it again would only lengthen that block.)
                     delay = max(delay, exc.retry_after)
-                elif isinstance(exc, LoginFailed) and farewell:
-                    # Refused for good by a server that had ended the session saying why
-                    # (a changed password, a removed account): say that too.
-                    refused = LoginFailed(f"{exc}; the server had ended the session: {farewell}")
-                    await session._give_up(str(refused), refused)
-                    return
                 elif isinstance(exc, LoginFailed | ServerKeyChanged | ServerKeyUnknown):
                     await session._give_up(reason, exc)  # trying again won't help
                     return
@@ -118,3 +115,14 @@ class Reconnector:
             # The new link is lost already (maybe while LinkState waited for room on events()),
             # and its reader's recover() left it to this loop: round again.
             reason, farewell = self._lost_again
+            if await self._gave_up_on_the_account(farewell):
+                return
+
+    async def _gave_up_on_the_account(self, farewell: str | None) -> bool:
+        """Give up if the server ended the session because the account was removed or its
+        password changed (protocol §9.12): logging in again could only fail, and count as a
+        failed login of this address. Whether it did."""
+        if farewell not in ENDED_FOR_GOOD:
+            return False
+        await self._session._give_up(farewell, LoginFailed(farewell))
+        return True
