@@ -268,8 +268,8 @@ class ViewModel:
             case Presence(user=user, online=online):
                 (self.online.add if online else self.online.discard)(user)
                 if not online:
-                    for people in self.typing.values():
-                        people.pop(user, None)
+                    for typists in self.typing.values():
+                        typists.pop(user, None)
                 return {Change.PEOPLE, Change.TYPING}
             case OnlineUsers(users=users, more=more):
                 # Each login lists who is online afresh: whoever left meanwhile is not.
