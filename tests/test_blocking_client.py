@@ -33,7 +33,7 @@ from sealchat.core import (
     RoomList,
 )
 from sealchat.core.hub import HubConfig
-from sealchat.transports import blocking_client, requests
+from sealchat.transports import blocking_client, blocking_link, requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, server_name
 from sealchat.transports.requests import (
@@ -116,7 +116,7 @@ def test_a_slow_but_steady_server_is_not_taken_for_a_stuck_one(
 
 def test_a_server_that_goes_silent_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
     quick = functools.partial(Connection, keepalive_interval=0.2, handshake_timeout=1.0)
-    monkeypatch.setattr(blocking_client, "Connection", quick)
+    monkeypatch.setattr(blocking_link, "Connection", quick)
     with (
         scripted_server(stays_silent) as port,
         BlockingClient("127.0.0.1", port, trust=accept_all) as client,
@@ -129,7 +129,7 @@ def test_a_server_that_goes_silent_is_noticed(monkeypatch: pytest.MonkeyPatch) -
 def test_a_slow_yes_to_a_new_key_connects_again_and_asks_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
 ) -> None:
-    monkeypatch.setattr(blocking_client, "SLOW_TRUST", 0.2)
+    monkeypatch.setattr(blocking_link, "SLOW_TRUST", 0.2)
     asked: list[str] = []
 
     def thoughtful(_server: str, fingerprint: str) -> bool:
