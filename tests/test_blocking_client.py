@@ -33,7 +33,7 @@ from sealchat.core import (
     RoomList,
 )
 from sealchat.core.hub import HubConfig
-from sealchat.transports import blocking_client, blocking_link, requests
+from sealchat.transports import blocking_client, blocking_link, blocking_transfers, requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, server_name
 from sealchat.transports.requests import (
@@ -231,7 +231,7 @@ def test_an_abandoned_download_stops_the_stream_and_frees_its_slot(tmp_path: Pat
 def test_only_the_latest_abandoned_downloads_are_remembered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(blocking_client, "ABANDONED_MEMORY", 2)
+    monkeypatch.setattr(blocking_transfers, "ABANDONED_MEMORY", 2)
     (tmp_path / "big.bin").write_bytes(os.urandom(8 << 20))
     with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
         info = alice.send_file(tmp_path / "big.bin", room="general")
@@ -239,8 +239,8 @@ def test_only_the_latest_abandoned_downloads_are_remembered(
             with pytest.raises(KeyboardInterrupt):
                 alice.download(info.file_id, tmp_path / "in", progress=_cancel)
         # Nothing public shows the memory it holds: the two latest, and no more.
-        assert len(alice._abandoned) == 2
-        assert max(alice._abandoned) == next(alice._transfers) - 1
+        assert len(alice._transfers._abandoned) == 2
+        assert max(alice._transfers._abandoned) == next(alice._transfers._ids) - 1
 
 
 def streams_small_chunks(sock: socket.socket, conn: Connection) -> None:

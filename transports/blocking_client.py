@@ -19,13 +19,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import itertools
 import queue
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -40,7 +38,6 @@ from sealchat.core import (
     FileChunk,
     FileComplete,
     FileInfo,
-    FileOffer,
     FileReject,
     LocalProtocolError,
     MemberInfo,
@@ -53,21 +50,20 @@ from sealchat.core import (
     State,
     Typing,
 )
-from sealchat.core.records import file_chunks
 from sealchat.transports import requests
+from sealchat.transports.blocking_handoff import CallWaiter as _Waiter
+from sealchat.transports.blocking_handoff import put_even_if_full as _put_even_if_full
+from sealchat.transports.blocking_handoff import put_while as _put_while
 from sealchat.transports.blocking_link import RECEIVE_SIZE, KeyPolicy
 from sealchat.transports.blocking_link import connect as _connect
 from sealchat.transports.blocking_link import selector_for as _selector_for
-from sealchat.transports.downloads import PartialDownload, sha256_of
+from sealchat.transports.blocking_transfers import Progress, Transfers
 from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
-    TRANSFER_BLOCK,
-    TRANSFER_QUEUE,
     ClientError,
     Reply,
     Request,
-    TransferFailed,
 )
 
 E = TypeVar("E")
@@ -75,12 +71,9 @@ T = TypeVar("T")
 SEND_BUFFER: Final = 256 * 1024
 """Bytes queued for the writer beyond which ``send``/``send_all`` wait for it (for 30 s at
 most without progress)."""
-ABANDONED_MEMORY: Final = 64
-"""Downloads given up, and uploads ended, whose late records are recognised and dropped."""
 CLOSE_TIMEOUT: Final = 2.0
 """Seconds ``close`` gives the writer to send the goodbye."""
 _OVER: Final = (State.CLOSED, State.ERROR)
-Progress = Callable[[int, int], None]
 
 
 class BlockingClient:
@@ -119,18 +112,7 @@ class BlockingClient:
         self._acknowledging = events if acknowledge is None else acknowledge
         """Whether to tell the server what arrived (as the trio client's ``acknowledge``; by
         default only when events are kept)."""
-        self._transfers = itertools.count(1)
-        self._chunks: dict[int, queue.Queue[Record]] = {}
-        self._abandoned: deque[int] = deque(maxlen=ABANDONED_MEMORY)
-        """Downloads given up here: the rest of their stream is dropped as it arrives (the
-        server marks the end of a stream it was told to stop with nothing, so only the most
-        recent are remembered)."""
-        self._uploads: set[int] = set()
-        """Uploads under way: the first FileReject of one is the server's refusal."""
-        self._ended_uploads: deque[int] = deque(maxlen=ABANDONED_MEMORY)
-        """Uploads refused, or given up here: the server answers each record of one still on
-        its way with a FileReject ("no upload N in progress"), dropped here. Nothing marks the
-        last, so only the most recent are remembered."""
+        self._transfers = Transfers(self)
         self._arrived: list[tuple[int, queue.Queue[Record], Record]] = []
         """Chunk records read under the lock, handed to their downloads after it."""
         self._read_events: list[Event] = []
@@ -300,7 +282,7 @@ class BlockingClient:
                     arrived, self._arrived = self._arrived, []
                     read, self._read_events = self._read_events, []
                 for transfer, chunks, record in arrived:  # outside the lock: may wait
-                    self._hand_over(transfer, chunks, record)
+                    self._transfers.hand_over(transfer, chunks, record)
                 for event in read:
                     self._emit(event)
         except ProtocolError as exc:
@@ -314,23 +296,13 @@ class BlockingClient:
                     waiter.lost = True
                     waiter.finished.set()
                 self._waiters.clear()
-                for chunks in self._chunks.values():
+                for chunks in self._transfers.chunks.values():
                     _put_even_if_full(
                         chunks, FileReject(transfer=0, reason="the connection was lost")
                     )
                 self._output.notify()  # the writer sends a queued Bye, then ends
             selector.close()
             self._thread_ended()
-
-    def _hand_over(self, transfer: int, chunks: queue.Queue[Record], record: Record) -> None:
-        """Put ``record`` in its download's queue, waiting while the queue is full, unless
-        the download is given up or the client closes meanwhile (then it is dropped)."""
-
-        def wanted() -> bool:
-            with self._lock:
-                return not self._stopping and self._chunks.get(transfer) is chunks
-
-        _put_while(chunks, record, wanted)
 
     def _emit(self, event: Event) -> None:
         """Put ``event`` on ``events`` (if they are kept), waiting while EVENT_BUFFER are
@@ -361,36 +333,12 @@ class BlockingClient:
             if isinstance(event, Record):
                 self._route(event)
                 if isinstance(event, FileChunk | FileComplete | FileReject) and (
-                    self._not_for_events(event)
+                    self._transfers.not_for_events(event)
                 ):
                     continue
             self._read_events.append(event)
             if isinstance(event, ConnectionClosed):
                 return True
-
-    def _not_for_events(self, record: FileChunk | FileComplete | FileReject) -> bool:
-        """Whether ``record`` belongs to a download (handed to it), to one abandoned here
-        (dropped; its end forgets the transfer), or to an upload that ended (dropped). An
-        upload's refusal goes on, and ends it."""
-        transfer = record.transfer
-        if transfer in self._chunks:
-            return not isinstance(record, FileReject)
-        if transfer in self._abandoned:
-            if not isinstance(record, FileChunk):
-                self._abandoned.remove(transfer)
-            return True
-        if transfer in self._ended_uploads:
-            return True
-        if isinstance(record, FileReject):
-            self._end_upload(transfer)
-        return False
-
-    def _end_upload(self, transfer: int) -> None:
-        """Upload ``transfer`` (if under way) is over: what the server still says about it
-        is dropped (called under the lock)."""
-        if transfer in self._uploads:
-            self._uploads.remove(transfer)
-            self._ended_uploads.append(transfer)
 
     def next_event(self, timeout: float = 10.0) -> Event:
         """The next event; TimeoutError if none arrives in time."""
@@ -422,7 +370,7 @@ class BlockingClient:
                 self._conn.send(Bye(reason=failure))
             raise RemoteProtocolError(failure)
         if isinstance(record, FileChunk | FileComplete | FileReject):
-            chunks = self._chunks.get(record.transfer)
+            chunks = self._transfers.chunks.get(record.transfer)
             if chunks is not None:
                 self._arrived.append((record.transfer, chunks, record))
         elif isinstance(record, Message | MessageAck):  # our own messages come as acks
@@ -507,46 +455,7 @@ class BlockingClient:
     ) -> FileInfo:
         """Upload ``path`` (resuming where the server's copy stops). If the server refuses it
         midway, the upload stops there and raises TransferFailed with the server's reason."""
-        data_size = path.stat().st_size
-        digest = sha256_of(path)
-        transfer = next(self._transfers)
-        offer = FileOffer(
-            transfer=transfer, name=path.name, size=data_size, sha256=digest, room=room, to=to
-        )
-        waiter: _Waiter | None = None
-        with self._lock:
-            self._uploads.add(transfer)
-        try:
-            accept = self.ask(requests.upload(offer))
-            waiter = self._expect(requests.announced(accept.file_id, transfer))
-            over = waiter.finished.is_set  # refused midway (or the connection ended)
-            offset = accept.offset
-            with open(path, "rb") as source:
-                source.seek(offset)
-                while offset < data_size and not over():
-                    block = source.read(min(TRANSFER_BLOCK, data_size - offset))
-                    if not block:
-                        raise TransferFailed(f"{path} shrank while it was being sent")
-                    self.send_all(file_chunks(transfer, offset, block))
-                    offset += len(block)
-                    if progress is not None:
-                        progress(offset, data_size)
-            if not over():
-                self.send(FileComplete(transfer=transfer, sha256=digest))
-        except BaseException:  # no answer in time, a failed read, progress raising to cancel it
-            if waiter is not None:
-                self._forget(waiter)
-            with self._lock:
-                self._end_upload(transfer)
-            # The server frees the transfer (an offer answered late too) and discards its part.
-            self._abandon(transfer, "upload abandoned")
-            raise
-        try:
-            info: FileInfo = self._wait(waiter)
-        finally:
-            with self._lock:
-                self._uploads.discard(transfer)
-        return info
+        return self._transfers.send_file(path, room=room, to=to, progress=progress)
 
     def download(self, file_id: str, folder: Path, *, progress: Progress | None = None) -> Path:
         """Fetch a shared file into ``folder`` (resuming a partial one); returns its path once
@@ -555,71 +464,4 @@ class BlockingClient:
         ``progress`` runs on the calling thread between chunks and must not make requests on
         this client: while it runs, at most 32 chunks wait for it, then the reader waits too
         (so a reply it asked for could not arrive)."""
-        transfer = next(self._transfers)
-        chunks: queue.Queue[Record] = queue.Queue(TRANSFER_QUEUE)
-        with self._lock:  # the reader may be going through the downloads
-            self._chunks[transfer] = chunks
-        streaming = False
-        try:
-            with PartialDownload(folder, file_id) as target:
-                streaming = True  # from the request on, the server may be sending
-                offer = self.ask(requests.download(transfer, file_id, target.size))
-                target.expect(offer.size)  # no byte beyond it
-                while True:
-                    try:
-                        record = chunks.get(timeout=REQUEST_TIMEOUT)
-                    except queue.Empty:
-                        raise TransferFailed(
-                            "the download stalled; try again to resume it"
-                        ) from None
-                    if isinstance(record, FileComplete | FileReject):
-                        streaming = False  # the server ended it
-                    if isinstance(record, FileComplete):
-                        return target.finish(offer.name, offer.sha256)
-                    if isinstance(record, FileReject):
-                        raise TransferFailed(record.reason)
-                    assert isinstance(record, FileChunk)
-                    target.write(record.offset, record.data)
-                    if progress is not None:
-                        progress(target.size, offer.size)
-        except (ValueError, OSError) as exc:  # a bad id, a chunk out of place, a wrong hash
-            raise TransferFailed(str(exc)) from None
-        finally:
-            with self._lock:
-                del self._chunks[transfer]
-                if streaming:  # given up here: the rest of its stream is dropped
-                    self._abandoned.append(transfer)
-            with contextlib.suppress(queue.Empty):  # let a reader waiting on a full queue on
-                while True:
-                    chunks.get_nowait()
-            if streaming:  # the server stops sending it
-                self._abandon(transfer, "download abandoned")
-
-    def _abandon(self, transfer: int, reason: str) -> None:
-        """Tell the server that ``transfer`` is given up here, if the connection still works."""
-        with contextlib.suppress(ClientError):
-            self.send_all((FileReject(transfer=transfer, reason=reason),), wait=False)
-
-
-def _put_while(items: queue.Queue[T], item: T, wanted: Callable[[], bool]) -> bool:
-    """Put ``item`` on ``items``, waiting while it is full as long as ``wanted()``; whether
-    it was put."""
-    while wanted():
-        with contextlib.suppress(queue.Full):
-            items.put(item, timeout=0.1)
-            return True
-    return False
-
-
-def _put_even_if_full(items: queue.Queue[T], item: T) -> None:
-    """Put ``item`` last on ``items`` without waiting, one beyond its size if it is full (the
-    end of a stream, which its reader must see after what came before)."""
-    with items.mutex:  # the queue's own lock: nothing else changes it meanwhile
-        items.queue.append(item)
-        items.unfinished_tasks += 1
-        items.not_empty.notify()
-
-
-class _Waiter(requests.Waiter[threading.Event]):
-    def __init__(self, reply: Reply[Any]) -> None:
-        super().__init__(reply, threading.Event())
+        return self._transfers.download(file_id, folder, progress=progress)
