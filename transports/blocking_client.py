@@ -30,22 +30,17 @@ from typing import Any, Final, TypeVar
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
-    NEED_DATA,
     Bye,
     ConnectionClosed,
     Delivered,
     Event,
-    FileChunk,
-    FileComplete,
     FileInfo,
-    FileReject,
     LocalProtocolError,
     MemberInfo,
     Message,
     MessageAck,
     ProtocolError,
     Record,
-    RemoteProtocolError,
     RoomInfo,
     State,
     Typing,
@@ -54,9 +49,10 @@ from sealchat.transports import requests
 from sealchat.transports.blocking_handoff import CallWaiter as _Waiter
 from sealchat.transports.blocking_handoff import put_even_if_full as _put_even_if_full
 from sealchat.transports.blocking_handoff import put_while as _put_while
-from sealchat.transports.blocking_link import RECEIVE_SIZE, KeyPolicy
+from sealchat.transports.blocking_link import KeyPolicy
 from sealchat.transports.blocking_link import connect as _connect
 from sealchat.transports.blocking_link import selector_for as _selector_for
+from sealchat.transports.blocking_reader import Reader
 from sealchat.transports.blocking_transfers import Progress, Transfers
 from sealchat.transports.requests import (
     EVENT_BUFFER,
@@ -106,17 +102,12 @@ class BlockingClient:
         self._stopping = False
         self._failure: str | None = None
         self._waiters: list[_Waiter] = []
-        self._position = 0
-        """Records read so far: the position in the stream of the latest (see ``route``)."""
         self._newest = 0
         self._acknowledging = events if acknowledge is None else acknowledge
         """Whether to tell the server what arrived (as the trio client's ``acknowledge``; by
         default only when events are kept)."""
         self._transfers = Transfers(self)
-        self._arrived: list[tuple[int, queue.Queue[Record], Record]] = []
-        """Chunk records read under the lock, handed to their downloads after it."""
-        self._read_events: list[Event] = []
-        """Events read under the lock, put on ``events`` after it."""
+        self._reading = Reader(self)
         self._running = 2
         """Threads (reader, writer) not yet ended; the last one closes the socket, which is
         never closed under a thread still using it (its number could be reused meanwhile)."""
@@ -131,7 +122,9 @@ class BlockingClient:
             raise
         self.server_fingerprint = established.fingerprint
         self._emit(established)
-        self._reader = threading.Thread(target=self._read, name="sealchat-reader", daemon=True)
+        self._reader = threading.Thread(
+            target=self._reading.run, name="sealchat-reader", daemon=True
+        )
         self._writer = threading.Thread(target=self._write, name="sealchat-writer", daemon=True)
         self._reader.start()
         self._writer.start()
@@ -257,53 +250,6 @@ class BlockingClient:
 
     # --- receiving ------------------------------------------------------------------------
 
-    def _read(self) -> None:
-        """The reader thread: feed the connection what arrives, or the time when its timer
-        (keepalive) is due, until it closes."""
-        conn, sock, selector = self._conn, self._sock, self._selector
-        closed = False
-        try:
-            while not closed:
-                with self._lock:
-                    timer = conn.get_timer()
-                wait = None if timer is None else max(0.0, timer - time.monotonic())
-                readable = selector.select(wait)
-                data = b""
-                if readable:
-                    with contextlib.suppress(OSError):  # as EOF: the connection ends
-                        data = sock.recv(RECEIVE_SIZE)
-                with self._lock:
-                    if readable:
-                        conn.receive_data(data)
-                    else:  # a ping for a silent server, or the end of one that stays silent
-                        conn.handle_timer(time.monotonic())
-                    closed = self._drain()
-                    self._output.notify()  # pongs, pings, acknowledgements
-                    arrived, self._arrived = self._arrived, []
-                    read, self._read_events = self._read_events, []
-                for transfer, chunks, record in arrived:  # outside the lock: may wait
-                    self._transfers.hand_over(transfer, chunks, record)
-                for event in read:
-                    self._emit(event)
-        except ProtocolError as exc:
-            self._end(str(exc))
-        except BaseException as exc:  # a bug must not leave callers waiting forever
-            self._end(f"the client's reader failed: {exc!r}")
-            raise
-        finally:
-            with self._lock:
-                for waiter in self._waiters:
-                    waiter.lost = True
-                    waiter.finished.set()
-                self._waiters.clear()
-                for chunks in self._transfers.chunks.values():
-                    _put_even_if_full(
-                        chunks, FileReject(transfer=0, reason="the connection was lost")
-                    )
-                self._output.notify()  # the writer sends a queued Bye, then ends
-            selector.close()
-            self._thread_ended()
-
     def _emit(self, event: Event) -> None:
         """Put ``event`` on ``events`` (if they are kept), waiting while EVENT_BUFFER are
         unread; once the client closes, without waiting (beyond the bound: an event read may
@@ -315,30 +261,6 @@ class BlockingClient:
             if not _put_while(self.events, event, lambda: not self._stopping):  # a flag set once
                 _put_even_if_full(self.events, event)  # read (maybe acknowledged): never lost
             self._events_full = False
-
-    def _end(self, reason: str) -> None:
-        """The reader stops early: the last event says why, and the writer stops too."""
-        with self._lock:
-            self._failure = reason
-            self._stopping = True  # the writer sends what is queued (a Bye), then ends
-            read, self._read_events = self._read_events, []
-        for event in [*read, ConnectionClosed(reason=reason)]:  # stopping: none waits for room
-            self._emit(event)
-
-    def _drain(self) -> bool:
-        while True:
-            event = self._conn.next_event()
-            if event is NEED_DATA:
-                return False
-            if isinstance(event, Record):
-                self._route(event)
-                if isinstance(event, FileChunk | FileComplete | FileReject) and (
-                    self._transfers.not_for_events(event)
-                ):
-                    continue
-            self._read_events.append(event)
-            if isinstance(event, ConnectionClosed):
-                return True
 
     def next_event(self, timeout: float = 10.0) -> Event:
         """The next event; TimeoutError if none arrives in time."""
@@ -359,25 +281,6 @@ class BlockingClient:
                 raise ClientError(f"connection closed: {event.reason}")
 
     # --- requests -------------------------------------------------------------------------
-
-    def _route(self, record: Record) -> None:
-        """Hand ``record`` to whoever waits for it (called under the lock). A reply past its
-        bounds ends the connection with a Bye that says why, as a core violation does."""
-        self._position += 1
-        _, failure = requests.route(self._waiters, record, self._position)
-        if failure:
-            with contextlib.suppress(ProtocolError):  # the session is ending already
-                self._conn.send(Bye(reason=failure))
-            raise RemoteProtocolError(failure)
-        if isinstance(record, FileChunk | FileComplete | FileReject):
-            chunks = self._transfers.chunks.get(record.transfer)
-            if chunks is not None:
-                self._arrived.append((record.transfer, chunks, record))
-        elif isinstance(record, Message | MessageAck):  # our own messages come as acks
-            self._newest = max(self._newest, record.id)
-        elif self._acknowledging and requests.ends_replay(record):
-            # The replay after login: acknowledging a page releases the next one.
-            self._conn.send(Delivered(up_to=self._newest))
 
     def _expect(self, reply: Reply[T]) -> _Waiter:
         waiter = _Waiter(reply)
