@@ -1,8 +1,9 @@
 """sealchat on plain blocking sockets: the one-thread-per-client server and the client for
 scripts that do not use trio.
 
-The code lives in ``blocking_server`` and ``blocking_client``; this module is the public face
-of both.
+The code lives in ``blocking_server`` and ``blocking_client`` (built on ``blocking_link``,
+``blocking_reader``, ``blocking_transfers`` and ``blocking_handoff``); this module is the
+public face of both.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ full the reader waits); ``ConnectionClosed`` is always the last. A
 writer thread does all the writing, so a server that stops reading blocks nobody but it.
 Requests may be made from any thread. Unlike the trio client it does not reconnect by itself.
 
+Connecting and the handshake live in ``blocking_link``, the reader thread in
+``blocking_reader``, file transfers in ``blocking_transfers``.
+
 Example::
 
     with BlockingClient("127.0.0.1", 7878, trust=pinned(KnownServers(), "127.0.0.1:7878")) as c:
