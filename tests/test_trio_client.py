@@ -31,6 +31,8 @@ from sealchat.core import (
     HistoryEnd,
     HistoryRequest,
     ListRooms,
+    Login,
+    LoginRejected,
     Message,
     Presence,
     Record,
@@ -775,6 +777,41 @@ async def test_a_wrong_password_at_a_reconnect_is_final_even_when_it_brings_a_bl
                     await next_of(alice, LinkState)
             assert isinstance(alice.gave_up_on, LoginFailed)
             assert str(alice.gave_up_on) == GENERIC_LOGIN_FAILURE
+
+
+THROTTLED = "too many failed attempts; try again later"
+
+
+def refuses_for(retry_after: float) -> Behaviour:
+    """Refuse the login as a server that throttles logins does (try again in ``retry_after``
+    seconds), then read what comes until the client hangs up."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), Login):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        conn.send(LoginRejected(reason=THROTTLED, retry_after=retry_after))
+        sock.sendall(conn.data_to_send())
+        while sock.recv(65536):
+            pass
+
+    return behaviour
+
+
+async def test_a_throttled_reconnect_waits_at_least_retry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The jitter goes on top of the back-off, never below a throttled login's retry_after:
+    # coming back sooner would only be refused again (and it was, at half of it).
+    behaviours = (logs_in_then(hangs_up), refuses_for(0.5), logs_in_then(stays_silent))
+    async with scripted(tmp_path, *behaviours, backoff=(0.05, 0.05)) as alice:
+        lowest = lambda low, _high: low  # noqa: E731  (the jitter at its lowest)
+        monkeypatch.setattr(alice._reconnector._rng, "uniform", lowest)
+        states: list[LinkState] = []
+        with trio.fail_after(10):
+            while not (states and states[-1].connected):
+                states.append(await next_of(alice, LinkState))
+    assert [s.retry_in for s in states if s.reason == THROTTLED] == [0.5]
 
 
 # --- what the client refuses, and what it leaves out -------------------------------------

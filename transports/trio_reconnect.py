@@ -76,8 +76,9 @@ class Reconnector:
     async def _reconnect_loop(self, reason: str, credentials: tuple[str, str]) -> None:
         session = self._session
         delay, cap = self._backoff
+        floor = 0.0  # a throttled login's retry_after: the jitter never brings the wait below it
         while not session._closing:
-            wait = delay * self._rng.uniform(0.5, 1.5)
+            wait = max(floor, delay * self._rng.uniform(0.5, 1.5))
             await self._delivery.pass_on(LinkState(connected=False, reason=reason, retry_in=wait))
             await trio.sleep(wait)
             if session._closing:  # closed during the back-off
@@ -98,11 +99,13 @@ class Reconnector:
             ) as exc:
                 await session._abandon_link()
                 reason = str(exc)
+                floor = 0.0
                 wrong = isinstance(exc, LoginFailed) and str(exc) == GENERIC_LOGIN_FAILURE
                 if isinstance(exc, LoginFailed) and exc.retry_after and not wrong:
                     # Throttled: come back later. (A wrong password can carry the block it
                     # brought about: trying it again would only lengthen that block.)
-                    delay = max(delay, exc.retry_after)
+                    floor = exc.retry_after
+                    delay = max(delay, floor)
                 elif isinstance(exc, LoginFailed | ServerKeyChanged | ServerKeyUnknown):
                     await session._give_up(reason, exc)  # trying again won't help
                     return
