@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
     NEED_DATA,
+    Authenticated,
+    Bye,
     Connection,
     ConnectionClosed,
     Delivered,
@@ -71,6 +73,7 @@ from sealchat.transports.trio_client import (
     Unreachable,
     connect,
 )
+from sealchat.transports.trio_link import Link
 from tests.servers import (
     ENDLESS,
     PASSWORD,
@@ -758,6 +761,102 @@ async def test_an_account_changed_elsewhere_ends_the_session_for_good(
             options = trio_options(tmp_path, "alice-again")
             async with connect("127.0.0.1", server.port, **options) as again:
                 assert await again.login("alice", NEW_PASSWORD) == "alice"  # no block
+
+
+def says_goodbye(reason: str) -> Behaviour:
+    """Say goodbye (a Bye with ``reason``), then read what comes until the client hangs up
+    (so that no reset can eat the goodbye)."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        conn.send(Bye(reason=reason))
+        sock.sendall(conn.data_to_send())
+        while sock.recv(65536):
+            pass
+
+    return behaviour
+
+
+def notes_login(passwords: list[str]) -> Behaviour:
+    """Note the password the client logs in with, and accept it."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), Login):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        passwords.append(event.password)
+        conn.send(Authenticated(username=event.username))
+        sock.sendall(conn.data_to_send())
+
+    return behaviour
+
+
+@pytest.mark.parametrize(
+    ("first", "queued"), [("reader", True), ("reader", False), ("reconnect", True)]
+)
+async def test_a_goodbye_for_good_right_after_a_reconnect_login_is_final(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str, queued: bool
+) -> None:
+    # The server accepts the reconnect's login, then at once says the password was changed,
+    # while the reconnect resends the outbox (a message never acknowledged, if ``queued``).
+    # Who sees first that the link is gone, its reader or the reconnect, is forced here. The
+    # reconnect had gone round and logged in with the old password, its reader's recovery
+    # having given up meanwhile (or had said it was connected after that give-up); or it had
+    # abandoned the link before the reader's end of it counted, farewell and all.
+    drop, passwords = threading.Event(), list[str]()
+    behaviours = (
+        logs_in_then(until_set(drop)),
+        logs_in_then(says_goodbye(PASSWORD_CHANGED)),
+        notes_login(passwords),
+    )
+    async with scripted(tmp_path, *behaviours, backoff=(0.05, 0.05)) as alice:
+        reconnector = alice._reconnector
+        resend, link_ended, recover = alice._outbox.resend, alice._link_ended, reconnector.recover
+        recovered = trio.Event()  # the recover() of the reader of the reconnect's link is over
+        held: list[Link] = []
+
+        async def recover_noted(reason: str, farewell: str | None = None) -> None:
+            await recover(reason, farewell)
+            recovered.set()
+
+        async def resend_in_order() -> None:
+            link = alice._link
+            if reconnector._recovering and link is not None and not held:  # the reconnect's
+                held.append(link)
+                if first == "reader":
+                    await recovered.wait()  # the reader has ended the link
+                else:
+                    await link.closed.wait()  # the goodbye is read (the link's end waits)
+            await resend()
+
+        def link_ended_in_order(link: Link, reason: str) -> None:
+            if first == "reader" or not reconnector._recovering:
+                link_ended(link, reason)
+                return
+
+            async def once_abandoned() -> None:  # by the reconnect
+                while alice._link is link:
+                    await trio.sleep(0.01)
+                link_ended(link, reason)
+
+            alice._nursery.start_soon(once_abandoned)
+
+        monkeypatch.setattr(reconnector, "recover", recover_noted)
+        monkeypatch.setattr(alice._outbox, "resend", resend_in_order)
+        monkeypatch.setattr(alice, "_link_ended", link_ended_in_order)
+        if queued:
+            await alice.send_message("never acknowledged", room="general")
+        drop.set()
+        with trio.fail_after(10):
+            while reconnector._recovering or not (alice.gave_up_on or passwords):
+                await trio.sleep(0.01)
+        states = [e for e in queued_events(alice) if isinstance(e, LinkState)]
+        assert passwords == []  # the old password was not tried again
+        assert isinstance(alice.gave_up_on, LoginFailed)
+        assert str(alice.gave_up_on) == PASSWORD_CHANGED
+        gave_up = [i for i, s in enumerate(states) if not s.connected and not s.retry_in]
+        assert [states[i].reason for i in gave_up] == [PASSWORD_CHANGED]  # once
+        assert not any(s.connected for s in states[gave_up[0] :])
+        assert not alice.online
 
 
 async def test_a_wrong_password_at_a_reconnect_is_final_even_when_it_brings_a_block(

@@ -173,13 +173,14 @@ class ChatClient:
 
     # --- connecting -----------------------------------------------------------------------
 
-    async def _open_link(self) -> None:
+    async def _open_link(self) -> Link:
         """Connect, check the server key against the pins, finish the handshake (see
-        ``Dialer.open``), and start the link's reader and writer."""
+        ``Dialer.open``), and start the link's reader and writer; returns the new link."""
         link = await self._dialer.open()
         self._link = link
         self._nursery.start_soon(self._reader.read, link)
         self._nursery.start_soon(link.write)
+        return link
 
     def _note_key(self, fingerprint: str) -> None:
         """The server's key (``fingerprint``) is accepted."""

@@ -12,6 +12,7 @@ from sealchat.core.records import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWO
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed
 from sealchat.transports.trio_delivery import Delivery, LinkState
+from sealchat.transports.trio_link import Link
 
 ENDED_FOR_GOOD: Final = frozenset({PASSWORD_CHANGED, ACCOUNT_REMOVED})
 """The server's goodbyes after which the client does not log in again by itself."""
@@ -19,11 +20,12 @@ ENDED_FOR_GOOD: Final = frozenset({PASSWORD_CHANGED, ACCOUNT_REMOVED})
 
 class Session(Protocol):
     """What reconnecting uses of the client: making a link and logging in on it, closing one
-    that failed, and giving up."""
+    that failed, and giving up (and whether it has: ``gave_up_on``, set on closing too)."""
 
     _closing: bool
+    gave_up_on: Exception | None
 
-    async def _open_link(self) -> None: ...
+    async def _open_link(self) -> Link: ...
 
     async def _log_in(self, username: str, password: str, *, register: bool) -> str: ...
 
@@ -59,13 +61,15 @@ class Reconnector:
         """Reconnect with exponential back-off and jitter, then log in again (the server
         replays what was missed; the outbox is resent). ``farewell``: why the server ended
         the session, if it said goodbye."""
+        if self._recovering:  # a link lost during a recovery: that recovery decides what next
+            self._lost_again = (reason, farewell)  # (it may be still using the link: giving
+            return  # up here would not stop it logging in again)
+        if self._session.gave_up_on is not None:  # a recovery ended for good meanwhile
+            return
         if await self._gave_up_on_the_account(farewell):
             return
         if not self.enabled or self.credentials is None:
             await self._session._give_up(reason)
-            return
-        if self._recovering:  # a link lost during a recovery: that recovery goes on with it
-            self._lost_again = (reason, farewell)
             return
         self._recovering = True
         try:
@@ -77,15 +81,16 @@ class Reconnector:
         session = self._session
         delay, cap = self._backoff
         floor = 0.0  # a throttled login's retry_after: the jitter never brings the wait below it
-        while not session._closing:
+        while not session._closing and session.gave_up_on is None:
             wait = max(floor, delay * self._rng.uniform(0.5, 1.5))
             await self._delivery.pass_on(LinkState(connected=False, reason=reason, retry_in=wait))
             await trio.sleep(wait)
             if session._closing:  # closed during the back-off
                 return
             self._lost_again = None
+            link: Link | None = None
             try:
-                await session._open_link()
+                link = await session._open_link()
                 if session._closing:  # closed while connecting: that link is not wanted
                     await session._abandon_link()
                     return
@@ -98,6 +103,11 @@ class Reconnector:
                 ServerKeyUnknown,
             ) as exc:
                 await session._abandon_link()
+                # The server may have said goodbye on this link: its reader notes the farewell
+                # as it reads it, before the calls on the link fail (no need to wait for the
+                # reader), but the link's end is ignored once abandoned: so it is seen here.
+                if link is not None and await self._gave_up_on_the_account(link.farewell):
+                    return
                 reason = str(exc)
                 floor = 0.0
                 wrong = isinstance(exc, LoginFailed) and str(exc) == GENERIC_LOGIN_FAILURE
