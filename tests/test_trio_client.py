@@ -29,6 +29,7 @@ from sealchat.core import (
     FileComplete,
     FileInfo,
     FileList,
+    FileOffer,
     FileReject,
     HistoryEnd,
     HistoryRequest,
@@ -38,6 +39,7 @@ from sealchat.core import (
     Message,
     Presence,
     Record,
+    State,
     Typing,
     fingerprint,
 )
@@ -1153,6 +1155,62 @@ async def test_without_replies_an_answer_goes_only_to_its_call(
         events = [await next_of(bob, Message | ServerError)]
         assert [type(e).__name__ for e in events] == ["Message"]  # no Error, no "older"
         assert events[0].text == "last"
+
+
+def logs_in_once_set(answer: threading.Event, after: Behaviour) -> Behaviour:
+    """Accept the login once ``answer`` is set (10 s at most), then ``after``."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        answer.wait(10)
+        logs_in_then(after)(sock, conn)
+
+    return behaviour
+
+
+def until_offered(offered: threading.Event) -> Behaviour:
+    """Read until the client offers a file, then set ``offered``."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), FileOffer):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        offered.set()
+
+    return behaviour
+
+
+async def test_calls_while_a_reconnect_logs_in_wait_for_it_or_say_it_reconnects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reconnect's link is up, its login not answered yet (a slow password check): an
+    # upload waits for the login and goes on, another call says the client reconnects. Both
+    # had failed with the connection's "cannot send … in state login".
+    drop, answer, offered = threading.Event(), threading.Event(), threading.Event()
+    behaviours = (logs_in_then(until_set(drop)), logs_in_once_set(answer, until_offered(offered)))
+    async with scripted(tmp_path, *behaviours, backoff=(0.05, 0.05)) as alice:
+        drop.set()
+        with trio.fail_after(10):
+            while alice._link is None or alice._link.conn.state is not State.LOGIN:
+                await trio.sleep(0.01)  # the reconnect's link is up; its login unanswered
+        with pytest.raises(ConnectionLost, match="the client is reconnecting"):
+            await alice.history(room="general")
+        waiting, wait_online = trio.Event(), alice.wait_online
+
+        async def wait_online_noted() -> None:
+            waiting.set()
+            await wait_online()
+
+        monkeypatch.setattr(alice, "wait_online", wait_online_noted)
+        path = tmp_path / "f.txt"
+        path.write_bytes(b"hello")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(alice.send_file, path, room="general"))
+            with trio.fail_after(10):
+                await waiting.wait()  # the upload waits for the reconnect
+                answer.set()
+                while not offered.is_set():  # and goes on once it is logged in
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
 
 
 async def test_a_link_dropped_right_after_the_login_is_not_online(

@@ -239,13 +239,24 @@ class ChatClient:
     ) -> None:
         """``_send_all`` for records already checked and encoded (``requests.checked``)."""
         link = self._link
-        if link is None or link.closed.is_set():
+        if link is None or link.closed.is_set() or self._logging_in_again(link, encoded):
             self._fail_if_given_up()
             raise LinkLost("not connected; the client is reconnecting")
         link.put(encoded)
         if expecting is not None:
             self._waiters.append(expecting)
         await link.taken(wait=wait)
+
+    def _logging_in_again(self, link: Link, encoded: list[tuple[Record, bytes]]) -> bool:
+        """Whether ``link`` is a reconnect's, still logging in, and ``encoded`` holds records
+        that only a session may send: then the call is made while the client reconnects (it
+        waits for that, or says so). Before the first login, such a call is refused as it
+        is by the connection ("cannot send … in state login")."""
+        return (
+            link.conn.state is State.LOGIN
+            and self._reconnector.credentials is not None
+            and not all(record.in_login for record, _ in encoded)
+        )
 
     async def _ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
         """Send a request and wait for its reply."""
