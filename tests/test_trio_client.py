@@ -1613,6 +1613,58 @@ def until_set(event: threading.Event) -> Behaviour:
     return behaviour
 
 
+def answers_login_when(answer: threading.Event, *, accept: bool) -> Behaviour:
+    """Answer the login (accept or refuse it) once ``answer`` is set; then keep reading."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), Login):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        answer.wait(10)
+        if accept:
+            conn.send(Authenticated(username=event.username))
+        else:
+            conn.send(LoginRejected(reason=GENERIC_LOGIN_FAILURE))
+        sock.sendall(conn.data_to_send())
+        while sock.recv(65536):
+            pass
+
+    return behaviour
+
+
+@pytest.mark.parametrize("accept", [True, False])
+async def test_a_client_closed_while_its_reconnect_login_is_answered_stays_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accept: bool
+) -> None:
+    # The answer arrives while aclose() writes its Bye: the closed client had then said it was
+    # connected (accepted), or given up again with the refusal instead of "closed" (refused).
+    drop, answer = threading.Event(), threading.Event()
+    behaviours = (logs_in_then(until_set(drop)), answers_login_when(answer, accept=accept))
+    async with scripted(tmp_path, *behaviours, backoff=(0.05, 0.05)) as alice:
+        drop.set()
+        with trio.fail_after(10):
+            while not (alice._link is not None and alice._reconnector._recovering):
+                await trio.sleep(0.01)
+            while not alice._waiters:  # the reconnect's Login is out, unanswered
+                await trio.sleep(0.01)
+        queued_events(alice)  # the LinkStates so far
+        say_bye = alice._say_bye
+
+        async def answered_during_the_bye(link: Any, reason: str, **options: Any) -> None:
+            answer.set()
+            await trio.sleep(0.5)  # a slow write: the answer is read meanwhile
+            await say_bye(link, reason, **options)
+
+        monkeypatch.setattr(alice, "_say_bye", answered_during_the_bye)
+        await alice.aclose()
+        with trio.fail_after(10):
+            while alice._reconnector._recovering:
+                await trio.sleep(0.01)
+        assert [e for e in queued_events(alice) if isinstance(e, LinkState)] == []
+        with pytest.raises(Disconnected, match="closed"):
+            await alice.wait_online()
+
+
 def hangs_up(_sock: socket.socket, _conn: Connection) -> None:
     """End the connection as soon as the handshake is done."""
 

@@ -333,7 +333,10 @@ class ChatClient:
 
     async def _give_up(self, reason: str, error: Exception | None = None) -> None:
         """No more reconnecting (because of ``error``, if one says why): tell the events
-        reader, and wake everyone who waits for the session so they fail instead of hanging."""
+        reader, and wake everyone who waits for the session so they fail instead of hanging.
+        Once only: the first reason (or the close) stays."""
+        if self.gave_up_on is not None:
+            return
         self.gave_up_on = error or Disconnected(f"disconnected: {reason}")
         self._online.set()
         await self._delivery.pass_on(LinkState(connected=False, reason=reason))

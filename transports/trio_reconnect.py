@@ -103,6 +103,8 @@ class Reconnector:
                 ServerKeyUnknown,
             ) as exc:
                 await session._abandon_link()
+                if session._closing:  # closed while logging in: whatever the answer was
+                    return
                 # The server may have said goodbye on this link: its reader notes the farewell
                 # as it reads it, before the calls on the link fail (no need to wait for the
                 # reader), but the link's end is ignored once abandoned: so it is seen here.
@@ -122,6 +124,8 @@ class Reconnector:
                 else:
                     delay = min(cap, delay * 2)
                 continue
+            if session._closing:  # closed while the login was answered: aclose() ends the link
+                return
             await self._delivery.pass_on(LinkState(connected=True))
             if self._lost_again is None:
                 return
