@@ -22,9 +22,12 @@ from sealchat.cli.chat_transfers import _typed_path
 from sealchat.cli.checks import CommandError
 from sealchat.core import HistoryRequest, Message, MessageAck, Typing, fingerprint
 from sealchat.core.hub import HubConfig
+from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_TEXT, MAX_USERNAME
 from sealchat.transports.keyfile import public_bytes
+from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.pinning import KnownServers, server_name
+from sealchat.transports.sqlite_store import SqliteStore
 from tests.servers import (
     PASSWORD,
     Running,
@@ -686,6 +689,24 @@ def chat_whose_server_stopped(
     with chat:
         chat.out.wait_for("! connection lost")
         yield chat
+
+
+def test_a_chat_logged_out_by_a_password_change_says_why(tmp_path: Path) -> None:
+    # An administrator changed alice's password: her chat ends, saying so, without trying the
+    # old password again, with the exit code of a refused login.
+    data_dir, new = tmp_path / "server", "a brand new password"
+    strict = HubConfig(free_login_failures=1)  # one failure would block the address a while
+    with running_server("trio", data_dir, hub=strict) as server:
+        pin(tmp_path, server)
+        with Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice") as chat:
+            chat.out.wait_for("* logged in")
+            with SqliteStore(data_dir) as store:
+                assert store.set_password(user_key("alice"), hash_password(new, params=CHEAP))
+            assert chat.wait() == 5, chat.err.text()
+        said = "your password was changed; log in again with the new one"
+        assert f"sealchat: login refused: {said}" in chat.err.text()
+        with server.login("alice", new):  # at once: the old password was not tried
+            pass
 
 
 def test_transfers_fail_at_once_while_disconnected(tmp_path: Path) -> None:
