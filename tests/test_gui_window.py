@@ -25,11 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import Error, FileInfo, Message, Presence, Typing
 from sealchat.core.hub import HubConfig
+from sealchat.core.hub.names import user_key
 from sealchat.gui.text_helpers import file_label, friendly, without_blank_ends
 from sealchat.gui.theme import PALETTES
 from sealchat.gui.viewmodel import TransferState
 from sealchat.transports.blocking_client import BlockingClient
+from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.pinning import KnownServers, server_name
+from sealchat.transports.sqlite_store import SqliteStore
 from tests.gui_harness import Window, destroyed, environment, open_window, xvfb
 from tests.servers import PASSWORD, Running, free_port, running_server
 
@@ -1019,6 +1022,19 @@ def test_reconnect_banner_when_the_server_goes_away(window: Window, server: Runn
     )
     assert app.chat.banner.winfo_ismapped()
     # Closing while it waits to reconnect still ends cleanly (checked by the fixture).
+
+
+def test_a_password_changed_elsewhere_brings_back_the_login_form_saying_so(
+    window: Window, server: Running, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    with SqliteStore(tmp_path / "server") as store:
+        new_hash = hash_password("a brand new password", params=CHEAP)
+        assert store.set_password(user_key("alice"), new_hash)
+    window.until(app.login_form.winfo_ismapped, "the login form again")
+    assert window.login_error() == "Your password was changed; log in again with the new one"
+    assert not app.chat.winfo_ismapped()
 
 
 def test_when_the_client_gives_up_reconnecting_the_login_form_says_why(
