@@ -198,6 +198,14 @@ class Error(Record, tag="error", frozen=True, kw_only=True):
     ref: Ident = ""
 
 
+HISTORY_REF: Final = ":history"
+FILES_REF: Final = ":files"
+TYPING_REF: Final = ":typing"
+"""The ``ref`` of an Error about a HistoryRequest, ListFiles or Typing record (protocol §9.11):
+neither a valid room name (it starts with a letter or digit) nor a client id of the reference
+clients (hex) starts with ':', so no other refusal of theirs has such a ``ref``."""
+
+
 # --- rooms and presence -------------------------------------------------------------------
 
 

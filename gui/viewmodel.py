@@ -27,8 +27,8 @@ from sealchat.core import (
     RoomLeft,
     Typing,
 )
-from sealchat.core.hub.hub import TYPING_REF
 from sealchat.core.limits import MAX_TEXT
+from sealchat.core.records import TYPING_REF
 from sealchat.transports.requests import ClientError, check_text
 from sealchat.transports.trio_client import LinkState
 

@@ -26,8 +26,8 @@ from sealchat.core import (
     RoomLeft,
     Typing,
 )
-from sealchat.core.hub.hub import TYPING_REF
 from sealchat.core.limits import MAX_TEXT
+from sealchat.core.records import TYPING_REF
 from sealchat.gui.settings import Server, Settings
 from sealchat.gui.theme import EMOTICONS, PALETTES
 from sealchat.gui.viewmodel import (

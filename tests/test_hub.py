@@ -49,9 +49,9 @@ from sealchat.core.hub import (
     StreamFile,
     VerifyPassword,
 )
-from sealchat.core.hub.hub import FILES_REF, HISTORY_REF, TYPING_REF
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.store import StoredMessage
+from sealchat.core.records import FILES_REF, HISTORY_REF, TYPING_REF
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.sql_trace import sql_statements
 

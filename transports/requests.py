@@ -46,8 +46,8 @@ from sealchat.core import (
 )
 from sealchat.core import Error as ServerError
 from sealchat.core.codec import encode_record
-from sealchat.core.hub.hub import FILES_REF, HISTORY_REF
 from sealchat.core.limits import MAX_CHUNK, MAX_TEXT
+from sealchat.core.records import FILES_REF, HISTORY_REF
 
 TRANSFER_BLOCK = 16 * MAX_CHUNK
 """Bytes an upload reads from disk per read and writes to the socket in one go."""

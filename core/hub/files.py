@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import CancelStream, Effect, SessionId, StreamFile
-from sealchat.core.hub.outgoing import FILES_REF, file_info, message_record, pages, reply
+from sealchat.core.hub.outgoing import file_info, message_record, pages, reply
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Conversation, Session, Upload
 from sealchat.core.hub.store import Store, StoredFile
 from sealchat.core.records import (
+    FILES_REF,
     Error,
     FileAccept,
     FileChunk,

@@ -21,7 +21,6 @@ from sealchat.core.hub.files import Files
 from sealchat.core.hub.logins import Logins
 from sealchat.core.hub.messages import Messages
 from sealchat.core.hub.names import user_key
-from sealchat.core.hub.outgoing import FILES_REF, HISTORY_REF, TYPING_REF
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.rooms import Rooms
 from sealchat.core.hub.roster import Roster
@@ -29,9 +28,6 @@ from sealchat.core.hub.session import Session
 from sealchat.core.hub.store import Store
 from sealchat.core.hub.typing_notices import TypingNotices
 from sealchat.core.records import (
-    ACCOUNT_REMOVED,
-    GENERIC_LOGIN_FAILURE,
-    PASSWORD_CHANGED,
     Bye,
     Delivered,
     FileChunk,
@@ -55,16 +51,7 @@ from sealchat.core.records import (
     Typing,
 )
 
-__all__ = [
-    "ACCOUNT_REMOVED",
-    "FILES_REF",
-    "GENERIC_LOGIN_FAILURE",
-    "HISTORY_REF",
-    "PASSWORD_CHANGED",
-    "TYPING_REF",
-    "HandlingFailed",
-    "Hub",
-]
+__all__ = ["HandlingFailed", "Hub"]
 
 _LOGINS = (Login, Register)
 _CONNECTION_LEVEL = (Ping, Pong, Bye)

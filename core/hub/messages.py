@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Deliver, Effect
-from sealchat.core.hub.outgoing import HISTORY_REF, error, message_record, reply
+from sealchat.core.hub.outgoing import error, message_record, reply
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Conversation, Session
 from sealchat.core.hub.store import DuplicateMessage, Store
 from sealchat.core.records import (
+    HISTORY_REF,
     Delivered,
     Error,
     HistoryEnd,

@@ -12,12 +12,6 @@ from sealchat.core.hub.session import Session
 from sealchat.core.hub.store import Store, StoredFile, StoredMessage
 from sealchat.core.records import Error, FileInfo, Message, Record
 
-HISTORY_REF = ":history"
-FILES_REF = ":files"
-TYPING_REF = ":typing"
-"""The ``ref`` of an Error about a HistoryRequest, ListFiles or Typing record: neither a valid
-room name (it starts with a letter or digit) nor a client id of the reference clients (hex)
-starts with ':', so no other refusal of theirs has such a ``ref``."""
 _PAGE_BYTES = limits.MAX_RECORD - 1024  # leaves room for the record's other fields
 _encoder = msgspec.msgpack.Encoder()
 T = TypeVar("T")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Effect
-from sealchat.core.hub.outgoing import TYPING_REF, reply
+from sealchat.core.hub.outgoing import reply
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Conversation, Session
-from sealchat.core.records import Error, Typing
+from sealchat.core.records import TYPING_REF, Error, Typing
 
 
 class TypingNotices:
