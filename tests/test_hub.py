@@ -645,6 +645,36 @@ def test_only_the_sessions_from_before_the_change_are_logged_out(
     assert hub.is_online("bob")
 
 
+def locked(*_args: Any) -> Any:
+    raise sqlite3.OperationalError("database is locked")
+
+
+def test_a_store_failing_the_account_check_still_forgets_a_closed_session(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The user is not left online for good (nor its uploads held): the next tick checks again.
+    hub = hub_with(store, "alice", "bob")
+    monkeypatch.setattr(store, "password_generations", locked)
+    effects = hub.close_session(2, NOW)
+    assert not hub.is_online("bob")
+    assert Presence(user="bob", online=False) in records(effects, 1)
+
+
+def test_a_store_failing_while_members_are_reread_keeps_the_handling_failure(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The effects of what was stored before the failure still come back to the server.
+    hub = hub_with(store, "alice", "bob")
+    monkeypatch.setattr(store, "rooms_of", locked)
+    records_in = [
+        Message(text="stored", room="general", client_id="c1"),
+        JoinRoom(room="elsewhere"),
+    ]
+    with pytest.raises(HandlingFailed) as failed:
+        hub.handle_all(1, records_in, NOW)
+    assert MessageAck(client_id="c1", id=1, ts=NOW) in records(failed.value.effects, 1)
+
+
 def test_a_change_committed_just_before_a_calls_transaction_stops_its_records(
     tmp_path: Path, shared_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -113,7 +113,10 @@ class Hub:
 
     def close_session(self, session: SessionId, now: float) -> list[Effect]:
         """The connection is gone. Uploads stay resumable; presence may change."""
-        effects = self._accounts.log_out()  # room-mates are told while it is known
+        try:
+            effects = self._accounts.log_out()  # room-mates are told while it is known
+        except Exception:  # the store failed the check: the next tick checks again (and logs)
+            effects = []  # the session is forgotten all the same
         return effects + self._close(session, self._roster.presence_audience)
 
     def _close(self, session: SessionId, audience: Callable[[str], set[str]]) -> list[Effect]:

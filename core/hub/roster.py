@@ -42,9 +42,12 @@ class Roster:
         """After a failure, reread from the store who is in which room, at once for the rooms
         of the users online: a removal of one of them finds its rooms here, not in the store."""
         self.members.clear()
-        for key in self.online:
-            for room in self.store.rooms_of(key):
-                self.member_set(room)
+        try:
+            for key in self.online:
+                for room in self.store.rooms_of(key):
+                    self.member_set(room)
+        except Exception:  # the store is failing (that is why this runs): reread as needed
+            self.members.clear()
 
     def drop_room_if_unused(self, room: str) -> None:
         """Delete ``room`` if nobody is in it and nothing was posted or shared in it."""
