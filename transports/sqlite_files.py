@@ -8,7 +8,11 @@ from typing import Any
 
 from sealchat.core.hub.store import StoredFile
 
-# Queries name their columns in the order of the table, which stored_file() unpacks.
+_SELECT = (
+    "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
+    "FROM files "
+)
+"""The start of every query for whole rows: the columns in the order stored_file() unpacks."""
 
 
 def stored_file(row: Any) -> StoredFile:
@@ -34,9 +38,7 @@ def find_partial_upload(
     """An incomplete upload by ``owner_key`` of the same content to the same target (the
     one with most bytes received), to resume."""
     row = conn.execute(
-        "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
-        "FROM files "
-        "WHERE owner_key = ? AND complete = 0 AND sha256 = ? "
+        _SELECT + "WHERE owner_key = ? AND complete = 0 AND sha256 = ? "
         "AND size = ? AND room = ? AND to_key = ? ORDER BY received DESC, ts DESC LIMIT 1",
         (owner_key, bytes(sha256), size, room, to_key),
     ).fetchone()
@@ -46,9 +48,7 @@ def find_partial_upload(
 def get_file(conn: sqlite3.Connection, file_id: str) -> StoredFile | None:
     """A file's metadata, or None."""
     row = conn.execute(
-        "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
-        "FROM files "
-        "WHERE file_id = ?",
+        _SELECT + "WHERE file_id = ?",
         (file_id,),
     ).fetchone()
     return None if row is None else stored_file(row)
@@ -65,10 +65,7 @@ def usage(conn: sqlite3.Connection, owner_key: str) -> int:
 def files_for_room(conn: sqlite3.Connection, room: str) -> list[StoredFile]:
     """Complete files shared in ``room``, oldest first."""
     rows = conn.execute(
-        "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
-        "FROM files "
-        "WHERE room = ? AND room <> '' AND complete = 1 "
-        "ORDER BY ts, file_id",
+        _SELECT + "WHERE room = ? AND room <> '' AND complete = 1 ORDER BY ts, file_id",
         (room,),
     )
     return [stored_file(r) for r in rows]
@@ -77,11 +74,17 @@ def files_for_room(conn: sqlite3.Connection, room: str) -> list[StoredFile]:
 def files_between(conn: sqlite3.Connection, a_key: str, b_key: str) -> list[StoredFile]:
     """Complete files sent directly between the two users (either way), oldest first."""
     rows = conn.execute(
-        "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
-        "FROM files "
-        "WHERE to_key <> '' AND complete = 1 AND "
+        _SELECT + "WHERE to_key <> '' AND complete = 1 AND "
         "((owner_key = ? AND to_key = ?) OR (owner_key = ? AND to_key = ?)) "
         "ORDER BY ts, file_id",
         (a_key, b_key, b_key, a_key),
+    )
+    return [stored_file(r) for r in rows]
+
+
+def unfinished_uploads(conn: sqlite3.Connection, owner_key: str) -> list[StoredFile]:
+    """The user's incomplete uploads, oldest offered first."""
+    rows = conn.execute(
+        _SELECT + "WHERE owner_key = ? AND complete = 0 ORDER BY ts, file_id", (owner_key,)
     )
     return [stored_file(r) for r in rows]

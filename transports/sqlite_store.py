@@ -185,7 +185,7 @@ class SqliteStore:
             if not sqlite_accounts.delete_user(self._conn, key):
                 return False
             self._data_version = None  # the next password_generations looks
-            for unfinished in self.unfinished_uploads(key):  # nobody can ever finish them
+            for unfinished in sqlite_files.unfinished_uploads(self._conn, key):
                 self.delete_file(unfinished.file_id)
             sqlite_accounts.retire(self._conn, key)
             for room in rooms:

@@ -187,12 +187,8 @@ class Uploads:
 
     def unfinished_uploads(self, owner_key: str) -> list[StoredFile]:
         """The user's incomplete uploads, the longest idle first."""
-        rows = self._conn.execute(
-            "SELECT file_id, owner_key, name, size, sha256, room, to_key, received, complete, ts "
-            "FROM files WHERE owner_key = ? AND complete = 0 ORDER BY ts, file_id",
-            (owner_key,),
-        )
-        return sorted((sqlite_files.stored_file(row) for row in rows), key=self._last_written)
+        unfinished = sqlite_files.unfinished_uploads(self._conn, owner_key)
+        return sorted(unfinished, key=self._last_written)
 
     def _last_written(self, file: StoredFile) -> float:
         """When an upload was last written to (its offer's time if it never was)."""
