@@ -176,8 +176,8 @@ def test_unknown_rooms_do_not_grow_memory(store: SqliteStore) -> None:
     for n in range(200):
         hub.handle(1, Typing(room=f"nowhere{n}"), NOW + n)
         hub.handle(1, Message(text="x", room=f"void{n}", client_id=f"c{n}"), NOW + n)
-    assert len(hub._members) <= 1  # only general
-    assert not hub._typing
+    assert len(hub._roster.members) <= 1  # only general
+    assert not hub._typing_notices.slots
 
 
 def _room_names(hub: Hub, session: int) -> list[str]:

@@ -77,11 +77,9 @@ class Hub:
         roster = self._roster = Roster(store, config)
         self._sessions = roster.sessions
         self._online = roster.online
-        self._members = roster.members
         # Each user's allowance of messages, joins, leaves and new uploads.
         allowances = Allowances(config.messages_per_second, config.message_burst)
         typing = self._typing_notices = TypingNotices(roster, config)
-        self._typing = typing.slots
         messages = Messages(store, config, roster, allowances, typing.slots)
         files = self._files = Files(store, config, roster, allowances)
         rooms = Rooms(store, config, roster, allowances)
