@@ -105,10 +105,7 @@ class Reader:
             raise
         finally:
             with client._lock:
-                for waiter in client._waiters:
-                    waiter.lost = True
-                    waiter.finished.set()
-                client._waiters.clear()
+                requests.lose(client._waiters)
                 for chunks in client._transfers.chunks.values():
                     _put_even_if_full(
                         chunks, FileReject(transfer=0, reason="the connection was lost")

@@ -216,6 +216,14 @@ def abandon(waiters: list[W], waiter: W) -> None:
         waiter.abandoned = True
 
 
+def lose(waiters: list[W]) -> None:
+    """The connection ended: every call waiting on it fails (``lost``), and none is left."""
+    for waiter in waiters:
+        waiter.lost = True
+        waiter.finished.set()
+    waiters.clear()
+
+
 def _entries(record: Record) -> int:
     """The entries ``record`` adds to a reply: those of its list, or itself (a Message)."""
     if isinstance(record, RoomList):

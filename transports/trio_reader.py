@@ -97,10 +97,7 @@ class Reader:
             self._outbox.note_answer()  # and the pacer stops waiting for answers
             with trio.CancelScope(shield=True):
                 await link.stream.aclose()
-            for waiter in self._waiters:
-                waiter.lost = True
-                waiter.finished.set()
-            self._waiters.clear()
+            requests.lose(self._waiters)
             self._delivery.wake_releaser()
             for chunks in self._chunks.values():
                 chunks.close()  # the download sees the end of its chunks: it resumes later
