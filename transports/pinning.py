@@ -74,10 +74,15 @@ class Verdict:
     pinned: str | None
 
 
+def _host_name(host: str) -> str:
+    """A host as servers are named: in lower case, without a trailing dot."""
+    return host.lower().removesuffix(".")
+
+
 def server_name(host: str, port: int) -> str:
     """How a server is named in the pin file and in messages (the host in lower case,
     without a trailing dot)."""
-    host = host.lower().removesuffix(".")
+    host = _host_name(host)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -89,7 +94,7 @@ def _canonical(server: str) -> str:
         return server
     if host.startswith("[") and host.endswith("]"):
         return f"[{host[1:-1].lower()}]:{port}"
-    return f"{host.lower().removesuffix('.')}:{port}"
+    return f"{_host_name(host)}:{port}"
 
 
 class KnownServers:
