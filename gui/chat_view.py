@@ -329,15 +329,15 @@ class ChatView(ctk.CTkFrame):
                     text="Cancel",
                     width=64,
                     command=lambda tid=transfer.id: self.app.transfers.cancel_transfer(tid),
+                    **accented(palette),
                 )
                 cancel.pack(side="left")
                 row = self.transfer_rows[transfer.id] = (label, bar, cancel)
             label, bar, cancel = row
             label.configure(text=escaped(transfer.label))  # reasons may quote the server
-            bar.configure(progress_color=palette["accent"])
             bar.set(transfer.fraction)
-            cancel.configure(**accented(palette))
-            if transfer.state is not TransferState.RUNNING:
+            # Colours are set when a row is made and by apply_theme, not at each progress step.
+            if transfer.state is not TransferState.RUNNING and cancel.cget("text") == "Cancel":
                 cancel.configure(
                     text="Dismiss",
                     command=lambda tid=transfer.id: self.app.transfers.dismiss_transfer(tid),
@@ -350,6 +350,9 @@ class ChatView(ctk.CTkFrame):
             frame.configure(fg_color=palette["window"])
         for button in (self.join_button, self.file_button, self.send_button, self.emoji_button):
             button.configure(**accented(palette))
+        for _label, bar, cancel in self.transfer_rows.values():
+            bar.configure(progress_color=palette["accent"])
+            cancel.configure(**accented(palette))
         self._theme_emoji_picker(palette)
         self.input.configure(
             fg_color=palette["entry"],

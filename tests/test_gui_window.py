@@ -875,6 +875,23 @@ def test_send_a_small_file_and_see_its_progress_complete(
     window.until_shown("alice: \u2913 notes.bin (150.0 KiB)")
 
 
+def test_a_transfer_row_follows_the_theme(window: Window, server: Running, tmp_path: Path) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    path = tmp_path / "notes.txt"
+    path.write_text("notes", encoding="utf-8")
+    app.transfers.send_file(path)
+    transfer = window.until_transferred("the upload")
+    _label, bar, button = app.chat.transfer_rows[transfer.id]
+    for palette in (DARK, LIGHT):
+        if palette is LIGHT:
+            app.chat.theme_switch.toggle()
+            window.pump()
+        assert bar.cget("progress_color") == palette["accent"]
+        assert button.cget("fg_color") == palette["accent"]
+        assert button.cget("text_color") == palette["window"]
+
+
 def test_finished_transfers_can_be_dismissed_giving_the_transcript_its_room_back(
     window: Window, server: Running, tmp_path: Path
 ) -> None:
