@@ -10,13 +10,14 @@ from typing import Any
 import trio
 
 from sealchat.cli.chat_outgoing import Outgoing
-from sealchat.cli.chat_terminal import Terminal, shown_size
+from sealchat.cli.chat_terminal import Terminal
 from sealchat.cli.chat_transfers import share, while_online
 from sealchat.cli.checks import CommandError, check_names
 from sealchat.cli.exit_codes import USAGE, explain_failure
 from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import safe
 from sealchat.transports.requests import ClientError
+from sealchat.transports.shown_text import shown_size
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
 COMMANDS = {

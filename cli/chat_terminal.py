@@ -10,6 +10,7 @@ from typing import TextIO
 from sealchat.cli.terminal_text import safe
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
+from sealchat.transports.shown_text import shown_size
 from sealchat.transports.trio_client import LinkState
 
 INDENT = " " * len("00:00 ")
@@ -92,11 +93,3 @@ class Terminal:
 
 def _time(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%H:%M") if ts else "--:--"
-
-
-def shown_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)

@@ -7,7 +7,7 @@ import math
 
 from sealchat.core import FileInfo
 from sealchat.transports.requests import LoginFailed
-from sealchat.transports.shown_text import escaped, escaped_message
+from sealchat.transports.shown_text import escaped, escaped_message, shown_size
 
 
 def without_blank_ends(text: str) -> str:
@@ -27,12 +27,7 @@ def shown_line(line: str) -> str:
 
 
 def file_label(info: FileInfo) -> str:
-    size = info.size
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            shown = f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-            break
-        size /= 1024  # type: ignore[assignment]
+    shown = shown_size(info.size, byte_unit="bytes")
     return f"\u2913 {escaped(info.name)} ({shown}) — click to download"
 
 
