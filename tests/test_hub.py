@@ -801,3 +801,18 @@ def test_a_room_at_the_presence_limit_hears_a_member_go(
         removed_by_an_administrator(tmp_path, "bob")
         effects = hub.tick(NOW + 1)
     assert Membership(room="dev", user="bob", joined=False) in records(effects, 1)
+
+
+def test_a_name_outside_ascii_names_no_user(store: SqliteStore) -> None:
+    """Names are ASCII; Unicode case folding must not turn another name into one of them
+    (the KELVIN SIGN lowercases to an ASCII 'k')."""
+    store.add_user("kit", user_key("kit"), "$argon2id$fake")
+    hub = hub_with(store, "alice")
+    hub.open_session(2, "10.0.0.2", NOW)
+    (check,) = hub.handle(2, Login(username="\u212ait", password="pw"), NOW)
+    assert isinstance(check, VerifyPassword)
+    assert check.password_hash is None  # checked against no account: refused
+    (error,) = records(hub.handle(1, Message(text="hi", to="\u212ait", client_id="c1"), NOW), 1)
+    assert isinstance(error, Error)
+    assert user_key("\u212ait") != user_key("kit")
+    assert user_key("KiT") == user_key("kit")

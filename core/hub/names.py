@@ -9,8 +9,10 @@ _ROOM = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 def user_key(name: str) -> str:
-    """The comparison key of a user name: names are unique regardless of case."""
-    return name.lower()
+    """The comparison key of a user name: names are unique regardless of ASCII case. A name
+    outside ASCII (never a valid one) is its own key: Unicode case folding would turn some
+    into valid names (the KELVIN SIGN lowercases to 'k')."""
+    return name.lower() if name.isascii() else name
 
 
 def username_problem(name: str) -> str | None:
