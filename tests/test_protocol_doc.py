@@ -6,6 +6,7 @@ document does not (a renamed field, a new record, a changed limit, a stale hex e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from sealchat.core.connection import (
     MAX_RECEIVE_BUFFER,
     NOISE_PROTOCOL,
 )
+from sealchat.core.hub import HubConfig
 from sealchat.core.preamble import MAGIC, encode_preamble
 from sealchat.core.records import Record
 from sealchat.core.state import TRANSITIONS
@@ -215,6 +217,13 @@ def test_every_limit_is_stated_with_its_value() -> None:
     assert {"MAX_FRAME", "MAX_RECORD", "REKEY_INTERVAL", "MAX_UINT"} <= set(constants)
     for name, value in constants.items():
         assert table_value(name) == str(value), name
+
+
+def test_every_hub_setting_is_stated_with_its_default() -> None:
+    for field in dataclasses.fields(HubConfig):
+        default = field.default
+        expected = str(default).lower() if isinstance(default, bool) else str(default)
+        assert table_value(field.name).split()[0].strip("`") == expected, field.name
 
 
 def test_connection_defaults_are_stated() -> None:

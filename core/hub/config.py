@@ -36,6 +36,10 @@ class HubConfig:
     one idle longest (not one in progress)."""
     max_rooms_per_user: int = 100
     typing_expiry: float = 5.0
+    typing_per_second: float = 2.0
+    typing_burst: int = 10
+    """Typing records a user may send at once, refilled at ``typing_per_second``; excess
+    ones are dropped quietly (typing notices are a courtesy)."""
     history_page: int = 50
     replay_page: int = 200
     """Missed messages sent per page after login; the next page follows the client's

@@ -19,7 +19,7 @@ class TypingNotices:
         self._config = config
         self.slots: dict[tuple[str, Conversation], float] = {}
         """When each user's notice in a conversation expires; a message ends it early."""
-        self._allowances = Allowances(2.0, 10)
+        self._allowances = Allowances(config.typing_per_second, config.typing_burst)
 
     def notice(self, state: Session, record: Typing, now: float) -> list[Effect]:
         """A Typing record of ``state``."""
