@@ -68,4 +68,6 @@ decode_record: Callable[[bytes | bytearray | memoryview], Record] = _decoder.dec
 """Decode one received record. Anything malformed raises one of ``DECODE_ERRORS``, which the
 connection turns into a ``RemoteProtocolError`` (no wrapper: this runs once per record)."""
 
-DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeError)  # ValidationError is a DecodeError
+DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeError, RecursionError)
+"""What decoding a peer's bytes can raise (ValidationError is a DecodeError; RecursionError
+is msgspec's depth limit, reached by an extra trailing element nested ~1,000 deep)."""

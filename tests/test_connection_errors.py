@@ -109,6 +109,17 @@ def test_undecodable_record_is_rejected() -> None:
         events_from(pair.server.conn, pair.client.conn.data_to_send())
 
 
+def test_deeply_nested_trailing_element_is_rejected() -> None:
+    """Extra trailing elements are allowed; one nested past the decoder's depth limit must
+    still end in a RemoteProtocolError (it was a RecursionError, which stopped the server)."""
+    pair = ready_pair()
+    forge(pair.client.conn, b"\x93\xa4ping\x00" + b"\x91" * 3000 + b"\xc0")
+    with pytest.raises(RemoteProtocolError, match="undecodable record"):
+        events_from(pair.server.conn, pair.client.conn.data_to_send())
+    assert pair.server.conn.state is State.ERROR
+    assert pair.server.conn.data_to_send()  # a Bye, with the reason
+
+
 def test_unknown_record_tag_is_rejected() -> None:
     pair = ready_pair()
     forge(pair.client.conn, b"\x91\xa7unknown")
