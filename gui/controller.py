@@ -11,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from tkinter import messagebox
 from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 
+from sealchat.core import Message
 from sealchat.gui.settings import Server
 from sealchat.gui.text_helpers import friendly, refusal
-from sealchat.gui.viewmodel import Change, room_key
+from sealchat.gui.viewmodel import Change, Conversation, room_key
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
@@ -135,7 +136,8 @@ class Controller:
         """The link is back. Which rooms this user is in and who joined the current room may
         have changed while it was down, and the server replays neither, so both are asked
         for again: the rooms first (the room shown may be one left meanwhile), then the
-        members of whichever is shown; so is the first page of its history, if it could not
+        members of whichever is shown; so is its history since the drop (the others' when
+        they are shown next, see :meth:`_latest_pages`), and its first page, if it could not
         load (asked for while reconnecting, or lost with the link)."""
         shown = self.vm.current
         await self._load_rooms()
@@ -238,10 +240,11 @@ class Controller:
             self.app.spawn(self._load_members, conversation.title)
 
     def _load_first_page(self) -> None:
-        """The latest page of the current conversation's history, unless one came in this
-        session: what was missed since the last one, or arrived live, is not all there is."""
-        if not self.vm.conversation(self.vm.current).first_page_loaded:
-            self.load_older()
+        """What the current conversation lacks of its latest history (see
+        :meth:`_latest_pages`), if anything."""
+        conversation = self.vm.conversation(self.vm.current)
+        if conversation.missing_after is not None or not conversation.first_page_loaded:
+            self._load_history(conversation, self._latest_pages)
 
     async def _load_rooms(self) -> None:
         """Ask for the rooms this user is in; if the one shown is one it left meanwhile,
@@ -263,22 +266,59 @@ class Controller:
         """Ask for the page of the current conversation's history before its oldest message
         shown; one page at a time per conversation, however often scrolling asks."""
         conversation = self.vm.conversation(self.vm.current)
-        key = conversation.key
-        if key in self._loading_history or not conversation.more_history or self.client is None:
+        if conversation.more_history:
+            self._load_history(conversation, self._page_before_oldest)
+
+    def _load_history(
+        self,
+        conversation: Conversation,
+        load: Callable[[ChatClient, Conversation], Awaitable[object]],
+    ) -> None:
+        """Run ``load(client, conversation)`` in a task, unless the conversation's history
+        is being loaded already; a failure is shown."""
+        key, client = conversation.key, self.client
+        if key in self._loading_history or client is None:
             return
         self._loading_history.add(key)
 
-        async def load() -> None:
+        async def load_it() -> None:
             try:
-                room, user = conversation.target
-                if self.client is not None:
-                    messages, more = await self.client.history(
-                        room=room, peer=user, before=conversation.oldest, limit=50
-                    )
-                    self.app.redraw(self.vm.history_loaded(key, messages, more))
+                await load(client, conversation)
             except ClientError as exc:
                 self.app.redraw(self.app.failed(exc))
             finally:
                 self._loading_history.discard(key)
 
-        self.app.spawn(load)
+        self.app.spawn(load_it)
+
+    async def _latest_pages(self, client: ChatClient, conversation: Conversation) -> None:
+        """After a link drop, the pages from the newest back to the newest message shown
+        before it (the replay does not bring what the user's other devices read meanwhile,
+        docs/protocol.md §9.6); then, unless one came in this session, the page before the
+        oldest message shown (what was missed since the last one, or arrived live, is not
+        all there is)."""
+        since = conversation.missing_after
+        if since is not None:
+            before = 0
+            while True:
+                messages, more = await self._page(client, conversation, before)
+                if not (more and messages and messages[0].id > since):
+                    break
+                before = messages[0].id
+            if client.online:  # else the link dropped again at the end: fetched again later
+                self.vm.caught_up(conversation.key)
+        if not conversation.first_page_loaded:
+            await self._page_before_oldest(client, conversation)
+
+    async def _page_before_oldest(self, client: ChatClient, conversation: Conversation) -> None:
+        await self._page(client, conversation, conversation.oldest)
+
+    async def _page(
+        self, client: ChatClient, conversation: Conversation, before: int
+    ) -> tuple[list[Message], bool]:
+        """Fetch and show the page of ``conversation``'s history before id ``before`` (0: the
+        newest); returns it and whether older messages exist."""
+        room, user = conversation.target
+        messages, more = await client.history(room=room, peer=user, before=before, limit=50)
+        self.app.redraw(self.vm.history_loaded(conversation.key, messages, more))
+        return messages, more

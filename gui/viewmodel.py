@@ -73,8 +73,14 @@ class Conversation:
     unread: int = 0
     more_history: bool = True
     first_page_loaded: bool = False
-    """Whether a page of its history came in this session. Until one has, showing it asks
-    for the latest page, even if messages arrived live meanwhile (they are not all there is)."""
+    """Whether a page of its history reaching its oldest message shown came in this session.
+    Until one has, showing it asks for the page before, even if messages arrived live
+    meanwhile (they are not all there is)."""
+    missing_after: int | None = None
+    """Set when the link dropped: the newest id shown then. What came after it may never
+    arrive as events (the replay after the reconnect starts after the user's read position,
+    which their other devices move too), so showing it fetches its history from the newest
+    page back to this id."""
 
     @property
     def is_room(self) -> bool:
@@ -88,6 +94,12 @@ class Conversation:
     @property
     def oldest(self) -> int:
         return self.ids[0] if self.ids else 0
+
+    def link_lost(self) -> None:
+        """The link dropped: what comes after the newest message shown may be missing. Once
+        marked, it stays so (with the older id) until its history has been fetched."""
+        if self.missing_after is None and (self.ids or self.first_page_loaded):
+            self.missing_after = self.ids[-1] if self.ids else 0
 
     def add(self, message: Message) -> int | None:
         """Insert by id; the index it went to, or None if it was already there."""
@@ -296,6 +308,8 @@ class ViewModel:
                     else f"Disconnected: {reason}"
                 )
                 self.typing.clear()  # their stops cannot reach us any more
+                for conversation in self.conversations.values():
+                    conversation.link_lost()
                 return {Change.BANNER, Change.TYPING}
             case LinkState(connected=True):
                 self.banner = ""
@@ -356,10 +370,13 @@ class ViewModel:
         return changes
 
     def history_loaded(self, key: str, messages: list[Message], more: bool) -> set[Change]:
-        """Older messages arrived for ``key`` (from scrolling up)."""
+        """A page of the history of ``key`` arrived (oldest first), inserted by id. Only a
+        page that reaches its oldest message shown (or finds none) says whether there are
+        older ones: one after a link drop may fill a gap above them."""
         conversation = self.conversation(key)
-        conversation.more_history = more
-        conversation.first_page_loaded = True
+        if not (messages and conversation.ids) or messages[0].id <= conversation.oldest:
+            conversation.more_history = more
+            conversation.first_page_loaded = True
         changes: set[Change] = set()
         for message in messages:
             index = conversation.add(message)
@@ -368,6 +385,12 @@ class ViewModel:
                 self.updates.append(TranscriptUpdate(message=message, index=index))
                 changes = {Change.TRANSCRIPT}
         return changes
+
+    def caught_up(self, key: str) -> None:
+        """The history of ``key`` missed while the link was down has been fetched."""
+        conversation = self.conversations.get(key)
+        if conversation is not None:
+            conversation.missing_after = None
 
     # --- typing ---------------------------------------------------------------------------
 

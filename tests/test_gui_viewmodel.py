@@ -317,6 +317,45 @@ def test_history_when_scrolling_up_is_prepended_and_says_whether_there_is_more()
     assert vm.history_loaded("#general", [said(5, "dave")], more=False) == set()
 
 
+def test_a_dropped_link_marks_what_may_be_missing_after_the_newest_message_shown() -> None:
+    vm = logged_in()
+    vm.apply(RoomJoined(room="dev"), NOW)
+    vm.apply(said(5, "bob"), NOW)
+    vm.history_loaded("#random", [], more=False)  # known to be empty
+    lost = LinkState(connected=False, reason="reset", retry_in=1.0)
+    vm.apply(lost, NOW)
+    assert vm.conversation("#general").missing_after == 5
+    assert vm.conversation("#random").missing_after == 0
+    assert vm.conversation("#dev").missing_after is None  # its first page is the newest
+    vm.apply(LinkState(connected=True), NOW)
+    vm.apply(said(9, "bob"), NOW)
+    vm.apply(lost, NOW)  # again, before it was fetched: still from the first drop on
+    assert vm.conversation("#general").missing_after == 5
+    vm.caught_up("#general")
+    assert vm.conversation("#general").missing_after is None
+    vm.caught_up("#gone")  # a room left meanwhile: nothing to do, and it does not come back
+    assert "#gone" not in vm.conversations
+
+
+def test_a_page_filling_a_gap_says_nothing_of_older_messages() -> None:
+    vm = logged_in()
+    general = vm.conversation("#general")
+    vm.history_loaded("#general", [said(4, "bob"), said(5, "bob")], more=False)
+    assert (general.first_page_loaded, general.more_history) == (True, False)
+    vm.history_loaded("#general", [said(8, "bob"), said(9, "bob")], more=True)
+    vm.history_loaded("#general", [said(6, "bob"), said(7, "bob")], more=True)
+    assert ids(vm) == [4, 5, 6, 7, 8, 9]
+    assert not general.more_history  # nothing before 4, as the first page said
+
+    vm.apply(said(20, "bob", room="dev"), NOW)  # live only: its first page is still due
+    dev = vm.conversation("#dev")
+    vm.history_loaded("#dev", [said(22, "bob", room="dev")], more=True)
+    assert not dev.first_page_loaded
+    vm.history_loaded("#dev", [said(19, "bob", room="dev"), said(21, "bob", room="dev")], True)
+    assert (dev.first_page_loaded, dev.more_history) == (True, True)
+    assert dev.ids == [19, 20, 21, 22]
+
+
 def test_history_of_a_conversation_not_shown_redraws_nothing() -> None:
     vm = logged_in()
     vm.updates.clear()

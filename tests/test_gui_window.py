@@ -1086,10 +1086,11 @@ class Away:
     port: int
     key: X25519PrivateKey
     data_dir: Path
+    hub: HubConfig | None = None
 
     def server(self) -> AbstractContextManager[Running]:
         """The server, started (again) for the block."""
-        return running_server("trio", self.data_dir, port=self.port, key=self.key)
+        return running_server("trio", self.data_dir, port=self.port, key=self.key, hub=self.hub)
 
     def until_lost(self) -> None:
         self.window.until(lambda: self.window.app.vm.banner.startswith("Connection lost"), "lost")
@@ -1099,11 +1100,15 @@ class Away:
 
 
 @contextmanager
-def away(display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Away]:
-    """A window (with this test's settings and pins) and a server it can lose and get back."""
+def away(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: HubConfig | None = None
+) -> Iterator[Away]:
+    """A window (with this test's settings and pins) and a server (with ``hub``) it can lose
+    and get back."""
     environment(tmp_path, monkeypatch)
     with open_window(tmp_path / "gui.json", display) as window:
-        yield Away(window, free_port(), X25519PrivateKey.generate(), tmp_path / "server")
+        key = X25519PrivateKey.generate()
+        yield Away(window, free_port(), key, tmp_path / "server", hub)
 
 
 def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
@@ -1192,6 +1197,47 @@ def test_a_first_page_that_could_not_load_while_away_loads_once_the_link_is_back
             gone.until_back()
             window.until_shown("bob: said before alice came")
             assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
+            window.close()
+
+
+def test_messages_read_on_another_device_while_away_show_once_the_link_is_back(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages of 2 messages: what was missed takes several.
+    with away(display, tmp_path, monkeypatch, HubConfig(history_page=2)) as gone:
+        window, app, port = gone.window, gone.window.app, gone.port
+        with gone.server() as first:
+            with first.login("alice") as elsewhere:
+                elsewhere.join("dev")
+            window.login(port, "alice")
+            with first.login("bob") as bob:
+                bob.join("dev")
+                bob.send_message("dev before the drop", room="dev")
+                bob.send_message("before the drop", room="general")
+                window.until_shown("bob: before the drop")
+                window.until(lambda: app.vm.conversation("#dev").ids, "#dev's message")
+        gone.until_lost()
+        with gone.server() as second:
+            with second.login("bob") as bob:
+                for n in range(5):
+                    bob.send_message(f"away {n}", room="general")
+                for n in range(3):
+                    bob.send_message(f"dev away {n}", room="dev")
+            with second.login("alice") as phone:  # her phone reads them: no replay for the window
+                for _ in range(8):
+                    phone.next(Message)
+            gone.until_back()
+            window.until_shown("bob: away 0")
+            assert window.transcript_lines() == [
+                "bob: before the drop",
+                *(f"bob: away {n}" for n in range(5)),
+            ]
+            app.controller.select("#dev")
+            window.until_shown("bob: dev away 0")
+            assert window.transcript_lines() == [
+                "bob: dev before the drop",
+                *(f"bob: dev away {n}" for n in range(3)),
+            ]
             window.close()
 
 
