@@ -4,7 +4,9 @@ Tk's ever touches a widget.
 Trio hands us callbacks to run "soon", some from its I/O thread. We queue them and wake Tk
 through a pipe that Tk watches (``createfilehandler``): the other thread only writes a byte,
 never calls into Tcl, so this works whether Tk runs ``mainloop()`` or is pumped with
-``update()`` (as tests do). When the trio run ends, ``on_done`` gets its outcome.
+``update()`` (as tests do). Each wake-up runs only the callbacks queued before it, so that
+while trio is busy (each of its steps queues the next) Tk handles its own events in between
+and the window stays responsive. When the trio run ends, ``on_done`` gets its outcome.
 """
 
 from __future__ import annotations
@@ -34,14 +36,22 @@ class TkGuest:
         self.on_done: Callable[[outcome.Outcome[Any]], None] = lambda _result: None
 
     def _run_pending(self, _fd: int, _mask: int) -> None:
+        """Run the callbacks queued so far; those they queue wait for the next wake-up, after
+        Tk has handled what came meanwhile (input, redraws, its timers)."""
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_read, 4096)
-        while self._pending:
+        for _ in range(len(self._pending)):
             self._pending.popleft()()
+        if self._pending and self.running:  # once trio is done, the pipe is closed
+            self._wake()
 
     def _soon(self, fn: Callable[[], object]) -> None:
         """Queue ``fn`` for the Tk thread; safe to call from any thread."""
         self._pending.append(fn)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Make Tk call :meth:`_run_pending`; safe to call from any thread."""
         with contextlib.suppress(BlockingIOError):  # a full pipe already means "wake up"
             os.write(self._wake_write, b"\0")
 

@@ -1271,6 +1271,25 @@ def test_typing_while_reconnecting_leaves_no_error_once_reconnected(
             window.close()
 
 
+def test_the_window_handles_its_own_events_while_trio_is_busy(window: Window) -> None:
+    app = window.app
+    replayed: list[int] = []
+    tk_ran_after: list[int] = []
+
+    async def long_replay() -> None:
+        """Messages one after another, as a replay of a long backlog brings them."""
+        app.after(0, lambda: tk_ran_after.append(len(replayed)))  # a redraw, a click...
+        while not tk_ran_after and len(replayed) < 2000:
+            replayed.append(len(replayed) + 1)
+            message = Message(text="missed", room="general", id=replayed[-1], sender="bob")
+            app.redraw(app.vm.apply(message, time.time()))
+            await trio.lowlevel.checkpoint()
+
+    app.spawn(long_replay)
+    window.until(lambda: tk_ran_after, "Tk's callback")
+    assert tk_ran_after[0] < 2000, "Tk waited for the whole replay"
+
+
 def test_closing_the_window_cancels_trio_and_finishes_cleanly(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
