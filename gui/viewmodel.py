@@ -71,6 +71,11 @@ class Conversation:
     ids: list[int] = field(default_factory=list)
     messages: dict[int, Message] = field(default_factory=dict)
     unread: int = 0
+    """Messages of others above ``read_up_to`` (counted while it is not shown)."""
+    read_up_to: int = 0
+    """The newest message id the user has seen here: when it was shown (with the window
+    focused), or in a page of its history. A replay interleaves older messages with live
+    ones, so what is unread is told by id, not by where a message lands."""
     more_history: bool = True
     first_page_loaded: bool = False
     """Whether a page of its history reaching its oldest message shown came in this session.
@@ -95,11 +100,15 @@ class Conversation:
     def oldest(self) -> int:
         return self.ids[0] if self.ids else 0
 
+    @property
+    def newest(self) -> int:
+        return self.ids[-1] if self.ids else 0
+
     def link_lost(self) -> None:
         """The link dropped: what comes after the newest message shown may be missing. Once
         marked, it stays so (with the older id) until its history has been fetched."""
         if self.missing_after is None and (self.ids or self.first_page_loaded):
-            self.missing_after = self.ids[-1] if self.ids else 0
+            self.missing_after = self.newest
 
     def add(self, message: Message) -> int | None:
         """Insert by id; the index it went to, or None if it was already there."""
@@ -248,10 +257,10 @@ class ViewModel:
         return changes
 
     def select(self, key: str) -> set[Change]:
-        """Show conversation ``key``; its unread count resets."""
+        """Show conversation ``key``: it is read up to its newest message."""
         conversation = self.conversation(key)
         self.current = key
-        conversation.unread = 0
+        self._read(conversation, conversation.newest)
         self.updates.append(TranscriptUpdate(redraw=True))
         return {Change.CONVERSATIONS, Change.TRANSCRIPT, Change.TYPING, Change.PEOPLE}
 
@@ -339,8 +348,20 @@ class ViewModel:
             return self.select(room_key("general"))
         return {Change.CONVERSATIONS}
 
+    def _mine(self, message: Message) -> bool:
+        return message.sender.lower() == self.me.lower()
+
+    def _read(self, conversation: Conversation, up_to: int) -> None:
+        """The user has seen ``conversation`` up to id ``up_to``: what others wrote above it
+        is unread."""
+        if up_to > conversation.read_up_to:
+            conversation.read_up_to = up_to
+            above = conversation.ids[bisect.bisect_right(conversation.ids, up_to) :]
+            messages = conversation.messages
+            conversation.unread = sum(not self._mine(messages[i]) for i in above)
+
     def _message(self, message: Message) -> set[Change]:
-        mine = message.sender.lower() == self.me.lower()
+        mine = self._mine(message)
         if message.room:
             key = room_key(message.room)
             title = message.room
@@ -356,34 +377,42 @@ class ViewModel:
             return set()
         changes = {Change.CONVERSATIONS} if new or conversation.title != title else set()
         conversation.title = title
-        live = index == len(conversation.ids) - 1
+        unread = not mine and message.id > conversation.read_up_to
         self.typing.get(key, {}).pop(message.sender, None)
         if key == self.current:
             self.updates.append(TranscriptUpdate(message=message, index=index))
             changes |= {Change.TRANSCRIPT, Change.TYPING}
-        elif live and not mine:
+            if self.focused:
+                self._read(conversation, message.id)
+        elif unread:
             conversation.unread += 1
             changes.add(Change.CONVERSATIONS)
-        if live and not mine and not self.focused:
+        if unread and not self.focused:
             self.missed_while_away += 1
             changes.add(Change.TITLE)
         return changes
 
     def history_loaded(self, key: str, messages: list[Message], more: bool) -> set[Change]:
-        """A page of the history of ``key`` arrived (oldest first), inserted by id. Only a
-        page that reaches its oldest message shown (or finds none) says whether there are
-        older ones: one after a link drop may fill a gap above them."""
+        """A page of the history of ``key`` arrived (oldest first), inserted by id; it is
+        read up to the page's newest message. Only a page that reaches its oldest message
+        shown (or finds none) says whether there are older ones: one after a link drop may
+        fill a gap above them."""
         conversation = self.conversation(key)
         if not (messages and conversation.ids) or messages[0].id <= conversation.oldest:
             conversation.more_history = more
             conversation.first_page_loaded = True
         changes: set[Change] = set()
+        unread = conversation.unread
         for message in messages:
             index = conversation.add(message)
             if index is not None and key == self.current:
                 # Inserted, not redrawn: the view stays where the reader scrolled to.
                 self.updates.append(TranscriptUpdate(message=message, index=index))
                 changes = {Change.TRANSCRIPT}
+        if messages:
+            self._read(conversation, messages[-1].id)
+        if conversation.unread != unread:
+            changes.add(Change.CONVERSATIONS)
         return changes
 
     def caught_up(self, key: str) -> None:
@@ -472,7 +501,12 @@ class ViewModel:
     # --- window ---------------------------------------------------------------------------
 
     def set_focus(self, focused: bool) -> set[Change]:
+        """The user came back to the window (``focused``; the conversation shown is read up
+        to its newest message), or left it."""
         self.focused = focused
+        if focused:
+            shown = self.conversation(self.current)
+            self._read(shown, shown.newest)
         if focused and self.missed_while_away:
             self.missed_while_away = 0
             return {Change.TITLE}

@@ -236,7 +236,7 @@ def test_only_new_renamed_or_unread_conversations_change_the_sidebar() -> None:
         assert Change.CONVERSATIONS not in vm.apply(said(message_id, "bob"), NOW)
     assert Change.CONVERSATIONS not in vm.apply(said(50, "alice", room="random"), NOW)  # mine
     assert Change.CONVERSATIONS in vm.apply(said(51, "bob", room="random"), NOW)  # unread 1
-    assert Change.CONVERSATIONS not in vm.apply(said(45, "bob", room="random"), NOW)  # older
+    assert Change.CONVERSATIONS in vm.apply(said(45, "bob", room="random"), NOW)  # unread 2
     assert Change.CONVERSATIONS in vm.apply(said(52, "bob", to="alice"), NOW)  # new: @bob
     vm.open_direct("bob")
     assert Change.CONVERSATIONS not in vm.apply(said(53, "bob", to="alice"), NOW)
@@ -278,13 +278,36 @@ def test_messages_out_of_order_are_shown_in_id_order_and_duplicates_ignored() ->
     assert vm.conversation("#general").messages[5].text == "message 5"
 
 
-def test_a_late_older_message_in_another_room_is_not_counted_as_unread() -> None:
+def test_messages_replayed_after_live_ones_count_as_unread_unless_read_that_far() -> None:
     vm = logged_in()
     vm.apply(RoomJoined(room="random"), NOW)
-    vm.apply(said(10, "bob", room="random"), NOW)
-    vm.apply(said(4, "bob", room="random"), NOW)
-    assert vm.conversation("#random").ids == [4, 10]
-    assert vm.conversation("#random").unread == 1
+    random = vm.conversation("#random")
+    vm.apply(said(10, "bob", room="random"), NOW)  # live, while the replay brings older ones
+    for message_id in (4, 5, 6):
+        vm.apply(said(message_id, "bob", room="random"), NOW)
+    vm.apply(said(7, "alice", room="random"), NOW)  # mine
+    assert random.ids == [4, 5, 6, 7, 10]
+    assert random.unread == 4
+
+    vm.select("#random")
+    vm.select("#general")  # read up to 10
+    assert random.unread == 0
+    assert vm.apply(said(8, "bob", room="random"), NOW) == set()  # older than what was read
+    assert random.unread == 0
+    vm.apply(said(12, "bob", room="random"), NOW)
+    vm.apply(said(11, "bob", room="random"), NOW)
+    assert random.unread == 2
+
+
+def test_a_page_of_history_is_read_up_to_its_newest_message() -> None:
+    vm = logged_in()
+    vm.apply(RoomJoined(room="random"), NOW)
+    for message_id in (3, 5, 8):
+        vm.apply(said(message_id, "bob", room="random"), NOW)
+    assert vm.conversation("#random").unread == 3
+    page = [said(4, "bob", room="random"), said(5, "bob", room="random")]
+    assert vm.history_loaded("#random", page, more=True) == {Change.CONVERSATIONS}
+    assert vm.conversation("#random").unread == 1  # 8, above the page
 
 
 def test_history_when_scrolling_up_is_prepended_and_says_whether_there_is_more() -> None:
@@ -645,6 +668,21 @@ def test_unknown_events_change_nothing() -> None:
 
 
 # --- notifications while the window is not focused ------------------------------------------
+
+
+def test_title_counts_messages_replayed_after_live_ones_while_unfocused() -> None:
+    vm = logged_in("alice")
+    vm.apply(said(3, "bob"), NOW)  # seen
+    vm.set_focus(False)
+    vm.apply(said(9, "bob"), NOW)  # live, in the conversation shown
+    vm.apply(said(5, "carol"), NOW)  # replayed after it
+    vm.apply(said(6, "bob", room="random"), NOW)
+    vm.apply(said(4, "bob", room="random"), NOW)
+    assert vm.missed_while_away == 4
+    vm.set_focus(True)
+    vm.set_focus(False)
+    vm.apply(said(8, "dave"), NOW)  # older than what was seen on coming back
+    assert vm.missed_while_away == 0
 
 
 def test_title_counts_messages_missed_while_unfocused_and_resets_on_focus() -> None:
