@@ -69,16 +69,23 @@ class Transfers:
     ) -> None:
         """Start a transfer row for ``name`` (a download: of ``file_id``) and
         ``run(client, progress)`` (which returns the row's detail) in a task; a failure or a
-        cancel ends the row saying so."""
+        cancel ends the row saying so, as does a session that ended (while the file dialog
+        was open)."""
         transfer = self.vm.start_transfer(name, upload=upload, file_id=file_id)
 
         async def go() -> None:
-            if self.app.controller.client is None:
+            client = self.app.controller.client
+            if client is None:
+                again = "send it again" if upload else "download it again"
+                detail = f"not connected: log in, then {again}"
+                self.app.redraw(
+                    self.vm.transfer_finished(transfer.id, TransferState.FAILED, detail)
+                )
                 return
             with trio.CancelScope() as scope:
                 self._transfer_scopes[transfer.id] = scope
                 try:
-                    detail = await run(self.app.controller.client, self._progress(transfer.id))
+                    detail = await run(client, self._progress(transfer.id))
                     state = TransferState.DONE
                 except ClientError as exc:
                     state, detail = TransferState.FAILED, str(exc)

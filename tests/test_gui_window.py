@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from tkinter import filedialog
 from unittest import mock
 
 import pytest
@@ -978,6 +979,32 @@ def test_a_file_that_cannot_be_read_fails_its_transfer_and_the_window_stays(
     assert label.cget("text") == "gone.txt: failed (cannot read it: No such file or directory)"
     bob.send_message("still connected", room="general")
     window.until_shown("bob: still connected")
+
+
+def test_a_file_chosen_as_the_session_ends_fails_its_transfer_saying_what_to_do(
+    window: Window, server: Running, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello", encoding="utf-8")
+
+    def choose(**_options: object) -> str:
+        """While the file dialog is open, the password is changed elsewhere."""
+        with SqliteStore(tmp_path / "server") as store:
+            store.set_password(user_key("alice"), hash_password("new password", params=CHEAP))
+        window.until(app.login_form.winfo_ismapped, "the login form")
+        return str(notes)
+
+    with mock.patch.object(filedialog, "askopenfilename", choose):
+        app.chat.file_button.invoke()
+    (transfer,) = app.vm.transfers.values()
+    window.until(lambda: transfer.state is not TransferState.RUNNING, "the row to end")
+    window.login(server.port, "alice", "new password")
+    label, _bar, button = app.chat.transfer_rows[transfer.id]
+    assert label.cget("text") == "notes.txt: failed (not connected: log in, then send it again)"
+    button.invoke()  # Dismiss
+    window.until(lambda: not app.vm.transfers, "the row to go")
 
 
 def test_an_unexpected_error_in_a_task_is_shown_and_the_window_keeps_running(
