@@ -21,6 +21,7 @@ from sealchat.gui.guest import TkGuest
 from sealchat.gui.logfile import log_to_file
 from sealchat.gui.login_form import LoginForm
 from sealchat.gui.settings import Settings
+from sealchat.gui.text_helpers import friendly
 from sealchat.gui.theme import PALETTES
 from sealchat.gui.transfers import Transfers
 from sealchat.gui.typing_notice import TypingNotice
@@ -126,8 +127,9 @@ class App(ctk.CTk):
             log.warning("cannot save the settings to %s: %s", self.settings.path, exc)
 
     def failed(self, error: str | ClientError) -> set[Change]:
-        """Show ``error``; one saying the connection was lost goes when the link is back."""
-        return self.vm.failed(str(error), link_lost=isinstance(error, ConnectionLost))
+        """Show ``error`` in plain words; one saying the connection was lost goes when the
+        link is back."""
+        return self.vm.failed(friendly(str(error)), link_lost=isinstance(error, ConnectionLost))
 
     # --- drawing --------------------------------------------------------------------------
 

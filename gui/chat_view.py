@@ -166,10 +166,17 @@ class ChatView(ctk.CTkFrame):
             self.app.typing_notice.user_is_typing()
 
     def _join(self) -> None:
-        room = self.join_entry.get().strip().lower()
+        room = self._room_typed()
         if room:
-            self.join_entry.delete(0, "end")
             self.app.controller.join_room(room)
+
+    def _room_typed(self) -> str:
+        return self.join_entry.get().strip().lower()
+
+    def joined(self, room: str) -> None:
+        """``room`` was joined: the Join box is emptied, unless it names another by now."""
+        if self._room_typed() == room:
+            self.join_entry.delete(0, "end")
 
     def pick_emoji(self) -> None:
         self.close_emoji_picker()

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import trio
 
 from sealchat.core import Message
+from sealchat.core.limits import MAX_ROOM
 from sealchat.gui.settings import Server
-from sealchat.gui.text_helpers import friendly, refusal
+from sealchat.gui.text_helpers import friendly, refusal, too_long
 from sealchat.gui.viewmodel import Change, Conversation, room_key
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
@@ -200,6 +201,12 @@ class Controller:
         return True
 
     def join_room(self, room: str) -> None:
+        """Join ``room`` and show it; the Join box keeps its name until then (a name too long
+        is refused at once, saying so)."""
+        problem = too_long("room name", room, MAX_ROOM)
+        if problem:
+            self.app.redraw(self.vm.failed(problem))
+            return
         self.app.redraw(self.vm.dismiss_error())
 
         async def join() -> None:
@@ -210,6 +217,7 @@ class Controller:
             except ClientError as exc:
                 self.app.redraw(self.app.failed(exc))
                 return
+            self.app.chat.joined(room)
             self.app.redraw(self.vm.set_members(room, members) | self.vm.select(room_key(room)))
             self._shown(members=False)  # the join's answer listed them
 

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 import customtkinter as ctk
 
+from sealchat.core.limits import MAX_PASSWORD, MAX_USERNAME
 from sealchat.gui.settings import Server, Settings
+from sealchat.gui.text_helpers import too_long
 from sealchat.gui.theme import accented
 from sealchat.transports.pinning import is_port
 from sealchat.transports.shown_text import escaped
@@ -53,14 +55,20 @@ class LoginForm(ctk.CTkFrame):
         pressed again while the button says "Connecting…")."""
         if self.button.cget("state") == "disabled":
             return
-        host, port, user = self.host.get().strip(), self.port.get().strip(), self.username.get()
-        if not host or not is_port(port) or not user.strip():
+        host, port = self.host.get().strip(), self.port.get().strip()
+        user, password = self.username.get().strip(), self.password.get()
+        if not host or not is_port(port) or not user:
             self.show_error("Fill in the server, a port (1 to 65535) and your user name.")
+            return
+        problem = too_long("user name", user, MAX_USERNAME)
+        problem = problem or too_long("password", password, MAX_PASSWORD)
+        if problem:
+            self.show_error(problem)
             return
         self.show_error("")
         self.button.configure(state="disabled", text="Connecting…")
         self.app.controller.start_login(
-            host, int(port), user.strip(), self.password.get(), remember=bool(self.remember.get())
+            host, int(port), user, password, remember=bool(self.remember.get())
         )
 
     def apply_theme(self, palette: dict[str, str]) -> None:

@@ -1,9 +1,10 @@
 """Small text helpers of the desktop client: a typed text trimmed, a line of a message and a
-file link as shown, and the login screen's wording for what went wrong."""
+file link as shown, and the wording for what went wrong."""
 
 from __future__ import annotations
 
 import math
+import re
 
 from sealchat.core import FileInfo
 from sealchat.transports.requests import LoginFailed
@@ -31,9 +32,26 @@ def file_label(info: FileInfo) -> str:
     return f"\u2913 {escaped(info.name)} ({shown}) — click to download"
 
 
+def too_long(what: str, text: str, limit: int) -> str:
+    """What to tell a user whose ``what`` ("user name", "room name"…) ``text`` is over
+    ``limit`` characters (a limit of the protocol, ``core.limits``); "" if it fits."""
+    if len(text) <= limit:
+        return ""
+    return f"This {what} has {len(text)} characters; at most {limit} are allowed. Shorten it."
+
+
 def friendly(error: str) -> str:
-    """Login-screen wording for what went wrong."""
+    """Plain wording for what went wrong (on the login form and in the chat's banner)."""
     lowered = error.lower()
+    if lowered.startswith("cannot send this"):  # refused before it went (core.codec's checks)
+        if " in state " in lowered:
+            return "The connection is not ready for this yet; try again in a moment."
+        limit = re.search(r"length <= (\d+)", error)
+        if limit:
+            return (
+                f"Something you entered is too long: at most {limit[1]} characters fit. Shorten it."
+            )
+        return "Something you entered cannot be sent as it is; change it and try again."
     if "invalid username or password" in lowered:
         return "Wrong user name or password."
     if "too many failed attempts" in lowered:

@@ -192,6 +192,26 @@ def test_an_incomplete_form_is_refused_before_connecting(window: Window, port: s
     assert window.dialogs == []
 
 
+@pytest.mark.parametrize(
+    ("user", "password", "error"),
+    [
+        ("a" * 33, PASSWORD, "This user name has 33 characters; at most 32 are allowed."),
+        ("alice", "p" * 1025, "This password has 1025 characters; at most 1024 are allowed."),
+    ],
+    ids=["user name", "password"],
+)
+def test_a_name_or_password_too_long_is_refused_saying_what_to_change(
+    window: Window, server: Running, user: str, password: str, error: str
+) -> None:
+    form = window.app.login_form
+    window.fill_login(server.port, user, password)
+    window.submit_login()
+    window.pump()
+    assert window.login_error() == f"{error} Shorten it."
+    assert form.button.cget("state") == "normal"
+    assert window.dialogs == []  # not even connected
+
+
 def test_login_error_wording() -> None:
     assert friendly("invalid username or password") == "Wrong user name or password."
     assert friendly("your password was changed; log in again with the new one") == (
@@ -204,6 +224,17 @@ def test_login_error_wording() -> None:
     assert "different protocol versions" in friendly("version mismatch: 2 vs 1")
     assert friendly("the handshake did not finish in time") == (
         "The handshake did not finish in time"
+    )
+    # What the client refuses to send, before it goes (its checks name records and fields).
+    too_long = "cannot send this: invalid Login: Expected `str` of length <= 32 - at `$[1]`"
+    assert friendly(too_long) == (
+        "Something you entered is too long: at most 32 characters fit. Shorten it."
+    )
+    assert friendly("cannot send this: cannot send JoinRoom in state login") == (
+        "The connection is not ready for this yet; try again in a moment."
+    )
+    assert friendly("cannot send this message: invalid Message: Expected `str`") == (
+        "Something you entered cannot be sent as it is; change it and try again."
     )
 
 
@@ -1405,6 +1436,34 @@ def test_a_transfer_whose_task_fails_unexpectedly_ends_and_can_be_dismissed(
     app.transfers.dismiss_transfer(transfer.id)
     window.pump()
     assert transfer.id not in app.vm.transfers
+
+
+def test_the_join_box_keeps_a_room_name_until_the_room_is_joined(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    box = app.chat.join_entry
+    box.insert(0, "r" * 65)
+    app.chat.join_button.invoke()
+    window.pump()
+    assert app.vm.error == "This room name has 65 characters; at most 64 are allowed. Shorten it."
+    assert app.chat.banner.winfo_ismapped()
+    assert box.get() == "r" * 65
+
+    box.delete(0, "end")
+    box.insert(0, "my room")
+    app.chat.join_button.invoke()
+    window.until(lambda: app.vm.error, "the server's refusal")
+    assert "room name is 1 to 64" in app.vm.error
+    assert box.get() == "my room"  # to be corrected, not typed again
+
+    box.delete(0, "end")
+    box.insert(0, " Dev")
+    app.chat.join_button.invoke()
+    window.until(lambda: app.vm.current == "#dev", "#dev")
+    assert box.get() == ""
+    assert not app.chat.banner.winfo_ismapped()
 
 
 def test_clicking_a_person_clears_an_old_error(window: Window, server: Running) -> None:
