@@ -38,6 +38,12 @@ class _Outgoing(NamedTuple):
     user: str
     client_id: str
 
+    def __repr__(self) -> str:  # the length of the text, never the text (as core's Message)
+        return (
+            f"_Outgoing(text=<{len(self.text)} chars>, room={self.room!r}, user={self.user!r}, "
+            f"client_id={self.client_id!r})"
+        )
+
 
 class Controller:
     """The window's dealings with the server, one login after another."""

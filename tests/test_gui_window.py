@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sealchat.core import Error, FileInfo, Message, Presence, Typing
 from sealchat.core.hub import HubConfig
 from sealchat.core.hub.names import user_key
+from sealchat.gui.controller import _Outgoing
 from sealchat.gui.text_helpers import file_label, friendly, without_blank_ends
 from sealchat.gui.theme import PALETTES
 from sealchat.gui.viewmodel import TransferState
@@ -669,6 +670,11 @@ def test_pasted_code_keeps_the_indentation_of_its_first_line(
 )
 def test_only_blank_lines_at_the_ends_of_a_message_go(typed: str, sent: str) -> None:
     assert without_blank_ends(typed) == sent
+
+
+def test_a_message_waiting_to_go_shows_no_text_in_its_repr() -> None:
+    waiting = _Outgoing("meet me at noon", "general", "", "c1")
+    assert repr(waiting) == "_Outgoing(text=<15 chars>, room='general', user='', client_id='c1')"
 
 
 @pytest.mark.parametrize(
