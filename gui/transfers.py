@@ -3,6 +3,7 @@ row in the window that shows its progress and can cancel it."""
 
 from __future__ import annotations
 
+import tkinter as tk
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from tkinter import filedialog
@@ -27,9 +28,22 @@ class Transfers:
         self._transfer_scopes: dict[int, trio.CancelScope] = {}
 
     def choose_file(self) -> None:
-        path = filedialog.askopenfilename(parent=self.app, title="Send a file")
+        """Send the file chosen in the file dialog, if any (and if the window is still open:
+        the dialog fails when it is closed meanwhile)."""
+        try:
+            path = filedialog.askopenfilename(parent=self.app, title="Send a file")
+        except tk.TclError:
+            if self._window_open():
+                raise
+            return
         if path:
             self.send_file(Path(path))
+
+    def _window_open(self) -> bool:
+        try:
+            return bool(self.app.winfo_exists())
+        except tk.TclError:  # "application has been destroyed"
+            return False
 
     def send_file(self, path: Path) -> None:
         room, user = self.vm.conversation(self.vm.current).target

@@ -1372,6 +1372,19 @@ def test_closing_the_window_cancels_trio_and_finishes_cleanly(
             break
 
 
+def test_closing_the_window_while_the_file_dialog_is_open_finishes_cleanly(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    close = app.tk.call("wm", "protocol", app._w, "WM_DELETE_WINDOW")
+    app.after(0, app.chat.file_button.invoke)  # the real dialog, modal: Tk runs on inside it
+    app.after(500, lambda: app.tk.call(close))  # the close button, while the dialog is open
+    window.until_finished()
+    assert destroyed(app)
+    assert window.errors == []
+
+
 def test_closing_before_logging_in_finishes_cleanly(window: Window) -> None:
     app = window.app
     app.close()
