@@ -170,7 +170,7 @@ class App(ctk.CTk):
             chat.banner.configure(
                 text=escaped(text),  # errors and disconnect reasons may quote the server
                 fg_color=self.palette["system"] if vm.banner else self.palette["error"],
-                text_color="#000000",
+                text_color=self.palette["banner_fg"],
             )
             if text:
                 chat.banner.grid(row=0, column=1, sticky="ew", padx=8, pady=(8, 0))

@@ -18,6 +18,7 @@ PALETTES: Final[dict[str, dict[str, str]]] = {
         "file": "#2ecc71",
         "system": "#d4b44a",
         "error": "#ff8080",
+        "banner_fg": "#000000",
         "entry": "#163353",
     },
     "light": {
@@ -33,10 +34,12 @@ PALETTES: Final[dict[str, dict[str, str]]] = {
         "file": "#000000",
         "system": "#444444",
         "error": "#b00020",
+        "banner_fg": "#ffffff",
         "entry": "#ffffff",
     },
 }
-"""Colours by role. Dark is dark blue with green accents; light is white with black."""
+"""Colours by role. Dark is dark blue with green accents; light is white with black. The
+banners ("system": reconnecting, "error") have text in "banner_fg", at least 4.5:1 apart."""
 
 EMOTICONS: Final = (
     ":)",

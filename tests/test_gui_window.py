@@ -35,6 +35,7 @@ from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.pinning import KnownServers, server_name
 from sealchat.transports.sqlite_store import SqliteStore
+from sealchat.transports.trio_client import LinkState
 from tests.gui_harness import Window, destroyed, environment, open_window, xvfb
 from tests.servers import PASSWORD, Running, free_port, running_server
 
@@ -838,6 +839,38 @@ def test_theme_switch_changes_colours_is_saved_and_restored(
         assert again.app.login_form.cget("fg_color") == LIGHT["panel"]
         assert again.pixel(again.app.login_form, 20, 20) == LIGHT["panel"]
         assert again.app.chat.theme_switch.get() == 0
+
+
+def contrast(first: str, second: str) -> float:
+    """The WCAG contrast ratio of two ``#rrggbb`` colours (1 to 21)."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        red, green, blue = (
+            c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels
+        )
+        return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+    darker, lighter = sorted((luminance(first), luminance(second)))
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+@pytest.mark.parametrize("theme", ["dark", "light"])
+def test_the_banners_are_readable_in_both_themes(
+    window: Window, server: Running, theme: str
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    if app.vm.theme != theme:
+        app.chat.theme_switch.toggle()
+    banner = app.chat.banner
+    app.redraw(app.failed("This message has 9000 characters; at most 8000 fit in one message."))
+    window.pump()
+    assert contrast(banner.cget("fg_color"), banner.cget("text_color")) >= 4.5
+    app.redraw(app.vm.apply(LinkState(connected=False, reason="reset", retry_in=3.0), 0.0))
+    window.pump()
+    assert banner.cget("text").startswith("Connection lost")
+    assert contrast(banner.cget("fg_color"), banner.cget("text_color")) >= 4.5
 
 
 def test_the_emoji_picker_and_the_remember_box_follow_the_theme(
