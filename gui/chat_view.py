@@ -171,7 +171,7 @@ class ChatView(ctk.CTkFrame):
             self.app.controller.join_room(room)
 
     def _room_typed(self) -> str:
-        return self.join_entry.get().strip().lower()
+        return str(self.join_entry.get()).strip().lower()
 
     def joined(self, room: str) -> None:
         """``room`` was joined: the Join box is emptied, unless it names another by now."""
