@@ -32,6 +32,10 @@ class _Typed:
     room: str
     to: str
 
+    def __repr__(self) -> str:
+        """Never the text (a log line or a traceback's locals may show this)."""
+        return f"_Typed(text=<{len(self.text)} chars>, room={self.room!r}, to={self.to!r})"
+
 
 class Outgoing:
     """The messages typed in this session, sent in order by a task of their own, so that

@@ -49,6 +49,13 @@ class Credentials(NamedTuple):
     interactive: bool
     """Whether a person can be asked things."""
 
+    def __repr__(self) -> str:
+        """Never the password (a log line or a traceback's locals may show this)."""
+        return (
+            f"Credentials(password=<{len(self.password)} chars>, "
+            f"password_from={self.password_from!r}, interactive={self.interactive!r})"
+        )
+
 
 def credentials_from(args: argparse.Namespace) -> Credentials | None:
     """The password, where it came from, and whether a person can be asked things; or None

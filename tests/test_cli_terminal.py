@@ -3,6 +3,7 @@ classified (the subprocess tests are in test_cli_client.py)."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 from pathlib import Path
@@ -230,3 +231,23 @@ def test_a_connection_lost_at_any_point_exits_with_its_own_code() -> None:
         assert exit_codes.explain_failure(lost)[0] == exit_codes.LOST == 7
     closed = trio_client.ConnectionLost("the server closed the connection: server full")
     assert exit_codes.explain_failure(closed)[0] == exit_codes.LOST
+
+
+def test_the_password_and_typed_messages_never_show_in_a_repr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A repr lands in logs, debuggers and tracebacks' locals: like the core's records, these
+    # show how long a secret is, never what it is.
+    monkeypatch.setenv("SEALCHAT_PASSWORD", "hunter2-SECRET")
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    args = argparse.Namespace(user="alice", password_file=None)
+    credentials = login.credentials_from(args)
+    assert credentials is not None
+    assert credentials.password == "hunter2-SECRET"  # still there for the login
+    shown = repr(credentials)
+    assert "hunter2" not in shown
+    assert "password=<14 chars>" in shown
+    assert "SEALCHAT_PASSWORD" in shown  # where it came from is no secret
+    typed = chat_outgoing._Typed("PLAINTEXT-MESSAGE", "general", "")
+    assert "PLAINTEXT" not in repr(typed)
+    assert repr(typed) == "_Typed(text=<17 chars>, room='general', to='')"
