@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sealchat.transports.keyfile import ensure_private_dir
+from sealchat.transports.keyfile import create_private_file, ensure_private_dir, fsync_dir
 from sealchat.transports.pinning import config_dir
 
 
@@ -53,10 +54,15 @@ class Settings:
         return settings
 
     def save(self) -> None:
+        """Write the settings atomically, through a new private temporary file of a random
+        name (as the pin file): never through a file or a link someone placed there."""
         ensure_private_dir(self.path.parent)
         data = {"theme": self.theme, "server": asdict(self.server) if self.server else None}
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2)
-        os.replace(temporary, self.path)
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
+        create_private_file(temporary, json.dumps(data, indent=2).encode())
+        try:
+            os.replace(temporary, self.path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.path.parent)

@@ -901,3 +901,31 @@ def test_default_settings_live_in_the_sealchat_config_folder(
     settings.save()
     assert stat.S_IMODE((tmp_path / "sealchat").stat().st_mode) == 0o700
     assert os.access(settings.path, os.R_OK)
+
+
+def test_saving_settings_never_writes_through_a_link_placed_in_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Someone who can write to the config folder plants symbolic links where the settings'
+    # temporary file may go (the old name was .gui.json.<pid>): what they point to must stay
+    # as it was, and gui.json must be a file of its own.
+    folder = tmp_path / "config"
+    folder.mkdir()
+    victim = tmp_path / "victims-file"
+    victim.write_text("IMPORTANT DATA\n")
+    path = folder / "gui.json"
+    (folder / f".gui.json.{os.getpid()}").symlink_to(victim)
+    settings = Settings(path=path, theme="light")
+    settings.save()
+    assert victim.read_text() == "IMPORTANT DATA\n"
+    assert not path.is_symlink()
+    assert Settings.load(path).theme == "light"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # Even a link at the very name chosen is never followed: the save fails instead.
+    monkeypatch.setattr("sealchat.gui.settings.secrets.token_hex", lambda _n: "guessed")
+    (folder / ".gui.json.guessed.tmp").symlink_to(victim)
+    settings.theme = "dark"
+    with pytest.raises(FileExistsError):
+        settings.save()
+    assert victim.read_text() == "IMPORTANT DATA\n"
+    assert Settings.load(path).theme == "light"
