@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from sealchat.core import fingerprint
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key, username_problem
 from sealchat.transports.keyfile import load_or_create_key, public_bytes
-from sealchat.transports.passwords import hash_password
+from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import ServerConfig
 from sealchat.transports.sqlite_store import SqliteStore
 
@@ -179,6 +180,10 @@ def run_server(args: argparse.Namespace) -> int:
     store = SqliteStore(data_dir)
     if args.demo:
         _ensure_demo_account(store)
+    elif _has_demo_password(store):
+        _refuse_demo_account(data_dir)
+        store.close()
+        return 1
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -226,6 +231,28 @@ def _run_trio(hub: Hub, key: X25519PrivateKey, config: ServerConfig) -> int:
     trio.run(main)
     log.info("stopped")
     return 0
+
+
+def _has_demo_password(store: SqliteStore) -> bool:
+    """Whether the demo account (left by an earlier ``--demo``) still has the public demo
+    password: then anyone can log in."""
+    row = store.get_user(user_key(DEMO_USER))
+    return row is not None and verify_password(DEMO_PASSWORD, row.password_hash)
+
+
+def _refuse_demo_account(data_dir: Path) -> None:
+    """Say why the server does not start, and what to do."""
+    account = f"{DEMO_USER} --data-dir {shlex.quote(str(data_dir))}"
+    log.error(
+        "not starting: the data folder %s has the demo account %r with the public demo "
+        "password from the README (left by an earlier --demo), so anyone could log in with "
+        "it. Remove it with 'sealchat user remove %s', or give it a password of its own with "
+        "'sealchat user passwd %s'; to run the demo on purpose, start with --demo.",
+        data_dir,
+        DEMO_USER,
+        account,
+        account,
+    )
 
 
 def _ensure_demo_account(store: SqliteStore) -> None:

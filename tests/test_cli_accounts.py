@@ -14,7 +14,7 @@ from sealchat.cli.server_cmd import _ensure_demo_account
 from sealchat.core import ConnectionClosed, Membership, Presence
 from sealchat.core.hub import HubConfig
 from sealchat.transports.blocking import BlockingClient
-from sealchat.transports.passwords import verify_password
+from sealchat.transports.passwords import CHEAP, hash_password, verify_password
 from sealchat.transports.requests import ClientError, LoginFailed
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.servers import KINDS, PASSWORD, running_server
@@ -194,6 +194,45 @@ def test_no_demo_account_takes_a_removed_accounts_name(
         assert store.get_user("esha") is None
     assert "no demo account" in caplog.text
     assert "DEMO ACCOUNT" not in caplog.text
+
+
+def test_a_server_without_demo_refuses_to_start_while_the_demo_password_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The public esha/esha123 left by an earlier --demo must not stay open without a word:
+    # a start without --demo refuses, saying how to remove the account or change its
+    # password (or to say --demo); once either is done, the server starts.
+    served: list[object] = []
+    monkeypatch.setattr("sealchat.cli.server_cmd._run_trio", lambda *a: served.append(a) or 0)
+
+    def serve(*extra: str) -> int:
+        return main(["server", "--data-dir", str(tmp_path), "--port", "0", *extra])
+
+    assert serve("--demo") == 0
+    assert len(served) == 1
+    with caplog.at_level(logging.ERROR, logger="sealchat.server"):
+        assert serve() == 1
+    assert len(served) == 1  # it never listened
+    assert "demo account 'esha' with the public demo password" in caplog.text
+    assert f"'sealchat user remove esha --data-dir {tmp_path}'" in caplog.text
+    assert f"'sealchat user passwd esha --data-dir {tmp_path}'" in caplog.text
+    assert "start with --demo" in caplog.text
+    assert serve("--demo") == 0  # the demo on purpose
+    assert len(served) == 2
+    new = "esha's own password\n"
+    assert (
+        user(tmp_path, "passwd", "esha", "--password-stdin", stdin=new, monkeypatch=monkeypatch)
+        == 0
+    )
+    assert serve() == 0  # an ordinary account now
+    assert len(served) == 3
+    with SqliteStore(tmp_path) as store:  # back to the demo password: that is what counts
+        assert store.set_password("esha", hash_password("esha123", params=CHEAP))
+    assert serve() == 1
+    assert len(served) == 3
+    assert user(tmp_path, "remove", "esha", monkeypatch=monkeypatch) == 0
+    assert serve() == 0  # no demo account at all
+    assert len(served) == 4
 
 
 @pytest.mark.parametrize("kind", KINDS)
