@@ -8,6 +8,8 @@ import logging
 import shlex
 import signal
 import sys
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
 
 import platformdirs
@@ -16,10 +18,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sealchat.core import fingerprint
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key, username_problem
-from sealchat.transports.keyfile import load_or_create_key, public_bytes
+from sealchat.transports.keyfile import (
+    KeyFileError,
+    ensure_private_dir,
+    load_or_create_key,
+    public_bytes,
+)
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import ServerConfig
-from sealchat.transports.sqlite_store import SqliteStore
+from sealchat.transports.sqlite_store import SqliteStore, UnsafeDataDir, check_data_dir
 
 DEMO_USER = "esha"
 DEMO_PASSWORD = "esha123"  # noqa: S105  (the original brief's public demo account, opt-in only)
@@ -89,17 +96,37 @@ def _data_dir_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
+    """The data folder, created (with its missing parents) private to this user whatever
+    the umask; UnsafeDataDir if another user could change it."""
     path: Path = args.data_dir or default_data_dir()
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(path)
+    check_data_dir(path)
     return path
 
 
+def _explained(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``handler``, saying on standard error (not in a traceback) why a data folder, its
+    database or the server's key cannot be used as they are, and how to fix it."""
+
+    @wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (UnsafeDataDir, KeyFileError) as exc:
+            print(f"sealchat: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+@_explained
 def run_server_key(args: argparse.Namespace) -> int:
     key = load_or_create_key(_data_dir(args) / KEY_FILE)
     print(fingerprint(public_bytes(key)))
     return 0
 
 
+@_explained
 def run_user(args: argparse.Namespace) -> int:
     store = SqliteStore(_data_dir(args))
     try:
@@ -171,6 +198,7 @@ def _read_new_password(from_stdin: bool) -> str | None:
     return password
 
 
+@_explained
 def run_server(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

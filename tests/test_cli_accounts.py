@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -233,6 +235,43 @@ def test_a_server_without_demo_refuses_to_start_while_the_demo_password_works(
     assert user(tmp_path, "remove", "esha", monkeypatch=monkeypatch) == 0
     assert serve() == 0  # no demo account at all
     assert len(served) == 4
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes and umask")
+def test_the_data_folder_and_its_missing_parents_are_private_whatever_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Under umask 000, parents made world-writable would let another local user swap the
+    # data folder for one of their own, and read every message the server stores.
+    data = tmp_path / "share" / "deeper" / "sealchat"
+    old = os.umask(0)
+    try:
+        assert main(["server-key", "--data-dir", str(data)]) == 0
+        assert (
+            user(
+                data,
+                "add",
+                "alice",
+                "--password-stdin",
+                stdin="pw-12345678\n",
+                monkeypatch=monkeypatch,
+            )
+            == 0
+        )
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "share", tmp_path / "share" / "deeper", data):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    capsys.readouterr()
+    (data / "sealchat.db").chmod(0o666)  # as a swapped-in database would be
+    for command in (["user", "list"], ["server"]):
+        assert main([*command, "--data-dir", str(data)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"sealchat: the database {data / 'sealchat.db'} has mode 0666")
+        assert err.rstrip().endswith(f"chmod 600 {data / 'sealchat.db'}")
+    data.chmod(0o757)
+    assert main(["server-key", "--data-dir", str(data)]) == 1
+    assert f"chmod 700 {data}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -390,6 +390,47 @@ def test_wal_mode_and_file_modes(tmp_path: Path) -> None:
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX owners and modes")
+def test_a_data_folder_or_database_that_others_could_change_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another local user who could swap the folder or the database (left world-writable by
+    # a umask of 000, or put there by them) would read every message stored: refused, saying
+    # how to fix it, before anything is read or written there.
+    data = tmp_path / "data"
+    SqliteStore(data).close()
+    db = data / sqlite_store.DB_FILE
+    data.chmod(0o777)
+    with pytest.raises(sqlite_store.UnsafeDataDir, match=f"mode 0777.* chmod 700 {data}$"):
+        SqliteStore(data)
+    data.chmod(0o700)
+    db.chmod(0o666)
+    with pytest.raises(sqlite_store.UnsafeDataDir, match=f"mode 0666.* chmod 600 {db}$"):
+        SqliteStore(data)
+    db.chmod(0o600)
+    SqliteStore(data).close()  # ours alone again: it opens
+    someone_else = os.geteuid() + 1
+    with monkeypatch.context() as patched:  # as if another user made the folder
+        patched.setattr(os, "geteuid", lambda: someone_else)
+        with pytest.raises(sqlite_store.UnsafeDataDir, match="belongs to another user"):
+            SqliteStore(data)
+    db.unlink()  # a database someone else created in a folder of ours
+    fd = os.open(db, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    real_fstat = os.fstat
+
+    def foreign(fd: int) -> os.stat_result:
+        status = real_fstat(fd)
+        fields = list(status)
+        fields[stat.ST_UID] = someone_else
+        return os.stat_result(fields)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sqlite_store.os, "fstat", foreign)
+        with pytest.raises(sqlite_store.UnsafeDataDir, match=f"the database {db} belongs to"):
+            SqliteStore(data)
+
+
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys

@@ -6,6 +6,10 @@ Layout under the data directory (every directory 0700, every file 0600)::
     downloads/<file_id>        complete, verified uploads
     downloads/.partial/<id>    uploads in progress
 
+On POSIX the data directory and the database must belong to the user running the store and
+give nobody else write access (``UnsafeDataDir`` otherwise, saying how to fix it): another
+user who could swap them would read or change all that is stored.
+
 Durability: WAL journal with ``synchronous=NORMAL``. A transaction is committed once its frames
 are written to the WAL file, which lives in the OS page cache: killing the process (even with
 SIGKILL) right after a method returns loses nothing, because the kernel still writes those
@@ -29,6 +33,7 @@ Calls must come from one thread at a time (any thread): the single connection is
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -51,11 +56,51 @@ from sealchat.transports.sqlite_schema import MIGRATIONS, SchemaVersionError
 from sealchat.transports.sqlite_uploads import FILE_MODE, Uploads
 from sealchat.transports.upload_checks import O_NOFOLLOW
 
-__all__ = ["DB_FILE", "DOWNLOADS_DIR", "MIGRATIONS", "SchemaVersionError", "SqliteStore"]
+__all__ = [
+    "DB_FILE",
+    "DOWNLOADS_DIR",
+    "MIGRATIONS",
+    "SchemaVersionError",
+    "SqliteStore",
+    "UnsafeDataDir",
+    "check_data_dir",
+]
 
 DB_FILE: Final = "sealchat.db"
 DOWNLOADS_DIR: Final = "downloads"
 PARTIAL_DIR: Final = ".partial"
+
+
+class UnsafeDataDir(PermissionError):
+    """The data folder or its database belongs to another user, or others may change it;
+    the message says how to fix it."""
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """UnsafeDataDir unless ``data_dir`` is a folder of this user that no one else may
+    change (on POSIX; elsewhere nothing is checked)."""
+    _check_ours(data_dir, os.stat(data_dir), "the data folder", "chmod 700")
+
+
+def _check_ours(path: Path, status: os.stat_result, what: str, chmod: str) -> None:
+    """UnsafeDataDir unless ``status`` (of ``path``, ``what`` it is) belongs to this user
+    and gives nobody else write access (``chmod`` is the command that fixes the mode)."""
+    if os.name != "posix":
+        return
+    quoted = shlex.quote(str(path))
+    if status.st_uid != os.geteuid():
+        raise UnsafeDataDir(
+            f"{what} {path} belongs to another user (uid {status.st_uid}), who may have put "
+            f"it there to read or change what the server stores; check what it holds, then "
+            f"move it aside (sealchat makes a new one) or have it given to this user "
+            f"(chown -R $USER {quoted}, as root), or use another --data-dir"
+        )
+    if status.st_mode & 0o022:
+        raise UnsafeDataDir(
+            f"{what} {path} has mode {status.st_mode & 0o777:04o}: other users can change "
+            f"it, and so what the server stores; make it this user's alone with: "
+            f"{chmod} {quoted}"
+        )
 
 
 class SqliteStore:
@@ -79,6 +124,7 @@ class SqliteStore:
         partials: Path | None = None
         if data_dir is not None:
             ensure_private_dir(data_dir)
+            check_data_dir(data_dir)
             downloads = data_dir / DOWNLOADS_DIR
             partials = downloads / PARTIAL_DIR
             ensure_private_dir(partials)
@@ -88,8 +134,12 @@ class SqliteStore:
             database = str(data_dir / DB_FILE)
         if not in_memory:
             # Create the file ourselves so that it (and the -wal/-shm files SQLite gives the
-            # same mode) is 0600.
-            os.close(os.open(database, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, FILE_MODE))
+            # same mode) is 0600; one found there must be ours alone.
+            fd = os.open(database, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, FILE_MODE)
+            try:
+                _check_ours(Path(database), os.fstat(fd), "the database", "chmod 600")
+            finally:
+                os.close(fd)
         self._path = database
         self._data_version: int | None = None
         """SQLite's ``data_version`` when ``password_generations`` last looked; None: look
