@@ -169,10 +169,14 @@ async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line:
             await share(client, term, rest)
         case "/files":
             for info in await client.files(room=term.room):
+                term.remember_file(info)
                 term.say(f"  {safe(info.file_id)}  {shown_size(info.size):>9}  {safe(info.name)}")
         case "/get":
             progress = term.progress(f"getting {rest[:8]}")
-            saved = await while_online(client, partial(client.download, rest, progress=progress))
+            shown = term.file_shown(rest)  # the server's offer must be that file, if it was shown
+            saved = await while_online(
+                client, partial(client.download, rest, progress=progress, expected=shown)
+            )
             term.say(f"* saved {safe(str(saved))}")
         case "/history":
             messages, _ = await client.history(room=term.room, limit=20)

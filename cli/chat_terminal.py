@@ -13,6 +13,9 @@ from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
 from sealchat.transports.shown_text import shown_size
 from sealchat.transports.trio_client import LinkState
 
+SHOWN_FILES = 10_000
+"""Files shown (announced, listed, shared) whose size and SHA-256 the terminal keeps, so that
+/get takes no other (the oldest are forgotten first)."""
 INDENT = " " * len("00:00 ")
 """Where the second and later lines of a message start (under its header, never at the left
 edge where a line of its own would start)."""
@@ -33,6 +36,19 @@ class Terminal:
         self._last_percent: dict[str, int] = {}
         self._bar_open = False
         """A progress bar is on the last line, not yet ended by a line break."""
+        self._files: dict[str, FileInfo] = {}
+        """The files shown, by id, the latest last (see ``file_shown``)."""
+
+    def remember_file(self, info: FileInfo) -> None:
+        """The user was shown ``info`` (its name, size, id): /get of it takes no other file."""
+        self._files.pop(info.file_id, None)
+        self._files[info.file_id] = info
+        if len(self._files) > SHOWN_FILES:
+            del self._files[next(iter(self._files))]
+
+    def file_shown(self, file_id: str) -> FileInfo | None:
+        """The file of that id as last shown, if it was."""
+        return self._files.get(file_id)
 
     def say(self, text: str) -> None:
         if self._bar_open:  # end the bar's line first; its next update starts a new one
@@ -43,6 +59,7 @@ class Terminal:
     def show(self, event: Event | LinkState) -> None:
         match event:
             case Message(file=FileInfo() as info):
+                self.remember_file(info)
                 where = f"[{safe(event.room)}]" if event.room else "[direct]"
                 self.say(
                     f"{_time(event.ts)} {where} {safe(event.sender)} shared '{safe(info.name)}' "

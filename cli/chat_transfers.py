@@ -35,6 +35,7 @@ async def share(client: ChatClient, term: Terminal, written: str) -> None:
         done = await _already_shared(client, path, term.room)
         if done is not None:
             term.cut_uploads.discard(cut)
+            term.remember_file(done)
             term.say(f"* {safe(path.name)} was shared already, as {safe(done.file_id)}")
             return
     progress = term.progress(f"sending {path.name}")
@@ -46,6 +47,7 @@ async def share(client: ChatClient, term: Terminal, written: str) -> None:
         term.cut_uploads.add(cut)
         raise
     term.cut_uploads.discard(cut)
+    term.remember_file(info)
     term.say(f"* shared {safe(path.name)} as {safe(info.file_id)}")
 
 

@@ -68,7 +68,7 @@ class Transfers:
         )
 
         async def fetch(client: ChatClient, progress: Callable[[int, int], None]) -> str:
-            return str(await client.download(file_id, progress=progress))
+            return str(await client.download(file_id, progress=progress, expected=info))
 
         name = info.name if info else file_id  # shown escaped
         self._transfer(name, fetch, upload=False, file_id=file_id)

@@ -23,7 +23,11 @@ from sealchat.core import (
     Authenticated,
     Connection,
     ConnectionClosed,
+    FileChunk,
+    FileInfo,
     FileList,
+    FileOffer,
+    FileRequest,
     HistoryEnd,
     HistoryRequest,
     KeysEstablished,
@@ -40,7 +44,7 @@ from sealchat.core import (
 )
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key
-from sealchat.core.limits import MAX_LIST
+from sealchat.core.limits import MAX_CHUNK, MAX_LIST
 from sealchat.transports import requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.blocking_server import ThreadedServer
@@ -390,6 +394,40 @@ ENDLESS = (
         f"{MAX_REPLY_RECORDS:,} records",
     ),
 )
+
+
+ANNOUNCED = FileInfo(file_id="a" * 32, name="notes.txt", size=10, sha256=bytes(32))
+"""A file as a lying server announces it (see ``offers_other_file``)."""
+
+
+def offers_other_file(size: int, sha256: bytes = bytes(32)) -> Behaviour:
+    """Accept the login, then answer a request for ANNOUNCED with an offer of ``size`` bytes
+    and that SHA-256 (of another file than announced, or the same), stream those bytes (a
+    malicious server filling the disk), then read what comes."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), FileRequest):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        offer = FileOffer(
+            transfer=event.transfer,
+            name=ANNOUNCED.name,
+            size=size,
+            sha256=sha256,
+            room="general",
+            file_id=ANNOUNCED.file_id,
+            offset=event.offset,
+        )
+        conn.send(offer)
+        for offset in range(event.offset, size, MAX_CHUNK):
+            conn.send(FileChunk(transfer=event.transfer, offset=offset, data=bytes(MAX_CHUNK)))
+            with suppress(OSError):  # the client hung up meanwhile
+                sock.sendall(conn.data_to_send())
+        with suppress(OSError):
+            while sock.recv(65536):
+                pass
+
+    return logs_in_then(behaviour)
 
 
 def stays_silent(_sock: socket.socket, _conn: Connection) -> None:

@@ -33,6 +33,7 @@ from sealchat.core import (
     RoomList,
 )
 from sealchat.core.hub import HubConfig
+from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports import blocking_client, blocking_link, blocking_transfers, requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, server_name
@@ -44,6 +45,7 @@ from sealchat.transports.requests import (
     TransferFailed,
 )
 from tests.servers import (
+    ANNOUNCED,
     ENDLESS,
     PASSWORD,
     TWO_PAGES,
@@ -55,6 +57,7 @@ from tests.servers import (
     drain,
     full_disk,
     logs_in_then,
+    offers_other_file,
     room_pages,
     running_server,
     scripted_server,
@@ -226,6 +229,40 @@ def test_an_abandoned_download_stops_the_stream_and_frees_its_slot(tmp_path: Pat
         while not alice.events.empty():
             leftovers.append(alice.events.get_nowait())
         assert not [e for e in leftovers if isinstance(e, FileChunk)]
+
+
+@pytest.mark.parametrize(
+    ("size", "sha256", "refusal"),
+    [
+        (64 * MAX_CHUNK, ANNOUNCED.sha256, "as 3,932,160 bytes, not the 10 bytes it announced"),
+        (ANNOUNCED.size, b"\x01" * 32, "with another SHA-256 than it announced"),
+    ],
+    ids=["size", "sha256"],
+)
+def test_a_download_offered_as_other_than_the_file_shown_is_refused(
+    tmp_path: Path, size: int, sha256: bytes, refusal: str
+) -> None:
+    # A malicious server announces 10 bytes, then offers (and streams) megabytes, or other
+    # bytes: given the file the user was shown, the client refuses the offer and writes
+    # nothing; the link stays.
+    folder = tmp_path / "in"
+    with scripted_server(offers_other_file(size, sha256)) as port:
+        client = BlockingClient("127.0.0.1", port, trust=accept_all, events=False)
+        client.login("alice", PASSWORD)
+        with pytest.raises(TransferFailed, match=f"offered 'notes.txt' .* {refusal}"):
+            client.download(ANNOUNCED.file_id, folder, expected=ANNOUNCED)
+        assert list(folder.iterdir()) == []  # not a byte kept
+        with pytest.raises(ValueError, match="not 'bbbb"):  # a caller's slip, not the server's
+            client.download("b" * 32, folder, expected=ANNOUNCED)
+        client.close()
+
+
+def test_a_download_offered_as_the_file_shown_arrives(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(100_000))
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        info = alice.send_file(tmp_path / "f.bin", room="general")
+        saved = alice.download(info.file_id, tmp_path / "in", expected=info)
+        assert saved.read_bytes() == (tmp_path / "f.bin").read_bytes()
 
 
 def test_only_the_latest_abandoned_downloads_are_remembered(

@@ -15,7 +15,7 @@ import trio.testing
 
 from sealchat.cli import chat_cmd, chat_outgoing, chat_terminal, exit_codes, login, send_cmd
 from sealchat.cli.terminal_text import safe, tolerant_streams
-from sealchat.core import Message
+from sealchat.core import FileInfo, Message
 from sealchat.transports.pinning import ServerKeyChanged
 from sealchat.transports.trio_client import (
     ClientError,
@@ -251,3 +251,31 @@ def test_the_password_and_typed_messages_never_show_in_a_repr(
     typed = chat_outgoing._Typed("PLAINTEXT-MESSAGE", "general", "")
     assert "PLAINTEXT" not in repr(typed)
     assert repr(typed) == "_Typed(text=<17 chars>, room='general', to='')"
+
+
+def test_get_takes_only_the_file_as_it_was_shown() -> None:
+    # /get ID hands the client the file as the terminal showed it (announced, listed), so a
+    # server that offers something else (a larger size: a full disk) is refused.
+    term = chat_terminal.Terminal(io.StringIO(), "alice")
+    announced = FileInfo(file_id="a" * 32, name="notes.txt", size=10, sha256=bytes(32))
+    listed = FileInfo(file_id="b" * 32, name="plan.txt", size=20, sha256=b"\1" * 32)
+    term.show(Message(id=1, ts=1.0, sender="bob", room="general", file=announced))
+    asked: list[tuple[str, FileInfo | None]] = []
+
+    class Client:
+        online = True
+
+        async def files(self, *, room: str = "", peer: str = "") -> list[FileInfo]:
+            return [listed]
+
+        async def download(
+            self, file_id: str, *, progress: Any, expected: FileInfo | None = None
+        ) -> Path:
+            asked.append((file_id, expected))
+            return Path("saved")
+
+    client: Any = Client()
+    outgoing = chat_outgoing.Outgoing(term)
+    for line in ("/files", f"/get {'a' * 32}", f"/get {'b' * 32}", f"/get {'c' * 32}"):
+        trio.run(chat_cmd._command, client, term, outgoing, line)
+    assert asked == [("a" * 32, announced), ("b" * 32, listed), ("c" * 32, None)]

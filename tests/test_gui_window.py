@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from tkinter import filedialog
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -1120,6 +1121,32 @@ def test_download_by_file_id(
     assert str(label.cget("text")).startswith("Saved readme.txt")
     assert bar.get() == 1.0
     assert Path(transfer.detail).read_bytes() == data
+
+
+def test_a_download_takes_only_the_file_as_the_window_showed_it(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    # The window hands the client the file as its transcript shows it, so a server that
+    # then offers another size or SHA-256 (a full disk, other bytes) is refused.
+    app = window.app
+    window.login(server.port, "alice")
+    (tmp_path / "f.txt").write_text("hi")
+    info = bob.send_file(tmp_path / "f.txt", room="general")
+    window.until_shown("f.txt")
+    client = app.controller.client
+    assert client is not None
+    download = client.download
+    expected: list[object] = []
+
+    async def noted(file_id: str, **options: Any) -> Path:
+        expected.append(options.get("expected"))
+        return await download(file_id, **options)
+
+    with mock.patch.object(client, "download", noted):
+        app.transfers.download(info.file_id)
+        transfer = window.until_transferred("the download")
+    assert transfer.state is TransferState.DONE
+    assert expected == [info]
 
 
 # --- the connection and closing -------------------------------------------------------------

@@ -46,6 +46,7 @@ from sealchat.core import (
 from sealchat.core import Error as ServerError
 from sealchat.core.hub import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
+from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports import requests, trio_client, trio_delivery
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
@@ -77,6 +78,7 @@ from sealchat.transports.trio_client import (
 )
 from sealchat.transports.trio_link import Link
 from tests.servers import (
+    ANNOUNCED,
     ENDLESS,
     PASSWORD,
     TWO_PAGES,
@@ -89,6 +91,7 @@ from tests.servers import (
     free_port,
     full_disk,
     logs_in_then,
+    offers_other_file,
     resetting_server,
     room_pages,
     running_server,
@@ -411,11 +414,37 @@ async def test_upload_and_download_with_progress(server: Running, tmp_path: Path
         announced = await next_of(bob, Message)
         assert announced.file is not None
         assert announced.file.file_id == info.file_id
-        path = await bob.download(info.file_id)
+        path = await bob.download(info.file_id, expected=announced.file)  # as shown: fine
         assert path.read_bytes() == data
         assert path.name == "report.pdf"
         again = await bob.download(info.file_id)  # never clobbers
         assert again.name == "report (1).pdf"
+
+
+@pytest.mark.parametrize(
+    ("size", "sha256", "refusal"),
+    [
+        (64 * MAX_CHUNK, ANNOUNCED.sha256, "as 3,932,160 bytes, not the 10 bytes it announced"),
+        (ANNOUNCED.size, b"\x01" * 32, "with another SHA-256 than it announced"),
+    ],
+    ids=["size", "sha256"],
+)
+async def test_a_download_offered_as_other_than_the_file_shown_is_refused(
+    tmp_path: Path, size: int, sha256: bytes, refusal: str
+) -> None:
+    # A malicious server announces 10 bytes, then offers (and streams) megabytes, or other
+    # bytes: given the file the user was shown, the client refuses the offer and writes
+    # nothing (the repro wrote 300 MiB and kept them); the link stays.
+    async with scripted(tmp_path, offers_other_file(size, sha256), reconnect=False) as alice:
+        with (
+            trio.fail_after(10),
+            pytest.raises(TransferFailed, match=f"offered 'notes.txt' .* {refusal}"),
+        ):
+            await alice.download(ANNOUNCED.file_id, expected=ANNOUNCED)
+        assert list(alice.downloads_dir.iterdir()) == []  # not a byte kept
+        assert alice.online
+        with pytest.raises(ValueError, match="not 'bbbb"):  # a caller's slip, not the server's
+            await alice.download("b" * 32, expected=ANNOUNCED)
 
 
 async def test_big_transfers_with_a_slow_disk_keep_the_download_queue_bounded(

@@ -363,11 +363,20 @@ class BlockingClient:
         midway, the upload stops there and raises TransferFailed with the server's reason."""
         return self._transfers.send_file(path, room=room, to=to, progress=progress)
 
-    def download(self, file_id: str, folder: Path, *, progress: Progress | None = None) -> Path:
+    def download(
+        self,
+        file_id: str,
+        folder: Path,
+        *,
+        progress: Progress | None = None,
+        expected: FileInfo | None = None,
+    ) -> Path:
         """Fetch a shared file into ``folder`` (resuming a partial one); returns its path once
-        the SHA-256 matched.
+        the SHA-256 matched. ``expected``, the file as the user was shown it (its announcement
+        or a listing), is what it must be: the server's offer of another size or SHA-256 is
+        refused (TransferFailed).
 
         ``progress`` runs on the calling thread between chunks and must not make requests on
         this client: while it runs, at most 32 chunks wait for it, then the reader waits too
         (so a reply it asked for could not arrive)."""
-        return self._transfers.download(file_id, folder, progress=progress)
+        return self._transfers.download(file_id, folder, progress=progress, expected=expected)

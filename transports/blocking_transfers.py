@@ -128,8 +128,16 @@ class Transfers:
                 self._uploads.discard(transfer)
         return info
 
-    def download(self, file_id: str, folder: Path, *, progress: Progress | None = None) -> Path:
+    def download(
+        self,
+        file_id: str,
+        folder: Path,
+        *,
+        progress: Progress | None = None,
+        expected: FileInfo | None = None,
+    ) -> Path:
         """``BlockingClient.download``."""
+        requests.check_expected(file_id, expected)
         client = self._client
         transfer = next(self._ids)
         chunks: queue.Queue[Record] = queue.Queue(TRANSFER_QUEUE)
@@ -140,6 +148,7 @@ class Transfers:
             with PartialDownload(folder, file_id) as target:
                 streaming = True  # from the request on, the server may be sending
                 offer = client.ask(requests.download(transfer, file_id, target.size))
+                requests.check_offer(offer, expected)
                 target.expect(offer.size)  # no byte beyond it
                 while True:
                     try:

@@ -462,6 +462,31 @@ def download(transfer: int, file_id: str, offset: int) -> Request[FileOffer]:
     )
 
 
+def check_expected(file_id: str, expected: FileInfo | None) -> None:
+    """ValueError if ``expected`` (the file a download should be) is of another file."""
+    if expected is not None and expected.file_id != file_id:
+        raise ValueError(f"expected is file {expected.file_id!r}, not {file_id!r}")
+
+
+def check_offer(offer: FileOffer, expected: FileInfo | None) -> None:
+    """TransferFailed if the server offers a download as other than the file ``expected``
+    (what the user was shown: its announcement or a listing), by size or SHA-256: the bytes
+    that follow are not the file the user asked for, and a size larger than the one shown
+    would fill the disk. Nothing to check without ``expected``."""
+    if expected is None:
+        return
+    if offer.size != expected.size:
+        differs = f"as {offer.size:,} bytes, not the {expected.size:,} bytes it announced"
+    elif offer.sha256 != expected.sha256:
+        differs = "with another SHA-256 than it announced"
+    else:
+        return
+    raise TransferFailed(
+        f"the server offered {expected.name!r} ({expected.file_id}) {differs}; the download "
+        "was refused (the server may be faulty, or not what it seems)"
+    )
+
+
 def checked(records: Iterable[Record]) -> list[tuple[Record, bytes]]:
     """Each of ``records`` with its encoding, every one checked before any is sent: a batch
     with a record beyond a limit raises ``ClientError`` and sends nothing."""

@@ -420,11 +420,19 @@ class ChatClient:
         job = Upload(path, size, digest, room, to, progress or no_progress)
         return await self._retrying(partial(self._transfers.upload, job))
 
-    async def download(self, file_id: str, *, progress: Progress | None = None) -> Path:
+    async def download(
+        self,
+        file_id: str,
+        *,
+        progress: Progress | None = None,
+        expected: FileInfo | None = None,
+    ) -> Path:
         """Fetch a shared file into the downloads folder, resuming a partial one (also after
-        a reconnect); returns where it landed once its SHA-256 was checked."""
+        a reconnect); returns where it landed once its SHA-256 was checked. ``expected``, the
+        file as the user was shown it (its announcement or a listing), is what it must be:
+        the server's offer of another size or SHA-256 is refused (TransferFailed)."""
         return await self._retrying(
-            partial(self._transfers.download, file_id, progress or no_progress)
+            partial(self._transfers.download, file_id, progress or no_progress, expected)
         )
 
     # --- closing --------------------------------------------------------------------------

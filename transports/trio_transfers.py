@@ -141,7 +141,10 @@ class Transfers:
         with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(ClientError):
             await self._session._send(FileReject(transfer=transfer, reason=reason))
 
-    async def download(self, file_id: str, progress: Progress) -> Path:
+    async def download(
+        self, file_id: str, progress: Progress, expected: FileInfo | None = None
+    ) -> Path:
+        requests.check_expected(file_id, expected)
         if file_id in self._downloading:
             raise TransferFailed(f"{file_id} is already being downloaded")
         self._downloading.add(file_id)
@@ -156,6 +159,7 @@ class Transfers:
             self.chunks[transfer] = send_chunks
             asked = True
             reply = await self._session._ask(requests.download(transfer, file_id, target.size))
+            requests.check_offer(reply, expected)
             await trio.to_thread.run_sync(target.expect, reply.size)  # no byte beyond it
             progress(reply.offset, reply.size)
             while True:
