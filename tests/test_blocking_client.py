@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import os
 import resource
 import selectors
@@ -47,6 +48,7 @@ from sealchat.transports.requests import (
 from tests.servers import (
     ANNOUNCED,
     ENDLESS,
+    KINDS,
     PASSWORD,
     TWO_PAGES,
     Endless,
@@ -561,6 +563,40 @@ def test_a_reply_without_end_fails_its_request_and_ends_the_connection(
         with pytest.raises(ClientError, match=f"closed: the server sent more than {endless.bound}"):
             client.rooms()
         client.close()
+
+
+def _flood(client: BlockingClient, who: str) -> tuple[int, str]:
+    """Join a new room, post one message and leave it, again and again, as the review's
+    flood did; the rooms made, and why the server refused the next one."""
+    for made in itertools.count():
+        room = f"junk-{who}-{made}"
+        try:
+            client.join(room)
+        except ClientError as exc:
+            return made, str(exc)
+        client.send_message(".", room=room)  # so the room stays for good
+        client.leave(room)
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_room_flood_is_refused_saying_what_to_do(tmp_path: Path, kind: str) -> None:
+    # Each room with a message stays, so the server lets each user make only so many, and
+    # holds only so many in all: the listing stays within what a client takes.
+    hub = HubConfig(max_rooms=8, room_creation_burst=3)
+    with running_server(kind, tmp_path / "s", hub=hub) as server:
+        for who in ("alice", "bob"):
+            with server.login(who) as flooder:
+                made, refusal = _flood(flooder, who)
+                assert made == 3
+                assert refusal.startswith("you are creating rooms faster than this server allows")
+                assert "join one that exists" in refusal
+        with server.login("carol") as carol:
+            made, refusal = _flood(carol, "carol")
+            assert made == 1  # general and seven made: as many as the server holds
+            assert refusal.startswith("the server has 8 rooms, as many as it holds: join one")
+            assert len(carol.rooms()) == 8
+            assert carol.join("junk-alice-0")  # those there can be joined
 
 
 def test_a_listing_as_long_as_a_reply_may_hold_arrives_whole() -> None:

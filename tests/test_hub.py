@@ -212,6 +212,63 @@ def test_a_room_left_empty_with_nothing_said_in_it_is_gone(store: SqliteStore) -
     assert rejoined == RoomJoined(room="tmp0")  # a name that went can be used again
 
 
+def _refusal(effects: list[Effect], session: int) -> Error | None:
+    """The Error among what ``session`` got, if any."""
+    errors = [r for r in records(effects, session) if isinstance(r, Error)]
+    assert len(errors) <= 1
+    return errors[0] if errors else None
+
+
+def _lasting_room(hub: Hub, session: int, room: str, now: float) -> Error | None:
+    """Join (creating) ``room``, say something in it (so it stays for good) and leave it, as
+    the flood did; the refusal of the join, if any."""
+    refused = _refusal(hub.handle(session, JoinRoom(room=room), now), session)
+    if refused is None:
+        hub.handle(session, Message(text=".", room=room, client_id=f"c-{room}"), now)
+        hub.handle(session, LeaveRoom(room=room), now)
+    return refused
+
+
+def test_a_server_full_of_rooms_refuses_new_ones_saying_what_to_do(store: SqliteStore) -> None:
+    # Rooms with history stay for good: without a cap, one account filled the server with
+    # more than a client takes in one listing, and rooms() failed for everyone.
+    config = HubConfig(max_rooms=3, messages_per_second=1e9, message_burst=10**9)
+    hub = hub_with(store, "alice", "bob", config=config)
+    assert _lasting_room(hub, 1, "one", NOW) is None
+    assert _lasting_room(hub, 1, "two", NOW) is None  # with general: 3
+    refused = _lasting_room(hub, 2, "three", NOW)
+    assert refused is not None
+    assert (refused.code, refused.ref) == ("rooms_full", "three")
+    assert refused.detail.startswith("the server has 3 rooms, as many as it holds: join one")
+    assert _room_names(hub, 2) == ["general", "one", "two"]  # nothing made, nobody moved
+    assert _refusal(hub.handle(2, JoinRoom(room="one"), NOW), 2) is None  # those there: fine
+
+
+def test_each_user_creates_new_rooms_only_so_fast(store: SqliteStore) -> None:
+    config = HubConfig(room_creation_burst=3, room_creations_per_hour=6.0)
+    hub = hub_with(store, "alice", "bob", config=config)
+    for n in range(3):
+        assert _lasting_room(hub, 1, f"junk-{n}", NOW + n) is None
+    refused = _lasting_room(hub, 1, "junk-3", NOW + 3)
+    assert refused is not None
+    assert (refused.code, refused.ref) == ("rate_limited", "junk-3")
+    assert refused.detail == (
+        "you are creating rooms faster than this server allows (3 at once, then 6 an hour): "
+        "join one that exists (the room list shows them), or, for a new one, try again in "
+        "10 min"
+    )
+    assert "junk-3" not in _room_names(hub, 1)
+    assert _refusal(hub.handle(1, JoinRoom(room="junk-0"), NOW + 4), 1) is None  # existing
+    assert _lasting_room(hub, 2, "bobs", NOW + 4) is None  # an allowance per user
+    assert _lasting_room(hub, 1, "junk-3", NOW + 3 + 600) is None  # one more every 10 min
+    assert _lasting_room(hub, 1, "junk-4", NOW + 3 + 600) is not None
+    # A room made and left unused is gone and gives the allowance back: temporary rooms
+    # cost nothing (the flood's rooms stay: each has a message).
+    for n in range(20):
+        assert _refusal(hub.handle(2, JoinRoom(room=f"tmp{n}"), NOW + 700 + n), 2) is None
+        hub.handle(2, LeaveRoom(room=f"tmp{n}"), NOW + 700 + n)
+
+
 def test_typing_is_rate_limited_quietly(store: SqliteStore) -> None:
     hub = hub_with(store, "alice", "bob")
     relayed = 0

@@ -43,6 +43,12 @@ def rooms(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     return [(name, count) for name, count in rows]
 
 
+def room_count(conn: sqlite3.Connection) -> int:
+    """How many rooms there are."""
+    count: int = conn.execute("SELECT COUNT(*) FROM rooms").fetchone()[0]
+    return count
+
+
 def rooms_of(conn: sqlite3.Connection, key: str) -> list[str]:
     """Names of the rooms user ``key`` is a member of, sorted."""
     rows = conn.execute("SELECT room FROM memberships WHERE user_key = ? ORDER BY room", (key,))

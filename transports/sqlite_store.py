@@ -273,6 +273,9 @@ class SqliteStore:
     def rooms(self) -> list[tuple[str, int]]:
         return sqlite_rooms.rooms(self._conn)
 
+    def room_count(self) -> int:
+        return sqlite_rooms.room_count(self._conn)
+
     def rooms_of(self, key: str) -> list[str]:
         return sqlite_rooms.rooms_of(self._conn, key)
 

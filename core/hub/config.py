@@ -35,6 +35,14 @@ class HubConfig:
     """Incomplete uploads a user keeps for resuming; a new upload beyond this discards the
     one idle longest (not one in progress)."""
     max_rooms_per_user: int = 100
+    max_rooms: int = 10_000
+    """Rooms on the server: a join that would create one more is refused (the rooms there
+    stay). Well below what a client takes in one listing (100,000), so that ListRooms always
+    answers."""
+    room_creations_per_hour: float = 6.0
+    room_creation_burst: int = 10
+    """New rooms a user may create at once, refilled at ``room_creations_per_hour``: a room
+    with a message in it stays for good, so creating them must be slow."""
     typing_expiry: float = 5.0
     typing_per_second: float = 2.0
     typing_burst: int = 10

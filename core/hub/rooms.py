@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import ceil
+
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Effect
 from sealchat.core.hub.names import room_problem, user_key
@@ -33,6 +35,14 @@ class Rooms:
         self.config = config
         self._roster = roster
         self._allowances = allowances
+        self._creations = Allowances(
+            config.room_creations_per_hour / 3600, config.room_creation_burst
+        )
+        """Each user's allowance of new rooms (a room with history stays for good)."""
+        self._created_by: dict[str, str] = {}
+        """Who created each room made since the start (at most ``max_rooms`` at a time): a
+        room that goes again unused, never having mattered, gives its creator the
+        allowance back."""
 
     def join(self, state: Session, record: JoinRoom, now: float) -> list[Effect]:
         """Join (creating) a room; its members are listed either way."""
@@ -55,8 +65,16 @@ class Rooms:
                     room,
                 )
             ]
-        if not self._allowances.of(state.key, now).take(now):  # each notifies every member
+        joins = self._allowances.of(state.key, now)
+        if not joins.take(now):  # each notifies every member
             return [error(state, "rate_limited", "slow down: too many joins", room)]
+        new = not self.store.room_exists(room)
+        refusal = self._creation_refused(state, room, now) if new else None
+        if refusal is not None:
+            joins.give_back()  # nothing happened
+            return [refusal]
+        if new:
+            self._created_by[room] = state.key
         self.store.ensure_room(room)
         effects: list[Effect] = []
         if self.store.add_member(room, state.key):
@@ -65,6 +83,35 @@ class Rooms:
         effects.append(roster.to_user(state.key, RoomJoined(room=room)))
         effects += self._members_of(state, room)
         return effects
+
+    def _creation_refused(self, state: Session, room: str, now: float) -> Effect | None:
+        """Why ``room``, which does not exist, cannot be created by this user now (the
+        server has ``max_rooms``, or the user created too many lately), or None (its
+        creation is counted)."""
+        config = self.config
+        if self.store.room_count() >= config.max_rooms:
+            return error(
+                state,
+                "rooms_full",
+                f"the server has {config.max_rooms:,} rooms, as many as it holds: join one "
+                "that exists (the room list shows them), or ask the server's operator to make "
+                "room",
+                room,
+            )
+        creations = self._creations.of(state.key, now)
+        if not creations.take(now):
+            burst, per_hour = config.room_creation_burst, config.room_creations_per_hour
+            pace = f"{burst} at once, then {per_hour:g} an hour"
+            wait = ceil((1 - creations.tokens) / creations.rate / 60) if creations.rate else 0
+            later = f"try again in {wait} min" if wait else "ask the server's operator"
+            return error(
+                state,
+                "rate_limited",
+                f"you are creating rooms faster than this server allows ({pace}): join one "
+                f"that exists (the room list shows them), or, for a new one, {later}",
+                room,
+            )
+        return None
 
     def leave(self, state: Session, record: LeaveRoom, now: float) -> list[Effect]:
         """Leave a room (not the default one); one left unused is gone."""
@@ -78,7 +125,10 @@ class Rooms:
             return [error(state, "rate_limited", "slow down: too many leaves", room)]
         self.store.remove_member(room, state.key)
         roster.member_set(room).discard(state.key)
-        roster.drop_room_if_unused(room)
+        if roster.drop_room_if_unused(room):
+            creator = self._created_by.pop(room, None)
+            if creator is not None:  # as if it had never been made: its creator may again
+                self._creations.of(creator, now).give_back()
         effects: list[Effect] = [roster.to_user(state.key, RoomLeft(room=room))]
         effects += roster.membership_changed(room, state.key, joined=False)
         return effects

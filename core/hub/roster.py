@@ -49,10 +49,13 @@ class Roster:
         except Exception:  # the store is failing (that is why this runs): reread as needed
             self.members.clear()
 
-    def drop_room_if_unused(self, room: str) -> None:
-        """Delete ``room`` if nobody is in it and nothing was posted or shared in it."""
+    def drop_room_if_unused(self, room: str) -> bool:
+        """Delete ``room`` if nobody is in it and nothing was posted or shared in it; whether
+        it was deleted."""
         if not self.member_set(room) and self.store.drop_room_if_unused(room):
             self.members.pop(room, None)
+            return True
+        return False
 
     def presence_audience(self, key: str) -> set[str]:
         """Users who share a room small enough for presence with ``key`` (and itself)."""

@@ -130,6 +130,10 @@ class Store(Protocol):
         """Every room with its member count, by name."""
         ...
 
+    def room_count(self) -> int:
+        """How many rooms there are."""
+        ...
+
     def rooms_of(self, key: str) -> list[str]: ...
     def members(self, room: str) -> list[str]:
         """Display names of the room's members."""
