@@ -239,7 +239,7 @@ def test_a_server_full_of_rooms_refuses_new_ones_saying_what_to_do(store: Sqlite
     refused = _lasting_room(hub, 2, "three", NOW)
     assert refused is not None
     assert (refused.code, refused.ref) == ("rooms_full", "three")
-    assert refused.detail.startswith("the server has 3 rooms, as many as it holds: join one")
+    assert refused.detail.startswith("the server has 3 rooms and holds at most 3: join one")
     assert _room_names(hub, 2) == ["general", "one", "two"]  # nothing made, nobody moved
     assert _refusal(hub.handle(2, JoinRoom(room="one"), NOW), 2) is None  # those there: fine
 

@@ -89,13 +89,14 @@ class Rooms:
         server has ``max_rooms``, or the user created too many lately), or None (its
         creation is counted)."""
         config = self.config
-        if self.store.room_count() >= config.max_rooms:
+        count = self.store.room_count()
+        if count >= config.max_rooms:
             return error(
                 state,
                 "rooms_full",
-                f"the server has {config.max_rooms:,} rooms, as many as it holds: join one "
-                "that exists (the room list shows them), or ask the server's operator to make "
-                "room",
+                f"the server has {count:,} rooms and holds at most {config.max_rooms:,}: join "
+                "one that exists (the room list shows them), or ask the server's operator to "
+                "make room",
                 room,
             )
         creations = self._creations.of(state.key, now)
