@@ -357,20 +357,31 @@ def room_pages(rooms: int, per_page: int) -> list[RoomList]:
 
 @dataclasses.dataclass(frozen=True)
 class Endless:
-    """A request that a server answers with ``record`` again and again, never ending the
-    reply: ``times`` times, twice what it takes to pass the bound the client's error names."""
+    """A request that a server answers with ``record`` again and again: ``times`` times,
+    twice what it takes to pass the bound the client's error names; then ``end`` ends that
+    reply (or, with ``endless``, never), and ``then`` answers the next request of the kind,
+    whose result is ``answer``."""
 
     request: Callable[[], Request[Any]]
     asked: type[Record]
     record: Record
     times: int
     bound: str
+    end: Record
+    then: tuple[Record, ...]
+    answer: Any
 
-    def server(self) -> Behaviour:
-        """Accept the login, then answer the request without end."""
-        return logs_in_then(answers(self.asked, repeat(self.record, self.times)))
+    def server(self, *, endless: bool = False) -> Behaviour:
+        """Accept the login, then answer the request with too much (without end, with
+        ``endless``), and the next one with ``then``."""
+        too_much = repeat(self.record, self.times)
+        if endless:
+            return logs_in_then(answers(self.asked, too_much))
+        return logs_in_then(answers(self.asked, [*too_much, self.end], self.then))
 
 
+_SHARED = FileInfo(file_id="f" * 32, name="notes.txt", size=10, sha256=bytes(32))
+_PAGE_2 = Message(text="page 2", room="general", id=2, sender="bob", ts=1.0)
 ENDLESS = (
     Endless(
         requests.rooms,
@@ -378,6 +389,9 @@ ENDLESS = (
         room_pages(MAX_LIST + 1, MAX_LIST)[0],  # a full page, and more to come
         2 * MAX_REPLY_ITEMS // MAX_LIST,
         f"{MAX_REPLY_ITEMS:,} items",
+        RoomList(rooms=[], more=False),
+        tuple(room_pages(1, MAX_LIST)),
+        [RoomInfo(name="room-0", members=1)],
     ),
     Endless(
         partial(requests.files, room="general"),
@@ -385,6 +399,9 @@ ENDLESS = (
         FileList(files=[], room="general", more=True),  # no entry, but a record each
         2 * MAX_REPLY_RECORDS,
         f"{MAX_REPLY_RECORDS:,} records",
+        FileList(files=[], room="general", more=False),
+        (FileList(files=[_SHARED], room="general"),),
+        [_SHARED],
     ),
     Endless(
         partial(requests.history, room="general"),
@@ -392,6 +409,9 @@ ENDLESS = (
         Message(text="again", room="general", id=1, sender="bob", ts=1.0),  # no HistoryEnd
         2 * MAX_REPLY_RECORDS,
         f"{MAX_REPLY_RECORDS:,} records",
+        HistoryEnd(room="general"),
+        (_PAGE_2, HistoryEnd(room="general")),
+        ([_PAGE_2], False),
     ),
 )
 

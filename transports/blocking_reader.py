@@ -15,7 +15,6 @@ from typing import Protocol
 
 from sealchat.core import (
     NEED_DATA,
-    Bye,
     Connection,
     ConnectionClosed,
     Delivered,
@@ -27,7 +26,6 @@ from sealchat.core import (
     MessageAck,
     ProtocolError,
     Record,
-    RemoteProtocolError,
 )
 from sealchat.transports import requests
 from sealchat.transports.blocking_handoff import CallWaiter
@@ -141,15 +139,10 @@ class Reader:
                 return True
 
     def _route(self, record: Record) -> None:
-        """Hand ``record`` to whoever waits for it (called under the lock). A reply past its
-        bounds ends the connection with a Bye that says why, as a core violation does."""
+        """Hand ``record`` to whoever waits for it (called under the lock)."""
         client = self._client
         self._position += 1
-        _, failure = requests.route(client._waiters, record, self._position)
-        if failure:
-            with contextlib.suppress(ProtocolError):  # the session is ending already
-                client._conn.send(Bye(reason=failure))
-            raise RemoteProtocolError(failure)
+        requests.route(client._waiters, record, self._position)
         if isinstance(record, FileChunk | FileComplete | FileReject):
             chunks = client._transfers.chunks.get(record.transfer)
             if chunks is not None:

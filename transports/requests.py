@@ -62,9 +62,9 @@ reader waits and TCP flow control slows the server."""
 MAX_REPLY_ITEMS = 100_000
 """Entries (rooms, members, files, messages) one request may collect across all its pages:
 generous (a server of 100,000 rooms, a room of 100,000 members or files; a history page holds
-at most MAX_HISTORY_PAGE messages). A server that sends more breaks the protocol: the request
-fails and the client closes the connection, instead of holding all it sends until the request
-times out."""
+at most MAX_HISTORY_PAGE messages). When a server sends more, the request fails at once, and
+the rest of its reply is dropped as it comes, instead of held until the request times out;
+the connection stays (a server flooded with rooms is no broken peer)."""
 MAX_REPLY_RECORDS = 1_000
 """Records one request may collect, entries or not (an empty page holds none, but takes
 memory): so a reply holds at most 1,000 times MAX_RECORD bytes (64 MiB) even of the largest
@@ -150,9 +150,12 @@ class Waiter(Generic[F]):
     def take(self, record: Record, position: int) -> bool:
         """Collect ``record`` (one the reply matches, the ``position``-th the connection
         read) unless it takes the reply past MAX_REPLY_ITEMS or MAX_REPLY_RECORDS; whether
-        the reply is over (complete, or failed). A contiguous reply drops what it has if
+        the reply is over (its last record came). A contiguous reply drops what it has if
         another record came between (it was not right before the end), or if ``record`` is a
-        refusal (an answer on its own)."""
+        refusal (an answer on its own). Past a bound the reply has failed (``failure`` says
+        how): what it held is dropped, and so is the rest of it as it comes."""
+        if self.failure:
+            return self.reply.done(record)
         if self.reply.contiguous and (
             isinstance(record, ServerError) or (self.last and self.last != position - 1)
         ):
@@ -168,10 +171,11 @@ class Waiter(Generic[F]):
             self.last = position
             return self.reply.done(record)
         self.failure = (
-            f"the server sent {excess} ({type(record).__name__}) for one request, "
-            "which breaks the protocol; the connection was closed"
+            f"the server sent {excess} ({type(record).__name__}) for one request, more than "
+            "this client takes in one reply; the request failed (the connection stays)"
         )
-        return True
+        self.records, self.last, self.items = [], 0, 0
+        return self.reply.done(record)
 
     def collected(self) -> list[Record]:
         """The records of the reply; ClientError if it went past a bound."""
@@ -183,28 +187,31 @@ class Waiter(Generic[F]):
 W = TypeVar("W", bound=Waiter[Any])
 
 
-def route(waiters: list[W], record: Record, position: int) -> tuple[list[W], str]:
+def route(waiters: list[W], record: Record, position: int) -> list[W]:
     """Give ``record``, the ``position``-th record the connection read (the caller routes
     every one, counting from 1), to the oldest waiter (first in ``waiters``) whose reply
     matches it, and to no other: the server answers requests in order, so a reply belongs to
     the oldest request still waiting for one like it. A ``Message`` goes to every waiter that
     matches it (a live message can belong to several history pages under way). Waiters it
-    ends are set and leave ``waiters``. Returns the waiters that took it, and the failure of
-    one it took past a bound ("" if none): the server broke the protocol, and the caller ends
-    the connection."""
+    ends are set and leave ``waiters``; one it takes past a bound is set (its call fails) but
+    stays, to drop the rest of its reply, which would otherwise answer the next request like
+    it, until the reply's last record. Returns the waiters that took it (those of the record
+    of a reply past its bound included, but not a message: that goes on as any other)."""
     took: list[W] = []
-    failure = ""
     for waiter in list(waiters):
+        if waiter.failure and isinstance(record, Message):
+            continue  # the rest of a failed reply is no message of its own
         if waiter.reply.match(record):
-            if waiter.take(record, position):
+            over = waiter.take(record, position)
+            if over:
                 waiters.remove(waiter)
+            if over or waiter.failure:
                 waiter.finished.set()
-                failure = failure or waiter.failure
-            if not waiter.failure:
+            if not (waiter.failure and isinstance(record, Message)):
                 took.append(waiter)
             if not isinstance(record, Message):
                 break
-    return took, failure
+    return took
 
 
 def abandon(waiters: list[W], waiter: W) -> None:

@@ -146,8 +146,13 @@ class Delivery:
 
     def _holding(self, waiter: CallWaiter) -> bool:
         """Whether ``waiter`` holds back the messages it took: it waits for its reply (if its
-        call was given up, until its ``release_by``)."""
-        return waiter in self.waiters and trio.current_time() < waiter.release_by
+        call was given up, until its ``release_by``), which has not failed (past a bound, it
+        only drops the rest of its reply)."""
+        return (
+            waiter in self.waiters
+            and not waiter.failure
+            and trio.current_time() < waiter.release_by
+        )
 
     async def keep_releasing(self) -> None:
         """The releaser: emits withheld events as the calls that took them end, or stop

@@ -29,10 +29,6 @@ from sealchat.transports.trio_outbox import Outbox
 from sealchat.transports.trio_transfers import Transfers
 
 
-class ReplyTooLong(Exception):
-    """The server sent more for one request than a reply may hold (the message says how)."""
-
-
 class Session(Protocol):
     """What the reader uses of the client: its user name (for its own messages once stored),
     where a record goes (``_dispatch``: ``Reader.dispatch``), and what to do when a link ends."""
@@ -40,8 +36,6 @@ class Session(Protocol):
     username: str
 
     async def _dispatch(self, record: Event) -> None: ...
-
-    async def _say_bye(self, link: Link, reason: str, *, acknowledge: bool = False) -> None: ...
 
     def _link_ended(self, link: Link, reason: str) -> None: ...
 
@@ -82,9 +76,6 @@ class Reader:
                         link.farewell = reason
                     return
                 await self._session._dispatch(event)
-        except ReplyTooLong as exc:  # as for other violations, the link ends (and comes back)
-            reason = str(exc)
-            await self._session._say_bye(link, reason)
         except ProtocolError as exc:
             reason = str(exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, LinkLost):
@@ -108,9 +99,7 @@ class Reader:
         if not isinstance(record, Record):
             return
         self._position += 1
-        took, failure = requests.route(self._waiters, record, self._position)
-        if failure:
-            raise ReplyTooLong(failure)
+        took = requests.route(self._waiters, record, self._position)
         self._delivery.wake_releaser()  # for the events that calls it ended had held back
         match record:
             case FileChunk() | FileComplete() | FileReject() if record.transfer in self._chunks:
