@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -50,18 +50,30 @@ def message_record(store: Store, stored: StoredMessage) -> Message:
     )
 
 
+class Page(Generic[T]):
+    """The items of one list-carrying record: at most MAX_LIST and, encoded, well under
+    MAX_RECORD bytes together."""
+
+    def __init__(self) -> None:
+        self.items: list[T] = []
+        self._size = 0
+
+    def add(self, item: T) -> bool:
+        """Add ``item`` if it fits (the first one always does); whether it did."""
+        size = len(_encoder.encode(item))
+        if self.items and (len(self.items) == limits.MAX_LIST or self._size + size > _PAGE_BYTES):
+            return False
+        self.items.append(item)
+        self._size += size
+        return True
+
+
 def pages(items: list[T]) -> list[tuple[list[T], bool]]:
-    """``items`` cut into pages that each fit one record (at most MAX_LIST items and, encoded,
-    well under MAX_RECORD bytes), each with whether more follow; one empty page for none."""
-    cut: list[list[T]] = []
-    page: list[T] = []
-    size = 0
+    """``items`` cut into pages that each fit one record (see ``Page``), each with whether
+    more follow; one empty page for none."""
+    cut: list[Page[T]] = [Page()]
     for item in items:
-        item_size = len(_encoder.encode(item))
-        if page and (len(page) == limits.MAX_LIST or size + item_size > _PAGE_BYTES):
-            cut.append(page)
-            page, size = [], 0
-        page.append(item)
-        size += item_size
-    cut.append(page)
-    return [(p, i < len(cut) - 1) for i, p in enumerate(cut)]
+        if not cut[-1].add(item):
+            cut.append(Page())
+            cut[-1].add(item)
+    return [(p.items, i < len(cut) - 1) for i, p in enumerate(cut)]
