@@ -457,16 +457,21 @@ class FileComplete(Record, tag="file-end", frozen=True, kw_only=True):
 
 
 class ListFiles(Record, tag="files?", frozen=True, kw_only=True):
-    """Client asks for the files shared in ``room`` or with ``peer``."""
+    """Client asks for a page of the files shared in ``room`` or with ``peer``: those shared
+    after position ``after`` (0: from the first; else the ``last`` of the page before)."""
 
     sent_by = CLIENT
 
     room: RoomName = ""
     peer: Username = ""
+    after: UInt = 0
 
 
 class FileList(Record, tag="files", frozen=True, kw_only=True):
-    """Server: shared files, paged like RoomList."""
+    """Server: one page of shared files, the answer to one ListFiles, in the order they were
+    shared. ``more`` if files follow; ``last`` is the position of the page's last file (the
+    id of the Message that announced it; the request's ``after`` for an empty page): ask
+    with ``after=last`` for the next page."""
 
     sent_by = SERVER
 
@@ -474,6 +479,7 @@ class FileList(Record, tag="files", frozen=True, kw_only=True):
     room: RoomName = ""
     peer: Username = ""
     more: bool = False
+    last: UInt = 0
 
 
 RECORD_TYPES: tuple[type[Record], ...] = (

@@ -81,8 +81,8 @@ SAMPLES: dict[type[Record], Record] = {
     FileRequest: FileRequest(transfer=2, file_id="f1"),
     FileChunk: FileChunk(transfer=1, offset=0, data=b"hello file"),
     FileComplete: FileComplete(transfer=1, sha256=DIGEST),
-    ListFiles: ListFiles(room="general"),
-    FileList: FileList(room="general", files=[INFO]),
+    ListFiles: ListFiles(room="general", after=41),
+    FileList: FileList(room="general", files=[INFO], last=42),
 }
 assert set(SAMPLES) == set(RECORD_TYPES), "every record type needs a sample"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import os
 import socket
 import struct
@@ -23,15 +24,16 @@ from sealchat.core import (
     Authenticated,
     Connection,
     ConnectionClosed,
+    FileAccept,
     FileChunk,
+    FileComplete,
     FileInfo,
-    FileList,
     FileOffer,
+    FileReject,
     FileRequest,
     HistoryEnd,
     HistoryRequest,
     KeysEstablished,
-    ListFiles,
     ListRooms,
     Login,
     Message,
@@ -44,7 +46,7 @@ from sealchat.core import (
 )
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key
-from sealchat.core.limits import MAX_CHUNK, MAX_LIST
+from sealchat.core.limits import MAX_CHUNK, MAX_FILE_NAME, MAX_LIST
 from sealchat.transports import requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.blocking_server import ThreadedServer
@@ -380,7 +382,6 @@ class Endless:
         return logs_in_then(answers(self.asked, [*too_much, self.end], self.then))
 
 
-_SHARED = FileInfo(file_id="f" * 32, name="notes.txt", size=10, sha256=bytes(32))
 _PAGE_2 = Message(text="page 2", room="general", id=2, sender="bob", ts=1.0)
 ENDLESS = (
     Endless(
@@ -392,16 +393,6 @@ ENDLESS = (
         RoomList(rooms=[], more=False),
         tuple(room_pages(1, MAX_LIST)),
         [RoomInfo(name="room-0", members=1)],
-    ),
-    Endless(
-        partial(requests.files, room="general"),
-        ListFiles,
-        FileList(files=[], room="general", more=True),  # no entry, but a record each
-        2 * MAX_REPLY_RECORDS,
-        f"{MAX_REPLY_RECORDS:,} records",
-        FileList(files=[], room="general", more=False),
-        (FileList(files=[_SHARED], room="general"),),
-        [_SHARED],
     ),
     Endless(
         partial(requests.history, room="general"),
@@ -448,6 +439,39 @@ def offers_other_file(size: int, sha256: bytes = bytes(32)) -> Behaviour:
                 pass
 
     return logs_in_then(behaviour)
+
+
+FILES_OF_MEGABYTES = 600
+"""Files whose names (``long_name``) take about 10 MB together: more than a server queues for
+one client at once (``max_outgoing_bytes``, 8 MiB)."""
+
+
+def long_name(n: int) -> str:
+    """The ``n``-th of many file names of the longest kind (4096 code points, 16 KiB of
+    UTF-8): a file list's page holds 3 of them."""
+    return f"{n:04d}" + "\U0001f600" * (MAX_FILE_NAME - 4)
+
+
+def share_empty_files(
+    client: BlockingClient, names: Iterable[str], room: str = "general"
+) -> list[str]:
+    """Share an empty file under each of ``names`` in ``room`` from ``client`` (on a server
+    whose ``message_burst`` allows that many new files at once); their ids, in order."""
+    empty = hashlib.sha256(b"").digest()
+    shared: list[str] = []
+    for transfer, name in enumerate(names, start=1):
+        offer = FileOffer(transfer=transfer, name=name, size=0, sha256=empty, room=room)
+        client.send_all([offer, FileComplete(transfer=transfer, sha256=empty)])
+        while True:
+            event = client.next_event()
+            if isinstance(event, FileReject):
+                raise AssertionError(f"not shared: {event.reason}")
+            if isinstance(event, FileAccept):
+                shared.append(event.file_id)
+            if isinstance(event, Message) and event.file is not None:
+                assert event.file.file_id == shared[-1]
+                break
+    return shared
 
 
 def stays_silent(_sock: socket.socket, _conn: Connection) -> None:

@@ -82,7 +82,17 @@ from sealchat.transports.blocking_client import BlockingClient, ClientError
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.pairs import forge
-from tests.servers import KINDS, PASSWORD, USERS, Running, free_port, running_server
+from tests.servers import (
+    FILES_OF_MEGABYTES,
+    KINDS,
+    PASSWORD,
+    USERS,
+    Running,
+    free_port,
+    long_name,
+    running_server,
+    share_empty_files,
+)
 
 TIMEOUT = 15.0
 """Upper bound for waiting on one event: only reached when something is broken."""
@@ -1122,6 +1132,28 @@ def test_file_names_are_shown_as_sent_and_never_used_as_paths(
         assert (downloads / file_id).read_bytes() == data
     others = {p.relative_to(server.data_dir).as_posix() for p in files if p.parent != downloads}
     assert others <= {"sealchat.db", "sealchat.db-wal", "sealchat.db-shm"}
+
+
+def test_megabytes_of_file_names_are_listed_a_page_per_request_to_a_member_who_reads(
+    serve: Callable[..., Server],
+) -> None:
+    """A room whose file names take more than the server queues for a client at once: each
+    ListFiles gets one page, and the listing (a request per page) comes back whole, to a
+    member who stays connected."""
+    server = serve(hub=HubConfig(message_burst=1000))
+    alice, bob = server.login("alice"), server.login("bob")
+    names = [long_name(n) for n in range(FILES_OF_MEGABYTES)]
+    shared = share_empty_files(alice, names)
+    bob.send(ListFiles(room="general"))  # as an older client asks: no position
+    first = bob.next(FileList)
+    assert (len(first.files), first.more) == (3, True)
+    assert not of_type(settle(bob), FileList)  # one page, and nothing more
+    listed = bob.files(room="general")
+    assert [(f.file_id, f.name) for f in listed] == list(zip(shared, names, strict=True))
+    assert [f.file_id for f in first.files] == shared[:3]
+    say(alice, bob, "still connected")
+    bob.send(ListFiles(room="general", after=first.last))
+    assert [f.file_id for f in bob.next(FileList).files] == shared[3:6]
 
 
 # --- 9. hostile peers ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ from sealchat.core import (
     FileAccept,
     FileChunk,
     FileComplete,
+    FileList,
     FileOffer,
     FileReject,
     FileRequest,
@@ -36,6 +37,7 @@ from sealchat.core import (
     RoomJoined,
     Typing,
 )
+from sealchat.core.codec import encode_record
 from sealchat.core.hub import (
     PASSWORD_CHANGED,
     CancelStream,
@@ -51,6 +53,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.store import StoredMessage
+from sealchat.core.limits import MAX_FILE_NAME, MAX_RECORD
 from sealchat.core.records import FILES_REF, HISTORY_REF, TYPING_REF
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.sql_trace import sql_statements
@@ -873,3 +876,85 @@ def test_a_name_outside_ascii_names_no_user(store: SqliteStore) -> None:
     assert isinstance(error, Error)
     assert user_key("\u212ait") != user_key("kit")
     assert user_key("KiT") == user_key("kit")
+
+
+LONGEST_NAME = "\U0001f600" * (MAX_FILE_NAME - 3)
+"""Most of a file name of the longest kind (16 KiB of UTF-8): a page holds 3 of them."""
+
+
+def _shared(hub: Hub, session: int, transfer: int, name: str, **where: str) -> str:
+    """Share an empty file named ``name`` from ``session`` (to ``where``, default general);
+    returns its id."""
+    offer = FileOffer(
+        transfer=transfer, name=name, size=0, sha256=hashlib.sha256(b"").digest(), **where
+    )
+    file_id = accepted(hub, session, offer).file_id
+    (announced, *_) = records(
+        hub.handle(session, FileComplete(transfer=transfer, sha256=offer.sha256), NOW), session
+    )
+    assert isinstance(announced, Message)
+    return file_id
+
+
+def _page(hub: Hub, session: int, ask: ListFiles) -> FileList:
+    """The answer to ``ask``: exactly one FileList, which fits one record."""
+    (page,) = records(hub.handle(session, ask, NOW), session)
+    assert isinstance(page, FileList)
+    assert len(encode_record(page)) <= MAX_RECORD
+    return page
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["room", "direct"])
+def test_a_file_list_is_one_page_a_request_and_goes_on_from_its_last(
+    store: SqliteStore, direct: bool
+) -> None:
+    """A room (or conversation) with megabytes of file names is listed a page per ListFiles:
+    nothing queues more than a page at a time. Paging from the last position seen misses
+    none shared meanwhile and repeats none: a file whose upload began before the listing
+    but ended during it comes after the ones listed before it ended."""
+    hub = hub_with(store, "alice", "bob", config=HubConfig(message_burst=100))
+
+    def where(n: int) -> dict[str, str]:  # direct: alice and bob send them by turns
+        return {"to": ("bob", "alice")[n % 2]} if direct else {"room": "general"}
+
+    def share(n: int) -> str:
+        sender = 2 if direct and n % 2 else 1
+        return _shared(hub, sender, n, f"{n:03d}{LONGEST_NAME}", **where(n))
+
+    slow = FileOffer(
+        transfer=500, name="slow", size=4, sha256=hashlib.sha256(b"slow").digest(), **where(0)
+    )
+    slow_id = accepted(hub, 1, slow).file_id  # its upload begins before the others
+    hub.handle(1, FileChunk(transfer=500, offset=0, data=b"slow"), NOW)
+    expected = [share(n) for n in range(7)]
+    ask = ListFiles(peer="alice") if direct else ListFiles(room="general")  # no after: from 0
+    listed: list[str] = []
+    page, pages = _page(hub, 2, ask), 1
+    while True:
+        listed += [f.file_id for f in page.files]
+        if len(listed) == 3:  # shared while bob pages through
+            hub.handle(1, FileComplete(transfer=500, sha256=slow.sha256), NOW)
+            expected.append(slow_id)
+            expected += [share(n) for n in range(7, 10)]
+        if not page.more:
+            break
+        assert page.files  # a page with more to come is never empty
+        assert page.last > ask.after
+        ask = ListFiles(room=ask.room, peer=ask.peer, after=page.last)
+        page, pages = _page(hub, 2, ask), pages + 1
+    assert listed == expected  # each once, in the order shared
+    assert pages >= 4
+    # Later, only what was shared since: nothing yet, then the new file.
+    empty = _page(hub, 2, ListFiles(room=ask.room, peer=ask.peer, after=page.last))
+    assert (empty.files, empty.more, empty.last) == ([], False, page.last)
+    newer = share(10)
+    since = _page(hub, 2, ListFiles(room=ask.room, peer=ask.peer, after=page.last))
+    assert ([f.file_id for f in since.files], since.more) == ([newer], False)
+    assert since.last > page.last
+
+
+def test_a_file_list_of_short_names_takes_many_to_a_page(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(message_burst=100))
+    expected = [_shared(hub, 1, n, f"{n}.txt", room="general") for n in range(70)]
+    page = _page(hub, 1, ListFiles(room="general"))
+    assert ([f.file_id for f in page.files], page.more) == (expected, False)

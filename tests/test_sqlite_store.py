@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 from sealchat.core.hub.store import StoredFile, StoredMessage
-from sealchat.transports import sqlite_accounts, sqlite_schema, sqlite_store, sqlite_uploads
+from sealchat.transports import (
+    sqlite_accounts,
+    sqlite_files,
+    sqlite_schema,
+    sqlite_store,
+    sqlite_uploads,
+)
 from sealchat.transports.sqlite_store import SchemaVersionError, SqliteStore
 from tests.sql_trace import sql_statements
 
@@ -121,6 +127,7 @@ def test_a_removed_users_name_is_retired_and_their_conversations_stay(
     f = offer(store, b"payslip", room="", to_key="carol", owner="bob")
     store.write_chunk(f.file_id, 0, b"payslip")
     assert store.complete_file(f.file_id)
+    announce(store, f)
     assert not store.is_retired("carol")
     assert store.remove_user("carol")
     assert store.is_retired("carol")
@@ -131,8 +138,9 @@ def test_a_removed_users_name_is_retired_and_their_conversations_stay(
     assert texts(store.direct_history("bob", "carol", 0, 10)) == [
         "the vault code is 4711",
         "thanks",
+        "",  # the file's announcement
     ]
-    assert [g.file_id for g in store.files_between("bob", "carol")] == [f.file_id]
+    assert [g.file_id for _, g in store.files_between("bob", "carol", 0, 10)] == [f.file_id]
     # Only an account that existed retires its name.
     assert not store.remove_user("nobody")
     assert not store.is_retired("nobody")
@@ -529,7 +537,7 @@ def test_a_v2_database_migrates_counting_password_changes_from_zero(tmp_path: Pa
     conn.commit()
     conn.close()
     with SqliteStore(tmp_path) as s:
-        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
         esha = s.get_user("esha")
         assert esha is not None
         assert (esha.name, esha.password_hash, esha.password_generation) == ("Esha", "h", 0)
@@ -582,7 +590,9 @@ def test_a_database_migrated_by_another_process_meanwhile_opens(
 
     monkeypatch.setattr(sqlite3, "connect", connect)
     with SqliteStore(tmp_path) as store:
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == len(
+            sqlite_store.MIGRATIONS
+        )
         bob = store.get_user("bob")
         assert bob is not None
         assert bob.password_generation == 0
@@ -646,6 +656,30 @@ def offer(
         to_key=to_key,
         ts=3.0,
     )
+
+
+def announce(store: SqliteStore, f: StoredFile) -> int:
+    """Announce the complete file ``f`` as the hub does; its position in file lists (the
+    announcing message's id)."""
+    return store.append_message(
+        ts=4.0,
+        sender_key=f.owner_key,
+        sender=f.owner_key,
+        room=f.room,
+        to_key=f.to_key,
+        to=f.to_key,
+        text="",
+        client_id="",
+        file_id=f.file_id,
+    ).id
+
+
+def share(store: SqliteStore, data: bytes = b"x", **where: str) -> tuple[int, str]:
+    """Upload ``data`` whole, complete and announce it; its position and id."""
+    f = offer(store, data, **where)
+    store.write_chunk(f.file_id, 0, data)
+    assert store.complete_file(f.file_id)
+    return announce(store, f), f.file_id
 
 
 def test_upload_in_order_then_complete(store: SqliteStore, tmp_path: Path) -> None:
@@ -726,10 +760,11 @@ def test_hostile_names_are_only_text(store: SqliteStore, tmp_path: Path, name: s
     f = offer(store, data, name=name)
     store.write_chunk(f.file_id, 0, data)
     assert store.complete_file(f.file_id)
+    announce(store, f)
     back = store.get_file(f.file_id)
     assert back is not None
     assert back.name == name
-    assert store.files_for_room("lobby")[0].name == name
+    assert store.files_for_room("lobby", 0, 10)[0][1].name == name
     downloads = tmp_path / "data" / "downloads"
     assert all_files(tmp_path) == {downloads / f.file_id}
     assert all_files(downloads) == {downloads / f.file_id}
@@ -789,21 +824,69 @@ def test_empty_file(store: SqliteStore) -> None:
     assert store.read_chunk(f.file_id, 0, 10) == b""
 
 
-def test_file_lists_show_complete_files_of_the_conversation(store: SqliteStore) -> None:
-    def upload(data: bytes, **kw: str) -> str:
-        f = offer(store, data, **kw)
-        store.write_chunk(f.file_id, 0, data)
-        assert store.complete_file(f.file_id)
-        return f.file_id
-
-    in_room = upload(b"r", room="lobby")
-    to_bob = upload(b"d", room="", to_key="bob")
-    from_bob = upload(b"e", room="", to_key="esha", owner="bob")
-    upload(b"c", room="", to_key="carol")
+def test_file_lists_show_shared_files_of_the_conversation(store: SqliteStore) -> None:
+    in_room = share(store, b"r", room="lobby")
+    to_bob = share(store, b"d", room="", to_key="bob")
+    from_bob = share(store, b"e", room="", to_key="esha", owner="bob")
+    share(store, b"c", room="", to_key="carol")
+    share(store, b"s", room="", to_key="esha")  # to oneself
     offer(store, b"unfinished", room="lobby")
-    assert [f.file_id for f in store.files_for_room("lobby")] == [in_room]
-    assert {f.file_id for f in store.files_between("esha", "bob")} == {to_bob, from_bob}
-    assert {f.file_id for f in store.files_between("bob", "esha")} == {to_bob, from_bob}
+    complete = offer(store, b"not announced", room="lobby")
+    store.write_chunk(complete.file_id, 0, b"not announced")
+    assert store.complete_file(complete.file_id)
+
+    def listed(rows: list[tuple[int, StoredFile]]) -> list[tuple[int, str]]:
+        return [(position, f.file_id) for position, f in rows]
+
+    assert listed(store.files_for_room("lobby", 0, 10)) == [in_room]
+    assert listed(store.files_between("esha", "bob", 0, 10)) == [to_bob, from_bob]
+    assert listed(store.files_between("bob", "esha", 0, 10)) == [to_bob, from_bob]
+
+
+def test_file_lists_page_from_a_position_in_the_order_files_were_shared(
+    store: SqliteStore,
+) -> None:
+    """A file's position is its announcement's id: one whose upload began first but ended
+    last comes last, so a page from the last position seen misses none shared meanwhile."""
+    first_offered = offer(store, b"slow", room="lobby")
+    early = [share(store, bytes([n]), room="lobby") for n in range(3)]
+    store.write_chunk(first_offered.file_id, 0, b"slow")
+    assert store.complete_file(first_offered.file_id)
+    late = (announce(store, first_offered), first_offered.file_id)
+    share(store, b"elsewhere", room="other")
+    pages = [store.files_for_room("lobby", 0, 2)]
+    pages.append(store.files_for_room("lobby", pages[-1][-1][0], 2))
+    pages.append(store.files_for_room("lobby", pages[-1][-1][0], 2))
+    assert [[(p, f.file_id) for p, f in page] for page in pages] == [
+        early[:2],
+        [early[2], late],
+        [],
+    ]
+    # Direct files: both ways merged in that order, each once (also to oneself), by limit.
+    sent = [
+        share(store, bytes([n]), room="", to_key=to, owner=owner)
+        for n, (owner, to) in enumerate([("esha", "bob"), ("bob", "esha")] * 3)
+    ]
+    both = store.files_between("esha", "bob", 0, 4)
+    assert [(p, f.file_id) for p, f in both] == sent[:4]
+    rest = store.files_between("bob", "esha", both[-1][0], 4)
+    assert [(p, f.file_id) for p, f in rest] == sent[4:]
+    mine = [share(store, bytes([n]), room="", to_key="esha") for n in range(3)]
+    assert [(p, f.file_id) for p, f in store.files_between("esha", "esha", mine[0][0], 5)] == (
+        mine[1:]
+    )
+
+
+def test_a_page_of_files_reads_only_the_conversations_announcements(store: SqliteStore) -> None:
+    """From the position on, by an index: not every message of the conversation, nor every
+    file of the room, on each page."""
+    for statement, args in [
+        (sqlite_files._SELECT_SHARED + "AND m.room = ? ORDER BY m.id LIMIT ?", (0, "lobby", 5)),
+        (sqlite_files._ONE_WAY, (0, "esha", "bob", 5)),
+    ]:
+        plan = [row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + statement, args)]
+        assert any("USING INDEX messages_" in step and "id>?" in step for step in plan), plan
+        assert not any(step.startswith("SCAN") for step in plan), plan
 
 
 def test_file_target_and_digest_are_checked(store: SqliteStore) -> None:

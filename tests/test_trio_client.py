@@ -33,6 +33,7 @@ from sealchat.core import (
     FileReject,
     HistoryEnd,
     HistoryRequest,
+    ListFiles,
     ListRooms,
     Login,
     LoginRejected,
@@ -46,7 +47,7 @@ from sealchat.core import (
 from sealchat.core import Error as ServerError
 from sealchat.core.hub import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
-from sealchat.core.limits import MAX_CHUNK
+from sealchat.core.limits import MAX_CHUNK, MAX_LIST
 from sealchat.transports import requests, trio_client, trio_delivery
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
@@ -80,6 +81,7 @@ from sealchat.transports.trio_link import Link
 from tests.servers import (
     ANNOUNCED,
     ENDLESS,
+    FILES_OF_MEGABYTES,
     PASSWORD,
     TWO_PAGES,
     Behaviour,
@@ -91,11 +93,13 @@ from tests.servers import (
     free_port,
     full_disk,
     logs_in_then,
+    long_name,
     offers_other_file,
     resetting_server,
     room_pages,
     running_server,
     scripted_server,
+    share_empty_files,
     stays_silent,
     trio_options,
 )
@@ -1258,6 +1262,74 @@ def test_a_file_list_answers_only_the_call_for_its_conversation() -> None:
     assert reply.match(FileList(room="team", files=[]))
     assert not reply.match(FileList(room="general", files=[]))
     assert not requests.files(peer="bob").reply.match(FileList(peer="carol", files=[]))
+
+
+def _infos(first: int, count: int) -> list[FileInfo]:
+    return [
+        FileInfo(file_id=f"f{n}", name=f"{n}.txt", size=n, sha256=bytes(32))
+        for n in range(first, first + count)
+    ]
+
+
+def test_a_file_listing_asks_for_each_page_after_the_last_one() -> None:
+    infos = _infos(0, 5)
+    pages = {  # by the position each is asked from
+        0: FileList(files=infos[:2], room="general", more=True, last=7),
+        7: FileList(files=infos[2:4], room="general", more=True, last=9),
+        9: FileList(files=infos[4:], room="general", more=False, last=12),
+    }
+    listing = requests.FileListing(room="general")
+    asked = []
+    while listing.request is not None:
+        ask = listing.request.record
+        assert isinstance(ask, ListFiles)
+        assert (ask.room, ask.peer) == ("general", "")
+        asked.append(ask.after)
+        listing.take(pages[ask.after])
+    assert asked == [0, 7, 9]
+    assert listing.files == infos
+
+
+@pytest.mark.parametrize(
+    "stuck",
+    [
+        FileList(files=[], room="general", more=True, last=8),  # empty, more to come
+        FileList(files=_infos(2, 1), room="general", more=True, last=5),  # back
+        FileList(files=_infos(2, 1), room="general", more=True, last=7),  # where it was
+    ],
+    ids=["empty", "back", "still"],
+)
+def test_a_file_listing_that_does_not_move_on_fails(stuck: FileList) -> None:
+    listing = requests.FileListing(room="general")
+    listing.take(FileList(files=_infos(0, 2), room="general", more=True, last=7))
+    with pytest.raises(ClientError, match="does not move on"):
+        listing.take(stuck)
+
+
+def test_a_file_listing_longer_than_a_reply_may_hold_fails() -> None:
+    """A server that says more follow for ever makes the listing fail, holding no more
+    than a reply may."""
+    listing = requests.FileListing(room="general")
+    full = _infos(0, MAX_LIST)
+    for page in range(1, MAX_REPLY_ITEMS // MAX_LIST + 1):
+        listing.take(FileList(files=full, room="general", more=True, last=page))
+    assert len(listing.files) == MAX_REPLY_ITEMS  # as many as a reply may hold: taken
+    with pytest.raises(ClientError, match=f"more than {MAX_REPLY_ITEMS:,} files"):
+        listing.take(FileList(files=full[:1], room="general", more=True, last=page + 1))
+    assert len(listing.files) == MAX_REPLY_ITEMS
+
+
+async def test_a_file_list_of_megabytes_of_names_comes_back_whole(tmp_path: Path) -> None:
+    """More than a server queues for a client at once: asked for a page at a time."""
+    with running_server("trio", tmp_path / "server", hub=HubConfig(message_burst=1000)) as server:
+        with server.login("alice") as alice:
+            names = [long_name(n) for n in range(FILES_OF_MEGABYTES)]
+            shared = share_empty_files(alice, names)
+        async with logged_in(server, tmp_path, "bob") as bob:
+            listed = await bob.files(room="general")
+            assert [(f.file_id, f.name) for f in listed] == list(zip(shared, names, strict=True))
+            assert bob.online
+            assert (await bob.history(room="general", limit=1))[0][0].file is not None
 
 
 async def test_file_lists_of_two_conversations_at_once(server: Running, tmp_path: Path) -> None:

@@ -345,7 +345,12 @@ class BlockingClient:
         return self.ask(requests.history(room, peer, before, limit))
 
     def files(self, *, room: str = "", peer: str = "") -> list[FileInfo]:
-        return self.ask(requests.files(room, peer))
+        """The files shared in ``room`` or with ``peer``, in the order they were shared
+        (asked for a page at a time)."""
+        listing = requests.FileListing(room, peer)
+        while listing.request is not None:
+            listing.take(self.ask(listing.request))
+        return listing.files
 
     def send_message(self, text: str, *, room: str = "", to: str = "") -> MessageAck:
         """Send a message and wait until the server has stored it."""

@@ -324,20 +324,57 @@ def rooms() -> Request[list[RoomInfo]]:
     )
 
 
-def files(room: str = "", peer: str = "") -> Request[list[FileInfo]]:
-    def result(replies: list[Record]) -> list[FileInfo]:
+def files(room: str = "", peer: str = "", after: int = 0) -> Request[FileList]:
+    """One page of the files shared in ``room`` or with ``peer``: those after position
+    ``after`` (``FileListing`` asks for them all, page by page)."""
+
+    def result(replies: list[Record]) -> FileList:
         _raise_errors(replies)
-        return [f for r in replies if isinstance(r, FileList) for f in r.files]
+        page = replies[-1]
+        assert isinstance(page, FileList)
+        return page
 
     return _request(
-        ListFiles(room=room, peer=peer),
+        ListFiles(room=room, peer=peer, after=after),
         lambda r: (
             (isinstance(r, FileList) and (r.room, r.peer) == (room, peer))
             or _error_about(r, FILES_REF)
         ),
-        lambda r: not isinstance(r, FileList) or not r.more,
+        lambda _r: True,
         result,
     )
+
+
+class FileListing:
+    """The files of a conversation, in the order they were shared, a request per page:
+    ``request`` is the next to make (None once the list is whole), ``take`` its answer. At
+    most MAX_REPLY_ITEMS files, and every page but the last moves the position on: a server
+    that says more follow for ever makes the listing fail, not go on for ever."""
+
+    def __init__(self, room: str = "", peer: str = "") -> None:
+        self.room, self.peer = room, peer
+        self.files: list[FileInfo] = []
+        self._after = 0
+        self.request: Request[FileList] | None = files(room, peer)
+
+    def take(self, page: FileList) -> None:
+        """The answer to ``request``: its files are added, and ``request`` is the next."""
+        if len(self.files) + len(page.files) > MAX_REPLY_ITEMS:
+            raise ClientError(
+                f"the server listed more than {MAX_REPLY_ITEMS:,} files; a listing holds "
+                "at most that many"
+            )
+        self.files += page.files
+        if not page.more:
+            self.request = None
+        elif page.files and page.last > self._after:
+            self._after = page.last
+            self.request = files(self.room, self.peer, page.last)
+        else:
+            raise ClientError(
+                "the server's file list does not move on (a page that is empty or ends "
+                "where the one before did, with more to come), which breaks the protocol"
+            )
 
 
 def history(

@@ -13,6 +13,14 @@ _SELECT = (
     "FROM files "
 )
 """The start of every query for whole rows: the columns in the order stored_file() unpacks."""
+_SELECT_SHARED = (
+    "SELECT m.id, f.file_id, f.owner_key, f.name, f.size, f.sha256, f.room, f.to_key, "
+    "f.received, f.complete, f.ts "
+    "FROM messages AS m JOIN files AS f ON f.file_id = m.file_id "
+    "WHERE m.file_id <> '' AND f.complete = 1 AND m.id > ? "
+)
+"""The start of the listings: shared files, each after the id of the message announcing it
+(``m.file_id <> ''`` lets SQLite read only announcements, by the indexes of schema v4)."""
 
 
 def stored_file(row: Any) -> StoredFile:
@@ -62,24 +70,32 @@ def usage(conn: sqlite3.Connection, owner_key: str) -> int:
     return int(row[0])
 
 
-def files_for_room(conn: sqlite3.Connection, room: str) -> list[StoredFile]:
-    """Complete files shared in ``room``, oldest first."""
+def files_for_room(
+    conn: sqlite3.Connection, room: str, after: int, limit: int
+) -> list[tuple[int, StoredFile]]:
+    """Up to ``limit`` complete files shared in ``room`` after the message ``after``, in the
+    order they were announced, each with its announcement's id."""
     rows = conn.execute(
-        _SELECT + "WHERE room = ? AND room <> '' AND complete = 1 ORDER BY ts, file_id",
-        (room,),
+        _SELECT_SHARED + "AND m.room = ? ORDER BY m.id LIMIT ?", (after, room, limit)
     )
-    return [stored_file(r) for r in rows]
+    return [(r[0], stored_file(r[1:])) for r in rows]
 
 
-def files_between(conn: sqlite3.Connection, a_key: str, b_key: str) -> list[StoredFile]:
-    """Complete files sent directly between the two users (either way), oldest first."""
+_ONE_WAY = _SELECT_SHARED + "AND m.sender_key = ? AND m.to_key = ? ORDER BY m.id LIMIT ?"
+"""Files one user sent another directly, as files_for_room lists a room's."""
+
+
+def files_between(
+    conn: sqlite3.Connection, a_key: str, b_key: str, after: int, limit: int
+) -> list[tuple[int, StoredFile]]:
+    """Like files_for_room, for the files sent directly between the two users (either way):
+    each direction in announcement order, merged (UNION: the two are one for files to
+    oneself)."""
     rows = conn.execute(
-        _SELECT + "WHERE to_key <> '' AND complete = 1 AND "
-        "((owner_key = ? AND to_key = ?) OR (owner_key = ? AND to_key = ?)) "
-        "ORDER BY ts, file_id",
-        (a_key, b_key, b_key, a_key),
+        f"SELECT * FROM ({_ONE_WAY}) UNION SELECT * FROM ({_ONE_WAY}) ORDER BY 1 LIMIT ?",  # noqa: S608
+        (after, a_key, b_key, limit, after, b_key, a_key, limit, limit),
     )
-    return [stored_file(r) for r in rows]
+    return [(r[0], stored_file(r[1:])) for r in rows]
 
 
 def unfinished_uploads(conn: sqlite3.Connection, owner_key: str) -> list[StoredFile]:

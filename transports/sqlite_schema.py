@@ -90,7 +90,15 @@ ALTER TABLE users ADD COLUMN password_generation INTEGER NOT NULL DEFAULT 0;
 """Each password change counts up the account's ``password_generation``: the server compares
 it with the one its sessions logged in under and logs out those whose password changed."""
 
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+_SCHEMA_V4 = """
+CREATE INDEX messages_room_files ON messages(room, id) WHERE file_id <> '';
+CREATE INDEX messages_direct_files ON messages(sender_key, to_key, id) WHERE file_id <> '';
+"""
+"""File listings go page by page in the order files were shared, the id of the message that
+announced each: these find a conversation's announcements in that order from any id without
+reading its other messages."""
+
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 """Schema scripts; applying ``MIGRATIONS[i]`` takes ``PRAGMA user_version`` from i to i + 1.
 Append new ones, never edit old ones."""
 

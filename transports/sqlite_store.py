@@ -390,11 +390,13 @@ class SqliteStore:
     def usage(self, owner_key: str) -> int:
         return sqlite_files.usage(self._conn, owner_key)
 
-    def files_for_room(self, room: str) -> list[StoredFile]:
-        return sqlite_files.files_for_room(self._conn, room)
+    def files_for_room(self, room: str, after: int, limit: int) -> list[tuple[int, StoredFile]]:
+        return sqlite_files.files_for_room(self._conn, room, after, limit)
 
-    def files_between(self, a_key: str, b_key: str) -> list[StoredFile]:
-        return sqlite_files.files_between(self._conn, a_key, b_key)
+    def files_between(
+        self, a_key: str, b_key: str, after: int, limit: int
+    ) -> list[tuple[int, StoredFile]]:
+        return sqlite_files.files_between(self._conn, a_key, b_key, after, limit)
 
     def read_chunk(self, file_id: str, offset: int, size: int) -> bytes:
         return self._uploads.read_chunk(file_id, offset, size)

@@ -400,7 +400,12 @@ class ChatClient:
         return await self._ask(requests.history(room, peer, before, limit))
 
     async def files(self, *, room: str = "", peer: str = "") -> list[FileInfo]:
-        return await self._ask(requests.files(room, peer))
+        """The files shared in ``room`` or with ``peer``, in the order they were shared
+        (asked for a page at a time)."""
+        listing = requests.FileListing(room, peer)
+        while listing.request is not None:
+            listing.take(await self._ask(listing.request))
+        return listing.files
 
     # --- files ----------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from sealchat.core import limits
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import CancelStream, Effect, SessionId, StreamFile
-from sealchat.core.hub.outgoing import file_info, message_record, pages, reply
+from sealchat.core.hub.outgoing import Page, file_info, message_record, reply
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Conversation, Session, Upload
@@ -15,12 +16,17 @@ from sealchat.core.records import (
     FileAccept,
     FileChunk,
     FileComplete,
+    FileInfo,
     FileList,
     FileOffer,
     FileReject,
     FileRequest,
     ListFiles,
 )
+
+_FIRST_BATCH = 32
+"""Files a page first asks the store for: more than most conversations have, and some more
+than a page of the longest names holds (a 4096-character name takes up to 16 KiB)."""
 
 
 class Files:
@@ -225,19 +231,37 @@ class Files:
             state.stopping.discard(transfer)
 
     def list_files(self, state: Session, record: ListFiles) -> list[Effect]:
-        """A ListFiles: the complete files of a conversation, in pages."""
+        """A ListFiles: one page of the files of a conversation shared after ``after``, in
+        the order they were shared, with whether more follow. The store is asked for a few
+        at a time, more each time, until the page is full and one more is seen (or none is
+        left): a page of the longest names holds only a few of them."""
         where = self._roster.conversation(state, record.room, record.peer, FILES_REF)
         if isinstance(where, Error):
             return [reply(state, where)]
-        if where.room:
-            files = self.store.files_for_room(where.room)
-        else:
-            files = self.store.files_between(state.key, where.peer_key)
-        infos = [file_info(f) for f in files if f.complete]
-        return [
-            reply(state, FileList(room=record.room, peer=record.peer, files=page, more=more))
-            for page, more in pages(infos)
-        ]
+        room, key, peer_key = where.room, state.key, where.peer_key
+
+        def shared(after: int, limit: int) -> list[tuple[int, StoredFile]]:
+            if room:
+                return self.store.files_for_room(room, after, limit)
+            return self.store.files_between(key, peer_key, after, limit)
+
+        def answer(page: Page[FileInfo], more: bool, last: int) -> list[Effect]:
+            listed = FileList(
+                files=page.items, room=record.room, peer=record.peer, more=more, last=last
+            )
+            return [reply(state, listed)]
+
+        page: Page[FileInfo] = Page()
+        last, batch = record.after, _FIRST_BATCH
+        while True:
+            found = shared(last, batch)
+            for position, file in found:
+                if not page.add(file_info(file)):
+                    return answer(page, True, last)
+                last = position
+            if len(found) < batch:
+                return answer(page, False, last)
+            batch = min(2 * batch, limits.MAX_LIST + 1)
 
     def _may_see(self, key: str, file: StoredFile) -> bool:
         if file.room:
