@@ -26,7 +26,7 @@ from sealchat.transports.keyfile import (
 )
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import ServerConfig
-from sealchat.transports.sqlite_store import SqliteStore, UnsafeDataDir, check_data_dir
+from sealchat.transports.sqlite_store import DB_FILE, SqliteStore, UnsafeDataDir, check_data_dir
 
 DEMO_USER = "esha"
 DEMO_PASSWORD = "esha123"  # noqa: S105  (the original brief's public demo account, opt-in only)
@@ -44,7 +44,9 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     """Register ``server``, ``user`` and ``server-key`` on the main parser."""
     server = commands.add_parser("server", help="run a sealchat server")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    server.add_argument("--port", type=int, default=7878, help="TCP port (default 7878)")
+    server.add_argument(
+        "--port", type=_port, default=7878, help="TCP port (default 7878; 0: any free one)"
+    )
     _data_dir_option(server)
     server.add_argument(
         "--threads", action="store_true", help="one thread per client instead of trio"
@@ -86,6 +88,15 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     key.set_defaults(handler=run_server_key)
 
 
+def _port(text: str) -> int:
+    """A TCP port given on the command line (argparse's type)."""
+    if text.isascii() and text.isdigit() and int(text) <= 65535:
+        return int(text)
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a port: give a number from 1 to 65535 (or 0 for any free one)"
+    )
+
+
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
@@ -95,10 +106,23 @@ def _data_dir_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
+class NoServerData(Exception):
+    """The data folder given holds no server data (a mistyped ``--data-dir``, most likely)."""
+
+
+def _data_dir(args: argparse.Namespace, *, create: bool = True, needs: str = "") -> Path:
     """The data folder, created (with its missing parents) private to this user whatever
-    the umask; UnsafeDataDir if another user could change it."""
+    the umask; UnsafeDataDir if another user could change it. With ``create`` False it must
+    exist and hold the file ``needs``: a command that only reads server data must not make
+    a fresh, empty server where a folder name was mistyped."""
     path: Path = args.data_dir or default_data_dir()
+    if path.exists() and not path.is_dir():
+        raise NoServerData(f"{path} is a file, not a folder; give --data-dir a folder")
+    if not create and not (path / needs).is_file():
+        raise NoServerData(
+            f"no server data in {path} (no {needs} there): check --data-dir, or start the "
+            "server there first"
+        )
     ensure_private_dir(path)
     check_data_dir(path)
     return path
@@ -112,7 +136,7 @@ def _explained(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except (UnsafeDataDir, KeyFileError) as exc:
+        except (UnsafeDataDir, KeyFileError, NoServerData) as exc:
             print(f"sealchat: {exc}", file=sys.stderr)
             return 1
 
@@ -121,14 +145,14 @@ def _explained(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 
 @_explained
 def run_server_key(args: argparse.Namespace) -> int:
-    key = load_or_create_key(_data_dir(args) / KEY_FILE)
+    key = load_or_create_key(_data_dir(args, create=False, needs=KEY_FILE) / KEY_FILE)
     print(fingerprint(public_bytes(key)))
     return 0
 
 
 @_explained
 def run_user(args: argparse.Namespace) -> int:
-    store = SqliteStore(_data_dir(args))
+    store = SqliteStore(_data_dir(args, create=args.action == "add", needs=DB_FILE))
     try:
         if args.action == "list":
             for name in store.list_users():
@@ -151,7 +175,16 @@ def run_user(args: argparse.Namespace) -> int:
         if args.action == "add" and store.is_retired(key):
             _say_retired(args.username)
             return 1
-        password = _read_new_password(args.password_stdin)
+        if not _may_read_password(args):
+            return 2
+        try:
+            password = _read_new_password(args.password_stdin)
+        except EOFError:
+            print("\nsealchat: no password given; nothing changed", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\nsealchat: interrupted; nothing changed", file=sys.stderr)
+            return 130
         if password is None:
             return 2
         phc = hash_password(password)
@@ -179,6 +212,19 @@ def _say_retired(username: str) -> None:
         "the name; choose another name",
         file=sys.stderr,
     )
+
+
+def _may_read_password(args: argparse.Namespace) -> bool:
+    """Whether the new password can be read as asked; if not, say how (a prompt needs a
+    terminal: a script pipes the password with --password-stdin)."""
+    if args.password_stdin or (sys.stdin is not None and sys.stdin.isatty()):
+        return True
+    print(
+        "sealchat: standard input is not a terminal, so no password can be typed; "
+        "pipe it in with --password-stdin",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _read_new_password(from_stdin: bool) -> str | None:
@@ -221,16 +267,16 @@ def run_server(args: argparse.Namespace) -> int:
     hub = Hub(store, config.hub)
     log.info("data folder %s", data_dir)
     log.info("server key fingerprint %s", fingerprint(public_bytes(key)))
-    log.info(
-        "listening on %s:%d (%s)",
-        args.host,
-        args.port,
-        "one thread per client" if args.threads else "trio",
-    )
     if args.threads:
         from sealchat.transports.blocking_server import ThreadedServer
 
         threaded = ThreadedServer(hub, key, config)
+        try:
+            address = threaded.bind()
+        except OSError as exc:
+            store.close()
+            return _cannot_listen(config, exc)
+        _say_listening([address], "one thread per client")
         signal.signal(signal.SIGTERM, lambda *_: threaded.stop())
         try:
             threaded.serve_forever()
@@ -240,6 +286,17 @@ def run_server(args: argparse.Namespace) -> int:
     return _run_trio(hub, key, config)
 
 
+def _cannot_listen(config: ServerConfig, exc: OSError) -> int:
+    """Say why the server could not listen (a port in use, a host name unknown…)."""
+    log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+    return 1
+
+
+def _say_listening(addresses: list[tuple[str, int]], kind: str) -> None:
+    where = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
+    log.info("listening on %s (%s)", where, kind)
+
+
 def _run_trio(hub: Hub, key: X25519PrivateKey, config: ServerConfig) -> int:
     import trio
 
@@ -247,18 +304,24 @@ def _run_trio(hub: Hub, key: X25519PrivateKey, config: ServerConfig) -> int:
 
     server = TrioServer(hub, key, config)
 
-    async def main() -> None:
+    async def main() -> int:
         async with trio.open_nursery() as nursery:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                nursery.start_soon(server.serve)
+                try:
+                    listeners = await nursery.start(server.serve)
+                except OSError as exc:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(hub.store.close)
+                    return _cannot_listen(config, exc)
+                _say_listening([s.socket.getsockname()[:2] for s in listeners], "trio")
                 async for signum in signals:
                     log.info("%s: shutting down", signal.Signals(signum).name)
                     server.stop()
                     break
+        log.info("stopped")
+        return 0
 
-    trio.run(main)
-    log.info("stopped")
-    return 0
+    return trio.run(main)
 
 
 def _has_demo_password(store: SqliteStore) -> bool:

@@ -1,0 +1,129 @@
+"""The server's administration commands meet an operator's mistakes with a clear message
+and an exit code, never a traceback or a quietly wrong result."""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sealchat.cli.main import main
+
+
+@pytest.fixture
+def port_in_use() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+def test_a_port_out_of_range_is_refused_before_anything_starts(
+    port: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["server", "--data-dir", str(tmp_path / "data"), "--port", port])
+    assert exited.value.code == 2
+    assert "give a number from 1 to 65535" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["trio", "threads"])
+def test_a_port_in_use_is_said_in_one_line(
+    threads: bool, port_in_use: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = ["server", "--data-dir", str(tmp_path), "--port", str(port_in_use)]
+    with caplog.at_level(logging.INFO, logger="sealchat.server"):
+        assert main(args + (["--threads"] if threads else [])) == 1
+    assert f"cannot listen on 127.0.0.1:{port_in_use}: Address already in use" in caplog.text
+    assert "listening on" not in caplog.text
+
+
+def test_an_unknown_host_is_said_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = ["server", "--data-dir", str(tmp_path), "--host", "no-such-host.invalid"]
+    with caplog.at_level(logging.ERROR, logger="sealchat.server"):
+        assert main([*args, "--port", "0"]) == 1
+    assert "cannot listen on no-such-host.invalid:0" in caplog.text
+
+
+def test_a_data_dir_that_is_a_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    assert main(["server", "--data-dir", str(a_file), "--port", "0"]) == 1
+    assert f"{a_file} is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["server-key"], ["user", "list"], ["user", "passwd", "bob"], ["user", "remove", "bob"]],
+)
+def test_commands_that_read_server_data_create_none_where_there_is_none(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A mistyped --data-dir must not make a fresh server: its key would be published as
+    # the server's, and an empty user list would look like "no accounts".
+    mistyped = tmp_path / "svr"
+    assert main([*command, "--data-dir", str(mistyped)]) == 1
+    assert f"no server data in {mistyped}" in capsys.readouterr().err
+    assert not mistyped.exists()
+
+
+def _added(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long password\n"))
+    assert main(["user", "add", "bob", "--password-stdin", "--data-dir", str(tmp_path)]) == 0
+
+
+def test_the_server_key_is_printed_from_an_existing_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served: list[object] = []
+    monkeypatch.setattr("sealchat.cli.server_cmd._run_trio", lambda *a: served.append(a) or 0)
+    assert main(["server", "--data-dir", str(tmp_path), "--port", "0"]) == 0
+    capsys.readouterr()
+    assert main(["server-key", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("SHA256:")
+
+
+@pytest.mark.parametrize("action", ["add", "passwd"])
+def test_no_password_is_read_from_a_stdin_that_is_not_a_terminal_unless_asked(
+    action: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _added(tmp_path, monkeypatch)
+    name = "carol" if action == "add" else "bob"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # /dev/null, or a pipe
+    assert main(["user", action, name, "--data-dir", str(tmp_path)]) == 2
+    assert "pipe it in with --password-stdin" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("typed", "code"), [(KeyboardInterrupt, 130), (EOFError, 2)])
+def test_giving_up_at_the_password_prompt_changes_nothing(
+    typed: type[BaseException],
+    code: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _added(tmp_path, monkeypatch)
+    monkeypatch.setattr("sys.stdin", _Terminal())
+
+    def prompt(_: str) -> str:
+        raise typed
+
+    monkeypatch.setattr("getpass.getpass", prompt)
+    assert main(["user", "passwd", "bob", "--data-dir", str(tmp_path)]) == code
+    assert "nothing changed" in capsys.readouterr().err
