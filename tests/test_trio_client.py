@@ -1177,7 +1177,7 @@ async def test_without_replies_an_answer_goes_only_to_its_call(
 ) -> None:
     async with logged_in(server, tmp_path, "bob") as bob:
         await bob.send_message("older", room="general")
-        await all_acknowledged(bob)
+        assert (await next_of(bob, Message)).text == "older"  # shown: not replayed next time
     async with logged_in(server, tmp_path, "bob", replies=False) as bob:
         assert await replayed(bob) == []
         with pytest.raises(ClientError, match="everyone stays in general"):
@@ -1576,7 +1576,83 @@ async def test_an_acknowledgement_due_while_the_link_is_down_goes_after_the_reco
         assert await next_of(alice, Message) == MISSED
         with trio.fail_after(10):
             while MISSED.id not in delivered:  # acknowledged on the new link
+                queued_events(alice)  # as the end of its replay is shown
                 await trio.sleep(0.01)
+
+
+FIRST = Message(text="first", room="general", id=3, sender="bob", ts=1.0)
+SECOND = Message(text="second", room="general", id=4, sender="bob", ts=1.0)
+
+
+async def until_queued(client: ChatClient, records: tuple[Record, ...]) -> None:
+    """Wait until ``records``, sent by a scripted server right after the login, all wait on
+    ``client``'s events stream (after the login's answer, an event too)."""
+    with trio.fail_after(10):
+        while client.events().queued < 1 + len(records):
+            await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("page_shown", [False, True])
+async def test_a_replay_page_is_acknowledged_once_the_events_reader_took_all_of_it(
+    page_shown: bool, tmp_path: Path
+) -> None:
+    delivered: list[int] = []
+    # The replay's first page arrives whole, but the application takes only FIRST (or the
+    # whole page) before it closes: what is still queued was never shown, so the server
+    # must send it again at the next login, and must not send the next page for it.
+    page = (FIRST, SECOND, HistoryEnd(more=True))
+    async with scripted(tmp_path, replays_then_notes(delivered, *page)) as alice:
+        await until_queued(alice, page)
+        assert await next_of(alice, Message) == FIRST
+        if page_shown:
+            assert await next_of(alice, Message) == SECOND
+            assert await next_of(alice, HistoryEnd) == HistoryEnd(more=True)
+    assert delivered == ([SECOND.id] if page_shown else [])
+
+
+async def test_closing_acknowledges_no_live_message_still_queued(tmp_path: Path) -> None:
+    delivered: list[int] = []
+    records = (HistoryEnd(), FIRST, SECOND)  # the replay is over; two live messages
+    async with scripted(tmp_path, replays_then_notes(delivered, *records)) as alice:
+        await until_queued(alice, records)
+        assert await next_of(alice, Message) == FIRST  # SECOND is left on the stream
+    assert max(delivered) == FIRST.id  # so the next login replays SECOND
+
+
+def sends_then_hangs_up(*records: Record) -> Behaviour:
+    """Accept the login, send ``records``, then end the connection."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        for record in records:
+            conn.send(record)
+        sock.sendall(conn.data_to_send())
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+
+    return logs_in_then(behaviour)
+
+
+@pytest.mark.parametrize("new_page_shown", [False, True])
+async def test_a_page_end_of_a_lost_link_shown_late_acknowledges_nothing_on_the_new_one(
+    new_page_shown: bool, tmp_path: Path
+) -> None:
+    delivered: list[int] = []
+    # The first link brings a page and drops; the reconnect's replay brings SECOND. The
+    # application takes the first page (its end too) only after that: the end of a page of
+    # the lost link must not stand for the new replay's page, which it has not shown yet.
+    drops = sends_then_hangs_up(FIRST, HistoryEnd(more=True))
+    replays = replays_then_notes(delivered, SECOND, HistoryEnd())
+    async with scripted(tmp_path, drops, replays, backoff=(0.05, 0.1)) as alice:
+        with trio.fail_after(10):
+            while SECOND.id not in alice._delivery._seen:  # the new replay has arrived
+                await trio.sleep(0.01)
+        assert await next_of(alice, Message) == FIRST
+        assert await next_of(alice, HistoryEnd) == HistoryEnd(more=True)
+        if new_page_shown:
+            assert await next_of(alice, Message) == SECOND
+            assert await next_of(alice, HistoryEnd) == HistoryEnd()
+    assert delivered == ([SECOND.id] if new_page_shown else [])
 
 
 @pytest.mark.parametrize("replay_over", [False, True])

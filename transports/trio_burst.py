@@ -48,15 +48,18 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
         return self._closed
 
     @trio.lowlevel.enable_ki_protection
-    async def put(self, item: T) -> None:
+    async def put(self, item: T) -> bool:
         """Queue ``item``, first waiting while the queue is full (only then is this a
-        checkpoint: the writer is a reader of the network, which checkpoints anyway)."""
+        checkpoint: the writer is a reader of the network, which checkpoints anyway).
+        False if it was dropped: the reader had closed the channel."""
         while len(self._items) >= self._capacity and not self._closed:
             await self._space.park()
-        if not self._closed:
-            self._items.append(item)
-            if self._arrived:  # a reader waits (asking is cheaper than unparking nobody)
-                self._arrived.unpark()
+        if self._closed:
+            return False
+        self._items.append(item)
+        if self._arrived:  # a reader waits (asking is cheaper than unparking nobody)
+            self._arrived.unpark()
+        return True
 
     @trio.lowlevel.enable_ki_protection
     def receive_nowait(self) -> T:
@@ -85,6 +88,8 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
         return self._take()
 
     def _take(self) -> T:
+        """Hand the next item to the reader: a subclass that must know what the reader was
+        given (not only what was queued) overrides this."""
         item = self._items.popleft()
         if self._space:
             self._space.unpark()

@@ -1,19 +1,20 @@
 """What the trio client hands to ``events()``: messages once each, those that calls took held
 back (without replies) until their answers are known and released in order, and the
-acknowledgements (``Delivered``) of the messages the user was shown."""
+acknowledgements (``Delivered``) of the messages the user was shown: those the events reader
+took, not those still queued for it."""
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
 
-from sealchat.core import Delivered, Event, Message, Record
+from sealchat.core import Delivered, Event, HistoryEnd, Message, Record, State
 from sealchat.transports import requests
 from sealchat.transports.requests import EVENT_BUFFER, ClientError, Reply
 from sealchat.transports.trio_burst import BurstChannel
@@ -68,7 +69,19 @@ class Session(Protocol):
 
     _link: Link | None
 
-    async def _send_all(self, records: Iterable[Record], *, wait: bool = True) -> None: ...
+
+class EventChannel(BurstChannel[Event | LinkState]):
+    """The channel of ``events()``, which tells ``taken`` each event its reader takes: only
+    then has the user been shown it (what is still queued when the client closes was not)."""
+
+    def __init__(self, capacity: int, taken: Callable[[Event | LinkState], None]) -> None:
+        super().__init__(capacity)
+        self._taken = taken
+
+    def _take(self) -> Event | LinkState:
+        item = BurstChannel._take(self)  # cheaper than super() for every event
+        self._taken(item)
+        return item
 
 
 class Delivery:
@@ -79,7 +92,7 @@ class Delivery:
         self.waiters: list[CallWaiter] = []
         """The calls waiting for replies (the client adds them and routes records to them):
         without replies, what they took waits for their answers."""
-        self.events = BurstChannel[Event | LinkState](EVENT_BUFFER)
+        self.events = EventChannel(EVENT_BUFFER, self._note_shown)
         self._keep_events = events
         self.acknowledging = events if acknowledge is None else acknowledge
         """Whether to tell the server what arrived; by default only a client that keeps its
@@ -99,10 +112,15 @@ class Delivery:
         self._seen_order: deque[int] = deque()
         self._delivered = self._shown = 0
         """The newest message id acknowledged since the login (outside a replay: during one,
-        the server takes no more than the page it sent), and the newest that reached
-        ``events()`` (or a call's answer): only what the user was shown is acknowledged, not
-        all that arrived."""
+        the server takes no more than the page it sent), and the newest that the reader of
+        ``events()`` took (or a call's answer held): only what the user was shown is
+        acknowledged, not all that arrived, nor what waits in the events queue."""
         self.replaying = False
+        self._page_ends: deque[HistoryEnd] = deque()
+        """The ends of the replay's pages that came since the login, in order, not yet shown:
+        each, once shown, acknowledges its page and so asks for the next. One that came
+        before the login, on a link since lost, is shown without either (the new replay asks
+        again, and its acknowledgement could cover a page of the new replay not yet shown)."""
 
     def start_replay(self) -> None:
         """A login starts the server's replay of what it has not seen acknowledged. What an
@@ -111,11 +129,14 @@ class Delivery:
         the replay acknowledges again all that was shown."""
         self.replaying = True
         self._delivered = 0
+        self._page_ends.clear()
 
     async def pass_on(self, event: Event | LinkState, took: list[CallWaiter] | None = None) -> None:
         """Emit ``event`` after those withheld; hold it back while calls that ``took`` it wait
         (without replies, see ``withheld``). Waits while more than EVENT_BUFFER are withheld
         (the events reader is that far behind)."""
+        if requests.ends_replay(event):
+            self._page_ends.append(event)  # it came on the link of the latest login
         if not (took or self.withheld):
             await self._emit(event)
             return
@@ -189,21 +210,20 @@ class Delivery:
             self._released = trio.Event()
 
     async def _emit(self, event: Event | LinkState) -> None:
-        """Hand ``event`` to ``events()`` (waiting while its reader is EVENT_BUFFER behind),
-        unless the client was made with ``events=False``. At the end of a replay page (all
-        before it emitted), tell the server what arrived: that asks for the next page."""
-        if self._keep_events:
-            await self.events.put(event)
-        self._note_shown(event)
-        if requests.ends_replay(event):
-            self.replaying = event.more
-            with suppress(ClientError):  # the link is lost: the next login replays the rest
-                await self.acknowledge(page_end=True)
+        """Queue ``event`` on ``events()`` (waiting while its reader is EVENT_BUFFER behind):
+        it counts as shown once the reader takes it (see ``EventChannel``). Unless the client
+        was made with ``events=False``, or the reader closed the stream: then at once."""
+        if not (self._keep_events and await self.events.put(event)):
+            self._note_shown(event)
 
     def _note_shown(self, event: Event | LinkState) -> None:
-        """``event`` reached the user: a message in it may be acknowledged."""
+        """``event`` reached the user (and all before it): a message may now be acknowledged,
+        and the end of a replay page of this login asks for the next page."""
         if isinstance(event, Message):
             self._shown = max(self._shown, event.id)
+        elif self._page_ends and event is self._page_ends[0]:
+            self.replaying = self._page_ends.popleft().more
+            self.acknowledge(page_end=True)  # all of the page was shown: the next, please
 
     def remember(self, message_id: int) -> bool:
         """Note a message id; False if it was already shown."""
@@ -233,22 +253,29 @@ class Delivery:
         up_to = min(self._shown, min(held) - 1) if held else self._shown
         return up_to if up_to > self._delivered else None
 
-    async def acknowledge(self, *, page_end: bool = False) -> None:
+    def acknowledge(self, *, page_end: bool = False) -> None:
         """Tell the server which messages reached the user (see ``due``; at a replay page's
-        ``page_end`` this also asks for the next page). Not while there is no link (the next
-        login's replay asks again); it counts as acknowledged once it went on the link."""
+        ``page_end`` this also asks for the next page). Not while there is no session (the
+        next login's replay asks again); it counts as acknowledged once it went on the link.
+        Queued for the link's writer without waiting: the events reader calls this as it
+        takes a page's end."""
         link = self._session._link
         up_to = self.due(page_end=page_end)
-        if not self.acknowledges or link is None or link.closed.is_set() or up_to is None:
+        if (
+            not self.acknowledges
+            or up_to is None
+            or link is None
+            or link.closed.is_set()
+            or link.conn.state is not State.READY  # a reconnect's login: its replay asks
+        ):
             return
         counts = not self.replaying
-        # No waiting for room: the reader may be sending it, and only it sees the link end.
-        await self._session._send_all((Delivered(up_to=up_to),), wait=False)
-        if counts:
-            self._delivered = max(self._delivered, up_to)
+        with suppress(ClientError):  # the link is going down: the next login replays the rest
+            link.put(requests.checked((Delivered(up_to=up_to),)))
+            if counts:
+                self._delivered = max(self._delivered, up_to)
 
     async def keep_acknowledging(self) -> None:
         while True:
             await trio.sleep(2)
-            with suppress(ClientError):
-                await self.acknowledge()
+            self.acknowledge()
