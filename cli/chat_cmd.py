@@ -84,6 +84,7 @@ def run_chat(args: argparse.Namespace) -> int:
                     await _command_loop(client, term, outgoing)
                     await outgoing.finish(client)
                     nursery.cancel_scope.cancel()
+                _show_queued(client, term, outgoing)
             finally:
                 code = outgoing.report()
         return code
@@ -98,6 +99,20 @@ async def _show_events(client: ChatClient, term: Terminal, outgoing: Outgoing) -
         if isinstance(event, LinkState) and not event.connected and not event.retry_in:
             assert client.gave_up_on is not None  # set before the client says it gave up
             raise client.gave_up_on
+        if not outgoing.note(event):
+            term.show(event)
+
+
+def _show_queued(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:
+    """Print the events that arrived before the session ended but were not printed yet: as
+    it closes, the client tells the server that these messages reached the user (those the
+    server had yet to send come at the next login)."""
+    events = client.events()
+    while True:
+        try:
+            event = events.receive_nowait()
+        except trio.WouldBlock:
+            return
         if not outgoing.note(event):
             term.show(event)
 

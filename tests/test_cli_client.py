@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sealchat.cli.chat_outgoing import REPLY_WAIT
 from sealchat.cli.chat_transfers import _typed_path
 from sealchat.cli.checks import CommandError
-from sealchat.core import HistoryRequest, Message, MessageAck, Typing, fingerprint
+from sealchat.core import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    Delivered,
+    HistoryEnd,
+    HistoryRequest,
+    Message,
+    MessageAck,
+    Typing,
+    fingerprint,
+)
 from sealchat.core.hub import HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_TEXT, MAX_USERNAME
@@ -869,3 +881,36 @@ def test_a_send_refused_while_disconnected_is_not_taken_for_a_cut_upload(
                 shared = bob.files(room="general")
     assert [f.name for f in shared] == ["notes.txt", "notes.txt"], chat.out.text()
     assert "was shared already" not in chat.out.text()
+
+
+def test_the_chat_prints_every_message_that_arrived_before_it_ended(tmp_path: Path) -> None:
+    key, count = X25519PrivateKey.generate(), 2000
+    news = [Message(text=f"news {i}", room="general", id=2 + i, sender="bob") for i in range(count)]
+    delivered: list[int] = []
+
+    def stores_then_floods(sock: socket.socket, conn: Connection) -> None:
+        """Nothing missed; at alice's message, its ack with ``news`` right behind it."""
+        conn.send(HistoryEnd())
+        sock.sendall(conn.data_to_send())
+        while not isinstance(event := conn.next_event(), ConnectionClosed):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, Delivered):
+                delivered.append(event.up_to)
+            elif isinstance(event, Message):
+                conn.send(MessageAck(client_id=event.client_id, id=1, ts=1.0))
+                for message in news:
+                    conn.send(message)
+                sock.sendall(conn.data_to_send())
+
+    with scripted_server(logs_in_then(stores_then_floods), key) as port:
+        done = sealchat(tmp_path, "trust", f"127.0.0.1:{port}", fingerprint(public_bytes(key)))
+        assert done.returncode == 0, done.stderr
+        # The input ends at once: the chat ends as soon as its message is stored, while what
+        # came right after is still on its way to the screen. It is printed all the same.
+        args = ("chat", "--port", str(port), "--user", "alice")
+        done = sealchat(tmp_path, *args, stdin="that's all from me\n")
+    assert done.returncode == 0, done.stderr
+    shown = [line.split("bob: ", 1)[1] for line in done.stdout.splitlines() if "bob: " in line]
+    assert shown == [message.text for message in news]
+    assert max(delivered) == news[-1].id  # and the server was told they were shown
