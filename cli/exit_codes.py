@@ -84,8 +84,10 @@ def explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, s
     if isinstance(exc, ServerKeyChanged | ServerKeyUnknown):
         return UNTRUSTED, str(exc)
     if isinstance(exc, LoginFailed):
-        if exc.retry_after:
-            return LOGIN_FAILED, f"login refused: {exc}; try again in {ceil(exc.retry_after)} s"
+        if exc.retry_after:  # said once: the server's reason may say when already
+            said = "try again" in str(exc).lower()
+            when = "" if said else f"; try again in {ceil(exc.retry_after)} s"
+            return LOGIN_FAILED, f"login refused: {exc}{when}"
         hint = f" (the password came from {password_from})" if password_from else ""
         return LOGIN_FAILED, f"login refused: {exc}{hint}"
     if isinstance(exc, TransferFailed) and isinstance(exc.__context__, OSError | ValueError):

@@ -173,6 +173,12 @@ def test_a_refused_login_says_when_to_retry_or_where_the_password_came_from() ->
         exit_codes.LOGIN_FAILED,
         "login refused: too many failed logins; try again in 30 s",
     )
+    # The server's reason says when already: once, as the server said it.
+    said = LoginFailed("too many failed attempts; try again in 0 s", retry_after=0.4)
+    assert exit_codes.explain_failure(said, "SEALCHAT_PASSWORD") == (
+        exit_codes.LOGIN_FAILED,
+        "login refused: too many failed attempts; try again in 0 s",
+    )
     wrong = LoginFailed("invalid username or password")
     assert exit_codes.explain_failure(wrong, "--password-file pw.txt")[1] == (
         "login refused: invalid username or password (the password came from "
