@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from sealchat.cli.terminal_text import safe
+from sealchat.cli.terminal_text import safe, safe_message
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
 from sealchat.transports.shown_text import shown_size
@@ -71,7 +71,7 @@ class Terminal:
                     if event.room
                     else f"[{safe(event.sender)} → {safe(event.to)}]"
                 )
-                text = safe(event.text, indent=INDENT)
+                text = safe_message(event.text, indent=INDENT)
                 self.say(f"{_time(event.ts)} {where} {safe(event.sender)}: {text}")
             case Typing(active=True):
                 where = safe(event.room) or "you"

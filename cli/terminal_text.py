@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import sys
 
-from sealchat.transports.shown_text import escaped
+from sealchat.transports.shown_text import escaped, escaped_message
 
 
-def safe(text: str, *, indent: str | None = None) -> str:
+def safe(text: str) -> str:
     """``text`` with every control, format (bidi), surrogate and line-separator character
-    shown as an escape such as ``\\x1b`` or ``\\u202e``.
+    shown as an escape such as ``\\x1b`` or ``\\u202e``."""
+    return escaped(text)
 
-    With ``indent``, line breaks (``\\n``, ``\\r\\n``) are kept for multi-line text, and each
-    line after the first starts with ``indent``, so it cannot pass for a line of its own."""
-    if indent is None:
-        return escaped(text)
+
+def safe_message(text: str, *, indent: str) -> str:
+    """A message's ``text`` as printed: escaped as by ``safe``, except what writing needs and
+    cannot drive the terminal (see ``escaped_message``: the soft hyphen, the directional marks,
+    subdivision flags), and tabs (pasted code). Line breaks (``\\n``, ``\\r\\n``) are kept,
+    and each line after the first starts with ``indent``, so it cannot pass for a line of its
+    own."""
+    if text.isprintable():  # most messages: one line, nothing to escape
+        return text
     lines = text.replace("\r\n", "\n").split("\n")
-    return f"\n{indent}".join(escaped(line) for line in lines)
+    return f"\n{indent}".join(
+        "\t".join(escaped_message(part) for part in line.split("\t")) for line in lines
+    )
 
 
 def tolerant_streams() -> None:

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from sealchat.cli import chat_cmd, chat_outgoing, chat_terminal, exit_codes, login, send_cmd
-from sealchat.cli.terminal_text import safe, tolerant_streams
+from sealchat.cli.terminal_text import safe, safe_message, tolerant_streams
 from sealchat.core import FileInfo, Message
 from sealchat.transports.pinning import ServerKeyChanged
 from sealchat.transports.trio_client import (
@@ -45,12 +45,50 @@ def test_safe_escapes_what_could_drive_the_terminal(raw: str, shown: str) -> Non
     assert safe(raw) == shown
 
 
-def test_safe_indents_the_lines_of_a_multi_line_text() -> None:
+def test_a_message_indents_its_lines_after_the_first() -> None:
     text = "first\n12:00 [general] esha: fake\r\nthird\x1b[2J"
-    assert safe(text, indent="      ") == (
+    assert safe_message(text, indent="      ") == (
         "first\n      12:00 [general] esha: fake\n      third\\x1b[2J"
     )
-    assert safe("one line", indent="  ") == "one line"
+    assert safe_message("one line", indent="  ") == "one line"
+
+
+SCOTLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"flag {SCOTLAND}",  # a subdivision flag: its tag characters
+        "co\u00adop",  # a soft hyphen
+        "\u05e9\u05dc\u05d5\u05dd\u200f and \u200e",  # directional marks
+        "tab\there\n\tindented",  # pasted code
+    ],
+)
+def test_a_message_keeps_what_writing_needs(text: str) -> None:
+    assert safe_message(text, indent="") == text
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),  # window title
+        ("\t\x1b[2J\x1b[31mred", "\t\\x1b[2J\\x1b[31mred"),  # clear screen, colour
+        ("a\rb\x00c\x7fd\x9b2J\x85", "a\\x0db\\x00c\\x7fd\\x9b2J\\x85"),  # C0, DEL, C1
+        ("abc\u202edcba\u2066\u2028", "abc\\u202edcba\\u2066\\u2028"),  # bidi, separator
+        ("\U0001f3f4\U000e0041\U000e007f", "\U0001f3f4\\U000e0041\\U000e007f"),  # no flag
+    ],
+)
+def test_a_message_still_escapes_what_could_drive_the_terminal(raw: str, shown: str) -> None:
+    assert safe_message(raw, indent="") == shown
+
+
+def test_a_message_is_printed_with_what_writing_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = f"{SCOTLAND} co\u00adop \u05e9\u05dc\u05d5\u05dd\u200f\tthere\x1b[2J"
+    term = chat_terminal.Terminal(sys.stdout, "alice")
+    term.show(Message(text=text, room="general", sender="bob", id=1, ts=1.0))
+    line = capsys.readouterr().out.rstrip("\n")
+    assert line.endswith(f"[general] bob: {text[:-4]}\\x1b[2J")
 
 
 def test_a_message_shows_every_extra_line_indented(capsys: pytest.CaptureFixture[str]) -> None:
