@@ -13,7 +13,7 @@ from sealchat.cli.chat_outgoing import Outgoing
 from sealchat.cli.chat_terminal import Terminal
 from sealchat.cli.chat_transfers import share, while_online
 from sealchat.cli.checks import CommandError, check_names
-from sealchat.cli.exit_codes import USAGE, explain_failure
+from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, explain_failure
 from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import safe
 from sealchat.transports.requests import ClientError
@@ -58,6 +58,8 @@ or refused, by the server or as too long (exit 6)."""
 
 def run_chat(args: argparse.Namespace) -> int:
     """``sealchat chat``: commands and messages from standard input, events on the output."""
+    if sys.stdout is None:  # started with its output closed (>&-): nothing could be shown
+        return OUTPUT_CLOSED
     credentials = credentials_from(args)
     if credentials is None:
         return USAGE
@@ -119,6 +121,8 @@ def _show_queued(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None
 
 async def _command_loop(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:
     """Run the lines typed until the end of input or /quit; a failed command is shown."""
+    if sys.stdin is None:  # started with its input closed (<&-): at its end already
+        return
     while True:
         line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
         if not line:

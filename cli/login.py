@@ -63,7 +63,7 @@ def credentials_from(args: argparse.Namespace) -> Credentials | None:
     if not args.user:
         error("give --user")
         return None
-    interactive = sys.stdin.isatty()
+    interactive = sys.stdin is not None and sys.stdin.isatty()  # None: started with it closed
     given = _password(args, interactive)
     if given is None:
         return None

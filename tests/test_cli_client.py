@@ -914,3 +914,42 @@ def test_the_chat_prints_every_message_that_arrived_before_it_ended(tmp_path: Pa
     shown = [line.split("bob: ", 1)[1] for line in done.stdout.splitlines() if "bob: " in line]
     assert shown == [message.text for message in news]
     assert max(delivered) == news[-1].id  # and the server was told they were shown
+
+
+def sealchat_with_closed(
+    tmp_path: Path, stream: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``sealchat ARGS`` started with standard ``stream`` ("input" or "output") closed, as
+    by ``<&-`` or ``>&-`` in a shell."""
+    closing = {"input": "<&-", "output": ">&-"}[stream]
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {closing}', "sh", sys.executable, "-m", "sealchat", *args],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path),
+        timeout=60,
+    )
+
+
+def test_a_closed_input_is_no_terminal_and_ends_the_chat(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    where = ("--port", str(server.port), "--user", "alice")
+    sent = sealchat_with_closed(tmp_path, "input", "send", *where, "sent with no input")
+    assert (sent.returncode, sent.stderr) == (0, "")
+    chat = sealchat_with_closed(tmp_path, "input", "chat", *where)
+    assert (chat.returncode, chat.stderr) == (0, "")  # at the end of its input at once
+    assert "* logged in" in chat.stdout
+    assert "alice: sent with no input" in chat.stdout  # what she had not seen yet
+    with server.login("bob") as bob:
+        messages, _ = bob.history(room="general")
+    assert [m.text for m in messages] == ["sent with no input"]
+
+
+def test_a_chat_started_with_its_output_closed_ends_as_with_a_closed_pipe(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    chat = sealchat_with_closed(tmp_path, "output", "chat", "--port", str(server.port))
+    assert (chat.returncode, chat.stderr) == (141, "")
