@@ -1,11 +1,13 @@
 """Checks made on this computer before anything goes to the server: names longer than
-the protocol allows, and files that cannot be shared."""
+the protocol allows, text that cannot go in a message, and files that cannot be shared."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from sealchat.core import LocalProtocolError, Message
+from sealchat.core.codec import encode_record
 from sealchat.core.limits import MAX_ROOM, MAX_USERNAME
 
 
@@ -25,12 +27,31 @@ def check_names(room: str = "", user: str = "") -> None:
     _check_length("a user name", user, MAX_USERNAME)
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be sent as a message, or None: the bytes of a command line that
+    are not UTF-8 (Python hands them over as lone surrogates), or anything else that keeps
+    the message from being encoded (its length is ``check_text``'s to say)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"the message is not UTF-8 text (at character {exc.start + 1}); write it in UTF-8"
+    try:
+        encode_record(Message(text=text))
+    except LocalProtocolError as exc:
+        return f"cannot send this message: {exc}"
+    return None
+
+
 def file_problem(path: Path) -> str | None:
     """Why ``path`` cannot be shared, or None."""
-    if path.is_dir():
-        return f"{path} is a folder; only files can be shared"
-    if path.is_file():
-        return None
+    try:
+        if path.is_dir():
+            return f"{path} is a folder; only files can be shared"
+        if path.is_file():
+            with path.open("rb"):  # as the upload will, so that it cannot fail at that
+                return None
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
     if os.path.lexists(path):
         return f"{path} is not a regular file (a pipe, a device…); only regular files can be shared"
     return f"no such file: {path}"

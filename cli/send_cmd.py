@@ -6,7 +6,7 @@ import argparse
 
 import trio
 
-from sealchat.cli.checks import CommandError, check_names, file_problem
+from sealchat.cli.checks import CommandError, check_names, file_problem, text_problem
 from sealchat.cli.exit_codes import OK, REFUSED, USAGE, error
 from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import safe
@@ -31,6 +31,10 @@ def run_send(args: argparse.Namespace) -> int:
     except ClientError as exc:  # what a server would refuse too, so the same exit code
         error(f"refused: {exc}")
         return REFUSED
+    problem = None if args.text is None else text_problem(args.text)
+    if problem is not None:
+        error(problem)
+        return USAGE
     credentials = credentials_from(args)
     if credentials is None:
         return USAGE

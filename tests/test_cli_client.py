@@ -495,6 +495,35 @@ def test_send_checks_its_file_and_password_before_connecting(tmp_path: Path) -> 
     assert f"the password is longer than {MAX_PASSWORD} characters" in long.stderr
 
 
+def test_send_checks_its_text_and_that_its_file_can_be_read_before_connecting(
+    tmp_path: Path,
+) -> None:
+    nobody = ("send", "--port", str(free_port()), "--user", "alice")  # no server: exit 3
+    not_utf8 = sealchat(tmp_path, *nobody, "caf\udce9")  # the byte 0xe9 alone, as Latin-1 has it
+    assert (not_utf8.returncode, not_utf8.stderr) == (
+        2,
+        "sealchat: the message is not UTF-8 text (at character 4); write it in UTF-8\n",
+    )
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for you")
+    secret.chmod(0)
+    # root reads any file: run the command without that privilege
+    privileged = hasattr(os, "geteuid") and os.geteuid() == 0
+    without = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] * privileged
+    unreadable = subprocess.run(
+        [*without, sys.executable, "-m", "sealchat", *nobody, "--file", str(secret)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path),
+        timeout=60,
+    )
+    assert (unreadable.returncode, unreadable.stderr) == (
+        2,
+        f"sealchat: cannot read {secret}: Permission denied\n",
+    )
+
+
 @pytest.mark.parametrize("command", ["send", "chat"])
 def test_help_lists_the_exit_codes(tmp_path: Path, command: str) -> None:
     done = sealchat(tmp_path, command, "--help")
