@@ -61,6 +61,10 @@ def run_trust(args: argparse.Namespace) -> int:
     if not sep or not host:
         error("give the server as HOST:PORT, e.g. chat.example.org:7878")
         return USAGE
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        # 2001:db8::1 would be host 2001:db8: and port 1, a server no connection names
+        error("write an IPv6 address as [ADDR]:PORT, e.g. [2001:db8::1]:7878")
+        return USAGE
     # A bad port is left for pin() to explain.
     name = server_name(host.strip("[]"), int(port)) if is_port(port) else args.server
     try:

@@ -682,6 +682,18 @@ def test_trust_says_where_a_server_key_comes_from(tmp_path: Path) -> None:
     assert "'sealchat fingerprint'" not in done.stderr  # that prints this client's own key
 
 
+def test_trust_takes_an_ipv6_address_only_in_brackets(tmp_path: Path) -> None:
+    known = KnownServers(tmp_path / "config" / "sealchat" / "known_servers")
+    for server in ("2001:db8::1", "::1", "[::1]", "2001:db8::1:7878"):
+        done = sealchat(tmp_path, "trust", server, GOOD_FP)
+        assert (done.returncode, done.stdout) == (2, ""), server
+        assert "write an IPv6 address as [ADDR]:PORT" in done.stderr
+    done = sealchat(tmp_path, "trust", "[2001:DB8::1]:7878", GOOD_FP)
+    assert done.returncode == 0, done.stderr
+    assert known.lookup(server_name("2001:db8::1", 7878)) == GOOD_FP
+    assert known.lookup("[2001:db8:]:1") is None  # nothing else was pinned
+
+
 def test_trust_explains_a_port_that_is_not_one(tmp_path: Path) -> None:
     # "7²" is a digit string to Python, but no port: explained, not a traceback.
     for server in ("example.org:7\u00b2", "example.org:0", "example.org:99999"):
