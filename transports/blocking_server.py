@@ -10,8 +10,10 @@ clients' threads deliver to it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
+import os
 import socket
 import threading
 import time
@@ -49,20 +51,34 @@ from sealchat.core.hub import (
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import ServerConfig, stream_read_size
+from sealchat.transports.server_limits import ThrottledLog
 
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
 RECEIVE_SIZE = 65536
+ACCEPT_RETRY = 0.1
+"""Seconds the accept loop waits before it tries again when it has run out of descriptors,
+memory or threads (as trio's ``serve_listeners`` does): new connections wait in the listen
+backlog meanwhile, and those already open are served on."""
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_GONE_BEFORE_ACCEPTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+"""Errors of ``accept`` about that one connection only (trio's listener skips them too)."""
 _OVER = (State.CLOSED, State.ERROR)
 
 
 class _Client:
-    """One client connection and the two threads that serve it."""
+    """One client connection and the two threads that serve it. Making one takes a second
+    descriptor (the writer's), which may fail (``OSError``); the server starts ``writer``,
+    then a thread for ``run``."""
 
     def __init__(self, server: ThreadedServer, session: int, sock: socket.socket) -> None:
         self.server = server
         self.session = session
         self.sock = sock
+        self.out = sock.dup()
+        """The writer's socket: its own timeout, apart from the reader's."""
+        self.out.settimeout(server.config.write_timeout)
+        self.writer = threading.Thread(target=self._write, name=f"write-{session}", daemon=True)
         try:
             self.address = str(sock.getpeername()[0])
         except OSError:
@@ -110,8 +126,6 @@ class _Client:
     # --- the reader thread ----------------------------------------------------------------
 
     def run(self) -> None:
-        writer = threading.Thread(target=self._write, name=f"write-{self.session}", daemon=True)
-        writer.start()
         try:
             self._read()
         except OSError:
@@ -120,7 +134,7 @@ class _Client:
             with self.lock:
                 self.finished = True
                 self.lock.notify_all()
-            writer.join(timeout=2)
+            self.writer.join(timeout=2)
             self.server._forget(self)
             with contextlib.suppress(OSError):
                 self.sock.close()
@@ -211,8 +225,7 @@ class _Client:
     # --- the writer thread ----------------------------------------------------------------
 
     def _write(self) -> None:
-        out = self.sock.dup()  # its own timeout, apart from the reader's
-        out.settimeout(self.server.config.write_timeout)
+        out = self.out
         try:
             while True:
                 with self.lock:
@@ -257,6 +270,9 @@ class ThreadedServer:
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._short_of_resources = ThrottledLog(logging.WARNING)
+        """Said when a connection cannot be accepted or served for want of descriptors,
+        memory or threads (only the accept loop says it)."""
         self._workers: set[threading.Thread] = set()
         """Client and download threads: each may still call the hub, so stop() waits for them
         before it closes the store."""
@@ -325,19 +341,60 @@ class ThreadedServer:
                 sock, _ = listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                return
-            if self.connections >= self.config.max_connections:
-                sock.close()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return  # stop() closed the listener
+                if exc.errno in _GONE_BEFORE_ACCEPTED:
+                    continue
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise  # loudly: a server that silently stops accepting looks alive
+                self._short_of(f"cannot accept a connection: {os.strerror(exc.errno)}")
                 continue
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        """Serve a connection just accepted, or close it (the server is full or stopping, or
+        short of descriptors or threads)."""
+        if self.connections >= self.config.max_connections:
+            sock.close()
+            return
+        try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = _Client(self, next(self._ids), sock)
-            with self._clients_lock:
-                if self._stopping.is_set():  # stop() has taken its list of clients
-                    sock.close()
-                    return
-                self._clients[client.session] = client
+        except OSError as exc:  # no descriptor for the writer's socket, or the peer is gone
+            sock.close()
+            if exc.errno in _OUT_OF_RESOURCES:
+                self._short_of(f"cannot serve a connection: {os.strerror(exc.errno)}")
+            return
+        with self._clients_lock:
+            if self._stopping.is_set():  # stop() has taken its list of clients
+                client.out.close()
+                sock.close()
+                return
+            self._clients[client.session] = client
+        try:
+            client.writer.start()
             self._start_worker(client.run, f"client-{client.session}")
+        except RuntimeError as exc:  # "can't start new thread"
+            with client.lock:
+                client._abort()  # a writer already started ends, closing its socket
+            with self._clients_lock:
+                self._clients.pop(client.session, None)
+            if client.writer.ident is None:
+                client.out.close()
+            sock.close()
+            self._short_of(f"cannot start a thread for a connection: {exc}")
+
+    def _short_of(self, what: str) -> None:
+        """Say that the server is short of descriptors, memory or threads (at most once a
+        minute), and wait a moment before accepting again."""
+        self._short_of_resources(
+            "%s; trying again every %g s, serving the connections already open meanwhile "
+            "(if the load is genuine, raise the limit on open files, ulimit -n, or threads)",
+            what,
+            ACCEPT_RETRY,
+        )
+        self._stopping.wait(ACCEPT_RETRY)
 
     def _start_worker(self, target: Callable[..., object], name: str, *args: object) -> None:
         def run() -> None:
@@ -350,7 +407,12 @@ class ThreadedServer:
         thread = threading.Thread(target=run, name=name, daemon=True)
         with self._clients_lock:
             self._workers.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread"
+            with self._clients_lock:
+                self._workers.discard(thread)
+            raise
 
     def _tick_loop(self) -> None:
         while not self._stopping.wait(0.25):
