@@ -59,7 +59,22 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     server.add_argument(
         "--open-registration", action="store_true", help="let anyone create an account"
     )
-    server.add_argument("--max-connections", type=int, default=10_000)
+    defaults = ServerConfig()
+    server.add_argument("--max-connections", type=int, default=defaults.max_connections)
+    server.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=defaults.max_connections_per_address,
+        help="connections open at once from one IP address, or IPv6 /64 "
+        f"(default {defaults.max_connections_per_address}; more if many users share a NAT)",
+    )
+    server.add_argument(
+        "--max-unauthenticated-per-address",
+        type=int,
+        default=defaults.max_unauthenticated_per_address,
+        help="of those, connections not logged in yet "
+        f"(default {defaults.max_unauthenticated_per_address})",
+    )
     server.set_defaults(handler=run_server)
 
     user = commands.add_parser("user", help="manage accounts on this server's data")
@@ -244,6 +259,18 @@ def _read_new_password(from_stdin: bool) -> str | None:
     return password
 
 
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The settings ``sealchat server`` runs with."""
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
+        max_unauthenticated_per_address=args.max_unauthenticated_per_address,
+        hub=HubConfig(open_registration=args.open_registration),
+    )
+
+
 @_explained
 def run_server(args: argparse.Namespace) -> int:
     logging.basicConfig(
@@ -258,12 +285,7 @@ def run_server(args: argparse.Namespace) -> int:
         _refuse_demo_account(data_dir)
         store.close()
         return 1
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        max_connections=args.max_connections,
-        hub=HubConfig(open_registration=args.open_registration),
-    )
+    config = server_config(args)
     hub = Hub(store, config.hub)
     log.info("data folder %s", data_dir)
     log.info("server key fingerprint %s", fingerprint(public_bytes(key)))

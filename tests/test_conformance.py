@@ -1257,6 +1257,47 @@ def test_max_connections_is_enforced(chatting: Chatting) -> None:
     assert server.connect().login("dave", PASSWORD) == "dave"
 
 
+ELSEWHERE = ("127.0.0.2", 0)
+"""A client's address other than 127.0.0.1 (all of 127/8 is this host)."""
+
+
+def test_one_address_cannot_take_every_connection(
+    chatting: Chatting, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    server, alice, bob = chatting(max_connections_per_address=3)
+    carol = server.login("carol")  # the third connection from 127.0.0.1
+    with pytest.raises(ClientError):
+        server.connect()  # closed at once
+    assert logged(caplog, "the most max_connections_per_address allows")
+    dave = server.login("dave", source_address=ELSEWHERE)  # other addresses are served
+    say(dave, alice, "the others still talk")
+    say(bob, dave, "and hear them")
+    carol.close()
+    wait_until(lambda: server.sessions() == 3, "carol's connection is closed")
+    assert server.connect().login("carol", PASSWORD) == "carol"  # her share is free again
+
+
+def test_connections_not_logged_in_get_a_smaller_share_of_an_address(
+    serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    server = serve(max_unauthenticated_per_address=2)
+    first, second = server.connect(), server.connect()  # handshake done, not logged in
+    with pytest.raises(ClientError):
+        server.connect()  # closed at once
+    assert logged(caplog, "the most max_unauthenticated_per_address allows")
+    dave = server.login("dave", source_address=ELSEWHERE)  # other addresses are served
+    assert first.login("alice", PASSWORD) == "alice"  # logged in: no longer counted
+    bob = server.login("bob")
+    second.close()  # closed before logging in: no longer counted
+    wait_until(lambda: server.sessions() == 3, "the second connection is closed")
+    third, fourth = server.connect(), server.connect()  # the full share again
+    assert third.login("carol", PASSWORD) == "carol"
+    assert fourth.login("carol", PASSWORD) == "carol"
+    say(bob, dave, "everyone in")
+
+
 FLOOD_USERS = (*USERS, *(f"user{n:02}" for n in range(50)))
 
 
@@ -1311,7 +1352,7 @@ def test_200_concurrent_clients_each_receive_every_message(serve: Callable[..., 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4096:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
-    server = serve(users=CROWD)
+    server = serve(users=CROWD, max_connections_per_address=len(CROWD))  # all from 127.0.0.1
     with ThreadPoolExecutor(max_workers=20) as pool:
         clients = list(pool.map(server.login, CROWD))
     for n, client in enumerate(clients):

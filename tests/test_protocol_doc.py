@@ -26,6 +26,7 @@ from sealchat.core.hub import HubConfig
 from sealchat.core.preamble import MAGIC, encode_preamble
 from sealchat.core.records import Record
 from sealchat.core.state import TRANSITIONS
+from sealchat.transports.server_config import ServerConfig
 from tests.samples import SAMPLES
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
@@ -224,6 +225,15 @@ def test_every_hub_setting_is_stated_with_its_default() -> None:
         default = field.default
         expected = str(default).lower() if isinstance(default, bool) else str(default)
         assert table_value(field.name).split()[0].strip("`") == expected, field.name
+
+
+def test_every_server_setting_is_stated_with_its_default() -> None:
+    unstated = {"host", "argon2", "hub"}  # the listening address; not numbers for peers
+    for field in dataclasses.fields(ServerConfig):
+        if field.name in unstated:
+            continue
+        stated = table_value(field.name).split()[0]
+        assert stated == str(field.default), field.name
 
 
 def test_connection_defaults_are_stated() -> None:

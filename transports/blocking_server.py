@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
     NEED_DATA,
+    Authenticated,
     Bye,
     Connection,
     ConnectionClosed,
@@ -51,7 +52,7 @@ from sealchat.core.hub import (
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import ServerConfig, stream_read_size
-from sealchat.transports.server_limits import ThrottledLog
+from sealchat.transports.server_limits import ConnectionSlots, ThrottledLog
 
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
@@ -71,18 +72,20 @@ class _Client:
     descriptor (the writer's), which may fail (``OSError``); the server starts ``writer``,
     then a thread for ``run``."""
 
-    def __init__(self, server: ThreadedServer, session: int, sock: socket.socket) -> None:
+    def __init__(
+        self, server: ThreadedServer, session: int, sock: socket.socket, address: str, key: str
+    ) -> None:
         self.server = server
         self.session = session
         self.sock = sock
+        self.address = address
+        self.address_key = key
+        """What the limits per address count this connection by (``address_key``)."""
+        self.logged_in = False
         self.out = sock.dup()
         """The writer's socket: its own timeout, apart from the reader's."""
         self.out.settimeout(server.config.write_timeout)
         self.writer = threading.Thread(target=self._write, name=f"write-{session}", daemon=True)
-        try:
-            self.address = str(sock.getpeername()[0])
-        except OSError:
-            self.address = "unknown"
         self.conn = Connection(
             Role.SERVER,
             static_key=server.static_key,
@@ -199,7 +202,8 @@ class _Client:
             if isinstance(event, KeysEstablished):
                 log.info("%r connected with key %s", self, event.fingerprint)
                 server = self.server
-                server.in_hub(server.hub.open_session, self.session, self.address, time.time())
+                key = self.address_key
+                server.in_hub(server.hub.open_session, self.session, key, time.time())
                 self.in_hub = True
         if self._to_hub(batch, checks):
             for check in checks:
@@ -265,6 +269,8 @@ class ThreadedServer:
         self._hub_lock = threading.Lock()
         self._password_slots = threading.BoundedSemaphore(config.password_threads)
         self._clients: dict[int, _Client] = {}
+        self._slots = ConnectionSlots(config)
+        """Connections per address; under ``_clients_lock``, like ``_clients``."""
         self._clients_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
@@ -338,7 +344,7 @@ class ThreadedServer:
         listener.settimeout(0.25)
         while not self._stopping.is_set():
             try:
-                sock, _ = listener.accept()
+                sock, peer = listener.accept()
             except TimeoutError:
                 continue
             except OSError as exc:
@@ -350,24 +356,30 @@ class ThreadedServer:
                     raise  # loudly: a server that silently stops accepting looks alive
                 self._short_of(f"cannot accept a connection: {os.strerror(exc.errno)}")
                 continue
-            self._admit(sock)
+            self._admit(sock, str(peer[0]))
 
-    def _admit(self, sock: socket.socket) -> None:
-        """Serve a connection just accepted, or close it (the server is full or stopping, or
-        short of descriptors or threads)."""
-        if self.connections >= self.config.max_connections:
+    def _admit(self, sock: socket.socket, address: str) -> None:
+        """Serve a connection just accepted from ``address``, or close it (the server or
+        the address has its fill of connections, or the server is stopping, or short of
+        descriptors or threads)."""
+        with self._clients_lock:
+            key = self._slots.admit(address, len(self._clients))
+        if key is None:
             sock.close()
             return
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = _Client(self, next(self._ids), sock)
+            client = _Client(self, next(self._ids), sock, address, key)
         except OSError as exc:  # no descriptor for the writer's socket, or the peer is gone
+            with self._clients_lock:
+                self._slots.release(key, logged_in=False)
             sock.close()
             if exc.errno in _OUT_OF_RESOURCES:
                 self._short_of(f"cannot serve a connection: {os.strerror(exc.errno)}")
             return
         with self._clients_lock:
             if self._stopping.is_set():  # stop() has taken its list of clients
+                self._slots.release(key, logged_in=False)
                 client.out.close()
                 sock.close()
                 return
@@ -379,7 +391,8 @@ class ThreadedServer:
             with client.lock:
                 client._abort()  # a writer already started ends, closing its socket
             with self._clients_lock:
-                self._clients.pop(client.session, None)
+                del self._clients[client.session]
+                self._slots.release(key, logged_in=False)
             if client.writer.ident is None:
                 client.out.close()
             sock.close()
@@ -423,7 +436,8 @@ class ThreadedServer:
 
     def _forget(self, client: _Client) -> None:
         with self._clients_lock:
-            self._clients.pop(client.session, None)
+            if self._clients.pop(client.session, None) is not None:
+                self._slots.release(client.address_key, logged_in=client.logged_in)
         if client.in_hub:
             self.call_hub(self.hub.close_session, client.session, time.time())
 
@@ -475,6 +489,8 @@ class ThreadedServer:
                         client = self._client(session)
                         if client is not None:
                             client.send(record, encoded)
+                            if isinstance(record, Authenticated):
+                                self._logged_in(client)
                 case Disconnect(session=session, reason=reason):
                     client = self._client(session)
                     if client is not None:
@@ -492,6 +508,12 @@ class ThreadedServer:
                     if client is not None and transfer in client.streams:
                         client.streams[transfer].set()
         return slow
+
+    def _logged_in(self, client: _Client) -> None:
+        with self._clients_lock:
+            if not client.logged_in and client.session in self._clients:
+                client.logged_in = True
+                self._slots.logged_in(client.address_key)
 
     def check_password(self, effect: VerifyPassword | HashPassword) -> None:
         """Run an Argon2id check in this (the client's reader) thread and report it."""

@@ -20,6 +20,20 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7878
     max_connections: int = 10_000
+    max_connections_per_address: int = 128
+    """Connections open at once from one address (an IPv4 address, or an IPv6 /64 network:
+    ``server_limits.address_key``); the next one is closed at once. So that one address
+    cannot take every connection: it would take 79 addresses to fill ``max_connections``.
+    128 fits an office of 50 people behind one NAT with two or three clients each (desktop,
+    phone, a terminal), with room to spare."""
+    max_unauthenticated_per_address: int = 32
+    """Of those, connections that have not logged in yet (in the handshake, or with a login
+    being checked); the next one is closed at once. These cost an attacker no account, so
+    they get a smaller share: 313 addresses to fill ``max_connections``. A connection is in
+    this state for a handshake and a password check, well under a second, so an office
+    logging in at 9:00 rarely has more than a few at once; after a server restart, all its
+    clients come back within a second or two, and those turned away try again a moment
+    later (as ``max_pending_logins``, 32, would turn away the 33rd login checked at once)."""
     handshake_timeout: float = 10.0
     keepalive_interval: float = 30.0
     write_timeout: float = 30.0

@@ -1,11 +1,14 @@
-"""What both servers share to stay up under too many connections: log lines that cannot flood
-the log."""
+"""What both servers share to stay up under too many connections: the connection counts per
+address and their caps, and log lines that cannot flood the log."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
+
+from sealchat.transports.server_config import ServerConfig
 
 log = logging.getLogger("sealchat.server")
 
@@ -46,3 +49,102 @@ class ThrottledLog:
             args = (*args, self._skipped)
             self._skipped = 0
         log.log(self._level, message, *args)
+
+
+def address_key(host: str) -> str:
+    """What the limits per address count by: an IPv4 address as it is, an IPv6 address by
+    its /64 network (one host usually has a whole /64 to itself: counted address by address,
+    it would pass every such limit), an IPv4-mapped IPv6 address as its IPv4 address.
+    Anything else (``unknown``) as it is."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
+class ConnectionSlots:
+    """The connections a server has open, per address (``address_key``), and of those the
+    ones that have not logged in yet: each count capped by its ``ServerConfig`` setting
+    (``max_connections_per_address``, ``max_unauthenticated_per_address``), besides
+    ``max_connections`` for all of them. A connection over a cap is to be closed at once;
+    that is logged at info, at most once a minute per cap. Not thread-safe."""
+
+    __slots__ = ("_config", "_full", "_open", "_over_address", "_over_unauthenticated", "_unauth")
+
+    def __init__(self, config: ServerConfig) -> None:
+        self._config = config
+        self._open: dict[str, int] = {}
+        self._unauth: dict[str, int] = {}
+        self._full = ThrottledLog(logging.INFO)
+        self._over_address = ThrottledLog(logging.INFO)
+        self._over_unauthenticated = ThrottledLog(logging.INFO)
+
+    def admit(self, host: str, open_now: int) -> str | None:
+        """A new connection from ``host`` while ``open_now`` are open: its address key,
+        counted (for ``logged_in`` and ``release``), or None if it is to be closed at once."""
+        config = self._config
+        key = address_key(host)
+        if open_now >= config.max_connections:
+            self._full(
+                "closed a connection from %s at once: %d connections are open, the most "
+                "max_connections allows (raise it, and the limit on open files, if the "
+                "server has room for more)",
+                host,
+                open_now,
+            )
+            return None
+        count = self._open.get(key, 0)
+        if count >= config.max_connections_per_address:
+            self._over_address(
+                "closed a connection from %s at once: %s has %d connections open, the most "
+                "max_connections_per_address allows (raise it if that many people really "
+                "share the address, behind a NAT or a proxy)",
+                host,
+                key,
+                count,
+            )
+            return None
+        unauth = self._unauth.get(key, 0)
+        if unauth >= config.max_unauthenticated_per_address:
+            self._over_unauthenticated(
+                "closed a connection from %s at once: %s has %d connections that have not "
+                "logged in, the most max_unauthenticated_per_address allows (raise it if "
+                "that many people really log in at once from the address)",
+                host,
+                key,
+                unauth,
+            )
+            return None
+        self._open[key] = count + 1
+        self._unauth[key] = unauth + 1
+        return key
+
+    def logged_in(self, key: str) -> None:
+        """A connection from ``key`` has logged in (once per connection)."""
+        _decrement(self._unauth, key)
+
+    def release(self, key: str, *, logged_in: bool) -> None:
+        """A connection from ``key`` that ``admit`` counted is closed."""
+        _decrement(self._open, key)
+        if not logged_in:
+            _decrement(self._unauth, key)
+
+    def counts(self, host: str) -> tuple[int, int]:
+        """Connections open from ``host``'s address, and of those not logged in."""
+        key = address_key(host)
+        return self._open.get(key, 0), self._unauth.get(key, 0)
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    """One less for ``key``; a count of 0 is forgotten (memory stays bounded by the
+    connections open)."""
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
     NEED_DATA,
+    Authenticated,
     Bye,
     Connection,
     ConnectionClosed,
@@ -49,6 +50,7 @@ from sealchat.core.limits import MAX_FRAME
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import ServerConfig, stream_read_size
+from sealchat.transports.server_limits import ConnectionSlots
 from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
 
 log = logging.getLogger("sealchat.server")
@@ -69,11 +71,16 @@ _OVER = (State.CLOSED, State.ERROR)
 class _Peer:
     """One client connection: its sans-I/O state and the tasks that move its bytes."""
 
-    def __init__(self, server: TrioServer, session: int, stream: trio.SocketStream) -> None:
+    def __init__(
+        self, server: TrioServer, session: int, stream: trio.SocketStream, address: str, key: str
+    ) -> None:
         self.server = server
         self.session = session
         self.stream = stream
-        self.address = _address(stream)
+        self.address = address
+        self.address_key = key
+        """What the limits per address count this connection by (``address_key``)."""
+        self.logged_in = False
         self.conn = Connection(
             Role.SERVER,
             static_key=server.static_key,
@@ -121,6 +128,7 @@ class TrioServer:
         self.static_key = static_key
         self.config = config
         self._peers: dict[int, _Peer] = {}
+        self._slots = ConnectionSlots(config)
         self._ids = itertools.count(1)
         self._hub_lock = trio.CapacityLimiter(1)
         self._password_lock = trio.CapacityLimiter(config.password_threads)
@@ -172,10 +180,12 @@ class TrioServer:
     # --- one connection -------------------------------------------------------------------
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if len(self._peers) >= self.config.max_connections or self._stopping.is_set():
+        address = _address(stream)
+        key = None if self._stopping.is_set() else self._slots.admit(address, len(self._peers))
+        if key is None:
             await stream.aclose()
             return
-        peer = _Peer(self, next(self._ids), stream)
+        peer = _Peer(self, next(self._ids), stream, address, key)
         self._peers[peer.session] = peer
         try:
             with peer.cancel:
@@ -189,6 +199,7 @@ class TrioServer:
                     nursery.cancel_scope.cancel()
         finally:
             del self._peers[peer.session]
+            self._slots.release(key, logged_in=peer.logged_in)
             if not self._peers:
                 self._all_gone.set()
             with trio.CancelScope(shield=True):
@@ -242,7 +253,7 @@ class TrioServer:
                 return False
             if isinstance(event, KeysEstablished):
                 log.info("%r connected with key %s", peer, event.fingerprint)
-                await self._in_hub(self.hub.open_session, peer.session, peer.address, _now())
+                await self._in_hub(self.hub.open_session, peer.session, peer.address_key, _now())
                 peer.in_hub = True
 
     async def _to_hub(
@@ -306,6 +317,9 @@ class TrioServer:
                         peer = self._peers.get(session)
                         if peer is not None:
                             peer.send(record, encoded)
+                            if isinstance(record, Authenticated) and not peer.logged_in:
+                                peer.logged_in = True
+                                self._slots.logged_in(peer.address_key)
                 case Disconnect(session=session, reason=reason):
                     peer = self._peers.get(session)
                     if peer is not None:

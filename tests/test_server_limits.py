@@ -1,0 +1,76 @@
+"""The pieces of the servers' connection limits on their own: what counts as one address, the
+log that cannot flood, and the command line that sets the limits."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sealchat.cli.main import build_parser
+from sealchat.cli.server_cmd import server_config
+from sealchat.transports.server_config import ServerConfig
+from sealchat.transports.server_limits import ConnectionSlots, ThrottledLog, address_key
+
+
+def test_one_ipv6_host_counts_as_one_address() -> None:
+    # A host usually has a whole /64: counted one by one, its addresses would pass any cap.
+    assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("::ffff:192.0.2.7") == address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("192.0.2.7") != address_key("192.0.2.8")
+    assert address_key("fe80::1%eth0") == address_key("fe80::2%eth1")
+
+
+def test_caps_count_by_address_and_forget_what_closed() -> None:
+    slots = ConnectionSlots(
+        ServerConfig(max_connections_per_address=3, max_unauthenticated_per_address=2)
+    )
+    host = "2001:db8::1"
+    keys = [slots.admit(host, 0), slots.admit("2001:db8::2", 0)]
+    assert None not in keys
+    assert slots.admit("2001:db8::3", 0) is None  # two of the /64 not logged in yet
+    slots.logged_in(keys[0])  # type: ignore[arg-type]
+    third = slots.admit(host, 0)
+    assert third is not None
+    assert slots.admit(host, 0) is None  # three of the /64 open
+    assert slots.admit("2001:db8:0:1::1", 0) is not None  # the next /64 is another address
+    for key, logged_in in zip([*keys, third], [True, False, False], strict=True):
+        slots.release(key, logged_in=logged_in)  # type: ignore[arg-type]
+    assert slots.counts(host) == (0, 0)
+
+
+def test_refusals_are_logged_at_most_once_a_minute_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    now = [1000.0]
+    say = ThrottledLog(logging.INFO, interval=60.0, clock=lambda: now[0])
+    for n in range(500):  # a flood of refusals in one second
+        now[0] = 1000.0 + n / 500
+        say("refused %s", "192.0.2.7")
+    now[0] = 1061.0
+    say("refused %s", "192.0.2.8")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused 192.0.2.7",
+        "refused 192.0.2.8 (and 499 times more since the last such line)",
+    ]
+
+
+def test_the_server_command_sets_the_limits_per_address() -> None:
+    args = build_parser().parse_args(
+        [
+            "server",
+            "--max-connections-per-address",
+            "500",
+            "--max-unauthenticated-per-address",
+            "64",
+        ]
+    )
+    config = server_config(args)
+    assert (config.max_connections_per_address, config.max_unauthenticated_per_address) == (500, 64)
+    defaults = server_config(build_parser().parse_args(["server"]))
+    assert defaults.max_connections_per_address == ServerConfig().max_connections_per_address
+    assert (
+        defaults.max_unauthenticated_per_address == ServerConfig().max_unauthenticated_per_address
+    )
