@@ -98,6 +98,8 @@ TIMEOUT = 15.0
 """Upper bound for waiting on one event: only reached when something is broken."""
 R = TypeVar("R")
 FILE_ID = re.compile(r"[0-9a-f]{32}")
+ELSEWHERE = ("127.0.0.2", 0)
+"""A client's address other than 127.0.0.1 (all of 127/8 is this host)."""
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -413,6 +415,31 @@ def test_the_failure_that_starts_a_block_says_when_to_retry(serve: Callable[...,
     rejected = client.next(LoginRejected)
     assert rejected.reason == GENERIC_LOGIN_FAILURE
     assert rejected.retry_after > 0
+
+
+def test_logins_from_one_address_are_throttled_even_when_they_succeed(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(hub=HubConfig(address_login_burst=2, address_logins_per_minute=1))
+    server.login("alice")
+    server.login("bob")
+    client = server.connect()
+    client.send(Login(username="carol", password=PASSWORD))
+    refused = client.next(LoginRejected)
+    assert re.fullmatch(r"too many logins from your address; try again in \d+ s", refused.reason)
+    assert 0 < refused.retry_after <= 60
+    assert server.login("carol", source_address=ELSEWHERE)  # elsewhere: no wait
+
+
+def test_registrations_from_one_address_are_throttled(serve: Callable[..., Server]) -> None:
+    server = serve(hub=HubConfig(open_registration=True, registration_burst=1))
+    assert server.connect().login("erin", "a long password", register=True) == "erin"
+    client = server.connect()
+    client.send(Register(username="frank", password="a long password"))
+    refused = client.next(LoginRejected)
+    assert refused.reason.startswith("too many new accounts from your address; try again in")
+    assert refused.retry_after > 0
+    assert client.login("erin", "a long password") == "erin"  # logging in is not registering
 
 
 def test_registration_is_refused_when_closed(serve: Callable[..., Server]) -> None:
@@ -825,7 +852,12 @@ def test_messages_posted_during_a_login_arrive_once_each_and_in_order(
 ) -> None:
     """The replay after login and the live messages meet with no gap, repeat or reordering."""
     server = serve(
-        hub=HubConfig(messages_per_second=1e6, message_burst=1_000_000, replay_page=100_000)
+        hub=HubConfig(
+            messages_per_second=1e6,
+            message_burst=1_000_000,
+            replay_page=100_000,
+            user_login_burst=21,  # bob logs in 21 times
+        )
     )
     alice = server.login("alice")
     _go_offline(server, server.login("bob"), "bob")
@@ -1257,10 +1289,6 @@ def test_max_connections_is_enforced(chatting: Chatting) -> None:
     assert server.connect().login("dave", PASSWORD) == "dave"
 
 
-ELSEWHERE = ("127.0.0.2", 0)
-"""A client's address other than 127.0.0.1 (all of 127/8 is this host)."""
-
-
 def test_one_address_cannot_take_every_connection(
     chatting: Chatting, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1352,7 +1380,11 @@ def test_200_concurrent_clients_each_receive_every_message(serve: Callable[..., 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4096:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
-    server = serve(users=CROWD, max_connections_per_address=len(CROWD))  # all from 127.0.0.1
+    server = serve(  # all from 127.0.0.1
+        hub=HubConfig(address_login_burst=len(CROWD)),
+        users=CROWD,
+        max_connections_per_address=len(CROWD),
+    )
     with ThreadPoolExecutor(max_workers=20) as pool:
         clients = list(pool.map(server.login, CROWD))
     for n, client in enumerate(clients):

@@ -136,6 +136,113 @@ def test_a_successful_login_does_not_clear_the_address_count(store: SqliteStore)
     assert reply.retry_after > 0
 
 
+def attempt(
+    hub: Hub,
+    session: int,
+    address: str,
+    name: str,
+    *,
+    at: float = NOW,
+    right: bool = True,
+    register: bool = False,
+) -> object:
+    """A new session at ``address`` logs in as (or registers) ``name``, with the right
+    password or not: the answer, Authenticated or LoginRejected. A refusal must come before
+    any password work."""
+    hub.open_session(session, address, at)
+    asked = Register if register else Login
+    effects = hub.handle(session, asked(username=name, password="longenough"), at)
+    if isinstance(effects[0], HashPassword):
+        effects = hub.password_hashed(session, name, "$argon2id$fake", at)
+    elif isinstance(effects[0], VerifyPassword):
+        effects = hub.password_verified(session, name, right, at)
+    return records(effects, session)[0]
+
+
+def test_logins_that_succeed_are_throttled_per_address_too(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig(address_login_burst=3, address_logins_per_minute=60))
+    for session in range(1, 4):  # each one a password check, all of them right
+        assert isinstance(attempt(hub, session, "203.0.113.5", "bob"), Authenticated)
+    refused = attempt(hub, 4, "203.0.113.5", "bob")
+    assert isinstance(refused, LoginRejected)
+    assert refused.reason == "too many logins from your address; try again in 1 s"
+    assert refused.retry_after == 1.0
+    assert isinstance(attempt(hub, 5, "198.51.100.1", "alice"), Authenticated)  # elsewhere
+    assert isinstance(attempt(hub, 6, "203.0.113.5", "alice", at=NOW + 1), Authenticated)
+
+
+def test_logins_to_one_account_are_throttled_from_any_address(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig(user_login_burst=2, user_logins_per_minute=6))
+    assert isinstance(attempt(hub, 1, "10.0.0.1", "bob"), Authenticated)
+    assert isinstance(attempt(hub, 2, "10.0.0.2", "bob", right=False), LoginRejected)
+    refused = attempt(hub, 3, "10.0.0.3", "BOB")
+    assert isinstance(refused, LoginRejected)
+    assert refused.reason == "too many logins to this account; try again in 10 s"
+    assert refused.retry_after == 10.0
+    assert isinstance(attempt(hub, 4, "10.0.0.3", "alice"), Authenticated)  # another account
+    assert isinstance(attempt(hub, 5, "10.0.0.1", "bob", at=NOW + 10), Authenticated)
+
+
+def test_registrations_are_throttled_per_address(store: SqliteStore) -> None:
+    config = HubConfig(open_registration=True, registration_burst=2, registrations_per_hour=5)
+    hub = Hub(store, config)
+    taken = attempt(hub, 1, "192.0.2.1", "bob", register=True)  # refused for its name
+    assert isinstance(taken, LoginRejected)
+    assert taken.reason == "that user name is taken"  # and it used up nothing
+    for session, name in ((2, "new1"), (3, "new2")):
+        assert isinstance(attempt(hub, session, "192.0.2.1", name, register=True), Authenticated)
+    refused = attempt(hub, 4, "192.0.2.1", "new3", register=True)
+    assert isinstance(refused, LoginRejected)
+    assert refused.reason == "too many new accounts from your address; try again in 720 s"
+    assert refused.retry_after == 720.0
+    assert store.get_user("new3") is None
+    assert isinstance(attempt(hub, 5, "192.0.2.1", "new1"), Authenticated)  # logins go on
+    assert isinstance(attempt(hub, 6, "192.0.2.2", "new3", register=True), Authenticated)
+    assert isinstance(
+        attempt(hub, 7, "192.0.2.1", "new4", at=NOW + 720, register=True), Authenticated
+    )
+
+
+def test_the_default_allowances_let_an_office_and_a_users_devices_in_at_once(
+    store: SqliteStore,
+) -> None:
+    staff = [f"staff{n:03}" for n in range(128)]
+    for name in staff:
+        store.add_user(name, name, "$argon2id$fake")
+    hub = Hub(store, HubConfig())
+    office = "198.51.100.80"  # everyone behind one NAT, all at 9:00
+    for session, name in enumerate(staff, start=1):
+        assert isinstance(attempt(hub, session, office, name), Authenticated), name
+    looping = attempt(hub, 200, office, "staff000")  # but not a login loop
+    assert isinstance(looping, LoginRejected)
+    assert looping.retry_after == 1.0
+    for device in range(10):  # one user's devices, all back at once after a restart
+        address = f"192.0.2.{device}"
+        assert isinstance(attempt(hub, 300 + device, address, "alice"), Authenticated)
+    assert isinstance(attempt(hub, 310, "192.0.2.99", "alice"), LoginRejected)
+
+
+def test_guesses_cannot_use_up_a_users_allowance(store: SqliteStore) -> None:
+    hub = Hub(store)
+    assert isinstance(attempt(hub, 1, "192.0.2.10", "bob"), Authenticated)  # bob's place
+    for session in range(2, 40):  # guesses from everywhere: the back-off stops them early
+        guess = attempt(hub, session, f"203.0.113.{session}", "bob", right=False)
+        assert isinstance(guess, LoginRejected)
+    assert isinstance(attempt(hub, 40, "192.0.2.10", "bob"), Authenticated)
+
+
+def test_allowances_full_again_are_forgotten(store: SqliteStore) -> None:
+    hub = Hub(store, HubConfig(open_registration=True))
+    for session in range(1, 101):  # a hundred names tried from a hundred addresses
+        attempt(hub, session, f"10.0.{session}.1", f"nobody{session}", right=False)
+    attempt(hub, 101, "10.0.0.1", "new1", register=True)
+    logins = hub._logins
+    allowances = (logins._address_checks, logins._user_checks, logins._registrations)
+    assert all(a._buckets for a in allowances)
+    hub.tick(NOW + 3600)  # long enough for every allowance to refill
+    assert not any(a._buckets for a in allowances)
+
+
 def test_registration_of_a_taken_name_costs_no_hash(store: SqliteStore) -> None:
     hub = Hub(store, HubConfig(open_registration=True))
     hub.open_session(1, "10.0.0.1", NOW)

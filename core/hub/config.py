@@ -22,6 +22,37 @@ class HubConfig:
     login_backoff_max: float = 300.0
     max_pending_logins: int = 32
     """Password checks in progress at once for one address (each costs the server Argon2)."""
+    address_logins_per_minute: float = 60.0
+    """Rate at which an address's allowance of password checks refills. Every Login and
+    Register that gets as far as a password check takes one, whether it succeeds or not: an
+    Argon2id check costs tens of milliseconds of a core, so logging in and out in a loop must
+    be throttled as much as guessing. One a second is about 1/80 of what the two password
+    threads check on two cores: one address cannot keep them busy, yet an office behind one
+    NAT logs in on it all day."""
+    address_login_burst: int = 128
+    """Password checks an address may make at once after a quiet spell: as many as the
+    connections it may hold (the servers' ``max_connections_per_address``, 128), so a whole
+    office behind one NAT can log in at 9:00, and all its clients at once after a server
+    restart. A login refused for want of it gets a ``retry_after``."""
+    user_logins_per_minute: float = 6.0
+    """Rate at which an account's allowance of password checks refills: the logins to one
+    user name (existing or not) from anywhere, and its registration. One every 10 s: an
+    account logged in and out in a loop from many addresses costs the server little."""
+    user_login_burst: int = 10
+    """Password checks for one account at once after a quiet spell: a user's devices (desktop,
+    laptop, phone, a terminal or two) all logging in again at once after a server restart,
+    with room for a few mistyped passwords. Guesses cannot use it up to lock the user out:
+    after ``free_login_failures`` of them the back-off refuses further guesses before they
+    take any of it."""
+    registrations_per_hour: float = 5.0
+    """Rate at which an address's allowance of new accounts refills (with
+    ``open_registration``); only a registration that gets as far as hashing the password
+    takes from it, not one refused for its name or password. Accounts are for people, who
+    register once: this keeps one address from making thousands of them."""
+    registration_burst: int = 5
+    """New accounts an address may register at once: a family or a small team behind one NAT
+    signing up together. An operator who opens registration for a larger group at one
+    address raises it (or makes their accounts with ``sealchat user add``)."""
     login_timeout: float = 60.0
     """A connection that has not logged in this long after its handshake is closed, so idle
     unauthenticated connections cannot fill the server."""

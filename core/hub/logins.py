@@ -1,8 +1,10 @@
 """Logins and registrations, with their throttling: back-off after failures, a cap on checks
-in progress per address, a time limit for logging in."""
+in progress per address, allowances of password checks per address and per account and of
+new accounts per address, a time limit for logging in."""
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 
@@ -10,7 +12,7 @@ from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Disconnect, Effect, HashPassword, SessionId, VerifyPassword
 from sealchat.core.hub.names import user_key, username_problem
 from sealchat.core.hub.outgoing import pages, reply
-from sealchat.core.hub.ratelimit import Backoff
+from sealchat.core.hub.ratelimit import Allowances, Backoff
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Session
 from sealchat.core.hub.store import Store
@@ -48,6 +50,16 @@ class Logins:
         self._known_addresses: dict[str, OrderedDict[str, None]] = {}
         """Per user, the latest addresses it logged in from: the user's back-off does not
         apply there, so failures from elsewhere cannot lock the user out of them."""
+        minute, hour = 60.0, 3600.0
+        self._address_checks = Allowances(
+            config.address_logins_per_minute / minute, config.address_login_burst
+        )
+        self._user_checks = Allowances(
+            config.user_logins_per_minute / minute, config.user_login_burst
+        )
+        self._registrations = Allowances(
+            config.registrations_per_hour / hour, config.registration_burst
+        )
 
     def login(self, state: Session, record: Login | Register, now: float) -> list[Effect]:
         """A Login or Register record: the password check to run, or a refusal."""
@@ -65,10 +77,15 @@ class Logins:
         if pending >= self.config.max_pending_logins:
             reason = "too many logins in progress from your address; try again in a moment"
             return [reply(state, LoginRejected(reason=reason, retry_after=1.0))]
+        registering = isinstance(record, Register)
         if isinstance(record, Register):
             problem = self._registration_problem(record)
             if problem:
                 return [reply(state, LoginRejected(reason=problem))]
+        refused = self._take_allowances(key, state.address, registering, now)
+        if refused is not None:
+            return [reply(state, refused)]
+        if registering:
             state.login_pending = True
             state.password_generation = 0  # a new account's, not that of an earlier attempt
             return [HashPassword(state.id, record.username, record.password)]
@@ -95,6 +112,27 @@ class Logins:
             return None
         reason = f"too many failed attempts; try again in {wait:.0f} s"
         return LoginRejected(reason=reason, retry_after=wait)
+
+    def _take_allowances(
+        self, key: str, address: str, registering: bool, now: float
+    ) -> LoginRejected | None:
+        """Take a password check from the address's and the account's allowances (and a new
+        account from the address's, when ``registering``); or, if one of them is used up, take
+        nothing and return the refusal, which names the one with the longest wait."""
+        buckets = [
+            (self._address_checks.of(address, now), "too many logins from your address"),
+            (self._user_checks.of(key, now), "too many logins to this account"),
+        ]
+        if registering:
+            bucket = self._registrations.of(address, now)
+            buckets.append((bucket, "too many new accounts from your address"))
+        wait, why = max((bucket.wait(now), why) for bucket, why in buckets)
+        if wait > 0:
+            reason = f"{why}; try again in {math.ceil(wait)} s"
+            return LoginRejected(reason=reason, retry_after=wait)
+        for bucket, _why in buckets:
+            bucket.take(now)
+        return None
 
     def _registration_problem(self, record: Register) -> str | None:
         if not self.config.open_registration:
@@ -197,6 +235,8 @@ class Logins:
         for failures in (self._user_failures, self._address_failures):
             for stale in [k for k, b in failures.items() if b.last_failure < horizon]:
                 del failures[stale]
+        for allowances in (self._address_checks, self._user_checks, self._registrations):
+            allowances.forget_full(now)
         sessions = self._roster.sessions
         late = now - self.config.login_timeout
         idle = [

@@ -31,6 +31,15 @@ class TokenBucket:
         """Return the token the last successful ``take`` took (the action did not happen)."""
         self.tokens = min(self.burst, self.tokens + 1)
 
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there (0 if one is there now)."""
+        tokens = self.tokens + (now - self.updated) * self.rate
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+    def full_by(self, now: float) -> bool:
+        """Whether the bucket has refilled completely by ``now`` (as good as a new one)."""
+        return self.tokens + (now - self.updated) * self.rate >= self.burst
+
 
 @dataclass(slots=True)
 class Backoff:
@@ -57,7 +66,7 @@ class Backoff:
 
 
 class Allowances:
-    """A token bucket per user, full when first asked for."""
+    """A token bucket per user (or address), full when first asked for."""
 
     __slots__ = ("_buckets", "_burst", "_rate")
 
@@ -72,3 +81,9 @@ class Allowances:
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket.full(self._rate, self._burst, now)
         return bucket
+
+    def forget_full(self, now: float) -> None:
+        """Forget the buckets that have refilled by ``now``: a new one would be the same, and
+        keys nobody uses any more must not pile up."""
+        for key in [k for k, bucket in self._buckets.items() if bucket.full_by(now)]:
+            del self._buckets[key]
