@@ -61,7 +61,7 @@ def address_key(host: str) -> str:
     except ValueError:
         return host
     if isinstance(ip, ipaddress.IPv4Address):
-        return str(ip)
+        return host  # as the socket spells it: canonical, and no new string per connection
     if ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
