@@ -489,8 +489,9 @@ class ThreadedServer:
                         client = self._client(session)
                         if client is not None:
                             client.send(record, encoded)
-                            if isinstance(record, Authenticated):
-                                self._logged_in(client)
+                    if isinstance(record, Authenticated):  # to the session that logged in
+                        for session in sessions:
+                            self._logged_in(session)
                 case Disconnect(session=session, reason=reason):
                     client = self._client(session)
                     if client is not None:
@@ -509,9 +510,11 @@ class ThreadedServer:
                         client.streams[transfer].set()
         return slow
 
-    def _logged_in(self, client: _Client) -> None:
+    def _logged_in(self, session: int) -> None:
+        """Count ``session``'s connection as logged in for the limits per address."""
         with self._clients_lock:
-            if not client.logged_in and client.session in self._clients:
+            client = self._clients.get(session)
+            if client is not None and not client.logged_in:
                 client.logged_in = True
                 self._slots.logged_in(client.address_key)
 

@@ -317,7 +317,10 @@ class TrioServer:
                         peer = self._peers.get(session)
                         if peer is not None:
                             peer.send(record, encoded)
-                            if isinstance(record, Authenticated) and not peer.logged_in:
+                    if isinstance(record, Authenticated):  # to the session that logged in
+                        for session in sessions:
+                            peer = self._peers.get(session)
+                            if peer is not None and not peer.logged_in:
                                 peer.logged_in = True
                                 self._slots.logged_in(peer.address_key)
                 case Disconnect(session=session, reason=reason):
