@@ -1065,3 +1065,16 @@ def test_a_file_list_of_short_names_takes_many_to_a_page(store: SqliteStore) -> 
     expected = [_shared(hub, 1, n, f"{n}.txt", room="general") for n in range(70)]
     page = _page(hub, 1, ListFiles(room="general"))
     assert ([f.file_id for f in page.files], page.more) == (expected, False)
+
+
+def test_a_block_is_said_in_whole_seconds_rounded_up(store: SqliteStore) -> None:
+    """0.4 s left is "try again in 1 s", never "in 0 s" (a retry then would be refused)."""
+    hub = Hub(store, HubConfig(free_login_failures=1, login_backoff_base=1.0))
+    hub.open_session(1, "192.0.2.4", NOW)
+    hub.handle(1, Login(username="alice", password="guess"), NOW)
+    hub.password_verified(1, "alice", False, NOW)
+    hub.open_session(2, "192.0.2.4", NOW + 0.6)
+    (refusal,) = records(hub.handle(2, Login(username="alice", password="x"), NOW + 0.6), 2)
+    assert isinstance(refusal, LoginRejected)
+    assert refusal.reason == "too many failed attempts; try again in 1 s"
+    assert refusal.retry_after == pytest.approx(0.4)

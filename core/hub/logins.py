@@ -110,7 +110,7 @@ class Logins:
         wait = max((b.wait(now) for b in backoffs if b is not None), default=0.0)
         if wait <= 0:
             return None
-        reason = f"too many failed attempts; try again in {wait:.0f} s"
+        reason = f"too many failed attempts; try again in {math.ceil(wait)} s"
         return LoginRejected(reason=reason, retry_after=wait)
 
     def _take_allowances(
