@@ -827,6 +827,28 @@ def test_a_store_failing_the_account_check_still_forgets_a_closed_session(
     assert Presence(user="bob", online=False) in records(effects, 1)
 
 
+def test_a_store_failing_to_release_uploads_still_takes_their_user_offline(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Disconnected mid-upload while the store fails: the user is not left online for good,
+    # its room-mates are told it left (the server runs the effects HandlingFailed carries),
+    # and both uploads can be resumed from its next session.
+    hub = hub_with(store, "alice", "bob")
+    data = b"u" * 5000
+    offers = [_offer(data, 1), _offer(data + b"2", 2)]
+    for offer in offers:
+        accepted(hub, 1, offer)
+        hub.handle(1, FileChunk(transfer=offer.transfer, offset=0, data=data[:1000]), NOW)
+    monkeypatch.setattr(store, "release_upload", locked)
+    with pytest.raises(HandlingFailed) as failed:
+        hub.close_session(1, NOW)
+    assert not hub.is_online("alice")
+    assert Presence(user="Alice", online=False) in records(failed.value.effects, 2)
+    monkeypatch.undo()
+    logged_in(hub, 3, "alice")
+    assert [accepted(hub, 3, offer).offset for offer in offers] == [1000, 1000]
+
+
 def test_a_store_failing_while_members_are_reread_keeps_the_handling_failure(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

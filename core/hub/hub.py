@@ -110,25 +110,46 @@ class Hub:
         self._sessions[session] = Session(id=session, address=address, opened=now)
 
     def close_session(self, session: SessionId, now: float) -> list[Effect]:
-        """The connection is gone. Uploads stay resumable; presence may change."""
+        """The connection is gone. Uploads stay resumable; presence may change.
+
+        The session is forgotten even if the store fails; ``HandlingFailed`` then carries
+        the effects to run (the user going offline)."""
         try:
             effects = self._accounts.log_out()  # room-mates are told while it is known
         except Exception:  # the store failed the check: the next tick checks again (and logs)
             effects = []  # the session is forgotten all the same
-        return effects + self._close(session, self._roster.presence_audience)
+        try:
+            return effects + self._close(session, self._roster.presence_audience)
+        except HandlingFailed as failed:
+            failed.effects[:0] = effects
+            raise
 
     def _close(self, session: SessionId, audience: Callable[[str], set[str]]) -> list[Effect]:
         """Forget ``session``; if it was its user's last, stop its typing and tell
-        ``audience(key)`` that the user went offline."""
+        ``audience(key)`` that the user went offline.
+
+        Its uploads are released last, each whatever became of the others: if the store fails
+        at that, the session is forgotten and its uploads are free to resume all the same, and
+        ``HandlingFailed`` carries the effects (the user going offline)."""
         state = self._sessions.pop(session, None)
         if state is None:
             return []
+        effects = self._went_offline(state, audience) if state.key else []
+        failure: Exception | None = None
         for transfer in list(state.uploads):
-            self._files.end_upload(state, transfer)
-        if not state.key:
-            return []
+            try:
+                self._files.end_upload(state, transfer)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise HandlingFailed(effects) from failure
+        return effects
+
+    def _went_offline(self, state: Session, audience: Callable[[str], set[str]]) -> list[Effect]:
+        """``state`` (logged in) is closed: if it was its user's last session, the user's
+        typing stops and ``audience(key)`` is told that it went offline."""
         sessions = self._online[state.key]
-        sessions.discard(session)
+        sessions.discard(state.id)
         if sessions:
             return []
         del self._online[state.key]
