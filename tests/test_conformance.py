@@ -903,6 +903,129 @@ def test_a_failing_timer_tick_loses_that_tick_only(
     assert closed.reason == PASSWORD_CHANGED
 
 
+def _locked(*_args: object) -> Any:
+    raise sqlite3.OperationalError("database is locked")
+
+
+def _logged_with_traceback(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("register", [False, True], ids=["login", "registration"])
+def test_a_store_failing_after_a_password_check_costs_that_connection_only(
+    serve: Callable[..., Server],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    register: bool,
+) -> None:
+    # The store fails ("database is locked" past its busy timeout, a full disk) as a checked
+    # password is acted on: that connection is told to reconnect, the failure is logged with
+    # its traceback, and the server and everyone on it carry on; the next try goes through.
+    caplog.set_level(logging.ERROR, logger="sealchat.server")
+    server = serve(hub=HubConfig(open_registration=True))
+    alice, bob = server.login("alice"), server.login("bob")
+    store = server.hub.store
+    name, method = ("erin", "add_user") if register else ("carol", "get_cursor")
+    real = getattr(store, method)
+    failed = threading.Event()
+
+    def locked_once(*args: Any) -> Any:
+        if user_key(name) in args and not failed.is_set():
+            failed.set()
+            _locked()
+        return real(*args)
+
+    monkeypatch.setattr(store, method, locked_once)
+    sock, conn = raw_handshake(server.port)
+    with sock:
+        conn.send((Register if register else Login)(username=name, password=PASSWORD))
+        sock.sendall(conn.data_to_send())
+        events = raw_events(sock, conn)
+    assert failed.is_set()
+    assert not of_type(events, Authenticated)
+    assert [bye.reason for bye in of_type(events, Bye)] == [
+        "the server failed on your request; please reconnect"
+    ]
+    assert _logged_with_traceback(caplog, "the hub failed on")
+    say(alice, bob, "still here")
+    assert server.connect().login(name, PASSWORD, register=register) == name
+
+
+def test_a_store_failing_as_a_session_closes_still_tells_its_room_mates(
+    serve: Callable[..., Server],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # alice leaves in the middle of an upload and the store fails to let go of it: her
+    # room-mates still see her go offline, the server carries on, her upload resumes later.
+    caplog.set_level(logging.ERROR, logger="sealchat.server")
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    data = payload(100_000, seed=5)
+    assert isinstance(offer(alice, data), FileAccept)
+    send_chunks(alice, 1, data[:MAX_CHUNK])
+    settle(alice)
+    monkeypatch.setattr(server.hub.store, "release_upload", _locked)
+    alice.close()
+    last(bob, matching(Presence, user="alice", online=False))
+    wait_until(
+        lambda: _logged_with_traceback(caplog, "the hub failed on closing the session of"),
+        "the failure is logged",
+    )
+    monkeypatch.undo()
+    again = server.login("alice")
+    resumed = offer(again, data)
+    assert isinstance(resumed, FileAccept)
+    assert resumed.offset == MAX_CHUNK
+    say(again, bob, "back")
+
+
+def test_a_store_failing_a_download_rejects_that_download_only(
+    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    data = payload(100_000, seed=6)
+    file = upload(alice, data).file
+    assert file is not None
+    monkeypatch.setattr(server.hub.store, "read_chunk", _locked)
+    bob.send(FileRequest(transfer=9, file_id=file.file_id))
+    rejected = last(bob, matching(FileReject, transfer=9))
+    assert rejected.reason == "the server could not read the file"
+    monkeypatch.undo()
+    say(bob, alice, "still here")
+    assert download(bob, file.file_id, transfer=10)[1] == data
+
+
+def test_a_bug_in_one_connection_closes_that_connection_only(
+    serve: Callable[..., Server],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The last line of defence: whatever one connection's tasks (trio) or threads raise is
+    # logged with its traceback and closes that connection; the server never stops for it.
+    caplog.set_level(logging.ERROR, logger="sealchat.server")
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    real = server.hub.open_session
+    failed = threading.Event()
+
+    def buggy(*args: Any) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug")
+        real(*args)
+
+    monkeypatch.setattr(server.hub, "open_session", buggy)
+    sock, conn = raw_handshake(server.port)
+    with sock:
+        (closed,) = raw_events(sock, conn)
+    assert isinstance(closed, ConnectionClosed)
+    assert _logged_with_traceback(caplog, "failed; closing it")
+    say(alice, bob, "still here")
+    assert server.login("carol")
+
+
 # --- 7. persistence across a crash --------------------------------------------------------
 
 

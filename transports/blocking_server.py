@@ -65,6 +65,8 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 _GONE_BEFORE_ACCEPTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
 """Errors of ``accept`` about that one connection only (trio's listener skips them too)."""
 _OVER = (State.CLOSED, State.ERROR)
+FAILED = "the server failed on your request; please reconnect"
+"""The goodbye of a connection whose request the hub (or its store) failed on."""
 
 
 class _Client:
@@ -133,6 +135,8 @@ class _Client:
             self._read()
         except OSError:
             pass
+        except Exception:  # the last line of defence: a bug costs this connection only
+            log.exception("the connection of %r failed; closing it", self)
         finally:
             with self.lock:
                 self.finished = True
@@ -222,13 +226,22 @@ class _Client:
             checks += server.hub_effects(server.hub.handle_all, self.session, records, time.time())
         except Exception:  # a bug must cost one connection, never the server
             log.exception("the hub failed on a record from %r", self)
-            self.goodbye("the server failed on your request; please reconnect")
+            self.goodbye(FAILED)
             return False
         return True
 
     # --- the writer thread ----------------------------------------------------------------
 
     def _write(self) -> None:
+        try:
+            self._write_all()
+        except Exception:  # the last line of defence: a bug costs this connection only
+            log.exception("the writer of %r failed; closing it", self)
+            with self.lock:
+                self.conn.send_failed()
+                self._abort()
+
+    def _write_all(self) -> None:
         out = self.out
         try:
             while True:
@@ -439,7 +452,10 @@ class ThreadedServer:
             if self._clients.pop(client.session, None) is not None:
                 self._slots.release(client.address_key, logged_in=client.logged_in)
         if client.in_hub:
-            self.call_hub(self.hub.close_session, client.session, time.time())
+            try:
+                self.call_hub(self.hub.close_session, client.session, time.time())
+            except Exception:  # the effects that stand have run (hub_effects)
+                log.exception("the hub failed on closing the session of %r", client)
 
     # --- the hub and its effects ----------------------------------------------------------
 
@@ -519,19 +535,27 @@ class ThreadedServer:
                 self._slots.logged_in(client.address_key)
 
     def check_password(self, effect: VerifyPassword | HashPassword) -> None:
-        """Run an Argon2id check in this (the client's reader) thread and report it."""
-        if isinstance(effect, VerifyPassword):
-            with self._password_slots:
-                ok = verify_password(effect.password, effect.password_hash)
-            self.call_hub(
-                self.hub.password_verified, effect.session, effect.username, ok, time.time()
-            )
-        else:
-            with self._password_slots:
-                phc = hash_password(effect.password, params=self.config.argon2)
-            self.call_hub(
-                self.hub.password_hashed, effect.session, effect.username, phc, time.time()
-            )
+        """Run an Argon2id check in this (the client's reader) thread and report it. If the
+        hub (or its store) fails on the outcome, the client is told goodbye, as for a record
+        (the effects that stand have run)."""
+        try:
+            if isinstance(effect, VerifyPassword):
+                with self._password_slots:
+                    ok = verify_password(effect.password, effect.password_hash)
+                self.call_hub(
+                    self.hub.password_verified, effect.session, effect.username, ok, time.time()
+                )
+            else:
+                with self._password_slots:
+                    phc = hash_password(effect.password, params=self.config.argon2)
+                self.call_hub(
+                    self.hub.password_hashed, effect.session, effect.username, phc, time.time()
+                )
+        except Exception:  # a bug or a failing store must cost one connection, never the server
+            log.exception("the hub failed on the password check of session %s", effect.session)
+            client = self._client(effect.session)
+            if client is not None:
+                client.goodbye(FAILED)
 
     def _stream(self, client: _Client, effect: StreamFile, cancelled: threading.Event) -> None:
         """Send a stored file's chunks, waiting while the client's queue is full; up to
@@ -556,7 +580,7 @@ class ThreadedServer:
                         return  # cancelled while this thread read
                     if len(data) != size:
                         raise ValueError(f"read {len(data)} bytes of {size}: file truncated")
-                except (OSError, ValueError):
+                except Exception:  # the disk, or the store ("database is locked")
                     log.exception("cannot read file %s for %r", effect.file_id, client)
                     reason = "the server could not read the file"
                     client.send(FileReject(transfer=effect.transfer, reason=reason))
@@ -565,8 +589,15 @@ class ThreadedServer:
                     client.send(chunk)
                 offset += size
             client.send(FileComplete(transfer=effect.transfer, sha256=effect.sha256))
+        except Exception:  # the last line of defence: a bug costs this connection only
+            log.exception("the download of %r failed; closing its connection", client)
+            client.goodbye(FAILED)
         finally:
             with self._hub_lock:  # under the lock that runs CancelStream effects
                 if client.streams.get(effect.transfer) is cancelled:
                     del client.streams[effect.transfer]
-            self.in_hub(self.hub.stream_finished, client.session, effect.transfer)
+            try:
+                self.in_hub(self.hub.stream_finished, client.session, effect.transfer)
+            except Exception:
+                log.exception("the hub failed on the end of a download of %r", client)
+                client.goodbye(FAILED)

@@ -66,6 +66,8 @@ assert BULK_RECEIVE_SIZE + 4 + MAX_FRAME <= MAX_RECEIVE_BUFFER
 TICK = 0.25
 """Longest sleep of the hub's timer task: typing notices expire at most this late."""
 _OVER = (State.CLOSED, State.ERROR)
+FAILED = "the server failed on your request; please reconnect"
+"""The goodbye of a connection whose request the hub (or its store) failed on."""
 
 
 class _Peer:
@@ -197,6 +199,8 @@ class TrioServer:
                     with trio.move_on_after(2):
                         await peer.writer_done.wait()
                     nursery.cancel_scope.cancel()
+        except* Exception:  # the last line of defence: a bug costs this connection only
+            log.exception("the connection of %r failed; closing it", peer)
         finally:
             del self._peers[peer.session]
             self._slots.release(key, logged_in=peer.logged_in)
@@ -204,8 +208,8 @@ class TrioServer:
                 self._all_gone.set()
             with trio.CancelScope(shield=True):
                 if peer.in_hub:
-                    await self._run_effects(
-                        await self._in_hub(self.hub.close_session, peer.session, _now())
+                    await self._call_hub(
+                        peer, "closing the session of", self.hub.close_session, peer.session, _now()
                     )
                 await stream.aclose()
 
@@ -266,13 +270,26 @@ class TrioServer:
             return True
         while wait_for_reader and peer.conn.bytes_to_send > self.config.reply_window:
             await peer.wrote.wait()
+        return await self._call_hub(
+            peer, "a record from", self.hub.handle_all, peer.session, records, _now()
+        )
+
+    async def _call_hub(
+        self, peer: _Peer, what: str, fn: Callable[..., Sequence[Effect]], *args: object
+    ) -> bool:
+        """Call ``fn`` on the hub's thread and run the effects it returns; False if it failed.
+
+        A failure (a bug, or the store failing: "database is locked" past its busy timeout, a
+        full disk) costs ``peer``'s connection, never the server: it is logged, the effects
+        that still stand are run (those of what was stored before it) and ``peer`` is told
+        goodbye. ``what`` names the call in the log, before the peer."""
         try:
-            effects = await self._in_hub(self.hub.handle_all, peer.session, records, _now())
-        except Exception as exc:  # a bug must cost one connection, never the server
-            log.exception("the hub failed on a record from %r", peer)
+            effects = await self._in_hub(fn, *args)
+        except Exception as exc:
+            log.exception("the hub failed on %s %r", what, peer)
             if isinstance(exc, HandlingFailed):  # what came before the failure is stored
                 await self._run_effects(exc.effects)
-            peer.say_goodbye("the server failed on your request; please reconnect")
+            peer.say_goodbye(FAILED)
             return False
         await self._run_effects(effects)
         return True
@@ -330,7 +347,7 @@ class TrioServer:
                 case VerifyPassword() | HashPassword():
                     peer = self._peers.get(effect.session)
                     if peer is not None and peer.nursery is not None:
-                        peer.nursery.start_soon(self._check_password, effect)
+                        peer.nursery.start_soon(self._check_password, peer, effect)
                 case StreamFile():
                     peer = self._peers.get(effect.session)
                     if peer is not None and peer.nursery is not None:
@@ -342,23 +359,35 @@ class TrioServer:
                     if peer is not None and transfer in peer.streams:
                         peer.streams[transfer].cancel()
 
-    async def _check_password(self, effect: VerifyPassword | HashPassword) -> None:
+    async def _check_password(self, peer: _Peer, effect: VerifyPassword | HashPassword) -> None:
+        """Run an Argon2id check on its own threads and report it to the hub."""
         if isinstance(effect, VerifyPassword):
             ok = await trio.to_thread.run_sync(
                 verify_password, effect.password, effect.password_hash, limiter=self._password_lock
             )
-            effects = await self._in_hub(
-                self.hub.password_verified, effect.session, effect.username, ok, _now()
+            await self._call_hub(
+                peer,
+                "the password check of",
+                self.hub.password_verified,
+                effect.session,
+                effect.username,
+                ok,
+                _now(),
             )
         else:
             phc = await trio.to_thread.run_sync(
                 partial(hash_password, effect.password, params=self.config.argon2),
                 limiter=self._password_lock,
             )
-            effects = await self._in_hub(
-                self.hub.password_hashed, effect.session, effect.username, phc, _now()
+            await self._call_hub(
+                peer,
+                "the registration of",
+                self.hub.password_hashed,
+                effect.session,
+                effect.username,
+                phc,
+                _now(),
             )
-        await self._run_effects(effects)
 
     async def _stream(self, peer: _Peer, effect: StreamFile, scope: trio.CancelScope) -> None:
         """Send a stored file's chunks, pausing while the peer's queue is full.
@@ -381,7 +410,7 @@ class TrioServer:
                             return
                         if len(data) != size:
                             raise ValueError(f"read {len(data)} bytes of {size}: file truncated")
-                    except (OSError, ValueError):
+                    except Exception:  # the disk, or the store ("database is locked")
                         log.exception("cannot read file %s for %r", effect.file_id, peer)
                         reason = "the server could not read the file"
                         peer.send(FileReject(transfer=effect.transfer, reason=reason))
@@ -394,7 +423,11 @@ class TrioServer:
             if peer.streams.get(effect.transfer) is scope:
                 del peer.streams[effect.transfer]
             with trio.CancelScope(shield=True):
-                await self._in_hub(self.hub.stream_finished, peer.session, effect.transfer)
+                try:
+                    await self._in_hub(self.hub.stream_finished, peer.session, effect.transfer)
+                except Exception:
+                    log.exception("the hub failed on the end of a download of %r", peer)
+                    peer.say_goodbye(FAILED)
 
     async def _run_timers(self) -> None:
         """Expire typing notices (and old login failures) when the hub says they are due.
