@@ -151,15 +151,21 @@ class _Client:
         while not self.finished:
             with self.lock:
                 timer = conn.get_timer()
-            timeout = None if timer is None else max(0.0, timer - time.monotonic())
-            self.sock.settimeout(timeout)
-            try:
-                data = self.sock.recv(RECEIVE_SIZE)
-                timed_out = False
-            except TimeoutError:
+            timeout = None if timer is None else timer - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                # Due already (this thread was busy: a password check, the hub lock, a peer
+                # reading its replies): handled before any wait. A timeout of 0 would make
+                # the socket non-blocking, and recv raise BlockingIOError.
                 data, timed_out = b"", True
-            except ConnectionError:
-                data, timed_out = b"", False
+            else:
+                self.sock.settimeout(timeout)
+                try:
+                    data = self.sock.recv(RECEIVE_SIZE)
+                    timed_out = False
+                except TimeoutError:
+                    data, timed_out = b"", True
+                except ConnectionError:
+                    data, timed_out = b"", False
             events: list[object] = []
             with self.lock:
                 if timed_out:
