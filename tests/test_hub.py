@@ -22,6 +22,7 @@ from sealchat.core import (
     FileOffer,
     FileReject,
     FileRequest,
+    HistoryEnd,
     HistoryRequest,
     JoinRoom,
     LeaveRoom,
@@ -1100,3 +1101,65 @@ def test_a_block_is_said_in_whole_seconds_rounded_up(store: SqliteStore) -> None
     assert isinstance(refusal, LoginRejected)
     assert refusal.reason == "too many failed attempts; try again in 1 s"
     assert refusal.retry_after == pytest.approx(0.4)
+
+
+LONG = "\U0001f600" * 4000
+"""The longest message (by default), 16,000 bytes encoded: 200 of them are 3.2 MB."""
+FAST = HubConfig(messages_per_second=1000, message_burst=1000)
+
+
+def _long_messages(hub: Hub, count: int) -> list[int]:
+    """Session 1 sends bob ``count`` LONG direct messages; returns their ids."""
+    ids = []
+    for n in range(count):
+        (ack,) = records(hub.handle(1, Message(text=LONG, to="bob", client_id=f"c{n}"), NOW), 1)
+        assert isinstance(ack, MessageAck)
+        ids.append(ack.id)
+    return ids
+
+
+def _page(got: list[object]) -> tuple[list[Message], HistoryEnd]:
+    (end,) = [r for r in got if isinstance(r, HistoryEnd)]
+    return [r for r in got if isinstance(r, Message)], end
+
+
+def _size(page: list[Message]) -> int:
+    return sum(len(encode_record(m)) for m in page)
+
+
+def test_a_replay_page_of_long_messages_ends_early_at_page_bytes(store: SqliteStore) -> None:
+    # 200 missed messages of 16 KB are not one 3.2 MB page (written in one go, it outlasted
+    # the write timeout of a slow link at every login): each page stops at the message that
+    # brings it to page_bytes, says more, and the next one goes on from there.
+    hub = hub_with(store, "alice", config=FAST)
+    ids = _long_messages(hub, FAST.replay_page)
+    hub.open_session(2, "10.0.0.2", NOW)
+    hub.handle(2, Login(username="bob", password="pw"), NOW)
+    pages = [_page(records(hub.password_verified(2, "bob", True, NOW), 2))]
+    while pages[-1][1].more:
+        up_to = pages[-1][0][-1].id
+        pages.append(_page(records(hub.handle(2, Delivered(up_to=up_to), NOW), 2)))
+    assert [m.id for page, _ in pages for m in page] == ids
+    assert len(pages) > 1
+    for page, _ in pages[:-1]:
+        assert _size(page[:-1]) < FAST.page_bytes <= _size(page)
+
+
+def test_a_history_page_of_long_messages_ends_early_at_page_bytes(store: SqliteStore) -> None:
+    # A page holds the newest messages before ``before`` up to page_bytes; the older ones
+    # are left for the next request (more), none lost or repeated.
+    hub = hub_with(store, "alice", "bob", config=FAST)
+    ids = _long_messages(hub, 120)
+    pages: list[list[Message]] = []
+    before = 0
+    while True:
+        request = HistoryRequest(peer="alice", before=before, limit=FAST.history_page)
+        page, end = _page(records(hub.handle(2, request, NOW), 2))
+        pages.append(page)
+        if not end.more:
+            break
+        before = page[0].id
+    assert [m.id for page in reversed(pages) for m in page] == ids
+    assert len(pages[0]) < FAST.history_page
+    for page in pages[:-1]:
+        assert _size(page[1:]) < FAST.page_bytes <= _size(page)

@@ -83,6 +83,10 @@ class HubConfig:
     replay_page: int = 200
     """Missed messages sent per page after login; the next page follows the client's
     Delivered acknowledgement of the last one."""
+    page_bytes: int = 256 * 1024
+    """Encoded bytes of messages after which a replay or history page ends early (with
+    ``more``), whatever ``replay_page`` or ``history_page`` allow: a page of long messages
+    is written quickly even to a slow reader. A page holds at least one message."""
     presence_room_limit: int = 500
     """Rooms with more members than this do not broadcast joins, leaves and presence (a
     client asks for Members instead): keeps a login O(1) in a room of 10,000."""

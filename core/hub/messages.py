@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Deliver, Effect
-from sealchat.core.hub.outgoing import error, message_record, reply
+from sealchat.core.hub.outgoing import encoded_size, error, message_record, reply
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Conversation, Session
-from sealchat.core.hub.store import DuplicateMessage, Store
+from sealchat.core.hub.store import DuplicateMessage, Store, StoredMessage
 from sealchat.core.records import (
     HISTORY_REF,
     Delivered,
@@ -113,19 +115,35 @@ class Messages:
         """Send the next page of what the user missed while offline (messages newer than the
         replay's span arrive live, so none comes twice)."""
         limit = self.config.replay_page
-        page = [
+        found = [
             m
             for m in self.store.missed(state.key, state.replay_from, limit)
             if m.id <= state.replay_until
         ]
-        more = len(page) == limit and page[-1].id < state.replay_until
+        page, cut = self._page(found)
+        more = cut or (len(found) == limit and found[-1].id < state.replay_until)
         if page:
             state.replay_from = page[-1].id
         if not more:
             state.replay_until = 0
-        effects: list[Effect] = [reply(state, message_record(self.store, m)) for m in page]
+        effects: list[Effect] = [reply(state, m) for m in page]
         effects.append(reply(state, HistoryEnd(more=more)))
         return effects
+
+    def _page(self, stored: Iterable[StoredMessage]) -> tuple[list[Message], bool]:
+        """The Message records of ``stored``, in that order, up to the one whose encoding
+        brings their total to ``page_bytes`` (at least one, so a page always moves on); and
+        whether any of ``stored`` was left out. A page of long messages is then written
+        quickly even to a slow reader."""
+        page: list[Message] = []
+        size = 0
+        for m in stored:
+            if size >= self.config.page_bytes:
+                return page, True
+            record = message_record(self.store, m)
+            page.append(record)
+            size += encoded_size(record)
+        return page, False
 
     def history(self, state: Session, record: HistoryRequest) -> list[Effect]:
         """A page of a conversation's history, older than ``record.before``."""
@@ -138,7 +156,8 @@ class Messages:
         else:
             page = self.store.direct_history(state.key, where.peer_key, record.before, limit + 1)
         more = len(page) > limit
-        page = page[-limit:] if more else page
-        effects: list[Effect] = [reply(state, message_record(self.store, m)) for m in page]
+        newest_first, cut = self._page(reversed(page[-limit:] if more else page))
+        effects: list[Effect] = [reply(state, m) for m in reversed(newest_first)]
+        more = more or cut
         effects.append(reply(state, HistoryEnd(room=record.room, peer=record.peer, more=more)))
         return effects

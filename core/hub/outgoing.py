@@ -68,6 +68,11 @@ class Page(Generic[T]):
         return True
 
 
+def encoded_size(record: Record) -> int:
+    """Bytes of ``record``'s encoding (its frame adds a few more)."""
+    return len(_encoder.encode(record))
+
+
 def pages(items: list[T]) -> list[tuple[list[T], bool]]:
     """``items`` cut into pages that each fit one record (see ``Page``), each with whether
     more follow; one empty page for none."""
