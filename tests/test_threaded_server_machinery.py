@@ -7,10 +7,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import Message, MessageAck
+from sealchat.core import Message, MessageAck, State
+from sealchat.core.hub import Hub
 from sealchat.transports import blocking_server
+from sealchat.transports.blocking_server import ThreadedServer, _Client
+from sealchat.transports.server_config import ServerConfig
+from sealchat.transports.sqlite_store import SqliteStore
+from tests.pairs import ready_pair
 from tests.servers import running_server
+
+LONG = "\U0001f600" * 4000
+"""The longest message (by default): 16,000 bytes encoded."""
 
 
 def test_a_keepalive_tick_passed_while_a_password_was_checked_keeps_the_connection(
@@ -42,3 +51,52 @@ def test_a_keepalive_tick_passed_while_a_password_was_checked_keeps_the_connecti
         for n in range(3):
             alice.send(Message(text=f"still here {n}", room="general", client_id=f"c{n}"))
             assert alice.next(MessageAck).client_id == f"c{n}"
+
+
+class SlowSocket:
+    """A connected socket to a peer that takes ``rate`` bytes a second: a ``sendall`` that
+    would outlast the socket's timeout raises, as the real one does (its timeout bounds the
+    whole call, not each send within it)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.timeout: float | None = None
+        self.taken = bytearray()
+
+    def getpeername(self) -> tuple[str, int]:
+        return ("192.0.2.7", 40000)
+
+    def dup(self) -> SlowSocket:
+        return self
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        if self.timeout is not None and len(data) / self.rate > self.timeout:
+            raise TimeoutError("timed out")
+        self.taken += data
+
+    def shutdown(self, _how: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_slow_reader_that_keeps_taking_bytes_gets_a_large_batch_whole(tmp_path: Path) -> None:
+    # 200 long messages (3.2 MB) queued at once for an 80 KB/s link take 40 s to write,
+    # more than write_timeout (30 s): the peer is reading all along, so it gets them all.
+    with SqliteStore(tmp_path, database=":memory:") as store:
+        server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
+        link = SlowSocket(rate=80_000)
+        client = _Client(server, 1, link)  # type: ignore[arg-type]
+        client.conn = ready_pair().server.conn
+        for n in range(200):
+            client.conn.send(Message(text=LONG, to="bob", id=n + 1, sender="alice", ts=1.0))
+        queued = client.conn.bytes_to_send
+        client.finished = True  # the writer writes everything out, then ends
+        client._write()
+    assert queued > server.config.write_timeout * link.rate
+    assert len(link.taken) == queued
+    assert client.conn.state is State.READY

@@ -51,7 +51,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
-from sealchat.transports.server_config import ServerConfig, stream_read_size
+from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
 from sealchat.transports.server_limits import ConnectionSlots, ThrottledLog
 
 log = logging.getLogger("sealchat.server")
@@ -261,8 +261,10 @@ class _Client:
                         data = self.conn.data_to_send()
                     done = self.finished or self.conn.state in _OVER
                 if data:
-                    try:
-                        out.sendall(data)
+                    try:  # in slices: the socket's timeout is write_timeout for each
+                        view = memoryview(data)
+                        for start in range(0, len(view), WRITE_SLICE):
+                            out.sendall(view[start : start + WRITE_SLICE])
                     except OSError:
                         with self.lock:
                             self.conn.send_failed()

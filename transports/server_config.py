@@ -11,6 +11,9 @@ from sealchat.transports.passwords import DEFAULT, Argon2Params
 MiB = 1 << 20
 STREAM_READ_CHUNKS = 16
 """Most FileChunks' worth of a download read from disk in one call (about 1 MiB)."""
+WRITE_SLICE = 256 * 1024
+"""Most bytes handed to the socket in one call: ``write_timeout`` runs from the last slice
+written, so it means "no progress for this long", however much output was queued at once."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from sealchat.core.hub import (
 from sealchat.core.limits import MAX_FRAME
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
-from sealchat.transports.server_config import ServerConfig, stream_read_size
+from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
 from sealchat.transports.server_limits import ConnectionSlots
 from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
 
@@ -99,6 +99,7 @@ class _Peer:
         self.nursery: trio.Nursery | None = None
         self.in_hub = False
         self.writing_since: float | None = None
+        """When the slice of output being written began (None between writes)."""
 
     def __repr__(self) -> str:
         return f"<peer {self.session} {self.address}>"
@@ -295,8 +296,9 @@ class TrioServer:
         return True
 
     async def _write(self, peer: _Peer) -> None:
-        """Write whatever the connection has queued, in one call per wake-up; end the peer
-        once its connection is over and everything is out."""
+        """Write whatever the connection has queued, taken in one go per wake-up and written
+        in slices of at most WRITE_SLICE; end the peer once its connection is over and
+        everything is out."""
         conn, stream = peer.conn, peer.stream
         try:
             while True:
@@ -304,9 +306,13 @@ class TrioServer:
                 peer.output_ready = trio.Event()
                 data = conn.data_to_send()
                 if data:
-                    peer.writing_since = trio.current_time()  # watched by _drop_stuck_writers
+                    view = memoryview(data)
                     try:
-                        await stream.send_all(data)
+                        for start in range(0, len(view), WRITE_SLICE):
+                            # Watched by _drop_stuck_writers: a peer that takes a slice within
+                            # write_timeout is never cut off, however long the whole takes.
+                            peer.writing_since = trio.current_time()
+                            await stream.send_all(view[start : start + WRITE_SLICE])
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         conn.send_failed()
                         return
@@ -448,8 +454,8 @@ class TrioServer:
             self._drop_stuck_writers()
 
     def _drop_stuck_writers(self) -> None:
-        """Cut off peers whose current write has waited longer than ``write_timeout`` (one
-        watchdog instead of a timeout scope around every write)."""
+        """Cut off peers whose current slice of output has waited longer than
+        ``write_timeout`` (one watchdog instead of a timeout scope around every write)."""
         late = trio.current_time() - self.config.write_timeout
         for peer in list(self._peers.values()):
             if peer.writing_since is not None and peer.writing_since < late:
