@@ -1118,7 +1118,7 @@ def _long_messages(hub: Hub, count: int) -> list[int]:
     return ids
 
 
-def _page(got: list[object]) -> tuple[list[Message], HistoryEnd]:
+def _messages_page(got: list[object]) -> tuple[list[Message], HistoryEnd]:
     (end,) = [r for r in got if isinstance(r, HistoryEnd)]
     return [r for r in got if isinstance(r, Message)], end
 
@@ -1135,10 +1135,10 @@ def test_a_replay_page_of_long_messages_ends_early_at_page_bytes(store: SqliteSt
     ids = _long_messages(hub, FAST.replay_page)
     hub.open_session(2, "10.0.0.2", NOW)
     hub.handle(2, Login(username="bob", password="pw"), NOW)
-    pages = [_page(records(hub.password_verified(2, "bob", True, NOW), 2))]
+    pages = [_messages_page(records(hub.password_verified(2, "bob", True, NOW), 2))]
     while pages[-1][1].more:
         up_to = pages[-1][0][-1].id
-        pages.append(_page(records(hub.handle(2, Delivered(up_to=up_to), NOW), 2)))
+        pages.append(_messages_page(records(hub.handle(2, Delivered(up_to=up_to), NOW), 2)))
     assert [m.id for page, _ in pages for m in page] == ids
     assert len(pages) > 1
     for page, _ in pages[:-1]:
@@ -1154,7 +1154,7 @@ def test_a_history_page_of_long_messages_ends_early_at_page_bytes(store: SqliteS
     before = 0
     while True:
         request = HistoryRequest(peer="alice", before=before, limit=FAST.history_page)
-        page, end = _page(records(hub.handle(2, request, NOW), 2))
+        page, end = _messages_page(records(hub.handle(2, request, NOW), 2))
         pages.append(page)
         if not end.more:
             break
