@@ -90,7 +90,7 @@ def test_a_slow_reader_that_keeps_taking_bytes_gets_a_large_batch_whole(tmp_path
     with SqliteStore(tmp_path, database=":memory:") as store:
         server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
         link = SlowSocket(rate=80_000)
-        client = _Client(server, 1, link)  # type: ignore[arg-type]
+        client = _Client(server, 1, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
         client.conn = ready_pair().server.conn
         for n in range(200):
             client.conn.send(Message(text=LONG, to="bob", id=n + 1, sender="alice", ts=1.0))

@@ -52,7 +52,7 @@ async def _write_out(server: TrioServer, link: Link, messages: int) -> _Peer:
     """Queue ``messages`` LONG messages at once for a peer on ``link`` (as a replay page did)
     and run the peer's writer with the server's watchdog, until the peer has taken them
     all or is cut off; returns the peer."""
-    peer = _Peer(server, 1, link)  # type: ignore[arg-type]
+    peer = _Peer(server, 1, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
     peer.conn = ready_pair().server.conn
     server._peers[peer.session] = peer
     for n in range(messages):
