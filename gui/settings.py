@@ -7,12 +7,10 @@ mode 0600.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sealchat.transports.keyfile import create_private_file, ensure_private_dir, fsync_dir
+from sealchat.transports.keyfile import ensure_private_dir, replace_privately
 from sealchat.transports.pinning import config_dir
 
 
@@ -58,11 +56,4 @@ class Settings:
         name (as the pin file): never through a file or a link someone placed there."""
         ensure_private_dir(self.path.parent)
         data = {"theme": self.theme, "server": asdict(self.server) if self.server else None}
-        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
-        create_private_file(temporary, json.dumps(data, indent=2).encode())
-        try:
-            os.replace(temporary, self.path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.path.parent)
+        replace_privately(self.path, json.dumps(data, indent=2).encode())

@@ -922,7 +922,7 @@ def test_saving_settings_never_writes_through_a_link_placed_in_the_folder(
     assert Settings.load(path).theme == "light"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # Even a link at the very name chosen is never followed: the save fails instead.
-    monkeypatch.setattr("sealchat.gui.settings.secrets.token_hex", lambda _n: "guessed")
+    monkeypatch.setattr("sealchat.transports.keyfile.secrets.token_hex", lambda _n: "guessed")
     (folder / ".gui.json.guessed.tmp").symlink_to(victim)
     settings.theme = "dark"
     with pytest.raises(FileExistsError):

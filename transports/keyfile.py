@@ -82,6 +82,19 @@ def create_private_file(path: Path, data: bytes) -> None:
         raise
 
 
+def replace_privately(path: Path, data: bytes) -> None:
+    """Put ``data`` in place of ``path`` atomically and durably, through a new private file of
+    a random name beside it: never through a file or a link someone placed there."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    create_private_file(temporary, data)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a directory's entries (a new or renamed file) durable. No-op where unsupported."""
     if not _POSIX:

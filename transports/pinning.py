@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import platformdirs
 
 from sealchat.core import PeerKeyReceived
-from sealchat.transports.keyfile import create_private_file, ensure_private_dir, fsync_dir
+from sealchat.transports.keyfile import ensure_private_dir, replace_privately
 
 try:
     import fcntl
@@ -148,7 +147,7 @@ class KnownServers:
                 if lines and not lines[-1].endswith((b"\n", b"\r")):
                     lines.append(b"\n")
                 lines.append(f"{server} {fingerprint}\n".encode())
-            self._replace(b"".join(lines))
+            replace_privately(self.path, b"".join(lines))
 
     def _read(self) -> dict[str, str]:
         entries = (_entry(line) for line in self._lines())
@@ -165,17 +164,6 @@ class KnownServers:
                 return pins.read().splitlines(keepends=True)
         except FileNotFoundError:
             return []
-
-    def _replace(self, data: bytes) -> None:
-        """Put ``data`` in place of the file, atomically (via a private temporary file)."""
-        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
-        create_private_file(temporary, data)
-        try:
-            os.replace(temporary, self.path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.path.parent)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
