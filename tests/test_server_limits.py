@@ -74,3 +74,11 @@ def test_the_server_command_sets_the_limits_per_address() -> None:
     assert (
         defaults.max_unauthenticated_per_address == ServerConfig().max_unauthenticated_per_address
     )
+
+
+def test_the_cap_on_logins_in_progress_can_bind_with_the_defaults() -> None:
+    # An address's logins being checked are among its connections not logged in yet: with a
+    # cap on those as high as on the logins, the logins' cap (and its "in progress" answer)
+    # could never be reached.
+    config = ServerConfig()
+    assert config.hub.max_pending_logins < config.max_unauthenticated_per_address

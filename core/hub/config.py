@@ -20,8 +20,10 @@ class HubConfig:
     later one doubles the wait (up to ``login_backoff_max``)."""
     login_backoff_base: float = 1.0
     login_backoff_max: float = 300.0
-    max_pending_logins: int = 32
-    """Password checks in progress at once for one address (each costs the server Argon2)."""
+    max_pending_logins: int = 16
+    """Password checks in progress at once for one address (each costs the server Argon2):
+    below the server's cap on connections of an address not logged in yet (32), so that it
+    can bind."""
     address_logins_per_minute: float = 60.0
     """Rate at which an address's allowance of password checks refills. Every Login and
     Register that gets as far as a password check takes one, whether it succeeds or not: an
