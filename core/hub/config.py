@@ -43,9 +43,9 @@ class HubConfig:
     user_login_burst: int = 10
     """Password checks for one account at once after a quiet spell: a user's devices (desktop,
     laptop, phone, a terminal or two) all logging in again at once after a server restart,
-    with room for a few mistyped passwords. Guesses cannot use it up to lock the user out:
-    after ``free_login_failures`` of them the back-off refuses further guesses before they
-    take any of it."""
+    with room for a few mistyped passwords. Guesses cannot use it up to lock the user out: a
+    wrong password gives its check back (guesses are the back-off's business), and at an
+    address the user logged in from before it is not asked at all."""
     registrations_per_hour: float = 5.0
     """Rate at which an address's allowance of new accounts refills (with
     ``open_registration``); only a registration that gets as far as hashing the password

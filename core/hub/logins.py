@@ -82,7 +82,7 @@ class Logins:
             problem = self._registration_problem(record)
             if problem:
                 return [reply(state, LoginRejected(reason=problem))]
-        refused = self._take_allowances(key, state.address, registering, now)
+        refused = self._take_allowances(state, key, registering, now)
         if refused is not None:
             return [reply(state, refused)]
         if registering:
@@ -114,15 +114,18 @@ class Logins:
         return LoginRejected(reason=reason, retry_after=wait)
 
     def _take_allowances(
-        self, key: str, address: str, registering: bool, now: float
+        self, state: Session, key: str, registering: bool, now: float
     ) -> LoginRejected | None:
         """Take a password check from the address's and the account's allowances (and a new
         account from the address's, when ``registering``); or, if one of them is used up, take
-        nothing and return the refusal, which names the one with the longest wait."""
-        buckets = [
-            (self._address_checks.of(address, now), "too many logins from your address"),
-            (self._user_checks.of(key, now), "too many logins to this account"),
-        ]
+        nothing and return the refusal, which names the one with the longest wait. At an
+        address the user logged in from before, the account's allowance is not asked (as the
+        back-off is not): guesses from elsewhere must not lock the user out of it."""
+        address = state.address
+        buckets = [(self._address_checks.of(address, now), "too many logins from your address")]
+        state.account_check = address not in self._known_addresses.get(key, ())
+        if state.account_check:
+            buckets.append((self._user_checks.of(key, now), "too many logins to this account"))
         if registering:
             bucket = self._registrations.of(address, now)
             buckets.append((bucket, "too many new accounts from your address"))
@@ -171,6 +174,8 @@ class Logins:
         # Checks that ran side by side were all allowed to start: a block that one of them
         # caused applies to the others' results too.
         blocked = self._blocked(key, state.address, now)
+        if blocked is not None or not ok:
+            self._give_back_account_check(state, key, now)
         if blocked is not None:
             return [reply(state, blocked)]
         user = self.store.get_user(key) if ok else None
@@ -190,6 +195,13 @@ class Logins:
             rejected = LoginRejected(reason=GENERIC_LOGIN_FAILURE, retry_after=wait)
             return [reply(state, rejected)]
         return self._log_in(state, user.name, now)
+
+    def _give_back_account_check(self, state: Session, key: str, now: float) -> None:
+        """A login that was no login (a wrong password, or refused by a block after its
+        check) gives its account back the check it took."""
+        if state.account_check:
+            state.account_check = False
+            self._user_checks.of(key, now).give_back()
 
     def _log_in(self, state: Session, name: str, now: float) -> list[Effect]:
         key = user_key(name)

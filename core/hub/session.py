@@ -26,6 +26,9 @@ class Session:
     key: str = ""
     name: str = ""
     login_pending: bool = False
+    account_check: bool = False
+    """Whether the login being checked took a check from its account's allowance: given back
+    if the password was wrong (guesses are the back-off's business, not the allowance's)."""
     password_generation: int = 0
     """The account's password generation when its hash was read for this login: a session
     whose account has another one now logged in with a password that was changed since."""
