@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import Message, MessageAck, State
 from sealchat.core.hub import Hub
+from sealchat.core.preamble import encode_preamble
 from sealchat.transports import blocking_server
 from sealchat.transports.blocking_server import ThreadedServer, _Client
 from sealchat.transports.server_config import ServerConfig
@@ -100,3 +104,40 @@ def test_a_slow_reader_that_keeps_taking_bytes_gets_a_large_batch_whole(tmp_path
     assert queued > server.config.write_timeout * link.rate
     assert len(link.taken) == queued
     assert client.conn.state is State.READY
+
+
+class _ResetOnce:
+    """A listening socket whose first accept() fails as a connection reset before it was
+    taken does (a client gave up while in the backlog)."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self._listener = listener
+        self.failed = False
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+        return self._listener.accept()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._listener, name)
+
+
+def test_a_connection_reset_in_the_backlog_costs_that_connection_only(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path, database=":memory:") as store:
+        server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig(port=0))
+        _, port = server.bind()
+        flaky = _ResetOnce(server._listener)  # type: ignore[arg-type]
+        server._listener = flaky  # type: ignore[assignment]
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(encode_preamble())
+                assert client.recv(8, socket.MSG_WAITALL) == encode_preamble()
+            assert flaky.failed
+            assert serving.is_alive()
+        finally:
+            server.stop()
+            serving.join(10)

@@ -62,7 +62,29 @@ ACCEPT_RETRY = 0.1
 memory or threads (as trio's ``serve_listeners`` does): new connections wait in the listen
 backlog meanwhile, and those already open are served on."""
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_GONE_BEFORE_ACCEPTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+_GONE_BEFORE_ACCEPTED = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED",
+        "EPROTO",
+        "EPERM",
+        "ECONNRESET",
+        "ETIMEDOUT",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "EHOSTDOWN",
+        "EHOSTUNREACH",
+        "ENONET",
+        "ENOPROTOOPT",
+        "EOPNOTSUPP",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+    )
+    if hasattr(errno, name)
+)
+"""What accept() may say of one connection that failed before it was taken (reset, timed
+out, its network gone, a firewall's veto…): that connection is skipped, never the server."""
 """Errors of ``accept`` about that one connection only (trio's listener skips them too)."""
 _OVER = (State.CLOSED, State.ERROR)
 FAILED = "the server failed on your request; please reconnect"
