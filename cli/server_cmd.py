@@ -138,7 +138,10 @@ def _data_dir(args: argparse.Namespace, *, create: bool = True, needs: str = "")
             f"no server data in {path} (no {needs} there): check --data-dir, or start the "
             "server there first"
         )
-    ensure_private_dir(path)
+    try:
+        ensure_private_dir(path)
+    except OSError as exc:  # a file on the way, no permission…
+        raise NoServerData(f"cannot make the data folder {path}: {exc.strerror or exc}") from None
     check_data_dir(path)
     return path
 

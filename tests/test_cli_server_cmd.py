@@ -58,6 +58,10 @@ def test_a_data_dir_that_is_a_file_is_refused(
     a_file.write_text("not a folder")
     assert main(["server", "--data-dir", str(a_file), "--port", "0"]) == 1
     assert f"{a_file} is a file, not a folder" in capsys.readouterr().err
+    assert main(["server", "--data-dir", str(a_file / "sub"), "--port", "0"]) == 1
+    assert f"cannot make the data folder {a_file / 'sub'}: Not a directory" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,14 @@ import pytest
 from sealchat.cli.main import build_parser
 from sealchat.cli.server_cmd import server_config
 from sealchat.transports.server_config import ServerConfig
-from sealchat.transports.server_limits import ConnectionSlots, ThrottledLog, address_key
+from sealchat.transports.server_limits import (
+    TRIO_ACCEPT_LOG,
+    ConnectionSlots,
+    OncePerInterval,
+    ThrottledLog,
+    address_key,
+    quiet_trio_accept_log,
+)
 
 
 def test_one_ipv6_host_counts_as_one_address() -> None:
@@ -82,3 +89,31 @@ def test_the_cap_on_logins_in_progress_can_bind_with_the_defaults() -> None:
     # could never be reached.
     config = ServerConfig()
     assert config.hub.max_pending_logins < config.max_unauthenticated_per_address
+
+
+def test_a_library_logger_that_retries_ten_times_a_second_is_heard_once_a_minute() -> None:
+    now = [0.0]
+    quiet = OncePerInterval(interval=60.0, clock=lambda: now[0])
+    logger = logging.getLogger("tests.retrying")
+    logger.addFilter(quiet)
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger.addHandler(Keep())
+    logger.propagate = False
+    for tick in range(1200):  # two minutes of retries, ten a second
+        now[0] = tick / 10
+        logger.error("accept returned EMFILE; retrying in %s seconds", 0.1)
+    assert lines == [
+        "accept returned EMFILE; retrying in 0.1 seconds",
+        "accept returned EMFILE; retrying in 0.1 seconds (and 599 times more since the last)",
+    ]
+
+
+def test_the_trio_servers_accept_log_is_quieted_once() -> None:
+    quiet_trio_accept_log()
+    quiet_trio_accept_log()
+    assert sum(isinstance(f, OncePerInterval) for f in TRIO_ACCEPT_LOG.filters) == 1

@@ -51,6 +51,44 @@ class ThrottledLog:
         log.log(self._level, message, *args)
 
 
+class OncePerInterval(logging.Filter):
+    """A filter that lets a logger's records through at most once per ``interval`` seconds,
+    counting the others into the next: for a library's logger that reports each retry of a
+    failing accept (trio's, ten times a second, each with a traceback)."""
+
+    def __init__(
+        self, *, interval: float = REPORT_INTERVAL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._next = float("-inf")
+        self._skipped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        if now < self._next:
+            self._skipped += 1
+            return False
+        self._next = now + self._interval
+        if self._skipped:
+            record.msg = f"{record.getMessage()} (and {self._skipped} times more since the last)"
+            record.args = ()
+            self._skipped = 0
+        return True
+
+
+TRIO_ACCEPT_LOG = logging.getLogger("trio.serve_listeners")
+"""trio's accept loop logs here, with a traceback, every time it retries an accept that
+failed for want of descriptors or memory: ten times a second."""
+
+
+def quiet_trio_accept_log() -> None:
+    """Let trio's accept-retry lines through once a minute (idempotent)."""
+    if not any(isinstance(f, OncePerInterval) for f in TRIO_ACCEPT_LOG.filters):
+        TRIO_ACCEPT_LOG.addFilter(OncePerInterval())
+
+
 def address_key(host: str) -> str:
     """What the limits per address count by: an IPv4 address as it is, an IPv6 address by
     its /64 network (one host usually has a whole /64 to itself: counted address by address,

@@ -50,7 +50,7 @@ from sealchat.core.limits import MAX_FRAME
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
-from sealchat.transports.server_limits import ConnectionSlots
+from sealchat.transports.server_limits import ConnectionSlots, quiet_trio_accept_log
 from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
 
 log = logging.getLogger("sealchat.server")
@@ -154,6 +154,7 @@ class TrioServer:
     ) -> None:
         """Listen on the configured address until ``stop()``; ``task_status`` gets the
         listeners (their ``socket.getsockname()`` has the port when 0 was asked for)."""
+        quiet_trio_accept_log()  # out of descriptors, trio logs each retry: 10 a second
         listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         accepting = trio.CancelScope()
 
