@@ -1680,6 +1680,31 @@ async def test_without_replies_closing_acknowledges_no_older_message_held_back(
     assert all(up_to < MISSED.id for up_to in delivered)  # MISSED is still unread
 
 
+@pytest.mark.parametrize("first_taken", [False, True])
+async def test_without_replies_an_answer_acknowledges_no_message_still_queued(
+    first_taken: bool, tmp_path: Path
+) -> None:
+    delivered: list[int] = []
+    newer = Message(text="in dev", room="dev", id=9, sender="bob", ts=2.0)
+    # FIRST goes on events(), where it waits; newer, live, comes in the page of dev under way,
+    # which gives it to its caller: that is no reason to acknowledge FIRST, never taken.
+    behaviour = at_history_then_note(delivered, HistoryEnd(), FIRST, newer, HistoryEnd(room="dev"))
+    async with scripted(tmp_path, behaviour, replies=False) as alice:
+        page, _ = await alice.history(room="dev")
+        assert page == [newer]
+        with trio.fail_after(10):
+            while alice._withheld:  # newer is released (as answered: not on events())
+                await trio.sleep(0.01)
+        assert await next_of(alice, HistoryEnd) == HistoryEnd()  # the replay is over
+        if first_taken:
+            assert await next_of(alice, Message) == FIRST
+        await alice.aclose()  # acknowledges what was shown, then says bye
+    if first_taken:
+        assert max(delivered) == newer.id  # neither is replayed at the next login
+    else:
+        assert all(up_to < FIRST.id for up_to in delivered)  # FIRST is replayed: not lost
+
+
 async def history_given_up(alice: ChatClient) -> None:
     """alice asks for general's history, and gives up once the request is under way."""
     async with trio.open_nursery() as nursery:

@@ -76,11 +76,13 @@ class EventChannel(BurstChannel[Event | LinkState]):
 
     def __init__(self, capacity: int, taken: Callable[[Event | LinkState], None]) -> None:
         super().__init__(capacity)
-        self._taken = taken
+        self.taken = taken
+        """Told of each event the reader takes (``Delivery`` changes it while it counts
+        them, see ``Delivery._answered``)."""
 
     def _take(self) -> Event | LinkState:
         item = BurstChannel._take(self)  # cheaper than super() for every event
-        self._taken(item)
+        self.taken(item)
         return item
 
 
@@ -113,8 +115,18 @@ class Delivery:
         self._delivered = self._shown = 0
         """The newest message id acknowledged since the login (outside a replay: during one,
         the server takes no more than the page it sent), and the newest that the reader of
-        ``events()`` took (or a call's answer held): only what the user was shown is
-        acknowledged, not all that arrived, nor what waits in the events queue."""
+        ``events()`` took (or a call's answer held, once all queued before it was taken):
+        only what the user was shown is acknowledged, not all that arrived, nor what waits
+        in the events queue."""
+        self._answered: deque[tuple[int, Message]] = deque()
+        """Messages that calls' answers held (without replies) while events were queued on
+        ``events()``, in order, each with the count of ``_handed`` at which all of those
+        were taken: only then does it count as shown, as Delivered means all up to it (its
+        caller shows it at once, but an older message may wait in the queue). Only while
+        one waits here does ``events()`` tell ``_note_taken`` (which counts) instead of
+        ``_note_shown`` of each event taken: the usual path costs no more."""
+        self._handed = 0
+        """The events the reader of ``events()`` took since ``_answered`` was last empty."""
         self.replaying = False
         self._page_ends: deque[HistoryEnd] = deque()
         """The ends of the replay's pages that came since the login, in order, not yet shown:
@@ -200,7 +212,7 @@ class Delivery:
             if not answers:
                 await self._emit(event)
             elif not all(waiter.abandoned for waiter in answers):
-                self._note_shown(event)  # its call has given it to the caller
+                self._note_answered(event)  # its call has given it to the caller
             elif isinstance(event, Message):
                 # The late page of calls given up: dropped unshown, so a later copy (replayed)
                 # is shown. (Its id stays in _seen_order: at worst it is forgotten early.)
@@ -215,6 +227,30 @@ class Delivery:
         was made with ``events=False``, or the reader closed the stream: then at once."""
         if not (self._keep_events and await self.events.put(event)):
             self._note_shown(event)
+
+    def _note_answered(self, event: Event | LinkState) -> None:
+        """A call's answer gave ``event`` (a message) to its caller: it counts as shown once
+        the reader of ``events()`` has taken what is queued there now (see ``_answered``)."""
+        queued = self.events.queued
+        if not (queued and isinstance(event, Message)):
+            self._note_shown(event)
+            return
+        if not self._answered:
+            self._handed = 0
+            self.events.taken = self._note_taken
+        self._answered.append((self._handed + queued, event))
+
+    def _note_taken(self, event: Event | LinkState) -> None:
+        """The reader of ``events()`` took ``event`` while messages of answers wait for what
+        is queued before them (see ``_answered``): it was shown, and so is each of those
+        that waited for it."""
+        self._handed += 1
+        self._note_shown(event)
+        answered = self._answered
+        while answered and answered[0][0] <= self._handed:
+            self._note_shown(answered.popleft()[1])
+        if not answered:
+            self.events.taken = self._note_shown
 
     def _note_shown(self, event: Event | LinkState) -> None:
         """``event`` reached the user (and all before it): a message may now be acknowledged,
