@@ -146,6 +146,23 @@ async def test_closing_wakes_the_reader_and_drops_what_comes_later() -> None:
         channel.receive_nowait()
 
 
+async def test_closing_tells_a_subclass_what_it_drops_in_order() -> None:
+    dropped: list[int] = []
+
+    class Counting(BurstChannel[int]):
+        def _drop(self, items: deque[int]) -> None:
+            dropped.extend(items)
+
+    channel = Counting(10)
+    for i in range(4):
+        await channel.put(i)
+    assert channel.receive_nowait() == 0
+    await channel.aclose()
+    assert dropped == [1, 2, 3]  # all it held, and nothing it handed over
+    await channel.aclose()
+    assert dropped == [1, 2, 3]  # once
+
+
 async def test_a_waiting_reader_learns_that_the_channel_closed() -> None:
     channel = BurstChannel[int](1)
 

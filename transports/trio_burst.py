@@ -97,10 +97,15 @@ class BurstChannel(trio.abc.ReceiveChannel[T]):
 
     @trio.lowlevel.enable_ki_protection
     async def aclose(self) -> None:
-        """Stop reading: queued and later items are dropped, waiting readers get
-        ``trio.ClosedResourceError``, a waiting writer goes on."""
+        """Stop reading: queued and later items are dropped (see ``_drop``), waiting readers
+        get ``trio.ClosedResourceError``, a waiting writer goes on."""
         self._closed = True
-        self._items.clear()
+        dropped, self._items = self._items, deque()
         self._arrived.unpark_all()
         self._space.unpark_all()
+        self._drop(dropped)
         await trio.lowlevel.checkpoint()
+
+    def _drop(self, items: deque[T]) -> None:
+        """The reader closed the channel while ``items`` were queued: nobody will read them.
+        A subclass that must know what became of each item overrides this."""

@@ -85,6 +85,15 @@ class EventChannel(BurstChannel[Event | LinkState]):
         self.taken(item)
         return item
 
+    def _drop(self, items: deque[Event | LinkState]) -> None:
+        """What was queued when the reader closed the stream counts as taken, in order, as
+        what comes after the close does (see ``Delivery._emit``): a client that acknowledges
+        without a reader (``acknowledge=True``) acknowledges it, and the end of a replay page
+        among it asks for the next page (else the replay would stop there for good). Another
+        acknowledges nothing once the stream is closed."""
+        for item in items:
+            self.taken(item)
+
 
 class Delivery:
     """The events of one client (across its links), fed by its reader, taken by ``events()``."""
