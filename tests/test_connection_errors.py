@@ -497,6 +497,45 @@ def test_keepalive_is_satisfied_by_a_pong() -> None:
     assert server.get_timer() == 160.0
 
 
+def test_keepalive_leaves_a_peer_alone_while_output_is_written_to_it() -> None:
+    # A Ping queued behind output being written cannot reach the peer before that output:
+    # while the transport writes, the peer is neither pinged nor dropped (a peer that stops
+    # taking the output is the transport's write timeout's to drop).
+    pair = open_pair(keepalive_interval=30.0, handshake_timeout=10.0)
+    server = pair.server.conn
+    server.handle_timer(40.0)  # heard the handshake
+    server.set_writing(True)
+    for tick in (70.0, 100.0, 130.0):
+        server.handle_timer(tick)
+        assert server.data_to_send() == b""
+    assert server.state is State.LOGIN
+    server.set_writing(False)  # all written: silent and idle, so pinged, then dropped
+    server.handle_timer(160.0)
+    assert events_from(pair.client.conn, server.data_to_send()) == [Ping(nonce=0)]
+    server.handle_timer(190.0)
+    assert server.next_event() == ConnectionClosed(reason="the peer stopped responding")
+
+
+def test_a_ping_queued_before_writing_began_is_forgotten_while_it_is_written() -> None:
+    # The Ping went out behind nothing; then output piled up behind it. A tick while that is
+    # written does not drop the peer for the unanswered Ping; the wait starts again once all
+    # is written.
+    pair = open_pair(keepalive_interval=30.0, handshake_timeout=10.0)
+    server = pair.server.conn
+    server.handle_timer(40.0)
+    server.handle_timer(70.0)
+    assert events_from(pair.client.conn, server.data_to_send()) == [Ping(nonce=0)]
+    server.set_writing(True)
+    server.handle_timer(100.0)
+    server.set_writing(False)
+    assert server.state is State.LOGIN
+    server.handle_timer(130.0)
+    assert events_from(pair.client.conn, server.data_to_send()) == [Ping(nonce=0)]
+    assert server.state is State.LOGIN
+    server.handle_timer(160.0)
+    assert server.state is State.CLOSED
+
+
 def test_timer_before_deadline_does_nothing() -> None:
     pair = open_pair()
     timer = pair.client.conn.get_timer()

@@ -12,14 +12,14 @@ from types import SimpleNamespace
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import Message, MessageAck, State
+from sealchat.core import Bye, Connection, Message, MessageAck, Ping, State
 from sealchat.core.hub import Hub
 from sealchat.core.preamble import encode_preamble
 from sealchat.transports import blocking_server
 from sealchat.transports.blocking_server import ThreadedServer, _Client
 from sealchat.transports.server_config import ServerConfig
 from sealchat.transports.sqlite_store import SqliteStore
-from tests.pairs import ready_pair
+from tests.pairs import events_from, ready_pair
 from tests.servers import running_server
 
 LONG = "\U0001f600" * 4000
@@ -141,3 +141,77 @@ def test_a_connection_reset_in_the_backlog_costs_that_connection_only(tmp_path: 
         finally:
             server.stop()
             serving.join(10)
+
+
+class TalkingSocket(SlowSocket):
+    """A SlowSocket on a clock of its own (``now``), whose peer reads what it takes as a client
+    connection (``peer``) does and answers each Ping as soon as it has read it, sending
+    nothing else. The server's reader thread is played where it would run while the writer
+    waits in ``sendall``: each keepalive tick that falls within a write runs at its time, and
+    each answer is fed to the connection as it arrives."""
+
+    def __init__(self, rate: float, peer: Connection) -> None:
+        super().__init__(rate)
+        self.peer = peer
+        self.client: _Client | None = None
+        self.now = 0.0
+        self.read: list[tuple[float, object]] = []
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        assert self.client is not None
+        super().sendall(data)
+        end = self.now + len(data) / self.rate
+        while (timer := self.client.conn.get_timer()) is not None and timer <= end:
+            self.now = timer
+            self.tick()
+        self.now = end
+        for event in events_from(self.peer, bytes(data)):
+            if isinstance(event, Ping | Bye):
+                self.read.append((self.now, event))
+        reply = self.peer.data_to_send()
+        if reply:
+            with self.client.lock:  # what the reader thread does with bytes that arrive
+                self.client.conn.receive_data(reply)
+                self.client._take_events([])
+
+    def tick(self) -> None:
+        """What the reader thread does when the connection's timer is due."""
+        assert self.client is not None
+        with self.client.lock:
+            self.client.conn.handle_timer(self.now)
+            self.client._take_events([])
+
+
+def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is_written(
+    tmp_path: Path,
+) -> None:
+    # 3.2 MB at 10 KB/s take 320 s, ten keepalive intervals; the peer answers every Ping as
+    # soon as it reads it, and sends nothing else. A Ping queued behind that output cannot be
+    # read before it, so the keepalive leaves the peer to write_timeout while it is written.
+    # (It was pinged at 70 s and dropped at 100 s as 'the peer stopped responding'.) Once
+    # all is written, a silent peer is pinged and dropped as before.
+    with SqliteStore(tmp_path, database=":memory:") as store:
+        server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
+        pair = ready_pair()
+        link = TalkingSocket(rate=10_000, peer=pair.client.conn)
+        client = _Client(server, 1, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
+        client.conn = pair.server.conn
+        link.client = client
+        for n in range(200):
+            client.send(Message(text=LONG, to="bob", id=n + 1, sender="alice", ts=1.0))
+        queued = client.conn.bytes_to_send
+        client.finished = True  # the writer writes everything out, then ends
+        client._write()
+        interval = server.config.keepalive_interval
+        assert link.now > 10 * interval
+        assert len(link.taken) == queued
+        assert client.conn.state is State.READY
+        assert link.read == []  # no Ping was queued behind the output
+        for _ in range(2):  # the peer reads nothing more: the writer has ended
+            timer = client.conn.get_timer()
+            assert timer is not None
+            assert timer < link.now + interval + 1
+            link.now = timer
+            link.tick()
+        assert client.conn.state is State.CLOSED
+        assert client.conn.data_to_send()  # the Ping and the Bye

@@ -3,22 +3,25 @@ both servers do, over real sockets)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TypeVar
 
 import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import Message, State
+from sealchat.core import Bye, Connection, ConnectionClosed, Message, Ping, State
 from sealchat.core.hub import Hub
 from sealchat.transports.server_config import ServerConfig
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.trio_server import TICK, TrioServer, _Peer
-from tests.pairs import ready_pair
+from tests.pairs import events_from, ready_pair
 
+T = TypeVar("T")
 LONG = "\U0001f600" * 4000
 """The longest message (by default): 16,000 bytes encoded."""
 
@@ -40,6 +43,32 @@ class Link:
             await trio.sleep_forever()
         await trio.sleep(len(data) / self.rate)
         self.taken += data
+
+
+class TalkingLink(Link):
+    """A Link whose peer reads what it takes as a client connection (``peer``) does, and
+    answers each Ping as soon as it has read it, sending nothing else; once ``silent`` is
+    set, it answers nothing more. The Pings and the end it reads are in ``read``, with the
+    time it read them."""
+
+    def __init__(self, rate: float, peer: Connection, stall_after: int | None = None) -> None:
+        super().__init__(rate, stall_after)
+        self.peer = peer
+        self.silent = False
+        self.read: list[tuple[float, object]] = []
+        self._replies, self._replies_in = trio.open_memory_channel[bytes](math.inf)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await super().send_all(data)
+        for event in events_from(self.peer, bytes(data)):
+            if isinstance(event, Ping | Bye | ConnectionClosed):
+                self.read.append((trio.current_time(), event))
+        reply = self.peer.data_to_send()
+        if reply and not self.silent:
+            self._replies.send_nowait(reply)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self._replies_in.receive()
 
 
 @pytest.fixture
@@ -96,3 +125,106 @@ async def test_a_reader_that_stops_taking_bytes_is_cut_off_after_write_timeout(
     assert len(link.taken) <= 1_000_000
     assert peer.conn.state is State.ERROR
     assert trio.current_time() >= link.stalled_at + server.config.write_timeout
+
+
+async def _serve(server: TrioServer, peer: _Peer, until: Callable[[], bool]) -> None:
+    """Run ``peer``'s reader and writer and the server's watchdog, as ``_handle`` does (the
+    hub called in this thread), until ``until()`` or the connection is over; again and
+    again, for a test to look in between."""
+    peer.cancel, peer.writer_done = trio.CancelScope(), trio.Event()
+
+    async def in_hub(fn: Callable[..., T], *args: object) -> T:
+        return fn(*args)
+
+    server._in_hub = in_hub  # type: ignore[method-assign]
+
+    async def watchdog() -> None:
+        while True:
+            await trio.sleep(TICK)
+            server._drop_stuck_writers()
+
+    async def read(cancel: trio.CancelScope) -> None:
+        await server._read(peer)
+        peer.output_ready.set()  # the last words go out
+        await peer.writer_done.wait()
+        cancel.cancel()
+
+    with peer.cancel:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watchdog)
+            nursery.start_soon(server._write, peer)
+            nursery.start_soon(read, nursery.cancel_scope)
+            while not until():
+                await trio.sleep(TICK)
+            nursery.cancel_scope.cancel()
+
+
+def _talking_peer(server: TrioServer, rate: float, stall_after: int | None = None) -> _Peer:
+    """A logged-in peer on a TalkingLink, with 200 LONG messages (3.2 MB) queued for it as a
+    replay page did, through ``_Peer.send`` (as the hub's deliveries go)."""
+    pair = ready_pair()
+    link = TalkingLink(rate, pair.client.conn, stall_after)
+    peer = _Peer(server, 1, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
+    peer.conn = pair.server.conn
+    server._peers[peer.session] = peer
+    for n in range(200):
+        peer.send(Message(text=LONG, to="bob", id=n + 1, sender="alice", ts=1.0))
+    return peer
+
+
+async def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is_written(
+    server: TrioServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # 3.2 MB at 10 KB/s take 320 s, ten keepalive intervals; the peer answers every Ping as
+    # soon as it reads it, and sends nothing else. A Ping queued behind that output cannot be
+    # read before it, so the keepalive leaves the peer to write_timeout while it is written.
+    # (It was pinged at 70 s and dropped at 100 s as 'the peer stopped responding'.)
+    peer = _talking_peer(server, rate=10_000)
+    link = peer.stream
+    assert isinstance(link, TalkingLink)
+    queued = peer.conn.bytes_to_send
+    await _serve(server, peer, lambda: len(link.taken) >= queued)
+    assert trio.current_time() > 10 * server.config.keepalive_interval
+    assert peer.conn.state is State.READY
+    assert len(link.taken) == queued
+    assert link.read == []  # no Ping was queued behind the output
+
+
+async def test_once_its_output_is_written_a_silent_peer_is_pinged_and_dropped(
+    server: TrioServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Nothing waits to be written any more: the keepalive pings as before, and drops a peer
+    # that stops answering within two intervals.
+    peer = _talking_peer(server, rate=10_000)
+    link = peer.stream
+    assert isinstance(link, TalkingLink)
+    queued = peer.conn.bytes_to_send
+    await _serve(server, peer, lambda: len(link.taken) >= queued)
+    done = trio.current_time()
+    interval = server.config.keepalive_interval
+    await _serve(server, peer, lambda: trio.current_time() > done + 4 * interval)
+    assert peer.conn.state is State.READY
+    pings = [at for at, event in link.read if isinstance(event, Ping)]
+    assert pings  # idle: pinged, and it answered
+    assert pings[0] <= done + 2 * interval
+    link.silent = True
+    silent = trio.current_time()
+    await _serve(server, peer, lambda: trio.current_time() > silent + 10 * interval)
+    assert peer.conn.state is State.CLOSED
+    assert link.read[-2][1] == Bye(reason="the peer stopped responding")
+    assert link.read[-2][0] <= silent + 2 * interval + 1
+
+
+async def test_a_talking_reader_that_stops_taking_bytes_is_cut_off_after_write_timeout(
+    server: TrioServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # While its output is written the keepalive leaves a peer alone; one that stops taking it
+    # is dropped by the watchdog, write_timeout after it stopped.
+    peer = _talking_peer(server, rate=10_000, stall_after=1_000_000)
+    link = peer.stream
+    assert isinstance(link, TalkingLink)
+    await _serve(server, peer, lambda: trio.current_time() > 3600)
+    assert link.stalled_at is not None
+    assert peer.conn.state is State.ERROR
+    late = trio.current_time() - link.stalled_at - server.config.write_timeout
+    assert 0 <= late <= 2 * TICK

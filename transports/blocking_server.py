@@ -138,6 +138,8 @@ class _Client:
                 log.info("%r is not reading; disconnecting it", self)
                 self.conn.send_failed()
                 self._abort()
+            else:
+                self.conn.set_writing(True)  # the keepalive waits for it: write_timeout watches
             self.lock.notify_all()
 
     def goodbye(self, reason: str) -> None:
@@ -281,6 +283,7 @@ class _Client:
                         self.lock.wait()
                     else:
                         data = self.conn.data_to_send()
+                        self.conn.set_writing(True)  # a Pong or a Ping, if not already so
                     done = self.finished or self.conn.state in _OVER
                 if data:
                     try:  # in slices: the socket's timeout is write_timeout for each
@@ -293,6 +296,7 @@ class _Client:
                             self._abort()
                         return
                     with self.lock:
+                        self.conn.set_writing(self.conn.bytes_to_send > 0)  # more: written next
                         self.lock.notify_all()
                 if done:
                     with self.lock:

@@ -40,7 +40,9 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     keepalive_interval: float = 30.0
     write_timeout: float = 30.0
-    """A peer that does not take our bytes for this long is dropped."""
+    """A peer that does not take our bytes for this long is dropped. The keepalive leaves a
+    peer alone while output waits for it (this governs it then), so a peer that reads slowly
+    but steadily is never cut off."""
     max_outgoing_bytes: int = 8 * MiB
     """Bytes queued for one peer before it counts as not reading and is dropped."""
     reply_window: int = 2 * MiB

@@ -115,6 +115,7 @@ class _Peer:
             self.conn.send_failed()
             self.cancel.cancel()
             return
+        self.conn.set_writing(True)  # the keepalive waits for it: write_timeout watches it
         self.output_ready.set()
 
     def say_goodbye(self, reason: str) -> None:
@@ -299,7 +300,8 @@ class TrioServer:
     async def _write(self, peer: _Peer) -> None:
         """Write whatever the connection has queued, taken in one go per wake-up and written
         in slices of at most WRITE_SLICE; end the peer once its connection is over and
-        everything is out."""
+        everything is out. The connection knows while output waits (``set_writing``): its
+        keepalive leaves a peer that is reading it to ``_drop_stuck_writers``."""
         conn, stream = peer.conn, peer.stream
         try:
             while True:
@@ -307,6 +309,7 @@ class TrioServer:
                 peer.output_ready = trio.Event()
                 data = conn.data_to_send()
                 if data:
+                    conn.set_writing(True)
                     view = memoryview(data)
                     try:
                         for start in range(0, len(view), WRITE_SLICE):
@@ -321,6 +324,7 @@ class TrioServer:
                         peer.writing_since = None
                     peer.wrote.set()
                     peer.wrote = trio.Event()
+                conn.set_writing(conn.bytes_to_send > 0)  # more came meanwhile: written next
                 if conn.state in _OVER and not conn.bytes_to_send:
                     return
         finally:
