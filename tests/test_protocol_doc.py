@@ -26,7 +26,7 @@ from sealchat.core.hub import HubConfig
 from sealchat.core.preamble import MAGIC, encode_preamble
 from sealchat.core.records import Record
 from sealchat.core.state import TRANSITIONS
-from sealchat.transports.server_config import ServerConfig
+from sealchat.transports.server_config import WRITE_SLICE, ServerConfig
 from tests.samples import SAMPLES
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
@@ -234,6 +234,20 @@ def test_every_server_setting_is_stated_with_its_default() -> None:
             continue
         stated = table_value(field.name).split()[0]
         assert stated == str(field.default), field.name
+
+
+def test_the_slowest_reader_kept_is_stated() -> None:
+    # A peer must take a slice of its output every write_timeout (9.1, 9.12).
+    kib = f"{WRITE_SLICE // 1024} KiB"
+    rate = f"about {WRITE_SLICE / ServerConfig().write_timeout / 1000:.1f} KB/s"
+    row = DOC[DOC.index("| `write_timeout` |") :].split("\n", 1)[0]
+    assert f"slices of at most {kib} ({WRITE_SLICE} bytes)" in row
+    assert f"at least {kib} every" in row
+    assert rate in row
+    closing = section(r"9\.12 Disconnections the server initiates")
+    assert f"(at most {kib}; the output is written in such slices)" in closing
+    assert f"at least {kib} every" in closing
+    assert rate in closing
 
 
 def test_connection_defaults_are_stated() -> None:

@@ -24,6 +24,9 @@ from tests.servers import running_server
 
 LONG = "\U0001f600" * 4000
 """The longest message (by default): 16,000 bytes encoded."""
+FLOOR = 64 * 1024 / 30.0
+"""The slowest steady reader that is kept, as the protocol doc (9.12) states it: 64 KiB
+every write_timeout (30 s), about 2.2 KB/s."""
 
 
 def test_a_keepalive_tick_passed_while_a_password_was_checked_keeps_the_connection(
@@ -182,6 +185,19 @@ class TalkingSocket(SlowSocket):
             self.client._take_events([])
 
 
+def _talking_client(server: ThreadedServer, rate: float) -> tuple[_Client, TalkingSocket]:
+    """A logged-in client on a TalkingSocket, with 200 LONG messages (3.2 MB) queued for it
+    as a replay page did, through ``_Client.send`` (as the hub's deliveries go)."""
+    pair = ready_pair()
+    link = TalkingSocket(rate=rate, peer=pair.client.conn)
+    client = _Client(server, 1, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
+    client.conn = pair.server.conn
+    link.client = client
+    for n in range(200):
+        client.send(Message(text=LONG, to="bob", id=n + 1, sender="alice", ts=1.0))
+    return client, link
+
+
 def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is_written(
     tmp_path: Path,
 ) -> None:
@@ -192,13 +208,7 @@ def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is_writt
     # all is written, a silent peer is pinged and dropped as before.
     with SqliteStore(tmp_path, database=":memory:") as store:
         server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
-        pair = ready_pair()
-        link = TalkingSocket(rate=10_000, peer=pair.client.conn)
-        client = _Client(server, 1, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
-        client.conn = pair.server.conn
-        link.client = client
-        for n in range(200):
-            client.send(Message(text=LONG, to="bob", id=n + 1, sender="alice", ts=1.0))
+        client, link = _talking_client(server, rate=10_000)
         queued = client.conn.bytes_to_send
         client.finished = True  # the writer writes everything out, then ends
         client._write()
@@ -215,3 +225,25 @@ def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is_writt
             link.tick()
         assert client.conn.state is State.CLOSED
         assert client.conn.data_to_send()  # the Ping and the Bye
+
+
+@pytest.mark.parametrize(("share", "kept"), [(1.1, True), (0.9, False)])
+def test_a_peer_must_take_64_kib_every_write_timeout(
+    tmp_path: Path, share: float, kept: bool
+) -> None:
+    # A peer reading steadily a little faster than the floor gets all of its 3.2 MB (in
+    # over 20 minutes); one a little slower is cut off at its first slice. (Slices of
+    # 256 KiB made the floor 8.7 KB/s: a steady 2.4 KB/s reader was cut off at 30 s.)
+    with SqliteStore(tmp_path, database=":memory:") as store:
+        server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
+        client, link = _talking_client(server, rate=share * FLOOR)
+        queued = client.conn.bytes_to_send
+        client.finished = True  # the writer writes everything out, then ends
+        client._write()
+    if kept:
+        assert client.conn.state is State.READY
+        assert len(link.taken) == queued
+        assert link.now > 20 * 60
+    else:
+        assert client.conn.state is State.ERROR
+        assert link.taken == b""

@@ -24,6 +24,9 @@ from tests.pairs import events_from, ready_pair
 T = TypeVar("T")
 LONG = "\U0001f600" * 4000
 """The longest message (by default): 16,000 bytes encoded."""
+FLOOR = 64 * 1024 / 30.0
+"""The slowest steady reader that is kept, as the protocol doc (9.12) states it: 64 KiB
+every write_timeout (30 s), about 2.2 KB/s."""
 
 
 class Link:
@@ -228,3 +231,25 @@ async def test_a_talking_reader_that_stops_taking_bytes_is_cut_off_after_write_t
     assert peer.conn.state is State.ERROR
     late = trio.current_time() - link.stalled_at - server.config.write_timeout
     assert 0 <= late <= 2 * TICK
+
+
+@pytest.mark.parametrize(("share", "kept"), [(1.1, True), (0.9, False)])
+async def test_a_peer_must_take_64_kib_every_write_timeout(
+    server: TrioServer, autojump_clock: trio.testing.MockClock, share: float, kept: bool
+) -> None:
+    # A peer reading steadily a little faster than the floor gets all of its 3.2 MB (in
+    # over 20 minutes); one a little slower is cut off at its first slice. (Slices of
+    # 256 KiB made the floor 8.7 KB/s: a steady 2.4 KB/s reader was cut off at 30 s.)
+    peer = _talking_peer(server, rate=share * FLOOR)
+    link = peer.stream
+    assert isinstance(link, TalkingLink)
+    queued = peer.conn.bytes_to_send
+    await _serve(server, peer, lambda: len(link.taken) >= queued)
+    if kept:
+        assert peer.conn.state is State.READY
+        assert len(link.taken) == queued
+        assert trio.current_time() > 20 * 60
+    else:
+        assert peer.conn.state is State.ERROR
+        assert link.taken == b""
+        assert trio.current_time() <= server.config.write_timeout + 2 * TICK
