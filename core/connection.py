@@ -4,8 +4,9 @@ One ``Connection`` serves one TCP connection, on either side. It never touches a
 clock or the system's randomness: the transport feeds it bytes with ``receive_data``, asks for
 events with ``next_event``, writes whatever ``data_to_send`` returns, passes the time to
 ``handle_timer`` and reports write failures with ``send_failed``. A transport that bounds
-every write with a timeout of its own also says when it is writing (``set_writing``), so that
-the keepalive does not take a peer still reading what was sent to it for a silent one.
+every write with a timeout of its own also tells ``handle_timer`` whether output is still on
+its way to the peer, so that the keepalive does not take a peer still reading what was sent to
+it for a silent one.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Connection:
     ``now`` is the creation time on the transport's monotonic clock; the handshake must finish
     within ``handshake_timeout`` seconds of it. Once open, a peer silent for a whole
     ``keepalive_interval`` is pinged, and one silent for two is dropped, unless the transport
-    is writing to it (``set_writing``). ``generate_keypair``
+    is still sending to it (``handle_timer``). ``generate_keypair``
     supplies ephemeral keys (inject a deterministic one in tests). ``rekey_interval`` is part of
     the wire contract; change it only to exercise rekeying in tests, on both sides.
     """
@@ -108,7 +109,6 @@ class Connection:
         self._next_keepalive: float | None = None
         self._heard_since_tick = False
         self._ping_outstanding = False
-        self._writing = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.role.value} {self._state.value}>"
@@ -240,19 +240,6 @@ class Connection:
         self._out.clear()
         self._bytes_queued = 0
         return out
-
-    def set_writing(self, writing: bool) -> None:
-        """Tell the keepalive whether the transport has output for the peer that is not all
-        written yet: True from when output is queued for its writer (or the writer takes some
-        with ``data_to_send``), False once everything is written and nothing more is queued.
-
-        A keepalive tick while the transport writes counts as one at which the peer was heard
-        (docs/protocol.md, 8.5): it neither pings nor drops the peer. Such a peer is reading
-        what we send (a Ping queued behind that output could not even reach it yet), or it has
-        stopped, and then the transport's own write timeout, which a transport calling this
-        must have, drops it. A transport that never calls this keeps the plain keepalive,
-        which counts only bytes received."""
-        self._writing = writing
 
     def send_failed(self) -> None:
         """The transport could not write: the connection is unusable from now on."""
@@ -484,10 +471,17 @@ class Connection:
             return self._next_keepalive
         return None
 
-    def handle_timer(self, now: float) -> None:
-        """Run what is due at ``now``: the handshake deadline or a keepalive tick (a peer
-        heard since the last tick, or written to right now, is left alone; a silent one is
-        pinged, and dropped if the Ping of the last tick is still unanswered)."""
+    def handle_timer(self, now: float, *, sending: bool = False) -> None:
+        """Run what is due at ``now``: the handshake deadline or a keepalive tick. At a tick,
+        a peer heard since the last one is left alone; a silent one is pinged, and dropped if
+        the Ping of the last tick is still unanswered (docs/protocol.md, 8.5).
+
+        ``sending`` says that output is still on its way to the peer, and the peer is taking
+        it: queued or being written by the transport, or held by the socket and acknowledged
+        by the peer since the last tick. Such a tick counts as one at which the peer was
+        heard: a Ping queued behind that output could not even reach it yet. Only a
+        transport that drops a peer which stops taking its output (a write timeout) may say
+        so; one that never does keeps the plain keepalive, which counts bytes received."""
         timer = self.get_timer()
         if timer is None or now < timer:
             return
@@ -495,7 +489,7 @@ class Connection:
             self._close("the handshake timed out", clean=False)
             return
         self._next_keepalive = now + self._keepalive_interval
-        if self._heard_since_tick or self._writing:
+        if self._heard_since_tick or sending:
             self._heard_since_tick = False
             self._ping_outstanding = False
         elif self._ping_outstanding:

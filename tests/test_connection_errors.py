@@ -497,37 +497,33 @@ def test_keepalive_is_satisfied_by_a_pong() -> None:
     assert server.get_timer() == 160.0
 
 
-def test_keepalive_leaves_a_peer_alone_while_output_is_written_to_it() -> None:
-    # A Ping queued behind output being written cannot reach the peer before that output:
-    # while the transport writes, the peer is neither pinged nor dropped (a peer that stops
-    # taking the output is the transport's write timeout's to drop).
+def test_keepalive_leaves_a_peer_alone_while_output_is_on_its_way_to_it() -> None:
+    # A Ping queued behind output still on its way cannot reach the peer before that output:
+    # at a tick while the transport is still sending, the peer is neither pinged nor dropped
+    # (one that stops taking the output is the transport's to drop).
     pair = open_pair(keepalive_interval=30.0, handshake_timeout=10.0)
     server = pair.server.conn
     server.handle_timer(40.0)  # heard the handshake
-    server.set_writing(True)
     for tick in (70.0, 100.0, 130.0):
-        server.handle_timer(tick)
+        server.handle_timer(tick, sending=True)
         assert server.data_to_send() == b""
     assert server.state is State.LOGIN
-    server.set_writing(False)  # all written: silent and idle, so pinged, then dropped
-    server.handle_timer(160.0)
+    server.handle_timer(160.0)  # all sent: silent and idle, so pinged, then dropped
     assert events_from(pair.client.conn, server.data_to_send()) == [Ping(nonce=0)]
     server.handle_timer(190.0)
     assert server.next_event() == ConnectionClosed(reason="the peer stopped responding")
 
 
-def test_a_ping_queued_before_writing_began_is_forgotten_while_it_is_written() -> None:
+def test_a_ping_sent_before_output_piled_up_is_forgotten_while_it_is_on_its_way() -> None:
     # The Ping went out behind nothing; then output piled up behind it. A tick while that is
-    # written does not drop the peer for the unanswered Ping; the wait starts again once all
-    # is written.
+    # on its way does not drop the peer for the unanswered Ping; the wait starts again once
+    # all is sent.
     pair = open_pair(keepalive_interval=30.0, handshake_timeout=10.0)
     server = pair.server.conn
     server.handle_timer(40.0)
     server.handle_timer(70.0)
     assert events_from(pair.client.conn, server.data_to_send()) == [Ping(nonce=0)]
-    server.set_writing(True)
-    server.handle_timer(100.0)
-    server.set_writing(False)
+    server.handle_timer(100.0, sending=True)
     assert server.state is State.LOGIN
     server.handle_timer(130.0)
     assert events_from(pair.client.conn, server.data_to_send()) == [Ping(nonce=0)]

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import math
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import Bye, Connection, Message, MessageAck, Ping, State
+from sealchat.core import Bye, Connection, ConnectionClosed, Message, MessageAck, Ping, State
 from sealchat.core.hub import Hub
 from sealchat.core.preamble import encode_preamble
-from sealchat.transports import blocking_server
+from sealchat.transports import blocking_server, send_queue
 from sealchat.transports.blocking_server import ThreadedServer, _Client
-from sealchat.transports.server_config import ServerConfig
+from sealchat.transports.server_config import WRITE_SLICE, ServerConfig
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.pairs import events_from, ready_pair
 from tests.servers import running_server
@@ -147,103 +150,224 @@ def test_a_connection_reset_in_the_backlog_costs_that_connection_only(tmp_path: 
 
 
 class TalkingSocket(SlowSocket):
-    """A SlowSocket on a clock of its own (``now``), whose peer reads what it takes as a client
-    connection (``peer``) does and answers each Ping as soon as it has read it, sending
-    nothing else. The server's reader thread is played where it would run while the writer
-    waits in ``sendall``: each keepalive tick that falls within a write runs at its time, and
-    each answer is fed to the connection as it arrives."""
+    """The server's socket to a peer that reads ``rate`` bytes a second (a piece at a time,
+    on a clock of its own, ``now``) as a client connection (``peer``) does: it answers each
+    Ping as soon as it has read it and sends nothing else, until ``silent`` is set. The
+    socket holds up to ``buffer`` bytes written and not yet read (the peer's TCP acknowledges
+    what the peer reads): ``sendall`` returns once what it wrote fits, or raises TimeoutError
+    past the socket's timeout. Once it has read ``stall_after`` bytes, the peer reads nothing
+    more. The Pings and Byes it reads are in ``read``, with the time it read them; when the
+    connection ended is ``over_at``.
 
-    def __init__(self, rate: float, peer: Connection) -> None:
+    Time passes while a write waits for room and in ``run_until``; meanwhile the server's
+    other threads are played as they would run: the reader runs each keepalive tick at its
+    time and feeds each answer to the connection as it arrives, and the writer (run with
+    ``finished`` set, so that it returns once it has written what is queued) writes what is
+    queued whenever it is not writing already."""
+
+    PIECE = 4096
+
+    def __init__(
+        self, rate: float, peer: Connection, *, buffer: int = 0, stall_after: int | None = None
+    ) -> None:
         super().__init__(rate)
         self.peer = peer
+        self.buffer = buffer
+        self.stall_after = stall_after
         self.client: _Client | None = None
         self.now = 0.0
+        self.silent = False
+        self.stalled_at: float | None = None
         self.read: list[tuple[float, object]] = []
+        self.over_at: float | None = None
+        self._unread = bytearray()
+        self._piece_read_at: float | None = None
+
+    def unacknowledged(self) -> int:
+        return len(self._unread)
 
     def sendall(self, data: bytes | memoryview) -> None:
-        assert self.client is not None
-        super().sendall(data)
-        end = self.now + len(data) / self.rate
-        while (timer := self.client.conn.get_timer()) is not None and timer <= end:
-            self.now = timer
-            self.tick()
-        self.now = end
-        for event in events_from(self.peer, bytes(data)):
+        self._unread += data
+        start = self.now
+        while len(self._unread) > self.buffer:
+            if self.timeout is not None and self._next_read() > start + self.timeout:
+                self.run_until(start + self.timeout)
+                raise TimeoutError("timed out")
+            self.run_until(self._next_read())
+
+    def _next_read(self) -> float:
+        """When the peer will have read the piece it is reading (inf if it reads no more)."""
+        if self._piece_read_at is None:
+            piece = min(self.PIECE, len(self._unread))
+            if self.stall_after is not None and len(self.taken) + piece > self.stall_after:
+                self.stalled_at = self.now
+                self._piece_read_at = math.inf
+            else:
+                self._piece_read_at = self.now + piece / self.rate
+        return self._piece_read_at
+
+    def run_until(self, end: float) -> None:
+        """Let the time pass until ``end``: the peer reads, the server's threads run."""
+        client = self.client
+        assert client is not None
+        while True:
+            read_at = self._next_read() if self._unread else math.inf
+            timer = client.conn.get_timer()
+            at = min(read_at, math.inf if timer is None else timer)
+            if at > end:
+                self.now = max(self.now, end)
+                return
+            self.now = max(self.now, at)
+            with client.lock:
+                if at == read_at:
+                    self._read_piece(client)
+                else:
+                    client._timer_due(self.now)
+                client._take_events([])
+            if self.over_at is None and client.conn.state in (State.CLOSED, State.ERROR):
+                self.over_at = self.now
+            if client.conn.bytes_to_send and not client.writing:
+                client._write()
+
+    def _read_piece(self, client: _Client) -> None:
+        piece = bytes(self._unread[: self.PIECE])
+        del self._unread[: len(piece)]
+        self._piece_read_at = None
+        self.taken += piece
+        for event in events_from(self.peer, piece):
             if isinstance(event, Ping | Bye):
                 self.read.append((self.now, event))
         reply = self.peer.data_to_send()
-        if reply:
-            with self.client.lock:  # what the reader thread does with bytes that arrive
-                self.client.conn.receive_data(reply)
-                self.client._take_events([])
-
-    def tick(self) -> None:
-        """What the reader thread does when the connection's timer is due."""
-        assert self.client is not None
-        with self.client.lock:
-            self.client.conn.handle_timer(self.now)
-            self.client._take_events([])
+        if reply and not self.silent:
+            client.conn.receive_data(reply)
 
 
-def _talking_client(server: ThreadedServer, rate: float) -> tuple[_Client, TalkingSocket]:
+@pytest.fixture
+def threaded_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadedServer]:
+    # What the socket holds unacknowledged, for the keepalive: a TalkingSocket says.
+    monkeypatch.setattr(blocking_server, "unacknowledged", lambda sock: sock.unacknowledged())
+    with SqliteStore(tmp_path, database=":memory:") as store:
+        yield ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
+
+
+def _talking_client(
+    server: ThreadedServer, rate: float, *, buffer: int = 0, stall_after: int | None = None
+) -> tuple[_Client, TalkingSocket]:
     """A logged-in client on a TalkingSocket, with 200 LONG messages (3.2 MB) queued for it
-    as a replay page did, through ``_Client.send`` (as the hub's deliveries go)."""
+    as a replay page did, through ``_Client.send`` (as the hub's deliveries go), and its
+    writer set to return once it has written what is queued."""
     pair = ready_pair()
-    link = TalkingSocket(rate=rate, peer=pair.client.conn)
+    link = TalkingSocket(rate, pair.client.conn, buffer=buffer, stall_after=stall_after)
     client = _Client(server, 1, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
     client.conn = pair.server.conn
     link.client = client
     for n in range(200):
         client.send(Message(text=LONG, to="bob", id=n + 1, sender="alice", ts=1.0))
+    client.finished = True
     return client, link
 
 
-def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is_written(
-    tmp_path: Path,
+SOCKET_BUFFER = 4 * 1024 * 1024
+"""What a socket's send buffer grows to (Linux takes 2.8 MB on its loopback at once)."""
+
+
+@pytest.mark.parametrize("buffer", [0, SOCKET_BUFFER])
+def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is_on_its_way(
+    threaded_server: ThreadedServer, buffer: int
 ) -> None:
     # 3.2 MB at 10 KB/s take 320 s, ten keepalive intervals; the peer answers every Ping as
     # soon as it reads it, and sends nothing else. A Ping queued behind that output cannot be
-    # read before it, so the keepalive leaves the peer to write_timeout while it is written.
-    # (It was pinged at 70 s and dropped at 100 s as 'the peer stopped responding'.) Once
-    # all is written, a silent peer is pinged and dropped as before.
-    with SqliteStore(tmp_path, database=":memory:") as store:
-        server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
-        client, link = _talking_client(server, rate=10_000)
-        queued = client.conn.bytes_to_send
-        client.finished = True  # the writer writes everything out, then ends
-        client._write()
-        interval = server.config.keepalive_interval
-        assert link.now > 10 * interval
-        assert len(link.taken) == queued
-        assert client.conn.state is State.READY
-        assert link.read == []  # no Ping was queued behind the output
-        for _ in range(2):  # the peer reads nothing more: the writer has ended
-            timer = client.conn.get_timer()
-            assert timer is not None
-            assert timer < link.now + interval + 1
-            link.now = timer
-            link.tick()
-        assert client.conn.state is State.CLOSED
-        assert client.conn.data_to_send()  # the Ping and the Bye
+    # read before it, so the keepalive leaves alone a peer that is taking it: written by the
+    # server (buffer 0) or held by its socket (which takes it all at once). (It was pinged at
+    # 70 s and dropped at 100 s as 'the peer stopped responding'.) Once all is read, an idle
+    # peer is pinged, and dropped once it stops answering.
+    client, link = _talking_client(threaded_server, rate=10_000, buffer=buffer)
+    queued = client.conn.bytes_to_send
+    client._write()
+    link.run_until(queued / link.rate + 1)
+    interval = threaded_server.config.keepalive_interval
+    assert link.now > 10 * interval
+    assert len(link.taken) == queued
+    assert client.conn.state is State.READY
+    assert link.read == []  # no Ping was queued behind the output
+    done = link.now
+    link.run_until(done + 4 * interval)
+    assert client.conn.state is State.READY
+    pings = [at for at, event in link.read if isinstance(event, Ping)]
+    assert pings  # idle: pinged, and it answered
+    assert pings[0] <= done + 2 * interval
+    link.silent = True
+    silent = link.now
+    link.run_until(silent + 3 * interval)
+    assert client.conn.state is State.CLOSED
+    assert link.read[-1][1] == Bye(reason="the peer stopped responding")
+    assert link.over_at is not None
+    assert link.over_at > silent
+
+
+def test_a_reader_that_stops_while_its_socket_holds_output_is_dropped_by_the_keepalive(
+    threaded_server: ThreadedServer,
+) -> None:
+    # The socket took everything at once, so no write waits on the peer: the keepalive
+    # leaves it alone only while it keeps taking what the socket holds. Once it stops, it is
+    # pinged at the next tick and dropped at the one after.
+    client, link = _talking_client(
+        threaded_server, rate=10_000, buffer=SOCKET_BUFFER, stall_after=1_000_000
+    )
+    client._write()
+    link.run_until(3600)
+    assert link.stalled_at is not None
+    assert client.conn.state is State.CLOSED
+    assert client.conn.next_event() == ConnectionClosed(reason="the peer stopped responding")
+    assert link.over_at is not None
+    assert link.over_at <= link.stalled_at + 3 * threaded_server.config.keepalive_interval
 
 
 @pytest.mark.parametrize(("share", "kept"), [(1.1, True), (0.9, False)])
 def test_a_peer_must_take_64_kib_every_write_timeout(
-    tmp_path: Path, share: float, kept: bool
+    threaded_server: ThreadedServer, share: float, kept: bool
 ) -> None:
     # A peer reading steadily a little faster than the floor gets all of its 3.2 MB (in
     # over 20 minutes); one a little slower is cut off at its first slice. (Slices of
     # 256 KiB made the floor 8.7 KB/s: a steady 2.4 KB/s reader was cut off at 30 s.)
-    with SqliteStore(tmp_path, database=":memory:") as store:
-        server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
-        client, link = _talking_client(server, rate=share * FLOOR)
-        queued = client.conn.bytes_to_send
-        client.finished = True  # the writer writes everything out, then ends
-        client._write()
+    client, link = _talking_client(threaded_server, rate=share * FLOOR)
+    queued = client.conn.bytes_to_send
+    client._write()
     if kept:
         assert client.conn.state is State.READY
         assert len(link.taken) == queued
         assert link.now > 20 * 60
     else:
         assert client.conn.state is State.ERROR
-        assert link.taken == b""
+        assert len(link.taken) < WRITE_SLICE
+        assert link.now <= threaded_server.config.write_timeout
+
+
+def test_a_socket_tells_what_it_holds_that_the_peer_has_not_acknowledged() -> None:
+    # What the keepalive counts on (send_queue): written bytes the peer has not taken yet.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(listener.getsockname())
+        writer, _ = listener.accept()
+        with reader, writer:
+            if send_queue.unacknowledged(writer) is None:
+                pytest.skip("this system does not tell what a socket holds")
+            assert send_queue.unacknowledged(writer) == 0
+            writer.setblocking(False)
+            written = 0
+            with contextlib.suppress(BlockingIOError):
+                while written < 1 << 24:
+                    written += writer.send(bytes(65536))
+            held = send_queue.unacknowledged(writer)
+            assert held is not None
+            assert 0 < held <= written
+            taken = 0
+            deadline = time.monotonic() + 10
+            while taken < written // 2 and time.monotonic() < deadline:
+                taken += len(reader.recv(65536))
+            time.sleep(0.1)  # the acknowledgements come back
+            now_held = send_queue.unacknowledged(writer)
+            assert now_held is not None
+            assert now_held < held
+    assert send_queue.unacknowledged(writer) is None  # closed

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import Bye, Connection, ConnectionClosed, Message, Ping, State
 from sealchat.core.hub import Hub
-from sealchat.transports.server_config import ServerConfig
+from sealchat.transports import trio_server
+from sealchat.transports.server_config import WRITE_SLICE, ServerConfig
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.trio_server import TICK, TrioServer, _Peer
 from tests.pairs import events_from, ready_pair
@@ -48,34 +49,72 @@ class Link:
         self.taken += data
 
 
-class TalkingLink(Link):
-    """A Link whose peer reads what it takes as a client connection (``peer``) does, and
-    answers each Ping as soon as it has read it, sending nothing else; once ``silent`` is
-    set, it answers nothing more. The Pings and the end it reads are in ``read``, with the
-    time it read them."""
+class TalkingLink:
+    """The server's end of a TCP connection to a peer that reads ``rate`` bytes a second (on
+    trio's clock, a piece at a time) as a client connection (``peer``) does: it answers each
+    Ping as soon as it has read it and sends nothing else, until ``silent`` is set. The
+    socket holds up to ``buffer`` bytes written and not yet read (the peer's TCP acknowledges
+    what the peer reads): a write returns once what it wrote fits. Once it has read
+    ``stall_after`` bytes, the peer reads nothing more. The Pings and Byes it reads are in
+    ``read``, with the time it read them. ``read_all`` is the peer's reading."""
 
-    def __init__(self, rate: float, peer: Connection, stall_after: int | None = None) -> None:
-        super().__init__(rate, stall_after)
+    PIECE = 4096
+
+    def __init__(
+        self, rate: float, peer: Connection, *, buffer: int = 0, stall_after: int | None = None
+    ) -> None:
+        self.rate = rate
         self.peer = peer
+        self.buffer = buffer
+        self.stall_after = stall_after
         self.silent = False
+        self.taken = bytearray()
+        self.stalled_at: float | None = None
         self.read: list[tuple[float, object]] = []
+        self._unread = bytearray()
+        self._moved = trio.Event()
         self._replies, self._replies_in = trio.open_memory_channel[bytes](math.inf)
+        self.socket = SimpleNamespace(
+            getpeername=lambda: ("192.0.2.7", 40000), unacknowledged=lambda: len(self._unread)
+        )
+
+    def _move(self) -> None:
+        self._moved.set()
+        self._moved = trio.Event()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await super().send_all(data)
-        for event in events_from(self.peer, bytes(data)):
-            if isinstance(event, Ping | Bye | ConnectionClosed):
-                self.read.append((trio.current_time(), event))
-        reply = self.peer.data_to_send()
-        if reply and not self.silent:
-            self._replies.send_nowait(reply)
+        self._unread += data
+        self._move()
+        while len(self._unread) > self.buffer:
+            await self._moved.wait()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         return await self._replies_in.receive()
 
+    async def read_all(self) -> None:
+        while True:
+            while not self._unread:
+                await self._moved.wait()
+            piece = bytes(self._unread[: self.PIECE])
+            if self.stall_after is not None and len(self.taken) + len(piece) > self.stall_after:
+                self.stalled_at = trio.current_time()
+                await trio.sleep_forever()
+            await trio.sleep(len(piece) / self.rate)
+            del self._unread[: len(piece)]
+            self.taken += piece
+            self._move()
+            for event in events_from(self.peer, piece):
+                if isinstance(event, Ping | Bye):
+                    self.read.append((trio.current_time(), event))
+            reply = self.peer.data_to_send()
+            if reply and not self.silent:
+                self._replies.send_nowait(reply)
+
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[TrioServer]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrioServer]:
+    # What the socket holds unacknowledged, for the keepalive: a TalkingLink says.
+    monkeypatch.setattr(trio_server, "unacknowledged", lambda sock: sock.unacknowledged())
     with SqliteStore(tmp_path, database=":memory:") as store:
         yield TrioServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
 
@@ -131,9 +170,11 @@ async def test_a_reader_that_stops_taking_bytes_is_cut_off_after_write_timeout(
 
 
 async def _serve(server: TrioServer, peer: _Peer, until: Callable[[], bool]) -> None:
-    """Run ``peer``'s reader and writer and the server's watchdog, as ``_handle`` does (the
-    hub called in this thread), until ``until()`` or the connection is over; again and
-    again, for a test to look in between."""
+    """Run ``peer``'s reader and writer, the server's watchdog and the peer's reading, as
+    ``_handle`` does (the hub called in this thread), until ``until()`` or the connection is
+    over; again and again, for a test to look in between."""
+    link = peer.stream
+    assert isinstance(link, TalkingLink)
     peer.cancel, peer.writer_done = trio.CancelScope(), trio.Event()
 
     async def in_hub(fn: Callable[..., T], *args: object) -> T:
@@ -155,6 +196,7 @@ async def _serve(server: TrioServer, peer: _Peer, until: Callable[[], bool]) -> 
     with peer.cancel:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watchdog)
+            nursery.start_soon(link.read_all)
             nursery.start_soon(server._write, peer)
             nursery.start_soon(read, nursery.cancel_scope)
             while not until():
@@ -162,29 +204,35 @@ async def _serve(server: TrioServer, peer: _Peer, until: Callable[[], bool]) -> 
             nursery.cancel_scope.cancel()
 
 
-def _talking_peer(server: TrioServer, rate: float, stall_after: int | None = None) -> _Peer:
+def _talking_peer(
+    server: TrioServer, rate: float, *, buffer: int = 0, stall_after: int | None = None
+) -> tuple[_Peer, TalkingLink]:
     """A logged-in peer on a TalkingLink, with 200 LONG messages (3.2 MB) queued for it as a
     replay page did, through ``_Peer.send`` (as the hub's deliveries go)."""
     pair = ready_pair()
-    link = TalkingLink(rate, pair.client.conn, stall_after)
+    link = TalkingLink(rate, pair.client.conn, buffer=buffer, stall_after=stall_after)
     peer = _Peer(server, 1, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
     peer.conn = pair.server.conn
     server._peers[peer.session] = peer
     for n in range(200):
         peer.send(Message(text=LONG, to="bob", id=n + 1, sender="alice", ts=1.0))
-    return peer
+    return peer, link
 
 
-async def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is_written(
-    server: TrioServer, autojump_clock: trio.testing.MockClock
+SOCKET_BUFFER = 4 * 1024 * 1024
+"""What a socket's send buffer grows to (Linux takes 2.8 MB on its loopback at once)."""
+
+
+@pytest.mark.parametrize("buffer", [0, SOCKET_BUFFER])
+async def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is_on_its_way(
+    server: TrioServer, autojump_clock: trio.testing.MockClock, buffer: int
 ) -> None:
     # 3.2 MB at 10 KB/s take 320 s, ten keepalive intervals; the peer answers every Ping as
     # soon as it reads it, and sends nothing else. A Ping queued behind that output cannot be
-    # read before it, so the keepalive leaves the peer to write_timeout while it is written.
-    # (It was pinged at 70 s and dropped at 100 s as 'the peer stopped responding'.)
-    peer = _talking_peer(server, rate=10_000)
-    link = peer.stream
-    assert isinstance(link, TalkingLink)
+    # read before it, so the keepalive leaves alone a peer that is taking it: written by the
+    # server (buffer 0) or held by its socket (which takes it all at once). (It was pinged at
+    # 70 s and dropped at 100 s as 'the peer stopped responding'.)
+    peer, link = _talking_peer(server, rate=10_000, buffer=buffer)
     queued = peer.conn.bytes_to_send
     await _serve(server, peer, lambda: len(link.taken) >= queued)
     assert trio.current_time() > 10 * server.config.keepalive_interval
@@ -193,14 +241,13 @@ async def test_a_slow_reader_is_not_dropped_by_the_keepalive_while_its_output_is
     assert link.read == []  # no Ping was queued behind the output
 
 
-async def test_once_its_output_is_written_a_silent_peer_is_pinged_and_dropped(
-    server: TrioServer, autojump_clock: trio.testing.MockClock
+@pytest.mark.parametrize("buffer", [0, SOCKET_BUFFER])
+async def test_once_its_output_is_read_a_silent_peer_is_pinged_and_dropped(
+    server: TrioServer, autojump_clock: trio.testing.MockClock, buffer: int
 ) -> None:
-    # Nothing waits to be written any more: the keepalive pings as before, and drops a peer
-    # that stops answering within two intervals.
-    peer = _talking_peer(server, rate=10_000)
-    link = peer.stream
-    assert isinstance(link, TalkingLink)
+    # Nothing is on its way any more: the keepalive pings as before, and drops a peer that
+    # stops answering within two intervals.
+    peer, link = _talking_peer(server, rate=10_000, buffer=buffer)
     queued = peer.conn.bytes_to_send
     await _serve(server, peer, lambda: len(link.taken) >= queued)
     done = trio.current_time()
@@ -214,8 +261,8 @@ async def test_once_its_output_is_written_a_silent_peer_is_pinged_and_dropped(
     silent = trio.current_time()
     await _serve(server, peer, lambda: trio.current_time() > silent + 10 * interval)
     assert peer.conn.state is State.CLOSED
-    assert link.read[-2][1] == Bye(reason="the peer stopped responding")
-    assert link.read[-2][0] <= silent + 2 * interval + 1
+    assert peer.conn.next_event() == ConnectionClosed(reason="the peer stopped responding")
+    assert trio.current_time() <= silent + 3 * interval
 
 
 async def test_a_talking_reader_that_stops_taking_bytes_is_cut_off_after_write_timeout(
@@ -223,14 +270,28 @@ async def test_a_talking_reader_that_stops_taking_bytes_is_cut_off_after_write_t
 ) -> None:
     # While its output is written the keepalive leaves a peer alone; one that stops taking it
     # is dropped by the watchdog, write_timeout after it stopped.
-    peer = _talking_peer(server, rate=10_000, stall_after=1_000_000)
-    link = peer.stream
-    assert isinstance(link, TalkingLink)
+    peer, link = _talking_peer(server, rate=10_000, stall_after=1_000_000)
     await _serve(server, peer, lambda: trio.current_time() > 3600)
     assert link.stalled_at is not None
     assert peer.conn.state is State.ERROR
-    late = trio.current_time() - link.stalled_at - server.config.write_timeout
-    assert 0 <= late <= 2 * TICK
+    assert link.stalled_at < trio.current_time()
+    assert trio.current_time() <= link.stalled_at + server.config.write_timeout + 2 * TICK
+
+
+async def test_a_reader_that_stops_while_its_socket_holds_output_is_dropped_by_the_keepalive(
+    server: TrioServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The socket took everything at once, so no write waits on the peer: the keepalive
+    # leaves it alone only while it keeps taking what the socket holds. Once it stops, it is
+    # pinged at the next tick and dropped at the one after.
+    peer, link = _talking_peer(server, rate=10_000, buffer=SOCKET_BUFFER, stall_after=1_000_000)
+    await _serve(server, peer, lambda: trio.current_time() > 3600)
+    assert link.stalled_at is not None
+    assert peer.conn.state is State.CLOSED
+    reason = "the peer stopped responding"
+    assert peer.conn.next_event() == ConnectionClosed(reason=reason)
+    interval = server.config.keepalive_interval
+    assert trio.current_time() <= link.stalled_at + 3 * interval
 
 
 @pytest.mark.parametrize(("share", "kept"), [(1.1, True), (0.9, False)])
@@ -240,9 +301,7 @@ async def test_a_peer_must_take_64_kib_every_write_timeout(
     # A peer reading steadily a little faster than the floor gets all of its 3.2 MB (in
     # over 20 minutes); one a little slower is cut off at its first slice. (Slices of
     # 256 KiB made the floor 8.7 KB/s: a steady 2.4 KB/s reader was cut off at 30 s.)
-    peer = _talking_peer(server, rate=share * FLOOR)
-    link = peer.stream
-    assert isinstance(link, TalkingLink)
+    peer, link = _talking_peer(server, rate=share * FLOOR)
     queued = peer.conn.bytes_to_send
     await _serve(server, peer, lambda: len(link.taken) >= queued)
     if kept:
@@ -251,5 +310,5 @@ async def test_a_peer_must_take_64_kib_every_write_timeout(
         assert trio.current_time() > 20 * 60
     else:
         assert peer.conn.state is State.ERROR
-        assert link.taken == b""
+        assert len(link.taken) < WRITE_SLICE
         assert trio.current_time() <= server.config.write_timeout + 2 * TICK

@@ -51,6 +51,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
+from sealchat.transports.send_queue import unacknowledged
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
 from sealchat.transports.server_limits import ConnectionSlots, ThrottledLog
 
@@ -123,6 +124,12 @@ class _Client:
         self.in_hub = False
         self.streams: dict[int, threading.Event] = {}
         """The running downloads by transfer number, each with its cancellation."""
+        self.writing = False
+        """Whether the writer is writing output it took (under ``lock``)."""
+        self.written = 0
+        """Bytes the writer has handed to the socket so far (only the writer adds to it)."""
+        self.acknowledged = 0
+        """Of those, how many the peer had acknowledged at the last keepalive tick."""
 
     def __repr__(self) -> str:
         return f"<client {self.session} {self.address}>"
@@ -138,8 +145,6 @@ class _Client:
                 log.info("%r is not reading; disconnecting it", self)
                 self.conn.send_failed()
                 self._abort()
-            else:
-                self.conn.set_writing(True)  # the keepalive waits for it: write_timeout watches
             self.lock.notify_all()
 
     def goodbye(self, reason: str) -> None:
@@ -193,7 +198,7 @@ class _Client:
             events: list[object] = []
             with self.lock:
                 if timed_out:
-                    conn.handle_timer(time.monotonic())
+                    self._timer_due(time.monotonic())
                 else:
                     conn.receive_data(data)
                 over = self._take_events(events)
@@ -201,6 +206,26 @@ class _Client:
             self._handle_events(events)
             if over:
                 return
+
+    def _timer_due(self, now: float) -> None:
+        """Run the connection's timer (under ``lock``), telling its keepalive whether output
+        is still on its way to the peer."""
+        self.conn.handle_timer(now, sending=self._sending())
+
+    def _sending(self) -> bool:
+        """Whether output is still on its way to the peer, which is taking it (asked under
+        ``lock`` at each keepalive tick, docs/protocol.md 8.5): some is queued or being
+        written (the socket's write_timeout drops a peer that stops taking it), or the socket
+        holds some that the peer has acknowledged more of since the last tick (one that
+        stops is pinged and dropped)."""
+        written = self.written  # before the socket is asked: never more than it holds
+        unacked = unacknowledged(self.sock)
+        moving = False
+        if unacked is not None:
+            acknowledged = written - unacked
+            moving = unacked > 0 and acknowledged > self.acknowledged
+            self.acknowledged = acknowledged
+        return moving or self.writing or self.conn.bytes_to_send > 0
 
     def _take_events(self, events: list[object]) -> bool:
         """Move buffered events into ``events``; True once the connection is over."""
@@ -283,20 +308,22 @@ class _Client:
                         self.lock.wait()
                     else:
                         data = self.conn.data_to_send()
-                        self.conn.set_writing(True)  # a Pong or a Ping, if not already so
+                        self.writing = True
                     done = self.finished or self.conn.state in _OVER
                 if data:
                     try:  # in slices: the socket's timeout is write_timeout for each
                         view = memoryview(data)
                         for start in range(0, len(view), WRITE_SLICE):
-                            out.sendall(view[start : start + WRITE_SLICE])
+                            written = view[start : start + WRITE_SLICE]
+                            out.sendall(written)
+                            self.written += len(written)
                     except OSError:
                         with self.lock:
                             self.conn.send_failed()
                             self._abort()
                         return
                     with self.lock:
-                        self.conn.set_writing(self.conn.bytes_to_send > 0)  # more: written next
+                        self.writing = False
                         self.lock.notify_all()
                 if done:
                     with self.lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 import trio
 
@@ -16,18 +17,23 @@ allocates it and shrinks it to what arrived), so an idle connection costs nothin
 
 
 async def feed(
-    conn: Connection, stream: trio.abc.ReceiveStream, receive_size: int = RECEIVE_SIZE
+    conn: Connection,
+    stream: trio.abc.ReceiveStream,
+    receive_size: int = RECEIVE_SIZE,
+    sending: Callable[[], bool] | None = None,
 ) -> int:
     """Wait for bytes from the peer (at most ``receive_size``), or for the connection's next
     timer, and hand over whichever came first; returns how many bytes arrived (0 for a timer
-    or EOF). A reset connection reads as EOF."""
+    or EOF). A reset connection reads as EOF. ``sending``, asked when the timer is due, is
+    what ``Connection.handle_timer`` takes: whether output is still on its way to the peer
+    (a server's; the clients' writes have no timeout to drop a peer that takes nothing)."""
     timer = conn.get_timer()
     data: bytes | bytearray = b""
     with trio.move_on_at(math.inf if timer is None else timer) as waited:
         with contextlib.suppress(trio.BrokenResourceError):
             data = await stream.receive_some(receive_size)
     if waited.cancelled_caught:
-        conn.handle_timer(trio.current_time())
+        conn.handle_timer(trio.current_time(), sending=sending is not None and sending())
         return 0
     conn.receive_data(bytes(data))
     return len(data)

@@ -49,6 +49,7 @@ from sealchat.core.hub import (
 from sealchat.core.limits import MAX_FRAME
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
+from sealchat.transports.send_queue import unacknowledged
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
 from sealchat.transports.server_limits import ConnectionSlots, quiet_trio_accept_log
 from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
@@ -100,6 +101,10 @@ class _Peer:
         self.in_hub = False
         self.writing_since: float | None = None
         """When the slice of output being written began (None between writes)."""
+        self.written = 0
+        """Bytes handed to the socket so far."""
+        self.acknowledged = 0
+        """Of those, how many the peer had acknowledged at the last keepalive tick."""
 
     def __repr__(self) -> str:
         return f"<peer {self.session} {self.address}>"
@@ -115,8 +120,21 @@ class _Peer:
             self.conn.send_failed()
             self.cancel.cancel()
             return
-        self.conn.set_writing(True)  # the keepalive waits for it: write_timeout watches it
         self.output_ready.set()
+
+    def sending(self) -> bool:
+        """Whether output is still on its way to the peer, which is taking it (asked at each
+        keepalive tick, docs/protocol.md 8.5): some is queued or being written (the watchdog
+        drops a peer that stops taking it), or the socket holds some that the peer has
+        acknowledged more of since the last tick (one that stops is pinged and dropped)."""
+        written = self.written
+        unacked = unacknowledged(self.stream.socket)
+        moving = False
+        if unacked is not None:
+            acknowledged = written - unacked
+            moving = unacked > 0 and acknowledged > self.acknowledged
+            self.acknowledged = acknowledged
+        return moving or self.writing_since is not None or self.conn.bytes_to_send > 0
 
     def say_goodbye(self, reason: str) -> None:
         """Queue Bye and end the session once it is written."""
@@ -220,7 +238,7 @@ class TrioServer:
         """Feed the connection until it closes; run what each event asks for."""
         size = RECEIVE_SIZE
         while True:
-            received = await feed(peer.conn, peer.stream, size)
+            received = await feed(peer.conn, peer.stream, size, peer.sending)
             size = BULK_RECEIVE_SIZE if received == size else RECEIVE_SIZE
             if not await self._drain_events(peer):
                 return
@@ -300,8 +318,8 @@ class TrioServer:
     async def _write(self, peer: _Peer) -> None:
         """Write whatever the connection has queued, taken in one go per wake-up and written
         in slices of at most WRITE_SLICE; end the peer once its connection is over and
-        everything is out. The connection knows while output waits (``set_writing``): its
-        keepalive leaves a peer that is reading it to ``_drop_stuck_writers``."""
+        everything is out. While output waits, the keepalive leaves a peer that is taking it
+        to ``_drop_stuck_writers`` (``_Peer.sending``)."""
         conn, stream = peer.conn, peer.stream
         try:
             while True:
@@ -309,14 +327,15 @@ class TrioServer:
                 peer.output_ready = trio.Event()
                 data = conn.data_to_send()
                 if data:
-                    conn.set_writing(True)
                     view = memoryview(data)
                     try:
                         for start in range(0, len(view), WRITE_SLICE):
                             # Watched by _drop_stuck_writers: a peer that takes a slice within
                             # write_timeout is never cut off, however long the whole takes.
                             peer.writing_since = trio.current_time()
-                            await stream.send_all(view[start : start + WRITE_SLICE])
+                            written = view[start : start + WRITE_SLICE]
+                            await stream.send_all(written)
+                            peer.written += len(written)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         conn.send_failed()
                         return
@@ -324,7 +343,6 @@ class TrioServer:
                         peer.writing_since = None
                     peer.wrote.set()
                     peer.wrote = trio.Event()
-                conn.set_writing(conn.bytes_to_send > 0)  # more came meanwhile: written next
                 if conn.state in _OVER and not conn.bytes_to_send:
                     return
         finally:
