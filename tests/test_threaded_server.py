@@ -46,7 +46,7 @@ def threaded_cli_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes
     with log.open("wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for_log(process, log, "server key fingerprint")
+        wait_for_log(process, log, "listening on")
         yield process, port, log
     finally:
         process.kill()
