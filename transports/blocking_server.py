@@ -51,7 +51,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
-from sealchat.transports.send_queue import unacknowledged
+from sealchat.transports.send_queue import Progress, unacknowledged
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
 from sealchat.transports.server_limits import ConnectionSlots, ThrottledLog
 
@@ -128,8 +128,8 @@ class _Client:
         """Whether the writer is writing output it took (under ``lock``)."""
         self.written = 0
         """Bytes the writer has handed to the socket so far (only the writer adds to it)."""
-        self.acknowledged = 0
-        """Of those, how many the peer had acknowledged at the last keepalive tick."""
+        self.progress = Progress()
+        """What the peer acknowledged of those, from one keepalive tick to the next."""
 
     def __repr__(self) -> str:
         return f"<client {self.session} {self.address}>"
@@ -219,12 +219,7 @@ class _Client:
         holds some that the peer has acknowledged more of since the last tick (one that
         stops is pinged and dropped)."""
         written = self.written  # before the socket is asked: never more than it holds
-        unacked = unacknowledged(self.sock)
-        moving = False
-        if unacked is not None:
-            acknowledged = written - unacked
-            moving = unacked > 0 and acknowledged > self.acknowledged
-            self.acknowledged = acknowledged
+        moving = self.progress.moving(written, unacknowledged(self.sock))
         return moving or self.writing or self.conn.bytes_to_send > 0
 
     def _take_events(self, events: list[object]) -> bool:

@@ -53,3 +53,25 @@ else:
         """None: this system does not tell what a socket still holds (the keepalive then
         sees only the output the server has not handed to it)."""
         return None
+
+
+class Progress:
+    """What the peer's TCP has acknowledged of a socket's output, from one keepalive tick to
+    the next: whether a slow reader is still taking what the socket holds for it."""
+
+    __slots__ = ("_acknowledged",)
+
+    def __init__(self) -> None:
+        self._acknowledged = 0
+        """Of the bytes written, how many the peer had acknowledged at the last tick."""
+
+    def moving(self, written: int, unacked: int | None) -> bool:
+        """Whether the socket still holds some of the ``written`` bytes (``unacked``, as
+        ``unacknowledged`` told; read after ``written``) and the peer has acknowledged more
+        of them since the last call. False where the system cannot tell."""
+        if unacked is None:
+            return False
+        acknowledged = written - unacked
+        moving = unacked > 0 and acknowledged > self._acknowledged
+        self._acknowledged = acknowledged
+        return moving

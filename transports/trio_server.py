@@ -49,7 +49,7 @@ from sealchat.core.hub import (
 from sealchat.core.limits import MAX_FRAME
 from sealchat.core.records import file_chunks
 from sealchat.transports.passwords import hash_password, verify_password
-from sealchat.transports.send_queue import unacknowledged
+from sealchat.transports.send_queue import Progress, unacknowledged
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
 from sealchat.transports.server_limits import ConnectionSlots, quiet_trio_accept_log
 from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
@@ -103,8 +103,8 @@ class _Peer:
         """When the slice of output being written began (None between writes)."""
         self.written = 0
         """Bytes handed to the socket so far."""
-        self.acknowledged = 0
-        """Of those, how many the peer had acknowledged at the last keepalive tick."""
+        self.progress = Progress()
+        """What the peer acknowledged of those, from one keepalive tick to the next."""
 
     def __repr__(self) -> str:
         return f"<peer {self.session} {self.address}>"
@@ -127,13 +127,8 @@ class _Peer:
         keepalive tick, docs/protocol.md 8.5): some is queued or being written (the watchdog
         drops a peer that stops taking it), or the socket holds some that the peer has
         acknowledged more of since the last tick (one that stops is pinged and dropped)."""
-        written = self.written
-        unacked = unacknowledged(self.stream.socket)
-        moving = False
-        if unacked is not None:
-            acknowledged = written - unacked
-            moving = unacked > 0 and acknowledged > self.acknowledged
-            self.acknowledged = acknowledged
+        written = self.written  # before the socket is asked: never more than it holds
+        moving = self.progress.moving(written, unacknowledged(self.stream.socket))
         return moving or self.writing_since is not None or self.conn.bytes_to_send > 0
 
     def say_goodbye(self, reason: str) -> None:
