@@ -16,13 +16,37 @@ REPORT_INTERVAL = 60.0
 """Seconds between two lines of one ``ThrottledLog``."""
 
 
+class _Throttle:
+    """Lets one occurrence through at most once per ``interval`` seconds (the first at once)
+    and counts those held back in between."""
+
+    __slots__ = ("_clock", "_interval", "_next", "_skipped")
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._next = float("-inf")
+        self._skipped = 0
+
+    def passes(self) -> int | None:
+        """None if this occurrence is held back; else how many were since the last one
+        let through."""
+        now = self._clock()
+        if now < self._next:
+            self._skipped += 1
+            return None
+        self._next = now + self._interval
+        skipped, self._skipped = self._skipped, 0
+        return skipped
+
+
 class ThrottledLog:
     """A log line for something that may happen thousands of times a second (a refused
     connection, a failed accept): the first time it is logged at once, then at most once per
     ``interval`` seconds; the times in between are counted, and the count goes with the next
     line. Not thread-safe: call it under a lock in threads."""
 
-    __slots__ = ("_clock", "_interval", "_level", "_next", "_skipped")
+    __slots__ = ("_level", "_throttle")
 
     def __init__(
         self,
@@ -32,22 +56,16 @@ class ThrottledLog:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._level = level
-        self._interval = interval
-        self._clock = clock
-        self._next = float("-inf")
-        self._skipped = 0
+        self._throttle = _Throttle(interval, clock)
 
     def __call__(self, message: str, *args: object) -> None:
         """Log ``message % args``, unless a line went out less than ``interval`` ago."""
-        now = self._clock()
-        if now < self._next:
-            self._skipped += 1
+        skipped = self._throttle.passes()
+        if skipped is None:
             return
-        self._next = now + self._interval
-        if self._skipped:
+        if skipped:
             message += " (and %d times more since the last such line)"
-            args = (*args, self._skipped)
-            self._skipped = 0
+            args = (*args, skipped)
         log.log(self._level, message, *args)
 
 
@@ -60,21 +78,15 @@ class OncePerInterval(logging.Filter):
         self, *, interval: float = REPORT_INTERVAL, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__()
-        self._interval = interval
-        self._clock = clock
-        self._next = float("-inf")
-        self._skipped = 0
+        self._throttle = _Throttle(interval, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        now = self._clock()
-        if now < self._next:
-            self._skipped += 1
+        skipped = self._throttle.passes()
+        if skipped is None:
             return False
-        self._next = now + self._interval
-        if self._skipped:
-            record.msg = f"{record.getMessage()} (and {self._skipped} times more since the last)"
+        if skipped:
+            record.msg = f"{record.getMessage()} (and {skipped} times more since the last)"
             record.args = ()
-            self._skipped = 0
         return True
 
 
