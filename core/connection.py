@@ -42,6 +42,12 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 KEEPALIVE_INTERVAL: Final = 30.0
 MAX_RECEIVE_BUFFER: Final = 1 << 20
 
+_BEFORE_PREAMBLE: Final = "before sending its preamble"
+CLOSED_BEFORE_PREAMBLE: Final = f"the peer closed the connection {_BEFORE_PREAMBLE}"
+"""The error when the peer hangs up before its first byte: what a client sees of a server
+that turns its connection away at once (full, shutting down, or at its limit of connections
+from the client's address: docs/protocol.md 9.12)."""
+
 _HEADER: Final = struct.Struct(">I")
 _HEADER_SIZE: Final = _HEADER.size
 _MAX_FRAME: Final = limits.MAX_FRAME
@@ -378,7 +384,7 @@ class Connection:
             if not self._peer_preamble_seen:
                 preamble = self._take(limits.PREAMBLE_SIZE)
                 if preamble is None:
-                    return self._need_data("during the handshake")
+                    return self._need_data(_BEFORE_PREAMBLE)
                 self._peer_preamble_seen = True
                 if self.role is Role.SERVER:
                     # Sent even on a version mismatch: it tells the client our version.

@@ -1401,10 +1401,14 @@ def test_a_client_stalling_in_the_handshake_is_dropped(
     say(bob, alice, "after")
 
 
+TRY_LATER = "the server closed the connection at once: .*; try again later"
+"""What a client turned away at once is told (not "the handshake failed")."""
+
+
 def test_max_connections_is_enforced(chatting: Chatting) -> None:
     server, alice, bob = chatting(max_connections=3)
     carol = server.login("carol")
-    with pytest.raises(ClientError):
+    with pytest.raises(ClientError, match=TRY_LATER):
         server.connect()
     say(alice, bob, "the others still talk")
     carol.close()
@@ -1418,7 +1422,7 @@ def test_one_address_cannot_take_every_connection(
     caplog.set_level(logging.INFO, logger="sealchat.server")
     server, alice, bob = chatting(max_connections_per_address=3)
     carol = server.login("carol")  # the third connection from 127.0.0.1
-    with pytest.raises(ClientError):
+    with pytest.raises(ClientError, match=TRY_LATER):
         server.connect()  # closed at once
     assert logged(caplog, "the most max_connections_per_address allows")
     dave = server.login("dave", source_address=ELSEWHERE)  # other addresses are served
@@ -1435,7 +1439,7 @@ def test_connections_not_logged_in_get_a_smaller_share_of_an_address(
     caplog.set_level(logging.INFO, logger="sealchat.server")
     server = serve(max_unauthenticated_per_address=2)
     first, second = server.connect(), server.connect()  # handshake done, not logged in
-    with pytest.raises(ClientError):
+    with pytest.raises(ClientError, match=TRY_LATER):
         server.connect()  # closed at once
     assert logged(caplog, "the most max_unauthenticated_per_address allows")
     dave = server.login("dave", source_address=ELSEWHERE)  # other addresses are served

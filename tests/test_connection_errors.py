@@ -23,6 +23,7 @@ from sealchat.core import (
     State,
 )
 from sealchat.core.codec import encode_record
+from sealchat.core.connection import CLOSED_BEFORE_PREAMBLE
 from sealchat.core.preamble import Version, encode_preamble
 from sealchat.transports.memory import MemoryPair
 from tests.pairs import events_from, forge, open_pair, ready_pair
@@ -440,6 +441,16 @@ def test_eof_mid_frame_is_an_error() -> None:
     pair.server.conn.receive_data(b"")
     with pytest.raises(RemoteProtocolError, match="middle of a frame"):
         pair.server.conn.next_event()
+
+
+def test_eof_before_the_peers_first_byte_says_so() -> None:
+    conn = Connection(Role.CLIENT, static_key=X25519PrivateKey.generate())
+    conn.initiate()
+    conn.receive_data(b"")  # a server that turns the connection away at once
+    with pytest.raises(RemoteProtocolError) as closed:
+        conn.next_event()
+    assert str(closed.value) == CLOSED_BEFORE_PREAMBLE
+    assert conn.state is State.ERROR
 
 
 def test_eof_during_handshake_is_an_error() -> None:

@@ -256,6 +256,20 @@ async def test_a_slow_answer_to_the_key_question_still_connects(tmp_path: Path) 
     assert opts["known_servers"].lookup(f"127.0.0.1:{server.port}") == server.fingerprint
 
 
+async def test_a_connection_turned_away_at_once_says_to_try_again_later(tmp_path: Path) -> None:
+    with running_server("trio", tmp_path / "s", max_connections_per_address=1) as server:
+        opts = trio_options(tmp_path, "alice")  # pinned: first contact would connect twice
+        opts["known_servers"].pin(f"127.0.0.1:{server.port}", server.fingerprint)
+        async with connect("127.0.0.1", server.port, **opts):  # the address's one connection
+            with pytest.raises(ClientError) as refused:
+                async with connect("127.0.0.1", server.port, **opts):
+                    pass
+    assert str(refused.value) == (
+        "the server closed the connection at once: it may be full or shutting down, "
+        "or allow no more connections from your address; try again later"
+    )
+
+
 async def test_a_host_name_in_other_case_names_the_same_server(
     server: Running, tmp_path: Path
 ) -> None:

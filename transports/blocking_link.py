@@ -25,7 +25,7 @@ from sealchat.core import (
     ProtocolError,
     Role,
 )
-from sealchat.transports.requests import ClientError
+from sealchat.transports.requests import TURNED_AWAY, ClientError, explain_handshake_error
 
 SLOW_TRUST: Final = 2.0
 """Seconds ``trust`` may take before the client connects again once it said yes: someone was
@@ -107,12 +107,13 @@ def _handshake(
     conn = Connection(Role.CLIENT, static_key=key, now=time.monotonic())
     conn.initiate()
     deadline = time.monotonic() + timeout
+    heard = 0
     try:
         while True:
             _handshake_io(sock, conn, None)
             event = conn.next_event()
             if event is NEED_DATA:
-                _handshake_io(sock, conn, deadline)
+                heard += _handshake_io(sock, conn, deadline)
             elif isinstance(event, PeerKeyReceived):
                 asked = time.monotonic()
                 if not trust(event):  # its own errors (ServerKeyChanged…) come out as they are
@@ -128,21 +129,37 @@ def _handshake(
             elif isinstance(event, ConnectionClosed):
                 raise ClientError(f"the server closed the connection: {event.reason}")
     except ProtocolError as exc:
-        raise ClientError(str(exc)) from None
+        raise ClientError(explain_handshake_error(str(exc))) from None
+    except _HungUp:
+        if heard:
+            raise
+        raise ClientError(TURNED_AWAY) from None
 
 
-def _handshake_io(sock: socket.socket, conn: Connection, deadline: float | None) -> None:
-    """Write what ``conn`` has queued; with a ``deadline``, read what comes by then instead.
-    Socket errors become ``ClientError``."""
+class _HungUp(ClientError):
+    """A handshake message could not be written: the server has closed the connection."""
+
+
+def _handshake_io(sock: socket.socket, conn: Connection, deadline: float | None) -> int:
+    """Write what ``conn`` has queued; with a ``deadline``, read what comes by then instead,
+    and return how many bytes came. Socket errors become ``ClientError``."""
     try:
         if deadline is None:
-            sock.sendall(conn.data_to_send())
-            return
+            try:
+                sock.sendall(conn.data_to_send())
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise _HungUp(f"the connection failed during the handshake: {exc}") from None
+            return 0
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
         sock.settimeout(left)
-        conn.receive_data(sock.recv(RECEIVE_SIZE))
+        try:
+            data = sock.recv(RECEIVE_SIZE)
+        except ConnectionResetError:
+            data = b""  # the end of the stream as much as a FIN is: the core says which end
+        conn.receive_data(data)
+        return len(data)
     except TimeoutError:
         raise ClientError("the handshake did not finish in time") from None
     except OSError as exc:

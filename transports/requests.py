@@ -46,6 +46,7 @@ from sealchat.core import (
 )
 from sealchat.core import Error as ServerError
 from sealchat.core.codec import encode_record
+from sealchat.core.connection import CLOSED_BEFORE_PREAMBLE
 from sealchat.core.limits import MAX_CHUNK, MAX_TEXT
 from sealchat.core.records import FILES_REF, HISTORY_REF
 
@@ -77,6 +78,24 @@ R = TypeVar("R")
 class ClientError(Exception):
     """A request failed or the connection did; the message says why in words a user
     understands."""
+
+
+TURNED_AWAY = (
+    "the server closed the connection at once: it may be full or shutting down, or allow no "
+    "more connections from your address; try again later"
+)
+"""Why a connection ended before the server sent a byte (docs/protocol.md 9.12)."""
+
+
+def explain_handshake_error(error: str) -> str:
+    """A protocol error met during the handshake, in words a user understands."""
+    if "version mismatch" in error:
+        return f"this client and the server speak different protocol versions ({error})"
+    if "does not speak the sealchat protocol" in error:
+        return "that address is not a sealchat server"
+    if error == CLOSED_BEFORE_PREAMBLE:
+        return TURNED_AWAY
+    return f"the connection failed: {error}"
 
 
 class LoginFailed(ClientError):

@@ -40,7 +40,7 @@ class ServerConfig:
     this state for a handshake and a password check, well under a second, so an office
     logging in at 9:00 rarely has more than a few at once; after a server restart, all its
     clients come back within a second or two, and those turned away try again a moment
-    later (as ``max_pending_logins``, 32, would turn away the 33rd login checked at once)."""
+    later (as ``max_pending_logins``, 16, turns away the 17th login checked at once)."""
     handshake_timeout: float = 10.0
     keepalive_interval: float = 30.0
     write_timeout: float = 30.0

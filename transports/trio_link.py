@@ -25,7 +25,7 @@ from sealchat.core import (
     State,
 )
 from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKeyUnknown
-from sealchat.transports.requests import ClientError
+from sealchat.transports.requests import TURNED_AWAY, ClientError, explain_handshake_error
 from sealchat.transports.trio_feed import feed
 
 ConfirmKey = Callable[[str, str], Awaitable[bool]]
@@ -186,7 +186,10 @@ class Dialer:
         link = Link(stream, conn)
         try:
             conn.initiate()
-            await stream.send_all(conn.data_to_send())
+            try:
+                await stream.send_all(conn.data_to_send())
+            except trio.BrokenResourceError:  # reset before the server sent a byte
+                raise ConnectionLost(TURNED_AWAY) from None
             while True:
                 event = await self._next_raw(link)
                 if isinstance(event, PeerKeyReceived):
@@ -236,7 +239,7 @@ class Dialer:
                 event = conn.next_event()
             except ProtocolError as exc:
                 await link.stream.aclose()
-                raise ClientError(_explain(str(exc))) from None
+                raise ClientError(explain_handshake_error(str(exc))) from None
             if event is not NEED_DATA:
                 if isinstance(event, ConnectionClosed):
                     await link.stream.aclose()
@@ -250,12 +253,3 @@ class Dialer:
             deadline = conn.get_timer()
             arrived = await feed(conn, link.stream)
             timed_out = not arrived and deadline is not None and trio.current_time() >= deadline
-
-
-def _explain(error: str) -> str:
-    """Protocol errors in words a user understands."""
-    if "version mismatch" in error:
-        return f"this client and the server speak different protocol versions ({error})"
-    if "does not speak the sealchat protocol" in error:
-        return "that address is not a sealchat server"
-    return f"the connection failed: {error}"
