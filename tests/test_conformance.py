@@ -1544,6 +1544,44 @@ def test_a_connection_that_never_logs_in_is_closed(kind: str, tmp_path: Path) ->
             pass
 
 
+def test_the_server_holds_a_bounded_sum_of_output_and_sheds_the_peers_furthest_behind(
+    serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    server = serve(
+        hub=HubConfig(messages_per_second=1e6, message_burst=1_000_000),
+        users=FLOOD_USERS,
+        max_outgoing_total=1024 * 1024,  # each sleeper alone may hold 8 MiB
+    )
+    sleepers = [f"user{n:02}" for n in range(4)]
+    raw = []
+    for name in sleepers:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock, conn = raw_handshake(server.port, sock)
+        _login_raw(sock, conn, name)  # from now on it reads nothing
+        raw.append(sock)
+    with ExitStack() as stack:
+        for sock in raw:
+            stack.enter_context(sock)
+        readers = [server.login(name) for name in ("bob", "carol")]
+        flooder = server.login("alice")
+        sent = 0
+        while any(server.hub.is_online(name) for name in sleepers):
+            assert sent < 5000, "the server held ever more output for peers that do not read"
+            for _ in range(20):
+                flooder.send(Message(text="x" * 4000, room="general", client_id=f"f{sent}"))
+                sent += 1
+            last_id = last(flooder, matching(MessageAck, client_id=f"f{sent - 1}")).id
+            for reader in readers:  # they keep up, and lose nothing
+                last(reader, matching(Message, id=last_id))
+    assert logged(caplog, "holds the most output while the server holds more than")
+    assert not logged(caplog, "is not reading")  # dropped long before 8 MiB each
+    assert sent * 4000 < 4 * 8 * 1024 * 1024
+    say(readers[0], readers[1], "after the flood")
+    say(readers[1], flooder, "and again")
+
+
 def _settled_count(count: Callable[[], int]) -> int:
     """``count()`` once it has stopped changing for a second (the server has done what it
     will do)."""

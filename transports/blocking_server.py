@@ -50,6 +50,7 @@ from sealchat.core.hub import (
     ends_batch,
 )
 from sealchat.core.records import file_chunks
+from sealchat.transports.output_budget import OVER_BUDGET, OutputBudget
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.send_queue import Progress, unacknowledged
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
@@ -130,22 +131,42 @@ class _Client:
         """Bytes the writer has handed to the socket so far (only the writer adds to it)."""
         self.progress = Progress()
         """What the peer acknowledged of those, from one keepalive tick to the next."""
+        self.unwritten = 0
+        """Bytes the writer has taken from the connection and not yet written (under
+        ``lock``)."""
 
     def __repr__(self) -> str:
         return f"<client {self.session} {self.address}>"
 
     def send(self, record: Record, encoded: bytes | None = None) -> None:
-        """Queue ``record`` for the writer; drop the client if it has stopped reading."""
+        """Queue ``record`` for the writer; drop the client if it has stopped reading, and
+        the clients holding the most output if the server holds too much."""
         with self.lock:
             try:
                 self.conn.send(record, encoded=encoded)
             except ProtocolError:
                 return
             if self.conn.bytes_to_send > self.server.config.max_outgoing_bytes:
-                log.info("%r is not reading; disconnecting it", self)
-                self.conn.send_failed()
-                self._abort()
+                self._drop("is not reading")
+                return
+            victims = self._recount()
             self.lock.notify_all()
+        for victim in victims:  # each under its own lock, after this one is let go
+            with victim.lock:
+                victim._drop(OVER_BUDGET)
+
+    def _recount(self) -> list[_Client]:
+        """Tell the server's output budget what this client holds now (under ``lock``); the
+        clients it sheds, to be dropped once ``lock`` is released."""
+        return self.server.output.update(self, self.conn.bytes_to_send + self.unwritten)
+
+    def _drop(self, why: str) -> None:
+        """End the connection at once, discarding its output (under ``lock``)."""
+        log.info("%r %s; disconnecting it", self, why)
+        self.conn.send_failed()
+        self.unwritten = 0
+        self.server.output.update(self, 0)
+        self._abort()
 
     def goodbye(self, reason: str) -> None:
         self.send(Bye(reason=reason[:500]))
@@ -304,6 +325,7 @@ class _Client:
                     else:
                         data = self.conn.data_to_send()
                         self.writing = True
+                        self.unwritten = len(data)
                     done = self.finished or self.conn.state in _OVER
                 if data:
                     try:  # in slices: the socket's timeout is write_timeout for each
@@ -312,6 +334,9 @@ class _Client:
                             written = view[start : start + WRITE_SLICE]
                             out.sendall(written)
                             self.written += len(written)
+                            with self.lock:  # less held: the budget sheds no one for it
+                                self.unwritten = max(0, self.unwritten - len(written))
+                                self._recount()
                     except OSError:
                         with self.lock:
                             self.conn.send_failed()
@@ -319,6 +344,7 @@ class _Client:
                         return
                     with self.lock:
                         self.writing = False
+                        self.unwritten = 0
                         self.lock.notify_all()
                 if done:
                     with self.lock:
@@ -338,6 +364,8 @@ class ThreadedServer:
         self._hub_lock = threading.Lock()
         self._password_slots = threading.BoundedSemaphore(config.password_threads)
         self._clients: dict[int, _Client] = {}
+        self.output: OutputBudget[_Client] = OutputBudget(config.max_outgoing_total)
+        """What the clients' output takes together (``output_budget``)."""
         self._slots = ConnectionSlots(config)
         """Connections per address; under ``_clients_lock``, like ``_clients``."""
         self._clients_lock = threading.Lock()
@@ -504,6 +532,7 @@ class ThreadedServer:
                 log.exception("the hub's timers failed; they run again at the next tick")
 
     def _forget(self, client: _Client) -> None:
+        self.output.forget(client)
         with self._clients_lock:
             if self._clients.pop(client.session, None) is not None:
                 self._slots.release(client.address_key, logged_in=client.logged_in)

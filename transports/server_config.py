@@ -50,6 +50,13 @@ class ServerConfig:
     governs it then), so a peer that reads at least that fast is never cut off."""
     max_outgoing_bytes: int = 8 * MiB
     """Bytes queued for one peer before it counts as not reading and is dropped."""
+    max_outgoing_total: int = 256 * MiB
+    """Bytes of output held for all peers together (queued, or taken by a writer and not yet
+    written). When more would be held, the peers holding the most are dropped until it is
+    under seven eighths of this (``output_budget``): without it, 10,000 peers that do not
+    read could make the server hold 80 GiB. 256 MiB is what 32 peers at
+    ``max_outgoing_bytes`` hold, or 10,000 peers 26 KiB each; peers that keep up hold next
+    to nothing, and a download holds at most ``stream_window``."""
     reply_window: int = 2 * MiB
     """A peer's next records are handled only while less than this waits for it to read:
     one that asks without reading its answers gets no more work done (see

@@ -48,6 +48,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.limits import MAX_FRAME
 from sealchat.core.records import file_chunks
+from sealchat.transports.output_budget import OVER_BUDGET, OutputBudget
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.send_queue import Progress, unacknowledged
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
@@ -105,22 +106,38 @@ class _Peer:
         """Bytes handed to the socket so far."""
         self.progress = Progress()
         """What the peer acknowledged of those, from one keepalive tick to the next."""
+        self.unwritten = 0
+        """Bytes the writer has taken from the connection and not yet written."""
 
     def __repr__(self) -> str:
         return f"<peer {self.session} {self.address}>"
 
     def send(self, record: Record, encoded: bytes | None = None) -> None:
-        """Queue ``record``; drop the peer if it has stopped reading."""
+        """Queue ``record``; drop the peer if it has stopped reading, and the peers holding
+        the most output if the server holds too much."""
         try:
             self.conn.send(record, encoded=encoded)
         except ProtocolError:
             return  # closed or closing: nothing more goes out
         if self.conn.bytes_to_send > self.server.config.max_outgoing_bytes:
-            log.info("%r is not reading; disconnecting it", self)
-            self.conn.send_failed()
-            self.cancel.cancel()
+            self.drop("is not reading")
             return
+        self.recount()
         self.output_ready.set()
+
+    def recount(self) -> None:
+        """Tell the server's output budget what this peer holds now; drop whom it sheds."""
+        held = self.conn.bytes_to_send + self.unwritten
+        for victim in self.server.output.update(self, held):
+            victim.drop(OVER_BUDGET)
+
+    def drop(self, why: str) -> None:
+        """End the connection at once, discarding its output."""
+        log.info("%r %s; disconnecting it", self, why)
+        self.conn.send_failed()
+        self.unwritten = 0
+        self.server.output.update(self, 0)
+        self.cancel.cancel()
 
     def sending(self) -> bool:
         """Whether output is still on its way to the peer, which is taking it (asked at each
@@ -145,6 +162,8 @@ class TrioServer:
         self.static_key = static_key
         self.config = config
         self._peers: dict[int, _Peer] = {}
+        self.output: OutputBudget[_Peer] = OutputBudget(config.max_outgoing_total)
+        """What the peers' output takes together (``output_budget``)."""
         self._slots = ConnectionSlots(config)
         self._ids = itertools.count(1)
         self._hub_lock = trio.CapacityLimiter(1)
@@ -219,6 +238,7 @@ class TrioServer:
             log.exception("the connection of %r failed; closing it", peer)
         finally:
             del self._peers[peer.session]
+            self.output.forget(peer)
             self._slots.release(key, logged_in=peer.logged_in)
             if not self._peers:
                 self._all_gone.set()
@@ -323,6 +343,7 @@ class TrioServer:
                 data = conn.data_to_send()
                 if data:
                     view = memoryview(data)
+                    peer.unwritten = len(data)
                     try:
                         for start in range(0, len(view), WRITE_SLICE):
                             # Watched by _drop_stuck_writers: a peer that takes a slice within
@@ -331,11 +352,14 @@ class TrioServer:
                             written = view[start : start + WRITE_SLICE]
                             await stream.send_all(written)
                             peer.written += len(written)
+                            peer.unwritten -= len(written)
+                            peer.recount()
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         conn.send_failed()
                         return
                     finally:
                         peer.writing_since = None
+                        peer.unwritten = 0
                     peer.wrote.set()
                     peer.wrote = trio.Event()
                 if conn.state in _OVER and not conn.bytes_to_send:
