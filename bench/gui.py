@@ -80,8 +80,8 @@ def _rss_kib() -> int:
 def _render_once(messages: list[Message]) -> tuple[float, float, int]:
     """(seconds to render, slowest scroll frame in seconds, KiB of peak RSS added)."""
     from sealchat.gui.app import App
+    from sealchat.gui.conversation import room_key
     from sealchat.gui.settings import Settings
-    from sealchat.gui.viewmodel import room_key
 
     with tempfile.TemporaryDirectory() as folder:
         app = App(Settings(path=Path(folder) / "gui.json"))

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 import customtkinter as ctk
 
 from sealchat.core import Message
+from sealchat.gui.conversation import Conversation
 from sealchat.gui.text_helpers import file_label, shown_line, without_blank_ends
 from sealchat.gui.theme import EMOTICONS, accented
-from sealchat.gui.viewmodel import Conversation, TranscriptUpdate, TransferState, ViewModel
+from sealchat.gui.transfer_state import TransferState
+from sealchat.gui.viewmodel import TranscriptUpdate, ViewModel
 from sealchat.transports.shown_text import escaped
 
 if TYPE_CHECKING:

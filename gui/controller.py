@@ -19,9 +19,10 @@ import trio
 
 from sealchat.core import Message
 from sealchat.core.limits import MAX_ROOM
+from sealchat.gui.conversation import Conversation, room_key
 from sealchat.gui.settings import Server
 from sealchat.gui.text_helpers import friendly, refusal, too_long
-from sealchat.gui.viewmodel import Change, Conversation, room_key
+from sealchat.gui.viewmodel import Change
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
 from sealchat.transports.trio_client import ChatClient, LinkState, connect

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from sealchat.gui.viewmodel import Change, TransferState
+from sealchat.gui.transfer_state import TransferState
+from sealchat.gui.viewmodel import Change
 from sealchat.transports.requests import ClientError
 from sealchat.transports.trio_client import ChatClient
 

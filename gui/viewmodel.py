@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from sealchat.core import (
@@ -29,6 +29,8 @@ from sealchat.core import (
 )
 from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
+from sealchat.gui.conversation import Conversation, direct_key, room_key
+from sealchat.gui.transfer_state import Transfer, TransferState
 from sealchat.transports.requests import ClientError, check_text
 from sealchat.transports.trio_client import LinkState
 
@@ -52,114 +54,6 @@ class Change(Enum):
     ERROR = "error"
     INPUT = "input"
     """Texts that did not go (``ViewModel.returned``) go back into the input box."""
-
-
-def room_key(room: str) -> str:
-    return f"#{room}"
-
-
-def direct_key(user: str) -> str:
-    return f"@{user.lower()}"
-
-
-@dataclass
-class Conversation:
-    """A room or a direct conversation: its messages by id, unread count, history state."""
-
-    key: str
-    title: str
-    ids: list[int] = field(default_factory=list)
-    messages: dict[int, Message] = field(default_factory=dict)
-    unread: int = 0
-    """Messages of others above ``read_up_to`` (counted while it is not shown)."""
-    read_up_to: int = 0
-    """The newest message id the user has seen here: when it was shown (with the window
-    focused), or in a page of its history. A replay interleaves older messages with live
-    ones, so what is unread is told by id, not by where a message lands."""
-    more_history: bool = True
-    first_page_loaded: bool = False
-    """Whether a page of its history reaching its oldest message shown came in this session.
-    Until one has, showing it asks for the page before, even if messages arrived live
-    meanwhile (they are not all there is)."""
-    missing_after: int | None = None
-    """Set when the link dropped: the newest id shown then. What came after it may never
-    arrive as events (the replay after the reconnect starts after the user's read position,
-    which their other devices move too), so showing it fetches its history from the newest
-    page back to this id."""
-
-    @property
-    def is_room(self) -> bool:
-        return self.key.startswith("#")
-
-    @property
-    def target(self) -> tuple[str, str]:
-        """(room, user) to send to."""
-        return (self.title, "") if self.is_room else ("", self.title)
-
-    @property
-    def oldest(self) -> int:
-        return self.ids[0] if self.ids else 0
-
-    @property
-    def newest(self) -> int:
-        return self.ids[-1] if self.ids else 0
-
-    def link_lost(self) -> None:
-        """The link dropped: what comes after the newest message shown may be missing. Once
-        marked, it stays so (with the older id) until its history has been fetched."""
-        if self.missing_after is None and (self.ids or self.first_page_loaded):
-            self.missing_after = self.newest
-
-    def add(self, message: Message) -> int | None:
-        """Insert by id; the index it went to, or None if it was already there."""
-        if message.id in self.messages:
-            return None
-        self.messages[message.id] = message
-        index = bisect.bisect(self.ids, message.id)
-        self.ids.insert(index, message.id)
-        return index
-
-    def __repr__(self) -> str:
-        return f"Conversation({self.key!r}, {len(self.ids)} messages, unread={self.unread})"
-
-
-class TransferState(Enum):
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-@dataclass
-class Transfer:
-    """An upload or a download the user started."""
-
-    id: int
-    name: str
-    upload: bool
-    file_id: str = ""
-    """The file a download fetches."""
-    done: int = 0
-    total: int = 0
-    state: TransferState = TransferState.RUNNING
-    detail: str = ""
-
-    @property
-    def fraction(self) -> float:
-        if self.total == 0:
-            return 1.0 if self.state is TransferState.DONE else 0.0
-        return min(1.0, self.done / self.total)
-
-    @property
-    def label(self) -> str:
-        verb = "Sending" if self.upload else "Receiving"
-        if self.state is TransferState.RUNNING:
-            return f"{verb} {self.name} — {self.fraction:.0%}"
-        if self.state is TransferState.DONE:
-            return f"{'Sent' if self.upload else 'Saved'} {self.name}" + (
-                f" to {self.detail}" if self.detail else ""
-            )
-        return f"{self.name}: {self.state.value}" + (f" ({self.detail})" if self.detail else "")
 
 
 @dataclass(frozen=True)

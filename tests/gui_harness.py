@@ -25,7 +25,7 @@ from unittest import mock
 import pytest
 
 from sealchat.core import ConnectionClosed, Event
-from sealchat.gui.viewmodel import Transfer, TransferState
+from sealchat.gui.transfer_state import Transfer, TransferState
 from sealchat.transports.blocking_client import BlockingClient
 from tests.servers import PASSWORD
 

@@ -28,17 +28,11 @@ from sealchat.core import (
 )
 from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
+from sealchat.gui.conversation import direct_key, room_key
 from sealchat.gui.settings import Server, Settings
 from sealchat.gui.theme import EMOTICONS, PALETTES
-from sealchat.gui.viewmodel import (
-    TYPING_SHOWN_FOR,
-    Change,
-    TranscriptUpdate,
-    TransferState,
-    ViewModel,
-    direct_key,
-    room_key,
-)
+from sealchat.gui.transfer_state import TransferState
+from sealchat.gui.viewmodel import TYPING_SHOWN_FOR, Change, TranscriptUpdate, ViewModel
 from sealchat.transports.trio_client import LinkState
 
 NOW = 1_700_000_000.0

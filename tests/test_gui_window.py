@@ -31,7 +31,7 @@ from sealchat.core.hub.names import user_key
 from sealchat.gui.controller import _Outgoing
 from sealchat.gui.text_helpers import file_label, friendly, without_blank_ends
 from sealchat.gui.theme import PALETTES
-from sealchat.gui.viewmodel import TransferState
+from sealchat.gui.transfer_state import TransferState
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.pinning import KnownServers, server_name
