@@ -1467,32 +1467,48 @@ def _login_raw(sock: socket.socket, conn: Connection, name: str) -> None:
             return
 
 
+def _flood_server(serve: Callable[..., Server], **options: Any) -> Server:
+    """A server with FLOOD_USERS, on which one user may post as fast as it can."""
+    flood = HubConfig(messages_per_second=1e6, message_burst=1_000_000)
+    return serve(hub=flood, users=FLOOD_USERS, **options)
+
+
+def _sleeper(server: Server, name: str) -> socket.socket:
+    """A connection logged in as ``name`` that reads nothing from now on (with a tiny
+    receive buffer, so the server soon holds what it is sent)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock, conn = raw_handshake(server.port, sock)
+    _login_raw(sock, conn, name)
+    return sock
+
+
+def _flood_while(
+    going_on: Callable[[], bool], flooder: BlockingClient, readers: list[BlockingClient]
+) -> int:
+    """Post 4 KB messages from ``flooder`` in bursts of 20 while ``going_on()``, each burst
+    read by every reader (they keep up, and lose nothing); how many were posted."""
+    sent = 0
+    while going_on():
+        assert sent < 5000, "the server held ever more output for peers that do not read"
+        for _ in range(20):
+            flooder.send(Message(text="x" * 4000, room="general", client_id=f"f{sent}"))
+            sent += 1
+        last_id = last(flooder, matching(MessageAck, client_id=f"f{sent - 1}")).id
+        for reader in readers:
+            last(reader, matching(Message, id=last_id))
+    return sent
+
+
 def test_a_client_that_never_reads_is_disconnected_while_others_chat(
     serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="sealchat.server")
-    server = serve(
-        hub=HubConfig(messages_per_second=1e6, message_burst=1_000_000),
-        users=FLOOD_USERS,
-        max_outgoing_bytes=256 * 1024,
-    )
-    sleeper = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock, conn = raw_handshake(server.port, sleeper)
-    with sock:
-        _login_raw(sock, conn, "dave")  # from now on it reads nothing
+    server = _flood_server(serve, max_outgoing_bytes=256 * 1024)
+    with _sleeper(server, "dave"):
         crowd = [server.login(name) for name in FLOOD_USERS[4:]]
         flooder = server.login("alice")
-        text = "x" * 4000
-        sent = 0
-        while server.hub.is_online("dave"):
-            assert sent < 5000, "the server never gave up on the client that does not read"
-            for _ in range(20):
-                flooder.send(Message(text=text, room="general", client_id=f"f{sent}"))
-                sent += 1
-            last_id = last(flooder, matching(MessageAck, client_id=f"f{sent - 1}")).id
-            for client in crowd:  # everyone else keeps up
-                last(client, matching(Message, id=last_id))
+        _flood_while(lambda: server.hub.is_online("dave"), flooder, crowd)
     assert logged(caplog, "is not reading; disconnecting it")
     say(crowd[0], crowd[-1], "after the flood")
     say(crowd[-1], flooder, "and again")
@@ -1548,33 +1564,16 @@ def test_the_server_holds_a_bounded_sum_of_output_and_sheds_the_peers_furthest_b
     serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="sealchat.server")
-    server = serve(
-        hub=HubConfig(messages_per_second=1e6, message_burst=1_000_000),
-        users=FLOOD_USERS,
-        max_outgoing_total=1024 * 1024,  # each sleeper alone may hold 8 MiB
-    )
+    server = _flood_server(serve, max_outgoing_total=1024 * 1024)  # 8 MiB for each alone
     sleepers = [f"user{n:02}" for n in range(4)]
-    raw = []
-    for name in sleepers:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock, conn = raw_handshake(server.port, sock)
-        _login_raw(sock, conn, name)  # from now on it reads nothing
-        raw.append(sock)
     with ExitStack() as stack:
-        for sock in raw:
-            stack.enter_context(sock)
+        for name in sleepers:
+            stack.enter_context(_sleeper(server, name))
         readers = [server.login(name) for name in ("bob", "carol")]
         flooder = server.login("alice")
-        sent = 0
-        while any(server.hub.is_online(name) for name in sleepers):
-            assert sent < 5000, "the server held ever more output for peers that do not read"
-            for _ in range(20):
-                flooder.send(Message(text="x" * 4000, room="general", client_id=f"f{sent}"))
-                sent += 1
-            last_id = last(flooder, matching(MessageAck, client_id=f"f{sent - 1}")).id
-            for reader in readers:  # they keep up, and lose nothing
-                last(reader, matching(Message, id=last_id))
+        sent = _flood_while(
+            lambda: any(server.hub.is_online(name) for name in sleepers), flooder, readers
+        )
     assert logged(caplog, "holds the most output while the server holds more than")
     assert not logged(caplog, "is not reading")  # dropped long before 8 MiB each
     assert sent * 4000 < 4 * 8 * 1024 * 1024
