@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sealchat.core import fingerprint
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key, username_problem
+from sealchat.transports.folder_lock import FolderInUse
 from sealchat.transports.keyfile import (
     KeyFileError,
     ensure_private_dir,
@@ -26,7 +27,14 @@ from sealchat.transports.keyfile import (
 )
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.server_config import ServerConfig
-from sealchat.transports.sqlite_store import DB_FILE, SqliteStore, UnsafeDataDir, check_data_dir
+from sealchat.transports.sqlite_schema import SchemaVersionError
+from sealchat.transports.sqlite_store import (
+    DB_FILE,
+    DatabaseUnreadable,
+    SqliteStore,
+    UnsafeDataDir,
+    check_data_dir,
+)
 
 DEMO_USER = "esha"
 DEMO_PASSWORD = "esha123"  # noqa: S105  (the original brief's public demo account, opt-in only)
@@ -154,8 +162,19 @@ def _explained(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except (UnsafeDataDir, KeyFileError, NoServerData) as exc:
+        except (
+            UnsafeDataDir,
+            KeyFileError,
+            NoServerData,
+            FolderInUse,
+            DatabaseUnreadable,
+            SchemaVersionError,
+        ) as exc:
             print(f"sealchat: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # a read-only file system, a disk full, no permission…
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"sealchat: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
             return 1
 
     return run
@@ -170,7 +189,8 @@ def run_server_key(args: argparse.Namespace) -> int:
 
 @_explained
 def run_user(args: argparse.Namespace) -> int:
-    store = SqliteStore(_data_dir(args, create=args.action == "add", needs=DB_FILE))
+    data_dir = _data_dir(args, create=args.action == "add", needs=DB_FILE)
+    store = SqliteStore(data_dir, beside_server=True)  # the server may be running
     try:
         if args.action == "list":
             for name in store.list_users():
@@ -282,33 +302,34 @@ def run_server(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     key = load_or_create_key(data_dir / KEY_FILE)
     store = SqliteStore(data_dir)
-    if args.demo:
-        _ensure_demo_account(store)
-    elif _has_demo_password(store):
-        _refuse_demo_account(data_dir)
-        store.close()
-        return 1
-    config = server_config(args)
-    hub = Hub(store, config.hub)
-    log.info("data folder %s", data_dir)
-    log.info("server key fingerprint %s", fingerprint(public_bytes(key)))
-    if args.threads:
-        from sealchat.transports.blocking_server import ThreadedServer
+    try:  # the servers close it when they stop; whatever happens, it is let go
+        if args.demo:
+            _ensure_demo_account(store)
+        elif _has_demo_password(store):
+            _refuse_demo_account(data_dir)
+            return 1
+        config = server_config(args)
+        hub = Hub(store, config.hub)
+        log.info("data folder %s", data_dir)
+        log.info("server key fingerprint %s", fingerprint(public_bytes(key)))
+        if args.threads:
+            from sealchat.transports.blocking_server import ThreadedServer
 
-        threaded = ThreadedServer(hub, key, config)
-        try:
-            address = threaded.bind()
-        except OSError as exc:
-            store.close()
-            return _cannot_listen(config, exc)
-        _say_listening([address], "one thread per client")
-        signal.signal(signal.SIGTERM, lambda *_: threaded.stop())
-        try:
-            threaded.serve_forever()
-        except KeyboardInterrupt:
-            threaded.stop()
-        return 0
-    return _run_trio(hub, key, config)
+            threaded = ThreadedServer(hub, key, config)
+            try:
+                address = threaded.bind()
+            except OSError as exc:
+                return _cannot_listen(config, exc)
+            _say_listening([address], "one thread per client")
+            signal.signal(signal.SIGTERM, lambda *_: threaded.stop())
+            try:
+                threaded.serve_forever()
+            except KeyboardInterrupt:
+                threaded.stop()
+            return 0
+        return _run_trio(hub, key, config)
+    finally:
+        store.close()
 
 
 def _cannot_listen(config: ServerConfig, exc: OSError) -> int:

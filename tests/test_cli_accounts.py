@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import sqlite3
 import stat
 from pathlib import Path
 from typing import TypeVar
@@ -309,3 +310,51 @@ def test_nobody_new_gets_a_removed_users_messages_or_files(
             ("", shared.file_id),
         ]
         assert [f.file_id for _, f in store.files_between("bob", "carol", 0, 9)] == [shared.file_id]
+
+
+def test_a_second_server_on_a_data_folder_in_use_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sealchat.cli.server_cmd._run_trio", lambda *a: 0)
+    assert add(tmp_path, "alice", PASSWORD, monkeypatch) == 0
+    with SqliteStore(tmp_path):  # the first server
+        capsys.readouterr()
+        assert main(["server", "--data-dir", str(tmp_path), "--port", "0"]) == 1
+        said = capsys.readouterr().err
+        assert said == (
+            f"sealchat: another sealchat server is using {tmp_path} (process {os.getpid()}): "
+            "stop it first, or give this one another --data-dir\n"
+        )
+        assert user(tmp_path, "list", monkeypatch=monkeypatch) == 0  # beside it: fine
+        assert capsys.readouterr().out == "alice\n"
+    assert main(["server", "--data-dir", str(tmp_path), "--port", "0"]) == 0  # once it stopped
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "newer"])
+def test_a_damaged_or_newer_database_is_explained_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    damage: str,
+) -> None:
+    monkeypatch.setattr("sealchat.cli.server_cmd._run_trio", lambda *a: 0)
+    assert add(tmp_path, "alice", PASSWORD, monkeypatch) == 0
+    database = tmp_path / "sealchat.db"
+    if damage == "garbage":
+        database.write_bytes(os.urandom(8192))
+    elif damage == "truncated":
+        os.truncate(database, 1000)
+    else:
+        with sqlite3.connect(database) as conn:
+            conn.execute("PRAGMA user_version = 99")
+    capsys.readouterr()
+    for command in (["user", "list"], ["server", "--port", "0"]):
+        assert main([*command, "--data-dir", str(tmp_path)]) == 1
+        said = capsys.readouterr().err
+        assert said.startswith("sealchat: ")
+        assert said.count("\n") == 1, said  # one line, no traceback
+        if damage == "newer":
+            assert "upgrade sealchat" in said
+        else:
+            assert f"the database {database} cannot be read" in said
+            assert "restore it from a backup, or move it aside" in said

@@ -753,7 +753,7 @@ def test_a_chat_logged_out_by_a_password_change_says_why(tmp_path: Path) -> None
         pin(tmp_path, server)
         with Client(tmp_path, "chat", "--port", str(server.port), "--user", "alice") as chat:
             chat.out.wait_for("* logged in")
-            with SqliteStore(data_dir) as store:
+            with SqliteStore(data_dir, beside_server=True) as store:
                 assert store.set_password(user_key("alice"), hash_password(new, params=CHEAP))
             assert chat.wait() == 5, chat.err.text()
         said = "your password was changed; log in again with the new one"

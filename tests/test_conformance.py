@@ -895,7 +895,7 @@ def test_a_failing_timer_tick_loses_that_tick_only(
     assert failed.wait(TIMEOUT)  # no client yet: only the timers ask the hub
     wait_until(lambda: logged(caplog, "the hub's timers failed"), "the failure is logged")
     carol = server.login("carol")
-    with SqliteStore(server.data_dir) as admin:
+    with SqliteStore(server.data_dir, beside_server=True) as admin:
         new_hash = hash_password("a brand new password", params=CHEAP)
         assert admin.set_password(user_key("carol"), new_hash)
     (*_, closed) = until(carol, matching(ConnectionClosed))

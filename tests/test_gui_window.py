@@ -1062,7 +1062,7 @@ def test_a_file_chosen_as_the_session_ends_fails_its_transfer_saying_what_to_do(
 
     def choose(**_options: object) -> str:
         """While the file dialog is open, the password is changed elsewhere."""
-        with SqliteStore(tmp_path / "server") as store:
+        with SqliteStore(tmp_path / "server", beside_server=True) as store:
             store.set_password(user_key("alice"), hash_password("new password", params=CHEAP))
         window.until(app.login_form.winfo_ismapped, "the login form")
         return str(notes)
@@ -1170,7 +1170,7 @@ def test_a_password_changed_elsewhere_brings_back_the_login_form_saying_so(
 ) -> None:
     app = window.app
     window.login(server.port, "alice")
-    with SqliteStore(tmp_path / "server") as store:
+    with SqliteStore(tmp_path / "server", beside_server=True) as store:
         new_hash = hash_password("a brand new password", params=CHEAP)
         assert store.set_password(user_key("alice"), new_hash)
     window.until(app.login_form.winfo_ismapped, "the login form again")

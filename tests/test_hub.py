@@ -723,7 +723,7 @@ def test_failures_from_elsewhere_do_not_lock_a_user_out_of_a_known_address(
 
 def removed_by_an_administrator(data_dir: Path, key: str) -> None:
     """``sealchat user remove KEY``: another process, another connection to the database."""
-    with SqliteStore(data_dir) as admin:
+    with SqliteStore(data_dir, beside_server=True) as admin:
         assert admin.remove_user(key, keep_room="general")
 
 
@@ -767,7 +767,7 @@ def test_a_removed_account_is_logged_out_before_anything_else_of_it_is_handled(
 
 def password_changed_by_an_administrator(data_dir: Path, key: str) -> None:
     """``sealchat user passwd KEY``: another process, another connection to the database."""
-    with SqliteStore(data_dir) as admin:
+    with SqliteStore(data_dir, beside_server=True) as admin:
         assert admin.set_password(key, "$argon2id$new")
 
 

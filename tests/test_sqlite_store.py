@@ -25,6 +25,7 @@ from sealchat.transports import (
     sqlite_store,
     sqlite_uploads,
 )
+from sealchat.transports.folder_lock import LOCK_FILE, FolderInUse
 from sealchat.transports.sqlite_store import SchemaVersionError, SqliteStore
 from tests.sql_trace import sql_statements
 
@@ -74,7 +75,8 @@ def texts(messages: list[StoredMessage]) -> list[str]:
 
 
 def all_files(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*") if p.is_file()}
+    """The files under ``root``, but for the serving store's lock (``folder_lock``)."""
+    return {p for p in root.rglob("*") if p.is_file() and p.name != LOCK_FILE}
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -564,7 +566,7 @@ class _OpenedMeanwhile:
         if sql.startswith("BEGIN"):
             self._nth -= 1
             if self._nth == 0:
-                with SqliteStore(self._data_dir):
+                with SqliteStore(self._data_dir, beside_server=True):
                     pass
 
     def __getattr__(self, name: str) -> object:
@@ -1104,6 +1106,36 @@ def test_after_a_restart_the_file_is_read_back_to_verify_it(
             assert all_files(tmp_path / "downloads") == set()
 
 
+def test_one_store_serves_a_folder_at_a_time(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path):
+        with pytest.raises(FolderInUse, match=rf"another sealchat server is using .*{os.getpid()}"):
+            SqliteStore(tmp_path)
+        with SqliteStore(tmp_path, beside_server=True) as admin:  # the account commands
+            assert admin.list_users() == []
+    SqliteStore(tmp_path).close()  # let go when closed
+
+
+def test_a_store_opened_beside_the_server_leaves_its_uploads_alone(tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    with SqliteStore(tmp_path) as server:
+        f = offer(server, data)
+        write_in_chunks(server, f, data[:50_000])
+        partial = tmp_path / "downloads" / ".partial" / f.file_id
+        with partial.open("ab") as written:  # a chunk written, its count not yet committed
+            written.write(data[50_000:60_000])
+        stray = partial.with_name("0" * 32)  # an upload's file made, its row not committed
+        stray.write_bytes(b"new")
+        with SqliteStore(tmp_path, beside_server=True):
+            pass
+        assert partial.stat().st_size == 60_000
+        assert stray.read_bytes() == b"new"
+    stray.unlink()
+    with SqliteStore(tmp_path) as restarted:  # the server's own start repairs it
+        assert partial.stat().st_size == 50_000
+        write_in_chunks(restarted, f, data, start=50_000)
+        assert restarted.complete_file(f.file_id)
+
+
 def test_a_running_hash_that_saw_uncommitted_bytes_is_not_trusted(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1304,11 +1336,11 @@ def test_accounts_changed_by_another_process_are_seen(tmp_path: Path) -> None:
         with sql_statements(server._conn) as statements:
             assert server.password_generations(["esha", "bob"]) is None
         assert statements == ["PRAGMA data_version"]  # nothing changed: no lookup
-        with SqliteStore(tmp_path) as admin:
+        with SqliteStore(tmp_path, beside_server=True) as admin:
             assert admin.remove_user("bob")
             assert admin.set_password("esha", "new")
         assert server.password_generations(["esha", "bob"]) == {"esha": 1}
-        with SqliteStore(tmp_path) as admin:
+        with SqliteStore(tmp_path, beside_server=True) as admin:
             add_users(admin, "Zed")
         many = [f"user{n}" for n in range(1200)]  # asked about in several queries
         assert server.password_generations(["zed", *many, "esha"]) == {"zed": 0, "esha": 1}
@@ -1320,7 +1352,7 @@ def test_a_change_is_still_seen_after_a_lookup_failed(
     with SqliteStore(tmp_path) as server:
         add_users(server, "Esha", "Bob")
         assert server.password_generations(["esha", "bob"]) == {"esha": 0, "bob": 0}
-        with SqliteStore(tmp_path) as admin:
+        with SqliteStore(tmp_path, beside_server=True) as admin:
             assert admin.set_password("bob", "new")
         with monkeypatch.context() as failing:
             failing.setattr(sqlite_accounts, "password_generations", _database_is_locked)

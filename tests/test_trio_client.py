@@ -778,7 +778,7 @@ NEW_PASSWORD = "a brand new password"
 
 def change_password(data_dir: Path, who: str) -> None:
     """Change ``who``'s password as ``sealchat user passwd`` does (another connection)."""
-    with SqliteStore(data_dir) as store:
+    with SqliteStore(data_dir, beside_server=True) as store:
         assert store.set_password(user_key(who), hash_password(NEW_PASSWORD, params=CHEAP))
 
 
@@ -796,7 +796,7 @@ async def test_an_account_changed_elsewhere_ends_the_session_for_good(
             if change == "passwd":
                 change_password(data_dir, "alice")
             else:
-                with SqliteStore(data_dir) as store:
+                with SqliteStore(data_dir, beside_server=True) as store:
                     assert store.remove_user(user_key("alice"))
             with trio.fail_after(20):
                 while alice.gave_up_on is None:

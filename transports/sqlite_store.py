@@ -51,6 +51,7 @@ from sealchat.transports import (
     sqlite_rooms,
     sqlite_schema,
 )
+from sealchat.transports.folder_lock import FolderLock
 from sealchat.transports.keyfile import ensure_private_dir
 from sealchat.transports.sqlite_schema import MIGRATIONS, SchemaVersionError
 from sealchat.transports.sqlite_uploads import FILE_MODE, Uploads
@@ -69,6 +70,10 @@ __all__ = [
 DB_FILE: Final = "sealchat.db"
 DOWNLOADS_DIR: Final = "downloads"
 PARTIAL_DIR: Final = ".partial"
+
+
+class DatabaseUnreadable(Exception):
+    """The database file is damaged, or is not a database; the message says what to do."""
 
 
 class UnsafeDataDir(PermissionError):
@@ -112,8 +117,15 @@ class SqliteStore:
     the files on disk in ``sqlite_uploads.Uploads``: a method without a docstring hands its
     call to the one of the same name there."""
 
-    def __init__(self, data_dir: Path | None, *, database: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path | None, *, database: str | None = None, beside_server: bool = False
+    ) -> None:
         """Open (creating if needed) the store in ``data_dir``.
+
+        A store serves the folder alone: it holds the folder's lock while open (FolderInUse
+        if another does) and repairs partial uploads a crash left. ``beside_server=True``
+        opens it beside a server that may be running (the account commands): without the lock
+        or the repair, which would cut that server's uploads in progress.
 
         ``database=":memory:"`` keeps the database in memory (tests); files still go under
         ``data_dir``. Without a ``data_dir`` the file methods raise ``RuntimeError``.
@@ -128,18 +140,23 @@ class SqliteStore:
             downloads = data_dir / DOWNLOADS_DIR
             partials = downloads / PARTIAL_DIR
             ensure_private_dir(partials)
+        self._lock = None if data_dir is None or beside_server else FolderLock(data_dir)
         in_memory = database == ":memory:"
         if database is None:
             assert data_dir is not None
             database = str(data_dir / DB_FILE)
-        if not in_memory:
-            # Create the file ourselves so that it (and the -wal/-shm files SQLite gives the
-            # same mode) is 0600; one found there must be ours alone.
-            fd = os.open(database, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, FILE_MODE)
-            try:
-                _check_ours(Path(database), os.fstat(fd), "the database", "chmod 600")
-            finally:
-                os.close(fd)
+        try:
+            if not in_memory:
+                # Create the file ourselves so that it (and the -wal/-shm files SQLite gives
+                # the same mode) is 0600; one found there must be ours alone.
+                fd = os.open(database, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, FILE_MODE)
+                try:
+                    _check_ours(Path(database), os.fstat(fd), "the database", "chmod 600")
+                finally:
+                    os.close(fd)
+        except BaseException:
+            self._release_folder()
+            raise
         self._path = database
         self._data_version: int | None = None
         """SQLite's ``data_version`` when ``password_generations`` last looked; None: look
@@ -147,13 +164,26 @@ class SqliteStore:
         self._conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         self._uploads = Uploads(self._conn, downloads, partials)
         try:
-            sqlite_schema.configure(self._conn, database)
-            sqlite_schema.migrate(self._conn, database)
-            if not in_memory:
+            try:
+                sqlite_schema.configure(self._conn, database)
+                sqlite_schema.migrate(self._conn, database)
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError):  # locked, I/O: not the file's
+                    raise
+                raise DatabaseUnreadable(
+                    f"the database {database} cannot be read ({exc}): restore it from a "
+                    "backup, or move it aside to start with an empty one"
+                ) from None
+            if not in_memory and self._lock is not None:
                 self._uploads.recover()
         except BaseException:
             self._conn.close()
+            self._release_folder()
             raise
+
+    def _release_folder(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     def __repr__(self) -> str:
         return f"SqliteStore(database={self._path!r})"
@@ -165,9 +195,10 @@ class SqliteStore:
         self.close()
 
     def close(self) -> None:
-        """Close the database and every open upload (idempotent)."""
+        """Close the database and every open upload, and let the folder go (idempotent)."""
         self._uploads.release_all()
         self._conn.close()
+        self._release_folder()
 
     # -- transactions ----------------------------------------------------------------------
 
