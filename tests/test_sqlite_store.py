@@ -1136,6 +1136,38 @@ def test_a_store_opened_beside_the_server_leaves_its_uploads_alone(tmp_path: Pat
         assert restarted.complete_file(f.file_id)
 
 
+def _resumed_and_completed(store: SqliteStore, f: StoredFile, data: bytes) -> None:
+    """An offer of the same file finds the upload with every byte, and completes it."""
+    found = store.find_partial_upload("esha", f.sha256, len(data), "lobby", "")
+    assert found is not None
+    assert (found.file_id, found.received, found.complete) == (f.file_id, len(data), False)
+    assert store.complete_file(f.file_id)
+    assert store.read_chunk(f.file_id, 0, len(data)) == data
+
+
+def test_a_file_moved_into_place_by_a_completion_never_committed_can_be_completed_again(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(100_000)
+    with SqliteStore(tmp_path) as s:
+        f = offer(s, data)
+        write_in_chunks(s, f, data)
+    downloads = tmp_path / "downloads"
+    os.replace(downloads / ".partial" / f.file_id, downloads / f.file_id)  # then a crash
+    with SqliteStore(tmp_path) as restarted:  # not "complete": no message announced it
+        assert all_files(downloads) == {downloads / ".partial" / f.file_id}
+        _resumed_and_completed(restarted, f, data)
+
+
+def test_a_completion_rolled_back_moves_the_file_back(store: SqliteStore) -> None:
+    data = os.urandom(100_000)
+    f = offer(store, data)
+    write_in_chunks(store, f, data)
+    with batch_rolled_back_by_sqlite(store):  # a full disk, say
+        assert store.complete_file(f.file_id)
+    _resumed_and_completed(store, f, data)
+
+
 def test_a_running_hash_that_saw_uncommitted_bytes_is_not_trusted(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,7 @@ never committed). ``release_upload`` closes one when its transfer ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -72,13 +73,18 @@ class Uploads:
         self._hashes: OrderedDict[str, RunningHash] = OrderedDict()
         self._open_uploads: OrderedDict[str, _OpenUpload] = OrderedDict()
         self._unlink_after_commit: list[Path] = []
+        self._completed_in_transaction: list[tuple[Path, Path]] = []
+        """(partial, final) of the files moved into place by the open transaction: moved
+        back if it rolls back, so that their uploads can still be completed (and announced)."""
 
     def recover(self) -> None:
         """Make partial uploads agree with the database after a crash.
 
         Bytes written after the last committed count are cut off (or the count lowered if the
-        OS lost some), a file renamed into place whose completion was not recorded is checked
-        and recorded, rows without bytes are dropped, and stray partial files are removed.
+        OS lost some); a file moved into place whose completion was not committed (nor the
+        message announcing it, in the same transaction) goes back to being a partial upload
+        with every byte received, which an offer of the same file completes and announces;
+        rows without bytes are dropped, and stray partial files are removed.
         """
         if self._partials is None:
             return
@@ -101,10 +107,10 @@ class Uploads:
                         "UPDATE files SET received = ? WHERE file_id = ?", (actual, file_id)
                     )
             elif final.is_file() and hash_file(final) == (size, bytes(sha256)):
-                self._conn.execute(
-                    "UPDATE files SET received = size, complete = 1 WHERE file_id = ?",
-                    (file_id,),
-                )
+                os.replace(final, partial)
+                fsync_dir(partial.parent)
+                live.add(file_id)
+                self._conn.execute("UPDATE files SET received = size WHERE file_id = ?", (file_id,))
             else:
                 self._conn.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
                 final.unlink(missing_ok=True)
@@ -115,6 +121,7 @@ class Uploads:
     def committed(self) -> None:
         """The transaction is committed: delete the files whose rows it removed."""
         paths, self._unlink_after_commit = self._unlink_after_commit, []
+        self._completed_in_transaction.clear()
         for path in paths:
             path.unlink(missing_ok=True)
 
@@ -122,6 +129,10 @@ class Uploads:
         """The transaction is rolled back: keep the files whose rows it would have removed,
         and close every open upload (its count may be ahead of its row now)."""
         self._unlink_after_commit.clear()
+        moved, self._completed_in_transaction = self._completed_in_transaction, []
+        for partial, final in reversed(moved):
+            with contextlib.suppress(OSError):  # else the next start's recovery moves it
+                os.replace(final, partial)
         self.release_all()
 
     def _dirs(self) -> tuple[Path, Path]:
@@ -320,6 +331,8 @@ class Uploads:
             raise FileExistsError(f"{final} already exists")
         os.replace(partial, final)
         fsync_dir(final.parent)
+        if self._conn.in_transaction:
+            self._completed_in_transaction.append((partial, final))
         self._conn.execute(
             "UPDATE files SET received = size, complete = 1 WHERE file_id = ?", (file_id,)
         )
