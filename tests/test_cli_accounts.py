@@ -155,8 +155,8 @@ def test_changing_a_password_logs_the_accounts_sessions_out(
             for session in (carol, carol_elsewhere):
                 closed = next_of(session, ConnectionClosed)
                 assert "your password was changed" in closed.reason
-                with pytest.raises(ClientError):
-                    session.send_message("still here?", room="general")
+                with pytest.raises(ClientError, match="closed: your password was changed"):
+                    session.send_message("still here?", room="general")  # it says why
         seen = [next_of(bob, Presence) for _ in range(2)]  # carol's first login, then this
         assert [(p.user, p.online) for p in seen] == [("carol", True), ("carol", False)]
         with pytest.raises(LoginFailed), server.login("carol", PASSWORD):

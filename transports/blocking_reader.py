@@ -136,6 +136,7 @@ class Reader:
                     continue
             self._read_events.append(event)
             if isinstance(event, ConnectionClosed):
+                client._failure = client._failure or event.reason  # calls still waiting say it
                 return True
 
     def _route(self, record: Record) -> None:
