@@ -52,6 +52,7 @@ from sealchat.core.hub import (
     StreamFile,
     VerifyPassword,
 )
+from sealchat.core.hub.files import SHORT_OF_SPACE
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.store import StoredMessage
 from sealchat.core.limits import MAX_FILE_NAME, MAX_RECORD
@@ -936,6 +937,27 @@ def test_a_refused_offer_discards_no_unfinished_upload(store: SqliteStore) -> No
     # One that fits once the idle upload is gone displaces it.
     assert accepted(hub, 3, _offer(b"z" * 60, 4), NOW + 3).file_id != kept.file_id
     assert store.get_file(kept.file_id) is None
+
+
+def test_an_upload_that_would_fill_the_disk_is_refused_before_a_byte_is_stored(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(min_free_space=1000))
+    monkeypatch.setattr(store, "free_space", lambda: 1100)
+    data = bytes(range(200))
+    (refused,) = records(hub.handle(1, _offer(data, 1), NOW), 1)
+    assert refused == FileReject(transfer=1, reason=SHORT_OF_SPACE)
+    assert store.unfinished_uploads("alice") == []
+    monkeypatch.setattr(store, "free_space", lambda: 1200)  # room for it, just
+    started = accepted(hub, 1, _offer(data, 2))
+    hub.handle(1, FileChunk(transfer=2, offset=0, data=data[:150]), NOW)
+    hub.close_session(1, NOW)
+    logged_in(hub, 2, "alice")
+    monkeypatch.setattr(store, "free_space", lambda: 1060)  # what it took is gone
+    (refused,) = records(hub.handle(2, _offer(b"another" * 30, 3), NOW + 1), 2)
+    assert refused.reason == SHORT_OF_SPACE
+    resumed = accepted(hub, 2, _offer(data, 4), NOW + 1)  # only 50 bytes still to come
+    assert (resumed.file_id, resumed.offset) == (started.file_id, 150)
 
 
 def test_a_removal_seen_by_a_call_whose_commit_fails_still_logs_out(

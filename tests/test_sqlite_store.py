@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import sqlite3
 import stat
@@ -1432,3 +1433,10 @@ def test_removing_a_user_deletes_the_uploads_nobody_can_finish(tmp_path: Path) -
         assert store.get_file(done.file_id) is not None  # shared: it stays
         assert store.get_file(unfinished.file_id) is None
     assert not (tmp_path / "downloads" / ".partial" / unfinished.file_id).exists()
+
+
+def test_the_free_space_is_that_of_the_disk_holding_the_files(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path) as s:
+        assert s.free_space() == shutil.disk_usage(tmp_path).free
+    with SqliteStore(None, database=":memory:") as s:
+        assert s.free_space() is None  # no files: nothing to fill

@@ -418,6 +418,9 @@ class SqliteStore:
     def delete_file(self, file_id: str) -> None:
         self._uploads.delete_file(file_id)
 
+    def free_space(self) -> int | None:
+        return self._uploads.free_space()
+
     def usage(self, owner_key: str) -> int:
         return sqlite_files.usage(self._conn, owner_key)
 

@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 from collections import OrderedDict
 from pathlib import Path
@@ -134,6 +135,12 @@ class Uploads:
             with contextlib.suppress(OSError):  # else the next start's recovery moves it
                 os.replace(final, partial)
         self.release_all()
+
+    def free_space(self) -> int | None:
+        """Bytes free on the disk of ``downloads`` (None without a data directory)."""
+        if self._downloads is None:
+            return None
+        return shutil.disk_usage(self._downloads).free
 
     def _dirs(self) -> tuple[Path, Path]:
         if self._downloads is None or self._partials is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MiB = 1 << 20
 GiB = 1 << 30
 
 
@@ -62,6 +63,9 @@ class HubConfig:
     min_password_chars: int = 8
     max_file_size: int = 2 * GiB
     user_quota: int = 10 * GiB
+    min_free_space: int = 256 * MiB
+    """Disk space an upload must leave free on the store's disk, when it starts or resumes
+    (its bytes still to come counted): the database must have room for messages."""
     max_transfers: int = 4
     """Concurrent uploads plus downloads per session."""
     max_unfinished_uploads: int = 16

@@ -29,6 +29,10 @@ _FIRST_BATCH = 32
 than a page of the longest names holds (a 4096-character name takes up to 16 KiB)."""
 
 
+SHORT_OF_SPACE = "the server is short of disk space for this file; ask its operator"
+"""Why an upload is refused when it would fill the server's disk."""
+
+
 class Files:
     """Uploads and downloads of every session, the files stored and who may see them."""
 
@@ -66,9 +70,12 @@ class Files:
         partial = self.store.find_partial_upload(
             state.key, record.sha256, record.size, where.room, where.peer_key
         )
-        if partial is not None and partial.file_id in self._uploading:
-            return reject("this file is already being sent in another transfer; wait for it")
-        if partial is None:
+        if partial is not None:
+            if partial.file_id in self._uploading:
+                return reject("this file is already being sent in another transfer; wait for it")
+            if not self._room_on_disk_for(record.size - partial.received):
+                return reject(SHORT_OF_SPACE)
+        else:
             # A refused offer changes nothing: the checks first, then the token, then room.
             displaced = self._displaced_by_an_upload(state.key)
             used = self.store.usage(state.key)
@@ -77,6 +84,8 @@ class Files:
                     f"over quota: you use {used} of {self.config.user_quota} bytes; "
                     f"this file needs {record.size}"
                 )
+            if not self._room_on_disk_for(record.size):
+                return reject(SHORT_OF_SPACE)
             if not self._allowances.of(state.key, now).take(now):
                 return reject("slow down: too many new files; try again in a moment")
             for file in displaced:
@@ -94,6 +103,12 @@ class Files:
         self._uploading.add(partial.file_id)
         accept = FileAccept(transfer=transfer, file_id=partial.file_id, offset=partial.received)
         return [reply(state, accept)]
+
+    def _room_on_disk_for(self, size: int) -> bool:
+        """Whether ``size`` more bytes of files leave the store's disk ``min_free_space``
+        (for the database, which cannot store what it is sent on a full disk)."""
+        free = self.store.free_space()
+        return free is None or free - size >= self.config.min_free_space
 
     def _displaced_by_an_upload(self, key: str) -> list[StoredFile]:
         """The unfinished uploads of the user that a new one displaces: the longest idle not

@@ -228,6 +228,10 @@ class Store(Protocol):
         """Bytes of storage the user's files (complete and partial) take."""
         ...
 
+    def free_space(self) -> int | None:
+        """Bytes free on the disk that holds the files (None: not known)."""
+        ...
+
     def files_for_room(self, room: str, after: int, limit: int) -> list[tuple[int, StoredFile]]:
         """Up to ``limit`` files shared in ``room`` whose announcing message has an id above
         ``after``, in the order they were shared (by that id), each with that id. A file is
