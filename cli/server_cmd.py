@@ -268,6 +268,9 @@ def _may_read_password(args: argparse.Namespace) -> bool:
 def _read_new_password(from_stdin: bool) -> str | None:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            print("sealchat: no password came on standard input; nothing changed", file=sys.stderr)
+            return None
     else:
         password = getpass.getpass("new password: ")
         if getpass.getpass("again: ") != password:

@@ -76,6 +76,7 @@ def test_a_password_ends_at_the_line_break_whatever_its_style(
     [
         ("al ice", "long enough", "user"),
         ("alice", "short", "at least"),
+        ("alice", "", "no password came on standard input"),  # < /dev/null
     ],
 )
 def test_bad_names_and_short_passwords_are_refused_saying_why(
