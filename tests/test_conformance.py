@@ -79,6 +79,7 @@ from sealchat.core.limits import MAX_CHUNK
 from sealchat.core.preamble import encode_preamble
 from sealchat.transports import blocking_client
 from sealchat.transports.blocking_client import BlockingClient, ClientError
+from sealchat.transports.folder_lock import LOCK_FILE
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.pairs import forge
@@ -1286,7 +1287,7 @@ def test_file_names_are_shown_as_sent_and_never_used_as_paths(
         assert FILE_ID.fullmatch(file_id)
         assert (downloads / file_id).read_bytes() == data
     others = {p.relative_to(server.data_dir).as_posix() for p in files if p.parent != downloads}
-    assert others <= {"sealchat.db", "sealchat.db-wal", "sealchat.db-shm"}
+    assert others <= {"sealchat.db", "sealchat.db-wal", "sealchat.db-shm", LOCK_FILE}
 
 
 def test_megabytes_of_file_names_are_listed_a_page_per_request_to_a_member_who_reads(
