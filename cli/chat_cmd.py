@@ -15,7 +15,7 @@ from sealchat.cli.chat_transfers import share, while_online
 from sealchat.cli.checks import CommandError, check_names
 from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, explain_failure
 from sealchat.cli.login import asker, credentials_from, run_session
-from sealchat.cli.terminal_text import safe
+from sealchat.cli.terminal_text import counted, safe
 from sealchat.transports.requests import ClientError
 from sealchat.transports.shown_text import shown_size
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
@@ -177,7 +177,7 @@ async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line:
         case "/rooms":
             for room in await client.rooms():
                 mark = "*" if room.joined else " "
-                term.say(f"{mark} {safe(room.name)} ({room.members} members)")
+                term.say(f"{mark} {safe(room.name)} ({counted(room.members, 'member')})")
         case "/who":
             members = await client.members(term.room)
             shown = [f"{safe(m.name)}{'' if m.online else ' (offline)'}" for m in members]

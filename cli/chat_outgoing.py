@@ -10,7 +10,7 @@ import trio
 
 from sealchat.cli.chat_terminal import Terminal
 from sealchat.cli.exit_codes import LOST, OK, REFUSED, error
-from sealchat.cli.terminal_text import safe
+from sealchat.cli.terminal_text import counted, safe
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, MessageAck
 from sealchat.transports.requests import ClientError, check_text, new_client_id
@@ -149,9 +149,9 @@ class Outgoing:
         QUIET_WAIT seconds for the connection to come back."""
         while self._unsent() and client.gave_up_on is None:
             if not client.online:
-                left = len(self._unsent())
+                left = counted(len(self._unsent()), "message")
                 self.term.say(
-                    f"* {left} message{'' if left == 1 else 's'} to send: "
+                    f"* {left} to send: "
                     f"waiting up to {QUIET_WAIT:g} s for the connection (Ctrl-C ends now)"
                 )
                 with trio.move_on_after(QUIET_WAIT) as reconnecting:
@@ -176,8 +176,9 @@ class Outgoing:
         """Say on standard error which messages never made it; the exit code that says so."""
         unsent = [t.text for t in self._unsent()]
         if unsent:
+            them = "it" if len(unsent) == 1 else "them"
             error(
-                f"{_messages(len(unsent))} not delivered (the server never confirmed it): "
+                f"{_messages(len(unsent))} not delivered (the server never confirmed {them}): "
                 + ", ".join(_start(text) for text in unsent)
             )
         if self.refused:

@@ -15,7 +15,7 @@ import trio.testing
 
 from sealchat.cli import chat_cmd, chat_outgoing, chat_terminal, exit_codes, login, send_cmd
 from sealchat.cli.terminal_text import safe, safe_message, tolerant_streams
-from sealchat.core import FileInfo, Message
+from sealchat.core import FileInfo, Message, RoomInfo
 from sealchat.transports.pinning import ServerKeyChanged
 from sealchat.transports.trio_client import (
     ClientError,
@@ -323,3 +323,35 @@ def test_get_takes_only_the_file_as_it_was_shown() -> None:
     for line in ("/files", f"/get {'a' * 32}", f"/get {'b' * 32}", f"/get {'c' * 32}"):
         trio.run(chat_cmd._command, client, term, outgoing, line)
     assert asked == [("a" * 32, announced), ("b" * 32, listed), ("c" * 32, None)]
+
+
+def test_rooms_say_member_or_members(capsys: pytest.CaptureFixture[str]) -> None:
+    class Client:
+        async def rooms(self) -> list[RoomInfo]:
+            return [RoomInfo(name="solo", members=1, joined=True), RoomInfo(name="dev", members=2)]
+
+    term = chat_terminal.Terminal(sys.stdout, "alice")
+    client: Any = Client()
+    trio.run(chat_cmd._command, client, term, chat_outgoing.Outgoing(term), "/rooms")
+    assert capsys.readouterr().out == "* solo (1 member)\n  dev (2 members)\n"
+
+
+@pytest.mark.parametrize(
+    ("texts", "said"),
+    [
+        (["lost one"], "1 message was not delivered (the server never confirmed it): 'lost one'"),
+        (
+            ["lost one", "lost two"],
+            "2 messages were not delivered (the server never confirmed them): "
+            "'lost one', 'lost two'",
+        ),
+    ],
+)
+def test_messages_never_delivered_are_it_or_them(
+    texts: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outgoing = chat_outgoing.Outgoing(chat_terminal.Terminal(io.StringIO(), "alice"))
+    for text in texts:
+        outgoing.add(text, room="general")
+    assert outgoing.report() == exit_codes.LOST
+    assert capsys.readouterr().err == f"sealchat: {said}\n"
