@@ -1,14 +1,37 @@
-"""Checks made on this computer before anything goes to the server: names longer than
-the protocol allows, text that cannot go in a message, and files that cannot be shared."""
+"""Checks made on this computer before anything goes to the server: ports that are none,
+names longer than the protocol allows, text that cannot go in a message, and files that
+cannot be shared."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from sealchat.core import LocalProtocolError, Message
 from sealchat.core.codec import encode_record
 from sealchat.core.limits import MAX_ROOM, MAX_USERNAME
+from sealchat.transports.pinning import is_port
+
+
+def port(text: str) -> int:
+    """The TCP port of a server to connect to, given on the command line (argparse's type)."""
+    return _port(text, any_free=False)
+
+
+def listening_port(text: str) -> int:
+    """The TCP port a server listens on, given on the command line (argparse's type); 0
+    means any free one."""
+    return _port(text, any_free=True)
+
+
+def _port(text: str, *, any_free: bool) -> int:
+    """``text`` as a port from 1 to 65535 (or 0, if ``any_free``); else argparse's error,
+    which says what to give."""
+    if is_port(text) or (any_free and text == "0"):
+        return int(text)
+    also = " (or 0 for any free one)" if any_free else ""
+    raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535{also}")
 
 
 class CommandError(Exception):

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import trio
 
+from sealchat.cli.checks import port
 from sealchat.cli.exit_codes import FAILED, error, explain_failure
 from sealchat.core.limits import MAX_PASSWORD
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
@@ -24,7 +25,9 @@ from sealchat.transports.requests import ClientError
 
 def connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7878)
+    parser.add_argument(
+        "--port", type=port, default=7878, help="the server's TCP port (default 7878)"
+    )
     parser.add_argument("--user", default=_login_name(), help="user name (default: yours here)")
     parser.add_argument(
         "--password-file",

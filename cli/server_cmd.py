@@ -15,6 +15,7 @@ from pathlib import Path
 import platformdirs
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from sealchat.cli.checks import listening_port
 from sealchat.core import fingerprint
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key, username_problem
@@ -53,7 +54,7 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     server = commands.add_parser("server", help="run a sealchat server")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on")
     server.add_argument(
-        "--port", type=_port, default=7878, help="TCP port (default 7878; 0: any free one)"
+        "--port", type=listening_port, default=7878, help="TCP port (default 7878; 0: any free one)"
     )
     _data_dir_option(server)
     server.add_argument(
@@ -109,15 +110,6 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     key = commands.add_parser("server-key", help="print the server key's fingerprint")
     _data_dir_option(key)
     key.set_defaults(handler=run_server_key)
-
-
-def _port(text: str) -> int:
-    """A TCP port given on the command line (argparse's type)."""
-    if text.isascii() and text.isdigit() and int(text) <= 65535:
-        return int(text)
-    raise argparse.ArgumentTypeError(
-        f"{text!r} is not a port: give a number from 1 to 65535 (or 0 for any free one)"
-    )
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:

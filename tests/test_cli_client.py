@@ -703,6 +703,21 @@ def test_trust_explains_a_port_that_is_not_one(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", ["chat", "send"])
+def test_a_client_port_that_is_not_one_is_refused_before_connecting(
+    tmp_path: Path, command: str
+) -> None:
+    # As the server's --port and trust: a usage error, not "cannot reach".
+    for port in ("99999", "0", "7\u00b2", "-1"):
+        done = sealchat(tmp_path, command, "--port", port, "--user", "alice", "hi")
+        assert done.returncode == 2, done.stderr
+        assert "is not a port: give a number from 1 to 65535" in done.stderr
+        assert "cannot reach" not in done.stderr
+    server = sealchat(tmp_path, "server", "--port", "99999", "--data-dir", str(tmp_path / "d"))
+    assert server.returncode == 2
+    assert "give a number from 1 to 65535 (or 0 for any free one)" in server.stderr
+
+
 def test_names_too_long_to_exist_are_explained(server: Running, tmp_path: Path) -> None:
     pin(tmp_path, server)
     room, user = "r" * (MAX_ROOM + 6), "u" * (MAX_USERNAME + 8)
