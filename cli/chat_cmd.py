@@ -16,7 +16,7 @@ from sealchat.cli.checks import CommandError, check_names
 from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, explain_failure
 from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import counted, safe
-from sealchat.transports.requests import ClientError
+from sealchat.transports.requests import ClientError, typed_room
 from sealchat.transports.shown_text import shown_size
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
@@ -164,16 +164,9 @@ async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line:
         case "/help":
             term.say(HELP)
         case "/join":
-            check_names(room=rest)
-            members = await client.join(rest)
-            term.room = rest
-            term.say(f"* now in {safe(rest)}: {', '.join(safe(m.name) for m in members)}")
+            await _join(client, term, typed_room(rest))
         case "/leave":
-            check_names(room=rest)
-            await client.leave(rest)
-            if term.room == rest:
-                term.room = "general"
-            term.say(f"* left {safe(rest)}; now in {safe(term.room)}")
+            await _leave(client, term, typed_room(rest))
         case "/rooms":
             for room in await client.rooms():
                 mark = "*" if room.joined else " "
@@ -204,6 +197,23 @@ async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line:
         case _:
             term.say(f"! unknown command '{safe(line)}'; /help lists the commands")
     return False
+
+
+async def _join(client: ChatClient, term: Terminal, room: str) -> None:
+    """/join ROOM: join it (creating it) and make it the current room."""
+    check_names(room=room)
+    members = await client.join(room)
+    term.room = room
+    term.say(f"* now in {safe(room)}: {', '.join(safe(m.name) for m in members)}")
+
+
+async def _leave(client: ChatClient, term: Terminal, room: str) -> None:
+    """/leave ROOM: leave it; the current room is general again if it was that one."""
+    check_names(room=room)
+    await client.leave(room)
+    if term.room == room:
+        term.room = "general"
+    term.say(f"* left {safe(room)}; now in {safe(term.room)}")
 
 
 def _direct(outgoing: Outgoing, rest: str) -> None:

@@ -12,6 +12,7 @@ from sealchat.cli.send_cmd import run_send
 from sealchat.core import fingerprint
 from sealchat.transports.keyfile import public_bytes
 from sealchat.transports.pinning import KnownServers, is_port, server_name
+from sealchat.transports.requests import typed_room
 from sealchat.transports.trio_client import client_key
 
 
@@ -35,7 +36,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     connection_options(send)
     where = send.add_mutually_exclusive_group()
-    where.add_argument("--room", default="general", help="room to send to (default general)")
+    where.add_argument(
+        "--room", type=typed_room, default="general", help="room to send to (default general)"
+    )
     where.add_argument("--to", metavar="USER", help="send a direct message to USER instead")
     what = send.add_mutually_exclusive_group(required=True)
     what.add_argument("text", nargs="?", help="the message")

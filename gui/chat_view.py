@@ -15,6 +15,7 @@ from sealchat.gui.text_helpers import file_label, shown_line, without_blank_ends
 from sealchat.gui.theme import EMOTICONS, accented
 from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import TranscriptUpdate, ViewModel
+from sealchat.transports.requests import typed_room
 from sealchat.transports.shown_text import escaped
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class ChatView(ctk.CTkFrame):
             self.app.controller.join_room(room)
 
     def _room_typed(self) -> str:
-        return str(self.join_entry.get()).strip().lower()
+        return typed_room(str(self.join_entry.get()))
 
     def joined(self, room: str) -> None:
         """``room`` was joined: the Join box is emptied, unless it names another by now."""

@@ -247,6 +247,16 @@ def test_send_exit_codes(server: Running, tmp_path: Path) -> None:
         assert [m.text for m in page] == ["hello from a script"]
 
 
+def test_send_takes_a_room_name_typed_in_capitals(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    args = ("send", "--port", str(server.port), "--user", "alice", "--room", "General", "hi")
+    done = sealchat(tmp_path, *args)
+    assert done.returncode == 0, done.stderr
+    with server.login("bob") as bob:
+        bob.send(HistoryRequest(room="general"))
+        assert [m.text for m in drain(bob) if isinstance(m, Message)] == ["hi"]
+
+
 def test_send_leaves_the_users_unread_messages_unread(server: Running, tmp_path: Path) -> None:
     # A script sending as bob shows him nothing: what he missed must still reach him.
     with server.login("bob"):

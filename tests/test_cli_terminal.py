@@ -15,7 +15,7 @@ import trio.testing
 
 from sealchat.cli import chat_cmd, chat_outgoing, chat_terminal, exit_codes, login, send_cmd
 from sealchat.cli.terminal_text import safe, safe_message, tolerant_streams
-from sealchat.core import FileInfo, Message, RoomInfo
+from sealchat.core import FileInfo, MemberInfo, Message, RoomInfo
 from sealchat.transports.pinning import ServerKeyChanged
 from sealchat.transports.trio_client import (
     ClientError,
@@ -355,3 +355,23 @@ def test_messages_never_delivered_are_it_or_them(
         outgoing.add(text, room="general")
     assert outgoing.report() == exit_codes.LOST
     assert capsys.readouterr().err == f"sealchat: {said}\n"
+
+
+def test_room_names_typed_in_capitals_are_lowercased(capsys: pytest.CaptureFixture[str]) -> None:
+    # Room names are lowercase on the wire; the desktop client takes "Dev" as "dev" too.
+    asked: list[tuple[str, str]] = []
+
+    class Client:
+        async def join(self, room: str) -> list[MemberInfo]:
+            asked.append(("join", room))
+            return [MemberInfo(name="alice", online=True)]
+
+        async def leave(self, room: str) -> None:
+            asked.append(("leave", room))
+
+    term = chat_terminal.Terminal(sys.stdout, "alice")
+    client: Any = Client()
+    for line in ("/join Dev", "/leave DEV"):
+        trio.run(chat_cmd._command, client, term, chat_outgoing.Outgoing(term), line)
+    assert asked == [("join", "dev"), ("leave", "dev")]
+    assert capsys.readouterr().out == "* now in dev: alice\n* left dev; now in general\n"

@@ -118,6 +118,14 @@ def check_text(text: str) -> None:
         )
 
 
+def typed_room(text: str) -> str:
+    """The room a person means by typing ``text``: room names are lowercase on the wire, so
+    ``Dev`` is ``dev``. Only ASCII is lowercased: no other letter is valid in a room name,
+    and Unicode's lowercasing would make some valid (the KELVIN SIGN becomes 'k')."""
+    text = text.strip()
+    return text.lower() if text.isascii() else text
+
+
 @dataclass(frozen=True)
 class Reply(Generic[R]):
     """Replies for which ``match`` holds are collected until ``done`` holds for one;
