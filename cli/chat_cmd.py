@@ -16,8 +16,8 @@ from sealchat.cli.checks import CommandError, check_names
 from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, explain_failure
 from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import counted, safe
+from sealchat.core.sizes import shown_size
 from sealchat.transports.requests import ClientError, typed_room
-from sealchat.transports.shown_text import shown_size
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
 COMMANDS = {

@@ -10,7 +10,7 @@ from typing import TextIO
 from sealchat.cli.terminal_text import safe, safe_message
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
-from sealchat.transports.shown_text import shown_size
+from sealchat.core.sizes import shown_size
 from sealchat.transports.trio_client import LinkState
 
 SHOWN_FILES = 10_000

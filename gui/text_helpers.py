@@ -7,8 +7,9 @@ import math
 import re
 
 from sealchat.core import FileInfo
+from sealchat.core.sizes import shown_size
 from sealchat.transports.requests import LoginFailed
-from sealchat.transports.shown_text import escaped, escaped_message, shown_size
+from sealchat.transports.shown_text import escaped, escaped_message
 
 
 def without_blank_ends(text: str) -> str:

@@ -920,6 +920,24 @@ def test_a_registration_after_a_failed_login_keeps_its_session_at_any_account_ch
     assert hub.is_online("carol")
 
 
+@pytest.mark.parametrize(
+    ("size", "reason"),
+    [
+        (3 << 30, "file too large: 3.0 GiB; the limit is 2.0 GiB"),
+        # Rounded, both would read 2.0 GiB: in bytes instead.
+        ((2 << 30) + 1, "file too large: 2,147,483,649 bytes; the limit is 2,147,483,648 bytes"),
+    ],
+)
+def test_a_file_too_large_is_refused_in_sizes_people_read(
+    store: SqliteStore, size: int, reason: str
+) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(max_file_size=2 << 30))
+    offer = FileOffer(transfer=1, name="big.bin", size=size, sha256=bytes(32), room="general")
+    (refused,) = records(hub.handle(1, offer, NOW), 1)
+    assert isinstance(refused, FileReject)
+    assert refused.reason == reason
+
+
 def test_a_refused_offer_discards_no_unfinished_upload(store: SqliteStore) -> None:
     hub = hub_with(store, "alice", config=HubConfig(max_unfinished_uploads=1, user_quota=100))
     data = bytes(range(50))
@@ -929,7 +947,7 @@ def test_a_refused_offer_discards_no_unfinished_upload(store: SqliteStore) -> No
     logged_in(hub, 2, "alice")
     (refused,) = records(hub.handle(2, _offer(b"y" * 200, 2), NOW + 1), 2)
     assert isinstance(refused, FileReject)
-    assert refused.reason == "over quota: you use 50 of 100 bytes; this file needs 200"
+    assert refused.reason == "over quota: you use 50 B of 100 B; this file needs 200 B"
     resumed = accepted(hub, 2, _offer(data, 3), NOW + 2)
     assert (resumed.file_id, resumed.offset) == (kept.file_id, 30)
     hub.close_session(2, NOW + 2)

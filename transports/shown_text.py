@@ -11,8 +11,6 @@ A message's text (:func:`escaped_message`) also keeps the few format characters 
 needs and that reorder nothing: the soft hyphen, the directional marks (LRM, RLM, ALM), the
 word joiner, and the tag characters of a subdivision flag. Names, file names above all, keep
 the strict rule: there an invisible mark only makes one name pass for another.
-
-Also here, for both clients: file sizes as people read them (:func:`shown_size`).
 """
 
 from __future__ import annotations
@@ -73,16 +71,3 @@ def _escape(char: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
-
-
-def shown_size(size: int, *, byte_unit: str = "B") -> str:
-    """``size`` bytes as people read it: whole bytes below 1 KiB, then KiB, MiB or GiB with one
-    decimal ("5 B", "2.0 KiB", "1.5 GiB")."""
-    if size < 1024:
-        return f"{size} {byte_unit}"
-    amount = size / 1024
-    for unit in ("KiB", "MiB"):
-        if amount < 1024:
-            return f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{amount:.1f} GiB"

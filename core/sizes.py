@@ -1,0 +1,16 @@
+"""Sizes in bytes as people read them: in the server's refusals and in both clients."""
+
+from __future__ import annotations
+
+
+def shown_size(size: int, *, byte_unit: str = "B") -> str:
+    """``size`` bytes as people read it: whole bytes below 1 KiB, then KiB, MiB or GiB with one
+    decimal ("5 B", "2.0 KiB", "1.5 GiB")."""
+    if size < 1024:
+        return f"{size} {byte_unit}"
+    amount = size / 1024
+    for unit in ("KiB", "MiB"):
+        if amount < 1024:
+            return f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} GiB"
