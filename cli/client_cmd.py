@@ -8,7 +8,7 @@ from pathlib import Path
 from sealchat.cli.chat_cmd import CHAT_HELP, run_chat
 from sealchat.cli.exit_codes import EXIT_CODES_HELP, OK, USAGE, error, guarded
 from sealchat.cli.login import connection_options
-from sealchat.cli.send_cmd import run_send
+from sealchat.cli.send_cmd import SEND_HELP, run_send
 from sealchat.core import fingerprint
 from sealchat.transports.keyfile import public_bytes
 from sealchat.transports.pinning import KnownServers, is_port, server_name
@@ -31,6 +31,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     send = commands.add_parser(
         "send",
         help="send one message or file (for scripts and bots)",
+        description=SEND_HELP,
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -40,6 +41,11 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--room", type=typed_room, default="general", help="room to send to (default general)"
     )
     where.add_argument("--to", metavar="USER", help="send a direct message to USER instead")
+    send.add_argument(
+        "--join",
+        action="store_true",
+        help="join the room first (creating it if there is none); changes nothing if you are in it",
+    )
     what = send.add_mutually_exclusive_group(required=True)
     what.add_argument("text", nargs="?", help="the message")
     what.add_argument("--file", type=Path, help="share this file instead of a message")

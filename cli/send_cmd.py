@@ -12,11 +12,24 @@ from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import safe
 from sealchat.core import Error as ServerError
 from sealchat.transports.requests import ClientError, TransferFailed, check_text
-from sealchat.transports.trio_client import ChatClient, Disconnected, LinkState, connect
+from sealchat.transports.trio_client import (
+    ChatClient,
+    ConnectionLost,
+    Disconnected,
+    LinkState,
+    connect,
+)
+
+SEND_HELP = """\
+Send one message or file, to a room or to a user, then exit with a code that says how
+it went. Only members can send to a room: add --join to join it first (you stay in it)."""
 
 
 def run_send(args: argparse.Namespace) -> int:
     """``sealchat send``: one message or file, then exit with a code saying how it went."""
+    if args.join and args.to:
+        error("--join goes with --room: a direct message needs no joining")
+        return USAGE
     problem = None if args.file is None else file_problem(args.file)
     if problem is not None:
         error(problem)
@@ -50,15 +63,44 @@ def run_send(args: argparse.Namespace) -> int:
         ) as client:
             await client.login(args.user, password)
             room = "" if args.to else args.room
-            if args.file is not None:
-                info = await client.send_file(args.file, room=room, to=args.to or "")
-                print(f"shared {safe(args.file.name)} as {safe(info.file_id)}")
-            else:
-                client_id = await client.send_message(args.text, room=room, to=args.to or "")
-                await _await_ack(client, client_id)
+            if args.join:
+                await _join(client, room)
+            try:
+                await _send(client, args, room)
+            except TransferFailed:
+                if room and not args.join and not await _is_member(client, room):
+                    raise TransferFailed(f"you are not in {room}: add --join to join it") from None
+                raise
             return OK
 
     return run_session(main, credentials)
+
+
+async def _send(client: ChatClient, args: argparse.Namespace, room: str) -> None:
+    """Send the file or the message ``args`` give to ``room`` or ``args.to``, and wait until
+    the server has it."""
+    if args.file is not None:
+        info = await client.send_file(args.file, room=room, to=args.to or "")
+        print(f"shared {safe(args.file.name)} as {safe(info.file_id)}")
+    else:
+        client_id = await client.send_message(args.text, room=room, to=args.to or "")
+        await _await_ack(client, client_id)
+
+
+async def _join(client: ChatClient, room: str) -> None:
+    """Join ``room``, creating it if there is none (for a member, the server only lists the
+    members); a refusal is one of the message, and exits as such."""
+    try:
+        await client.join(room)
+    except ConnectionLost:
+        raise
+    except ClientError as exc:
+        raise TransferFailed(f"cannot join {room}: {exc}") from None
+
+
+async def _is_member(client: ChatClient, room: str) -> bool:
+    """Whether the user is in ``room`` (asked after a refusal, to say why if not)."""
+    return any(info.name == room and info.joined for info in await client.rooms())
 
 
 async def _await_ack(client: ChatClient, client_id: str) -> None:

@@ -257,6 +257,27 @@ def test_send_takes_a_room_name_typed_in_capitals(server: Running, tmp_path: Pat
         assert [m.text for m in drain(bob) if isinstance(m, Message)] == ["hi"]
 
 
+def test_send_joins_the_room_with_join_and_says_so_without(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    alice = ("send", "--port", str(server.port), "--user", "alice", "--room", "dev")
+    (tmp_path / "notes.txt").write_text("notes")
+    for what in (("hi",), ("--file", str(tmp_path / "notes.txt"))):
+        refused = sealchat(tmp_path, *alice, *what)
+        assert refused.returncode == 6, refused.stderr
+        assert refused.stderr == "sealchat: refused: you are not in dev: add --join to join it\n"
+    for text in ("first", "again, a member already"):
+        done = sealchat(tmp_path, *alice, "--join", text)
+        assert done.returncode == 0, done.stderr
+    with server.login("bob") as bob:
+        bob.join("dev")
+        bob.send(HistoryRequest(room="dev"))
+        texts = [m.text for m in drain(bob) if isinstance(m, Message)]
+    assert texts == ["first", "again, a member already"]
+    direct = sealchat(tmp_path, "send", "--port", str(server.port), "--to", "bob", "--join", "x")
+    assert direct.returncode == 2
+    assert "--join goes with --room" in direct.stderr
+
+
 def test_send_leaves_the_users_unread_messages_unread(server: Running, tmp_path: Path) -> None:
     # A script sending as bob shows him nothing: what he missed must still reach him.
     with server.login("bob"):
