@@ -13,11 +13,11 @@ from sealchat.cli.chat_outgoing import Outgoing
 from sealchat.cli.chat_terminal import Terminal
 from sealchat.cli.chat_transfers import share, while_online
 from sealchat.cli.checks import CommandError, check_names
-from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, explain_failure
+from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, RegistrationRefused, explain_failure
 from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import counted, safe
 from sealchat.core.sizes import shown_size
-from sealchat.transports.requests import ClientError, typed_room
+from sealchat.transports.requests import ClientError, LoginFailed, typed_room
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
 COMMANDS = {
@@ -60,7 +60,7 @@ def run_chat(args: argparse.Namespace) -> int:
     """``sealchat chat``: commands and messages from standard input, events on the output."""
     if sys.stdout is None:  # started with its output closed (>&-): nothing could be shown
         return OUTPUT_CLOSED
-    credentials = credentials_from(args)
+    credentials = credentials_from(args, new_account=args.register)
     if credentials is None:
         return USAGE
     password, _, interactive = credentials
@@ -75,7 +75,7 @@ def run_chat(args: argparse.Namespace) -> int:
         if args.downloads is not None:
             options["downloads_dir"] = args.downloads
         async with connect(args.host, args.port, **options) as client:
-            name = await client.login(args.user, password)
+            name = await _log_in(client, args.user, password, register=args.register)
             reading_commands.set()
             term.say(f"* logged in to {client.server} as {safe(name)}; /help lists the commands")
             outgoing = Outgoing(term)
@@ -92,6 +92,17 @@ def run_chat(args: argparse.Namespace) -> int:
         return code
 
     return run_session(main, credentials)
+
+
+async def _log_in(client: ChatClient, user: str, password: str, *, register: bool) -> str:
+    """Log in, or create the account and log in (RegistrationRefused if the server would
+    not); returns the user name as the server spells it."""
+    if not register:
+        return await client.login(user, password)
+    try:
+        return await client.register(user, password)
+    except LoginFailed as exc:
+        raise RegistrationRefused(str(exc), exc.retry_after) from None
 
 
 async def _show_events(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:

@@ -26,6 +26,12 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     connection_options(chat)
     chat.add_argument("--downloads", type=Path, default=None, help="where /get saves files")
+    chat.add_argument(
+        "--register",
+        action="store_true",
+        help="create the account first, then chat as usual (on a server that lets anyone "
+        "create one: sealchat server --open-registration); a password typed in is asked twice",
+    )
     chat.set_defaults(handler=guarded(run_chat))
 
     send = commands.add_parser(

@@ -35,6 +35,10 @@ EXIT_CODES = {
 EXIT_CODES_HELP = "exit codes:\n" + "\n".join(f"  {c:<3} {what}" for c, what in EXIT_CODES.items())
 
 
+class RegistrationRefused(LoginFailed):
+    """The server would not create the account (``sealchat chat --register``)."""
+
+
 def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """``handler`` with output that never fails on encoding, a quiet exit on Ctrl-C or when
     the output is closed, and local configuration problems explained instead of shown as
@@ -83,11 +87,11 @@ def explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, s
     where the password came from, if not typed in)."""
     if isinstance(exc, ServerKeyChanged | ServerKeyUnknown):
         return UNTRUSTED, str(exc)
+    if isinstance(exc, RegistrationRefused):
+        return LOGIN_FAILED, f"the account was not created: {exc}{_when(exc)}"
     if isinstance(exc, LoginFailed):
-        if exc.retry_after:  # said once: the server's reason may say when already
-            said = "try again" in str(exc).lower()
-            when = "" if said else f"; try again in {ceil(exc.retry_after)} s"
-            return LOGIN_FAILED, f"login refused: {exc}{when}"
+        if exc.retry_after:
+            return LOGIN_FAILED, f"login refused: {exc}{_when(exc)}"
         hint = f" (the password came from {password_from})" if password_from else ""
         return LOGIN_FAILED, f"login refused: {exc}{hint}"
     if isinstance(exc, TransferFailed) and isinstance(exc.__context__, OSError | ValueError):
@@ -101,3 +105,11 @@ def explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, s
     if isinstance(exc, UnsafePinFile):
         return USAGE, str(exc)
     return FAILED, str(exc)
+
+
+def _when(exc: LoginFailed) -> str:
+    """When to try again after ``exc``, if the server said (once: its reason may say when
+    already), to go after the reason."""
+    if not exc.retry_after or "try again" in str(exc).lower():
+        return ""
+    return f"; try again in {ceil(exc.retry_after)} s"

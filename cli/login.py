@@ -18,6 +18,7 @@ import trio
 
 from sealchat.cli.checks import port
 from sealchat.cli.exit_codes import FAILED, error, explain_failure
+from sealchat.cli.prompts import typed_twice
 from sealchat.core.limits import MAX_PASSWORD
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError
@@ -60,14 +61,14 @@ class Credentials(NamedTuple):
         )
 
 
-def credentials_from(args: argparse.Namespace) -> Credentials | None:
+def credentials_from(args: argparse.Namespace, *, new_account: bool = False) -> Credentials | None:
     """The password, where it came from, and whether a person can be asked things; or None
-    (already explained)."""
+    (already explained). For a ``new_account``, a password typed in is typed twice."""
     if not args.user:
         error("give --user")
         return None
     interactive = sys.stdin is not None and sys.stdin.isatty()  # None: started with it closed
-    given = _password(args, interactive)
+    given = _password(args, interactive, new_account)
     if given is None:
         return None
     if len(given[0]) > MAX_PASSWORD:
@@ -76,7 +77,9 @@ def credentials_from(args: argparse.Namespace) -> Credentials | None:
     return Credentials(*given, interactive)
 
 
-def _password(args: argparse.Namespace, interactive: bool) -> tuple[str, str] | None:
+def _password(
+    args: argparse.Namespace, interactive: bool, new_account: bool
+) -> tuple[str, str] | None:
     """The password and where it came from ("" if typed in), or None (already explained)."""
     if args.password_file is not None:
         try:
@@ -93,15 +96,27 @@ def _password(args: argparse.Namespace, interactive: bool) -> tuple[str, str] | 
         return os.environ["SEALCHAT_PASSWORD"], "SEALCHAT_PASSWORD"
     if interactive:
         try:
-            return getpass.getpass(f"password for {args.user}: "), ""
+            typed = _typed(args.user, new_account)
         except EOFError:
             error("no password given (the input ended)")
             return None
+        return None if typed is None else (typed, "")
     error(
         "no password: use --password-file or SEALCHAT_PASSWORD "
         "(standard input is not a terminal, so nobody can be asked)"
     )
     return None
+
+
+def _typed(user: str, new_account: bool) -> str | None:
+    """The password typed in without echo: twice for a new account (None, said, if the two
+    differ)."""
+    if not new_account:
+        return getpass.getpass(f"password for {user}: ")
+    password = typed_twice(f"new password for {user}: ")
+    if password is None:
+        error("the passwords differ; no account was created")
+    return password
 
 
 def _warn_if_others_can_read(path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
 import shlex
 import signal
@@ -16,6 +15,7 @@ import platformdirs
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.cli.checks import listening_port
+from sealchat.cli.prompts import typed_twice
 from sealchat.core import fingerprint
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key, username_problem
@@ -264,10 +264,11 @@ def _read_new_password(from_stdin: bool) -> str | None:
             print("sealchat: no password came on standard input; nothing changed", file=sys.stderr)
             return None
     else:
-        password = getpass.getpass("new password: ")
-        if getpass.getpass("again: ") != password:
+        typed = typed_twice("new password: ")
+        if typed is None:
             print("sealchat: the passwords differ; nothing changed", file=sys.stderr)
             return None
+        password = typed
     if len(password) < HubConfig().min_password_chars:
         print(
             f"sealchat: a password needs at least {HubConfig().min_password_chars} characters",

@@ -467,6 +467,61 @@ def test_ctrl_c_ends_a_chat_quietly(server: Running, tmp_path: Path) -> None:
     assert "Traceback" not in chat.err.text()
 
 
+@pytest.fixture
+def open_server(tmp_path: Path) -> Any:
+    """A server where anyone may create an account (--open-registration)."""
+    hub = HubConfig(open_registration=True)
+    with running_server("trio", tmp_path / "server", hub=hub) as running:
+        yield running
+
+
+def test_chat_creates_an_account_with_register(open_server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, open_server)
+    newbie = ("chat", "--port", str(open_server.port), "--user", "newbie")
+    created = sealchat(tmp_path, *newbie, "--register", stdin="/quit\n")
+    assert created.returncode == 0, created.stderr
+    assert "as newbie; /help lists the commands" in created.stdout
+    assert sealchat(tmp_path, *newbie, stdin="/quit\n").returncode == 0  # a login from now on
+    taken = sealchat(tmp_path, *newbie, "--register", stdin="/quit\n")
+    assert taken.returncode == 5
+    assert taken.stderr == "sealchat: the account was not created: that user name is taken\n"
+
+
+def test_register_on_a_server_that_does_not_allow_it_says_so(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    args = ("--register", "--user", "newbie")
+    done = chat_as_alice(tmp_path, server, *args, stdin="/quit\n")
+    assert done.returncode == 5
+    assert done.stderr == (
+        "sealchat: the account was not created: registration is closed on this server; "
+        "ask its operator for an account\n"
+    )
+
+
+def test_register_asks_a_typed_password_twice(
+    open_server: Running, tmp_path: Path, terminal: tuple[int, int]
+) -> None:
+    typed, shown = terminal
+    pin(tmp_path, open_server)
+    args = ("chat", "--port", str(open_server.port), "--user", "newbie", "--register")
+    for second, code in (("typo in it", 2), ("a new password", 0)):
+        with Client(tmp_path, *args, password=None, terminal=shown) as chat:
+            chat.err.wait_for("new password for newbie: ")
+            os.write(typed, b"a new password\n")
+            chat.err.wait_for("again: ")
+            os.write(typed, f"{second}\n".encode())
+            if code == 0:
+                chat.out.wait_for("* logged in")
+                os.write(typed, b"/quit\n")
+            assert chat.wait() == code
+        if code:
+            assert "the passwords differ; no account was created" in chat.err.text()
+    with open_server.login("newbie", password="a new password"):
+        pass
+
+
 def test_chat_ends_when_the_client_gives_up(tmp_path: Path) -> None:
     with running_server("trio", tmp_path / "one") as first:
         pin(tmp_path, first)
