@@ -16,6 +16,7 @@ from sealchat.cli.checks import CommandError, check_names
 from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, RegistrationRefused, explain_failure
 from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import counted, safe
+from sealchat.core import Event
 from sealchat.core.sizes import shown_size
 from sealchat.transports.requests import ClientError, LoginFailed, typed_room
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
@@ -112,8 +113,15 @@ async def _show_events(client: ChatClient, term: Terminal, outgoing: Outgoing) -
         if isinstance(event, LinkState) and not event.connected and not event.retry_in:
             assert client.gave_up_on is not None  # set before the client says it gave up
             raise client.gave_up_on
-        if not outgoing.note(event):
-            term.show(event)
+        _take(event, term, outgoing)
+
+
+def _take(event: Event | LinkState, term: Terminal, outgoing: Outgoing) -> None:
+    """Show ``event``: what it says of the connection first, then the event itself, unless
+    it concerns a message typed (``outgoing`` shows a refusal)."""
+    term.follow_link(event)
+    if not outgoing.note(event):
+        term.show(event)
 
 
 def _show_queued(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:
@@ -126,8 +134,7 @@ def _show_queued(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None
             event = events.receive_nowait()
         except trio.WouldBlock:
             return
-        if not outgoing.note(event):
-            term.show(event)
+        _take(event, term, outgoing)
 
 
 async def _command_loop(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:

@@ -38,6 +38,9 @@ class Terminal:
         """A progress bar is on the last line, not yet ended by a line break."""
         self._files: dict[str, FileInfo] = {}
         """The files shown, by id, the latest last (see ``file_shown``)."""
+        self._outage: set[str] | None = None
+        """While reconnecting, the reasons said so far (each is said once); None while
+        connected."""
 
     def remember_file(self, info: FileInfo) -> None:
         """The user was shown ``info`` (its name, size, id): /get of it takes no other file."""
@@ -56,7 +59,33 @@ class Terminal:
             self._bar_open = False
         print(text, file=self.out, flush=True)
 
+    def follow_link(self, event: Event | LinkState) -> None:
+        """Say what ``event`` tells of the connection: that it was lost, once, with the
+        reason (and while reconnecting each other reason once, briefly), and that it is back.
+        It is back at the first record after a loss, which comes from the new session: the
+        client reports the reconnect only after the server's replay of what was missed."""
+        match event:
+            case LinkState(connected=False, retry_in=wait) if wait:
+                self._lost(event.reason, wait)
+            case LinkState(connected=False):
+                pass  # given up: the session ends, saying why
+            case _ if self._outage is not None:
+                self._outage = None
+                self.say("* reconnected")
+
+    def _lost(self, reason: str, wait: float) -> None:
+        """One more attempt to reconnect, in ``wait`` seconds, after the connection was lost
+        or the last attempt failed (for ``reason``)."""
+        if self._outage is None:
+            self._outage = {reason}
+            self.say(f"! connection lost ({safe(reason)}); reconnecting in {wait:.1f} s…")
+        elif reason not in self._outage:
+            self._outage.add(reason)
+            self.say(f"! still reconnecting: {safe(reason)}")
+
     def show(self, event: Event | LinkState) -> None:
+        """Print ``event``, if it is one a person wants to see (LinkState: see
+        ``follow_link``)."""
         match event:
             case Message(file=FileInfo() as info):
                 self.remember_file(info)
@@ -83,10 +112,6 @@ class Terminal:
                 self.say(f"* {safe(event.user)} {action} {safe(event.room)}")
             case ServerError():
                 self.say(f"! {safe(event.detail or event.code)}")
-            case LinkState(connected=False, retry_in=wait) if wait:
-                self.say(f"! connection lost ({safe(event.reason)}); reconnecting in {wait:.1f} s…")
-            case LinkState(connected=True):
-                self.say("* reconnected")
 
     def progress(self, label: str) -> Callable[[int, int], None]:
         """A progress bar for one transfer."""

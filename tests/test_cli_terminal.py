@@ -375,3 +375,46 @@ def test_room_names_typed_in_capitals_are_lowercased(capsys: pytest.CaptureFixtu
         trio.run(chat_cmd._command, client, term, chat_outgoing.Outgoing(term), line)
     assert asked == [("join", "dev"), ("leave", "dev")]
     assert capsys.readouterr().out == "* now in dev: alice\n* left dev; now in general\n"
+
+
+class _Replayed:
+    """A client whose events() brings ``events``, then ends."""
+
+    gave_up_on: Exception | None = None
+
+    def __init__(self, events: list[Any]) -> None:
+        send, self._receive = trio.open_memory_channel[Any](len(events))
+        for event in events:
+            send.send_nowait(event)
+        send.close()
+
+    def events(self) -> trio.MemoryReceiveChannel[Any]:
+        return self._receive
+
+
+def test_an_outage_is_said_once_and_the_reconnect_before_what_was_missed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    unreachable = "cannot reach 127.0.0.1:7979: all attempts to connect failed"
+    missed = [Message(id=n, sender="bob", room="general", text=f"missed {n}") for n in (1, 2)]
+    client: Any = _Replayed(
+        [
+            LinkState(connected=False, reason="the server is shutting down", retry_in=0.7),
+            *(LinkState(connected=False, reason=unreachable, retry_in=w) for w in (0.6, 2.2, 4)),
+            *missed,  # the client replays what was missed before it says it is back
+            LinkState(connected=True),
+            LinkState(connected=False, reason="the connection was lost", retry_in=0.5),
+            LinkState(connected=True),
+        ]
+    )
+    term = chat_terminal.Terminal(sys.stdout, "alice")
+    trio.run(chat_cmd._show_events, client, term, chat_outgoing.Outgoing(term))
+    assert capsys.readouterr().out.splitlines() == [
+        "! connection lost (the server is shutting down); reconnecting in 0.7 s…",
+        f"! still reconnecting: {unreachable}",
+        "* reconnected",
+        "--:-- [general] bob: missed 1",
+        "--:-- [general] bob: missed 2",
+        "! connection lost (the connection was lost); reconnecting in 0.5 s…",
+        "* reconnected",
+    ]
