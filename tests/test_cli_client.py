@@ -694,7 +694,7 @@ def test_chat_shows_each_answer_once(server: Running, tmp_path: Path) -> None:
     pin(tmp_path, server)
     with server.login("bob") as bob:
         bob.send_message("said once", room="general")
-    lines = "/join Random\n/leave general\n/leave nosuchroom\n/history\n/quit\n"
+    lines = "/join Bad!room\n/leave general\n/leave nosuchroom\n/history\n/quit\n"
     done = chat_as_alice(tmp_path, server, stdin=lines)
     assert done.returncode == 0, done.stderr
     refusals = [line for line in done.stdout.splitlines() if line.startswith("!")]
