@@ -55,6 +55,10 @@ class ChatView(ctk.CTkFrame):
         """The input box's text as of the last key (a key that changes it is typing)."""
         self._lines: list[int] = []
         """How many text lines each message drawn in the transcript takes, in order."""
+        self.following = True
+        """Whether the transcript keeps its newest line in view: true until the user scrolls
+        away from the end, and again once they scroll back to it (or another conversation
+        is shown). A layout change (a banner, a transfer row) never changes it."""
 
     def _build_sidebar(self) -> None:
         app = self.app
@@ -97,9 +101,10 @@ class ChatView(ctk.CTkFrame):
             cursor="arrow",
         )
         self.transcript.grid(row=0, column=0, sticky="nsew")
-        scrollbar = ctk.CTkScrollbar(middle, command=self.transcript.yview)
+        scrollbar = ctk.CTkScrollbar(middle, command=self.scroll_by_user)
         scrollbar.grid(row=0, column=1, sticky="ns")
         self.transcript.configure(yscrollcommand=lambda a, b: self._scrolled(scrollbar, a, b))
+        self._watch_user_scrolling()
         self.transcript.tag_configure("time", font=("DejaVu Sans", 9))
         self.transcript.tag_configure("sender", font=("DejaVu Sans", 11, "bold"))
         self.transcript.tag_configure("file", underline=True)
@@ -222,6 +227,35 @@ class ChatView(ctk.CTkFrame):
             if tag.startswith("file:"):
                 self.app.transfers.download(tag[5:])
 
+    def _watch_user_scrolling(self) -> None:
+        """Whether the view follows the end is decided by what the user does: the scrollbar
+        (:meth:`scroll_by_user`), and the wheel, keys and mouse drags over the transcript,
+        seen after the Text class's own bindings have scrolled it. When the transcript's
+        size changes, a view that follows the end is put back at the end."""
+        text = self.transcript
+        tag = "TranscriptFollow"
+        tags = list(text.bindtags())
+        tags.insert(tags.index("Text") + 1, tag)
+        text.bindtags(tuple(tags))
+        for sequence in ("<Button-4>", "<Button-5>", "<MouseWheel>", "<KeyPress>"):
+            text.bind_class(tag, sequence, lambda _e: self._user_moved_view())
+        text.bind_class(tag, "<ButtonRelease>", lambda _e: self._user_moved_view())
+        text.bind("<Configure>", lambda _e: self._keep_following())
+
+    def scroll_by_user(self, *args: str) -> None:
+        """The scrollbar moved the view (its ``yview`` arguments): to the end or away."""
+        self.transcript.yview(*args)
+        self._user_moved_view()
+
+    def _user_moved_view(self) -> None:
+        """The user scrolled: the view follows the end if they left it at the end."""
+        self.following = self.transcript.yview()[1] >= 0.999
+
+    def _keep_following(self) -> None:
+        """Show the end, if the view follows it."""
+        if self.following:
+            self.transcript.see("end")
+
     def _scrolled(self, scrollbar: ctk.CTkScrollbar, first: str, last: str) -> None:
         scrollbar.set(first, last)
         if float(first) <= 0.0 and float(last) < 1.0:
@@ -270,13 +304,15 @@ class ChatView(ctk.CTkFrame):
             ).pack(fill="x", pady=1)
 
     def draw_transcript(self, vm: ViewModel, updates: list[TranscriptUpdate]) -> None:
+        """Draw the transcript's ``updates``: a conversation afresh (following its end), or
+        messages inserted where they belong; the view follows the end if it did (see
+        :attr:`following`), else stays on the line the user was reading."""
         text = self.transcript
-        at_bottom = text.yview()[1] >= 0.999
         text.configure(state="normal")
         if any(u.redraw for u in updates):
             text.delete("1.0", "end")
             self._lines = [self._insert(m, "end", vm.me) for m in vm.current_messages()]
-            at_bottom = True
+            self.following = True
         else:
             # The line at the top stays there when older messages go in above it (Tk would
             # keep showing line 1, which would load the next page, and the next...).
@@ -287,11 +323,10 @@ class ChatView(ctk.CTkFrame):
                 # A message may span several lines: count them rather than assume one each.
                 where = "end" if index >= len(self._lines) else f"{sum(self._lines[:index]) + 1}.0"
                 self._lines.insert(index, self._insert(update.message, where, vm.me))
-            if not at_bottom:
+            if not self.following:
                 text.yview("view_top")
         text.configure(state="disabled")
-        if at_bottom:
-            text.see("end")
+        self._keep_following()
 
     def _insert(self, message: Message, where: str, me: str) -> int:
         """Draw ``message`` at ``where``; returns the number of lines it took.

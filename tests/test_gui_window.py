@@ -527,7 +527,7 @@ def test_history_loads_page_by_page_when_scrolling_up(
     while books.more_history:
         shown = len(books.ids)
         oldest = f"bob: book {books.oldest}"
-        transcript.yview_moveto(0.0)  # the reader scrolls to the top
+        app.chat.scroll_by_user("moveto", "0.0")  # the reader drags the scrollbar to the top
         window.until(lambda top=oldest: top_line().endswith(top), "the view at the top")
         window.until(lambda shown=shown: len(books.ids) > shown, "an older page")
         pages += 1
@@ -782,6 +782,69 @@ def test_a_message_of_several_lines_keeps_the_transcript_in_order(
         "bob: third",
         "alice: fourth",
     ]
+
+
+def in_view(window: Window, text: str) -> bool:
+    """Whether the transcript's line with ``text`` is shown whole."""
+    transcript = window.app.chat.transcript
+    index = transcript.search(text, "1.0", "end")
+    line = transcript.dlineinfo(index) if index else None
+    return line is not None and line[1] + line[3] <= transcript.winfo_height()
+
+
+@pytest.mark.parametrize(
+    "server", [HubConfig(messages_per_second=1000, message_burst=1000)], indirect=True
+)
+def test_the_transcript_follows_new_messages_until_the_user_scrolls_up(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    chat = app.chat
+    window.login(server.port, "alice")
+    for n in range(40):
+        bob.send_message(f"filler {n}", room="general")
+    window.until_shown("bob: filler 39")
+
+    def shows_at_once(text: str) -> None:
+        window.until_shown(text)
+        window.pump(0.3)  # the layout settles
+        assert in_view(window, text), f"{text!r} is below the view: {chat.transcript.yview()}"
+
+    window.type_and_enter("y" * 8001)  # the error banner takes room from the transcript
+    window.until(chat.banner.winfo_ismapped, "the error banner")
+    window.pump(0.3)
+    assert in_view(window, "bob: filler 39")
+    bob.send_message("latest while the banner shows", room="general")
+    shows_at_once("bob: latest while the banner shows")
+    chat.input.delete("1.0", "end")
+    window.type_and_enter("mine after the banner")
+    shows_at_once("alice: mine after the banner")
+
+    path = tmp_path / "notes.txt"
+    path.write_text("notes", encoding="utf-8")
+    app.transfers.send_file(path)  # its row takes room from the transcript too
+    window.until_transferred("the upload")
+    shows_at_once("alice: \u2913 notes.txt")
+    bob.send_message("latest under a transfer row", room="general")
+    shows_at_once("bob: latest under a transfer row")
+
+    def top_line() -> str:
+        return str(chat.transcript.get("@0,0 linestart", "@0,0 lineend"))
+
+    for _ in range(3):  # the user scrolls up with the wheel: the view stays where they put it
+        chat.transcript.event_generate("<Button-4>", x=20, y=20)
+    window.pump(0.3)
+    assert not chat.following
+    read = top_line()
+    bob.send_message("latest while scrolled up", room="general")
+    window.until_shown("bob: latest while scrolled up")
+    window.pump(0.3)
+    assert top_line() == read
+    assert not in_view(window, "bob: latest while scrolled up")
+
+    chat.scroll_by_user("moveto", "1.0")  # back at the end: it follows again
+    bob.send_message("latest at the end again", room="general")
+    shows_at_once("bob: latest at the end again")
 
 
 # --- theme ----------------------------------------------------------------------------------
