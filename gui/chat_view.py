@@ -11,7 +11,7 @@ import customtkinter as ctk
 
 from sealchat.core import Message
 from sealchat.gui.conversation import Conversation
-from sealchat.gui.text_helpers import file_label, shown_line, without_blank_ends
+from sealchat.gui.text_helpers import file_label, fitted, shown_line, without_blank_ends
 from sealchat.gui.theme import EMOTICONS, accented
 from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import TranscriptUpdate, ViewModel
@@ -26,6 +26,8 @@ GIVEN_BACK = "given_back"
 CONTINUATION_INDENT = 28
 """Pixels by which a message's further lines (and wrapped ones) are indented, so that no line
 of a message can pass for a message of its own."""
+TRANSFER_LABEL_MARGIN = 8
+"""Pixels of a transfer row's label kept clear of text (the label's own padding)."""
 
 
 class ChatView(ctk.CTkFrame):
@@ -45,6 +47,9 @@ class ChatView(ctk.CTkFrame):
         self.transfers = ctk.CTkFrame(self, fg_color="transparent", height=1)
         self.transfers.grid(row=3, column=1, sticky="ew", padx=8)
         self.transfer_rows: dict[int, tuple[ctk.CTkLabel, ctk.CTkProgressBar, ctk.CTkButton]] = {}
+        self._transfer_labels: dict[int, tuple[str, str, str]] = {}
+        """Each transfer row's whole label, as :attr:`Transfer.label_parts` (escaped)."""
+        self._transfer_font = ctk.CTkFont()
 
         self._build_input()
         self.conversation_buttons: dict[str, ctk.CTkButton] = {}
@@ -354,32 +359,24 @@ class ChatView(ctk.CTkFrame):
         return sum(chunk.count("\n") for chunk, _ in parts)
 
     def draw_transfers(self, vm: ViewModel, palette: dict[str, str]) -> None:
-        """A row per transfer: its progress, and Cancel, or Dismiss once it has ended."""
+        """A row per transfer: its progress, and Cancel, or Dismiss once it has ended. The
+        bar and the button always show; the label takes the room left (see
+        :meth:`_fit_transfer_label`)."""
         for gone in [tid for tid in self.transfer_rows if tid not in vm.transfers]:
             label, _bar, _button = self.transfer_rows.pop(gone)
+            self._transfer_labels.pop(gone, None)
             label.master.destroy()  # the row's frame
         if not self.transfer_rows:
             self.transfers.configure(height=1)  # pack leaves an emptied frame its old height
         for transfer in vm.transfers.values():
             row = self.transfer_rows.get(transfer.id)
             if row is None:
-                frame = ctk.CTkFrame(self.transfers, fg_color="transparent")
-                frame.pack(fill="x")
-                label = ctk.CTkLabel(frame, text="", anchor="w")
-                label.pack(side="left", padx=4)
-                bar = ctk.CTkProgressBar(frame, width=200, progress_color=palette["accent"])
-                bar.pack(side="left", padx=6)
-                cancel = ctk.CTkButton(
-                    frame,
-                    text="Cancel",
-                    width=64,
-                    command=lambda tid=transfer.id: self.app.transfers.cancel_transfer(tid),
-                    **accented(palette),
-                )
-                cancel.pack(side="left")
-                row = self.transfer_rows[transfer.id] = (label, bar, cancel)
+                row = self.transfer_rows[transfer.id] = self._transfer_row(transfer.id, palette)
             label, bar, cancel = row
-            label.configure(text=escaped(transfer.label))  # reasons may quote the server
+            # Escaped part by part: reasons may quote the server, and names are the sender's.
+            before, name, after = (escaped(part) for part in transfer.label_parts)
+            self._transfer_labels[transfer.id] = (before, name, after)
+            self._fit_transfer_label(transfer.id)
             bar.set(transfer.fraction)
             # Colours are set when a row is made and by apply_theme, not at each progress step.
             if transfer.state is not TransferState.RUNNING and cancel.cget("text") == "Cancel":
@@ -387,6 +384,42 @@ class ChatView(ctk.CTkFrame):
                     text="Dismiss",
                     command=lambda tid=transfer.id: self.app.transfers.dismiss_transfer(tid),
                 )
+
+    def _transfer_row(
+        self, transfer_id: int, palette: dict[str, str]
+    ) -> tuple[ctk.CTkLabel, ctk.CTkProgressBar, ctk.CTkButton]:
+        """A new row for transfer ``transfer_id``: the button and the bar are packed first, at
+        the right, so that a long label can never push them out of the window."""
+        frame = ctk.CTkFrame(self.transfers, fg_color="transparent")
+        frame.pack(fill="x")
+        cancel = ctk.CTkButton(
+            frame,
+            text="Cancel",
+            width=64,
+            command=lambda: self.app.transfers.cancel_transfer(transfer_id),
+            **accented(palette),
+        )
+        cancel.pack(side="right")
+        bar = ctk.CTkProgressBar(frame, width=200, progress_color=palette["accent"])
+        bar.pack(side="right", padx=6)
+        label = ctk.CTkLabel(frame, text="", anchor="w", font=self._transfer_font)
+        label.pack(side="left", padx=4, fill="x", expand=True)
+        label.bind("<Configure>", lambda _e: self._fit_transfer_label(transfer_id))
+        return label, bar, cancel
+
+    def _fit_transfer_label(self, transfer_id: int) -> None:
+        """Show transfer ``transfer_id``'s label in the room its row leaves it, the file name
+        shortened in its middle if it has to be (the folder it went to stays whole)."""
+        row, parts = self.transfer_rows.get(transfer_id), self._transfer_labels.get(transfer_id)
+        if row is None or parts is None:
+            return
+        label = row[0]
+        room = label.winfo_width() - TRANSFER_LABEL_MARGIN
+        scaling = ctk.ScalingTracker.get_widget_scaling(label)
+        font = self._transfer_font
+        shown = fitted(*parts, lambda text: room <= 0 or font.measure(text) * scaling <= room)
+        if label.cget("text") != shown:
+            label.configure(text=shown)
 
     def apply_theme(self, palette: dict[str, str], dark: bool) -> None:
         self.configure(fg_color=palette["window"])

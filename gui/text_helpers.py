@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 from sealchat.core import FileInfo
 from sealchat.core.sizes import shown_size
@@ -31,6 +32,48 @@ def shown_line(line: str) -> str:
 def file_label(info: FileInfo) -> str:
     shown = shown_size(info.size, byte_unit="bytes")
     return f"\u2913 {escaped(info.name)} ({shown}) — click to download"
+
+
+ELLIPSIS = "\u2026"
+SHORTEST_NAME = 12
+"""Characters of a file name kept, at least, when a text is shortened in its name (with
+fewer, the whole text is shortened instead)."""
+
+
+def elided(text: str, keep: int) -> str:
+    """``text`` with its middle replaced by "…", so that ``keep`` of its characters remain:
+    its start and its end (a file name's extension). Whole if it has no more than ``keep``."""
+    if len(text) <= keep:
+        return text
+    tail = keep // 2
+    return text[: keep - tail] + ELLIPSIS + text[len(text) - tail :]
+
+
+def fitted(before: str, name: str, after: str, fits: Callable[[str], bool]) -> str:
+    """``before + name + after`` if it ``fits``; otherwise with as little of the middle of
+    ``name`` taken out as makes it fit (what is around the name stays whole: a folder, a
+    percentage); if the name cannot keep :data:`SHORTEST_NAME` characters, the whole text
+    shortened in its middle."""
+    whole = before + name + after
+    if fits(whole):
+        return whole
+    kept = _most_kept(len(name), lambda keep: fits(before + elided(name, keep) + after))
+    if kept >= min(SHORTEST_NAME, len(name) - 1):
+        return before + elided(name, kept) + after
+    return elided(whole, _most_kept(len(whole), lambda keep: fits(elided(whole, keep))))
+
+
+def _most_kept(length: int, fits: Callable[[int], bool]) -> int:
+    """The most characters, fewer than ``length``, for which ``fits`` holds (if it holds for
+    some number, it holds for fewer); 0 if it holds for none."""
+    low, high = 0, length - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def too_long(what: str, text: str, limit: int) -> str:

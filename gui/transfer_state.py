@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import Enum
 
@@ -37,11 +38,21 @@ class Transfer:
 
     @property
     def label(self) -> str:
-        verb = "Sending" if self.upload else "Receiving"
+        """What the transfer's row says: "Sending notes.txt — 40%", "Saved to …/notes.txt"."""
+        return "".join(self.label_parts)
+
+    @property
+    def label_parts(self) -> tuple[str, str, str]:
+        """The :attr:`label` as what comes before a file name, the name, and what comes
+        after it (a row too narrow for the label shortens the name first)."""
         if self.state is TransferState.RUNNING:
-            return f"{verb} {self.name} — {self.fraction:.0%}"
+            verb = "Sending" if self.upload else "Receiving"
+            return f"{verb} ", self.name, f" — {self.fraction:.0%}"
+        if self.state is TransferState.DONE and self.upload:
+            return "Sent ", self.name, ""
+        if self.state is TransferState.DONE and self.detail:  # where the download was saved
+            saved_as = os.path.basename(self.detail)
+            return f"Saved to {self.detail[: len(self.detail) - len(saved_as)]}", saved_as, ""
         if self.state is TransferState.DONE:
-            return f"{'Sent' if self.upload else 'Saved'} {self.name}" + (
-                f" to {self.detail}" if self.detail else ""
-            )
-        return f"{self.name}: {self.state.value}" + (f" ({self.detail})" if self.detail else "")
+            return "Saved ", self.name, ""
+        return "", self.name, f": {self.state.value}" + (f" ({self.detail})" if self.detail else "")

@@ -30,6 +30,7 @@ from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
 from sealchat.gui.conversation import direct_key, room_key
 from sealchat.gui.settings import Server, Settings
+from sealchat.gui.text_helpers import elided, fitted
 from sealchat.gui.theme import EMOTICONS, PALETTES
 from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import TYPING_SHOWN_FOR, Change, TranscriptUpdate, ViewModel
@@ -730,7 +731,25 @@ def test_a_download_shows_where_it_was_saved() -> None:
     assert download.label == "Receiving photo.png — 0%"
     vm.transfer_finished(download.id, TransferState.DONE, "/home/alice/Downloads/photo.png")
     assert download.fraction == 1.0
-    assert download.label == "Saved photo.png to /home/alice/Downloads/photo.png"
+    assert download.label == "Saved to /home/alice/Downloads/photo.png"
+    assert download.label_parts == ("Saved to /home/alice/Downloads/", "photo.png", "")
+
+
+@pytest.mark.parametrize(
+    ("width", "shown"),
+    [
+        (99, "Receiving quarterly-report.pdf — 40%"),  # it fits: whole
+        (30, "Receiving quarter…rt.pdf — 40%"),  # the name's middle goes, the rest stays
+        (20, "Receiving …pdf — 40%"),  # too little of the name would stay: all of it shrinks
+        (2, "R…"),
+    ],
+)
+def test_a_label_too_wide_is_shortened_in_the_middle_of_its_file_name(
+    width: int, shown: str
+) -> None:
+    parts = ("Receiving ", "quarterly-report.pdf", " — 40%")
+    assert fitted(*parts, lambda text: len(text) <= width) == shown
+    assert elided("quarterly-report.pdf", 99) == "quarterly-report.pdf"
 
 
 def test_a_file_is_being_downloaded_until_its_download_ends() -> None:

@@ -1027,6 +1027,47 @@ def test_a_transfer_row_follows_the_theme(window: Window, server: Running, tmp_p
         assert button.cget("text_color") == palette["window"]
 
 
+def test_a_long_file_name_is_shortened_and_its_row_keeps_its_bar_and_button(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    app.geometry("760x520")  # the smallest the window gets
+    window.login(server.port, "alice")
+    name = "quarterly-financial-report-final-version-" * 5 + ".pdf"
+    path = tmp_path / name
+    path.write_text("figures", encoding="utf-8")
+    info = bob.send_file(path, room="general")
+    window.until_shown(name[:40])
+    app.transfers.download(info.file_id)
+    transfer = window.until_transferred("the download")
+    window.pump(0.3)
+
+    label, bar, button = app.chat.transfer_rows[transfer.id]
+    right_edge = app.winfo_rootx() + app.winfo_width()
+    for widget in (bar, button):
+        assert widget.winfo_ismapped()
+        assert widget.winfo_rootx() + widget.winfo_width() <= right_edge
+    assert label.winfo_rootx() + label.winfo_width() <= bar.winfo_rootx()
+    folder = tmp_path / "downloads" / "sealchat"
+    assert transfer.label == f"Saved to {folder / name}"
+    shown = str(label.cget("text"))  # too narrow to keep the folder whole as well
+    assert shown.startswith("Saved to /tmp")
+    assert shown.endswith("version-.pdf")
+    assert "\u2026" in shown
+
+    app.geometry("1270x680")  # wider: the folder is whole, the name loses its middle
+    window.pump(0.5)
+    shown = str(label.cget("text"))
+    assert shown.startswith(f"Saved to {folder}{os.sep}quarterly-fin")
+    assert shown.endswith("version-.pdf")
+    assert "\u2026" in shown
+    assert label.winfo_rootx() + label.winfo_width() <= bar.winfo_rootx()
+    assert label._label.winfo_reqwidth() <= label.winfo_width()
+    button.invoke()
+    window.pump()
+    assert app.chat.transfer_rows == {}
+
+
 def test_finished_transfers_can_be_dismissed_giving_the_transcript_its_room_back(
     window: Window, server: Running, tmp_path: Path
 ) -> None:
@@ -1070,7 +1111,8 @@ def test_clicking_a_file_announced_by_the_other_client_downloads_it(
     assert saved.read_bytes() == data
     assert saved.parent == tmp_path / "downloads" / "sealchat"
     label, bar, _cancel = app.chat.transfer_rows[transfer.id]
-    assert label.cget("text") == f"Saved photo.png to {saved}"
+    assert transfer.label == f"Saved to {saved}"
+    assert str(label.cget("text")).endswith(f"{os.sep}photo.png")  # the folder may be shortened
     assert bar.get() == 1.0
 
 
@@ -1181,7 +1223,8 @@ def test_download_by_file_id(
     app.transfers.download(info.file_id)
     transfer = window.until_transferred("the download")
     label, bar, _cancel = app.chat.transfer_rows[transfer.id]
-    assert str(label.cget("text")).startswith("Saved readme.txt")
+    assert str(label.cget("text")).endswith("readme.txt")
+    assert str(label.cget("text")).startswith("Saved to ")
     assert bar.get() == 1.0
     assert Path(transfer.detail).read_bytes() == data
 
