@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import trio
 
 from sealchat.core import Message
-from sealchat.core.limits import MAX_ROOM
 from sealchat.gui.conversation import Conversation, room_key
 from sealchat.gui.settings import Server
-from sealchat.gui.text_helpers import friendly, refusal, too_long
+from sealchat.gui.text_helpers import friendly, refusal, room_name_problem
 from sealchat.gui.viewmodel import Change
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
@@ -194,7 +193,7 @@ class Controller:
     def send_text(self, text: str) -> bool:
         """Send ``text`` to the conversation shown; False, saying why, if it cannot go."""
         if self._outgoing is None:
-            self.app.redraw(self.vm.failed("not connected"))
+            self.app.redraw(self.vm.failed("Not connected."))
             return False
         if not self.vm.fits(text):
             self.app.redraw({Change.ERROR})
@@ -208,9 +207,9 @@ class Controller:
         return True
 
     def join_room(self, room: str) -> None:
-        """Join ``room`` and show it; the Join box keeps its name until then (a name too long
-        is refused at once, saying so)."""
-        problem = too_long("room name", room, MAX_ROOM)
+        """Join ``room`` and show it; the Join box keeps its name until then (a name the
+        server would refuse is refused at once, saying what a room name can be)."""
+        problem = room_name_problem(room)
         if problem:
             self.app.redraw(self.vm.failed(problem))
             return

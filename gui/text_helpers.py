@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable
 
 from sealchat.core import FileInfo
+from sealchat.core.hub.names import room_problem
+from sealchat.core.limits import MAX_ROOM
 from sealchat.core.sizes import shown_size
 from sealchat.transports.requests import LoginFailed
 from sealchat.transports.shown_text import escaped, escaped_message
@@ -82,6 +84,18 @@ def too_long(what: str, text: str, limit: int) -> str:
     if len(text) <= limit:
         return ""
     return f"This {what} has {len(text)} characters; at most {limit} are allowed. Shorten it."
+
+
+def room_name_problem(room: str) -> str:
+    """What to tell a user whose room name ``room`` (lowercased already: the window does
+    that, so case is never the problem) the server would refuse; "" if it would not."""
+    problem = too_long("room name", room, MAX_ROOM)
+    if not problem and room_problem(room):
+        problem = (
+            f"A room name is up to {MAX_ROOM} letters (a to z), digits, '.', '_' or '-', "
+            "starting with a letter or digit."
+        )
+    return problem
 
 
 def friendly(error: str) -> str:

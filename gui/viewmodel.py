@@ -30,6 +30,7 @@ from sealchat.core import (
 from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
 from sealchat.gui.conversation import Conversation, direct_key, room_key
+from sealchat.gui.text_helpers import friendly
 from sealchat.gui.transfer_state import Transfer, TransferState
 from sealchat.transports.requests import ClientError, check_text
 from sealchat.transports.trio_client import LinkState
@@ -355,8 +356,10 @@ class ViewModel:
 
     def not_sent(self, client_id: str, reason: str) -> set[Change]:
         """The server refused something (the message ``client_id``, if it is one of ours
-        not yet stored), or it could not be sent: the error says why, and a message's text
-        goes back into the input box (unless the end of the session has put it there)."""
+        not yet stored), or it could not be sent: the error says why (in the window's words,
+        see :func:`friendly`), and a message's text goes back into the input box (unless the
+        end of the session has put it there)."""
+        reason = friendly(reason)
         text = self.unconfirmed.pop(client_id, None)
         if text is None:
             self.error = reason

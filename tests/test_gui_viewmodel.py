@@ -30,7 +30,7 @@ from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
 from sealchat.gui.conversation import direct_key, room_key
 from sealchat.gui.settings import Server, Settings
-from sealchat.gui.text_helpers import elided, fitted
+from sealchat.gui.text_helpers import elided, fitted, room_name_problem
 from sealchat.gui.theme import EMOTICONS, PALETTES
 from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import TYPING_SHOWN_FOR, Change, TranscriptUpdate, ViewModel
@@ -89,7 +89,7 @@ def test_before_login_the_title_is_plain_and_general_is_shown() -> None:
 def test_logging_in_sets_the_user_and_clears_an_earlier_error() -> None:
     vm = ViewModel()
     vm.apply(Error(code="auth", detail="invalid username or password"), NOW)
-    assert vm.error == "invalid username or password"
+    assert vm.error == "Wrong user name or password."
     changes = vm.logged_in("alice")
     assert vm.me == "alice"
     assert vm.error == ""
@@ -594,7 +594,7 @@ def test_a_refused_message_goes_back_to_the_input_box_with_the_reason() -> None:
     changes = vm.apply(Error(code="rate-limited", detail="slow down", ref="c2"), NOW)
     assert changes == {Change.ERROR, Change.INPUT}
     assert vm.returned == ["second"]
-    assert vm.error == "slow down (your message is back in the input box)"
+    assert vm.error == "Slow down (your message is back in the input box)"
     assert vm.unconfirmed == {}
 
 
@@ -614,7 +614,7 @@ def test_a_send_that_fails_after_the_session_ended_gives_the_text_back_once() ->
     vm.logged_out()  # the session ended before the send task ran: its text is back already
     assert vm.not_sent("c1", "not connected") == {Change.ERROR}
     assert vm.returned == ["hello"]
-    assert vm.error == "not connected"
+    assert vm.error == "Not connected"
 
 
 def test_an_error_about_something_else_gives_nothing_back() -> None:
@@ -624,13 +624,33 @@ def test_an_error_about_something_else_gives_nothing_back() -> None:
     assert (vm.returned, vm.unconfirmed) == ([], {"c1": "hello"})
 
 
+@pytest.mark.parametrize(
+    ("room", "problem"),
+    [
+        ("dev", ""),
+        ("my.room_2-b", ""),
+        ("r" * 65, "This room name has 65 characters; at most 64 are allowed. Shorten it."),
+        *(
+            (
+                bad,
+                "A room name is up to 64 letters (a to z), digits, '.', '_' or '-', starting "
+                "with a letter or digit.",
+            )
+            for bad in ("bad room!", "-dev", "caf\u00e9", "")
+        ),
+    ],
+)
+def test_a_bad_room_name_is_explained_without_blaming_its_case(room: str, problem: str) -> None:
+    assert room_name_problem(room) == problem
+
+
 def test_error_records_are_shown() -> None:
     vm = logged_in()
     changes = vm.apply(Error(code="not-member", detail="you are not in #secret"), NOW)
     assert changes == {Change.ERROR}
-    assert vm.error == "you are not in #secret"
+    assert vm.error == "You are not in #secret"
     vm.apply(Error(code="rate-limited"), NOW)
-    assert vm.error == "rate-limited"
+    assert vm.error == "Rate-limited"
 
 
 def test_a_refused_typing_notice_is_no_error_to_show() -> None:

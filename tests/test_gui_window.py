@@ -721,7 +721,7 @@ def test_a_message_the_server_refuses_comes_back_into_the_box(
     window.type_and_enter("x" * 4001)  # over the server's 4000, not the protocol's 8000
     window.until(app.chat.banner.winfo_ismapped, "the server's refusal")
     assert str(app.chat.banner.cget("text")) == (
-        "a message is at most 4000 characters (your message is back in the input box)"
+        "A message is at most 4000 characters (your message is back in the input box)"
     )
     assert app.chat.input.get("1.0", "end-1c") == "x" * 4001
     assert "x" * 4001 not in window.transcript()
@@ -745,7 +745,7 @@ def test_a_refused_message_goes_back_before_what_was_typed_since(
         "typed meanwhile",
     ]
     assert str(app.chat.banner.cget("text")) == (
-        "too long for this server (your message is back in the input box)"
+        "Too long for this server (your message is back in the input box)"
     )
     app.chat.send()  # all of it goes as one; a later refusal starts afresh at the top
     app.vm.sending("c3", "refused later")
@@ -1637,11 +1637,14 @@ def test_the_join_box_keeps_a_room_name_until_the_room_is_joined(
     assert box.get() == "r" * 65
 
     box.delete(0, "end")
-    box.insert(0, "my room")
+    box.insert(0, "Bad Room!")
     app.chat.join_button.invoke()
-    window.until(lambda: app.vm.error, "the server's refusal")
-    assert "room name is 1 to 64" in app.vm.error
-    assert box.get() == "my room"  # to be corrected, not typed again
+    window.pump()
+    assert str(app.chat.banner.cget("text")) == (  # not its case: the window lowercases it
+        "A room name is up to 64 letters (a to z), digits, '.', '_' or '-', starting with a "
+        "letter or digit."
+    )
+    assert box.get() == "Bad Room!"  # to be corrected, not typed again
 
     box.delete(0, "end")
     box.insert(0, " Dev")
