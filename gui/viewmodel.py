@@ -87,6 +87,9 @@ class ViewModel:
         self.conversations: dict[str, Conversation] = {}
         self.current = room_key("general")
         self.online: set[str] = set()
+        self.connected = True
+        """Whether the link is up: while it is down, nobody's presence is known (not even
+        this user's, to the others), so nobody is shown online."""
         self._online_listed = True
         """Whether the last ``OnlineUsers`` record ended its list (the next one starts anew)."""
         self.members: dict[str, list[MemberInfo]] = {}
@@ -212,15 +215,19 @@ class ViewModel:
                     else f"Disconnected: {reason}"
                 )
                 self.typing.clear()  # their stops cannot reach us any more
+                self._presence_unknown()
                 for conversation in self.conversations.values():
                     conversation.link_lost()
-                return {Change.BANNER, Change.TYPING}
+                return {Change.BANNER, Change.TYPING, Change.PEOPLE}
             case LinkState(connected=True):
+                # Who is online comes again with the login (OnlineUsers), and the members of
+                # the room shown are asked for again (the controller's catch-up).
+                self.connected = True
                 self.banner = ""
                 if self.error and self.error == self._link_error:
                     self.error = ""
-                    return {Change.BANNER, Change.ERROR}
-                return {Change.BANNER}
+                    return {Change.BANNER, Change.ERROR, Change.PEOPLE}
+                return {Change.BANNER, Change.PEOPLE}
             case Error(ref=ref) if ref == TYPING_REF:
                 return set()  # typing notices are best effort: a refused one is no error
             case Error(ref=ref, detail=detail, code=code):
@@ -231,6 +238,12 @@ class ViewModel:
             case HistoryEnd():
                 return set()
         return set()
+
+    def _presence_unknown(self) -> None:
+        """The link is down: who is online is unknown until the next login lists them."""
+        self.connected = False
+        self.online.clear()
+        self._online_listed = True  # a list cut short by the drop is not continued
 
     def _room_left(self, room: str) -> set[Change]:
         """This user is no longer in ``room`` (never #general, which everyone stays in): its
@@ -418,13 +431,16 @@ class ViewModel:
         return {Change.THEME}
 
     def people_in_current(self) -> list[MemberInfo]:
-        """Members of the current room with presence (or the peer of a direct chat)."""
+        """Members of the current room with presence (or the peer of a direct chat); while
+        the link is down, none is online (see :attr:`connected`)."""
         conversation = self.conversation(self.current)
         if not conversation.is_room:
             peer = conversation.title
             return [MemberInfo(name=peer, online=peer in self.online)]
         return [
-            MemberInfo(name=m.name, online=m.name in self.online or m.name == self.me)
+            MemberInfo(
+                name=m.name, online=m.name in self.online or (m.name == self.me and self.connected)
+            )
             for m in sorted(self.members.get(conversation.title, []), key=lambda m: m.name.lower())
         ]
 

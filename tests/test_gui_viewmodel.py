@@ -499,6 +499,27 @@ def test_who_is_online_is_listed_afresh_after_each_login() -> None:
     assert vm.online == {"alice", "carol", "dave"}
 
 
+def test_while_the_link_is_down_nobody_is_shown_online() -> None:
+    vm = logged_in("alice")
+    vm.set_members("general", [MemberInfo(name=n, online=True) for n in ("alice", "bob")])
+    vm.apply(OnlineUsers(users=["alice", "bob"]), NOW)
+    vm.open_direct("bob")
+    vm.select(room_key("general"))
+    changes = vm.apply(LinkState(connected=False, reason="reset", retry_in=1.0), NOW)
+    assert Change.PEOPLE in changes
+    assert [m.online for m in vm.people_in_current()] == [False, False]  # unknown: not online
+    vm.open_direct("bob")
+    assert vm.people_in_current() == [MemberInfo(name="bob", online=False)]
+    vm.select(room_key("general"))
+
+    assert Change.PEOPLE in vm.apply(LinkState(connected=True), NOW)
+    vm.apply(OnlineUsers(users=["alice"]), NOW)  # the new login's list: bob left meanwhile
+    assert [(m.name, m.online) for m in vm.people_in_current()] == [
+        ("alice", True),
+        ("bob", False),
+    ]
+
+
 def test_people_in_the_current_room_with_presence() -> None:
     vm = logged_in("alice")
     changes = vm.set_members(
@@ -549,7 +570,7 @@ def test_reconnect_banner_for_reconnecting_and_disconnected_cleared_on_reconnect
     assert vm.banner == "Connection lost — reconnecting in 4 s…"
     vm.apply(LinkState(connected=False, reason="the server shut down"), NOW)
     assert vm.banner == "Disconnected: the server shut down"
-    assert vm.apply(LinkState(connected=True), NOW) == {Change.BANNER}
+    assert vm.apply(LinkState(connected=True), NOW) == {Change.BANNER, Change.PEOPLE}
     assert vm.banner == ""
 
 
@@ -557,7 +578,11 @@ def test_an_error_saying_the_connection_was_lost_goes_when_it_is_back() -> None:
     vm = logged_in()
     vm.apply(LinkState(connected=False, reason="reset", retry_in=1.0), NOW)
     assert vm.failed("the connection was lost", link_lost=True) == {Change.ERROR}
-    assert vm.apply(LinkState(connected=True), NOW) == {Change.BANNER, Change.ERROR}
+    assert vm.apply(LinkState(connected=True), NOW) == {
+        Change.BANNER,
+        Change.ERROR,
+        Change.PEOPLE,
+    }
     assert vm.error == ""
 
     vm.failed("the connection was lost", link_lost=True)

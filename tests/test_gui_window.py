@@ -1351,6 +1351,8 @@ def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
             with first.login("bob"):
                 window.until(lambda: "\u25cf bob" in button_texts(app.chat.people_list), "bob")
         gone.until_lost()
+        window.pump()  # while it is away, nobody shows online, alice neither
+        assert button_texts(app.chat.people_list) == ["\u25cb alice", "\u25cb bob"]
         # The same server comes back. Until the window is pumped again it cannot reconnect:
         # carol's first login (which puts her in #general) and alice joining a room from
         # elsewhere happen while it is away.
@@ -1360,6 +1362,7 @@ def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
                 gone.until_back()
                 window.until(lambda: "\u25cf carol" in button_texts(app.chat.people_list), "carol")
                 assert "\u25cb bob" in button_texts(app.chat.people_list)
+                assert "\u25cf alice" in button_texts(app.chat.people_list)
                 window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
             window.close()
 
