@@ -62,16 +62,28 @@ class Controller:
     # --- login ----------------------------------------------------------------------------
 
     def start_login(
-        self, host: str, port: int, user: str, password: str, *, remember: bool
+        self,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        *,
+        remember: bool,
+        register: bool = False,
     ) -> None:
+        """Log in as ``user``; with ``register``, create the account first (a server that
+        does not allow it says so, and the form shows it)."""
         self.app.settings.server = Server(host, port, user) if remember else None
         self.app.save_settings()
-        self.app.spawn(self._session, host, port, user, password)
+        self.app.spawn(self._session, host, port, user, password, register)
 
-    async def _session(self, host: str, port: int, user: str, password: str) -> None:
+    async def _session(
+        self, host: str, port: int, user: str, password: str, register: bool = False
+    ) -> None:
         try:
             async with connect(host, port, confirm_new_key=self._confirm_key) as client:
-                name = await client.login(user, password)
+                log_in = client.register if register else client.login
+                name = await log_in(user, password)
                 self.client = client
                 with self._sending(client):
                     self._show_chat(name)
@@ -164,6 +176,7 @@ class Controller:
         if self._session_user and name.lower() != self._session_user.lower():
             self._forget_user()  # someone else at the keyboard: nothing of theirs shows
         self._session_user = name
+        self.app.login_form.logged_in()
         self.app.login_form.place_forget()
         self.app.chat.pack(fill="both", expand=True)
         self.app.redraw(self.vm.logged_in(name) | self.vm.select(self.vm.current))
@@ -185,7 +198,7 @@ class Controller:
         conversations and people are gone."""
         self.app.chat.pack_forget()
         self.app.login_form.place(relx=0.5, rely=0.5, anchor="center")
-        self.app.login_form.button.configure(state="normal", text="Log in")
+        self.app.login_form.ready()
         self.app.redraw(self.vm.logged_out())
 
     # --- actions --------------------------------------------------------------------------

@@ -159,6 +159,58 @@ def test_a_wrong_password_is_shown_on_the_login_form(window: Window, server: Run
     assert app.title() == "sealchat — alice"
 
 
+def fill_new_account(window: Window, port: int, user: str, password: str, again: str) -> None:
+    """Tick "Create a new account" and fill in the form, the password twice."""
+    form = window.app.login_form
+    form.create.toggle()  # as a click does
+    window.fill_login(port, user, password)
+    form.repeat.delete(0, "end")
+    form.repeat.insert(0, again)
+    window.pump()
+
+
+@pytest.mark.parametrize("server", [HubConfig(open_registration=True)], indirect=True)
+def test_an_account_is_created_from_the_login_form_where_the_server_allows_it(
+    window: Window, server: Running
+) -> None:
+    form = window.app.login_form
+    assert not form.repeat.winfo_ismapped()
+    fill_new_account(window, server.port, "newbie", "a new password", "a new pasword")
+    assert form.repeat.winfo_ismapped()
+    assert form.button.cget("text") == "Create account"
+    window.submit_login()
+    window.pump()
+    assert window.login_error() == "The two passwords differ. Type the same password in both boxes."
+    assert window.dialogs == []  # refused before connecting
+    assert form.button.cget("text") == "Create account"
+
+    form.repeat.delete(0, "end")
+    form.repeat.insert(0, "a new password")
+    window.submit_login()
+    window.until(lambda: window.app.vm.me == "newbie", "the new account's login")
+    assert not form.creating  # the account exists: next time is a login
+    assert not form.repeat.winfo_ismapped()
+    with server.login("newbie", "a new password"):  # the account is there, for others too
+        pass
+
+
+def test_creating_an_account_where_the_server_does_not_allow_it_says_so(
+    window: Window, server: Running
+) -> None:
+    fill_new_account(window, server.port, "newbie", "a new password", "a new password")
+    window.submit_login()
+    window.until(window.login_error, "the refusal")
+    assert window.login_error() == (
+        "Registration is closed on this server; ask its operator for an account"
+    )
+    assert window.app.login_form.button.cget("text") == "Create account"
+    assert window.app.vm.me == ""
+    window.app.login_form.create.toggle()  # back to logging in
+    assert window.login_error() == ""
+    assert not window.app.login_form.repeat.winfo_ismapped()
+    assert window.app.login_form.button.cget("text") == "Log in"
+
+
 def test_pressing_enter_twice_on_the_form_logs_in_once(window: Window, server: Running) -> None:
     app = window.app
     window.fill_login(server.port, "alice", PASSWORD)
