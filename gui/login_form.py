@@ -37,7 +37,7 @@ class LoginForm(ctk.CTkFrame):
         address = ctk.CTkFrame(self, fg_color="transparent")  # server and port side by side
         address.pack(padx=24, fill="x")
         self.host = self._field("Server", remembered.host, parent=address, width=226)
-        self.port = self._field("Port", str(remembered.port), parent=address, width=86)
+        self.port = self._field("Port", str(remembered.port), parent=address, width=86, right=True)
         self.username = self._field("User name", remembered.username)
         self.password = self._field("Password", "", show="•")
         self.repeat_row = ctk.CTkFrame(self, fg_color="transparent")
@@ -64,18 +64,20 @@ class LoginForm(ctk.CTkFrame):
         *,
         parent: ctk.CTkFrame | None = None,
         width: int = 0,
+        right: bool = False,
     ) -> ctk.CTkEntry:
         """A labelled entry holding ``value``: across the form, or (given its ``width``) one
-        of the fields side by side in the row ``parent``."""
+        of the fields side by side in the row ``parent`` (``right``: the one at its right
+        end, so that the row's edges line up with the fields across the form)."""
         column = parent or self
         if width:
             column = ctk.CTkFrame(column, fg_color="transparent")
-            column.pack(side="left", padx=(0, 8))
+            column.pack(side="right" if right else "left", padx=(0, 0 if right else 8))
         padx = 0 if width else 24
         ctk.CTkLabel(column, text=label, anchor="w").pack(padx=padx, fill="x")
         entry = ctk.CTkEntry(column, width=width or 320, show=show)
         entry.insert(0, value)
-        entry.pack(padx=padx, pady=(0, 8))
+        entry.pack(padx=padx, pady=(0, 8), fill="x")
         return entry
 
     def _entries(self) -> tuple[ctk.CTkEntry, ...]:
