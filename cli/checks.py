@@ -34,6 +34,14 @@ def _port(text: str, *, any_free: bool) -> int:
     raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535{also}")
 
 
+def positive(text: str) -> int:
+    """A count of at least 1 given on the command line (argparse's type): a limit of 0 would
+    turn everyone away."""
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number from 1 up")
+
+
 class CommandError(Exception):
     """A chat command that cannot run as typed; the message says why and what to do."""
 

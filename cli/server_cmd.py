@@ -14,7 +14,7 @@ from pathlib import Path
 import platformdirs
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.cli.checks import listening_port
+from sealchat.cli.checks import listening_port, positive
 from sealchat.cli.prompts import typed_twice
 from sealchat.core import fingerprint
 from sealchat.core.hub import Hub, HubConfig
@@ -69,17 +69,17 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--open-registration", action="store_true", help="let anyone create an account"
     )
     defaults = ServerConfig()
-    server.add_argument("--max-connections", type=int, default=defaults.max_connections)
+    server.add_argument("--max-connections", type=positive, default=defaults.max_connections)
     server.add_argument(
         "--max-connections-per-address",
-        type=int,
+        type=positive,
         default=defaults.max_connections_per_address,
         help="connections open at once from one IP address, or IPv6 /64 "
         f"(default {defaults.max_connections_per_address}; more if many users share a NAT)",
     )
     server.add_argument(
         "--max-unauthenticated-per-address",
-        type=int,
+        type=positive,
         default=defaults.max_unauthenticated_per_address,
         help="of those, connections not logged in yet "
         f"(default {defaults.max_unauthenticated_per_address})",

@@ -31,6 +31,21 @@ def test_a_port_out_of_range_is_refused_before_anything_starts(
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize(
+    "limit",
+    ["--max-connections", "--max-connections-per-address", "--max-unauthenticated-per-address"],
+)
+@pytest.mark.parametrize("value", ["0", "-5", "many"])
+def test_a_limit_that_would_turn_everyone_away_is_refused_before_anything_starts(
+    limit: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["server", "--data-dir", str(tmp_path / "data"), limit, value])
+    assert exited.value.code == 2
+    assert f"{value!r} is not a count: give a whole number from 1 up" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("threads", [False, True], ids=["trio", "threads"])
 def test_a_port_in_use_is_said_in_one_line(
     threads: bool, port_in_use: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
