@@ -12,7 +12,7 @@ import customtkinter as ctk
 from sealchat.core import Message
 from sealchat.gui.conversation import Conversation
 from sealchat.gui.text_helpers import file_label, fitted, shown_line, without_blank_ends
-from sealchat.gui.theme import EMOTICONS, accented
+from sealchat.gui.theme import EMOTICONS, accented, quiet
 from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import TranscriptUpdate, ViewModel
 from sealchat.transports.requests import typed_room
@@ -69,9 +69,15 @@ class ChatView(ctk.CTkFrame):
         app = self.app
         side = self.side = ctk.CTkFrame(self, width=220, corner_radius=0)
         side.grid(row=0, column=0, rowspan=5, sticky="nsw")
-        ctk.CTkLabel(side, text="Conversations", font=ctk.CTkFont(weight="bold")).pack(
-            padx=12, pady=(12, 4), anchor="w"
+        header = ctk.CTkFrame(side, fg_color="transparent")
+        header.pack(padx=(12, 8), pady=(12, 4), fill="x")
+        ctk.CTkLabel(header, text="Conversations", font=ctk.CTkFont(weight="bold")).pack(
+            side="left"
         )
+        self.leave_button = ctk.CTkButton(
+            header, text="Leave room", width=84, height=24, command=app.controller.leave_current
+        )
+        self.leave_button.pack(side="right")
         self.conversation_list = ctk.CTkScrollableFrame(side, width=200, height=220)
         self.conversation_list.pack(padx=8, fill="x")
         join_row = ctk.CTkFrame(side, fg_color="transparent")
@@ -292,6 +298,7 @@ class ChatView(ctk.CTkFrame):
                 if look != self._conversation_looks[key]:
                     self.conversation_buttons[key].configure(**look)
         self._conversation_looks = looks
+        self.leave_button.configure(state="normal" if vm.can_leave else "disabled")
 
     def draw_people(self, vm: ViewModel, palette: dict[str, str]) -> None:
         for child in self.people_list.winfo_children():
@@ -428,6 +435,7 @@ class ChatView(ctk.CTkFrame):
             frame.configure(fg_color=palette["window"])
         for button in (self.join_button, self.file_button, self.send_button, self.emoji_button):
             button.configure(**accented(palette))
+        self.leave_button.configure(**quiet(palette))
         for _label, bar, cancel in self.transfer_rows.values():
             bar.configure(progress_color=palette["accent"])
             cancel.configure(**accented(palette))

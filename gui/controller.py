@@ -242,6 +242,29 @@ class Controller:
 
         self.app.spawn(join)
 
+    def leave_current(self) -> None:
+        """Leave the room shown: it goes from the sidebar, and #general is shown instead
+        (as when the server tells that it was left elsewhere); a refusal is shown."""
+        conversation = self.vm.conversation(self.vm.current)
+        if not conversation.is_room:
+            return
+        room = conversation.title
+        self.app.redraw(self.vm.dismiss_error())
+
+        async def leave() -> None:
+            if self.client is None:
+                return
+            try:
+                await self.client.leave(room)
+            except ClientError as exc:
+                self.app.redraw(self.app.failed(exc))
+                return
+            shown = self.vm.current
+            self.app.redraw(self.vm.room_left(room))
+            self._follow_current(shown)
+
+        self.app.spawn(leave)
+
     def select(self, key: str) -> None:
         self.app.redraw(self.vm.dismiss_error() | self.vm.select(key))
         self._shown()

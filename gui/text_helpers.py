@@ -116,6 +116,9 @@ def friendly(error: str) -> str:
         return "Too many failed attempts."  # refusal says when to try again
     if "cannot reach" in lowered:
         return "The server cannot be reached. Check the address and port, and that it runs."
+    stays = re.fullmatch(r"everyone stays in (\S+)", error)  # core.hub.rooms: cannot_leave
+    if stays:
+        return f"You cannot leave #{stays[1]}: everyone on this server stays in it."
     if "different protocol versions" in lowered or "version mismatch" in lowered:
         return f"This app and the server speak different protocol versions. ({error})"
     return error[:1].upper() + error[1:]

@@ -86,3 +86,16 @@ def accented(palette: dict[str, str]) -> dict[str, str]:
         "hover_color": palette["accent_hover"],
         "text_color": palette["window"],
     }
+
+
+def quiet(palette: dict[str, str]) -> dict[str, str | int]:
+    """The colours of a button that ends something (leaving a room): outlined, less
+    prominent than the accented ones that send or join."""
+    return {
+        "fg_color": "transparent",
+        "hover_color": palette["window"],
+        "text_color": palette["fg"],
+        "text_color_disabled": palette["dim"],
+        "border_color": palette["dim"],
+        "border_width": 1,
+    }

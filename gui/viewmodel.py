@@ -151,7 +151,7 @@ class ViewModel:
         left = [c.title for c in self.conversations.values() if c.is_room and c.key in known]
         for room in left:
             if room_key(room) not in joined:
-                changes |= self._room_left(room)
+                changes |= self.room_left(room)
         return changes
 
     def select(self, key: str) -> set[Change]:
@@ -201,7 +201,7 @@ class ViewModel:
                 self.conversation(room_key(room))
                 return {Change.CONVERSATIONS}
             case RoomLeft(room=room):
-                return self._room_left(room)
+                return self.room_left(room)
             case Membership(room=room, user=user, joined=joined):
                 people = self.members.setdefault(room, [])
                 people[:] = [m for m in people if m.name != user]
@@ -245,16 +245,26 @@ class ViewModel:
         self.online.clear()
         self._online_listed = True  # a list cut short by the drop is not continued
 
-    def _room_left(self, room: str) -> set[Change]:
-        """This user is no longer in ``room`` (never #general, which everyone stays in): its
-        conversation goes, and if it was shown, #general is."""
+    def room_left(self, room: str) -> set[Change]:
+        """This user is no longer in ``room`` (never #general, which everyone stays in), left
+        in this window or elsewhere: its conversation goes with its unread count, members
+        and typists, and if it was shown, #general is. Told twice (the answer to our leave,
+        then its event), the second time changes nothing."""
         key = room_key(room)
         if key == room_key("general"):
             return set()
+        self.members.pop(room, None)
+        self.typing.pop(key, None)
         self.conversations.pop(key, None)
         if self.current == key:
             return self.select(room_key("general"))
         return {Change.CONVERSATIONS}
+
+    @property
+    def can_leave(self) -> bool:
+        """Whether the conversation shown is a room, which the user can ask to leave (the
+        server refuses #general, saying why)."""
+        return self.conversation(self.current).is_room
 
     def _mine(self, message: Message) -> bool:
         return message.sender.lower() == self.me.lower()

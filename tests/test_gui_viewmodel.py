@@ -252,6 +252,52 @@ def test_leaving_a_room_removes_it_and_falls_back_to_general() -> None:
     assert [c.key for c in vm.sorted_conversations()] == ["#general"]
 
 
+def test_a_room_left_takes_its_people_unread_count_and_typists_with_it() -> None:
+    vm = logged_in()
+    vm.apply(RoomJoined(room="dev"), NOW)
+    vm.set_members("dev", [MemberInfo(name="alice", online=True), MemberInfo(name="bob")])
+    vm.apply(said(1, "bob", room="dev"), NOW)
+    vm.apply(Typing(room="dev", user="bob"), NOW)
+    vm.select("#dev")
+    vm.room_left("dev")
+    assert (vm.current, "#dev" in vm.conversations) == ("#general", False)
+    assert ("dev" in vm.members, "#dev" in vm.typing) == (False, False)
+    vm.apply(RoomJoined(room="dev"), NOW)  # joined again: nothing of before shows
+    vm.select("#dev")
+    assert (vm.people_in_current(), vm.typing_text(NOW), vm.current_messages()) == ([], "", [])
+
+
+def test_leaving_here_and_the_event_of_it_agree() -> None:
+    """The window leaves a room (the answer to its leave), then the server's RoomLeft event
+    of it comes: the second changes nothing more; in the other order, the same."""
+    here, told = logged_in(), logged_in()
+    for vm in (here, told):
+        vm.apply(RoomJoined(room="dev"), NOW)
+        vm.apply(RoomJoined(room="books"), NOW)
+        vm.select("#dev")
+    first = here.room_left("dev")
+    assert here.apply(RoomLeft(room="dev"), NOW) == {Change.CONVERSATIONS}
+    assert first == told.apply(RoomLeft(room="dev"), NOW)
+    assert told.room_left("dev") == {Change.CONVERSATIONS}
+    for vm in (here, told):
+        assert (vm.current, [c.key for c in vm.sorted_conversations()]) == (
+            "#general",
+            ["#books", "#general"],
+        )
+
+
+def test_only_a_room_shown_can_be_left() -> None:
+    vm = logged_in()
+    assert vm.can_leave  # #general: the server says why not
+    vm.open_direct("bob")
+    assert not vm.can_leave
+    vm.apply(RoomJoined(room="dev"), NOW)
+    vm.select("#dev")
+    assert vm.can_leave
+    assert vm.room_left("general") == set()  # everyone stays in #general
+    assert "#general" in vm.conversations
+
+
 # --- the transcript -------------------------------------------------------------------------
 
 

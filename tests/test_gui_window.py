@@ -1731,3 +1731,47 @@ def test_server_text_in_the_banner_and_the_login_form_is_escaped(
     shown = str(app.chat.banner.cget("text"))
     assert "\u202e" not in shown
     assert "\n" not in shown
+
+
+# --- leaving a room ------------------------------------------------------------------------
+
+
+def test_leave_room_takes_the_room_shown_from_the_sidebar_and_shows_general(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    with server.login("alice") as earlier:
+        earlier.join("books")
+        earlier.join("dev")
+    bob.join("dev")
+    window.login(server.port, "alice")
+    window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
+    app.controller.open_direct("bob")
+    window.pump()
+    assert app.chat.leave_button.cget("state") == "disabled"  # a direct conversation
+    app.chat.conversation_buttons["#dev"].invoke()
+    window.until(lambda: "\u25cf bob" in button_texts(app.chat.people_list), "dev's people")
+    assert app.chat.leave_button.cget("state") == "normal"
+
+    app.chat.leave_button.invoke()
+    window.until(lambda: "#dev" not in app.chat.conversation_buttons, "# dev gone")
+    assert app.vm.current == "#general"
+    assert button_texts(app.chat.conversation_list) == ["# books", "# general", "@ bob"]
+    assert "dev" not in app.vm.members
+    window.until(app.vm.people_in_current, "#general's people")
+    assert "alice" not in [m.name for m in bob.members("dev")]  # the server knows it
+    window.pump(0.5)  # the server's RoomLeft event of it changes nothing more
+    assert button_texts(app.chat.conversation_list) == ["# books", "# general", "@ bob"]
+    assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
+
+
+def test_leaving_general_is_refused_saying_why(window: Window, server: Running) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    assert app.chat.leave_button.cget("state") == "normal"  # the server says why not
+    app.chat.leave_button.invoke()
+    window.until(app.chat.banner.winfo_ismapped, "the banner")
+    assert app.chat.banner.cget("text") == (
+        "You cannot leave #general: everyone on this server stays in it."
+    )
+    assert button_texts(app.chat.conversation_list) == ["# general"]
