@@ -90,10 +90,18 @@ class ChatView(ctk.CTkFrame):
         ctk.CTkLabel(side, text="People", font=ctk.CTkFont(weight="bold")).pack(
             padx=12, pady=(10, 4), anchor="w"
         )
+        # The footer is packed before the People list, so that the list gives up its room
+        # first in a short window: the theme switch and "Log out" always show.
+        footer = ctk.CTkFrame(side, fg_color="transparent")
+        footer.pack(side="bottom", padx=(12, 8), pady=12, fill="x")
+        self.theme_switch = ctk.CTkSwitch(footer, text="Dark theme", command=app.toggle_theme)
+        self.theme_switch.pack(side="left")
+        self.logout_button = ctk.CTkButton(
+            footer, text="Log out", width=72, height=24, command=app.controller.log_out
+        )
+        self.logout_button.pack(side="right")
         self.people_list = ctk.CTkScrollableFrame(side, width=200, height=200)
         self.people_list.pack(padx=8, fill="both", expand=True)
-        self.theme_switch = ctk.CTkSwitch(side, text="Dark theme", command=app.toggle_theme)
-        self.theme_switch.pack(padx=12, pady=12, anchor="w")
 
     def _build_transcript(self) -> None:
         middle = ctk.CTkFrame(self, fg_color="transparent")
@@ -435,7 +443,8 @@ class ChatView(ctk.CTkFrame):
             frame.configure(fg_color=palette["window"])
         for button in (self.join_button, self.file_button, self.send_button, self.emoji_button):
             button.configure(**accented(palette))
-        self.leave_button.configure(**quiet(palette))
+        for button in (self.leave_button, self.logout_button):
+            button.configure(**quiet(palette))
         for _label, bar, cancel in self.transfer_rows.values():
             bar.configure(progress_color=palette["accent"])
             cancel.configure(**accented(palette))

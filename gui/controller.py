@@ -58,6 +58,8 @@ class Controller:
         """The conversations whose history is being fetched (a page at a time each)."""
         self._outgoing: trio.MemorySendChannel[_Outgoing] | None = None
         """The messages typed, in order, for the session's sender (see :meth:`_sending`)."""
+        self._session_scope: trio.CancelScope | None = None
+        """Cancelled to log out: the session's client closes (saying goodbye to the server)."""
 
     # --- login ----------------------------------------------------------------------------
 
@@ -80,22 +82,10 @@ class Controller:
     async def _session(
         self, host: str, port: int, user: str, password: str, register: bool = False
     ) -> None:
+        scope = self._session_scope = trio.CancelScope()
         try:
-            async with connect(host, port, confirm_new_key=self._confirm_key) as client:
-                log_in = client.register if register else client.login
-                name = await log_in(user, password)
-                self.client = client
-                with self._sending(client):
-                    self._show_chat(name)
-                    self.app.spawn(self._load_rooms)
-                    async for event in client.events():
-                        shown = self.vm.current
-                        self.app.redraw(self.vm.apply(event, time.time()))
-                        self._follow_current(shown)
-                        if isinstance(event, LinkState) and event.connected:
-                            self.app.spawn(self._catch_up)
-                        if client.gave_up_on is not None:  # no more reconnecting: say why
-                            raise client.gave_up_on
+            with scope:
+                await self._connected(host, port, user, password, register)
         except ServerKeyChanged as exc:
             messagebox.showerror("Server key changed", str(exc), parent=self.app)
             self.app.login_form.show_error("The server's key changed; the connection was refused.")
@@ -106,9 +96,41 @@ class Controller:
         except (ClientError, OSError, trio.TooSlowError) as exc:
             self.app.login_form.show_error(friendly(str(exc)))
         finally:
-            self.client = None
+            self.client = self._session_scope = None
             if self.app.chat.winfo_manager():  # it had logged in: back to the login form
-                self._show_login()
+                self._show_login(by_user=scope.cancel_called)
+
+    async def _connected(
+        self, host: str, port: int, user: str, password: str, register: bool
+    ) -> None:
+        """Connect, log in (or create the account) and show the session's events until it
+        ends; leaving, the client says goodbye to the server (see :func:`connect`)."""
+        async with connect(host, port, confirm_new_key=self._confirm_key) as client:
+            log_in = client.register if register else client.login
+            name = await log_in(user, password)
+            self.client = client
+            with self._sending(client):
+                self._show_chat(name)
+                self.app.spawn(self._load_rooms)
+                async for event in client.events():
+                    shown = self.vm.current
+                    self.app.redraw(self.vm.apply(event, time.time()))
+                    self._follow_current(shown)
+                    if isinstance(event, LinkState) and event.connected:
+                        self.app.spawn(self._catch_up)
+                    if client.gave_up_on is not None:  # no more reconnecting: say why
+                        raise client.gave_up_on
+
+    def log_out(self) -> None:
+        """End the session and show the login form, for this user or another; if that would
+        stop transfers or lose messages, only once the user confirms it."""
+        if self._session_scope is None:
+            return
+        warning = self.vm.logout_warning()
+        if warning and not messagebox.askyesno("Log out?", warning, parent=self.app):
+            return
+        self.app.transfers.cancel_all()
+        self._session_scope.cancel()
 
     @contextlib.contextmanager
     def _sending(self, client: ChatClient) -> Iterator[None]:
@@ -193,13 +215,19 @@ class Controller:
             changes |= self.vm.dismiss_transfer(transfer_id)
         self.app.redraw(changes)
 
-    def _show_login(self) -> None:
-        """The login form again, with the reason the session ended on it; the session's
-        conversations and people are gone."""
+    def _show_login(self, *, by_user: bool = False) -> None:
+        """The login form again; the session's conversations and people are gone. If the
+        session ended by itself, the form says why; if the user logged out (``by_user``),
+        nothing of theirs stays (see :meth:`ViewModel.logged_out`), and the form keeps the
+        server and user name but not the password."""
         self.app.chat.pack_forget()
         self.app.login_form.place(relx=0.5, rely=0.5, anchor="center")
+        self.app.typing_notice.stop(tell=False)
+        if by_user:
+            self._forget_user()
+            self.app.login_form.logged_out()
         self.app.login_form.ready()
-        self.app.redraw(self.vm.logged_out())
+        self.app.redraw(self.vm.logged_out(by_user=by_user))
 
     # --- actions --------------------------------------------------------------------------
 

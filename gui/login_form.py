@@ -110,6 +110,14 @@ class LoginForm(ctk.CTkFrame):
             self.create.deselect()
             self._mode_changed()
 
+    def logged_out(self) -> None:
+        """The user logged out: the server and user name stay for the next login (theirs or
+        someone else's), the password does not."""
+        self.password.delete(0, "end")
+        self.repeat.delete(0, "end")
+        self.error.configure(text="You are logged out.", text_color=self.app.palette["dim"])
+        self.password.focus_set()
+
     def submit(self) -> None:
         """Log in (or create the account) with what the form says; ignored while a login is
         under way (Enter pressed again while the button says "Connecting…")."""

@@ -89,8 +89,8 @@ def accented(palette: dict[str, str]) -> dict[str, str]:
 
 
 def quiet(palette: dict[str, str]) -> dict[str, str | int]:
-    """The colours of a button that ends something (leaving a room): outlined, less
-    prominent than the accented ones that send or join."""
+    """The colours of a button that ends something (leaving a room, logging out): outlined,
+    less prominent than the accented ones that send or join."""
     return {
         "fg_color": "transparent",
         "hover_color": palette["window"],

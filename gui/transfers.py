@@ -123,6 +123,11 @@ class Transfers:
         if scope is not None:
             scope.cancel()
 
+    def cancel_all(self) -> None:
+        """Cancel every transfer under way (the user is logging out)."""
+        for scope in self._transfer_scopes.values():
+            scope.cancel()
+
     def dismiss_transfer(self, transfer_id: int) -> None:
         self.app.redraw(self.vm.dismiss_transfer(transfer_id))
 

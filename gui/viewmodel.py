@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 
+from sealchat.cli.terminal_text import counted
 from sealchat.core import (
     Error,
     FileInfo,
@@ -116,15 +117,16 @@ class ViewModel:
         self.error = ""
         return {Change.TITLE, Change.CONVERSATIONS, Change.ERROR}
 
-    def logged_out(self) -> set[Change]:
-        """The session ended for good (the client gave up reconnecting): its conversations,
-        people and banners go, as before a login; the theme and the transfers stay, and the
-        messages the server never stored go back into the input box."""
+    def logged_out(self, *, by_user: bool = False) -> set[Change]:
+        """The session ended: its conversations, people and banners go, as before a login.
+        If it ended by itself (the client gave up reconnecting), the theme and the transfers
+        stay, and the messages the server never stored go back into the input box. If the
+        user logged out (``by_user``), nothing of theirs stays for the next user: the
+        transfers go (those still running were cancelled) and so do those messages (the
+        user was warned, see :meth:`logout_warning`)."""
         self._start_session()
         self.updates.append(TranscriptUpdate(redraw=True))
-        self.returned += self.unconfirmed.values()
-        self.unconfirmed.clear()
-        return {
+        changes = {
             Change.INPUT,
             Change.TITLE,
             Change.CONVERSATIONS,
@@ -134,6 +136,28 @@ class ViewModel:
             Change.BANNER,
             Change.ERROR,
         }
+        if by_user:
+            self.returned.clear()
+            self.transfers.clear()
+            changes.add(Change.TRANSFERS)
+        else:
+            self.returned += self.unconfirmed.values()
+        self.unconfirmed.clear()
+        return changes
+
+    def logout_warning(self) -> str:
+        """What logging out now would lose, as a question to confirm it ("" if nothing:
+        no transfer is running and every message sent has reached the server)."""
+        running = sum(t.state is TransferState.RUNNING for t in self.transfers.values())
+        lost = []
+        if running:
+            lost.append(f"{counted(running, 'file transfer')} still running will be stopped")
+        if self.unconfirmed:
+            messages = counted(len(self.unconfirmed), "message")
+            lost.append(f"{messages} not yet received by the server will be lost")
+        if not lost:
+            return ""
+        return f"If you log out now, {' and '.join(lost)}. Log out anyway?"
 
     def rooms_listed(
         self, rooms: list[RoomInfo], *, known: Collection[str] | None = None
@@ -475,14 +499,20 @@ class ViewModel:
         )
 
     def transfer_progress(self, transfer_id: int, done: int, total: int) -> set[Change]:
-        transfer = self.transfers[transfer_id]
+        """A transfer moved on (one forgotten at a logout changes nothing)."""
+        transfer = self.transfers.get(transfer_id)
+        if transfer is None:
+            return set()
         transfer.done, transfer.total = done, total
         return {Change.TRANSFERS}
 
     def transfer_finished(
         self, transfer_id: int, state: TransferState, detail: str = ""
     ) -> set[Change]:
-        transfer = self.transfers[transfer_id]
+        """A transfer ended as ``state`` says (one forgotten at a logout changes nothing)."""
+        transfer = self.transfers.get(transfer_id)
+        if transfer is None:
+            return set()
         transfer.state, transfer.detail = state, detail
         if state is TransferState.DONE:
             transfer.done = transfer.total

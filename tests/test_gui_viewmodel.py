@@ -657,6 +657,52 @@ def test_a_session_ended_for_good_leaves_nothing_of_it_but_the_transfers() -> No
     assert (vm.theme, vm.transfers) == ("light", {upload.id: upload})
 
 
+def test_logging_out_leaves_nothing_for_the_next_user_but_the_theme() -> None:
+    vm = logged_in("alice", theme="light")
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.apply(said(1, "bob", to="alice"), NOW)
+    vm.apply(OnlineUsers(users=["alice", "bob"]), NOW)
+    vm.apply(Typing(room="general", user="bob"), NOW)
+    vm.failed("Slow down")
+    running = vm.start_transfer("notes.txt", upload=True)
+    finished = vm.start_transfer("photo.png", upload=False)
+    vm.transfer_finished(finished.id, TransferState.DONE, "/home/alice/photo.png")
+    vm.sending("c1", "never stored")
+    changes = vm.logged_out(by_user=True)
+    assert {Change.CONVERSATIONS, Change.TRANSFERS, Change.ERROR, Change.TYPING} <= changes
+    assert (vm.me, vm.title(), vm.error, vm.online, vm.theme) == (
+        "",
+        "sealchat",
+        "",
+        set(),
+        "light",
+    )
+    assert [c.key for c in vm.sorted_conversations()] == ["#general"]
+    assert (vm.transfers, vm.returned, vm.unconfirmed) == ({}, [], {})
+    # The cancelled transfer's task ends after the logout: nothing to redraw.
+    assert vm.transfer_progress(running.id, 10, 100) == set()
+    assert vm.transfer_finished(running.id, TransferState.CANCELLED) == set()
+    assert vm.transfers == {}
+
+
+def test_logging_out_asks_first_if_it_would_stop_transfers_or_lose_messages() -> None:
+    vm = logged_in()
+    assert vm.logout_warning() == ""
+    upload = vm.start_transfer("notes.txt", upload=True)
+    assert vm.logout_warning() == (
+        "If you log out now, 1 file transfer still running will be stopped. Log out anyway?"
+    )
+    vm.start_transfer("photo.png", upload=False)
+    vm.sending("c1", "hello")
+    assert vm.logout_warning() == (
+        "If you log out now, 2 file transfers still running will be stopped and 1 message not "
+        "yet received by the server will be lost. Log out anyway?"
+    )
+    vm.apply(MessageAck(client_id="c1", id=7, ts=NOW), NOW)
+    vm.transfer_finished(upload.id, TransferState.DONE)
+    assert vm.logout_warning().startswith("If you log out now, 1 file transfer still running")
+
+
 def test_a_refused_message_goes_back_to_the_input_box_with_the_reason() -> None:
     vm = logged_in()
     vm.sending("c1", "first")

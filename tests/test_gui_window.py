@@ -1733,7 +1733,7 @@ def test_server_text_in_the_banner_and_the_login_form_is_escaped(
     assert "\n" not in shown
 
 
-# --- leaving a room ------------------------------------------------------------------------
+# --- leaving a room, logging out ------------------------------------------------------------
 
 
 def test_leave_room_takes_the_room_shown_from_the_sidebar_and_shows_general(
@@ -1775,3 +1775,124 @@ def test_leaving_general_is_refused_saying_why(window: Window, server: Running) 
         "You cannot leave #general: everyone on this server stays in it."
     )
     assert button_texts(app.chat.conversation_list) == ["# general"]
+
+
+def test_log_out_brings_back_the_form_for_another_user_with_nothing_left_of_the_first(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.chat.join_entry.insert(0, "dev")
+    app.chat.join_button.invoke()
+    window.until(lambda: app.vm.current == "#dev", "#dev")
+    bob.send_message("for alice", to="alice")
+    window.until(lambda: "@bob" in app.chat.conversation_buttons, "bob's message")
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
+    app.transfers.send_file(tmp_path / "notes.txt")
+    window.until_transferred("the upload")
+    app.chat.input.insert("1.0", "alice's draft")
+    app.chat.join_entry.insert(0, "random")
+    app.redraw(app.failed("an old error"))
+
+    app.chat.logout_button.invoke()
+    window.until(app.login_form.winfo_ismapped, "the login form")
+    assert [d.title for d in window.dialogs] == ["Trust this server?"]  # nothing running
+    form = app.login_form
+    assert (form.host.get(), form.port.get(), form.username.get(), form.password.get()) == (
+        "127.0.0.1",
+        str(server.port),
+        "alice",
+        "",
+    )
+    assert window.login_error() == "You are logged out."
+    assert (app.title(), app.vm.me, app.vm.transfers, app.chat.transfer_rows) == (
+        "sealchat",
+        "",
+        {},
+        {},
+    )
+    while True:  # the server saw alice go
+        presence = window.receive(bob, Presence, "alice's presence at bob")
+        if presence.user == "alice" and not presence.online:
+            break
+
+    window.login(server.port, "carol")
+    assert button_texts(app.chat.conversation_list) == ["# general"]
+    assert app.chat.input.get("1.0", "end").strip() == ""
+    assert app.chat.join_entry.get() == ""
+    assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
+    assert "for alice" not in window.transcript()
+
+
+def test_log_out_during_a_transfer_asks_first_and_stops_it(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    (tmp_path / "f.txt").write_text("hi")
+    info = bob.send_file(tmp_path / "f.txt", room="general")
+    window.until_shown("f.txt")
+
+    async def stuck(*_args: object, **_options: object) -> Path:
+        await trio.sleep_forever()
+
+    assert app.controller.client is not None
+    with mock.patch.object(app.controller.client, "download", stuck):
+        app.transfers.download(info.file_id)
+        window.pump(0.2)
+    (transfer,) = app.vm.transfers.values()
+    assert transfer.state is TransferState.RUNNING
+
+    window.trust = False  # "No": still logged in, still downloading
+    app.chat.logout_button.invoke()
+    window.pump(0.3)
+    assert [d.title for d in window.dialogs][-1] == "Log out?"
+    assert window.dialogs[-1].message == (
+        "If you log out now, 1 file transfer still running will be stopped. Log out anyway?"
+    )
+    assert app.chat.winfo_ismapped()
+    assert transfer.state is TransferState.RUNNING
+
+    window.trust = True
+    app.chat.logout_button.invoke()
+    window.until(app.login_form.winfo_ismapped, "the login form")
+    window.until(lambda: transfer.state is TransferState.CANCELLED, "the download to stop")
+    assert (app.vm.transfers, app.chat.transfer_rows) == ({}, {})
+    assert window.errors == []
+
+
+def test_leave_room_and_log_out_show_in_the_smallest_window(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.geometry("760x520")
+    window.until(lambda: app.winfo_height() == 520, "the smallest window")
+    window.pump(0.3)
+    bottom = app.winfo_rooty() + app.winfo_height()
+    for widget in (app.chat.leave_button, app.chat.logout_button, app.chat.theme_switch):
+        assert widget.winfo_ismapped(), widget.cget("text")
+        assert widget.winfo_rooty() + widget.winfo_height() <= bottom, widget.cget("text")
+
+
+def test_leave_room_and_log_out_while_the_connection_is_down(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with away(display, tmp_path, monkeypatch) as gone:
+        window, app, port = gone.window, gone.window.app, gone.port
+        with gone.server():
+            window.login(port, "alice")
+            app.chat.join_entry.insert(0, "dev")
+            app.chat.join_button.invoke()
+            window.until(lambda: app.vm.current == "#dev", "#dev")
+        gone.until_lost()
+        app.chat.leave_button.invoke()
+        window.until(lambda: app.vm.error, "the error")
+        assert app.vm.error == "Not connected; the client is reconnecting"  # under the banner
+        assert "#dev" in app.chat.conversation_buttons  # still in it, as the server knows
+
+        app.chat.logout_button.invoke()
+        window.until(app.login_form.winfo_ismapped, "the login form")
+        assert window.login_error() == "You are logged out."
+        window.pump(0.5)
+        assert app.login_form.winfo_ismapped()  # no reconnect behind the form
