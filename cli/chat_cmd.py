@@ -15,9 +15,9 @@ from sealchat.cli.chat_transfers import share, while_online
 from sealchat.cli.checks import CommandError, check_names
 from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, RegistrationRefused, explain_failure
 from sealchat.cli.login import asker, credentials_from, run_session
-from sealchat.cli.terminal_text import counted, safe
+from sealchat.cli.terminal_text import safe
 from sealchat.core import Event
-from sealchat.core.sizes import shown_size
+from sealchat.core.sizes import counted, shown_size
 from sealchat.transports.requests import ClientError, LoginFailed, typed_room
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
 

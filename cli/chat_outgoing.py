@@ -10,9 +10,10 @@ import trio
 
 from sealchat.cli.chat_terminal import Terminal
 from sealchat.cli.exit_codes import LOST, OK, REFUSED, error
-from sealchat.cli.terminal_text import counted, safe
+from sealchat.cli.terminal_text import safe
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, MessageAck
+from sealchat.core.sizes import counted
 from sealchat.transports.requests import ClientError, check_text, new_client_id
 from sealchat.transports.trio_client import ChatClient, Disconnected, LinkState
 

@@ -41,8 +41,3 @@ def tolerant_streams() -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="replace")
-
-
-def counted(count: int, noun: str) -> str:
-    """``count`` and ``noun``, plural unless there is exactly one ("1 member", "2 members")."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"

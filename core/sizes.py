@@ -1,4 +1,5 @@
-"""Sizes in bytes as people read them: in the server's refusals and in both clients."""
+"""Amounts as people read them (sizes in bytes, counts of things): in the server's refusals
+and in both clients."""
 
 from __future__ import annotations
 
@@ -14,3 +15,8 @@ def shown_size(size: int, *, byte_unit: str = "B") -> str:
             return f"{amount:.1f} {unit}"
         amount /= 1024
     return f"{amount:.1f} GiB"
+
+
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless there is exactly one ("1 member", "2 members")."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

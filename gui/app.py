@@ -11,6 +11,7 @@ import time
 import tkinter as tk
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from tkinter import messagebox
 
 import customtkinter as ctk
 import trio
@@ -57,7 +58,7 @@ class App(ctk.CTk):
         self.login_form.place(relx=0.5, rely=0.5, anchor="center")
         self.guest = TkGuest(self)
         self.guest.on_done = lambda _result: self._destroy()
-        self.protocol("WM_DELETE_WINDOW", self.close)
+        self.protocol("WM_DELETE_WINDOW", self.close_asked)
         self.bind_focus(self)
         self.redraw({Change.THEME})
 
@@ -80,6 +81,14 @@ class App(ctk.CTk):
                 self.nursery = nursery
                 self.spawn(self.typing_notice.tick)
                 await trio.sleep_forever()
+
+    def close_asked(self) -> None:
+        """The window's close button: close, once the user confirms it if that would stop
+        transfers or lose messages not yet received by the server."""
+        warning = self.vm.logout_warning("close the window")
+        if warning and not messagebox.askyesno("Close sealchat?", warning, parent=self):
+            return
+        self.close()
 
     def close(self) -> None:
         """Closing the window cancels trio and lets it finish; Tk goes after it."""

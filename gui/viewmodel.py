@@ -12,7 +12,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 
-from sealchat.cli.terminal_text import counted
 from sealchat.core import (
     Error,
     FileInfo,
@@ -30,6 +29,7 @@ from sealchat.core import (
 )
 from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
+from sealchat.core.sizes import counted
 from sealchat.gui.conversation import Conversation, direct_key, room_key
 from sealchat.gui.text_helpers import friendly
 from sealchat.gui.transfer_state import Transfer, TransferState
@@ -145,9 +145,10 @@ class ViewModel:
         self.unconfirmed.clear()
         return changes
 
-    def logout_warning(self) -> str:
-        """What logging out now would lose, as a question to confirm it ("" if nothing:
-        no transfer is running and every message sent has reached the server)."""
+    def logout_warning(self, doing: str = "log out") -> str:
+        """What ending the session now (``doing`` it: logging out, closing the window) would
+        lose, as a question to confirm it ("" if nothing: no transfer is running and every
+        message sent has reached the server)."""
         running = sum(t.state is TransferState.RUNNING for t in self.transfers.values())
         lost = []
         if running:
@@ -157,7 +158,7 @@ class ViewModel:
             lost.append(f"{messages} not yet received by the server will be lost")
         if not lost:
             return ""
-        return f"If you log out now, {' and '.join(lost)}. Log out anyway?"
+        return f"If you {doing} now, {' and '.join(lost)}. {doing.capitalize()} anyway?"
 
     def rooms_listed(
         self, rooms: list[RoomInfo], *, known: Collection[str] | None = None

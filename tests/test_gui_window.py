@@ -31,13 +31,13 @@ from sealchat.core.hub.names import user_key
 from sealchat.gui.controller import _Outgoing
 from sealchat.gui.text_helpers import file_label, friendly, without_blank_ends
 from sealchat.gui.theme import PALETTES
-from sealchat.gui.transfer_state import TransferState
+from sealchat.gui.transfer_state import Transfer, TransferState
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.pinning import KnownServers, server_name
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.trio_client import LinkState
-from tests.gui_harness import Window, destroyed, environment, open_window, xvfb
+from tests.gui_harness import Dialog, Window, destroyed, environment, open_window, xvfb
 from tests.servers import PASSWORD, Running, free_port, running_server
 
 DARK, LIGHT = PALETTES["dark"], PALETTES["light"]
@@ -1824,9 +1824,10 @@ def test_log_out_brings_back_the_form_for_another_user_with_nothing_left_of_the_
     assert "for alice" not in window.transcript()
 
 
-def test_log_out_during_a_transfer_asks_first_and_stops_it(
+def _download_that_runs(
     window: Window, server: Running, bob: BlockingClient, tmp_path: Path
-) -> None:
+) -> Transfer:
+    """Alice logged in, downloading a file of bob's that never ends."""
     app = window.app
     window.login(server.port, "alice")
     (tmp_path / "f.txt").write_text("hi")
@@ -1842,7 +1843,35 @@ def test_log_out_during_a_transfer_asks_first_and_stops_it(
         window.pump(0.2)
     (transfer,) = app.vm.transfers.values()
     assert transfer.state is TransferState.RUNNING
+    return transfer
 
+
+def test_closing_the_window_during_a_transfer_asks_first(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    transfer = _download_that_runs(window, server, bob, tmp_path)
+    window.trust = False  # "No": the window stays, still downloading
+    app.close_asked()  # the window's close button
+    window.pump(0.3)
+    assert window.dialogs[-1] == Dialog(
+        "askyesno",
+        "Close sealchat?",
+        "If you close the window now, 1 file transfer still running will be stopped. "
+        "Close the window anyway?",
+    )
+    assert app.chat.winfo_ismapped()
+    assert transfer.state is TransferState.RUNNING
+    window.trust = True
+    app.close_asked()
+    window.until_finished()
+
+
+def test_log_out_during_a_transfer_asks_first_and_stops_it(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    transfer = _download_that_runs(window, server, bob, tmp_path)
     window.trust = False  # "No": still logged in, still downloading
     app.chat.logout_button.invoke()
     window.pump(0.3)
