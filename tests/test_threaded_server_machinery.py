@@ -112,6 +112,72 @@ def test_a_slow_reader_that_keeps_taking_bytes_gets_a_large_batch_whole(tmp_path
     assert client.conn.state is State.READY
 
 
+class _ResetAfter(SlowSocket):
+    """A peer that takes ``budget`` bytes, then resets the connection."""
+
+    def __init__(self, budget: int, on_sendall: object = None) -> None:
+        super().__init__(rate=math.inf)
+        self.budget = budget
+        self.on_sendall = on_sendall
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        if callable(self.on_sendall):
+            self.on_sendall()
+        if len(self.taken) + len(data) > self.budget:
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+        self.taken += data
+
+
+def _client_with_output(
+    server: ThreadedServer, link: SlowSocket, session: int, messages: int = 20
+) -> _Client:
+    """A logged-in client of ``server`` over ``link`` with ``messages`` long messages queued
+    (16 KB each)."""
+    client = _Client(server, session, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
+    client.conn = ready_pair().server.conn
+    for n in range(messages):
+        client.send(Message(text=LONG, to="bob", id=n + 1, sender="alice", ts=1.0))
+    return client
+
+
+def test_a_writer_that_outlives_its_forgotten_client_counts_nothing_more(
+    tmp_path: Path,
+) -> None:
+    # The reader ended and the server forgot the client, but its writer still wrote to a
+    # slow peer, then failed: what it held counted for good, so healthy peers were shed later.
+    with SqliteStore(tmp_path, database=":memory:") as store:
+        server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
+        client = _client_with_output(server, _ResetAfter(budget=3 * WRITE_SLICE), 1)
+        assert server.output.total == client.conn.bytes_to_send
+        server._forget(client)
+        client._write()  # three slices, then the reset
+    assert server.output.total == 0
+
+
+def test_peers_shed_by_a_writers_count_are_dropped(tmp_path: Path) -> None:
+    # A count from a client's writer can take the sum past the budget (output a reader
+    # queued meanwhile: a pong); the peers it sheds must be dropped, not just uncounted.
+    with SqliteStore(tmp_path, database=":memory:") as store:
+        budget = 800_000
+        server = ThreadedServer(
+            Hub(store), X25519PrivateKey.generate(), ServerConfig(max_outgoing_total=budget)
+        )
+        stalled = _client_with_output(server, SlowSocket(rate=1.0), 1, messages=40)  # 640 KB
+
+        def queue_more() -> None:  # output queued while the writer writes, not through send
+            for _ in range(10):
+                writer.conn.send(Message(text=LONG, to="bob", id=99, sender="alice", ts=1.0))
+
+        writer = _client_with_output(
+            server, _ResetAfter(budget=10**9, on_sendall=queue_more), 2, messages=5
+        )
+        assert not stalled.finished  # within the budget so far
+        writer.finished = True
+        writer._write()
+        assert stalled.finished  # the largest: shed, and dropped
+        assert stalled.conn.state is State.ERROR
+
+
 class _ResetOnce:
     """A listening socket whose first accept() fails as a connection reset before it was
     taken does (a client gave up while in the backlog)."""

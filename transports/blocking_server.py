@@ -131,6 +131,9 @@ class _Client:
         """Bytes the writer has handed to the socket so far (only the writer adds to it)."""
         self.progress = Progress()
         """What the peer acknowledged of those, from one keepalive tick to the next."""
+        self.forgotten = False
+        """Set (under ``lock``) once the server has forgotten the client: its output counts
+        no more, though its writer may still be finishing."""
         self.unwritten = 0
         """Bytes the writer has taken from the connection and not yet written (under
         ``lock``)."""
@@ -151,13 +154,14 @@ class _Client:
                 return
             victims = self._recount()
             self.lock.notify_all()
-        for victim in victims:  # each under its own lock, after this one is let go
-            with victim.lock:
-                victim._drop(OVER_BUDGET)
+        _drop_shed(victims)
 
     def _recount(self) -> list[_Client]:
         """Tell the server's output budget what this client holds now (under ``lock``); the
-        clients it sheds, to be dropped once ``lock`` is released."""
+        clients it sheds, to be dropped once ``lock`` is released (``_drop_shed``). Nothing
+        once the client is forgotten: its writer may outlive it a moment."""
+        if self.forgotten:
+            return []
         return self.server.output.update(self, self.conn.bytes_to_send + self.unwritten)
 
     def _drop(self, why: str) -> None:
@@ -334,9 +338,10 @@ class _Client:
                             written = view[start : start + WRITE_SLICE]
                             out.sendall(written)
                             self.written += len(written)
-                            with self.lock:  # less held: the budget sheds no one for it
+                            with self.lock:
                                 self.unwritten = max(0, self.unwritten - len(written))
-                                self._recount()
+                                victims = self._recount()  # (a pong may have come meanwhile)
+                            _drop_shed(victims)
                     except OSError:
                         with self.lock:
                             self.conn.send_failed()
@@ -352,6 +357,14 @@ class _Client:
                     return
         finally:
             out.close()
+
+
+def _drop_shed(victims: list[_Client]) -> None:
+    """Drop the clients the output budget shed, each under its own lock (taken only once the
+    caller has let its own go: two clients shedding each other must not wait on each other)."""
+    for victim in victims:
+        with victim.lock:
+            victim._drop(OVER_BUDGET)
 
 
 class ThreadedServer:
@@ -532,7 +545,9 @@ class ThreadedServer:
                 log.exception("the hub's timers failed; they run again at the next tick")
 
     def _forget(self, client: _Client) -> None:
-        self.output.forget(client)
+        with client.lock:  # its writer recounts under it: never after this
+            client.forgotten = True
+            self.output.forget(client)
         with self._clients_lock:
             if self._clients.pop(client.session, None) is not None:
                 self._slots.release(client.address_key, logged_in=client.logged_in)
