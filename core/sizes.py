@@ -11,7 +11,7 @@ def shown_size(size: int, *, byte_unit: str = "B") -> str:
         return f"{size} {byte_unit}"
     amount = size / 1024
     for unit in ("KiB", "MiB"):
-        if amount < 1024:
+        if round(amount, 1) < 1024:  # 1,048,575 bytes are "1.0 MiB", not "1024.0 KiB"
             return f"{amount:.1f} {unit}"
         amount /= 1024
     return f"{amount:.1f} GiB"
