@@ -637,12 +637,18 @@ def test_an_error_saying_the_connection_was_lost_goes_when_it_is_back() -> None:
     assert vm.error == "no such room"
 
 
-def test_a_session_ended_for_good_leaves_nothing_of_it_but_the_transfers() -> None:
-    vm = logged_in("alice", theme="light")
+def _busy_session(theme: str) -> ViewModel:
+    """Alice logged in with a room joined, a direct message, people online and a typist."""
+    vm = logged_in("alice", theme=theme)
     vm.apply(RoomJoined(room="random"), NOW)
     vm.apply(said(1, "bob", to="alice"), NOW)
     vm.apply(OnlineUsers(users=["alice", "bob"]), NOW)
     vm.apply(Typing(room="general", user="bob"), NOW)
+    return vm
+
+
+def test_a_session_ended_for_good_leaves_nothing_of_it_but_the_transfers() -> None:
+    vm = _busy_session(theme="light")
     vm.select("#random")
     upload = vm.start_transfer("notes.txt", upload=True)
     vm.apply(LinkState(connected=False, reason="the server's key changed"), NOW)
@@ -658,11 +664,7 @@ def test_a_session_ended_for_good_leaves_nothing_of_it_but_the_transfers() -> No
 
 
 def test_logging_out_leaves_nothing_for_the_next_user_but_the_theme() -> None:
-    vm = logged_in("alice", theme="light")
-    vm.apply(RoomJoined(room="random"), NOW)
-    vm.apply(said(1, "bob", to="alice"), NOW)
-    vm.apply(OnlineUsers(users=["alice", "bob"]), NOW)
-    vm.apply(Typing(room="general", user="bob"), NOW)
+    vm = _busy_session(theme="light")
     vm.failed("Slow down")
     running = vm.start_transfer("notes.txt", upload=True)
     finished = vm.start_transfer("photo.png", upload=False)

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import tkinter as tk
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,13 +127,18 @@ def test_log_in_through_the_widgets_trusting_the_key_on_first_contact(
     assert PASSWORD not in (tmp_path / "gui.json").read_text(encoding="utf-8")
 
 
+def log_in_after_joining(window: Window, server: Running, *rooms: str) -> None:
+    """Alice joins ``rooms`` in an earlier session, then logs in through the window."""
+    with server.login("alice") as earlier:
+        for room in rooms:
+            earlier.join(room)
+    window.login(server.port, "alice")
+
+
 def test_rooms_joined_in_an_earlier_session_are_in_the_sidebar(
     window: Window, server: Running
 ) -> None:
-    with server.login("alice") as earlier:
-        earlier.join("books")
-        earlier.join("random")
-    window.login(server.port, "alice")
+    log_in_after_joining(window, server, "books", "random")
     window.until(
         lambda: (
             button_texts(window.app.chat.conversation_list) == ["# books", "# general", "# random"]
@@ -646,10 +651,8 @@ def test_incoming_messages_update_the_sidebar_without_rebuilding_it(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
     app = window.app
-    with server.login("alice") as earlier:
-        earlier.join("random")
     bob.join("random")
-    window.login(server.port, "alice")
+    log_in_after_joining(window, server, "random")
     sidebar = app.chat.conversation_list
     window.until(lambda: button_texts(sidebar) == ["# general", "# random"], "the sidebar")
     buttons = sidebar.winfo_children()
@@ -1655,23 +1658,38 @@ def test_tabs_in_a_message_stay_tabs(window: Window, server: Running, bob: Block
     assert window.transcript_lines()[-2:] == ["bob: def f():", "\treturn 1"]
 
 
-def test_a_transfer_whose_task_fails_unexpectedly_ends_and_can_be_dismissed(
-    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
-) -> None:
+def _download_of_bobs_file(
+    window: Window,
+    server: Running,
+    bob: BlockingClient,
+    tmp_path: Path,
+    download: Callable[..., Awaitable[Path]],
+) -> Transfer:
+    """Alice logged in, downloading a file of bob's with ``download`` in place of the
+    client's own."""
     app = window.app
     window.login(server.port, "alice")
     (tmp_path / "f.txt").write_text("hi")
     info = bob.send_file(tmp_path / "f.txt", room="general")
     window.until_shown("f.txt")
+    assert app.controller.client is not None
+    with mock.patch.object(app.controller.client, "download", download):
+        app.transfers.download(info.file_id)
+        window.pump(0.2)
+    (transfer,) = app.vm.transfers.values()
+    return transfer
+
+
+def test_a_transfer_whose_task_fails_unexpectedly_ends_and_can_be_dismissed(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
 
     async def a_bug(*_args: object, **_options: object) -> Path:
         raise RuntimeError("a bug")
 
-    assert app.controller.client is not None
-    with mock.patch.object(app.controller.client, "download", a_bug):
-        app.transfers.download(info.file_id)
-        window.until(app.chat.banner.winfo_ismapped, "the banner")
-    (transfer,) = app.vm.transfers.values()
+    transfer = _download_of_bobs_file(window, server, bob, tmp_path, a_bug)
+    window.until(app.chat.banner.winfo_ismapped, "the banner")
     assert transfer.state is TransferState.FAILED
     app.transfers.dismiss_transfer(transfer.id)
     window.pump()
@@ -1740,11 +1758,8 @@ def test_leave_room_takes_the_room_shown_from_the_sidebar_and_shows_general(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
     app = window.app
-    with server.login("alice") as earlier:
-        earlier.join("books")
-        earlier.join("dev")
     bob.join("dev")
-    window.login(server.port, "alice")
+    log_in_after_joining(window, server, "books", "dev")
     window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
     app.controller.open_direct("bob")
     window.pump()
@@ -1828,20 +1843,11 @@ def _download_that_runs(
     window: Window, server: Running, bob: BlockingClient, tmp_path: Path
 ) -> Transfer:
     """Alice logged in, downloading a file of bob's that never ends."""
-    app = window.app
-    window.login(server.port, "alice")
-    (tmp_path / "f.txt").write_text("hi")
-    info = bob.send_file(tmp_path / "f.txt", room="general")
-    window.until_shown("f.txt")
 
     async def stuck(*_args: object, **_options: object) -> Path:
         await trio.sleep_forever()
 
-    assert app.controller.client is not None
-    with mock.patch.object(app.controller.client, "download", stuck):
-        app.transfers.download(info.file_id)
-        window.pump(0.2)
-    (transfer,) = app.vm.transfers.values()
+    transfer = _download_of_bobs_file(window, server, bob, tmp_path, stuck)
     assert transfer.state is TransferState.RUNNING
     return transfer
 
