@@ -22,7 +22,8 @@ from sealchat.transports.trio_client import (
 
 SEND_HELP = """\
 Send one message or file, to a room or to a user, then exit with a code that says how
-it went. Only members can send to a room: add --join to join it first (you stay in it)."""
+it went. Only members can send to a room: add --join to join it first (you stay in it).
+It logs in quietly: the others do not see you come online and go offline."""
 
 
 def run_send(args: argparse.Namespace) -> int:
@@ -61,7 +62,9 @@ def run_send(args: argparse.Namespace) -> int:
             reconnect=False,
             acknowledge=False,  # shows nothing: what arrives stays unread for the user
         ) as client:
-            await client.login(args.user, password)
+            # Quietly: a bot posting every minute must not show its user coming online and
+            # going offline each time (no Presence for this session).
+            await client.login(args.user, password, announce=False)
             room = "" if args.to else args.room
             if args.join:
                 await _join(client, room)

@@ -112,7 +112,9 @@ class MemberInfo(Item, frozen=True, kw_only=True):
 
 
 class Login(Record, tag="login", frozen=True, kw_only=True):
-    """Client asks to log in. Allowed only before authentication."""
+    """Client asks to log in. Allowed only before authentication. ``announce=False`` logs in
+    quietly: the session receives what the user's sessions receive, but does not make the
+    user appear online (no Presence, not listed online; protocol §9)."""
 
     sent_by = CLIENT
     in_login = True
@@ -120,10 +122,12 @@ class Login(Record, tag="login", frozen=True, kw_only=True):
 
     username: Username
     password: Password
+    announce: bool = True
 
 
 class Register(Record, tag="register", frozen=True, kw_only=True):
-    """Client asks to create an account and log in (servers may refuse: LoginRejected)."""
+    """Client asks to create an account and log in (servers may refuse: LoginRejected);
+    ``announce`` as in Login."""
 
     sent_by = CLIENT
     in_login = True
@@ -131,6 +135,7 @@ class Register(Record, tag="register", frozen=True, kw_only=True):
 
     username: Username
     password: Password
+    announce: bool = True
 
 
 class Authenticated(Record, tag="auth", frozen=True, kw_only=True):

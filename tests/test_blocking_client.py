@@ -31,6 +31,7 @@ from sealchat.core import (
     ListRooms,
     Message,
     PeerKeyReceived,
+    Presence,
     RoomList,
 )
 from sealchat.core.hub import HubConfig
@@ -685,3 +686,23 @@ def test_the_reply_to_a_request_that_timed_out_answers_no_other() -> None:
             client.ask(requests.history(room="general"), timeout=0.2)
         page, _ = client.history(room="general")
     assert [m.text for m in page] == ["page 2"]  # not the page asked for first
+
+
+def test_a_quiet_login_shows_no_presence(tmp_path: Path) -> None:
+    with running_server("threads", tmp_path / "s") as server:
+        with server.login("alice"):
+            pass  # alice is a member of general: bob shares a room with her
+        with server.login("bob") as bob:
+            drain(bob, quiet=0.3)
+            with server.client() as alice:
+                assert alice.login("alice", PASSWORD, announce=False) == "alice"
+                assert not server.hub.is_online("alice")
+                assert {m.name: m.online for m in bob.members("general")}["alice"] is False
+                alice.send_message("quietly", room="general")
+            deadline = time.monotonic() + LIVENESS
+            while server.hub.is_logged_in("alice"):
+                assert time.monotonic() < deadline, "alice's session is still open"
+                time.sleep(0.02)
+            events = drain(bob)
+    assert [e.text for e in events if isinstance(e, Message)] == ["quietly"]
+    assert [e for e in events if isinstance(e, Presence)] == []

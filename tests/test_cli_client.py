@@ -30,6 +30,7 @@ from sealchat.core import (
     HistoryRequest,
     Message,
     MessageAck,
+    Presence,
     Typing,
     fingerprint,
 )
@@ -291,6 +292,27 @@ def test_send_leaves_the_users_unread_messages_unread(server: Running, tmp_path:
     with server.login("bob") as bob:
         missed = [e.text for e in drain(bob) if isinstance(e, Message)]
     assert missed == ["while you were out", "status ok"]  # and what was sent in his name
+
+
+def test_send_does_not_show_its_user_coming_online_and_going_offline(
+    server: Running, tmp_path: Path
+) -> None:
+    # A bot posting every minute: the others see its messages, not alice flickering online.
+    with server.login("alice"):
+        pass  # alice is a member of general from now on: bob is in her presence audience
+    pin(tmp_path, server)
+    with server.login("bob") as bob:
+        drain(bob, quiet=0.3)  # what a login brings (bob's OnlineUsers)
+        for text in ("status ok", "still ok"):
+            done = sealchat(tmp_path, "send", "--port", str(server.port), "--user", "alice", text)
+            assert done.returncode == 0, done.stderr
+            deadline = time.monotonic() + 10
+            while server.hub.is_logged_in("alice"):  # its session closed: any Presence is sent
+                assert time.monotonic() < deadline, "alice's session is still open"
+                time.sleep(0.02)
+        events = drain(bob)
+    assert [e.text for e in events if isinstance(e, Message)] == ["status ok", "still ok"]
+    assert [e for e in events if isinstance(e, Presence)] == []
 
 
 def test_changed_key_is_refused(server: Running, tmp_path: Path) -> None:

@@ -27,12 +27,15 @@ from sealchat.core import (
     JoinRoom,
     LeaveRoom,
     ListFiles,
+    ListMembers,
     ListRooms,
     Login,
     LoginRejected,
+    Members,
     Membership,
     Message,
     MessageAck,
+    OnlineUsers,
     Presence,
     Register,
     RoomJoined,
@@ -75,11 +78,12 @@ def records(effects: list[Effect], session: int) -> list[object]:
     return [e.record for e in effects if isinstance(e, Deliver) and session in e.sessions]
 
 
-def logged_in(hub: Hub, session: int, name: str) -> None:
+def logged_in(hub: Hub, session: int, name: str, *, announce: bool = True) -> list[Effect]:
+    """Log ``session`` in as ``name``; the login's effects."""
     hub.open_session(session, f"10.0.0.{session}", NOW)
-    (check,) = hub.handle(session, Login(username=name, password="pw"), NOW)
+    (check,) = hub.handle(session, Login(username=name, password="pw", announce=announce), NOW)
     assert isinstance(check, VerifyPassword)
-    hub.password_verified(session, name, True, NOW)
+    return hub.password_verified(session, name, True, NOW)
 
 
 def hub_with(store: SqliteStore, *names: str, config: HubConfig | None = None) -> Hub:
@@ -1228,3 +1232,66 @@ def test_guesses_in_parallel_cannot_use_up_an_accounts_logins(store: SqliteStore
         hub.open_session(session, f"203.0.113.{session}", later)
         (check,) = hub.handle(session, Login(username="alice", password="pw"), later)
         assert isinstance(check, VerifyPassword), check
+
+
+# --- quiet sessions (Login.announce=False) --------------------------------------------------
+
+
+def _presence(effects: list[Effect]) -> list[Presence]:
+    return [e.record for e in effects if isinstance(e, Deliver) and isinstance(e.record, Presence)]
+
+
+def _online_flags(hub: Hub, session: int) -> dict[str, bool]:
+    members = records(hub.handle(session, ListMembers(room="general"), NOW), session)
+    return {m.name: m.online for page in members if isinstance(page, Members) for m in page.members}
+
+
+def test_a_quiet_session_comes_and_goes_unannounced_yet_gets_messages(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice")
+    login = logged_in(hub, 2, "bob", announce=False)
+    assert _presence(login) == []
+    assert not hub.is_online("bob")
+    assert hub.is_logged_in("bob")
+    assert records(login, 2)[:1] == [Authenticated(username="bob")]
+    assert OnlineUsers(users=["Alice"]) in records(login, 2)  # bob himself is not listed
+    assert _online_flags(hub, 1) == {"Alice": True, "bob": False}
+    # alice logging in again meanwhile is not told that bob is online either
+    again = logged_in(hub, 3, "alice")
+    assert OnlineUsers(users=["Alice"]) in records(again, 3)
+    # what is sent to bob reaches the quiet session, and what it sends reaches the others
+    sent = hub.handle(1, Message(text="hi bob", to="bob", client_id="a1"), NOW)
+    assert [type(r) for r in records(sent, 2)] == [Message]
+    posted = hub.handle(2, Message(text="status ok", room="general", client_id="b1"), NOW)
+    assert [r.text for r in records(posted, 1) if isinstance(r, Message)] == ["status ok"]
+    assert _presence(hub.close_session(2, NOW)) == []
+    assert not hub.is_logged_in("bob")
+
+
+def test_a_quiet_session_leaves_a_users_announced_presence_as_it_was(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", "bob")
+    assert _presence(logged_in(hub, 3, "bob", announce=False)) == []
+    assert hub.is_online("bob")
+    assert _online_flags(hub, 1) == {"Alice": True, "bob": True}
+    assert _presence(hub.close_session(3, NOW)) == []  # bob's other session is still there
+    assert hub.is_online("bob")
+    # the quiet session outlives the announcing one: bob goes offline with the latter
+    assert _presence(logged_in(hub, 4, "bob", announce=False)) == []
+    assert records(hub.close_session(2, NOW), 1) == [Presence(user="bob", online=False)]
+    assert not hub.is_online("bob")
+    assert _online_flags(hub, 1) == {"Alice": True, "bob": False}
+    # and logging in normally beside a quiet session announces as usual
+    assert records(logged_in(hub, 5, "bob"), 1) == [Presence(user="bob", online=True)]
+    assert _presence(hub.close_session(4, NOW)) == []
+    assert records(hub.close_session(5, NOW), 1) == [Presence(user="bob", online=False)]
+
+
+def test_a_quiet_registration_is_not_announced(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(open_registration=True))
+    hub.open_session(2, "10.0.0.2", NOW)
+    register = Register(username="carol", password="a long password", announce=False)
+    (hashing,) = hub.handle(2, register, NOW)
+    assert isinstance(hashing, HashPassword)
+    effects = hub.password_hashed(2, "carol", "$argon2id$fake", NOW)
+    assert Authenticated(username="carol") in records(effects, 2)
+    assert _presence(effects) == []
+    assert not hub.is_online("carol")

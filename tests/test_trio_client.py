@@ -124,10 +124,10 @@ def brief_hold(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @asynccontextmanager
 async def logged_in(
-    server: Running, tmp_path: Path, who: str, **extra: Any
+    server: Running, tmp_path: Path, who: str, *, announce: bool = True, **extra: Any
 ) -> AsyncIterator[ChatClient]:
     async with connect("127.0.0.1", server.port, **trio_options(tmp_path, who, **extra)) as client:
-        await client.login(who, PASSWORD)
+        await client.login(who, PASSWORD, announce=announce)
         yield client
 
 
@@ -693,6 +693,42 @@ async def test_reconnect_delivers_everything_exactly_once(tmp_path: Path) -> Non
             page, _ = await bob.history(room="general")
             assert [m.text for m in page].count("while down") == 1
             assert alice.unacknowledged == 0
+        finally:
+            await trio.to_thread.run_sync(second.__exit__, None, None, None)
+
+
+async def test_a_quiet_login_stays_quiet_when_the_client_logs_in_again(tmp_path: Path) -> None:
+    port, key = free_port(), X25519PrivateKey.generate()
+    data_dir = tmp_path / "server"
+    fast = {"backoff": (0.05, 0.2)}
+
+    def start() -> Any:
+        return running_server("trio", data_dir, port=port, key=key)
+
+    first = start()
+    server = first.__enter__()
+    async with (
+        logged_in(server, tmp_path, "bob", **fast) as bob,
+        logged_in(server, tmp_path, "alice", announce=False, **fast) as alice,
+    ):
+        assert server.hub.is_logged_in("alice")
+        assert not server.hub.is_online("alice")
+        await alice.send_message("quietly", room="general")
+        assert (await next_of(bob, Message)).text == "quietly"
+        await trio.to_thread.run_sync(first.__exit__, None, None, None)
+        second = start()
+        again = await trio.to_thread.run_sync(second.__enter__)
+        try:
+            with trio.fail_after(20):
+                await alice.wait_online()
+                await bob.wait_online()
+            assert again.hub.is_logged_in("alice")
+            assert not again.hub.is_online("alice")  # the reconnect's login was quiet too
+            assert again.hub.is_online("bob")
+            await alice.send_message("still quiet", room="general")
+            assert (await next_of(bob, Message)).text == "still quiet"
+            presence = [e for e in queued_events(bob) if isinstance(e, Presence)]
+            assert all(e.user != "alice" for e in presence)
         finally:
             await trio.to_thread.run_sync(second.__exit__, None, None, None)
 

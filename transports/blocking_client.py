@@ -322,10 +322,13 @@ class BlockingClient:
 
     # --- the session ----------------------------------------------------------------------
 
-    def login(self, username: str, password: str, *, register: bool = False) -> str:
+    def login(
+        self, username: str, password: str, *, register: bool = False, announce: bool = True
+    ) -> str:
         """Log in (or register); returns the canonical user name, raises LoginFailed with the
-        server's reason if refused."""
-        return self.ask(requests.login(username, password, register=register))
+        server's reason if refused. ``announce=False`` logs in quietly: the session gets the
+        user's messages but does not make the user appear online (no Presence)."""
+        return self.ask(requests.login(username, password, register=register, announce=announce))
 
     def join(self, room: str) -> list[MemberInfo]:
         return self.ask(requests.join(room))

@@ -293,7 +293,9 @@ def _error_about(record: Record, ref: str) -> bool:
     return isinstance(record, ServerError) and record.ref == ref
 
 
-def login(username: str, password: str, *, register: bool = False) -> Request[str]:
+def login(
+    username: str, password: str, *, register: bool = False, announce: bool = True
+) -> Request[str]:
     def result(replies: list[Record]) -> str:
         reply = replies[-1]
         if isinstance(reply, LoginRejected):
@@ -303,7 +305,7 @@ def login(username: str, password: str, *, register: bool = False) -> Request[st
 
     kind = Register if register else Login
     return _request(
-        kind(username=username, password=password),
+        kind(username=username, password=password, announce=announce),
         lambda r: isinstance(r, Authenticated | LoginRejected),
         lambda _r: True,
         result,

@@ -291,22 +291,29 @@ class ChatClient:
 
     # --- the session ----------------------------------------------------------------------
 
-    async def login(self, username: str, password: str) -> str:
-        """Log in; returns the user name as the server spells it. Raises LoginFailed."""
-        return await self._log_in(username, password, register=False)
+    async def login(self, username: str, password: str, *, announce: bool = True) -> str:
+        """Log in; returns the user name as the server spells it. Raises LoginFailed.
+        ``announce=False`` logs in quietly: the session gets the user's messages but does not
+        make the user appear online (no Presence); a reconnect logs in the same way."""
+        return await self._log_in(username, password, register=False, announce=announce)
 
-    async def register(self, username: str, password: str) -> str:
-        """Create an account (where the server allows it) and log in."""
-        return await self._log_in(username, password, register=True)
+    async def register(self, username: str, password: str, *, announce: bool = True) -> str:
+        """Create an account (where the server allows it) and log in (``announce`` as in
+        ``login``)."""
+        return await self._log_in(username, password, register=True, announce=announce)
 
-    async def _log_in(self, username: str, password: str, *, register: bool) -> str:
+    async def _log_in(
+        self, username: str, password: str, *, register: bool, announce: bool = True
+    ) -> str:
         # Before asking: the replay's last HistoryEnd (which ends it) can come in the same
         # read as the answer, and be handled before this call resumes.
         self._delivery.start_replay()
         link = self._link
-        name = await self._ask(requests.login(username, password, register=register))
+        request = requests.login(username, password, register=register, announce=announce)
+        name = await self._ask(request)
         first = self._reconnector.credentials is None
         self._reconnector.credentials = (username, password)
+        self._reconnector.announce = announce
         self.username = name
         if first:
             self._nursery.start_soon(self._outbox.keep_pacing)

@@ -27,7 +27,9 @@ class Session(Protocol):
 
     async def _open_link(self) -> Link: ...
 
-    async def _log_in(self, username: str, password: str, *, register: bool) -> str: ...
+    async def _log_in(
+        self, username: str, password: str, *, register: bool, announce: bool = True
+    ) -> str: ...
 
     async def _abandon_link(self) -> None: ...
 
@@ -53,6 +55,9 @@ class Reconnector:
         self._rng = random.Random()  # noqa: S311  (jitter, not secrets)
         self.credentials: tuple[str, str] | None = None
         """What the session logged in with (it logs in again with them)."""
+        self.announce = True
+        """Whether the session announced itself when it logged in (Login.announce): it logs in
+        again the same way, so a quiet session stays quiet after a reconnect."""
         self._recovering = False
         self._lost_again: tuple[str, str | None] | None = None
         """Why the link of a recovery under way was lost (and its farewell), if it was."""
@@ -94,7 +99,7 @@ class Reconnector:
                 if session._closing:  # closed while connecting: that link is not wanted
                     await session._abandon_link()
                     return
-                await session._log_in(*credentials, register=False)
+                await session._log_in(*credentials, register=False, announce=self.announce)
             except (
                 ClientError,
                 OSError,

@@ -77,6 +77,7 @@ class Hub:
         roster = self._roster = Roster(store, config)
         self._sessions = roster.sessions
         self._online = roster.online
+        self._announcing = roster.announcing
         # Each user's allowance of messages, joins, leaves and new uploads.
         allowances = Allowances(config.messages_per_second, config.message_burst)
         typing = self._typing_notices = TypingNotices(roster, config)
@@ -147,19 +148,32 @@ class Hub:
 
     def _went_offline(self, state: Session, audience: Callable[[str], set[str]]) -> list[Effect]:
         """``state`` (logged in) is closed: if it was its user's last session, the user's
-        typing stops and ``audience(key)`` is told that it went offline."""
-        sessions = self._online[state.key]
+        typing stops; if it was its user's last announcing one (a quiet session never is),
+        ``audience(key)`` is told that it went offline."""
+        key = state.key
+        sessions = self._online[key]
         sessions.discard(state.id)
-        if sessions:
-            return []
-        del self._online[state.key]
-        effects = self._typing_notices.stop_of(state.key)
-        offline = Presence(user=state.name, online=False)
-        effects += self._roster.to_keys(audience(state.key) - {state.key}, offline)
+        effects: list[Effect] = []
+        if not sessions:
+            del self._online[key]
+            effects += self._typing_notices.stop_of(key)
+        announcing = self._announcing.get(key)
+        if announcing is None or state.id not in announcing:
+            return effects
+        announcing.discard(state.id)
+        if not announcing:
+            del self._announcing[key]
+            offline = Presence(user=state.name, online=False)
+            effects += self._roster.to_keys(audience(key) - {key}, offline)
         return effects
 
     def is_online(self, username: str) -> bool:
-        """Whether any session of ``username`` is logged in."""
+        """Whether ``username`` is online: has a session logged in that announced it (quiet
+        sessions, Login.announce=False, do not count)."""
+        return user_key(username) in self._announcing
+
+    def is_logged_in(self, username: str) -> bool:
+        """Whether any session of ``username`` is logged in, quiet ones included."""
         return user_key(username) in self._online
 
     # --- records ----------------------------------------------------------------------------

@@ -85,6 +85,7 @@ class Logins:
         refused = self._take_allowances(state, key, registering, now)
         if refused is not None:
             return [reply(state, refused)]
+        state.announce = record.announce
         if registering:
             state.login_pending = True
             state.password_generation = 0  # a new account's, not that of an earlier attempt
@@ -219,14 +220,16 @@ class Logins:
             known.popitem(last=False)
         roster = self._roster
         roster.names[key] = name
-        first_session = key not in roster.online
         roster.online[key].add(state.id)
+        announced = state.announce and key not in roster.announcing
+        if state.announce:
+            roster.announcing[key].add(state.id)
         effects: list[Effect] = [reply(state, Authenticated(username=name))]
         default = self.config.default_room
         if self.store.add_member(default, key):
             roster.member_set(default).add(key)
             effects += roster.membership_changed(default, key, joined=True)
-        if first_session:
+        if announced:  # the user's first announcing session: it comes online
             effects += roster.to_presence_audience(key, Presence(user=name, online=True))
         effects += self._online_users(state)
         state.replay_from = self.store.get_cursor(key)
@@ -237,7 +240,7 @@ class Logins:
     def _online_users(self, state: Session) -> list[Effect]:
         roster = self._roster
         users = sorted(
-            roster.names[k] for k in roster.presence_audience(state.key) if k in roster.online
+            roster.names[k] for k in roster.presence_audience(state.key) if k in roster.announcing
         )
         return [reply(state, OnlineUsers(users=page, more=more)) for page, more in pages(users)]
 

@@ -151,7 +151,7 @@ class Rooms:
 
     def _members_of(self, state: Session, room: str) -> list[Effect]:
         members = sorted(self.store.members(room), key=str.lower)
-        infos = [MemberInfo(name=n, online=user_key(n) in self._roster.online) for n in members]
+        infos = [MemberInfo(name=n, online=user_key(n) in self._roster.announcing) for n in members]
         return [
             reply(state, Members(room=room, members=page, more=more)) for page, more in pages(infos)
         ]

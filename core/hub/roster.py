@@ -15,14 +15,19 @@ from sealchat.core.records import Error, Membership, Record
 
 
 class Roster:
-    """The sessions, the users online, the members of rooms (cached from the store) and the
-    display names of users seen."""
+    """The sessions, the users logged in, the users online, the members of rooms (cached from
+    the store) and the display names of users seen.
+
+    ``online`` holds every logged-in session of each user (what is delivered to the user goes
+    to all of them); ``announcing`` only those that logged in with ``announce`` (the default):
+    a user is online, for presence, while it has one of those."""
 
     def __init__(self, store: Store, config: HubConfig) -> None:
         self.store = store
         self.config = config
         self.sessions: dict[SessionId, Session] = {}
         self.online: dict[str, set[SessionId]] = defaultdict(set)
+        self.announcing: dict[str, set[SessionId]] = defaultdict(set)
         self.members: dict[str, set[str]] = {}
         self.names: dict[str, str] = {}
 

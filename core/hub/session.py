@@ -26,6 +26,9 @@ class Session:
     key: str = ""
     name: str = ""
     login_pending: bool = False
+    announce: bool = True
+    """Whether the session makes its user appear online (Login.announce): a quiet one gets
+    what the user's sessions get, but sends no Presence and is not counted online."""
     account_check: bool = False
     """Whether the login being checked took a check from its account's allowance: given back
     if the password was wrong (guesses are the back-off's business, not the allowance's)."""
