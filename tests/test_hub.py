@@ -1285,6 +1285,22 @@ def test_a_quiet_session_leaves_a_users_announced_presence_as_it_was(store: Sqli
     assert records(hub.close_session(5, NOW), 1) == [Presence(user="bob", online=False)]
 
 
+def test_typing_stops_when_its_user_goes_offline_though_a_quiet_session_stays(
+    store: SqliteStore,
+) -> None:
+    hub = hub_with(store, "alice", "bob")
+    logged_in(hub, 3, "bob", announce=False)  # a bot of bob's
+    hub.handle(2, Typing(room="general", active=True), NOW)
+    gone = records(hub.close_session(2, NOW + 1), 1)
+    assert gone == [
+        Typing(room="general", user="bob", active=False),
+        Presence(user="bob", online=False),
+    ]
+    logged_in(hub, 4, "bob")  # back, and typing again: alice sees it
+    typed = records(hub.handle(4, Typing(room="general", active=True), NOW + 3), 1)
+    assert typed == [Typing(room="general", user="bob", active=True)]
+
+
 def test_a_quiet_registration_is_not_announced(store: SqliteStore) -> None:
     hub = hub_with(store, "alice", config=HubConfig(open_registration=True))
     hub.open_session(2, "10.0.0.2", NOW)

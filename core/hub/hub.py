@@ -147,24 +147,29 @@ class Hub:
         return effects
 
     def _went_offline(self, state: Session, audience: Callable[[str], set[str]]) -> list[Effect]:
-        """``state`` (logged in) is closed: if it was its user's last session, the user's
-        typing stops; if it was its user's last announcing one (a quiet session never is),
-        ``audience(key)`` is told that it went offline."""
+        """``state`` (logged in) is closed. If it was its user's last announcing session (a
+        quiet one never is), ``audience(key)`` is told that the user went offline; then, or if
+        it was the user's last session of any kind, the user's typing stops (a notice kept past
+        the offline notice, which clients take as its end, would make the user's next ones
+        look like refreshes of it, and pass nothing on)."""
         key = state.key
         sessions = self._online[key]
         sessions.discard(state.id)
-        effects: list[Effect] = []
-        if not sessions:
+        logged_out = not sessions
+        if logged_out:
             del self._online[key]
-            effects += self._typing_notices.stop_of(key)
         announcing = self._announcing.get(key)
-        if announcing is None or state.id not in announcing:
-            return effects
-        announcing.discard(state.id)
-        if not announcing:
-            del self._announcing[key]
-            offline = Presence(user=state.name, online=False)
-            effects += self._roster.to_keys(audience(key) - {key}, offline)
+        offline = announcing is not None and state.id in announcing and len(announcing) == 1
+        if announcing is not None:
+            announcing.discard(state.id)
+            if not announcing:
+                del self._announcing[key]
+        effects: list[Effect] = []
+        if logged_out or offline:
+            effects += self._typing_notices.stop_of(key)
+        if offline:
+            notice = Presence(user=state.name, online=False)
+            effects += self._roster.to_keys(audience(key) - {key}, notice)
         return effects
 
     def is_online(self, username: str) -> bool:
