@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -660,14 +660,15 @@ async def test_refused_upload_says_why(tmp_path: Path) -> None:
 # --- reconnecting -------------------------------------------------------------------------
 
 
+def restartable(tmp_path: Path) -> Callable[[], Any]:
+    """A trio server on a fixed port, key and data folder: each call gives it afresh (a
+    restart), to be entered and exited by hand."""
+    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
+    return lambda: running_server("trio", data_dir, port=port, key=key)
+
+
 async def test_reconnect_delivers_everything_exactly_once(tmp_path: Path) -> None:
-    port, key = free_port(), X25519PrivateKey.generate()
-    data_dir = tmp_path / "server"
-    fast = {"backoff": (0.05, 0.2)}
-
-    def start() -> Any:
-        return running_server("trio", data_dir, port=port, key=key)
-
+    start, fast = restartable(tmp_path), {"backoff": (0.05, 0.2)}
     first = start()
     server = first.__enter__()
     async with (
@@ -698,13 +699,7 @@ async def test_reconnect_delivers_everything_exactly_once(tmp_path: Path) -> Non
 
 
 async def test_a_quiet_login_stays_quiet_when_the_client_logs_in_again(tmp_path: Path) -> None:
-    port, key = free_port(), X25519PrivateKey.generate()
-    data_dir = tmp_path / "server"
-    fast = {"backoff": (0.05, 0.2)}
-
-    def start() -> Any:
-        return running_server("trio", data_dir, port=port, key=key)
-
+    start, fast = restartable(tmp_path), {"backoff": (0.05, 0.2)}
     first = start()
     server = first.__enter__()
     async with (
