@@ -18,6 +18,7 @@ import trio
 
 from sealchat.gui.chat_view import ChatView
 from sealchat.gui.controller import Controller
+from sealchat.gui.file_manager import show_folder
 from sealchat.gui.guest import TkGuest
 from sealchat.gui.logfile import log_to_file
 from sealchat.gui.login_form import LoginForm
@@ -41,6 +42,8 @@ class App(ctk.CTk):
         self.settings = settings or Settings.load()
         self.log_file = log_file
         """Where unexpected errors are written (None: standard error only)."""
+        self.show_folder: Callable[[Path], None] = show_folder
+        """Opens a folder in the file manager (Show folder of a saved download)."""
         self.vm = ViewModel(theme=self.settings.theme)
         ctk.set_appearance_mode(self.vm.theme)
         super().__init__()

@@ -4,6 +4,7 @@ transfers and input box, drawn from the view-model."""
 from __future__ import annotations
 
 import tkinter as tk
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,18 @@ TRANSFER_LABEL_MARGIN = 8
 """Pixels of a transfer row's label kept clear of text (the label's own padding)."""
 
 
+@dataclass(slots=True)
+class TransferRow:
+    """The widgets of one transfer's row."""
+
+    label: ctk.CTkLabel
+    bar: ctk.CTkProgressBar
+    button: ctk.CTkButton
+    """Cancel while the transfer runs, Dismiss once it has ended."""
+    folder: ctk.CTkButton | None = None
+    """Show folder, once a download is saved."""
+
+
 class ChatView(ctk.CTkFrame):
     """The main window: conversations, people, transcript, typing line, transfers, input."""
 
@@ -46,7 +59,7 @@ class ChatView(ctk.CTkFrame):
         self.typing_label.grid(row=2, column=1, sticky="ew", padx=14)
         self.transfers = ctk.CTkFrame(self, fg_color="transparent", height=1)
         self.transfers.grid(row=3, column=1, sticky="ew", padx=8)
-        self.transfer_rows: dict[int, tuple[ctk.CTkLabel, ctk.CTkProgressBar, ctk.CTkButton]] = {}
+        self.transfer_rows: dict[int, TransferRow] = {}
         self._transfer_labels: dict[int, tuple[str, str, str]] = {}
         """Each transfer row's whole label, as :attr:`Transfer.label_parts` (escaped)."""
         self._transfer_font = ctk.CTkFont()
@@ -374,35 +387,42 @@ class ChatView(ctk.CTkFrame):
         return sum(chunk.count("\n") for chunk, _ in parts)
 
     def draw_transfers(self, vm: ViewModel, palette: dict[str, str]) -> None:
-        """A row per transfer: its progress, and Cancel, or Dismiss once it has ended. The
-        bar and the button always show; the label takes the room left (see
-        :meth:`_fit_transfer_label`)."""
+        """A row per transfer: its progress, and Cancel, or Dismiss once it has ended; a saved
+        download shows Show folder in its full bar's place. The bar and the buttons always
+        show; the label takes the room left (see :meth:`_fit_transfer_label`)."""
         for gone in [tid for tid in self.transfer_rows if tid not in vm.transfers]:
-            label, _bar, _button = self.transfer_rows.pop(gone)
+            self.transfer_rows.pop(gone).label.master.destroy()  # the row's frame
             self._transfer_labels.pop(gone, None)
-            label.master.destroy()  # the row's frame
         if not self.transfer_rows:
             self.transfers.configure(height=1)  # pack leaves an emptied frame its old height
         for transfer in vm.transfers.values():
             row = self.transfer_rows.get(transfer.id)
             if row is None:
                 row = self.transfer_rows[transfer.id] = self._transfer_row(transfer.id, palette)
-            label, bar, cancel = row
             # Escaped part by part: reasons may quote the server, and names are the sender's.
             before, name, after = (escaped(part) for part in transfer.label_parts)
             self._transfer_labels[transfer.id] = (before, name, after)
             self._fit_transfer_label(transfer.id)
-            bar.set(transfer.fraction)
+            row.bar.set(transfer.fraction)
             # Colours are set when a row is made and by apply_theme, not at each progress step.
-            if transfer.state is not TransferState.RUNNING and cancel.cget("text") == "Cancel":
-                cancel.configure(
+            if transfer.state is not TransferState.RUNNING and row.button.cget("text") == "Cancel":
+                row.button.configure(
                     text="Dismiss",
                     command=lambda tid=transfer.id: self.app.transfers.dismiss_transfer(tid),
                 )
+                if transfer.saved_to is not None:
+                    row.folder = ctk.CTkButton(
+                        row.label.master,
+                        text="Show folder",
+                        width=96,
+                        command=lambda tid=transfer.id: self.app.transfers.show_folder(tid),
+                        **quiet(palette),
+                    )
+                    # In the full bar's place: the label keeps its room.
+                    row.folder.pack(side="right", padx=6, before=row.bar)
+                    row.bar.pack_forget()
 
-    def _transfer_row(
-        self, transfer_id: int, palette: dict[str, str]
-    ) -> tuple[ctk.CTkLabel, ctk.CTkProgressBar, ctk.CTkButton]:
+    def _transfer_row(self, transfer_id: int, palette: dict[str, str]) -> TransferRow:
         """A new row for transfer ``transfer_id``: the button and the bar are packed first, at
         the right, so that a long label can never push them out of the window."""
         frame = ctk.CTkFrame(self.transfers, fg_color="transparent")
@@ -420,7 +440,7 @@ class ChatView(ctk.CTkFrame):
         label = ctk.CTkLabel(frame, text="", anchor="w", font=self._transfer_font)
         label.pack(side="left", padx=4, fill="x", expand=True)
         label.bind("<Configure>", lambda _e: self._fit_transfer_label(transfer_id))
-        return label, bar, cancel
+        return TransferRow(label, bar, cancel)
 
     def _fit_transfer_label(self, transfer_id: int) -> None:
         """Show transfer ``transfer_id``'s label in the room its row leaves it, the file name
@@ -428,7 +448,7 @@ class ChatView(ctk.CTkFrame):
         row, parts = self.transfer_rows.get(transfer_id), self._transfer_labels.get(transfer_id)
         if row is None or parts is None:
             return
-        label = row[0]
+        label = row.label
         room = label.winfo_width() - TRANSFER_LABEL_MARGIN
         scaling = ctk.ScalingTracker.get_widget_scaling(label)
         font = self._transfer_font
@@ -445,9 +465,11 @@ class ChatView(ctk.CTkFrame):
             button.configure(**accented(palette))
         for button in (self.leave_button, self.logout_button):
             button.configure(**quiet(palette))
-        for _label, bar, cancel in self.transfer_rows.values():
-            bar.configure(progress_color=palette["accent"])
-            cancel.configure(**accented(palette))
+        for row in self.transfer_rows.values():
+            row.bar.configure(progress_color=palette["accent"])
+            row.button.configure(**accented(palette))
+            if row.folder is not None:
+                row.folder.configure(**quiet(palette))
         self._theme_emoji_picker(palette)
         self.input.configure(
             fg_color=palette["entry"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 
 class TransferState(Enum):
@@ -35,6 +36,13 @@ class Transfer:
         if self.total == 0:
             return 1.0 if self.state is TransferState.DONE else 0.0
         return min(1.0, self.done / self.total)
+
+    @property
+    def saved_to(self) -> Path | None:
+        """Where a finished download was saved (None for anything else)."""
+        if self.upload or self.state is not TransferState.DONE or not self.detail:
+            return None
+        return Path(self.detail)
 
     @property
     def label(self) -> str:

@@ -128,6 +128,19 @@ class Transfers:
         for scope in self._transfer_scopes.values():
             scope.cancel()
 
+    def show_folder(self, transfer_id: int) -> None:
+        """Show the folder a finished download was saved in, in the file manager."""
+        transfer = self.vm.transfers.get(transfer_id)
+        saved = None if transfer is None else transfer.saved_to
+        if saved is None:
+            return
+        try:
+            self.app.show_folder(saved.parent)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            said = f"No file manager could be opened ({reason}); the file is in {saved}"
+            self.app.redraw(self.vm.failed(said))
+
     def dismiss_transfer(self, transfer_id: int) -> None:
         self.app.redraw(self.vm.dismiss_transfer(transfer_id))
 

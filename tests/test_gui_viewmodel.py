@@ -917,6 +917,17 @@ def test_failed_and_cancelled_transfers_say_so() -> None:
     assert cancelled.fraction == 0.0
 
 
+def test_only_a_saved_download_has_a_folder_to_show() -> None:
+    vm = logged_in()
+    saved, failed, running = (vm.start_transfer(n, upload=False) for n in ("a", "b", "c"))
+    sent = vm.start_transfer("d", upload=True)
+    vm.transfer_finished(saved.id, TransferState.DONE, "/home/alice/Downloads/sealchat/a")
+    vm.transfer_finished(failed.id, TransferState.FAILED, "no such file")
+    vm.transfer_finished(sent.id, TransferState.DONE)
+    assert saved.saved_to == Path("/home/alice/Downloads/sealchat/a")
+    assert (failed.saved_to, running.saved_to, sent.saved_to) == (None, None, None)
+
+
 def test_only_a_finished_transfer_can_be_dismissed() -> None:
     vm = logged_in()
     running = vm.start_transfer("big.iso", upload=True)
@@ -1081,3 +1092,24 @@ def test_saving_settings_never_writes_through_a_link_placed_in_the_folder(
         settings.save()
     assert victim.read_text() == "IMPORTANT DATA\n"
     assert Settings.load(path).theme == "light"
+
+
+@pytest.mark.parametrize(
+    ("platform", "program"), [("linux", "xdg-open"), ("freebsd14", "xdg-open"), ("darwin", "open")]
+)
+def test_show_folder_starts_the_file_manager_on_the_folder_without_waiting(
+    platform: str, program: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sealchat.gui import file_manager
+
+    started: list[tuple[list[str], dict[str, object]]] = []
+    monkeypatch.setattr(file_manager.sys, "platform", platform)
+    monkeypatch.setattr(
+        file_manager.subprocess, "Popen", lambda args, **kw: started.append((args, kw))
+    )
+    monkeypatch.chdir(tmp_path)
+    file_manager.show_folder(Path("downloads"))
+    ((args, options),) = started
+    assert args == [program, str(tmp_path / "downloads")]  # absolute: never read as an option
+    assert options["start_new_session"] is True
+    assert "shell" not in options

@@ -917,7 +917,7 @@ def test_theme_switch_changes_colours_is_saved_and_restored(
     note.write_text("dark: #0d2137\nlight: #ffffff\n", encoding="utf-8")
     app.transfers.send_file(note)
     transfer = window.until_transferred("the upload")
-    bar = app.chat.transfer_rows[transfer.id][1]
+    bar = app.chat.transfer_rows[transfer.id].bar
     transcript = app.chat.transcript
 
     assert app.vm.theme == "dark"
@@ -1049,10 +1049,11 @@ def test_send_a_small_file_and_see_its_progress_complete(
     app.transfers.send_file(path)
     transfer = window.until_transferred("the upload")
 
-    label, bar, cancel = app.chat.transfer_rows[transfer.id]
-    assert label.cget("text") == "Sent notes.bin"
-    assert bar.get() == 1.0
-    assert cancel.cget("text") == "Dismiss"
+    row = app.chat.transfer_rows[transfer.id]
+    assert row.label.cget("text") == "Sent notes.bin"
+    assert row.bar.get() == 1.0
+    assert row.button.cget("text") == "Dismiss"
+    assert row.folder is None  # an upload has no folder to show
     assert seen[-1] == (len(data), len(data))
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
@@ -1072,17 +1073,17 @@ def test_a_transfer_row_follows_the_theme(window: Window, server: Running, tmp_p
     path.write_text("notes", encoding="utf-8")
     app.transfers.send_file(path)
     transfer = window.until_transferred("the upload")
-    _label, bar, button = app.chat.transfer_rows[transfer.id]
+    row = app.chat.transfer_rows[transfer.id]
     for palette in (DARK, LIGHT):
         if palette is LIGHT:
             app.chat.theme_switch.toggle()
             window.pump()
-        assert bar.cget("progress_color") == palette["accent"]
-        assert button.cget("fg_color") == palette["accent"]
-        assert button.cget("text_color") == palette["window"]
+        assert row.bar.cget("progress_color") == palette["accent"]
+        assert row.button.cget("fg_color") == palette["accent"]
+        assert row.button.cget("text_color") == palette["window"]
 
 
-def test_a_long_file_name_is_shortened_and_its_row_keeps_its_bar_and_button(
+def test_a_long_file_name_is_shortened_and_its_row_keeps_its_buttons(
     window: Window, server: Running, bob: BlockingClient, tmp_path: Path
 ) -> None:
     app = window.app
@@ -1097,28 +1098,30 @@ def test_a_long_file_name_is_shortened_and_its_row_keeps_its_bar_and_button(
     transfer = window.until_transferred("the download")
     window.pump(0.3)
 
-    label, bar, button = app.chat.transfer_rows[transfer.id]
+    row = app.chat.transfer_rows[transfer.id]
     right_edge = app.winfo_rootx() + app.winfo_width()
-    for widget in (bar, button):
+    assert row.folder is not None  # in the place of the full bar
+    assert not row.bar.winfo_ismapped()
+    for widget in (row.folder, row.button):
         assert widget.winfo_ismapped()
         assert widget.winfo_rootx() + widget.winfo_width() <= right_edge
-    assert label.winfo_rootx() + label.winfo_width() <= bar.winfo_rootx()
+    assert row.label.winfo_rootx() + row.label.winfo_width() <= row.folder.winfo_rootx()
     folder = tmp_path / "downloads" / "sealchat"
     assert transfer.label == f"Saved to {folder / name}"
-    shown = str(label.cget("text"))  # too narrow to keep the folder whole as well
+    shown = str(row.label.cget("text"))  # too narrow to keep the folder whole as well
     assert shown.startswith("Saved to /tmp")
     assert shown.endswith("version-.pdf")
     assert "\u2026" in shown
 
     app.geometry("1270x680")  # wider: the folder is whole, the name loses its middle
     window.pump(0.5)
-    shown = str(label.cget("text"))
+    shown = str(row.label.cget("text"))
     assert shown.startswith(f"Saved to {folder}{os.sep}quarterly-fin")
     assert shown.endswith("version-.pdf")
     assert "\u2026" in shown
-    assert label.winfo_rootx() + label.winfo_width() <= bar.winfo_rootx()
-    assert label._label.winfo_reqwidth() <= label.winfo_width()
-    button.invoke()
+    assert row.label.winfo_rootx() + row.label.winfo_width() <= row.folder.winfo_rootx()
+    assert row.label._label.winfo_reqwidth() <= row.label.winfo_width()
+    row.button.invoke()
     window.pump()
     assert app.chat.transfer_rows == {}
 
@@ -1138,9 +1141,9 @@ def test_finished_transfers_can_be_dismissed_giving_the_transcript_its_room_back
         window.until(lambda t=transfer: t.state is TransferState.DONE, f"upload {n}")
     window.pump(0.5)
     assert app.chat.transcript.winfo_height() < height
-    for _label, _bar, button in list(app.chat.transfer_rows.values()):
-        assert button.cget("text") == "Dismiss"
-        button.invoke()
+    for row in list(app.chat.transfer_rows.values()):
+        assert row.button.cget("text") == "Dismiss"
+        row.button.invoke()
     window.pump(0.5)
     assert app.chat.transfer_rows == {}
     assert app.vm.transfers == {}
@@ -1165,10 +1168,27 @@ def test_clicking_a_file_announced_by_the_other_client_downloads_it(
     saved = Path(transfer.detail)
     assert saved.read_bytes() == data
     assert saved.parent == tmp_path / "downloads" / "sealchat"
-    label, bar, _cancel = app.chat.transfer_rows[transfer.id]
+    row = app.chat.transfer_rows[transfer.id]
     assert transfer.label == f"Saved to {saved}"
-    assert str(label.cget("text")).endswith(f"{os.sep}photo.png")  # the folder may be shortened
-    assert bar.get() == 1.0
+    assert str(row.label.cget("text")).endswith(f"{os.sep}photo.png")  # the folder may be shortened
+    assert row.bar.get() == 1.0
+
+    # Show folder opens the folder, never the file a peer sent (opening it could run it).
+    assert row.folder is not None
+    assert row.folder.cget("text") == "Show folder"
+    opened: list[Path] = []
+    app.show_folder = opened.append
+    row.folder.invoke()
+    assert opened == [saved.parent]
+
+    def no_file_manager(folder: Path) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "xdg-open")
+
+    app.show_folder = no_file_manager
+    row.folder.invoke()
+    window.pump()
+    said = f"No file manager could be opened (No such file or directory); the file is in {saved}"
+    assert app.chat.banner.cget("text") == said
 
 
 def test_a_double_click_on_a_file_link_downloads_it_once(
@@ -1206,8 +1226,8 @@ def test_a_file_that_cannot_be_read_fails_its_transfer_and_the_window_stays(
     app.transfers.send_file(tmp_path / "gone.txt")  # deleted after the file dialog returned it
     (transfer,) = app.vm.transfers.values()
     window.until(lambda: transfer.state is TransferState.FAILED, "the upload to fail")
-    label, _bar, _cancel = app.chat.transfer_rows[transfer.id]
-    assert label.cget("text") == "gone.txt: failed (cannot read it: No such file or directory)"
+    row = app.chat.transfer_rows[transfer.id]
+    assert row.label.cget("text") == "gone.txt: failed (cannot read it: No such file or directory)"
     bob.send_message("still connected", room="general")
     window.until_shown("bob: still connected")
 
@@ -1232,9 +1252,9 @@ def test_a_file_chosen_as_the_session_ends_fails_its_transfer_saying_what_to_do(
     (transfer,) = app.vm.transfers.values()
     window.until(lambda: transfer.state is not TransferState.RUNNING, "the row to end")
     window.login(server.port, "alice", "new password")
-    label, _bar, button = app.chat.transfer_rows[transfer.id]
-    assert label.cget("text") == "notes.txt: failed (not connected: log in, then send it again)"
-    button.invoke()  # Dismiss
+    row = app.chat.transfer_rows[transfer.id]
+    assert row.label.cget("text") == "notes.txt: failed (not connected: log in, then send it again)"
+    row.button.invoke()  # Dismiss
     window.until(lambda: not app.vm.transfers, "the row to go")
 
 
@@ -1277,10 +1297,10 @@ def test_download_by_file_id(
 
     app.transfers.download(info.file_id)
     transfer = window.until_transferred("the download")
-    label, bar, _cancel = app.chat.transfer_rows[transfer.id]
-    assert str(label.cget("text")).endswith("readme.txt")
-    assert str(label.cget("text")).startswith("Saved to ")
-    assert bar.get() == 1.0
+    row = app.chat.transfer_rows[transfer.id]
+    assert str(row.label.cget("text")).endswith("readme.txt")
+    assert str(row.label.cget("text")).startswith("Saved to ")
+    assert row.bar.get() == 1.0
     assert Path(transfer.detail).read_bytes() == data
 
 
