@@ -36,7 +36,8 @@ MAX_CHUNK: Final = 60 * 1024
 """Bytes of file data in one FileChunk record."""
 MAX_LIST: Final = 500
 """Items in one list-carrying record (member lists, room lists, file lists); longer lists are
-sent as several records with ``more=True`` on all but the last."""
+sent as several records with ``more=True`` on all but the last (Authenticated names only the
+most recent of a user's conversations)."""
 MAX_HISTORY_PAGE: Final = 200
 """Messages one HistoryRequest may ask for."""
 MAX_UINT: Final = 2**63 - 1

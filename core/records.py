@@ -139,12 +139,17 @@ class Register(Record, tag="register", frozen=True, kw_only=True):
 
 
 class Authenticated(Record, tag="auth", frozen=True, kw_only=True):
-    """Server: the session is logged in as ``username`` (its canonical spelling)."""
+    """Server: the session is logged in as ``username`` (its canonical spelling).
+    ``conversations`` names the users this user has direct messages with, the most recent
+    conversation first (at most MAX_LIST); ``max_file_size`` is the largest file the server
+    accepts, in bytes (0: not said, as by an older server)."""
 
     sent_by = SERVER
     in_login = True
 
     username: Username
+    conversations: Annotated[tuple[Username, ...], Meta(max_length=limits.MAX_LIST)] = ()
+    max_file_size: UInt = 0
 
 
 GENERIC_LOGIN_FAILURE: Final = "invalid username or password"

@@ -52,7 +52,9 @@ INFO = FileInfo(file_id="f1", name="r\u00e9sum\u00e9 \U0001f600.pdf", size=10, s
 SAMPLES: dict[type[Record], Record] = {
     Login: Login(username="esha", password="s3cret-pass"),
     Register: Register(username="newbie", password="another-secret"),
-    Authenticated: Authenticated(username="esha"),
+    Authenticated: Authenticated(
+        username="esha", conversations=("carol", "bob"), max_file_size=2 << 30
+    ),
     LoginRejected: LoginRejected(retry_after=1.5),
     Ping: Ping(nonce=7),
     Pong: Pong(nonce=7),

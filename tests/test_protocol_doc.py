@@ -85,7 +85,7 @@ def table_value(name: str) -> str:
 
 def type_text(t: msgspec.inspect.Type) -> str:
     """How the field tables name a type."""
-    if isinstance(t, msgspec.inspect.ListType):
+    if isinstance(t, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
         return f"array of {type_text(t.item_type)}"
     if isinstance(t, msgspec.inspect.StructType):
         return t.cls.__name__
@@ -115,7 +115,7 @@ def limit_text(t: msgspec.inspect.Type) -> str:
         return f"{t.ge} … {upper}"
     if isinstance(t, msgspec.inspect.FloatType):
         return f"{t.ge:g} … {t.le:.0e}".replace("e+", "e")
-    if isinstance(t, msgspec.inspect.ListType):
+    if isinstance(t, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
         item = limit_text(t.item_type)
         return f"≤ {t.max_length} items" + ("" if item == "—" else f", each {item}")
     return "—"
@@ -151,8 +151,11 @@ def check_field_table(struct_type: type[msgspec.Struct], text: str, first: int) 
         if field.required:
             assert default == "required", f"{where}: should be required"
         else:
-            assert default == field.default, f"{where}: default"
-            assert type(default) is type(field.default), f"{where}: default type"
+            expected = field.default
+            if isinstance(expected, tuple):  # an array, written as a list is
+                expected = list(expected)
+            assert default == expected, f"{where}: default"
+            assert type(default) is type(expected), f"{where}: default type"
 
 
 # --- tests --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from sealchat.core import (
     RECORD_TYPES,
+    Authenticated,
     FileChunk,
     FileOffer,
     KeysEstablished,
@@ -22,6 +23,7 @@ from sealchat.core import (
     fingerprint,
 )
 from sealchat.core.codec import decode_record, encode_record
+from sealchat.core.limits import MAX_LIST, MAX_RECORD, MAX_UINT, MAX_USERNAME
 from sealchat.core.preamble import PROTOCOL_VERSION, Version, encode_preamble, parse_preamble
 from tests.samples import DIGEST, SAMPLES
 
@@ -98,10 +100,23 @@ def test_records_are_immutable_and_keyword_only() -> None:
 
 
 def test_login_and_authenticated_need_only_the_documented_keywords() -> None:
-    from sealchat.core import Authenticated
-
     assert Login(username="esha", password="pw").username == "esha"
     assert Authenticated(username="esha").username == "esha"
+
+
+def test_an_authenticated_of_an_older_server_says_nothing_of_conversations_or_files() -> None:
+    older = decode_record(msgspec.msgpack.encode(["auth", "esha"]))
+    assert older == Authenticated(username="esha", conversations=(), max_file_size=0)
+
+
+def test_an_authenticated_listing_the_most_conversations_of_the_longest_names_fits() -> None:
+    longest = "\U0001f600" * MAX_USERNAME  # 4 bytes a code point: the longest encoding
+    names = tuple(longest for _ in range(MAX_LIST))
+    record = Authenticated(username=longest, conversations=names, max_file_size=MAX_UINT)
+    assert len(encode_record(record)) <= MAX_RECORD
+    assert decode_record(encode_record(record)) == record
+    with pytest.raises(LocalProtocolError, match="invalid"):
+        encode_record(Authenticated(username="esha", conversations=(*names, "one more")))
 
 
 @pytest.mark.parametrize(
