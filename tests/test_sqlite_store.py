@@ -22,6 +22,7 @@ from sealchat.core.hub.store import StoredFile, StoredMessage
 from sealchat.transports import (
     sqlite_accounts,
     sqlite_files,
+    sqlite_messages,
     sqlite_schema,
     sqlite_store,
     sqlite_uploads,
@@ -293,6 +294,45 @@ def test_direct_history_with_oneself_has_no_duplicates(store: SqliteStore) -> No
     dm(store, "Esha", "Esha", "note to self")
     assert texts(store.direct_history("esha", "esha", 0, 10)) == ["note to self"]
     assert texts(store.missed("esha", 0, 10)) == ["note to self"]
+
+
+def test_direct_peers_are_named_as_they_spell_it_the_latest_conversation_first(
+    store: SqliteStore,
+) -> None:
+    add_users(store, "Esha", "Bob", "Carol", "Dave")
+    dm(store, "Esha", "bob", "to bob")
+    dm(store, "Carol", "esha", "from carol")
+    dm(store, "Bob", "Carol", "not esha's")
+    room_msg(store, "Dave", "lobby", "in a room")
+    assert store.direct_peers("esha", 10) == ["Carol", "Bob"]
+    dm(store, "Bob", "Esha", "bob again")  # received, the latest: bob first now
+    assert store.direct_peers("esha", 10) == ["Bob", "Carol"]
+    assert store.direct_peers("esha", 1) == ["Bob"]
+    assert store.direct_peers("esha", 0) == []
+    assert store.direct_peers("dave", 10) == []
+    assert store.remove_user("bob")  # its messages stay, but no conversation with it can go on
+    assert store.direct_peers("esha", 10) == ["Carol"]
+    assert store.direct_peers("carol", 10) == ["Esha"]
+
+
+def test_a_user_who_wrote_to_itself_is_its_own_direct_peer_once(store: SqliteStore) -> None:
+    add_users(store, "Esha")
+    dm(store, "Esha", "Esha", "note to self")
+    assert store.direct_peers("esha", 10) == ["Esha"]  # as direct_history("esha", "esha") has it
+
+
+def test_direct_peers_are_found_by_the_indexes_of_the_users_direct_messages(
+    store: SqliteStore,
+) -> None:
+    plan = [
+        row[3]
+        for row in store._conn.execute(
+            "EXPLAIN QUERY PLAN " + sqlite_messages._DIRECT_PEERS, ("esha", 10)
+        )
+    ]
+    assert any("INDEX messages_direct_pair (sender_key=?)" in step for step in plan), plan
+    assert any("INDEX messages_direct_to (to_key=?)" in step for step in plan), plan
+    assert not any(step.startswith("SCAN messages") for step in plan), plan
 
 
 def test_missed_is_exactly_what_a_member_may_see(store: SqliteStore) -> None:

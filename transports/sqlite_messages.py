@@ -1,5 +1,6 @@
 """Message queries of the SQLite store: storing messages, the history of a room or of a
-direct conversation, what a user missed, and each user's delivery cursor."""
+direct conversation, whom a user has direct conversations with, what a user missed, and each
+user's delivery cursor."""
 
 from __future__ import annotations
 
@@ -28,6 +29,20 @@ SELECT * FROM (
     SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
     WHERE sender_key = ? AND to_key = ? AND to_key <> '' AND id < ? ORDER BY id DESC LIMIT ?)
 ORDER BY id DESC LIMIT ?
+"""
+
+
+_DIRECT_PEERS = """
+SELECT users.name FROM (
+    SELECT peer, MAX(last) AS last FROM (
+        SELECT to_key AS peer, MAX(id) AS last FROM messages
+        WHERE sender_key = ?1 AND to_key <> '' GROUP BY to_key
+        UNION ALL
+        SELECT sender_key, MAX(id) FROM messages
+        WHERE to_key = ?1 AND to_key <> '' GROUP BY sender_key
+    ) GROUP BY peer
+) AS latest JOIN users ON users.key = latest.peer
+ORDER BY latest.last DESC LIMIT ?2
 """
 
 
@@ -125,6 +140,19 @@ def direct_history(
         _DIRECT_HISTORY, (a_key, b_key, bound, limit, b_key, a_key, bound, limit, limit)
     ).fetchall()
     return [_message(r) for r in reversed(rows)]
+
+
+def direct_peers(conn: sqlite3.Connection, key: str, limit: int) -> list[str]:
+    """The display names of up to ``limit`` users that user ``key`` has direct messages with
+    (sent or received), the one with the latest message first. Removed accounts are left
+    out; the user itself is listed if it wrote to itself (``direct_history`` of the user with
+    itself has those messages)."""
+    if limit <= 0 or not key:
+        return []
+    # Each direction reads its own index (messages_direct_pair covers the sent ones,
+    # messages_direct_to finds the received ones): the cost follows the user's direct
+    # messages, not the whole table.
+    return [name for (name,) in conn.execute(_DIRECT_PEERS, (key, limit))]
 
 
 def missed(conn: sqlite3.Connection, key: str, after: int, limit: int) -> list[StoredMessage]:

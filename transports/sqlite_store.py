@@ -361,6 +361,9 @@ class SqliteStore:
     ) -> list[StoredMessage]:
         return sqlite_messages.direct_history(self._conn, a_key, b_key, before, limit)
 
+    def direct_peers(self, key: str, limit: int) -> list[str]:
+        return sqlite_messages.direct_peers(self._conn, key, limit)
+
     def missed(self, key: str, after: int, limit: int) -> list[StoredMessage]:
         return sqlite_messages.missed(self._conn, key, after, limit)
 

@@ -176,6 +176,12 @@ class Store(Protocol):
         """Like room_history, for the direct conversation between two users."""
         ...
 
+    def direct_peers(self, key: str, limit: int) -> list[str]:
+        """Display names of up to ``limit`` users that user ``key`` has direct messages with,
+        sent or received, the one with the latest message first; removed accounts are left
+        out, and the user itself is there if it wrote to itself (as in direct_history)."""
+        ...
+
     def missed(self, key: str, after: int, limit: int) -> list[StoredMessage]:
         """Up to ``limit`` messages visible to user ``key`` (its rooms' messages from when it
         joined, its direct messages both ways) with id > ``after``, oldest first."""
