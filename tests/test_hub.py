@@ -58,7 +58,7 @@ from sealchat.core.hub import (
 from sealchat.core.hub.files import SHORT_OF_SPACE
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.store import StoredMessage
-from sealchat.core.limits import MAX_FILE_NAME, MAX_RECORD
+from sealchat.core.limits import MAX_FILE_NAME, MAX_LIST, MAX_RECORD
 from sealchat.core.records import FILES_REF, HISTORY_REF, TYPING_REF
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.sql_trace import sql_statements
@@ -1252,7 +1252,7 @@ def test_a_quiet_session_comes_and_goes_unannounced_yet_gets_messages(store: Sql
     assert _presence(login) == []
     assert not hub.is_online("bob")
     assert hub.is_logged_in("bob")
-    assert records(login, 2)[:1] == [Authenticated(username="bob")]
+    assert records(login, 2)[:1] == [Authenticated(username="bob", max_file_size=2 << 30)]
     assert OnlineUsers(users=["Alice"]) in records(login, 2)  # bob himself is not listed
     assert _online_flags(hub, 1) == {"Alice": True, "bob": False}
     # alice logging in again meanwhile is not told that bob is online either
@@ -1308,6 +1308,72 @@ def test_a_quiet_registration_is_not_announced(store: SqliteStore) -> None:
     (hashing,) = hub.handle(2, register, NOW)
     assert isinstance(hashing, HashPassword)
     effects = hub.password_hashed(2, "carol", "$argon2id$fake", NOW)
-    assert Authenticated(username="carol") in records(effects, 2)
+    assert Authenticated(username="carol", max_file_size=2 << 30) in records(effects, 2)
     assert _presence(effects) == []
     assert not hub.is_online("carol")
+
+
+def _authenticated(effects: list[Effect], session: int) -> Authenticated:
+    (authenticated,) = [r for r in records(effects, session) if isinstance(r, Authenticated)]
+    return authenticated
+
+
+def _talk(hub: Hub, session: int, to: str, client_id: str) -> None:
+    """A direct message from ``session`` to ``to``, stored."""
+    said = records(
+        hub.handle(session, Message(text="hi", to=to, client_id=client_id), NOW), session
+    )
+    assert [type(r) for r in said] == [MessageAck]
+
+
+def test_a_login_names_the_direct_conversations_the_latest_first_and_the_file_limit(
+    store: SqliteStore,
+) -> None:
+    store.add_user("carol", "carol", "$argon2id$fake")
+    config = HubConfig(max_file_size=5 << 20)
+    hub = hub_with(store, "alice", "bob", "carol", config=config)
+    first = _authenticated(logged_in(hub, 4, "alice"), 4)
+    assert (first.conversations, first.max_file_size) == ((), 5 << 20)
+    _talk(hub, 1, "BOB", "a1")  # sent: a conversation too
+    _talk(hub, 3, "alice", "c1")  # received, and later
+    assert _authenticated(logged_in(hub, 5, "ALICE"), 5).conversations == ("carol", "bob")
+    _talk(hub, 2, "alice", "b1")
+    assert _authenticated(logged_in(hub, 6, "alice"), 6).conversations == ("bob", "carol")
+    assert _authenticated(logged_in(hub, 7, "carol"), 7).conversations == ("Alice",)
+
+
+def test_the_direct_conversations_outlive_a_restart_but_not_a_removed_account(
+    tmp_path: Path, shared_store: SqliteStore
+) -> None:
+    shared_store.add_user("Carol", "carol", "$argon2id$fake")
+    hub = hub_with(shared_store, "alice", "bob", "carol")
+    _talk(hub, 1, "bob", "a1")
+    _talk(hub, 3, "alice", "c1")
+    shared_store.close()
+    with SqliteStore(tmp_path) as restarted:
+        again = Hub(restarted, HubConfig())
+        assert _authenticated(logged_in(again, 1, "alice"), 1).conversations == ("Carol", "bob")
+    removed_by_an_administrator(tmp_path, "carol")
+    with SqliteStore(tmp_path) as restarted:
+        again = Hub(restarted, HubConfig())
+        assert _authenticated(logged_in(again, 1, "alice"), 1).conversations == ("bob",)
+
+
+def test_a_login_names_at_most_max_list_conversations_the_latest(store: SqliteStore) -> None:
+    peers = [f"peer{n}" for n in range(MAX_LIST + 1)]
+    for name in peers:  # each writes to alice in turn: the first is the oldest conversation
+        store.add_user(name, name, "$argon2id$fake")
+        store.append_message(
+            ts=NOW,
+            sender_key=name,
+            sender=name,
+            room="",
+            to_key="alice",
+            to="Alice",
+            text="hi",
+            client_id="",
+        )
+    hub = Hub(store, HubConfig())
+    authenticated = _authenticated(logged_in(hub, 1, "alice"), 1)
+    assert authenticated.conversations == tuple(reversed(peers[1:]))
+    encode_record(authenticated)  # it fits in one record

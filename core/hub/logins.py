@@ -8,6 +8,7 @@ import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 
+from sealchat.core import limits
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Disconnect, Effect, HashPassword, SessionId, VerifyPassword
 from sealchat.core.hub.names import user_key, username_problem
@@ -224,7 +225,12 @@ class Logins:
         announced = state.announce and key not in roster.announcing
         if state.announce:
             roster.announcing[key].add(state.id)
-        effects: list[Effect] = [reply(state, Authenticated(username=name))]
+        authenticated = Authenticated(
+            username=name,
+            conversations=tuple(self.store.direct_peers(key, limits.MAX_LIST)),
+            max_file_size=min(self.config.max_file_size, limits.MAX_UINT),
+        )
+        effects: list[Effect] = [reply(state, authenticated)]
         default = self.config.default_room
         if self.store.add_member(default, key):
             roster.member_set(default).add(key)
