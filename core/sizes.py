@@ -17,6 +17,16 @@ def shown_size(size: int, *, byte_unit: str = "B") -> str:
     return f"{amount:.1f} GiB"
 
 
+def too_large(size: int, limit: int) -> str:
+    """Why a file of ``size`` bytes is refused over the server's ``limit``: both as people
+    read them ("3.0 GiB"), or in bytes where the rounding would show them the same. The
+    server's refusal says it, and so do the clients that know the limit beforehand."""
+    shown, most = shown_size(size), shown_size(limit)
+    if shown == most:
+        shown, most = f"{size:,} bytes", f"{limit:,} bytes"
+    return f"file too large: {shown}; the limit is {most}"
+
+
 def counted(count: int, noun: str) -> str:
     """``count`` and ``noun``, plural unless there is exactly one ("1 member", "2 members")."""
     return f"{count} {noun}{'' if count == 1 else 's'}"

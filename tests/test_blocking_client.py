@@ -395,6 +395,48 @@ def test_an_offer_given_up_on_is_withdrawn(tmp_path: Path, monkeypatch: pytest.M
         assert info.size == source.stat().st_size
 
 
+def _unread(path: Path) -> bytes:
+    raise AssertionError(f"{path} was read to hash it")
+
+
+def test_a_file_over_the_servers_limit_is_refused_before_it_is_read_or_offered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "big.bin"
+    source.write_bytes(bytes(5000))
+    limit = HubConfig(max_file_size=1000)
+    with (
+        running_server("threads", tmp_path / "s", hub=limit) as server,
+        server.login("alice") as alice,
+    ):
+        assert alice.max_file_size == 1000
+        sent: list[object] = []
+        send_all = alice._send_all
+
+        def sending(records: Any, **options: Any) -> None:
+            records = list(records)
+            sent.extend(records)
+            send_all(records, **options)
+
+        monkeypatch.setattr(alice, "_send_all", sending)
+        monkeypatch.setattr(blocking_transfers, "sha256_of", _unread)
+        with pytest.raises(
+            TransferFailed, match=r"^file too large: 4\.9 KiB; the limit is 1000 B$"
+        ):
+            alice.send_file(source, room="general")
+        assert sent == []
+
+
+def test_the_direct_conversations_are_said_at_the_login(tmp_path: Path) -> None:
+    with running_server("threads", tmp_path / "s") as server:
+        with server.login("alice") as alice:
+            assert (alice.conversations, alice.max_file_size) == ((), HubConfig().max_file_size)
+            alice.send_message("hi", to="Bob")
+            alice.send_message("hi", to="carol")
+        with server.login("alice") as alice:
+            assert alice.conversations == ("carol", "bob")
+
+
 def test_refused_requests_leave_nothing_waiting(tmp_path: Path) -> None:
     with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
         for _ in range(100):

@@ -648,13 +648,52 @@ async def test_an_upload_refused_midway_stops_there(
     assert blocks <= 2  # not the 8 of the whole file
 
 
-async def test_refused_upload_says_why(tmp_path: Path) -> None:
+def _unread(path: Path) -> bytes:
+    raise AssertionError(f"{path} was read to hash it")
+
+
+async def test_a_file_over_the_servers_limit_is_refused_before_it_is_read_or_offered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with running_server("trio", tmp_path / "s", hub=HubConfig(max_file_size=1000)) as server:
         source = tmp_path / "big.bin"
         source.write_bytes(bytes(5000))
         async with logged_in(server, tmp_path, "alice") as alice:
-            with pytest.raises(TransferFailed, match="file too large"):
+            assert alice.max_file_size == 1000
+            sent: list[Record] = []
+            send_all = alice._send_all
+
+            async def sending(records: Any, **options: Any) -> None:
+                records = list(records)
+                sent.extend(records)
+                await send_all(records, **options)
+
+            monkeypatch.setattr(alice, "_send_all", sending)
+            with monkeypatch.context() as unread:
+                unread.setattr(trio_client, "sha256_of", _unread)
+                with pytest.raises(TransferFailed) as refused_here:
+                    await alice.send_file(source, room="general")
+            assert sent == []
+            alice.max_file_size = 0  # as from an older server, which does not say
+            with pytest.raises(TransferFailed) as refused_there:
                 await alice.send_file(source, room="general")
+            assert isinstance(sent[0], FileOffer)  # then refused by the server
+    reason = "file too large: 4.9 KiB; the limit is 1000 B"
+    assert str(refused_here.value) == str(refused_there.value) == reason
+
+
+async def test_the_direct_conversations_are_those_said_at_the_last_login(tmp_path: Path) -> None:
+    with running_server("trio", tmp_path / "s") as server:
+        async with logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice:
+            assert (alice.conversations, alice.max_file_size) == ((), HubConfig().max_file_size)
+            with server.login("bob") as bob:
+                await trio.to_thread.run_sync(partial(bob.send_message, "hi", to="alice"))
+            assert alice._link is not None
+            await alice._link.stream.aclose()  # lost: the client logs in again
+            with trio.fail_after(10):
+                while not (await next_of(alice, LinkState)).connected:
+                    pass
+            assert alice.conversations == ("bob",)
 
 
 # --- reconnecting -------------------------------------------------------------------------

@@ -109,6 +109,12 @@ class BlockingClient:
         self._acknowledging = events if acknowledge is None else acknowledge
         """Whether to tell the server what arrived (as the trio client's ``acknowledge``; by
         default only when events are kept)."""
+        self.conversations: tuple[str, ...] = ()
+        """Whom the user has direct messages with, the most recent conversation first, as the
+        server said at the login; empty from a server that does not say (protocol §6.6.3)."""
+        self.max_file_size = 0
+        """The largest file the server accepts, in bytes, as it said at the login (0: not
+        said): ``send_file`` refuses a larger one at once, before hashing it."""
         self._transfers = Transfers(self)
         self._reading = Reader(self)
         self._running = 2
@@ -327,8 +333,13 @@ class BlockingClient:
     ) -> str:
         """Log in (or register); returns the canonical user name, raises LoginFailed with the
         server's reason if refused. ``announce=False`` logs in quietly: the session gets the
-        user's messages but does not make the user appear online (no Presence)."""
-        return self.ask(requests.login(username, password, register=register, announce=announce))
+        user's messages but does not make the user appear online (no Presence). Sets
+        ``conversations`` and ``max_file_size`` as the server says them."""
+        request = requests.login(username, password, register=register, announce=announce)
+        authenticated = self.ask(request)
+        self.conversations = authenticated.conversations
+        self.max_file_size = authenticated.max_file_size
+        return authenticated.username
 
     def join(self, room: str) -> list[MemberInfo]:
         return self.ask(requests.join(room))
@@ -368,7 +379,8 @@ class BlockingClient:
         self, path: Path, *, room: str = "", to: str = "", progress: Progress | None = None
     ) -> FileInfo:
         """Upload ``path`` (resuming where the server's copy stops). If the server refuses it
-        midway, the upload stops there and raises TransferFailed with the server's reason."""
+        midway, the upload stops there and raises TransferFailed with the server's reason; a
+        file over ``max_file_size`` is refused so at once, before it is read."""
         return self._transfers.send_file(path, room=room, to=to, progress=progress)
 
     def download(

@@ -44,10 +44,11 @@ Progress = Callable[[int, int], None]
 
 class Client(Protocol):
     """What transfers use of the client: its lock (which guards their state too), whether it
-    is stopping, its calls and its sending."""
+    is stopping, the server's file size limit, its calls and its sending."""
 
     _lock: threading.Lock
     _stopping: bool
+    max_file_size: int
 
     def ask(self, request: Request[T], timeout: float = ...) -> T: ...
 
@@ -88,6 +89,7 @@ class Transfers:
         """``BlockingClient.send_file``."""
         client = self._client
         data_size = path.stat().st_size
+        requests.check_file_size(data_size, client.max_file_size)
         digest = sha256_of(path)
         transfer = next(self._ids)
         offer = FileOffer(

@@ -49,6 +49,7 @@ from sealchat.core.codec import encode_record
 from sealchat.core.connection import CLOSED_BEFORE_PREAMBLE
 from sealchat.core.limits import MAX_CHUNK, MAX_TEXT
 from sealchat.core.records import FILES_REF, HISTORY_REF
+from sealchat.core.sizes import too_large
 
 TRANSFER_BLOCK = 16 * MAX_CHUNK
 """Bytes an upload reads from disk per read and writes to the socket in one go."""
@@ -295,13 +296,15 @@ def _error_about(record: Record, ref: str) -> bool:
 
 def login(
     username: str, password: str, *, register: bool = False, announce: bool = True
-) -> Request[str]:
-    def result(replies: list[Record]) -> str:
+) -> Request[Authenticated]:
+    """Log in (or register); the answer is the server's Authenticated record."""
+
+    def result(replies: list[Record]) -> Authenticated:
         reply = replies[-1]
         if isinstance(reply, LoginRejected):
             raise LoginFailed(reply.reason, reply.retry_after)
         assert isinstance(reply, Authenticated)
-        return reply.username
+        return reply
 
     kind = Register if register else Login
     return _request(
@@ -470,6 +473,14 @@ def message(record: Message) -> Request[MessageAck]:
         return _error_about(r, record.client_id)
 
     return _request(record, ours, lambda _r: True, result)
+
+
+def check_file_size(size: int, limit: int) -> None:
+    """TransferFailed, in the words of the server's refusal, if a file of ``size`` bytes is
+    over the server's ``limit`` (``Authenticated.max_file_size``; 0: not known): such a file
+    is refused before it is hashed or offered."""
+    if limit and size > limit:
+        raise TransferFailed(too_large(size, limit))
 
 
 def upload(offer: FileOffer) -> Request[FileAccept]:

@@ -138,6 +138,13 @@ class ChatClient:
         self.downloads_dir = downloads_dir or default_downloads_dir()
         self._link: Link | None = None
         self.username = ""
+        self.conversations: tuple[str, ...] = ()
+        """Whom the user has direct messages with, the most recent conversation first, as the
+        server said at the last login (each reconnect's login says it again); empty from a
+        server that does not say (protocol §6.6.3)."""
+        self.max_file_size = 0
+        """The largest file the server accepts, in bytes, as it said at the last login (0: not
+        said): ``send_file`` refuses a larger one at once, before hashing it."""
         self.fingerprint = ""
         self._delivery = Delivery(self, events=events, acknowledge=acknowledge)
         self._waiters = self._delivery.waiters
@@ -310,11 +317,13 @@ class ChatClient:
         self._delivery.start_replay()
         link = self._link
         request = requests.login(username, password, register=register, announce=announce)
-        name = await self._ask(request)
+        authenticated = await self._ask(request)
         first = self._reconnector.credentials is None
         self._reconnector.credentials = (username, password)
         self._reconnector.announce = announce
-        self.username = name
+        self.username = name = authenticated.username
+        self.conversations = authenticated.conversations
+        self.max_file_size = authenticated.max_file_size
         if first:
             self._nursery.start_soon(self._outbox.keep_pacing)
         if first and self._delivery.acknowledging:
@@ -426,8 +435,10 @@ class ChatClient:
     ) -> FileInfo:
         """Upload ``path``. If the connection drops, it resumes after the reconnect where the
         server's copy stops. Cancelling the calling task cancels the upload (the server
-        discards the part it has)."""
+        discards the part it has). A file over the server's ``max_file_size`` is refused at
+        once (TransferFailed), before it is read."""
         size = path.stat().st_size
+        requests.check_file_size(size, self.max_file_size)
         digest = await trio.to_thread.run_sync(sha256_of, path)
         job = Upload(path, size, digest, room, to, progress or no_progress)
         return await self._retrying(partial(self._transfers.upload, job))

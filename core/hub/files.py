@@ -23,7 +23,7 @@ from sealchat.core.records import (
     FileRequest,
     ListFiles,
 )
-from sealchat.core.sizes import shown_size
+from sealchat.core.sizes import shown_size, too_large
 
 _FIRST_BATCH = 32
 """Files a page first asks the store for: more than most conversations have, and some more
@@ -64,8 +64,7 @@ class Files:
         if len(state.uploads) + len(state.downloads) >= self.config.max_transfers:
             return reject(f"at most {self.config.max_transfers} transfers at a time")
         if record.size > self.config.max_file_size:
-            size, limit = _told_apart(record.size, self.config.max_file_size)
-            return reject(f"file too large: {size}; the limit is {limit}")
+            return reject(too_large(record.size, self.config.max_file_size))
         partial = self.store.find_partial_upload(
             state.key, record.sha256, record.size, where.room, where.peer_key
         )
@@ -287,12 +286,3 @@ class Files:
 def _in_use(state: Session, transfer: int) -> bool:
     """Whether ``transfer`` names an upload or download of ``state`` that has not ended."""
     return transfer in state.uploads or transfer in state.downloads or transfer in state.stopping
-
-
-def _told_apart(size: int, limit: int) -> tuple[str, str]:
-    """``size`` and ``limit`` as people read them ("3.0 GiB"), or in bytes where the rounding
-    would show two different sizes the same."""
-    shown = shown_size(size), shown_size(limit)
-    if shown[0] == shown[1]:
-        return f"{size:,} bytes", f"{limit:,} bytes"
-    return shown
