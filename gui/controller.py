@@ -111,6 +111,7 @@ class Controller:
             self.client = client
             with self._sending(client):
                 self._show_chat(name)
+                self._show_directs(client)
                 self.app.spawn(self._load_rooms)
                 async for event in client.events():
                     shown = self.vm.current
@@ -174,16 +175,24 @@ class Controller:
             self._shown()
 
     async def _catch_up(self) -> None:
-        """The link is back. Which rooms this user is in and who joined the current room may
-        have changed while it was down, and the server replays neither, so both are asked
-        for again: the rooms first (the room shown may be one left meanwhile), then the
-        members of whichever is shown; so is its history since the drop (the others' when
-        they are shown next, see :meth:`_latest_pages`), and its first page, if it could not
-        load (asked for while reconnecting, or lost with the link)."""
+        """The link is back. The direct conversations the login named are shown (one the
+        user's other devices had meanwhile may not come in the replay). Which rooms this user
+        is in and who joined the current room may have changed while it was down, and the
+        server replays neither, so both are asked for again: the rooms first (the room shown
+        may be one left meanwhile), then the members of whichever is shown; so is its history
+        since the drop (the others' when they are shown next, see :meth:`_latest_pages`), and
+        its first page, if it could not load (asked for while reconnecting, or lost with the
+        link)."""
         shown = self.vm.current
+        if self.client is not None:
+            self._show_directs(self.client)
         await self._load_rooms()
         if self.vm.current == shown:  # otherwise, the one shown now was shown afresh
             self._shown()
+
+    def _show_directs(self, client: ChatClient) -> None:
+        """The direct conversations the server named at the (last) login, in the sidebar."""
+        self.app.redraw(self.vm.directs_listed(client.conversations))
 
     async def _confirm_key(self, server: str, fingerprint: str) -> bool:
         answer = messagebox.askyesno(

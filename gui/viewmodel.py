@@ -8,7 +8,7 @@ is tested without a display.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -187,10 +187,24 @@ class ViewModel:
         self.updates.append(TranscriptUpdate(redraw=True))
         return {Change.CONVERSATIONS, Change.TRANSCRIPT, Change.TYPING, Change.PEOPLE}
 
+    def _direct(self, user: str) -> Conversation:
+        """The direct conversation with ``user``, named as ``user`` spells it."""
+        conversation = self.conversation(direct_key(user))
+        conversation.title = user
+        return conversation
+
     def open_direct(self, user: str) -> set[Change]:
-        key = direct_key(user)
-        self.conversation(key).title = user
-        return self.select(key)
+        return self.select(self._direct(user).key)
+
+    def directs_listed(self, users: Iterable[str]) -> set[Change]:
+        """The users this user has direct conversations with, as the server lists them at
+        login (the most recent first): each one not in the sidebar yet appears there, after
+        those that are, with nothing unread; shown, it loads its history as one opened from
+        the People list does."""
+        new = [user for user in users if direct_key(user) not in self.conversations]
+        for user in new:
+            self._direct(user)
+        return {Change.CONVERSATIONS} if new else set()
 
     def sorted_conversations(self) -> list[Conversation]:
         """Rooms first, then direct conversations, each by name."""

@@ -168,6 +168,38 @@ def test_open_direct_selects_a_conversation_named_after_the_peer() -> None:
     assert vm.conversation("@dave").unread == 0
 
 
+def test_the_direct_conversations_named_at_login_join_the_sidebar_once_and_read() -> None:
+    vm = logged_in("alice")
+    vm.apply(said(1, "bob", "hi alice", to="alice"), NOW)  # replayed: unread
+    changes = vm.directs_listed(("Carol", "BOB", "dave"))
+    assert changes == {Change.CONVERSATIONS}
+    assert list(vm.conversations) == ["#general", "@bob", "@carol", "@dave"]  # after, in order
+    assert [(c.title, c.unread) for c in vm.sorted_conversations()] == [
+        ("general", 0),
+        ("bob", 1),  # as it was: not named anew, nor a second time
+        ("Carol", 0),
+        ("dave", 0),
+    ]
+    assert vm.current == "#general"
+    assert vm.directs_listed(("carol", "bob")) == set()  # a login after a reconnect
+    assert len(vm.conversations) == 4
+
+
+def test_a_direct_conversation_named_at_login_opens_as_one_opened_from_the_people_list() -> None:
+    listed, opened = logged_in("alice"), logged_in("alice")
+    listed.directs_listed(["Carol"])
+    listed.select(direct_key("carol"))
+    opened.open_direct("Carol")
+    assert listed.conversations.keys() == opened.conversations.keys()
+    for vm in (listed, opened):
+        carol = vm.conversation("@carol")
+        assert (vm.current, carol.title, carol.target) == ("@carol", "Carol", ("", "Carol"))
+        assert not carol.first_page_loaded  # so showing it loads its history
+        vm.history_loaded("@carol", [said(4, "Carol", to="alice")], more=False)
+        assert ids(vm) == [4]
+        assert carol.unread == 0
+
+
 def test_sidebar_lists_rooms_first_then_direct_conversations_by_name() -> None:
     vm = logged_in("alice")
     for room in ("zoo", "Books", "art"):

@@ -147,6 +147,21 @@ def test_rooms_joined_in_an_earlier_session_are_in_the_sidebar(
     )
 
 
+def test_direct_conversations_of_earlier_sessions_are_in_the_sidebar_and_open(
+    window: Window, server: Running
+) -> None:
+    with server.login("alice") as earlier:  # read to the end: nothing of it is replayed
+        earlier.send_message("about the trip", to="bob")
+        earlier.send_message("see you at 8", to="carol")
+    app = window.app
+    window.login(server.port, "alice")
+    assert button_texts(app.chat.conversation_list) == ["# general", "@ bob", "@ carol"]
+    assert not app.vm.conversation("@carol").ids  # not replayed: it is the login's list
+    app.controller.select("@carol")
+    window.until_shown("see you at 8")
+    assert "about the trip" not in window.transcript()
+
+
 def test_a_wrong_password_is_shown_on_the_login_form(window: Window, server: Running) -> None:
     app = window.app
     window.fill_login(server.port, "alice", "not the password")
