@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -35,6 +36,8 @@ COMMANDS = {
     "/quit": ("", "leave"),
 }
 """Chat commands: their arguments and what they do."""
+SHOWN_CONVERSATIONS = 10
+"""Direct conversations named at login (the most recent); the others are counted."""
 HELP = "\n".join(
     [
         "commands:",
@@ -79,6 +82,8 @@ def run_chat(args: argparse.Namespace) -> int:
             name = await _log_in(client, args.user, password, register=args.register)
             reading_commands.set()
             term.say(f"* logged in to {client.server} as {safe(name)}; /help lists the commands")
+            if client.conversations:
+                term.say(conversations_line(client.conversations))
             outgoing = Outgoing(term)
             try:
                 async with trio.open_nursery() as nursery:
@@ -93,6 +98,14 @@ def run_chat(args: argparse.Namespace) -> int:
         return code
 
     return run_session(main, credentials)
+
+
+def conversations_line(names: Sequence[str]) -> str:
+    """The line naming the users of the user's direct conversations, the most recent first,
+    as the login said them: up to SHOWN_CONVERSATIONS, and how many more."""
+    shown = ", ".join(safe(name) for name in names[:SHOWN_CONVERSATIONS])
+    more = len(names) - SHOWN_CONVERSATIONS
+    return f"* direct conversations: {shown}" + (f" and {more} more" if more > 0 else "")
 
 
 async def _log_in(client: ChatClient, user: str, password: str, *, register: bool) -> str:

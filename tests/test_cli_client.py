@@ -18,6 +18,7 @@ from typing import IO, Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from sealchat.cli.chat_cmd import SHOWN_CONVERSATIONS, conversations_line
 from sealchat.cli.chat_outgoing import REPLY_WAIT
 from sealchat.cli.chat_transfers import _typed_path
 from sealchat.cli.checks import CommandError
@@ -364,6 +365,25 @@ def test_chat_session_through_stdin(server: Running, tmp_path: Path) -> None:
     saved = downloads / "photo.jpg"
     assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(data).digest()
     assert f"* saved {saved}" in out
+
+
+def test_chat_names_the_direct_conversations_at_login(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    with server.login("alice") as alice:
+        alice.send_message("hi", to="bob")
+    with server.login("carol") as carol:
+        carol.send_message("hi alice", to="alice")
+    done = chat_as_alice(tmp_path, server, stdin="/quit\n")
+    assert done.returncode == 0, done.stderr
+    assert "* direct conversations: carol, bob\n" in done.stdout
+
+
+def test_only_the_latest_direct_conversations_are_named_and_the_others_counted() -> None:
+    names = [f"user{n}" for n in range(SHOWN_CONVERSATIONS + 3)]
+    line = conversations_line(names)
+    assert line.startswith("* direct conversations: user0, user1, ")
+    assert line.endswith(f", user{SHOWN_CONVERSATIONS - 1} and 3 more")
+    assert conversations_line(["\x1b[2Jbob"]) == "* direct conversations: \\x1b[2Jbob"
 
 
 def test_chat_explains_a_wrong_password(server: Running, tmp_path: Path) -> None:
