@@ -167,7 +167,7 @@ class App(ctk.CTk):
             chat.draw_people(vm, self.palette)
         if Change.TRANSCRIPT in changes and vm.updates:
             updates, vm.updates = vm.updates, []
-            chat.draw_transcript(vm, updates)
+            chat.draw_transcript(vm, updates, time.time())
         if Change.TYPING in changes:
             chat.typing_label.configure(
                 text=vm.typing_text(time.time()), text_color=self.palette["dim"]

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import tkinter as tk
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import customtkinter as ctk
 
 from sealchat.core import Message
-from sealchat.gui.conversation import Conversation
+from sealchat.gui.conversation import Conversation, DayBreak, Row, TranscriptUpdate
 from sealchat.gui.text_helpers import file_label, fitted, shown_line, without_blank_ends
 from sealchat.gui.theme import EMOTICONS, accented, quiet
 from sealchat.gui.transfer_state import TransferState
-from sealchat.gui.viewmodel import TranscriptUpdate, ViewModel
+from sealchat.gui.viewmodel import ViewModel
 from sealchat.transports.requests import typed_room
 from sealchat.transports.shown_text import escaped
+from sealchat.transports.shown_time import clock_time, day_label
 
 if TYPE_CHECKING:
     from sealchat.gui.app import App
@@ -72,7 +72,8 @@ class ChatView(ctk.CTkFrame):
         self._draft = ""
         """The input box's text as of the last key (a key that changes it is typing)."""
         self._lines: list[int] = []
-        """How many text lines each message drawn in the transcript takes, in order."""
+        """How many text lines each row drawn in the transcript takes, in order (see
+        :meth:`ViewModel.current_rows`)."""
         self.following = True
         """Whether the transcript keeps its newest line in view: true until the user scrolls
         away from the end, and again once they scroll back to it (or another conversation
@@ -138,6 +139,9 @@ class ChatView(ctk.CTkFrame):
         self.transcript.configure(yscrollcommand=lambda a, b: self._scrolled(scrollbar, a, b))
         self._watch_user_scrolling()
         self.transcript.tag_configure("time", font=("DejaVu Sans", 9))
+        self.transcript.tag_configure(
+            "day", font=("DejaVu Sans", 9), justify="center", spacing1=6, spacing3=4
+        )
         self.transcript.tag_configure("sender", font=("DejaVu Sans", 11, "bold"))
         self.transcript.tag_configure("file", underline=True)
         self.transcript.tag_configure("message", lmargin2=CONTINUATION_INDENT)
@@ -336,41 +340,57 @@ class ChatView(ctk.CTkFrame):
                 command=lambda name=member.name: self.app.controller.open_direct(name),
             ).pack(fill="x", pady=1)
 
-    def draw_transcript(self, vm: ViewModel, updates: list[TranscriptUpdate]) -> None:
+    def draw_transcript(self, vm: ViewModel, updates: list[TranscriptUpdate], now: float) -> None:
         """Draw the transcript's ``updates``: a conversation afresh (following its end), or
-        messages inserted where they belong; the view follows the end if it did (see
-        :attr:`following`), else stays on the line the user was reading."""
+        rows inserted or removed where they are; the view follows the end if it did (see
+        :attr:`following`), else stays on the line the user was reading.
+
+        Days are named as seen at ``now`` ("Today", "Yesterday"): the names drawn before a
+        midnight stay until the conversation is drawn afresh (shown again, or at a login)."""
         text = self.transcript
         text.configure(state="normal")
         if any(u.redraw for u in updates):
             text.delete("1.0", "end")
-            self._lines = [self._insert(m, "end", vm.me) for m in vm.current_messages()]
+            self._lines = [self._insert(row, "end", vm.me, now) for row in vm.current_rows()]
             self.following = True
         else:
             # The line at the top stays there when older messages go in above it (Tk would
-            # keep showing line 1, which would load the next page, and the next...).
+            # keep showing line 1, which would load the next page, and the next...). When
+            # the separator it is on goes, the mark moves to the message that was below it.
             text.mark_set("view_top", "@0,0")
             for update in updates:
-                assert update.message is not None
                 index = update.index
-                # A message may span several lines: count them rather than assume one each.
-                where = "end" if index >= len(self._lines) else f"{sum(self._lines[:index]) + 1}.0"
-                self._lines.insert(index, self._insert(update.message, where, vm.me))
+                # A row may span several lines: count them rather than assume one each.
+                start = f"{sum(self._lines[:index]) + 1}.0"
+                if update.removed:
+                    text.delete(start, f"{start} + {self._lines.pop(index)} lines")
+                    continue
+                assert update.row is not None
+                where = "end" if index >= len(self._lines) else start
+                self._lines.insert(index, self._insert(update.row, where, vm.me, now))
             if not self.following:
                 text.yview("view_top")
         text.configure(state="disabled")
         self._keep_following()
 
-    def _insert(self, message: Message, where: str, me: str) -> int:
+    def _insert(self, row: Row, where: str, me: str, now: float) -> int:
+        """Draw ``row`` at ``where``: a message, or the separator above the first of a day,
+        which names it as seen at ``now``; returns the number of lines it took."""
+        if isinstance(row, DayBreak):
+            rule = "\u2500\u2500"
+            self.transcript.insert(where, f"{rule} {day_label(row.ts, now)} {rule}\n", ("day",))
+            return 1
+        return self._insert_message(row, where, me)
+
+    def _insert_message(self, message: Message, where: str, me: str) -> int:
         """Draw ``message`` at ``where``; returns the number of lines it took.
 
         What a peer wrote is escaped (control, bidi and other invisible characters shown as
         ``\\u202e``…), and its further lines are indented: no line can pose as a message."""
         text = self.transcript
         mine = message.sender.lower() == me.lower()
-        stamp = datetime.fromtimestamp(message.ts).strftime("%H:%M") if message.ts else ""
         parts: list[tuple[str, tuple[str, ...]]] = [
-            (f"{stamp}  ", ("time", "message")),
+            (f"{clock_time(message.ts)}  ", ("time", "message")),
             (f"{escaped(message.sender)}: ", ("sender", "me" if mine else "other", "message")),
         ]
         if message.file is not None:
@@ -486,6 +506,7 @@ class ChatView(ctk.CTkFrame):
             selectbackground=palette["accent"],
         )
         self.transcript.tag_configure("time", foreground=palette["dim"])
+        self.transcript.tag_configure("day", foreground=palette["dim"])
         self.transcript.tag_configure("me", foreground=palette["me"])
         self.transcript.tag_configure("other", foreground=palette["sender"])
         self.transcript.tag_configure("file", foreground=palette["file"])

@@ -1,4 +1,5 @@
-"""One conversation of the desktop client, a room or a direct one, as plain data."""
+"""One conversation of the desktop client, a room or a direct one, as plain data: its
+messages, and its transcript's rows (the messages, a separator above the first of each day)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from sealchat.core import Message
+from sealchat.transports.shown_time import same_day
 
 
 def room_key(room: str) -> str:
@@ -16,9 +18,34 @@ def direct_key(user: str) -> str:
     return f"@{user.lower()}"
 
 
+@dataclass(frozen=True)
+class DayBreak:
+    """The separator above the first message of a local day, at ``ts``: that message's time.
+    Its label ("Today", "Yesterday"...) depends on when it is drawn (see ``day_label``)."""
+
+    ts: float
+
+
+Row = Message | DayBreak
+"""A row of a transcript: a message, or the separator of the day it starts."""
+
+
+@dataclass(frozen=True)
+class TranscriptUpdate:
+    """How a transcript changed: ``row`` went in at ``index`` (counted in rows from the top),
+    or the row at ``index`` went (``removed``), or the conversation is to be drawn afresh
+    (``redraw``)."""
+
+    row: Row | None = None
+    index: int = 0
+    removed: bool = False
+    redraw: bool = False
+
+
 @dataclass
 class Conversation:
-    """A room or a direct conversation: its messages by id, unread count, history state."""
+    """A room or a direct conversation: its messages by id, the days they start, unread
+    count, history state."""
 
     key: str
     title: str
@@ -40,6 +67,10 @@ class Conversation:
     arrive as events (the replay after the reconnect starts after the user's read position,
     which their other devices move too), so showing it fetches its history from the newest
     page back to this id."""
+    day_starts: list[int] = field(default_factory=list)
+    """The ids, in order, of the messages that start a local day: the first one with a known
+    time (see :meth:`_starts_day`), and each one whose day is not that of the one before it
+    with a known time. A separator is shown above each."""
 
     @property
     def is_room(self) -> bool:
@@ -64,14 +95,59 @@ class Conversation:
         if self.missing_after is None and (self.ids or self.first_page_loaded):
             self.missing_after = self.newest
 
-    def add(self, message: Message) -> int | None:
-        """Insert by id; the index it went to, or None if it was already there."""
+    def add(self, message: Message) -> list[TranscriptUpdate] | None:
+        """Insert by id: how the transcript's rows changed, in order (the message, and the
+        separators it brings or takes away), or None if it was already there."""
         if message.id in self.messages:
             return None
         self.messages[message.id] = message
         index = bisect.bisect(self.ids, message.id)
         self.ids.insert(index, message.id)
-        return index
+        # It goes below the rows of the messages before it (their separators too) and above
+        # the separator of the one after it, if that has one; the separators it changes follow.
+        updates = [TranscriptUpdate(message, index + bisect.bisect(self.day_starts, message.id))]
+        if message.ts:  # one of unknown time starts no day and ends none
+            updates += self._mark_day_start(index)
+            after = next((n for n in range(index + 1, len(self.ids)) if self._ts(n)), None)
+            if after is not None:
+                updates += self._mark_day_start(after)
+        return updates
+
+    def rows(self) -> list[Row]:
+        """The transcript: the messages, each day's separator above the first of the day."""
+        starts = set(self.day_starts)
+        rows: list[Row] = []
+        for message_id in self.ids:
+            message = self.messages[message_id]
+            if message_id in starts:
+                rows.append(DayBreak(message.ts))
+            rows.append(message)
+        return rows
+
+    def _ts(self, index: int) -> float:
+        return self.messages[self.ids[index]].ts
+
+    def _starts_day(self, index: int) -> bool:
+        """Whether message ``index`` starts a day: its time is known, and the day of the
+        message before it with a known time (if any) is another."""
+        ts = self._ts(index)
+        before = next((self._ts(n) for n in range(index - 1, -1, -1) if self._ts(n)), None)
+        return bool(ts) and (before is None or not same_day(before, ts))
+
+    def _mark_day_start(self, index: int) -> list[TranscriptUpdate]:
+        """Give message ``index`` a separator, or take its separator away, as its day and the
+        day before it say: the change to the rows, if any."""
+        message_id = self.ids[index]
+        where = bisect.bisect_left(self.day_starts, message_id)
+        marked = self.day_starts[where : where + 1] == [message_id]
+        if self._starts_day(index) == marked:
+            return []
+        row = index + where  # the separator's row, just above its message's
+        if marked:
+            del self.day_starts[where]
+            return [TranscriptUpdate(index=row, removed=True)]
+        self.day_starts.insert(where, message_id)
+        return [TranscriptUpdate(DayBreak(self._ts(index)), row)]
 
     def __repr__(self) -> str:
         return f"Conversation({self.key!r}, {len(self.ids)} messages, unread={self.unread})"

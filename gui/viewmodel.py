@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from enum import Enum
 
 from sealchat.core import (
@@ -30,7 +29,7 @@ from sealchat.core import (
 from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
 from sealchat.core.sizes import counted
-from sealchat.gui.conversation import Conversation, direct_key, room_key
+from sealchat.gui.conversation import Conversation, Row, TranscriptUpdate, direct_key, room_key
 from sealchat.gui.text_helpers import friendly
 from sealchat.gui.transfer_state import Transfer, TransferState
 from sealchat.transports.requests import ClientError, check_text
@@ -56,16 +55,6 @@ class Change(Enum):
     ERROR = "error"
     INPUT = "input"
     """Texts that did not go (``ViewModel.returned``) go back into the input box."""
-
-
-@dataclass(frozen=True)
-class TranscriptUpdate:
-    """How the current transcript changed: ``index`` where ``message`` went (so the view
-    inserts instead of redrawing), or a full redraw."""
-
-    message: Message | None = None
-    index: int = 0
-    redraw: bool = False
 
 
 class ViewModel:
@@ -214,6 +203,10 @@ class ViewModel:
         conversation = self.conversation(self.current)
         return [conversation.messages[i] for i in conversation.ids]
 
+    def current_rows(self) -> list[Row]:
+        """The transcript shown: its messages, and a separator above the first of each day."""
+        return self.conversation(self.current).rows()
+
     # --- events ---------------------------------------------------------------------------
 
     def apply(self, event: object, now: float) -> set[Change]:
@@ -329,15 +322,15 @@ class ViewModel:
         # messages: not for each message of a replayed backlog.
         new = key not in self.conversations
         conversation = self.conversation(key)
-        index = conversation.add(message)
-        if index is None:
+        updates = conversation.add(message)
+        if updates is None:
             return set()
         changes = {Change.CONVERSATIONS} if new or conversation.title != title else set()
         conversation.title = title
         unread = not mine and message.id > conversation.read_up_to
         self.typing.get(key, {}).pop(message.sender, None)
         if key == self.current:
-            self.updates.append(TranscriptUpdate(message=message, index=index))
+            self.updates += updates
             changes |= {Change.TRANSCRIPT, Change.TYPING}
             if self.focused:
                 self._read(conversation, message.id)
@@ -361,10 +354,10 @@ class ViewModel:
         changes: set[Change] = set()
         unread = conversation.unread
         for message in messages:
-            index = conversation.add(message)
-            if index is not None and key == self.current:
+            updates = conversation.add(message)
+            if updates is not None and key == self.current:
                 # Inserted, not redrawn: the view stays where the reader scrolled to.
-                self.updates.append(TranscriptUpdate(message=message, index=index))
+                self.updates += updates
                 changes = {Change.TRANSCRIPT}
         if messages:
             self._read(conversation, messages[-1].id)

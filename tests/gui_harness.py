@@ -204,9 +204,23 @@ class Window:
     def transcript(self) -> str:
         return str(self.app.chat.transcript.get("1.0", "end"))
 
-    def transcript_lines(self) -> list[str]:
-        """The transcript's lines without their times."""
-        return [line.split("  ", 1)[-1] for line in self.transcript().strip("\n").split("\n")]
+    def transcript_lines(self, *, days: bool = False) -> list[str]:
+        """The transcript's lines without their times, and without the separators above
+        each day's first message unless ``days``."""
+        return [line for line, day in self._tagged_lines() if days or not day]
+
+    def days(self) -> list[str]:
+        """The separators above each day's first message, in order."""
+        return [line for line, day in self._tagged_lines() if day]
+
+    def _tagged_lines(self) -> list[tuple[str, bool]]:
+        """Each line of the transcript without its time, and whether it is a day's separator."""
+        transcript = self.app.chat.transcript
+        lines = self.transcript().strip("\n").split("\n")
+        return [
+            (line.split("  ", 1)[-1], "day" in transcript.tag_names(f"{number}.0"))
+            for number, line in enumerate(lines, 1)
+        ]
 
     def typing(self) -> str:
         return str(self.app.chat.typing_label.cget("text"))

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -28,19 +29,28 @@ from sealchat.core import (
 )
 from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
-from sealchat.gui.conversation import direct_key, room_key
+from sealchat.gui.conversation import DayBreak, Row, TranscriptUpdate, direct_key, room_key
 from sealchat.gui.settings import Server, Settings
 from sealchat.gui.text_helpers import elided, fitted, room_name_problem
 from sealchat.gui.theme import EMOTICONS, PALETTES
 from sealchat.gui.transfer_state import TransferState
-from sealchat.gui.viewmodel import TYPING_SHOWN_FOR, Change, TranscriptUpdate, ViewModel
+from sealchat.gui.viewmodel import TYPING_SHOWN_FOR, Change, ViewModel
 from sealchat.transports.trio_client import LinkState
 
 NOW = 1_700_000_000.0
 
 
-def said(message_id: int, sender: str, text: str = "", *, room: str = "", to: str = "") -> Message:
-    """A message as the server relays it (id, sender and time set)."""
+def said(
+    message_id: int,
+    sender: str,
+    text: str = "",
+    *,
+    room: str = "",
+    to: str = "",
+    ts: float | None = None,
+) -> Message:
+    """A message as the server relays it (id, sender and time set: ``ts``, by default
+    ``message_id`` seconds after ``NOW``)."""
     if not room and not to:
         room = "general"
     return Message(
@@ -49,7 +59,7 @@ def said(message_id: int, sender: str, text: str = "", *, room: str = "", to: st
         to=to,
         id=message_id,
         sender=sender,
-        ts=NOW + message_id,
+        ts=NOW + message_id if ts is None else ts,
     )
 
 
@@ -61,6 +71,20 @@ def logged_in(me: str = "alice", **options: str) -> ViewModel:
 
 def ids(vm: ViewModel) -> list[int]:
     return [m.id for m in vm.current_messages()]
+
+
+def drawn(before: list[Row], updates: list[TranscriptUpdate]) -> list[Row]:
+    """The rows a view shows once it has drawn ``updates`` (none a redraw) over ``before``."""
+    rows = list(before)
+    for update in updates:
+        assert not update.redraw
+        if update.removed:
+            del rows[update.index]
+        else:
+            assert update.row is not None
+            assert update.index <= len(rows)
+            rows.insert(update.index, update.row)
+    return rows
 
 
 # --- the view-model is free of tkinter ------------------------------------------------------
@@ -338,12 +362,14 @@ def test_messages_out_of_order_are_shown_in_id_order_and_duplicates_ignored() ->
     for message_id in (5, 2, 9, 7):
         vm.apply(said(message_id, "bob"), NOW)
     assert ids(vm) == [2, 5, 7, 9]
-    assert [(u.message.id, u.index) for u in vm.updates if u.message] == [
+    # Under the separator of their day, which 2 took from 5.
+    assert [(u.row.id, u.index) for u in vm.updates if isinstance(u.row, Message)] == [
         (5, 0),
         (2, 0),
-        (9, 2),
-        (7, 2),
+        (9, 3),
+        (7, 3),
     ]
+    assert drawn([], vm.updates) == vm.current_rows() == [DayBreak(NOW + 2), *vm.current_messages()]
     before = list(vm.updates)
     assert vm.apply(said(5, "bob", "a replay after a reconnect"), NOW) == set()
     assert ids(vm) == [2, 5, 7, 9]
@@ -398,7 +424,12 @@ def test_history_when_scrolling_up_is_prepended_and_says_whether_there_is_more()
     assert changes == {Change.TRANSCRIPT}
     assert general.first_page_loaded
     # Inserted above what is shown (not redrawn), so the view can stay where it is.
-    assert vm.updates == [TranscriptUpdate(message=m, index=i) for i, m in enumerate(older)]
+    first_of_day = [
+        TranscriptUpdate(older[0], 0),
+        TranscriptUpdate(DayBreak(older[0].ts), 0),
+        TranscriptUpdate(index=2, removed=True),  # 10's separator: 6 starts the day
+    ]
+    assert vm.updates == first_of_day + [TranscriptUpdate(m, n) for n, m in enumerate(older[1:], 2)]
     assert ids(vm) == [6, 7, 8, 9, 10, 11]
     assert general.oldest == 6
     assert general.more_history
@@ -409,7 +440,11 @@ def test_history_when_scrolling_up_is_prepended_and_says_whether_there_is_more()
     assert ids(vm) == [5, 6, 7, 8, 9, 10, 11]
     assert not general.more_history
     assert changes == {Change.TRANSCRIPT}
-    assert [(u.message.id, u.index) for u in vm.updates if u.message] == [(5, 0)]
+    assert vm.updates == [
+        TranscriptUpdate(said(5, "dave"), 0),
+        TranscriptUpdate(DayBreak(NOW + 5), 0),
+        TranscriptUpdate(index=2, removed=True),
+    ]
     assert vm.history_loaded("#general", [said(5, "dave")], more=False) == set()
 
 
@@ -462,6 +497,121 @@ def test_history_of_a_conversation_not_shown_redraws_nothing() -> None:
     assert vm.history_loaded("#general", [], more=False) == set()
     assert not vm.conversation("#general").more_history
     assert vm.apply(HistoryEnd(room="general", more=False), NOW) == set()
+
+
+def on(day: int, hour: int, minute: int = 0) -> float:
+    """The time of ``hour``:``minute`` (local time) on ``day`` November 2026."""
+    return datetime(2026, 11, day, hour, minute).timestamp()
+
+
+def test_each_day_starts_under_a_separator_of_its_own() -> None:
+    vm = logged_in()
+    times = [on(20, 9), on(20, 23, 59), on(21, 0, 0), on(23, 12), on(23, 18)]
+    for n, ts in enumerate(times, 1):
+        vm.apply(said(n, "bob", ts=ts), NOW)
+    m1, m2, m3, m4, m5 = vm.current_messages()
+    assert vm.current_rows() == [
+        DayBreak(on(20, 9)),
+        m1,
+        m2,
+        DayBreak(on(21, 0, 0)),
+        m3,
+        DayBreak(on(23, 12)),
+        m4,
+        m5,
+    ]
+    assert drawn([], vm.updates) == vm.current_rows()
+
+
+def test_an_older_page_above_moves_its_days_separators_to_their_first_messages() -> None:
+    vm = logged_in()
+    vm.apply(said(30, "bob", ts=on(22, 21)), NOW)  # live: late yesterday, then today
+    vm.apply(said(31, "bob", ts=on(23, 8)), NOW)
+    before = vm.current_rows()
+    assert [type(row) for row in before] == [DayBreak, Message, DayBreak, Message]
+    vm.updates.clear()
+
+    page = [said(n, "carol", ts=ts) for n, ts in ((27, on(19, 10)), (28, on(22, 9)))]
+    vm.history_loaded("#general", page, more=True)
+    rows = vm.current_rows()
+    assert drawn(before, vm.updates) == rows
+    assert rows == [
+        DayBreak(on(19, 10)),
+        page[0],
+        DayBreak(on(22, 9)),  # 30's went: 28 is the first of that day now
+        page[1],
+        before[1],
+        before[2],
+        before[3],
+    ]
+
+    before = rows
+    vm.updates.clear()
+    page = [said(n, "dave", ts=ts) for n, ts in ((25, on(19, 8)), (26, on(19, 9)))]
+    vm.history_loaded("#general", page, more=False)
+    assert drawn(before, vm.updates) == vm.current_rows()
+    assert vm.current_rows()[:4] == [DayBreak(on(19, 8)), *page, before[1]]
+    assert sum(isinstance(row, DayBreak) for row in vm.current_rows()) == 3
+
+
+def test_a_message_on_a_new_day_comes_under_its_separator() -> None:
+    vm = logged_in()
+    vm.apply(said(1, "bob", ts=on(22, 23, 50)), NOW)
+    vm.apply(said(2, "bob", ts=on(22, 23, 55)), NOW)
+    vm.updates.clear()
+    vm.apply(said(3, "bob", ts=on(23, 0, 5)), NOW)
+    assert vm.updates == [
+        TranscriptUpdate(said(3, "bob", ts=on(23, 0, 5)), 3),
+        TranscriptUpdate(DayBreak(on(23, 0, 5)), 3),
+    ]
+    vm.updates.clear()
+    vm.apply(said(4, "alice", ts=on(23, 0, 6)), NOW)
+    assert vm.updates == [TranscriptUpdate(said(4, "alice", ts=on(23, 0, 6)), 5)]
+
+
+def test_a_message_between_two_days_takes_the_separator_of_its_own() -> None:
+    vm = logged_in()
+    vm.apply(said(1, "bob", ts=on(22, 12)), NOW)
+    vm.apply(said(3, "bob", ts=on(23, 12)), NOW)
+    before = vm.current_rows()
+    vm.updates.clear()
+    vm.apply(said(2, "bob", ts=on(23, 9)), NOW)  # replayed late: the first of the 23rd
+    assert drawn(before, vm.updates) == vm.current_rows()
+    assert [row.ts for row in vm.current_rows() if isinstance(row, DayBreak)] == [
+        on(22, 12),
+        on(23, 9),
+    ]
+
+
+def test_a_message_of_unknown_time_has_no_day_and_splits_none() -> None:
+    vm = logged_in()
+    for n, ts in ((1, on(22, 9)), (2, 0.0), (3, on(22, 10)), (4, 0.0), (5, on(23, 9))):
+        vm.apply(said(n, "bob", ts=ts), NOW)
+    m1, m2, m3, m4, m5 = vm.current_messages()
+    assert vm.current_rows() == [DayBreak(on(22, 9)), m1, m2, m3, m4, DayBreak(on(23, 9)), m5]
+    assert drawn([], vm.updates) == vm.current_rows()
+
+    vm = logged_in()
+    vm.apply(said(2, "bob", ts=0.0), NOW)
+    assert vm.current_rows() == [said(2, "bob", ts=0.0)]
+    before = vm.current_rows()
+    vm.updates.clear()
+    vm.history_loaded("#general", [said(1, "bob", ts=on(22, 9))], more=False)
+    vm.apply(said(3, "bob", ts=on(22, 10)), NOW)  # the same day as 1, past 2
+    assert drawn(before, vm.updates) == vm.current_rows()
+    assert vm.current_rows() == [DayBreak(on(22, 9)), *vm.current_messages()]
+
+
+def test_a_conversation_not_shown_has_its_days_when_it_is() -> None:
+    vm = logged_in()
+    vm.apply(RoomJoined(room="random"), NOW)
+    for n, ts in ((2, on(22, 9)), (1, on(21, 9)), (3, on(22, 10))):
+        vm.apply(said(n, "bob", room="random", ts=ts), NOW)
+    vm.updates.clear()
+    vm.select("#random")
+    assert vm.updates == [TranscriptUpdate(redraw=True)]
+    m1, m2, m3 = vm.current_messages()
+    assert vm.current_rows() == [DayBreak(on(21, 9)), m1, DayBreak(on(22, 9)), m2, m3]
 
 
 def test_file_announcements_are_found_by_message_id() -> None:

@@ -16,6 +16,7 @@ import tkinter as tk
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from tkinter import filedialog
 from typing import Any
@@ -29,18 +30,22 @@ from sealchat.core import Error, FileInfo, Message, Presence, Typing
 from sealchat.core.hub import HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.gui.controller import _Outgoing
+from sealchat.gui.conversation import Conversation, TranscriptUpdate
 from sealchat.gui.text_helpers import file_label, friendly, without_blank_ends
 from sealchat.gui.theme import PALETTES
 from sealchat.gui.transfer_state import Transfer, TransferState
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.pinning import KnownServers, server_name
+from sealchat.transports.shown_time import day_label
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.trio_client import LinkState
 from tests.gui_harness import Dialog, Window, destroyed, environment, open_window, xvfb
 from tests.servers import PASSWORD, Running, free_port, running_server
 
 DARK, LIGHT = PALETTES["dark"], PALETTES["light"]
+TODAY = "\u2500\u2500 Today \u2500\u2500"
+"""The separator above the first message of today."""
 
 
 @pytest.fixture(scope="session")
@@ -563,6 +568,26 @@ def test_the_emoji_picker_is_not_leaving_the_window(
     assert not app.vm.focused
 
 
+def open_books(window: Window) -> Conversation:
+    """Join #books with the Join box, and wait for the newest page of its 120 books."""
+    app = window.app
+    inner = app.chat.join_entry._entry  # the tk.Entry inside the CTkEntry
+    inner.focus_force()
+    window.pump()  # focus first: it takes the placeholder text away
+    app.chat.join_entry.insert(0, "books")
+    inner.event_generate("<Return>")
+    window.until(lambda: app.vm.current == "#books", "#books to open")
+    books: Conversation = app.vm.conversation("#books")
+    window.until(lambda: len(books.ids) == 50, "the newest page")
+    window.until_shown("bob: book 120")
+    return books
+
+
+def top_line(window: Window) -> str:
+    """The transcript's line at the top of its view."""
+    return str(window.app.chat.transcript.get("@0,0 linestart", "@0,0 lineend"))
+
+
 @pytest.mark.parametrize(
     "server", [HubConfig(messages_per_second=1000, message_burst=1000)], indirect=True
 )
@@ -578,34 +603,24 @@ def test_history_loads_page_by_page_when_scrolling_up(
     app = window.app
     transcript = app.chat.transcript
     window.login(server.port, "alice")
-    inner = app.chat.join_entry._entry  # the tk.Entry inside the CTkEntry
-    inner.focus_force()
-    window.pump()  # focus first: it takes the placeholder text away
-    app.chat.join_entry.insert(0, "books")
-    inner.event_generate("<Return>")
-    window.until(lambda: app.vm.current == "#books", "#books to open")
-    books = app.vm.conversation("#books")
-    window.until(lambda: len(books.ids) == 50, "the newest page")
-    window.until_shown("bob: book 120")
+    books = open_books(window)
     window.pump(0.5)
     assert len(books.ids) == 50, "more than one page loaded without scrolling"
     assert books.more_history
     assert transcript.yview()[1] == 1.0, "the newest message is not in view"
-
-    def top_line() -> str:
-        return str(transcript.get("@0,0 linestart", "@0,0 lineend"))
 
     pages = 1
     while books.more_history:
         shown = len(books.ids)
         oldest = f"bob: book {books.oldest}"
         app.chat.scroll_by_user("moveto", "0.0")  # the reader drags the scrollbar to the top
-        window.until(lambda top=oldest: top_line().endswith(top), "the view at the top")
+        assert top_line(window) == TODAY  # above the oldest message, its day
         window.until(lambda shown=shown: len(books.ids) > shown, "an older page")
         pages += 1
         window.pump(0.5)
         assert len(books.ids) == min(120, 50 * pages), "scrolling up once loaded several pages"
-        assert top_line().endswith(oldest), "the view did not stay where the reader was"
+        # The separator the reader saw went up with the page: its message is at the top.
+        assert top_line(window).endswith(oldest), "the view did not stay where the reader was"
     assert pages == 3
 
     expected = []
@@ -613,6 +628,96 @@ def test_history_loads_page_by_page_when_scrolling_up(
         first, *rest = text_of(n).split("\n")
         expected += [f"bob: {first}", *rest]
     assert window.transcript_lines() == expected
+    assert window.days() == [TODAY]
+
+
+def days_ago(days: int, minutes: int) -> float:
+    """The time ``minutes`` past 8:00 (local time), ``days`` days before today."""
+    morning = datetime.combine(date.today() - timedelta(days=days), datetime.min.time())
+    return (morning + timedelta(hours=8, minutes=minutes)).timestamp()
+
+
+def store_messages(tmp_path: Path, room: str, times: list[float]) -> None:
+    """Store messages ``book 1``, ``book 2``... by bob in ``room`` at ``times``, as the
+    server would have had them (its clock says now): a history that spans days."""
+    with SqliteStore(tmp_path / "server", beside_server=True) as store:
+        for n, ts in enumerate(times, 1):
+            store.append_message(
+                ts=ts,
+                sender_key=user_key("bob"),
+                sender="bob",
+                room=room,
+                to_key="",
+                to="",
+                text=f"book {n}",
+                client_id=f"stored-{n}",
+            )
+
+
+def with_days(lines: list[tuple[float, str]]) -> list[str]:
+    """``lines`` (their message's time, their text), with the separator above each day's
+    first, as the transcript shows them now."""
+    shown: list[str] = []
+    for ts, line in lines:
+        label = f"\u2500\u2500 {day_label(ts, time.time())} \u2500\u2500"
+        if label not in shown:
+            shown.append(label)
+        shown.append(line)
+    return shown
+
+
+def test_each_day_of_the_history_shows_above_its_first_message(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    # Ten days ago (a date), three days ago (a weekday) and yesterday: the pages of 50 end
+    # within a day (a separator moves up) and at one.
+    times = [days_ago(10 if n <= 30 else 3 if n <= 60 else 1, n) for n in range(1, 121)]
+    labels = {day_label(ts, time.time()) for ts in times}
+    assert len(labels) == 3
+    assert "Yesterday" in labels
+    bob.join("books")
+    store_messages(tmp_path, "books", times)
+    app = window.app
+    window.login(server.port, "alice")
+    books = open_books(window)
+
+    def rows(first: int) -> list[str]:
+        return with_days([(times[n - 1], f"bob: book {n}") for n in range(first, 121)])
+
+    assert window.transcript_lines(days=True) == rows(71)
+    assert window.days() == ["\u2500\u2500 Yesterday \u2500\u2500"]
+
+    for first in (21, 1):
+        shown = len(books.ids)
+        oldest = f"bob: book {books.oldest}"
+        app.chat.scroll_by_user("moveto", "0.0")
+        window.until(lambda shown=shown: len(books.ids) > shown, "an older page")
+        window.pump(0.5)
+        assert books.oldest == first
+        assert window.transcript_lines(days=True) == rows(first)
+        assert top_line(window).endswith(oldest), "the view did not stay where the reader was"
+    assert len(window.days()) == 3
+
+    app.chat.scroll_by_user("moveto", "1.0")
+    bob.send_message("back today", room="books")  # live, on a day of its own
+    window.until_shown("bob: back today")
+    bob.send_message("still today", room="books")
+    window.until_shown("bob: still today")
+    assert window.transcript_lines(days=True) == [
+        *rows(1),
+        TODAY,
+        "bob: back today",
+        "bob: still today",
+    ]
+    assert in_view(window, "bob: still today")
+
+    # Drawn afresh (shown again) a day later, the days are named as seen then.
+    tomorrow = time.time() + 24 * 3600
+    app.chat.draw_transcript(app.vm, [TranscriptUpdate(redraw=True)], tomorrow)
+    assert window.days()[-2:] == [
+        f"\u2500\u2500 {day_label(times[-1], tomorrow)} \u2500\u2500",
+        "\u2500\u2500 Yesterday \u2500\u2500",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -713,12 +818,13 @@ def test_a_peer_cannot_make_a_line_pose_as_a_message_of_its_own(
         x, _y, _width, _height = transcript.bbox(index)
         return int(x)
 
-    message = left("1.0")
-    assert left("2.0") > message  # the peer's further lines are indented under its message
-    assert left("3.0") == left("2.0")
-    assert left("4.0") == message
-    assert left("4.0 + 1 display lines") > message  # and so are the lines a long one wraps to
+    assert window.days() == [TODAY]  # on line 1
+    message = left("2.0")
+    assert left("3.0") > message  # the peer's further lines are indented under its message
+    assert left("4.0") == left("3.0")
     assert left("5.0") == message
+    assert left("5.0 + 1 display lines") > message  # and so are the lines a long one wraps to
+    assert left("6.0") == message
 
 
 def test_pasted_code_keeps_the_indentation_of_its_first_line(
@@ -898,18 +1004,15 @@ def test_the_transcript_follows_new_messages_until_the_user_scrolls_up(
     bob.send_message("latest under a transfer row", room="general")
     shows_at_once("bob: latest under a transfer row")
 
-    def top_line() -> str:
-        return str(chat.transcript.get("@0,0 linestart", "@0,0 lineend"))
-
     for _ in range(3):  # the user scrolls up with the wheel: the view stays where they put it
         chat.transcript.event_generate("<Button-4>", x=20, y=20)
     window.pump(0.3)
     assert not chat.following
-    read = top_line()
+    read = top_line(window)
     bob.send_message("latest while scrolled up", room="general")
     window.until_shown("bob: latest while scrolled up")
     window.pump(0.3)
-    assert top_line() == read
+    assert top_line(window) == read
     assert not in_view(window, "bob: latest while scrolled up")
 
     chat.scroll_by_user("moveto", "1.0")  # back at the end: it follows again
@@ -939,6 +1042,7 @@ def test_theme_switch_changes_colours_is_saved_and_restored(
     assert transcript.cget("background") == DARK["text_bg"]
     assert transcript.cget("foreground") == DARK["fg"]
     assert window.pixel(transcript) == DARK["text_bg"]
+    assert transcript.tag_cget("day", "foreground") == DARK["dim"]  # the days' separators
     assert app.chat.theme_switch.get() == 1
     assert bar.cget("progress_color") == DARK["accent"]
     window.screenshot("gui-dark.png")
@@ -949,6 +1053,7 @@ def test_theme_switch_changes_colours_is_saved_and_restored(
     assert transcript.cget("background") == LIGHT["text_bg"]
     assert transcript.cget("foreground") == LIGHT["fg"]
     assert window.pixel(transcript) == LIGHT["text_bg"]
+    assert transcript.tag_cget("day", "foreground") == LIGHT["dim"]
     assert app.chat.theme_switch.get() == 0
     assert app.chat.typing_label.cget("text_color") == LIGHT["dim"]
     assert bar.cget("progress_color") == LIGHT["accent"]
