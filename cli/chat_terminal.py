@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -11,6 +11,7 @@ from sealchat.cli.terminal_text import safe, safe_message
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
 from sealchat.core.sizes import shown_size
+from sealchat.transports.shown_time import clock_time, day_label, same_day
 from sealchat.transports.trio_client import LinkState
 
 SHOWN_FILES = 10_000
@@ -23,11 +24,14 @@ edge where a line of its own would start)."""
 
 class Terminal:
     """What ``sealchat chat`` prints: one line per event, transfers as progress bars. All
-    text from the network goes through ``safe``."""
+    text from the network goes through ``safe``. A message's line has its time of day, and
+    a line such as ``-- Yesterday --`` comes first when its day is not the last one shown."""
 
-    def __init__(self, out: TextIO, me: str) -> None:
+    def __init__(self, out: TextIO, me: str, *, clock: Callable[[], float] = time.time) -> None:
         self.out = out
         self.me = me
+        self.clock = clock
+        """What time it is (days are named as seen then: "Today", "Yesterday")."""
         self.room = "general"
         self.cut_uploads: set[tuple[Path, str]] = set()
         """Files (and rooms) whose upload a lost connection cut: the server may have stored
@@ -41,6 +45,8 @@ class Terminal:
         self._outage: set[str] | None = None
         """While reconnecting, the reasons said so far (each is said once); None while
         connected."""
+        self._last_ts = 0.0
+        """The time of the last message printed whose time is known (0: none yet)."""
 
     def remember_file(self, info: FileInfo) -> None:
         """The user was shown ``info`` (its name, size, id): /get of it takes no other file."""
@@ -86,6 +92,8 @@ class Terminal:
     def show(self, event: Event | LinkState) -> None:
         """Print ``event``, if it is one a person wants to see (LinkState: see
         ``follow_link``)."""
+        if isinstance(event, Message):
+            self._day_of(event.ts)
         match event:
             case Message(file=FileInfo() as info):
                 self.remember_file(info)
@@ -113,6 +121,16 @@ class Terminal:
             case ServerError():
                 self.say(f"! {safe(event.detail or event.code)}")
 
+    def _day_of(self, ts: float) -> None:
+        """Say the day of a message about to be printed, at ``ts``, unless it is that of
+        the message printed before it (of those whose time is known), or unknown itself:
+        live, replayed or listed by /history, the lines show which day they are from."""
+        if not ts:
+            return
+        if not same_day(ts, self._last_ts):
+            self.say(f"-- {day_label(ts, self.clock())} --")
+        self._last_ts = ts
+
     def progress(self, label: str) -> Callable[[int, int], None]:
         """A progress bar for one transfer."""
         label = safe(label)
@@ -134,4 +152,4 @@ class Terminal:
 
 
 def _time(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%H:%M") if ts else "--:--"
+    return clock_time(ts) or "--:--"

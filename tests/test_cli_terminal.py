@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,97 @@ def test_a_message_shows_every_extra_line_indented(capsys: pytest.CaptureFixture
             ts=1.0,
         )
     )
-    lines = capsys.readouterr().out.splitlines()
+    day, *lines = capsys.readouterr().out.splitlines()
+    assert day.startswith("-- ")
     assert len(lines) == 2
     assert lines[0].endswith("[general\\x1b[31m] mallory\\u202e: hi")
     assert lines[1] == f"{chat_terminal.INDENT}12:00 [general] esha: send me your password\\x1b[2J"
+
+
+def on(day: int, hour: int, minute: int = 0) -> float:
+    """The time of ``hour``:``minute`` (local time) on ``day`` November 2026."""
+    return datetime(2026, 11, day, hour, minute).timestamp()
+
+
+NOW = on(24, 9, 30)  # a Tuesday morning
+
+
+def said(message_id: int, ts: float, text: str = "") -> Message:
+    return Message(
+        text=text or f"message {message_id}", room="general", sender="bob", id=message_id, ts=ts
+    )
+
+
+def test_a_message_of_another_day_than_the_last_one_shown_says_its_day_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    term = chat_terminal.Terminal(sys.stdout, "alice", clock=lambda: NOW)
+    notes = FileInfo(file_id="a" * 32, name="notes.txt", size=10, sha256=bytes(32))
+    for message in (
+        said(1, on(10, 17, 5)),
+        said(2, on(20, 23, 59)),
+        said(3, on(21, 0, 0)),
+        said(4, 0.0),  # a time unknown: no day, and the day goes on past it
+        said(5, on(21, 8, 15)),
+        said(6, on(23, 22, 0)),
+        said(7, on(24, 7, 45)),
+        Message(id=8, ts=on(24, 9), sender="bob", room="general", file=notes),
+    ):
+        term.show(message)
+    assert capsys.readouterr().out.splitlines() == [
+        "-- Tuesday 10 November --",
+        "17:05 [general] bob: message 1",
+        "-- Friday --",
+        "23:59 [general] bob: message 2",
+        "-- Saturday --",
+        "00:00 [general] bob: message 3",
+        "--:-- [general] bob: message 4",
+        "08:15 [general] bob: message 5",
+        "-- Yesterday --",
+        "22:00 [general] bob: message 6",
+        "-- Today --",
+        "07:45 [general] bob: message 7",
+        f"09:00 [general] bob shared 'notes.txt' (10 B) — /get {'a' * 32}",
+    ]
+
+
+def test_history_and_the_messages_after_it_say_their_days(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Client:
+        async def history(self, *, room: str, limit: int) -> tuple[list[Message], bool]:
+            return [said(1, on(22, 12)), said(2, on(23, 12)), said(3, on(24, 8))], False
+
+    term = chat_terminal.Terminal(sys.stdout, "alice", clock=lambda: NOW)
+    client: Any = Client()
+    term.show(said(3, on(24, 8)))  # live, before /history
+    trio.run(chat_cmd._command, client, term, chat_outgoing.Outgoing(term), "/history")
+    term.show(said(4, on(24, 9)))  # live again: today, as the last one listed
+    assert capsys.readouterr().out.splitlines() == [
+        "-- Today --",
+        "08:00 [general] bob: message 3",
+        "-- Sunday --",
+        "12:00 [general] bob: message 1",
+        "-- Yesterday --",
+        "12:00 [general] bob: message 2",
+        "-- Today --",
+        "08:00 [general] bob: message 3",
+        "09:00 [general] bob: message 4",
+    ]
+
+
+def test_messages_replayed_at_login_say_their_days(capsys: pytest.CaptureFixture[str]) -> None:
+    missed = [said(1, on(23, 18)), said(2, on(23, 19)), said(3, on(24, 8))]
+    client: Any = _Replayed(missed)
+    term = chat_terminal.Terminal(sys.stdout, "alice", clock=lambda: NOW)
+    trio.run(chat_cmd._show_events, client, term, chat_outgoing.Outgoing(term))
+    assert capsys.readouterr().out.splitlines() == [
+        "-- Yesterday --",
+        "18:00 [general] bob: message 1",
+        "19:00 [general] bob: message 2",
+        "-- Today --",
+        "08:00 [general] bob: message 3",
+    ]
 
 
 def test_text_streams_never_fail_on_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
