@@ -2,8 +2,9 @@
 
 Run ``python docs/screenshots/make_screenshots.py`` from anywhere.
 
-Starts a private Xvfb and a throwaway sealchat server (in this process), has bob, carol and
-dave chat a little, logs alice in through the window and writes ``login.png``,
+Starts a private Xvfb and a throwaway sealchat server (in this process) whose #general kept
+two messages of yesterday evening, has bob, carol and dave chat a little (today: the
+transcript shows both days), logs alice in through the window and writes ``login.png``,
 ``main-dark.png`` and ``main-light.png`` next to this script. Needs Xvfb (``apt-get install
 xvfb``) and the test dependencies (``pip install -e .[test]``).
 """
@@ -14,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -21,6 +23,8 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from sealchat.core import Typing  # noqa: E402
+from sealchat.core.hub.names import user_key  # noqa: E402
+from sealchat.transports.sqlite_store import SqliteStore  # noqa: E402
 from tests.gui_harness import open_window, xvfb  # noqa: E402
 from tests.servers import PASSWORD, Running, running_server  # noqa: E402
 
@@ -58,10 +62,32 @@ def main() -> int:
     return 0
 
 
+def stored_yesterday(tmp: Path) -> None:
+    """Two messages of yesterday evening in #general, as the server stored them then."""
+    evening = datetime.combine(date.today() - timedelta(days=1), datetime.min.time())
+    said = [
+        (18, 2, "carol", "The new server build goes out tomorrow morning."),
+        (18, 7, "bob", "Great, I'll try it first thing."),
+    ]
+    with SqliteStore(tmp / "server", beside_server=True) as store:
+        for hour, minute, sender, text in said:
+            store.append_message(
+                ts=(evening + timedelta(hours=hour, minutes=minute)).timestamp(),
+                sender_key=user_key(sender),
+                sender=sender,
+                room="general",
+                to_key="",
+                to="",
+                text=text,
+                client_id="",
+            )
+
+
 def shoot(server: Running, display: str, tmp: Path) -> None:
     with server.login("alice") as earlier:  # rooms alice joined in an earlier session
         earlier.join("books")
         earlier.join("random")
+    stored_yesterday(tmp)
     bob, carol = server.login("bob"), server.login("carol")
     try:
         bob.join("random")
@@ -72,6 +98,7 @@ def shoot(server: Running, display: str, tmp: Path) -> None:
             window.screenshot("login.png", HERE)
             window.login(server.port, "alice")
             window.until(lambda: len(app.vm.conversations) == 3, "alice's rooms")
+            window.until_shown("try it first thing")
 
             bob.send_message("Morning! Is the new server build out?", room="general")
             carol.send_message(
