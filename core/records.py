@@ -32,7 +32,8 @@ Code = Annotated[str, Meta(max_length=limits.MAX_CODE)]
 Ident = Annotated[str, Meta(max_length=limits.MAX_ID)]
 FileName = Annotated[str, Meta(max_length=limits.MAX_FILE_NAME)]
 Digest = Annotated[bytes, Meta(min_length=limits.DIGEST_SIZE, max_length=limits.DIGEST_SIZE)]
-ChunkData = Annotated[bytes, Meta(max_length=limits.MAX_CHUNK)]
+ChunkData = Annotated[memoryview, Meta(max_length=limits.MAX_CHUNK)]
+"""A chunk's bytes, viewed, not copied (see :class:`FileChunk`)."""
 Timestamp = Annotated[float, Meta(ge=0, le=limits.MAX_TIMESTAMP)]
 PageSize = Annotated[int, Meta(ge=1, le=limits.MAX_HISTORY_PAGE)]
 
@@ -439,7 +440,12 @@ class FileRequest(Record, tag="file?", frozen=True, kw_only=True):
 
 
 class FileChunk(Record, tag="chunk", frozen=True, kw_only=True):
-    """``data`` of transfer ``transfer`` starting at byte ``offset``; chunks come in order."""
+    """``data`` of transfer ``transfer`` starting at byte ``offset``; chunks come in order.
+
+    ``data`` is a read-only ``memoryview``, so that the bulk path copies no chunk: a received
+    one views the record's decrypted bytes (immutable, and kept alive by the view), and
+    :func:`file_chunks` cuts views out of the block a sender read. Writing, hashing, ``len``
+    and ``==`` take it as they take bytes; ``bytes(chunk.data)`` makes a copy."""
 
     _hidden = frozenset({"data"})
 
@@ -450,10 +456,12 @@ class FileChunk(Record, tag="chunk", frozen=True, kw_only=True):
 
 def file_chunks(transfer: int, offset: int, data: bytes) -> Iterator[FileChunk]:
     """``data`` of ``transfer``, which starts at byte ``offset`` of the file, as FileChunks of
-    at most MAX_CHUNK bytes each (a sender reads big blocks; each chunk is one record)."""
-    for start in range(0, len(data), limits.MAX_CHUNK):
+    at most MAX_CHUNK bytes each, views of ``data`` (a sender reads big blocks; each chunk is
+    one record)."""
+    view = memoryview(data).toreadonly()
+    for start in range(0, len(view), limits.MAX_CHUNK):
         yield FileChunk(
-            transfer=transfer, offset=offset + start, data=data[start : start + limits.MAX_CHUNK]
+            transfer=transfer, offset=offset + start, data=view[start : start + limits.MAX_CHUNK]
         )
 
 

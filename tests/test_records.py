@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gc
 import hashlib
+import os
 
 import msgspec
 import pytest
@@ -23,8 +24,9 @@ from sealchat.core import (
     fingerprint,
 )
 from sealchat.core.codec import decode_record, encode_record
-from sealchat.core.limits import MAX_LIST, MAX_RECORD, MAX_UINT, MAX_USERNAME
+from sealchat.core.limits import MAX_CHUNK, MAX_LIST, MAX_RECORD, MAX_UINT, MAX_USERNAME
 from sealchat.core.preamble import PROTOCOL_VERSION, Version, encode_preamble, parse_preamble
+from sealchat.core.records import file_chunks
 from tests.samples import DIGEST, SAMPLES
 
 
@@ -144,6 +146,31 @@ def test_only_records_of_the_protocol_can_be_encoded() -> None:
         encode_record(Shout(text="HI", room="general"))
     with pytest.raises(LocalProtocolError, match="str is not a sealchat record"):
         encode_record("hi")  # type: ignore[arg-type]
+
+
+def test_a_file_is_cut_into_chunks_and_received_as_views_never_copies() -> None:
+    block = os.urandom(3 * MAX_CHUNK + 5)
+    chunks = list(file_chunks(7, 100, block))
+    assert [(c.transfer, c.offset, len(c.data)) for c in chunks] == [
+        (7, 100, MAX_CHUNK),
+        (7, 100 + MAX_CHUNK, MAX_CHUNK),
+        (7, 100 + 2 * MAX_CHUNK, MAX_CHUNK),
+        (7, 100 + 3 * MAX_CHUNK, 5),
+    ]
+    assert b"".join(c.data for c in chunks) == block
+    assert all(c.data.obj is block and c.data.readonly for c in chunks)
+
+    payload = encode_record(chunks[1])
+    received = decode_record(payload)
+    assert isinstance(received, FileChunk)
+    assert received == chunks[1]
+    assert isinstance(received.data, memoryview)
+    assert received.data.obj is payload  # a view of the decrypted record: immutable bytes
+    assert received.data.readonly
+    assert (
+        hashlib.sha256(received.data).digest()
+        == hashlib.sha256(block[MAX_CHUNK:][:MAX_CHUNK]).digest()
+    )
 
 
 def test_limits_are_enforced_when_receiving() -> None:

@@ -146,7 +146,7 @@ class PartialDownload:
         self.expected = size
         self._check_size(self.size)
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: bytes | memoryview) -> None:
         """Append ``data``, which must start where the file ends and stay within the expected
         size (ValueError otherwise; in the latter case the partial file is discarded)."""
         if offset != self.size:
@@ -159,7 +159,7 @@ class PartialDownload:
         self.size += len(data)
         self._behind.wrote(self._fd, self.size)
 
-    def write_all(self, chunks: Iterable[tuple[int, bytes]]) -> None:
+    def write_all(self, chunks: Iterable[tuple[int, bytes | memoryview]]) -> None:
         """``write`` each (offset, data) in turn: one call for what arrived together."""
         for offset, data in chunks:
             self.write(offset, data)

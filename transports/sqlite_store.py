@@ -409,7 +409,7 @@ class SqliteStore:
     def get_file(self, file_id: str) -> StoredFile | None:
         return sqlite_files.get_file(self._conn, file_id)
 
-    def write_chunk(self, file_id: str, offset: int, data: bytes) -> int:
+    def write_chunk(self, file_id: str, offset: int, data: bytes | memoryview) -> int:
         return self._uploads.write_chunk(file_id, offset, data)
 
     def release_upload(self, file_id: str) -> None:

@@ -221,7 +221,7 @@ class Uploads:
             raise ValueError("no such file")
         return f
 
-    def write_chunk(self, file_id: str, offset: int, data: bytes) -> int:
+    def write_chunk(self, file_id: str, offset: int, data: bytes | memoryview) -> int:
         """Append ``data`` at ``offset`` (which must equal the bytes received so far) and
         return the new count. ValueError for a wrong offset, too much data, a complete or
         unknown file, or a row changed behind the open upload (see the module docstring)."""

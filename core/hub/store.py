@@ -213,7 +213,7 @@ class Store(Protocol):
         ...
 
     def get_file(self, file_id: str) -> StoredFile | None: ...
-    def write_chunk(self, file_id: str, offset: int, data: bytes) -> int:
+    def write_chunk(self, file_id: str, offset: int, data: bytes | memoryview) -> int:
         """Append ``data`` at ``offset`` (which must equal the bytes received so far) and
         return the new count. The store may keep the partial file open until
         ``release_upload``, ``complete_file`` or ``delete_file``."""
