@@ -98,7 +98,14 @@ CREATE INDEX messages_direct_files ON messages(sender_key, to_key, id) WHERE fil
 announced each: these find a conversation's announcements in that order from any id without
 reading its other messages."""
 
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+_SCHEMA_V5 = """
+CREATE INDEX messages_direct_from_to ON messages(to_key, sender_key, id) WHERE to_key <> '';
+"""
+"""Whom a user received direct messages from, each sender's latest message found at once: with
+``messages_direct_pair`` for those it sent, the conversations listed at every login cost what
+the user's conversations cost, not what all of its direct messages do."""
+
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 """Schema scripts; applying ``MIGRATIONS[i]`` takes ``PRAGMA user_version`` from i to i + 1.
 Append new ones, never edit old ones."""
 
