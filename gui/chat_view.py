@@ -3,8 +3,10 @@ transfers and input box, drawn from the view-model."""
 
 from __future__ import annotations
 
+import time
 import tkinter as tk
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import customtkinter as ctk
@@ -17,7 +19,7 @@ from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import ViewModel
 from sealchat.transports.requests import typed_room
 from sealchat.transports.shown_text import escaped
-from sealchat.transports.shown_time import clock_time, day_label
+from sealchat.transports.shown_time import clock_time, day_label, local_day
 
 if TYPE_CHECKING:
     from sealchat.gui.app import App
@@ -29,6 +31,14 @@ CONTINUATION_INDENT = 28
 of a message can pass for a message of its own."""
 TRANSFER_LABEL_MARGIN = 8
 """Pixels of a transfer row's label kept clear of text (the label's own padding)."""
+
+
+_0H = datetime.min.time()
+
+
+def _day_line(row: DayBreak, now: float) -> str:
+    """A separator's text: its day as seen at ``now``, between rules."""
+    return f"\u2500\u2500 {day_label(row.ts, now)} \u2500\u2500"
 
 
 @dataclass(slots=True)
@@ -72,6 +82,9 @@ class ChatView(ctk.CTkFrame):
         self._draft = ""
         """The input box's text as of the last key (a key that changes it is typing)."""
         self._lines: list[int] = []
+        self._named_on: date | None = None
+        """The day as of which the separators name their days ("Today")."""
+        self._name_days_at_midnight()
         """How many text lines each row drawn in the transcript takes, in order (see
         :meth:`ViewModel.current_rows`)."""
         self.following = True
@@ -345,11 +358,13 @@ class ChatView(ctk.CTkFrame):
         rows inserted or removed where they are; the view follows the end if it did (see
         :attr:`following`), else stays on the line the user was reading.
 
-        Days are named as seen at ``now`` ("Today", "Yesterday"): the names drawn before a
-        midnight stay until the conversation is drawn afresh (shown again, or at a login)."""
+        Days are named as seen at ``now`` ("Today", "Yesterday"): past a midnight, every
+        separator is named again (see also :meth:`name_days`)."""
         text = self.transcript
+        named_on = self._named_on
         text.configure(state="normal")
         if any(u.redraw for u in updates):
+            named_on = local_day(now)
             text.delete("1.0", "end")
             self._lines = [self._insert(row, "end", vm.me, now) for row in vm.current_rows()]
             self.following = True
@@ -371,14 +386,42 @@ class ChatView(ctk.CTkFrame):
             if not self.following:
                 text.yview("view_top")
         text.configure(state="disabled")
+        self._named_on = local_day(now)
+        if self._named_on != named_on:
+            self.name_days(vm, now)
         self._keep_following()
+
+    def name_days(self, vm: ViewModel, now: float) -> None:
+        """Name every day's separator again as seen at ``now``, each in its line: the view
+        does not move. Called past a midnight, by :meth:`draw_transcript` and by a timer
+        (:meth:`_name_days_at_midnight`), so that yesterday is never still "Today"."""
+        rows = vm.current_rows()
+        if len(rows) != len(self._lines):  # not drawn yet: it will be, as of then
+            return
+        text = self.transcript
+        text.configure(state="normal")
+        line = 1
+        for row, lines in zip(rows, self._lines, strict=True):
+            if isinstance(row, DayBreak):
+                text.delete(f"{line}.0", f"{line}.0 lineend")
+                text.insert(f"{line}.0", _day_line(row, now), ("day",))
+            line += lines
+        text.configure(state="disabled")
+        self._named_on = local_day(now)
+
+    def _name_days_at_midnight(self) -> None:
+        """Name the days again just after each local midnight, even if no message comes."""
+        now = time.time()
+        if not self.app.vm.updates:  # else the drawing of those will
+            self.name_days(self.app.vm, now)
+        tomorrow = datetime.combine(datetime.fromtimestamp(now).date() + timedelta(days=1), _0H)
+        self.after(int((tomorrow.timestamp() - now) * 1000) + 1000, self._name_days_at_midnight)
 
     def _insert(self, row: Row, where: str, me: str, now: float) -> int:
         """Draw ``row`` at ``where``: a message, or the separator above the first of a day,
         which names it as seen at ``now``; returns the number of lines it took."""
         if isinstance(row, DayBreak):
-            rule = "\u2500\u2500"
-            self.transcript.insert(where, f"{rule} {day_label(row.ts, now)} {rule}\n", ("day",))
+            self.transcript.insert(where, _day_line(row, now) + "\n", ("day",))
             return 1
         return self._insert_message(row, where, me)
 

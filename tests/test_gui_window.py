@@ -719,6 +719,26 @@ def test_each_day_of_the_history_shows_above_its_first_message(
         "\u2500\u2500 Yesterday \u2500\u2500",
     ]
 
+    # Past the next midnight, the next drawing names every day again, in its line: the
+    # reader's view does not move. So does a timer just after midnight, message or not.
+    def named(now: float) -> list[str]:
+        firsts = (times[0], times[30], times[60], time.time())
+        return [f"\u2500\u2500 {day_label(ts, now)} \u2500\u2500" for ts in firsts]
+
+    app.chat.scroll_by_user("moveto", "0.4")
+    window.pump(0.3)
+    top = top_line(window)
+    for days_later in (2, 6):
+        now = time.time() + days_later * 24 * 3600
+        assert window.days() != named(now)
+        if days_later == 2:
+            app.chat.draw_transcript(app.vm, [], now)
+        else:
+            with mock.patch.object(time, "time", return_value=now):
+                app.chat._name_days_at_midnight()
+        assert window.days() == named(now)
+        assert top_line(window) == top
+
 
 @pytest.mark.parametrize(
     ("where", "key"), [({"room": "dev"}, "#dev"), ({"to": "alice"}, "@bob")], ids=["room", "dm"]

@@ -36,8 +36,8 @@ NOW = at(2026, 11, 24, 9, 30)  # a Tuesday morning
         (at(2026, 11, 23, 23, 59), "Yesterday"),
         (at(2026, 11, 23, 0, 0), "Yesterday"),
         (at(2026, 11, 22, 12, 0), "Sunday"),
-        (at(2026, 11, 17, 17, 5), "Tuesday"),  # a week ago: the 6 days before yesterday
-        (at(2026, 11, 16, 17, 5), "Monday 16 November"),
+        (at(2026, 11, 18, 17, 5), "Wednesday"),  # the 5 days before yesterday
+        (at(2026, 11, 17, 17, 5), "Tuesday 17 November"),  # a week ago: not "Tuesday"
         (at(2026, 1, 1, 12, 0), "Thursday 1 January"),
         (at(2025, 11, 17, 17, 5), "Monday 17 November 2025"),
         (at(2026, 11, 25, 8, 0), "Wednesday 25 November"),  # ahead of this clock
@@ -48,8 +48,8 @@ def test_a_day_is_named_as_seen_from_now(ts: float, label: str) -> None:
     assert day_label(ts, NOW) == label
 
 
-def test_weekdays_name_the_six_days_before_yesterday() -> None:
-    assert WEEKDAY_NAMED == 6
+def test_weekdays_name_the_five_days_before_yesterday() -> None:
+    assert WEEKDAY_NAMED == 5
     labels = [day_label(at(2026, 11, 24 - ago, 12, 0), NOW) for ago in range(9)]
     assert labels == [
         "Today",
@@ -59,7 +59,7 @@ def test_weekdays_name_the_six_days_before_yesterday() -> None:
         "Friday",
         "Thursday",
         "Wednesday",
-        "Tuesday",
+        "Tuesday 17 November",
         "Monday 16 November",
     ]
 
@@ -67,7 +67,8 @@ def test_weekdays_name_the_six_days_before_yesterday() -> None:
 def test_days_count_across_the_new_year() -> None:
     new_year = at(2027, 1, 2, 10, 0)
     assert day_label(at(2026, 12, 31, 22, 0), new_year) == "Thursday"
-    assert day_label(at(2026, 12, 20, 22, 0), new_year) == "Sunday 20 December 2026"
+    assert day_label(at(2026, 12, 27, 22, 0), new_year) == "Sunday"
+    assert day_label(at(2026, 12, 26, 22, 0), new_year) == "Saturday 26 December 2026"
 
 
 def test_an_unknown_time_has_no_day() -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-WEEKDAY_NAMED = 6
-"""The days before yesterday named by their weekday alone ("Tuesday"); older ones have a date."""
+WEEKDAY_NAMED = 5
+"""The days before yesterday named by their weekday alone ("Tuesday"); older ones have a date.
+Not 6: a week ago would then bear today's weekday, as if it were today."""
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
     "January",
