@@ -64,9 +64,10 @@ def encode_record(record: Record) -> bytes:
     return payload
 
 
-decode_record: Callable[[bytes | bytearray | memoryview], Record] = _decoder.decode
-"""Decode one received record. Anything malformed raises one of ``DECODE_ERRORS``, which the
-connection turns into a ``RemoteProtocolError`` (no wrapper: this runs once per record)."""
+decode_record: Callable[[bytes], Record] = _decoder.decode
+"""Decode one received record, from immutable ``bytes``: a chunk's data is a view of them.
+Anything malformed raises one of ``DECODE_ERRORS``, which the connection turns into a
+``RemoteProtocolError`` (no wrapper: this runs once per record)."""
 
 DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeError, RecursionError)
 """What decoding a peer's bytes can raise (ValidationError is a DecodeError; RecursionError

@@ -445,7 +445,8 @@ class FileChunk(Record, tag="chunk", frozen=True, kw_only=True):
     ``data`` is a read-only ``memoryview``, so that the bulk path copies no chunk: a received
     one views the record's decrypted bytes (immutable, and kept alive by the view), and
     :func:`file_chunks` cuts views out of the block a sender read. Writing, hashing, ``len``
-    and ``==`` take it as they take bytes; ``bytes(chunk.data)`` makes a copy."""
+    and ``==`` take it as they take bytes; ``bytes(chunk.data)`` makes a copy (and a chunk
+    pickles only as one built with such a copy)."""
 
     _hidden = frozenset({"data"})
 

@@ -82,11 +82,11 @@ class ChatView(ctk.CTkFrame):
         self._draft = ""
         """The input box's text as of the last key (a key that changes it is typing)."""
         self._lines: list[int] = []
+        """How many text lines each row drawn in the transcript takes, in order (see
+        :meth:`ViewModel.current_rows`)."""
         self._named_on: date | None = None
         """The day as of which the separators name their days ("Today")."""
         self._name_days_at_midnight()
-        """How many text lines each row drawn in the transcript takes, in order (see
-        :meth:`ViewModel.current_rows`)."""
         self.following = True
         """Whether the transcript keeps its newest line in view: true until the user scrolls
         away from the end, and again once they scroll back to it (or another conversation

@@ -94,6 +94,7 @@ def type_text(t: msgspec.inspect.Type) -> str:
     names = {
         msgspec.inspect.StrType: "str",
         msgspec.inspect.BytesType: "bin",
+        msgspec.inspect.MemoryViewType: "bin",
         msgspec.inspect.IntType: "int",
         msgspec.inspect.FloatType: "float",
         msgspec.inspect.BoolType: "bool",
@@ -106,7 +107,7 @@ def limit_text(t: msgspec.inspect.Type) -> str:
     """How the field tables state a type's limits."""
     if isinstance(t, msgspec.inspect.StrType):
         return f"≤ {t.max_length} code points"
-    if isinstance(t, msgspec.inspect.BytesType):
+    if isinstance(t, msgspec.inspect.BytesType | msgspec.inspect.MemoryViewType):
         if t.min_length == t.max_length:
             return f"exactly {t.max_length} bytes"
         return f"≤ {t.max_length} bytes"
