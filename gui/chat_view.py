@@ -13,7 +13,13 @@ import customtkinter as ctk
 
 from sealchat.core import Message
 from sealchat.gui.conversation import Conversation, DayBreak, Row, TranscriptUpdate
-from sealchat.gui.text_helpers import file_label, fitted, shown_line, without_blank_ends
+from sealchat.gui.text_helpers import (
+    file_label,
+    fitted,
+    mentions,
+    shown_line,
+    without_blank_ends,
+)
 from sealchat.gui.theme import EMOTICONS, accented, quiet
 from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import ViewModel
@@ -432,6 +438,9 @@ class ChatView(ctk.CTkFrame):
         ``\\u202e``…), and its further lines are indented: no line can pose as a message."""
         text = self.transcript
         mine = message.sender.lower() == me.lower()
+        body: tuple[str, ...] = ("body", "message")
+        if not mine and mentions(message.text, me):  # another's message naming the user
+            body += ("mention",)
         parts: list[tuple[str, tuple[str, ...]]] = [
             (f"{clock_time(message.ts)}  ", ("time", "message")),
             (f"{escaped(message.sender)}: ", ("sender", "me" if mine else "other", "message")),
@@ -441,9 +450,9 @@ class ChatView(ctk.CTkFrame):
             parts.append((file_label(message.file), file_tags))
         else:
             first, *rest = message.text.replace("\r\n", "\n").split("\n")
-            parts.append((shown_line(first), ("body", "message")))
+            parts.append((shown_line(first), body))
             for line in rest:
-                parts.append(("\n" + shown_line(line), ("body", "message", "continued")))
+                parts.append(("\n" + shown_line(line), (*body, "continued")))
         parts.append(("\n", ("message", "continued")))
         for chunk, tags in reversed(parts) if where != "end" else parts:
             text.insert(where, chunk, tags)
@@ -553,6 +562,7 @@ class ChatView(ctk.CTkFrame):
         self.transcript.tag_configure("me", foreground=palette["me"])
         self.transcript.tag_configure("other", foreground=palette["sender"])
         self.transcript.tag_configure("file", foreground=palette["file"])
+        self.transcript.tag_configure("mention", background=palette["mention"])
         if dark:
             self.theme_switch.select()
         else:

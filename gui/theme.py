@@ -20,6 +20,7 @@ PALETTES: Final[dict[str, dict[str, str]]] = {
         "error": "#ff8080",
         "banner_fg": "#000000",
         "entry": "#163353",
+        "mention": "#1d4a35",
     },
     "light": {
         "window": "#ffffff",
@@ -36,10 +37,12 @@ PALETTES: Final[dict[str, dict[str, str]]] = {
         "error": "#b00020",
         "banner_fg": "#ffffff",
         "entry": "#ffffff",
+        "mention": "#e8e8e8",
     },
 }
 """Colours by role. Dark is dark blue with green accents; light is white with black. The
-banners ("system": reconnecting, "error") have text in "banner_fg", at least 4.5:1 apart."""
+banners ("system": reconnecting, "error") have text in "banner_fg", at least 4.5:1 apart; a
+message that names the user has the "mention" background, under text still 4.5:1 apart."""
 
 EMOTICONS: Final = (
     ":)",

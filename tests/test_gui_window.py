@@ -847,6 +847,32 @@ def test_a_peer_cannot_make_a_line_pose_as_a_message_of_its_own(
     assert left("6.0") == message
 
 
+@pytest.mark.parametrize("theme", ["dark", "light"])
+def test_a_message_naming_the_user_stands_out_in_both_themes(
+    window: Window, server: Running, bob: BlockingClient, theme: str
+) -> None:
+    app = window.app
+    transcript = app.chat.transcript
+    window.login(server.port, "alice")
+    if app.vm.theme != theme:
+        app.chat.theme_switch.toggle()
+    bob.send_message("@Alice, can you\nlook at this", room="general")
+    bob.send_message("malice aforethought", room="general")
+    window.type_and_enter("alice here")
+    window.until_shown("alice: alice here")
+
+    def mentioned(text: str) -> bool:
+        return "mention" in transcript.tag_names(transcript.search(text, "1.0", "end"))
+
+    assert mentioned("@Alice, can you")
+    assert mentioned("look at this")  # the whole message, its further lines too
+    assert not mentioned("malice")
+    assert not mentioned("alice here")  # one's own message names no one new
+    palette = PALETTES[theme]
+    assert transcript.tag_cget("mention", "background") == palette["mention"]
+    assert contrast(palette["fg"], palette["mention"]) >= 4.5
+
+
 def test_pasted_code_keeps_the_indentation_of_its_first_line(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:

@@ -111,7 +111,7 @@ def shoot(server: Running, display: str, tmp: Path) -> None:
             notes = tmp / "release-notes.txt"
             notes.write_text("sealchat 0.1.0\n\n- end-to-end Noise XX\n- file transfers\n")
             bob.send_file(notes, room="general")
-            bob.send_message("Release notes are above, have a look :)", room="general")
+            bob.send_message("@alice release notes are above, have a look :)", room="general")
             window.until_shown("have a look")
             sketch = tmp / "sketch.png"
             sketch.write_bytes(bytes(range(256)) * 160)
