@@ -11,6 +11,7 @@ from sealchat.cli.terminal_text import safe, safe_message
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
 from sealchat.core.sizes import shown_size
+from sealchat.transports.shown_text import mentions
 from sealchat.transports.shown_time import clock_time, day_label, same_day
 from sealchat.transports.trio_client import LinkState
 
@@ -20,6 +21,11 @@ SHOWN_FILES = 10_000
 INDENT = " " * len("00:00 ")
 """Where the second and later lines of a message start (under its header, never at the left
 edge where a line of its own would start)."""
+
+
+_BOLD, _PLAIN, _BELL = "\x1b[1m", "\x1b[0m", "\a"
+"""How a terminal shows a message that names the user: in bold, with the bell (the text
+inside is escaped, so it cannot end the bold early or drive the terminal)."""
 
 
 class Terminal:
@@ -109,7 +115,14 @@ class Terminal:
                     else f"[{safe(event.sender)} → {safe(event.to)}]"
                 )
                 text = safe_message(event.text, indent=INDENT)
-                self.say(f"{_time(event.ts)} {where} {safe(event.sender)}: {text}")
+                line = f"{_time(event.ts)} {where} {safe(event.sender)}: {text}"
+                if (
+                    self.tty
+                    and event.sender.lower() != self.me.lower()
+                    and mentions(event.text, self.me)
+                ):
+                    line = f"{_BOLD}{line}{_PLAIN}{_BELL}"  # names the user: it stands out
+                self.say(line)
             case Typing(active=True):
                 where = safe(event.room) or "you"
                 self.say(f"* {safe(event.user)} is typing… ({where})")

@@ -13,18 +13,12 @@ import customtkinter as ctk
 
 from sealchat.core import Message
 from sealchat.gui.conversation import Conversation, DayBreak, Row, TranscriptUpdate
-from sealchat.gui.text_helpers import (
-    file_label,
-    fitted,
-    mentions,
-    shown_line,
-    without_blank_ends,
-)
+from sealchat.gui.text_helpers import file_label, fitted, shown_line, without_blank_ends
 from sealchat.gui.theme import EMOTICONS, accented, quiet
 from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import ViewModel
 from sealchat.transports.requests import typed_room
-from sealchat.transports.shown_text import escaped
+from sealchat.transports.shown_text import escaped, mentions
 from sealchat.transports.shown_time import clock_time, day_label, local_day
 
 if TYPE_CHECKING:

@@ -26,16 +26,6 @@ def without_blank_ends(text: str) -> str:
     return "\n".join(lines)
 
 
-def mentions(text: str, name: str) -> bool:
-    """Whether ``text`` names the user ``name`` (as "alice", "@Alice" or "ALICE:"): the whole
-    name, in any case, not within a longer word or name ("malice", "alice.b")."""
-    if not name:
-        return False
-    # A name is letters, digits, '.', '_' and '-': none of those may touch it.
-    word = rf"(?<![\w.\-]){re.escape(name)}(?![\w\-]|\.\w)"
-    return re.search(word, text, re.IGNORECASE) is not None
-
-
 def shown_line(line: str) -> str:
     """One line of a peer's message as shown: escaped, but tabs stay tabs (pasted code)."""
     return "\t".join(escaped_message(part) for part in line.split("\t"))

@@ -318,6 +318,24 @@ class _Tty(io.StringIO):
         return True
 
 
+def test_a_message_naming_the_user_is_bold_with_the_bell_on_a_terminal_only() -> None:
+    def shown(out: io.StringIO, sender: str, text: str) -> str:
+        term = chat_terminal.Terminal(out, "alice")
+        term.show(Message(text=text, room="general", sender=sender, ts=0.0))
+        return out.getvalue().split("\n")[-2]
+
+    assert shown(_Tty(), "bob", "@Alice look") == (
+        "\x1b[1m--:-- [general] bob: @Alice look\x1b[0m\a"
+    )
+    assert shown(_Tty(), "bob", "malice") == "--:-- [general] bob: malice"
+    assert shown(_Tty(), "Alice", "alice here") == "--:-- [general] Alice: alice here"
+    assert shown(io.StringIO(), "bob", "@alice look") == "--:-- [general] bob: @alice look"
+    # What the peer wrote cannot end the bold early: its escape codes are shown, not run.
+    assert shown(_Tty(), "bob", "alice \x1b[0m") == (
+        "\x1b[1m--:-- [general] bob: alice \\x1b[0m\x1b[0m\a"
+    )
+
+
 def test_lines_printed_during_a_transfer_never_land_on_its_progress_bar() -> None:
     out = _Tty()
     term = chat_terminal.Terminal(out, "alice")

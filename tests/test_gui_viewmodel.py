@@ -31,7 +31,7 @@ from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
 from sealchat.gui.conversation import DayBreak, Row, TranscriptUpdate, direct_key, room_key
 from sealchat.gui.settings import Server, Settings
-from sealchat.gui.text_helpers import elided, fitted, mentions, room_name_problem
+from sealchat.gui.text_helpers import elided, fitted, room_name_problem
 from sealchat.gui.theme import EMOTICONS, PALETTES
 from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import TYPING_SHOWN_FOR, Change, ViewModel
@@ -1142,29 +1142,6 @@ def test_toggle_theme_switches_between_dark_and_light() -> None:
     assert vm.theme == "dark"
     assert ViewModel(theme="light").theme == "light"
     assert ViewModel(theme="neon").theme == "dark"
-
-
-@pytest.mark.parametrize(
-    ("text", "named"),
-    [
-        ("alice, look", True),
-        ("hey @Alice!", True),
-        ("ALICE: the build is out", True),
-        ("thanks alice.", True),
-        ("x@alice", True),
-        ("malice aforethought", False),  # within a word
-        ("ask alice.b", False),  # within a longer name
-        ("ask alice-2", False),
-        ("ask alice_2", False),
-        ("mail bob@alice.example", False),
-        ("", False),
-    ],
-)
-def test_a_message_names_the_user_by_the_whole_name_in_any_case(text: str, named: bool) -> None:
-    assert mentions(text, "alice") is named
-    assert mentions("ping a.b now", "a.b")
-    assert not mentions("ping axb now", "a.b")  # a name's "." is a dot, not any character
-    assert not mentions("alice", "")
 
 
 def test_both_palettes_name_the_same_colours() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealchat.transports.shown_text import escaped, escaped_message, hidden
+from sealchat.transports.shown_text import escaped, escaped_message, hidden, mentions
 
 
 @pytest.mark.parametrize(
@@ -118,3 +118,26 @@ def test_tags_smuggled_after_a_black_flag_are_escaped_and_flags_around_them_kept
     smuggled = f"{ENGLAND} \U0001f3f4{hidden_text} {ENGLAND}"
     shown = f"{ENGLAND} \U0001f3f4{escaped(hidden_text)} {ENGLAND}"
     assert escaped_message(smuggled) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("alice, look", True),
+        ("hey @Alice!", True),
+        ("ALICE: the build is out", True),
+        ("thanks alice.", True),
+        ("x@alice", True),
+        ("malice aforethought", False),  # within a word
+        ("ask alice.b", False),  # within a longer name
+        ("ask alice-2", False),
+        ("ask alice_2", False),
+        ("mail bob@alice.example", False),
+        ("", False),
+    ],
+)
+def test_a_message_names_the_user_by_the_whole_name_in_any_case(text: str, named: bool) -> None:
+    assert mentions(text, "alice") is named
+    assert mentions("ping a.b now", "a.b")
+    assert not mentions("ping axb now", "a.b")  # a name's "." is a dot, not any character
+    assert not mentions("alice", "")

@@ -71,3 +71,13 @@ def _escape(char: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+def mentions(text: str, name: str) -> bool:
+    """Whether ``text`` names the user ``name`` (as "alice", "@Alice" or "ALICE:"): the whole
+    name, in any case, not within a longer word or name ("malice", "alice.b")."""
+    if not name:
+        return False
+    # A name is letters, digits, '.', '_' and '-': none of those may touch it.
+    word = rf"(?<![\w.\-]){re.escape(name)}(?![\w\-]|\.\w)"
+    return re.search(word, text, re.IGNORECASE) is not None
