@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +28,19 @@ edge where a line of its own would start)."""
 _BOLD, _PLAIN, _BELL = "\x1b[1m", "\x1b[0m", "\a"
 """How a terminal shows a message that names the user: in bold, with the bell (the text
 inside is escaped, so it cannot end the bold early or drive the terminal)."""
+BELL_QUIET = 10.0
+"""Seconds after a bell in which mentions ring no other: a replay or a /history of many
+rings once."""
+
+
+def _shows_bold() -> bool:
+    """Whether the terminal takes ANSI bold: not one that asks for none (``NO_COLOR``, ``TERM
+    =dumb``), nor the Windows console, which prints the codes unless a program enables them."""
+    return (
+        sys.platform != "win32"
+        and "NO_COLOR" not in os.environ
+        and os.environ.get("TERM", "") != "dumb"
+    )
 
 
 class Terminal:
@@ -43,6 +58,8 @@ class Terminal:
         """Files (and rooms) whose upload a lost connection cut: the server may have stored
         them all the same."""
         self.tty = out.isatty()
+        self._bold = self.tty and _shows_bold()
+        self._last_bell = -BELL_QUIET
         self._last_percent: dict[str, int] = {}
         self._bar_open = False
         """A progress bar is on the last line, not yet ended by a line break."""
@@ -121,7 +138,7 @@ class Terminal:
                     and event.sender.lower() != self.me.lower()
                     and mentions(event.text, self.me)
                 ):
-                    line = f"{_BOLD}{line}{_PLAIN}{_BELL}"  # names the user: it stands out
+                    line = self._standing_out(line)
                 self.say(line)
             case Typing(active=True):
                 where = safe(event.room) or "you"
@@ -133,6 +150,17 @@ class Terminal:
                 self.say(f"* {safe(event.user)} {action} {safe(event.room)}")
             case ServerError():
                 self.say(f"! {safe(event.detail or event.code)}")
+
+    def _standing_out(self, line: str) -> str:
+        """``line`` of a message that names the user, as it stands out: in bold where the
+        terminal takes it, and with the bell unless one rang in the last BELL_QUIET s."""
+        if self._bold:
+            line = f"{_BOLD}{line}{_PLAIN}"
+        now = self.clock()
+        if now - self._last_bell >= BELL_QUIET:
+            self._last_bell = now
+            line += _BELL
+        return line
 
     def _day_of(self, ts: float) -> None:
         """Say the day of a message about to be printed, at ``ts``, unless it is that of

@@ -447,7 +447,7 @@ class ChatView(ctk.CTkFrame):
             parts.append((shown_line(first), body))
             for line in rest:
                 parts.append(("\n" + shown_line(line), (*body, "continued")))
-        parts.append(("\n", ("message", "continued")))
+        parts.append(("\n", ("message", "continued", *body[2:])))  # a mention's to the edge
         for chunk, tags in reversed(parts) if where != "end" else parts:
             text.insert(where, chunk, tags)
         return sum(chunk.count("\n") for chunk, _ in parts)
@@ -550,6 +550,7 @@ class ChatView(ctk.CTkFrame):
             foreground=palette["fg"],
             insertbackground=palette["fg"],
             selectbackground=palette["accent"],
+            selectforeground=palette["window"],  # light: white on black, not black on black
         )
         self.transcript.tag_configure("time", foreground=palette["dim"])
         self.transcript.tag_configure("day", foreground=palette["dim"])
@@ -557,6 +558,7 @@ class ChatView(ctk.CTkFrame):
         self.transcript.tag_configure("other", foreground=palette["sender"])
         self.transcript.tag_configure("file", foreground=palette["file"])
         self.transcript.tag_configure("mention", background=palette["mention"])
+        self.transcript.tag_raise("sel")  # above the tags made after it: a selection shows
         if dark:
             self.theme_switch.select()
         else:

@@ -318,7 +318,13 @@ class _Tty(io.StringIO):
         return True
 
 
-def test_a_message_naming_the_user_is_bold_with_the_bell_on_a_terminal_only() -> None:
+def test_a_message_naming_the_user_is_bold_with_the_bell_on_a_terminal_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(chat_terminal.sys, "platform", "linux")
+
     def shown(out: io.StringIO, sender: str, text: str) -> str:
         term = chat_terminal.Terminal(out, "alice")
         term.show(Message(text=text, room="general", sender=sender, ts=0.0))
@@ -334,6 +340,27 @@ def test_a_message_naming_the_user_is_bold_with_the_bell_on_a_terminal_only() ->
     assert shown(_Tty(), "bob", "alice \x1b[0m") == (
         "\x1b[1m--:-- [general] bob: alice \\x1b[0m\x1b[0m\a"
     )
+    # A terminal that asks for no codes gets the bell alone.
+    for variable, value in (("NO_COLOR", "1"), ("TERM", "dumb")):
+        with monkeypatch.context() as patch:
+            patch.setenv(variable, value)
+            assert shown(_Tty(), "bob", "alice?") == "--:-- [general] bob: alice?\a"
+
+
+def test_a_burst_of_mentions_rings_the_bell_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    now = [1000.0]
+    out = _Tty()
+    term = chat_terminal.Terminal(out, "alice", clock=lambda: now[0])
+    for n, at in enumerate((1000.0, 1001.0, 1009.0, 1011.0)):  # a replay, then one later
+        now[0] = at
+        term.show(Message(text=f"alice {n}", room="general", sender="bob", ts=0.0))
+    assert [line.endswith("\a") for line in out.getvalue().split("\n")[:-1]] == [
+        True,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_lines_printed_during_a_transfer_never_land_on_its_progress_bar() -> None:

@@ -866,11 +866,18 @@ def test_a_message_naming_the_user_stands_out_in_both_themes(
 
     assert mentioned("@Alice, can you")
     assert mentioned("look at this")  # the whole message, its further lines too
+    line_end = transcript.search("look at this", "1.0", "end") + " lineend"
+    assert "mention" in transcript.tag_names(line_end)  # to the right edge
     assert not mentioned("malice")
     assert not mentioned("alice here")  # one's own message names no one new
     palette = PALETTES[theme]
     assert transcript.tag_cget("mention", "background") == palette["mention"]
     assert contrast(palette["fg"], palette["mention"]) >= 4.5
+    # A selection shows over every tag, the mention's too, its text readable.
+    order = transcript.tag_names()  # the lowest priority first
+    assert all(order.index("sel") > order.index(t) for t in ("mention", "me", "other", "file"))
+    assert transcript.cget("selectforeground") == palette["window"]
+    assert contrast(palette["window"], palette["accent"]) >= 4.5
 
 
 def test_pasted_code_keeps_the_indentation_of_its_first_line(

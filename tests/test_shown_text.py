@@ -133,6 +133,12 @@ def test_tags_smuggled_after_a_black_flag_are_escaped_and_flags_around_them_kept
         ("ask alice-2", False),
         ("ask alice_2", False),
         ("mail bob@alice.example", False),
+        ("thanks alice...", True),
+        ("ask alice..b", False),  # names of others: a '.' or '-' may follow a '.'
+        ("ask alice.-b", False),
+        ("ask alice\u0301", False),  # an accent joined to the name: another name as read
+        ("m\u00adalice", False),  # reads "malice"
+        ("\x07alice", False),  # shown as \x07alice
         ("", False),
     ],
 )

@@ -74,10 +74,13 @@ def _escape(char: str) -> str:
 
 
 def mentions(text: str, name: str) -> bool:
-    """Whether ``text`` names the user ``name`` (as "alice", "@Alice" or "ALICE:"): the whole
-    name, in any case, not within a longer word or name ("malice", "alice.b")."""
+    """Whether the message ``text``, as shown (:func:`escaped_message`), names the user
+    ``name`` (as "alice", "@Alice" or "ALICE:"): the whole name, in any case, not within a
+    longer word or name ("malice", "alice.b", "alice..b"), nor joined to one by a soft
+    hyphen or a combining mark that the reader would not see apart."""
     if not name:
         return False
-    # A name is letters, digits, '.', '_' and '-': none of those may touch it.
-    word = rf"(?<![\w.\-]){re.escape(name)}(?![\w\-]|\.\w)"
-    return re.search(word, text, re.IGNORECASE) is not None
+    # A name is letters, digits, '.', '_' and '-': none of those may touch it, and a '.'
+    # after it ends a sentence only if no other letter of a name follows.
+    word = rf"(?<![\w.\-\u00ad]){re.escape(name)}(?![\w\-\u00ad\u0300-\u036f]|\.[.\-]*\w)"
+    return re.search(word, escaped_message(text), re.IGNORECASE) is not None
