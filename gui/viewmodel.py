@@ -196,8 +196,17 @@ class ViewModel:
         return {Change.CONVERSATIONS} if new else set()
 
     def sorted_conversations(self) -> list[Conversation]:
-        """Rooms first, then direct conversations, each by name."""
-        return sorted(self.conversations.values(), key=lambda c: (not c.is_room, c.title.lower()))
+        """Rooms first, by name; then direct conversations, the latest first (by their newest
+        message: ids grow with time), those with none shown yet in the order they came, which
+        for those named at login is the server's, the latest first."""
+        rooms = sorted((c for c in self.conversations.values() if c.is_room), key=_by_name)
+        directs = [c for c in self.conversations.values() if not c.is_room]
+        return rooms + sorted(directs, key=lambda c: -c.newest)
+
+    def _latest_direct(self) -> str:
+        """The key of the direct conversation at the top of the sidebar ("" if none)."""
+        directs = [c for c in self.conversations.values() if not c.is_room]
+        return max(directs, key=lambda c: c.newest).key if directs else ""
 
     def current_messages(self) -> list[Message]:
         conversation = self.conversation(self.current)
@@ -318,14 +327,16 @@ class ViewModel:
         else:
             title = message.to if mine else message.sender
             key = direct_key(title)
-        # The sidebar changes only when a conversation appears, is renamed or counts unread
-        # messages: not for each message of a replayed backlog.
+        # The sidebar changes only when a conversation appears, is renamed, counts unread
+        # messages or goes to the top: not for each message of a replayed backlog.
         new = key not in self.conversations
+        latest_direct = "" if message.room else self._latest_direct()
         conversation = self.conversation(key)
         updates = conversation.add(message)
         if updates is None:
             return set()
-        changes = {Change.CONVERSATIONS} if new or conversation.title != title else set()
+        moved = not message.room and latest_direct != key and message.id == conversation.newest
+        changes = {Change.CONVERSATIONS} if new or moved or conversation.title != title else set()
         conversation.title = title
         unread = not mine and message.id > conversation.read_up_to
         self.typing.get(key, {}).pop(message.sender, None)
@@ -537,3 +548,7 @@ class ViewModel:
     def file_of(self, message_id: int) -> FileInfo | None:
         message = self.conversation(self.current).messages.get(message_id)
         return None if message is None else message.file
+
+
+def _by_name(conversation: Conversation) -> str:
+    return conversation.title.lower()

@@ -177,7 +177,33 @@ def test_direct_messages_land_in_the_peer_conversation_from_either_side() -> Non
     assert bob.title.lower() == "bob"
     assert bob.unread == 1  # only bob's own message
     assert vm.conversation("@carol").ids == [3]
-    assert [c.key for c in vm.sorted_conversations()] == ["#general", "@bob", "@carol"]
+    assert [c.key for c in vm.sorted_conversations()] == ["#general", "@carol", "@bob"]
+
+
+def test_direct_conversations_go_to_the_top_when_they_move_the_latest_first() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="books"), NOW)
+    vm.apply(said(10, "bob", "hi", to="alice"), NOW)
+    vm.apply(said(20, "carol", "hey", to="alice"), NOW)
+    vm.directs_listed(("Erin", "Dave", "carol"))  # the server's order: the latest first
+
+    def order() -> list[str]:
+        return [c.key for c in vm.sorted_conversations()]
+
+    assert order() == ["#books", "#general", "@carol", "@bob", "@erin", "@dave"]
+    assert Change.CONVERSATIONS in vm.apply(said(30, "alice", "back", to="bob"), NOW)  # mine too
+    assert order() == ["#books", "#general", "@bob", "@carol", "@erin", "@dave"]
+    assert Change.CONVERSATIONS in vm.apply(said(40, "dave", "news", to="alice"), NOW)
+    assert order()[2:] == ["@dave", "@bob", "@carol", "@erin"]
+    vm.select("@dave")
+    assert vm.apply(said(50, "dave", "more", to="alice"), NOW) == {  # on top already
+        Change.TRANSCRIPT,
+        Change.TYPING,
+    }
+    vm.apply(said(60, "books-fan", "in a room", room="books"), NOW)
+    assert order()[2:] == ["@dave", "@bob", "@carol", "@erin"]  # rooms move no one
+    vm.history_loaded("@erin", [said(5, "erin", "long ago", to="alice")], more=False)
+    assert order()[2:] == ["@dave", "@bob", "@carol", "@erin"]  # older than the others
 
 
 def test_open_direct_selects_a_conversation_named_after_the_peer() -> None:
