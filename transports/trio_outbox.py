@@ -76,7 +76,10 @@ class Outbox:
         while True:
             await self._slowed.wait()
             self._slowed = trio.Event()
-            await self._pace()
+            # A refusal that came while the last rounds went is answered already: pacing
+            # now would send again the messages sent since, while they are on their way.
+            if self._too_fast:
+                await self._pace()
             self.pacing = False
 
     async def _pace(self) -> None:
