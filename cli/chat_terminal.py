@@ -13,7 +13,7 @@ from sealchat.cli.terminal_text import safe, safe_message
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
 from sealchat.core.sizes import shown_size
-from sealchat.transports.shown_text import mentions
+from sealchat.transports.shown_text import names_user
 from sealchat.transports.shown_time import clock_time, day_label, same_day
 from sealchat.transports.trio_client import LinkState
 
@@ -133,11 +133,7 @@ class Terminal:
                 )
                 text = safe_message(event.text, indent=INDENT)
                 line = f"{_time(event.ts)} {where} {safe(event.sender)}: {text}"
-                if (
-                    self.tty
-                    and event.sender.lower() != self.me.lower()
-                    and mentions(event.text, self.me)
-                ):
+                if self.tty and names_user(event, self.me):
                     line = self._standing_out(line)
                 self.say(line)
             case Typing(active=True):

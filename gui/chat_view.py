@@ -18,7 +18,7 @@ from sealchat.gui.theme import EMOTICONS, accented, quiet
 from sealchat.gui.transfer_state import TransferState
 from sealchat.gui.viewmodel import ViewModel
 from sealchat.transports.requests import typed_room
-from sealchat.transports.shown_text import escaped, mentions
+from sealchat.transports.shown_text import escaped, names_user
 from sealchat.transports.shown_time import clock_time, day_label, local_day
 
 if TYPE_CHECKING:
@@ -361,10 +361,9 @@ class ChatView(ctk.CTkFrame):
         Days are named as seen at ``now`` ("Today", "Yesterday"): past a midnight, every
         separator is named again (see also :meth:`name_days`)."""
         text = self.transcript
-        named_on = self._named_on
         text.configure(state="normal")
         if any(u.redraw for u in updates):
-            named_on = local_day(now)
+            self._named_on = local_day(now)
             text.delete("1.0", "end")
             self._lines = [self._insert(row, "end", vm.me, now) for row in vm.current_rows()]
             self.following = True
@@ -386,8 +385,7 @@ class ChatView(ctk.CTkFrame):
             if not self.following:
                 text.yview("view_top")
         text.configure(state="disabled")
-        self._named_on = local_day(now)
-        if self._named_on != named_on:
+        if local_day(now) != self._named_on:
             self.name_days(vm, now)
         self._keep_following()
 
@@ -433,7 +431,7 @@ class ChatView(ctk.CTkFrame):
         text = self.transcript
         mine = message.sender.lower() == me.lower()
         body: tuple[str, ...] = ("body", "message")
-        if not mine and mentions(message.text, me):  # another's message naming the user
+        if names_user(message, me):
             body += ("mention",)
         parts: list[tuple[str, tuple[str, ...]]] = [
             (f"{clock_time(message.ts)}  ", ("time", "message")),

@@ -58,7 +58,7 @@ class Transfer:
             return f"{verb} ", self.name, f" — {self.fraction:.0%}"
         if self.state is TransferState.DONE and self.upload:
             return "Sent ", self.name, ""
-        if self.state is TransferState.DONE and self.detail:  # where the download was saved
+        if self.saved_to is not None:  # the folder, then the name it was saved under
             saved_as = os.path.basename(self.detail)
             return f"Saved to {self.detail[: len(self.detail) - len(saved_as)]}", saved_as, ""
         if self.state is TransferState.DONE:

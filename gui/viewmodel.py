@@ -199,14 +199,17 @@ class ViewModel:
         """Rooms first, by name; then direct conversations, the latest first (by their newest
         message: ids grow with time), those with none shown yet in the order they came, which
         for those named at login is the server's, the latest first."""
-        rooms = sorted((c for c in self.conversations.values() if c.is_room), key=_by_name)
-        directs = [c for c in self.conversations.values() if not c.is_room]
-        return rooms + sorted(directs, key=lambda c: -c.newest)
+        rooms = [c for c in self.conversations.values() if c.is_room]
+        rooms.sort(key=lambda c: c.title.lower())
+        return rooms + sorted(self._directs(), key=lambda c: -c.newest)
+
+    def _directs(self) -> list[Conversation]:
+        return [c for c in self.conversations.values() if not c.is_room]
 
     def _latest_direct(self) -> str:
         """The key of the direct conversation at the top of the sidebar ("" if none)."""
-        directs = [c for c in self.conversations.values() if not c.is_room]
-        return max(directs, key=lambda c: c.newest).key if directs else ""
+        latest = max(self._directs(), key=lambda c: c.newest, default=None)
+        return "" if latest is None else latest.key
 
     def current_messages(self) -> list[Message]:
         conversation = self.conversation(self.current)
@@ -548,7 +551,3 @@ class ViewModel:
     def file_of(self, message_id: int) -> FileInfo | None:
         message = self.conversation(self.current).messages.get(message_id)
         return None if message is None else message.file
-
-
-def _by_name(conversation: Conversation) -> str:
-    return conversation.title.lower()

@@ -19,6 +19,8 @@ import re
 import unicodedata
 from collections.abc import Callable
 
+from sealchat.core import Message
+
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _JOINERS = frozenset("\u200c\u200d")
 _WRITING_MARKS = frozenset("\u00ad\u061c\u200e\u200f\u2060")
@@ -71,6 +73,12 @@ def _escape(char: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+def names_user(message: Message, user: str) -> bool:
+    """Whether ``message`` is another's that names ``user`` (see :func:`mentions`): the
+    messages both clients make stand out. One's own never does."""
+    return message.sender.lower() != user.lower() and mentions(message.text, user)
 
 
 def mentions(text: str, name: str) -> bool:
