@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from sealchat.core import LocalProtocolError, Message
@@ -40,6 +41,22 @@ def positive(text: str) -> int:
     if text.strip().isdigit() and int(text) >= 1:
         return int(text)
     raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number from 1 up")
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """A size of at least one byte given on the command line (argparse's type): a number of
+    bytes, or of KiB, MiB, GiB or TiB ("500M", "2G", "1.5GiB"; K, M, G and T count in 1024s)."""
+    match = _SIZE.fullmatch(text.strip())
+    size = int(float(match[1]) * _UNITS[match[2].upper()]) if match else 0
+    if size >= 1:
+        return size
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a size: give bytes, or a number with K, M, G or T (like 500M or 2G)"
+    )
 
 
 class CommandError(Exception):

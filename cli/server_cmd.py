@@ -1,4 +1,4 @@
-"""``sealchat server``, ``sealchat user …`` and ``sealchat server-key``."""
+"""``sealchat server``, ``sealchat user …``, ``sealchat server-key`` and ``sealchat backup``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ from pathlib import Path
 import platformdirs
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.cli.checks import listening_port, positive
+from sealchat.cli.checks import byte_size, listening_port, positive
 from sealchat.cli.prompts import typed_twice
 from sealchat.core import fingerprint
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key, username_problem
+from sealchat.core.sizes import counted, shown_size
+from sealchat.transports.backup import BackupError, back_up
 from sealchat.transports.folder_lock import FolderInUse
+from sealchat.transports.keyfile import SERVER_KEY_FILE as KEY_FILE
 from sealchat.transports.keyfile import (
     KeyFileError,
     ensure_private_dir,
@@ -39,7 +42,6 @@ from sealchat.transports.sqlite_store import (
 
 DEMO_USER = "esha"
 DEMO_PASSWORD = "esha123"  # noqa: S105  (the original brief's public demo account, opt-in only)
-KEY_FILE = "server_key"
 
 log = logging.getLogger("sealchat.server")
 
@@ -50,7 +52,7 @@ def default_data_dir() -> Path:
 
 
 def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``server``, ``user`` and ``server-key`` on the main parser."""
+    """Register ``server``, ``user``, ``server-key`` and ``backup`` on the main parser."""
     server = commands.add_parser("server", help="run a sealchat server")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on")
     server.add_argument(
@@ -84,6 +86,23 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="of those, connections not logged in yet "
         f"(default {defaults.max_unauthenticated_per_address})",
     )
+    hub = defaults.hub
+    server.add_argument(
+        "--max-file-size",
+        type=byte_size,
+        default=hub.max_file_size,
+        metavar="SIZE",
+        help="the largest file users may share, like 500M or 8G "
+        f"(default {shown_size(hub.max_file_size)})",
+    )
+    server.add_argument(
+        "--user-quota",
+        type=byte_size,
+        default=hub.user_quota,
+        metavar="SIZE",
+        help="the files one user may keep on the server in all "
+        f"(default {shown_size(hub.user_quota)})",
+    )
     server.set_defaults(handler=run_server)
 
     user = commands.add_parser("user", help="manage accounts on this server's data")
@@ -110,6 +129,18 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     key = commands.add_parser("server-key", help="print the server key's fingerprint")
     _data_dir_option(key)
     key.set_defaults(handler=run_server_key)
+
+    backup = commands.add_parser(
+        "backup",
+        help="copy the server's data to a new folder (safe while the server runs)",
+        description="Copy the server's database, key and files to DEST, a new folder, as of "
+        "one moment; safe while the server runs. DEST is itself a data folder: to restore, "
+        "stop the server and start it with --data-dir DEST (or put DEST in place of the data "
+        "folder). It holds the server's private key and every message: keep it private.",
+    )
+    backup.add_argument("dest", type=Path, help="the backup folder to create")
+    _data_dir_option(backup)
+    backup.set_defaults(handler=run_backup)
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -161,6 +192,7 @@ def _explained(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
             FolderInUse,
             DatabaseUnreadable,
             SchemaVersionError,
+            BackupError,
         ) as exc:
             print(f"sealchat: {exc}", file=sys.stderr)
             return 1
@@ -176,6 +208,34 @@ def _explained(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 def run_server_key(args: argparse.Namespace) -> int:
     key = load_or_create_key(_data_dir(args, create=False, needs=KEY_FILE) / KEY_FILE)
     print(fingerprint(public_bytes(key)))
+    return 0
+
+
+@_explained
+def run_backup(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args, create=False, needs=DB_FILE)
+    report = back_up(data_dir, args.dest)
+    uploads = report.uploads_in_progress
+    print(
+        f"backed up {data_dir} to {report.path}: {counted(report.users, 'user')}, "
+        f"{counted(report.messages, 'message')}, {counted(report.files, 'file')} "
+        f"({report.file_bytes / 1e6:,.1f} MB)"
+        + (f", {counted(uploads, 'upload')} in progress" if uploads else "")
+    )
+    print(f"server key fingerprint {fingerprint(report.public_key)} (kept: clients trust it)")
+    print(
+        f"It holds the server's private key and every message: keep it private. To restore, "
+        f"stop the server and start it with --data-dir {shlex.quote(str(report.path))}."
+    )
+    if report.damaged:
+        print(
+            f"sealchat: {counted(len(report.damaged), 'file')} could not be backed up (the "
+            "data folder lacks their bytes, or they no longer match their SHA-256): "
+            + "; ".join(report.damaged)
+            + ". Everything else is in the backup.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -286,7 +346,11 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
         max_unauthenticated_per_address=args.max_unauthenticated_per_address,
-        hub=HubConfig(open_registration=args.open_registration),
+        hub=HubConfig(
+            open_registration=args.open_registration,
+            max_file_size=args.max_file_size,
+            user_quota=args.user_quota,
+        ),
     )
 
 

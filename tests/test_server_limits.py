@@ -83,6 +83,24 @@ def test_the_server_command_sets_the_limits_per_address() -> None:
     )
 
 
+def test_the_server_command_sets_the_file_limits_in_units_people_use(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = build_parser().parse_args(["server", "--max-file-size", "500M", "--user-quota", "1.5G"])
+    hub = server_config(args).hub
+    assert (hub.max_file_size, hub.user_quota) == (500 * 2**20, 3 * 2**29)
+    defaults = server_config(build_parser().parse_args(["server"])).hub
+    assert (defaults.max_file_size, defaults.user_quota) == (2 * 2**30, 10 * 2**30)
+    bytes_only = server_config(build_parser().parse_args(["server", "--user-quota", "4096"]))
+    assert bytes_only.hub.user_quota == 4096
+    for bad in ("0", "-5G", "2 lots", "1e9"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["server", f"--max-file-size={bad}"])
+        assert f"{bad!r} is not a size: give bytes, or a number with K, M, G or T" in (
+            capsys.readouterr().err
+        )
+
+
 def test_the_cap_on_logins_in_progress_can_bind_with_the_defaults() -> None:
     # An address's logins being checked are among its connections not logged in yet: with a
     # cap on those as high as on the logins, the logins' cap (and its "in progress" answer)

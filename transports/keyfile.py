@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 __all__ = [
     "KEY_FILE_MODE",
     "PRIVATE_DIR_MODE",
+    "SERVER_KEY_FILE",
     "KeyFileError",
     "create_private_file",
     "ensure_private_dir",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 KEY_FILE_MODE = 0o600
+SERVER_KEY_FILE = "server_key"
+"""The server's key in its data folder."""
 PRIVATE_DIR_MODE = 0o700
 _KEY_SIZE = 32
 _POSIX = os.name == "posix"

@@ -45,7 +45,8 @@ least recently written one is forgotten and hashed from disk when it completes."
 _MAX_OPEN_UPLOADS = 64
 """Partial uploads kept open between chunks (a file descriptor each); beyond this the least
 recently written one is closed, and opened and checked again at its next chunk."""
-_FILE_ID = re.compile(r"[0-9a-f]{32}")
+FILE_ID: Final = re.compile(r"[0-9a-f]{32}")
+"""What every file id is (the store makes them): only text of this form names a file on disk."""
 
 
 class _OpenUpload:
@@ -94,7 +95,7 @@ class Uploads:
         ).fetchall()
         live: set[str] = set()
         for file_id, size, sha256, received in rows:
-            if not _FILE_ID.fullmatch(file_id):
+            if not FILE_ID.fullmatch(file_id):
                 continue
             partial = self._partials / file_id
             final = self._final_path(file_id)
@@ -148,12 +149,12 @@ class Uploads:
         return self._downloads, self._partials
 
     def _final_path(self, file_id: str) -> Path:
-        if not _FILE_ID.fullmatch(file_id):
+        if not FILE_ID.fullmatch(file_id):
             raise ValueError("malformed file id")
         return self._dirs()[0] / file_id
 
     def _partial_path(self, file_id: str) -> Path:
-        if not _FILE_ID.fullmatch(file_id):
+        if not FILE_ID.fullmatch(file_id):
             raise ValueError("malformed file id")
         return self._dirs()[1] / file_id
 
@@ -350,7 +351,7 @@ class Uploads:
         self._conn.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
         self._hashes.pop(file_id, None)
         self.release_upload(file_id)
-        if _FILE_ID.fullmatch(file_id):
+        if FILE_ID.fullmatch(file_id):
             # After the commit: a crash in between leaves at most an orphan file, never a row
             # pointing at nothing (stray partials are swept on the next open).
             paths = [self._partial_path(file_id), self._final_path(file_id)]

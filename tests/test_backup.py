@@ -1,0 +1,188 @@
+"""``sealchat backup``: a copy of a server's data made while it runs, that a server restarts from
+with everything its users had (history, direct messages, files, an upload to resume, its key)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from sealchat.cli.main import main
+from sealchat.core import Message, fingerprint
+from sealchat.transports.backup import BackupError, back_up
+from sealchat.transports.blocking import BlockingClient
+from sealchat.transports.keyfile import load_or_create_key, public_bytes
+from sealchat.transports.requests import TRANSFER_BLOCK, ClientError
+from sealchat.transports.sqlite_store import SqliteStore
+from tests.servers import running_server
+
+WAIT = 20.0
+
+
+def _uploaded(data_dir: Path) -> int:
+    """Bytes the server has committed of the uploads in progress in ``data_dir``."""
+    db = sqlite3.connect(f"file:{data_dir / 'sealchat.db'}?mode=ro", uri=True)
+    try:
+        query = "SELECT coalesce(sum(received), 0) FROM files WHERE complete = 0"
+        return int(db.execute(query).fetchone()[0])
+    finally:
+        db.close()
+
+
+def _cut_off_midway(client: BlockingClient, path: Path) -> None:
+    """Start uploading ``path`` and drop the connection after its first block (the server
+    keeps what it received, for a resume)."""
+
+    def drop(done: int, _total: int) -> None:
+        client._sock.shutdown(socket.SHUT_RDWR)
+
+    with pytest.raises(ClientError):
+        client.send_file(path, room="ops", progress=drop)
+
+
+def _texts(messages: list[Message]) -> list[str]:
+    return [m.text for m in messages]
+
+
+def test_a_backup_made_while_the_server_runs_brings_everything_back(tmp_path: Path) -> None:
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    key = load_or_create_key(data / "server_key")
+    shared = tmp_path / "report.pdf"
+    shared.write_bytes(os.urandom(300_000))
+    big = tmp_path / "video.bin"
+    big.write_bytes(os.urandom(3 * TRANSFER_BLOCK))
+    with running_server("trio", data, key=key) as server:
+        alice, bob = server.login("alice"), server.login("bob")
+        with alice, bob:
+            alice.join("ops")
+            bob.join("ops")
+            for n in range(3):
+                alice.send_message(f"room message {n}", room="ops")
+            bob.send_message("just between us", to="alice")
+            file = alice.send_file(shared, room="ops")
+            uploader = server.login("alice")
+            _cut_off_midway(uploader, big)
+            uploader.close()
+            deadline = time.monotonic() + WAIT
+            while not _uploaded(data) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            report = back_up(data, backup)  # while the server runs and bob is connected
+            bob.send_message("after the backup", room="ops")
+
+    assert report.path == backup
+    assert (report.users, report.files, report.file_bytes) == (4, 1, 300_000)
+    assert report.uploads_in_progress == 1
+    assert report.damaged == ()
+    restored_key = load_or_create_key(backup / "server_key")
+    assert public_bytes(restored_key) == public_bytes(key) == report.public_key
+
+    with (
+        running_server("trio", backup, key=restored_key) as restored,
+        restored.login("bob") as bob,
+        restored.login("alice") as alice,
+    ):
+        room, _ = bob.history(room="ops")
+        assert _texts(room) == [f"room message {n}" for n in range(3)] + [""]  # + the file
+        announced = room[-1].file
+        assert announced is not None
+        assert announced.file_id == file.file_id
+        direct, _ = alice.history(peer="bob")
+        assert _texts(direct) == ["just between us"]
+        saved = bob.download(file.file_id, tmp_path / "bob-downloads")
+        assert saved.read_bytes() == shared.read_bytes()
+
+        resumed_from: list[int] = []
+        alice.send_file(big, room="ops", progress=lambda done, _: resumed_from.append(done))
+        assert resumed_from[0] > TRANSFER_BLOCK  # went on from the part the backup kept
+        got = bob.download(bob.files(room="ops")[-1].file_id, tmp_path / "bob-downloads")
+        assert got.read_bytes() == big.read_bytes()
+
+
+def test_the_backup_is_private_and_self_contained(tmp_path: Path) -> None:
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    load_or_create_key(data / "server_key")
+    SqliteStore(data).close()
+    back_up(data, backup)
+    for path in [backup, *backup.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+    assert sorted(p.name for p in backup.iterdir()) == ["downloads", "sealchat.db", "server_key"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ("existing", "already exists; give the name of a new folder"),
+        ("data/inside", "is inside the data folder"),
+        ("missing/backup", "does not exist; create it first"),
+    ],
+)
+def test_a_destination_that_cannot_hold_a_backup_is_refused(
+    tmp_path: Path, where: str, says: str
+) -> None:
+    data = tmp_path / "data"
+    load_or_create_key(data / "server_key")
+    SqliteStore(data).close()
+    (tmp_path / "existing").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(BackupError, match=says):
+        back_up(data, tmp_path / where)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_damaged_database_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    load_or_create_key(data / "server_key")
+    data.joinpath("sealchat.db").write_bytes(b"this is not a database" * 100)
+    data.joinpath("sealchat.db").chmod(0o600)
+    with pytest.raises(BackupError, match="cannot copy the database"):
+        back_up(data, tmp_path / "backup")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_the_command_reports_the_backup_and_says_how_to_restore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    key = load_or_create_key(data / "server_key")
+    SqliteStore(data).close()
+    assert main(["backup", str(backup), "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert f"backed up {data} to {backup}: 0 users, 0 messages, 0 files" in out
+    assert fingerprint(public_bytes(key)) in out
+    assert f"start it with --data-dir {backup}" in out
+
+    assert main(["backup", str(backup), "--data-dir", str(data)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["backup", str(tmp_path / "b2"), "--data-dir", str(tmp_path / "nothing")]) == 1
+    assert "no server data in" in capsys.readouterr().err
+
+
+def test_files_whose_bytes_are_lost_are_named_and_the_rest_is_backed_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    key = load_or_create_key(data / "server_key")
+    kept, lost = tmp_path / "kept.txt", tmp_path / "lost.txt"
+    kept.write_bytes(b"kept " * 1000)
+    lost.write_bytes(b"lost " * 1000)
+    with running_server("trio", data, key=key) as server, server.login("alice") as alice:
+        alice.send_file(kept, room="general")
+        gone = alice.send_file(lost, room="general")
+    (data / "downloads" / gone.file_id).unlink()
+
+    assert main(["backup", str(backup), "--data-dir", str(data)]) == 1
+    captured = capsys.readouterr()
+    assert "1 file" in captured.out
+    assert "1 file could not be backed up" in captured.err
+    assert f"'lost.txt' (5,000 bytes, id {gone.file_id})" in captured.err
+    assert sorted(p.name for p in (backup / "downloads").iterdir()) == [
+        ".partial",
+        next(p.name for p in (data / "downloads").iterdir() if p.name != ".partial"),
+    ]
