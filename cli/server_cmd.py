@@ -394,13 +394,19 @@ def run_server(args: argparse.Namespace) -> int:
 
 def _cannot_listen(config: ServerConfig, exc: OSError) -> int:
     """Say why the server could not listen (a port in use, a host name unknown…)."""
-    log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+    where = _shown_address(config.host, config.port)
+    log.error("cannot listen on %s: %s", where, exc.strerror or exc)
     return 1
 
 
 def _say_listening(addresses: list[tuple[str, int]], kind: str) -> None:
-    where = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in addresses)
+    where = ", ".join(_shown_address(host, port) for host, port in addresses)
     log.info("listening on %s (%s)", where, kind)
+
+
+def _shown_address(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _run_trio(hub: Hub, key: X25519PrivateKey, config: ServerConfig) -> int:

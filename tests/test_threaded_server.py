@@ -17,7 +17,7 @@ import pytest
 
 from sealchat.core import Message, MessageAck
 from sealchat.transports.blocking_client import BlockingClient, ClientError
-from tests.servers import free_port, running_server
+from tests.servers import KINDS, PASSWORD, free_port, running_server
 
 TIMEOUT = 30.0
 """Upper bound for waiting on the server: only reached when something is broken."""
@@ -109,3 +109,22 @@ def test_a_connection_whose_threads_cannot_start_is_closed_and_the_server_carrie
         assert alice.next(Message, timeout=TIMEOUT).text == "hi alice"
         alice.close()
         bob.close()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize("kind", KINDS)
+def test_both_servers_listen_on_an_ipv6_address(tmp_path: Path, kind: str) -> None:
+    with running_server(kind, tmp_path, host="::1") as server:
+        expected = server.fingerprint
+        trust = lambda event: event.fingerprint == expected  # noqa: E731
+        with BlockingClient("::1", server.port, trust=trust) as client:
+            assert client.login("alice", PASSWORD) == "alice"

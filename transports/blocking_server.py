@@ -400,7 +400,10 @@ class ThreadedServer:
 
     def bind(self) -> tuple[str, int]:
         """Open the listening socket; returns the address (the port, if 0 was asked for)."""
-        listener = socket.create_server((self.config.host, self.config.port), backlog=1024)
+        host, port = self.config.host, self.config.port
+        # The family of the address asked for (create_server alone takes IPv4 only).
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        listener = socket.create_server((host, port), family=family[0][0], backlog=1024)
         self._listener = listener
         host, port = listener.getsockname()[:2]
         return str(host), int(port)
