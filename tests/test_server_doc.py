@@ -1,0 +1,49 @@
+"""docs/server.md, the operator's guide, agrees with the ``sealchat`` command it describes."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from sealchat.cli.main import build_parser
+from sealchat.core.sizes import shown_size
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "server.md"
+TEXT = GUIDE.read_text(encoding="utf-8")
+
+
+def _commands() -> list[list[str]]:
+    """Every ``sealchat …`` command line in the guide's code blocks (the cron line and the
+    systemd unit's too), as the arguments after ``sealchat``."""
+    blocks = "\n".join(re.findall(r"^```\w*\n(.*?)^```", TEXT, flags=re.MULTILINE | re.DOTALL))
+    lines = re.findall(r"(?:^|[\s/])sealchat (\w[^\n#]*)", blocks, flags=re.MULTILINE)
+    return [shlex.split(line.replace("$(date +\\%F)", "today")) for line in lines]
+
+
+def test_every_command_the_guide_gives_is_one_the_cli_takes() -> None:
+    commands = _commands()
+    assert len(commands) >= 8
+    parser = build_parser()
+    for words in commands:
+        try:
+            parser.parse_args(words)
+        except SystemExit:  # pragma: no cover  (the failure names the command)
+            pytest.fail(f"the guide gives `sealchat {shlex.join(words)}`, which the CLI refuses")
+
+
+def test_the_limits_table_lists_every_server_option_with_its_default() -> None:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    server = commands.choices["server"]
+    rows = dict(re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", TEXT, flags=re.MULTILINE))
+    limits = [a for a in server._actions if a.dest.startswith(("max_", "user_"))]
+    assert sorted(rows) == sorted(a.option_strings[0] for a in limits)
+    for action in limits:
+        shown = rows[action.option_strings[0]].strip()
+        if action.metavar == "SIZE":
+            assert shown == shown_size(action.default).replace(".0 ", " "), action.dest
+        else:
+            assert shown == f"{action.default:,}", action.dest
