@@ -82,7 +82,7 @@ def back_up(data_dir: Path, dest: Path) -> BackupReport:
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         report = _fill(work, data_dir, key_path)
-        os.rename(work, dest)  # not replace: a folder made there meanwhile is not ours
+        os.rename(work, dest)  # fails on a folder with anything in it made there meanwhile
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
