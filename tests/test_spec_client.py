@@ -49,6 +49,10 @@ class ClosedError(Exception):
     """The server closed the TCP connection (EOF)."""
 
 
+class HandshakeError(Exception):
+    """Handshake message 2 did not decrypt: the peer is not who it claims, or saw other bytes."""
+
+
 def fingerprint(public_key: bytes) -> str:
     """The OpenSSH-style fingerprint of a static X25519 key (§3.4)."""
     digest = hashlib.sha256(FINGERPRINT_DOMAIN + public_key).digest()
@@ -137,22 +141,34 @@ class SpecClient:
     # The handshake (§2.3, §3)
 
     def handshake(
-        self, trusted: Callable[[bytes], bool] = lambda _key: True, payload: bytes = b""
+        self,
+        trusted: Callable[[bytes], bool] = lambda _key: True,
+        payload: bytes = b"",
+        preamble: bytes = PREAMBLE,
+        prologue: bytes | None = None,
     ) -> Handshake:
-        """Run the client's side of Noise XX; `payload` goes in messages 1 and 3 (§3.2: empty)."""
+        """Run the client's side of Noise XX.
+
+        `payload` goes in messages 1 and 3 (§3.2: empty). The prologue is the client's preamble,
+        exactly as sent (§3.2); `prologue` makes it differ, to see that the server checks it.
+        """
         self.noise.set_as_initiator()
-        self.noise.set_prologue(PREAMBLE)  # the client's preamble, exactly as sent (§3.2)
+        self.noise.set_prologue(preamble if prologue is None else prologue)
         self.noise.set_keypair_from_private_bytes(Keypair.STATIC, os.urandom(32))
         self.noise.start_handshake()
         message1 = bytes(self.noise.write_message(payload))
-        self.sock.sendall(PREAMBLE + self.frame(message1))  # the client speaks first
+        self.sock.sendall(preamble + self.frame(message1))  # the client speaks first
 
         server_preamble = self.read_exact(8)
         assert server_preamble[:4] == MAGIC, server_preamble
         assert server_preamble[4] == MAJOR, server_preamble  # any minor version is accepted
 
         message2 = self.read_frame()
-        assert self.noise.read_message(message2) == b""
+        try:
+            payload2 = self.noise.read_message(message2)
+        except Exception as error:  # noiseprotocol raises the AEAD's InvalidTag as it comes
+            raise HandshakeError(str(error)) from error
+        assert payload2 == b""
         # noiseprotocol keeps the responder's static key in its handshake state until Split().
         server_static = bytes(self.noise.noise_protocol.handshake_state.rs.public_bytes)
         if not trusted(server_static):  # pinning: decided before message 3 (§3.3)
@@ -240,7 +256,19 @@ class SpecClient:
 
 # --- The server, as a black box ------------------------------------------------------------------
 
-USERS = ("alice", "bob", "Carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
+USERS = (
+    "alice",
+    "bob",
+    "Carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "quinn",
+)
 
 
 def sealchat(*args: str, stdin: str | None = None) -> str:
@@ -388,6 +416,26 @@ def test_wrong_major_version_gets_the_server_preamble_then_eof(net: Net) -> None
     client.expect_eof()
 
 
+@pytest.mark.parametrize(
+    "preamble",
+    [
+        b"SLCH\x01\x07\x00\x00",  # another minor version interoperates (§2.4)
+        b"SLCH\x01\x00\xff\x01",  # reserved bytes are ignored by the receiver (§2.2)
+    ],
+)
+def test_the_client_preamble_is_the_prologue(net: Net, preamble: bytes) -> None:
+    client = net.connect()
+    client.handshake(preamble=preamble)
+    client.send(["ping", 3])
+    assert client.recv() == ["pong", 3]
+    client.bye()
+    # A preamble changed in transit (here: a prologue other than what was sent) makes the
+    # client's check of handshake message 2 fail (§2.5).
+    changed = net.connect()
+    with pytest.raises(HandshakeError):
+        changed.handshake(preamble=preamble, prologue=PREAMBLE[:7] + b"\x02")
+
+
 def test_non_empty_handshake_payloads_are_ignored(net: Net) -> None:
     client = net.connect()
     seen = client.handshake(payload=b"a payload v1 does not use")
@@ -419,6 +467,12 @@ def test_login_refused_then_accepted(net: Net) -> None:
     assert refused[2] == 0.0  # the first failure does not block (§9.3)
     client.send(login("nobody-here", PASSWORD))  # an unknown user gets the same answer
     assert client.recv()[:2] == ["rejected", "invalid username or password"]
+    client.send(["register", "newbie", PASSWORD, True])  # the server runs without registration
+    assert client.recv() == [
+        "rejected",
+        "registration is closed on this server; ask its operator for an account",
+        0.0,
+    ]
 
     # Still in LOGIN: a good login, with the name in another case.
     client.send(login("CAROL", PASSWORD))
@@ -554,6 +608,8 @@ def test_two_users_rooms_messages_history_presence(net: Net) -> None:
     assert bob.expect("history") == ["history", "", "", False]
     bob.send(["seen", missed_id])
     assert alice.expect("presence", lambda r: r[1] == "bob") == ["presence", "bob", True]
+    bob.send(["rooms?"])  # the server handles a connection's records in order: a barrier
+    bob.expect("rooms")
     bob.bye()
     bob = net.connect()
     bob.handshake()
@@ -571,8 +627,38 @@ def test_typing_is_relayed_with_the_typing_user(net: Net) -> None:
     assert ivan.expect("typing") == ["typing", "", "ivan", "heidi", True]
     heidi.send(["typing", "", "ivan", "", False])
     assert ivan.expect("typing") == ["typing", "", "ivan", "heidi", False]
+    heidi.send(["typing", "", "", "", True])
+    assert heidi.expect("error")[1::2] == ["bad_target", ":typing"]
     heidi.bye()
     ivan.bye()
+
+
+def test_a_quiet_session_does_not_count_as_online(net: Net) -> None:
+    """A session with `announce = false` is not online (§9.4): OnlineUsers and Members say so.
+    Nor is a user part of its own audience: its quiet session hears no Presence of it."""
+    observer, _ = net.session("heidi")
+    quiet = net.connect()
+    quiet.handshake()
+    assert quiet.log_in("quinn", announce=False)[1] == "quinn"
+    online = quiet.expect("online")
+    assert "quinn" not in online[1]
+    quiet.expect("history")
+    quiet.send(["members?", "general"])
+    members = dict(quiet.expect("members", lambda r: r[1] == "general")[2])
+    assert members["quinn"] is False
+
+    # An announcing session makes the user online: the observer hears of it, the quiet one not.
+    loud, _ = net.session("quinn")
+    assert observer.expect("presence", lambda r: r[1] == "quinn") == ["presence", "quinn", True]
+    quiet.send(["rooms?"])  # answered after anything the login queued for this session
+    quiet.expect("rooms")
+    loud.bye()
+    assert observer.expect("presence", lambda r: r[1] == "quinn") == ["presence", "quinn", False]
+    quiet.send(["rooms?"])
+    quiet.expect("rooms")
+    assert [r for r in quiet.skipped if r[0] == "presence"] == []
+    quiet.bye()
+    observer.bye()
 
 
 # --- 4. A file, up and down ---------------------------------------------------------------------
