@@ -534,6 +534,22 @@ def test_two_users_rooms_messages_history_presence(net: Net) -> None:
     got = alice.expect("msg")
     assert got == ["msg", "hello lab", "lab", "", "bob-1", ack[2], "bob", ack[3], None]
 
+    # The server fills in id, sender, ts and file itself, whatever the client wrote (§9.5).
+    bob.send(["msg", "forged?", "lab", "", "bob-2", 99, "alice", 5.0, ["f", "x", 1, bytes(32)]])
+    forged_ack = bob.expect("ack")
+    forged = alice.expect("msg")
+    assert forged == [
+        "msg",
+        "forged?",
+        "lab",
+        "",
+        "bob-2",
+        forged_ack[2],
+        "bob",
+        forged_ack[3],
+        None,
+    ]
+
     # A resend with the same client_id is acknowledged with the original id, not delivered.
     bob.send(message("hello lab", room="lab", client_id="bob-1"))
     assert bob.expect("ack") == ack
@@ -547,8 +563,8 @@ def test_two_users_rooms_messages_history_presence(net: Net) -> None:
     assert dm == ["msg", "psst", "", "bob", "alice-1", dm_ack[2], "alice", dm_ack[3], None]
     bob.send(["seen", dm[5]])  # Delivered: everything up to this id has reached bob
 
-    # History paging: four more messages, then pages of two, newest first, each oldest first.
-    ids = [ack[2]]
+    # History paging: six messages in all, in pages of two: newest first, each oldest first.
+    ids = [ack[2], forged_ack[2]]
     for n in range(4):
         alice.send(message(f"note {n}", room="lab", client_id=f"alice-h{n}"))
         ids.append(alice.expect("ack", lambda r, n=n: r[1] == f"alice-h{n}")[2])
@@ -573,7 +589,7 @@ def test_two_users_rooms_messages_history_presence(net: Net) -> None:
         if not record[3]:
             break
         before = min(m[5] for m in page)
-    assert [[m[5] for m in page] for page in pages] == [ids[3:5], ids[1:3], ids[0:1]]
+    assert [[m[5] for m in page] for page in pages] == [ids[4:6], ids[2:4], ids[0:2]]
     assert pages[-1][0][1:7] == ["hello lab", "lab", "", "bob-1", ids[0], "bob"]
 
     # The direct conversation's history, from both sides.
@@ -807,6 +823,11 @@ def test_an_unknown_tag_ends_the_session(net: Net) -> None:
         msgspec.msgpack.encode(["msg", "x" * 8001, "general"]),  # above MAX_TEXT
         msgspec.msgpack.encode(["msg", "ok", "general", "", "", 0, "", float("nan")]),
         b"\xa4ping",  # a string, not an array
+        msgspec.msgpack.encode(["PING", 7]),  # tags are case-sensitive
+        msgspec.msgpack.encode(["ping", True]),  # a boolean where an int is expected
+        msgspec.msgpack.encode(["ping", 7.0]),  # a float where an int is expected
+        b"\x92\xa5leave\xa1\xff",  # a known string field that is not UTF-8
+        b"\x92\xa4ping\xd4\x01\x00",  # an extension type in a known field
     ],
 )
 def test_a_record_that_does_not_decode_ends_the_session(net: Net, plaintext: bytes) -> None:
@@ -859,6 +880,29 @@ def test_extra_trailing_elements_and_missing_defaults_are_accepted(net: Net) -> 
     assert client.recv() == ["pong", 0]
     client.send(["msg", "short form", "general", "", "judy-1"])
     assert client.expect("ack")[1] == "judy-1"
+    client.send(["msg", "int ts", "general", "", "judy-2", 0, "", 0, None])  # int as float
+    assert client.expect("ack")[1] == "judy-2"
+    client.bye()
+
+
+@pytest.mark.parametrize(
+    "plaintext",
+    [
+        b"\x92\xa4ping\xcf\x00\x00\x00\x00\x00\x00\x00\x07",  # nonce as uint64
+        b"\x92\xa4ping\xd3\x00\x00\x00\x00\x00\x00\x00\x07",  # nonce as int64
+        b"\x92\xd9\x04ping\x07",  # the tag as str8
+        b"\xdd\x00\x00\x00\x02\xa4ping\x07",  # the array as array32
+        b"\x93\xa4ping\x07\xd4\x01\x00",  # an extension type in an extra element
+        b"\x93\xa4ping\x07\xa1\xff",  # invalid UTF-8 in an extra element
+    ],
+)
+def test_any_valid_msgpack_form_is_accepted(net: Net, plaintext: bytes) -> None:
+    """§6.1: receivers accept every valid form, and skip extra elements without validation."""
+    client = net.connect()
+    client.handshake()
+    client.sock.sendall(client.frame(client.noise.encrypt(plaintext)))
+    client.sent += 1
+    assert client.recv() == ["pong", 7]
     client.bye()
 
 
