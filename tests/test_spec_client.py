@@ -467,6 +467,11 @@ def test_login_refused_then_accepted(net: Net) -> None:
     assert refused[2] == 0.0  # the first failure does not block (§9.3)
     client.send(login("nobody-here", PASSWORD))  # an unknown user gets the same answer
     assert client.recv()[:2] == ["rejected", "invalid username or password"]
+    # Limits count code points: 32 four-byte characters are a valid (unknown) user name.
+    client.send(login("\N{GRINNING FACE}" * 32, PASSWORD))
+    assert client.recv()[:2] == ["rejected", "invalid username or password"]
+    # Keep failed logins in this module below free_login_failures (5): the failures of an
+    # address are counted together, and the 5th would hold up every login from it (§9.3).
     client.send(["register", "newbie", PASSWORD, True])  # the server runs without registration
     assert client.recv() == [
         "rejected",
@@ -786,6 +791,13 @@ def test_a_bad_frame_length_after_login_ends_the_session(net: Net) -> None:
     expect_bye_then_eof(client)
 
 
+def test_a_name_over_its_limit_ends_the_session(net: Net) -> None:
+    client = net.connect()
+    client.handshake()
+    client.send(login("\N{GRINNING FACE}" * 33, PASSWORD))  # 33 code points > MAX_USERNAME
+    expect_bye_then_eof(client)
+
+
 def test_a_record_not_allowed_before_login_ends_the_session(net: Net) -> None:
     client = net.connect()
     client.handshake()
@@ -828,6 +840,7 @@ def test_an_unknown_tag_ends_the_session(net: Net) -> None:
         msgspec.msgpack.encode(["ping", 7.0]),  # a float where an int is expected
         b"\x92\xa5leave\xa1\xff",  # a known string field that is not UTF-8
         b"\x92\xa4ping\xd4\x01\x00",  # an extension type in a known field
+        msgspec.msgpack.encode(["leave", None]),  # nil where the type does not allow it
     ],
 )
 def test_a_record_that_does_not_decode_ends_the_session(net: Net, plaintext: bytes) -> None:
@@ -882,6 +895,10 @@ def test_extra_trailing_elements_and_missing_defaults_are_accepted(net: Net) -> 
     assert client.expect("ack")[1] == "judy-1"
     client.send(["msg", "int ts", "general", "", "judy-2", 0, "", 0, None])  # int as float
     assert client.expect("ack")[1] == "judy-2"
+    float32 = b"\x99\xa3msg\xa1x\xa7general\xa0\xa6judy-3\x00\xa0\xca\x00\x00\x00\x00\xc0"
+    client.sock.sendall(client.frame(client.noise.encrypt(float32)))
+    client.sent += 1
+    assert client.expect("ack")[1] == "judy-3"
     client.bye()
 
 
