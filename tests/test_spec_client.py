@@ -760,8 +760,42 @@ def test_file_upload_and_download(net: Net) -> None:
         assert record[0] == "chunk"
         tail += record[3]
     assert bytes(tail) == data[150000:]
+
+    # Refused downloads get FileReject with the transfer's number (§9.9), never Error.
+    erin.send(["file?", 9, file_id, len(data) + 1])
+    assert erin.expect("file-no")[1] == 9
+    erin.send(["file?", 10, "no-such-file", 0])
+    assert erin.expect("file-no") == [
+        "file-no",
+        10,
+        "there is no file no-such-file that you can see",
+    ]
     dave.bye()
     erin.bye()
+
+
+def test_an_interrupted_upload_is_resumed(net: Net) -> None:
+    """A chunk at the wrong offset ends the transfer but keeps the bytes; the same offer
+    resumes at the end of what was stored (§9.9, step 6)."""
+    client, _ = net.session("dave")
+    data = os.urandom(3 * MAX_CHUNK + 100)
+    digest = hashlib.sha256(data).digest()
+    client.send(file_offer(1, "resume.bin", data, to="erin"))
+    accept = client.expect("file-ok")
+    assert accept[1::2] == [1, 0]
+    client.send(["chunk", 1, 0, data[:MAX_CHUNK]])
+    client.send(["chunk", 1, 2 * MAX_CHUNK, data[2 * MAX_CHUNK : 3 * MAX_CHUNK]])  # a gap
+    assert client.expect("file-no")[1] == 1
+    client.send(file_offer(2, "another name", data, to="erin"))
+    resumed = client.expect("file-ok")
+    assert resumed == ["file-ok", 2, accept[2], MAX_CHUNK]
+    for offset in range(MAX_CHUNK, len(data), MAX_CHUNK):
+        client.send(["chunk", 2, offset, data[offset : offset + MAX_CHUNK]])
+    client.send(["file-end", 2, digest])
+    announcement = client.expect("msg", lambda r: r[8] is not None)
+    assert announcement[1:5] == ["", "", "erin", ""]
+    assert announcement[8] == [accept[2], "resume.bin", len(data), digest]  # the first name
+    client.bye()
 
 
 # --- 5. Violations ------------------------------------------------------------------------------
@@ -789,6 +823,28 @@ def test_a_bad_frame_length_after_login_ends_the_session(net: Net) -> None:
     client, _ = net.session("frank")
     client.sock.sendall(struct.pack(">I", 0))
     expect_bye_then_eof(client)
+
+
+def test_a_short_handshake_message_gets_the_preamble_then_eof(net: Net) -> None:
+    client = net.connect()
+    client.sock.sendall(PREAMBLE + client.frame(bytes(31)))  # message 1 is 32 bytes
+    assert client.read_exact(8) == PREAMBLE
+    client.expect_eof()  # no channel yet, so no Bye (§8.1)
+
+
+def test_eof_in_the_middle_of_a_frame_gets_a_bye(net: Net) -> None:
+    client = net.connect()
+    client.handshake()
+    client.sock.sendall(client.seal(["ping", 1])[:10])
+    client.sock.shutdown(socket.SHUT_WR)
+    assert expect_bye_then_eof(client) == "the peer closed the connection in the middle of a frame"
+
+
+def test_nothing_after_a_bye_is_read(net: Net) -> None:
+    client = net.connect()
+    client.handshake()
+    client.sock.sendall(client.seal(["bye", ""]) + struct.pack(">I", 0))
+    client.expect_eof()  # the bad frame after the Bye is not even looked at: no Bye back
 
 
 def test_a_name_over_its_limit_ends_the_session(net: Net) -> None:
