@@ -106,7 +106,6 @@ class SpecClient:
     buffer: bytearray = field(default_factory=bytearray)
     sent: int = 0  # transport messages encrypted so far (§5.2)
     received: int = 0  # transport messages decrypted so far
-    pings_answered: int = 0
     skipped: list[Record] = field(default_factory=list)  # records `expect` passed over
 
     @classmethod
@@ -189,10 +188,17 @@ class SpecClient:
     def send(self, record: Record) -> None:
         self.sock.sendall(self.seal(record))
 
+    def send_plaintext(self, plaintext: bytes) -> None:
+        """Send these bytes as a record's plaintext: for records no encoder would make."""
+        self.sock.sendall(self.seal_plaintext(plaintext))
+
     def seal(self, record: Record) -> bytes:
-        """One record as a frame, encrypted under the sending key, rekeying as §5.2 says."""
         plaintext = encode(record)
         assert len(plaintext) <= MAX_RECORD
+        return self.seal_plaintext(plaintext)
+
+    def seal_plaintext(self, plaintext: bytes) -> bytes:
+        """One frame, encrypted under the sending key, rekeying as §5.2 says."""
         body = self.noise.encrypt(plaintext)
         self.sent += 1
         if self.sent % REKEY_INTERVAL == 0:
@@ -211,7 +217,6 @@ class SpecClient:
             record = decode(plaintext)
             if record[0] == "ping":
                 self.send(["pong", record[1] if len(record) > 1 else 0])
-                self.pings_answered += 1
                 continue
             return record
 
@@ -832,6 +837,19 @@ def test_a_short_handshake_message_gets_the_preamble_then_eof(net: Net) -> None:
     client.expect_eof()  # no channel yet, so no Bye (§8.1)
 
 
+def test_an_unfinished_handshake_is_closed_without_a_word(net: Net) -> None:
+    """The server gives the handshake 10 s (§8.6), then closes, sending nothing more."""
+    client = net.connect()
+    client.noise.set_as_initiator()
+    client.noise.set_prologue(PREAMBLE)
+    client.noise.set_keypair_from_private_bytes(Keypair.STATIC, os.urandom(32))
+    client.noise.start_handshake()
+    client.sock.sendall(PREAMBLE + client.frame(bytes(client.noise.write_message(b""))))
+    assert client.read_exact(8) == PREAMBLE
+    assert len(client.read_frame()) == 96
+    client.expect_eof()  # message 3 never comes: no channel, so no Bye
+
+
 def test_eof_in_the_middle_of_a_frame_gets_a_bye(net: Net) -> None:
     client = net.connect()
     client.handshake()
@@ -901,9 +919,7 @@ def test_an_unknown_tag_ends_the_session(net: Net) -> None:
 )
 def test_a_record_that_does_not_decode_ends_the_session(net: Net, plaintext: bytes) -> None:
     client, _ = net.session("frank")
-    body = client.noise.encrypt(plaintext)
-    client.sent += 1
-    client.sock.sendall(client.frame(body))
+    client.send_plaintext(plaintext)
     expect_bye_then_eof(client)
 
 
@@ -952,8 +968,7 @@ def test_extra_trailing_elements_and_missing_defaults_are_accepted(net: Net) -> 
     client.send(["msg", "int ts", "general", "", "judy-2", 0, "", 0, None])  # int as float
     assert client.expect("ack")[1] == "judy-2"
     float32 = b"\x99\xa3msg\xa1x\xa7general\xa0\xa6judy-3\x00\xa0\xca\x00\x00\x00\x00\xc0"
-    client.sock.sendall(client.frame(client.noise.encrypt(float32)))
-    client.sent += 1
+    client.send_plaintext(float32)
     assert client.expect("ack")[1] == "judy-3"
     client.bye()
 
@@ -973,8 +988,7 @@ def test_any_valid_msgpack_form_is_accepted(net: Net, plaintext: bytes) -> None:
     """§6.1: receivers accept every valid form, and skip extra elements without validation."""
     client = net.connect()
     client.handshake()
-    client.sock.sendall(client.frame(client.noise.encrypt(plaintext)))
-    client.sent += 1
+    client.send_plaintext(plaintext)
     assert client.recv() == ["pong", 7]
     client.bye()
 
