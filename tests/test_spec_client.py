@@ -413,9 +413,10 @@ def test_rejecting_the_key_sends_nothing_more(net: Net) -> None:
     again.bye()
 
 
-def test_wrong_major_version_gets_the_server_preamble_then_eof(net: Net) -> None:
+@pytest.mark.parametrize("preamble", [b"SLCH\x02\x00\x00\x00", b"HTTP/1.1"])
+def test_a_wrong_preamble_gets_the_server_preamble_then_eof(net: Net, preamble: bytes) -> None:
     client = net.connect()
-    client.sock.sendall(b"SLCH\x02\x00\x00\x00")
+    client.sock.sendall(preamble)
     # The server answers with its own preamble even so (§2.3), then closes, sending nothing more.
     assert client.read_exact(8)[:5] == PREAMBLE[:5]
     client.expect_eof()
