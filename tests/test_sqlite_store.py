@@ -398,6 +398,27 @@ def test_missed_limit_across_many_rooms(store: SqliteStore) -> None:
     assert texts(store.missed("esha", got[-1].id, 100)) == [f"m{i}" for i in range(7, 20)]
 
 
+def test_missed_reads_about_one_page_however_many_rooms_the_user_is_in(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A replay page at login (and at each Delivered) is built from this: a page of each of a
+    # user's 100 rooms would be 20,000 long messages in memory (hundreds of megabytes) on the
+    # hub's thread, for a page of 200.
+    add_users(store, "Esha")
+    rooms = [f"r{r}" for r in range(20)]
+    for room in rooms:
+        store.ensure_room(room)
+        store.add_member(room, "esha")
+    for i in range(200):
+        room_msg(store, "Bob", rooms[i % len(rooms)], f"m{i}")
+    built: list[Any] = []
+    real = sqlite_messages._message
+    monkeypatch.setattr(sqlite_messages, "_message", lambda row: built.append(row) or real(row))
+    got = store.missed("esha", 0, 10)
+    assert texts(got) == [f"m{i}" for i in range(10)]
+    assert len(built) <= 10 + len(rooms) + 2  # the page, and at most one more per source
+
+
 def test_cursors(store: SqliteStore) -> None:
     add_users(store, "Esha")
     assert store.get_cursor("esha") == 0

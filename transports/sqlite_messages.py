@@ -68,6 +68,22 @@ and only as many entries as the user has peers: a bot with a million direct mess
 twenty users logs in as fast as anyone."""
 
 
+_MISSED_IN_ROOM = """
+SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
+WHERE room = ? AND room <> '' AND id > ? ORDER BY id LIMIT ?
+"""
+_MISSED_TO = """
+SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
+WHERE to_key = ? AND to_key <> '' AND id > ? ORDER BY id LIMIT ?
+"""
+_MISSED_FROM = """
+SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages
+WHERE sender_key = ? AND to_key <> '' AND to_key <> ? AND id > ? ORDER BY id LIMIT ?
+"""
+"""What ``missed`` reads: a room's messages, the direct messages to the user, and those it
+sent (to itself, they were already counted as received)."""
+
+
 def _message(row: Any) -> StoredMessage:
     return StoredMessage(*row)
 
@@ -180,34 +196,24 @@ def missed(conn: sqlite3.Connection, key: str, after: int, limit: int) -> list[S
     if limit <= 0:
         return []
     # One short index range per source (each room, DMs in, DMs out), merged by id: the
-    # cost follows what the user can see, not how busy other rooms are.
-    sources: list[list[StoredMessage]] = []
+    # cost follows what the user can see, not how busy other rooms are. The sources are read
+    # as the merge takes from them, so a page reads about ``limit`` rows in all, not
+    # ``limit`` from each of the user's rooms.
     with _snapshot(conn):  # one consistent state for all the queries
-        for room, joined_after in conn.execute(
-            "SELECT room, joined_after_id FROM memberships WHERE user_key = ?", (key,)
-        ).fetchall():
-            rows = conn.execute(
-                "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
-                "WHERE room = ? AND room <> '' AND id > ? "
-                "ORDER BY id LIMIT ?",
-                (room, max(after, joined_after), limit),
-            )
-            sources.append([_message(r) for r in rows])
-        rows = conn.execute(
-            "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
-            "WHERE to_key = ? AND to_key <> '' AND id > ? "
-            "ORDER BY id LIMIT ?",
-            (key, after, limit),
-        )
-        sources.append([_message(r) for r in rows])
-        rows = conn.execute(  # sent by the user; to itself was already counted as received
-            "SELECT id, ts, sender, room, to_name, text, client_id, file_id FROM messages "
-            "WHERE sender_key = ? AND to_key <> '' "
-            "AND to_key <> ? AND id > ? ORDER BY id LIMIT ?",
-            (key, key, after, limit),
-        )
-        sources.append([_message(r) for r in rows])
-    return list(islice(heapq.merge(*sources, key=lambda m: m.id), limit))
+        sources = [
+            conn.execute(_MISSED_IN_ROOM, (room, max(after, joined_after), limit))
+            for room, joined_after in conn.execute(
+                "SELECT room, joined_after_id FROM memberships WHERE user_key = ?", (key,)
+            ).fetchall()
+        ]
+        sources.append(conn.execute(_MISSED_TO, (key, after, limit)))
+        sources.append(conn.execute(_MISSED_FROM, (key, key, after, limit)))
+        try:
+            merged = heapq.merge(*(map(_message, rows) for rows in sources), key=lambda m: m.id)
+            return list(islice(merged, limit))
+        finally:
+            for rows in sources:
+                rows.close()
 
 
 def get_cursor(conn: sqlite3.Connection, key: str) -> int:
