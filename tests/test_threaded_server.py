@@ -3,6 +3,8 @@ accepts again once it can (it must never stop accepting for good)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import socket
 import subprocess
@@ -14,10 +16,25 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import Message, MessageAck
+from sealchat.core import (
+    NEED_DATA,
+    Authenticated,
+    FileReject,
+    FileRequest,
+    Login,
+    Message,
+    MessageAck,
+)
+from sealchat.core.hub import Hub
 from sealchat.transports.blocking_client import BlockingClient, ClientError
+from sealchat.transports.blocking_server import ThreadedServer
+from sealchat.transports.passwords import CHEAP, hash_password
+from sealchat.transports.server_config import MiB, ServerConfig
+from sealchat.transports.sqlite_store import SqliteStore
 from tests.servers import KINDS, PASSWORD, free_port, running_server
+from tests.test_conformance import raw_handshake, wait_until
 
 TIMEOUT = 30.0
 """Upper bound for waiting on the server: only reached when something is broken."""
@@ -128,3 +145,72 @@ def test_both_servers_listen_on_an_ipv6_address(tmp_path: Path, kind: str) -> No
         trust = lambda event: event.fingerprint == expected  # noqa: E731
         with BlockingClient("::1", server.port, trust=trust) as client:
             assert client.login("alice", PASSWORD) == "alice"
+
+
+def test_downloads_cancelled_while_the_client_is_not_reading_end_their_threads(
+    tmp_path: Path,
+) -> None:
+    # A download waits while its connection has more than stream_window queued; one the client
+    # cancels must stop waiting at once. Else a client that stops reading with a download
+    # paused could request and cancel downloads for ever, a thread each: the server would run
+    # out of threads for everyone's connections.
+    store = SqliteStore(tmp_path / "data")
+    for name in ("alice", "bob"):
+        store.add_user(name, name, hash_password(PASSWORD, params=CHEAP))
+    store.ensure_room("general")
+    store.add_member("general", "bob")
+    big = _stored_file(store, os.urandom(16 * MiB))
+    small = _stored_file(store, b"small")
+    config = ServerConfig(port=0, argon2=CHEAP, write_timeout=600.0)
+    hub = Hub(store, config.hub)
+    server = ThreadedServer(hub, X25519PrivateKey.generate(), config)
+    _, port = server.start()
+    try:
+        with ExitStack() as stack:
+            alice = stack.enter_context(client(port))
+            alice.login("alice", PASSWORD)
+            sock = stack.enter_context(socket.socket())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock, conn = raw_handshake(port, sock)  # bob, who never reads
+            conn.send(Login(username="bob", password=PASSWORD))
+            sock.sendall(conn.data_to_send())
+            while not isinstance(event := conn.next_event(), Authenticated):
+                if event is NEED_DATA:
+                    conn.receive_data(sock.recv(4096))
+            conn.send(FileRequest(transfer=1, file_id=big))  # then bob reads nothing more
+            sock.sendall(conn.data_to_send())
+            bob = max(server._clients.values(), key=lambda c: c.session)  # the newest
+            wait_until(
+                lambda: bob.conn.bytes_to_send > config.stream_window, "bob's download pauses"
+            )
+            for transfer in range(2, 42):
+                conn.send(FileRequest(transfer=transfer, file_id=small))
+                conn.send(FileReject(transfer=transfer))
+            conn.send(Message(text="done", room="general"))
+            sock.sendall(conn.data_to_send())
+            assert alice.next(Message, timeout=TIMEOUT).text == "done"  # all handled
+            wait_until(lambda: _threads("stream-") <= 1, "the cancelled downloads end")
+    finally:
+        server.stop()
+
+
+def _stored_file(store: SqliteStore, data: bytes) -> str:
+    """The id of a complete file of ``data`` shared in general."""
+    digest = hashlib.sha256(data).digest()
+    file = store.create_file(
+        owner_key="alice",
+        name="f",
+        size=len(data),
+        sha256=digest,
+        room="general",
+        to_key="",
+        ts=1.0,
+    )
+    for offset in range(0, len(data), MiB):
+        store.write_chunk(file.file_id, offset, data[offset : offset + MiB])
+    assert store.complete_file(file.file_id)
+    return file.file_id
+
+
+def _threads(prefix: str) -> int:
+    return sum(t.name.startswith(prefix) for t in threading.enumerate())

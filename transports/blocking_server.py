@@ -626,7 +626,9 @@ class ThreadedServer:
                 case CancelStream(session=session, transfer=transfer):
                     client = self._client(session)
                     if client is not None and transfer in client.streams:
-                        client.streams[transfer].set()
+                        with client.lock:  # a download waiting for room stops at once
+                            client.streams[transfer].set()
+                            client.lock.notify_all()
         return slow
 
     def _logged_in(self, session: int) -> None:
@@ -666,10 +668,11 @@ class ThreadedServer:
         try:
             offset = effect.offset
             while offset < effect.size:
-                with client.lock:
+                with client.lock:  # a cancellation ends the wait (CancelStream notifies)
                     while (
                         client.conn.bytes_to_send > self.config.stream_window
                         and not client.finished
+                        and not cancelled.is_set()
                     ):
                         client.lock.wait(1.0)
                 if client.finished or cancelled.is_set():
