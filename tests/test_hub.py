@@ -571,6 +571,24 @@ def test_a_file_to_a_user_names_them_as_they_spell_it(store: SqliteStore) -> Non
     assert announcement.to == "Alice"
 
 
+def test_a_file_to_a_user_removed_meanwhile_is_refused_not_announced(
+    store: SqliteStore,
+) -> None:
+    hub = hub_with(store, "alice", "alice")  # her second session sees what she shares
+    data = b"z" * 10
+    offer = _offer(data, 3, to="bob")
+    accepted(hub, 1, offer)
+    hub.handle(1, FileChunk(transfer=3, offset=0, data=data), NOW)
+    assert store.remove_user("bob", keep_room="general")
+    effects = hub.handle(1, FileComplete(transfer=3, sha256=offer.sha256), NOW)
+    (reply,) = records(effects, 1)
+    assert isinstance(reply, FileReject)
+    assert "bob" in reply.reason
+    assert records(effects, 2) == []  # no message to nobody (neither room nor user set)
+    assert not any(m.file_id for m in store.missed("alice", 0, 10))
+    assert store.unfinished_uploads("alice") == []  # nobody can ever get it: not kept
+
+
 def test_records_that_arrive_together_are_stored_in_one_commit(store: SqliteStore) -> None:
     hub = hub_with(store, "alice")
     batch = [Message(text=f"m{n}", room="general", client_id=f"c{n}") for n in range(5)]

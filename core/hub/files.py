@@ -166,6 +166,11 @@ class Files:
             self._discard_partial(file)
             reason = "the file did not arrive intact (size or SHA-256 differs); send it again"
             return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
+        recipient = self.store.get_user(file.to_key) if file.to_key else None
+        if file.to_key and recipient is None:  # removed meanwhile: its name is retired for good
+            self._discard_partial(file)
+            reason = f"there is no user {file.to_key} any more; the file was not sent"
+            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
         if file.room and state.key not in self._roster.member_set(file.room):  # left meanwhile
             reason = (
                 f"you left {file.room}; join it again and send the file again to share it "
@@ -175,7 +180,6 @@ class Files:
         if not self.store.complete_file(file.file_id):
             reason = "the stored file's SHA-256 differs from the offer; send it again"
             return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
-        recipient = self.store.get_user(file.to_key) if file.to_key else None
         peer = recipient.name if recipient is not None else ""
         stored = self.store.append_message(
             ts=now,
