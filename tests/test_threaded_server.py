@@ -33,8 +33,8 @@ from sealchat.transports.blocking_server import ThreadedServer
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.server_config import MiB, ServerConfig
 from sealchat.transports.sqlite_store import SqliteStore
-from tests.servers import KINDS, PASSWORD, free_port, running_server
-from tests.test_conformance import raw_handshake, wait_until
+from tests.servers import KINDS, PASSWORD, free_port, running_server, share_empty_files
+from tests.test_conformance import last, matching, raw_handshake, wait_until
 
 TIMEOUT = 30.0
 """Upper bound for waiting on the server: only reached when something is broken."""
@@ -214,3 +214,30 @@ def _stored_file(store: SqliteStore, data: bytes) -> str:
 
 def _threads(prefix: str) -> int:
     return sum(t.name.startswith(prefix) for t in threading.enumerate())
+
+
+def test_a_download_whose_thread_cannot_start_is_refused_and_the_rest_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_server("threads", tmp_path) as server:
+        alice, bob = server.login("alice"), server.login("bob")
+        (file_id,) = share_empty_files(alice, ["empty.txt"])
+        real_start = threading.Thread.start
+
+        def start(thread: threading.Thread) -> None:
+            if thread.name.startswith("stream-"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+        alice.send_all(
+            [
+                FileRequest(transfer=9, file_id=file_id),
+                Message(text="after the download", room="general", client_id="a1"),
+            ]
+        )
+        assert alice.next(FileReject, timeout=TIMEOUT).transfer == 9
+        assert alice.next(MessageAck, timeout=TIMEOUT).client_id == "a1"  # still served
+        assert last(bob, matching(Message, text="after the download"))  # delivered too
+        alice.close()
+        bob.close()

@@ -620,9 +620,7 @@ class ThreadedServer:
                 case StreamFile():
                     client = self._client(effect.session)
                     if client is not None:
-                        cancelled = client.streams[effect.transfer] = threading.Event()
-                        name = f"stream-{client.session}"
-                        self._start_worker(self._stream, name, client, effect, cancelled)
+                        self._start_stream(client, effect)
                 case CancelStream(session=session, transfer=transfer):
                     client = self._client(session)
                     if client is not None and transfer in client.streams:
@@ -630,6 +628,19 @@ class ThreadedServer:
                             client.streams[transfer].set()
                             client.lock.notify_all()
         return slow
+
+    def _start_stream(self, client: _Client, effect: StreamFile) -> None:
+        """Start the thread of a download (under the hub lock). If it cannot start, the
+        download is refused, and the effects after it (others' deliveries) still run."""
+        cancelled = client.streams[effect.transfer] = threading.Event()
+        try:
+            self._start_worker(self._stream, f"stream-{client.session}", client, effect, cancelled)
+        except RuntimeError:  # "can't start new thread"
+            log.warning("no thread for a download of %r; refusing it", client)
+            del client.streams[effect.transfer]
+            self.hub.stream_finished(client.session, effect.transfer)
+            reason = "the server is too busy to send the file now; try again later"
+            client.send(FileReject(transfer=effect.transfer, reason=reason))
 
     def _logged_in(self, session: int) -> None:
         """Count ``session``'s connection as logged in for the limits per address."""
