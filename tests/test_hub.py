@@ -589,6 +589,23 @@ def test_a_file_to_a_user_removed_meanwhile_is_refused_not_announced(
     assert store.unfinished_uploads("alice") == []  # nobody can ever get it: not kept
 
 
+def test_uploads_in_progress_together_cannot_fill_the_disk(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each offer alone leaves min_free_space; the bytes the others still have to send count
+    # too, or uploads started together fill the disk the database needs for messages.
+    hub = hub_with(store, "alice", "bob", config=HubConfig(min_free_space=1000))
+    monkeypatch.setattr(store, "free_space", lambda: 1300)
+    accepted(hub, 1, _offer(bytes(200), 1))
+    (refused,) = records(hub.handle(2, _offer(bytes(range(200)), 1), NOW), 2)
+    assert refused == FileReject(transfer=1, reason=SHORT_OF_SPACE)
+    hub.handle(1, FileChunk(transfer=1, offset=0, data=bytes(150)), NOW)
+    monkeypatch.setattr(store, "free_space", lambda: 1150)  # what arrived is on the disk
+    (refused,) = records(hub.handle(2, _offer(bytes(range(200)), 1), NOW), 2)
+    assert refused.reason == SHORT_OF_SPACE  # 50 still to come + 200 leave 900
+    assert isinstance(records(hub.handle(2, _offer(bytes(range(100)), 1), NOW), 2)[0], FileAccept)
+
+
 def test_records_that_arrive_together_are_stored_in_one_commit(store: SqliteStore) -> None:
     hub = hub_with(store, "alice")
     batch = [Message(text=f"m{n}", room="general", client_id=f"c{n}") for n in range(5)]

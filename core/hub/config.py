@@ -65,7 +65,8 @@ class HubConfig:
     user_quota: int = 10 * GiB
     min_free_space: int = 256 * MiB
     """Disk space an upload must leave free on the store's disk, when it starts or resumes
-    (its bytes still to come counted): the database must have room for messages."""
+    (its bytes still to come counted, and those the uploads in progress have still to send):
+    the database must have room for messages."""
     max_transfers: int = 4
     """Concurrent uploads plus downloads per session."""
     max_unfinished_uploads: int = 16

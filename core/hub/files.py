@@ -46,6 +46,9 @@ class Files:
         self._allowances = allowances
         self._uploading: set[str] = set()
         """Files that a transfer is writing right now: one writer per partial file."""
+        self._to_come = 0
+        """Bytes the uploads in progress (of every session) have still to send: the disk must
+        have room for them as well as for a new upload."""
 
     def offer(self, state: Session, record: FileOffer, now: float) -> list[Effect]:
         """A FileOffer: an upload starts (or resumes), or is refused."""
@@ -100,14 +103,16 @@ class Files:
             )
         state.uploads[transfer] = Upload(file=partial, received=partial.received)
         self._uploading.add(partial.file_id)
+        self._to_come += partial.size - partial.received
         accept = FileAccept(transfer=transfer, file_id=partial.file_id, offset=partial.received)
         return [reply(state, accept)]
 
     def _room_on_disk_for(self, size: int) -> bool:
-        """Whether ``size`` more bytes of files leave the store's disk ``min_free_space``
-        (for the database, which cannot store what it is sent on a full disk)."""
+        """Whether ``size`` more bytes of files, besides those the uploads in progress have
+        still to send, leave the store's disk ``min_free_space`` (for the database, which
+        cannot store what it is sent on a full disk)."""
         free = self.store.free_space()
-        return free is None or free - size >= self.config.min_free_space
+        return free is None or free - self._to_come - size >= self.config.min_free_space
 
     def _displaced_by_an_upload(self, key: str) -> list[StoredFile]:
         """The unfinished uploads of the user that a new one displaces: the longest idle not
@@ -129,12 +134,12 @@ class Files:
             reason = f"more data than the {upload.file.size} bytes offered"
         else:
             try:
-                upload.received = self.store.write_chunk(
-                    upload.file.file_id, record.offset, record.data
-                )
+                received = self.store.write_chunk(upload.file.file_id, record.offset, record.data)
             except (OSError, ValueError):
                 reason = "the server could not store the chunk; resume to continue"
             else:
+                self._to_come -= received - upload.received
+                upload.received = received
                 return []
         self.end_upload(state, record.transfer)  # the stored part stays: resume from there
         return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
@@ -144,6 +149,7 @@ class Files:
         upload = state.uploads.pop(transfer, None)
         if upload is not None:
             self._uploading.discard(upload.file.file_id)
+            self._to_come -= upload.file.size - upload.received
             self.store.release_upload(upload.file.file_id)
         return upload
 
