@@ -211,8 +211,9 @@ class Error(Record, tag="error", frozen=True, kw_only=True):
 
 HISTORY_REF: Final = ":history"
 FILES_REF: Final = ":files"
+ROOMS_REF: Final = ":rooms"
 TYPING_REF: Final = ":typing"
-"""The ``ref`` of an Error about a HistoryRequest, ListFiles or Typing record (protocol §9.11):
+"""The ``ref`` of an Error about a HistoryRequest, ListFiles, ListRooms or Typing record (§9.11):
 neither a valid room name (it starts with a letter or digit) nor a client id of the reference
 clients (hex) starts with ':', so no other refusal of theirs has such a ``ref``."""
 

@@ -1615,3 +1615,17 @@ def test_requests_sent_without_reading_the_answers_get_no_more_work_done(
     assert asked < 100  # about the reply window and the sockets' buffers, not 400 pages
     assert all(kinds.count(HistoryRequest) <= 1 for kinds in handled)  # one page per call
     assert bob.send_message("still served", room="general").id  # the others are not held up
+
+
+def test_requests_beyond_the_allowance_are_refused_and_the_session_goes_on(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(hub=HubConfig(request_burst=3, requests_per_second=0.001))
+    alice = server.login("alice")
+    for _ in range(3):
+        assert [r.name for r in alice.rooms()] == ["general"]
+    with pytest.raises(ClientError, match=r"^slow down: at most 0\.001 requests a second$"):
+        alice.rooms()
+    with pytest.raises(ClientError, match="slow down"):
+        alice.history(room="general")
+    assert alice.send_message("still here", room="general").id > 0

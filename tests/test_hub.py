@@ -37,6 +37,7 @@ from sealchat.core import (
     MessageAck,
     OnlineUsers,
     Presence,
+    Record,
     Register,
     RoomJoined,
     Typing,
@@ -59,7 +60,7 @@ from sealchat.core.hub.files import SHORT_OF_SPACE
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.store import StoredMessage
 from sealchat.core.limits import MAX_FILE_NAME, MAX_LIST, MAX_RECORD
-from sealchat.core.records import FILES_REF, HISTORY_REF, TYPING_REF
+from sealchat.core.records import FILES_REF, HISTORY_REF, ROOMS_REF, TYPING_REF
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.sql_trace import sql_statements
 
@@ -384,6 +385,47 @@ def test_each_user_creates_new_rooms_only_so_fast(store: SqliteStore) -> None:
     for n in range(20):
         assert _refusal(hub.handle(2, JoinRoom(room=f"tmp{n}"), NOW + 700 + n), 2) is None
         hub.handle(2, LeaveRoom(room=f"tmp{n}"), NOW + 700 + n)
+
+
+@pytest.mark.parametrize(
+    ("asked", "ref"),
+    [
+        (ListRooms(), ROOMS_REF),
+        (ListMembers(room="general"), "general"),
+        (JoinRoom(room="general"), "general"),
+        (HistoryRequest(room="general"), HISTORY_REF),
+        (ListFiles(room="general"), FILES_REF),
+    ],
+)
+def test_requests_that_read_much_are_limited_per_user(
+    store: SqliteStore, asked: Record, ref: str
+) -> None:
+    # Each reads much on the hub's one thread: asked in a loop, they kept it from everyone.
+    hub = hub_with(store, "alice", "bob", config=HubConfig(request_burst=5, requests_per_second=2))
+
+    def refusals(session: int, now: float) -> list[Error]:
+        return [
+            r for r in records(hub.handle(session, asked, now), session) if isinstance(r, Error)
+        ]
+
+    for _ in range(5):
+        assert refusals(1, NOW) == []
+    (refused,) = refusals(1, NOW)
+    assert (refused.code, refused.ref) == ("rate_limited", ref)
+    assert refused.detail == "slow down: at most 2 requests a second"
+    assert refusals(2, NOW) == []  # an allowance per user
+    assert refusals(1, NOW + 0.5) == []  # it comes back with time
+    assert refusals(1, NOW + 0.5) != []
+
+
+def test_a_clock_set_back_takes_no_allowance_away(store: SqliteStore) -> None:
+    # Time is the wall clock, which an operator or NTP may set back: an hour back drained
+    # 18,000 messages' worth of allowance, and the user could send nothing for an hour.
+    hub = hub_with(store, "alice", "bob")
+    hub.handle(1, Message(text="before", room="general", client_id="c1"), NOW + 3600)
+    for n, asked in enumerate((Message(text="after", room="general", client_id="c2"), ListRooms())):
+        answer = records(hub.handle(1, asked, NOW + n), 1)
+        assert [r for r in answer if isinstance(r, Error)] == []
 
 
 def test_typing_is_rate_limited_quietly(store: SqliteStore) -> None:

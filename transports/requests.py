@@ -48,7 +48,7 @@ from sealchat.core import Error as ServerError
 from sealchat.core.codec import encode_record
 from sealchat.core.connection import CLOSED_BEFORE_PREAMBLE
 from sealchat.core.limits import MAX_CHUNK, MAX_TEXT
-from sealchat.core.records import FILES_REF, HISTORY_REF
+from sealchat.core.records import FILES_REF, HISTORY_REF, ROOMS_REF
 from sealchat.core.sizes import too_large
 
 TRANSFER_BLOCK = 16 * MAX_CHUNK
@@ -348,11 +348,15 @@ def leave(room: str) -> Request[None]:
 
 
 def rooms() -> Request[list[RoomInfo]]:
+    def result(replies: list[Record]) -> list[RoomInfo]:
+        _raise_errors(replies)
+        return [i for r in replies if isinstance(r, RoomList) for i in r.rooms]
+
     return _request(
         ListRooms(),
-        lambda r: isinstance(r, RoomList),
+        lambda r: isinstance(r, RoomList) or _error_about(r, ROOMS_REF),
         _last_page,
-        lambda replies: [i for r in replies if isinstance(r, RoomList) for i in r.rooms],
+        result,
     )
 
 

@@ -21,6 +21,7 @@ from sealchat.core.hub.files import Files
 from sealchat.core.hub.logins import Logins
 from sealchat.core.hub.messages import Messages
 from sealchat.core.hub.names import user_key
+from sealchat.core.hub.outgoing import error
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.rooms import Rooms
 from sealchat.core.hub.roster import Roster
@@ -28,6 +29,9 @@ from sealchat.core.hub.session import Session
 from sealchat.core.hub.store import Store
 from sealchat.core.hub.typing_notices import TypingNotices
 from sealchat.core.records import (
+    FILES_REF,
+    HISTORY_REF,
+    ROOMS_REF,
     Bye,
     Delivered,
     FileChunk,
@@ -85,6 +89,7 @@ class Hub:
         files = self._files = Files(store, config, roster, allowances)
         rooms = Rooms(store, config, roster, allowances)
         logins = self._logins = Logins(store, config, roster, messages.replay)
+        self._requests = Allowances(config.requests_per_second, config.request_burst)
         self._accounts = AccountChanges(store, roster, self._close)
         # What handles each record, bound once: ``_handle`` calls it directly.
         self._login = logins.login
@@ -240,15 +245,15 @@ class Hub:
             case Delivered():
                 return self._delivered(state, record)
             case HistoryRequest():
-                return self._history(state, record)
+                return self._slowed(state, HISTORY_REF, now) or self._history(state, record)
             case JoinRoom():
-                return self._join(state, record, now)
+                return self._slowed(state, record.room, now) or self._join(state, record, now)
             case LeaveRoom():
                 return self._leave(state, record, now)
             case ListRooms():
-                return self._list_rooms(state)
+                return self._slowed(state, ROOMS_REF, now) or self._list_rooms(state)
             case ListMembers():
-                return self._list_members(state, record)
+                return self._slowed(state, record.room, now) or self._list_members(state, record)
             case FileOffer():
                 return self._offer(state, record, now)
             case FileChunk():
@@ -260,8 +265,16 @@ class Hub:
             case FileRequest():
                 return self._download(state, record)
             case ListFiles():
-                return self._list_files(state, record)
+                return self._slowed(state, FILES_REF, now) or self._list_files(state, record)
         return [Disconnect(session, f"a client may not send {type(record).__name__}")]
+
+    def _slowed(self, state: Session, ref: str, now: float) -> list[Effect]:
+        """The refusal of a request beyond the user's allowance of requests (``ref`` names
+        it, as its other errors do), or nothing if it is within it."""
+        if self._requests.of(state.key, now).take(now):
+            return []
+        rate = self.config.requests_per_second
+        return [error(state, "rate_limited", f"slow down: at most {rate:g} requests a second", ref)]
 
     def password_hashed(
         self, session: SessionId, username: str, password_hash: str, now: float
@@ -286,6 +299,7 @@ class Hub:
         effects = self._accounts.log_out()  # first: if its query fails, nothing is lost
         effects += self._logins.expire(now)
         effects += self._typing_notices.expire(now)
+        self._requests.forget_full(now)
         return effects
 
     def next_deadline(self) -> float | None:

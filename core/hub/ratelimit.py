@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; each action takes one."""
+    """``rate`` tokens per second up to ``burst``; each action takes one. Time is the wall
+    clock, which may be set back: a step back refills nothing, and takes nothing either."""
 
     rate: float
     burst: float
@@ -20,7 +21,7 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         """Take a token if one is there."""
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
         self.updated = now
         if self.tokens < 1:
             return False
@@ -33,12 +34,16 @@ class TokenBucket:
 
     def wait(self, now: float) -> float:
         """Seconds until a token is there (0 if one is there now)."""
-        tokens = self.tokens + (now - self.updated) * self.rate
+        tokens = self._at(now)
         return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
     def full_by(self, now: float) -> bool:
         """Whether the bucket has refilled completely by ``now`` (as good as a new one)."""
-        return self.tokens + (now - self.updated) * self.rate >= self.burst
+        return self._at(now) >= self.burst
+
+    def _at(self, now: float) -> float:
+        """The tokens there at ``now``."""
+        return min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
 
 
 @dataclass(slots=True)
