@@ -170,6 +170,7 @@ class TrioServer:
         self._password_lock = trio.CapacityLimiter(config.password_threads)
         self._stopping = trio.Event()
         self._all_gone = trio.Event()
+        """Set when the last peer has gone (the shutdown waits on a fresh one)."""
 
     def stop(self) -> None:
         """Begin a graceful shutdown: Bye to everyone, flush, close the store."""
@@ -202,6 +203,7 @@ class TrioServer:
                 task_status.started(listeners)
                 await self._stopping.wait()
                 accepting.cancel()
+                self._all_gone = trio.Event()  # not the one set when all had left earlier
                 for peer in list(self._peers.values()):
                     peer.say_goodbye("the server is shutting down")
                 with trio.move_on_after(3):
