@@ -1,6 +1,6 @@
 """Checks made on this computer before anything goes to the server: ports that are none,
-names longer than the protocol allows, text that cannot go in a message, and files that
-cannot be shared."""
+names longer than the protocol allows, room names that cannot be one, text that cannot go
+in a message, and files that cannot be shared."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sealchat.core import LocalProtocolError, Message
 from sealchat.core.codec import encode_record
+from sealchat.core.hub.names import room_problem
 from sealchat.core.limits import MAX_ROOM, MAX_USERNAME
 from sealchat.transports.pinning import is_port
 
@@ -70,9 +71,13 @@ def _check_length(what: str, name: str, limit: int) -> None:
 
 
 def check_names(room: str = "", user: str = "") -> None:
-    """CommandError if a room or user name is too long to be one."""
+    """CommandError if a room name cannot be one, or a user name is too long to be one (a
+    user name that is none is "no such user" to the server)."""
     _check_length("a room name", room, MAX_ROOM)
     _check_length("a user name", user, MAX_USERNAME)
+    problem = room_problem(room) if room else None
+    if problem is not None:
+        raise CommandError(problem)
 
 
 def text_problem(text: str) -> str | None:

@@ -1137,3 +1137,15 @@ def test_a_chat_started_with_its_output_closed_ends_as_with_a_closed_pipe(
     pin(tmp_path, server)
     chat = sealchat_with_closed(tmp_path, "output", "chat", "--port", str(server.port))
     assert (chat.returncode, chat.stderr) == (141, "")
+
+
+def test_send_explains_a_room_name_that_cannot_be_one(tmp_path: Path) -> None:
+    # Not "you are not in bad room: add --join to join it", which --join then refuses.
+    nobody = ("send", "--port", str(free_port()), "--user", "alice")  # checked before connecting
+    for args in (("--room", "Bad Room", "hi"), ("--room", "team!", "--join", "hi")):
+        sent = sealchat(tmp_path, *nobody, *args)
+        assert sent.returncode == 2
+        assert sent.stderr == (
+            "sealchat: a room name is 1 to 64 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit\n"
+        )
