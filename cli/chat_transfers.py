@@ -4,7 +4,6 @@ stop when the connection drops, and uploads such a drop cut."""
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -14,7 +13,7 @@ from typing import TypeVar
 import trio
 
 from sealchat.cli.chat_terminal import Terminal
-from sealchat.cli.checks import CommandError, file_problem
+from sealchat.cli.checks import CommandError, file_problem, home_expanded
 from sealchat.cli.terminal_text import safe
 from sealchat.core import FileInfo
 from sealchat.transports.downloads import sha256_of
@@ -66,34 +65,15 @@ def _typed_path(written: str) -> Path:
     """The path typed after /send, ``~`` expanded: as written or, if nothing is there, unquoted
     as a shell would (terminals paste a dropped file quoted, or with its spaces escaped).
     CommandError if a ``~user`` names nobody."""
-    path = _home_expanded(written)
+    path = home_expanded(written)
     if not os.path.lexists(path):
         try:
             words = shlex.split(written)
         except ValueError:  # an unclosed quote: not shell quoting after all
             words = []
         if len(words) == 1 and words[0] != written:
-            path = _home_expanded(words[0])
+            path = home_expanded(words[0])
     return path
-
-
-def _home_expanded(written: str) -> Path:
-    """``written`` with a leading ``~`` or ``~user`` expanded; as written if that cannot be
-    done but a file has that name (as a shell does); else CommandError."""
-    try:
-        return Path(written).expanduser()
-    except RuntimeError:  # no such user, or no home folder at all
-        if os.path.lexists(written):
-            return Path(written)
-        head = re.split(r"[\\/]", written, maxsplit=1)[0]
-        if head == "~":
-            raise CommandError(
-                f"cannot find your home folder for {written}; give the full path"
-            ) from None
-        raise CommandError(
-            f"there is no user {head[1:]!r} whose home folder {head} could be; "
-            f"for your own, write ~/ (as in ~/{written[1:]})"
-        ) from None
 
 
 async def while_online(client: ChatClient, transfer: Callable[[], Awaitable[T]]) -> T:

@@ -64,6 +64,34 @@ class CommandError(Exception):
     """A chat command that cannot run as typed; the message says why and what to do."""
 
 
+def home_expanded(written: str) -> Path:
+    """``written`` with a leading ``~`` or ``~user`` expanded; as written if that cannot be
+    done but a file has that name (as a shell does); else CommandError."""
+    try:
+        return Path(written).expanduser()
+    except RuntimeError:  # no such user, or no home folder at all
+        if os.path.lexists(written):
+            return Path(written)
+        head = re.split(r"[\\/]", written, maxsplit=1)[0]
+        if head == "~":
+            raise CommandError(
+                f"cannot find your home folder for {written}; give the full path"
+            ) from None
+        raise CommandError(
+            f"there is no user {head[1:]!r} whose home folder {head} could be; "
+            f"for your own, write ~/ (as in ~/{written[1:]})"
+        ) from None
+
+
+def path_argument(text: str) -> Path:
+    """A path given on the command line (argparse's type), ``~`` expanded as by
+    ``home_expanded``: the shell leaves ``--downloads=~/chat`` as written."""
+    try:
+        return home_expanded(text)
+    except CommandError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _check_length(what: str, name: str, limit: int) -> None:
     """CommandError if ``name`` is longer than the protocol allows ``what`` to be."""
     if len(name) > limit:

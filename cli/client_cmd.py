@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from sealchat.cli.chat_cmd import CHAT_HELP, run_chat
+from sealchat.cli.checks import path_argument
 from sealchat.cli.exit_codes import EXIT_CODES_HELP, OK, USAGE, error, guarded
 from sealchat.cli.login import connection_options
 from sealchat.cli.send_cmd import SEND_HELP, run_send
@@ -25,7 +25,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     connection_options(chat)
-    chat.add_argument("--downloads", type=Path, default=None, help="where /get saves files")
+    chat.add_argument(
+        "--downloads", type=path_argument, default=None, help="where /get saves files"
+    )
     chat.add_argument(
         "--register",
         action="store_true",
@@ -54,7 +56,7 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     what = send.add_mutually_exclusive_group(required=True)
     what.add_argument("text", nargs="?", help="the message")
-    what.add_argument("--file", type=Path, help="share this file instead of a message")
+    what.add_argument("--file", type=path_argument, help="share this file instead of a message")
     send.set_defaults(handler=guarded(run_send))
 
     fp = commands.add_parser("fingerprint", help="print this installation's client key")

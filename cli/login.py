@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import trio
 
-from sealchat.cli.checks import port
+from sealchat.cli.checks import path_argument, port
 from sealchat.cli.exit_codes import FAILED, error, explain_failure
 from sealchat.cli.prompts import typed_twice
 from sealchat.core.limits import MAX_PASSWORD
@@ -32,7 +32,7 @@ def connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", default=_login_name(), help="user name (default: yours here)")
     parser.add_argument(
         "--password-file",
-        type=Path,
+        type=path_argument,
         help="read the password from this file (or set SEALCHAT_PASSWORD; "
         "otherwise you are asked without echo)",
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import platformdirs
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.cli.checks import byte_size, listening_port, positive
+from sealchat.cli.checks import byte_size, listening_port, path_argument, positive
 from sealchat.cli.prompts import typed_twice
 from sealchat.core import fingerprint
 from sealchat.core.hub import Hub, HubConfig
@@ -146,7 +146,7 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=path_argument,
         default=None,
         help=f"server data folder (default {default_data_dir()})",
     )

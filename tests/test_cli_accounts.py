@@ -359,3 +359,15 @@ def test_a_damaged_or_newer_database_is_explained_in_one_line(
         else:
             assert f"the database {database} cannot be read" in said
             assert "restore it from a backup, or move it aside" in said
+
+
+def test_a_data_dir_written_with_a_tilde_means_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in --data-dir=~/chat, which the shell leaves as written: not a folder named ~ here.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long password\n"))
+    assert main(["user", "add", "alice", "--password-stdin", "--data-dir=~/chat"]) == 0
+    assert verify_password("a long password", password_of(tmp_path / "home" / "chat", "alice"))
+    assert not (tmp_path / "~").exists()

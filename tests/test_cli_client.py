@@ -1149,3 +1149,30 @@ def test_send_explains_a_room_name_that_cannot_be_one(tmp_path: Path) -> None:
             "sealchat: a room name is 1 to 64 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit\n"
         )
+
+
+def test_path_options_written_with_a_tilde_mean_the_home_folder(
+    server: Running, tmp_path: Path
+) -> None:
+    # As in --downloads=~/chat, which the shell leaves as written: not a folder named ~ here.
+    pin(tmp_path, server)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("notes")
+    (home / "password").write_text(PASSWORD)
+    (home / "password").chmod(0o600)
+    with server.login("bob") as bob:
+        shared = bob.send_file(home / "notes.txt", room="general")
+    options = ("--downloads=~/chat", "--password-file=~/password")
+    lines = f"/get {shared.file_id}\n/quit\n"
+    done = chat_as_alice(tmp_path, server, *options, stdin=lines, password="", HOME=str(home))
+    assert done.returncode == 0, done.stderr
+    assert f"* saved {home / 'chat' / 'notes.txt'}\n" in done.stdout
+    assert (home / "chat" / "notes.txt").read_text() == "notes"
+    sent = sealchat(
+        tmp_path,
+        *("send", "--port", str(server.port), "--user", "alice", "--file=~/notes.txt"),
+        HOME=str(home),
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("shared notes.txt as ")
