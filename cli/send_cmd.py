@@ -83,7 +83,10 @@ async def _send(client: ChatClient, args: argparse.Namespace, room: str) -> None
     """Send the file or the message ``args`` give to ``room`` or ``args.to``, and wait until
     the server has it."""
     if args.file is not None:
-        info = await client.send_file(args.file, room=room, to=args.to or "")
+        try:
+            info = await client.send_file(args.file, room=room, to=args.to or "")
+        except ConnectionLost as exc:  # the server keeps what it got, for the next try
+            raise Disconnected(f"the upload stopped: {exc}; the same command resumes it") from None
         print(f"shared {safe(args.file.name)} as {safe(info.file_id)}")
     else:
         client_id = await client.send_message(args.text, room=room, to=args.to or "")

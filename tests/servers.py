@@ -318,6 +318,19 @@ def answers(asked: type[Record], *replies: Iterable[Record]) -> Behaviour:
     return behaviour
 
 
+def hangs_up_at(asked: type[Record]) -> Behaviour:
+    """Read until the client sends an ``asked`` record, then close the connection without a
+    goodbye (as a server that dies, or a network that drops, would)."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), asked):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        sock.close()
+
+    return behaviour
+
+
 def answers_late(asked: type[Record], *replies: Iterable[Record]) -> Behaviour:
     """Answer nothing until the client has sent one ``asked`` record per reply (it gave up
     on each but the last), then send all ``replies`` in order; then read what comes."""

@@ -27,6 +27,7 @@ from sealchat.core import (
     Connection,
     ConnectionClosed,
     Delivered,
+    FileOffer,
     HistoryEnd,
     HistoryRequest,
     Message,
@@ -47,6 +48,7 @@ from tests.servers import (
     Running,
     drain,
     free_port,
+    hangs_up_at,
     logs_in_then,
     running_server,
     scripted_server,
@@ -1176,3 +1178,20 @@ def test_path_options_written_with_a_tilde_mean_the_home_folder(
     )
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout.startswith("shared notes.txt as ")
+
+
+def test_send_says_that_the_same_command_resumes_an_upload_a_lost_connection_cut(
+    tmp_path: Path,
+) -> None:
+    key = X25519PrivateKey.generate()
+    source = tmp_path / "notes.txt"
+    source.write_text("notes")
+    with scripted_server(logs_in_then(hangs_up_at(FileOffer)), key, then=[stays_silent]) as port:
+        done = sealchat(tmp_path, "trust", f"127.0.0.1:{port}", fingerprint(public_bytes(key)))
+        assert done.returncode == 0, done.stderr
+        args = ("send", "--port", str(port), "--user", "alice", "--file", str(source))
+        sent = sealchat(tmp_path, *args)
+    assert sent.returncode == 7
+    assert sent.stderr == (
+        "sealchat: the upload stopped: the connection was lost; the same command resumes it\n"
+    )
