@@ -211,7 +211,10 @@ async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line:
         case "/send":
             await share(client, term, rest)
         case "/files":
-            for info in await client.files(room=term.room):
+            files = await client.files(room=term.room)
+            if not files:
+                term.say(f"* no files shared in {safe(term.room)}")
+            for info in files:
                 term.remember_file(info)
                 term.say(f"  {safe(info.file_id)}  {shown_size(info.size):>9}  {safe(info.name)}")
         case "/get":
@@ -223,6 +226,8 @@ async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line:
             term.say(f"* saved {safe(str(saved))}")
         case "/history":
             messages, _ = await client.history(room=term.room, limit=20)
+            if not messages:
+                term.say(f"* no messages in {safe(term.room)} yet")
             for message in messages:
                 term.show(message)
         case _:

@@ -1195,3 +1195,15 @@ def test_send_says_that_the_same_command_resumes_an_upload_a_lost_connection_cut
     assert sent.stderr == (
         "sealchat: the upload stopped: the connection was lost; the same command resumes it\n"
     )
+
+
+def test_files_and_history_of_an_empty_room_say_there_is_none(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    done = chat_as_alice(tmp_path, server, stdin="/join quiet\n/files\n/history\n/quit\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-2:] == [
+        "* no files shared in quiet",
+        "* no messages in quiet yet",
+    ]
