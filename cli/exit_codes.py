@@ -12,6 +12,7 @@ from functools import wraps
 from math import ceil
 
 from sealchat.cli.terminal_text import safe, tolerant_streams
+from sealchat.core.records import ACCOUNT_REMOVED
 from sealchat.transports.keyfile import KeyFileError
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown, UnsafePinFile
 from sealchat.transports.requests import LoginFailed, TransferFailed
@@ -92,7 +93,9 @@ def explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, s
     if isinstance(exc, LoginFailed):
         if exc.retry_after:
             return LOGIN_FAILED, f"login refused: {exc}{_when(exc)}"
-        hint = f" (the password came from {password_from})" if password_from else ""
+        # No password helps a removed account: where it came from would only mislead.
+        helps = password_from and str(exc) != ACCOUNT_REMOVED
+        hint = f" (the password came from {password_from})" if helps else ""
         return LOGIN_FAILED, f"login refused: {exc}{hint}"
     if isinstance(exc, TransferFailed) and isinstance(exc.__context__, OSError | ValueError):
         return FAILED, f"failed on this computer: {exc}"  # the disk or a check, not the server

@@ -17,6 +17,7 @@ import trio.testing
 from sealchat.cli import chat_cmd, chat_outgoing, chat_terminal, exit_codes, login, send_cmd
 from sealchat.cli.terminal_text import safe, safe_message, tolerant_streams
 from sealchat.core import FileInfo, MemberInfo, Message, RoomInfo
+from sealchat.core.records import ACCOUNT_REMOVED
 from sealchat.transports.pinning import ServerKeyChanged
 from sealchat.transports.trio_client import (
     ClientError,
@@ -311,6 +312,11 @@ def test_a_refused_login_says_when_to_retry_or_where_the_password_came_from() ->
         "--password-file pw.txt)"
     )
     assert exit_codes.explain_failure(wrong)[1] == "login refused: invalid username or password"
+    # No password can help a removed account: where it came from would only mislead.
+    removed = LoginFailed(ACCOUNT_REMOVED)
+    assert exit_codes.explain_failure(removed, "SEALCHAT_PASSWORD")[1] == (
+        "login refused: your account was removed"
+    )
 
 
 class _Tty(io.StringIO):
