@@ -36,6 +36,8 @@ COMMANDS = {
     "/quit": ("", "leave"),
 }
 """Chat commands: their arguments and what they do."""
+TERMINAL_LINE = 4095
+"""The most bytes of a line a Linux terminal passes on (a pasted line is cut there)."""
 SHOWN_CONVERSATIONS = 10
 """Direct conversations named at login (the most recent); the others are counted."""
 HELP = "\n".join(
@@ -154,12 +156,20 @@ async def _command_loop(client: ChatClient, term: Terminal, outgoing: Outgoing) 
     """Run the lines typed until the end of input or /quit; a failed command is shown."""
     if sys.stdin is None:  # started with its input closed (<&-): at its end already
         return
+    on_terminal = sys.stdin.isatty()
     while True:
         line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
         if not line:
             return  # end of input
         line = line.rstrip("\r\n")  # a script saved on Windows ends its lines with CRLF
         if not line.strip():
+            continue
+        if on_terminal and _cut_by_the_terminal(line):
+            outgoing.refuse(line)
+            term.say(
+                f"! not sent: the terminal passes on at most {TERMINAL_LINE} bytes of a line, "
+                "and cut this one there; send a longer text with 'sealchat send' or a pipe"
+            )
             continue
         try:
             if await _command(client, term, outgoing, line):
@@ -170,6 +180,14 @@ async def _command_loop(client: ChatClient, term: Terminal, outgoing: Outgoing) 
             raise  # the output was closed: nothing more can be shown
         except (ClientError, OSError) as exc:
             term.say(f"! {safe(explain_failure(exc)[1])}")
+
+
+def _cut_by_the_terminal(line: str) -> bool:
+    """Whether a Linux terminal cut ``line`` at its limit: its line editor passes on the
+    first TERMINAL_LINE bytes of a longer one (a character cut in two is one replacement
+    character here, up to 2 bytes more)."""
+    encoding = sys.stdin.encoding or "utf-8"
+    return sys.platform == "linux" and len(line.encode(encoding, "replace")) >= TERMINAL_LINE
 
 
 _NOT_AFTER_MESSAGES = frozenset({"/help", "/quit", "/exit", "/msg"})

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -1207,3 +1208,27 @@ def test_files_and_history_of_an_empty_room_say_there_is_none(
         "* no files shared in quiet",
         "* no messages in quiet yet",
     ]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's terminal line limit")
+def test_a_line_the_terminal_cut_is_not_sent_cut(
+    server: Running, tmp_path: Path, terminal: tuple[int, int]
+) -> None:
+    # Pasted on a terminal, a line passes on only its first 4095 bytes: 3,000 of these
+    # characters (9,000 bytes, a message short enough) would go as their first 1,365.
+    typed, shown = terminal
+    attributes = termios.tcgetattr(shown)
+    attributes[3] &= ~termios.ECHO  # no echo: it would fill the terminal nobody reads
+    termios.tcsetattr(shown, termios.TCSANOW, attributes)
+    pin(tmp_path, server)
+    args = ("chat", "--port", str(server.port), "--user", "alice")
+    with Client(tmp_path, *args, terminal=shown) as chat:
+        chat.out.wait_for("* logged in")
+        os.write(typed, "字".encode() * 3000 + b"\n")
+        chat.out.wait_for("! not sent")
+        os.write(typed, b"short\n\x04")
+        assert chat.wait() == 6
+    assert "the terminal passes on at most 4095 bytes of a line" in chat.out.text()
+    with server.login("bob") as bob:
+        messages, _ = bob.history(room="general")
+    assert [m.text for m in messages] == ["short"]
