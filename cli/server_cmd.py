@@ -138,7 +138,9 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "stop the server and start it with --data-dir DEST (or put DEST in place of the data "
         "folder). It holds the server's private key and every message: keep it private.",
     )
-    backup.add_argument("dest", type=Path, metavar="DEST", help="the backup folder to create")
+    backup.add_argument(
+        "dest", type=path_argument, metavar="DEST", help="the backup folder to create"
+    )
     _data_dir_option(backup)
     backup.set_defaults(handler=run_backup)
 
