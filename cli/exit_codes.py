@@ -12,7 +12,7 @@ from functools import wraps
 from math import ceil
 
 from sealchat.cli.terminal_text import safe, tolerant_streams
-from sealchat.core.records import ACCOUNT_REMOVED
+from sealchat.core.records import ACCOUNT_REMOVED, NAME_TAKEN
 from sealchat.transports.keyfile import KeyFileError
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown, UnsafePinFile
 from sealchat.transports.requests import LoginFailed, TransferFailed
@@ -89,7 +89,10 @@ def explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, s
     if isinstance(exc, ServerKeyChanged | ServerKeyUnknown):
         return UNTRUSTED, str(exc)
     if isinstance(exc, RegistrationRefused):
-        return LOGIN_FAILED, f"the account was not created: {exc}{_when(exc)}"
+        yours = (
+            " (if it is yours, leave out --register to log in)" if str(exc) == NAME_TAKEN else ""
+        )
+        return LOGIN_FAILED, f"the account was not created: {exc}{yours}{_when(exc)}"
     if isinstance(exc, LoginFailed):
         if exc.retry_after:
             return LOGIN_FAILED, f"login refused: {exc}{_when(exc)}"

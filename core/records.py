@@ -161,6 +161,8 @@ PASSWORD_CHANGED: Final = "your password was changed; log in again with the new 
 (protocol §9.12): logging in again with the old password cannot help."""
 ACCOUNT_REMOVED: Final = "your account was removed"
 """The reason of the server's Bye to the sessions of an account removed (protocol §9.12)."""
+NAME_TAKEN: Final = "that user name is taken"
+"""The reason of the LoginRejected refusing a Register of a name in use or retired (§9.3)."""
 
 
 class LoginRejected(Record, tag="rejected", frozen=True, kw_only=True):

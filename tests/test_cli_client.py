@@ -529,7 +529,10 @@ def test_chat_creates_an_account_with_register(open_server: Running, tmp_path: P
     assert sealchat(tmp_path, *newbie, stdin="/quit\n").returncode == 0  # a login from now on
     taken = sealchat(tmp_path, *newbie, "--register", stdin="/quit\n")
     assert taken.returncode == 5
-    assert taken.stderr == "sealchat: the account was not created: that user name is taken\n"
+    assert taken.stderr == (
+        "sealchat: the account was not created: that user name is taken "
+        "(if it is yours, leave out --register to log in)\n"
+    )
 
 
 def test_register_on_a_server_that_does_not_allow_it_says_so(

@@ -1028,7 +1028,10 @@ def test_a_refused_offer_discards_no_unfinished_upload(store: SqliteStore) -> No
     logged_in(hub, 2, "alice")
     (refused,) = records(hub.handle(2, _offer(b"y" * 200, 2), NOW + 1), 2)
     assert isinstance(refused, FileReject)
-    assert refused.reason == "over quota: you use 50 B of 100 B; this file needs 200 B"
+    assert refused.reason == (
+        "over quota: you use 50 B of 100 B; this file needs 200 B (the server's operator can "
+        "raise the quota)"
+    )
     resumed = accepted(hub, 2, _offer(data, 3), NOW + 2)
     assert (resumed.file_id, resumed.offset) == (kept.file_id, 30)
     hub.close_session(2, NOW + 2)

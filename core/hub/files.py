@@ -84,7 +84,8 @@ class Files:
                 return reject(
                     f"over quota: you use {shown_size(used)} of "
                     f"{shown_size(self.config.user_quota)}; "
-                    f"this file needs {shown_size(record.size)}"
+                    f"this file needs {shown_size(record.size)} (the server's operator can "
+                    "raise the quota)"
                 )
             if not self._room_on_disk_for(record.size):
                 return reject(SHORT_OF_SPACE)

@@ -19,6 +19,7 @@ from sealchat.core.hub.session import Session
 from sealchat.core.hub.store import Store
 from sealchat.core.records import (
     GENERIC_LOGIN_FAILURE,
+    NAME_TAKEN,
     Authenticated,
     Login,
     LoginRejected,
@@ -147,7 +148,7 @@ class Logins:
             return problem
         key = user_key(record.username)
         if self.store.get_user(key) is not None or self.store.is_retired(key):
-            return "that user name is taken"  # retired too: a removed account's DMs keep it
+            return NAME_TAKEN  # retired too: a removed account's DMs keep it
         if len(record.password) < self.config.min_password_chars:
             return f"a password needs at least {self.config.min_password_chars} characters"
         return None
@@ -161,7 +162,7 @@ class Logins:
             return []
         state.login_pending = False
         if not self.store.add_user(username, user_key(username), password_hash):
-            return [reply(state, LoginRejected(reason="that user name is taken"))]
+            return [reply(state, LoginRejected(reason=NAME_TAKEN))]
         return self._log_in(state, username, now)
 
     def password_verified(
