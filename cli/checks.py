@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from fractions import Fraction
 from pathlib import Path
 
 from sealchat.core import LocalProtocolError, Message
 from sealchat.core.codec import encode_record
 from sealchat.core.hub.names import room_problem
-from sealchat.core.limits import MAX_ROOM, MAX_USERNAME
+from sealchat.core.limits import MAX_ROOM, MAX_UINT, MAX_USERNAME
 from sealchat.transports.pinning import is_port
 
 
@@ -50,10 +51,14 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 def byte_size(text: str) -> int:
     """A size of at least one byte given on the command line (argparse's type): a number of
-    bytes, or of KiB, MiB, GiB or TiB ("500M", "2G", "1.5GiB"; K, M, G and T count in 1024s)."""
+    bytes, or of KiB, MiB, GiB or TiB ("500M", "2G", "1.5GiB"; K, M, G and T count in 1024s),
+    counted exactly, at most the largest size the protocol carries."""
     match = _SIZE.fullmatch(text.strip())
-    size = int(float(match[1]) * _UNITS[match[2].upper()]) if match else 0
-    if size >= 1:
+    try:
+        size = int(Fraction(match[1]) * _UNITS[match[2].upper()]) if match else 0
+    except ValueError:  # more digits than Python converts
+        size = 0
+    if 1 <= size <= MAX_UINT:
         return size
     raise argparse.ArgumentTypeError(
         f"{text!r} is not a size: give bytes, or a number with K, M, G or T (like 500M or 2G)"

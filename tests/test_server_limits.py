@@ -9,6 +9,7 @@ import pytest
 
 from sealchat.cli.main import build_parser
 from sealchat.cli.server_cmd import server_config
+from sealchat.core.limits import MAX_UINT
 from sealchat.transports.server_config import ServerConfig
 from sealchat.transports.server_limits import (
     TRIO_ACCEPT_LOG,
@@ -99,6 +100,19 @@ def test_the_server_command_sets_the_file_limits_in_units_people_use(
         assert f"{bad!r} is not a size: give bytes, or a number with K, M, G or T" in (
             capsys.readouterr().err
         )
+
+
+def test_a_size_is_taken_exactly_and_one_past_what_the_wire_carries_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    exact = 2**53 + 1  # a float would make it 2**53
+    args = build_parser().parse_args(["server", f"--max-file-size={exact}", "--user-quota=0.5K"])
+    assert (args.max_file_size, args.user_quota) == (exact, 512)
+    huge = "9" * 400  # a float of it is infinite
+    for bad in (huge, f"{huge}T", str(MAX_UINT + 1), "8388608T"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["server", f"--user-quota={bad}"])
+        assert f"{bad!r} is not a size" in capsys.readouterr().err
 
 
 def test_the_cap_on_logins_in_progress_can_bind_with_the_defaults() -> None:
