@@ -14,6 +14,7 @@ import pytest
 
 from sealchat.cli.main import main
 from sealchat.core import Message, fingerprint
+from sealchat.transports import backup as backup_module
 from sealchat.transports.backup import BackupError, back_up
 from sealchat.transports.blocking import BlockingClient
 from sealchat.transports.keyfile import load_or_create_key, public_bytes
@@ -186,3 +187,37 @@ def test_files_whose_bytes_are_lost_are_named_and_the_rest_is_backed_up(
         ".partial",
         next(p.name for p in (data / "downloads").iterdir() if p.name != ".partial"),
     ]
+
+
+def test_an_upload_completed_while_the_files_are_copied_is_kept_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The snapshot lists the upload in progress; by the time its part is copied the server
+    # has completed it and moved it out of downloads/.partial.
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    key = load_or_create_key(data / "server_key")
+    big = tmp_path / "video.bin"
+    big.write_bytes(os.urandom(3 * TRANSFER_BLOCK))
+    snapshot = backup_module._snapshot
+    with running_server("trio", data, key=key) as server, server.login("alice") as alice:
+        alice.join("ops")
+        uploader = server.login("alice")
+        _cut_off_midway(uploader, big)
+        uploader.close()
+        deadline = time.monotonic() + WAIT
+        while not _uploaded(data) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        received = _uploaded(data)
+
+        def then_completed(source: Path, copy: Path) -> None:
+            snapshot(source, copy)
+            alice.send_file(big, room="ops")
+
+        monkeypatch.setattr(backup_module, "_snapshot", then_completed)
+        report = back_up(data, backup)
+
+    assert (report.files, report.uploads_in_progress, report.damaged) == (0, 1, ())
+    (kept,) = (backup / "downloads" / ".partial").iterdir()
+    part = kept.read_bytes()
+    assert len(part) >= received  # and more if more had come by the snapshot
+    assert part == big.read_bytes()[: len(part)]

@@ -5,7 +5,8 @@ What it holds: the database as of one moment (SQLite's backup API, which reads a
 WAL mode while the server goes on writing), the server's key (so clients keep trusting the
 restored server), every complete file the snapshot lists (each checked against its SHA-256 as
 it is copied), and the committed part of every upload in progress (a restored server lets it
-resume; one cancelled meanwhile is dropped by the server's start-up repair).
+resume, even one completed while the files are copied; one cancelled meanwhile is dropped by
+the server's start-up repair).
 
 The copy is made in a hidden folder beside the destination and renamed to it only once every
 byte is written and synced, so a folder of that name is always a whole backup. It is private
@@ -123,7 +124,10 @@ def _fill(work: Path, data_dir: Path, key_path: Path) -> BackupReport:
                 continue
             files += 1
             file_bytes += size
-        elif _copy(downloads / PARTIAL_DIR / file_id, target / PARTIAL_DIR / file_id, received):
+        elif any(  # in downloads/ if completed since the snapshot: its first bytes are the same
+            _copy(folder / file_id, target / PARTIAL_DIR / file_id, received)
+            for folder in (downloads / PARTIAL_DIR, downloads)
+        ):
             uploads += 1
     for folder in (target / PARTIAL_DIR, target, work):
         fsync_dir(folder)
