@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -241,3 +242,21 @@ def test_a_download_whose_thread_cannot_start_is_refused_and_the_rest_goes_on(
         assert last(bob, matching(Message, text="after the download"))  # delivered too
         alice.close()
         bob.close()
+
+
+def test_the_threaded_server_keeps_to_ipv4_for_a_name_that_has_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where "localhost" (or the server's own name) resolves to ::1 first, as on most systems
+    # with IPv6, listening on that alone would turn away clients that connect to 127.0.0.1.
+    resolve = socket.getaddrinfo
+
+    def ipv6_first(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        found = resolve(host, port, *args, **kwargs)
+        if host != "localhost":
+            return found
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)), *found]
+
+    monkeypatch.setattr(socket, "getaddrinfo", ipv6_first)
+    with running_server("threads", tmp_path, host="localhost") as server:
+        server.login("alice").close()  # over 127.0.0.1

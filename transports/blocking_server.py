@@ -401,9 +401,12 @@ class ThreadedServer:
     def bind(self) -> tuple[str, int]:
         """Open the listening socket; returns the address (the port, if 0 was asked for)."""
         host, port = self.config.host, self.config.port
-        # The family of the address asked for (create_server alone takes IPv4 only).
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        listener = socket.create_server((host, port), family=family[0][0], backlog=1024)
+        # One family (create_server takes IPv4 unless told): IPv6 for an address or a name
+        # that is IPv6 only, IPv4 for one that has both (as before; trio listens on both).
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        families = {info[0] for info in found}
+        family = socket.AF_INET if socket.AF_INET in families else socket.AF_INET6
+        listener = socket.create_server((host, port), family=family, backlog=1024)
         self._listener = listener
         host, port = listener.getsockname()[:2]
         return str(host), int(port)
