@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sealchat.cli.main import build_parser
+from sealchat.core.hub import HubConfig
 from sealchat.core.sizes import shown_size
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "server.md"
@@ -47,3 +48,23 @@ def test_the_limits_table_lists_every_server_option_with_its_default() -> None:
             assert shown == shown_size(action.default).replace(".0 ", " "), action.dest
         else:
             assert shown == f"{action.default:,}", action.dest
+
+
+def test_the_registration_limit_is_told_as_the_hub_applies_it() -> None:
+    # A bucket of 5 refilled at 5 an hour lets 5 in at once and 5 more within the hour.
+    found = re.search(r"\((\d+) at once from one address, then (\d+) an hour\)", TEXT)
+    assert found is not None
+    config = HubConfig()
+    assert (int(found[1]), int(found[2])) == (
+        config.registration_burst,
+        config.registrations_per_hour,
+    )
+
+
+def test_the_folder_backups_go_to_is_made_for_the_service_user_first() -> None:
+    # The service's user cannot create a folder under /srv: a backup there fails unless the
+    # guide has it made first, the user's own.
+    make = "install -d -o sealchat -g sealchat -m 700 "
+    for command in re.finditer(r"sealchat backup (?:--data-dir \S+ )?(/\S+)/\S+", TEXT):
+        made = TEXT.find(make + command[1])
+        assert 0 <= made < command.start(), command[0]
