@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.cli.main import main
 from sealchat.core import Message, fingerprint
@@ -221,3 +222,26 @@ def test_an_upload_completed_while_the_files_are_copied_is_kept_to_resume(
     part = kept.read_bytes()
     assert len(part) >= received  # and more if more had come by the snapshot
     assert part == big.read_bytes()[: len(part)]
+
+
+def test_the_key_backed_up_is_the_one_checked_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The key file is read once (checked: a regular private file of 32 bytes): what the
+    # backup holds is the key whose fingerprint it prints, whatever is at the path after.
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    key = load_or_create_key(data / "server_key")
+    SqliteStore(data).close()
+    load = backup_module.load_or_create_key
+
+    def then_swapped(path: Path) -> X25519PrivateKey:
+        loaded = load(path)
+        path.unlink()
+        path.symlink_to(tmp_path / "elsewhere")
+        (tmp_path / "elsewhere").write_bytes(bytes(32))
+        return loaded
+
+    monkeypatch.setattr(backup_module, "load_or_create_key", then_swapped)
+    report = back_up(data, backup)
+    assert report.public_key == public_bytes(key)
+    assert public_bytes(load_or_create_key(backup / "server_key")) == public_bytes(key)

@@ -94,7 +94,7 @@ def back_up(data_dir: Path, dest: Path) -> BackupReport:
 def _fill(work: Path, data_dir: Path, key_path: Path) -> BackupReport:
     """Copy the key, the database and the files into the empty private folder ``work``."""
     key = load_or_create_key(key_path)  # checks the key file (a regular 0600 file of 32 bytes)
-    create_private_file(work / SERVER_KEY_FILE, key_path.read_bytes())
+    create_private_file(work / SERVER_KEY_FILE, key.private_bytes_raw())  # not read again
     database = work / DB_FILE
     _snapshot(data_dir / DB_FILE, database)
     downloads, target = data_dir / DOWNLOADS_DIR, work / DOWNLOADS_DIR
