@@ -92,7 +92,7 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         type=byte_size,
         default=hub.max_file_size,
         metavar="SIZE",
-        help="the largest file users may share, like 500M or 8G "
+        help="the largest file users may share, like 500M or 8G, at most the quota "
         f"(default {shown_size(hub.max_file_size)})",
     )
     server.add_argument(
@@ -350,7 +350,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_unauthenticated_per_address=args.max_unauthenticated_per_address,
         hub=HubConfig(
             open_registration=args.open_registration,
-            max_file_size=args.max_file_size,
+            max_file_size=min(args.max_file_size, args.user_quota),  # what may be stored
             user_quota=args.user_quota,
         ),
     )

@@ -115,6 +115,16 @@ def test_a_size_is_taken_exactly_and_one_past_what_the_wire_carries_is_refused(
         assert f"{bad!r} is not a size" in capsys.readouterr().err
 
 
+def test_no_file_over_the_quota_is_announced_as_one_users_may_share() -> None:
+    # Clients learn max_file_size at login and check a file against it before reading it:
+    # a file over the quota would be read whole, hashed and offered, then refused.
+    args = build_parser().parse_args(["server", "--user-quota", "1G"])
+    hub = server_config(args).hub
+    assert (hub.max_file_size, hub.user_quota) == (2**30, 2**30)
+    args = build_parser().parse_args(["server", "--max-file-size", "5G", "--user-quota", "20G"])
+    assert server_config(args).hub.max_file_size == 5 * 2**30
+
+
 def test_the_cap_on_logins_in_progress_can_bind_with_the_defaults() -> None:
     # An address's logins being checked are among its connections not logged in yet: with a
     # cap on those as high as on the logins, the logins' cap (and its "in progress" answer)
