@@ -4,17 +4,20 @@ with everything its users had (history, direct messages, files, an upload to res
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sqlite3
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.cli.main import main
 from sealchat.core import Message, fingerprint
+from sealchat.core.hub import HubConfig
 from sealchat.transports import backup as backup_module
 from sealchat.transports.backup import BackupError, back_up
 from sealchat.transports.blocking import BlockingClient
@@ -245,3 +248,30 @@ def test_the_key_backed_up_is_the_one_checked_and_reported(
     report = back_up(data, backup)
     assert report.public_key == public_bytes(key)
     assert public_bytes(load_or_create_key(backup / "server_key")) == public_bytes(key)
+
+
+def test_a_backup_that_would_fill_the_servers_disk_is_refused_before_it_copies_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the server's own disk, copying the files up to a full disk would leave the running
+    # server no room to store messages until the backup failed.
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    key = load_or_create_key(data / "server_key")
+    shared = tmp_path / "report.pdf"
+    shared.write_bytes(os.urandom(300_000))
+    with running_server("trio", data, key=key) as server, server.login("alice") as alice:
+        alice.send_file(shared, room="general")
+    real = shutil.disk_usage
+    keep = HubConfig().min_free_space
+
+    def nearly_full(path: str | os.PathLike[str]) -> Any:
+        usage = real(path)
+        return usage._replace(free=keep + 200_000)
+
+    monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+    says = r"files need 293\.0 KiB and .* has 256\.2 MiB free, and 256\.0 MiB must stay free"
+    with pytest.raises(BackupError, match=f"not enough room: the {says} there for the server"):
+        back_up(data, backup)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "report.pdf"]
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    assert back_up(data, backup).files == 1

@@ -27,6 +27,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Final
 
+from sealchat.core.hub import HubConfig
+from sealchat.core.sizes import shown_size
 from sealchat.transports.keyfile import (
     KEY_FILE_MODE,
     SERVER_KEY_FILE,
@@ -110,6 +112,7 @@ def _fill(work: Path, data_dir: Path, key_path: Path) -> BackupReport:
         ).fetchall()
     finally:
         conn.close()
+    _check_room(work, data_dir, sum(size if done else got for _, _, size, _, got, done in rows))
     damaged: list[str] = []
     files = file_bytes = uploads = 0
     for file_id, name, size, sha256, received, complete in rows:
@@ -141,6 +144,20 @@ def _fill(work: Path, data_dir: Path, key_path: Path) -> BackupReport:
         uploads_in_progress=uploads,
         damaged=tuple(damaged),
     )
+
+
+def _check_room(work: Path, data_dir: Path, needed: int) -> None:
+    """BackupError unless the disk of ``work`` has room for ``needed`` more bytes, and on the
+    server's own disk still the room its database keeps (``HubConfig.min_free_space``):
+    copying up to a full disk would leave the running server unable to store messages."""
+    free = shutil.disk_usage(work).free
+    keep = HubConfig().min_free_space if os.stat(work).st_dev == os.stat(data_dir).st_dev else 0
+    if needed > free - keep:
+        also = f", and {shown_size(keep)} must stay free there for the server" if keep else ""
+        raise BackupError(
+            f"not enough room: the files need {shown_size(needed)} and {work.parent} has "
+            f"{shown_size(free)} free{also}; make room, or back up to another disk"
+        )
 
 
 def _snapshot(source: Path, copy: Path) -> None:
