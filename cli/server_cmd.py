@@ -216,7 +216,11 @@ def run_server_key(args: argparse.Namespace) -> int:
 @_explained
 def run_backup(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args, create=False, needs=DB_FILE)
-    report = back_up(data_dir, args.dest)
+    try:
+        report = back_up(data_dir, args.dest)
+    except KeyboardInterrupt:  # back_up has removed what it had made
+        print("\nsealchat: interrupted; no backup was made", file=sys.stderr)
+        return 130
     uploads = report.uploads_in_progress
     print(
         f"backed up {data_dir} to {report.path}: {counted(report.users, 'user')}, "

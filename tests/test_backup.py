@@ -275,3 +275,25 @@ def test_a_backup_that_would_fill_the_servers_disk_is_refused_before_it_copies_f
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "report.pdf"]
     monkeypatch.setattr(shutil, "disk_usage", real)
     assert back_up(data, backup).files == 1
+
+
+def test_ctrl_c_midway_leaves_nothing_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    load_or_create_key(data / "server_key")
+    SqliteStore(data).close()
+    snapshot = backup_module._snapshot
+
+    def interrupted(source: Path, copy: Path) -> None:
+        snapshot(source, copy)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backup_module, "_snapshot", interrupted)
+    try:
+        code: int | None = main(["backup", str(backup), "--data-dir", str(data)])
+    except KeyboardInterrupt:  # a traceback for the user
+        code = None
+    assert code == 130
+    assert "interrupted; no backup was made" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
