@@ -216,11 +216,14 @@ def run_server_key(args: argparse.Namespace) -> int:
 @_explained
 def run_backup(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args, create=False, needs=DB_FILE)
+    before = signal.signal(signal.SIGTERM, _interrupt)  # so that back_up cleans up after it too
     try:
         report = back_up(data_dir, args.dest)
     except KeyboardInterrupt:  # back_up has removed what it had made
         print("\nsealchat: interrupted; no backup was made", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, before)
     uploads = report.uploads_in_progress
     print(
         f"backed up {data_dir} to {report.path}: {counted(report.users, 'user')}, "
@@ -243,6 +246,11 @@ def run_backup(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """A SIGTERM handled as Ctrl-C is."""
+    raise KeyboardInterrupt
 
 
 @_explained

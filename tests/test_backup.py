@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import stat
@@ -294,6 +295,36 @@ def test_ctrl_c_midway_leaves_nothing_and_says_so(
         code: int | None = main(["backup", str(backup), "--data-dir", str(data)])
     except KeyboardInterrupt:  # a traceback for the user
         code = None
+    assert code == 130
+    assert "interrupted; no backup was made" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_sigterm_midway_leaves_nothing_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A shutdown or a job runner's timeout: the hidden folder (a whole copy, and the key) must
+    # not stay behind unseen, growing with each night's attempt.
+    data, backup = tmp_path / "data", tmp_path / "backup"
+    load_or_create_key(data / "server_key")
+    SqliteStore(data).close()
+    snapshot = backup_module._snapshot
+
+    def terminated(source: Path, copy: Path) -> None:
+        snapshot(source, copy)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(backup_module, "_snapshot", terminated)
+
+    def ignored(_signum: int, _frame: object) -> None:  # not this test process's end
+        pass
+
+    before = signal.signal(signal.SIGTERM, ignored)
+    try:
+        code = main(["backup", str(backup), "--data-dir", str(data)])
+        assert signal.getsignal(signal.SIGTERM) is ignored  # given back
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert code == 130
     assert "interrupted; no backup was made" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
