@@ -328,3 +328,18 @@ def test_a_sigterm_midway_leaves_nothing_either(
     assert code == 130
     assert "interrupted; no backup was made" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_database_that_would_not_fit_is_refused_before_it_is_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not SQLite's "cannot copy the database data/sealchat.db: database or disk is full",
+    # which blames the server's database (and its disk) for the backup's.
+    data = tmp_path / "data"
+    load_or_create_key(data / "server_key")
+    SqliteStore(data).close()
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
+    with pytest.raises(BackupError, match=r"not enough room: the database needs [\d.]+ KiB"):
+        back_up(data, tmp_path / "backup")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -97,8 +97,11 @@ def _fill(work: Path, data_dir: Path, key_path: Path) -> BackupReport:
     """Copy the key, the database and the files into the empty private folder ``work``."""
     key = load_or_create_key(key_path)  # checks the key file (a regular 0600 file of 32 bytes)
     create_private_file(work / SERVER_KEY_FILE, key.private_bytes_raw())  # not read again
-    database = work / DB_FILE
-    _snapshot(data_dir / DB_FILE, database)
+    database, source = work / DB_FILE, data_dir / DB_FILE
+    wal = source.with_name(f"{DB_FILE}-wal")  # its pages may be newer than the file's
+    at_most = source.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    _check_room(work, data_dir, "the database needs", at_most)
+    _snapshot(source, database)
     downloads, target = data_dir / DOWNLOADS_DIR, work / DOWNLOADS_DIR
     ensure_private_dir(target / PARTIAL_DIR)
     conn = sqlite3.connect(database)
@@ -112,7 +115,8 @@ def _fill(work: Path, data_dir: Path, key_path: Path) -> BackupReport:
         ).fetchall()
     finally:
         conn.close()
-    _check_room(work, data_dir, sum(size if done else got for _, _, size, _, got, done in rows))
+    needed = sum(size if done else got for _, _, size, _, got, done in rows)
+    _check_room(work, data_dir, "the files need", needed)
     damaged: list[str] = []
     files = file_bytes = uploads = 0
     for file_id, name, size, sha256, received, complete in rows:
@@ -146,16 +150,17 @@ def _fill(work: Path, data_dir: Path, key_path: Path) -> BackupReport:
     )
 
 
-def _check_room(work: Path, data_dir: Path, needed: int) -> None:
+def _check_room(work: Path, data_dir: Path, what_needs: str, needed: int) -> None:
     """BackupError unless the disk of ``work`` has room for ``needed`` more bytes, and on the
     server's own disk still the room its database keeps (``HubConfig.min_free_space``):
-    copying up to a full disk would leave the running server unable to store messages."""
+    copying up to a full disk would leave the running server unable to store messages.
+    ``what_needs`` says what they are for ("the files need")."""
     free = shutil.disk_usage(work).free
     keep = HubConfig().min_free_space if os.stat(work).st_dev == os.stat(data_dir).st_dev else 0
     if needed > free - keep:
         also = f", and {shown_size(keep)} must stay free there for the server" if keep else ""
         raise BackupError(
-            f"not enough room: the files need {shown_size(needed)} and {work.parent} has "
+            f"not enough room: {what_needs} {shown_size(needed)} and {work.parent} has "
             f"{shown_size(free)} free{also}; make room, or back up to another disk"
         )
 
