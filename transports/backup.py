@@ -11,6 +11,8 @@ the server's start-up repair).
 The copy is made in a hidden folder beside the destination and renamed to it only once every
 byte is written and synced, so a folder of that name is always a whole backup. It is private
 like a data folder (0700, files 0600): it holds the server's private key and every message.
+The database, then the files, are copied only if they fit, leaving the server's disk the room
+its database keeps (a backup there must not fill it under the running server).
 """
 
 from __future__ import annotations
