@@ -210,7 +210,8 @@ def test_an_upload_completed_while_the_files_are_copied_is_kept_to_resume(
         _cut_off_midway(uploader, big)
         uploader.close()
         deadline = time.monotonic() + WAIT
-        while not _uploaded(data) and time.monotonic() < deadline:
+        uploading = server.hub._files._uploading  # until the server has seen the drop
+        while (uploading or not _uploaded(data)) and time.monotonic() < deadline:
             time.sleep(0.05)
         received = _uploaded(data)
 
