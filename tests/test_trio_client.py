@@ -25,6 +25,7 @@ from sealchat.core import (
     Connection,
     ConnectionClosed,
     Delivered,
+    FileAccept,
     FileChunk,
     FileComplete,
     FileInfo,
@@ -77,7 +78,7 @@ from sealchat.transports.trio_client import (
     Unreachable,
     connect,
 )
-from sealchat.transports.trio_link import Link
+from sealchat.transports.trio_link import SEND_BUFFER, Link
 from tests.servers import (
     ANNOUNCED,
     ENDLESS,
@@ -646,6 +647,62 @@ async def test_an_upload_refused_midway_stops_there(
             with trio.fail_after(10), pytest.raises(TransferFailed, match="could not store"):
                 await alice.send_file(source, room="general")
     assert blocks <= 2  # not the 8 of the whole file
+
+
+def says_bye_after_accepting(stalled: threading.Event) -> Behaviour:
+    """Accept the upload offered, then say goodbye once ``stalled`` is set (the connection,
+    the server's last, stays open until the test ends)."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), FileOffer):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+        conn.send(FileAccept(transfer=event.transfer, file_id="f1"))
+        sock.sendall(conn.data_to_send())
+        stalled.wait(10)
+        conn.send(Bye(reason="shutting down"))
+        sock.sendall(conn.data_to_send())
+
+    return behaviour
+
+
+async def test_an_upload_waiting_for_the_writer_ends_with_the_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The socket takes no more of the upload (a server that stopped reading), then the link
+    # ends: the upload, waiting for the writer to take its chunks, must see the link is gone.
+    # It spun instead (the link's last "wrote" stays set and its queue never drains), taking
+    # a core and never resuming: the window showed "Sending… 66%" for good.
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(4 * TRANSFER_BLOCK))
+    flush = Link.flush
+
+    async def stuck_on_chunks(link: Link) -> None:
+        if link.conn.bytes_to_send > SEND_BUFFER:  # the upload's: the socket is full
+            await trio.sleep_forever()
+        await flush(link)
+
+    monkeypatch.setattr(Link, "flush", stuck_on_chunks)
+    stalled = threading.Event()
+    failed: list[BaseException] = []
+    behaviour = logs_in_then(says_bye_after_accepting(stalled))
+    async with scripted(tmp_path, behaviour, reconnect=False) as alice:
+
+        async def upload() -> None:
+            try:
+                await alice.send_file(source, room="general")
+            except ConnectionLost as exc:
+                failed.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(upload)
+            with trio.fail_after(10):
+                while not (alice._link and alice._link.conn.bytes_to_send > SEND_BUFFER):
+                    await trio.sleep(0.01)  # the upload waits for the stuck writer
+                stalled.set()  # the server says goodbye
+                while not failed:
+                    await trio.sleep(0.01)
+    assert isinstance(failed[0], Disconnected)
 
 
 def _unread(path: Path) -> bytes:

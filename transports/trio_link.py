@@ -94,12 +94,17 @@ class Link:
 
     async def taken(self, *, wait: bool) -> None:
         """After ``put``: with ``wait``, wait while more than SEND_BUFFER bytes are queued;
-        LinkLost if the link has ended."""
-        while wait and self.conn.bytes_to_send > SEND_BUFFER:
+        LinkLost if the link has ended (also meanwhile: what it queued then never drains)."""
+        while wait and self.conn.bytes_to_send > SEND_BUFFER and not self._ended:
             await self.wrote.wait()
-        if self.closed.is_set() or self.conn.state in _OVER:
+        if self._ended:
             raise LinkLost(self.reason or "the connection was lost")
         await trio.lowlevel.checkpoint_if_cancelled()
+
+    @property
+    def _ended(self) -> bool:
+        """Whether the link has ended (its reader closed it, or the connection failed)."""
+        return self.closed.is_set() or self.conn.state in _OVER
 
     async def write(self) -> None:
         """The link's writer: whatever is queued, in one write per wake-up. A failed write
