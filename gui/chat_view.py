@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import tkinter as tk
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,10 @@ CONTINUATION_INDENT = 28
 of a message can pass for a message of its own."""
 TRANSFER_LABEL_MARGIN = 8
 """Pixels of a transfer row's label kept clear of text (the label's own padding)."""
+SIDEBAR_LIST_WIDTH = 200
+"""Pixels of the sidebar's lists (conversations, people), whose buttons fill them."""
+SIDEBAR_TEXT_ROOM = SIDEBAR_LIST_WIDTH - 16
+"""Pixels a sidebar button leaves its text (its rounded ends take the rest)."""
 
 
 _0H = datetime.min.time()
@@ -105,7 +110,8 @@ class ChatView(ctk.CTkFrame):
             header, text="Leave room", width=84, height=24, command=app.controller.leave_current
         )
         self.leave_button.pack(side="right")
-        self.conversation_list = ctk.CTkScrollableFrame(side, width=200, height=220)
+        self._sidebar_font = ctk.CTkFont()
+        self.conversation_list = ctk.CTkScrollableFrame(side, width=SIDEBAR_LIST_WIDTH, height=220)
         self.conversation_list.pack(padx=8, fill="x")
         join_row = ctk.CTkFrame(side, fg_color="transparent")
         join_row.pack(padx=8, pady=6, fill="x")
@@ -127,7 +133,7 @@ class ChatView(ctk.CTkFrame):
             footer, text="Log out", width=72, height=24, command=app.controller.log_out
         )
         self.logout_button.pack(side="right")
-        self.people_list = ctk.CTkScrollableFrame(side, width=200, height=200)
+        self.people_list = ctk.CTkScrollableFrame(side, width=SIDEBAR_LIST_WIDTH, height=200)
         self.people_list.pack(padx=8, fill="both", expand=True)
 
     def _build_transcript(self) -> None:
@@ -316,7 +322,8 @@ class ChatView(ctk.CTkFrame):
         """The sidebar's buttons are made anew only when the list of conversations changes;
         otherwise those whose text or colours changed are updated in place."""
         looks = {
-            c.key: _conversation_look(c, vm.current, palette) for c in vm.sorted_conversations()
+            c.key: _conversation_look(c, vm.current, palette, self._sidebar_text)
+            for c in vm.sorted_conversations()
         }
         if list(looks) != list(self._conversation_looks):
             for button in self.conversation_buttons.values():
@@ -326,6 +333,7 @@ class ChatView(ctk.CTkFrame):
                 button = ctk.CTkButton(
                     self.conversation_list,
                     anchor="w",
+                    font=self._sidebar_font,
                     command=lambda key=key: self.app.controller.select(key),
                     **look,
                 )
@@ -338,6 +346,12 @@ class ChatView(ctk.CTkFrame):
         self._conversation_looks = looks
         self.leave_button.configure(state="normal" if vm.can_leave else "disabled")
 
+    def _sidebar_text(self, before: str, name: str, after: str) -> str:
+        """``before + name + after`` as a sidebar button shows it: a name too long for the
+        button shortened in its middle, so that what comes after it (an unread count) shows."""
+        font = self._sidebar_font
+        return fitted(before, name, after, lambda text: font.measure(text) <= SIDEBAR_TEXT_ROOM)
+
     def draw_people(self, vm: ViewModel, palette: dict[str, str]) -> None:
         for child in self.people_list.winfo_children():
             child.destroy()
@@ -345,8 +359,9 @@ class ChatView(ctk.CTkFrame):
             dot = "\u25cf" if member.online else "\u25cb"
             ctk.CTkButton(
                 self.people_list,
-                text=f"{dot} {member.name}",
+                text=self._sidebar_text(f"{dot} ", member.name, ""),
                 anchor="w",
+                font=self._sidebar_font,
                 fg_color="transparent",
                 text_color=palette["accent"] if member.online else palette["dim"],
                 hover_color=palette["panel"],
@@ -564,14 +579,18 @@ class ChatView(ctk.CTkFrame):
 
 
 def _conversation_look(
-    conversation: Conversation, current: str, palette: dict[str, str]
+    conversation: Conversation,
+    current: str,
+    palette: dict[str, str],
+    fit: Callable[[str, str, str], str],
 ) -> dict[str, str]:
-    """What the sidebar button of ``conversation`` shows: its name, unread count, colours."""
+    """What the sidebar button of ``conversation`` shows: its name, unread count, colours;
+    ``fit`` makes the text fit the button (see :meth:`ChatView._sidebar_text`)."""
     mark = "#" if conversation.is_room else "@"
     unread = f"  ({conversation.unread})" if conversation.unread else ""
     shown = conversation.key == current
     return {
-        "text": f"{mark} {conversation.title}{unread}",
+        "text": fit(f"{mark} ", conversation.title, unread),
         "fg_color": palette["accent"] if shown else "transparent",
         "text_color": palette["window"] if shown else palette["fg"],
         "hover_color": palette["accent_hover"],

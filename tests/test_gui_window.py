@@ -22,6 +22,7 @@ from tkinter import filedialog
 from typing import Any
 from unittest import mock
 
+import customtkinter as ctk
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -808,6 +809,31 @@ def test_incoming_messages_update_the_sidebar_without_rebuilding_it(
             bob.send_message(f"there {n}", room="random")
         window.until(lambda: "# random  (30)" in button_texts(sidebar), "30 unread in #random")
     assert sidebar.winfo_children() == buttons  # updated in place, not made anew
+
+
+def whole_text_shown(button: ctk.CTkButton) -> bool:
+    """Whether ``button`` shows all of its text (its label is not cut at the button's end)."""
+    label = button._text_label
+    return bool(label.winfo_width() >= label.winfo_reqwidth())
+
+
+def test_a_long_conversation_name_is_shortened_so_its_unread_count_shows(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    room = "the-quarterly-planning-of-the-infrastructure-team-and-friends-42"
+    bob.join(room)
+    log_in_after_joining(window, server, room)
+    bob.send_message("first", room=room)
+    bob.send_message("second", room=room)
+    window.until(lambda: app.vm.conversation(f"#{room}").unread == 2, "2 unread")
+    window.pump()  # laid out
+    button = app.chat.conversation_buttons[f"#{room}"]
+    text = button.cget("text")
+    assert whole_text_shown(button)  # it was cut off, the count with it
+    assert text.startswith("# the-")
+    assert "\u2026" in text  # the name shortened in its middle
+    assert text.endswith("-42  (2)")
 
 
 def test_a_peer_cannot_make_a_line_pose_as_a_message_of_its_own(
