@@ -210,6 +210,7 @@ class Controller:
         self.app.login_form.logged_in()
         self.app.login_form.place_forget()
         self.app.chat.pack(fill="both", expand=True)
+        self.app.chat.input.focus_set()  # what the user types next is a message
         self.app.redraw(self.vm.logged_in(name) | self.vm.select(self.vm.current))
         self._shown()
 

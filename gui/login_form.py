@@ -55,6 +55,15 @@ class LoginForm(ctk.CTkFrame):
         self.error.pack(padx=24, pady=(4, 12))
         for entry in self._entries():
             entry.bind("<Return>", lambda _e: self.submit())
+        self._focus_first_empty()
+
+    def _focus_first_empty(self) -> None:
+        """Put the keyboard focus in the first field left empty (the password, when the
+        server and the user name are remembered)."""
+        for entry in (self.host, self.port, self.username, self.password):
+            if not entry.get():
+                entry.focus_set()
+                return
 
     def _field(
         self,

@@ -261,6 +261,15 @@ def test_declining_the_server_key_does_not_connect(window: Window, server: Runni
     assert window.app.vm.me == ""
 
 
+def test_the_keys_go_to_the_first_empty_field_then_to_the_message_box(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    assert app.focus_lastfor() is app.login_form.username._entry  # the server is filled in
+    window.login(server.port, "alice")
+    assert app.focus_lastfor() is app.chat.input._textbox  # typing after the login goes there
+
+
 @pytest.mark.parametrize("port", ["http", "78\u00b2", "\uff17\uff18", "0", "65536", ""])
 def test_an_incomplete_form_is_refused_before_connecting(window: Window, port: str) -> None:
     form = window.app.login_form
