@@ -83,7 +83,14 @@ class App(ctk.CTk):
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 self.spawn(self.typing_notice.tick)
+                self.spawn(self._count_down)
                 await trio.sleep_forever()
+
+    async def _count_down(self) -> None:
+        """Keep the reconnect banner's count of seconds current."""
+        while True:
+            await trio.sleep(0.5)
+            self.redraw(self.vm.count_down(time.time()))
 
     def close_asked(self) -> None:
         """The window's close button: close, once the user confirms it if that would stop

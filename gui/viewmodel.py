@@ -85,6 +85,8 @@ class ViewModel:
         self.members: dict[str, list[MemberInfo]] = {}
         self.typing: dict[str, dict[str, float]] = {}
         self.banner = ""
+        self._retry_at: float | None = None
+        """When the client tries to reconnect next, while the banner counts down to it."""
         self.error = ""
         self._link_error = ""
         """The error shown, if it says the connection was lost: it goes when the link is back."""
@@ -253,11 +255,9 @@ class ViewModel:
                     people.append(MemberInfo(name=user, online=user in self.online))
                 return {Change.PEOPLE}
             case LinkState(connected=False, retry_in=wait, reason=reason):
-                self.banner = (
-                    f"Connection lost — reconnecting in {wait:.0f} s…"
-                    if wait
-                    else f"Disconnected: {reason}"
-                )
+                self._retry_at = now + wait if wait else None
+                self.banner = "" if wait else f"Disconnected: {reason}"
+                self.count_down(now)
                 self.typing.clear()  # their stops cannot reach us any more
                 self._presence_unknown()
                 for conversation in self.conversations.values():
@@ -268,6 +268,7 @@ class ViewModel:
                 # the room shown are asked for again (the controller's catch-up).
                 self.connected = True
                 self.banner = ""
+                self._retry_at = None
                 if self.error and self.error == self._link_error:
                     self.error = ""
                     return {Change.BANNER, Change.ERROR, Change.PEOPLE}
@@ -282,6 +283,18 @@ class ViewModel:
             case HistoryEnd():
                 return set()
         return set()
+
+    def count_down(self, now: float) -> set[Change]:
+        """While the link is down, the banner says in how many seconds the client tries to
+        reconnect, as of ``now`` (then that it is trying)."""
+        if self._retry_at is None:
+            return set()
+        left = self._retry_at - now
+        banner = "Connection lost — reconnecting" + (f" in {left:.0f} s…" if left >= 0.5 else "…")
+        if banner == self.banner:
+            return set()
+        self.banner = banner
+        return {Change.BANNER}
 
     def _presence_unknown(self) -> None:
         """The link is down: who is online is unknown until the next login lists them."""

@@ -828,6 +828,19 @@ def test_reconnect_banner_for_reconnecting_and_disconnected_cleared_on_reconnect
     assert vm.banner == ""
 
 
+def test_the_reconnect_banner_counts_down_to_the_next_try() -> None:
+    # It said "reconnecting in 17 s" for all of those 17 s, and while the try was made.
+    vm = logged_in()
+    vm.apply(LinkState(connected=False, reason="reset", retry_in=4.2), NOW)
+    assert vm.count_down(NOW + 0.1) == set()
+    assert vm.count_down(NOW + 1.5) == {Change.BANNER}
+    assert vm.banner == "Connection lost — reconnecting in 3 s…"
+    vm.count_down(NOW + 4.0)
+    assert vm.banner == "Connection lost — reconnecting…"
+    vm.apply(LinkState(connected=True), NOW + 5)
+    assert (vm.count_down(NOW + 6), vm.banner) == (set(), "")
+
+
 def test_an_error_saying_the_connection_was_lost_goes_when_it_is_back() -> None:
     vm = logged_in()
     vm.apply(LinkState(connected=False, reason="reset", retry_in=1.0), NOW)
