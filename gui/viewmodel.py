@@ -286,11 +286,14 @@ class ViewModel:
 
     def count_down(self, now: float) -> set[Change]:
         """While the link is down, the banner says in how many seconds the client tries to
-        reconnect, as of ``now`` (then that it is trying)."""
+        reconnect, as of ``now`` (then that it is trying), and how many messages typed wait
+        to be sent."""
         if self._retry_at is None:
             return set()
         left = self._retry_at - now
         banner = "Connection lost — reconnecting" + (f" in {left:.0f} s…" if left >= 0.5 else "…")
+        if self.unconfirmed:
+            banner += f" ({counted(len(self.unconfirmed), 'message')} waiting to be sent)"
         if banner == self.banner:
             return set()
         self.banner = banner

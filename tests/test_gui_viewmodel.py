@@ -816,6 +816,19 @@ def test_people_in_a_direct_conversation_is_the_peer() -> None:
 # --- the connection banner and errors -------------------------------------------------------
 
 
+def test_the_reconnect_banner_says_that_messages_typed_meanwhile_wait_to_go() -> None:
+    # A message typed while the link is down left the box and showed nowhere: it seemed lost.
+    vm = logged_in()
+    vm.apply(LinkState(connected=False, reason="reset", retry_in=4.2), NOW)
+    vm.sending("c1", "are you there?")
+    vm.sending("c2", "hello?")
+    assert vm.count_down(NOW + 0.1) == {Change.BANNER}
+    assert vm.banner == "Connection lost — reconnecting in 4 s… (2 messages waiting to be sent)"
+    vm.apply(MessageAck(client_id="c1", id=7, ts=NOW), NOW)
+    vm.count_down(NOW + 0.2)
+    assert vm.banner == "Connection lost — reconnecting in 4 s… (1 message waiting to be sent)"
+
+
 def test_reconnect_banner_for_reconnecting_and_disconnected_cleared_on_reconnect() -> None:
     vm = logged_in()
     assert vm.banner == ""
