@@ -593,5 +593,7 @@ def _conversation_look(
         "text": fit(f"{mark} ", conversation.title, unread),
         "fg_color": palette["accent"] if shown else "transparent",
         "text_color": palette["window"] if shown else palette["fg"],
-        "hover_color": palette["accent_hover"],
+        # Under the pointer, the text stays readable (the accent's hover was black on dark
+        # grey in the light theme), and only the conversation shown is in the accent.
+        "hover_color": palette["accent"] if shown else palette["panel"],
     }

@@ -1201,6 +1201,24 @@ def test_the_banners_are_readable_in_both_themes(
     assert contrast(banner.cget("fg_color"), banner.cget("text_color")) >= 4.5
 
 
+@pytest.mark.parametrize("theme", ["dark", "light"])
+def test_the_sidebar_is_readable_under_the_pointer_in_both_themes(
+    window: Window, server: Running, bob: BlockingClient, theme: str
+) -> None:
+    # In the light theme, a conversation under the pointer was black on dark grey (1.7:1).
+    app = window.app
+    window.login(server.port, "alice")
+    bob.send_message("hi", to="alice")
+    window.until(lambda: "@bob" in app.chat.conversation_buttons, "the conversation with bob")
+    if app.vm.theme != theme:
+        app.chat.theme_switch.toggle()
+    buttons = [*app.chat.conversation_buttons.values(), *app.chat.people_list.winfo_children()]
+    assert len(buttons) == 4  # general (shown), bob; alice and bob in #general
+    for button in buttons:
+        text = button.cget("text")
+        assert contrast(button.cget("text_color"), button.cget("hover_color")) >= 4.5, text
+
+
 def test_the_emoji_picker_and_the_remember_box_follow_the_theme(
     window: Window, server: Running
 ) -> None:
