@@ -32,6 +32,8 @@ CONTINUATION_INDENT = 28
 of a message can pass for a message of its own."""
 TRANSFER_LABEL_MARGIN = 8
 """Pixels of a transfer row's label kept clear of text (the label's own padding)."""
+BANNER_MARGIN = 24
+"""Pixels of the banner kept clear of text (its rounded ends)."""
 SIDEBAR_LIST_WIDTH = 200
 """Pixels of the sidebar's lists (conversations, people), whose buttons fill them."""
 SIDEBAR_TEXT_ROOM = SIDEBAR_LIST_WIDTH - 16
@@ -68,6 +70,8 @@ class ChatView(ctk.CTkFrame):
         self.grid_rowconfigure(1, weight=1)
 
         self.banner = ctk.CTkLabel(self, text="", height=28)
+        # On the banner itself: CTkLabel.bind would also bind its text, whose width follows.
+        tk.Misc.bind(self.banner, "<Configure>", self._wrap_banner, add="+")
         self._build_sidebar()
         self._build_transcript()
         self.typing_label = ctk.CTkLabel(self, text="", anchor="w", height=20)
@@ -96,6 +100,11 @@ class ChatView(ctk.CTkFrame):
         """Whether the transcript keeps its newest line in view: true until the user scrolls
         away from the end, and again once they scroll back to it (or another conversation
         is shown). A layout change (a banner, a transfer row) never changes it."""
+
+    def _wrap_banner(self, event: tk.Event[Any]) -> None:
+        """Wrap the banner's text to its width: a long error shows whole, on more lines."""
+        scaling = ctk.ScalingTracker.get_widget_scaling(self.banner)
+        self.banner.configure(wraplength=max(1, int(event.width / scaling) - BANNER_MARGIN))
 
     def _build_sidebar(self) -> None:
         app = self.app

@@ -2157,6 +2157,25 @@ def test_leave_room_and_log_out_show_in_the_smallest_window(
         assert widget.winfo_rooty() + widget.winfo_height() <= bottom, widget.cget("text")
 
 
+def test_a_long_error_shows_whole_in_the_smallest_window(window: Window, server: Running) -> None:
+    # It was one line, centred: in a small window, its start and its end were cut off.
+    app = window.app
+    window.login(server.port, "alice")
+    app.geometry("760x520")
+    window.until(lambda: app.winfo_height() == 520, "the smallest window")
+    window.type_and_enter("x" * 8001)
+    window.pump()
+    banner = app.chat.banner
+    assert banner.cget("text").startswith("This message has 8001 characters")
+    text = banner._label  # the tk.Label inside the CTkLabel
+    assert text.winfo_width() >= text.winfo_reqwidth()
+    assert text.winfo_height() >= text.winfo_reqheight()
+    assert text.winfo_rootx() >= banner.winfo_rootx()
+    assert text.winfo_rootx() + text.winfo_width() <= banner.winfo_rootx() + banner.winfo_width()
+    assert text.winfo_width() > banner.winfo_width() / 2  # on two lines, not a narrow column
+    window.screenshot("gui-long-error.png")
+
+
 def test_leave_room_and_log_out_while_the_connection_is_down(
     display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
