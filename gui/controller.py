@@ -87,7 +87,7 @@ class Controller:
             with scope:
                 await self._connected(host, port, user, password, register)
         except ServerKeyChanged as exc:
-            messagebox.showerror("Server key changed", str(exc), parent=self.app)
+            messagebox.showerror("Server key changed", friendly(str(exc)), parent=self.app)
             self.app.login_form.show_error("The server's key changed; the connection was refused.")
         except ServerKeyUnknown:
             self.app.login_form.show_error("You did not trust the server's key; not connected.")

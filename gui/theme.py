@@ -12,7 +12,7 @@ PALETTES: Final[dict[str, dict[str, str]]] = {
         "fg": "#e6f1f8",
         "dim": "#8fa7bd",
         "accent": "#27ae60",
-        "accent_hover": "#1e8f4e",
+        "accent_hover": "#2fbf6b",
         "me": "#5ee39a",
         "sender": "#7cc4ff",
         "file": "#2ecc71",
