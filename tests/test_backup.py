@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,14 @@ def _cut_off_midway(client: BlockingClient, path: Path) -> None:
 
     with pytest.raises(ClientError):
         client.send_file(path, room="ops", progress=drop)
+
+
+def _empty_server_data(tmp_path: Path) -> tuple[Path, X25519PrivateKey]:
+    """A data folder under ``tmp_path`` as a first start leaves it: its key and database."""
+    data = tmp_path / "data"
+    key = load_or_create_key(data / "server_key")
+    SqliteStore(data).close()
+    return data, key
 
 
 def _texts(messages: list[Message]) -> list[str]:
@@ -110,9 +119,8 @@ def test_a_backup_made_while_the_server_runs_brings_everything_back(tmp_path: Pa
 
 
 def test_the_backup_is_private_and_self_contained(tmp_path: Path) -> None:
-    data, backup = tmp_path / "data", tmp_path / "backup"
-    load_or_create_key(data / "server_key")
-    SqliteStore(data).close()
+    data, _ = _empty_server_data(tmp_path)
+    backup = tmp_path / "backup"
     back_up(data, backup)
     for path in [backup, *backup.rglob("*")]:
         mode = stat.S_IMODE(path.lstat().st_mode)
@@ -132,9 +140,7 @@ def test_the_backup_is_private_and_self_contained(tmp_path: Path) -> None:
 def test_a_destination_that_cannot_hold_a_backup_is_refused(
     tmp_path: Path, where: str, says: str
 ) -> None:
-    data = tmp_path / "data"
-    load_or_create_key(data / "server_key")
-    SqliteStore(data).close()
+    data, _ = _empty_server_data(tmp_path)
     (tmp_path / "existing").mkdir()
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(BackupError, match=says):
@@ -155,9 +161,8 @@ def test_a_damaged_database_is_refused_and_leaves_nothing(tmp_path: Path) -> Non
 def test_the_command_reports_the_backup_and_says_how_to_restore(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data, backup = tmp_path / "data", tmp_path / "backup"
-    key = load_or_create_key(data / "server_key")
-    SqliteStore(data).close()
+    data, key = _empty_server_data(tmp_path)
+    backup = tmp_path / "backup"
     assert main(["backup", str(backup), "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
     assert f"backed up {data} to {backup}: 0 users, 0 messages, 0 files" in out
@@ -234,9 +239,8 @@ def test_the_key_backed_up_is_the_one_checked_and_reported(
 ) -> None:
     # The key file is read once (checked: a regular private file of 32 bytes): what the
     # backup holds is the key whose fingerprint it prints, whatever is at the path after.
-    data, backup = tmp_path / "data", tmp_path / "backup"
-    key = load_or_create_key(data / "server_key")
-    SqliteStore(data).close()
+    data, key = _empty_server_data(tmp_path)
+    backup = tmp_path / "backup"
     load = backup_module.load_or_create_key
 
     def then_swapped(path: Path) -> X25519PrivateKey:
@@ -279,54 +283,42 @@ def test_a_backup_that_would_fill_the_servers_disk_is_refused_before_it_copies_f
     assert back_up(data, backup).files == 1
 
 
-def test_ctrl_c_midway_leaves_nothing_and_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def _ctrl_c() -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("interrupt", [_ctrl_c, _sigterm], ids=["ctrl-c", "sigterm"])
+def test_an_interruption_midway_leaves_nothing_and_says_so(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    interrupt: Callable[[], None],
 ) -> None:
-    data, backup = tmp_path / "data", tmp_path / "backup"
-    load_or_create_key(data / "server_key")
-    SqliteStore(data).close()
+    # A SIGTERM too (a shutdown, a job runner's timeout): the hidden folder (a whole copy,
+    # and the key) must not stay behind unseen, growing with each night's attempt.
+    data, _ = _empty_server_data(tmp_path)
     snapshot = backup_module._snapshot
 
     def interrupted(source: Path, copy: Path) -> None:
         snapshot(source, copy)
-        raise KeyboardInterrupt
+        interrupt()
 
     monkeypatch.setattr(backup_module, "_snapshot", interrupted)
-    try:
-        code: int | None = main(["backup", str(backup), "--data-dir", str(data)])
-    except KeyboardInterrupt:  # a traceback for the user
-        code = None
-    assert code == 130
-    assert "interrupted; no backup was made" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
-
-
-def test_a_sigterm_midway_leaves_nothing_either(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # A shutdown or a job runner's timeout: the hidden folder (a whole copy, and the key) must
-    # not stay behind unseen, growing with each night's attempt.
-    data, backup = tmp_path / "data", tmp_path / "backup"
-    load_or_create_key(data / "server_key")
-    SqliteStore(data).close()
-    snapshot = backup_module._snapshot
-
-    def terminated(source: Path, copy: Path) -> None:
-        snapshot(source, copy)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(backup_module, "_snapshot", terminated)
 
     def ignored(_signum: int, _frame: object) -> None:  # not this test process's end
         pass
 
     before = signal.signal(signal.SIGTERM, ignored)
     try:
-        code = main(["backup", str(backup), "--data-dir", str(data)])
+        code = main(["backup", str(tmp_path / "backup"), "--data-dir", str(data)])
         assert signal.getsignal(signal.SIGTERM) is ignored  # given back
     finally:
         signal.signal(signal.SIGTERM, before)
-    assert code == 130
+    assert code == 130  # no traceback
     assert "interrupted; no backup was made" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
@@ -336,9 +328,7 @@ def test_a_database_that_would_not_fit_is_refused_before_it_is_copied(
 ) -> None:
     # Not SQLite's "cannot copy the database data/sealchat.db: database or disk is full",
     # which blames the server's database (and its disk) for the backup's.
-    data = tmp_path / "data"
-    load_or_create_key(data / "server_key")
-    SqliteStore(data).close()
+    data, _ = _empty_server_data(tmp_path)
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
     with pytest.raises(BackupError, match=r"not enough room: the database needs [\d.]+ KiB"):
