@@ -148,6 +148,13 @@ def test_a_destination_that_cannot_hold_a_backup_is_refused(
     assert sorted(tmp_path.rglob("*")) == before
 
 
+def test_a_destination_with_the_longest_name_a_folder_can_have_is_made(tmp_path: Path) -> None:
+    data, _ = _empty_server_data(tmp_path)
+    longest = tmp_path / ("b" * 252 + "é")  # 254 bytes: its hidden working name must fit too
+    assert back_up(data, longest).path == longest
+    assert (longest / "sealchat.db").is_file()
+
+
 def test_a_damaged_database_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
     data = tmp_path / "data"
     load_or_create_key(data / "server_key")

@@ -84,7 +84,9 @@ def back_up(data_dir: Path, dest: Path) -> BackupReport:
         raise BackupError(
             f"{dest} is inside the data folder {data_dir}: a backup there is lost with it"
         )
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    # A hidden name that fits beside the longest: a file name holds at most 255 bytes.
+    stem = dest.name.encode()[:128].decode(errors="ignore")
+    work = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".partial", dir=dest.parent))
     try:
         report = _fill(work, data_dir, key_path)
         os.rename(work, dest)  # fails on a folder with anything in it made there meanwhile
