@@ -1,4 +1,5 @@
-"""The output of ``sealchat chat``: events, one line each, and transfers as progress bars."""
+"""The output of ``sealchat chat``: events, one line each, and transfers' progress in whole
+lines at milestones (several run at once, among the messages that arrive)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ edge where a line of its own would start)."""
 _BOLD, _PLAIN, _BELL = "\x1b[1m", "\x1b[0m", "\a"
 """How a terminal shows a message that names the user: in bold, with the bell (the text
 inside is escaped, so it cannot end the bold early or drive the terminal)."""
+MILESTONE = 25
+"""A transfer's progress is said each time it passes a multiple of this percentage."""
 BELL_QUIET = 10.0
 """Seconds after a bell in which mentions ring no other: a replay or a /history of many
 rings once."""
@@ -44,7 +47,7 @@ def _shows_bold() -> bool:
 
 
 class Terminal:
-    """What ``sealchat chat`` prints: one line per event, transfers as progress bars. All
+    """What ``sealchat chat`` prints: one line per event, transfers' progress at milestones. All
     text from the network goes through ``safe``. A message's line has its time of day, and
     a line such as ``-- Yesterday --`` comes first when its day is not the last one shown."""
 
@@ -60,9 +63,6 @@ class Terminal:
         self.tty = out.isatty()
         self._bold = self.tty and _shows_bold()
         self._last_bell = -BELL_QUIET
-        self._last_percent: dict[str, int] = {}
-        self._bar_open = False
-        """A progress bar is on the last line, not yet ended by a line break."""
         self._files: dict[str, FileInfo] = {}
         """The files shown, by id, the latest last (see ``file_shown``)."""
         self._outage: set[str] | None = None
@@ -83,9 +83,6 @@ class Terminal:
         return self._files.get(file_id)
 
     def say(self, text: str) -> None:
-        if self._bar_open:  # end the bar's line first; its next update starts a new one
-            print(file=self.out)
-            self._bar_open = False
         print(text, file=self.out, flush=True)
 
     def follow_link(self, event: Event | LinkState) -> None:
@@ -169,21 +166,23 @@ class Terminal:
         self._last_ts = ts
 
     def progress(self, label: str) -> Callable[[int, int], None]:
-        """A progress bar for one transfer."""
+        """The progress of one transfer, said in a line of its own at 0, 25, 50, 75 and 100 %
+        (whole lines: several transfers, the messages arriving and what is typed meanwhile
+        never land on one another); on a terminal with a bar, as ``label [#####     ]  25%``."""
         label = safe(label)
+        said = -1  # the last milestone said (100: the transfer is done)
 
         def update(done: int, total: int) -> None:
+            nonlocal said
             percent = 100 if total <= 0 else max(0, min(100, done * 100 // total))
+            milestone = percent // MILESTONE * MILESTONE
+            if milestone <= said:
+                return
+            said = milestone
             if self.tty:
-                bar = "#" * (percent // 5)
-                end = "\n" if percent == 100 else ""
-                print(f"\r{label} [{bar:<20}] {percent:3d}%", end=end, file=self.out, flush=True)
-                self._bar_open = percent < 100
-            elif self._last_percent.get(label) != 100 and (
-                percent == 100 or percent // 25 > self._last_percent.get(label, -1) // 25
-            ):
+                self.say(f"{label} [{'#' * (percent // 5):<20}] {percent:3d}%")
+            else:
                 self.say(f"{label} {percent}%")
-            self._last_percent[label] = percent
 
         return update
 

@@ -387,6 +387,30 @@ def test_lines_printed_during_a_transfer_never_land_on_its_progress_bar() -> Non
     ]
 
 
+def test_transfers_at_once_say_their_progress_in_whole_lines_at_milestones() -> None:
+    # Several transfers, and messages arriving: a line each time one passes 25, 50, 75 or
+    # 100 %, never a line left open that the next output (or what is typed) would land on.
+    out = _Tty()
+    term = chat_terminal.Terminal(out, "alice")
+    sending, getting = term.progress("sending a.pdf"), term.progress("getting b.zip")
+    sending(0, 400)
+    getting(10, 100)
+    sending(90, 400)  # 22 %: no milestone passed
+    term.say("12:00 [general] bob: hi")
+    getting(60, 100)
+    sending(400, 400)
+    sending(400, 400)  # done once
+    getting(100, 100)
+    assert out.getvalue() == (
+        "sending a.pdf [                    ]   0%\n"
+        "getting b.zip [##                  ]  10%\n"
+        "12:00 [general] bob: hi\n"
+        "getting b.zip [############        ]  60%\n"
+        "sending a.pdf [####################] 100%\n"
+        "getting b.zip [####################] 100%\n"
+    )
+
+
 def test_no_key_question_once_the_chat_reads_its_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     # A reconnect meeting an unknown key must not ask: the command loop is reading standard
     # input too, and the answer would become a chat message.
