@@ -5,21 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import trio
 
 from sealchat.cli.chat_outgoing import Outgoing
-from sealchat.cli.chat_terminal import Terminal
-from sealchat.cli.chat_transfers import share, while_online
+from sealchat.cli.chat_terminal import Terminal, failures_said
+from sealchat.cli.chat_transfers import Transfers, get, share
 from sealchat.cli.checks import CommandError, check_names
-from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, RegistrationRefused, explain_failure
+from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, RegistrationRefused
 from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import safe
 from sealchat.core import Event
 from sealchat.core.sizes import counted, shown_size
-from sealchat.transports.requests import ClientError, LoginFailed, typed_room
+from sealchat.transports.requests import LoginFailed, typed_room
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
 COMMANDS = {
@@ -28,9 +27,9 @@ COMMANDS = {
     "/rooms": ("", "list rooms"),
     "/who": ("", "who is in the current room, and who is online"),
     "/msg": ("USER TEXT", "send a direct message"),
-    "/send": ("PATH", "share a file in the current room"),
+    "/send": ("PATH", "share a file in the current room (in the background)"),
     "/files": ("", "files shared in the current room"),
-    "/get": ("ID", "download a shared file"),
+    "/get": ("ID", "download a shared file (in the background)"),
     "/history": ("", "recent messages of the current room"),
     "/help": ("", "this help"),
     "/quit": ("", "leave"),
@@ -55,11 +54,13 @@ Chat in the terminal: messages and commands (/help) come from standard input.
 Messages go out in the order typed, each once the one before is stored, while the
 next lines are read; a command runs after the messages typed before it. One the
 server finds too fast is sent again a moment later, before those typed after it,
-and those typed while disconnected go after the reconnect. A file transfer cut by a lost connection
-stops: the same command resumes it later (or says the file got there). At the
-end of input or /quit, the chat waits for the messages not yet stored (while they
-keep going, or up to 10 s for a reconnect), then names any never delivered (exit 7)
-or refused, by the server or as too long (exit 6)."""
+and those typed while disconnected go after the reconnect. /send and /get run in
+the background (a server takes a few at a time): the next lines are read meanwhile,
+and each says when it ends. A transfer cut by a lost connection stops: the same
+command resumes it later (or says the file got there). At the end of input or
+/quit, the chat waits for the transfers under way, then for the messages not yet
+stored (while they keep going, or up to 10 s for a reconnect), then names any never
+delivered (exit 7) or refused, by the server or as too long (exit 6)."""
 
 
 def run_chat(args: argparse.Namespace) -> int:
@@ -91,7 +92,9 @@ def run_chat(args: argparse.Namespace) -> int:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_show_events, client, term, outgoing)
                     nursery.start_soon(outgoing.run, client)
-                    await _command_loop(client, term, outgoing)
+                    transfers = Transfers(term, nursery)
+                    await _command_loop(client, term, outgoing, transfers)
+                    await transfers.finish()
                     await outgoing.finish(client)
                     nursery.cancel_scope.cancel()
                 _show_queued(client, term, outgoing)
@@ -152,7 +155,9 @@ def _show_queued(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None
         _take(event, term, outgoing)
 
 
-async def _command_loop(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:
+async def _command_loop(
+    client: ChatClient, term: Terminal, outgoing: Outgoing, transfers: Transfers
+) -> None:
     """Run the lines typed until the end of input or /quit; a failed command is shown."""
     if sys.stdin is None:  # started with its input closed (<&-): at its end already
         return
@@ -171,15 +176,9 @@ async def _command_loop(client: ChatClient, term: Terminal, outgoing: Outgoing) 
                 "and cut this one there; send a longer text with 'sealchat send' or a pipe"
             )
             continue
-        try:
-            if await _command(client, term, outgoing, line):
+        with failures_said(term):
+            if await _command(client, term, outgoing, transfers, line):
                 return
-        except CommandError as exc:
-            term.say(f"! {safe(str(exc))}")
-        except BrokenPipeError:
-            raise  # the output was closed: nothing more can be shown
-        except (ClientError, OSError) as exc:
-            term.say(f"! {safe(explain_failure(exc)[1])}")
 
 
 def _cut_by_the_terminal(line: str) -> bool:
@@ -194,8 +193,10 @@ _NOT_AFTER_MESSAGES = frozenset({"/help", "/quit", "/exit", "/msg"})
 """Commands that need not wait for the messages typed before them (/msg is one)."""
 
 
-async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line: str) -> bool:
-    """Run one line; True means quit."""
+async def _command(
+    client: ChatClient, term: Terminal, outgoing: Outgoing, transfers: Transfers, line: str
+) -> bool:
+    """Run one line; True means quit. /send and /get start their transfer and return."""
     if line.startswith("//") or not line.startswith("/"):
         outgoing.add(line[1:] if line.startswith("//") else line, room=term.room)
         return False
@@ -227,7 +228,7 @@ async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line:
         case "/msg":
             _direct(outgoing, rest)
         case "/send":
-            await share(client, term, rest)
+            share(client, term, transfers, rest)
         case "/files":
             files = await client.files(room=term.room)
             if not files:
@@ -236,12 +237,7 @@ async def _command(client: ChatClient, term: Terminal, outgoing: Outgoing, line:
                 term.remember_file(info)
                 term.say(f"  {safe(info.file_id)}  {shown_size(info.size):>9}  {safe(info.name)}")
         case "/get":
-            progress = term.progress(f"getting {rest[:8]}")
-            shown = term.file_shown(rest)  # the server's offer must be that file, if it was shown
-            saved = await while_online(
-                client, partial(client.download, rest, progress=progress, expected=shown)
-            )
-            term.say(f"* saved {safe(str(saved))}")
+            get(client, term, transfers, rest)
         case "/history":
             messages, _ = await client.history(room=term.room, limit=20)
             if not messages:

@@ -6,14 +6,18 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from sealchat.cli.checks import CommandError
+from sealchat.cli.exit_codes import explain_failure
 from sealchat.cli.terminal_text import safe, safe_message
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
 from sealchat.core.sizes import shown_size
+from sealchat.transports.requests import ClientError
 from sealchat.transports.shown_text import names_user
 from sealchat.transports.shown_time import clock_time, day_label, same_day
 from sealchat.transports.trio_client import LinkState
@@ -189,3 +193,18 @@ class Terminal:
 
 def _time(ts: float) -> str:
     return clock_time(ts) or "--:--"
+
+
+@contextmanager
+def failures_said(term: Terminal, of: str = "") -> Iterator[None]:
+    """Say why what runs inside failed (a command, a transfer: ``of`` names it), as a line
+    starting with ``!``; the session goes on. A closed output is no such failure: nothing
+    more can be shown."""
+    try:
+        yield
+    except CommandError as exc:
+        term.say(f"! {safe(str(exc))}{of}")
+    except BrokenPipeError:
+        raise
+    except (ClientError, OSError) as exc:
+        term.say(f"! {safe(explain_failure(exc)[1])}{of}")

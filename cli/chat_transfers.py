@@ -1,5 +1,6 @@
-"""The file commands of ``sealchat chat``, /send and /get: paths as typed, transfers that
-stop when the connection drops, and uploads such a drop cut."""
+"""The file commands of ``sealchat chat``, /send and /get: each runs in the background while
+the next lines are read; paths as typed, transfers that stop when the connection drops, and
+uploads such a drop cut."""
 
 from __future__ import annotations
 
@@ -12,42 +13,109 @@ from typing import TypeVar
 
 import trio
 
-from sealchat.cli.chat_terminal import Terminal
+from sealchat.cli.chat_terminal import Terminal, failures_said
 from sealchat.cli.checks import CommandError, file_problem, home_expanded
 from sealchat.cli.terminal_text import safe
 from sealchat.core import FileInfo
+from sealchat.core.sizes import counted
 from sealchat.transports.downloads import sha256_of
 from sealchat.transports.trio_client import ChatClient
 
 T = TypeVar("T")
 
 
-async def share(client: ChatClient, term: Terminal, written: str) -> None:
-    """/send: share the file at the path ``written`` in the current room."""
+class TransferCut(CommandError):
+    """A transfer stopped because the connection dropped (the server may have all of it)."""
+
+
+class Transfers:
+    """The transfers of a session, each run by a task of its own in ``nursery``, so that the
+    next lines are read, and messages sent, meanwhile. Each says how it ended, when it does:
+    the line its work returns, or why it failed (naming it)."""
+
+    def __init__(self, term: Terminal, nursery: trio.Nursery) -> None:
+        self.term = term
+        self._nursery = nursery
+        self.running: list[str] = []
+        """What each transfer under way does ("sending notes.txt"), in the order started."""
+        self._changed = trio.Event()
+
+    def start(self, label: str, work: Callable[[], Awaitable[str]]) -> None:
+        """Say that the transfer ``label`` started, and run ``work`` in the background."""
+        self.term.say(f"* {label} in the background")
+        self.running.append(label)
+        self._nursery.start_soon(self._run, label, work)
+
+    async def _run(self, label: str, work: Callable[[], Awaitable[str]]) -> None:
+        try:
+            with failures_said(self.term, f" ({label})"):
+                self.term.say(await work())
+        finally:
+            self.running.remove(label)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def finish(self) -> None:
+        """Wait for the transfers under way to end (each stops if the connection drops),
+        saying which they are."""
+        if self.running:
+            self.term.say(
+                f"* waiting for {counted(len(self.running), 'transfer')} to end: "
+                f"{', '.join(self.running)} (Ctrl-C ends now)"
+            )
+        while self.running:
+            await self._changed.wait()
+
+
+def share(client: ChatClient, term: Terminal, transfers: Transfers, written: str) -> None:
+    """/send: share the file at the path ``written`` in the current room, in the background
+    (CommandError at once if it cannot start)."""
     path = _typed_path(written)
     problem = file_problem(path)
     if problem is not None:
         raise CommandError(problem)
     _require_online(client)  # not tried at all: nothing was cut
-    cut = (path.resolve(), term.room)
+    label = f"sending {safe(path.name)}"
+    transfers.start(label, partial(_upload, client, term, path, term.room, label))
+
+
+async def _upload(client: ChatClient, term: Terminal, path: Path, room: str, label: str) -> str:
+    """Share ``path`` in ``room`` (unless an upload of it that a drop cut got there), its
+    progress said as ``label``; the line that says it did."""
+    cut = (path.resolve(), room)
     if cut in term.cut_uploads:  # the server may have stored it before the link went
-        done = await _already_shared(client, path, term.room)
+        done = await _already_shared(client, path, room)
         if done is not None:
             term.cut_uploads.discard(cut)
             term.remember_file(done)
-            term.say(f"* {safe(path.name)} was shared already, as {safe(done.file_id)}")
-            return
-    progress = term.progress(f"sending {path.name}")
+            return f"* {safe(path.name)} was shared already, as {safe(done.file_id)}"
+    progress = term.progress(label)
     try:
         info = await while_online(
-            client, partial(client.send_file, path, room=term.room, progress=progress)
+            client, partial(client.send_file, path, room=room, progress=progress)
         )
-    except CommandError:
+    except TransferCut:
         term.cut_uploads.add(cut)
         raise
     term.cut_uploads.discard(cut)
     term.remember_file(info)
-    term.say(f"* shared {safe(path.name)} as {safe(info.file_id)}")
+    return f"* shared {safe(path.name)} as {safe(info.file_id)}"
+
+
+def get(client: ChatClient, term: Terminal, transfers: Transfers, file_id: str) -> None:
+    """/get: download the file ``file_id`` in the background (CommandError at once if it
+    cannot start). The server's offer must be that file as it was shown, if it was."""
+    _require_online(client)
+    shown = term.file_shown(file_id)
+    label = f"getting {safe(shown.name if shown is not None else file_id[:8])}"
+    progress = term.progress(label)
+    download = partial(client.download, file_id, progress=progress, expected=shown)
+    transfers.start(label, partial(_saved, client, download))
+
+
+async def _saved(client: ChatClient, download: Callable[[], Awaitable[Path]]) -> str:
+    """Run ``download`` while online; the line that says where the file was saved."""
+    return f"* saved {safe(str(await while_online(client, download)))}"
 
 
 async def _already_shared(client: ChatClient, path: Path, room: str) -> FileInfo | None:
@@ -78,7 +146,8 @@ def _typed_path(written: str) -> Path:
 
 async def while_online(client: ChatClient, transfer: Callable[[], Awaitable[T]]) -> T:
     """Run a transfer while the session stays connected: if the connection drops, it stops
-    (CommandError) instead of waiting for a reconnect while no later line is read."""
+    (TransferCut) instead of waiting for a reconnect that may never come (and the end of the
+    session with it); the same command resumes it."""
     _require_online(client)
     result: list[T] = []
     failure: list[Exception] = []
@@ -99,7 +168,7 @@ async def while_online(client: ChatClient, transfer: Callable[[], Awaitable[T]])
     if failure:
         raise failure[0]
     if not result:
-        raise CommandError(
+        raise TransferCut(
             "the connection was lost during the transfer; once '* reconnected' shows, the "
             "same command resumes it"
         )
@@ -107,8 +176,8 @@ async def while_online(client: ChatClient, transfer: Callable[[], Awaitable[T]])
 
 
 def _require_online(client: ChatClient) -> None:
-    """CommandError unless the session is logged in: a transfer started now would wait for
-    the reconnect, and no later line would be read meanwhile."""
+    """CommandError unless the session is logged in: a transfer started now would only
+    wait for the reconnect."""
     if not client.online:
         raise CommandError(
             "not connected; the client is reconnecting (try again after '* reconnected')"

@@ -28,9 +28,15 @@ from sealchat.core import (
     Connection,
     ConnectionClosed,
     Delivered,
+    FileChunk,
+    FileComplete,
+    FileList,
     FileOffer,
+    FileReject,
+    FileRequest,
     HistoryEnd,
     HistoryRequest,
+    ListFiles,
     Message,
     MessageAck,
     Presence,
@@ -693,12 +699,14 @@ def test_send_explains_a_tilde_that_names_nobody(server: Running, tmp_path: Path
 
 def test_send_takes_a_path_pasted_with_shell_quoting(server: Running, tmp_path: Path) -> None:
     pin(tmp_path, server)
-    source = tmp_path / "my file.txt"
-    source.write_text("data")
-    escaped = str(source).replace(" ", "\\ ")
-    done = chat_as_alice(tmp_path, server, stdin=f"/send '{source}'\n/send {escaped}\n/quit\n")
+    quoted, other = tmp_path / "my file.txt", tmp_path / "my other file.txt"
+    quoted.write_text("data")
+    other.write_text("other data")  # another file: the two are shared at once
+    escaped = str(other).replace(" ", "\\ ")
+    done = chat_as_alice(tmp_path, server, stdin=f"/send '{quoted}'\n/send {escaped}\n/quit\n")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("* shared my file.txt as ") == 2, done.stdout
+    assert "* shared my file.txt as " in done.stdout, done.stdout
+    assert "* shared my other file.txt as " in done.stdout, done.stdout
     assert "no such file" not in done.stdout
 
 
@@ -1235,3 +1243,110 @@ def test_a_line_the_terminal_cut_is_not_sent_cut(
     with server.login("bob") as bob:
         messages, _ = bob.history(room="general")
     assert [m.text for m in messages] == ["short"]
+
+
+HELD = b"held back until the chat does something else " * 40
+"""The file that ``holds_downloads`` serves: its first half at once, the rest later."""
+SERVED_AT_ONCE = 4
+"""Downloads ``holds_downloads`` serves at a time (as a server's ``max_transfers``)."""
+
+
+def holds_downloads(sock: socket.socket, conn: Connection) -> None:
+    """Nothing missed; each download asked for gets its offer of HELD and its first half
+    (beyond SERVED_AT_ONCE, a refusal as a server's), and the rest only once alice has sent
+    a message or asked for the files or the history (which are answered)."""
+    conn.send(HistoryEnd())
+    sock.sendall(conn.data_to_send())
+    half = len(HELD) // 2
+    held: list[int] = []
+    while not isinstance(event := conn.next_event(), ConnectionClosed):
+        if event is NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+            continue
+        if isinstance(event, FileRequest) and len(held) == SERVED_AT_ONCE:
+            reason = f"at most {SERVED_AT_ONCE} transfers at a time"
+            conn.send(FileReject(transfer=event.transfer, reason=reason))
+        elif isinstance(event, FileRequest):
+            sha256 = hashlib.sha256(HELD).digest()
+            name = f"{event.file_id[:4]}.bin"
+            conn.send(
+                FileOffer(
+                    transfer=event.transfer,
+                    name=name,
+                    size=len(HELD),
+                    sha256=sha256,
+                    room="general",
+                    file_id=event.file_id,
+                    offset=event.offset,
+                )
+            )
+            conn.send(FileChunk(transfer=event.transfer, offset=0, data=HELD[:half]))
+            held.append(event.transfer)
+        elif isinstance(event, Message | ListFiles | HistoryRequest):
+            if isinstance(event, Message):
+                conn.send(MessageAck(client_id=event.client_id, id=1, ts=1.0))
+            elif isinstance(event, ListFiles):
+                conn.send(FileList(files=[], room=event.room))
+            else:
+                conn.send(HistoryEnd(room=event.room))
+            for transfer in held:
+                conn.send(FileChunk(transfer=transfer, offset=half, data=HELD[half:]))
+                conn.send(FileComplete(transfer=transfer, sha256=hashlib.sha256(HELD).digest()))
+            held.clear()
+        sock.sendall(conn.data_to_send())
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        ("hello during the download", ""),
+        ("/files", "* no files shared in general"),
+        ("/history", "* no messages in general yet"),
+    ],
+)
+def test_a_line_typed_after_a_get_runs_before_the_download_ends(
+    tmp_path: Path, typed: str, said: str
+) -> None:
+    # The server holds the download back until the line typed once it is under way has
+    # reached it: a chat that read no line during a download would wait (until it stalled).
+    key, file_id = X25519PrivateKey.generate(), "a" * 32
+    downloads = tmp_path / "downloads"
+    with scripted_server(logs_in_then(holds_downloads), key) as port:
+        done = sealchat(tmp_path, "trust", f"127.0.0.1:{port}", fingerprint(public_bytes(key)))
+        assert done.returncode == 0, done.stderr
+        args = ("chat", "--port", str(port), "--user", "alice", "--downloads", str(downloads))
+        with Client(tmp_path, *args) as chat:
+            chat.type(f"/get {file_id}\n")
+            chat.out.wait_for("getting aaaaaaaa 0%")  # offered: the first half comes
+            chat.type(f"{typed}\n/quit\n")
+            assert chat.wait() == 0, chat.err.text()
+    assert (downloads / "aaaa.bin").read_bytes() == HELD  # saved before the chat ended
+    lines = chat.out.text().splitlines()
+    started = lines.index("* getting aaaaaaaa in the background")
+    saved = lines.index(f"* saved {downloads / 'aaaa.bin'}")
+    assert started < saved
+    if said:
+        assert started < lines.index(said) < saved
+
+
+def test_a_transfer_beyond_the_servers_limit_is_refused_and_the_end_waits_for_the_others(
+    tmp_path: Path,
+) -> None:
+    key = X25519PrivateKey.generate()
+    file_ids = [c * 32 for c in "abcde"]
+    with scripted_server(logs_in_then(holds_downloads), key) as port:
+        done = sealchat(tmp_path, "trust", f"127.0.0.1:{port}", fingerprint(public_bytes(key)))
+        assert done.returncode == 0, done.stderr
+        args = ("chat", "--port", str(port), "--user", "alice", "--downloads", str(tmp_path))
+        with Client(tmp_path, *args) as chat:
+            chat.out.wait_for("* logged in")
+            chat.type("".join(f"/get {file_id}\n" for file_id in file_ids))
+            chat.out.wait_for("! refused: at most 4 transfers at a time (getting ")
+            chat.type("/quit\n")
+            chat.out.wait_for("* waiting for 4 transfers to end: getting ")
+            chat.out.wait_for("(Ctrl-C ends now)")
+            chat.interrupt()
+            assert chat.wait() == 130
+    out = chat.out.text()
+    assert out.count(" in the background\n") == 5, out
+    assert "* saved" not in out

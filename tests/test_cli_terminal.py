@@ -14,7 +14,15 @@ import pytest
 import trio
 import trio.testing
 
-from sealchat.cli import chat_cmd, chat_outgoing, chat_terminal, exit_codes, login, send_cmd
+from sealchat.cli import (
+    chat_cmd,
+    chat_outgoing,
+    chat_terminal,
+    chat_transfers,
+    exit_codes,
+    login,
+    send_cmd,
+)
 from sealchat.cli.terminal_text import safe, safe_message, tolerant_streams
 from sealchat.core import FileInfo, MemberInfo, Message, RoomInfo
 from sealchat.core.records import ACCOUNT_REMOVED
@@ -158,6 +166,20 @@ def test_a_message_of_another_day_than_the_last_one_shown_says_its_day_first(
     ]
 
 
+def run_lines(client: Any, term: chat_terminal.Terminal, *lines: str) -> None:
+    """Run ``lines`` as typed in a chat, then wait for the transfers they started."""
+
+    async def main() -> None:
+        outgoing = chat_outgoing.Outgoing(term)
+        async with trio.open_nursery() as nursery:
+            transfers = chat_transfers.Transfers(term, nursery)
+            for line in lines:
+                await chat_cmd._command(client, term, outgoing, transfers, line)
+            await transfers.finish()
+
+    trio.run(main)
+
+
 def test_history_and_the_messages_after_it_say_their_days(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -168,7 +190,7 @@ def test_history_and_the_messages_after_it_say_their_days(
     term = chat_terminal.Terminal(sys.stdout, "alice", clock=lambda: NOW)
     client: Any = Client()
     term.show(said(3, on(24, 8)))  # live, before /history
-    trio.run(chat_cmd._command, client, term, chat_outgoing.Outgoing(term), "/history")
+    run_lines(client, term, "/history")
     term.show(said(4, on(24, 9)))  # live again: today, as the last one listed
     assert capsys.readouterr().out.splitlines() == [
         "-- Today --",
@@ -482,10 +504,12 @@ def test_get_takes_only_the_file_as_it_was_shown() -> None:
             return Path("saved")
 
     client: Any = Client()
-    outgoing = chat_outgoing.Outgoing(term)
-    for line in ("/files", f"/get {'a' * 32}", f"/get {'b' * 32}", f"/get {'c' * 32}"):
-        trio.run(chat_cmd._command, client, term, outgoing, line)
-    assert asked == [("a" * 32, announced), ("b" * 32, listed), ("c" * 32, None)]
+    run_lines(client, term, "/files", f"/get {'a' * 32}", f"/get {'b' * 32}", f"/get {'c' * 32}")
+    assert sorted(asked, key=lambda each: each[0]) == [
+        ("a" * 32, announced),
+        ("b" * 32, listed),
+        ("c" * 32, None),
+    ]  # the downloads run at once, in any order
 
 
 def test_rooms_say_member_or_members(capsys: pytest.CaptureFixture[str]) -> None:
@@ -495,7 +519,7 @@ def test_rooms_say_member_or_members(capsys: pytest.CaptureFixture[str]) -> None
 
     term = chat_terminal.Terminal(sys.stdout, "alice")
     client: Any = Client()
-    trio.run(chat_cmd._command, client, term, chat_outgoing.Outgoing(term), "/rooms")
+    run_lines(client, term, "/rooms")
     assert capsys.readouterr().out == "* solo (1 member)\n  dev (2 members)\n"
 
 
@@ -534,8 +558,7 @@ def test_room_names_typed_in_capitals_are_lowercased(capsys: pytest.CaptureFixtu
 
     term = chat_terminal.Terminal(sys.stdout, "alice")
     client: Any = Client()
-    for line in ("/join Dev", "/leave DEV"):
-        trio.run(chat_cmd._command, client, term, chat_outgoing.Outgoing(term), line)
+    run_lines(client, term, "/join Dev", "/leave DEV")
     assert asked == [("join", "dev"), ("leave", "dev")]
     assert capsys.readouterr().out == "* now in dev: alice\n* left dev; now in general\n"
 
