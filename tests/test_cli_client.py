@@ -28,8 +28,10 @@ from sealchat.core import (
     Connection,
     ConnectionClosed,
     Delivered,
+    FileAccept,
     FileChunk,
     FileComplete,
+    FileInfo,
     FileList,
     FileOffer,
     FileReject,
@@ -1350,3 +1352,59 @@ def test_a_transfer_beyond_the_servers_limit_is_refused_and_the_end_waits_for_th
     out = chat.out.text()
     assert out.count(" in the background\n") == 5, out
     assert "* saved" not in out
+
+
+def test_an_upload_cut_in_the_background_is_not_shared_twice(tmp_path: Path) -> None:
+    # The server stores the file, then the link drops before it says so: the upload stops
+    # (cut), and the same /send after the reconnect finds the file there instead of
+    # sharing it again. The server takes the reconnect only once the cut was said.
+    key, source = X25519PrivateKey.generate(), tmp_path / "notes.txt"
+    source.write_text("notes")
+    stored = FileInfo(
+        file_id="f" * 32,
+        name="notes.txt",
+        size=len("notes"),
+        sha256=hashlib.sha256(b"notes").digest(),
+    )
+    cut_said = threading.Event()
+
+    def stores_then_hangs_up(sock: socket.socket, conn: Connection) -> None:
+        conn.send(HistoryEnd())
+        sock.sendall(conn.data_to_send())
+        while not isinstance(event := conn.next_event(), FileComplete):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, FileOffer):
+                conn.send(FileAccept(transfer=event.transfer, file_id=stored.file_id))
+                sock.sendall(conn.data_to_send())
+        sock.close()
+
+    def lists_it(sock: socket.socket, conn: Connection) -> None:
+        conn.send(HistoryEnd())
+        sock.sendall(conn.data_to_send())
+        while not isinstance(event := conn.next_event(), ConnectionClosed):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, ListFiles):
+                conn.send(FileList(files=[stored], room=event.room))
+                sock.sendall(conn.data_to_send())
+            assert not isinstance(event, FileOffer), "shared twice"
+
+    def once_the_cut_was_said(sock: socket.socket, conn: Connection) -> None:
+        assert cut_said.wait(30)
+        logs_in_then(lists_it)(sock, conn)
+
+    first = logs_in_then(stores_then_hangs_up)
+    with scripted_server(first, key, then=[once_the_cut_was_said]) as port:
+        done = sealchat(tmp_path, "trust", f"127.0.0.1:{port}", fingerprint(public_bytes(key)))
+        assert done.returncode == 0, done.stderr
+        with Client(tmp_path, "chat", "--port", str(port), "--user", "alice") as chat:
+            chat.type(f"/send {source}\n")
+            chat.out.wait_for("! the connection was lost during the transfer; ")
+            cut_said.set()
+            chat.out.wait_for("\n* reconnected")
+            chat.type(f"/send {source}\n/quit\n")
+            assert chat.wait() == 0, chat.err.text()
+    out = chat.out.text()
+    assert "the same command resumes it (sending notes.txt)" in out
+    assert f"* notes.txt was shared already, as {stored.file_id}" in out
