@@ -1,9 +1,11 @@
-"""``sealchat chat``, ``sealchat send``, ``sealchat fingerprint`` and ``sealchat trust``."""
+"""``sealchat chat``, ``sealchat send``, ``sealchat passwd``, ``sealchat fingerprint`` and
+``sealchat trust``."""
 
 from __future__ import annotations
 
 import argparse
 
+from sealchat.cli import passwd_cmd
 from sealchat.cli.chat_cmd import CHAT_HELP, run_chat
 from sealchat.cli.checks import path_argument
 from sealchat.cli.exit_codes import EXIT_CODES_HELP, OK, USAGE, error, guarded
@@ -58,6 +60,17 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     what.add_argument("text", nargs="?", help="the message")
     what.add_argument("--file", type=path_argument, help="share this file instead of a message")
     send.set_defaults(handler=guarded(run_send))
+
+    passwd = commands.add_parser(
+        "passwd",
+        help="change your password on a server",
+        description=passwd_cmd.DESCRIPTION,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    connection_options(passwd)
+    passwd_cmd.add_options(passwd)
+    passwd.set_defaults(handler=guarded(passwd_cmd.run_passwd))
 
     fp = commands.add_parser("fingerprint", help="print this installation's client key")
     fp.set_defaults(handler=guarded(run_fingerprint))

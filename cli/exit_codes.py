@@ -15,7 +15,7 @@ from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core.records import ACCOUNT_REMOVED, NAME_TAKEN
 from sealchat.transports.keyfile import KeyFileError
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown, UnsafePinFile
-from sealchat.transports.requests import LoginFailed, TransferFailed
+from sealchat.transports.requests import LoginFailed, PasswordNotChanged, TransferFailed
 from sealchat.transports.trio_client import ConnectionLost, Unreachable
 
 # Exit codes (chat uses them too, when it cannot start or the session ends on a failure).
@@ -28,7 +28,8 @@ EXIT_CODES = {
     UNREACHABLE: "the server cannot be reached",
     UNTRUSTED: "the server's key is unknown or has changed (see 'sealchat trust')",
     LOGIN_FAILED: "the login was refused",
-    REFUSED: "the message or the file was refused: by the server, or as too long for one message",
+    REFUSED: "the message, the file or the new password was refused: by the server, or as too "
+    "long for one message",
     LOST: "the connection was lost",
     INTERRUPTED: "interrupted (Ctrl-C)",
     OUTPUT_CLOSED: "the output was closed (as by '| head'); like a program ended by SIGPIPE",
@@ -100,6 +101,8 @@ def explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, s
         helps = password_from and str(exc) != ACCOUNT_REMOVED
         hint = f" (the password came from {password_from})" if helps else ""
         return LOGIN_FAILED, f"login refused: {exc}{hint}"
+    if isinstance(exc, PasswordNotChanged):
+        return REFUSED, f"the password was not changed: {exc}"
     if isinstance(exc, TransferFailed) and isinstance(exc.__context__, OSError | ValueError):
         return FAILED, f"failed on this computer: {exc}"  # the disk or a check, not the server
     if isinstance(exc, TransferFailed):

@@ -38,6 +38,9 @@ MAX_LIST: Final = 500
 """Items in one list-carrying record (member lists, room lists, file lists); longer lists are
 sent as several records with ``more=True`` on all but the last (Authenticated names only the
 most recent of a user's conversations)."""
+MAX_FEATURES: Final = 8
+"""Names in Authenticated's ``features``; each is at most MAX_CODE ASCII characters (so the
+longest Authenticated still fits in a record)."""
 MAX_HISTORY_PAGE: Final = 200
 """Messages one HistoryRequest may ask for."""
 MAX_UINT: Final = 2**63 - 1

@@ -30,6 +30,7 @@ Text = Annotated[str, Meta(max_length=limits.MAX_TEXT)]
 Reason = Annotated[str, Meta(max_length=limits.MAX_REASON)]
 Code = Annotated[str, Meta(max_length=limits.MAX_CODE)]
 Ident = Annotated[str, Meta(max_length=limits.MAX_ID)]
+Feature = Annotated[str, Meta(max_length=limits.MAX_CODE, pattern="^[a-z0-9-]*$")]
 FileName = Annotated[str, Meta(max_length=limits.MAX_FILE_NAME)]
 Digest = Annotated[bytes, Meta(min_length=limits.DIGEST_SIZE, max_length=limits.DIGEST_SIZE)]
 ChunkData = Annotated[memoryview, Meta(max_length=limits.MAX_CHUNK)]
@@ -151,6 +152,13 @@ class Authenticated(Record, tag="auth", frozen=True, kw_only=True):
     username: Username
     conversations: Annotated[tuple[Username, ...], Meta(max_length=limits.MAX_LIST)] = ()
     max_file_size: UInt = 0
+    features: Annotated[tuple[Feature, ...], Meta(max_length=limits.MAX_FEATURES)] = ()
+
+
+CHANGE_PASSWORD: Final = "change-password"  # noqa: S105
+"""The name in ``Authenticated.features`` of a server that takes ChangePassword (§9.13): a
+client must not send ChangePassword to a server that does not list it (an unknown tag is a
+protocol violation there)."""
 
 
 GENERIC_LOGIN_FAILURE: Final = "invalid username or password"
@@ -211,11 +219,32 @@ class Error(Record, tag="error", frozen=True, kw_only=True):
     ref: Ident = ""
 
 
+class ChangePassword(Record, tag="passwd", frozen=True, kw_only=True):
+    """Client: replace this user's password ``old_password`` by ``new_password``. Only to a
+    server whose Authenticated listed CHANGE_PASSWORD; answered by PasswordChanged or by an
+    Error whose ``ref`` is PASSWORD_REF."""
+
+    sent_by = CLIENT
+    _hidden = frozenset({"old_password", "new_password"})
+
+    old_password: Password
+    new_password: Password
+
+
+class PasswordChanged(Record, tag="passwd-ok", frozen=True, kw_only=True):
+    """Server: the password is changed; this session stays logged in, the user's other
+    sessions are logged out (protocol §9.13)."""
+
+    sent_by = SERVER
+
+
 HISTORY_REF: Final = ":history"
 FILES_REF: Final = ":files"
 ROOMS_REF: Final = ":rooms"
 TYPING_REF: Final = ":typing"
-"""The ``ref`` of an Error about a HistoryRequest, ListFiles, ListRooms or Typing record (§9.11):
+PASSWORD_REF: Final = ":password"  # noqa: S105
+"""The ``ref`` of an Error about a HistoryRequest, ListFiles, ListRooms, Typing or
+ChangePassword record (§9.11):
 neither a valid room name (it starts with a letter or digit) nor a client id of the reference
 clients (hex) starts with ':', so no other refusal of theirs has such a ``ref``."""
 
@@ -513,6 +542,8 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     Pong,
     Bye,
     Error,
+    ChangePassword,
+    PasswordChanged,
     JoinRoom,
     LeaveRoom,
     RoomJoined,

@@ -44,6 +44,7 @@ from sealchat.transports.requests import (
     MAX_REPLY_RECORDS,
     TRANSFER_BLOCK,
     ClientError,
+    PasswordNotChanged,
     TransferFailed,
 )
 from tests.servers import (
@@ -748,3 +749,18 @@ def test_a_quiet_login_shows_no_presence(tmp_path: Path) -> None:
             events = drain(bob)
     assert [e.text for e in events if isinstance(e, Message)] == ["quietly"]
     assert [e for e in events if isinstance(e, Presence)] == []
+
+
+def test_a_server_that_does_not_list_password_changes_is_not_asked() -> None:
+    # An older server: its Authenticated has no features, and a ChangePassword would break
+    # the protocol there. It answers nothing: the refusal can only be the client's own.
+    with (
+        scripted_server(logs_in_then(stays_silent)) as port,
+        BlockingClient("127.0.0.1", port, trust=accept_all) as client,
+    ):
+        client.login("alice", PASSWORD)
+        assert client.features == ()
+        with pytest.raises(PasswordNotChanged, match="ask its operator") as refused:
+            client.change_password(PASSWORD, "a brand new password")
+        assert refused.value.code == "unsupported"
+        client.typing()  # still connected: nothing was sent

@@ -45,7 +45,7 @@ from sealchat.core import (
     Typing,
     fingerprint,
 )
-from sealchat.core.hub import HubConfig
+from sealchat.core.hub import PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_PASSWORD, MAX_ROOM, MAX_TEXT, MAX_USERNAME
 from sealchat.transports.keyfile import public_bytes
@@ -1408,3 +1408,59 @@ def test_an_upload_cut_in_the_background_is_not_shared_twice(tmp_path: Path) -> 
     out = chat.out.text()
     assert "the same command resumes it (sending notes.txt)" in out
     assert f"* notes.txt was shared already, as {stored.file_id}" in out
+
+
+# --- sealchat passwd ----------------------------------------------------------------------
+
+
+def test_passwd_changes_the_password_and_logs_out_the_other_sessions(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    port = str(server.port)
+    args = ("passwd", "--port", port, "--user", "alice", "--new-password-stdin")
+    with server.login("alice") as other:
+        done = sealchat(tmp_path, *args, stdin="a brand new password\n")
+        assert done.returncode == 0, done.stderr
+        assert "changed the password of alice" in done.stdout
+        closed = [e for e in drain(other) if isinstance(e, ConnectionClosed)]
+        assert [e.reason for e in closed] == [PASSWORD_CHANGED]
+    old = sealchat(tmp_path, "send", "--port", port, "--user", "alice", "hello")
+    assert old.returncode == 5
+    new = sealchat(
+        tmp_path, "send", "--port", port, "--user", "alice", "hi", password="a brand new password"
+    )
+    assert new.returncode == 0, new.stderr
+
+
+def test_passwd_says_why_a_new_password_is_refused(server: Running, tmp_path: Path) -> None:
+    pin(tmp_path, server)
+    args = ("passwd", "--port", str(server.port), "--user", "alice", "--new-password-stdin")
+    short = sealchat(tmp_path, *args, stdin="short\n")
+    assert short.returncode == 6
+    assert "the password was not changed: a password needs at least 8 characters" in short.stderr
+    nothing = sealchat(tmp_path, *args, stdin="")
+    assert nothing.returncode == 2
+    assert "no new password came on standard input" in nothing.stderr
+    wrong = sealchat(tmp_path, *args, stdin="a brand new password\n", password="nope")
+    assert wrong.returncode == 5
+    assert "invalid username or password" in wrong.stderr
+
+
+def test_passwd_needs_a_terminal_or_the_new_password_on_stdin(
+    server: Running, tmp_path: Path
+) -> None:
+    done = sealchat(tmp_path, "passwd", "--port", str(server.port), "--user", "alice")
+    assert done.returncode == 2
+    assert "--new-password-stdin" in done.stderr
+
+
+def test_passwd_on_a_server_that_does_not_let_users_change_it(tmp_path: Path) -> None:
+    key = X25519PrivateKey.generate()
+    with scripted_server(logs_in_then(stays_silent), key) as port:  # an older server
+        done = sealchat(tmp_path, "trust", f"127.0.0.1:{port}", fingerprint(public_bytes(key)))
+        assert done.returncode == 0, done.stderr
+        args = ("passwd", "--port", str(port), "--user", "alice", "--new-password-stdin")
+        done = sealchat(tmp_path, *args, stdin="a brand new password\n")
+    assert done.returncode == 6
+    assert "this server does not let users change their password; ask its operator" in done.stderr

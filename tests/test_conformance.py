@@ -77,10 +77,12 @@ from sealchat.core.hub import GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.core.preamble import encode_preamble
+from sealchat.core.records import CHANGE_PASSWORD
 from sealchat.transports import blocking_client
 from sealchat.transports.blocking_client import BlockingClient, ClientError
 from sealchat.transports.folder_lock import LOCK_FILE
 from sealchat.transports.passwords import CHEAP, hash_password
+from sealchat.transports.requests import LoginFailed, PasswordNotChanged
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.pairs import forge
 from tests.servers import (
@@ -464,6 +466,53 @@ def test_registration_of_a_taken_name_is_refused(serve: Callable[..., Server]) -
     client.send(Register(username="ALICE", password="a long password"))
     assert "taken" in client.next(LoginRejected).reason
     assert client.login("alice", PASSWORD) == "alice"  # the account is untouched
+
+
+# --- 1b. password changes -----------------------------------------------------------------
+
+NEW_PASSWORD = "a brand new password"
+
+
+def test_a_user_changes_its_password_and_its_other_sessions_end(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve()
+    alice, carol, other = server.login("alice"), server.login("carol"), server.login("carol")
+    assert carol.features == (CHANGE_PASSWORD,)
+    carol.change_password(PASSWORD, NEW_PASSWORD)
+    (*_, closed) = until(other, matching(ConnectionClosed))
+    assert isinstance(closed, ConnectionClosed)
+    assert closed.reason == PASSWORD_CHANGED
+    say(carol, alice, "still logged in")  # the session that changed it stays
+    with pytest.raises(LoginFailed):
+        server.login("carol")
+    assert server.connect().login("carol", NEW_PASSWORD) == "carol"
+
+
+def test_a_wrong_old_password_is_refused_and_counts_as_a_failed_login(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(hub=BACKOFF)
+    carol = server.login("carol")
+    for _ in range(BACKOFF.free_login_failures):
+        with pytest.raises(PasswordNotChanged) as refused:
+            carol.change_password("not the password", NEW_PASSWORD)
+        assert refused.value.code == "wrong_password"
+    with pytest.raises(PasswordNotChanged) as refused:
+        carol.change_password(PASSWORD, NEW_PASSWORD)  # the right one, but blocked now
+    assert refused.value.code == "rate_limited"
+    assert "too many failed attempts" in str(refused.value)
+    _refused_for_too_many_failures(server.connect(), "carol")  # logins from there too
+
+
+def test_a_new_password_too_short_is_refused(serve: Callable[..., Server]) -> None:
+    server = serve()
+    carol, other = server.login("carol"), server.login("carol")
+    with pytest.raises(PasswordNotChanged, match="at least 8 characters") as refused:
+        carol.change_password(PASSWORD, "short")
+    assert refused.value.code == "bad_password"
+    say(other, carol, "nobody was logged out")
+    assert server.connect().login("carol", PASSWORD) == "carol"
 
 
 # --- 2. rooms -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from sealchat.core import (
     RECORD_TYPES,
     Authenticated,
+    ChangePassword,
     FileChunk,
     FileOffer,
     KeysEstablished,
@@ -24,7 +25,15 @@ from sealchat.core import (
     fingerprint,
 )
 from sealchat.core.codec import decode_record, encode_record
-from sealchat.core.limits import MAX_CHUNK, MAX_LIST, MAX_RECORD, MAX_UINT, MAX_USERNAME
+from sealchat.core.limits import (
+    MAX_CHUNK,
+    MAX_CODE,
+    MAX_FEATURES,
+    MAX_LIST,
+    MAX_RECORD,
+    MAX_UINT,
+    MAX_USERNAME,
+)
 from sealchat.core.preamble import PROTOCOL_VERSION, Version, encode_preamble, parse_preamble
 from sealchat.core.records import file_chunks
 from tests.samples import DIGEST, SAMPLES
@@ -71,6 +80,9 @@ def test_repr_hides_passwords_text_data_and_digests() -> None:
     assert DIGEST.hex() not in repr(offer)
     assert repr(DIGEST) not in repr(offer)
     assert "file=None" in repr(Message(text="x", room="r"))
+    change = ChangePassword(old_password="old-s3cret", new_password="new-s3cret")
+    assert "s3cret" not in repr(change)
+    assert "<10 chars>" in repr(change)
 
 
 def test_connection_events_show_fingerprints_not_keys() -> None:
@@ -109,12 +121,16 @@ def test_login_and_authenticated_need_only_the_documented_keywords() -> None:
 def test_an_authenticated_of_an_older_server_says_nothing_of_conversations_or_files() -> None:
     older = decode_record(msgspec.msgpack.encode(["auth", "esha"]))
     assert older == Authenticated(username="esha", conversations=(), max_file_size=0)
+    assert older.features == ()  # an older server takes no ChangePassword
 
 
 def test_an_authenticated_listing_the_most_conversations_of_the_longest_names_fits() -> None:
     longest = "\U0001f600" * MAX_USERNAME  # 4 bytes a code point: the longest encoding
     names = tuple(longest for _ in range(MAX_LIST))
-    record = Authenticated(username=longest, conversations=names, max_file_size=MAX_UINT)
+    features = tuple("f" * MAX_CODE for _ in range(MAX_FEATURES))
+    record = Authenticated(
+        username=longest, conversations=names, max_file_size=MAX_UINT, features=features
+    )
     assert len(encode_record(record)) <= MAX_RECORD
     assert decode_record(encode_record(record)) == record
     with pytest.raises(LocalProtocolError, match="invalid"):
@@ -130,8 +146,23 @@ def test_an_authenticated_listing_the_most_conversations_of_the_longest_names_fi
         FileChunk(transfer=1, offset=0, data=bytes(60 * 1024 + 1)),
         FileChunk(transfer=-1, offset=0, data=b""),
         FileOffer(transfer=1, name="a", size=1, sha256=b"short"),
+        ChangePassword(old_password="p" * 1025, new_password="new-password"),
+        ChangePassword(old_password="old-password", new_password="p" * 1025),
+        Authenticated(username="esha", features=("f",) * 9),
+        Authenticated(username="esha", features=("Change-Password",)),
     ],
-    ids=["text", "room", "username", "chunk", "negative", "digest"],
+    ids=[
+        "text",
+        "room",
+        "username",
+        "chunk",
+        "negative",
+        "digest",
+        "old-password",
+        "new-password",
+        "features",
+        "feature-name",
+    ],
 )
 def test_limits_are_enforced_when_sending(record: Record) -> None:
     with pytest.raises(LocalProtocolError, match="invalid"):

@@ -74,6 +74,7 @@ from sealchat.transports.trio_client import (
     Disconnected,
     LinkState,
     LoginFailed,
+    PasswordNotChanged,
     TransferFailed,
     Unreachable,
     connect,
@@ -2243,3 +2244,45 @@ async def test_a_listing_as_long_as_a_reply_may_hold_arrives_whole(tmp_path: Pat
         assert len(await alice.rooms()) == MAX_REPLY_ITEMS
         with pytest.raises(ClientError, match=f"sent more than {MAX_REPLY_ITEMS:,} items"):
             await alice.rooms()
+
+
+# --- password changes ---------------------------------------------------------------------
+
+
+async def test_after_a_password_change_the_reconnect_logs_in_with_the_new_one(
+    tmp_path: Path,
+) -> None:
+    with running_server("trio", tmp_path / "s") as server:
+        async with logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice:
+            await alice.change_password(PASSWORD, "a brand new password")
+            assert alice._link is not None
+            await alice._link.stream.aclose()  # lost: the client logs in again
+            with trio.fail_after(10):
+                while not (await next_of(alice, LinkState)).connected:
+                    pass  # a login with the old password would be refused for good
+            assert alice.online
+
+
+async def test_a_refused_password_change_says_why_and_keeps_the_password(
+    server: Running, tmp_path: Path
+) -> None:
+    async with logged_in(server, tmp_path, "alice") as alice:
+        with pytest.raises(PasswordNotChanged, match="the current password is wrong") as refused:
+            await alice.change_password("not it", "a brand new password")
+        assert refused.value.code == "wrong_password"
+        assert alice.online
+    with server.login("alice"):  # the old password still works
+        pass
+
+
+async def test_a_server_that_does_not_list_password_changes_is_not_asked(
+    tmp_path: Path,
+) -> None:
+    # An older server: its Authenticated has no features, and a ChangePassword would break
+    # the protocol there. It answers nothing: the refusal can only be the client's own.
+    async with scripted(tmp_path, logs_in_then(stays_silent)) as alice:
+        assert alice.features == ()
+        with pytest.raises(PasswordNotChanged, match="ask its operator") as refused:
+            await alice.change_password(PASSWORD, "a brand new password")
+        assert refused.value.code == "unsupported"
+        assert alice.online

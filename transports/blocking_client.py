@@ -115,6 +115,9 @@ class BlockingClient:
         self.max_file_size = 0
         """The largest file the server accepts, in bytes, as it said at the login (0: not
         said): ``send_file`` refuses a larger one at once, before hashing it."""
+        self.features: tuple[str, ...] = ()
+        """The optional requests the server takes, as it said at the login (protocol §6.6.3;
+        empty from an older server): ``change_password`` needs ``change-password``."""
         self._transfers = Transfers(self)
         self._reading = Reader(self)
         self._running = 2
@@ -334,12 +337,20 @@ class BlockingClient:
         """Log in (or register); returns the canonical user name, raises LoginFailed with the
         server's reason if refused. ``announce=False`` logs in quietly: the session gets the
         user's messages but does not make the user appear online (no Presence). Sets
-        ``conversations`` and ``max_file_size`` as the server says them."""
+        ``conversations``, ``max_file_size`` and ``features`` as the server says them."""
         request = requests.login(username, password, register=register, announce=announce)
         authenticated = self.ask(request)
         self.conversations = authenticated.conversations
         self.max_file_size = authenticated.max_file_size
+        self.features = authenticated.features
         return authenticated.username
+
+    def change_password(self, old: str, new: str) -> None:
+        """Change the user's password from ``old`` to ``new``; this session stays logged in,
+        the user's other sessions are logged out. Raises PasswordNotChanged with the
+        server's reason if refused, or at once (``code`` ``unsupported``) if the server does
+        not let users change their password (``features``)."""
+        self.ask(requests.change_password(self.features, old, new))
 
     def join(self, room: str) -> list[MemberInfo]:
         return self.ask(requests.join(room))

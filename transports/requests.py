@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeGuard, TypeVar
 
 from sealchat.core import (
     Authenticated,
+    ChangePassword,
     FileAccept,
     FileInfo,
     FileList,
@@ -38,6 +39,7 @@ from sealchat.core import (
     Members,
     Message,
     MessageAck,
+    PasswordChanged,
     Record,
     Register,
     RoomInfo,
@@ -48,7 +50,7 @@ from sealchat.core import Error as ServerError
 from sealchat.core.codec import encode_record
 from sealchat.core.connection import CLOSED_BEFORE_PREAMBLE
 from sealchat.core.limits import MAX_CHUNK, MAX_TEXT
-from sealchat.core.records import FILES_REF, HISTORY_REF, ROOMS_REF
+from sealchat.core.records import CHANGE_PASSWORD, FILES_REF, HISTORY_REF, PASSWORD_REF, ROOMS_REF
 from sealchat.core.sizes import too_large
 
 TRANSFER_BLOCK = 16 * MAX_CHUNK
@@ -105,6 +107,19 @@ class LoginFailed(ClientError):
     def __init__(self, reason: str, retry_after: float = 0.0) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class PasswordNotChanged(ClientError):
+    """The server refused a password change; ``code`` is its Error's (``wrong_password``,
+    ``bad_password``, ``rate_limited``, ``in_progress``; protocol §9.11), or ``unsupported``
+    when the server does not take the change at all (refused before asking it)."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+CANNOT_CHANGE_PASSWORD = "this server does not let users change their password; ask its operator"  # noqa: S105
 
 
 class TransferFailed(ClientError):
@@ -310,6 +325,26 @@ def login(
     return _request(
         kind(username=username, password=password, announce=announce),
         lambda r: isinstance(r, Authenticated | LoginRejected),
+        lambda _r: True,
+        result,
+    )
+
+
+def change_password(features: Iterable[str], old: str, new: str) -> Request[None]:
+    """Change the user's password from ``old`` to ``new``, on a server whose Authenticated
+    listed ``features``: refused at once (PasswordNotChanged, ``unsupported``) by one that
+    does not take ChangePassword, to which sending it would break the protocol (§6.6.3)."""
+    if CHANGE_PASSWORD not in features:
+        raise PasswordNotChanged(CANNOT_CHANGE_PASSWORD, "unsupported")
+
+    def result(replies: list[Record]) -> None:
+        reply = replies[-1]
+        if isinstance(reply, ServerError):
+            raise PasswordNotChanged(reply.detail or reply.code, reply.code)
+
+    return _request(
+        ChangePassword(old_password=old, new_password=new),
+        lambda r: isinstance(r, PasswordChanged) or _error_about(r, PASSWORD_REF),
         lambda _r: True,
         result,
     )

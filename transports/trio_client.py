@@ -55,6 +55,7 @@ from sealchat.transports.requests import (
     REQUEST_TIMEOUT,
     ClientError,
     LoginFailed,
+    PasswordNotChanged,
     Reply,
     Request,
     TransferFailed,
@@ -84,6 +85,7 @@ __all__ = [
     "Disconnected",
     "LinkState",
     "LoginFailed",
+    "PasswordNotChanged",
     "Progress",
     "TransferFailed",
     "Unreachable",
@@ -145,6 +147,9 @@ class ChatClient:
         self.max_file_size = 0
         """The largest file the server accepts, in bytes, as it said at the last login (0: not
         said): ``send_file`` refuses a larger one at once, before hashing it."""
+        self.features: tuple[str, ...] = ()
+        """The optional requests the server takes, as it said at the last login (protocol
+        §6.6.3; empty from an older server): ``change_password`` needs ``change-password``."""
         self.fingerprint = ""
         self._delivery = Delivery(self, events=events, acknowledge=acknowledge)
         self._waiters = self._delivery.waiters
@@ -324,6 +329,7 @@ class ChatClient:
         self.username = name = authenticated.username
         self.conversations = authenticated.conversations
         self.max_file_size = authenticated.max_file_size
+        self.features = authenticated.features
         if first:
             self._nursery.start_soon(self._outbox.keep_pacing)
         if first and self._delivery.acknowledging:
@@ -356,6 +362,18 @@ class ChatClient:
         self.gave_up_on = error or Disconnected(f"disconnected: {reason}")
         self._online.set()
         await self._delivery.pass_on(LinkState(connected=False, reason=reason))
+
+    async def change_password(self, old: str, new: str) -> None:
+        """Change the user's password from ``old`` to ``new``; this session stays logged in,
+        the user's other sessions are logged out, and reconnects log in with ``new`` from
+        then on. Raises PasswordNotChanged with the server's reason if refused, or at once
+        (``code`` ``unsupported``) if the server does not let users change their password
+        (``features``). Not retried after a reconnect: if the connection drops after the
+        request went out and before the answer (LinkLost), the password may or may not have
+        changed, and the reconnect logs in with the old one."""
+        await self._ask(requests.change_password(self.features, old, new))
+        if self._reconnector.credentials is not None:
+            self._reconnector.credentials = (self._reconnector.credentials[0], new)
 
     def events(self) -> BurstChannel[Event | LinkState]:
         """Everything the server sends (records, without duplicates) and LinkState changes."""

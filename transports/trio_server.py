@@ -431,7 +431,7 @@ class TrioServer:
             )
             await self._call_hub(
                 peer,
-                "the registration of",
+                "the password hashing of",
                 self.hub.password_hashed,
                 effect.session,
                 effect.username,

@@ -22,6 +22,7 @@ from sealchat.core.hub.logins import Logins
 from sealchat.core.hub.messages import Messages
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.outgoing import error
+from sealchat.core.hub.password_changes import PasswordChanges
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.rooms import Rooms
 from sealchat.core.hub.roster import Roster
@@ -33,6 +34,7 @@ from sealchat.core.records import (
     HISTORY_REF,
     ROOMS_REF,
     Bye,
+    ChangePassword,
     Delivered,
     FileChunk,
     FileComplete,
@@ -91,6 +93,7 @@ class Hub:
         logins = self._logins = Logins(store, config, roster, messages.replay)
         self._requests = Allowances(config.requests_per_second, config.request_burst)
         self._accounts = AccountChanges(store, roster, self._close)
+        changes = self._changes = PasswordChanges(store, config, logins, self._accounts.log_out)
         # What handles each record, bound once: ``_handle`` calls it directly.
         self._login = logins.login
         self._message = messages.message
@@ -107,6 +110,7 @@ class Hub:
         self._refuse = files.refuse
         self._download = files.download
         self._list_files = files.list_files
+        self._change_password = changes.request
         self.store.ensure_room(config.default_room)
 
     # --- sessions ---------------------------------------------------------------------------
@@ -266,6 +270,8 @@ class Hub:
                 return self._download(state, record)
             case ListFiles():
                 return self._slowed(state, FILES_REF, now) or self._list_files(state, record)
+            case ChangePassword():
+                return self._change_password(state, record, now)
         return [Disconnect(session, f"a client may not send {type(record).__name__}")]
 
     def _slowed(self, state: Session, ref: str, now: float) -> list[Effect]:
@@ -279,14 +285,45 @@ class Hub:
     def password_hashed(
         self, session: SessionId, username: str, password_hash: str, now: float
     ) -> list[Effect]:
-        """The outcome of a HashPassword effect: create the account and log in."""
+        """The outcome of a HashPassword effect: create the account and log in, or store the
+        new password of a change."""
+        if self._changing(session, hashing=True):
+            return self._change_step(session, lambda s: self._changes.hashed(s, password_hash))
         return self._logins.password_hashed(session, username, password_hash, now)
 
     def password_verified(
         self, session: SessionId, username: str, ok: bool, now: float
     ) -> list[Effect]:
-        """The outcome of a VerifyPassword effect for ``username``."""
+        """The outcome of a VerifyPassword effect for ``username``: of a login, or of the old
+        password of a change."""
+        if self._changing(session, hashing=False):
+            return self._change_step(session, lambda s: self._changes.verified(s, ok, now))
         return self._logins.password_verified(session, username, ok, now)
+
+    def _changing(self, session: SessionId, *, hashing: bool) -> bool:
+        """Whether ``session``'s password check is that of a password change (at the step
+        ``hashing`` or not), rather than of a login: a logged-in session has no login."""
+        state = self._sessions.get(session)
+        return state is not None and state.change is not None and state.change.hashing is hashing
+
+    def _change_step(
+        self, session: SessionId, step: Callable[[Session], list[Effect]]
+    ) -> list[Effect]:
+        """Run ``step`` of ``session``'s password change in one batch, after logging out the
+        sessions whose account was changed or removed meanwhile, as ``handle_all`` does: if
+        this session is one of them, its change is dropped. Raises ``HandlingFailed`` (with
+        those logouts) if the store fails."""
+        logouts: list[Effect] = []
+        try:
+            with self.store.batch():
+                logouts = self._accounts.log_out()
+                state = self._sessions.get(session)
+                if state is None or state.change is None:
+                    return logouts
+                return logouts + step(state)
+        except Exception as exc:
+            self._roster.reload_members()
+            raise HandlingFailed(logouts) from exc
 
     def stream_finished(self, session: SessionId, transfer: int) -> None:
         """The driver finished (or abandoned) a StreamFile."""

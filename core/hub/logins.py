@@ -18,6 +18,7 @@ from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Session
 from sealchat.core.hub.store import Store
 from sealchat.core.records import (
+    CHANGE_PASSWORD,
     GENERIC_LOGIN_FAILURE,
     NAME_TAKEN,
     Authenticated,
@@ -68,23 +69,15 @@ class Logins:
         if state.key or state.login_pending:
             return [reply(state, LoginRejected(reason="a login is already in progress"))]
         key = user_key(record.username)
-        blocked = self._blocked(key, state.address, now)
-        if blocked is not None:
-            return [reply(state, blocked)]
-        pending = sum(
-            1
-            for s in self._roster.sessions.values()
-            if s.login_pending and s.address == state.address
-        )
-        if pending >= self.config.max_pending_logins:
-            reason = "too many logins in progress from your address; try again in a moment"
-            return [reply(state, LoginRejected(reason=reason, retry_after=1.0))]
+        refused = self.throttled(state, key, now)
+        if refused is not None:
+            return [reply(state, refused)]
         registering = isinstance(record, Register)
         if isinstance(record, Register):
             problem = self._registration_problem(record)
             if problem:
                 return [reply(state, LoginRejected(reason=problem))]
-        refused = self._take_allowances(state, key, registering, now)
+        refused = self.take_allowances(state, key, registering, now)
         if refused is not None:
             return [reply(state, refused)]
         state.announce = record.announce
@@ -104,6 +97,23 @@ class Logins:
             )
         ]
 
+    def throttled(self, state: Session, key: str, now: float) -> LoginRejected | None:
+        """The refusal of a password check for user ``key`` on ``state`` before anything
+        else is looked at: while the user or the address backs off, or while the address has
+        too many checks in progress (logins and password changes); None if it may go on."""
+        blocked = self._blocked(key, state.address, now)
+        if blocked is not None:
+            return blocked
+        pending = sum(
+            1
+            for s in self._roster.sessions.values()
+            if (s.login_pending or s.change is not None) and s.address == state.address
+        )
+        if pending >= self.config.max_pending_logins:
+            reason = "too many logins in progress from your address; try again in a moment"
+            return LoginRejected(reason=reason, retry_after=1.0)
+        return None
+
     def _blocked(self, key: str, address: str, now: float) -> LoginRejected | None:
         """The refusal to give while the user (except at an address it logged in from
         before) or the address is backing off, if it is."""
@@ -116,7 +126,7 @@ class Logins:
         reason = f"too many failed attempts; try again in {math.ceil(wait)} s"
         return LoginRejected(reason=reason, retry_after=wait)
 
-    def _take_allowances(
+    def take_allowances(
         self, state: Session, key: str, registering: bool, now: float
     ) -> LoginRejected | None:
         """Take a password check from the address's and the account's allowances (and a new
@@ -174,30 +184,38 @@ class Logins:
             return []
         state.login_pending = False
         key = user_key(username)
-        # Checks that ran side by side were all allowed to start: a block that one of them
-        # caused applies to the others' results too.
+        user = self.store.get_user(key) if ok else None
+        refused = self.check_ended(state, key, user is not None, now)
+        if refused is not None or user is None:  # None: refused as a wrong password
+            return [reply(state, refused or LoginRejected())]
+        if user.password_generation != state.password_generation:
+            reason = "the password was changed while it was checked; log in again"
+            return [reply(state, LoginRejected(reason=reason))]
+        return self._log_in(state, user.name, now)
+
+    def check_ended(self, state: Session, key: str, ok: bool, now: float) -> LoginRejected | None:
+        """A password check for user ``key`` on ``state`` ended (``ok``: the password was
+        right): the refusal to give, or None. Checks that ran side by side were all allowed
+        to start: a block that one of them caused applies to the others' results too (no
+        failure counted). A wrong password counts a failure on the user's and the address's
+        back-off; either gives the account's allowance its check back."""
         blocked = self._blocked(key, state.address, now)
         if blocked is not None or not ok:
             self._give_back_account_check(state, key, now)
         if blocked is not None:
-            return [reply(state, blocked)]
-        user = self.store.get_user(key) if ok else None
-        if user is not None and user.password_generation != state.password_generation:
-            reason = "the password was changed while it was checked; log in again"
-            return [reply(state, LoginRejected(reason=reason))]
-        if user is None:
-            wait = 0.0
-            for backoff in (self._user_failures[key], self._address_failures[state.address]):
-                backoff.fail(
-                    now,
-                    free=self.config.free_login_failures,
-                    base=self.config.login_backoff_base,
-                    cap=self.config.login_backoff_max,
-                )
-                wait = max(wait, backoff.wait(now))
-            rejected = LoginRejected(reason=GENERIC_LOGIN_FAILURE, retry_after=wait)
-            return [reply(state, rejected)]
-        return self._log_in(state, user.name, now)
+            return blocked
+        if ok:
+            return None
+        wait = 0.0
+        for backoff in (self._user_failures[key], self._address_failures[state.address]):
+            backoff.fail(
+                now,
+                free=self.config.free_login_failures,
+                base=self.config.login_backoff_base,
+                cap=self.config.login_backoff_max,
+            )
+            wait = max(wait, backoff.wait(now))
+        return LoginRejected(reason=GENERIC_LOGIN_FAILURE, retry_after=wait)
 
     def _give_back_account_check(self, state: Session, key: str, now: float) -> None:
         """A login that was no login (a wrong password, or refused by a block after its
@@ -230,6 +248,7 @@ class Logins:
             username=name,
             conversations=tuple(self.store.direct_peers(key, limits.MAX_LIST)),
             max_file_size=min(self.config.max_file_size, limits.MAX_UINT),
+            features=(CHANGE_PASSWORD,),
         )
         effects: list[Effect] = [reply(state, authenticated)]
         default = self.config.default_room

@@ -17,6 +17,15 @@ class Upload:
 
 
 @dataclass(slots=True)
+class PendingChange:
+    """A ChangePassword being carried out: its old password is being checked (``hashing``
+    false), then its new one hashed."""
+
+    new_password: str = field(repr=False)
+    hashing: bool = False
+
+
+@dataclass(slots=True)
 class Session:
     """One authenticated or authenticating connection."""
 
@@ -35,6 +44,9 @@ class Session:
     password_generation: int = 0
     """The account's password generation when its hash was read for this login: a session
     whose account has another one now logged in with a password that was changed since."""
+    change: PendingChange | None = None
+    """The password change in progress on this (logged-in) session, if any: it tells the
+    outcomes of its password checks from those of a login."""
     uploads: dict[int, Upload] = field(default_factory=dict)
     downloads: set[int] = field(default_factory=set)
     stopping: set[int] = field(default_factory=set)
