@@ -1464,3 +1464,25 @@ def test_passwd_on_a_server_that_does_not_let_users_change_it(tmp_path: Path) ->
         done = sealchat(tmp_path, *args, stdin="a brand new password\n")
     assert done.returncode == 6
     assert "this server does not let users change their password; ask its operator" in done.stderr
+
+
+@pytest.mark.parametrize("again", ["a brand new password", "another one"])
+def test_passwd_asks_for_the_new_password_twice_on_a_terminal(
+    server: Running, tmp_path: Path, terminal: tuple[int, int], again: str
+) -> None:
+    typed, shown = terminal
+    pin(tmp_path, server)
+    args = ("passwd", "--port", str(server.port), "--user", "alice")
+    with Client(tmp_path, *args, terminal=shown) as passwd:
+        passwd.err.wait_for("new password for alice: ")
+        os.write(typed, b"a brand new password\n")
+        passwd.err.wait_for("again: ")
+        os.write(typed, again.encode() + b"\n")
+        code = passwd.wait()
+    if again == "another one":
+        assert code == 2
+        assert "the new passwords differ; nothing changed" in passwd.err.text()
+        return
+    assert code == 0, passwd.err.text()
+    assert "changed the password of alice" in passwd.out.text()
+    assert "a brand new password" not in passwd.out.text() + passwd.err.text()  # no echo

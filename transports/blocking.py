@@ -10,6 +10,18 @@ from __future__ import annotations
 
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.blocking_server import ThreadedServer
-from sealchat.transports.requests import ClientError, LoginFailed, TransferFailed
+from sealchat.transports.requests import (
+    ClientError,
+    LoginFailed,
+    PasswordNotChanged,
+    TransferFailed,
+)
 
-__all__ = ["BlockingClient", "ClientError", "LoginFailed", "ThreadedServer", "TransferFailed"]
+__all__ = [
+    "BlockingClient",
+    "ClientError",
+    "LoginFailed",
+    "PasswordNotChanged",
+    "ThreadedServer",
+    "TransferFailed",
+]

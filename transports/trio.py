@@ -9,7 +9,12 @@ both.
 
 from __future__ import annotations
 
-from sealchat.transports.requests import ClientError, LoginFailed, TransferFailed
+from sealchat.transports.requests import (
+    ClientError,
+    LoginFailed,
+    PasswordNotChanged,
+    TransferFailed,
+)
 from sealchat.transports.trio_client import (
     ChatClient,
     ConnectionLost,
@@ -28,6 +33,7 @@ __all__ = [
     "Disconnected",
     "LinkState",
     "LoginFailed",
+    "PasswordNotChanged",
     "TransferFailed",
     "TrioServer",
     "Unreachable",
