@@ -219,3 +219,26 @@ def test_a_change_whose_session_closed_is_dropped(store: SqliteStore, while_: st
     assert user is not None
     assert (user.password_hash, user.password_generation) == ("$argon2id$fake", 0)
     logged_in(hub, 3, "bob")  # with the old password, still
+
+
+def test_a_right_old_password_checked_while_a_block_began_is_refused(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", "bob", config=HubConfig(free_login_failures=1))
+    hub.open_session(3, "10.0.0.2", NOW)  # bob again, from the same address
+    hub.handle(3, Login(username="bob", password="pw"), NOW)
+    hub.password_verified(3, "bob", True, NOW)
+    ask(hub, 2)  # the right password, checked...
+    ask(hub, 3, old="a guess")  # ...alongside a wrong one, whose failure starts a block
+    hub.password_verified(3, "bob", False, NOW)
+    error = refusal(hub.password_verified(2, "bob", True, NOW), 2)
+    assert error.code == "rate_limited"
+    assert error.detail == "too many failed attempts; try again in 1 s"
+    assert password_hash(store, "bob") == "$argon2id$fake"
+
+
+def test_a_change_being_checked_counts_as_a_login_in_progress(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(max_pending_logins=1))
+    ask(hub, 1)
+    hub.open_session(2, "10.0.0.1", NOW)  # alice's address
+    (reply,) = records(hub.handle(2, Login(username="bob", password="pw"), NOW), 2)
+    assert isinstance(reply, LoginRejected)
+    assert "in progress" in reply.reason
