@@ -142,6 +142,16 @@ class ChatView(ctk.CTkFrame):
             footer, text="Log out", width=72, height=24, command=app.controller.log_out
         )
         self.logout_button.pack(side="right")
+        account = ctk.CTkFrame(side, fg_color="transparent")  # above the footer, as sure to show
+        account.pack(side="bottom", padx=(12, 8), pady=(8, 0), fill="x")
+        self.password_button = ctk.CTkButton(
+            account,
+            text="Change password…",
+            width=120,
+            height=24,
+            command=app.controller.open_password_dialog,
+        )
+        self.password_button.pack(side="right")
         self.people_list = ctk.CTkScrollableFrame(side, width=SIDEBAR_LIST_WIDTH, height=200)
         self.people_list.pack(padx=8, fill="both", expand=True)
 
@@ -551,7 +561,7 @@ class ChatView(ctk.CTkFrame):
             frame.configure(fg_color=palette["window"])
         for button in (self.join_button, self.file_button, self.send_button, self.emoji_button):
             button.configure(**accented(palette))
-        for button in (self.leave_button, self.logout_button):
+        for button in (self.leave_button, self.logout_button, self.password_button):
             button.configure(**quiet(palette))
         for row in self.transfer_rows.values():
             row.bar.configure(progress_color=palette["accent"])

@@ -18,12 +18,19 @@ from typing import TYPE_CHECKING, NamedTuple
 import trio
 
 from sealchat.core import Message
+from sealchat.core.records import CHANGE_PASSWORD
 from sealchat.gui.conversation import Conversation, room_key
+from sealchat.gui.password_dialog import PasswordDialog
 from sealchat.gui.settings import Server
 from sealchat.gui.text_helpers import friendly, refusal, room_name_problem
-from sealchat.gui.viewmodel import Change
+from sealchat.gui.viewmodel import Change, password_change_problem
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
-from sealchat.transports.requests import ClientError, LoginFailed, new_client_id
+from sealchat.transports.requests import (
+    CANNOT_CHANGE_PASSWORD,
+    ClientError,
+    LoginFailed,
+    new_client_id,
+)
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
 if TYPE_CHECKING:
@@ -60,6 +67,8 @@ class Controller:
         """The messages typed, in order, for the session's sender (see :meth:`_sending`)."""
         self._session_scope: trio.CancelScope | None = None
         """Cancelled to log out: the session's client closes (saying goodbye to the server)."""
+        self.password_dialog: PasswordDialog | None = None
+        """The "Change password" dialog, while it is open (it closes with the session)."""
 
     # --- login ----------------------------------------------------------------------------
 
@@ -97,6 +106,7 @@ class Controller:
             self.app.login_form.show_error(friendly(str(exc)))
         finally:
             self.client = self._session_scope = None
+            self._close_password_dialog()
             if self.app.chat.winfo_manager():  # it had logged in: back to the login form
                 self._show_login(by_user=scope.cancel_called)
 
@@ -132,6 +142,59 @@ class Controller:
             return
         self.app.transfers.cancel_all()
         self._session_scope.cancel()
+
+    # --- the password -------------------------------------------------------------------
+
+    def open_password_dialog(self) -> None:
+        """Show the "Change password" dialog (one at a time), or say at once that the server
+        does not let users change their password."""
+        client = self.client
+        if client is None:
+            return
+        if CHANGE_PASSWORD not in client.features:
+            messagebox.showerror(
+                "Change password", friendly(CANNOT_CHANGE_PASSWORD), parent=self.app
+            )
+            return
+        dialog = self.password_dialog
+        if dialog is not None and dialog.winfo_exists():
+            dialog.lift()
+            dialog.current.focus_set()
+            return
+        self.password_dialog = PasswordDialog(self.app)
+
+    def change_password(self, dialog: PasswordDialog, current: str, new: str, again: str) -> None:
+        """The dialog's Change: what keeps it from going is said there; otherwise the server
+        is asked, and the dialog closes once it has changed the password."""
+        problem = password_change_problem(current, new, again)
+        if problem:
+            dialog.show_error(problem)
+            return
+        dialog.busy()
+        self.app.spawn(self._change_password, dialog, current, new)
+
+    async def _change_password(self, dialog: PasswordDialog, current: str, new: str) -> None:
+        client = self.client
+        try:
+            if client is None:
+                raise ClientError("You are not logged in.")
+            await client.change_password(current, new)
+        except ClientError as exc:
+            if dialog.winfo_exists():
+                dialog.show_error(friendly(str(exc)))
+            return
+        self._close_password_dialog()
+        messagebox.showinfo(
+            "Password changed",
+            "Your password was changed. Your other sessions were logged out: log in there "
+            "with the new password.",
+            parent=self.app,
+        )
+
+    def _close_password_dialog(self) -> None:
+        dialog, self.password_dialog = self.password_dialog, None
+        if dialog is not None and dialog.winfo_exists():
+            dialog.destroy()
 
     @contextlib.contextmanager
     def _sending(self, client: ChatClient) -> Iterator[None]:

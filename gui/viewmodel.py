@@ -26,7 +26,7 @@ from sealchat.core import (
     RoomLeft,
     Typing,
 )
-from sealchat.core.limits import MAX_TEXT
+from sealchat.core.limits import MAX_PASSWORD, MAX_TEXT
 from sealchat.core.records import TYPING_REF
 from sealchat.core.sizes import counted
 from sealchat.gui.conversation import Conversation, Row, TranscriptUpdate, direct_key, room_key
@@ -567,3 +567,18 @@ class ViewModel:
     def file_of(self, message_id: int) -> FileInfo | None:
         message = self.conversation(self.current).messages.get(message_id)
         return None if message is None else message.file
+
+
+def password_change_problem(current: str, new: str, again: str) -> str:
+    """What keeps the "Change password" dialog's fields from being sent, in words for the
+    user; "" if nothing does (the server judges the rest: the current password, the new
+    one's length)."""
+    if not current:
+        return "Type your current password."
+    if not new:
+        return "Type the new password."
+    if new != again:
+        return "The new passwords differ: type the same one twice."
+    if max(len(current), len(new)) > MAX_PASSWORD:
+        return f"A password has at most {MAX_PASSWORD} characters."
+    return ""

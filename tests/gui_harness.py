@@ -354,11 +354,16 @@ def open_window(settings_path: Path, display: str, *, trust: bool = True) -> Ite
         holder[0].dialogs.append(Dialog("showerror", title, message))
         return "ok"
 
+    def inform(title: str, message: str, **_options: object) -> str:
+        holder[0].dialogs.append(Dialog("showinfo", title, message))
+        return "ok"
+
     collecting = gc.isenabled()
     gc.disable()  # see _collect_garbage
     with (
         mock.patch.object(messagebox, "askyesno", ask),
         mock.patch.object(messagebox, "showerror", show),
+        mock.patch.object(messagebox, "showinfo", inform),
     ):
         app = App(Settings.load(settings_path))
         window = Window(app, display, trust=trust)

@@ -27,11 +27,12 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import Error, FileInfo, Message, Presence, Typing
-from sealchat.core.hub import HubConfig
+from sealchat.core import ConnectionClosed, Error, FileInfo, Message, Presence, Typing
+from sealchat.core.hub import PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.gui.controller import _Outgoing
 from sealchat.gui.conversation import Conversation, TranscriptUpdate
+from sealchat.gui.password_dialog import PasswordDialog
 from sealchat.gui.text_helpers import file_label, friendly, without_blank_ends
 from sealchat.gui.theme import PALETTES, accented
 from sealchat.gui.transfer_state import Transfer, TransferState
@@ -2206,3 +2207,92 @@ def test_leave_room_and_log_out_while_the_connection_is_down(
         assert window.login_error() == "You are logged out."
         window.pump(0.5)
         assert app.login_form.winfo_ismapped()  # no reconnect behind the form
+
+
+# --- the password ---------------------------------------------------------------------------
+
+NEW_PASSWORD = "a brand new password"
+
+
+def _password_dialog(window: Window) -> PasswordDialog:
+    """Open the "Change password" dialog from the sidebar."""
+    app = window.app
+    app.chat.password_button.invoke()
+    window.until(lambda: app.controller.password_dialog is not None, "the password dialog")
+    dialog: PasswordDialog = app.controller.password_dialog
+    return dialog
+
+
+def _fill(dialog: PasswordDialog, current: str, new: str, again: str) -> None:
+    for entry, text in ((dialog.current, current), (dialog.new, new), (dialog.again, again)):
+        entry.delete(0, "end")
+        entry.insert(0, text)
+
+
+def test_the_password_is_changed_from_the_sidebar_and_the_other_sessions_end(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    with server.login("alice") as other:
+        dialog = _password_dialog(window)
+        _fill(dialog, PASSWORD, NEW_PASSWORD, NEW_PASSWORD)
+        dialog.change_button.invoke()
+        window.until(lambda: window.dialogs[-1].kind == "showinfo", "the change")
+        assert window.dialogs[-1] == Dialog(
+            "showinfo",
+            "Password changed",
+            "Your password was changed. Your other sessions were logged out: log in there "
+            "with the new password.",
+        )
+        assert app.controller.password_dialog is None
+        assert not dialog.winfo_exists()
+        closed = window.receive(other, ConnectionClosed, "the other session's end")
+        assert closed.reason == PASSWORD_CHANGED
+    assert app.chat.winfo_ismapped()  # this session stays
+    server.login("alice", NEW_PASSWORD).close()
+
+
+def test_the_password_dialog_says_what_is_wrong_and_takes_another_try(
+    window: Window, server: Running
+) -> None:
+    window.login(server.port, "alice")
+    dialog = _password_dialog(window)
+    _fill(dialog, PASSWORD, NEW_PASSWORD, "another one")
+    dialog.change_button.invoke()  # refused before asking the server
+    assert dialog.error.cget("text") == "The new passwords differ: type the same one twice."
+    for current, new, said in (
+        ("not it", NEW_PASSWORD, "The current password is wrong"),
+        (PASSWORD, "short", "A password needs at least 8 characters"),
+    ):
+        _fill(dialog, current, new, new)
+        dialog.change_button.invoke()
+        window.until(lambda: dialog.error.cget("text"), "the server's answer")
+        assert dialog.error.cget("text") == said
+    assert [d.kind for d in window.dialogs] == ["askyesno"]  # the key's question only
+    server.login("alice").close()  # the password is unchanged
+
+
+def test_a_server_that_does_not_let_users_change_it_is_not_asked(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.controller.client.features = ()  # as an older server's login says
+    app.chat.password_button.invoke()
+    assert window.dialogs[-1] == Dialog(
+        "showerror",
+        "Change password",
+        "This server does not let users change their password; ask its operator",
+    )
+    assert app.controller.password_dialog is None
+
+
+def test_the_password_dialog_closes_with_the_session(window: Window, server: Running) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    dialog = _password_dialog(window)
+    app.chat.logout_button.invoke()
+    window.until(app.login_form.winfo_ismapped, "the login form")
+    assert not dialog.winfo_exists()
+    assert app.controller.password_dialog is None
