@@ -231,6 +231,12 @@ class ChangePassword(Record, tag="passwd", frozen=True, kw_only=True):
     new_password: Password
 
 
+CHANGE_IN_PROGRESS: Final = "a password change is already in progress"
+"""Error.detail refusing a ChangePassword sent while one of the connection is carried out
+(§9.13); the clients refuse a second one with it themselves: the server would answer it at
+once, before the first, and replies are matched by their order (§9.10)."""
+
+
 class PasswordChanged(Record, tag="passwd-ok", frozen=True, kw_only=True):
     """Server: the password is changed; this session stays logged in, the user's other
     sessions are logged out (protocol §9.13)."""

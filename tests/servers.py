@@ -284,14 +284,14 @@ def resetting_server(key: X25519PrivateKey, port: int = 0) -> Iterator[Resetting
         thread.join(10.0)
 
 
-def logs_in_then(after: Behaviour) -> Behaviour:
-    """Accept the login, then ``after``."""
+def logs_in_then(after: Behaviour, *, features: tuple[str, ...] = ()) -> Behaviour:
+    """Accept the login (listing ``features``: none, as an older server), then ``after``."""
 
     def behaviour(sock: socket.socket, conn: Connection) -> None:
         while not isinstance(event := conn.next_event(), Login):
             if event is NEED_DATA:
                 conn.receive_data(sock.recv(65536))
-        conn.send(Authenticated(username=event.username))
+        conn.send(Authenticated(username=event.username, features=features))
         sock.sendall(conn.data_to_send())
         after(sock, conn)
 

@@ -36,6 +36,7 @@ from sealchat.core import (
 )
 from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_CHUNK
+from sealchat.core.records import CHANGE_PASSWORD
 from sealchat.transports import blocking_client, blocking_link, blocking_transfers, requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, server_name
@@ -764,3 +765,25 @@ def test_a_server_that_does_not_list_password_changes_is_not_asked() -> None:
             client.change_password(PASSWORD, "a brand new password")
         assert refused.value.code == "unsupported"
         client.typing()  # still connected: nothing was sent
+
+
+def test_one_password_change_at_a_time() -> None:
+    # The server would refuse a second change at once, before it answers the first: its
+    # refusal would then be taken for the first one's answer (replies match by order).
+    behaviour = logs_in_then(stays_silent, features=(CHANGE_PASSWORD,))
+    with (
+        scripted_server(behaviour) as port,
+        BlockingClient("127.0.0.1", port, trust=accept_all) as client,
+    ):
+        client.login("alice", PASSWORD)
+        first = in_background(lambda: client.change_password(PASSWORD, "a brand new password"))
+        deadline = time.monotonic() + LIVENESS
+        while not client._changing_password.locked():  # the first waits for its answer
+            assert time.monotonic() < deadline, "the first change never started"
+            time.sleep(0.01)
+        with pytest.raises(PasswordNotChanged, match="already in progress") as refused:
+            client.change_password(PASSWORD, "another new password")
+        assert refused.value.code == "in_progress"
+        client.close()
+        first.join(LIVENESS)
+        assert not first.is_alive()

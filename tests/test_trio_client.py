@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
@@ -49,6 +50,7 @@ from sealchat.core import Error as ServerError
 from sealchat.core.hub import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK, MAX_LIST
+from sealchat.core.records import CHANGE_PASSWORD
 from sealchat.transports import requests, trio_client, trio_delivery
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
@@ -2286,3 +2288,16 @@ async def test_a_server_that_does_not_list_password_changes_is_not_asked(
             await alice.change_password(PASSWORD, "a brand new password")
         assert refused.value.code == "unsupported"
         assert alice.online
+
+
+async def test_one_password_change_at_a_time(tmp_path: Path) -> None:
+    # The server would refuse a second change at once, before it answers the first: its
+    # refusal would then be taken for the first one's answer (replies match by order).
+    behaviour = logs_in_then(stays_silent, features=(CHANGE_PASSWORD,))
+    async with scripted(tmp_path, behaviour) as alice, trio.open_nursery() as nursery:
+        nursery.start_soon(alice.change_password, PASSWORD, "a brand new password")
+        await trio.testing.wait_all_tasks_blocked()  # the first waits for its answer
+        with pytest.raises(PasswordNotChanged, match="already in progress") as refused:
+            await alice.change_password(PASSWORD, "another new password")
+        assert refused.value.code == "in_progress"
+        nursery.cancel_scope.cancel()

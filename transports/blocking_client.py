@@ -48,6 +48,7 @@ from sealchat.core import (
     State,
     Typing,
 )
+from sealchat.core.records import CHANGE_IN_PROGRESS
 from sealchat.transports import requests
 from sealchat.transports.blocking_handoff import CallWaiter as _Waiter
 from sealchat.transports.blocking_handoff import put_even_if_full as _put_even_if_full
@@ -61,6 +62,7 @@ from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
     ClientError,
+    PasswordNotChanged,
     Reply,
     Request,
 )
@@ -118,6 +120,8 @@ class BlockingClient:
         self.features: tuple[str, ...] = ()
         """The optional requests the server takes, as it said at the login (protocol §6.6.3;
         empty from an older server): ``change_password`` needs ``change-password``."""
+        self._changing_password = threading.Lock()
+        """Held while a change_password call waits for its answer."""
         self._transfers = Transfers(self)
         self._reading = Reader(self)
         self._running = 2
@@ -349,8 +353,15 @@ class BlockingClient:
         """Change the user's password from ``old`` to ``new``; this session stays logged in,
         the user's other sessions are logged out. Raises PasswordNotChanged with the
         server's reason if refused, or at once (``code`` ``unsupported``) if the server does
-        not let users change their password (``features``)."""
-        self.ask(requests.change_password(self.features, old, new))
+        not let users change their password (``features``). One change at a time: another
+        call while one waits for its answer raises PasswordNotChanged (``in_progress``)."""
+        request = requests.change_password(self.features, old, new)
+        if not self._changing_password.acquire(blocking=False):
+            raise PasswordNotChanged(CHANGE_IN_PROGRESS, "in_progress")
+        try:
+            self.ask(request)
+        finally:
+            self._changing_password.release()
 
     def join(self, room: str) -> list[MemberInfo]:
         return self.ask(requests.join(room))

@@ -42,6 +42,7 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core.codec import encode_record
+from sealchat.core.records import CHANGE_IN_PROGRESS
 from sealchat.transports import requests
 from sealchat.transports.downloads import default_downloads_dir, sha256_of
 from sealchat.transports.keyfile import load_or_create_key
@@ -151,6 +152,8 @@ class ChatClient:
         """The optional requests the server takes, as it said at the last login (protocol
         §6.6.3; empty from an older server): ``change_password`` needs ``change-password``."""
         self.fingerprint = ""
+        self._changing_password = False
+        """Whether a change_password call waits for its answer."""
         self._delivery = Delivery(self, events=events, acknowledge=acknowledge)
         self._waiters = self._delivery.waiters
         self.gave_up_on: Exception | None = None
@@ -370,8 +373,16 @@ class ChatClient:
         (``code`` ``unsupported``) if the server does not let users change their password
         (``features``). Not retried after a reconnect: if the connection drops after the
         request went out and before the answer (LinkLost), the password may or may not have
-        changed, and the reconnect logs in with the old one."""
-        await self._ask(requests.change_password(self.features, old, new))
+        changed, and the reconnect logs in with the old one. One change at a time: another
+        call while one waits for its answer raises PasswordNotChanged (``in_progress``)."""
+        request = requests.change_password(self.features, old, new)
+        if self._changing_password:
+            raise PasswordNotChanged(CHANGE_IN_PROGRESS, "in_progress")
+        self._changing_password = True
+        try:
+            await self._ask(request)
+        finally:
+            self._changing_password = False
         if self._reconnector.credentials is not None:
             self._reconnector.credentials = (self._reconnector.credentials[0], new)
 

@@ -21,6 +21,7 @@ from sealchat.core.hub.outgoing import error, reply
 from sealchat.core.hub.session import PendingChange, Session
 from sealchat.core.hub.store import Store
 from sealchat.core.records import (
+    CHANGE_IN_PROGRESS,
     GENERIC_LOGIN_FAILURE,
     PASSWORD_REF,
     ChangePassword,
@@ -47,8 +48,7 @@ class PasswordChanges:
     def request(self, state: Session, record: ChangePassword, now: float) -> list[Effect]:
         """A ChangePassword on logged-in ``state``: the old password's check, or a refusal."""
         if state.change is not None:
-            detail = "a password change is already in progress"
-            return [error(state, "in_progress", detail, PASSWORD_REF)]
+            return [error(state, "in_progress", CHANGE_IN_PROGRESS, PASSWORD_REF)]
         refused = self._logins.throttled(state, state.key, now)
         if refused is not None:
             return [self._refusal(state, refused)]
