@@ -11,6 +11,7 @@ import shlex
 import stat
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,6 +23,7 @@ from sealchat.cli.prompts import typed_twice
 from sealchat.core.limits import MAX_PASSWORD
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError
+from sealchat.transports.trio_client import ChatClient, connect
 
 
 def connection_options(parser: argparse.ArgumentParser) -> None:
@@ -159,6 +161,21 @@ def asker(
         return answer.strip().lower() in ("y", "yes")
 
     return ask
+
+
+def one_shot(
+    args: argparse.Namespace, interactive: bool
+) -> AbstractAsyncContextManager[ChatClient]:
+    """The connection of a command that does one thing and shows nothing that arrives
+    (``sealchat send``, ``sealchat passwd``): no reconnecting, and what arrives stays unread
+    for the user's own client."""
+    return connect(
+        args.host,
+        args.port,
+        confirm_new_key=asker(interactive),
+        reconnect=False,
+        acknowledge=False,
+    )
 
 
 def run_session(main: Callable[[], Awaitable[int]], credentials: Credentials) -> int:

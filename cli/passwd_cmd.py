@@ -6,11 +6,10 @@ import argparse
 import sys
 
 from sealchat.cli.exit_codes import OK, USAGE, error
-from sealchat.cli.login import asker, credentials_from, run_session
+from sealchat.cli.login import credentials_from, one_shot, run_session
 from sealchat.cli.prompts import typed_twice
 from sealchat.cli.terminal_text import safe
 from sealchat.core.limits import MAX_PASSWORD
-from sealchat.transports.trio_client import connect
 
 DESCRIPTION = """\
 Change your password on a server. It logs in with your current password (typed in, or from
@@ -44,13 +43,7 @@ def run_passwd(args: argparse.Namespace) -> int:
     password, _, interactive = credentials
 
     async def main() -> int:
-        async with connect(
-            args.host,
-            args.port,
-            confirm_new_key=asker(interactive),
-            reconnect=False,
-            acknowledge=False,  # shows nothing: what arrives stays unread for the user
-        ) as client:
+        async with one_shot(args, interactive) as client:
             name = await client.login(args.user, password, announce=False)
             await client.change_password(password, new)
             print(f"changed the password of {safe(name)}; its other sessions were logged out")

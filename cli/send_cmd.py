@@ -8,7 +8,7 @@ import trio
 
 from sealchat.cli.checks import CommandError, check_names, file_problem, text_problem
 from sealchat.cli.exit_codes import OK, REFUSED, USAGE, error
-from sealchat.cli.login import asker, credentials_from, run_session
+from sealchat.cli.login import credentials_from, one_shot, run_session
 from sealchat.cli.terminal_text import safe
 from sealchat.core import Error as ServerError
 from sealchat.transports.requests import ClientError, TransferFailed, check_text
@@ -17,7 +17,6 @@ from sealchat.transports.trio_client import (
     ConnectionLost,
     Disconnected,
     LinkState,
-    connect,
 )
 
 SEND_HELP = """\
@@ -55,13 +54,7 @@ def run_send(args: argparse.Namespace) -> int:
     password, _, interactive = credentials
 
     async def main() -> int:
-        async with connect(
-            args.host,
-            args.port,
-            confirm_new_key=asker(interactive),
-            reconnect=False,
-            acknowledge=False,  # shows nothing: what arrives stays unread for the user
-        ) as client:
+        async with one_shot(args, interactive) as client:
             # Quietly: a bot posting every minute must not show its user coming online and
             # going offline each time (no Presence for this session).
             await client.login(args.user, password, announce=False)
