@@ -12,7 +12,8 @@ who is in which room): ``Logins``, ``Rooms``, ``Messages``, ``TypingNotices``, `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 from sealchat.core.hub.accounts import AccountChanges
 from sealchat.core.hub.config import HubConfig
@@ -210,23 +211,30 @@ class Hub:
         fails, ``HandlingFailed`` carries only the logouts of accounts removed or whose
         password changed meanwhile (which write nothing): nothing else is to be
         acknowledged."""
+        handle = self._handle
+        return self._in_batch(partial(handle, session, record, now) for record in records)
+
+    def _in_batch(self, steps: Iterable[Callable[[], list[Effect]]]) -> list[Effect]:
+        """Run ``steps`` in one store batch, after logging out the sessions whose account was
+        removed or whose password changed meanwhile; their effects in order (``handle_all``
+        says what a failure raises)."""
         logouts: list[Effect] = []
         effects: list[Effect] = []
         try:
             with self.store.batch():  # commits also when the block raises
-                # Checked inside the batch, before a record of theirs is handled: its write
-                # lock keeps out a change committing between the check and the records.
+                # Checked inside the batch, before a step is taken: its write lock keeps out
+                # a change committing between the check and the steps.
                 logouts = self._accounts.log_out()
                 effects += logouts
-                for record in records:
+                for step in steps:
                     try:
-                        effects += self._handle(session, record, now)
+                        effects += step()
                     except Exception as exc:
                         raise HandlingFailed(effects) from exc
         except HandlingFailed:
             self._roster.reload_members()
             raise
-        except Exception as exc:  # the check or the commit failed: no record's effects stand
+        except Exception as exc:  # the check or the commit failed: no step's effects stand
             self._roster.reload_members()
             raise HandlingFailed(logouts) from exc
         return effects
@@ -309,21 +317,15 @@ class Hub:
     def _change_step(
         self, session: SessionId, step: Callable[[Session], list[Effect]]
     ) -> list[Effect]:
-        """Run ``step`` of ``session``'s password change in one batch, after logging out the
-        sessions whose account was changed or removed meanwhile, as ``handle_all`` does: if
-        this session is one of them, its change is dropped. Raises ``HandlingFailed`` (with
-        those logouts) if the store fails."""
-        logouts: list[Effect] = []
-        try:
-            with self.store.batch():
-                logouts = self._accounts.log_out()
-                state = self._sessions.get(session)
-                if state is None or state.change is None:
-                    return logouts
-                return logouts + step(state)
-        except Exception as exc:
-            self._roster.reload_members()
-            raise HandlingFailed(logouts) from exc
+        """Run ``step`` of ``session``'s password change in a batch of its own, as
+        ``handle_all`` runs records: if the session was logged out meanwhile (its account
+        changed or removed), its change is dropped."""
+
+        def run() -> list[Effect]:
+            state = self._sessions.get(session)
+            return [] if state is None or state.change is None else step(state)
+
+        return self._in_batch((run,))
 
     def stream_finished(self, session: SessionId, transfer: int) -> None:
         """The driver finished (or abandoned) a StreamFile."""

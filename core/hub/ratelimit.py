@@ -21,7 +21,7 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         """Take a token if one is there."""
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
+        self.tokens = self._at(now)
         self.updated = now
         if self.tokens < 1:
             return False
