@@ -186,8 +186,9 @@ class Logins:
         key = user_key(username)
         user = self.store.get_user(key) if ok else None
         refused = self.check_ended(state, key, user is not None, now)
-        if refused is not None or user is None:  # None: refused as a wrong password
-            return [reply(state, refused or LoginRejected())]
+        if refused is not None:
+            return [reply(state, refused)]
+        assert user is not None  # no user is a wrong password, refused above
         if user.password_generation != state.password_generation:
             reason = "the password was changed while it was checked; log in again"
             return [reply(state, LoginRejected(reason=reason))]
