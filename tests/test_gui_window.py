@@ -2296,3 +2296,20 @@ def test_the_password_dialog_closes_with_the_session(window: Window, server: Run
     window.until(app.login_form.winfo_ismapped, "the login form")
     assert not dialog.winfo_exists()
     assert app.controller.password_dialog is None
+
+
+def test_the_password_dialog_follows_a_theme_switch(window: Window, server: Running) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    dialog = _password_dialog(window)
+    for theme in ("light", "dark"):
+        app.chat.theme_switch.toggle()
+        assert app.vm.theme == theme
+        palette = PALETTES[theme]
+        assert dialog.cget("fg_color") == palette["window"]
+        for entry in (dialog.current, dialog.new, dialog.again):
+            assert entry.cget("fg_color") == palette["entry"]
+            assert entry.cget("text_color") == palette["fg"]
+        assert dialog.change_button.cget("fg_color") == palette["accent"]
+        assert dialog.cancel_button.cget("text_color") == palette["fg"]
+        assert dialog.error.cget("text_color") == palette["error"]
