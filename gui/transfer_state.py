@@ -30,6 +30,8 @@ class Transfer:
     total: int = 0
     state: TransferState = TransferState.RUNNING
     detail: str = ""
+    waiting: bool = False
+    """The link is down: a running transfer goes on once the client has reconnected."""
 
     @property
     def fraction(self) -> float:
@@ -55,7 +57,8 @@ class Transfer:
         after it (a row too narrow for the label shortens the name first)."""
         if self.state is TransferState.RUNNING:
             verb = "Sending" if self.upload else "Receiving"
-            return f"{verb} ", self.name, f" — {self.fraction:.0%}"
+            waiting = ", waiting for the connection" if self.waiting else ""
+            return f"{verb} ", self.name, f" — {self.fraction:.0%}{waiting}"
         if self.state is TransferState.DONE and self.upload:
             return "Sent ", self.name, ""
         if self.saved_to is not None:  # the folder, then the name it was saved under

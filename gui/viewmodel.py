@@ -262,17 +262,18 @@ class ViewModel:
                 self._presence_unknown()
                 for conversation in self.conversations.values():
                     conversation.link_lost()
-                return {Change.BANNER, Change.TYPING, Change.PEOPLE}
+                return {Change.BANNER, Change.TYPING, Change.PEOPLE, *self._transfers_wait(True)}
             case LinkState(connected=True):
                 # Who is online comes again with the login (OnlineUsers), and the members of
                 # the room shown are asked for again (the controller's catch-up).
                 self.connected = True
                 self.banner = ""
                 self._retry_at = None
+                changes = {Change.BANNER, Change.PEOPLE, *self._transfers_wait(False)}
                 if self.error and self.error == self._link_error:
                     self.error = ""
-                    return {Change.BANNER, Change.ERROR, Change.PEOPLE}
-                return {Change.BANNER, Change.PEOPLE}
+                    changes.add(Change.ERROR)
+                return changes
             case Error(ref=ref) if ref == TYPING_REF:
                 return set()  # typing notices are best effort: a refused one is no error
             case Error(ref=ref, detail=detail, code=code):
@@ -524,7 +525,7 @@ class ViewModel:
     # --- transfers ------------------------------------------------------------------------
 
     def start_transfer(self, name: str, *, upload: bool, file_id: str = "") -> Transfer:
-        transfer = Transfer(self._next_transfer, name, upload, file_id)
+        transfer = Transfer(self._next_transfer, name, upload, file_id, waiting=not self.connected)
         self._next_transfer += 1
         self.transfers[transfer.id] = transfer
         return transfer
@@ -535,6 +536,13 @@ class ViewModel:
             t.file_id == file_id and t.state is TransferState.RUNNING
             for t in self.transfers.values()
         )
+
+    def _transfers_wait(self, waiting: bool) -> set[Change]:
+        """Mark the running transfers as waiting for the link (or no longer)."""
+        running = [t for t in self.transfers.values() if t.state is TransferState.RUNNING]
+        for transfer in running:
+            transfer.waiting = waiting
+        return {Change.TRANSFERS} if running else set()
 
     def transfer_progress(self, transfer_id: int, done: int, total: int) -> set[Change]:
         """A transfer moved on (one forgotten at a logout changes nothing)."""

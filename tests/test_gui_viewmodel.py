@@ -1125,6 +1125,26 @@ def test_a_label_too_wide_is_shortened_in_the_middle_of_its_file_name(
     assert elided("quarterly-report.pdf", 99) == "quarterly-report.pdf"
 
 
+def test_a_running_transfer_says_it_waits_while_the_link_is_down() -> None:
+    vm = logged_in()
+    upload = vm.start_transfer("notes.txt", upload=True)
+    vm.transfer_progress(upload.id, 39, 100)
+    sent = vm.start_transfer("old.txt", upload=True)
+    vm.transfer_finished(sent.id, TransferState.DONE)
+    lost = vm.apply(LinkState(connected=False, reason="reset", retry_in=1.0), NOW)
+    assert Change.TRANSFERS in lost
+    assert upload.label == "Sending notes.txt — 39%, waiting for the connection"
+    assert sent.label == "Sent old.txt"
+    download = vm.start_transfer("photo.png", upload=False, file_id="f1")
+    assert download.label == "Receiving photo.png — 0%, waiting for the connection"
+    assert Change.TRANSFERS in vm.apply(LinkState(connected=True), NOW)
+    assert upload.label == "Sending notes.txt — 39%"
+    assert download.label == "Receiving photo.png — 0%"
+    vm.transfer_finished(upload.id, TransferState.DONE)
+    vm.transfer_finished(download.id, TransferState.DONE, "/tmp/photo.png")
+    assert Change.TRANSFERS not in vm.apply(LinkState(connected=False, retry_in=1.0), NOW)
+
+
 def test_a_file_is_being_downloaded_until_its_download_ends() -> None:
     vm = logged_in()
     upload = vm.start_transfer("photo.png", upload=True)
