@@ -129,6 +129,13 @@ def test_the_backup_is_private_and_self_contained(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_stopped_servers_data_folder_is_left_as_it_was(tmp_path: Path) -> None:
+    data, _ = _empty_server_data(tmp_path)
+    before = sorted(p.name for p in data.iterdir())
+    back_up(data, tmp_path / "backup")
+    assert sorted(p.name for p in data.iterdir()) == before  # no -wal or -shm left behind
+
+
 @pytest.mark.parametrize(
     ("where", "says"),
     [

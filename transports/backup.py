@@ -173,7 +173,10 @@ def _snapshot(source: Path, copy: Path) -> None:
     """Copy the database ``source`` as of one moment into the new file ``copy`` (0600),
     checked for damage."""
     os.close(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW, KEY_FILE_MODE))
-    src = sqlite3.connect(f"file:{urllib.parse.quote(str(source))}?mode=ro", uri=True)
+    # Read-write, never created: as the last connection (a stopped server) it removes the
+    # -wal and -shm files on closing, as the server would; read-only, it left them, owned by
+    # whoever ran the backup.
+    src = sqlite3.connect(f"file:{urllib.parse.quote(str(source))}?mode=rw", uri=True)
     dst = sqlite3.connect(copy)
     try:
         src.execute("PRAGMA busy_timeout=5000")
