@@ -31,6 +31,17 @@ Row = Message | DayBreak
 
 
 @dataclass(frozen=True)
+class Remembered:
+    """What the client keeps of a conversation from one run to the next: its name, how far
+    the user read it, and the ids of the messages of others still unread there (never their
+    text)."""
+
+    title: str
+    read_up_to: int = 0
+    unread: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
 class TranscriptUpdate:
     """How a transcript changed: ``row`` went in at ``index`` (counted in rows from the top),
     or the row at ``index`` went (``removed``), or the conversation is to be drawn afresh
@@ -51,12 +62,15 @@ class Conversation:
     title: str
     ids: list[int] = field(default_factory=list)
     messages: dict[int, Message] = field(default_factory=dict)
-    unread: int = 0
-    """Messages of others above ``read_up_to`` (counted while it is not shown)."""
+    unread_ids: set[int] = field(default_factory=set)
+    """The ids of the messages of others above ``read_up_to`` (counted while it is not
+    shown), also those remembered from the last run that have not arrived (again)."""
     read_up_to: int = 0
     """The newest message id the user has seen here: when it was shown (with the window
     focused), or in a page of its history. A replay interleaves older messages with live
     ones, so what is unread is told by id, not by where a message lands."""
+    remembered_newest: int = 0
+    """The newest id remembered unread from the last run (see :attr:`latest`)."""
     more_history: bool = True
     first_page_loaded: bool = False
     """Whether a page of its history reaching its oldest message shown came in this session.
@@ -88,6 +102,15 @@ class Conversation:
     @property
     def newest(self) -> int:
         return self.ids[-1] if self.ids else 0
+
+    @property
+    def unread(self) -> int:
+        return len(self.unread_ids)
+
+    @property
+    def latest(self) -> int:
+        """The newest message id known here: shown, or remembered unread from the last run."""
+        return max(self.newest, self.remembered_newest)
 
     def link_lost(self) -> None:
         """The link dropped: what comes after the newest message shown may be missing. Once

@@ -8,7 +8,7 @@ is tested without a display.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from enum import Enum
 
 from sealchat.core import (
@@ -29,7 +29,14 @@ from sealchat.core import (
 from sealchat.core.limits import MAX_PASSWORD, MAX_TEXT
 from sealchat.core.records import TYPING_REF
 from sealchat.core.sizes import counted
-from sealchat.gui.conversation import Conversation, Row, TranscriptUpdate, direct_key, room_key
+from sealchat.gui.conversation import (
+    Conversation,
+    Remembered,
+    Row,
+    TranscriptUpdate,
+    direct_key,
+    room_key,
+)
 from sealchat.gui.text_helpers import friendly
 from sealchat.gui.transfer_state import Transfer, TransferState
 from sealchat.transports.requests import ClientError, check_text
@@ -92,6 +99,11 @@ class ViewModel:
         """The error shown, if it says the connection was lost: it goes when the link is back."""
         self.missed_while_away = 0
         self.updates: list[TranscriptUpdate] = []
+        self._remembered: dict[str, Remembered] = {}
+        """What the last run left of the conversations not in the sidebar yet: each takes
+        its part when it appears (see :meth:`restore_unread`)."""
+        self.unread_changed = False
+        """Whether what is unread changed since it was last saved (the saver resets it)."""
         self.conversation(room_key("general"))
 
     # --- conversations --------------------------------------------------------------------
@@ -101,7 +113,32 @@ class ViewModel:
         if found is None:
             title = key[1:]
             found = self.conversations[key] = Conversation(key, title)
+            remembered = self._remembered.pop(key, None)
+            if remembered is not None:
+                found.title = remembered.title
+                found.read_up_to = remembered.read_up_to
+                found.unread_ids = set(remembered.unread)
+                found.remembered_newest = max(remembered.unread, default=0)
         return found
+
+    def restore_unread(self, remembered: Mapping[str, Remembered]) -> set[Change]:
+        """At login, what the last run of this account left: each conversation with unread
+        messages shows its count (those arriving again are not counted twice, by id); the
+        others take how far they were read when they appear."""
+        self._remembered = dict(remembered)
+        for key in [k for k, r in remembered.items() if r.unread]:
+            self.conversation(key)
+        return {Change.CONVERSATIONS}
+
+    def unread_to_remember(self) -> dict[str, Remembered]:
+        """What to keep for the next run: each conversation's read position and the ids of
+        the messages of others still unread there (also those not shown yet)."""
+        kept = dict(self._remembered)
+        for key, conversation in self.conversations.items():
+            unread = self._unread_above(conversation, conversation.read_up_to)
+            if unread or conversation.read_up_to:
+                kept[key] = Remembered(conversation.title, conversation.read_up_to, unread)
+        return kept
 
     def logged_in(self, username: str) -> set[Change]:
         self.me = username
@@ -162,6 +199,7 @@ class ViewModel:
         joined = {room_key(info.name) for info in rooms if info.joined}
         for key in joined:
             self.conversation(key)
+        self._forget_remembered(lambda key: key.startswith("#"))  # rooms no longer joined
         changes = {Change.CONVERSATIONS}
         known = self.conversations.keys() if known is None else known
         left = [c.title for c in self.conversations.values() if c.is_room and c.key in known]
@@ -174,7 +212,7 @@ class ViewModel:
         """Show conversation ``key``: it is read up to its newest message."""
         conversation = self.conversation(key)
         self.current = key
-        self._read(conversation, conversation.newest)
+        self._read(conversation, conversation.latest)
         self.updates.append(TranscriptUpdate(redraw=True))
         return {Change.CONVERSATIONS, Change.TRANSCRIPT, Change.TYPING, Change.PEOPLE}
 
@@ -199,18 +237,18 @@ class ViewModel:
 
     def sorted_conversations(self) -> list[Conversation]:
         """Rooms first, by name; then direct conversations, the latest first (by their newest
-        message: ids grow with time), those with none shown yet in the order they came, which
-        for those named at login is the server's, the latest first."""
+        message, also one remembered unread: ids grow with time), those with none yet in the
+        order they came, which for those named at login is the server's, the latest first."""
         rooms = [c for c in self.conversations.values() if c.is_room]
         rooms.sort(key=lambda c: c.title.lower())
-        return rooms + sorted(self._directs(), key=lambda c: -c.newest)
+        return rooms + sorted(self._directs(), key=lambda c: -c.latest)
 
     def _directs(self) -> list[Conversation]:
         return [c for c in self.conversations.values() if not c.is_room]
 
     def _latest_direct(self) -> str:
         """The key of the direct conversation at the top of the sidebar ("" if none)."""
-        latest = max(self._directs(), key=lambda c: c.newest, default=None)
+        latest = max(self._directs(), key=lambda c: c.latest, default=None)
         return "" if latest is None else latest.key
 
     def current_messages(self) -> list[Message]:
@@ -317,6 +355,8 @@ class ViewModel:
         self.members.pop(room, None)
         self.typing.pop(key, None)
         self.conversations.pop(key, None)
+        self._forget_remembered(lambda remembered: remembered == key)
+        self.unread_changed = True
         if self.current == key:
             return self.select(room_key("general"))
         return {Change.CONVERSATIONS}
@@ -330,14 +370,27 @@ class ViewModel:
     def _mine(self, message: Message) -> bool:
         return message.sender.lower() == self.me.lower()
 
+    def _forget_remembered(self, which: Callable[[str], bool]) -> None:
+        """Drop what the last run left of the conversations whose keys are ``which``."""
+        self._remembered = {k: r for k, r in self._remembered.items() if not which(k)}
+
     def _read(self, conversation: Conversation, up_to: int) -> None:
         """The user has seen ``conversation`` up to id ``up_to``: what others wrote above it
         is unread."""
         if up_to > conversation.read_up_to:
             conversation.read_up_to = up_to
-            above = conversation.ids[bisect.bisect_right(conversation.ids, up_to) :]
-            messages = conversation.messages
-            conversation.unread = sum(not self._mine(messages[i]) for i in above)
+            self._set_unread(conversation, self._unread_above(conversation, up_to))
+
+    def _unread_above(self, conversation: Conversation, up_to: int) -> frozenset[int]:
+        """The ids of the messages of others above ``up_to``: shown, or remembered unread."""
+        above = conversation.ids[bisect.bisect_right(conversation.ids, up_to) :]
+        shown = (i for i in above if not self._mine(conversation.messages[i]))
+        return frozenset(shown).union(i for i in conversation.unread_ids if i > up_to)
+
+    def _set_unread(self, conversation: Conversation, unread: Collection[int]) -> None:
+        if unread != conversation.unread_ids:
+            conversation.unread_ids = set(unread)
+            self.unread_changed = True
 
     def _message(self, message: Message) -> set[Change]:
         mine = self._mine(message)
@@ -365,8 +418,9 @@ class ViewModel:
             changes |= {Change.TRANSCRIPT, Change.TYPING}
             if self.focused:
                 self._read(conversation, message.id)
-        elif unread:
-            conversation.unread += 1
+        elif unread and message.id not in conversation.unread_ids:  # not remembered already
+            conversation.unread_ids.add(message.id)
+            self.unread_changed = True
             changes.add(Change.CONVERSATIONS)
         if unread and not self.focused:
             self.missed_while_away += 1
@@ -489,7 +543,7 @@ class ViewModel:
         self.focused = focused
         if focused:
             shown = self.conversation(self.current)
-            self._read(shown, shown.newest)
+            self._read(shown, shown.latest)
         if focused and self.missed_while_away:
             self.missed_while_away = 0
             return {Change.TITLE}

@@ -29,7 +29,14 @@ from sealchat.core import (
 )
 from sealchat.core.limits import MAX_TEXT
 from sealchat.core.records import TYPING_REF
-from sealchat.gui.conversation import DayBreak, Row, TranscriptUpdate, direct_key, room_key
+from sealchat.gui.conversation import (
+    DayBreak,
+    Remembered,
+    Row,
+    TranscriptUpdate,
+    direct_key,
+    room_key,
+)
 from sealchat.gui.settings import Server, Settings
 from sealchat.gui.text_helpers import elided, fitted, room_name_problem
 from sealchat.gui.theme import EMOTICONS, PALETTES
@@ -378,6 +385,112 @@ def test_only_a_room_shown_can_be_left() -> None:
     assert vm.can_leave
     assert vm.room_left("general") == set()  # everyone stays in #general
     assert "#general" in vm.conversations
+
+
+# --- unread messages remembered from one run to the next ------------------------------------
+
+
+def restored(remembered: dict[str, Remembered]) -> ViewModel:
+    """A view-model logged in as alice, given what her last run left."""
+    vm = logged_in("alice")
+    vm.restore_unread(remembered)
+    return vm
+
+
+def test_unread_counts_of_the_last_run_show_at_login_and_go_when_opened() -> None:
+    vm = restored(
+        {
+            "@bob": Remembered("Bob", read_up_to=3, unread=frozenset({4, 6, 9})),
+            "#random": Remembered("random", read_up_to=10, unread=frozenset({12})),
+            "@carol": Remembered("carol", read_up_to=20),  # read: not in the sidebar for it
+        }
+    )
+    assert [(c.title, c.unread) for c in vm.sorted_conversations()] == [
+        ("general", 0),
+        ("random", 1),
+        ("Bob", 3),
+    ]
+    assert not vm.unread_changed
+    changes = vm.select("@bob")  # its messages come with its history, or never
+    assert Change.CONVERSATIONS in changes
+    assert vm.conversation("@bob").unread == 0
+    assert vm.unread_changed
+    vm.history_loaded("#random", [said(12, "bob", room="random")], more=False)
+    assert vm.conversation("#random").unread == 0
+
+
+def test_a_message_remembered_unread_and_replayed_counts_once() -> None:
+    # Its acknowledgement had not reached the server when the last run ended.
+    vm = restored({"@bob": Remembered("bob", read_up_to=3, unread=frozenset({4, 5}))})
+    bob = vm.conversation("@bob")
+    assert vm.apply(said(3, "bob", to="alice"), NOW) == set()  # read then: not counted
+    vm.apply(said(5, "bob", to="alice"), NOW)
+    assert bob.unread == 2
+    vm.apply(said(7, "bob", to="alice"), NOW)
+    vm.apply(said(8, "alice", to="bob"), NOW)
+    assert bob.unread == 3
+    vm.select("@bob")
+    assert bob.unread == 0
+    assert vm.unread_to_remember()["@bob"] == Remembered("bob", read_up_to=8)
+
+
+def test_a_conversation_not_in_the_sidebar_yet_takes_where_it_was_read_when_it_appears() -> None:
+    vm = restored({"@carol": Remembered("Carol", read_up_to=20)})
+    assert "@carol" not in vm.conversations
+    vm.directs_listed(["carol"])
+    assert vm.conversation("@carol").read_up_to == 20
+    assert vm.apply(said(18, "carol", to="alice"), NOW) == set()  # replayed, read before
+    vm.apply(said(21, "carol", to="alice"), NOW)
+    assert vm.conversation("@carol").unread == 1
+
+
+def test_what_is_unread_is_remembered_for_the_next_run_also_what_did_not_appear() -> None:
+    vm = restored(
+        {
+            "@carol": Remembered("carol", read_up_to=30),
+            "@dave": Remembered("dave", read_up_to=2, unread=frozenset({5})),
+        }
+    )
+    vm.apply(RoomJoined(room="random"), NOW)
+    assert not vm.unread_changed
+    vm.apply(said(40, "bob", "shown as it comes"), NOW)  # #general is shown
+    assert not vm.unread_changed  # nothing to save for it
+    vm.apply(said(41, "bob", room="random"), NOW)
+    vm.apply(said(42, "alice", room="random"), NOW)
+    vm.apply(said(43, "Bob", "psst", to="alice"), NOW)
+    assert vm.unread_changed
+    assert vm.unread_to_remember() == {
+        "#general": Remembered("general", read_up_to=40),
+        "#random": Remembered("random", unread=frozenset({41})),
+        "@bob": Remembered("Bob", unread=frozenset({43})),
+        "@carol": Remembered("carol", read_up_to=30),
+        "@dave": Remembered("dave", read_up_to=2, unread=frozenset({5})),
+    }
+
+    vm.logged_out(by_user=True)  # the next user starts with nothing of it
+    assert vm.unread_to_remember() == {}
+
+
+def test_a_room_left_forgets_what_was_unread_there() -> None:
+    vm = restored(
+        {
+            "#random": Remembered("random", unread=frozenset({3})),
+            "#books": Remembered("books", read_up_to=7),
+            "#chess": Remembered("chess", read_up_to=9),
+        }
+    )
+    vm.unread_changed = False
+    vm.apply(RoomLeft(room="random"), NOW)
+    assert vm.unread_changed
+    vm.rooms_listed([RoomInfo(name="general", joined=True), RoomInfo(name="chess", joined=True)])
+    assert set(vm.unread_to_remember()) == {"#chess"}
+
+
+def test_a_direct_conversation_remembered_unread_is_placed_by_its_newest_message() -> None:
+    vm = restored({"@bob": Remembered("bob", unread=frozenset({50}))})
+    vm.apply(said(20, "carol", to="alice"), NOW)
+    vm.apply(said(30, "dave", to="alice"), NOW)
+    assert [c.key for c in vm.sorted_conversations()] == ["#general", "@bob", "@dave", "@carol"]
 
 
 # --- the transcript -------------------------------------------------------------------------
