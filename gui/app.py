@@ -27,6 +27,7 @@ from sealchat.gui.text_helpers import friendly
 from sealchat.gui.theme import PALETTES
 from sealchat.gui.transfers import Transfers
 from sealchat.gui.typing_notice import TypingNotice
+from sealchat.gui.unread_store import UnreadStore
 from sealchat.gui.viewmodel import Change, ViewModel
 from sealchat.transports.requests import ClientError
 from sealchat.transports.shown_text import escaped
@@ -40,6 +41,8 @@ class App(ctk.CTk):
 
     def __init__(self, settings: Settings | None = None, *, log_file: Path | None = None) -> None:
         self.settings = settings or Settings.load()
+        self.unread_store = UnreadStore.beside(self.settings.path)
+        """Where each account's unread messages are remembered from one run to the next."""
         self.log_file = log_file
         """Where unexpected errors are written (None: standard error only)."""
         self.show_folder: Callable[[Path], None] = show_folder

@@ -9,6 +9,7 @@ updates and redraws.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,6 +24,7 @@ from sealchat.gui.conversation import Conversation, room_key
 from sealchat.gui.password_dialog import PasswordDialog
 from sealchat.gui.settings import Server
 from sealchat.gui.text_helpers import friendly, refusal, room_name_problem
+from sealchat.gui.unread_store import account_name
 from sealchat.gui.viewmodel import Change, password_change_problem
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import (
@@ -35,6 +37,12 @@ from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
 if TYPE_CHECKING:
     from sealchat.gui.app import App
+
+log = logging.getLogger("sealchat.gui")
+
+UNREAD_SAVED_EVERY = 5.0
+"""How often, at most, what is unread is saved while a session changes it (seconds): a replay
+of thousands of messages writes it once, not for each. It is saved when the session ends too."""
 
 
 class _Outgoing(NamedTuple):
@@ -119,7 +127,7 @@ class Controller:
             log_in = client.register if register else client.login
             name = await log_in(user, password)
             self.client = client
-            with self._sending(client):
+            with self._sending(client), self._remembering_unread(account_name(host, port, name)):
                 self._show_chat(name)
                 self._show_directs(client)
                 self.app.spawn(self._load_rooms)
@@ -131,6 +139,37 @@ class Controller:
                         self.app.spawn(self._catch_up)
                     if client.gave_up_on is not None:  # no more reconnecting: say why
                         raise client.gave_up_on
+
+    @contextlib.contextmanager
+    def _remembering_unread(self, account: str) -> Iterator[None]:
+        """For the session of ``account``: what was unread when its last one ended shows
+        again, and what is unread is saved now and then while it changes, and at the end."""
+        self.app.redraw(self.vm.restore_unread(self.app.unread_store.load(account)))
+        scope = trio.CancelScope()
+        self.app.spawn(self._save_unread_while_changing, account, scope)
+        try:
+            yield
+        finally:
+            scope.cancel()
+            self._save_unread(account)
+
+    async def _save_unread_while_changing(self, account: str, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                await trio.sleep(UNREAD_SAVED_EVERY)
+                if self.vm.unread_changed:
+                    self._save_unread(account)
+
+    def _save_unread(self, account: str) -> None:
+        """Save what is unread; a disk that refuses (read-only, full) costs only remembering
+        it, never the session."""
+        self.vm.unread_changed = False
+        try:
+            self.app.unread_store.save(account, self.vm.unread_to_remember())
+        except OSError as exc:
+            log.warning(
+                "cannot save the unread messages to %s: %s", self.app.unread_store.path, exc
+            )
 
     def log_out(self) -> None:
         """End the session and show the login form, for this user or another; if that would

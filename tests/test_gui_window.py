@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 import tkinter as tk
 from collections.abc import Awaitable, Callable, Iterator
@@ -411,6 +412,31 @@ def test_a_direct_message_opens_a_conversation_with_an_unread_count(
         "",
         "thanks",
     )
+
+
+def test_unread_counts_survive_closing_the_window_and_add_what_came_meanwhile(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path, display: str
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    for text in ("are you there?", "the keys are under the mat", "call me"):
+        bob.send_message(text, to="alice")
+    window.until(lambda: "@ bob  (3)" in button_texts(app.chat.conversation_list), "3 unread")
+    window.close()  # the three were acknowledged: the server does not send them again
+    remembered = tmp_path / "unread.json"
+    assert stat.S_IMODE(remembered.stat().st_mode) == 0o600
+    assert "the keys" not in remembered.read_text(encoding="utf-8")
+    assert PASSWORD not in remembered.read_text(encoding="utf-8")
+    bob.send_message("still there?", to="alice")  # while her window is closed
+    bob.send_message("ok, tomorrow then", to="alice")
+
+    with open_window(tmp_path / "gui.json", display) as again:
+        again.login(server.port, "alice")
+        conversations = again.app.chat.conversation_list
+        again.until(lambda: "@ bob  (5)" in button_texts(conversations), "3 + 2 unread")
+        again.app.controller.select("@bob")
+        again.until_shown("bob: the keys are under the mat")
+        again.until(lambda: button_texts(conversations) == ["# general", "@ bob"], "none unread")
 
 
 def test_typing_indicator_appears_and_expires(
