@@ -113,19 +113,25 @@ class ViewModel:
         if found is None:
             title = key[1:]
             found = self.conversations[key] = Conversation(key, title)
-            remembered = self._remembered.pop(key, None)
-            if remembered is not None:
-                found.title = remembered.title
-                found.read_up_to = remembered.read_up_to
-                found.unread_ids = set(remembered.unread)
-                found.remembered_newest = max(remembered.unread, default=0)
+            self._take_remembered(found)
         return found
+
+    def _take_remembered(self, conversation: Conversation) -> None:
+        """Give ``conversation`` what the last run left of it, if anything (once)."""
+        remembered = self._remembered.pop(conversation.key, None)
+        if remembered is not None:
+            conversation.title = remembered.title
+            conversation.read_up_to = max(conversation.read_up_to, remembered.read_up_to)
+            conversation.unread_ids |= remembered.unread
+            conversation.remembered_newest = max(remembered.unread, default=0)
 
     def restore_unread(self, remembered: Mapping[str, Remembered]) -> set[Change]:
         """At login, what the last run of this account left: each conversation with unread
         messages shows its count (those arriving again are not counted twice, by id); the
         others take how far they were read when they appear."""
         self._remembered = dict(remembered)
+        for key in [k for k in self.conversations if k in remembered]:  # #general, at least
+            self._take_remembered(self.conversations[key])
         for key in [k for k, r in remembered.items() if r.unread]:
             self.conversation(key)
         return {Change.CONVERSATIONS}

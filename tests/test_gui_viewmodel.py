@@ -400,17 +400,23 @@ def restored(remembered: dict[str, Remembered]) -> ViewModel:
 def test_unread_counts_of_the_last_run_show_at_login_and_go_when_opened() -> None:
     vm = restored(
         {
+            "#general": Remembered("general", read_up_to=2, unread=frozenset({5})),
             "@bob": Remembered("Bob", read_up_to=3, unread=frozenset({4, 6, 9})),
             "#random": Remembered("random", read_up_to=10, unread=frozenset({12})),
             "@carol": Remembered("carol", read_up_to=20),  # read: not in the sidebar for it
         }
     )
     assert [(c.title, c.unread) for c in vm.sorted_conversations()] == [
-        ("general", 0),
+        ("general", 1),
         ("random", 1),
         ("Bob", 3),
     ]
     assert not vm.unread_changed
+    vm.select(vm.current)  # as the window shows it at login
+    assert vm.conversation("#general").unread == 0
+    assert vm.conversation("#general").read_up_to == 5
+    assert vm.unread_changed
+    vm.unread_changed = False  # as the controller does once it has saved it
     changes = vm.select("@bob")  # its messages come with its history, or never
     assert Change.CONVERSATIONS in changes
     assert vm.conversation("@bob").unread == 0
