@@ -15,7 +15,7 @@ import stat
 import time
 import tkinter as tk
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -2120,6 +2120,39 @@ def test_log_out_brings_back_the_form_for_another_user_with_nothing_left_of_the_
     assert app.chat.join_entry.get() == ""
     assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
     assert "for alice" not in window.transcript()
+
+
+def test_unread_counts_are_saved_as_they_change_and_come_back_after_logging_out_and_in(
+    window: Window,
+    server: Running,
+    bob: BlockingClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sealchat.gui.controller.UNREAD_SAVED_EVERY", 0.1)
+    app = window.app
+    conversations = app.chat.conversation_list
+    window.login(server.port, "alice")
+    bob.send_message("for alice", to="alice")
+    window.until(lambda: "@ bob  (1)" in button_texts(conversations), "bob's message")
+
+    def saved() -> object:
+        with suppress(OSError, ValueError):
+            data = json.loads((tmp_path / "unread.json").read_text(encoding="utf-8"))
+            return data["accounts"][f"alice@127.0.0.1:{server.port}"]["@bob"]["unread"]
+        return None
+
+    window.until(saved, "the unread message saved while the session runs")
+    app.chat.logout_button.invoke()
+    window.until(app.login_form.winfo_ismapped, "the login form")
+    bob.send_message("are you there?", to="alice")
+
+    window.login(server.port, "carol")  # another account: nothing of alice's
+    assert button_texts(conversations) == ["# general"]
+    app.chat.logout_button.invoke()
+    window.until(app.login_form.winfo_ismapped, "the login form")
+    window.login(server.port, "alice")
+    window.until(lambda: "@ bob  (2)" in button_texts(conversations), "1 + 1 unread")
 
 
 def _download_that_runs(
