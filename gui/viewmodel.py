@@ -393,7 +393,7 @@ class ViewModel:
         shown = (i for i in above if not self._mine(conversation.messages[i]))
         return frozenset(shown).union(i for i in conversation.unread_ids if i > up_to)
 
-    def _set_unread(self, conversation: Conversation, unread: Collection[int]) -> None:
+    def _set_unread(self, conversation: Conversation, unread: frozenset[int]) -> None:
         if unread != conversation.unread_ids:
             conversation.unread_ids = set(unread)
             self.unread_changed = True
@@ -417,14 +417,17 @@ class ViewModel:
         moved = not message.room and latest_direct != key and message.id == conversation.newest
         changes = {Change.CONVERSATIONS} if new or moved or conversation.title != title else set()
         conversation.title = title
-        unread = not mine and message.id > conversation.read_up_to
+        # Unread, and not counted yet: a message remembered unread may come again.
+        unread = not (
+            mine or message.id <= conversation.read_up_to or message.id in conversation.unread_ids
+        )
         self.typing.get(key, {}).pop(message.sender, None)
         if key == self.current:
             self.updates += updates
             changes |= {Change.TRANSCRIPT, Change.TYPING}
             if self.focused:
                 self._read(conversation, message.id)
-        elif unread and message.id not in conversation.unread_ids:  # not remembered already
+        elif unread:
             conversation.unread_ids.add(message.id)
             self.unread_changed = True
             changes.add(Change.CONVERSATIONS)

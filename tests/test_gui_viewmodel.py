@@ -429,12 +429,15 @@ def test_a_message_remembered_unread_and_replayed_counts_once() -> None:
     # Its acknowledgement had not reached the server when the last run ended.
     vm = restored({"@bob": Remembered("bob", read_up_to=3, unread=frozenset({4, 5}))})
     bob = vm.conversation("@bob")
+    vm.set_focus(False)
     assert vm.apply(said(3, "bob", to="alice"), NOW) == set()  # read then: not counted
     vm.apply(said(5, "bob", to="alice"), NOW)
     assert bob.unread == 2
+    assert vm.title() == "sealchat — alice"  # nothing new
     vm.apply(said(7, "bob", to="alice"), NOW)
     vm.apply(said(8, "alice", to="bob"), NOW)
     assert bob.unread == 3
+    assert vm.title() == "(1) sealchat — alice"
     vm.select("@bob")
     assert bob.unread == 0
     assert vm.unread_to_remember()["@bob"] == Remembered("bob", read_up_to=8)
