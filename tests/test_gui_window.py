@@ -439,6 +439,21 @@ def test_unread_counts_survive_closing_the_window_and_add_what_came_meanwhile(
         again.until(lambda: button_texts(conversations) == ["# general", "@ bob"], "none unread")
 
 
+def test_a_damaged_unread_file_is_ignored_and_replaced(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    remembered = tmp_path / "unread.json"
+    remembered.write_text('{"version": 1, "accounts": {"alice@', encoding="utf-8")
+    app = window.app
+    window.login(server.port, "alice")
+    bob.send_message("hello", to="alice")
+    window.until(lambda: "@ bob  (1)" in button_texts(app.chat.conversation_list), "1 unread")
+    assert (app.vm.error, window.errors) == ("", [])  # nothing said about the file
+    window.close()
+    data = json.loads(remembered.read_text(encoding="utf-8"))
+    assert len(data["accounts"][f"alice@127.0.0.1:{server.port}"]["@bob"]["unread"]) == 1
+
+
 def test_typing_indicator_appears_and_expires(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
