@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
 
+from sealchat.core.limits import MAX_UINT
 from sealchat.gui.conversation import Remembered, direct_key, room_key
 from sealchat.transports.keyfile import ensure_private_dir, replace_privately
 from sealchat.transports.pinning import server_name
@@ -24,7 +25,6 @@ VERSION = 1
 MAX_UNREAD = 1000
 MAX_CONVERSATIONS = 200
 MAX_ACCOUNTS = 20
-MAX_ID = 2**63 - 1
 
 Conversations = dict[str, Remembered]
 
@@ -130,4 +130,4 @@ def _entry(entry: object) -> Remembered | None:
 
 def _is_id(value: object, least: int) -> TypeGuard[int]:
     """Whether ``value`` is a message id (or ``read_up_to``: 0 too) as JSON gives it."""
-    return type(value) is int and least <= value <= MAX_ID
+    return type(value) is int and least <= value <= MAX_UINT
