@@ -5,9 +5,11 @@ a new server key is asked there, and an answer slower than the server's handshak
 leads to a second connection, not a broken one). Then a reader thread feeds the connection and
 runs its keepalive timer: replies to this client's requests go to the waiting call, and every
 event also goes on ``events`` (a ``queue.Queue`` of EVENT_BUFFER events at most: while it is
-full the reader waits); ``ConnectionClosed`` is always the last. A
-writer thread does all the writing, so a server that stops reading blocks nobody but it.
-Requests may be made from any thread. Unlike the trio client it does not reconnect by itself.
+full the reader waits); ``ConnectionClosed`` is always the last. Only the messages taken from
+``events`` (or that came in a call's answer) are acknowledged, so those still waiting there
+when the client closes come again at the next login. A writer thread does all the writing, so
+a server that stops reading blocks nobody but it. Requests may be made from any thread.
+Unlike the trio client it does not reconnect by itself.
 
 Connecting and the handshake live in ``blocking_link``, the reader thread in
 ``blocking_reader``, file transfers in ``blocking_transfers``.
@@ -51,6 +53,7 @@ from sealchat.core import (
 from sealchat.core.records import CHANGE_IN_PROGRESS
 from sealchat.transports import requests
 from sealchat.transports.blocking_handoff import CallWaiter as _Waiter
+from sealchat.transports.blocking_handoff import TakenQueue
 from sealchat.transports.blocking_handoff import put_even_if_full as _put_even_if_full
 from sealchat.transports.blocking_handoff import put_while as _put_while
 from sealchat.transports.blocking_link import KeyPolicy
@@ -92,7 +95,7 @@ class BlockingClient:
         acknowledge: bool | None = None,
         events: bool = True,
     ) -> None:
-        self.events: queue.Queue[Event] = queue.Queue(EVENT_BUFFER)
+        self.events: queue.Queue[Event] = TakenQueue(self._taken, EVENT_BUFFER)
         self._keeping_events = events
         """Whether events other than ``ConnectionClosed`` go on ``events`` (False: a script
         that only sends, which then never has to take them)."""
@@ -108,6 +111,12 @@ class BlockingClient:
         self._failure: str | None = None
         self._waiters: list[_Waiter] = []
         self._newest = 0
+        """The newest message id that arrived (acknowledged as such when events are not
+        kept)."""
+        self._shown = 0
+        """The newest message id taken from ``events`` or that came in a call's answer."""
+        self._unshown: set[int] = set()
+        """Message ids waiting on ``events``, not in a call's answer: none is acknowledged."""
         self._acknowledging = events if acknowledge is None else acknowledge
         """Whether to tell the server what arrived (as the trio client's ``acknowledge``; by
         default only when events are kept)."""
@@ -246,8 +255,8 @@ class BlockingClient:
         with self._lock:
             if not self._over() and not self._writer_done:
                 with contextlib.suppress(ProtocolError):
-                    if self._newest and self._acknowledging:  # need not be replayed next time
-                        self._conn.send(Delivered(up_to=self._newest))
+                    if self._acknowledging and (shown := self._acknowledgeable()):
+                        self._conn.send(Delivered(up_to=shown))  # need not be replayed
                     self._conn.send(Bye(reason=reason))
                 self._output.notify()
             deadline = time.monotonic() + CLOSE_TIMEOUT
@@ -277,6 +286,28 @@ class BlockingClient:
             if not _put_while(self.events, event, lambda: not self._stopping):  # a flag set once
                 _put_even_if_full(self.events, event)  # read (maybe acknowledged): never lost
             self._events_full = False
+
+    def _taken(self, event: Event) -> None:
+        """Note that the user took ``event`` from ``events``; taking the end of a replay page
+        acknowledges what was shown, which asks the server for the next page."""
+        with self._lock:
+            if isinstance(event, Message | MessageAck):
+                self._unshown.discard(event.id)
+                self._shown = max(self._shown, event.id)
+            elif self._acknowledging and requests.ends_replay(event) and not self._over():
+                with contextlib.suppress(ProtocolError):
+                    self._conn.send(Delivered(up_to=self._acknowledgeable()))
+                self._output.notify()
+
+    def _acknowledgeable(self) -> int:
+        """The newest message id that may be acknowledged (called under the lock): what
+        arrived if events are not kept, else what was shown up to the oldest still unshown
+        (what waits on ``events`` when the client closes comes again at the next login)."""
+        if not self._keeping_events:
+            return self._newest
+        if self._unshown:
+            return min(self._shown, min(self._unshown) - 1)
+        return self._shown
 
     def next_event(self, timeout: float = 10.0) -> Event:
         """The next event; TimeoutError if none arrives in time."""

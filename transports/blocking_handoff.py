@@ -1,5 +1,6 @@
 """What the threads of the blocking client hand each other: a reply to the call waiting for
-it (``CallWaiter``), and items on bounded queues (``put_while``, ``put_even_if_full``)."""
+it (``CallWaiter``), items on bounded queues (``put_while``, ``put_even_if_full``), and the
+events, on a queue that says what was taken from it (``TakenQueue``)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ def put_even_if_full(items: queue.Queue[T], item: T) -> None:
         items.queue.append(item)
         items.unfinished_tasks += 1
         items.not_empty.notify()
+
+
+class TakenQueue(queue.Queue[T]):
+    """A ``queue.Queue`` that calls ``on_take`` with each item taken from it (by ``get`` or
+    ``get_nowait``), once its own lock is released."""
+
+    def __init__(self, on_take: Callable[[T], None], maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self._on_take = on_take
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        item = super().get(block, timeout)
+        self._on_take(item)
+        return item
 
 
 class CallWaiter(requests.Waiter[threading.Event]):

@@ -47,7 +47,10 @@ class Client(Protocol):
     _failure: str | None
     _stopping: bool
     _newest: int
+    _shown: int
+    _unshown: set[int]
     _acknowledging: bool
+    _keeping_events: bool
     _transfers: Transfers
 
     def _emit(self, event: Event) -> None: ...
@@ -143,13 +146,18 @@ class Reader:
         """Hand ``record`` to whoever waits for it (called under the lock)."""
         client = self._client
         self._position += 1
-        requests.route(client._waiters, record, self._position)
+        took = requests.route(client._waiters, record, self._position)
         if isinstance(record, FileChunk | FileComplete | FileReject):
             chunks = client._transfers.chunks.get(record.transfer)
             if chunks is not None:
                 self._arrived.append((record.transfer, chunks, record))
         elif isinstance(record, Message | MessageAck):  # our own messages come as acks
             client._newest = max(client._newest, record.id)
-        elif client._acknowledging and requests.ends_replay(record):
-            # The replay after login: acknowledging a page releases the next one.
+            if took:
+                client._shown = max(client._shown, record.id)
+            elif client._keeping_events:
+                client._unshown.add(record.id)
+        elif client._acknowledging and not client._keeping_events and requests.ends_replay(record):
+            # The replay after login: acknowledging a page releases the next one (with events
+            # kept, once the user takes its end from them).
             client._conn.send(Delivered(up_to=client._newest))
