@@ -270,6 +270,14 @@ def test_a_download_offered_as_the_file_shown_arrives(tmp_path: Path) -> None:
         assert saved.read_bytes() == (tmp_path / "f.bin").read_bytes()
 
 
+def test_paths_may_be_given_as_strings(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(1000))
+    with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
+        info = alice.send_file(str(tmp_path / "f.bin"), room="general")
+        saved = alice.download(info.file_id, str(tmp_path / "in"), expected=info)
+    assert saved.read_bytes() == (tmp_path / "f.bin").read_bytes()
+
+
 def test_only_the_latest_abandoned_downloads_are_remembered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -574,6 +574,17 @@ async def test_a_downloads_folder_that_cannot_be_written_fails_the_transfer(
             await alice.download(info.file_id)
 
 
+async def test_paths_may_be_given_as_strings(server: Running, tmp_path: Path) -> None:
+    source = tmp_path / "f.bin"
+    source.write_bytes(os.urandom(1000))
+    downloads = str(tmp_path / "in")
+    async with logged_in(server, tmp_path, "alice", downloads_dir=downloads) as alice:
+        info = await alice.send_file(str(source), room="general")
+        saved = await alice.download(info.file_id, expected=info)
+    assert saved == tmp_path / "in" / "f.bin"
+    assert saved.read_bytes() == source.read_bytes()
+
+
 async def test_corrupt_partial_download_is_detected(server: Running, tmp_path: Path) -> None:
     source = tmp_path / "x.bin"
     source.write_bytes(b"real contents" * 1000)

@@ -61,6 +61,7 @@ from sealchat.transports.blocking_link import connect as _connect
 from sealchat.transports.blocking_link import selector_for as _selector_for
 from sealchat.transports.blocking_reader import Reader
 from sealchat.transports.blocking_transfers import Progress, Transfers
+from sealchat.transports.downloads import AnyPath
 from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
@@ -429,17 +430,17 @@ class BlockingClient:
         self.send(Typing(room=room, to=to, active=active))
 
     def send_file(
-        self, path: Path, *, room: str = "", to: str = "", progress: Progress | None = None
+        self, path: AnyPath, *, room: str = "", to: str = "", progress: Progress | None = None
     ) -> FileInfo:
         """Upload ``path`` (resuming where the server's copy stops). If the server refuses it
         midway, the upload stops there and raises TransferFailed with the server's reason; a
         file over ``max_file_size`` is refused so at once, before it is read."""
-        return self._transfers.send_file(path, room=room, to=to, progress=progress)
+        return self._transfers.send_file(Path(path), room=room, to=to, progress=progress)
 
     def download(
         self,
         file_id: str,
-        folder: Path,
+        folder: AnyPath,
         *,
         progress: Progress | None = None,
         expected: FileInfo | None = None,
@@ -452,4 +453,4 @@ class BlockingClient:
         ``progress`` runs on the calling thread between chunks and must not make requests on
         this client: while it runs, at most 32 chunks wait for it, then the reader waits too
         (so a reply it asked for could not arrive)."""
-        return self._transfers.download(file_id, folder, progress=progress, expected=expected)
+        return self._transfers.download(file_id, Path(folder), progress=progress, expected=expected)

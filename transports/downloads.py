@@ -15,6 +15,7 @@ import stat
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeAlias
 
 import platformdirs
 
@@ -26,6 +27,9 @@ try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
+
+AnyPath: TypeAlias = str | os.PathLike[str]
+"""A path as the client libraries take one: a ``str`` or a ``pathlib.Path``."""
 
 _UNSAFE_CHARS = frozenset('/\\:*?"<>|')
 _RESERVED = re.compile(r"(CON|PRN|AUX|NUL|CONIN\$|CONOUT\$|(COM|LPT)[1-9¹²³]) *", re.IGNORECASE)

@@ -44,7 +44,7 @@ from sealchat.core import (
 from sealchat.core.codec import encode_record
 from sealchat.core.records import CHANGE_IN_PROGRESS
 from sealchat.transports import requests
-from sealchat.transports.downloads import default_downloads_dir, sha256_of
+from sealchat.transports.downloads import AnyPath, default_downloads_dir, sha256_of
 from sealchat.transports.keyfile import load_or_create_key
 from sealchat.transports.pinning import (
     KnownServers,
@@ -117,7 +117,7 @@ class ChatClient:
         static_key: X25519PrivateKey | None = None,
         known_servers: KnownServers | None = None,
         confirm_new_key: ConfirmKey | None = None,
-        downloads_dir: Path | None = None,
+        downloads_dir: AnyPath | None = None,
         reconnect: bool = True,
         backoff: tuple[float, float] = (0.5, 30.0),
         connect_timeout: float = 10.0,
@@ -138,7 +138,7 @@ class ChatClient:
             connect_timeout=connect_timeout,
             on_key=self._note_key,
         )
-        self.downloads_dir = downloads_dir or default_downloads_dir()
+        self.downloads_dir = Path(downloads_dir) if downloads_dir else default_downloads_dir()
         self._link: Link | None = None
         self.username = ""
         self.conversations: tuple[str, ...] = ()
@@ -456,7 +456,7 @@ class ChatClient:
 
     async def send_file(
         self,
-        path: Path,
+        path: AnyPath,
         *,
         room: str = "",
         to: str = "",
@@ -466,6 +466,7 @@ class ChatClient:
         server's copy stops. Cancelling the calling task cancels the upload (the server
         discards the part it has). A file over the server's ``max_file_size`` is refused at
         once (TransferFailed), before it is read."""
+        path = Path(path)
         size = path.stat().st_size
         requests.check_file_size(size, self.max_file_size)
         digest = await trio.to_thread.run_sync(sha256_of, path)
