@@ -196,6 +196,23 @@ def test_a_client_without_a_descriptor_for_its_selector_fails_at_once(
     assert sock.fileno() == -1
 
 
+def test_an_unreachable_server_or_one_that_never_answers_says_what_to_check() -> None:
+    with socket.socket() as silent:  # takes connections (the kernel does), says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with pytest.raises(
+            ClientError,
+            match=rf"^127.0.0.1:{port} did not answer the handshake; is it a sealchat server",
+        ):
+            BlockingClient("127.0.0.1", port, trust=accept_all, timeout=0.5)
+    with pytest.raises(
+        ClientError,
+        match=rf"^cannot reach 127.0.0.1:{port}: .*; is the server running and the address right",
+    ):
+        BlockingClient("127.0.0.1", port, trust=accept_all, timeout=0.5)
+
+
 def test_a_failing_key_policy_fails_the_constructor_with_its_own_error(tmp_path: Path) -> None:
     def no_terminal(_event: PeerKeyReceived) -> bool:
         raise EOFError  # input() without a terminal

@@ -25,7 +25,14 @@ from sealchat.core import (
     ProtocolError,
     Role,
 )
-from sealchat.transports.requests import TURNED_AWAY, ClientError, explain_handshake_error
+from sealchat.transports.pinning import server_name
+from sealchat.transports.requests import (
+    TURNED_AWAY,
+    ClientError,
+    explain_handshake_error,
+    no_handshake,
+    unreachable,
+)
 
 SLOW_TRUST: Final = 2.0
 """Seconds ``trust`` may take before the client connects again once it said yes: someone was
@@ -64,11 +71,14 @@ def connect(
                 (host, port), timeout=timeout, source_address=source_address
             )
         except OSError as exc:
-            raise ClientError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+            raise ClientError(unreachable(server_name(host, port), exc.strerror or exc)) from None
         try:
             with contextlib.suppress(OSError):  # a reset already: the handshake says so
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             opened = _handshake(sock, key, decide, timeout, retry_if_slow=not last)
+        except _TimedOut:
+            sock.close()
+            raise ClientError(no_handshake(server_name(host, port))) from None
         except BaseException:
             sock.close()
             raise
@@ -140,6 +150,10 @@ class _HungUp(ClientError):
     """A handshake message could not be written: the server has closed the connection."""
 
 
+class _TimedOut(ClientError):
+    """The server did not send its part of the handshake in time."""
+
+
 def _handshake_io(sock: socket.socket, conn: Connection, deadline: float | None) -> int:
     """Write what ``conn`` has queued; with a ``deadline``, read what comes by then instead,
     and return how many bytes came. Socket errors become ``ClientError``."""
@@ -161,6 +175,6 @@ def _handshake_io(sock: socket.socket, conn: Connection, deadline: float | None)
         conn.receive_data(data)
         return len(data)
     except TimeoutError:
-        raise ClientError("the handshake did not finish in time") from None
+        raise _TimedOut("the handshake did not finish in time") from None
     except OSError as exc:
         raise ClientError(f"the connection failed during the handshake: {exc}") from None

@@ -90,6 +90,16 @@ TURNED_AWAY = (
 """Why a connection ended before the server sent a byte (docs/protocol.md 9.12)."""
 
 
+def unreachable(server: str, why: object) -> str:
+    """Why no TCP connection to ``server`` could be made, and what to check."""
+    return f"cannot reach {server}: {why}; is the server running and the address right?"
+
+
+def no_handshake(server: str) -> str:
+    """Why a connection to ``server`` ended with its handshake unfinished in time."""
+    return f"{server} did not answer the handshake; is it a sealchat server at that address?"
+
+
 def explain_handshake_error(error: str) -> str:
     """A protocol error met during the handshake, in words a user understands."""
     if "version mismatch" in error:

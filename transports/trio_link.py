@@ -25,7 +25,13 @@ from sealchat.core import (
     State,
 )
 from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKeyUnknown
-from sealchat.transports.requests import TURNED_AWAY, ClientError, explain_handshake_error
+from sealchat.transports.requests import (
+    TURNED_AWAY,
+    ClientError,
+    explain_handshake_error,
+    no_handshake,
+    unreachable,
+)
 from sealchat.transports.trio_feed import feed
 
 ConfirmKey = Callable[[str, str], Awaitable[bool]]
@@ -179,9 +185,7 @@ class Dialer:
                 stream = await trio.open_tcp_stream(self.host, self.port)
         except (OSError, trio.TooSlowError) as exc:
             why = exc.strerror or exc if isinstance(exc, OSError) else "no answer"
-            raise Unreachable(
-                f"cannot reach {self.server}: {why}; is the server running and the address right?"
-            ) from None
+            raise Unreachable(unreachable(self.server, why)) from None
         conn = Connection(
             Role.CLIENT,
             static_key=self._key,
@@ -249,10 +253,7 @@ class Dialer:
                 if isinstance(event, ConnectionClosed):
                     await link.stream.aclose()
                     if timed_out:
-                        raise Unreachable(
-                            f"{self.server} did not answer the handshake; "
-                            "is it a sealchat server at that address?"
-                        )
+                        raise Unreachable(no_handshake(self.server))
                     raise ConnectionLost(f"the server closed the connection: {event.reason}")
                 return event
             deadline = conn.get_timer()
