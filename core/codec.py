@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Final, Union, get_args, get_origin
 
@@ -55,13 +56,29 @@ def encode_record(record: Record) -> bytes:
         payload = _encoder.encode(record)
         checker.decode(payload)
     except (msgspec.ValidationError, TypeError, UnicodeError) as exc:
-        raise LocalProtocolError(f"invalid {type(record).__name__}: {exc}") from None
+        raise LocalProtocolError(
+            f"invalid {type(record).__name__}: {_named(record, exc)}"
+        ) from None
     if len(payload) > limits.MAX_RECORD:
         raise LocalProtocolError(
             f"{type(record).__name__} encodes to {len(payload)} bytes; "
             f"at most {limits.MAX_RECORD} fit in one message"
         )
     return payload
+
+
+_AT_FIELD: Final = re.compile(r" - at `\$\[(\d+)\]`$")
+"""msgspec's position of a top-level field in an error (element 0 of a record is its tag)."""
+
+
+def _named(record: Record, error: Exception) -> str:
+    """``error`` naming the field it is about (`limit`), not its position (`$[4]`)."""
+    text = str(error)
+    fields = type(record).__struct_fields__
+    at = _AT_FIELD.search(text)
+    if at is None or not 0 < int(at[1]) <= len(fields):
+        return text
+    return f"{text[: at.start()]} - in `{fields[int(at[1]) - 1]}`"
 
 
 decode_record: Callable[[bytes], Record] = _decoder.decode

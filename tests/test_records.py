@@ -16,6 +16,7 @@ from sealchat.core import (
     ChangePassword,
     FileChunk,
     FileOffer,
+    HistoryRequest,
     KeysEstablished,
     LocalProtocolError,
     Login,
@@ -167,6 +168,15 @@ def test_an_authenticated_listing_the_most_conversations_of_the_longest_names_fi
 def test_limits_are_enforced_when_sending(record: Record) -> None:
     with pytest.raises(LocalProtocolError, match="invalid"):
         encode_record(record)
+
+
+def test_a_record_refused_when_sending_names_the_field() -> None:
+    with pytest.raises(
+        LocalProtocolError, match=r"^invalid HistoryRequest: .* <= 200 - in `limit`$"
+    ):
+        encode_record(HistoryRequest(room="general", limit=500))
+    with pytest.raises(LocalProtocolError, match=r"length <= 64 - in `room`$"):
+        encode_record(Message(text="hi", room="r" * 65))
 
 
 def test_only_records_of_the_protocol_can_be_encoded() -> None:
