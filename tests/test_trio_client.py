@@ -1166,6 +1166,20 @@ async def test_closing_acknowledges_what_arrived(server: Running, tmp_path: Path
             assert "seen once" not in await replayed(bob)
 
 
+async def test_a_second_login_is_refused_and_leaves_acknowledging_as_it_was(
+    server: Running, tmp_path: Path
+) -> None:
+    async with logged_in(server, tmp_path, "alice") as alice:
+        async with logged_in(server, tmp_path, "bob") as bob:
+            assert await replayed(bob) == []
+            with pytest.raises(ClientError, match="already logged in as bob"):
+                await bob.login("bob", PASSWORD)
+            await alice.send_message("seen once", room="general")
+            assert (await next_of(bob, Message)).text == "seen once"
+        async with logged_in(server, tmp_path, "bob") as bob:
+            assert "seen once" not in await replayed(bob)
+
+
 async def test_what_arrived_is_acknowledged_while_the_session_runs(
     server: Running, tmp_path: Path
 ) -> None:

@@ -309,13 +309,24 @@ class ChatClient:
     async def login(self, username: str, password: str, *, announce: bool = True) -> str:
         """Log in; returns the user name as the server spells it. Raises LoginFailed.
         ``announce=False`` logs in quietly: the session gets the user's messages but does not
-        make the user appear online (no Presence); a reconnect logs in the same way."""
+        make the user appear online (no Presence); a reconnect logs in the same way. A client
+        logs in once: ClientError if it did already."""
+        self._refuse_second_login()
         return await self._log_in(username, password, register=False, announce=announce)
 
     async def register(self, username: str, password: str, *, announce: bool = True) -> str:
         """Create an account (where the server allows it) and log in (``announce`` as in
         ``login``)."""
+        self._refuse_second_login()
         return await self._log_in(username, password, register=True, announce=announce)
+
+    def _refuse_second_login(self) -> None:
+        """ClientError if the client logged in already (it logs in again by itself after a
+        reconnect); refused here, as the server would, before the replay it would expect."""
+        if self._reconnector.credentials is not None:
+            raise ClientError(
+                f"already logged in as {self.username}; to log in as another user, connect again"
+            )
 
     async def _log_in(
         self, username: str, password: str, *, register: bool, announce: bool = True
