@@ -54,6 +54,9 @@ _MAX_FRAME: Final = limits.MAX_FRAME
 _TAG_SIZE: Final = limits.TAG_SIZE
 _VIEW_AT: Final = 2048
 
+_CLIENT_HINTS: Final = {State.LOGIN: "; log in first", State.READY: "; logged in already"}
+"""What a client is told when a record is refused in these states, after the refusal."""
+
 
 class Connection:
     """One end of a sealchat connection (see docs/protocol.md for the wire format).
@@ -216,7 +219,8 @@ class Connection:
             name = type(event).__name__
             if isinstance(event, Record) and self.role not in event.sent_by:
                 raise LocalProtocolError(f"a {self.role.value} cannot send {name}")
-            raise LocalProtocolError(f"cannot send {name} in state {self._state.value}")
+            hint = _CLIENT_HINTS.get(self._state, "") if self.role is Role.CLIENT else ""
+            raise LocalProtocolError(f"cannot send {name} in state {self._state.value}{hint}")
         payload = encode_record(event) if encoded is None else encoded
         # Encrypted and framed here, not in a helper: this runs once per record sent.
         cipher = self._send_cipher

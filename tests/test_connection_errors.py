@@ -297,6 +297,18 @@ def test_records_cannot_be_sent_before_the_handshake_completes() -> None:
         conn.send(Login(username="esha", password="pw"))
 
 
+def test_a_client_is_told_to_log_in_first_or_that_it_is_logged_in() -> None:
+    pair = open_pair()
+    with pytest.raises(
+        LocalProtocolError, match=r"^cannot send Message in state login; log in first$"
+    ):
+        pair.client.conn.send(Message(text="hi", room="general"))
+    pair.server.conn.send(Authenticated(username="esha"))
+    pair.pump()
+    with pytest.raises(LocalProtocolError, match=r"in state ready; logged in already$"):
+        pair.client.conn.send(Login(username="esha", password="pw"))
+
+
 def test_record_in_place_of_handshake_message_is_rejected() -> None:
     # A full session's transport frame arrives where the server expects message 3.
     other = ready_pair(seed=3)
