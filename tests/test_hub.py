@@ -124,6 +124,36 @@ def test_logins_in_progress_per_address_are_capped(store: SqliteStore) -> None:
     assert "in progress" in refusal.reason
 
 
+class _NotScanned(dict[int, Any]):
+    """Sessions that may be looked up one by one, never all gone through."""
+
+    def values(self) -> Any:
+        raise AssertionError("every session of the server was gone through")
+
+
+def test_a_login_looks_only_at_the_sessions_of_its_address(store: SqliteStore) -> None:
+    # A refused Register cost a pass over every session: from an unauthenticated peer, with
+    # thousands of sessions open, a cheap way to keep the hub busy.
+    hub = Hub(store, HubConfig(max_pending_logins=2))
+    for session in range(1, 101):
+        hub.open_session(session, f"10.0.1.{session}", NOW)
+    hub._roster.sessions = hub._sessions = _NotScanned(hub._sessions)
+    hub.open_session(200, "192.0.2.1", NOW)
+    hub.open_session(201, "192.0.2.1", NOW)
+    (refusal,) = records(hub.handle(200, Register(username="eve", password="x" * 8), NOW), 200)
+    assert isinstance(refusal, LoginRejected)
+    assert "registration is closed" in refusal.reason
+    assert isinstance(hub.handle(200, Login(username="bob", password="x"), NOW)[0], VerifyPassword)
+    assert isinstance(hub.handle(201, Login(username="bob", password="x"), NOW)[0], VerifyPassword)
+    hub.close_session(201, NOW)
+    hub.open_session(202, "192.0.2.1", NOW)  # the closed one no longer counts; 200 still does
+    assert isinstance(hub.handle(202, Login(username="bob", password="x"), NOW)[0], VerifyPassword)
+    hub.open_session(203, "192.0.2.1", NOW)
+    (refusal,) = records(hub.handle(203, Login(username="bob", password="x"), NOW), 203)
+    assert isinstance(refusal, LoginRejected)
+    assert "in progress" in refusal.reason
+
+
 def test_a_successful_login_does_not_clear_the_address_count(store: SqliteStore) -> None:
     hub = Hub(store, HubConfig(free_login_failures=2))
     for session in (1, 2):

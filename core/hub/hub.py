@@ -118,7 +118,7 @@ class Hub:
 
     def open_session(self, session: SessionId, address: str, now: float) -> None:
         """A connection completed its handshake; it may now log in, for ``login_timeout``."""
-        self._sessions[session] = Session(id=session, address=address, opened=now)
+        self._roster.add_session(Session(id=session, address=address, opened=now))
 
     def close_session(self, session: SessionId, now: float) -> list[Effect]:
         """The connection is gone. Uploads stay resumable; presence may change.
@@ -142,7 +142,7 @@ class Hub:
         Its uploads are released last, each whatever became of the others: if the store fails
         at that, the session is forgotten and its uploads are free to resume all the same, and
         ``HandlingFailed`` carries the effects (the user going offline)."""
-        state = self._sessions.pop(session, None)
+        state = self._roster.remove_session(session)
         if state is None:
             return []
         effects = self._went_offline(state, audience) if state.key else []

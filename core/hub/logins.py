@@ -106,8 +106,8 @@ class Logins:
             return blocked
         pending = sum(
             1
-            for s in self._roster.sessions.values()
-            if (s.login_pending or s.change is not None) and s.address == state.address
+            for s in self._roster.at_address(state.address)
+            if s.login_pending or s.change is not None
         )
         if pending >= self.config.max_pending_logins:
             reason = "too many logins in progress from your address; try again in a moment"
@@ -286,7 +286,7 @@ class Logins:
         ]
         effects: list[Effect] = []
         for session in idle:
-            del sessions[session]  # forgotten now; the driver closes the connection
+            self._roster.remove_session(session)  # forgotten now; the driver closes it
             reason = f"log in within {self.config.login_timeout:g} s of connecting"
             effects.append(Disconnect(session, reason))
         return effects

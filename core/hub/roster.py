@@ -26,10 +26,34 @@ class Roster:
         self.store = store
         self.config = config
         self.sessions: dict[SessionId, Session] = {}
+        self._by_address: dict[str, set[SessionId]] = {}
+        """The sessions from each address: what the limits per address look at, so that a
+        login never scans every session of the server."""
         self.online: dict[str, set[SessionId]] = defaultdict(set)
         self.announcing: dict[str, set[SessionId]] = defaultdict(set)
         self.members: dict[str, set[str]] = {}
         self.names: dict[str, str] = {}
+
+    def add_session(self, state: Session) -> None:
+        """Start counting ``state`` among the sessions (replacing one of the same id)."""
+        self.remove_session(state.id)
+        self.sessions[state.id] = state
+        self._by_address.setdefault(state.address, set()).add(state.id)
+
+    def remove_session(self, session: SessionId) -> Session | None:
+        """Forget ``session``; what it was, or None if it was not there."""
+        state = self.sessions.pop(session, None)
+        if state is not None:
+            same = self._by_address[state.address]
+            same.discard(session)
+            if not same:
+                del self._by_address[state.address]
+        return state
+
+    def at_address(self, address: str) -> list[Session]:
+        """The sessions from ``address``."""
+        sessions = self.sessions
+        return [sessions[s] for s in self._by_address.get(address, ())]
 
     def member_set(self, room: str) -> set[str]:
         """The keys of the room's members (empty for a room that does not exist)."""
