@@ -1483,6 +1483,19 @@ def test_one_address_cannot_take_every_connection(
     assert server.connect().login("carol", PASSWORD) == "carol"  # her share is free again
 
 
+def test_an_address_opening_connections_too_fast_is_turned_away(
+    serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    server = serve(address_connection_burst=2, address_connections_per_second=0.01)
+    server.connect().close()
+    server.connect().close()  # never two open at once
+    with pytest.raises(ClientError, match=TRY_LATER):
+        server.connect()  # closed at once: no handshake
+    assert logged(caplog, "faster than address_connections_per_second allows")
+    server.login("dave", source_address=ELSEWHERE)  # other addresses are served
+
+
 def test_connections_not_logged_in_get_a_smaller_share_of_an_address(
     serve: Callable[..., Server], caplog: pytest.LogCaptureFixture
 ) -> None:

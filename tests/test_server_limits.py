@@ -48,6 +48,32 @@ def test_caps_count_by_address_and_forget_what_closed() -> None:
     assert slots.counts(host) == (0, 0)
 
 
+def test_an_address_opens_new_connections_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each costs a handshake, and a peer may close it at once: the caps on connections open
+    # at a time alone let one host keep the server busy with handshakes it gets for free.
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    now = [1000.0]
+    slots = ConnectionSlots(
+        ServerConfig(address_connections_per_second=2.0, address_connection_burst=3),
+        clock=lambda: now[0],
+    )
+    for _ in range(3):  # the burst, each closed at once: never more than one open
+        key = slots.admit("192.0.2.7", 0)
+        assert key is not None
+        slots.release(key, logged_in=False)
+    assert slots.admit("192.0.2.7", 0) is None
+    assert "faster than address_connections_per_second allows" in caplog.text
+    assert slots.admit("192.0.2.8", 0) is not None  # another address has its own
+    now[0] += 0.5  # one more after half a second at 2 a second
+    assert slots.admit("192.0.2.7", 0) is not None
+    assert slots.admit("192.0.2.7", 0) is None
+    now[0] += 120.0  # refilled, then forgotten: as good as new
+    assert slots.admit("192.0.2.7", 0) is not None
+    assert len(slots._new._buckets) == 1
+
+
 def test_refusals_are_logged_at_most_once_a_minute_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

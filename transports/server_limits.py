@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from sealchat.core.hub.ratelimit import Allowances
 from sealchat.transports.server_config import ServerConfig
 
 log = logging.getLogger("sealchat.server")
@@ -121,18 +122,39 @@ class ConnectionSlots:
     """The connections a server has open, per address (``address_key``), and of those the
     ones that have not logged in yet: each count capped by its ``ServerConfig`` setting
     (``max_connections_per_address``, ``max_unauthenticated_per_address``), besides
-    ``max_connections`` for all of them. A connection over a cap is to be closed at once;
-    that is logged at info, at most once a minute per cap. Not thread-safe."""
+    ``max_connections`` for all of them; and the rate at which an address opens new ones
+    (``address_connections_per_second``). A connection over a cap or the rate is to be
+    closed at once; that is logged at info, at most once a minute per limit. Not
+    thread-safe."""
 
-    __slots__ = ("_config", "_full", "_open", "_over_address", "_over_unauthenticated", "_unauth")
+    __slots__ = (
+        "_clock",
+        "_config",
+        "_full",
+        "_new",
+        "_next_sweep",
+        "_open",
+        "_over_address",
+        "_over_rate",
+        "_over_unauthenticated",
+        "_unauth",
+    )
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self, config: ServerConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._config = config
+        self._clock = clock
         self._open: dict[str, int] = {}
         self._unauth: dict[str, int] = {}
+        self._new = Allowances(
+            config.address_connections_per_second, config.address_connection_burst
+        )
+        self._next_sweep = clock() + REPORT_INTERVAL
         self._full = ThrottledLog(logging.INFO)
         self._over_address = ThrottledLog(logging.INFO)
         self._over_unauthenticated = ThrottledLog(logging.INFO)
+        self._over_rate = ThrottledLog(logging.INFO)
 
     def admit(self, host: str, open_now: int) -> str | None:
         """A new connection from ``host`` while ``open_now`` are open: its address key,
@@ -170,9 +192,29 @@ class ConnectionSlots:
                 unauth,
             )
             return None
+        if not self._took_new(key):
+            self._over_rate(
+                "closed a connection from %s at once: %s opens new connections faster than "
+                "address_connections_per_second allows (%g a second, %d at once)",
+                host,
+                key,
+                config.address_connections_per_second,
+                config.address_connection_burst,
+            )
+            return None
         self._open[key] = count + 1
         self._unauth[key] = unauth + 1
         return key
+
+    def _took_new(self, key: str) -> bool:
+        """Take a new connection from ``key``'s allowance, if it has one; the allowances
+        that have refilled are forgotten once a minute (memory stays bounded by the
+        addresses seen in the last few minutes)."""
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._new.forget_full(now)
+            self._next_sweep = now + REPORT_INTERVAL
+        return self._new.of(key, now).take(now)
 
     def logged_in(self, key: str) -> None:
         """A connection from ``key`` has logged in (once per connection)."""
