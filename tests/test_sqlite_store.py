@@ -506,6 +506,23 @@ def test_a_data_folder_or_database_that_others_could_change_is_refused(
             SqliteStore(data)
 
 
+def test_a_database_others_can_read_is_made_private_on_opening(tmp_path: Path) -> None:
+    # Copied in, or made by another tool, under a umask of 022: 0644, in a folder others
+    # may enter (0755 is not refused: only a folder they could change is). It holds the
+    # password hashes and every message.
+    data = tmp_path / "data"
+    SqliteStore(data).close()
+    db = data / sqlite_store.DB_FILE
+    wal = data / f"{sqlite_store.DB_FILE}-wal"
+    data.chmod(0o755)
+    db.chmod(0o644)
+    wal.touch(0o644)  # an empty write-ahead log, as a copy may bring along
+    wal.chmod(0o644)
+    SqliteStore(data).close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert not wal.exists() or stat.S_IMODE(wal.stat().st_mode) == 0o600
+
+
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys

@@ -38,6 +38,7 @@ import sqlite3
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from stat import S_IMODE, S_ISREG
 from typing import TYPE_CHECKING, Final
 
 from sealchat.core.hub.store import StoredFile, StoredMessage, UserRow
@@ -108,6 +109,22 @@ def _check_ours(path: Path, status: os.stat_result, what: str, chmod: str) -> No
         )
 
 
+def _private(path: str) -> None:
+    """Take away group's and others' access to ``path`` (the database, or its -wal or -shm
+    file) if it is a file of ours that gives them some: one copied in or made by another
+    tool under a umask of 022 (cp from a backup, the sqlite3 shell) is 0644, and it holds
+    the password hashes and every message. The folder is not writable by others
+    (``check_data_dir``): nobody can swap the file between the look and the chmod."""
+    if os.name != "posix":
+        return
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if S_ISREG(status.st_mode) and status.st_uid == os.geteuid() and status.st_mode & 0o077:
+        os.chmod(path, S_IMODE(status.st_mode) & 0o700)
+
+
 class SqliteStore:
     """:class:`sealchat.core.hub.store.Store` on SQLite; every write is committed on return
     (at the end of the block inside :meth:`batch`).
@@ -154,6 +171,8 @@ class SqliteStore:
                     _check_ours(Path(database), os.fstat(fd), "the database", "chmod 600")
                 finally:
                     os.close(fd)
+                for path in (database, f"{database}-wal", f"{database}-shm"):
+                    _private(path)
         except BaseException:
             self._release_folder()
             raise
