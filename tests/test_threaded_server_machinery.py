@@ -20,6 +20,7 @@ from sealchat.core.hub import Hub
 from sealchat.core.preamble import encode_preamble
 from sealchat.transports import blocking_server, send_queue
 from sealchat.transports.blocking_server import ThreadedServer, _Client
+from sealchat.transports.passwords import Argon2Params
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.pairs import events_from, ready_pair
@@ -49,9 +50,9 @@ def test_a_keepalive_tick_passed_while_a_password_was_checked_keeps_the_connecti
     monkeypatch.setattr(blocking_server, "time", clock)
     real_verify = blocking_server.verify_password
 
-    def slow_verify(password: str, phc: str | None) -> bool:
+    def slow_verify(password: str, phc: str | None, *, params: Argon2Params) -> bool:
         nonlocal ahead
-        ok = real_verify(password, phc)
+        ok = real_verify(password, phc, params=params)
         ahead += 3 * 60.0  # past the first tick (handshake timeout + keepalive interval)
         return ok
 

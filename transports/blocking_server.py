@@ -660,7 +660,9 @@ class ThreadedServer:
         try:
             if isinstance(effect, VerifyPassword):
                 with self._password_slots:
-                    ok = verify_password(effect.password, effect.password_hash)
+                    ok = verify_password(
+                        effect.password, effect.password_hash, params=self.config.argon2
+                    )
                 self.call_hub(
                     self.hub.password_verified, effect.session, effect.username, ok, time.time()
                 )

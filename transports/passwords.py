@@ -8,6 +8,7 @@ working; :func:`needs_rehash` says when to replace one after a successful login.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -82,15 +83,16 @@ def hash_password(password: str, *, params: Argon2Params = DEFAULT) -> str:
     return kdf.derive_phc_encoded(_encode(password))
 
 
-def verify_password(password: str, phc: str | None) -> bool:
+def verify_password(password: str, phc: str | None, *, params: Argon2Params = DEFAULT) -> bool:
     """True if ``password`` matches ``phc``. Never raises.
 
-    ``phc=None`` (no such user) and malformed hashes cost one default-parameter verification
-    and return False, so the time taken does not tell whether an account exists. The final
-    comparison is constant-time (OpenSSL ``CRYPTO_memcmp`` inside ``cryptography``).
+    ``phc=None`` (no such user) and malformed hashes cost one verification with ``params``
+    (give those that new passwords are hashed with) and return False, so the time taken
+    does not tell whether an account exists. The final comparison is constant-time (OpenSSL
+    ``CRYPTO_memcmp`` inside ``cryptography``).
     """
     if phc is None or _parse(phc) is None:
-        _dummy_verify(password)
+        _dummy_verify(password, params)
         return False
     try:
         Argon2id.verify_phc_encoded(_encode(password), phc)
@@ -110,9 +112,17 @@ def _encode(password: str) -> bytes:
     return password.encode("utf-8", "surrogatepass")
 
 
-def _dummy_verify(password: str) -> None:
+def _dummy_verify(password: str, params: Argon2Params) -> None:
     with contextlib.suppress(InvalidKey):
-        Argon2id.verify_phc_encoded(_encode(password), _DUMMY_HASH)
+        Argon2id.verify_phc_encoded(_encode(password), _dummy_hash(params))
+
+
+@functools.cache
+def _dummy_hash(params: Argon2Params) -> str:
+    """A hash made with ``params`` of random bytes thrown away: no password matches it."""
+    if params == DEFAULT:
+        return _DUMMY_HASH
+    return hash_password(os.urandom(HASH_SIZE).hex(), params=params)
 
 
 def _parse(phc: str) -> Argon2Params | None:

@@ -413,7 +413,13 @@ class TrioServer:
         """Run an Argon2id check on its own threads and report it to the hub."""
         if isinstance(effect, VerifyPassword):
             ok = await trio.to_thread.run_sync(
-                verify_password, effect.password, effect.password_hash, limiter=self._password_lock
+                partial(
+                    verify_password,
+                    effect.password,
+                    effect.password_hash,
+                    params=self.config.argon2,
+                ),
+                limiter=self._password_lock,
             )
             await self._call_hub(
                 peer,
