@@ -34,6 +34,9 @@ class PeerKeyReceived(ConnectionEvent, frozen=True, kw_only=True):
     def __repr__(self) -> str:
         return f"PeerKeyReceived(fingerprint={self.fingerprint!r})"
 
+    def __rich_repr__(self) -> list[tuple[str, object]]:
+        return [("fingerprint", self.fingerprint)]
+
 
 class KeysEstablished(ConnectionEvent, frozen=True, kw_only=True):
     """The handshake is complete: records may flow. ``handshake_hash`` binds the channel."""
@@ -44,6 +47,9 @@ class KeysEstablished(ConnectionEvent, frozen=True, kw_only=True):
 
     def __repr__(self) -> str:
         return f"KeysEstablished(fingerprint={self.fingerprint!r})"
+
+    def __rich_repr__(self) -> list[tuple[str, object]]:
+        return [("fingerprint", self.fingerprint)]
 
 
 class ConnectionClosed(ConnectionEvent, frozen=True, kw_only=True):

@@ -12,7 +12,7 @@ enforces them on every record sent (see ``codec``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from typing import Annotated, ClassVar, Final
 
 import msgspec
@@ -43,20 +43,28 @@ SERVER: frozenset[Role] = frozenset({Role.SERVER})
 BOTH: frozenset[Role] = frozenset(Role)
 
 
+class _Size:
+    """A hidden field as reprs show it: its length only (``<7 chars>``)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, value: Sized | None) -> None:
+        unit = "chars" if isinstance(value, str) else "bytes"
+        self._text = "None" if value is None else f"<{len(value)} {unit}>"
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+def _safe_fields(obj: msgspec.Struct, hidden: frozenset[str]) -> list[tuple[str, object]]:
+    """(name, value) of each field, a hidden one's value replaced by its ``_Size``."""
+    fields = ((name, getattr(obj, name)) for name in obj.__struct_fields__)
+    return [(name, _Size(value) if name in hidden else value) for name, value in fields]
+
+
 def _safe_repr(obj: msgspec.Struct, hidden: frozenset[str]) -> str:
-    parts = []
-    for name in obj.__struct_fields__:
-        value = getattr(obj, name)
-        if name in hidden:
-            size = "None" if value is None else f"<{len(value)} {_unit(value)}>"
-            parts.append(f"{name}={size}")
-        else:
-            parts.append(f"{name}={value!r}")
-    return f"{type(obj).__name__}({', '.join(parts)})"
-
-
-def _unit(value: object) -> str:
-    return "chars" if isinstance(value, str) else "bytes"
+    parts = ", ".join(f"{name}={value!r}" for name, value in _safe_fields(obj, hidden))
+    return f"{type(obj).__name__}({parts})"
 
 
 class Item(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
@@ -66,6 +74,10 @@ class Item(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False)
 
     def __repr__(self) -> str:
         return _safe_repr(self, self._hidden)
+
+    def __rich_repr__(self) -> list[tuple[str, object]]:
+        """What rich's pretty printer shows (msgspec's would show every field)."""
+        return _safe_fields(self, self._hidden)
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
@@ -79,6 +91,10 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=Fals
 
     def __repr__(self) -> str:
         return _safe_repr(self, self._hidden)
+
+    def __rich_repr__(self) -> list[tuple[str, object]]:
+        """What rich's pretty printer shows (msgspec's would show every field)."""
+        return _safe_fields(self, self._hidden)
 
 
 # --- nested items -------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from sealchat.core.limits import (
     MAX_USERNAME,
 )
 from sealchat.core.preamble import PROTOCOL_VERSION, Version, encode_preamble, parse_preamble
-from sealchat.core.records import file_chunks
+from sealchat.core.records import FileInfo, file_chunks
 from tests.samples import DIGEST, SAMPLES
 
 
@@ -95,6 +95,22 @@ def test_connection_events_show_fingerprints_not_keys() -> None:
         assert repr(key) not in repr(event)
         assert key.hex() not in repr(event)
         assert fingerprint(key) in repr(event)
+        assert event.__rich_repr__() == [("fingerprint", fingerprint(key))]
+
+
+def test_pretty_printers_see_what_repr_shows() -> None:
+    # rich (its pretty printer, its tracebacks' locals, its log handler) asks for
+    # __rich_repr__ before repr; msgspec's gives every field, the password too.
+    login = Login(username="esha", password="s3cret")
+    assert (
+        repr(dict(login.__rich_repr__()))
+        == "{'username': 'esha', 'password': <6 chars>, 'announce': True}"
+    )
+    for record in SAMPLES.values():
+        fields = ", ".join(f"{name}={value!r}" for name, value in record.__rich_repr__())
+        assert f"{type(record).__name__}({fields})" == repr(record)
+    info = FileInfo(file_id="f", name="a", size=1, sha256=DIGEST)
+    assert repr(DIGEST) not in repr(info.__rich_repr__())
 
 
 @pytest.mark.parametrize("record_type", RECORD_TYPES, ids=lambda t: t.__name__)
