@@ -86,6 +86,20 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="of those, connections not logged in yet "
         f"(default {defaults.max_unauthenticated_per_address})",
     )
+    server.add_argument(
+        "--address-connection-burst",
+        type=positive,
+        default=defaults.address_connection_burst,
+        help="new connections one address may open at once "
+        f"(default {defaults.address_connection_burst}; more if many users share a NAT)",
+    )
+    server.add_argument(
+        "--address-connections-per-second",
+        type=positive,
+        default=int(defaults.address_connections_per_second),
+        help="then, new connections one address may open a second "
+        f"(default {defaults.address_connections_per_second:g})",
+    )
     hub = defaults.hub
     server.add_argument(
         "--max-file-size",
@@ -360,6 +374,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
         max_unauthenticated_per_address=args.max_unauthenticated_per_address,
+        address_connection_burst=args.address_connection_burst,
+        address_connections_per_second=args.address_connections_per_second,
         hub=HubConfig(
             open_registration=args.open_registration,
             max_file_size=min(args.max_file_size, args.user_quota),  # what may be stored

@@ -33,7 +33,13 @@ def test_a_port_out_of_range_is_refused_before_anything_starts(
 
 @pytest.mark.parametrize(
     "limit",
-    ["--max-connections", "--max-connections-per-address", "--max-unauthenticated-per-address"],
+    [
+        "--max-connections",
+        "--max-connections-per-address",
+        "--max-unauthenticated-per-address",
+        "--address-connection-burst",
+        "--address-connections-per-second",
+    ],
 )
 @pytest.mark.parametrize("value", ["0", "-5", "many"])
 def test_a_limit_that_would_turn_everyone_away_is_refused_before_anything_starts(

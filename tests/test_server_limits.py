@@ -99,15 +99,23 @@ def test_the_server_command_sets_the_limits_per_address() -> None:
             "500",
             "--max-unauthenticated-per-address",
             "64",
+            "--address-connection-burst",
+            "1000",
+            "--address-connections-per-second",
+            "50",
         ]
     )
     config = server_config(args)
     assert (config.max_connections_per_address, config.max_unauthenticated_per_address) == (500, 64)
+    assert (config.address_connection_burst, config.address_connections_per_second) == (1000, 50)
     defaults = server_config(build_parser().parse_args(["server"]))
-    assert defaults.max_connections_per_address == ServerConfig().max_connections_per_address
-    assert (
-        defaults.max_unauthenticated_per_address == ServerConfig().max_unauthenticated_per_address
-    )
+    for name in (
+        "max_connections_per_address",
+        "max_unauthenticated_per_address",
+        "address_connection_burst",
+        "address_connections_per_second",
+    ):
+        assert getattr(defaults, name) == getattr(ServerConfig(), name), name
 
 
 def test_the_server_command_sets_the_file_limits_in_units_people_use(
