@@ -31,8 +31,8 @@ also be set alone with the environment variable named in ``_SIZES``):
 
 Every client connects and logs in from 127.0.0.1, so the sealchat servers run with the limits
 per address lifted to fit them all, as they would be for a NAT with that many users behind it:
-``max_connections_per_address`` and ``max_unauthenticated_per_address`` to ``max_connections``,
-and the hub's ``max_pending_logins`` and ``address_login_burst`` to more logins than any
+``max_connections_per_address``, ``max_unauthenticated_per_address`` and
+``address_connection_burst`` to ``max_connections``, and the hub's ``max_pending_logins`` and ``address_login_burst`` to more logins than any
 benchmark makes (each client has its own user name, so the allowance per user is not in the
 way).
 
@@ -184,6 +184,7 @@ def _server_main(pipe: Pipe, spec: dict[str, Any]) -> None:
             hub=hub_config,
             max_connections_per_address=everyone,
             max_unauthenticated_per_address=everyone,
+            address_connection_burst=everyone,
         )
         serve_sealchat(pipe, spec["data_dir"], users, config, LIFETIME, threads=kind == "threads")
     elif kind == "bare-trio":
