@@ -32,9 +32,9 @@ also be set alone with the environment variable named in ``_SIZES``):
 Every client connects and logs in from 127.0.0.1, so the sealchat servers run with the limits
 per address lifted to fit them all, as they would be for a NAT with that many users behind it:
 ``max_connections_per_address``, ``max_unauthenticated_per_address`` and
-``address_connection_burst`` to ``max_connections``, and the hub's ``max_pending_logins`` and ``address_login_burst`` to more logins than any
-benchmark makes (each client has its own user name, so the allowance per user is not in the
-way).
+``address_connection_burst`` to ``max_connections``, and the hub's ``max_pending_logins`` and
+``address_login_burst`` to more logins than any benchmark makes (each client has its own user
+name, so the allowance per user is not in the way).
 
 Logins use the ``CHEAP`` Argon2id parameters (documented for benchmarks only). Progress, the
 individual samples and the CPU use of server and load generator go to stderr: a load
