@@ -45,8 +45,10 @@ from sealchat.transports.requests import (
     MAX_REPLY_RECORDS,
     TRANSFER_BLOCK,
     ClientError,
+    ConnectionLost,
     PasswordNotChanged,
     TransferFailed,
+    Unreachable,
 )
 from tests.servers import (
     ANNOUNCED,
@@ -202,12 +204,12 @@ def test_an_unreachable_server_or_one_that_never_answers_says_what_to_check() ->
         silent.listen()
         port = silent.getsockname()[1]
         with pytest.raises(
-            ClientError,
+            Unreachable,
             match=rf"^127.0.0.1:{port} did not answer the handshake; is it a sealchat server",
         ):
             BlockingClient("127.0.0.1", port, trust=accept_all, timeout=0.5)
     with pytest.raises(
-        ClientError,
+        Unreachable,
         match=rf"^cannot reach 127.0.0.1:{port}: .*; is the server running and the address right",
     ):
         BlockingClient("127.0.0.1", port, trust=accept_all, timeout=0.5)
@@ -487,12 +489,33 @@ def test_a_connection_the_server_ended_says_so_in_client_errors(tmp_path: Path) 
     with running_server("threads", tmp_path / "s") as server:
         alice = server.login("alice")
         server.stop()
-        alice.next(ConnectionClosed, timeout=LIVENESS)
-        with pytest.raises(ClientError, match="connection is closed"):
+        with pytest.raises(ConnectionLost, match="connection closed"):
+            alice.next(Message, timeout=LIVENESS)  # the end came first
+        with pytest.raises(ConnectionLost, match="connection is closed"):
             alice.typing()
-        with pytest.raises(ClientError, match="connection is closed"):
+        with pytest.raises(ConnectionLost, match="connection is closed"):
             alice.rooms()
         alice.close()
+
+
+def test_a_message_sent_again_with_its_client_id_from_a_new_client_is_stored_once(
+    tmp_path: Path,
+) -> None:
+    # What a script does after a lost connection (docs/client.md): a new client, the same id.
+    with running_server("threads", tmp_path / "s") as server, server.login("bob") as bob:
+        client_id = requests.new_client_id()
+        with server.login("alice") as alice:
+            first = alice.send_message("deploy finished", room="general", client_id=client_id)
+        with server.login("alice") as again:
+            second = again.send_message("deploy finished", room="general", client_id=client_id)
+            other = again.send_message("and verified", room="general")
+        assert (second.id, second.ts) == (first.id, first.ts)
+        assert other.id > first.id
+        arrived = [e for e in drain(bob, 0.5) if isinstance(e, Message)]
+        assert [(m.id, m.text) for m in arrived] == [
+            (first.id, "deploy finished"),
+            (other.id, "and verified"),
+        ]
 
 
 def _messages_from(sender: BlockingClient, count: int) -> list[str]:

@@ -12,16 +12,20 @@ from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.blocking_server import ThreadedServer
 from sealchat.transports.requests import (
     ClientError,
+    ConnectionLost,
     LoginFailed,
     PasswordNotChanged,
     TransferFailed,
+    Unreachable,
 )
 
 __all__ = [
     "BlockingClient",
     "ClientError",
+    "ConnectionLost",
     "LoginFailed",
     "PasswordNotChanged",
     "ThreadedServer",
     "TransferFailed",
+    "Unreachable",
 ]

@@ -66,6 +66,7 @@ from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
     ClientError,
+    ConnectionLost,
     PasswordNotChanged,
     Reply,
     Request,
@@ -205,7 +206,7 @@ class BlockingClient:
 
     def _require_open(self) -> None:
         if self._conn.state in _OVER or self._writer_done:
-            raise ClientError(f"the connection is closed: {self._failure or 'it ended'}")
+            raise ConnectionLost(f"the connection is closed: {self._failure or 'it ended'}")
 
     def _write(self) -> None:
         """The writer thread: whatever is queued, in one write per wake-up, until the
@@ -318,15 +319,15 @@ class BlockingClient:
             raise TimeoutError(f"no event within {timeout} s") from None
 
     def next(self, kind: type[E], timeout: float = 10.0) -> E:
-        """Wait for the next event of type ``kind``, dropping others before it; ClientError
-        if the connection closes first."""
+        """Wait for the next event of type ``kind``, dropping others before it;
+        ConnectionLost if the connection closes first."""
         deadline = time.monotonic() + timeout
         while True:
             event = self.next_event(max(0.0, deadline - time.monotonic()))
             if isinstance(event, kind):
                 return event
             if isinstance(event, ConnectionClosed):
-                raise ClientError(f"connection closed: {event.reason}")
+                raise ConnectionLost(f"connection closed: {event.reason}")
 
     # --- requests -------------------------------------------------------------------------
 
@@ -355,7 +356,7 @@ class BlockingClient:
             with self._lock:  # if timed out or interrupted: its reply answers no other
                 requests.abandon(self._waiters, waiter)
         if waiter.lost:
-            raise ClientError(f"the connection closed: {self._failure or 'it ended'}")
+            raise ConnectionLost(f"the connection closed: {self._failure or 'it ended'}")
         return waiter.reply.result(waiter.collected())
 
     def ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
@@ -420,9 +421,13 @@ class BlockingClient:
             listing.take(self.ask(listing.request))
         return listing.files
 
-    def send_message(self, text: str, *, room: str = "", to: str = "") -> MessageAck:
-        """Send a message and wait until the server has stored it."""
-        client_id = requests.new_client_id()
+    def send_message(
+        self, text: str, *, room: str = "", to: str = "", client_id: str = ""
+    ) -> MessageAck:
+        """Send a message and wait until the server has stored it. ``client_id`` (default: a
+        new one) names it: sent again with the same one, also from another connection, it is
+        stored once, and the answer is the first one's acknowledgement."""
+        client_id = client_id or requests.new_client_id()
         request = requests.message(Message(text=text, room=room, to=to, client_id=client_id))
         return self.ask(request)
 

@@ -29,6 +29,8 @@ from sealchat.transports.pinning import server_name
 from sealchat.transports.requests import (
     TURNED_AWAY,
     ClientError,
+    ConnectionLost,
+    Unreachable,
     explain_handshake_error,
     no_handshake,
     unreachable,
@@ -71,14 +73,14 @@ def connect(
                 (host, port), timeout=timeout, source_address=source_address
             )
         except OSError as exc:
-            raise ClientError(unreachable(server_name(host, port), exc.strerror or exc)) from None
+            raise Unreachable(unreachable(server_name(host, port), exc.strerror or exc)) from None
         try:
             with contextlib.suppress(OSError):  # a reset already: the handshake says so
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             opened = _handshake(sock, key, decide, timeout, retry_if_slow=not last)
         except _TimedOut:
             sock.close()
-            raise ClientError(no_handshake(server_name(host, port))) from None
+            raise Unreachable(no_handshake(server_name(host, port))) from None
         except BaseException:
             sock.close()
             raise
@@ -137,16 +139,16 @@ def _handshake(
                 _handshake_io(sock, conn, None)  # handshake message 3
                 return conn, event
             elif isinstance(event, ConnectionClosed):
-                raise ClientError(f"the server closed the connection: {event.reason}")
+                raise ConnectionLost(f"the server closed the connection: {event.reason}")
     except ProtocolError as exc:
         raise ClientError(explain_handshake_error(str(exc))) from None
     except _HungUp:
         if heard:
             raise
-        raise ClientError(TURNED_AWAY) from None
+        raise ConnectionLost(TURNED_AWAY) from None
 
 
-class _HungUp(ClientError):
+class _HungUp(ConnectionLost):
     """A handshake message could not be written: the server has closed the connection."""
 
 

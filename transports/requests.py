@@ -83,6 +83,15 @@ class ClientError(Exception):
     understands."""
 
 
+class ConnectionLost(ClientError):
+    """The connection dropped (or the server closed it)."""
+
+
+class Unreachable(ClientError):
+    """No connection to the server could be made (refused, no route, name unknown, timed
+    out), or what answered did not finish the handshake in time."""
+
+
 TURNED_AWAY = (
     "the server closed the connection at once: it may be full or shutting down, or allow no "
     "more connections from your address; try again later"

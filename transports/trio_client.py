@@ -55,22 +55,22 @@ from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
     ClientError,
+    ConnectionLost,
     LoginFailed,
     PasswordNotChanged,
     Reply,
     Request,
     TransferFailed,
+    Unreachable,
 )
 from sealchat.transports.trio_burst import BurstChannel
 from sealchat.transports.trio_delivery import CallWaiter, Delivery, LinkState
 from sealchat.transports.trio_link import (
     ConfirmKey,
-    ConnectionLost,
     Dialer,
     Disconnected,
     Link,
     LinkLost,
-    Unreachable,
 )
 from sealchat.transports.trio_outbox import Outbox
 from sealchat.transports.trio_reader import Reader

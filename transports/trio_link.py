@@ -28,6 +28,8 @@ from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKe
 from sealchat.transports.requests import (
     TURNED_AWAY,
     ClientError,
+    ConnectionLost,
+    Unreachable,
     explain_handshake_error,
     no_handshake,
     unreachable,
@@ -41,17 +43,8 @@ SEND_BUFFER = 64 * 1024
 """Bytes queued for the writer beyond which a sender waits for it."""
 
 
-class ConnectionLost(ClientError):
-    """The connection dropped (or the server closed it)."""
-
-
 class Disconnected(ConnectionLost):
     """The connection is gone and will not come back (closed, or reconnecting is off)."""
-
-
-class Unreachable(ClientError):
-    """No connection to the server could be made (refused, no route, name unknown, timed
-    out)."""
 
 
 class LinkLost(ConnectionLost):
