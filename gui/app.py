@@ -164,8 +164,9 @@ class App(ctk.CTk):
             self.configure(fg_color=self.palette["window"])
             chat.apply_theme(self.palette, vm.theme == "dark")
             self.login_form.apply_theme(self.palette)
-            if self.controller.password_dialog is not None:
-                self.controller.password_dialog.apply_theme(self.palette)
+            dialog = self.controller.password_dialog
+            if dialog is not None and dialog.winfo_exists():  # Cancel destroys it, no more
+                dialog.apply_theme(self.palette)
             changes |= {
                 Change.CONVERSATIONS,
                 Change.PEOPLE,

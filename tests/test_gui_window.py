@@ -2387,3 +2387,7 @@ def test_the_password_dialog_follows_a_theme_switch(window: Window, server: Runn
         assert dialog.change_button.cget("fg_color") == palette["accent"]
         assert dialog.cancel_button.cget("text_color") == palette["fg"]
         assert dialog.error.cget("text_color") == palette["error"]
+    dialog.cancel_button.invoke()
+    app.chat.theme_switch.toggle()  # with the dialog gone
+    assert app.vm.theme == "light"
+    assert app.chat.cget("fg_color") == PALETTES["light"]["window"]
