@@ -23,6 +23,7 @@ from sealchat.core import (
     NEED_DATA,
     Connection,
     ConnectionClosed,
+    Delivered,
     FileChunk,
     FileOffer,
     FileReject,
@@ -779,6 +780,38 @@ def test_the_reply_to_a_request_that_timed_out_answers_no_other() -> None:
             client.ask(requests.history(room="general"), timeout=0.2)
         page, _ = client.history(room="general")
     assert [m.text for m in page] == ["page 2"]  # not the page asked for first
+
+
+def test_a_message_only_a_given_up_call_took_is_not_acknowledged_unless_taken() -> None:
+    acknowledged: list[int] = []
+
+    def late_pages_then_listen(sock: socket.socket, conn: Connection) -> None:
+        """Answer the two history requests once both are in (the first was given up), then
+        note what the client acknowledges until it says goodbye."""
+        asked = 0
+        while not isinstance(event := conn.next_event(), ConnectionClosed):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536) or b"")
+                continue
+            if isinstance(event, Delivered):
+                acknowledged.append(event.up_to)
+            asked += isinstance(event, HistoryRequest)
+            if asked == 2 and isinstance(event, HistoryRequest):
+                for record in (r for page in TWO_PAGES for r in page):
+                    conn.send(record)
+                sock.sendall(conn.data_to_send())
+
+    with (
+        scripted_server(logs_in_then(late_pages_then_listen)) as port,
+        BlockingClient("127.0.0.1", port, trust=accept_all) as client,
+    ):
+        client.login("alice", PASSWORD)
+        with pytest.raises(ClientError, match="did not answer"):
+            client.ask(requests.history(room="general"), timeout=0.2)
+        page, _ = client.history(room="general")  # page 1 went to the call given up
+        assert [m.text for m in page] == ["page 2"]
+    # Page 1 waits on events, untaken: acknowledging page 2 would skip it at the next login.
+    assert acknowledged == []
 
 
 def test_a_quiet_login_shows_no_presence(tmp_path: Path) -> None:

@@ -118,7 +118,9 @@ class BlockingClient:
         self._shown = 0
         """The newest message id taken from ``events`` or that came in a call's answer."""
         self._unshown: set[int] = set()
-        """Message ids waiting on ``events``, not in a call's answer: none is acknowledged."""
+        """Message ids on ``events`` not taken yet and in no call's answer: none of them is
+        acknowledged (a call given up, or a page the message was dropped from, shows
+        nothing)."""
         self._acknowledging = events if acknowledge is None else acknowledge
         """Whether to tell the server what arrived (as the trio client's ``acknowledge``; by
         default only when events are kept)."""
@@ -294,12 +296,16 @@ class BlockingClient:
         acknowledges what was shown, which asks the server for the next page."""
         with self._lock:
             if isinstance(event, Message | MessageAck):
-                self._unshown.discard(event.id)
-                self._shown = max(self._shown, event.id)
+                self._note_shown(event)
             elif self._acknowledging and requests.ends_replay(event) and not self._over():
                 with contextlib.suppress(ProtocolError):
                     self._conn.send(Delivered(up_to=self._acknowledgeable()))
                 self._output.notify()
+
+    def _note_shown(self, record: Message | MessageAck) -> None:
+        """``record`` was shown: taken from ``events`` or in a call's answer (under the lock)."""
+        self._unshown.discard(record.id)
+        self._shown = max(self._shown, record.id)
 
     def _acknowledgeable(self) -> int:
         """The newest message id that may be acknowledged (called under the lock): what
@@ -357,7 +363,12 @@ class BlockingClient:
                 requests.abandon(self._waiters, waiter)
         if waiter.lost:
             raise ConnectionLost(f"the connection closed: {self._failure or 'it ended'}")
-        return waiter.reply.result(waiter.collected())
+        records = waiter.collected()
+        with self._lock:
+            for record in records:
+                if isinstance(record, Message | MessageAck):
+                    self._note_shown(record)
+        return waiter.reply.result(records)
 
     def ask(self, request: Request[T], timeout: float = REQUEST_TIMEOUT) -> T:
         """Send ``request`` and wait for its reply."""

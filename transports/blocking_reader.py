@@ -146,16 +146,14 @@ class Reader:
         """Hand ``record`` to whoever waits for it (called under the lock)."""
         client = self._client
         self._position += 1
-        took = requests.route(client._waiters, record, self._position)
+        requests.route(client._waiters, record, self._position)
         if isinstance(record, FileChunk | FileComplete | FileReject):
             chunks = client._transfers.chunks.get(record.transfer)
             if chunks is not None:
                 self._arrived.append((record.transfer, chunks, record))
         elif isinstance(record, Message | MessageAck):  # our own messages come as acks
             client._newest = max(client._newest, record.id)
-            if took:
-                client._shown = max(client._shown, record.id)
-            elif client._keeping_events:
+            if client._keeping_events:  # until taken from events or in a call's answer
                 client._unshown.add(record.id)
         elif client._acknowledging and not client._keeping_events and requests.ends_replay(record):
             # The replay after login: acknowledging a page releases the next one (with events
