@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
 
+from sealchat.core.hub.names import room_problem, username_problem
 from sealchat.core.limits import MAX_UINT
 from sealchat.gui.conversation import Remembered, direct_key, room_key
 from sealchat.transports.keyfile import ensure_private_dir, replace_privately
@@ -107,12 +108,17 @@ def _from_json(data: dict[object, object]) -> Conversations:
     kept = {}
     for key, entry in data.items():
         remembered = _entry(entry)
-        if remembered is not None and key in (
-            room_key(remembered.title),
-            direct_key(remembered.title),
-        ):
+        if remembered is not None and _names(str(key), remembered.title):
             kept[str(key)] = remembered
     return kept
+
+
+def _names(key: str, title: str) -> bool:
+    """Whether ``key`` is the conversation with the room or user ``title``, a name the
+    server accepts (a hand-edited file could give one that every request would fail on)."""
+    if key == room_key(title):
+        return room_problem(title) is None
+    return key == direct_key(title) and username_problem(title) is None
 
 
 def _entry(entry: object) -> Remembered | None:

@@ -82,6 +82,9 @@ def test_only_well_formed_entries_are_taken(tmp_path: Path) -> None:
         "@hans": {"title": "hans", "read_up_to": 0, "unread": [2**63]},
         "@ivan": {"title": "", "read_up_to": 0, "unread": []},
         "@jane": ["jane", 0, []],
+        "#" + "r" * 65: {**good, "title": "r" * 65},  # names the server refuses
+        "#bad\u202eroom": {**good, "title": "bad\u202eroom"},
+        "@kim\x07": {**good, "title": "kim\x07"},
     }
     store.path.write_text(json.dumps({"version": 1, "accounts": {ALICE: entries}}))
     assert store.load(ALICE) == {
