@@ -509,18 +509,27 @@ def test_a_data_folder_or_database_that_others_could_change_is_refused(
 def test_a_database_others_can_read_is_made_private_on_opening(tmp_path: Path) -> None:
     # Copied in, or made by another tool, under a umask of 022: 0644, in a folder others
     # may enter (0755 is not refused: only a folder they could change is). It holds the
-    # password hashes and every message.
+    # password hashes and every message, and so do its -wal and -shm files while in use.
     data = tmp_path / "data"
     SqliteStore(data).close()
     db = data / sqlite_store.DB_FILE
-    wal = data / f"{sqlite_store.DB_FILE}-wal"
     data.chmod(0o755)
     db.chmod(0o644)
-    wal.touch(0o644)  # an empty write-ahead log, as a copy may bring along
-    wal.chmod(0o644)
-    SqliteStore(data).close()
-    assert stat.S_IMODE(db.stat().st_mode) == 0o600
-    assert not wal.exists() or stat.S_IMODE(wal.stat().st_mode) == 0o600
+    other = sqlite3.connect(db)  # another tool, writing: SQLite gives its files the db's mode
+    try:
+        other.execute("PRAGMA wal_autocheckpoint=0")  # what it wrote stays in the -wal file
+        other.execute("CREATE TABLE notes (x)")
+        other.commit()
+        logs = [data / f"{sqlite_store.DB_FILE}-{suffix}" for suffix in ("wal", "shm")]
+        assert [stat.S_IMODE(log.stat().st_mode) for log in logs] == [0o644, 0o644]
+        store = SqliteStore(data)
+        try:
+            for path in (db, *logs):
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        finally:
+            store.close()
+    finally:
+        other.close()
 
 
 _CHILD = textwrap.dedent(
