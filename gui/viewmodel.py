@@ -361,7 +361,7 @@ class ViewModel:
         self.members.pop(room, None)
         self.typing.pop(key, None)
         self.conversations.pop(key, None)
-        self._forget_remembered(lambda remembered: remembered == key)
+        self._forget_remembered(lambda other: other == key)
         self.unread_changed = True
         if self.current == key:
             return self.select(room_key("general"))
