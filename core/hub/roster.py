@@ -4,7 +4,7 @@ shares, and the deliveries addressed through them."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Deliver, Effect, SessionId
@@ -26,7 +26,7 @@ class Roster:
         self.store = store
         self.config = config
         self.sessions: dict[SessionId, Session] = {}
-        self._by_address: dict[str, set[SessionId]] = {}
+        self._by_address: dict[str, dict[SessionId, Session]] = {}
         """The sessions from each address: what the limits per address look at, so that a
         login never scans every session of the server."""
         self.online: dict[str, set[SessionId]] = defaultdict(set)
@@ -38,22 +38,22 @@ class Roster:
         """Start counting ``state`` among the sessions (replacing one of the same id)."""
         self.remove_session(state.id)
         self.sessions[state.id] = state
-        self._by_address.setdefault(state.address, set()).add(state.id)
+        self._by_address.setdefault(state.address, {})[state.id] = state
 
     def remove_session(self, session: SessionId) -> Session | None:
         """Forget ``session``; what it was, or None if it was not there."""
         state = self.sessions.pop(session, None)
         if state is not None:
             same = self._by_address[state.address]
-            same.discard(session)
+            del same[session]
             if not same:
                 del self._by_address[state.address]
         return state
 
-    def at_address(self, address: str) -> list[Session]:
-        """The sessions from ``address``."""
-        sessions = self.sessions
-        return [sessions[s] for s in self._by_address.get(address, ())]
+    def at_address(self, address: str) -> Collection[Session]:
+        """The sessions from ``address`` (a view: not to be kept across changes)."""
+        same = self._by_address.get(address)
+        return () if same is None else same.values()
 
     def member_set(self, room: str) -> set[str]:
         """The keys of the room's members (empty for a room that does not exist)."""
