@@ -57,7 +57,9 @@ def test_unusual_passwords(password: str) -> None:
     assert not verify_password(password + "x", phc)
 
 
-def test_unknown_user_runs_a_dummy_verification(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def verified(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The PHC strings Argon2id verifies passwords against, in order (it still verifies)."""
     calls: list[str] = []
     real = Argon2id.verify_phc_encoded
 
@@ -66,26 +68,20 @@ def test_unknown_user_runs_a_dummy_verification(monkeypatch: pytest.MonkeyPatch)
         real(key_material, phc)
 
     monkeypatch.setattr(Argon2id, "verify_phc_encoded", spy)
+    return calls
+
+
+def test_unknown_user_runs_a_dummy_verification(verified: list[str]) -> None:
     assert not verify_password(SECRET, None)
-    assert calls == [passwords._DUMMY_HASH]
+    assert verified == [passwords._DUMMY_HASH]
 
 
-def test_unknown_user_costs_what_new_passwords_are_hashed_with(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_unknown_user_costs_what_new_passwords_are_hashed_with(verified: list[str]) -> None:
     # A server hashing with other parameters than the dummy hash's: an unknown user's check
     # took the default's time, a known one's its own, which told which names exist.
-    calls: list[str] = []
-    real = Argon2id.verify_phc_encoded
-
-    def spy(key_material: bytes, phc: str, secret: bytes | None = None) -> None:
-        calls.append(phc)
-        real(key_material, phc)
-
-    monkeypatch.setattr(Argon2id, "verify_phc_encoded", spy)
     assert not verify_password(SECRET, None, params=CHEAP)
     assert not verify_password(SECRET, "malformed", params=CHEAP)
-    assert [passwords._parse(phc) for phc in calls] == [CHEAP, CHEAP]
+    assert [passwords._parse(phc) for phc in verified] == [CHEAP, CHEAP]
 
 
 def test_dummy_hash_uses_the_default_params() -> None:
