@@ -77,6 +77,8 @@ class Controller:
         """Cancelled to log out: the session's client closes (saying goodbye to the server)."""
         self.password_dialog: PasswordDialog | None = None
         """The "Change password" dialog, while it is open (it closes with the session)."""
+        self._unread_save_failing = False
+        """The last save of what is unread failed (warned about once until one succeeds)."""
 
     # --- login ----------------------------------------------------------------------------
 
@@ -162,14 +164,21 @@ class Controller:
 
     def _save_unread(self, account: str) -> None:
         """Save what is unread; a disk that refuses (read-only, full) costs only remembering
-        it, never the session."""
-        self.vm.unread_changed = False
+        it, never the session, and the save is tried again at the next tick until it works."""
         try:
             self.app.unread_store.save(account, self.vm.unread_to_remember())
         except OSError as exc:
-            log.warning(
-                "cannot save the unread messages to %s: %s", self.app.unread_store.path, exc
-            )
+            if not self._unread_save_failing:
+                log.warning(
+                    "cannot save the unread messages to %s (trying again every %g s): %s",
+                    self.app.unread_store.path,
+                    UNREAD_SAVED_EVERY,
+                    exc,
+                )
+            self._unread_save_failing = True
+            return
+        self.vm.unread_changed = False
+        self._unread_save_failing = False
 
     def log_out(self) -> None:
         """End the session and show the login form, for this user or another; if that would

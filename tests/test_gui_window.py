@@ -37,6 +37,7 @@ from sealchat.gui.password_dialog import PasswordDialog
 from sealchat.gui.text_helpers import file_label, friendly, without_blank_ends
 from sealchat.gui.theme import PALETTES, accented
 from sealchat.gui.transfer_state import Transfer, TransferState
+from sealchat.gui.unread_store import UnreadStore
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.pinning import KnownServers, server_name
@@ -2168,6 +2169,38 @@ def test_unread_counts_are_saved_as_they_change_and_come_back_after_logging_out_
     window.until(app.login_form.winfo_ismapped, "the login form")
     window.login(server.port, "alice")
     window.until(lambda: "@ bob  (2)" in button_texts(conversations), "1 + 1 unread")
+
+
+def test_unread_counts_that_could_not_be_saved_are_saved_once_the_disk_takes_them(
+    window: Window,
+    server: Running,
+    bob: BlockingClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr("sealchat.gui.controller.UNREAD_SAVED_EVERY", 0.1)
+    refusals = 3
+    save = UnreadStore.save
+
+    def full_disk_at_first(*args: Any) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise OSError(28, "No space left on device")
+        save(*args)
+
+    monkeypatch.setattr(UnreadStore, "save", full_disk_at_first)
+    with caplog.at_level(logging.WARNING, logger="sealchat.gui"):
+        window.login(server.port, "alice")
+        bob.send_message("for alice", to="alice")
+        window.until(lambda: refusals == 0, "three refused saves")
+        window.until((tmp_path / "unread.json").exists, "a save once the disk has room")
+    data = json.loads((tmp_path / "unread.json").read_text(encoding="utf-8"))
+    assert data["accounts"][f"alice@127.0.0.1:{server.port}"]["@bob"]["unread"]
+    warnings = [r.getMessage() for r in caplog.records if "unread" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # one warning, not one per attempt
+    assert "No space left on device" in warnings[0]
 
 
 def _download_that_runs(
