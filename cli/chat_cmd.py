@@ -23,7 +23,7 @@ from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
 COMMANDS = {
     "/join": ("ROOM", "join (or create) ROOM and make it current"),
-    "/leave": ("ROOM", "leave ROOM"),
+    "/leave": ("[ROOM]", "leave ROOM (the current room without one)"),
     "/rooms": ("", "list rooms"),
     "/who": ("", "who is in the current room, and who is online"),
     "/msg": ("USER TEXT", "send a direct message"),
@@ -34,7 +34,7 @@ COMMANDS = {
     "/help": ("", "this help"),
     "/quit": ("", "leave"),
 }
-"""Chat commands: their arguments and what they do."""
+"""Chat commands: their arguments (in brackets: may be left out) and what they do."""
 TERMINAL_LINE = 4095
 """The most bytes of a line a Linux terminal passes on (a pasted line is cut there)."""
 SHOWN_CONVERSATIONS = 10
@@ -203,7 +203,8 @@ async def _command(
     verb, _, rest = line.partition(" ")
     rest = rest.strip()
     needed = COMMANDS.get(verb, ("", ""))[0]
-    if len(rest.split(maxsplit=1)) < len(needed.split()):
+    required = [word for word in needed.split() if not word.startswith("[")]
+    if len(rest.split(maxsplit=1)) < len(required):
         term.say(f"! usage: {verb} {needed}")
         return False
     if verb not in _NOT_AFTER_MESSAGES:
@@ -216,7 +217,7 @@ async def _command(
         case "/join":
             await _join(client, term, typed_room(rest))
         case "/leave":
-            await _leave(client, term, typed_room(rest))
+            await _leave(client, term, typed_room(rest) if rest else term.room)
         case "/rooms":
             for room in await client.rooms():
                 mark = "*" if room.joined else " "
@@ -258,7 +259,8 @@ async def _join(client: ChatClient, term: Terminal, room: str) -> None:
 
 
 async def _leave(client: ChatClient, term: Terminal, room: str) -> None:
-    """/leave ROOM: leave it; the current room is general again if it was that one."""
+    """/leave [ROOM]: leave it (the current room); the current room is general again if it
+    was that one."""
     check_names(room=room)
     await client.leave(room)
     if term.room == room:

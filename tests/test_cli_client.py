@@ -443,13 +443,13 @@ def test_chat_commands_say_their_usage_and_slash_escapes(server: Running, tmp_pa
     not_a_folder.write_text("a file where the downloads folder should be")
     with server.login("bob") as bob:
         shared = bob.send_file(source, room="general")
-    lines = f"/help\n/join\n/leave \n/get\n/send\n/msg\n/msg bob\n//shrug\n/get {shared.file_id}\n"
+    lines = f"/help\n/join\n/get\n/send\n/msg\n/msg bob\n//shrug\n/get {shared.file_id}\n"
     done = chat_as_alice(
         tmp_path, server, "--downloads", str(not_a_folder), stdin=lines + "/quit\n"
     )
     assert done.returncode == 0, done.stderr
     assert "//TEXT" in done.stdout  # documented in /help
-    for usage in ("/join ROOM", "/leave ROOM", "/get ID", "/send PATH", "/msg USER TEXT"):
+    for usage in ("/join ROOM", "/get ID", "/send PATH", "/msg USER TEXT"):
         assert f"! usage: {usage}\n" in done.stdout
     assert "unknown command" not in done.stdout
     assert "! failed on this computer: " in done.stdout  # the download, not the server

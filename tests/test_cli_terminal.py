@@ -563,6 +563,23 @@ def test_room_names_typed_in_capitals_are_lowercased(capsys: pytest.CaptureFixtu
     assert capsys.readouterr().out == "* now in dev: alice\n* left dev; now in general\n"
 
 
+def test_leave_without_a_room_leaves_the_current_one(capsys: pytest.CaptureFixture[str]) -> None:
+    left: list[str] = []
+
+    class Client:
+        async def join(self, room: str) -> list[MemberInfo]:
+            return [MemberInfo(name="alice", online=True)]
+
+        async def leave(self, room: str) -> None:
+            left.append(room)
+
+    term = chat_terminal.Terminal(sys.stdout, "alice")
+    client: Any = Client()
+    run_lines(client, term, "/join books", "/leave", "/leave  ")
+    assert left == ["books", "general"]  # then general: the server says it cannot be left
+    assert capsys.readouterr().out.splitlines()[1] == "* left books; now in general"
+
+
 class _Replayed:
     """A client whose events() brings ``events``, then ends."""
 
