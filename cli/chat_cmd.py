@@ -32,7 +32,7 @@ COMMANDS = {
     "/get": ("ID", "download a shared file (in the background)"),
     "/history": ("", "recent messages of the current room"),
     "/help": ("", "this help"),
-    "/quit": ("", "leave"),
+    "/quit": ("", "end the chat (also Ctrl-D)"),
 }
 """Chat commands: their arguments (in brackets: may be left out) and what they do."""
 TERMINAL_LINE = 4095
