@@ -35,13 +35,13 @@ from __future__ import annotations
 import os
 import shlex
 import sqlite3
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from stat import S_IMODE, S_ISREG
 from typing import TYPE_CHECKING, Final
 
-from sealchat.core.hub.store import StoredFile, StoredMessage, UserRow
+from sealchat.core.hub.store import Digest, StoredFile, StoredMessage, UserRow
 
 if TYPE_CHECKING:
     from sealchat.core.hub.store import Store
@@ -434,8 +434,11 @@ class SqliteStore:
     def release_upload(self, file_id: str) -> None:
         self._uploads.release_upload(file_id)
 
-    def complete_file(self, file_id: str) -> bool:
-        return self._uploads.complete_file(file_id)
+    def upload_hasher(self, file_id: str) -> Callable[[], Digest] | None:
+        return self._uploads.upload_hasher(file_id)
+
+    def complete_file(self, file_id: str, digest: Digest | None = None) -> bool:
+        return self._uploads.complete_file(file_id, digest)
 
     def delete_file(self, file_id: str) -> None:
         self._uploads.delete_file(file_id)

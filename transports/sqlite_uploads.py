@@ -7,8 +7,14 @@ transaction ends).
 
 Upload hashing: while an upload is written in order through one store, a SHA-256 of the bytes
 received so far is kept in memory, so completing it needs no second read of the file (only its
-fsync); after a restart, or when that hash no longer matches the committed count, the file is
-read and hashed instead.
+fsync). After a restart, when that hash no longer matches the committed count, or when it was
+forgotten (more than ``_MAX_HASHERS`` uploads in progress), the file must be read and hashed
+instead: ``upload_hasher`` gives a function that does it (and the fsync) touching only that
+file, for the server to run off the hub's thread, and ``complete_file`` is then given the
+digest it returned (a second of reading per GiB never holds up the hub). The file cannot change
+meanwhile: all its bytes are received, so no chunk is written to it, and the hub lets no
+transfer resume or discard it while it is checked. Without a digest, ``complete_file`` reads
+the file itself (the hub never lets it; ``recover`` at startup does the same).
 
 Uploads in progress: the partial file being written stays open between chunks, with the size
 and count its row had when it was opened. Each chunk is checked against that count and the
@@ -26,11 +32,14 @@ import re
 import secrets
 import shutil
 import sqlite3
+import stat
 from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial as bind
 from pathlib import Path
 from typing import Final
 
-from sealchat.core.hub.store import StoredFile
+from sealchat.core.hub.store import Digest, StoredFile
 from sealchat.transports import sqlite_files
 from sealchat.transports.keyfile import fsync_dir
 from sealchat.transports.sqlite_schema import one_target
@@ -309,13 +318,28 @@ class Uploads:
         while self._open_uploads:
             os.close(self._open_uploads.popitem()[1].fd)
 
-    def complete_file(self, file_id: str) -> bool:
+    def upload_hasher(self, file_id: str) -> Callable[[], Digest] | None:
+        """None if ``complete_file(file_id)`` needs no read of the file (the upload's running
+        SHA-256 covers all of it, it is empty, or there is nothing to complete); otherwise a
+        function that reads the partial file and returns its size and SHA-256, fsyncing it,
+        for another thread: it touches that file only (``FileNotFoundError`` if it is
+        gone)."""
+        f = sqlite_files.get_file(self._conn, file_id)
+        if f is None or f.complete:
+            return None
+        running = self._hashes.get(file_id)
+        if f.size == 0 or (running is not None and running.received == f.received == f.size):
+            return None
+        return bind(hash_file, self._partial_path(file_id), sync=True)
+
+    def complete_file(self, file_id: str, digest: Digest | None = None) -> bool:
         """Verify the stored bytes against the offered size and SHA-256; if they match, fsync
         the file, move it to ``downloads/<file_id>`` and mark it complete (True); otherwise
         delete the bytes and the row (False). True again for a file already complete.
 
-        The SHA-256 kept while the chunks were written is used when it covers the whole file;
-        otherwise the file is read back and hashed."""
+        ``digest`` is the size and SHA-256 an ``upload_hasher`` function read (and fsynced)
+        meanwhile; without it, the SHA-256 kept while the chunks were written is used when it
+        covers the whole file, and otherwise the file is read back and hashed here."""
         self.release_upload(file_id)
         f = sqlite_files.get_file(self._conn, file_id)
         if f is None:
@@ -325,8 +349,13 @@ class Uploads:
         partial = self._partial_path(file_id)
         final = self._final_path(file_id)
         running = self._hashes.pop(file_id, None)
+        if running is None and f.size == 0:
+            running = RunningHash()  # nothing to read: the SHA-256 of no bytes
         try:
-            if running is not None and running.received == f.received == f.size:
+            if digest is not None:  # read off the hub's thread; the bytes are all there
+                matches = f.received == f.size and digest == (f.size, f.sha256)
+                matches = matches and _holds(partial, f.size)
+            elif running is not None and running.received == f.received == f.size:
                 matches = running.digest.digest() == f.sha256 and sync_file(partial, f.size)
             else:  # no running hash (a restart, a resume after a crash): read the file
                 matches = hash_file(partial, sync=True) == (f.size, f.sha256)
@@ -387,3 +416,10 @@ class Uploads:
         finally:
             os.close(fd)
         return b"".join(parts)  # one part is returned as it is, not copied
+
+
+def _holds(path: Path, size: int) -> bool:
+    """Whether ``path`` is a regular file of ``size`` bytes (``FileNotFoundError`` if there
+    is nothing there)."""
+    info = os.lstat(path)
+    return stat.S_ISREG(info.st_mode) and info.st_size == size

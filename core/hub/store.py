@@ -14,10 +14,13 @@ display spelling.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
+
+Digest: TypeAlias = tuple[int, bytes]
+"""The size and SHA-256 of a file's bytes as read from disk."""
 
 
 class DuplicateMessage(ValueError):
@@ -224,9 +227,21 @@ class Store(Protocol):
         open for writing it. The partial stays, to be resumed."""
         ...
 
-    def complete_file(self, file_id: str) -> bool:
-        """Verify the stored bytes against the offered SHA-256; if they match, fsync and move
-        the file into place and mark it complete (True); otherwise delete it (False)."""
+    def upload_hasher(self, file_id: str) -> Callable[[], Digest] | None:
+        """How the upload ``file_id`` (all its bytes received) is to be verified: None if
+        ``complete_file(file_id)`` can do it at once (the store kept the upload's SHA-256 as
+        its chunks were written), else a function that reads the partial file back and
+        returns its ``Digest``, having fsynced it. The function is called on another thread,
+        while the store is used: it touches that file only, never the database. It raises
+        ``OSError`` if the file cannot be read (``FileNotFoundError`` if it is gone)."""
+        ...
+
+    def complete_file(self, file_id: str, digest: Digest | None = None) -> bool:
+        """Verify the stored bytes against the offered size and SHA-256; if they match, fsync
+        and move the file into place and mark it complete (True); otherwise delete it
+        (False). ``digest`` is what an ``upload_hasher`` function read from the file: it is
+        taken instead of reading the file again (which the store does without it if it
+        kept no SHA-256 of the upload: the hub never lets it, it asks ``upload_hasher``)."""
         ...
 
     def delete_file(self, file_id: str) -> None: ...
