@@ -47,6 +47,7 @@ from sealchat.core.hub import (
     HubConfig,
     StreamFile,
     VerifyPassword,
+    VerifyUpload,
 )
 from sealchat.core.hub.names import user_key
 from sealchat.transports.memory import MemoryPair
@@ -152,6 +153,11 @@ class World:
                     ok = verify_password(effect.password, effect.password_hash)
                     self.run(
                         self.hub.password_verified(effect.session, effect.username, ok, self.now)
+                    )
+                case VerifyUpload():  # read back at once (the drivers do it off the hub)
+                    digest = effect.hasher()
+                    self.run(
+                        self.hub.upload_verified(effect.session, effect.transfer, digest, self.now)
                     )
                 case Disconnect() | HashPassword() | StreamFile():
                     raise AssertionError(f"unexpected effect {effect!r}")
@@ -286,6 +292,9 @@ class World:
         self.settle()  # FileAccept(offset=0) arrives: a new file starts at 0
         for offset in range(0, len(data), 1000):
             conn.send(FileChunk(transfer=1, offset=offset, data=data[offset : offset + 1000]))
+        if self.rng.random() < 0.5:  # as after a restart: the store reads the file back
+            self.settle()
+            self.store._uploads._hashes.clear()
         conn.send(FileComplete(transfer=1, sha256=digest))
         self.uploading, before = (session.user, room), len(self.announced)
         self.settle()

@@ -1,10 +1,10 @@
 """The threaded sealchat server: plain blocking sockets, one thread per client.
 
 Each client has a reader thread (the connection's own thread: it reads, runs the hub, checks
-passwords) and a writer thread, so that a client that stops reading only ever blocks its own
-writer. The hub is shared behind one lock, under which the records it produces are also queued
-(so every client gets them in the hub's order); each connection has its own lock, since other
-clients' threads deliver to it.
+passwords, reads back the uploads the store must hash again) and a writer thread, so that a
+client that stops reading only ever blocks its own writer. The hub is shared behind one lock,
+under which the records it produces are also queued (so every client gets them in the hub's
+order); each connection has its own lock, since other clients' threads deliver to it.
 """
 
 from __future__ import annotations
@@ -47,13 +47,19 @@ from sealchat.core.hub import (
     Hub,
     StreamFile,
     VerifyPassword,
+    VerifyUpload,
     ends_batch,
 )
 from sealchat.core.records import file_chunks
 from sealchat.transports.output_budget import OVER_BUDGET, OutputBudget
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.send_queue import Progress, unacknowledged
-from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
+from sealchat.transports.server_config import (
+    UPLOAD_CHECKS,
+    WRITE_SLICE,
+    ServerConfig,
+    stream_read_size,
+)
 from sealchat.transports.server_limits import ConnectionSlots, ThrottledLog
 
 log = logging.getLogger("sealchat.server")
@@ -89,6 +95,8 @@ _GONE_BEFORE_ACCEPTED = frozenset(
 out, its network gone, a firewall's veto…): that connection is skipped, never the server."""
 """Errors of ``accept`` about that one connection only (trio's listener skips them too)."""
 _OVER = (State.CLOSED, State.ERROR)
+Slow = VerifyPassword | HashPassword | VerifyUpload
+"""Effects run outside the hub lock, by the client's own thread: they take a while."""
 FAILED = "the server failed on your request; please reconnect"
 """The goodbye of a connection whose request the hub (or its store) failed on."""
 
@@ -267,7 +275,7 @@ class _Client:
         the hub in batches (one commit for each). Password checks run after all of them, as
         in the trio server: a login sent behind another one finds it in progress."""
         batch: list[Record] = []
-        checks: list[VerifyPassword | HashPassword] = []
+        checks: list[Slow] = []
         for event in events:
             if isinstance(event, Record):
                 if isinstance(event, Bye):
@@ -286,11 +294,12 @@ class _Client:
                 self.in_hub = True
         if self._to_hub(batch, checks):
             for check in checks:
-                self.server.check_password(check)
+                self.server.run_slow(check)
 
-    def _to_hub(self, records: list[Record], checks: list[VerifyPassword | HashPassword]) -> bool:
-        """Let the hub handle ``records`` and carry out its effects, adding the password
-        checks it asks for to ``checks``; False if it failed."""
+    def _to_hub(self, records: list[Record], checks: list[Slow]) -> bool:
+        """Let the hub handle ``records`` and carry out its effects, adding the slow ones it
+        asks for (password checks, reading an upload back) to ``checks``; False if it
+        failed."""
         if not records:
             return True
         server = self.server
@@ -376,6 +385,7 @@ class ThreadedServer:
         self.config = config
         self._hub_lock = threading.Lock()
         self._password_slots = threading.BoundedSemaphore(config.password_threads)
+        self._upload_checks = threading.BoundedSemaphore(UPLOAD_CHECKS)
         self._clients: dict[int, _Client] = {}
         self.output: OutputBudget[_Client] = OutputBudget(config.max_outgoing_total)
         """What the clients' output takes together (``output_budget``)."""
@@ -576,15 +586,14 @@ class ThreadedServer:
             return self._clients.get(session)
 
     def call_hub(self, fn: Callable[..., Sequence[Effect]], *args: object) -> None:
-        """Call into the hub, carry out the effects it returns, then the password checks."""
+        """Call into the hub, carry out the effects it returns, then the slow ones."""
         for check in self.hub_effects(fn, *args):
-            self.check_password(check)
+            self.run_slow(check)
 
-    def hub_effects(
-        self, fn: Callable[..., Sequence[Effect]], *args: object
-    ) -> list[VerifyPassword | HashPassword]:
-        """Call into the hub and carry out the effects it returns, except the password checks
-        (slow): those are returned, for the caller to run with ``check_password``.
+    def hub_effects(self, fn: Callable[..., Sequence[Effect]], *args: object) -> list[Slow]:
+        """Call into the hub and carry out the effects it returns, except the slow ones
+        (password checks, reading an upload back): those are returned, for the caller to run
+        with ``run_slow``.
 
         Records are queued on their connections before the hub lock is released, so no
         thread's deliveries overtake another's: every client gets records in the order the
@@ -599,10 +608,10 @@ class ThreadedServer:
                 raise
             return self._carry_out(effects)
 
-    def _carry_out(self, effects: Sequence[Effect]) -> list[VerifyPassword | HashPassword]:
-        """Queue records and start downloads (quick, under the hub lock); return the password
-        checks for the caller to run."""
-        slow: list[VerifyPassword | HashPassword] = []
+    def _carry_out(self, effects: Sequence[Effect]) -> list[Slow]:
+        """Queue records and start downloads (quick, under the hub lock); return the slow
+        effects for the caller to run."""
+        slow: list[Slow] = []
         for effect in effects:
             match effect:
                 case Deliver(sessions=sessions, record=record):
@@ -618,7 +627,7 @@ class ThreadedServer:
                     client = self._client(session)
                     if client is not None:
                         client.goodbye(reason)
-                case VerifyPassword() | HashPassword():
+                case VerifyPassword() | HashPassword() | VerifyUpload():
                     slow.append(effect)
                 case StreamFile():
                     client = self._client(effect.session)
@@ -652,6 +661,38 @@ class ThreadedServer:
             if client is not None and not client.logged_in:
                 client.logged_in = True
                 self._slots.logged_in(client.address_key)
+
+    def run_slow(self, effect: Slow) -> None:
+        """Run a slow effect in this (the client's reader) thread, outside the hub lock."""
+        if isinstance(effect, VerifyUpload):
+            self.verify_upload(effect)
+        else:
+            self.check_password(effect)
+
+    def verify_upload(self, effect: VerifyUpload) -> None:
+        """Read back and hash a completed upload in this (the client's reader) thread,
+        outside the hub lock, and report it. If the server is stopping by then, the hub is
+        not told: the session ends, and the upload stays to be completed again. If the hub
+        (or its store) fails on the outcome, the client is told goodbye."""
+        try:
+            with self._upload_checks:
+                digest = effect.hasher()
+        except OSError as exc:
+            log.warning(
+                "cannot read back upload %s of session %s: %s", effect.file_id, effect.session, exc
+            )
+            digest = None
+        if self._stopping.is_set():
+            return
+        try:
+            self.call_hub(
+                self.hub.upload_verified, effect.session, effect.transfer, digest, time.time()
+            )
+        except Exception:  # a bug or a failing store must cost one connection, never the server
+            log.exception("the hub failed on the check of an upload of session %s", effect.session)
+            client = self._client(effect.session)
+            if client is not None:
+                client.goodbye(FAILED)
 
     def check_password(self, effect: VerifyPassword | HashPassword) -> None:
         """Run an Argon2id check in this (the client's reader) thread and report it. If the

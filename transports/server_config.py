@@ -11,6 +11,10 @@ from sealchat.transports.passwords import DEFAULT, Argon2Params
 MiB = 1 << 20
 STREAM_READ_CHUNKS = 16
 """Most FileChunks' worth of a download read from disk in one call (about 1 MiB)."""
+UPLOAD_CHECKS = 2
+"""Completed uploads read back and hashed at once, off the hub's thread (``VerifyUpload``:
+the store kept no SHA-256 of them, after a restart say). Each reads a whole file, about a
+second per GiB; more at once would only share the disk's speed among them."""
 WRITE_SLICE = 64 * 1024
 """Most bytes handed to the socket in one call. Each slice must be taken within
 ``write_timeout``, which runs from the last slice written: so a peer must take at least this

@@ -3,7 +3,9 @@
 Network I/O and the sans-I/O connections live on the trio thread. The hub and its store are
 blocking (SQLite, file writes), so every hub call runs in one worker thread at a time
 (``trio.to_thread`` with a limiter of one): the hub sees calls one by one, in order, and the
-event loop never waits on a disk. Argon2id checks run in their own small thread pool.
+event loop never waits on a disk. Argon2id checks run in their own small thread pool, and so
+do the reads of completed uploads that the store must hash again (``VerifyUpload``), so that
+neither holds up the hub.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from sealchat.core.hub import (
     Hub,
     StreamFile,
     VerifyPassword,
+    VerifyUpload,
     ends_batch,
 )
 from sealchat.core.limits import MAX_FRAME
@@ -51,7 +54,12 @@ from sealchat.core.records import file_chunks
 from sealchat.transports.output_budget import OVER_BUDGET, OutputBudget
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.send_queue import Progress, unacknowledged
-from sealchat.transports.server_config import WRITE_SLICE, ServerConfig, stream_read_size
+from sealchat.transports.server_config import (
+    UPLOAD_CHECKS,
+    WRITE_SLICE,
+    ServerConfig,
+    stream_read_size,
+)
 from sealchat.transports.server_limits import ConnectionSlots, quiet_trio_accept_log
 from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
 
@@ -168,6 +176,7 @@ class TrioServer:
         self._ids = itertools.count(1)
         self._hub_lock = trio.CapacityLimiter(1)
         self._password_lock = trio.CapacityLimiter(config.password_threads)
+        self._upload_checks = trio.CapacityLimiter(UPLOAD_CHECKS)
         self._stopping = trio.Event()
         self._all_gone = trio.Event()
         """Set when the last peer has gone (the shutdown waits on a fresh one)."""
@@ -404,6 +413,10 @@ class TrioServer:
                         scope = trio.CancelScope()
                         peer.streams[effect.transfer] = scope
                         peer.nursery.start_soon(self._stream, peer, effect, scope)
+                case VerifyUpload():
+                    peer = self._peers.get(effect.session)
+                    if peer is not None and peer.nursery is not None:
+                        peer.nursery.start_soon(self._verify_upload, peer, effect)
                 case CancelStream(session=session, transfer=transfer):
                     peer = self._peers.get(session)
                     if peer is not None and transfer in peer.streams:
@@ -444,6 +457,27 @@ class TrioServer:
                 phc,
                 _now(),
             )
+
+    async def _verify_upload(self, peer: _Peer, effect: VerifyUpload) -> None:
+        """Read back and hash a completed upload on its own threads and report it to the hub.
+        If the peer goes meanwhile (or the server stops), the read is abandoned: its session
+        closes, and the upload stays to be completed again."""
+        try:
+            digest = await trio.to_thread.run_sync(
+                effect.hasher, limiter=self._upload_checks, abandon_on_cancel=True
+            )
+        except OSError as exc:
+            log.warning("cannot read back upload %s of %r: %s", effect.file_id, peer, exc)
+            digest = None
+        await self._call_hub(
+            peer,
+            "the check of an upload of",
+            self.hub.upload_verified,
+            effect.session,
+            effect.transfer,
+            digest,
+            _now(),
+        )
 
     async def _stream(self, peer: _Peer, effect: StreamFile, scope: trio.CancelScope) -> None:
         """Send a stored file's chunks, pausing while the peer's queue is full.

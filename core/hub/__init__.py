@@ -11,9 +11,17 @@ from sealchat.core.hub.effects import (
     SessionId,
     StreamFile,
     VerifyPassword,
+    VerifyUpload,
 )
 from sealchat.core.hub.hub import HandlingFailed, Hub
-from sealchat.core.hub.store import DuplicateMessage, Store, StoredFile, StoredMessage, UserRow
+from sealchat.core.hub.store import (
+    Digest,
+    DuplicateMessage,
+    Store,
+    StoredFile,
+    StoredMessage,
+    UserRow,
+)
 from sealchat.core.records import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED
 
 __all__ = [
@@ -22,6 +30,7 @@ __all__ = [
     "PASSWORD_CHANGED",
     "CancelStream",
     "Deliver",
+    "Digest",
     "Disconnect",
     "DuplicateMessage",
     "Effect",
@@ -36,5 +45,6 @@ __all__ = [
     "StreamFile",
     "UserRow",
     "VerifyPassword",
+    "VerifyUpload",
     "ends_batch",
 ]

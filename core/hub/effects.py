@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sealchat.core.hub.store import Digest
 from sealchat.core.records import Record
 
 SessionId = int
@@ -61,6 +63,20 @@ class StreamFile:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifyUpload:
+    """Read back and hash the upload ``file_id`` that ``session`` completed as ``transfer``
+    (the store kept no SHA-256 of it: the server restarted during the upload, say): call
+    ``hasher`` off the hub's thread (it reads that one file, touching nothing else of the
+    store), then ``Hub.upload_verified`` with the ``Digest`` it returns, or with None if it
+    raised ``OSError``. If the session has ended meanwhile, the call may be left out."""
+
+    session: SessionId
+    transfer: int
+    file_id: str
+    hasher: Callable[[], Digest] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class CancelStream:
     """Stop streaming ``transfer`` to ``session`` (the client refused it)."""
 
@@ -68,4 +84,6 @@ class CancelStream:
     transfer: int
 
 
-Effect = Deliver | Disconnect | VerifyPassword | HashPassword | StreamFile | CancelStream
+Effect = (
+    Deliver | Disconnect | VerifyPassword | HashPassword | StreamFile | VerifyUpload | CancelStream
+)

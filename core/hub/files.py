@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sealchat.core import limits
 from sealchat.core.hub.config import HubConfig
-from sealchat.core.hub.effects import CancelStream, Effect, SessionId, StreamFile
+from sealchat.core.hub.effects import CancelStream, Effect, SessionId, StreamFile, VerifyUpload
 from sealchat.core.hub.outgoing import Page, file_info, message_record, reply
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.roster import Roster
-from sealchat.core.hub.session import Conversation, Session, Upload
-from sealchat.core.hub.store import Store, StoredFile
+from sealchat.core.hub.session import Conversation, Session, Upload, Verifying
+from sealchat.core.hub.store import Digest, Store, StoredFile
 from sealchat.core.records import (
     FILES_REF,
     Error,
@@ -33,6 +33,10 @@ than a page of the longest names holds (a 4096-character name takes up to 16 KiB
 SHORT_OF_SPACE = "the server is short of disk space for this file; ask its operator"
 """Why an upload is refused when it would fill the server's disk."""
 
+_MAX_REPEATS = 256
+"""Records for a transfer being checked (``Verifying.repeats``) refused after its outcome;
+more are dropped unanswered (a client that sends chunks after FileComplete is broken)."""
+
 
 class Files:
     """Uploads and downloads of every session, the files stored and who may see them."""
@@ -45,7 +49,8 @@ class Files:
         self._roster = roster
         self._allowances = allowances
         self._uploading: set[str] = set()
-        """Files that a transfer is writing right now: one writer per partial file."""
+        """Files that a transfer is writing right now, or whose completion is being checked
+        (``VerifyUpload``): one writer per partial file, and none while it is checked."""
         self._to_come = 0
         """Bytes the uploads in progress (of every session) have still to send: the disk must
         have room for them as well as for a new upload."""
@@ -64,7 +69,7 @@ class Files:
             return reject("a file needs a name")
         if _in_use(state, transfer):
             return reject(f"transfer {transfer} is already in use")
-        if len(state.uploads) + len(state.downloads) >= self.config.max_transfers:
+        if _transfers(state) >= self.config.max_transfers:
             return reject(f"at most {self.config.max_transfers} transfers at a time")
         if record.size > self.config.max_file_size:
             return reject(too_large(record.size, self.config.max_file_size))
@@ -127,6 +132,8 @@ class Files:
         """A FileChunk of an upload in progress: stored, or the upload ends."""
         upload = state.uploads.get(record.transfer)
         if upload is None:
+            if self._repeated(state, record.transfer):
+                return []  # refused after the outcome of the check
             reason = f"no upload {record.transfer} in progress"
             return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
         if record.offset != upload.received:
@@ -163,31 +170,114 @@ class Files:
                 self._roster.drop_room_if_unused(file.room)
 
     def complete(self, state: Session, record: FileComplete, now: float) -> list[Effect]:
-        """A FileComplete: the file is checked, stored and announced, or refused."""
-        upload = self.end_upload(state, record.transfer)
+        """A FileComplete: the file is checked, stored and announced, or refused. If the
+        store must read the file back to check it, the driver does that (``VerifyUpload``)
+        and the hub finishes in ``verified``."""
+        transfer = record.transfer
+        if self._repeated(state, transfer):
+            return []  # refused after the outcome of the check
+        upload = self.end_upload(state, transfer)
         if upload is None:
-            reason = f"no upload {record.transfer} in progress"
-            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
+            reason = f"no upload {transfer} in progress"
+            return [reply(state, FileReject(transfer=transfer, reason=reason))]
         file = upload.file
         if upload.received != file.size or record.sha256 != file.sha256:
             self._discard_partial(file)
             reason = "the file did not arrive intact (size or SHA-256 differs); send it again"
-            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
-        recipient = self.store.get_user(file.to_key) if file.to_key else None
-        if file.to_key and recipient is None:  # removed meanwhile: its name is retired for good
+            return [reply(state, FileReject(transfer=transfer, reason=reason))]
+        peer = self._target(state, transfer, file)
+        if not isinstance(peer, str):
+            return peer
+        hasher = self.store.upload_hasher(file.file_id)
+        if hasher is None:  # the store kept its SHA-256: checked at once
+            return self._share(state, transfer, file, peer, digest=None, now=now)
+        state.verifying[transfer] = Verifying(file)
+        self._uploading.add(file.file_id)  # not resumed, displaced or discarded meanwhile
+        return [VerifyUpload(state.id, transfer, file.file_id, hasher)]
+
+    def verified(
+        self, session: SessionId, transfer: int, digest: Digest | None, now: float
+    ) -> list[Effect]:
+        """The outcome of a VerifyUpload: what the file read back holds (None: it could not
+        be read). The file is shared, or refused, as ``complete`` does it at once; then the
+        records for the transfer that came meanwhile are refused. Nothing if the session
+        ended meanwhile (the upload stays, to be completed again)."""
+        state = self._roster.sessions.get(session)
+        if state is None:
+            return []
+        checking = state.verifying.pop(transfer, None)
+        if checking is None:
+            return []
+        file = checking.file
+        self._uploading.discard(file.file_id)
+        effects: list[Effect]
+        if digest is None:
             self._discard_partial(file)
-            reason = f"there is no user {file.to_key} any more; the file was not sent"
-            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
-        if file.room and state.key not in self._roster.member_set(file.room):  # left meanwhile
+            reason = "the server could not read the stored file back; send it again"
+            effects = [reply(state, FileReject(transfer=transfer, reason=reason))]
+        else:  # checked again: the recipient may have been removed, the room left
+            peer = self._target(state, transfer, file)
+            if isinstance(peer, str):
+                effects = self._share(state, transfer, file, peer, digest=digest, now=now)
+            else:
+                effects = peer
+        reason = f"no upload {transfer} in progress"
+        for _ in range(checking.repeats):
+            effects.append(reply(state, FileReject(transfer=transfer, reason=reason)))
+        return effects
+
+    def end_verification(self, state: Session, transfer: int) -> None:
+        """Forget the check of upload ``transfer`` (its session is closing): the upload stays,
+        all its bytes received, and an offer of it resumes it at its end."""
+        checking = state.verifying.pop(transfer, None)
+        if checking is not None:
+            self._uploading.discard(checking.file.file_id)
+
+    def _repeated(self, state: Session, transfer: int) -> bool:
+        """Whether ``transfer`` is an upload being checked; if so, a record for it counts
+        as a repeat, refused after the outcome."""
+        checking = state.verifying.get(transfer)
+        if checking is None:
+            return False
+        checking.repeats = min(checking.repeats + 1, _MAX_REPEATS)
+        return True
+
+    def _target(self, state: Session, transfer: int, file: StoredFile) -> str | list[Effect]:
+        """The display name of the recipient of a complete upload ("" for a room's), or its
+        refusal if its target is gone: its recipient was removed (the file is deleted:
+        nobody can have it) or its uploader left its room (the file is kept, to be resumed
+        at its end and shared after joining again)."""
+        if not file.to_key:
+            if state.key in self._roster.member_set(file.room):
+                return ""
             reason = (
                 f"you left {file.room}; join it again and send the file again to share it "
                 "there (it is kept: nothing is sent twice)"
             )
-            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
-        if not self.store.complete_file(file.file_id):
+            return [reply(state, FileReject(transfer=transfer, reason=reason))]
+        recipient = self.store.get_user(file.to_key)
+        if recipient is not None:
+            return recipient.name
+        self._discard_partial(file)  # removed meanwhile: its name is retired for good
+        reason = f"there is no user {file.to_key} any more; the file was not sent"
+        return [reply(state, FileReject(transfer=transfer, reason=reason))]
+
+    def _share(
+        self,
+        state: Session,
+        transfer: int,
+        file: StoredFile,
+        peer: str,
+        *,
+        digest: Digest | None,
+        now: float,
+    ) -> list[Effect]:
+        """Complete ``file`` in the store (checked with ``digest``, or with the SHA-256 the
+        store kept) and announce it (to ``peer`` for a direct file), or refuse it if its
+        bytes differ."""
+        if not self.store.complete_file(file.file_id, digest):
             reason = "the stored file's SHA-256 differs from the offer; send it again"
-            return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
-        peer = recipient.name if recipient is not None else ""
+            return [reply(state, FileReject(transfer=transfer, reason=reason))]
         stored = self.store.append_message(
             ts=now,
             sender_key=state.key,
@@ -229,7 +319,7 @@ class Files:
             return reject(f"there is no file {record.file_id} that you can see")
         if _in_use(state, transfer):
             return reject(f"transfer {transfer} is already in use")
-        if len(state.uploads) + len(state.downloads) >= self.config.max_transfers:
+        if _transfers(state) >= self.config.max_transfers:
             return reject(f"at most {self.config.max_transfers} transfers at a time")
         if record.offset > file.size:
             return reject(f"offset {record.offset} is past the end ({file.size} bytes)")
@@ -296,4 +386,14 @@ class Files:
 
 def _in_use(state: Session, transfer: int) -> bool:
     """Whether ``transfer`` names an upload or download of ``state`` that has not ended."""
-    return transfer in state.uploads or transfer in state.downloads or transfer in state.stopping
+    return (
+        transfer in state.uploads
+        or transfer in state.verifying
+        or transfer in state.downloads
+        or transfer in state.stopping
+    )
+
+
+def _transfers(state: Session) -> int:
+    """The transfers of ``state`` in progress (uploads being checked count too)."""
+    return len(state.uploads) + len(state.verifying) + len(state.downloads)

@@ -1,7 +1,9 @@
 """The chat hub: the server's logic, free of I/O.
 
 The driver (a trio or a threaded server) reports what happens — a session opened, a record
-arrived, a password was checked, time passed — and carries out the effects returned. The hub
+arrived, a password was checked, an upload was read back and hashed, time passed — and carries
+out the effects returned. Slow work (Argon2id, reading a whole file) is an effect, done by the
+driver off the hub's thread. The hub
 owns no socket, thread or clock; durable state goes through the injected ``Store``. Calls must
 not overlap (one thread at a time).
 
@@ -28,7 +30,7 @@ from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.rooms import Rooms
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Session
-from sealchat.core.hub.store import Store
+from sealchat.core.hub.store import Digest, Store
 from sealchat.core.hub.typing_notices import TypingNotices
 from sealchat.core.records import (
     FILES_REF,
@@ -139,13 +141,17 @@ class Hub:
         """Forget ``session``; if it was its user's last, stop its typing and tell
         ``audience(key)`` that the user went offline.
 
-        Its uploads are released last, each whatever became of the others: if the store fails
-        at that, the session is forgotten and its uploads are free to resume all the same, and
-        ``HandlingFailed`` carries the effects (the user going offline)."""
+        The checks of its completed uploads are forgotten (each upload stays, all its bytes
+        received: an offer resumes it at its end). Its uploads are released last, each
+        whatever became of the others: if the store fails at that, the session is forgotten
+        and its uploads are free to resume all the same, and ``HandlingFailed`` carries the
+        effects (the user going offline)."""
         state = self._roster.remove_session(session)
         if state is None:
             return []
         effects = self._went_offline(state, audience) if state.key else []
+        for transfer in list(state.verifying):  # the outcome of a check is not awaited
+            self._files.end_verification(state, transfer)
         failure: Exception | None = None
         for transfer in list(state.uploads):
             try:
@@ -330,6 +336,15 @@ class Hub:
     def stream_finished(self, session: SessionId, transfer: int) -> None:
         """The driver finished (or abandoned) a StreamFile."""
         self._files.stream_finished(session, transfer)
+
+    def upload_verified(
+        self, session: SessionId, transfer: int, digest: Digest | None, now: float
+    ) -> list[Effect]:
+        """The outcome of a VerifyUpload: the ``Digest`` its file was read back with (None:
+        it could not be read). The file is shared or refused, as a FileComplete is when the
+        store can check it at once, in a batch of its own (as ``handle_all`` runs records);
+        nothing if the session ended meanwhile."""
+        return self._in_batch((partial(self._files.verified, session, transfer, digest, now),))
 
     def tick(self, now: float) -> list[Effect]:
         """Expire typing notices not refreshed in time, close connections that never logged

@@ -17,6 +17,17 @@ class Upload:
 
 
 @dataclass(slots=True)
+class Verifying:
+    """An upload whose FileComplete is being checked: its file is read back and hashed off
+    the hub's thread (``VerifyUpload``). ``repeats`` counts the records for its transfer that
+    came meanwhile (a chunk, FileComplete again): each is refused after the outcome, as it
+    would have been had the check been done at once."""
+
+    file: StoredFile
+    repeats: int = 0
+
+
+@dataclass(slots=True)
 class PendingChange:
     """A ChangePassword being carried out: its old password is being checked (``hashing``
     false), then its new one hashed."""
@@ -48,6 +59,9 @@ class Session:
     """The password change in progress on this (logged-in) session, if any: it tells the
     outcomes of its password checks from those of a login."""
     uploads: dict[int, Upload] = field(default_factory=dict)
+    verifying: dict[int, Verifying] = field(default_factory=dict)
+    """Uploads whose FileComplete is being checked (``Verifying``): their numbers and slots
+    stay in use until the outcome is sent."""
     downloads: set[int] = field(default_factory=set)
     stopping: set[int] = field(default_factory=set)
     """Downloads the client cancelled whose stream the driver has not yet ended: their
