@@ -1,0 +1,155 @@
+"""Both servers read back the uploads the store must hash again (VerifyUpload) off the hub's
+thread: after a restart mid-upload, the resumed file is shared and downloads intact; others
+are served while it is read; a server stopped meanwhile keeps the upload to complete later."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from sealchat.core import ConnectionClosed, FileAccept, FileComplete, Message
+from sealchat.core.hub import Digest
+from sealchat.core.limits import MAX_CHUNK
+from sealchat.transports.sqlite_store import SqliteStore
+from sealchat.transports.upload_checks import hash_file
+from tests.servers import KINDS, Running, running_server
+from tests.test_conformance import (
+    TIMEOUT,
+    _announces,
+    download,
+    finish,
+    last,
+    offer,
+    payload,
+    say,
+    send_chunks,
+    settle,
+    sha,
+)
+
+pytestmark = pytest.mark.parametrize("kind", KINDS)
+
+
+class HeldChecks:
+    """Make every completed upload of ``server`` be read back (as if the store had lost its
+    running hash), the read waiting until ``release`` is set; ``started`` is set as one
+    begins, and ``threads`` names the threads the reads ran on."""
+
+    def __init__(self, server: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.threads: list[str] = []
+        store = server.hub.store
+        assert isinstance(store, SqliteStore)
+
+        def upload_hasher(file_id: str) -> Callable[[], Digest]:
+            path = store._uploads._partial_path(file_id)
+            return partial(self._read, path)
+
+        monkeypatch.setattr(store, "upload_hasher", upload_hasher)
+
+    def _read(self, path: Path) -> Digest:
+        self.threads.append(threading.current_thread().name)
+        self.started.set()
+        assert self.release.wait(TIMEOUT)
+        return hash_file(path, sync=True)
+
+
+def test_an_upload_resumed_after_a_restart_is_shared_and_downloads_intact(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(5 * MAX_CHUNK + 123, seed=11)
+    data_dir = tmp_path / "data"
+    with running_server(kind, data_dir) as server, server.login("alice") as alice:
+        accept = offer(alice, data, transfer=1, name="big.bin")
+        assert isinstance(accept, FileAccept)
+        send_chunks(alice, 1, data[: 2 * MAX_CHUNK])
+        settle(alice)
+    with running_server(kind, data_dir) as server:  # restarted: no running hash of it
+        store = server.hub.store
+        assert isinstance(store, SqliteStore)
+        hashers: list[bool] = []
+        real = store.upload_hasher
+
+        def spy(file_id: str) -> Callable[[], Digest] | None:
+            hasher = real(file_id)
+            hashers.append(hasher is not None)
+            return hasher
+
+        monkeypatch.setattr(store, "upload_hasher", spy)
+        with server.login("bob") as bob, server.login("alice") as alice:
+            resumed = offer(alice, data, transfer=2, name="big.bin")
+            assert isinstance(resumed, FileAccept)
+            assert (resumed.file_id, resumed.offset) == (accept.file_id, 2 * MAX_CHUNK)
+            send_chunks(alice, 2, data, start=2 * MAX_CHUNK)
+            announced = finish(alice, 2, sha(data))
+            assert isinstance(announced, Message), announced
+            assert hashers == [True]  # read back, off the hub
+            assert announced.file is not None
+            assert last(bob, _announces).file == announced.file
+            offered, got, end = download(bob, accept.file_id)
+            assert got == data
+            assert offered.sha256 == end.sha256 == sha(data)
+
+
+def test_others_are_served_while_an_upload_is_read_back(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(3 * MAX_CHUNK, seed=12)
+    with running_server(kind, tmp_path / "data") as server:
+        checks = HeldChecks(server, monkeypatch)
+        with server.login("alice") as alice, server.login("bob") as bob:
+            carol = server.login("carol")
+            with carol:
+                accept = offer(alice, data)
+                assert isinstance(accept, FileAccept)
+                send_chunks(alice, 1, data)
+                alice.send(FileComplete(transfer=1, sha256=sha(data)))
+                assert checks.started.wait(TIMEOUT)
+                say(bob, carol, "the hub is not held up")  # while the file is read
+                say(carol, bob, "nor is its store")
+                checks.release.set()
+                announced = last(alice, _announces)
+                assert announced.file is not None
+                assert announced.file.file_id == accept.file_id
+                assert last(carol, _announces).file == announced.file
+                assert download(carol, accept.file_id)[1] == data
+    assert len(checks.threads) == 1
+
+
+def test_a_server_stopped_during_a_check_keeps_the_upload_to_complete_later(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(3 * MAX_CHUNK + 7, seed=13)
+    data_dir = tmp_path / "data"
+    with running_server(kind, data_dir) as server, server.login("alice") as alice:
+        checks = HeldChecks(server, monkeypatch)
+        accept = offer(alice, data)
+        assert isinstance(accept, FileAccept)
+        send_chunks(alice, 1, data)
+        alice.send(FileComplete(transfer=1, sha256=sha(data)))
+        assert checks.started.wait(TIMEOUT)
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        closed = last(alice, lambda e: isinstance(e, ConnectionClosed | Message))
+        assert isinstance(closed, ConnectionClosed)  # told goodbye, not of the file
+        checks.release.set()  # the read ends after the server began to stop: not reported
+        stopping.join(TIMEOUT)
+        assert not stopping.is_alive()
+    with SqliteStore(data_dir) as store:  # nothing half done: a partial with all its bytes
+        file = store.get_file(accept.file_id)
+        assert file is not None
+        assert (file.complete, file.received) == (False, len(data))
+        assert store._uploads._partial_path(accept.file_id).read_bytes() == data
+        assert not any(m.file_id for m in store.room_history("general", 0, 100))
+    with running_server(kind, data_dir) as server, server.login("alice") as alice:
+        resumed = offer(alice, data, transfer=2)
+        assert isinstance(resumed, FileAccept)
+        assert (resumed.file_id, resumed.offset) == (accept.file_id, len(data))
+        announced = finish(alice, 2, sha(data))
+        assert isinstance(announced, Message), announced
+        assert download(alice, accept.file_id)[1] == data
