@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sealchat.core import ConnectionClosed, FileAccept, FileComplete, Message
+from sealchat.core import ConnectionClosed, FileAccept, FileComplete, FileList, ListFiles, Message
 from sealchat.core.hub import Digest
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports.sqlite_store import SqliteStore
@@ -29,6 +29,7 @@ from tests.test_conformance import (
     send_chunks,
     settle,
     sha,
+    wait_until,
 )
 
 pytestmark = pytest.mark.parametrize("kind", KINDS)
@@ -153,3 +154,40 @@ def test_a_server_stopped_during_a_check_keeps_the_upload_to_complete_later(
         announced = finish(alice, 2, sha(data))
         assert isinstance(announced, Message), announced
         assert download(alice, accept.file_id)[1] == data
+
+
+def test_an_upload_whose_connection_drops_during_its_check_is_shared_once(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The trio server abandons the read with the session (the upload stays, to be completed
+    # again); the threaded one, whose client thread does the read, shares it then. Either
+    # way the file is shared once, and the uploader's client finds it or completes it.
+    data = payload(2 * MAX_CHUNK + 5, seed=14)
+    with running_server(kind, tmp_path / "data") as server, server.login("bob") as bob:
+        checks = HeldChecks(server, monkeypatch)
+        sessions = server.hub._sessions
+        with server.login("alice") as alice:
+            accept = offer(alice, data)
+            assert isinstance(accept, FileAccept)
+            send_chunks(alice, 1, data)
+            alice.send(FileComplete(transfer=1, sha256=sha(data)))
+            assert checks.started.wait(TIMEOUT)
+        if kind == "trio":  # its session ends during the read
+            wait_until(lambda: len(sessions) == 1, "alice's session has ended")
+        checks.release.set()
+        wait_until(lambda: len(sessions) == 1, "alice's session has ended")
+        with server.login("alice") as alice:
+            alice.send(ListFiles(room="general"))
+            listed = last(alice, lambda e: isinstance(e, FileList))
+            complete = accept.file_id in [f.file_id for f in listed.files]
+            assert complete == (kind == "threads")
+            if not complete:
+                resumed = offer(alice, data, transfer=2)
+                assert isinstance(resumed, FileAccept)
+                assert (resumed.file_id, resumed.offset) == (accept.file_id, len(data))
+                assert isinstance(finish(alice, 2, sha(data)), Message)
+            assert download(alice, accept.file_id)[1] == data
+        shared = [e for e in settle(bob) if _announces(e)]
+        assert [e.file.file_id for e in shared if isinstance(e, Message) and e.file] == [
+            accept.file_id
+        ]
