@@ -460,8 +460,9 @@ class TrioServer:
 
     async def _verify_upload(self, peer: _Peer, effect: VerifyUpload) -> None:
         """Read back and hash a completed upload on its own threads and report it to the hub.
-        If the peer goes meanwhile (or the server stops), the read is abandoned: its session
-        closes, and the upload stays to be completed again."""
+        If the peer goes meanwhile, the read is abandoned; if the server is stopping, the
+        hub is not told. Either way the session ends, and the upload stays (all its bytes
+        received) to be completed again."""
         try:
             digest = await trio.to_thread.run_sync(
                 effect.hasher, limiter=self._upload_checks, abandon_on_cancel=True
@@ -469,6 +470,8 @@ class TrioServer:
         except OSError as exc:
             log.warning("cannot read back upload %s of %r: %s", effect.file_id, peer, exc)
             digest = None
+        if self._stopping.is_set():  # its session ends: the upload stays, to complete again
+            return
         await self._call_hub(
             peer,
             "the check of an upload of",
