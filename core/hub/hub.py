@@ -2,10 +2,9 @@
 
 The driver (a trio or a threaded server) reports what happens — a session opened, a record
 arrived, a password was checked, an upload was read back and hashed, time passed — and carries
-out the effects returned. Slow work (Argon2id, reading a whole file) is an effect, done by the
-driver off the hub's thread. The hub
-owns no socket, thread or clock; durable state goes through the injected ``Store``. Calls must
-not overlap (one thread at a time).
+out the effects returned; slow work (Argon2id, reading a whole file) is such an effect, done by
+the driver off the hub's thread. The hub owns no socket, thread or clock; durable state goes
+through the injected ``Store``. Calls must not overlap (one thread at a time).
 
 The work is shared out among collaborators over one ``Roster`` (the sessions, who is online,
 who is in which room): ``Logins``, ``Rooms``, ``Messages``, ``TypingNotices``, ``Files`` and
