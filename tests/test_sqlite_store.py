@@ -1287,6 +1287,34 @@ def test_running_hashes_are_bounded_and_the_forgotten_ones_read_back(
     assert store._uploads._hashes == {}
 
 
+def test_an_upload_is_read_back_only_by_the_function_the_store_gives_for_it(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hub asks upload_hasher first: None means complete_file needs no read of the file;
+    # a function reads it (on another thread, touching no database) for complete_file.
+    hashed = files_read_back(monkeypatch)
+    data = os.urandom(3000)
+    f = offer(store, data)
+    write_in_chunks(store, f, data, 0)
+    assert store.upload_hasher(f.file_id) is None  # its running hash covers it
+    empty = offer(store, b"")
+    assert store.upload_hasher(empty.file_id) is None  # nothing to read
+    assert store.complete_file(empty.file_id)
+    assert store.upload_hasher(empty.file_id) is None  # complete already
+    assert store.upload_hasher("0" * 32) is None  # no such file: complete_file says so
+    store._uploads._hashes.clear()  # as after a restart
+    hasher = store.upload_hasher(f.file_id)
+    assert hasher is not None
+    assert hashed == []  # nothing read until the function runs
+    digest = hasher()
+    assert digest == (len(data), hashlib.sha256(data).digest())
+    assert len(hashed) == 1
+    assert store.complete_file(f.file_id, digest)
+    assert len(hashed) == 1  # not read again
+    assert store.read_chunk(f.file_id, 0, len(data)) == data
+    assert store.upload_hasher(f.file_id) is None
+
+
 def test_deleting_a_partial_upload_forgets_its_running_hash(store: SqliteStore) -> None:
     f = offer(store, b"abcdef")
     store.write_chunk(f.file_id, 0, b"abc")
