@@ -126,6 +126,15 @@ class MemberInfo(Item, frozen=True, kw_only=True):
     online: bool = False
 
 
+class ReadMarker(Item, frozen=True, kw_only=True):
+    """One conversation's read marker in a ReadMarkers list: the user has read ``room`` (or
+    the direct conversation with ``peer``) up to message id ``up_to``."""
+
+    up_to: UInt
+    room: RoomName = ""
+    peer: Username = ""
+
+
 # --- session ------------------------------------------------------------------------------
 
 
@@ -175,6 +184,12 @@ CHANGE_PASSWORD: Final = "change-password"  # noqa: S105
 """The name in ``Authenticated.features`` of a server that takes ChangePassword (§9.13): a
 client must not send ChangePassword to a server that does not list it (an unknown tag is a
 protocol violation there)."""
+
+
+READ_MARKERS: Final = "read-markers"
+"""The name in ``Authenticated.features`` of a server that keeps read markers (§9.14): it
+takes ReadUpTo and ListReadMarkers, which a client must not send to a server that does not
+list it."""
 
 
 GENERIC_LOGIN_FAILURE: Final = "invalid username or password"
@@ -265,8 +280,9 @@ FILES_REF: Final = ":files"
 ROOMS_REF: Final = ":rooms"
 TYPING_REF: Final = ":typing"
 PASSWORD_REF: Final = ":password"  # noqa: S105
-"""The ``ref`` of an Error about a HistoryRequest, ListFiles, ListRooms, Typing or
-ChangePassword record (§9.11):
+READ_REF: Final = ":read"
+"""The ``ref`` of an Error about a HistoryRequest, ListFiles, ListRooms, Typing,
+ChangePassword, ReadUpTo or ListReadMarkers record (§9.11):
 neither a valid room name (it starts with a letter or digit) nor a client id of the reference
 clients (hex) starts with ':', so no other refusal of theirs has such a ``ref``."""
 
@@ -555,6 +571,37 @@ class FileList(Record, tag="files", frozen=True, kw_only=True):
     last: UInt = 0
 
 
+# --- read markers -------------------------------------------------------------------------
+
+
+class ReadUpTo(Record, tag="read", frozen=True, kw_only=True):
+    """This user has read ``room`` (or the direct conversation with ``peer``) up to message
+    id ``up_to``. Client: only to a server whose Authenticated listed READ_MARKERS. Server:
+    the user's marker rose on another session (sent to the sessions that sent
+    ListReadMarkers; ``peer`` in its canonical spelling)."""
+
+    up_to: UInt
+    room: RoomName = ""
+    peer: Username = ""
+
+
+class ListReadMarkers(Record, tag="reads?", frozen=True, kw_only=True):
+    """Client asks for the read markers of its conversations (ReadMarkers pages), and for
+    the ReadUpTo of its other sessions from then on. Only to a server that listed
+    READ_MARKERS."""
+
+    sent_by = CLIENT
+
+
+class ReadMarkers(Record, tag="reads", frozen=True, kw_only=True):
+    """Server: the user's read markers, paged like RoomList; the answer to ListReadMarkers."""
+
+    sent_by = SERVER
+
+    markers: Annotated[list[ReadMarker], Meta(max_length=limits.MAX_LIST)]
+    more: bool = False
+
+
 RECORD_TYPES: tuple[type[Record], ...] = (
     Login,
     Register,
@@ -591,5 +638,8 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     FileComplete,
     ListFiles,
     FileList,
+    ReadUpTo,
+    ListReadMarkers,
+    ReadMarkers,
 )
 """Every record type of protocol v1, in the order docs/protocol.md lists them."""

@@ -54,6 +54,7 @@ from sealchat.core import (
     KeysEstablished,
     LeaveRoom,
     ListFiles,
+    ListReadMarkers,
     ListRooms,
     Login,
     LoginRejected,
@@ -66,6 +67,9 @@ from sealchat.core import (
     PeerKeyReceived,
     Presence,
     ProtocolError,
+    ReadMarker,
+    ReadMarkers,
+    ReadUpTo,
     Register,
     Role,
     RoomJoined,
@@ -77,7 +81,7 @@ from sealchat.core.hub import GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.core.preamble import encode_preamble
-from sealchat.core.records import CHANGE_PASSWORD
+from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS, READ_REF
 from sealchat.transports import blocking_client
 from sealchat.transports.blocking_client import BlockingClient, ClientError
 from sealchat.transports.folder_lock import LOCK_FILE
@@ -478,7 +482,7 @@ def test_a_user_changes_its_password_and_its_other_sessions_end(
 ) -> None:
     server = serve()
     alice, carol, other = server.login("alice"), server.login("carol"), server.login("carol")
-    assert carol.features == (CHANGE_PASSWORD,)
+    assert CHANGE_PASSWORD in carol.features
     carol.change_password(PASSWORD, NEW_PASSWORD)
     (*_, closed) = until(other, matching(ConnectionClosed))
     assert isinstance(closed, ConnectionClosed)
@@ -731,6 +735,31 @@ def test_typing_stops_when_the_typist_goes_offline(serve: Callable[..., Server])
     assert bob.next(Typing).active
     alice.close()
     assert bob.next(Typing) == Typing(room="general", user="alice", active=False)
+
+
+# --- 5b. read markers ---------------------------------------------------------------------
+
+
+def test_a_users_read_marker_reaches_its_other_devices_and_its_next_login(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve()
+    laptop, desktop, bob = server.login("alice"), server.login("alice"), server.login("bob")
+    assert READ_MARKERS in laptop.features
+    desktop.send(ListReadMarkers())
+    assert desktop.next(ReadMarkers) == ReadMarkers(markers=[])
+    ack = bob.send_message("hi alice", to="alice")
+    laptop.send(ReadUpTo(up_to=ack.id, peer="bob"))
+    assert desktop.next(ReadUpTo) == ReadUpTo(up_to=ack.id, peer="bob")
+    laptop.send(ReadUpTo(up_to=ack.id - 1, peer="bob"))  # lower: kept as it is, told nobody
+    laptop.send(ReadUpTo(up_to=ack.id, room="random"))  # not a room of hers
+    refusal = last(laptop, matching(Error))
+    assert (refusal.code, refusal.ref) == ("not_member", READ_REF)
+    assert not of_type(settle(desktop), ReadUpTo)
+    assert not of_type(settle(bob), (ReadUpTo, ReadMarkers))  # her markers are hers
+    phone = server.login("alice")
+    phone.send(ListReadMarkers())
+    assert phone.next(ReadMarkers) == ReadMarkers(markers=[ReadMarker(up_to=ack.id, peer="bob")])
 
 
 # --- 6. history and offline delivery ------------------------------------------------------

@@ -60,11 +60,19 @@ from sealchat.core.hub.files import SHORT_OF_SPACE
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.store import StoredMessage
 from sealchat.core.limits import MAX_FILE_NAME, MAX_LIST, MAX_RECORD
-from sealchat.core.records import CHANGE_PASSWORD, FILES_REF, HISTORY_REF, ROOMS_REF, TYPING_REF
+from sealchat.core.records import (
+    CHANGE_PASSWORD,
+    FILES_REF,
+    HISTORY_REF,
+    READ_MARKERS,
+    ROOMS_REF,
+    TYPING_REF,
+)
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.sql_trace import sql_statements
 
 NOW = 1_000_000.0
+FEATURES = (CHANGE_PASSWORD, READ_MARKERS)
 
 
 @pytest.fixture
@@ -1363,7 +1371,7 @@ def test_a_quiet_session_comes_and_goes_unannounced_yet_gets_messages(store: Sql
     assert not hub.is_online("bob")
     assert hub.is_logged_in("bob")
     assert records(login, 2)[:1] == [
-        Authenticated(username="bob", max_file_size=2 << 30, features=(CHANGE_PASSWORD,))
+        Authenticated(username="bob", max_file_size=2 << 30, features=FEATURES)
     ]
     assert OnlineUsers(users=["Alice"]) in records(login, 2)  # bob himself is not listed
     assert _online_flags(hub, 1) == {"Alice": True, "bob": False}
@@ -1420,9 +1428,9 @@ def test_a_quiet_registration_is_not_announced(store: SqliteStore) -> None:
     (hashing,) = hub.handle(2, register, NOW)
     assert isinstance(hashing, HashPassword)
     effects = hub.password_hashed(2, "carol", "$argon2id$fake", NOW)
-    assert Authenticated(
-        username="carol", max_file_size=2 << 30, features=(CHANGE_PASSWORD,)
-    ) in records(effects, 2)
+    assert Authenticated(username="carol", max_file_size=2 << 30, features=FEATURES) in records(
+        effects, 2
+    )
     assert _presence(effects) == []
     assert not hub.is_online("carol")
 

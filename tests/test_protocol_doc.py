@@ -14,7 +14,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from sealchat.core import RECORD_TYPES, FileInfo, MemberInfo, RoomInfo, State, fingerprint, limits
+from sealchat.core import (
+    RECORD_TYPES,
+    FileInfo,
+    MemberInfo,
+    ReadMarker,
+    RoomInfo,
+    State,
+    fingerprint,
+    limits,
+)
 from sealchat.core.codec import decode_record, encode_record
 from sealchat.core.connection import (
     HANDSHAKE_TIMEOUT,
@@ -30,7 +39,7 @@ from sealchat.transports.server_config import WRITE_SLICE, ServerConfig
 from tests.samples import SAMPLES
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
-ITEM_TYPES = (FileInfo, RoomInfo, MemberInfo)
+ITEM_TYPES = (FileInfo, RoomInfo, MemberInfo, ReadMarker)
 HEX_BLOCK = re.compile(r"^```hex\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 

@@ -430,6 +430,38 @@ def test_cursors(store: SqliteStore) -> None:
         store.set_cursor("ghost", 1)
 
 
+def test_read_markers_only_rise_and_list_the_users_conversations(store: SqliteStore) -> None:
+    add_users(store, "Esha", "Bob", "Carol")
+    store.ensure_room("lobby")
+    store.add_member("lobby", "esha")
+    assert store.raise_read_marker("esha", "lobby", "", 7)
+    assert not store.raise_read_marker("esha", "lobby", "", 5)  # never lowered
+    assert not store.raise_read_marker("esha", "lobby", "", 7)
+    assert store.raise_read_marker("esha", "", "bob", 3)
+    assert store.raise_read_marker("esha", "", "carol", 9)
+    assert store.raise_read_marker("bob", "", "esha", 4)  # bob's own, not esha's
+    assert store.read_markers("esha", 500) == [("lobby", "", 7), ("", "Carol", 9), ("", "Bob", 3)]
+    assert store.read_markers("esha", 1) == [("lobby", "", 7), ("", "Carol", 9)]
+    with pytest.raises(ValueError, match="no such user"):
+        store.raise_read_marker("ghost", "lobby", "", 1)
+
+
+def test_a_read_marker_goes_with_the_membership_and_the_accounts(store: SqliteStore) -> None:
+    add_users(store, "Esha", "Bob", "Carol")
+    store.ensure_room("lobby")
+    store.add_member("lobby", "esha")
+    store.raise_read_marker("esha", "lobby", "", 7)
+    store.raise_read_marker("esha", "", "bob", 3)
+    store.raise_read_marker("carol", "", "esha", 2)
+    store.remove_member("lobby", "esha")
+    store.add_member("lobby", "esha")
+    assert store.read_markers("esha", 500) == [("", "Bob", 3)]  # the room's went at the leave
+    assert store.remove_user("bob")
+    assert store.read_markers("esha", 500) == []  # a removed peer's conversation is not listed
+    assert store.remove_user("esha")
+    assert store._conn.execute("SELECT user_key FROM read_markers").fetchall() == [("carol",)]
+
+
 # --- durability -------------------------------------------------------------------------------
 
 
@@ -636,6 +668,21 @@ def test_a_v2_database_migrates_counting_password_changes_from_zero(tmp_path: Pa
         assert (esha.name, esha.password_hash, esha.password_generation) == ("Esha", "h", 0)
         assert s.set_password("esha", PHC)
         assert s.password_generations(["esha", "bob"]) == {"esha": 1, "bob": 0}
+
+
+def test_a_v5_database_migrates_to_keep_read_markers(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
+    conn.executescript("".join(sqlite_store.MIGRATIONS[:5]))
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute("INSERT INTO users VALUES ('esha', 'Esha', 'h', 0, 0), ('bob', 'Bob', 'h', 0, 0)")
+    conn.commit()
+    conn.close()
+    with SqliteStore(tmp_path) as s:
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
+        assert s.read_markers("esha", 500) == []
+        assert s.raise_read_marker("esha", "", "bob", 3)
+    with SqliteStore(tmp_path) as s:
+        assert s.read_markers("esha", 500) == [("", "Bob", 3)]
 
 
 class _OpenedMeanwhile:

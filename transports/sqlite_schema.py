@@ -105,7 +105,28 @@ CREATE INDEX messages_direct_from_to ON messages(to_key, sender_key, id) WHERE t
 ``messages_direct_pair`` for those it sent, the conversations listed at every login cost what
 the user's conversations cost, not what all of its direct messages do."""
 
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
+_SCHEMA_V6 = """
+CREATE TABLE read_markers (
+    user_key TEXT NOT NULL REFERENCES users(key) ON DELETE CASCADE,
+    room TEXT NOT NULL,
+    peer_key TEXT NOT NULL,
+    up_to INTEGER NOT NULL CHECK (up_to > 0),
+    PRIMARY KEY (user_key, room, peer_key),
+    CHECK ((room = '') <> (peer_key = ''))
+);
+"""
+"""Each user's read marker in each of its conversations (a room, or the direct one with
+``peer_key``): the highest message id it has read there, on any of its devices. A marker
+goes with its user's account, and a room's with the user's membership."""
+
+MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA_V1,
+    _SCHEMA_V2,
+    _SCHEMA_V3,
+    _SCHEMA_V4,
+    _SCHEMA_V5,
+    _SCHEMA_V6,
+)
 """Schema scripts; applying ``MIGRATIONS[i]`` takes ``PRAGMA user_version`` from i to i + 1.
 Append new ones, never edit old ones."""
 

@@ -49,6 +49,7 @@ from sealchat.transports import (
     sqlite_accounts,
     sqlite_files,
     sqlite_messages,
+    sqlite_read_markers,
     sqlite_rooms,
     sqlite_schema,
 )
@@ -336,7 +337,9 @@ class SqliteStore:
         return sqlite_rooms.add_member(self._conn, room, key)
 
     def remove_member(self, room: str, key: str) -> bool:
-        return sqlite_rooms.remove_member(self._conn, room, key)
+        with self.batch():
+            sqlite_read_markers.forget_room_marker(self._conn, room, key)
+            return sqlite_rooms.remove_member(self._conn, room, key)
 
     # -- messages (queries in sqlite_messages) ---------------------------------------------
 
@@ -391,6 +394,14 @@ class SqliteStore:
 
     def set_cursor(self, key: str, message_id: int) -> None:
         sqlite_messages.set_cursor(self._conn, key, message_id)
+
+    # -- read markers (queries in sqlite_read_markers) -------------------------------------
+
+    def raise_read_marker(self, key: str, room: str, peer_key: str, up_to: int) -> bool:
+        return sqlite_read_markers.raise_read_marker(self._conn, key, room, peer_key, up_to)
+
+    def read_markers(self, key: str, limit: int) -> list[tuple[str, str, int]]:
+        return sqlite_read_markers.read_markers(self._conn, key, limit)
 
     # -- files (rows in sqlite_files, bytes on disk in sqlite_uploads) ---------------------
 

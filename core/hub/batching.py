@@ -1,11 +1,11 @@
 """How many received records one hub call takes: enough to share a commit, never so many
 that their replies pile up.
 
-A server hands the hub the records one read brought, in batches. Most records are answered
-with a few bytes (an acknowledgement, an error), but some with a page of history or a list
-(of rooms, members, files), and an acknowledged replay page with the next page of missed
-messages: a few kilobytes of such requests, sent without reading the answers, would make one
-call build hundreds of megabytes. So a batch ends after such a record, and after MAX_BATCH
+A server hands the hub the records one read brought, in batches. Most records are answered with a
+few bytes (an acknowledgement, an error), but some with a page of history or a list (of rooms,
+members, files, read markers), and an acknowledged replay page with the next page of missed
+messages: a few kilobytes of such requests, sent without reading the answers, would make one call
+build hundreds of megabytes. So a batch ends after such a record, and after MAX_BATCH
 records; and a server hands over the next batch only once the peer has read its earlier
 replies down to ``ServerConfig.reply_window``.
 """
@@ -20,6 +20,7 @@ from sealchat.core.records import (
     JoinRoom,
     ListFiles,
     ListMembers,
+    ListReadMarkers,
     ListRooms,
     Record,
 )
@@ -31,6 +32,7 @@ _LARGE_REPLIES: Final = (
     ListRooms,
     ListMembers,
     ListFiles,
+    ListReadMarkers,
     JoinRoom,
     Delivered,
 )

@@ -64,10 +64,10 @@ class HubConfig:
     requests_per_second: float = 20.0
     request_burst: int = 200
     """Requests that read much on the hub's one thread (``ListRooms``, ``ListMembers``,
-    ``JoinRoom``, ``HistoryRequest``, ``ListFiles``) a user may make at once, refilled at
-    ``requests_per_second``; one beyond is refused (``rate_limited``). A client catching up
-    after a reconnect, or paging through a long file list, stays well within it; a script
-    asking in a loop cannot keep the hub from everyone else."""
+    ``JoinRoom``, ``HistoryRequest``, ``ListFiles``, ``ListReadMarkers``) a user may make at once,
+    refilled at ``requests_per_second``; one beyond is refused (``rate_limited``). A client catching
+    up after a reconnect, or paging through a long file list, stays well within it; a script asking
+    in a loop cannot keep the hub from everyone else."""
     max_file_size: int = 2 * GiB
     user_quota: int = 10 * GiB
     min_free_space: int = 256 * MiB
@@ -93,6 +93,11 @@ class HubConfig:
     typing_burst: int = 10
     """Typing records a user may send at once, refilled at ``typing_per_second``; excess
     ones are dropped quietly (typing notices are a courtesy)."""
+    read_markers_per_second: float = 5.0
+    read_marker_burst: int = 50
+    """ReadUpTo records a user may send at once, refilled at ``read_markers_per_second``;
+    excess ones are dropped quietly (a client sends a higher marker at its next read). Each
+    one that raises a marker is a write and goes to the user's other sessions."""
     history_page: int = 50
     replay_page: int = 200
     """Missed messages sent per page after login; the next page follows the client's

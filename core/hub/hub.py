@@ -6,9 +6,10 @@ out the effects returned; slow work (Argon2id, reading a whole file) is such an 
 the driver off the hub's thread. The hub owns no socket, thread or clock; durable state goes
 through the injected ``Store``. Calls must not overlap (one thread at a time).
 
-The work is shared out among collaborators over one ``Roster`` (the sessions, who is online,
-who is in which room): ``Logins``, ``Rooms``, ``Messages``, ``TypingNotices``, ``Files`` and
-``AccountChanges``. The hub dispatches each record straight to the one that handles it.
+The work is shared out among collaborators over one ``Roster`` (the sessions, who is online, who is
+in which room): ``Logins``, ``Rooms``, ``Messages``, ``TypingNotices``, ``ReadMarkersKept``,
+``Files`` and ``AccountChanges``. The hub dispatches each record straight to the one that handles
+it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sealchat.core.hub.names import user_key
 from sealchat.core.hub.outgoing import error
 from sealchat.core.hub.password_changes import PasswordChanges
 from sealchat.core.hub.ratelimit import Allowances
+from sealchat.core.hub.read_markers import ReadMarkersKept
 from sealchat.core.hub.rooms import Rooms
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Session
@@ -34,6 +36,7 @@ from sealchat.core.hub.typing_notices import TypingNotices
 from sealchat.core.records import (
     FILES_REF,
     HISTORY_REF,
+    READ_REF,
     ROOMS_REF,
     Bye,
     ChangePassword,
@@ -48,12 +51,14 @@ from sealchat.core.records import (
     LeaveRoom,
     ListFiles,
     ListMembers,
+    ListReadMarkers,
     ListRooms,
     Login,
     Message,
     Ping,
     Pong,
     Presence,
+    ReadUpTo,
     Record,
     Register,
     Typing,
@@ -92,6 +97,7 @@ class Hub:
         messages = Messages(store, config, roster, allowances, typing.slots)
         files = self._files = Files(store, config, roster, allowances)
         rooms = Rooms(store, config, roster, allowances)
+        reads = ReadMarkersKept(store, config, roster)
         logins = self._logins = Logins(store, config, roster, messages.replay)
         self._requests = Allowances(config.requests_per_second, config.request_burst)
         self._accounts = AccountChanges(store, roster, self._close)
@@ -112,6 +118,8 @@ class Hub:
         self._refuse = files.refuse
         self._download = files.download
         self._list_files = files.list_files
+        self._read_up_to = reads.read_up_to
+        self._list_read_markers = reads.list_markers
         self._change_password = changes.request
         self.store.ensure_room(config.default_room)
 
@@ -285,6 +293,10 @@ class Hub:
                 return self._slowed(state, FILES_REF, now) or self._list_files(state, record)
             case ChangePassword():
                 return self._change_password(state, record, now)
+            case ReadUpTo():
+                return self._read_up_to(state, record, now)
+            case ListReadMarkers():
+                return self._slowed(state, READ_REF, now) or self._list_read_markers(state)
         return [Disconnect(session, f"a client may not send {type(record).__name__}")]
 
     def _slowed(self, state: Session, ref: str, now: float) -> list[Effect]:

@@ -21,6 +21,7 @@ from sealchat.core.records import (
     CHANGE_PASSWORD,
     GENERIC_LOGIN_FAILURE,
     NAME_TAKEN,
+    READ_MARKERS,
     Authenticated,
     Login,
     LoginRejected,
@@ -249,7 +250,7 @@ class Logins:
             username=name,
             conversations=tuple(self.store.direct_peers(key, limits.MAX_LIST)),
             max_file_size=min(self.config.max_file_size, limits.MAX_UINT),
-            features=(CHANGE_PASSWORD,),
+            features=(CHANGE_PASSWORD, READ_MARKERS),
         )
         effects: list[Effect] = [reply(state, authenticated)]
         default = self.config.default_room

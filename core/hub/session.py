@@ -67,6 +67,9 @@ class Session:
     """Downloads the client cancelled whose stream the driver has not yet ended: their
     numbers stay in use (late chunks must not pass for a new transfer's) though their slots
     are free."""
+    read_markers: bool = False
+    """Whether the session asked for the user's read markers (ListReadMarkers): only such a
+    session knows ReadUpTo, and gets those of the user's other sessions."""
     replay_from: int = 0
     """The replay after login has sent every missed message up to this id."""
     replay_until: int = 0

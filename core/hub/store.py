@@ -146,7 +146,10 @@ class Store(Protocol):
         """False if already a member."""
         ...
 
-    def remove_member(self, room: str, key: str) -> bool: ...
+    def remove_member(self, room: str, key: str) -> bool:
+        """End a membership, with the user's read marker in the room; False if there was
+        none."""
+        ...
 
     # messages
     def last_message_id(self) -> int: ...
@@ -192,6 +195,19 @@ class Store(Protocol):
 
     def get_cursor(self, key: str) -> int: ...
     def set_cursor(self, key: str, message_id: int) -> None: ...
+
+    # read markers (a conversation: a room, or the direct one with the user ``peer_key``)
+    def raise_read_marker(self, key: str, room: str, peer_key: str, up_to: int) -> bool:
+        """Set user ``key``'s read marker in the conversation to ``up_to`` if that is higher
+        than the one stored (none counts as 0); whether it rose."""
+        ...
+
+    def read_markers(self, key: str, limit: int) -> list[tuple[str, str, int]]:
+        """User ``key``'s read markers as (room, peer's display name, up_to): those of the
+        rooms it is a member of, and those of up to ``limit`` direct conversations with
+        existing users (the highest markers first). ``remove_member`` and ``remove_user``
+        delete the markers they end."""
+        ...
 
     # files
     def create_file(

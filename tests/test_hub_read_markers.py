@@ -1,0 +1,150 @@
+"""The hub on its own: read markers shared by a user's sessions (ReadUpTo, protocol §9.14)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sealchat.core import (
+    Authenticated,
+    Error,
+    JoinRoom,
+    LeaveRoom,
+    ListReadMarkers,
+    Message,
+    ReadMarker,
+    ReadMarkers,
+    ReadUpTo,
+)
+from sealchat.core.hub import Hub, HubConfig
+from sealchat.core.hub.names import user_key
+from sealchat.core.limits import MAX_LIST
+from sealchat.core.records import READ_MARKERS, READ_REF
+from sealchat.transports.sqlite_store import SqliteStore
+from tests.test_hub import NOW, hub_with, logged_in, records
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    store = SqliteStore(tmp_path, database=":memory:")
+    for name in ("Alice", "bob"):
+        store.add_user(name, user_key(name), "$argon2id$fake")
+    return store
+
+
+def posted(hub: Hub, session: int, count: int, *, room: str = "", to: str = "") -> int:
+    """Post ``count`` messages from ``session``; the id of the last."""
+    for n in range(count):
+        hub.handle(session, Message(text=f"m{n}", room=room, to=to), NOW)
+    return hub.store.last_message_id()
+
+
+def markers(hub: Hub, session: int) -> list[ReadMarker]:
+    """The markers a ListReadMarkers of ``session`` lists, all pages."""
+    pages = records(hub.handle(session, ListReadMarkers(), NOW), session)
+    assert all(isinstance(p, ReadMarkers) for p in pages)
+    assert [p.more for p in pages] == [True] * (len(pages) - 1) + [False]  # type: ignore[attr-defined]
+    return [m for p in pages for m in p.markers]  # type: ignore[attr-defined]
+
+
+def test_the_server_lists_the_feature(store: SqliteStore) -> None:
+    hub = Hub(store)
+    (auth, *_) = records(logged_in(hub, 1, "Alice"), 1)
+    assert isinstance(auth, Authenticated)
+    assert READ_MARKERS in auth.features
+
+
+def test_a_marker_goes_to_the_users_other_sessions_that_asked_for_markers(
+    store: SqliteStore,
+) -> None:
+    hub = hub_with(store, "Alice", "alice", "alice", "bob")  # 1 reads; 2 asked; 3 did not
+    last = posted(hub, 4, 3, to="Alice")
+    assert markers(hub, 2) == []
+    effects = hub.handle(1, ReadUpTo(up_to=last, peer="BOB"), NOW)
+    notice = ReadUpTo(up_to=last, peer="bob")  # the peer in its canonical spelling
+    assert records(effects, 2) == [notice]
+    assert records(effects, 1) == []  # not the session that read
+    assert records(effects, 3) == []  # an older client would take the tag for a violation
+    assert records(effects, 4) == []  # nor anyone else
+    assert markers(hub, 3) == [ReadMarker(up_to=last, peer="bob")]
+
+
+def test_a_marker_never_goes_down_nor_beyond_the_newest_message(store: SqliteStore) -> None:
+    hub = hub_with(store, "Alice", "alice")
+    hub.handle(2, ListReadMarkers(), NOW)
+    last = posted(hub, 1, 2, room="general")
+    # Beyond the newest id: the messages still to come are not read yet.
+    effects = hub.handle(1, ReadUpTo(up_to=last + 1000, room="general"), NOW)
+    assert records(effects, 2) == [ReadUpTo(up_to=last, room="general")]
+    assert records(hub.handle(1, ReadUpTo(up_to=last - 1, room="general"), NOW), 2) == []
+    assert records(hub.handle(1, ReadUpTo(up_to=last, room="general"), NOW), 2) == []
+    assert markers(hub, 1) == [ReadMarker(up_to=last, room="general")]
+    newer = posted(hub, 1, 1, room="general")
+    assert records(hub.handle(1, ReadUpTo(up_to=newer, room="general"), NOW), 2) == [
+        ReadUpTo(up_to=newer, room="general")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("record", "code"),
+    [
+        (ReadUpTo(up_to=1, room="random"), "not_member"),  # nor a room that does not exist
+        (ReadUpTo(up_to=1, peer="nobody"), "no_such_user"),
+        (ReadUpTo(up_to=1), "bad_target"),
+        (ReadUpTo(up_to=1, room="general", peer="bob"), "bad_target"),
+    ],
+)
+def test_a_marker_outside_the_users_conversations_is_refused(
+    store: SqliteStore, record: ReadUpTo, code: str
+) -> None:
+    hub = hub_with(store, "Alice", "alice")
+    posted(hub, 1, 1, room="general")
+    hub.handle(2, ListReadMarkers(), NOW)
+    effects = hub.handle(1, record, NOW)
+    (refusal,) = records(effects, 1)
+    assert isinstance(refusal, Error)
+    assert (refusal.code, refusal.ref) == (code, READ_REF)
+    assert records(effects, 2) == []
+    assert markers(hub, 1) == []
+
+
+def test_a_room_left_takes_its_marker_with_it(store: SqliteStore) -> None:
+    hub = hub_with(store, "Alice")
+    hub.handle(1, JoinRoom(room="random"), NOW)
+    last = posted(hub, 1, 1, room="random")
+    hub.handle(1, ReadUpTo(up_to=last, room="random"), NOW)
+    assert markers(hub, 1) == [ReadMarker(up_to=last, room="random")]
+    hub.handle(1, LeaveRoom(room="random"), NOW)
+    assert markers(hub, 1) == []
+    (refusal,) = records(hub.handle(1, ReadUpTo(up_to=last, room="random"), NOW), 1)
+    assert isinstance(refusal, Error)
+    assert refusal.code == "not_member"
+    hub.handle(1, JoinRoom(room="random"), NOW)  # back in it: read nothing there yet
+    assert markers(hub, 1) == []
+
+
+def test_markers_beyond_the_users_allowance_are_dropped_quietly(store: SqliteStore) -> None:
+    hub = hub_with(store, "Alice", "alice", config=HubConfig(read_marker_burst=2))
+    hub.handle(2, ListReadMarkers(), NOW)
+    last = posted(hub, 1, 3, room="general")
+    for up_to in (last - 2, last - 1):
+        assert records(hub.handle(1, ReadUpTo(up_to=up_to, room="general"), NOW), 2)
+    assert hub.handle(1, ReadUpTo(up_to=last, room="general"), NOW) == []
+    assert markers(hub, 1) == [ReadMarker(up_to=last - 1, room="general")]
+    later = NOW + 1  # a token back
+    assert records(hub.handle(1, ReadUpTo(up_to=last, room="general"), later), 2)
+
+
+def test_the_listing_of_many_conversations_is_paged(store: SqliteStore) -> None:
+    hub = hub_with(store, "Alice")
+    names = [f"u{n:03}" for n in range(MAX_LIST + 5)]
+    for name in names:
+        store.add_user(name, name, "$argon2id$fake")
+    store.raise_read_marker("alice", "general", "", 1)
+    for n, name in enumerate(names, start=1):
+        store.raise_read_marker("alice", "", name, n)
+    listed = markers(hub, 1)
+    # Its rooms, and the MAX_LIST direct conversations read furthest (most recently).
+    assert listed[0] == ReadMarker(up_to=1, room="general")
+    assert [m.peer for m in listed[1:]] == names[::-1][:MAX_LIST]
