@@ -11,6 +11,7 @@ from sealchat.cli.exit_codes import OK, REFUSED, USAGE, error
 from sealchat.cli.login import credentials_from, one_shot, run_session
 from sealchat.cli.terminal_text import safe
 from sealchat.core import Error as ServerError
+from sealchat.core import MessageAck
 from sealchat.transports.requests import ClientError, TransferFailed, check_text
 from sealchat.transports.trio_client import (
     ChatClient,
@@ -103,8 +104,9 @@ async def _is_member(client: ChatClient, room: str) -> bool:
 
 
 async def _await_ack(client: ChatClient, client_id: str) -> None:
-    """Wait until the server stored the message, or say why it refused, or that the
-    connection was lost."""
+    """Wait until the server stored the message (its MessageAck: the outbox empties when the
+    server's answer is read, before the events queued ahead of it are taken, a refusal too),
+    or say why it refused, or that the connection was lost."""
     with trio.fail_after(30):
         async for event in client.events():
             if isinstance(event, ServerError) and event.ref == client_id:
@@ -114,6 +116,6 @@ async def _await_ack(client: ChatClient, client_id: str) -> None:
                     f"the connection was lost before the server confirmed the message "
                     f"({event.reason or 'no reason given'})"
                 )
-            if client.unacknowledged == 0:
+            if isinstance(event, MessageAck) and event.client_id == client_id:
                 return
     raise Disconnected("the connection closed before the server confirmed the message")
