@@ -36,11 +36,15 @@ from sealchat.core import (
     HistoryEnd,
     HistoryRequest,
     ListFiles,
+    ListReadMarkers,
     ListRooms,
     Login,
     LoginRejected,
     Message,
     Presence,
+    ReadMarker,
+    ReadMarkers,
+    ReadUpTo,
     Record,
     State,
     Typing,
@@ -765,6 +769,78 @@ async def test_the_direct_conversations_are_those_said_at_the_last_login(tmp_pat
                 while not (await next_of(alice, LinkState)).connected:
                     pass
             assert alice.conversations == ("bob",)
+
+
+# --- read markers -------------------------------------------------------------------------
+
+
+async def test_a_conversation_read_on_one_device_is_read_on_the_others(
+    server: Running, tmp_path: Path
+) -> None:
+    async with (
+        logged_in(server, tmp_path, "alice") as laptop,
+        logged_in(server, tmp_path / "desktop", "alice") as desktop,
+    ):
+        assert await next_of(desktop, ReadMarkers) == ReadMarkers(markers=[])  # asked at login
+        with server.login("bob") as bob:
+            ack = await trio.to_thread.run_sync(partial(bob.send_message, "hi", to="alice"))
+        assert await laptop.mark_read(ack.id, peer="bob")
+        assert not await laptop.mark_read(ack.id, peer="Bob")  # no higher: nothing sent
+        assert not await laptop.mark_read(ack.id - 1, peer="bob")
+        assert await next_of(desktop, ReadUpTo) == ReadUpTo(up_to=ack.id, peer="bob")
+        assert desktop.read_marker(peer="BOB") == ack.id
+        assert not await desktop.mark_read(ack.id, peer="bob")  # known already: not sent back
+        async with logged_in(server, tmp_path / "phone", "alice") as phone:
+            listed = await next_of(phone, ReadMarkers)
+            assert listed == ReadMarkers(markers=[ReadMarker(up_to=ack.id, peer="bob")])
+            assert phone.read_marker(peer="bob") == ack.id
+            assert phone.read_marker(room="general") == 0
+
+
+async def test_a_marker_set_while_the_link_is_down_goes_after_the_reconnect(
+    server: Running, tmp_path: Path
+) -> None:
+    async with logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice:
+        await next_of(alice, ReadMarkers)
+        ack = await alice_posts(server)
+        assert alice._link is not None
+        await alice._link.stream.aclose()  # lost: the client logs in again
+        assert await alice.mark_read(ack, room="general")  # kept until then
+        # After the login it is sent again, before the markers are asked for.
+        listed = await next_of(alice, ReadMarkers)
+        assert listed.markers == [ReadMarker(up_to=ack, room="general")]
+
+
+async def alice_posts(server: Running) -> int:
+    """bob posts to general; its id."""
+    with server.login("bob") as bob:
+        ack = await trio.to_thread.run_sync(partial(bob.send_message, "hi", room="general"))
+    return int(ack.id)
+
+
+def records_what_comes(received: list[Record]) -> Behaviour:
+    """Read what the client sends, into ``received`` (until it hangs up)."""
+
+    def behaviour(sock: socket.socket, conn: Connection) -> None:
+        while not isinstance(event := conn.next_event(), ConnectionClosed):
+            if event is NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, Record):
+                received.append(event)
+
+    return behaviour
+
+
+async def test_an_older_server_is_told_no_read_markers(tmp_path: Path) -> None:
+    # An older server lists no read-markers: both records would break the protocol there.
+    received: list[Record] = []
+    async with scripted(tmp_path, logs_in_then(records_what_comes(received))) as alice:
+        assert not await alice.mark_read(7, room="general")
+        await alice.typing(room="general")
+        with trio.fail_after(10):
+            while not any(isinstance(r, Typing) for r in received):
+                await trio.sleep(0.01)
+    assert not [r for r in received if isinstance(r, ReadUpTo | ListReadMarkers)]
 
 
 # --- reconnecting -------------------------------------------------------------------------

@@ -32,17 +32,20 @@ from sealchat.core import (
     Delivered,
     Event,
     FileInfo,
+    ListReadMarkers,
     LocalProtocolError,
     MemberInfo,
     Message,
     ProtocolError,
+    ReadMarkers,
+    ReadUpTo,
     Record,
     RoomInfo,
     State,
     Typing,
 )
 from sealchat.core.codec import encode_record
-from sealchat.core.records import CHANGE_IN_PROGRESS
+from sealchat.core.records import CHANGE_IN_PROGRESS, READ_MARKERS
 from sealchat.transports import requests
 from sealchat.transports.downloads import AnyPath, default_downloads_dir, sha256_of
 from sealchat.transports.keyfile import load_or_create_key
@@ -51,6 +54,7 @@ from sealchat.transports.pinning import (
     config_dir,
     server_name,
 )
+from sealchat.transports.read_marks import ReadMarks
 from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
@@ -152,6 +156,7 @@ class ChatClient:
         """The optional requests the server takes, as it said at the last login (protocol
         §6.6.3; empty from an older server): ``change_password`` needs ``change-password``."""
         self.fingerprint = ""
+        self._reads = ReadMarks()
         self._changing_password = False
         """Whether a change_password call waits for its answer."""
         self._delivery = Delivery(self, events=events, acknowledge=acknowledge)
@@ -205,6 +210,8 @@ class ChatClient:
 
     async def _dispatch(self, record: Event) -> None:
         """Take a record read where it belongs (see ``Reader.dispatch``)."""
+        if isinstance(record, ReadUpTo | ReadMarkers):
+            self._reads.heard(record)
         await self._reader.dispatch(record)
 
     def _link_ended(self, link: Link, reason: str) -> None:
@@ -349,6 +356,8 @@ class ChatClient:
         if first and self._delivery.acknowledging:
             self._nursery.start_soon(self._delivery.keep_acknowledging)
         await self._outbox.resend()  # before going online: what is sent next comes after
+        if READ_MARKERS in self.features:  # the listing comes after what is sent again
+            await self._send_all([*self._reads.after_login(), ListReadMarkers()])
         if self._link is link:  # else it was lost meanwhile: offline until the next login
             self._online.set()
         return name
@@ -396,6 +405,30 @@ class ChatClient:
             self._changing_password = False
         if self._reconnector.credentials is not None:
             self._reconnector.credentials = (self._reconnector.credentials[0], new)
+
+    async def mark_read(self, up_to: int, *, room: str = "", peer: str = "") -> bool:
+        """The user has read ``room`` (or the direct conversation with ``peer``) up to message
+        id ``up_to``: tell the user's other devices, through a server that keeps read markers
+        (``features`` lists ``read-markers``). Sent only when it raises the marker known
+        (``read_marker``), so calling it for every message shown costs nothing; nothing is
+        sent to an older server. Whether it was sent. A marker the connection lost on its way
+        is sent again after the reconnect."""
+        if READ_MARKERS not in self.features:
+            return False
+        record = self._reads.mark(up_to, room, peer)
+        if record is None:
+            return False
+        if self.online:
+            with suppress(ClientError):  # lost with the link: sent again after the reconnect
+                await self._send(record)
+        return True
+
+    def read_marker(self, *, room: str = "", peer: str = "") -> int:
+        """How far the user has read ``room`` (or the conversation with ``peer``), on any of
+        its devices, as far as this client knows: 0 if nothing. After each login the client
+        asks the server for the markers; ``ReadMarkers`` and ``ReadUpTo`` events say when
+        they (or another device's) arrive."""
+        return self._reads.get(room, peer)
 
     def events(self) -> BurstChannel[Event | LinkState]:
         """Everything the server sends (records, without duplicates) and LinkState changes."""

@@ -1,0 +1,68 @@
+"""A client's view of its user's read markers (protocol §9.14): the highest position known in
+each conversation, from the server or set here, and those set here that the server may not
+have yet (a connection lost as they went): sent once more, after the next login."""
+
+from __future__ import annotations
+
+from sealchat.core import ReadMarkers, ReadUpTo
+from sealchat.core.hub.names import user_key
+from sealchat.transports.requests import ClientError
+
+Key = tuple[str, str]
+"""A conversation: (room, "") or ("", the peer's case-folded name)."""
+
+
+def conversation_key(room: str, peer: str) -> Key:
+    """The key of ``room`` or of the direct conversation with ``peer`` (exactly one set)."""
+    if bool(room) == bool(peer):
+        raise ClientError("name exactly one of a room or a peer")
+    return (room, "") if room else ("", user_key(peer))
+
+
+class ReadMarks:
+    """Read markers known to one client, over all its links."""
+
+    def __init__(self) -> None:
+        self.known: dict[Key, int] = {}
+        """The highest marker known in each conversation."""
+        self._unconfirmed: dict[Key, ReadUpTo] = {}
+        """Markers set here that no word of the server has covered since."""
+        self._resent: dict[Key, ReadUpTo] = {}
+        """Those of them sent again after the last login: once the listing asked for after
+        them has come, the server has handled them (refused or dropped, if not covered)."""
+
+    def get(self, room: str = "", peer: str = "") -> int:
+        """The marker known in ``room`` or with ``peer`` (0: nothing read there)."""
+        return self.known.get(conversation_key(room, peer), 0)
+
+    def mark(self, up_to: int, room: str = "", peer: str = "") -> ReadUpTo | None:
+        """The user read the conversation up to ``up_to``: the ReadUpTo to send, or None if
+        the marker known is there already."""
+        key = conversation_key(room, peer)
+        if up_to <= self.known.get(key, 0):
+            return None
+        self.known[key] = up_to
+        record = self._unconfirmed[key] = ReadUpTo(up_to=up_to, room=room, peer=peer)
+        return record
+
+    def heard(self, record: ReadUpTo | ReadMarkers) -> None:
+        """The server said where markers are (another session's, or the listing)."""
+        markers = record.markers if isinstance(record, ReadMarkers) else (record,)
+        for marker in markers:
+            key = conversation_key(marker.room, marker.peer)
+            if marker.up_to > self.known.get(key, 0):
+                self.known[key] = marker.up_to
+            sent = self._unconfirmed.get(key)
+            if sent is not None and sent.up_to <= marker.up_to:
+                del self._unconfirmed[key]
+        if isinstance(record, ReadMarkers) and not record.more:
+            for key, sent in self._resent.items():
+                if self._unconfirmed.get(key) is sent:
+                    del self._unconfirmed[key]
+            self._resent = {}
+
+    def after_login(self) -> list[ReadUpTo]:
+        """What to send after a login, before asking for the markers: the markers set here
+        the server may not have."""
+        self._resent = dict(self._unconfirmed)
+        return list(self._resent.values())
