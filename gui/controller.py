@@ -43,6 +43,9 @@ log = logging.getLogger("sealchat.gui")
 UNREAD_SAVED_EVERY = 5.0
 """How often, at most, what is unread is saved while a session changes it (seconds): a replay
 of thousands of messages writes it once, not for each. It is saved when the session ends too."""
+READS_TOLD_EVERY = 1.0
+"""How often, at most, the server is told how far the user has read (seconds), for the user's
+other devices: a replay read as it comes is told once, not for each message."""
 
 
 class _Outgoing(NamedTuple):
@@ -129,7 +132,8 @@ class Controller:
             log_in = client.register if register else client.login
             name = await log_in(user, password)
             self.client = client
-            with self._sending(client), self._remembering_unread(account_name(host, port, name)):
+            account = account_name(host, port, name)
+            with self._sending(client), self._remembering_unread(account), self._telling(client):
                 self._show_chat(name)
                 self._show_directs(client)
                 self.app.spawn(self._load_rooms)
@@ -154,6 +158,35 @@ class Controller:
         finally:
             scope.cancel()
             self._save_unread(account)
+
+    @contextlib.contextmanager
+    def _telling(self, client: ChatClient) -> Iterator[None]:
+        """While the session lasts, how far the user has read each conversation goes to the
+        server now and then when it moved (see :meth:`_tell_reads`)."""
+        scope = trio.CancelScope()
+        self.app.spawn(self._tell_reads_while_reading, client, scope)
+        try:
+            yield
+        finally:
+            scope.cancel()
+
+    async def _tell_reads_while_reading(self, client: ChatClient, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                await trio.sleep(READS_TOLD_EVERY)
+                await self._tell_reads(client)
+
+    async def _tell_reads(self, client: ChatClient) -> None:
+        """Tell the server how far the user has read the conversations read since it was last
+        told (a server without read markers is told nothing: see ``mark_read``)."""
+        reads, self.vm.reads_to_tell = self.vm.reads_to_tell, {}
+        for key, up_to in reads.items():
+            conversation = self.vm.conversations.get(key)
+            if conversation is None:  # gone meanwhile (a room left)
+                continue
+            room, user = conversation.target
+            with contextlib.suppress(ClientError):  # sent after the reconnect, if it was lost
+                await client.mark_read(up_to, room=room, peer=user)
 
     async def _save_unread_while_changing(self, account: str, scope: trio.CancelScope) -> None:
         with scope:

@@ -21,13 +21,16 @@ from sealchat.core import (
     MessageAck,
     OnlineUsers,
     Presence,
+    ReadMarker,
+    ReadMarkers,
+    ReadUpTo,
     RoomInfo,
     RoomJoined,
     RoomLeft,
     Typing,
 )
 from sealchat.core.limits import MAX_PASSWORD, MAX_TEXT
-from sealchat.core.records import TYPING_REF
+from sealchat.core.records import READ_REF, TYPING_REF
 from sealchat.core.sizes import counted
 from sealchat.gui.conversation import (
     Conversation,
@@ -97,7 +100,15 @@ class ViewModel:
         self.error = ""
         self._link_error = ""
         """The error shown, if it says the connection was lost: it goes when the link is back."""
-        self.missed_while_away = 0
+        self._missed: set[tuple[str, int]] = set()
+        """(conversation key, id) of each message that came unread while the window was not
+        focused: the count in the window's title."""
+        self._markers: dict[str, int] = {}
+        """How far the user read each conversation on any of its devices, as the server said
+        (a conversation not in the sidebar yet takes its marker when it appears)."""
+        self.reads_to_tell: dict[str, int] = {}
+        """How far the user read each conversation here since the server was last told (the
+        controller tells it now and then, so a replay read as it comes is told once)."""
         self.updates: list[TranscriptUpdate] = []
         self._remembered: dict[str, Remembered] = {}
         """What the last run left of the conversations not in the sidebar yet: each takes
@@ -114,6 +125,7 @@ class ViewModel:
             title = key[1:]
             found = self.conversations[key] = Conversation(key, title)
             self._take_remembered(found)
+            self._read(found, self._markers.get(key, 0), tell=False)
         return found
 
     def _take_remembered(self, conversation: Conversation) -> None:
@@ -318,8 +330,12 @@ class ViewModel:
                     self.error = ""
                     changes.add(Change.ERROR)
                 return changes
-            case Error(ref=ref) if ref == TYPING_REF:
-                return set()  # typing notices are best effort: a refused one is no error
+            case Error(ref=ref) if ref in (TYPING_REF, READ_REF):
+                return set()  # typing notices and read markers are best effort: no error
+            case ReadUpTo():
+                return self._read_elsewhere((event,))
+            case ReadMarkers(markers=markers):
+                return self._read_elsewhere(markers)
             case Error(ref=ref, detail=detail, code=code):
                 return self.not_sent(ref, detail or code)  # just shown, if not a message's
             case MessageAck(client_id=client_id):
@@ -361,6 +377,8 @@ class ViewModel:
         self.members.pop(room, None)
         self.typing.pop(key, None)
         self.conversations.pop(key, None)
+        self._markers.pop(key, None)  # the server forgets it too (protocol §9.14)
+        self.reads_to_tell.pop(key, None)
         self._forget_remembered(lambda other: other == key)
         self.unread_changed = True
         if self.current == key:
@@ -380,12 +398,36 @@ class ViewModel:
         """Drop what the last run left of the conversations whose keys are ``which``."""
         self._remembered = {k: r for k, r in self._remembered.items() if not which(k)}
 
-    def _read(self, conversation: Conversation, up_to: int) -> None:
-        """The user has seen ``conversation`` up to id ``up_to``: what others wrote above it
-        is unread."""
+    def _read(self, conversation: Conversation, up_to: int, *, tell: bool = True) -> None:
+        """The user has seen ``conversation`` up to id ``up_to`` (here, to be told to the
+        server if ``tell``; or on another device): what others wrote above it is unread."""
         if up_to > conversation.read_up_to:
             conversation.read_up_to = up_to
             self._set_unread(conversation, self._unread_above(conversation, up_to))
+            if tell:
+                self.reads_to_tell[conversation.key] = up_to
+
+    def _read_elsewhere(self, markers: Iterable[ReadMarker | ReadUpTo]) -> set[Change]:
+        """The user read these conversations up to these ids on another device (or before
+        this login): what others wrote up to there is read here too, in the sidebar and in
+        the window's title."""
+        changes: set[Change] = set()
+        for marker in markers:
+            key = room_key(marker.room) if marker.room else direct_key(marker.peer)
+            if marker.up_to <= self._markers.get(key, 0):
+                continue
+            self._markers[key] = marker.up_to
+            conversation = self.conversations.get(key)
+            if conversation is not None:
+                unread = conversation.unread
+                self._read(conversation, marker.up_to, tell=False)
+                if conversation.unread != unread:
+                    changes.add(Change.CONVERSATIONS)
+            missed = {m for m in self._missed if m[0] == key and m[1] <= marker.up_to}
+            if missed:
+                self._missed -= missed
+                changes.add(Change.TITLE)
+        return changes
 
     def _unread_above(self, conversation: Conversation, up_to: int) -> frozenset[int]:
         """The ids of the messages of others above ``up_to``: shown, or remembered unread."""
@@ -432,7 +474,7 @@ class ViewModel:
             self.unread_changed = True
             changes.add(Change.CONVERSATIONS)
         if unread and not self.focused:
-            self.missed_while_away += 1
+            self._missed.add((key, message.id))
             changes.add(Change.TITLE)
         return changes
 
@@ -553,10 +595,15 @@ class ViewModel:
         if focused:
             shown = self.conversation(self.current)
             self._read(shown, shown.latest)
-        if focused and self.missed_while_away:
-            self.missed_while_away = 0
+        if focused and self._missed:
+            self._missed.clear()
             return {Change.TITLE}
         return set()
+
+    @property
+    def missed_while_away(self) -> int:
+        """Messages that came unread while the window was not focused, not read since."""
+        return len(self._missed)
 
     def title(self) -> str:
         base = f"sealchat — {self.me}" if self.me else "sealchat"

@@ -22,13 +22,16 @@ from sealchat.core import (
     MessageAck,
     OnlineUsers,
     Presence,
+    ReadMarker,
+    ReadMarkers,
+    ReadUpTo,
     RoomInfo,
     RoomJoined,
     RoomLeft,
     Typing,
 )
 from sealchat.core.limits import MAX_TEXT
-from sealchat.core.records import TYPING_REF
+from sealchat.core.records import READ_REF, TYPING_REF
 from sealchat.gui.conversation import (
     DayBreak,
     Remembered,
@@ -1198,6 +1201,84 @@ def test_no_title_change_for_messages_while_focused() -> None:
     changes = vm.apply(said(1, "bob"), NOW)
     assert Change.TITLE not in changes
     assert vm.missed_while_away == 0
+
+
+# --- read on the user's other devices ---------------------------------------------------------
+
+
+def unread_counts(vm: ViewModel) -> dict[str, int]:
+    return {c.key: c.unread for c in vm.sorted_conversations() if c.unread}
+
+
+def test_a_conversation_read_on_another_device_is_read_here_in_the_sidebar_and_title() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.set_focus(False)
+    for message in (said(2, "bob", room="random"), said(3, "carol", room="random")):
+        vm.apply(message, NOW)
+    vm.apply(said(4, "bob", to="alice"), NOW)
+    vm.apply(said(5, "bob", room="random"), NOW)
+    assert unread_counts(vm) == {"#random": 3, "@bob": 1}
+    assert vm.title() == "(4) sealchat — alice"
+    vm.unread_changed = False  # saved
+    changes = vm.apply(ReadUpTo(up_to=3, room="random"), NOW)
+    assert changes == {Change.CONVERSATIONS, Change.TITLE}
+    assert unread_counts(vm) == {"#random": 1, "@bob": 1}
+    assert vm.title() == "(2) sealchat — alice"
+    assert vm.unread_changed  # to be saved
+    assert vm.unread_to_remember()["#random"] == Remembered("random", 3, frozenset({5}))
+    vm.apply(ReadUpTo(up_to=4, peer="Bob"), NOW)  # in the server's spelling
+    assert unread_counts(vm) == {"#random": 1}
+    assert vm.title() == "(1) sealchat — alice"
+    assert vm.apply(ReadUpTo(up_to=2, room="random"), NOW) == set()  # lower: nothing changes
+    assert unread_counts(vm) == {"#random": 1}
+    assert vm.reads_to_tell == {}  # read elsewhere: not told back
+
+
+def test_the_markers_listed_at_login_count_for_what_is_remembered_replayed_or_comes_later() -> None:
+    vm = ViewModel()
+    vm.restore_unread({"#random": Remembered("random", 1, frozenset({2, 3}))})
+    vm.logged_in("alice")
+    assert unread_counts(vm) == {"#random": 2}
+    markers = [ReadMarker(up_to=3, room="random"), ReadMarker(up_to=7, peer="Carol")]
+    vm.apply(ReadMarkers(markers=markers, more=True), NOW)
+    assert unread_counts(vm) == {}
+    vm.apply(said(3, "bob", room="random"), NOW)  # replayed: read on another device already
+    vm.apply(said(6, "carol", to="alice"), NOW)  # a conversation that appears after its marker
+    assert unread_counts(vm) == {}
+    vm.apply(said(8, "carol", to="alice"), NOW)
+    vm.apply(said(9, "bob", room="random"), NOW)
+    assert unread_counts(vm) == {"#random": 1, "@carol": 1}
+
+
+def test_what_is_read_here_is_told_once_for_a_replay() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="random"), NOW)
+    for n in range(1, 51):  # a replay read as it comes, in the conversation shown
+        vm.apply(said(n, "bob"), NOW)
+    vm.apply(said(51, "bob", room="random"), NOW)
+    assert vm.reads_to_tell == {"#general": 50}
+    vm.select("#random")
+    assert vm.reads_to_tell == {"#general": 50, "#random": 51}
+
+
+def test_a_room_left_forgets_its_marker_as_the_server_does() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.apply(ReadUpTo(up_to=5, room="random"), NOW)
+    vm.select("#random")
+    vm.apply(said(6, "bob", room="random"), NOW)
+    vm.apply(RoomLeft(room="random"), NOW)
+    assert vm.reads_to_tell == {}  # the server would refuse it: the room is not hers
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.apply(said(4, "bob", room="random"), NOW)  # joined again: nothing read there yet
+    assert unread_counts(vm) == {"#random": 1}
+
+
+def test_a_refused_read_marker_is_no_error_to_show() -> None:
+    vm = logged_in("alice")
+    assert vm.apply(Error(code="not_member", detail="join x first", ref=READ_REF), NOW) == set()
+    assert vm.error == ""
 
 
 # --- transfers ------------------------------------------------------------------------------

@@ -28,7 +28,16 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sealchat.core import ConnectionClosed, Error, FileInfo, Message, Presence, Typing
+from sealchat.core import (
+    ConnectionClosed,
+    Error,
+    FileInfo,
+    ListReadMarkers,
+    Message,
+    Presence,
+    ReadUpTo,
+    Typing,
+)
 from sealchat.core.hub import PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.gui.controller import _Outgoing
@@ -438,6 +447,46 @@ def test_unread_counts_survive_closing_the_window_and_add_what_came_meanwhile(
         again.app.controller.select("@bob")
         again.until_shown("bob: the keys are under the mat")
         again.until(lambda: button_texts(conversations) == ["# general", "@ bob"], "none unread")
+
+
+def test_a_conversation_read_on_another_device_stops_counting_here(
+    window: Window, server: Running, bob: BlockingClient, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.event_generate("<FocusOut>")  # the user is at her other device
+    window.pump()
+    bob.send_message("are you there?", to="alice")
+    last = bob.send_message("call me", to="alice")
+    window.until(lambda: "@ bob  (2)" in button_texts(app.chat.conversation_list), "2 unread")
+    window.until(lambda: app.title() == "(2) sealchat — alice", "the title to count them")
+    with server.login("alice") as phone:  # where she reads them
+        phone.send(ReadUpTo(up_to=last.id, peer="bob"))
+        window.until(lambda: "@ bob" in button_texts(app.chat.conversation_list), "none unread")
+        assert app.title() == "sealchat — alice"
+        remembered = tmp_path / "unread.json"
+        account = f"alice@127.0.0.1:{server.port}"
+
+        def saved_read() -> bool:
+            data = json.loads(remembered.read_text(encoding="utf-8"))
+            return data["accounts"][account]["@bob"]["unread"] == []
+
+        window.until(lambda: remembered.exists() and saved_read(), "the read state saved")
+
+
+def test_a_conversation_read_here_is_read_on_the_users_other_devices(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    with server.login("alice") as phone:
+        phone.send(ListReadMarkers())  # as a client that shows unread counts does
+        window.login(server.port, "alice")
+        last = bob.send_message("call me", to="alice")
+        window.until(lambda: "@ bob  (1)" in button_texts(app.chat.conversation_list), "1 unread")
+        app.controller.select("@bob")
+        window.until_shown("bob: call me")
+        told = window.receive(phone, ReadUpTo, "the marker at alice's other device")
+        assert told == ReadUpTo(up_to=last.id, peer="bob")
 
 
 def test_a_damaged_unread_file_is_ignored_and_replaced(
