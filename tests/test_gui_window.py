@@ -35,6 +35,7 @@ from sealchat.core import (
     ListReadMarkers,
     Message,
     Presence,
+    ReadMarkers,
     ReadUpTo,
     Typing,
 )
@@ -480,6 +481,7 @@ def test_a_conversation_read_here_is_read_on_the_users_other_devices(
     app = window.app
     with server.login("alice") as phone:
         phone.send(ListReadMarkers())  # as a client that shows unread counts does
+        phone.next(ReadMarkers)
         window.login(server.port, "alice")
         last = bob.send_message("call me", to="alice")
         window.until(lambda: "@ bob  (1)" in button_texts(app.chat.conversation_list), "1 unread")
