@@ -413,6 +413,8 @@ class ViewModel:
         the window's title."""
         changes: set[Change] = set()
         for marker in markers:
+            if bool(marker.room) == bool(marker.peer):
+                continue  # names no conversation (a server's mistake)
             key = room_key(marker.room) if marker.room else direct_key(marker.peer)
             if marker.up_to <= self._markers.get(key, 0):
                 continue

@@ -1275,6 +1275,15 @@ def test_a_room_left_forgets_its_marker_as_the_server_does() -> None:
     assert unread_counts(vm) == {"#random": 1}
 
 
+def test_a_marker_that_names_no_conversation_changes_nothing() -> None:
+    vm = logged_in("alice")
+    vm.apply(said(4, "bob", to="alice"), NOW)
+    markers = [ReadMarker(up_to=9), ReadMarker(up_to=9, room="general", peer="bob")]
+    assert vm.apply(ReadMarkers(markers=markers), NOW) == set()
+    assert unread_counts(vm) == {"@bob": 1}
+    assert sorted(vm.conversations) == ["#general", "@bob"]
+
+
 def test_a_refused_read_marker_is_no_error_to_show() -> None:
     vm = logged_in("alice")
     assert vm.apply(Error(code="not_member", detail="join x first", ref=READ_REF), NOW) == set()

@@ -54,7 +54,7 @@ from sealchat.core import Error as ServerError
 from sealchat.core.hub import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK, MAX_LIST
-from sealchat.core.records import CHANGE_PASSWORD
+from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS
 from sealchat.transports import requests, trio_client, trio_delivery
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
@@ -816,6 +816,18 @@ async def alice_posts(server: Running) -> int:
     with server.login("bob") as bob:
         ack = await trio.to_thread.run_sync(partial(bob.send_message, "hi", room="general"))
     return int(ack.id)
+
+
+async def test_a_marker_that_names_no_conversation_is_ignored(tmp_path: Path) -> None:
+    # From a server with a bug: the client stays up, and its markers as they were.
+    markers = [ReadMarker(up_to=9), ReadMarker(up_to=9, room="general", peer="bob")]
+    behaviour = logs_in_then(
+        answers(ListReadMarkers, [ReadMarkers(markers=markers)]), features=(READ_MARKERS,)
+    )
+    async with scripted(tmp_path, behaviour) as alice:
+        assert (await next_of(alice, ReadMarkers)).markers == markers
+        assert alice.read_marker(room="general") == alice.read_marker(peer="bob") == 0
+        assert alice.online
 
 
 def records_what_comes(received: list[Record]) -> Behaviour:

@@ -46,9 +46,12 @@ class ReadMarks:
         return record
 
     def heard(self, record: ReadUpTo | ReadMarkers) -> None:
-        """The server said where markers are (another session's, or the listing)."""
+        """The server said where markers are (another session's, or the listing); one that
+        names no conversation, or two, is ignored."""
         markers = record.markers if isinstance(record, ReadMarkers) else (record,)
         for marker in markers:
+            if bool(marker.room) == bool(marker.peer):
+                continue
             key = conversation_key(marker.room, marker.peer)
             if marker.up_to > self.known.get(key, 0):
                 self.known[key] = marker.up_to
