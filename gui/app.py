@@ -35,6 +35,10 @@ from sealchat.transports.trio_client import ConnectionLost
 
 log = logging.getLogger("sealchat.gui")
 
+LEAVE_WAIT = 5.0
+"""How long closing the window waits for the session to end as a logout does (seconds): it
+tells what was read and says goodbye, each within 2 s."""
+
 
 class App(ctk.CTk):
     """The window. ``run_gui()`` creates it and runs trio in guest mode inside it."""
@@ -56,6 +60,8 @@ class App(ctk.CTk):
         self.palette = PALETTES[self.vm.theme]
         self.nursery: trio.Nursery | None = None
         self.cancel_scope: trio.CancelScope | None = None
+        self.closing = False
+        """The window is closing, once the session has ended."""
         self.controller = Controller(self)
         self.transfers = Transfers(self)
         self.typing_notice = TypingNotice(self)
@@ -104,11 +110,22 @@ class App(ctk.CTk):
         self.close()
 
     def close(self) -> None:
-        """Closing the window cancels trio and lets it finish; Tk goes after it."""
+        """Closing the window ends the session as a logout does (the server hears what was
+        read and a goodbye), then cancels trio and lets it finish; Tk goes after it."""
         if self.guest.running and self.cancel_scope is not None:
+            if not self.closing and self.controller.leave():  # back here when it has ended
+                self.closing = True
+                self.spawn(self._cancel_after, LEAVE_WAIT)
+                return
             self.cancel_scope.cancel()
         elif not self.guest.running:
             self._destroy()
+
+    async def _cancel_after(self, seconds: float) -> None:
+        """Cancel trio if the session has not ended by then (a server that stopped reading)."""
+        await trio.sleep(seconds)
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
 
     def _destroy(self) -> None:
         """Destroy the window without leaving Tk callbacks that outlive their widgets."""

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from tkinter import messagebox
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -46,6 +46,8 @@ of thousands of messages writes it once, not for each. It is saved when the sess
 READS_TOLD_EVERY = 1.0
 """How often, at most, the server is told how far the user has read (seconds), for the user's
 other devices: a replay read as it comes is told once, not for each message."""
+LAST_READS_WAIT = 2.0
+"""How long the end of a session may wait to tell the server what was read last (seconds)."""
 
 
 class _Outgoing(NamedTuple):
@@ -76,8 +78,9 @@ class Controller:
         """The conversations whose history is being fetched (a page at a time each)."""
         self._outgoing: trio.MemorySendChannel[_Outgoing] | None = None
         """The messages typed, in order, for the session's sender (see :meth:`_sending`)."""
-        self._session_scope: trio.CancelScope | None = None
-        """Cancelled to log out: the session's client closes (saying goodbye to the server)."""
+        self._leaving: trio.CancelScope | None = None
+        """Cancelled to log out (or close the window) once logged in: the session ends as the
+        user leaves it, telling the server what was read and saying goodbye."""
         self.password_dialog: PasswordDialog | None = None
         """The "Change password" dialog, while it is open (it closes with the session)."""
         self._unread_save_failing = False
@@ -104,10 +107,8 @@ class Controller:
     async def _session(
         self, host: str, port: int, user: str, password: str, register: bool = False
     ) -> None:
-        scope = self._session_scope = trio.CancelScope()
         try:
-            with scope:
-                await self._connected(host, port, user, password, register)
+            await self._connected(host, port, user, password, register)
         except ServerKeyChanged as exc:
             messagebox.showerror("Server key changed", friendly(str(exc)), parent=self.app)
             self.app.login_form.show_error("The server's key changed; the connection was refused.")
@@ -118,33 +119,44 @@ class Controller:
         except (ClientError, OSError, trio.TooSlowError) as exc:
             self.app.login_form.show_error(friendly(str(exc)))
         finally:
-            self.client = self._session_scope = None
+            left = self._leaving is not None and self._leaving.cancel_called
+            self.client = self._leaving = None
             self._close_password_dialog()
             if self.app.chat.winfo_manager():  # it had logged in: back to the login form
-                self._show_login(by_user=scope.cancel_called)
+                self._show_login(by_user=left)
+            if self.app.closing:  # the window waited for the goodbye
+                self.app.close()
 
     async def _connected(
         self, host: str, port: int, user: str, password: str, register: bool
     ) -> None:
         """Connect, log in (or create the account) and show the session's events until it
-        ends; leaving, the client says goodbye to the server (see :func:`connect`)."""
+        ends or the user leaves it (``leave``); then what was read last is told, and the
+        client says goodbye to the server (see :func:`connect`)."""
         async with connect(host, port, confirm_new_key=self._confirm_key) as client:
             log_in = client.register if register else client.login
             name = await log_in(user, password)
             self.client = client
+            self._leaving = leaving = trio.CancelScope()
             account = account_name(host, port, name)
-            with self._sending(client), self._remembering_unread(account), self._telling(client):
-                self._show_chat(name)
-                self._show_directs(client)
-                self.app.spawn(self._load_rooms)
-                async for event in client.events():
-                    shown = self.vm.current
-                    self.app.redraw(self.vm.apply(event, time.time()))
-                    self._follow_current(shown)
-                    if isinstance(event, LinkState) and event.connected:
-                        self.app.spawn(self._catch_up)
-                    if client.gave_up_on is not None:  # no more reconnecting: say why
-                        raise client.gave_up_on
+            with self._sending(client), self._remembering_unread(account):
+                async with self._telling(client):
+                    with leaving:
+                        await self._show_session(client, name)
+
+    async def _show_session(self, client: ChatClient, name: str) -> None:
+        """Show the session of ``name`` and its events until it ends."""
+        self._show_chat(name)
+        self._show_directs(client)
+        self.app.spawn(self._load_rooms)
+        async for event in client.events():
+            shown = self.vm.current
+            self.app.redraw(self.vm.apply(event, time.time()))
+            self._follow_current(shown)
+            if isinstance(event, LinkState) and event.connected:
+                self.app.spawn(self._catch_up)
+            if client.gave_up_on is not None:  # no more reconnecting: say why
+                raise client.gave_up_on
 
     @contextlib.contextmanager
     def _remembering_unread(self, account: str) -> Iterator[None]:
@@ -159,16 +171,20 @@ class Controller:
             scope.cancel()
             self._save_unread(account)
 
-    @contextlib.contextmanager
-    def _telling(self, client: ChatClient) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def _telling(self, client: ChatClient) -> AsyncIterator[None]:
         """While the session lasts, how far the user has read each conversation goes to the
-        server now and then when it moved (see :meth:`_tell_reads`)."""
+        server now and then when it moved (see :meth:`_tell_reads`), and at its end (a
+        logout, the window closed), before the client says goodbye."""
         scope = trio.CancelScope()
         self.app.spawn(self._tell_reads_while_reading, client, scope)
         try:
             yield
         finally:
             scope.cancel()
+            if client.online:
+                with trio.move_on_after(LAST_READS_WAIT):
+                    await self._tell_reads(client)
 
     async def _tell_reads_while_reading(self, client: ChatClient, scope: trio.CancelScope) -> None:
         with scope:
@@ -216,13 +232,21 @@ class Controller:
     def log_out(self) -> None:
         """End the session and show the login form, for this user or another; if that would
         stop transfers or lose messages, only once the user confirms it."""
-        if self._session_scope is None:
+        if self._leaving is None:
             return
         warning = self.vm.logout_warning()
         if warning and not messagebox.askyesno("Log out?", warning, parent=self.app):
             return
+        self.leave()
+
+    def leave(self) -> bool:
+        """End the session as the user leaves it (its transfers stop, the server hears what
+        was read and a goodbye); False if there is none."""
+        if self._leaving is None:
+            return False
         self.app.transfers.cancel_all()
-        self._session_scope.cancel()
+        self._leaving.cancel()
+        return True
 
     # --- the password -------------------------------------------------------------------
 

@@ -491,6 +491,58 @@ def test_a_conversation_read_here_is_read_on_the_users_other_devices(
         assert told == ReadUpTo(up_to=last.id, peer="bob")
 
 
+def test_what_was_read_last_reaches_the_other_devices_at_logout(
+    window: Window, server: Running, bob: BlockingClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sealchat.gui.controller.READS_TOLD_EVERY", 3600.0)  # only at the end
+    app = window.app
+    with server.login("alice") as phone:
+        phone.send(ListReadMarkers())
+        phone.next(ReadMarkers)
+        window.login(server.port, "alice")
+        last = bob.send_message("call me", to="alice")
+        window.until(lambda: "@ bob  (1)" in button_texts(app.chat.conversation_list), "1 unread")
+        app.controller.select("@bob")
+        window.until_shown("bob: call me")
+        app.chat.logout_button.invoke()
+        window.until(app.login_form.winfo_ismapped, "the login form")
+        told = window.receive(phone, ReadUpTo, "the marker at alice's other device")
+        assert told == ReadUpTo(up_to=last.id, peer="bob")
+
+
+def test_closing_the_window_tells_the_other_devices_what_was_read_last(
+    window: Window, server: Running, bob: BlockingClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sealchat.gui.controller.READS_TOLD_EVERY", 3600.0)  # only at the end
+    app = window.app
+    with server.login("alice") as phone:
+        phone.send(ListReadMarkers())
+        phone.next(ReadMarkers)
+        window.login(server.port, "alice")
+        last = bob.send_message("call me", to="alice")
+        window.until(lambda: "@ bob  (1)" in button_texts(app.chat.conversation_list), "1 unread")
+        app.controller.select("@bob")
+        window.until_shown("bob: call me")
+        window.close()
+        told = phone.next(ReadUpTo)
+        assert told == ReadUpTo(up_to=last.id, peer="bob")  # the link outlived the window
+
+
+def test_the_window_closes_even_if_the_session_cannot_end_in_time(
+    window: Window, server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sealchat.gui.app.LEAVE_WAIT", 0.5)
+    monkeypatch.setattr("sealchat.gui.controller.LAST_READS_WAIT", 3600.0)
+
+    async def stuck(*_args: object) -> None:  # as if the server had stopped reading
+        await trio.sleep_forever()
+
+    window.login(server.port, "alice")
+    monkeypatch.setattr(window.app.controller, "_tell_reads", stuck)
+    window.close(timeout=10.0)
+    assert destroyed(window.app)
+
+
 def test_a_damaged_unread_file_is_ignored_and_replaced(
     window: Window, server: Running, bob: BlockingClient, tmp_path: Path
 ) -> None:
