@@ -2194,6 +2194,21 @@ async def test_wait_online_returns_after_a_reconnect_whose_first_link_failed(
         assert alice.online
 
 
+async def test_links_lost_soon_after_each_login_back_off_further(tmp_path: Path) -> None:
+    # A server that ends each session right after its login (as one whose disk is full
+    # fails the first write): the client must not log in again at the first delay each
+    # time, or its clients make it check a password (and tell everyone a Presence) twice a
+    # second each, for as long as it fails.
+    drops = [logs_in_then(hangs_up) for _ in range(5)]
+    async with scripted(tmp_path, *drops, logs_in_then(stays_silent), backoff=(0.05, 10)) as alice:
+        waits = []
+        while len(waits) < 5:
+            state = await next_of(alice, LinkState)
+            if not state.connected:
+                waits.append(state.retry_in)
+    assert waits[-1] > 0.05 * 1.5  # past the first delay (with its jitter): it doubled
+
+
 async def test_a_link_lost_while_the_reconnect_says_so_is_made_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

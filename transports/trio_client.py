@@ -345,8 +345,7 @@ class ChatClient:
         request = requests.login(username, password, register=register, announce=announce)
         authenticated = await self._ask(request)
         first = self._reconnector.credentials is None
-        self._reconnector.credentials = (username, password)
-        self._reconnector.announce = announce
+        self._reconnector.logged_in(username, password, announce=announce)
         self.username = name = authenticated.username
         self.conversations = authenticated.conversations
         self.max_file_size = authenticated.max_file_size

@@ -3,6 +3,7 @@ jitter, each logging in again, until one does or trying again cannot help."""
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Final, Protocol
 
@@ -16,6 +17,12 @@ from sealchat.transports.trio_link import Link
 
 ENDED_FOR_GOOD: Final = frozenset({PASSWORD_CHANGED, ACCOUNT_REMOVED})
 """The server's goodbyes after which the client does not log in again by itself."""
+
+STABLE_LINK: Final = 60.0
+"""Seconds a link must have been logged in for its loss to start the back-off afresh. One lost
+sooner (a server that ends each session soon after the login: a full disk, a failing store)
+goes on from the delay before it, doubled: else every client would log in again at once, each
+time, and every login costs the server a password check and the others a Presence."""
 
 
 class Session(Protocol):
@@ -58,9 +65,19 @@ class Reconnector:
         self.announce = True
         """Whether the session announced itself when it logged in (Login.announce): it logs in
         again the same way, so a quiet session stays quiet after a reconnect."""
+        self._delay = backoff[0]
+        """The delay the next recovery starts from."""
+        self._logged_in_at = -math.inf
+        """When the session last logged in (trio's clock)."""
         self._recovering = False
         self._lost_again: tuple[str, str | None] | None = None
         """Why the link of a recovery under way was lost (and its farewell), if it was."""
+
+    def logged_in(self, username: str, password: str, *, announce: bool) -> None:
+        """The session has logged in (first or again) with these: remember them and when."""
+        self.credentials = (username, password)
+        self.announce = announce
+        self._logged_in_at = trio.current_time()
 
     async def recover(self, reason: str, farewell: str | None = None) -> None:
         """Reconnect with exponential back-off and jitter, then log in again (the server
@@ -76,6 +93,8 @@ class Reconnector:
         if not self.enabled or self.credentials is None:
             await self._session._give_up(reason)
             return
+        if trio.current_time() - self._logged_in_at >= STABLE_LINK:
+            self._delay = self._backoff[0]
         self._recovering = True
         try:
             await self._reconnect_loop(reason, self.credentials)
@@ -84,7 +103,7 @@ class Reconnector:
 
     async def _reconnect_loop(self, reason: str, credentials: tuple[str, str]) -> None:
         session = self._session
-        delay, cap = self._backoff
+        delay, cap = self._delay, self._backoff[1]
         floor = 0.0  # a throttled login's retry_after: the jitter never brings the wait below it
         while not session._closing and session.gave_up_on is None:
             wait = max(floor, delay * self._rng.uniform(0.5, 1.5))
@@ -131,6 +150,7 @@ class Reconnector:
                 continue
             if session._closing:  # closed while the login was answered: aclose() ends the link
                 return
+            delay = self._delay = min(cap, delay * 2)  # the next loss may come soon
             await self._delivery.pass_on(LinkState(connected=True))
             if self._lost_again is None:
                 return
