@@ -82,7 +82,7 @@ from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.core.preamble import encode_preamble
 from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS, READ_REF
-from sealchat.transports import blocking_client
+from sealchat.transports import blocking_client, hub_failures
 from sealchat.transports.blocking_client import BlockingClient, ClientError
 from sealchat.transports.folder_lock import LOCK_FILE
 from sealchat.transports.passwords import CHEAP, hash_password
@@ -988,6 +988,42 @@ def _locked(*_args: object) -> Any:
 
 def _logged_with_traceback(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return any(text in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def _disk_full(*_args: object, **_kwargs: object) -> Any:
+    """What SQLite raises when the disk is full (SQLITE_FULL), as a store's write would."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute("PRAGMA max_page_count = 1")
+        db.execute("CREATE TABLE t (x)")  # needs a second page
+    finally:
+        db.close()
+    raise AssertionError("SQLite found room")
+
+
+def test_a_full_disk_is_named_to_the_users_it_fails_and_logged_once(
+    serve: Callable[..., Server],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The data folder's disk is full: every write fails until the operator frees space. Each
+    # user whose message was not stored is told so and what to do (not "please reconnect",
+    # which their client does at once, to fail again); the log says it in one line, not a
+    # traceback per message that fills the disk further; once space is freed, all is well.
+    caplog.set_level(logging.ERROR, logger="sealchat.server")
+    server = serve()
+    alice, bob = server.login("alice"), server.login("bob")
+    monkeypatch.setattr(server.hub.store, "append_message", _disk_full)
+    for name in ("carol", "dave"):
+        client = server.login(name)
+        client.send(Message(text="not stored", room="general"))
+        assert last(client, matching(Bye)).reason == hub_failures.DISK_FULL
+    assert "freed some space" in hub_failures.DISK_FULL
+    full = [r for r in caplog.records if "disk of the data folder is full" in r.getMessage()]
+    assert len(full) == 1
+    assert not any(r.exc_info for r in caplog.records)
+    monkeypatch.undo()
+    say(alice, bob, "space again")
 
 
 @pytest.mark.parametrize("register", [False, True], ids=["login", "registration"])

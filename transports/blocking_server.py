@@ -51,6 +51,7 @@ from sealchat.core.hub import (
     ends_batch,
 )
 from sealchat.core.records import file_chunks
+from sealchat.transports.hub_failures import FAILED, HubFailures
 from sealchat.transports.output_budget import OVER_BUDGET, OutputBudget
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.send_queue import Progress, unacknowledged
@@ -97,8 +98,6 @@ out, its network gone, a firewall's veto…): that connection is skipped, never 
 _OVER = (State.CLOSED, State.ERROR)
 Slow = VerifyPassword | HashPassword | VerifyUpload
 """Effects run outside the hub lock, by the client's own thread: they take a while."""
-FAILED = "the server failed on your request; please reconnect"
-"""The goodbye of a connection whose request the hub (or its store) failed on."""
 
 
 class _Client:
@@ -308,9 +307,8 @@ class _Client:
                 self.lock.wait(1.0)
         try:
             checks += server.hub_effects(server.hub.handle_all, self.session, records, time.time())
-        except Exception:  # a bug must cost one connection, never the server
-            log.exception("the hub failed on a record from %r", self)
-            self.goodbye(FAILED)
+        except Exception as exc:  # a bug must cost one connection, never the server
+            self.goodbye(server.failures.report(exc, "a record from", self))
             return False
         return True
 
@@ -390,6 +388,8 @@ class ThreadedServer:
         self.output: OutputBudget[_Client] = OutputBudget(config.max_outgoing_total)
         """What the clients' output takes together (``output_budget``)."""
         self._slots = ConnectionSlots(config)
+        self.failures = HubFailures()
+        """Reports the hub's failures on a client's requests and names their goodbye."""
         """Connections per address; under ``_clients_lock``, like ``_clients``."""
         self._clients_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -688,11 +688,12 @@ class ThreadedServer:
             self.call_hub(
                 self.hub.upload_verified, effect.session, effect.transfer, digest, time.time()
             )
-        except Exception:  # a bug or a failing store must cost one connection, never the server
-            log.exception("the hub failed on the check of an upload of session %s", effect.session)
+        except Exception as exc:  # a bug or a failing store costs one connection, not the server
             client = self._client(effect.session)
+            who = f"session {effect.session}" if client is None else client
+            goodbye = self.failures.report(exc, "the check of an upload of", who)
             if client is not None:
-                client.goodbye(FAILED)
+                client.goodbye(goodbye)
 
     def check_password(self, effect: VerifyPassword | HashPassword) -> None:
         """Run an Argon2id check in this (the client's reader) thread and report it. If the
@@ -713,11 +714,12 @@ class ThreadedServer:
                 self.call_hub(
                     self.hub.password_hashed, effect.session, effect.username, phc, time.time()
                 )
-        except Exception:  # a bug or a failing store must cost one connection, never the server
-            log.exception("the hub failed on the password check of session %s", effect.session)
+        except Exception as exc:  # a bug or a failing store costs one connection, not the server
             client = self._client(effect.session)
+            who = f"session {effect.session}" if client is None else client
+            goodbye = self.failures.report(exc, "the password check of", who)
             if client is not None:
-                client.goodbye(FAILED)
+                client.goodbye(goodbye)
 
     def _stream(self, client: _Client, effect: StreamFile, cancelled: threading.Event) -> None:
         """Send a stored file's chunks, waiting while the client's queue is full; up to
@@ -761,6 +763,6 @@ class ThreadedServer:
                     del client.streams[effect.transfer]
             try:
                 self.in_hub(self.hub.stream_finished, client.session, effect.transfer)
-            except Exception:
-                log.exception("the hub failed on the end of a download of %r", client)
-                client.goodbye(FAILED)
+            except Exception as exc:
+                what = "the end of a download of"
+                client.goodbye(self.failures.report(exc, what, client))

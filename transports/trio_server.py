@@ -51,6 +51,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.limits import MAX_FRAME
 from sealchat.core.records import file_chunks
+from sealchat.transports.hub_failures import HubFailures
 from sealchat.transports.output_budget import OVER_BUDGET, OutputBudget
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.send_queue import Progress, unacknowledged
@@ -76,8 +77,6 @@ assert BULK_RECEIVE_SIZE + 4 + MAX_FRAME <= MAX_RECEIVE_BUFFER
 TICK = 0.25
 """Longest sleep of the hub's timer task: typing notices expire at most this late."""
 _OVER = (State.CLOSED, State.ERROR)
-FAILED = "the server failed on your request; please reconnect"
-"""The goodbye of a connection whose request the hub (or its store) failed on."""
 
 
 class _Peer:
@@ -173,6 +172,7 @@ class TrioServer:
         self.output: OutputBudget[_Peer] = OutputBudget(config.max_outgoing_total)
         """What the peers' output takes together (``output_budget``)."""
         self._slots = ConnectionSlots(config)
+        self._failures = HubFailures()
         self._ids = itertools.count(1)
         self._hub_lock = trio.CapacityLimiter(1)
         self._password_lock = trio.CapacityLimiter(config.password_threads)
@@ -329,14 +329,15 @@ class TrioServer:
         A failure (a bug, or the store failing: "database is locked" past its busy timeout, a
         full disk) costs ``peer``'s connection, never the server: it is logged, the effects
         that still stand are run (those of what was stored before it) and ``peer`` is told
-        goodbye. ``what`` names the call in the log, before the peer."""
+        goodbye (``HubFailures.report``). ``what`` names the call in the log, before the
+        peer."""
         try:
             effects = await self._in_hub(fn, *args)
         except Exception as exc:
-            log.exception("the hub failed on %s %r", what, peer)
+            goodbye = self._failures.report(exc, what, peer)
             if isinstance(exc, HandlingFailed):  # what came before the failure is stored
                 await self._run_effects(exc.effects)
-            peer.say_goodbye(FAILED)
+            peer.say_goodbye(goodbye)
             return False
         await self._run_effects(effects)
         return True
@@ -518,9 +519,9 @@ class TrioServer:
             with trio.CancelScope(shield=True):
                 try:
                     await self._in_hub(self.hub.stream_finished, peer.session, effect.transfer)
-                except Exception:
-                    log.exception("the hub failed on the end of a download of %r", peer)
-                    peer.say_goodbye(FAILED)
+                except Exception as exc:
+                    what = "the end of a download of"
+                    peer.say_goodbye(self._failures.report(exc, what, peer))
 
     async def _run_timers(self) -> None:
         """Expire typing notices (and old login failures) when the hub says they are due.
