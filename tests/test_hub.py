@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -607,6 +609,25 @@ def test_a_chunk_the_store_refuses_ends_the_transfer_not_the_hub(
     (reject,) = records(hub.handle(1, FileChunk(transfer=7, offset=0, data=data), NOW), 1)
     assert isinstance(reject, FileReject)
     assert "could not store" in reject.reason
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
+def test_a_chunk_refused_for_a_full_disk_says_when_to_resume(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    # Resuming at once would only fail again: the user is told to wait for the operator.
+    hub = hub_with(store, "alice")
+    data = b"y" * 100
+    accepted(hub, 1, _offer(data, 7))
+
+    def full(*_args: object) -> int:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(store, "write_chunk", full)
+    (reject,) = records(hub.handle(1, FileChunk(transfer=7, offset=0, data=data), NOW), 1)
+    assert isinstance(reject, FileReject)
+    assert "disk is full" in reject.reason
+    assert "freed some space" in reject.reason
 
 
 def test_the_store_keeps_no_upload_open_once_its_transfer_ends(store: SqliteStore) -> None:

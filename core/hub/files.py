@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from sealchat.core import limits
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import CancelStream, Effect, SessionId, StreamFile, VerifyUpload
@@ -143,8 +145,8 @@ class Files:
         else:
             try:
                 received = self.store.write_chunk(upload.file.file_id, record.offset, record.data)
-            except (OSError, ValueError):
-                reason = "the server could not store the chunk; resume to continue"
+            except (OSError, ValueError) as exc:
+                reason = _unstored_chunk(exc)
             else:
                 self._to_come -= received - upload.received
                 upload.received = received
@@ -397,3 +399,16 @@ def _in_use(state: Session, transfer: int) -> bool:
 def _transfers(state: Session) -> int:
     """The transfers of ``state`` in progress (uploads being checked count too)."""
     return len(state.uploads) + len(state.verifying) + len(state.downloads)
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _unstored_chunk(exc: OSError | ValueError) -> str:
+    """Why a chunk the store failed to write is refused, and when to resume: at once, or,
+    if the disk is full, once the operator has freed space (at once would fail again)."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        return (
+            "the server could not store the chunk: its disk is full; resume once the "
+            "server's operator has freed some space"
+        )
+    return "the server could not store the chunk; resume to continue"
