@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import stat
 import unicodedata
 from pathlib import Path
@@ -316,3 +317,22 @@ def test_without_flock_the_file_is_closed_before_it_is_moved_or_removed(
         download.finish("report.txt", b"\0" * 32)
     assert open_when == [False, False, False]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.txt"]
+
+
+def test_a_download_the_disk_has_no_room_for_stops_before_filling_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Else it fills the disk and fails with "[Errno 28] No space left on device", leaving
+    # the user's disk full; the part here stays, to resume once there is room.
+    (tmp_path / f".{FILE_ID}.part").write_bytes(b"x" * 100)
+    room = shutil.disk_usage(tmp_path)._replace(free=899)
+    monkeypatch.setattr(downloads.shutil, "disk_usage", lambda _path: room)
+    with PartialDownload(tmp_path, FILE_ID) as part:
+        with pytest.raises(downloads.NoRoom) as refused:
+            part.expect(1000)
+        assert refused.value.errno == errno.ENOSPC
+        assert "900 B more is needed" in str(refused.value)
+        assert "free some space" in str(refused.value)
+    assert (tmp_path / f".{FILE_ID}.part").stat().st_size == 100
+    with PartialDownload(tmp_path, FILE_ID) as part:
+        part.expect(999)  # the rest fits

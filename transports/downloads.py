@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import stat
 import unicodedata
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from typing import TypeAlias
 
 import platformdirs
 
+from sealchat.core.sizes import shown_size
 from sealchat.transports.keyfile import ensure_private_dir
 from sealchat.transports.shown_text import hidden
 from sealchat.transports.writeback import WriteBehind
@@ -79,6 +81,16 @@ def safe_name(name: str) -> str:
 def _unsafe(char: str) -> bool:
     """Whether ``char`` must not appear in a saved file's name."""
     return char in _UNSAFE_CHARS or hidden(char)
+
+
+class NoRoom(OSError):
+    """The disk of the downloads folder has no room for the rest of a download."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class PartialDownload:
@@ -146,9 +158,17 @@ class PartialDownload:
 
     def expect(self, size: int) -> None:
         """The server announced ``size`` bytes: refuse any beyond it (ValueError, and the
-        partial file discarded, if more are here already)."""
+        partial file discarded, if more are here already), and a download whose rest the
+        folder's disk has no room for (NoRoom: the part here stays, to resume)."""
         self.expected = size
         self._check_size(self.size)
+        missing, free = size - self.size, shutil.disk_usage(self.folder).free
+        if missing > free:
+            raise NoRoom(
+                f"{shown_size(missing)} more is needed in {self.folder}, which has "
+                f"{shown_size(free)} free: free some space (then get it again to resume), "
+                "or download to another folder"
+            )
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         """Append ``data``, which must start where the file ends and stay within the expected
