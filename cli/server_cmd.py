@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import shutil
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -44,6 +46,10 @@ DEMO_USER = "esha"
 DEMO_PASSWORD = "esha123"  # noqa: S105  (the original brief's public demo account, opt-in only)
 
 log = logging.getLogger("sealchat.server")
+
+
+DISK_FULL_BELOW = 1 << 20
+"""Free bytes below which a data folder's disk counts as full."""
 
 
 def default_data_dir() -> Path:
@@ -216,8 +222,23 @@ def _explained(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
             where = f" {exc.filename}" if exc.filename else ""
             print(f"sealchat: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
             return 1
+        except sqlite3.OperationalError as exc:  # locked for too long, the disk full…
+            data_dir = getattr(args, "data_dir", None) or default_data_dir()
+            print(f"sealchat: cannot use the database in {data_dir}: {exc}", file=sys.stderr)
+            if _disk_full(data_dir):  # which SQLite may call a "disk I/O error"
+                print(f"sealchat: the disk of {data_dir} is full: free some space", file=sys.stderr)
+            return 1
 
     return run
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether the disk of ``folder`` has less room left than SQLite may need to open and
+    change a database (a few pages, its -wal and -shm files)."""
+    try:
+        return shutil.disk_usage(folder).free < DISK_FULL_BELOW
+    except OSError:
+        return False
 
 
 @_explained

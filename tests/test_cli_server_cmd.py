@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sealchat.cli import server_cmd
 from sealchat.cli.main import main
+from sealchat.transports import sqlite_schema
 
 
 @pytest.fixture
@@ -152,3 +156,31 @@ def test_giving_up_at_the_password_prompt_changes_nothing(
     monkeypatch.setattr("getpass.getpass", prompt)
     assert main(["user", "passwd", "bob", "--data-dir", str(tmp_path)]) == code
     assert "nothing changed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["disk full", "locked"])
+@pytest.mark.parametrize("command", [["user", "list"], ["server", "--port", "0"]])
+def test_a_database_sqlite_cannot_open_is_said_in_one_line(
+    command: list[str],
+    full: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # On a full disk SQLite cannot make the database's -wal and -shm files and calls it a
+    # "disk I/O error": every command on the data folder ended in that traceback.
+    _added(tmp_path, monkeypatch)
+    capsys.readouterr()
+    why = "disk I/O error" if full else "database is locked"
+
+    def fails(*_args: object) -> None:
+        raise sqlite3.OperationalError(why)
+
+    monkeypatch.setattr(sqlite_schema, "configure", fails)
+    room = shutil.disk_usage(tmp_path)._replace(free=4096 if full else 1 << 30)
+    monkeypatch.setattr(server_cmd.shutil, "disk_usage", lambda _path: room)
+    assert main([*command, "--data-dir", str(tmp_path)]) == 1
+    said = capsys.readouterr().err
+    assert f"cannot use the database in {tmp_path}: {why}" in said
+    assert (f"the disk of {tmp_path} is full: free some space" in said) is full
+    assert "Traceback" not in said
