@@ -3,6 +3,7 @@ with everything its users had (history, direct messages, files, an upload to res
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -345,6 +346,24 @@ def test_a_database_that_would_not_fit_is_refused_before_it_is_copied(
     data, _ = _empty_server_data(tmp_path)
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
-    with pytest.raises(BackupError, match=r"not enough room: the database needs [\d.]+ KiB"):
+    with pytest.raises(BackupError, match=r"not enough room: the key and the database need"):
+        back_up(data, tmp_path / "backup")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_full_disk_is_said_before_the_key_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The key was written first, unchecked: on a full disk the command said only "cannot
+    # use: No space left on device", naming no folder and no way out.
+    data, _ = _empty_server_data(tmp_path)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=0))
+
+    def no_space(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(backup_module, "create_private_file", no_space)
+    with pytest.raises(BackupError, match="make room, or back up to another disk"):
         back_up(data, tmp_path / "backup")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -100,11 +100,12 @@ def back_up(data_dir: Path, dest: Path) -> BackupReport:
 def _fill(work: Path, data_dir: Path, key_path: Path) -> BackupReport:
     """Copy the key, the database and the files into the empty private folder ``work``."""
     key = load_or_create_key(key_path)  # checks the key file (a regular 0600 file of 32 bytes)
-    create_private_file(work / SERVER_KEY_FILE, key.private_bytes_raw())  # not read again
+    raw_key = key.private_bytes_raw()
     database, source = work / DB_FILE, data_dir / DB_FILE
     wal = source.with_name(f"{DB_FILE}-wal")  # its pages may be newer than the file's
     at_most = source.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-    _check_room(work, data_dir, "the database needs", at_most)
+    _check_room(work, data_dir, "the key and the database need", len(raw_key) + at_most)
+    create_private_file(work / SERVER_KEY_FILE, raw_key)  # not read again
     _snapshot(source, database)
     downloads, target = data_dir / DOWNLOADS_DIR, work / DOWNLOADS_DIR
     ensure_private_dir(target / PARTIAL_DIR)
