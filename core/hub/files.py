@@ -400,6 +400,7 @@ def _transfers(state: Session) -> int:
     """The transfers of ``state`` in progress (uploads being checked count too)."""
     return len(state.uploads) + len(state.verifying) + len(state.downloads)
 
+
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
