@@ -11,7 +11,7 @@ import trio
 
 from sealchat.cli.chat_outgoing import Outgoing
 from sealchat.cli.chat_terminal import Terminal, failures_said
-from sealchat.cli.chat_transfers import Transfers, get, share
+from sealchat.cli.chat_transfers import TransferFailures, Transfers, get, share
 from sealchat.cli.checks import CommandError, check_names
 from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, RegistrationRefused
 from sealchat.cli.login import asker, credentials_from, run_session
@@ -60,7 +60,11 @@ and each says when it ends. A transfer cut by a lost connection stops: the same
 command resumes it later (or says the file got there). At the end of input or
 /quit, the chat waits for the transfers under way, then for the messages not yet
 stored (while they keep going, or up to 10 s for a reconnect), then names any never
-delivered (exit 7) or refused, by the server or as too long (exit 6)."""
+delivered (exit 7) or refused, by the server or as too long (exit 6), and each /send
+or /get that failed and did not succeed when typed again (the same path, the same
+id): cut or not connected (exit 7), refused by the server or too big (exit 6), a
+file that cannot be read (exit 2), a download that could not be saved (exit 1).
+The highest of these codes is the exit code."""
 
 
 def run_chat(args: argparse.Namespace) -> int:
@@ -87,19 +91,19 @@ def run_chat(args: argparse.Namespace) -> int:
             term.say(f"* logged in to {client.server} as {safe(name)}; /help lists the commands")
             if client.conversations:
                 term.say(conversations_line(client.conversations))
-            outgoing = Outgoing(term)
+            outgoing, failed_transfers = Outgoing(term), TransferFailures()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_show_events, client, term, outgoing)
                     nursery.start_soon(outgoing.run, client)
-                    transfers = Transfers(term, nursery)
+                    transfers = Transfers(term, nursery, failed_transfers)
                     await _command_loop(client, term, outgoing, transfers)
                     await transfers.finish()
                     await outgoing.finish(client)
                     nursery.cancel_scope.cancel()
                 _show_queued(client, term, outgoing)
             finally:
-                code = outgoing.report()
+                code = max(outgoing.report(), failed_transfers.report())
         return code
 
     return run_session(main, credentials)

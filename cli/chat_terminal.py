@@ -196,15 +196,22 @@ def _time(ts: float) -> str:
 
 
 @contextmanager
-def failures_said(term: Terminal, of: str = "") -> Iterator[None]:
+def failures_said(
+    term: Terminal, of: str = "", noted: Callable[[int, str], None] | None = None
+) -> Iterator[None]:
     """Say why what runs inside failed (a command, a transfer: ``of`` names it), as a line
-    starting with ``!``; the session goes on. A closed output is no such failure: nothing
-    more can be shown."""
+    starting with ``!``, and hand ``noted`` the exit code the failure calls for and why;
+    the session goes on. A closed output is no such failure: nothing more can be shown."""
     try:
         yield
     except CommandError as exc:
-        term.say(f"! {safe(str(exc))}{of}")
+        code, why = exc.code, str(exc)
     except BrokenPipeError:
         raise
     except (ClientError, OSError) as exc:
-        term.say(f"! {safe(explain_failure(exc)[1])}{of}")
+        code, why = explain_failure(exc)
+    else:
+        return
+    term.say(f"! {safe(why)}{of}")
+    if noted is not None:
+        noted(code, why)

@@ -10,6 +10,7 @@ import re
 from fractions import Fraction
 from pathlib import Path
 
+from sealchat.cli.exit_codes import USAGE
 from sealchat.core import LocalProtocolError, Message
 from sealchat.core.codec import encode_record
 from sealchat.core.hub.names import room_problem
@@ -67,6 +68,9 @@ def byte_size(text: str) -> int:
 
 class CommandError(Exception):
     """A chat command that cannot run as typed; the message says why and what to do."""
+
+    code = USAGE
+    """The exit code it makes ``sealchat chat`` end with, where it counts (a file transfer)."""
 
 
 def home_expanded(written: str) -> Path:
@@ -137,7 +141,12 @@ def file_problem(path: Path) -> str | None:
             with path.open("rb"):  # as the upload will, so that it cannot fail at that
                 return None
     except OSError as exc:
-        return f"cannot read {path}: {exc.strerror or exc}"
+        return unreadable(path, exc)
     if os.path.lexists(path):
         return f"{path} is not a regular file (a pipe, a device…); only regular files can be shared"
     return f"no such file: {path}"
+
+
+def unreadable(path: Path, exc: OSError) -> str:
+    """Why the file at ``path`` cannot be shared: reading it failed with ``exc``."""
+    return f"cannot read {path}: {exc.strerror or exc}"

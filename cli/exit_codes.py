@@ -23,13 +23,13 @@ OK, FAILED, USAGE, UNREACHABLE, UNTRUSTED, LOGIN_FAILED, REFUSED, LOST = 0, 1, 2
 INTERRUPTED, OUTPUT_CLOSED = 130, 141
 EXIT_CODES = {
     OK: "done",
-    FAILED: "something else failed (the message says what)",
+    FAILED: "something else failed, as saving a download (the message says what)",
     USAGE: "wrong arguments, or a local problem (password, key file, known_servers, file)",
     UNREACHABLE: "the server cannot be reached",
     UNTRUSTED: "the server's key is unknown or has changed (see 'sealchat trust')",
     LOGIN_FAILED: "the login was refused",
     REFUSED: "the message, the file or the new password was refused: by the server, or as too "
-    "long for one message",
+    "long for one message or too big for the server's limit",
     LOST: "the connection was lost",
     INTERRUPTED: "interrupted (Ctrl-C)",
     OUTPUT_CLOSED: "the output was closed (as by '| head'); like a program ended by SIGPIPE",

@@ -447,7 +447,10 @@ def test_chat_commands_say_their_usage_and_slash_escapes(server: Running, tmp_pa
     done = chat_as_alice(
         tmp_path, server, "--downloads", str(not_a_folder), stdin=lines + "/quit\n"
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # the download could not be saved
+    assert f"sealchat: 1 file transfer failed: /get {shared.file_id} (failed on this " in (
+        done.stderr
+    )
     assert "//TEXT" in done.stdout  # documented in /help
     for usage in ("/join ROOM", "/get ID", "/send PATH", "/msg USER TEXT"):
         assert f"! usage: {usage}\n" in done.stdout
@@ -690,8 +693,9 @@ def test_send_explains_a_tilde_that_names_nobody(server: Running, tmp_path: Path
     pin(tmp_path, server)
     lines = "/send ~nosuchuser4217/report.pdf\nstill here\n/quit\n"
     done = chat_as_alice(tmp_path, server, stdin=lines)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 2, done.stderr  # a file that cannot be shared
     assert "Traceback" not in done.stderr
+    assert "sealchat: 1 file transfer failed: /send ~nosuchuser4217/report.pdf (" in done.stderr
     assert "! there is no user 'nosuchuser4217'" in done.stdout
     assert "write ~/ (as in ~/nosuchuser4217/report.pdf)" in done.stdout
     with server.login("bob") as bob:
@@ -717,7 +721,8 @@ def test_special_files_are_not_shared(server: Running, tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     done = chat_as_alice(tmp_path, server, stdin=f"/send {fifo}\n/send {os.devnull}\n/quit\n")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 2, done.stderr  # neither can be shared
+    assert "sealchat: 2 file transfers failed: " in done.stderr
     for path in (fifo, os.devnull):
         assert f"! {path} is not a regular file (a pipe, a device…)" in done.stdout
     assert "no such file" not in done.stdout
@@ -782,7 +787,7 @@ def test_a_mistyped_file_id_leaves_nothing_behind(server: Running, tmp_path: Pat
     done = chat_as_alice(
         tmp_path, server, "--downloads", str(downloads), stdin="/get deadbeef\n/quit\n"
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 6, done.stderr
     assert "! refused: there is no file deadbeef that you can see" in done.stdout
     assert list(downloads.iterdir()) == []  # no hidden, empty .deadbeef.part
 
@@ -926,9 +931,10 @@ def test_transfers_fail_at_once_while_disconnected(tmp_path: Path) -> None:
     source.write_text("notes")
     with chat_whose_server_stopped(tmp_path) as chat:
         chat.type(f"/get 0123abcd\n/send {source}\n/rooms\n/quit\n")
-        assert chat.wait() == 0  # every line was read: nothing waited for the reconnect
+        assert chat.wait() == 7  # every line was read: nothing waited for the reconnect
     out = chat.out.text()
     assert out.count("! not connected; the client is reconnecting") == 3, out
+    assert "sealchat: 2 file transfers failed: /get 0123abcd (not connected; " in chat.err.text()
 
 
 def test_piped_lines_beyond_the_rate_limit_are_all_sent_in_order(tmp_path: Path) -> None:
@@ -958,6 +964,55 @@ def test_a_refused_message_is_named_and_the_exit_code_says_so(
     with server.login("bob") as bob:
         messages, _ = bob.history(room="general")
     assert [m.text for m in messages] == ["hello"]
+
+
+def test_failed_transfers_are_named_and_the_exit_code_says_so(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    missing = tmp_path / "missing.txt"
+    done = chat_as_alice(tmp_path, server, stdin=f"/send {missing}\n/quit\n")
+    assert done.returncode == 2  # a file that cannot be shared
+    assert f"! no such file: {missing}\n" in done.stdout
+    assert done.stderr == (
+        f"sealchat: 1 file transfer failed: /send {missing} (no such file: {missing})\n"
+    )
+    done = chat_as_alice(tmp_path, server, stdin=f"/get 99\n/send {missing}\n/quit\n")
+    assert done.returncode == 6  # refused by the server: the highest code wins
+    assert "sealchat: 2 file transfers failed: " in done.stderr
+    assert "/get 99 (refused: there is no file 99 that you can see)" in done.stderr
+    assert f"/send {missing} (no such file: {missing})" in done.stderr
+    assert done.stderr.count("\n") == 1  # one line for them all
+    done = chat_as_alice(tmp_path, server, stdin="/get 99\n/msg ghost hello\n/quit\n")
+    assert done.returncode == 6  # with the messages' codes
+    assert "sealchat: 1 message was refused" in done.stderr
+    assert "sealchat: 1 file transfer failed: /get 99 " in done.stderr
+
+
+def test_a_failed_transfer_that_succeeds_when_typed_again_is_no_failure(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    source, theirs = tmp_path / "notes.txt", tmp_path / "theirs.txt"
+    theirs.write_text("their notes")
+    downloads = tmp_path / "downloads"
+    downloads.write_text("a file where the downloads folder should be")
+    with server.login("bob") as bob:
+        shared = bob.send_file(theirs, room="general")
+    args = ("chat", "--port", str(server.port), "--user", "alice", "--downloads", str(downloads))
+    with Client(tmp_path, *args) as chat:
+        chat.out.wait_for("* logged in")
+        chat.type(f"/send {source}\n/get {shared.file_id}\n")
+        chat.out.wait_for(f"! no such file: {source}")
+        chat.out.wait_for("! failed on this computer: ")
+        source.write_text("notes")
+        downloads.unlink()
+        relative = os.path.relpath(source)  # the same path, written another way
+        chat.type(f"/send {relative}\n/get {shared.file_id}\n/quit\n")
+        assert chat.wait() == 0, chat.err.text()
+    assert "* shared notes.txt as " in chat.out.text()
+    assert (downloads / "theirs.txt").read_text() == "their notes"
+    assert chat.err.text() == ""
 
 
 def test_a_message_typed_while_disconnected_is_never_dropped_silently(tmp_path: Path) -> None:
@@ -1001,7 +1056,10 @@ def test_a_transfer_cut_by_a_lost_connection_stops_and_the_chat_reads_on(
 
     with chat_whose_server_stopped(tmp_path, while_up=start_sending) as chat:  # mid-upload
         chat.out.wait_for("! the connection was lost during the transfer")
-        assert chat.wait() == 0  # and /quit, typed behind it, was read
+        assert chat.wait() == 7  # and /quit, typed behind it, was read
+    assert f"sealchat: 1 file transfer failed: /send {big} (the connection was lost " in (
+        chat.err.text()
+    )
 
 
 def test_the_chat_reads_on_while_a_server_takes_its_time_to_store_a_message(
