@@ -87,6 +87,7 @@ from sealchat.transports.blocking_client import BlockingClient, ClientError
 from sealchat.transports.folder_lock import LOCK_FILE
 from sealchat.transports.passwords import CHEAP, hash_password
 from sealchat.transports.requests import LoginFailed, PasswordNotChanged
+from sealchat.transports.server_limits import OUTPUT_PILED_UP
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.pairs import forge
 from tests.servers import (
@@ -1633,11 +1634,17 @@ def test_a_client_that_never_reads_is_disconnected_while_others_chat(
 ) -> None:
     caplog.set_level(logging.INFO, logger="sealchat.server")
     server = _flood_server(serve, max_outgoing_bytes=256 * 1024)
-    with _sleeper(server, "dave"):
+    with _sleeper(server, "dave") as dave:
+        host, port = dave.getsockname()[:2]
         crowd = [server.login(name) for name in FLOOD_USERS[4:]]
         flooder = server.login("alice")
         _flood_while(lambda: server.hub.is_online("dave"), flooder, crowd)
-    assert logged(caplog, "is not reading; disconnecting it")
+    # One line, naming the peer and what happened: no protocol violation, no traceback.
+    about_dave = [r for r in caplog.records if f"{host}:{port}" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in about_dave] == [
+        (logging.INFO, f"peer {host}:{port} (user dave) {OUTPUT_PILED_UP}; connection dropped")
+    ]
+    assert not logged(caplog, "broke the protocol")
     say(crowd[0], crowd[-1], "after the flood")
     say(crowd[-1], flooder, "and again")
 
@@ -1703,7 +1710,7 @@ def test_the_server_holds_a_bounded_sum_of_output_and_sheds_the_peers_furthest_b
             lambda: any(server.hub.is_online(name) for name in sleepers), flooder, readers
         )
     assert logged(caplog, "holds the most output while the server holds more than")
-    assert not logged(caplog, "is not reading")  # dropped long before 8 MiB each
+    assert not logged(caplog, OUTPUT_PILED_UP)  # dropped long before 8 MiB each
     assert sent * 4000 < 4 * 8 * 1024 * 1024
     say(readers[0], readers[1], "after the flood")
     say(readers[1], flooder, "and again")

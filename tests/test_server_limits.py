@@ -3,7 +3,9 @@ log that cannot flood, and the command line that sets the limits."""
 
 from __future__ import annotations
 
+import errno
 import logging
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,6 +19,7 @@ from sealchat.transports.server_limits import (
     OncePerInterval,
     ThrottledLog,
     address_key,
+    peer_name,
     quiet_trio_accept_log,
 )
 
@@ -28,6 +31,19 @@ def test_one_ipv6_host_counts_as_one_address() -> None:
     assert address_key("::ffff:192.0.2.7") == address_key("192.0.2.7") == "192.0.2.7"
     assert address_key("192.0.2.7") != address_key("192.0.2.8")
     assert address_key("fe80::1%eth0") == address_key("fe80::2%eth1")
+
+
+def test_a_peer_is_named_by_its_address_and_port() -> None:
+    def named(*address: object) -> str:
+        return peer_name(SimpleNamespace(getpeername=lambda: address))
+
+    assert named("192.0.2.7", 40000) == "192.0.2.7:40000"
+    assert named("2001:db8::1", 40000, 0, 0) == "[2001:db8::1]:40000"
+
+    def gone() -> None:
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+    assert peer_name(SimpleNamespace(getpeername=gone)) == "unknown"
 
 
 def test_caps_count_by_address_and_forget_what_closed() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import math
 import socket
 import threading
@@ -22,6 +23,7 @@ from sealchat.transports import blocking_server, send_queue
 from sealchat.transports.blocking_server import ThreadedServer, _Client
 from sealchat.transports.passwords import Argon2Params
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig
+from sealchat.transports.server_limits import STOPPED_READING, WENT_AWAY
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.pairs import events_from, ready_pair
 from tests.servers import running_server
@@ -153,6 +155,32 @@ def test_a_writer_that_outlives_its_forgotten_client_counts_nothing_more(
         server._forget(client)
         client._write()  # three slices, then the reset
     assert server.output.total == 0
+
+
+@pytest.mark.parametrize(
+    ("link", "why"),
+    [(SlowSocket(rate=1.0), STOPPED_READING), (_ResetAfter(budget=3 * WRITE_SLICE), WENT_AWAY)],
+    ids=["stopped reading", "reset"],
+)
+def test_a_peer_dropped_mid_write_is_logged_in_one_info_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, link: SlowSocket, why: str
+) -> None:
+    # A write times out, or fails as the peer resets the connection: one line names the peer
+    # and what happened. The reader then meets the failed connection (the socket shut down
+    # under it reads as EOF): no "broke the protocol" after it, no traceback.
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    with SqliteStore(tmp_path, database=":memory:") as store:
+        server = ThreadedServer(Hub(store), X25519PrivateKey.generate(), ServerConfig())
+        client = _client_with_output(server, link, 1)
+        client.user = "esha"
+        client._write()
+        assert client.finished
+        client.conn.receive_data(b"")  # what the reader reads next
+        assert client._take_events([])  # over
+    assert client.conn.state is State.ERROR
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, f"peer 192.0.2.7:40000 (user esha) {why}; connection dropped")
+    ]
 
 
 def test_peers_shed_by_a_writers_count_are_dropped(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ both servers do, over real sockets)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from sealchat.core import Bye, Connection, ConnectionClosed, Message, Ping, Stat
 from sealchat.core.hub import Hub
 from sealchat.transports import trio_server
 from sealchat.transports.server_config import WRITE_SLICE, ServerConfig
+from sealchat.transports.server_limits import STOPPED_READING, WENT_AWAY
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.trio_server import TICK, TrioServer, _Peer
 from tests.pairs import events_from, ready_pair
@@ -55,18 +57,27 @@ class TalkingLink:
     Ping as soon as it has read it and sends nothing else, until ``silent`` is set. The
     socket holds up to ``buffer`` bytes written and not yet read (the peer's TCP acknowledges
     what the peer reads): a write returns once what it wrote fits. Once it has read
-    ``stall_after`` bytes, the peer reads nothing more. The Pings and Byes it reads are in
-    ``read``, with the time it read them. ``read_all`` is the peer's reading."""
+    ``stall_after`` bytes, the peer reads nothing more; once it has been written
+    ``reset_after`` bytes, it resets the connection (the write fails). The Pings and Byes it
+    reads are in ``read``, with the time it read them. ``read_all`` is the peer's reading."""
 
     PIECE = 4096
 
     def __init__(
-        self, rate: float, peer: Connection, *, buffer: int = 0, stall_after: int | None = None
+        self,
+        rate: float,
+        peer: Connection,
+        *,
+        buffer: int = 0,
+        stall_after: int | None = None,
+        reset_after: int | None = None,
     ) -> None:
         self.rate = rate
         self.peer = peer
         self.buffer = buffer
         self.stall_after = stall_after
+        self.reset_after = reset_after
+        self.written = 0
         self.silent = False
         self.taken = bytearray()
         self.stalled_at: float | None = None
@@ -83,6 +94,9 @@ class TalkingLink:
         self._moved = trio.Event()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.reset_after is not None and self.written + len(data) > self.reset_after:
+            raise trio.BrokenResourceError("[Errno 104] Connection reset by peer")
+        self.written += len(data)
         self._unread += data
         self._move()
         while len(self._unread) > self.buffer:
@@ -205,12 +219,19 @@ async def _serve(server: TrioServer, peer: _Peer, until: Callable[[], bool]) -> 
 
 
 def _talking_peer(
-    server: TrioServer, rate: float, *, buffer: int = 0, stall_after: int | None = None
+    server: TrioServer,
+    rate: float,
+    *,
+    buffer: int = 0,
+    stall_after: int | None = None,
+    reset_after: int | None = None,
 ) -> tuple[_Peer, TalkingLink]:
     """A logged-in peer on a TalkingLink, with 200 LONG messages (3.2 MB) queued for it as a
     replay page did, through ``_Peer.send`` (as the hub's deliveries go)."""
     pair = ready_pair()
-    link = TalkingLink(rate, pair.client.conn, buffer=buffer, stall_after=stall_after)
+    link = TalkingLink(
+        rate, pair.client.conn, buffer=buffer, stall_after=stall_after, reset_after=reset_after
+    )
     peer = _Peer(server, 1, link, "192.0.2.7", "192.0.2.7")  # type: ignore[arg-type]
     peer.conn = pair.server.conn
     server._peers[peer.session] = peer
@@ -266,16 +287,35 @@ async def test_once_its_output_is_read_a_silent_peer_is_pinged_and_dropped(
 
 
 async def test_a_talking_reader_that_stops_taking_bytes_is_cut_off_after_write_timeout(
-    server: TrioServer, autojump_clock: trio.testing.MockClock
+    server: TrioServer, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     # While its output is written the keepalive leaves a peer alone; one that stops taking it
-    # is dropped by the watchdog, write_timeout after it stopped.
+    # is dropped by the watchdog, write_timeout after it stopped, and the log says so in one
+    # line.
+    caplog.set_level(logging.INFO, logger="sealchat.server")
     peer, link = _talking_peer(server, rate=10_000, stall_after=1_000_000)
+    peer.user = "esha"
     await _serve(server, peer, lambda: trio.current_time() > 3600)
     assert link.stalled_at is not None
     assert peer.conn.state is State.ERROR
     assert link.stalled_at < trio.current_time()
     assert trio.current_time() <= link.stalled_at + server.config.write_timeout + 2 * TICK
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, f"peer 192.0.2.7:40000 (user esha) {STOPPED_READING}; connection dropped")
+    ]
+
+
+async def test_a_peer_that_resets_the_connection_mid_write_is_dropped_in_one_info_line(
+    server: TrioServer, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not "broke the protocol" (the connection's failure after the write's), no traceback.
+    caplog.set_level(logging.INFO, logger="sealchat.server")
+    peer, _link = _talking_peer(server, rate=10_000, reset_after=3 * WRITE_SLICE)
+    await _serve(server, peer, lambda: trio.current_time() > 3600)
+    assert peer.conn.state is State.ERROR
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, f"peer 192.0.2.7:40000 {WENT_AWAY}; connection dropped")
+    ]
 
 
 async def test_a_reader_that_stops_while_its_socket_holds_output_is_dropped_by_the_keepalive(

@@ -61,7 +61,15 @@ from sealchat.transports.server_config import (
     ServerConfig,
     stream_read_size,
 )
-from sealchat.transports.server_limits import ConnectionSlots, ThrottledLog
+from sealchat.transports.server_limits import (
+    OUTPUT_PILED_UP,
+    STOPPED_READING,
+    WENT_AWAY,
+    ConnectionSlots,
+    ThrottledLog,
+    log_dropped,
+    peer_name,
+)
 
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
@@ -114,7 +122,14 @@ class _Client:
         self.address = address
         self.address_key = key
         """What the limits per address count this connection by (``address_key``)."""
+        self.name = peer_name(sock)
+        """Its address and port, as the log names it."""
         self.logged_in = False
+        self.user = ""
+        """Whom it is logged in as ("" until then), as the log names it."""
+        self.dropped = False
+        """Set (under ``lock``) once the server has dropped it (and logged why): the failure
+        of its connection that the reader meets next is no news."""
         self.out = sock.dup()
         """The writer's socket: its own timeout, apart from the reader's."""
         self.out.settimeout(server.config.write_timeout)
@@ -157,7 +172,7 @@ class _Client:
             except ProtocolError:
                 return
             if self.conn.bytes_to_send > self.server.config.max_outgoing_bytes:
-                self._drop("is not reading")
+                self._drop(OUTPUT_PILED_UP)
                 return
             victims = self._recount()
             self.lock.notify_all()
@@ -172,8 +187,11 @@ class _Client:
         return self.server.output.update(self, self.conn.bytes_to_send + self.unwritten)
 
     def _drop(self, why: str) -> None:
-        """End the connection at once, discarding its output (under ``lock``)."""
-        log.info("%r %s; disconnecting it", self, why)
+        """End the connection at once, discarding its output (under ``lock``); log ``why``
+        (see ``log_dropped``), once."""
+        if not self.dropped:
+            self.dropped = True
+            log_dropped(self.name, self.user, why)
         self.conn.send_failed()
         self.unwritten = 0
         self.server.output.update(self, 0)
@@ -260,7 +278,8 @@ class _Client:
             try:
                 event = self.conn.next_event()
             except ProtocolError as exc:
-                log.info("%r broke the protocol: %r", self, str(exc))  # may quote peer text
+                if not self.dropped:  # else the connection failed under a write of ours
+                    log.info("%r broke the protocol: %r", self, str(exc))  # may quote peer text
                 return True
             if event is NEED_DATA:
                 return False
@@ -349,10 +368,14 @@ class _Client:
                                 self.unwritten = max(0, self.unwritten - len(written))
                                 victims = self._recount()  # (a pong may have come meanwhile)
                             _drop_shed(victims)
-                    except OSError:
+                    except OSError as exc:
                         with self.lock:
-                            self.conn.send_failed()
-                            self._abort()
+                            if self.finished or self.conn.state in _OVER:  # its end is logged
+                                self.conn.send_failed()
+                                self._abort()
+                            else:
+                                timed_out = isinstance(exc, TimeoutError)
+                                self._drop(STOPPED_READING if timed_out else WENT_AWAY)
                         return
                     with self.lock:
                         self.writing = False
@@ -622,7 +645,7 @@ class ThreadedServer:
                             client.send(record, encoded)
                     if isinstance(record, Authenticated):  # to the session that logged in
                         for session in sessions:
-                            self._logged_in(session)
+                            self._logged_in(session, record.username)
                 case Disconnect(session=session, reason=reason):
                     client = self._client(session)
                     if client is not None:
@@ -654,11 +677,15 @@ class ThreadedServer:
             reason = "the server is too busy to send the file now; try again later"
             client.send(FileReject(transfer=effect.transfer, reason=reason))
 
-    def _logged_in(self, session: int) -> None:
-        """Count ``session``'s connection as logged in for the limits per address."""
+    def _logged_in(self, session: int, user: str) -> None:
+        """Count ``session``'s connection as logged in (as ``user``) for the limits per
+        address."""
         with self._clients_lock:
             client = self._clients.get(session)
-            if client is not None and not client.logged_in:
+            if client is None:
+                return
+            client.user = user
+            if not client.logged_in:
                 client.logged_in = True
                 self._slots.logged_in(client.address_key)
 

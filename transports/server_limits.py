@@ -1,5 +1,6 @@
 """What both servers share to stay up under too many connections: the connection counts per
-address and their caps, and log lines that cannot flood the log."""
+address and their caps, log lines that cannot flood the log, and the line that says a peer
+was dropped."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.transports.server_config import ServerConfig
@@ -116,6 +118,37 @@ def address_key(host: str) -> str:
     if ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
+STOPPED_READING = "stopped reading: it took nothing we wrote for write_timeout"
+"""Why a peer is dropped whose write waited longer than ``write_timeout``."""
+OUTPUT_PILED_UP = "stopped reading: its unread output passed max_outgoing_bytes"
+"""Why a peer is dropped that holds more output than ``max_outgoing_bytes``."""
+WENT_AWAY = "went away while we were writing"
+"""Why a peer is dropped whose connection failed under a write (reset, or closed)."""
+
+
+class _Socket(Protocol):
+    def getpeername(self) -> Any: ...
+
+
+def peer_name(sock: _Socket) -> str:
+    """The address and port of the peer ``sock`` is connected to, as the log names it
+    (``192.0.2.7:40000``, ``[2001:db8::1]:40000``); ``unknown`` if the socket no longer
+    knows."""
+    try:
+        host, port = sock.getpeername()[:2]
+    except (OSError, TypeError, ValueError):  # gone already, or not an IP socket
+        return "unknown"
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def log_dropped(peer: str, user: str, why: str) -> None:
+    """Say in one info line that the server dropped the connection of ``peer`` (its
+    ``peer_name``), logged in as ``user`` ("" before the login), because it ``why`` (one
+    of STOPPED_READING, OUTPUT_PILED_UP, WENT_AWAY, or the output budget's OVER_BUDGET)."""
+    who = f"{peer} (user {user})" if user else peer
+    log.info("peer %s %s; connection dropped", who, why)
 
 
 class ConnectionSlots:

@@ -61,7 +61,15 @@ from sealchat.transports.server_config import (
     ServerConfig,
     stream_read_size,
 )
-from sealchat.transports.server_limits import ConnectionSlots, quiet_trio_accept_log
+from sealchat.transports.server_limits import (
+    OUTPUT_PILED_UP,
+    STOPPED_READING,
+    WENT_AWAY,
+    ConnectionSlots,
+    log_dropped,
+    peer_name,
+    quiet_trio_accept_log,
+)
 from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
 
 log = logging.getLogger("sealchat.server")
@@ -91,7 +99,14 @@ class _Peer:
         self.address = address
         self.address_key = key
         """What the limits per address count this connection by (``address_key``)."""
+        self.name = peer_name(stream.socket)
+        """Its address and port, as the log names it."""
         self.logged_in = False
+        self.user = ""
+        """Whom it is logged in as ("" until then), as the log names it."""
+        self.dropped = False
+        """Set once the server has dropped it (and logged why): the failure of its
+        connection that the reader meets next is no news."""
         self.conn = Connection(
             Role.SERVER,
             static_key=server.static_key,
@@ -127,7 +142,7 @@ class _Peer:
         except ProtocolError:
             return  # closed or closing: nothing more goes out
         if self.conn.bytes_to_send > self.server.config.max_outgoing_bytes:
-            self.drop("is not reading")
+            self.drop(OUTPUT_PILED_UP)
             return
         self.recount()
         self.output_ready.set()
@@ -139,8 +154,11 @@ class _Peer:
             victim.drop(OVER_BUDGET)
 
     def drop(self, why: str) -> None:
-        """End the connection at once, discarding its output."""
-        log.info("%r %s; disconnecting it", self, why)
+        """End the connection at once, discarding its output; log ``why`` (see
+        ``log_dropped``), once."""
+        if not self.dropped:
+            self.dropped = True
+            log_dropped(self.name, self.user, why)
         self.conn.send_failed()
         self.unwritten = 0
         self.server.output.update(self, 0)
@@ -282,7 +300,8 @@ class TrioServer:
             except ProtocolError as exc:
                 # What came before the violation still counts, whatever the peer left unread.
                 await self._to_hub(peer, batch, wait_for_reader=False)
-                log.info("%r broke the protocol: %r", peer, str(exc))  # may quote peer text
+                if not peer.dropped:  # else the connection failed under a write of ours
+                    log.info("%r broke the protocol: %r", peer, str(exc))  # may quote peer text
                 return False
             if isinstance(event, Record):
                 if isinstance(event, Bye):
@@ -367,7 +386,10 @@ class TrioServer:
                             peer.unwritten -= len(written)
                             peer.recount()
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        conn.send_failed()
+                        if conn.state in _OVER:  # its end is logged already
+                            conn.send_failed()
+                        else:
+                            peer.drop(WENT_AWAY)
                         return
                     finally:
                         peer.writing_since = None
@@ -397,7 +419,10 @@ class TrioServer:
                     if isinstance(record, Authenticated):  # to the session that logged in
                         for session in sessions:
                             peer = self._peers.get(session)
-                            if peer is not None and not peer.logged_in:
+                            if peer is None:
+                                continue
+                            peer.user = record.username
+                            if not peer.logged_in:
                                 peer.logged_in = True
                                 self._slots.logged_in(peer.address_key)
                 case Disconnect(session=session, reason=reason):
@@ -547,9 +572,7 @@ class TrioServer:
         late = trio.current_time() - self.config.write_timeout
         for peer in list(self._peers.values()):
             if peer.writing_since is not None and peer.writing_since < late:
-                log.info("%r has not taken our bytes for too long; disconnecting it", peer)
-                peer.conn.send_failed()
-                peer.cancel.cancel()
+                peer.drop(STOPPED_READING)
 
 
 def _now() -> float:
