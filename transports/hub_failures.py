@@ -8,7 +8,6 @@ logged each time with its traceback."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import sqlite3
 import threading
@@ -16,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from sealchat.core.hub.store import DISK_FULL_ERRNOS
 from sealchat.transports.server_limits import ThrottledLog
 
 log = logging.getLogger("sealchat.server")
@@ -29,8 +29,6 @@ DISK_FULL: Final = (
 )
 """The goodbye of a connection whose request failed for want of disk space."""
 
-_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
-
 
 def disk_full(exc: BaseException) -> bool:
     """Whether ``exc``, or an exception it was raised from or while handling, says that the
@@ -42,7 +40,7 @@ def disk_full(exc: BaseException) -> bool:
         if isinstance(cause, sqlite3.Error):
             if getattr(cause, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:  # primary code
                 return True
-        elif isinstance(cause, OSError) and cause.errno in _FULL:
+        elif isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
             return True
         cause = cause.__cause__ or cause.__context__
     return False

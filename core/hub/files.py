@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-
 from sealchat.core import limits
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import CancelStream, Effect, SessionId, StreamFile, VerifyUpload
@@ -11,7 +9,7 @@ from sealchat.core.hub.outgoing import Page, file_info, message_record, reply
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Conversation, Session, Upload, Verifying
-from sealchat.core.hub.store import Digest, Store, StoredFile
+from sealchat.core.hub.store import DISK_FULL_ERRNOS, Digest, Store, StoredFile
 from sealchat.core.records import (
     FILES_REF,
     Error,
@@ -401,13 +399,10 @@ def _transfers(state: Session) -> int:
     return len(state.uploads) + len(state.verifying) + len(state.downloads)
 
 
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
 def _unstored_chunk(exc: OSError | ValueError) -> str:
     """Why a chunk the store failed to write is refused, and when to resume: at once, or,
     if the disk is full, once the operator has freed space (at once would fail again)."""
-    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
         return (
             "the server could not store the chunk: its disk is full; resume once the "
             "server's operator has freed some space"

@@ -14,13 +14,19 @@ display spelling.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 Digest: TypeAlias = tuple[int, bytes]
 """The size and SHA-256 of a file's bytes as read from disk."""
+
+DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""The ``errno`` of an OSError a write raises for want of room: the disk is full (ENOSPC), or
+the quota of the server's user on it is used up (EDQUOT). Space must be freed before such a
+write can succeed."""
 
 
 class DuplicateMessage(ValueError):
@@ -235,7 +241,9 @@ class Store(Protocol):
     def write_chunk(self, file_id: str, offset: int, data: bytes | memoryview) -> int:
         """Append ``data`` at ``offset`` (which must equal the bytes received so far) and
         return the new count. The store may keep the partial file open until
-        ``release_upload``, ``complete_file`` or ``delete_file``."""
+        ``release_upload``, ``complete_file`` or ``delete_file``. OSError if the bytes cannot
+        be written (with an errno in DISK_FULL_ERRNOS for want of room), ValueError if they
+        do not fit the upload."""
         ...
 
     def release_upload(self, file_id: str) -> None:
