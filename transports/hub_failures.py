@@ -1,5 +1,6 @@
 """What both servers say when the hub (or its store) fails on a connection's request: the
-goodbye that ends that connection, and the log line.
+goodbye that ends that connection, and the log line; and the log of the uploaded chunks a
+full disk loses.
 
 A full disk fails every write until the operator frees space, for every user at each message:
 it is said to the user as what it is (their client resends once it can), and in the log in one
@@ -13,10 +14,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 from sealchat.core.hub.store import DISK_FULL_ERRNOS
-from sealchat.transports.server_limits import ThrottledLog
+from sealchat.core.sizes import counted
+from sealchat.transports.server_limits import REPORT_INTERVAL, Throttle, ThrottledLog
 
 log = logging.getLogger("sealchat.server")
 
@@ -68,3 +71,41 @@ class HubFailures:
             return DISK_FULL
         log.error("the hub failed on %s %s", what, peer, exc_info=exc)
         return FAILED
+
+
+class DiskFullLog:
+    """The log of the chunks of uploads that the disk of the data folder ``data_dir`` had no
+    room for (each is refused, and its client told to resume later): a WARNING naming the
+    folder and what to do, the first at once, then at most once per ``interval`` seconds,
+    counting the chunks lost since the line before. Chunks lost after the last line are
+    counted in the next, when one more is lost. Thread-safe."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        interval: float = REPORT_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._data_dir = data_dir
+        self._throttle = Throttle(interval, clock)
+        self._lock = threading.Lock()
+        self._said = False
+        """Whether a line was logged already (the next counts since that one)."""
+
+    def chunk_lost(self) -> None:
+        """A chunk of an upload was not stored: the disk is full (or the quota used up)."""
+        with self._lock:
+            held_back = self._throttle.passes()
+            if held_back is None:
+                return
+            since = " since the last such line" if self._said else ""
+            self._said = True
+        log.warning(
+            "the disk of the data folder %s is full: %s not stored%s; free space in %s; "
+            "uploads resume when there is room",
+            self._data_dir,
+            counted(held_back + 1, "upload chunk"),
+            since,
+            self._data_dir,
+        )

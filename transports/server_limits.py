@@ -19,7 +19,7 @@ REPORT_INTERVAL = 60.0
 """Seconds between two lines of one ``ThrottledLog``."""
 
 
-class _Throttle:
+class Throttle:
     """Lets one occurrence through at most once per ``interval`` seconds (the first at once)
     and counts those held back in between."""
 
@@ -59,7 +59,7 @@ class ThrottledLog:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._level = level
-        self._throttle = _Throttle(interval, clock)
+        self._throttle = Throttle(interval, clock)
 
     def __call__(self, message: str, *args: object) -> None:
         """Log ``message % args``, unless a line went out less than ``interval`` ago."""
@@ -81,7 +81,7 @@ class OncePerInterval(logging.Filter):
         self, *, interval: float = REPORT_INTERVAL, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__()
-        self._throttle = _Throttle(interval, clock)
+        self._throttle = Throttle(interval, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         skipped = self._throttle.passes()

@@ -41,7 +41,7 @@ from pathlib import Path
 from stat import S_IMODE, S_ISREG
 from typing import TYPE_CHECKING, Final
 
-from sealchat.core.hub.store import Digest, StoredFile, StoredMessage, UserRow
+from sealchat.core.hub.store import DISK_FULL_ERRNOS, Digest, StoredFile, StoredMessage, UserRow
 
 if TYPE_CHECKING:
     from sealchat.core.hub.store import Store
@@ -54,6 +54,7 @@ from sealchat.transports import (
     sqlite_schema,
 )
 from sealchat.transports.folder_lock import FolderLock
+from sealchat.transports.hub_failures import DiskFullLog
 from sealchat.transports.keyfile import ensure_private_dir
 from sealchat.transports.sqlite_schema import MIGRATIONS, SchemaVersionError
 from sealchat.transports.sqlite_uploads import FILE_MODE, Uploads
@@ -183,6 +184,8 @@ class SqliteStore:
         at the next call (this connection changed an account: that moves no version)."""
         self._conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         self._uploads = Uploads(self._conn, downloads, partials)
+        self._disk_full = None if data_dir is None else DiskFullLog(data_dir)
+        """Logs the chunks of uploads a full disk loses (no data directory: no uploads)."""
         try:
             try:
                 sqlite_schema.configure(self._conn, database)
@@ -440,7 +443,14 @@ class SqliteStore:
         return sqlite_files.get_file(self._conn, file_id)
 
     def write_chunk(self, file_id: str, offset: int, data: bytes | memoryview) -> int:
-        return self._uploads.write_chunk(file_id, offset, data)
+        """``Uploads.write_chunk``; a chunk the disk has no room for is logged too, in a line
+        at most once a minute (``DiskFullLog``): the hub only refuses it to its client."""
+        try:
+            return self._uploads.write_chunk(file_id, offset, data)
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS and self._disk_full is not None:
+                self._disk_full.chunk_lost()
+            raise
 
     def release_upload(self, file_id: str) -> None:
         self._uploads.release_upload(file_id)
