@@ -169,7 +169,8 @@ class Authenticated(Record, tag="auth", frozen=True, kw_only=True):
     """Server: the session is logged in as ``username`` (its canonical spelling).
     ``conversations`` names the users this user has direct messages with, the most recent
     conversation first (at most MAX_LIST); ``max_file_size`` is the largest file the server
-    accepts, in bytes (0: not said, as by an older server)."""
+    accepts, in bytes, and ``max_message_chars`` the most characters (code points) of a
+    message's text it takes, at most MAX_TEXT (each 0: not said, as by an older server)."""
 
     sent_by = SERVER
     in_login = True
@@ -178,6 +179,7 @@ class Authenticated(Record, tag="auth", frozen=True, kw_only=True):
     conversations: Annotated[tuple[Username, ...], Meta(max_length=limits.MAX_LIST)] = ()
     max_file_size: UInt = 0
     features: Annotated[tuple[Feature, ...], Meta(max_length=limits.MAX_FEATURES)] = ()
+    max_message_chars: UInt = 0
 
 
 CHANGE_PASSWORD: Final = "change-password"  # noqa: S105

@@ -63,6 +63,7 @@ SAMPLES: dict[type[Record], Record] = {
         conversations=("carol", "bob"),
         max_file_size=2 << 30,
         features=("change-password",),
+        max_message_chars=4000,
     ),
     LoginRejected: LoginRejected(retry_after=1.5),
     Ping: Ping(nonce=7),

@@ -61,7 +61,7 @@ from sealchat.core.hub import (
 from sealchat.core.hub.files import SHORT_OF_SPACE
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.store import StoredMessage
-from sealchat.core.limits import MAX_FILE_NAME, MAX_LIST, MAX_RECORD
+from sealchat.core.limits import MAX_FILE_NAME, MAX_LIST, MAX_RECORD, MAX_TEXT
 from sealchat.core.records import (
     CHANGE_PASSWORD,
     FILES_REF,
@@ -1392,7 +1392,9 @@ def test_a_quiet_session_comes_and_goes_unannounced_yet_gets_messages(store: Sql
     assert not hub.is_online("bob")
     assert hub.is_logged_in("bob")
     assert records(login, 2)[:1] == [
-        Authenticated(username="bob", max_file_size=2 << 30, features=FEATURES)
+        Authenticated(
+            username="bob", max_file_size=2 << 30, features=FEATURES, max_message_chars=4000
+        )
     ]
     assert OnlineUsers(users=["Alice"]) in records(login, 2)  # bob himself is not listed
     assert _online_flags(hub, 1) == {"Alice": True, "bob": False}
@@ -1449,9 +1451,10 @@ def test_a_quiet_registration_is_not_announced(store: SqliteStore) -> None:
     (hashing,) = hub.handle(2, register, NOW)
     assert isinstance(hashing, HashPassword)
     effects = hub.password_hashed(2, "carol", "$argon2id$fake", NOW)
-    assert Authenticated(username="carol", max_file_size=2 << 30, features=FEATURES) in records(
-        effects, 2
+    carol = Authenticated(
+        username="carol", max_file_size=2 << 30, features=FEATURES, max_message_chars=4000
     )
+    assert carol in records(effects, 2)
     assert _presence(effects) == []
     assert not hub.is_online("carol")
 
@@ -1483,6 +1486,24 @@ def test_a_login_names_the_direct_conversations_the_latest_first_and_the_file_li
     _talk(hub, 2, "alice", "b1")
     assert _authenticated(logged_in(hub, 6, "alice"), 6).conversations == ("bob", "carol")
     assert _authenticated(logged_in(hub, 7, "carol"), 7).conversations == ("Alice",)
+
+
+def test_a_login_says_the_longest_message_the_server_takes(store: SqliteStore) -> None:
+    hub = hub_with(store, "alice", config=HubConfig(max_message_chars=1000))
+    assert _authenticated(logged_in(hub, 2, "alice"), 2).max_message_chars == 1000
+    longest = Message(text="\u00e9" * 1000, room="general", client_id="c1")  # characters
+    assert [type(r) for r in records(hub.handle(1, longest, NOW), 1)] == [MessageAck]
+    over = Message(text="x" * 1001, room="general", client_id="c2")
+    (refusal,) = records(hub.handle(1, over, NOW), 1)
+    assert isinstance(refusal, Error)
+    assert refusal.code == "too_long"
+
+
+def test_a_login_says_no_longer_message_limit_than_the_protocol_allows(
+    store: SqliteStore,
+) -> None:
+    hub = hub_with(store, config=HubConfig(max_message_chars=MAX_TEXT * 2))
+    assert _authenticated(logged_in(hub, 1, "alice"), 1).max_message_chars == MAX_TEXT
 
 
 def test_the_direct_conversations_outlive_a_restart_but_not_a_removed_account(

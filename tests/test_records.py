@@ -139,6 +139,33 @@ def test_an_authenticated_of_an_older_server_says_nothing_of_conversations_or_fi
     older = decode_record(msgspec.msgpack.encode(["auth", "esha"]))
     assert older == Authenticated(username="esha", conversations=(), max_file_size=0)
     assert older.features == ()  # an older server takes no ChangePassword
+    assert older.max_message_chars == 0
+
+
+class _OlderAuthenticated(msgspec.Struct, tag="auth", array_like=True):
+    """Authenticated as a client from before ``max_message_chars`` decodes it."""
+
+    username: str
+    conversations: tuple[str, ...] = ()
+    max_file_size: int = 0
+    features: tuple[str, ...] = ()
+
+
+def test_the_message_limit_is_appended_to_authenticated_so_older_peers_get_on() -> None:
+    older_server = msgspec.msgpack.encode(["auth", "esha", [], 1000, ["change-password"]])
+    said = decode_record(older_server)
+    assert isinstance(said, Authenticated)
+    assert (said.max_file_size, said.features, said.max_message_chars) == (
+        1000,
+        ("change-password",),
+        0,  # not said
+    )
+    newer = encode_record(
+        Authenticated(username="esha", max_file_size=1000, max_message_chars=4000)
+    )
+    assert msgspec.msgpack.decode(newer) == ["auth", "esha", [], 1000, [], 4000]
+    older_client = msgspec.msgpack.decode(newer, type=_OlderAuthenticated)
+    assert older_client == _OlderAuthenticated(username="esha", max_file_size=1000)
 
 
 def test_an_authenticated_listing_the_most_conversations_of_the_longest_names_fits() -> None:
@@ -146,7 +173,11 @@ def test_an_authenticated_listing_the_most_conversations_of_the_longest_names_fi
     names = tuple(longest for _ in range(MAX_LIST))
     features = tuple("f" * MAX_CODE for _ in range(MAX_FEATURES))
     record = Authenticated(
-        username=longest, conversations=names, max_file_size=MAX_UINT, features=features
+        username=longest,
+        conversations=names,
+        max_file_size=MAX_UINT,
+        features=features,
+        max_message_chars=MAX_UINT,
     )
     assert len(encode_record(record)) <= MAX_RECORD
     assert decode_record(encode_record(record)) == record

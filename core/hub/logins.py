@@ -251,6 +251,7 @@ class Logins:
             conversations=tuple(self.store.direct_peers(key, limits.MAX_LIST)),
             max_file_size=min(self.config.max_file_size, limits.MAX_UINT),
             features=(CHANGE_PASSWORD, READ_MARKERS),
+            max_message_chars=min(self.config.max_message_chars, limits.MAX_TEXT),
         )
         effects: list[Effect] = [reply(state, authenticated)]
         default = self.config.default_room
