@@ -15,7 +15,12 @@ from sealchat.cli.terminal_text import safe, tolerant_streams
 from sealchat.core.records import ACCOUNT_REMOVED, NAME_TAKEN
 from sealchat.transports.keyfile import KeyFileError
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown, UnsafePinFile
-from sealchat.transports.requests import LoginFailed, PasswordNotChanged, TransferFailed
+from sealchat.transports.requests import (
+    LoginFailed,
+    MessageTooLong,
+    PasswordNotChanged,
+    TransferFailed,
+)
 from sealchat.transports.trio_client import ConnectionLost, Unreachable
 
 # Exit codes (chat uses them too, when it cannot start or the session ends on a failure).
@@ -105,7 +110,7 @@ def explain_failure(exc: BaseException, password_from: str = "") -> tuple[int, s
         return REFUSED, f"the password was not changed: {exc}"
     if isinstance(exc, TransferFailed) and isinstance(exc.__context__, OSError | ValueError):
         return FAILED, f"failed on this computer: {exc}"  # the disk or a check, not the server
-    if isinstance(exc, TransferFailed):
+    if isinstance(exc, TransferFailed | MessageTooLong):
         return REFUSED, f"refused: {exc}"
     if isinstance(exc, Unreachable):
         return UNREACHABLE, str(exc)

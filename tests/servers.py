@@ -284,14 +284,20 @@ def resetting_server(key: X25519PrivateKey, port: int = 0) -> Iterator[Resetting
         thread.join(10.0)
 
 
-def logs_in_then(after: Behaviour, *, features: tuple[str, ...] = ()) -> Behaviour:
-    """Accept the login (listing ``features``: none, as an older server), then ``after``."""
+def logs_in_then(
+    after: Behaviour, *, features: tuple[str, ...] = (), max_message_chars: int = 0
+) -> Behaviour:
+    """Accept the login (listing ``features`` and saying ``max_message_chars``: none and 0,
+    as an older server), then ``after``."""
 
     def behaviour(sock: socket.socket, conn: Connection) -> None:
         while not isinstance(event := conn.next_event(), Login):
             if event is NEED_DATA:
                 conn.receive_data(sock.recv(65536))
-        conn.send(Authenticated(username=event.username, features=features))
+        said = Authenticated(
+            username=event.username, features=features, max_message_chars=max_message_chars
+        )
+        conn.send(said)
         sock.sendall(conn.data_to_send())
         after(sock, conn)
 

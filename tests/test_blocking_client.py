@@ -39,6 +39,7 @@ from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.core.records import CHANGE_PASSWORD
 from sealchat.transports import blocking_client, blocking_link, blocking_transfers, requests
+from sealchat.transports.blocking import MessageTooLong
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.pinning import KnownServers, UnsafePinFile, pinned, server_name
 from sealchat.transports.requests import (
@@ -425,6 +426,20 @@ def test_an_offer_given_up_on_is_withdrawn(tmp_path: Path, monkeypatch: pytest.M
         assert info.size == source.stat().st_size
 
 
+def _recording_sent(client: BlockingClient, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The records ``client`` sends from now on (sent as ever)."""
+    sent: list[object] = []
+    send_all = client._send_all
+
+    def sending(records: Any, **options: Any) -> None:
+        records = list(records)
+        sent.extend(records)
+        send_all(records, **options)
+
+    monkeypatch.setattr(client, "_send_all", sending)
+    return sent
+
+
 def _unread(path: Path) -> bytes:
     raise AssertionError(f"{path} was read to hash it")
 
@@ -440,15 +455,7 @@ def test_a_file_over_the_servers_limit_is_refused_before_it_is_read_or_offered(
         server.login("alice") as alice,
     ):
         assert alice.max_file_size == 1000
-        sent: list[object] = []
-        send_all = alice._send_all
-
-        def sending(records: Any, **options: Any) -> None:
-            records = list(records)
-            sent.extend(records)
-            send_all(records, **options)
-
-        monkeypatch.setattr(alice, "_send_all", sending)
+        sent = _recording_sent(alice, monkeypatch)
         monkeypatch.setattr(blocking_transfers, "sha256_of", _unread)
         with pytest.raises(
             TransferFailed, match=r"^file too large: 4\.9 KiB; the limit is 1000 B$"
@@ -471,8 +478,31 @@ def test_refused_requests_leave_nothing_waiting(tmp_path: Path) -> None:
     with running_server("threads", tmp_path / "s") as server, server.login("alice") as alice:
         for _ in range(100):
             with pytest.raises(ClientError, match="cannot send this"):
-                alice.send_message("x" * 8001, room="general")
+                alice.send_message("hi", room="r" * 65)  # longer than a room name can be
         assert not alice._waiters  # nothing public shows the leak
+
+
+def test_a_message_over_the_servers_limit_is_refused_before_anything_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The limit is the one said at the login: the server's next run takes shorter messages.
+    for limit in (100, 50):
+        hub = HubConfig(max_message_chars=limit)
+        with (
+            running_server("threads", tmp_path / "s", hub=hub) as server,
+            server.login("alice") as alice,
+        ):
+            assert alice.max_message_chars == limit
+            sent = _recording_sent(alice, monkeypatch)
+            with pytest.raises(MessageTooLong) as refused:
+                alice.send_message("\u00e9" * (limit + 1), room="general")
+            assert str(refused.value) == (
+                f"the message has {limit + 1} characters; at most {limit} fit in one message"
+            )
+            assert sent == []
+            alice.send_message("\u00e9" * limit, room="general")  # as the server counts
+            messages, _ = alice.history(room="general")
+    assert [m.text for m in messages] == ["\u00e9" * 100, "\u00e9" * 50]
 
 
 def test_a_batch_with_a_record_beyond_a_limit_sends_nothing(tmp_path: Path) -> None:

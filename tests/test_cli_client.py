@@ -773,6 +773,11 @@ def test_too_long_a_message_is_refused_whatever_its_length(server: Running, tmp_
     alice = ("send", "--port", str(server.port), "--user", "alice")
     over_the_servers = sealchat(tmp_path, *alice, "x" * (MAX_TEXT - 100))
     assert over_the_servers.returncode == 6
+    assert over_the_servers.stderr == (  # the limit the server said at the login
+        "sealchat: refused: the message has 7900 characters; at most 4000 fit in one message\n"
+    )
+    with server.login("bob") as bob:
+        assert bob.history(room="general") == ([], False)  # nothing was sent
     nobody = ("send", "--port", str(free_port()), "--user", "alice")  # checked before connecting
     over_any = sealchat(tmp_path, *nobody, "x" * (MAX_TEXT + 1))
     assert over_any.returncode == 6

@@ -125,13 +125,17 @@ def test_public_modules_offer_each_transport_whole() -> None:
 
     assert (trio_transport.connect, trio_transport.TrioServer) == (connect, TrioServer)
     assert (blocking.BlockingClient, blocking.ThreadedServer) == (BlockingClient, ThreadedServer)
+    assert blocking.MessageTooLong is trio_transport.MessageTooLong
+    assert issubclass(blocking.MessageTooLong, blocking.ClientError)
 
 
 def test_blocking_client_mistakes_are_client_errors(tmp_path: Path) -> None:
     with running_server("threads", tmp_path / "server") as server:
         client = server.login("carol")
-        with pytest.raises(ClientError, match="cannot send this"):
+        with pytest.raises(ClientError, match="at most 4000 fit in one message"):
             client.send_message("x" * 8001, room="general")
+        with pytest.raises(ClientError, match="cannot send this"):
+            client.send_message("hi", room="r" * 65)
         client.close()
         with pytest.raises(ClientError, match="connection is closed"):
             client.send_message("after the end", room="general")

@@ -72,6 +72,7 @@ from sealchat.transports.requests import (
     TRANSFER_QUEUE,
 )
 from sealchat.transports.sqlite_store import SqliteStore
+from sealchat.transports.trio import MessageTooLong
 from sealchat.transports.trio_client import (
     EVENT_BUFFER,
     ChatClient,
@@ -977,14 +978,14 @@ async def test_messages_sent_too_fast_go_again_after_a_pause_in_order(tmp_path: 
             for text in texts:
                 await alice.send_message(text, room="general")
             await all_acknowledged(alice)
-            await alice.send_message("x" * 4001, room="general")  # refused for good
+            await alice.send_message(" ", room="general")  # refused for good
             with trio.fail_after(10):
                 while alice.unacknowledged:
                     await trio.sleep(0.01)
             page, _ = await alice.history(room="general")
             refusals = [e for e in queued_events(alice) if isinstance(e, ServerError)]
     assert [m.text for m in page] == texts
-    assert [e.code for e in refusals] == ["too_long"]
+    assert [e.code for e in refusals] == ["empty"]
 
 
 async def test_giving_up_on_a_changed_key_fails_waiting_calls(tmp_path: Path) -> None:
@@ -1198,13 +1199,70 @@ async def test_an_over_long_message_is_refused_and_never_queued(
     server: Running, tmp_path: Path
 ) -> None:
     async with logged_in(server, tmp_path, "alice") as alice:
-        with pytest.raises(ClientError, match="8001 characters; at most 8000"):
+        alice.max_message_chars = 0  # not said, as by an older server: the protocol's limit
+        with pytest.raises(MessageTooLong, match="8001 characters; at most 8000"):
             await alice.send_message("x" * 8001, room="general")
         with pytest.raises(ClientError, match="cannot send this message"):
             await alice.send_message("hi", room="r" * 65)  # longer than a room name can be
         assert alice.unacknowledged == 0
-        await alice.send_message("x" * 8000, room="general")  # the limit itself is fine
+        await alice.send_message("x" * 8000, room="general")  # the limit itself goes
+        assert (await next_of(alice, ServerError)).code == "too_long"  # over the server's
         await all_acknowledged(alice)
+
+
+async def test_a_message_over_the_servers_limit_is_refused_here_saying_so(tmp_path: Path) -> None:
+    with running_server("trio", tmp_path / "s", hub=HubConfig(max_message_chars=100)) as server:
+        async with logged_in(server, tmp_path, "alice") as alice:
+            assert alice.max_message_chars == 100
+            with pytest.raises(MessageTooLong) as refused:
+                await alice.send_message("\u00e9" * 101, room="general")
+            assert str(refused.value) == (
+                "the message has 101 characters; at most 100 fit in one message"
+            )
+            assert alice.unacknowledged == 0
+            await alice.send_message("\u00e9" * 100, room="general")  # as the server counts
+            await all_acknowledged(alice)
+            page, _ = await alice.history(room="general")
+    assert [m.text for m in page] == ["\u00e9" * 100]
+    assert not [e for e in queued_events(alice) if isinstance(e, ServerError)]
+
+
+async def test_the_message_limit_is_the_one_said_at_the_last_login_and_nothing_goes_over_it(
+    tmp_path: Path,
+) -> None:
+    # Two servers in turn: the one the client logs in to again after the link is lost takes
+    # shorter messages. Each one hears only the typing notices sent after each refusal.
+    received: list[Record] = []
+
+    def says(limit: int) -> Behaviour:
+        return logs_in_then(records_what_comes(received), max_message_chars=limit)
+
+    def typed() -> int:
+        return sum(isinstance(r, Typing) for r in received)
+
+    async def refused_then_typing(alice: ChatClient, text: str) -> MessageTooLong:
+        with pytest.raises(MessageTooLong) as refused:
+            await alice.send_message(text, room="general")
+        before = typed()
+        await alice.typing(room="general")  # after anything the call could have sent
+        with trio.fail_after(10):
+            while typed() == before:
+                await trio.sleep(0.01)
+        return refused.value
+
+    async with scripted(tmp_path, says(100), says(50), backoff=(0.05, 0.2)) as alice:
+        assert alice.max_message_chars == 100
+        assert (await refused_then_typing(alice, "x" * 101)).limit == 100
+        assert alice._link is not None
+        await alice._link.stream.aclose()  # lost: the client logs in again, to the second
+        with trio.fail_after(10):
+            while not (await next_of(alice, LinkState)).connected:
+                pass
+        assert alice.max_message_chars == 50
+        refused = await refused_then_typing(alice, "x" * 51)
+        assert (refused.length, refused.limit) == (51, 50)
+        assert alice.unacknowledged == 0
+    assert [type(r) for r in received if isinstance(r, Message | Typing)] == [Typing, Typing]
 
 
 @asynccontextmanager

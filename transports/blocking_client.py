@@ -130,6 +130,9 @@ class BlockingClient:
         self.max_file_size = 0
         """The largest file the server accepts, in bytes, as it said at the login (0: not
         said): ``send_file`` refuses a larger one at once, before hashing it."""
+        self.max_message_chars = 0
+        """The most characters of a message the server takes, as it said at the login (0: not
+        said): ``send_message`` refuses a longer one at once (MessageTooLong)."""
         self.features: tuple[str, ...] = ()
         """The optional requests the server takes, as it said at the login (protocol §6.6.3;
         empty from an older server): ``change_password`` needs ``change-password``."""
@@ -385,11 +388,13 @@ class BlockingClient:
         """Log in (or register); returns the canonical user name, raises LoginFailed with the
         server's reason if refused. ``announce=False`` logs in quietly: the session gets the
         user's messages but does not make the user appear online (no Presence). Sets
-        ``conversations``, ``max_file_size`` and ``features`` as the server says them."""
+        ``conversations``, ``max_file_size``, ``max_message_chars`` and ``features`` as the
+        server says them."""
         request = requests.login(username, password, register=register, announce=announce)
         authenticated = self.ask(request)
         self.conversations = authenticated.conversations
         self.max_file_size = authenticated.max_file_size
+        self.max_message_chars = authenticated.max_message_chars
         self.features = authenticated.features
         return authenticated.username
 
@@ -437,7 +442,10 @@ class BlockingClient:
     ) -> MessageAck:
         """Send a message and wait until the server has stored it. ``client_id`` (default: a
         new one) names it: sent again with the same one, also from another connection, it is
-        stored once, and the answer is the first one's acknowledgement."""
+        stored once, and the answer is the first one's acknowledgement. A text longer than
+        the server takes (``max_message_chars``) is refused at once, and nothing is sent
+        (MessageTooLong)."""
+        requests.check_text(text, self.max_message_chars)
         client_id = client_id or requests.new_client_id()
         request = requests.message(Message(text=text, room=room, to=to, client_id=client_id))
         return self.ask(request)

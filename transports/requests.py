@@ -145,12 +145,28 @@ class TransferFailed(ClientError):
     """An upload or download was refused, aborted, or did not arrive intact."""
 
 
-def check_text(text: str) -> None:
-    """ClientError if ``text`` is longer than any server takes in one message."""
-    if len(text) > MAX_TEXT:
-        raise ClientError(
-            f"the message has {len(text)} characters; at most {MAX_TEXT} fit in one message"
-        )
+class MessageTooLong(ClientError):
+    """A message has more characters (``length``) than fit in one (``limit``): refused
+    before it is sent."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"the message has {length} characters; at most {limit} fit in one message")
+        self.length, self.limit = length, limit
+
+
+def message_limit(said: int = 0) -> int:
+    """The most characters of one message: what the server ``said``
+    (``Authenticated.max_message_chars``; 0: not said), within the protocol's MAX_TEXT."""
+    return min(said, MAX_TEXT) if said > 0 else MAX_TEXT
+
+
+def check_text(text: str, said: int = 0) -> None:
+    """MessageTooLong if ``text`` has more characters (code points, as the server counts) than
+    the server ``said`` it takes (``Authenticated.max_message_chars``; 0: not said) or than
+    any server takes."""
+    limit = message_limit(said)
+    if len(text) > limit:
+        raise MessageTooLong(len(text), limit)
 
 
 def typed_room(text: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sealchat.transports.requests import (
     ClientError,
     LoginFailed,
+    MessageTooLong,
     PasswordNotChanged,
     TransferFailed,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Disconnected",
     "LinkState",
     "LoginFailed",
+    "MessageTooLong",
     "PasswordNotChanged",
     "TransferFailed",
     "TrioServer",

@@ -152,6 +152,9 @@ class ChatClient:
         self.max_file_size = 0
         """The largest file the server accepts, in bytes, as it said at the last login (0: not
         said): ``send_file`` refuses a larger one at once, before hashing it."""
+        self.max_message_chars = 0
+        """The most characters of a message the server takes, as it said at the last login
+        (0: not said): ``send_message`` refuses a longer one at once (MessageTooLong)."""
         self.features: tuple[str, ...] = ()
         """The optional requests the server takes, as it said at the last login (protocol
         §6.6.3; empty from an older server): ``change_password`` needs ``change-password``."""
@@ -349,6 +352,7 @@ class ChatClient:
         self.username = name = authenticated.username
         self.conversations = authenticated.conversations
         self.max_file_size = authenticated.max_file_size
+        self.max_message_chars = authenticated.max_message_chars
         self.features = authenticated.features
         if first:
             self._nursery.start_soon(self._outbox.keep_pacing)
@@ -451,11 +455,13 @@ class ChatClient:
     ) -> str:
         """Queue a message and send it if connected (after the older ones, while the server
         finds those too fast); returns its client id (``client_id``, or a new one). It is
-        delivered once even if the connection drops before the server acknowledges it."""
+        delivered once even if the connection drops before the server acknowledges it. A
+        text longer than the server takes (``max_message_chars``) is refused at once, and
+        nothing is sent (MessageTooLong)."""
         client_id = client_id or requests.new_client_id()
         message = Message(text=text, room=room, to=to, client_id=client_id)
         self._fail_if_given_up()
-        requests.check_text(text)
+        requests.check_text(text, self.max_message_chars)
         try:
             payload = encode_record(message)  # checked now: the outbox holds what can go
         except LocalProtocolError as exc:
