@@ -202,7 +202,8 @@ async def _command(
 ) -> bool:
     """Run one line; True means quit. /send and /get start their transfer and return."""
     if line.startswith("//") or not line.startswith("/"):
-        outgoing.add(line[1:] if line.startswith("//") else line, room=term.room)
+        text = line[1:] if line.startswith("//") else line
+        outgoing.add(text, room=term.room, limit=client.max_message_chars)
         return False
     verb, _, rest = line.partition(" ")
     rest = rest.strip()
@@ -231,7 +232,7 @@ async def _command(
             shown = [f"{safe(m.name)}{'' if m.online else ' (offline)'}" for m in members]
             term.say(f"* in {safe(term.room)}: {', '.join(shown)}")
         case "/msg":
-            _direct(outgoing, rest)
+            _direct(outgoing, rest, client.max_message_chars)
         case "/send":
             share(client, term, transfers, rest)
         case "/files":
@@ -272,12 +273,12 @@ async def _leave(client: ChatClient, term: Terminal, room: str) -> None:
     term.say(f"* left {safe(room)}; now in {safe(term.room)}")
 
 
-def _direct(outgoing: Outgoing, rest: str) -> None:
-    """/msg USER TEXT."""
+def _direct(outgoing: Outgoing, rest: str, limit: int) -> None:
+    """/msg USER TEXT (``limit``: the most characters the server takes, 0 if not said)."""
     user, text = rest.split(maxsplit=1)
     try:
         check_names(user=user)
     except CommandError:
         outgoing.refuse(text)
         raise
-    outgoing.add(text, to=user)
+    outgoing.add(text, to=user, limit=limit)

@@ -14,7 +14,7 @@ from sealchat.cli.terminal_text import safe
 from sealchat.core import Error as ServerError
 from sealchat.core import Event, MessageAck
 from sealchat.core.sizes import counted
-from sealchat.transports.requests import ClientError, check_text, new_client_id
+from sealchat.transports.requests import ClientError, MessageTooLong, check_text, new_client_id
 from sealchat.transports.trio_client import ChatClient, Disconnected, LinkState
 
 REPLY_WAIT = 30.0
@@ -82,11 +82,12 @@ class Outgoing:
         self._note_change()
         return isinstance(event, ServerError)
 
-    def add(self, text: str, *, room: str = "", to: str = "") -> None:
-        """Queue a message (ClientError, and counted as refused, if it cannot be sent)."""
+    def add(self, text: str, *, room: str = "", to: str = "", limit: int = 0) -> None:
+        """Queue a message; MessageTooLong, and counted as refused, if it has more characters
+        than the server takes (``limit``: as it said at the login, 0 if not)."""
         try:
-            check_text(text)
-        except ClientError:
+            check_text(text, limit)
+        except MessageTooLong:
             self.refused.append(text)
             raise
         self.queued.append(_Typed(text, room, to))
@@ -104,7 +105,7 @@ class Outgoing:
             typed = self.current = self.queued.popleft()
             try:
                 await self._send(client, typed)
-            except ClientError as exc:  # the client gave up: the session is ending
+            except ClientError as exc:  # given up, or over a lower limit said since it was typed
                 self._refused_for_good(typed.text, str(exc))
             finally:
                 self.current = None

@@ -7,12 +7,12 @@ import argparse
 import trio
 
 from sealchat.cli.checks import CommandError, check_names, file_problem, text_problem
-from sealchat.cli.exit_codes import OK, REFUSED, USAGE, error
+from sealchat.cli.exit_codes import OK, USAGE, error, explain_failure
 from sealchat.cli.login import credentials_from, one_shot, run_session
 from sealchat.cli.terminal_text import safe
 from sealchat.core import Error as ServerError
 from sealchat.core import MessageAck
-from sealchat.transports.requests import ClientError, TransferFailed, check_text
+from sealchat.transports.requests import ClientError, MessageTooLong, TransferFailed, check_text
 from sealchat.transports.trio_client import (
     ChatClient,
     ConnectionLost,
@@ -41,10 +41,11 @@ def run_send(args: argparse.Namespace) -> int:
         error(str(exc))
         return USAGE
     try:
-        check_text(args.text or "")
-    except ClientError as exc:  # what a server would refuse too, so the same exit code
-        error(f"refused: {exc}")
-        return REFUSED
+        check_text(args.text or "")  # over any server's limit; the server's own is the client's
+    except MessageTooLong as exc:  # what a server would refuse too, so the same exit code
+        code, message = explain_failure(exc)
+        error(message)
+        return code
     problem = None if args.text is None else text_problem(args.text)
     if problem is not None:
         error(problem)

@@ -786,6 +786,20 @@ def test_too_long_a_message_is_refused_whatever_its_length(server: Running, tmp_
     )
 
 
+def test_chat_refuses_a_message_over_the_servers_limit_and_goes_on(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    done = chat_as_alice(tmp_path, server, stdin="x" * 4001 + "\nright after\n/quit\n")
+    assert done.returncode == 6, done.stderr  # refused
+    assert "! refused: the message has 4001 characters; at most 4000 fit in one message\n" in (
+        done.stdout
+    )
+    with server.login("bob") as bob:
+        messages, _ = bob.history(room="general")
+    assert [m.text for m in messages] == ["right after"]
+
+
 def test_a_mistyped_file_id_leaves_nothing_behind(server: Running, tmp_path: Path) -> None:
     pin(tmp_path, server)
     downloads = tmp_path / "downloads"

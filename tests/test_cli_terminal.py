@@ -27,6 +27,7 @@ from sealchat.cli.terminal_text import safe, safe_message, tolerant_streams
 from sealchat.core import FileInfo, MemberInfo, Message, RoomInfo
 from sealchat.core.records import ACCOUNT_REMOVED
 from sealchat.transports.pinning import ServerKeyChanged
+from sealchat.transports.trio import MessageTooLong
 from sealchat.transports.trio_client import (
     ClientError,
     Disconnected,
@@ -295,6 +296,19 @@ def test_local_transfer_failures_are_not_called_refusals() -> None:
         exit_codes.REFUSED,
         "refused: no such file",
     )
+
+
+def test_a_message_over_the_servers_limit_is_refused_as_typed_and_not_queued() -> None:
+    outgoing = chat_outgoing.Outgoing(chat_terminal.Terminal(io.StringIO(), "alice"))
+    with pytest.raises(MessageTooLong) as refused:
+        outgoing.add("x" * 101, room="general", limit=100)
+    assert exit_codes.explain_failure(refused.value) == (
+        exit_codes.REFUSED,
+        "refused: the message has 101 characters; at most 100 fit in one message",
+    )
+    outgoing.add("y" * 100, room="general", limit=100)
+    assert [typed.text for typed in outgoing.queued] == ["y" * 100]
+    assert outgoing.refused == ["x" * 101]
 
 
 @pytest.mark.parametrize(
