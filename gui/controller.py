@@ -410,11 +410,13 @@ class Controller:
     # --- actions --------------------------------------------------------------------------
 
     def send_text(self, text: str) -> bool:
-        """Send ``text`` to the conversation shown; False, saying why, if it cannot go."""
-        if self._outgoing is None:
+        """Send ``text`` to the conversation shown; False, saying why, if it cannot go (too
+        long for the server, as it said at the last login: the text stays in the box)."""
+        client = self.client
+        if self._outgoing is None or client is None:
             self.app.redraw(self.vm.failed("Not connected."))
             return False
-        if not self.vm.fits(text):
+        if not self.vm.fits(text, client.max_message_chars):
             self.app.redraw({Change.ERROR})
             return False
         self.app.redraw(self.vm.dismiss_error())

@@ -29,7 +29,7 @@ from sealchat.core import (
     RoomLeft,
     Typing,
 )
-from sealchat.core.limits import MAX_PASSWORD, MAX_TEXT
+from sealchat.core.limits import MAX_PASSWORD
 from sealchat.core.records import READ_REF, TYPING_REF
 from sealchat.core.sizes import counted
 from sealchat.gui.conversation import (
@@ -42,7 +42,7 @@ from sealchat.gui.conversation import (
 )
 from sealchat.gui.text_helpers import friendly
 from sealchat.gui.transfer_state import Transfer, TransferState
-from sealchat.transports.requests import ClientError, check_text
+from sealchat.transports.requests import MessageTooLong, check_text
 from sealchat.transports.trio_client import LinkState
 
 TYPING_SHOWN_FOR = 300.0
@@ -568,14 +568,15 @@ class ViewModel:
         self._link_error = text if link_lost else ""
         return {Change.ERROR}
 
-    def fits(self, text: str) -> bool:
-        """Whether ``text`` fits in one message. If not, the error says why, and the text
-        is to stay in the input box."""
+    def fits(self, text: str, limit: int = 0) -> bool:
+        """Whether ``text`` fits in one message of a server that takes ``limit`` characters
+        (as it said at the last login; 0: not said, the protocol's limit). If not, the error
+        says why, and the text is to stay in the input box."""
         try:
-            check_text(text)
-        except ClientError:
+            check_text(text, limit)
+        except MessageTooLong as exc:
             self.error = (
-                f"This message has {len(text)} characters; at most {MAX_TEXT} fit in one "
+                f"This message has {exc.length} characters; at most {exc.limit} fit in one "
                 "message. Shorten it, or send it as a file."
             )
             return False

@@ -1147,6 +1147,19 @@ def test_a_message_too_long_for_the_protocol_is_refused_saying_why() -> None:
     assert vm.error.startswith(f"This message has {MAX_TEXT + 1} characters; at most {MAX_TEXT}")
 
 
+def test_a_message_too_long_for_the_server_is_refused_saying_its_limit() -> None:
+    vm = logged_in()
+    assert vm.fits("\u00e9" * 100, 100)  # characters, as the server counts them
+    assert vm.error == ""
+    assert not vm.fits("y" * 101, 100)
+    assert vm.error == (
+        "This message has 101 characters; at most 100 fit in one message. Shorten it, or send "
+        "it as a file."
+    )
+    assert not vm.fits("y" * (MAX_TEXT + 1), MAX_TEXT * 2)  # never beyond the protocol's
+    assert f"at most {MAX_TEXT} fit" in vm.error
+
+
 def test_an_error_goes_away_when_the_user_acts_again() -> None:
     vm = logged_in()
     vm.apply(Error(code="too_long", detail="the message is too long"), NOW)

@@ -1116,12 +1116,14 @@ def test_messages_sent_in_quick_succession_are_stored_in_the_order_typed(
 def test_a_message_too_long_stays_in_the_box_saying_why(window: Window, server: Running) -> None:
     app = window.app
     window.login(server.port, "alice")
-    window.type_and_enter("y" * 8001)  # over the protocol's 8000 characters
+    window.type_and_enter("y" * 4001)  # over the 4000 characters the server said it takes
     window.until(app.chat.banner.winfo_ismapped, "the error banner")
     assert str(app.chat.banner.cget("text")).startswith(
-        "This message has 8001 characters; at most 8000 fit in one message."
+        "This message has 4001 characters; at most 4000 fit in one message."
     )
-    assert app.chat.input.get("1.0", "end").strip() == "y" * 8001
+    assert app.chat.input.get("1.0", "end-1c") == "y" * 4001
+    with server.login("bob") as bob:  # a round trip after anything the window sent
+        assert bob.history(room="general") == ([], False)
 
 
 def test_a_message_the_server_refuses_comes_back_into_the_box(
@@ -1172,7 +1174,7 @@ def test_the_error_banner_goes_away_when_the_next_message_goes(
 ) -> None:
     app = window.app
     window.login(server.port, "alice")
-    window.type_and_enter("x" * 4001)  # over the server's 4000: it refuses it
+    window.type_and_enter("x" * 4001)  # over the server's 4000: refused
     window.until(app.chat.banner.winfo_ismapped, "the server's refusal")
     app.chat.input.delete("1.0", "end")  # the user gives up on it
     window.type_and_enter("a shorter one")
@@ -1823,6 +1825,33 @@ def test_after_a_reconnect_people_and_rooms_show_what_changed_meanwhile(
                 assert "\u25cb bob" in button_texts(app.chat.people_list)
                 assert "\u25cf alice" in button_texts(app.chat.people_list)
                 window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
+            window.close()
+
+
+def test_the_input_box_holds_to_the_message_limit_said_at_the_last_login(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    banner = "This message has {} characters; at most {} fit in one message."
+    with away(display, tmp_path, monkeypatch, HubConfig(max_message_chars=100)) as gone:
+        window, app, port = gone.window, gone.window.app, gone.port
+        with gone.server():
+            window.login(port, "alice")
+            window.type_and_enter("y" * 101)
+            window.until(app.chat.banner.winfo_ismapped, "the error banner")
+            assert str(app.chat.banner.cget("text")).startswith(banner.format(101, 100))
+        gone.until_lost()
+        gone.hub = HubConfig(max_message_chars=50)  # it comes back taking shorter ones
+        with gone.server() as second:
+            gone.until_back()
+            app.chat.input.delete("1.0", "end")
+            window.type_and_enter("z" * 51)
+            window.until(
+                lambda: str(app.chat.banner.cget("text")).startswith(banner.format(51, 50)),
+                "the error banner with the new limit",
+            )
+            assert app.chat.input.get("1.0", "end-1c") == "z" * 51
+            with second.login("bob") as bob:
+                assert bob.history(room="general") == ([], False)  # nothing was sent
             window.close()
 
 
