@@ -53,7 +53,7 @@ from sealchat.core import (
 from sealchat.core import Error as ServerError
 from sealchat.core.hub import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
-from sealchat.core.limits import MAX_CHUNK, MAX_LIST
+from sealchat.core.limits import MAX_CHUNK, MAX_LIST, MAX_ROOM, MAX_UINT, MAX_USERNAME
 from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS
 from sealchat.transports import requests, trio_client, trio_delivery
 from sealchat.transports.downloads import PartialDownload
@@ -810,6 +810,45 @@ async def test_a_marker_set_while_the_link_is_down_goes_after_the_reconnect(
         # After the login it is sent again, before the markers are asked for.
         listed = await next_of(alice, ReadMarkers)
         assert listed.markers == [ReadMarker(up_to=ack, room="general")]
+
+
+UNCARRIABLE_MARKERS = [
+    (MAX_UINT + 1, {"room": "general"}),
+    (-1, {"room": "general"}),
+    (1, {"room": "r" * (MAX_ROOM + 1)}),
+    (1, {"peer": "b" * (MAX_USERNAME + 1)}),
+    (1, {"room": "general", "peer": "bob"}),
+]
+"""Markers no server could take (mark_read's bad arguments), with where they would be."""
+
+
+async def test_a_marker_no_server_could_take_is_refused_and_kept_nowhere(
+    server: Running, tmp_path: Path
+) -> None:
+    # Kept to be resent, such a marker failed every later login's resending: the client
+    # could never log in again.
+    async with logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice:
+        await next_of(alice, ReadMarkers)
+        assert alice._link is not None
+        await alice._link.stream.aclose()  # lost: what is set now is kept for the next login
+        for up_to, where in UNCARRIABLE_MARKERS:
+            with pytest.raises(ClientError, match=r"room or a peer|cannot mark this read"):
+                await alice.mark_read(up_to, **where)
+        ack = await alice_posts(server)
+        assert await alice.mark_read(ack, room="general")
+        listed = await next_of(alice, ReadMarkers)  # logged in again
+        assert listed.markers == [ReadMarker(up_to=ack, room="general")]
+        assert alice.read_marker(peer="b" * (MAX_USERNAME + 1)) == 0
+
+
+async def test_a_marker_no_server_could_take_is_refused_by_a_client_of_an_older_server(
+    tmp_path: Path,
+) -> None:
+    received: list[Record] = []
+    async with scripted(tmp_path, logs_in_then(records_what_comes(received))) as alice:
+        for up_to, where in UNCARRIABLE_MARKERS:
+            with pytest.raises(ClientError, match=r"room or a peer|cannot mark this read"):
+                await alice.mark_read(up_to, **where)
 
 
 async def alice_posts(server: Running) -> int:

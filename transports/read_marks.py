@@ -4,7 +4,8 @@ have yet (a connection lost as they went): sent once more, after the next login.
 
 from __future__ import annotations
 
-from sealchat.core import ReadMarkers, ReadUpTo
+from sealchat.core import LocalProtocolError, ReadMarkers, ReadUpTo
+from sealchat.core.codec import encode_record
 from sealchat.core.hub.names import user_key
 from sealchat.transports.requests import ClientError
 
@@ -17,6 +18,20 @@ def conversation_key(room: str, peer: str) -> Key:
     if bool(room) == bool(peer):
         raise ClientError("name exactly one of a room or a peer")
     return (room, "") if room else ("", user_key(peer))
+
+
+def read_up_to(up_to: int, room: str = "", peer: str = "") -> ReadUpTo:
+    """The ReadUpTo saying the user read ``room`` (or the conversation with ``peer``) up to
+    ``up_to``, checked as every receiver checks it: ClientError for one no server could take
+    (an id out of bounds, a name too long). A marker kept to be sent again must be one that
+    can go: one that could not would fail every later login's resending."""
+    conversation_key(room, peer)
+    record = ReadUpTo(up_to=up_to, room=room, peer=peer)
+    try:
+        encode_record(record)
+    except LocalProtocolError as exc:
+        raise ClientError(f"cannot mark this read: {exc}") from None
+    return record
 
 
 class ReadMarks:
@@ -37,12 +52,14 @@ class ReadMarks:
 
     def mark(self, up_to: int, room: str = "", peer: str = "") -> ReadUpTo | None:
         """The user read the conversation up to ``up_to``: the ReadUpTo to send, or None if
-        the marker known is there already."""
+        the marker known is there already. ClientError, keeping nothing, if no server could
+        take it (see ``read_up_to``)."""
+        record = read_up_to(up_to, room, peer)
         key = conversation_key(room, peer)
         if up_to <= self.known.get(key, 0):
             return None
         self.known[key] = up_to
-        record = self._unconfirmed[key] = ReadUpTo(up_to=up_to, room=room, peer=peer)
+        self._unconfirmed[key] = record
         return record
 
     def heard(self, record: ReadUpTo | ReadMarkers) -> None:

@@ -54,7 +54,7 @@ from sealchat.transports.pinning import (
     config_dir,
     server_name,
 )
-from sealchat.transports.read_marks import ReadMarks
+from sealchat.transports.read_marks import ReadMarks, read_up_to
 from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
@@ -415,8 +415,11 @@ class ChatClient:
         (``features`` lists ``read-markers``). Sent only when it raises the marker known
         (``read_marker``), so calling it for every message shown costs nothing; nothing is
         sent to an older server. Whether it was sent. A marker the connection lost on its way
-        is sent again after the reconnect."""
+        is sent again after the reconnect. ClientError, keeping and sending nothing, for a
+        marker no server could take (an id out of bounds, a name too long), whatever the
+        server."""
         if READ_MARKERS not in self.features:
+            read_up_to(up_to, room, peer)  # a bad argument is one with any server
             return False
         record = self._reads.mark(up_to, room, peer)
         if record is None:
