@@ -194,9 +194,15 @@ class Controller:
 
     async def _tell_reads(self, client: ChatClient) -> None:
         """Tell the server how far the user has read the conversations read since it was last
-        told (a server without read markers is told nothing: see ``mark_read``)."""
-        reads, self.vm.reads_to_tell = self.vm.reads_to_tell, {}
-        for key, up_to in reads.items():
+        told (a server without read markers is told nothing: see ``mark_read``). One
+        conversation at a time leaves those still to tell: a telling cancelled midway (the
+        session ending, the window closing) leaves the rest to the next (the last one, at
+        the end of the session). The one being told is the client's once the call is made
+        (``mark_read`` keeps it before its first checkpoint, to be sent again after a
+        reconnect). Those read meanwhile are told too."""
+        while self.vm.reads_to_tell:
+            key = next(iter(self.vm.reads_to_tell))
+            up_to = self.vm.reads_to_tell.pop(key)
             conversation = self.vm.conversations.get(key)
             if conversation is None:  # gone meanwhile (a room left)
                 continue
