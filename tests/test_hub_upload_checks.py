@@ -5,6 +5,7 @@ meanwhile."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from sealchat.core.hub import (
     Effect,
     Hub,
     HubConfig,
+    ReadBackFailed,
     VerifyUpload,
 )
 from sealchat.core.hub.names import user_key
@@ -98,12 +100,12 @@ def completed(hub: Hub, session: int, transfer: int, data: bytes = DATA) -> Veri
     return check
 
 
-def hashed(check: VerifyUpload) -> Digest | None:
-    """What a driver reports: the digest the check's function reads, None if it cannot."""
+def hashed(check: VerifyUpload) -> Digest | ReadBackFailed:
+    """What a driver reports: the digest the check's function reads, or why it read none."""
     try:
         return check.hasher()
-    except OSError:
-        return None
+    except OSError as exc:
+        return ReadBackFailed.of(exc)
 
 
 def announced(effects: list[Effect], session: int) -> Message:
@@ -299,12 +301,47 @@ def test_a_file_gone_from_the_disk_during_the_check_is_refused_without_a_trace(
     partial_of(store, accept.file_id).unlink()
     with pytest.raises(FileNotFoundError):
         check.hasher()
-    (refused,) = records(hub.upload_verified(1, 1, None, NOW), 1)
+    assert hashed(check) is ReadBackFailed.GONE
+    (refused,) = records(hub.upload_verified(1, 1, ReadBackFailed.GONE, NOW), 1)
     assert refused == FileReject(
         transfer=1, reason="the server could not read the stored file back; send it again"
     )
     assert store.get_file(accept.file_id) is None
     assert store.unfinished_uploads("alice") == []
+
+
+@pytest.mark.parametrize(
+    "code", [errno.EIO, errno.EMFILE, errno.ENFILE, errno.EACCES], ids=errno.errorcode.get
+)
+def test_a_file_unreadable_for_now_is_kept_and_completed_later(
+    store: SqliteStore, code: int
+) -> None:
+    hub = hub_with(store, "alice", "bob")
+    accept = sent(hub, 1, 1)
+    forget_running_hashes(store)
+    completed(hub, 1, 1)
+    failure = ReadBackFailed.of(OSError(code, "cannot read"))
+    assert failure is ReadBackFailed.NOT_NOW
+    effects = hub.upload_verified(1, 1, failure, NOW)
+    (refused,) = records(effects, 1)
+    assert refused == FileReject(
+        transfer=1,
+        reason=(
+            "the server could not read the file back to check it just now; send it again "
+            "later: what it received is kept, and nothing is sent twice"
+        ),
+    )
+    assert records(effects, 2) == []
+    file = store.get_file(accept.file_id)
+    assert file is not None
+    assert (file.complete, file.received) == (False, len(DATA))
+    assert partial_of(store, accept.file_id).read_bytes() == DATA
+    resumed = accepted(hub, 1, _offer(DATA, 2))  # sent again: resumed at its end
+    assert (resumed.file_id, resumed.offset) == (accept.file_id, len(DATA))
+    again = completed(hub, 1, 2)
+    effects = hub.upload_verified(1, 2, hashed(again), NOW)
+    assert announced(effects, 1).file == announced(effects, 2).file
+    assert messages_sharing(store, accept.file_id) != []
 
 
 def test_a_file_whose_uploader_left_the_room_during_the_check_is_kept_not_shared(
@@ -353,8 +390,8 @@ def test_an_uploader_removed_during_the_check_leaves_no_row_no_file_no_message(
     forget_running_hashes(store)
     check = completed(hub, 1, 1)
     removed_by_an_administrator(tmp_path, "alice")  # her unfinished uploads go with her
-    digest = hashed(check)  # the file is gone: the driver reports None
-    assert digest is None
+    digest = hashed(check)  # the file is gone: the driver says so
+    assert digest is ReadBackFailed.GONE
     effects = hub.upload_verified(1, 1, digest, NOW)
     assert [e for e in effects if isinstance(e, Disconnect)] == [Disconnect(1, ACCOUNT_REMOVED)]
     assert not any(isinstance(r, Message | FileReject) for r in records(effects, 2))

@@ -4,6 +4,8 @@ are served while it is read; a server stopped meanwhile keeps the upload to comp
 
 from __future__ import annotations
 
+import errno
+import logging
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -11,8 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from sealchat.core import ConnectionClosed, FileAccept, FileComplete, FileList, ListFiles, Message
+from sealchat.core import (
+    ConnectionClosed,
+    FileAccept,
+    FileComplete,
+    FileList,
+    FileReject,
+    ListFiles,
+    Message,
+)
 from sealchat.core.hub import Digest
+from sealchat.core.hub.files import NOT_CHECKED_NOW
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.upload_checks import hash_file
@@ -191,3 +202,67 @@ def test_an_upload_whose_connection_drops_during_its_check_is_shared_once(
         assert [e.file.file_id for e in shared if isinstance(e, Message) and e.file] == [
             accept.file_id
         ]
+
+
+class FailingChecks:
+    """Make the next completed upload of ``server`` be read back, and that read fail with
+    ``error`` (later ones read the file)."""
+
+    def __init__(self, server: Running, monkeypatch: pytest.MonkeyPatch, error: OSError) -> None:
+        store = server.hub.store
+        assert isinstance(store, SqliteStore)
+        failures = [error]
+
+        def read(path: Path) -> Digest:
+            if failures:
+                raise failures.pop()
+            return hash_file(path, sync=True)
+
+        def upload_hasher(file_id: str) -> Callable[[], Digest]:
+            return partial(read, store._uploads._partial_path(file_id))
+
+        monkeypatch.setattr(store, "upload_hasher", upload_hasher)
+
+
+def test_an_upload_unreadable_for_now_is_kept_and_shared_when_sent_again(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sealchat.server")
+    data = payload(2 * MAX_CHUNK + 9, seed=15)
+    with running_server(kind, tmp_path / "data") as server, server.login("alice") as alice:
+        FailingChecks(server, monkeypatch, OSError(errno.EIO, "Input/output error"))
+        accept = offer(alice, data)
+        assert isinstance(accept, FileAccept)
+        send_chunks(alice, 1, data)
+        assert finish(alice, 1, sha(data)) == FileReject(transfer=1, reason=NOT_CHECKED_NOW)
+        (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warning.levelno == logging.WARNING
+        assert accept.file_id in warning.getMessage()
+        assert "it is kept" in warning.getMessage()
+        resumed = offer(alice, data, transfer=2)  # its bytes are all there still
+        assert isinstance(resumed, FileAccept)
+        assert (resumed.file_id, resumed.offset) == (accept.file_id, len(data))
+        announced = finish(alice, 2, sha(data))
+        assert isinstance(announced, Message), announced
+        assert download(alice, accept.file_id)[1] == data
+
+
+def test_an_upload_gone_from_the_disk_during_its_check_is_lost(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sealchat.server")
+    data = payload(MAX_CHUNK + 3, seed=16)
+    with running_server(kind, tmp_path / "data") as server, server.login("alice") as alice:
+        FailingChecks(server, monkeypatch, FileNotFoundError(errno.ENOENT, "No such file"))
+        accept = offer(alice, data)
+        assert isinstance(accept, FileAccept)
+        send_chunks(alice, 1, data)
+        refused = finish(alice, 1, sha(data))
+        assert isinstance(refused, FileReject)
+        assert refused.reason == "the server could not read the stored file back; send it again"
+        (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert accept.file_id in warning.getMessage()
+        assert "is lost" in warning.getMessage()
+        again = offer(alice, data, transfer=2)  # from the start: nothing was kept
+        assert isinstance(again, FileAccept)
+        assert (again.file_id != accept.file_id, again.offset) == (True, 0)

@@ -40,11 +40,13 @@ from sealchat.core.codec import encode_record
 from sealchat.core.hub import (
     CancelStream,
     Deliver,
+    Digest,
     Disconnect,
     Effect,
     HandlingFailed,
     HashPassword,
     Hub,
+    ReadBackFailed,
     StreamFile,
     VerifyPassword,
     VerifyUpload,
@@ -70,6 +72,7 @@ from sealchat.transports.server_limits import (
     log_dropped,
     peer_name,
 )
+from sealchat.transports.upload_checks import read_back_failed
 
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
@@ -701,14 +704,14 @@ class ThreadedServer:
         outside the hub lock, and report it. If the server is stopping by then, the hub is
         not told: the session ends, and the upload stays to be completed again. If the hub
         (or its store) fails on the outcome, the client is told goodbye."""
+        digest: Digest | ReadBackFailed
         try:
             with self._upload_checks:
                 digest = effect.hasher()
         except OSError as exc:
-            log.warning(
-                "cannot read back upload %s of session %s: %s", effect.file_id, effect.session, exc
-            )
-            digest = None
+            digest = failure = ReadBackFailed.of(exc)
+            uploader = f"session {effect.session}"
+            log.warning(read_back_failed(failure), effect.file_id, uploader, exc)
         if self._stopping.is_set():
             return
         try:

@@ -39,11 +39,13 @@ from sealchat.core.connection import MAX_RECEIVE_BUFFER
 from sealchat.core.hub import (
     CancelStream,
     Deliver,
+    Digest,
     Disconnect,
     Effect,
     HandlingFailed,
     HashPassword,
     Hub,
+    ReadBackFailed,
     StreamFile,
     VerifyPassword,
     VerifyUpload,
@@ -71,6 +73,7 @@ from sealchat.transports.server_limits import (
     quiet_trio_accept_log,
 )
 from sealchat.transports.trio_feed import RECEIVE_SIZE, feed
+from sealchat.transports.upload_checks import read_back_failed
 
 log = logging.getLogger("sealchat.server")
 T = TypeVar("T")
@@ -489,13 +492,14 @@ class TrioServer:
         If the peer goes meanwhile, the read is abandoned; if the server is stopping, the
         hub is not told. Either way the session ends, and the upload stays (all its bytes
         received) to be completed again."""
+        digest: Digest | ReadBackFailed
         try:
             digest = await trio.to_thread.run_sync(
                 effect.hasher, limiter=self._upload_checks, abandon_on_cancel=True
             )
         except OSError as exc:
-            log.warning("cannot read back upload %s of %r: %s", effect.file_id, peer, exc)
-            digest = None
+            digest = failure = ReadBackFailed.of(exc)
+            log.warning(read_back_failed(failure), effect.file_id, peer, exc)
         if self._stopping.is_set():  # its session ends: the upload stays, to complete again
             return
         await self._call_hub(

@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 from typing import Final
 
+from sealchat.core.hub import ReadBackFailed
+
 O_NOFOLLOW: Final[int] = getattr(os, "O_NOFOLLOW", 0)
 """Open flag that refuses a symbolic link (0 where the system has none)."""
 
@@ -58,3 +60,14 @@ def hash_file(path: Path, *, sync: bool = False) -> tuple[int, bytes]:
     finally:
         os.close(fd)
     return total, digest.digest()
+
+
+def read_back_failed(failure: ReadBackFailed) -> str:
+    """The server's log line (a format of the file id, the uploader and the error: never the
+    file's contents) for an upload it could not read back to check it."""
+    if failure is ReadBackFailed.GONE:
+        return "upload %s of %s is gone from the disk: it cannot be checked and is lost (%s)"
+    return (
+        "cannot read back upload %s of %s to check it just now: it is kept, to be checked "
+        "again when the uploader sends it again (%s)"
+    )

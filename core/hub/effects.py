@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,13 +68,31 @@ class VerifyUpload:
     """Read back and hash the upload ``file_id`` that ``session`` completed as ``transfer``
     (the store kept no SHA-256 of it: the server restarted during the upload, say): call
     ``hasher`` off the hub's thread (it reads that one file, touching nothing else of the
-    store), then ``Hub.upload_verified`` with the ``Digest`` it returns, or with None if it
-    raised ``OSError``. If the session has ended meanwhile, the call may be left out."""
+    store), then ``Hub.upload_verified`` with the ``Digest`` it returns, or, if it raised
+    ``OSError``, with ``ReadBackFailed.of`` that error. If the session has ended meanwhile,
+    the call may be left out."""
 
     session: SessionId
     transfer: int
     file_id: str
     hasher: Callable[[], Digest] = field(repr=False, compare=False)
+
+
+class ReadBackFailed(enum.Enum):
+    """Why a VerifyUpload read no ``Digest`` back."""
+
+    GONE = "gone"
+    """The file is not there (``FileNotFoundError``): the upload is lost, to be sent again
+    from the start."""
+    NOT_NOW = "not now"
+    """It could not be read for a reason that may pass (an I/O error, too many open files, a
+    permission changed): what was received is kept, to be checked again when the uploader
+    completes it again."""
+
+    @classmethod
+    def of(cls, exc: OSError) -> ReadBackFailed:
+        """What the ``OSError`` a hasher raised means for its upload."""
+        return cls.GONE if isinstance(exc, FileNotFoundError) else cls.NOT_NOW
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from sealchat.core import limits
 from sealchat.core.hub.config import HubConfig
-from sealchat.core.hub.effects import CancelStream, Effect, SessionId, StreamFile, VerifyUpload
+from sealchat.core.hub.effects import (
+    CancelStream,
+    Effect,
+    ReadBackFailed,
+    SessionId,
+    StreamFile,
+    VerifyUpload,
+)
 from sealchat.core.hub.outgoing import Page, file_info, message_record, reply
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.roster import Roster
@@ -32,6 +39,13 @@ than a page of the longest names holds (a 4096-character name takes up to 16 KiB
 
 SHORT_OF_SPACE = "the server is short of disk space for this file; ask its operator"
 """Why an upload is refused when it would fill the server's disk."""
+
+NOT_CHECKED_NOW = (
+    "the server could not read the file back to check it just now; send it again later: "
+    "what it received is kept, and nothing is sent twice"
+)
+"""Why a complete upload is refused when the server could not read it back to check it, for
+a reason that may pass (``ReadBackFailed.NOT_NOW``): the same offer resumes it at its end."""
 
 _MAX_REPEATS = 256
 """Records for a transfer being checked (``Verifying.repeats``) refused after its outcome;
@@ -196,12 +210,14 @@ class Files:
         return [VerifyUpload(state.id, transfer, file.file_id, hasher)]
 
     def verified(
-        self, session: SessionId, transfer: int, digest: Digest | None, now: float
+        self, session: SessionId, transfer: int, digest: Digest | ReadBackFailed, now: float
     ) -> list[Effect]:
-        """The outcome of a VerifyUpload: what the file read back holds (None: it could not
-        be read). The file is shared, or refused, as ``complete`` does it at once; then the
-        records for the transfer that came meanwhile are refused. Nothing if the session
-        ended meanwhile (the upload stays, to be completed again)."""
+        """The outcome of a VerifyUpload: what the file read back holds, or why it could not
+        be read. The file is shared, or refused, as ``complete`` does it at once; one gone
+        from the disk is forgotten; one unreadable for now is kept with all its bytes, for
+        the same offer to resume at its end and complete again. Then the records for the
+        transfer that came meanwhile are refused. Nothing if the session ended meanwhile
+        (the upload stays, to be completed again)."""
         state = self._roster.sessions.get(session)
         if state is None:
             return []
@@ -211,10 +227,12 @@ class Files:
         file = checking.file
         self._uploading.discard(file.file_id)
         effects: list[Effect]
-        if digest is None:
+        if digest is ReadBackFailed.GONE:
             self._discard_partial(file)
             reason = "the server could not read the stored file back; send it again"
             effects = [reply(state, FileReject(transfer=transfer, reason=reason))]
+        elif digest is ReadBackFailed.NOT_NOW:  # kept: the same offer resumes it at its end
+            effects = [reply(state, FileReject(transfer=transfer, reason=NOT_CHECKED_NOW))]
         else:  # checked again: the recipient may have been removed, the room left
             peer = self._target(state, transfer, file)
             if isinstance(peer, str):

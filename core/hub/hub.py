@@ -19,7 +19,7 @@ from functools import partial
 
 from sealchat.core.hub.accounts import AccountChanges
 from sealchat.core.hub.config import HubConfig
-from sealchat.core.hub.effects import Disconnect, Effect, SessionId
+from sealchat.core.hub.effects import Disconnect, Effect, ReadBackFailed, SessionId
 from sealchat.core.hub.files import Files
 from sealchat.core.hub.logins import Logins
 from sealchat.core.hub.messages import Messages
@@ -349,10 +349,10 @@ class Hub:
         self._files.stream_finished(session, transfer)
 
     def upload_verified(
-        self, session: SessionId, transfer: int, digest: Digest | None, now: float
+        self, session: SessionId, transfer: int, digest: Digest | ReadBackFailed, now: float
     ) -> list[Effect]:
-        """The outcome of a VerifyUpload: the ``Digest`` its file was read back with (None:
-        it could not be read). The file is shared or refused, as a FileComplete is when the
+        """The outcome of a VerifyUpload: the ``Digest`` its file was read back with, or why
+        it could not be read. The file is shared or refused, as a FileComplete is when the
         store can check it at once, in a batch of its own (as ``handle_all`` runs records);
         nothing if the session ended meanwhile."""
         return self._in_batch((partial(self._files.verified, session, transfer, digest, now),))
