@@ -60,7 +60,7 @@ from sealchat.core.hub import (
 )
 from sealchat.core.hub.files import SHORT_OF_SPACE
 from sealchat.core.hub.names import user_key
-from sealchat.core.hub.store import StoredMessage
+from sealchat.core.hub.store import DISK_FULL_ERRNOS, StoredMessage
 from sealchat.core.limits import MAX_FILE_NAME, MAX_LIST, MAX_RECORD, MAX_TEXT
 from sealchat.core.records import (
     CHANGE_PASSWORD,
@@ -70,6 +70,7 @@ from sealchat.core.records import (
     ROOMS_REF,
     TYPING_REF,
 )
+from sealchat.transports.hub_failures import disk_full
 from sealchat.transports.sqlite_store import SqliteStore
 from tests.sql_trace import sql_statements
 
@@ -628,6 +629,29 @@ def test_a_chunk_refused_for_a_full_disk_says_when_to_resume(
     assert isinstance(reject, FileReject)
     assert "disk is full" in reject.reason
     assert "freed some space" in reject.reason
+
+
+def test_the_hub_and_the_servers_take_the_same_errors_for_a_full_disk(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One list in the core: a chunk refused for a full disk, and a server's goodbye for one.
+    assert frozenset({errno.ENOSPC, errno.EDQUOT}) == DISK_FULL_ERRNOS
+    hub = hub_with(store, "alice")
+    data = b"y" * 100
+    accepted(hub, 1, _offer(data, 7))
+    for code in (*DISK_FULL_ERRNOS, errno.EIO):
+        error = OSError(code, os.strerror(code))
+        assert disk_full(error) == (code in DISK_FULL_ERRNOS)
+
+        def failing(*_args: object, error: OSError = error) -> int:
+            raise error
+
+        monkeypatch.setattr(store, "write_chunk", failing)
+        chunk = FileChunk(transfer=7, offset=0, data=data)
+        (reject,) = records(hub.handle(1, chunk, NOW), 1)
+        assert isinstance(reject, FileReject)
+        assert ("disk is full" in reject.reason) == (code in DISK_FULL_ERRNOS)
+        accepted(hub, 1, _offer(data, 7))  # resumed, for the next
 
 
 def test_the_store_keeps_no_upload_open_once_its_transfer_ends(store: SqliteStore) -> None:
