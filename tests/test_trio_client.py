@@ -46,6 +46,7 @@ from sealchat.core import (
     ReadMarkers,
     ReadUpTo,
     Record,
+    RoomLeft,
     State,
     Typing,
     fingerprint,
@@ -849,6 +850,31 @@ async def test_a_marker_no_server_could_take_is_refused_by_a_client_of_an_older_
         for up_to, where in UNCARRIABLE_MARKERS:
             with pytest.raises(ClientError, match=r"room or a peer|cannot mark this read"):
                 await alice.mark_read(up_to, **where)
+
+
+async def test_a_room_left_forgets_its_marker_as_the_server_does(
+    server: Running, tmp_path: Path
+) -> None:
+    # The server deletes the marker of a room left: after joining again nothing is read
+    # there, and a marker at or below the old one must reach the user's other devices.
+    async with (
+        logged_in(server, tmp_path, "alice") as laptop,
+        logged_in(server, tmp_path / "desktop", "alice") as desktop,
+    ):
+        await next_of(desktop, ReadMarkers)
+        await laptop.join("ops")
+        with server.login("bob") as bob:
+            await trio.to_thread.run_sync(bob.join, "ops")
+            ack = await trio.to_thread.run_sync(partial(bob.send_message, "hi", room="ops"))
+        assert await laptop.mark_read(ack.id, room="ops")
+        assert await next_of(desktop, ReadUpTo) == ReadUpTo(up_to=ack.id, room="ops")
+        await laptop.leave("ops")
+        assert laptop.read_marker(room="ops") == 0
+        await next_of(desktop, RoomLeft)  # left on another device: forgotten there too
+        assert desktop.read_marker(room="ops") == 0
+        await laptop.join("ops")
+        assert await laptop.mark_read(ack.id, room="ops")  # not known any more: sent
+        assert await next_of(desktop, ReadUpTo) == ReadUpTo(up_to=ack.id, room="ops")
 
 
 async def alice_posts(server: Running) -> int:

@@ -81,6 +81,14 @@ class ReadMarks:
                     del self._unconfirmed[key]
             self._resent = {}
 
+    def left(self, room: str) -> None:
+        """The user left ``room``: the server deleted its marker there (protocol §9.14), so
+        none is known any more, and none is sent again."""
+        key = (room, "")
+        self.known.pop(key, None)
+        self._unconfirmed.pop(key, None)
+        self._resent.pop(key, None)
+
     def after_login(self) -> list[ReadUpTo]:
         """What to send after a login, before asking for the markers: the markers set here
         the server may not have."""

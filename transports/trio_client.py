@@ -41,6 +41,7 @@ from sealchat.core import (
     ReadUpTo,
     Record,
     RoomInfo,
+    RoomLeft,
     State,
     Typing,
 )
@@ -215,6 +216,8 @@ class ChatClient:
         """Take a record read where it belongs (see ``Reader.dispatch``)."""
         if isinstance(record, ReadUpTo | ReadMarkers):
             self._reads.heard(record)
+        elif isinstance(record, RoomLeft):
+            self._reads.left(record.room)
         await self._reader.dispatch(record)
 
     def _link_ended(self, link: Link, reason: str) -> None:
