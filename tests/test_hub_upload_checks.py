@@ -32,6 +32,7 @@ from sealchat.core.hub import (
     ReadBackFailed,
     VerifyUpload,
 )
+from sealchat.core.hub.files import NOT_CHECKED_NOW, READ_BACK_GONE
 from sealchat.core.hub.names import user_key
 from sealchat.transports import sqlite_uploads
 from sealchat.transports.sqlite_store import SqliteStore
@@ -418,3 +419,101 @@ def test_a_file_already_read_back_is_checked_against_the_digest_given(
     partial_of(store, again.file_id).write_bytes(DATA[:-1])  # not the bytes that were hashed
     assert not store.complete_file(again.file_id, digest)
     assert reads == []
+
+
+class FailingSync:
+    """Make the store's own check of the next completed upload (the fsync it does when its
+    running SHA-256 covers the file, no read-back asked for) fail with ``error``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, error: OSError) -> None:
+        self.failures = [error]
+        real = sqlite_uploads.sync_file
+
+        def sync_file(path: Path, size: int) -> bool:
+            if self.failures:
+                raise self.failures.pop()
+            return real(path, size)
+
+        monkeypatch.setattr(sqlite_uploads, "sync_file", sync_file)
+
+
+@pytest.mark.parametrize(
+    "code", [errno.EIO, errno.EMFILE, errno.ENFILE, errno.EACCES], ids=errno.errorcode.get
+)
+def test_a_file_the_store_cannot_check_at_once_for_now_is_kept_as_off_the_hub(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    # Its running SHA-256 covers it: no VerifyUpload, the store checks it in complete_file.
+    hub = hub_with(store, "alice", "bob")
+    accept = sent(hub, 1, 1)
+    assert store.upload_hasher(accept.file_id) is None
+    failing = FailingSync(monkeypatch, OSError(code, "cannot sync"))
+    effects = hub.handle(1, FileComplete(transfer=1, sha256=_sha(DATA)), NOW)  # no failure
+    assert failing.failures == []
+    assert records(effects, 1) == [FileReject(transfer=1, reason=NOT_CHECKED_NOW)]
+    assert records(effects, 2) == []
+    assert not any(isinstance(e, Disconnect) for e in effects)
+    file = store.get_file(accept.file_id)
+    assert file is not None
+    assert (file.complete, file.received) == (False, len(DATA))
+    assert partial_of(store, accept.file_id).read_bytes() == DATA
+    assert messages_sharing(store, accept.file_id) == []
+    resumed = accepted(hub, 1, _offer(DATA, 2))  # sent again: resumed at its end
+    assert (resumed.file_id, resumed.offset) == (accept.file_id, len(DATA))
+    again = completed(hub, 1, 2)  # read back this time, off the hub
+    effects = hub.upload_verified(1, 2, hashed(again), NOW)
+    assert announced(effects, 1).file == announced(effects, 2).file
+    assert store.read_chunk(accept.file_id, 0, len(DATA)) == DATA
+
+
+def test_a_file_the_store_finds_gone_when_it_checks_it_at_once_is_lost_as_off_the_hub(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = hub_with(store, "alice")
+    accept = sent(hub, 1, 1)
+    FailingSync(monkeypatch, FileNotFoundError(errno.ENOENT, "No such file"))
+    (refused,) = records(hub.handle(1, FileComplete(transfer=1, sha256=_sha(DATA)), NOW), 1)
+    assert refused == FileReject(transfer=1, reason=READ_BACK_GONE)
+    assert store.get_file(accept.file_id) is None
+    assert not partial_of(store, accept.file_id).exists()
+    assert accepted(hub, 1, _offer(DATA, 2)).offset == 0  # sent again from the start
+
+
+def test_a_file_read_back_off_the_hub_then_unreadable_for_now_is_kept(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store still looks at the file (its size) when given the digest read off the hub.
+    hub = hub_with(store, "alice")
+    accept = sent(hub, 1, 1)
+    forget_running_hashes(store)
+    check = completed(hub, 1, 1)
+    digest = hashed(check)
+
+    def denied(path: Path, size: int) -> bool:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sqlite_uploads, "_holds", denied)
+        (refused,) = records(hub.upload_verified(1, 1, digest, NOW), 1)
+    assert refused == FileReject(transfer=1, reason=NOT_CHECKED_NOW)
+    resumed = accepted(hub, 1, _offer(DATA, 2))
+    assert (resumed.file_id, resumed.offset) == (accept.file_id, len(DATA))
+    effects = hub.upload_verified(1, 2, hashed(completed(hub, 1, 2)), NOW)
+    assert announced(effects, 1).file is not None
+
+
+def test_the_store_says_why_it_could_not_check_a_file_and_keeps_it_unless_gone(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = hub_with(store, "alice")
+    kept = sent(hub, 1, 1)
+    FailingSync(monkeypatch, OSError(errno.EIO, "Input/output error"))
+    assert store.complete_file(kept.file_id) is ReadBackFailed.NOT_NOW
+    file = store.get_file(kept.file_id)
+    assert file is not None
+    assert (file.complete, file.received) == (False, len(DATA))
+    assert store.upload_hasher(kept.file_id) is not None  # checked again by reading it
+    lost = sent(hub, 1, 2, b"lost")
+    FailingSync(monkeypatch, FileNotFoundError(errno.ENOENT, "No such file"))
+    assert store.complete_file(lost.file_id) is ReadBackFailed.GONE
+    assert store.get_file(lost.file_id) is None

@@ -25,6 +25,7 @@ from sealchat.core import (
 from sealchat.core.hub import Digest
 from sealchat.core.hub.files import NOT_CHECKED_NOW
 from sealchat.core.limits import MAX_CHUNK
+from sealchat.transports import sqlite_uploads
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.upload_checks import hash_file
 from tests.servers import KINDS, Running, running_server
@@ -266,3 +267,37 @@ def test_an_upload_gone_from_the_disk_during_its_check_is_lost(
         again = offer(alice, data, transfer=2)  # from the start: nothing was kept
         assert isinstance(again, FileAccept)
         assert (again.file_id != accept.file_id, again.offset) == (True, 0)
+
+
+def test_an_upload_the_store_cannot_check_at_once_for_now_is_kept_and_the_session_goes_on(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No read-back asked for (the store kept its SHA-256): the store's own check, its fsync,
+    # fails as a read-back off the hub may, and is answered the same way.
+    caplog.set_level(logging.WARNING, logger="sealchat.server")
+    data = payload(2 * MAX_CHUNK + 9, seed=17)
+    failures = [OSError(errno.EIO, "Input/output error")]
+    real = sqlite_uploads.sync_file
+
+    def sync_file(path: Path, size: int) -> bool:
+        if failures:
+            raise failures.pop()
+        return real(path, size)
+
+    with running_server(kind, tmp_path / "data") as server, server.login("alice") as alice:
+        monkeypatch.setattr(sqlite_uploads, "sync_file", sync_file)
+        accept = offer(alice, data)
+        assert isinstance(accept, FileAccept)
+        send_chunks(alice, 1, data)
+        assert finish(alice, 1, sha(data)) == FileReject(transfer=1, reason=NOT_CHECKED_NOW)
+        assert failures == []
+        (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warning.levelno == logging.WARNING
+        assert accept.file_id in warning.getMessage()
+        assert "it is kept" in warning.getMessage()
+        resumed = offer(alice, data, transfer=2)  # the same connection: its bytes are there
+        assert isinstance(resumed, FileAccept)
+        assert (resumed.file_id, resumed.offset) == (accept.file_id, len(data))
+        announced = finish(alice, 2, sha(data))
+        assert isinstance(announced, Message), announced
+        assert download(alice, accept.file_id)[1] == data

@@ -41,7 +41,14 @@ from pathlib import Path
 from stat import S_IMODE, S_ISREG
 from typing import TYPE_CHECKING, Final
 
-from sealchat.core.hub.store import DISK_FULL_ERRNOS, Digest, StoredFile, StoredMessage, UserRow
+from sealchat.core.hub.store import (
+    DISK_FULL_ERRNOS,
+    Digest,
+    ReadBackFailed,
+    StoredFile,
+    StoredMessage,
+    UserRow,
+)
 
 if TYPE_CHECKING:
     from sealchat.core.hub.store import Store
@@ -458,7 +465,7 @@ class SqliteStore:
     def upload_hasher(self, file_id: str) -> Callable[[], Digest] | None:
         return self._uploads.upload_hasher(file_id)
 
-    def complete_file(self, file_id: str, digest: Digest | None = None) -> bool:
+    def complete_file(self, file_id: str, digest: Digest | None = None) -> bool | ReadBackFailed:
         return self._uploads.complete_file(file_id, digest)
 
     def delete_file(self, file_id: str) -> None:

@@ -27,6 +27,7 @@ never committed). ``release_upload`` closes one when its transfer ends.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -39,12 +40,20 @@ from functools import partial as bind
 from pathlib import Path
 from typing import Final
 
-from sealchat.core.hub.store import Digest, StoredFile
+from sealchat.core.hub.store import Digest, ReadBackFailed, StoredFile
 from sealchat.transports import sqlite_files
 from sealchat.transports.keyfile import fsync_dir
 from sealchat.transports.sqlite_schema import one_target
-from sealchat.transports.upload_checks import O_NOFOLLOW, RunningHash, hash_file, sync_file
+from sealchat.transports.upload_checks import (
+    O_NOFOLLOW,
+    RunningHash,
+    hash_file,
+    read_back_failed,
+    sync_file,
+)
 from sealchat.transports.writeback import WriteBehind
+
+log = logging.getLogger("sealchat.server")
 
 FILE_MODE: Final = 0o600
 
@@ -332,14 +341,20 @@ class Uploads:
             return None
         return bind(hash_file, self._partial_path(file_id), sync=True)
 
-    def complete_file(self, file_id: str, digest: Digest | None = None) -> bool:
+    def complete_file(self, file_id: str, digest: Digest | None = None) -> bool | ReadBackFailed:
         """Verify the stored bytes against the offered size and SHA-256; if they match, fsync
         the file, move it to ``downloads/<file_id>`` and mark it complete (True); otherwise
         delete the bytes and the row (False). True again for a file already complete.
 
         ``digest`` is the size and SHA-256 an ``upload_hasher`` function read (and fsynced)
         meanwhile; without it, the SHA-256 kept while the chunks were written is used when it
-        covers the whole file, and otherwise the file is read back and hashed here."""
+        covers the whole file, and otherwise the file is read back and hashed here.
+
+        If the file cannot be looked at, as a hasher's failure is taken (and logged, with
+        its id): ``ReadBackFailed.GONE`` if it is not there (the bytes and the row are
+        deleted), ``ReadBackFailed.NOT_NOW`` for another ``OSError`` (EIO, EMFILE,
+        EACCES...: the upload stays with all its bytes, and is read back to be checked
+        the next time it is completed)."""
         self.release_upload(file_id)
         f = sqlite_files.get_file(self._conn, file_id)
         if f is None:
@@ -359,8 +374,12 @@ class Uploads:
                 matches = running.digest.digest() == f.sha256 and sync_file(partial, f.size)
             else:  # no running hash (a restart, a resume after a crash): read the file
                 matches = hash_file(partial, sync=True) == (f.size, f.sha256)
-        except FileNotFoundError:
-            matches = False
+        except OSError as exc:
+            failure = ReadBackFailed.of(exc)
+            log.warning(read_back_failed(failure), file_id, f"user {f.owner_key}", exc)
+            if failure is ReadBackFailed.GONE:
+                self.delete_file(file_id)
+            return failure
         if not matches:
             self.delete_file(file_id)
             return False

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sealchat.core.hub.store import Digest
+from sealchat.core.hub.store import Digest, ReadBackFailed
 from sealchat.core.records import Record
+
+__all__ = [
+    "CancelStream",
+    "Deliver",
+    "Disconnect",
+    "Effect",
+    "HashPassword",
+    "ReadBackFailed",
+    "SessionId",
+    "StreamFile",
+    "VerifyPassword",
+    "VerifyUpload",
+]
 
 SessionId = int
 
@@ -76,23 +88,6 @@ class VerifyUpload:
     transfer: int
     file_id: str
     hasher: Callable[[], Digest] = field(repr=False, compare=False)
-
-
-class ReadBackFailed(enum.Enum):
-    """Why a VerifyUpload read no ``Digest`` back."""
-
-    GONE = "gone"
-    """The file is not there (``FileNotFoundError``): the upload is lost, to be sent again
-    from the start."""
-    NOT_NOW = "not now"
-    """It could not be read for a reason that may pass (an I/O error, too many open files, a
-    permission changed): what was received is kept, to be checked again when the uploader
-    completes it again."""
-
-    @classmethod
-    def of(cls, exc: OSError) -> ReadBackFailed:
-        """What the ``OSError`` a hasher raised means for its upload."""
-        return cls.GONE if isinstance(exc, FileNotFoundError) else cls.NOT_NOW
 
 
 @dataclass(frozen=True, slots=True)

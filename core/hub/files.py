@@ -40,12 +40,17 @@ than a page of the longest names holds (a 4096-character name takes up to 16 KiB
 SHORT_OF_SPACE = "the server is short of disk space for this file; ask its operator"
 """Why an upload is refused when it would fill the server's disk."""
 
+READ_BACK_GONE = "the server could not read the stored file back; send it again"
+"""Why a complete upload is refused when its file is gone from the server's disk
+(``ReadBackFailed.GONE``): it is lost, to be sent again from the start."""
+
 NOT_CHECKED_NOW = (
     "the server could not read the file back to check it just now; send it again later: "
     "what it received is kept, and nothing is sent twice"
 )
 """Why a complete upload is refused when the server could not read it back to check it, for
-a reason that may pass (``ReadBackFailed.NOT_NOW``): the same offer resumes it at its end."""
+a reason that may pass (``ReadBackFailed.NOT_NOW``, off the hub or from the store's own check):
+the same offer resumes it at its end."""
 
 _MAX_REPEATS = 256
 """Records for a transfer being checked (``Verifying.repeats``) refused after its outcome;
@@ -227,12 +232,8 @@ class Files:
         file = checking.file
         self._uploading.discard(file.file_id)
         effects: list[Effect]
-        if digest is ReadBackFailed.GONE:
-            self._discard_partial(file)
-            reason = "the server could not read the stored file back; send it again"
-            effects = [reply(state, FileReject(transfer=transfer, reason=reason))]
-        elif digest is ReadBackFailed.NOT_NOW:  # kept: the same offer resumes it at its end
-            effects = [reply(state, FileReject(transfer=transfer, reason=NOT_CHECKED_NOW))]
+        if isinstance(digest, ReadBackFailed):
+            effects = self._unchecked(state, transfer, file, digest)
         else:  # checked again: the recipient may have been removed, the room left
             peer = self._target(state, transfer, file)
             if isinstance(peer, str):
@@ -243,6 +244,18 @@ class Files:
         for _ in range(checking.repeats):
             effects.append(reply(state, FileReject(transfer=transfer, reason=reason)))
         return effects
+
+    def _unchecked(
+        self, state: Session, transfer: int, file: StoredFile, failure: ReadBackFailed
+    ) -> list[Effect]:
+        """The refusal of a complete upload whose file could not be checked (read back off
+        the hub, or looked at by the store itself): one gone from the disk is forgotten;
+        one unreadable for now is kept with all its bytes, for the same offer to resume at
+        its end and complete again."""
+        if failure is ReadBackFailed.GONE:
+            self._discard_partial(file)
+            return [reply(state, FileReject(transfer=transfer, reason=READ_BACK_GONE))]
+        return [reply(state, FileReject(transfer=transfer, reason=NOT_CHECKED_NOW))]
 
     def end_verification(self, state: Session, transfer: int) -> None:
         """Forget the check of upload ``transfer`` (its session is closing): the upload stays,
@@ -293,7 +306,10 @@ class Files:
         """Complete ``file`` in the store (checked with ``digest``, or with the SHA-256 the
         store kept) and announce it (to ``peer`` for a direct file), or refuse it if its
         bytes differ."""
-        if not self.store.complete_file(file.file_id, digest):
+        completed = self.store.complete_file(file.file_id, digest)
+        if isinstance(completed, ReadBackFailed):  # as if a VerifyUpload had failed so
+            return self._unchecked(state, transfer, file, completed)
+        if not completed:
             reason = "the stored file's SHA-256 differs from the offer; send it again"
             return [reply(state, FileReject(transfer=transfer, reason=reason))]
         stored = self.store.append_message(

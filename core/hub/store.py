@@ -14,6 +14,7 @@ display spelling.
 
 from __future__ import annotations
 
+import enum
 import errno
 from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
@@ -27,6 +28,25 @@ DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 """The ``errno`` of an OSError a write raises for want of room: the disk is full (ENOSPC), or
 the quota of the server's user on it is used up (EDQUOT). Space must be freed before such a
 write can succeed."""
+
+
+class ReadBackFailed(enum.Enum):
+    """Why a completed upload's file could not be checked: why a VerifyUpload read no
+    ``Digest`` back, or why ``Store.complete_file`` could not look at the file."""
+
+    GONE = "gone"
+    """The file is not there (``FileNotFoundError``): the upload is lost, to be sent again
+    from the start."""
+    NOT_NOW = "not now"
+    """It could not be read for a reason that may pass (an I/O error, too many open files, a
+    permission changed): what was received is kept, to be checked again when the uploader
+    completes it again."""
+
+    @classmethod
+    def of(cls, exc: OSError) -> ReadBackFailed:
+        """What the ``OSError`` a hasher (or the store's own check) raised means for its
+        upload."""
+        return cls.GONE if isinstance(exc, FileNotFoundError) else cls.NOT_NOW
 
 
 class DuplicateMessage(ValueError):
@@ -260,12 +280,17 @@ class Store(Protocol):
         ``OSError`` if the file cannot be read (``FileNotFoundError`` if it is gone)."""
         ...
 
-    def complete_file(self, file_id: str, digest: Digest | None = None) -> bool:
+    def complete_file(self, file_id: str, digest: Digest | None = None) -> bool | ReadBackFailed:
         """Verify the stored bytes against the offered size and SHA-256; if they match, fsync
         and move the file into place and mark it complete (True); otherwise delete it
         (False). ``digest`` is what an ``upload_hasher`` function read from the file: it is
         taken instead of reading the file again (which the store does without it if it
-        kept no SHA-256 of the upload: the hub never lets it, it asks ``upload_hasher``)."""
+        kept no SHA-256 of the upload: the hub never lets it, it asks ``upload_hasher``).
+
+        If the file cannot be looked at (opened, fsynced or read): ``ReadBackFailed.GONE``
+        if it is not there (the upload is deleted, as one that differs), or
+        ``ReadBackFailed.NOT_NOW`` for any other ``OSError`` (nothing is deleted: the upload
+        stays with all its bytes, to be completed again)."""
         ...
 
     def delete_file(self, file_id: str) -> None: ...
