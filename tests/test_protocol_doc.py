@@ -287,3 +287,12 @@ def test_every_state_is_described_and_drawn() -> None:
     for state in State:
         assert re.search(rf"^\| {state.name} \|", DOC, re.MULTILINE), state.name
         assert re.search(rf"\b{state.name}\b", diagram.group(1)), state.name
+
+
+def test_the_spec_says_which_reference_server_serves_an_uploader_during_its_read_back() -> None:
+    # tests/test_upload_checks_servers.py: the trio server answers the uploader's later
+    # requests during the read; the threaded one reads on the connection's own thread.
+    text = " ".join(DOC.split())
+    assert "The session goes on meanwhile" not in text
+    assert "the reference trio server reads on threads of its own and does" in text
+    assert "reads on the connection's own thread" in text

@@ -68,3 +68,13 @@ def test_the_folder_backups_go_to_is_made_for_the_service_user_first() -> None:
     for command in re.finditer(r"sealchat backup (?:--data-dir \S+ )?(/\S+)/\S+", TEXT):
         made = TEXT.find(make + command[1])
         assert 0 <= made < command.start(), command[0]
+
+
+def test_the_guide_says_which_server_serves_an_uploader_during_its_read_back() -> None:
+    # The threaded server reads back an upload on its uploader's client thread: that
+    # connection is answered after the check (tests/test_upload_checks_servers.py).
+    (told,) = [p for p in TEXT.split("\n\n") if "read back from the disk" in p]
+    told = " ".join(told.split())
+    assert "the uploader's session goes on too" in told
+    assert "With `--threads` the read runs on the uploader's own client thread" in told
+    assert "answered after the check" in told

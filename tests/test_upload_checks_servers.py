@@ -20,7 +20,9 @@ from sealchat.core import (
     FileList,
     FileReject,
     ListFiles,
+    ListRooms,
     Message,
+    RoomList,
 )
 from sealchat.core.hub import Digest
 from sealchat.core.hub.files import NOT_CHECKED_NOW
@@ -41,6 +43,7 @@ from tests.test_conformance import (
     send_chunks,
     settle,
     sha,
+    until,
     wait_until,
 )
 
@@ -132,6 +135,35 @@ def test_others_are_served_while_an_upload_is_read_back(
                 assert last(carol, _announces).file == announced.file
                 assert download(carol, accept.file_id)[1] == data
     assert len(checks.threads) == 1
+
+
+def test_what_the_uploader_sends_during_the_check_of_its_upload_is_answered_when(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The trio server reads on threads of its own: the uploader's session goes on, and its
+    # later requests are answered before the check ends. The threaded one reads on the
+    # uploader's own client thread: what the uploader sends meanwhile waits for the check,
+    # and is answered after the answer to FileComplete (others are served: see above).
+    data = payload(2 * MAX_CHUNK, seed=18)
+    with running_server(kind, tmp_path / "data") as server, server.login("alice") as alice:
+        checks = HeldChecks(server, monkeypatch)
+        accept = offer(alice, data)
+        assert isinstance(accept, FileAccept)
+        send_chunks(alice, 1, data)
+        alice.send(FileComplete(transfer=1, sha256=sha(data)))
+        assert checks.started.wait(TIMEOUT)
+        alice.send(ListRooms())
+        if kind == "trio":
+            answers = until(alice, lambda e: isinstance(e, RoomList))  # during the read
+            assert not any(_announces(e) for e in answers)
+            checks.release.set()
+            assert last(alice, _announces).file is not None
+        else:
+            checks.release.set()  # nothing is answered before: alice's thread reads the file
+            answers = until(alice, lambda e: isinstance(e, RoomList))
+            assert [e for e in answers if _announces(e)] != []  # came first
+        (reader,) = checks.threads
+        assert reader.startswith("client-") == (kind == "threads")  # alice's own thread
 
 
 def test_a_server_stopped_during_a_check_keeps_the_upload_to_complete_later(
