@@ -21,6 +21,7 @@ import pytest
 
 from sealchat.core import (
     NEED_DATA,
+    Bye,
     Connection,
     ConnectionClosed,
     Delivered,
@@ -29,15 +30,20 @@ from sealchat.core import (
     FileReject,
     FileRequest,
     HistoryRequest,
+    ListReadMarkers,
     ListRooms,
     Message,
     PeerKeyReceived,
     Presence,
+    ReadMarkers,
+    ReadUpTo,
+    RoomLeft,
     RoomList,
+    Typing,
 )
 from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_CHUNK
-from sealchat.core.records import CHANGE_PASSWORD
+from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS
 from sealchat.transports import blocking_client, blocking_link, blocking_transfers, requests
 from sealchat.transports.blocking import MessageTooLong
 from sealchat.transports.blocking_client import BlockingClient
@@ -916,3 +922,105 @@ def test_messages_never_taken_from_events_come_back_at_the_next_login(tmp_path: 
         with server.login("bob") as again:
             replayed = _texts(drain(again, 0.5))
     assert [first.text, *replayed] == [*texts, "got message 0"]  # each once, none lost
+
+
+def test_a_read_marker_set_on_one_device_is_learnt_by_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with (
+        running_server("trio", tmp_path / "s") as server,
+        server.login("alice") as phone,
+        server.login("alice") as laptop,
+        server.login("bob") as bob,
+    ):
+        assert READ_MARKERS in phone.features
+        phone.next(ReadMarkers)  # the listing asked for at the login: nothing read yet
+        laptop.next(ReadMarkers)
+        first = bob.send_message("one", room="general").id
+        second = bob.send_message("two", room="general").id
+        direct = bob.send_message("psst", to="alice").id
+        assert phone.mark_read(second, room="general")
+        assert phone.read_marker(room="general") == second
+        told = laptop.next(ReadUpTo)
+        assert (told.up_to, told.room) == (second, "general")
+        assert laptop.read_marker(room="general") == second
+        assert not laptop.mark_read(first, room="general")  # known already: nothing sent
+        assert not laptop.mark_read(second, room="general")
+        assert laptop.mark_read(direct, peer="Bob")  # any spelling of the peer
+        assert phone.next(ReadUpTo).up_to == direct
+        assert phone.read_marker(peer="bob") == direct
+        with server.login("alice") as tablet:  # a later login learns them from the listing
+            listed = tablet.next(ReadMarkers)
+            assert {(m.room, m.peer.lower(), m.up_to) for m in listed.markers} == {
+                ("general", "", second),
+                ("", "bob", direct),
+            }
+            assert tablet.read_marker(room="general") == second
+            assert tablet.read_marker(peer="BOB") == direct
+        phone.join("ops")
+        said = phone.send_message("ops only", room="ops").id
+        assert phone.mark_read(said, room="ops")
+        assert laptop.next(ReadUpTo).up_to == said
+        phone.leave("ops")  # the server forgets the marker of a room left, and so do they
+        assert phone.read_marker(room="ops") == 0
+        assert laptop.next(RoomLeft).room == "ops"
+        assert laptop.read_marker(room="ops") == 0
+        with server.client(events=False) as script:  # a script that only sends
+            sent = _recording_sent(script, monkeypatch)
+            script.login("alice", PASSWORD)
+            assert not any(isinstance(r, ListReadMarkers) for r in sent)
+            assert script.read_marker(room="general") == 0  # it asked for none
+
+
+@pytest.mark.parametrize(
+    ("up_to", "where"),
+    [
+        (-1, {"room": "general"}),
+        (2**63, {"room": "general"}),
+        (1, {}),
+        (1, {"room": "general", "peer": "bob"}),
+        (1, {"room": "r" * 65}),
+    ],
+    ids=["negative", "too-big", "neither", "both", "long-room"],
+)
+def test_a_read_marker_no_server_could_take_is_refused_with_any_server(
+    tmp_path: Path, up_to: int, where: dict[str, str]
+) -> None:
+    with (
+        scripted_server(logs_in_then(stays_silent)) as port,  # an older server
+        BlockingClient("127.0.0.1", port, trust=accept_all) as old,
+    ):
+        old.login("alice", PASSWORD)
+        with pytest.raises(ClientError):
+            old.mark_read(up_to, **where)
+    with running_server("trio", tmp_path / "s") as server, server.login("alice") as alice:
+        with pytest.raises(ClientError):
+            alice.mark_read(up_to, **where)
+        assert alice.read_marker(room="general") == 0  # nothing kept
+
+
+def test_nothing_about_read_markers_goes_to_an_older_server() -> None:
+    received: list[object] = []
+    ended = threading.Event()
+
+    def takes_everything(sock: socket.socket, conn: Connection) -> None:
+        try:
+            while not isinstance(event := conn.next_event(), ConnectionClosed):
+                if event is NEED_DATA:
+                    conn.receive_data(sock.recv(65536))
+                else:
+                    received.append(event)
+        finally:
+            ended.set()
+
+    with scripted_server(logs_in_then(takes_everything)) as port:  # no "read-markers"
+        client = BlockingClient("127.0.0.1", port, trust=accept_all)
+        client.login("alice", PASSWORD)
+        assert client.features == ()
+        assert client.mark_read(5, room="general") is False
+        assert client.read_marker(room="general") == 0
+        client.typing(room="general")  # what the server reads last
+        client.close()
+        assert ended.wait(LIVENESS)
+    assert [type(r) for r in received] == [Typing, Bye]  # what came after the login
+    assert not [r for r in received if isinstance(r, ReadUpTo | ListReadMarkers)]

@@ -40,6 +40,7 @@ from sealchat.core import (
     Delivered,
     Event,
     FileInfo,
+    ListReadMarkers,
     LocalProtocolError,
     MemberInfo,
     Message,
@@ -50,7 +51,7 @@ from sealchat.core import (
     State,
     Typing,
 )
-from sealchat.core.records import CHANGE_IN_PROGRESS
+from sealchat.core.records import CHANGE_IN_PROGRESS, READ_MARKERS
 from sealchat.transports import requests
 from sealchat.transports.blocking_handoff import CallWaiter as _Waiter
 from sealchat.transports.blocking_handoff import TakenQueue
@@ -62,6 +63,7 @@ from sealchat.transports.blocking_link import selector_for as _selector_for
 from sealchat.transports.blocking_reader import Reader
 from sealchat.transports.blocking_transfers import Progress, Transfers
 from sealchat.transports.downloads import AnyPath
+from sealchat.transports.read_marks import ReadMarks, read_up_to
 from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
@@ -138,6 +140,7 @@ class BlockingClient:
         empty from an older server): ``change_password`` needs ``change-password``."""
         self._changing_password = threading.Lock()
         """Held while a change_password call waits for its answer."""
+        self._reads = ReadMarks()  # under the lock: the reader notes what the server says
         self._transfers = Transfers(self)
         self._reading = Reader(self)
         self._running = 2
@@ -389,13 +392,19 @@ class BlockingClient:
         server's reason if refused. ``announce=False`` logs in quietly: the session gets the
         user's messages but does not make the user appear online (no Presence). Sets
         ``conversations``, ``max_file_size``, ``max_message_chars`` and ``features`` as the
-        server says them."""
+        server says them. With events kept, from a server that keeps read markers, it then
+        asks for the user's markers (``ReadMarkers`` on ``events``), and for those the user's
+        other sessions set from then on (``ReadUpTo``)."""
         request = requests.login(username, password, register=register, announce=announce)
         authenticated = self.ask(request)
         self.conversations = authenticated.conversations
         self.max_file_size = authenticated.max_file_size
         self.max_message_chars = authenticated.max_message_chars
         self.features = authenticated.features
+        if READ_MARKERS in self.features and self._keeping_events:
+            with self._lock:
+                again = self._reads.after_login()
+            self.send_all([*again, ListReadMarkers()])  # the listing after what goes again
         return authenticated.username
 
     def change_password(self, old: str, new: str) -> None:
@@ -411,6 +420,31 @@ class BlockingClient:
             self.ask(request)
         finally:
             self._changing_password.release()
+
+    def mark_read(self, up_to: int, *, room: str = "", peer: str = "") -> bool:
+        """The user has read ``room`` (or the direct conversation with ``peer``) up to message
+        id ``up_to``: tell the user's other devices, through a server that keeps read markers
+        (``features`` lists ``read-markers``). Sent only when it raises the marker known
+        (``read_marker``); nothing is sent to an older server. Whether it was sent.
+        ClientError, keeping and sending nothing, for a marker no server could take (an id
+        out of bounds, a name too long), whatever the server."""
+        if READ_MARKERS not in self.features:
+            read_up_to(up_to, room, peer)  # a bad argument is one with any server
+            return False
+        with self._lock:
+            record = self._reads.mark(up_to, room, peer)
+        if record is None:
+            return False
+        self.send(record)
+        return True
+
+    def read_marker(self, *, room: str = "", peer: str = "") -> int:
+        """How far the user has read ``room`` (or the conversation with ``peer``), on any of
+        its devices, as far as this client knows: 0 if nothing. With events kept, the
+        client asks the server for the markers at the login (``ReadMarkers`` and
+        ``ReadUpTo`` events say when they, or another device's, arrive)."""
+        with self._lock:
+            return self._reads.get(room, peer)
 
     def join(self, room: str) -> list[MemberInfo]:
         return self.ask(requests.join(room))

@@ -25,13 +25,17 @@ from sealchat.core import (
     Message,
     MessageAck,
     ProtocolError,
+    ReadMarkers,
+    ReadUpTo,
     Record,
+    RoomLeft,
 )
 from sealchat.transports import requests
 from sealchat.transports.blocking_handoff import CallWaiter
 from sealchat.transports.blocking_handoff import put_even_if_full as _put_even_if_full
 from sealchat.transports.blocking_link import RECEIVE_SIZE
 from sealchat.transports.blocking_transfers import Transfers
+from sealchat.transports.read_marks import ReadMarks
 
 
 class Client(Protocol):
@@ -52,6 +56,7 @@ class Client(Protocol):
     _acknowledging: bool
     _keeping_events: bool
     _transfers: Transfers
+    _reads: ReadMarks
 
     def _emit(self, event: Event) -> None: ...
 
@@ -151,6 +156,10 @@ class Reader:
             chunks = client._transfers.chunks.get(record.transfer)
             if chunks is not None:
                 self._arrived.append((record.transfer, chunks, record))
+        elif isinstance(record, ReadUpTo | ReadMarkers):  # where the user's markers are
+            client._reads.heard(record)
+        elif isinstance(record, RoomLeft):  # the server deleted the user's marker there
+            client._reads.left(record.room)
         elif isinstance(record, Message | MessageAck):  # our own messages come as acks
             client._newest = max(client._newest, record.id)
             if client._keeping_events:  # until taken from events or in a call's answer
