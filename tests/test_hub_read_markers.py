@@ -12,6 +12,7 @@ from sealchat.core import (
     JoinRoom,
     LeaveRoom,
     ListReadMarkers,
+    ListRooms,
     Message,
     ReadMarker,
     ReadMarkers,
@@ -148,3 +149,20 @@ def test_the_listing_of_many_conversations_is_paged(store: SqliteStore) -> None:
     # Its rooms, and the MAX_LIST direct conversations read furthest (most recently).
     assert listed[0] == ReadMarker(up_to=1, room="general")
     assert [m.peer for m in listed[1:]] == names[::-1][:MAX_LIST]
+
+
+def test_a_sessions_first_listing_is_answered_even_with_its_requests_used_up(
+    store: SqliteStore,
+) -> None:
+    # A client asks once after each login, after the requests that catch it up: refused, it
+    # would never get the markers the user's other devices raise for the whole session.
+    hub = hub_with(store, "Alice", "alice", config=HubConfig(request_burst=1))
+    hub.handle(1, ListRooms(), NOW)  # the user's one request
+    assert markers(hub, 1) == []  # the session's first listing: not charged
+    posted(hub, 2, 1, room="general")
+    notice = ReadUpTo(up_to=hub.store.last_message_id(), room="general")
+    assert records(hub.handle(2, notice, NOW), 1) == [notice]  # and it gets the markers
+    # Asked again in the session, it is a request like the others: a loop is held back.
+    (refusal,) = records(hub.handle(1, ListReadMarkers(), NOW), 1)
+    assert isinstance(refusal, Error)
+    assert (refusal.code, refusal.ref) == ("rate_limited", READ_REF)

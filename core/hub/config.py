@@ -64,10 +64,10 @@ class HubConfig:
     requests_per_second: float = 20.0
     request_burst: int = 200
     """Requests that read much on the hub's one thread (``ListRooms``, ``ListMembers``,
-    ``JoinRoom``, ``HistoryRequest``, ``ListFiles``, ``ListReadMarkers``) a user may make at once,
-    refilled at ``requests_per_second``; one beyond is refused (``rate_limited``). A client catching
-    up after a reconnect, or paging through a long file list, stays well within it; a script asking
-    in a loop cannot keep the hub from everyone else."""
+    ``JoinRoom``, ``HistoryRequest``, ``ListFiles``, and ``ListReadMarkers`` but a session's first)
+    a user may make at once, refilled at ``requests_per_second``; one beyond is refused
+    (``rate_limited``). A client catching up after a reconnect, or paging through a long file list,
+    stays well within it; a script asking in a loop cannot keep the hub from everyone else."""
     max_file_size: int = 2 * GiB
     user_quota: int = 10 * GiB
     min_free_space: int = 256 * MiB

@@ -296,7 +296,11 @@ class Hub:
             case ReadUpTo():
                 return self._read_up_to(state, record, now)
             case ListReadMarkers():
-                return self._slowed(state, READ_REF, now) or self._list_read_markers(state)
+                # The session's first one (a client asks once after each login) is not
+                # charged: refused, the session would never get the user's other sessions'
+                # markers. Logins are limited; a listing asked again is a request.
+                slowed = self._slowed(state, READ_REF, now) if state.read_markers else []
+                return slowed or self._list_read_markers(state)
         return [Disconnect(session, f"a client may not send {type(record).__name__}")]
 
     def _slowed(self, state: Session, ref: str, now: float) -> list[Effect]:
