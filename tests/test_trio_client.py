@@ -921,6 +921,21 @@ async def test_an_older_server_is_told_no_read_markers(tmp_path: Path) -> None:
     assert not [r for r in received if isinstance(r, ReadUpTo | ListReadMarkers)]
 
 
+async def test_a_client_without_events_does_not_ask_for_the_markers(tmp_path: Path) -> None:
+    # A bot (events=False) never looks at them: the listing and every marker the user's other
+    # devices raise would be sent to it for nothing. Its own markers still go.
+    received: list[Record] = []
+    behaviour = logs_in_then(records_what_comes(received), features=(READ_MARKERS,))
+    async with scripted(tmp_path, behaviour, events=False) as bot:
+        assert await bot.mark_read(7, room="general")
+        with trio.fail_after(10):
+            while not any(isinstance(r, ReadUpTo) for r in received):
+                await trio.sleep(0.01)
+    assert [r for r in received if isinstance(r, ReadUpTo | ListReadMarkers)] == [
+        ReadUpTo(up_to=7, room="general")
+    ]
+
+
 # --- reconnecting -------------------------------------------------------------------------
 
 

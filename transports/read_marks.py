@@ -89,8 +89,13 @@ class ReadMarks:
         self._unconfirmed.pop(key, None)
         self._resent.pop(key, None)
 
-    def after_login(self) -> list[ReadUpTo]:
+    def after_login(self, *, listing: bool = True) -> list[ReadUpTo]:
         """What to send after a login, before asking for the markers: the markers set here
-        the server may not have."""
+        the server may not have. Without a ``listing`` to follow (a client that does not ask
+        for the markers), nothing would ever cover them: they go this once, and are
+        forgotten."""
+        if not listing:
+            sent, self._unconfirmed, self._resent = self._unconfirmed, {}, {}
+            return list(sent.values())
         self._resent = dict(self._unconfirmed)
         return list(self._resent.values())

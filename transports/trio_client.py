@@ -161,6 +161,9 @@ class ChatClient:
         §6.6.3; empty from an older server): ``change_password`` needs ``change-password``."""
         self.fingerprint = ""
         self._reads = ReadMarks()
+        self._events = events
+        """Whether the client passes on what the server sends (``events()``): without, it
+        does not ask for the user's read markers, which it would never pass on."""
         self._changing_password = False
         """Whether a change_password call waits for its answer."""
         self._delivery = Delivery(self, events=events, acknowledge=acknowledge)
@@ -362,8 +365,11 @@ class ChatClient:
         if first and self._delivery.acknowledging:
             self._nursery.start_soon(self._delivery.keep_acknowledging)
         await self._outbox.resend()  # before going online: what is sent next comes after
-        if READ_MARKERS in self.features:  # the listing comes after what is sent again
+        if READ_MARKERS in self.features and self._events:
+            # The listing comes after what is sent again.
             await self._send_all([*self._reads.after_login(), ListReadMarkers()])
+        elif READ_MARKERS in self.features:  # no events: no use for the markers
+            await self._send_all(self._reads.after_login(listing=False))
         if self._link is link:  # else it was lost meanwhile: offline until the next login
             self._online.set()
         return name
@@ -435,7 +441,8 @@ class ChatClient:
     def read_marker(self, *, room: str = "", peer: str = "") -> int:
         """How far the user has read ``room`` (or the conversation with ``peer``), on any of
         its devices, as far as this client knows: 0 if nothing. After each login the client
-        asks the server for the markers; ``ReadMarkers`` and ``ReadUpTo`` events say when
+        asks the server for the markers (one made with ``events=False`` does not: it knows
+        only those set here); ``ReadMarkers`` and ``ReadUpTo`` events say when
         they (or another device's) arrive."""
         return self._reads.get(room, peer)
 
