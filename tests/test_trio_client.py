@@ -813,6 +813,34 @@ async def test_a_marker_set_while_the_link_is_down_goes_after_the_reconnect(
         assert listed.markers == [ReadMarker(up_to=ack, room="general")]
 
 
+async def test_a_marker_set_as_a_reconnect_logs_in_goes_in_that_session(
+    server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between the login's answer and the client saying it is online, the session is there:
+    # a marker set then must go, not wait for the next reconnect (which may never come).
+    async with (
+        logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as laptop,
+        logged_in(server, tmp_path / "desktop", "alice") as desktop,
+    ):
+        await next_of(desktop, ReadMarkers)
+        ack = await alice_posts(server)
+        marked: list[bool] = []
+        send_all = laptop._send_all
+
+        async def then_read(records: Any, **options: Any) -> None:
+            records = list(records)
+            await send_all(records, **options)
+            if any(isinstance(r, ListReadMarkers) for r in records) and not marked:
+                assert not laptop.online  # still logging in
+                marked.append(await laptop.mark_read(ack, room="general"))
+
+        monkeypatch.setattr(laptop, "_send_all", then_read)
+        assert laptop._link is not None
+        await laptop._link.stream.aclose()  # lost: the client logs in again
+        assert await next_of(desktop, ReadUpTo) == ReadUpTo(up_to=ack, room="general")
+        assert marked == [True]
+
+
 UNCARRIABLE_MARKERS = [
     (MAX_UINT + 1, {"room": "general"}),
     (-1, {"room": "general"}),

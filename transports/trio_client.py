@@ -433,10 +433,17 @@ class ChatClient:
         record = self._reads.mark(up_to, room, peer)
         if record is None:
             return False
-        if self.online:
+        if self._logged_in:
             with suppress(ClientError):  # lost with the link: sent again after the reconnect
                 await self._send(record)
         return True
+
+    @property
+    def _logged_in(self) -> bool:
+        """Whether the link has a session: from the login's answer on, also while the login
+        is still being finished (``online`` is not said yet), until the link ends."""
+        link = self._link
+        return link is not None and link.conn.state is State.READY and self.gave_up_on is None
 
     def read_marker(self, *, room: str = "", peer: str = "") -> int:
         """How far the user has read ``room`` (or the conversation with ``peer``), on any of
