@@ -802,15 +802,20 @@ async def test_a_conversation_read_on_one_device_is_read_on_the_others(
 async def test_a_marker_set_while_the_link_is_down_goes_after_the_reconnect(
     server: Running, tmp_path: Path
 ) -> None:
-    async with logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice:
+    async with (
+        logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice,
+        logged_in(server, tmp_path / "desktop", "alice") as desktop,
+    ):
         await next_of(alice, ReadMarkers)
+        await next_of(desktop, ReadMarkers)
         ack = await alice_posts(server)
         assert alice._link is not None
         await alice._link.stream.aclose()  # lost: the client logs in again
         assert await alice.mark_read(ack, room="general")  # kept until then
-        # After the login it is sent again, before the markers are asked for.
-        listed = await next_of(alice, ReadMarkers)
-        assert listed.markers == [ReadMarker(up_to=ack, room="general")]
+        # After the login, the listing does not have it: it is sent again.
+        assert (await next_of(alice, ReadMarkers)).markers == []
+        assert await next_of(desktop, ReadUpTo) == ReadUpTo(up_to=ack, room="general")
+        assert alice.read_marker(room="general") == ack
 
 
 async def test_a_marker_set_as_a_reconnect_logs_in_goes_in_that_session(
@@ -841,6 +846,29 @@ async def test_a_marker_set_as_a_reconnect_logs_in_goes_in_that_session(
         assert marked == [True]
 
 
+async def test_a_reconnect_sends_again_only_the_markers_the_server_lacks(tmp_path: Path) -> None:
+    # Markers the server has already are not sent again: with many conversations, sending
+    # them all used up the user's allowance of markers, and those that followed were dropped.
+    no_refill = HubConfig(read_marker_burst=6, read_markers_per_second=1e-9)
+    with running_server("trio", tmp_path / "server", hub=no_refill) as server:
+        async with (
+            logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as laptop,
+            logged_in(server, tmp_path / "desktop", "alice") as desktop,
+        ):
+            await next_of(desktop, ReadMarkers)
+            await next_of(laptop, ReadMarkers)
+            ack = await alice_posts(server)
+            for peer in ("carol", "dave", "alice"):  # 3 of the 6
+                assert await laptop.mark_read(ack, peer=peer)
+                assert (await next_of(desktop, ReadUpTo)).peer == peer
+            assert laptop._link is not None
+            await laptop._link.stream.aclose()  # lost: the client logs in again
+            listed = await next_of(laptop, ReadMarkers)
+            assert len(listed.markers) == 3
+            assert await laptop.mark_read(ack, peer="bob")
+            assert await next_of(desktop, ReadUpTo) == ReadUpTo(up_to=ack, peer="bob")
+
+
 UNCARRIABLE_MARKERS = [
     (MAX_UINT + 1, {"room": "general"}),
     (-1, {"room": "general"}),
@@ -856,8 +884,12 @@ async def test_a_marker_no_server_could_take_is_refused_and_kept_nowhere(
 ) -> None:
     # Kept to be resent, such a marker failed every later login's resending: the client
     # could never log in again.
-    async with logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice:
+    async with (
+        logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice,
+        logged_in(server, tmp_path / "desktop", "alice") as desktop,
+    ):
         await next_of(alice, ReadMarkers)
+        await next_of(desktop, ReadMarkers)
         assert alice._link is not None
         await alice._link.stream.aclose()  # lost: what is set now is kept for the next login
         for up_to, where in UNCARRIABLE_MARKERS:
@@ -865,8 +897,8 @@ async def test_a_marker_no_server_could_take_is_refused_and_kept_nowhere(
                 await alice.mark_read(up_to, **where)
         ack = await alice_posts(server)
         assert await alice.mark_read(ack, room="general")
-        listed = await next_of(alice, ReadMarkers)  # logged in again
-        assert listed.markers == [ReadMarker(up_to=ack, room="general")]
+        await next_of(alice, ReadMarkers)  # logged in again
+        assert await next_of(desktop, ReadUpTo) == ReadUpTo(up_to=ack, room="general")
         assert alice.read_marker(peer="b" * (MAX_USERNAME + 1)) == 0
 
 

@@ -1,6 +1,7 @@
 """A client's view of its user's read markers (protocol §9.14): the highest position known in
 each conversation, from the server or set here, and those set here that the server may not
-have yet (a connection lost as they went): sent once more, after the next login."""
+have yet (a connection lost as they went): sent once more, after the next login's listing
+if it does not have them."""
 
 from __future__ import annotations
 
@@ -42,9 +43,12 @@ class ReadMarks:
         """The highest marker known in each conversation."""
         self._unconfirmed: dict[Key, ReadUpTo] = {}
         """Markers set here that no word of the server has covered since."""
+        self._pending: dict[Key, ReadUpTo] = {}
+        """Those of them kept at the last login, to be sent again once the listing asked for
+        then has come, if it does not cover them."""
         self._resent: dict[Key, ReadUpTo] = {}
-        """Those of them sent again after the last login: once the listing asked for after
-        them has come, the server has handled them (refused or dropped, if not covered)."""
+        """Those sent again after a login's listing: sent once again at most (a marker the
+        server refused would otherwise go after every login)."""
 
     def get(self, room: str = "", peer: str = "") -> int:
         """The marker known in ``room`` or with ``peer`` (0: nothing read there)."""
@@ -62,9 +66,10 @@ class ReadMarks:
         self._unconfirmed[key] = record
         return record
 
-    def heard(self, record: ReadUpTo | ReadMarkers) -> None:
+    def heard(self, record: ReadUpTo | ReadMarkers) -> list[ReadUpTo]:
         """The server said where markers are (another session's, or the listing); one that
-        names no conversation, or two, is ignored."""
+        names no conversation, or two, is ignored. What to send now: after the last page of
+        a login's listing, the markers kept at that login that the server does not have."""
         markers = record.markers if isinstance(record, ReadMarkers) else (record,)
         for marker in markers:
             if bool(marker.room) == bool(marker.peer):
@@ -75,11 +80,15 @@ class ReadMarks:
             sent = self._unconfirmed.get(key)
             if sent is not None and sent.up_to <= marker.up_to:
                 del self._unconfirmed[key]
-        if isinstance(record, ReadMarkers) and not record.more:
-            for key, sent in self._resent.items():
-                if self._unconfirmed.get(key) is sent:
-                    del self._unconfirmed[key]
-            self._resent = {}
+        if not isinstance(record, ReadMarkers) or record.more:
+            return []
+        due = {k: r for k, r in self._pending.items() if self._unconfirmed.get(k) is r}
+        self._pending = {}
+        for key, sent in self._resent.items():  # sent again once already: given up
+            if due.get(key) is sent:
+                del due[key], self._unconfirmed[key]
+        self._resent = due
+        return list(due.values())
 
     def left(self, room: str) -> None:
         """The user left ``room``: the server deleted its marker there (protocol §9.14), so
@@ -87,15 +96,18 @@ class ReadMarks:
         key = (room, "")
         self.known.pop(key, None)
         self._unconfirmed.pop(key, None)
+        self._pending.pop(key, None)
         self._resent.pop(key, None)
 
     def after_login(self, *, listing: bool = True) -> list[ReadUpTo]:
-        """What to send after a login, before asking for the markers: the markers set here
-        the server may not have. Without a ``listing`` to follow (a client that does not ask
-        for the markers), nothing would ever cover them: they go this once, and are
-        forgotten."""
+        """What to send after a login: with a ``listing`` of the markers asked for, nothing
+        yet: the markers set here that the server may not have are kept, and those it has
+        not (``heard``) go after the listing, so that a reconnect does not spend the user's
+        allowance of markers (protocol §9.14) on those it has. Without a listing to follow
+        (a client that does not ask for the markers), nothing would ever cover them: they go
+        now, this once, and are forgotten."""
         if not listing:
             sent, self._unconfirmed, self._resent = self._unconfirmed, {}, {}
             return list(sent.values())
-        self._resent = dict(self._unconfirmed)
-        return list(self._resent.values())
+        self._pending = dict(self._unconfirmed)
+        return []

@@ -218,7 +218,10 @@ class ChatClient:
     async def _dispatch(self, record: Event) -> None:
         """Take a record read where it belongs (see ``Reader.dispatch``)."""
         if isinstance(record, ReadUpTo | ReadMarkers):
-            self._reads.heard(record)
+            again = self._reads.heard(record)  # after the listing: those the server lacks
+            if again:
+                with suppress(ClientError):  # the reader waits for no send room
+                    await self._send_all(again, wait=False)
         elif isinstance(record, RoomLeft):
             self._reads.left(record.room)
         await self._reader.dispatch(record)
@@ -366,8 +369,9 @@ class ChatClient:
             self._nursery.start_soon(self._delivery.keep_acknowledging)
         await self._outbox.resend()  # before going online: what is sent next comes after
         if READ_MARKERS in self.features and self._events:
-            # The listing comes after what is sent again.
-            await self._send_all([*self._reads.after_login(), ListReadMarkers()])
+            # What the link may have lost goes after the listing, if the server lacks it.
+            self._reads.after_login()
+            await self._send(ListReadMarkers())
         elif READ_MARKERS in self.features:  # no events: no use for the markers
             await self._send_all(self._reads.after_login(listing=False))
         if self._link is link:  # else it was lost meanwhile: offline until the next login
@@ -419,14 +423,14 @@ class ChatClient:
             self._reconnector.credentials = (self._reconnector.credentials[0], new)
 
     async def mark_read(self, up_to: int, *, room: str = "", peer: str = "") -> bool:
-        """The user has read ``room`` (or the direct conversation with ``peer``) up to message
-        id ``up_to``: tell the user's other devices, through a server that keeps read markers
+        """The user has read ``room`` (or the direct conversation with ``peer``) up to message id
+        ``up_to``: tell the user's other devices, through a server that keeps read markers
         (``features`` lists ``read-markers``). Sent only when it raises the marker known
-        (``read_marker``), so calling it for every message shown costs nothing; nothing is
-        sent to an older server. Whether it was sent. A marker the connection lost on its way
-        is sent again after the reconnect. ClientError, keeping and sending nothing, for a
-        marker no server could take (an id out of bounds, a name too long), whatever the
-        server."""
+        (``read_marker``), so calling it for every message shown costs nothing; nothing is sent to
+        an older server. Whether it was sent. A marker the connection lost on its way is sent again
+        after the reconnect, if the server's listing lacks it. ClientError, keeping and sending
+        nothing, for a marker no server could take (an id out of bounds, a name too long), whatever
+        the server."""
         if READ_MARKERS not in self.features:
             read_up_to(up_to, room, peer)  # a bad argument is one with any server
             return False

@@ -1,0 +1,46 @@
+"""The trio client's view of its user's read markers on its own (ReadMarks, protocol §9.14)."""
+
+from __future__ import annotations
+
+from sealchat.core import ReadMarker, ReadMarkers, ReadUpTo
+from sealchat.transports.read_marks import ReadMarks
+
+GENERAL = ReadUpTo(up_to=5, room="general")
+BOB = ReadUpTo(up_to=7, peer="bob")
+DONE = ReadMarkers(markers=[])
+
+
+def test_after_a_login_only_the_markers_the_listing_lacks_go_again() -> None:
+    reads = ReadMarks()
+    assert reads.mark(5, room="general") == GENERAL
+    assert reads.mark(7, peer="bob") == BOB
+    assert reads.after_login() == []  # the listing first
+    listed = ReadMarker(up_to=5, room="general")
+    assert reads.heard(ReadMarkers(markers=[listed], more=True)) == []  # not the last page
+    assert reads.heard(DONE) == [BOB]  # the server has general's
+
+
+def test_a_marker_the_server_never_takes_goes_again_once_only() -> None:
+    reads = ReadMarks()
+    reads.mark(7, peer="bob")
+    reads.after_login()
+    assert reads.heard(DONE) == [BOB]  # refused, or lost with the link
+    reads.after_login()
+    assert reads.heard(DONE) == []  # given up
+    reads.after_login()
+    assert reads.heard(DONE) == []
+    assert reads.get(peer="bob") == 7  # still read here
+
+
+def test_a_marker_set_after_the_login_is_not_sent_again_after_its_listing() -> None:
+    reads = ReadMarks()
+    reads.after_login()
+    assert reads.mark(5, room="general") == GENERAL  # sent as it was set
+    assert reads.heard(DONE) == []
+
+
+def test_without_a_listing_the_markers_go_at_once_and_once() -> None:
+    reads = ReadMarks()
+    reads.mark(5, room="general")
+    assert reads.after_login(listing=False) == [GENERAL]
+    assert reads.after_login(listing=False) == []
