@@ -166,3 +166,19 @@ def test_a_sessions_first_listing_is_answered_even_with_its_requests_used_up(
     (refusal,) = records(hub.handle(1, ListReadMarkers(), NOW), 1)
     assert isinstance(refusal, Error)
     assert (refusal.code, refusal.ref) == ("rate_limited", READ_REF)
+
+
+def test_a_replay_of_a_full_listings_markers_at_once_is_taken_whole(store: SqliteStore) -> None:
+    # A client sends again after a reconnect the markers its link lost: as many as a listing
+    # holds (its rooms and MAX_LIST direct conversations) must all count, with the defaults.
+    hub = hub_with(store, "Alice", "alice")
+    hub.handle(2, ListReadMarkers(), NOW)
+    names = [f"u{n:03}" for n in range(MAX_LIST)]
+    for name in names:
+        store.add_user(name, name, "$argon2id$fake")
+    last = posted(hub, 1, 1, room="general")
+    replay = [ReadUpTo(up_to=last, room="general")]
+    replay += [ReadUpTo(up_to=last, peer=name) for name in names]
+    told = [r for record in replay for r in records(hub.handle(1, record, NOW), 2)]
+    assert told == replay
+    assert len(markers(hub, 1)) == MAX_LIST + 1

@@ -94,10 +94,13 @@ class HubConfig:
     """Typing records a user may send at once, refilled at ``typing_per_second``; excess
     ones are dropped quietly (typing notices are a courtesy)."""
     read_markers_per_second: float = 5.0
-    read_marker_burst: int = 50
+    read_marker_burst: int = 600
     """ReadUpTo records a user may send at once, refilled at ``read_markers_per_second``;
     excess ones are dropped quietly (a client sends a higher marker at its next read). Each
-    one that raises a marker is a write and goes to the user's other sessions."""
+    one that raises a marker is a write and goes to the user's other sessions. As many as a
+    listing holds (``MAX_LIST`` direct conversations and ``max_rooms_per_user`` rooms): a client
+    sending again after a reconnect every marker its link lost is never cut short, while a loop
+    is held to the rate."""
     history_page: int = 50
     replay_page: int = 200
     """Missed messages sent per page after login; the next page follows the client's
