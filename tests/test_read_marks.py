@@ -44,3 +44,16 @@ def test_without_a_listing_the_markers_go_at_once_and_once() -> None:
     reads.mark(5, room="general")
     assert reads.after_login(listing=False) == [GENERAL]
     assert reads.after_login(listing=False) == []
+
+
+def test_a_room_the_listing_does_not_name_is_forgotten_unless_set_here() -> None:
+    reads = ReadMarks()
+    reads.heard(
+        ReadMarkers(markers=[ReadMarker(up_to=3, room="ops"), ReadMarker(up_to=4, peer="bob")])
+    )
+    reads.after_login()
+    assert reads.mark(5, room="general") == GENERAL  # set while the listing was under way
+    assert reads.heard(DONE) == []
+    assert reads.get(room="ops") == 0  # left on another device
+    assert reads.get(room="general") == 5
+    assert reads.get(peer="bob") == 4  # a listing holds only the most recent conversations

@@ -956,6 +956,31 @@ async def test_a_marker_that_names_no_conversation_is_ignored(tmp_path: Path) ->
         assert alice.online
 
 
+async def test_a_room_left_elsewhere_while_offline_loses_its_marker_at_the_next_listing(
+    tmp_path: Path,
+) -> None:
+    # Left on another device while this one was offline, the room's marker is gone on the
+    # server, and this client never saw the RoomLeft: the next login's listing, which holds
+    # every room of the user with a marker, is what says so.
+    ops, bob = ReadMarker(up_to=5, room="ops"), ReadMarker(up_to=4, peer="bob")
+    first = answers(ListReadMarkers, [ReadMarkers(markers=[ops, bob])])
+    # Then ops was left; the direct conversations of a listing are only the most recent ones.
+    second = answers(ListReadMarkers, [ReadMarkers(markers=[], more=True), ReadMarkers(markers=[])])
+    behaviours = [logs_in_then(b, features=(READ_MARKERS,)) for b in (first, second)]
+    async with scripted(tmp_path, *behaviours, backoff=(0.05, 0.2)) as alice:
+        await next_of(alice, ReadMarkers)
+        assert alice.read_marker(room="ops") == 5
+        assert alice._link is not None
+        await alice._link.stream.aclose()  # lost: the client logs in again
+        assert await alice.mark_read(9, room="general")  # set here, not on the server yet
+        with trio.fail_after(10):
+            while (await next_of(alice, ReadMarkers)).more:
+                pass
+        assert alice.read_marker(room="ops") == 0
+        assert alice.read_marker(room="general") == 9  # sent again, not forgotten
+        assert alice.read_marker(peer="bob") == 4
+
+
 def records_what_comes(received: list[Record]) -> Behaviour:
     """Read what the client sends, into ``received`` (until it hangs up)."""
 

@@ -49,6 +49,9 @@ class ReadMarks:
         self._resent: dict[Key, ReadUpTo] = {}
         """Those sent again after a login's listing: sent once again at most (a marker the
         server refused would otherwise go after every login)."""
+        self._listed: set[Key] | None = None
+        """The conversations the pages of a login's listing named so far (None: no listing
+        under way)."""
 
     def get(self, room: str = "", peer: str = "") -> int:
         """The marker known in ``room`` or with ``peer`` (0: nothing read there)."""
@@ -75,6 +78,8 @@ class ReadMarks:
             if bool(marker.room) == bool(marker.peer):
                 continue
             key = conversation_key(marker.room, marker.peer)
+            if isinstance(record, ReadMarkers) and self._listed is not None:
+                self._listed.add(key)
             if marker.up_to > self.known.get(key, 0):
                 self.known[key] = marker.up_to
             sent = self._unconfirmed.get(key)
@@ -82,6 +87,7 @@ class ReadMarks:
                 del self._unconfirmed[key]
         if not isinstance(record, ReadMarkers) or record.more:
             return []
+        self._forget_rooms_unlisted()
         due = {k: r for k, r in self._pending.items() if self._unconfirmed.get(k) is r}
         self._pending = {}
         for key, sent in self._resent.items():  # sent again once already: given up
@@ -89,6 +95,19 @@ class ReadMarks:
                 del due[key], self._unconfirmed[key]
         self._resent = due
         return list(due.values())
+
+    def _forget_rooms_unlisted(self) -> None:
+        """At the end of a login's listing, which holds the user's marker in every room it is
+        in (protocol §9.14): a room with a marker here that it does not name has none on the
+        server (left on another device while this client was offline, which never saw the
+        RoomLeft), unless the marker was set here and the server has not had it yet. Direct
+        conversations are not checked: a listing holds only the most recent ones."""
+        listed, self._listed = self._listed, None
+        if listed is None:
+            return
+        for key in [k for k in self.known if k[0] and k not in listed]:
+            if key not in self._unconfirmed:
+                del self.known[key]
 
     def left(self, room: str) -> None:
         """The user left ``room``: the server deleted its marker there (protocol §9.14), so
@@ -110,4 +129,5 @@ class ReadMarks:
             sent, self._unconfirmed, self._resent = self._unconfirmed, {}, {}
             return list(sent.values())
         self._pending = dict(self._unconfirmed)
+        self._listed = set()
         return []
