@@ -157,7 +157,7 @@ class Reader:
             if chunks is not None:
                 self._arrived.append((record.transfer, chunks, record))
         elif isinstance(record, ReadUpTo | ReadMarkers):  # where the user's markers are
-            client._reads.heard(record)
+            client._reads.heard(record)  # nothing to send again: one login per connection
         elif isinstance(record, RoomLeft):  # the server deleted the user's marker there
             client._reads.left(record.room)
         elif isinstance(record, Message | MessageAck):  # our own messages come as acks
