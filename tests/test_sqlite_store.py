@@ -458,8 +458,13 @@ def test_a_read_marker_goes_with_the_membership_and_the_accounts(store: SqliteSt
     assert store.read_markers("esha", 500) == [("", "Bob", 3)]  # the room's went at the leave
     assert store.remove_user("bob")
     assert store.read_markers("esha", 500) == []  # a removed peer's conversation is not listed
+    store.raise_read_marker("carol", "", "carol", 5)
     assert store.remove_user("esha")
-    assert store._conn.execute("SELECT user_key FROM read_markers").fetchall() == [("carol",)]
+    # Esha's markers went with the account, and so did Carol's of their conversation: the
+    # name is retired for good, so nothing could ever list or delete it (dead rows).
+    assert store._conn.execute("SELECT user_key, peer_key FROM read_markers").fetchall() == [
+        ("carol", "carol")
+    ]
 
 
 # --- durability -------------------------------------------------------------------------------

@@ -47,3 +47,9 @@ def read_markers(conn: sqlite3.Connection, key: str, limit: int) -> list[tuple[s
 def forget_room_marker(conn: sqlite3.Connection, room: str, key: str) -> None:
     """Delete user ``key``'s marker in ``room`` (it left the room)."""
     conn.execute("DELETE FROM read_markers WHERE user_key = ? AND room = ?", (key, room))
+
+
+def forget_peer_markers(conn: sqlite3.Connection, peer_key: str) -> None:
+    """Delete every user's marker in its direct conversation with ``peer_key`` (that account
+    is removed: its name is retired, so no listing shows such a marker again)."""
+    conn.execute("DELETE FROM read_markers WHERE peer_key = ?", (peer_key,))

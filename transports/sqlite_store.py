@@ -286,7 +286,8 @@ class SqliteStore:
         return changed
 
     def remove_user(self, key: str, *, keep_room: str = "") -> bool:
-        """Delete a user with their memberships and cursor, and the rooms other than
+        """Delete a user with their memberships, cursor and read markers (and the others'
+        markers of their direct conversations with it), and the rooms other than
         ``keep_room`` (the default room) that this leaves as a leave would: empty, with nothing
         posted or shared in them. Their messages and files stay, so ``key`` is retired: no
         account can take it again; their unfinished uploads go, as nobody can finish them.
@@ -296,6 +297,7 @@ class SqliteStore:
             if not sqlite_accounts.delete_user(self._conn, key):
                 return False
             self._data_version = None  # the next password_generations looks
+            sqlite_read_markers.forget_peer_markers(self._conn, key)  # its own go by cascade
             for unfinished in sqlite_files.unfinished_uploads(self._conn, key):
                 self.delete_file(unfinished.file_id)
             sqlite_accounts.retire(self._conn, key)

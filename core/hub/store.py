@@ -231,8 +231,9 @@ class Store(Protocol):
     def read_markers(self, key: str, limit: int) -> list[tuple[str, str, int]]:
         """User ``key``'s read markers as (room, peer's display name, up_to): those of the
         rooms it is a member of, and those of up to ``limit`` direct conversations with
-        existing users (the highest markers first). ``remove_member`` and ``remove_user``
-        delete the markers they end."""
+        existing users (the highest markers first). ``remove_member`` deletes the user's
+        marker in the room; ``remove_user`` the user's markers, and every marker of a direct
+        conversation with the user."""
         ...
 
     # files
