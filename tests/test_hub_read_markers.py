@@ -17,6 +17,7 @@ from sealchat.core import (
     ReadMarker,
     ReadMarkers,
     ReadUpTo,
+    Typing,
 )
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key
@@ -182,3 +183,20 @@ def test_a_replay_of_a_full_listings_markers_at_once_is_taken_whole(store: Sqlit
     told = [r for record in replay for r in records(hub.handle(1, record, NOW), 2)]
     assert told == replay
     assert len(markers(hub, 1)) == MAX_LIST + 1
+
+
+def test_the_users_allowances_full_again_are_forgotten(store: SqliteStore) -> None:
+    # One bucket per user who sent a message, a typing notice or a ReadUpTo: like those of
+    # requests and logins, each must go once full again, else they pile up for good.
+    hub = hub_with(store, "Alice", "bob")
+    posted(hub, 1, 1, room="general")
+    hub.handle(2, Typing(room="general", active=True), NOW)
+    hub.handle(2, ReadUpTo(up_to=1, room="general"), NOW)
+    per_user = (
+        hub._allowances,
+        hub._typing_notices._allowances,
+        hub._read_markers._allowances,
+    )
+    assert all(a._buckets for a in per_user)
+    hub.tick(NOW + 3600)  # long enough for every allowance to refill
+    assert not any(a._buckets for a in per_user)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from sealchat.core import limits
-from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Deliver, Effect
 from sealchat.core.hub.outgoing import pages, reply
 from sealchat.core.hub.ratelimit import Allowances
@@ -17,10 +16,11 @@ from sealchat.core.records import READ_REF, Error, ReadMarker, ReadMarkers, Read
 class ReadMarkersKept:
     """The ReadUpTo and ListReadMarkers records of sessions."""
 
-    def __init__(self, store: Store, config: HubConfig, roster: Roster) -> None:
+    def __init__(self, store: Store, roster: Roster, allowances: Allowances) -> None:
         self.store = store
         self._roster = roster
-        self._allowances = Allowances(config.read_markers_per_second, config.read_marker_burst)
+        self._allowances = allowances
+        """Each user's allowance of ReadUpTo records."""
 
     def read_up_to(self, state: Session, record: ReadUpTo, now: float) -> list[Effect]:
         """Raise the user's marker in a conversation it is in (never beyond the newest message

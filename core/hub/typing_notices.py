@@ -14,12 +14,13 @@ from sealchat.core.records import TYPING_REF, Error, Typing
 class TypingNotices:
     """Who is typing where, until when."""
 
-    def __init__(self, roster: Roster, config: HubConfig) -> None:
+    def __init__(self, roster: Roster, config: HubConfig, allowances: Allowances) -> None:
         self._roster = roster
         self._config = config
         self.slots: dict[tuple[str, Conversation], float] = {}
         """When each user's notice in a conversation expires; a message ends it early."""
-        self._allowances = Allowances(config.typing_per_second, config.typing_burst)
+        self._allowances = allowances
+        """Each user's allowance of typing notices."""
 
     def notice(self, state: Session, record: Typing, now: float) -> list[Effect]:
         """A Typing record of ``state``."""
