@@ -175,14 +175,40 @@ def test_a_replay_of_a_full_listings_markers_at_once_is_taken_whole(store: Sqlit
     hub = hub_with(store, "Alice", "alice")
     hub.handle(2, ListReadMarkers(), NOW)
     names = [f"u{n:03}" for n in range(MAX_LIST)]
-    for name in names:
+    replay = []
+    for name in names:  # a conversation with each: a direct marker names one of its messages
         store.add_user(name, name, "$argon2id$fake")
+        sent = store.append_message(
+            ts=NOW,
+            sender_key=name,
+            sender=name,
+            room="",
+            to_key="alice",
+            to="Alice",
+            text="hi",
+            client_id="",
+        )
+        replay.append(ReadUpTo(up_to=sent.id, peer=name))
     last = posted(hub, 1, 1, room="general")
-    replay = [ReadUpTo(up_to=last, room="general")]
-    replay += [ReadUpTo(up_to=last, peer=name) for name in names]
+    replay.insert(0, ReadUpTo(up_to=last, room="general"))
     told = [r for record in replay for r in records(hub.handle(1, record, NOW), 2)]
     assert told == replay
     assert len(markers(hub, 1)) == MAX_LIST + 1
+
+
+def test_a_direct_marker_needs_a_message_between_the_two_users(store: SqliteStore) -> None:
+    # One user could otherwise store a marker (a row) for every account on the server.
+    hub = hub_with(store, "Alice", "alice", "bob")
+    hub.handle(2, ListReadMarkers(), NOW)
+    store.add_user("carol", "carol", "$argon2id$fake")
+    posted(hub, 1, 3, room="general")
+    assert records(hub.handle(1, ReadUpTo(up_to=3, peer="carol"), NOW), 2) == []
+    posted(hub, 3, 1, to="Alice")
+    last = posted(hub, 1, 2, room="general")
+    (told,) = records(hub.handle(1, ReadUpTo(up_to=last, peer="bob"), NOW), 2)
+    assert told == ReadUpTo(up_to=last, peer="bob")
+    listed = {(m.room, m.peer): m.up_to for m in markers(hub, 1)}
+    assert listed == {("", "bob"): last}
 
 
 def test_the_users_allowances_full_again_are_forgotten(store: SqliteStore) -> None:

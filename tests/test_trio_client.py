@@ -857,6 +857,7 @@ async def test_a_reconnect_sends_again_only_the_markers_the_server_lacks(tmp_pat
         ):
             await next_of(desktop, ReadMarkers)
             await next_of(laptop, ReadMarkers)
+            await alice_writes_to(server, "carol", "dave", "alice", "bob")
             ack = await alice_posts(server)
             for peer in ("carol", "dave", "alice"):  # 3 of the 6
                 assert await laptop.mark_read(ack, peer=peer)
@@ -935,6 +936,14 @@ async def test_a_room_left_forgets_its_marker_as_the_server_does(
         await laptop.join("ops")
         assert await laptop.mark_read(ack.id, room="ops")  # not known any more: sent
         assert await next_of(desktop, ReadUpTo) == ReadUpTo(up_to=ack.id, room="ops")
+
+
+async def alice_writes_to(server: Running, *peers: str) -> None:
+    """alice sends a direct message to each of ``peers``: a conversation without any takes
+    no read marker."""
+    with server.login("alice") as alice:
+        for peer in peers:
+            await trio.to_thread.run_sync(partial(alice.send_message, "hi", to=peer))
 
 
 async def alice_posts(server: Running) -> int:

@@ -30,6 +30,10 @@ class ReadMarkersKept:
         where = self._roster.conversation(state, record.room, record.peer, READ_REF)
         if isinstance(where, Error):
             return [reply(state, where)]
+        if where.peer_key and not self.store.direct_history(state.key, where.peer_key, 0, 1):
+            # Nothing to read there: else one user could store a marker (a row) for every
+            # account on the server, naming users it never wrote with.
+            return []
         up_to = min(record.up_to, self.store.last_message_id())
         if not self.store.raise_read_marker(state.key, where.room, where.peer_key, up_to):
             return []
