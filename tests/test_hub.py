@@ -1530,6 +1530,13 @@ def test_a_login_says_no_longer_message_limit_than_the_protocol_allows(
     assert _authenticated(logged_in(hub, 1, "alice"), 1).max_message_chars == MAX_TEXT
 
 
+def test_a_message_limit_below_one_is_refused_at_once() -> None:
+    # Authenticated would say 0, "not said": clients would take up to MAX_TEXT characters,
+    # and the server would refuse every message.
+    with pytest.raises(ValueError, match="max_message_chars must be at least 1, not 0"):
+        HubConfig(max_message_chars=0)
+
+
 def test_the_direct_conversations_outlive_a_restart_but_not_a_removed_account(
     tmp_path: Path, shared_store: SqliteStore
 ) -> None:

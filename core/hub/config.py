@@ -113,3 +113,7 @@ class HubConfig:
     """Rooms with more members than this do not broadcast joins, leaves and presence (a
     client asks for Members instead): keeps a login O(1) in a room of 10,000."""
     default_room: str = "general"
+
+    def __post_init__(self) -> None:
+        if self.max_message_chars < 1:  # Authenticated would say 0: "not said" (§6.6.3)
+            raise ValueError(f"max_message_chars must be at least 1, not {self.max_message_chars}")
