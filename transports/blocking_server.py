@@ -719,11 +719,17 @@ class ThreadedServer:
                 self.hub.upload_verified, effect.session, effect.transfer, digest, time.time()
             )
         except Exception as exc:  # a bug or a failing store costs one connection, not the server
-            client = self._client(effect.session)
-            who = f"session {effect.session}" if client is None else client
-            goodbye = self.failures.report(exc, "the check of an upload of", who)
-            if client is not None:
-                client.goodbye(goodbye)
+            self._failed(effect.session, exc, "the check of an upload of")
+
+    def _failed(self, session: int, exc: Exception, what: str) -> None:
+        """The hub (or its store) failed on the outcome of ``what`` session ``session``
+        asked for: it is logged, and the session's client, if still there, told goodbye."""
+        client = self._client(session)
+        goodbye = self.failures.report(
+            exc, what, f"session {session}" if client is None else client
+        )
+        if client is not None:
+            client.goodbye(goodbye)
 
     def check_password(self, effect: VerifyPassword | HashPassword) -> None:
         """Run an Argon2id check in this (the client's reader) thread and report it. If the
@@ -745,11 +751,7 @@ class ThreadedServer:
                     self.hub.password_hashed, effect.session, effect.username, phc, time.time()
                 )
         except Exception as exc:  # a bug or a failing store costs one connection, not the server
-            client = self._client(effect.session)
-            who = f"session {effect.session}" if client is None else client
-            goodbye = self.failures.report(exc, "the password check of", who)
-            if client is not None:
-                client.goodbye(goodbye)
+            self._failed(effect.session, exc, "the password check of")
 
     def _stream(self, client: _Client, effect: StreamFile, cancelled: threading.Event) -> None:
         """Send a stored file's chunks, waiting while the client's queue is full; up to
