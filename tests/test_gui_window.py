@@ -491,9 +491,29 @@ def test_a_conversation_read_here_is_read_on_the_users_other_devices(
         assert told == ReadUpTo(up_to=last.id, peer="bob")
 
 
-def test_what_was_read_last_reaches_the_other_devices_at_logout(
-    window: Window, server: Running, bob: BlockingClient, monkeypatch: pytest.MonkeyPatch
+def _log_out(window: Window, phone: BlockingClient) -> ReadUpTo:
+    """Log out; the next marker at ``phone``."""
+    window.app.chat.logout_button.invoke()
+    window.until(window.app.login_form.winfo_ismapped, "the login form")
+    return window.receive(phone, ReadUpTo, "the marker at alice's other device")
+
+
+def _close(window: Window, phone: BlockingClient) -> ReadUpTo:
+    """Close the window; the next marker at ``phone``."""
+    window.close()
+    return phone.next(ReadUpTo)
+
+
+@pytest.mark.parametrize("leave", [_log_out, _close], ids=["logout", "close"])
+def test_what_was_read_last_reaches_the_other_devices_as_the_user_leaves(
+    window: Window,
+    server: Running,
+    bob: BlockingClient,
+    monkeypatch: pytest.MonkeyPatch,
+    leave: Callable[[Window, BlockingClient], ReadUpTo],
 ) -> None:
+    # Logging out and closing the window end the session as the user leaving it: what was
+    # read in the last second still reaches the other devices (the link outlives the window).
     monkeypatch.setattr("sealchat.gui.controller.READS_TOLD_EVERY", 3600.0)  # only at the end
     app = window.app
     with server.login("alice") as phone:
@@ -504,28 +524,7 @@ def test_what_was_read_last_reaches_the_other_devices_at_logout(
         window.until(lambda: "@ bob  (1)" in button_texts(app.chat.conversation_list), "1 unread")
         app.controller.select("@bob")
         window.until_shown("bob: call me")
-        app.chat.logout_button.invoke()
-        window.until(app.login_form.winfo_ismapped, "the login form")
-        told = window.receive(phone, ReadUpTo, "the marker at alice's other device")
-        assert told == ReadUpTo(up_to=last.id, peer="bob")
-
-
-def test_closing_the_window_tells_the_other_devices_what_was_read_last(
-    window: Window, server: Running, bob: BlockingClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("sealchat.gui.controller.READS_TOLD_EVERY", 3600.0)  # only at the end
-    app = window.app
-    with server.login("alice") as phone:
-        phone.send(ListReadMarkers())
-        phone.next(ReadMarkers)
-        window.login(server.port, "alice")
-        last = bob.send_message("call me", to="alice")
-        window.until(lambda: "@ bob  (1)" in button_texts(app.chat.conversation_list), "1 unread")
-        app.controller.select("@bob")
-        window.until_shown("bob: call me")
-        window.close()
-        told = phone.next(ReadUpTo)
-        assert told == ReadUpTo(up_to=last.id, peer="bob")  # the link outlived the window
+        assert leave(window, phone) == ReadUpTo(up_to=last.id, peer="bob")
 
 
 def test_the_window_closes_even_if_the_session_cannot_end_in_time(

@@ -1554,20 +1554,25 @@ def test_the_direct_conversations_outlive_a_restart_but_not_a_removed_account(
         assert _authenticated(logged_in(again, 1, "alice"), 1).conversations == ("bob",)
 
 
+def writes_to_alice(store: SqliteStore, name: str) -> StoredMessage:
+    """A new user ``name`` with a direct message to Alice, stored as if sent; that message."""
+    store.add_user(name, name, "$argon2id$fake")
+    return store.append_message(
+        ts=NOW,
+        sender_key=name,
+        sender=name,
+        room="",
+        to_key="alice",
+        to="Alice",
+        text="hi",
+        client_id="",
+    )
+
+
 def test_a_login_names_at_most_max_list_conversations_the_latest(store: SqliteStore) -> None:
     peers = [f"peer{n}" for n in range(MAX_LIST + 1)]
     for name in peers:  # each writes to alice in turn: the first is the oldest conversation
-        store.add_user(name, name, "$argon2id$fake")
-        store.append_message(
-            ts=NOW,
-            sender_key=name,
-            sender=name,
-            room="",
-            to_key="alice",
-            to="Alice",
-            text="hi",
-            client_id="",
-        )
+        writes_to_alice(store, name)
     hub = Hub(store, HubConfig())
     authenticated = _authenticated(logged_in(hub, 1, "alice"), 1)
     assert authenticated.conversations == tuple(reversed(peers[1:]))

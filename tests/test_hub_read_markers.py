@@ -24,7 +24,7 @@ from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_LIST
 from sealchat.core.records import READ_MARKERS, READ_REF
 from sealchat.transports.sqlite_store import SqliteStore
-from tests.test_hub import NOW, hub_with, logged_in, records
+from tests.test_hub import NOW, hub_with, logged_in, records, writes_to_alice
 
 
 @pytest.fixture
@@ -176,19 +176,8 @@ def test_a_replay_of_a_full_listings_markers_at_once_is_taken_whole(store: Sqlit
     hub.handle(2, ListReadMarkers(), NOW)
     names = [f"u{n:03}" for n in range(MAX_LIST)]
     replay = []
-    for name in names:  # a conversation with each: a direct marker names one of its messages
-        store.add_user(name, name, "$argon2id$fake")
-        sent = store.append_message(
-            ts=NOW,
-            sender_key=name,
-            sender=name,
-            room="",
-            to_key="alice",
-            to="Alice",
-            text="hi",
-            client_id="",
-        )
-        replay.append(ReadUpTo(up_to=sent.id, peer=name))
+    for name in names:  # a conversation with each: a direct marker needs one
+        replay.append(ReadUpTo(up_to=writes_to_alice(store, name).id, peer=name))
     last = posted(hub, 1, 1, room="general")
     replay.insert(0, ReadUpTo(up_to=last, room="general"))
     told = [r for record in replay for r in records(hub.handle(1, record, NOW), 2)]
