@@ -100,9 +100,9 @@ class ViewModel:
         self.error = ""
         self._link_error = ""
         """The error shown, if it says the connection was lost: it goes when the link is back."""
-        self._missed: set[tuple[str, int]] = set()
-        """(conversation key, id) of each message that came unread while the window was not
-        focused: the count in the window's title."""
+        self._missed: dict[str, set[int]] = {}
+        """The ids of the messages that came unread while the window was not focused, by
+        conversation key: the count in the window's title."""
         self._markers: dict[str, int] = {}
         """How far the user read each conversation on any of its devices, as the server said
         (a conversation not in the sidebar yet takes its marker when it appears)."""
@@ -381,9 +381,10 @@ class ViewModel:
         self.reads_to_tell.pop(key, None)
         self._forget_remembered(lambda other: other == key)
         self.unread_changed = True
+        changes = {Change.TITLE} if self._missed.pop(key, None) else set()
         if self.current == key:
-            return self.select(room_key("general"))
-        return {Change.CONVERSATIONS}
+            return changes | self.select(room_key("general"))
+        return changes | {Change.CONVERSATIONS}
 
     @property
     def can_leave(self) -> bool:
@@ -425,9 +426,11 @@ class ViewModel:
                 self._read(conversation, marker.up_to, tell=False)
                 if conversation.unread != unread:
                     changes.add(Change.CONVERSATIONS)
-            missed = {m for m in self._missed if m[0] == key and m[1] <= marker.up_to}
-            if missed:
-                self._missed -= missed
+            missed = self._missed.get(key, set())
+            if any(i <= marker.up_to for i in missed):
+                missed -= {i for i in missed if i <= marker.up_to}
+                if not missed:
+                    del self._missed[key]
                 changes.add(Change.TITLE)
         return changes
 
@@ -476,7 +479,7 @@ class ViewModel:
             self.unread_changed = True
             changes.add(Change.CONVERSATIONS)
         if unread and not self.focused:
-            self._missed.add((key, message.id))
+            self._missed.setdefault(key, set()).add(message.id)
             changes.add(Change.TITLE)
         return changes
 
@@ -606,7 +609,7 @@ class ViewModel:
     @property
     def missed_while_away(self) -> int:
         """Messages that came unread while the window was not focused, not read since."""
-        return len(self._missed)
+        return sum(len(ids) for ids in self._missed.values())
 
     def title(self) -> str:
         base = f"sealchat — {self.me}" if self.me else "sealchat"

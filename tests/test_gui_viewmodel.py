@@ -1209,6 +1209,18 @@ def test_title_counts_messages_missed_while_unfocused_and_resets_on_focus() -> N
     assert vm.set_focus(True) == set()
 
 
+def test_title_stops_counting_a_room_left_on_another_device_while_unfocused() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.set_focus(False)
+    vm.apply(said(2, "carol", room="random"), NOW)
+    vm.apply(said(3, "bob", to="alice"), NOW)
+    assert vm.title() == "(2) sealchat — alice"
+    assert Change.TITLE in vm.apply(RoomLeft(room="random"), NOW)  # left on her phone
+    assert vm.missed_while_away == 1
+    assert vm.title() == "(1) sealchat — alice"
+
+
 def test_no_title_change_for_messages_while_focused() -> None:
     vm = logged_in("alice")
     changes = vm.apply(said(1, "bob"), NOW)
