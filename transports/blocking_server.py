@@ -709,9 +709,7 @@ class ThreadedServer:
             with self._upload_checks:
                 digest = effect.hasher()
         except OSError as exc:
-            digest = failure = ReadBackFailed.of(exc)
-            uploader = f"session {effect.session}"
-            log.warning(read_back_failed(failure), effect.file_id, uploader, exc)
+            digest = read_back_failed(exc, effect.file_id, f"session {effect.session}")
         if self._stopping.is_set():
             return
         try:

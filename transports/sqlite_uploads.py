@@ -27,7 +27,6 @@ never committed). ``release_upload`` closes one when its transfer ends.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import secrets
@@ -52,8 +51,6 @@ from sealchat.transports.upload_checks import (
     sync_file,
 )
 from sealchat.transports.writeback import WriteBehind
-
-log = logging.getLogger("sealchat.server")
 
 FILE_MODE: Final = 0o600
 
@@ -375,8 +372,7 @@ class Uploads:
             else:  # no running hash (a restart, a resume after a crash): read the file
                 matches = hash_file(partial, sync=True) == (f.size, f.sha256)
         except OSError as exc:
-            failure = ReadBackFailed.of(exc)
-            log.warning(read_back_failed(failure), file_id, f"user {f.owner_key}", exc)
+            failure = read_back_failed(exc, file_id, f"user {f.owner_key}")
             if failure is ReadBackFailed.GONE:
                 self.delete_file(file_id)
             return failure

@@ -498,8 +498,7 @@ class TrioServer:
                 effect.hasher, limiter=self._upload_checks, abandon_on_cancel=True
             )
         except OSError as exc:
-            digest = failure = ReadBackFailed.of(exc)
-            log.warning(read_back_failed(failure), effect.file_id, peer, exc)
+            digest = read_back_failed(exc, effect.file_id, peer)
         if self._stopping.is_set():  # its session ends: the upload stays, to complete again
             return
         await self._call_hub(

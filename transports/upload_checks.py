@@ -4,12 +4,15 @@ from the file, and its size checked before the fsync that makes it durable."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 from pathlib import Path
 from typing import Final
 
 from sealchat.core.hub import ReadBackFailed
+
+log = logging.getLogger("sealchat.server")
 
 O_NOFOLLOW: Final[int] = getattr(os, "O_NOFOLLOW", 0)
 """Open flag that refuses a symbolic link (0 where the system has none)."""
@@ -62,12 +65,17 @@ def hash_file(path: Path, *, sync: bool = False) -> tuple[int, bytes]:
     return total, digest.digest()
 
 
-def read_back_failed(failure: ReadBackFailed) -> str:
-    """The server's log line (a format of the file id, the uploader and the error: never the
-    file's contents) for an upload it could not read back to check it."""
+def read_back_failed(exc: OSError, file_id: str, uploader: object) -> ReadBackFailed:
+    """What the ``exc`` met reading back (or looking at) upload ``file_id`` of ``uploader``
+    means for it, logged in one warning (the file id, the uploader and the error: never the
+    file's contents)."""
+    failure = ReadBackFailed.of(exc)
     if failure is ReadBackFailed.GONE:
-        return "upload %s of %s is gone from the disk: it cannot be checked and is lost (%s)"
-    return (
-        "cannot read back upload %s of %s to check it just now: it is kept, to be checked "
-        "again when the uploader sends it again (%s)"
-    )
+        line = "upload %s of %s is gone from the disk: it cannot be checked and is lost (%s)"
+    else:
+        line = (
+            "cannot read back upload %s of %s to check it just now: it is kept, to be checked "
+            "again when the uploader sends it again (%s)"
+        )
+    log.warning(line, file_id, uploader, exc)
+    return failure
