@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from sealchat.core import ReadMarker, ReadMarkers, ReadUpTo
+from sealchat.core.records import READ_MARKERS
 from sealchat.transports.read_marks import ReadMarks
+
+KEEPS = (READ_MARKERS,)
 
 GENERAL = ReadUpTo(up_to=5, room="general")
 BOB = ReadUpTo(up_to=7, peer="bob")
@@ -12,8 +15,8 @@ DONE = ReadMarkers(markers=[])
 
 def test_after_a_login_only_the_markers_the_listing_lacks_go_again() -> None:
     reads = ReadMarks()
-    assert reads.mark(5, room="general") == GENERAL
-    assert reads.mark(7, peer="bob") == BOB
+    assert reads.mark(5, room="general", features=KEEPS) == GENERAL
+    assert reads.mark(7, peer="bob", features=KEEPS) == BOB
     assert reads.after_login() == []  # the listing first
     listed = ReadMarker(up_to=5, room="general")
     assert reads.heard(ReadMarkers(markers=[listed], more=True)) == []  # not the last page
@@ -22,7 +25,7 @@ def test_after_a_login_only_the_markers_the_listing_lacks_go_again() -> None:
 
 def test_a_marker_the_server_never_takes_goes_again_once_only() -> None:
     reads = ReadMarks()
-    reads.mark(7, peer="bob")
+    reads.mark(7, peer="bob", features=KEEPS)
     reads.after_login()
     assert reads.heard(DONE) == [BOB]  # refused, or lost with the link
     reads.after_login()
@@ -35,13 +38,13 @@ def test_a_marker_the_server_never_takes_goes_again_once_only() -> None:
 def test_a_marker_set_after_the_login_is_not_sent_again_after_its_listing() -> None:
     reads = ReadMarks()
     reads.after_login()
-    assert reads.mark(5, room="general") == GENERAL  # sent as it was set
+    assert reads.mark(5, room="general", features=KEEPS) == GENERAL  # sent as it was set
     assert reads.heard(DONE) == []
 
 
 def test_without_a_listing_the_markers_go_at_once_and_once() -> None:
     reads = ReadMarks()
-    reads.mark(5, room="general")
+    reads.mark(5, room="general", features=KEEPS)
     assert reads.after_login(listing=False) == [GENERAL]
     assert reads.after_login(listing=False) == []
 
@@ -52,7 +55,8 @@ def test_a_room_the_listing_does_not_name_is_forgotten_unless_set_here() -> None
         ReadMarkers(markers=[ReadMarker(up_to=3, room="ops"), ReadMarker(up_to=4, peer="bob")])
     )
     reads.after_login()
-    assert reads.mark(5, room="general") == GENERAL  # set while the listing was under way
+    # Set while the listing was under way:
+    assert reads.mark(5, room="general", features=KEEPS) == GENERAL
     assert reads.heard(DONE) == []
     assert reads.get(room="ops") == 0  # left on another device
     assert reads.get(room="general") == 5

@@ -63,7 +63,7 @@ from sealchat.transports.blocking_link import selector_for as _selector_for
 from sealchat.transports.blocking_reader import Reader
 from sealchat.transports.blocking_transfers import Progress, Transfers
 from sealchat.transports.downloads import AnyPath
-from sealchat.transports.read_marks import ReadMarks, read_up_to
+from sealchat.transports.read_marks import ReadMarks
 from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
@@ -428,11 +428,8 @@ class BlockingClient:
         (``read_marker``); nothing is sent to an older server. Whether it was sent.
         ClientError, keeping and sending nothing, for a marker no server could take (an id
         out of bounds, a name too long), whatever the server."""
-        if READ_MARKERS not in self.features:
-            read_up_to(up_to, room, peer)  # a bad argument is one with any server
-            return False
         with self._lock:
-            record = self._reads.mark(up_to, room, peer)
+            record = self._reads.mark(up_to, room, peer, features=self.features)
         if record is None:
             return False
         self.send(record)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sealchat.core import LocalProtocolError, ReadMarkers, ReadUpTo
 from sealchat.core.codec import encode_record
 from sealchat.core.hub.names import user_key
+from sealchat.core.records import READ_MARKERS
 from sealchat.transports.requests import ClientError
 
 Key = tuple[str, str]
@@ -57,11 +58,16 @@ class ReadMarks:
         """The marker known in ``room`` or with ``peer`` (0: nothing read there)."""
         return self.known.get(conversation_key(room, peer), 0)
 
-    def mark(self, up_to: int, room: str = "", peer: str = "") -> ReadUpTo | None:
+    def mark(
+        self, up_to: int, room: str = "", peer: str = "", *, features: tuple[str, ...]
+    ) -> ReadUpTo | None:
         """The user read the conversation up to ``up_to``: the ReadUpTo to send, or None if
-        the marker known is there already. ClientError, keeping nothing, if no server could
-        take it (see ``read_up_to``)."""
+        the server (its ``features``) keeps no read markers, or the marker known is there
+        already. ClientError, keeping nothing, if no server could take it (see
+        ``read_up_to``), whatever the server."""
         record = read_up_to(up_to, room, peer)
+        if READ_MARKERS not in features:
+            return None
         key = conversation_key(room, peer)
         if up_to <= self.known.get(key, 0):
             return None

@@ -55,7 +55,7 @@ from sealchat.transports.pinning import (
     config_dir,
     server_name,
 )
-from sealchat.transports.read_marks import ReadMarks, read_up_to
+from sealchat.transports.read_marks import ReadMarks
 from sealchat.transports.requests import (
     EVENT_BUFFER,
     REQUEST_TIMEOUT,
@@ -161,9 +161,6 @@ class ChatClient:
         §6.6.3; empty from an older server): ``change_password`` needs ``change-password``."""
         self.fingerprint = ""
         self._reads = ReadMarks()
-        self._events = events
-        """Whether the client passes on what the server sends (``events()``): without, it
-        does not ask for the user's read markers, which it would never pass on."""
         self._changing_password = False
         """Whether a change_password call waits for its answer."""
         self._delivery = Delivery(self, events=events, acknowledge=acknowledge)
@@ -368,7 +365,7 @@ class ChatClient:
         if first and self._delivery.acknowledging:
             self._nursery.start_soon(self._delivery.keep_acknowledging)
         await self._outbox.resend()  # before going online: what is sent next comes after
-        if READ_MARKERS in self.features and self._events:
+        if READ_MARKERS in self.features and self._delivery.keeping_events:
             # What the link may have lost goes after the listing, if the server lacks it.
             self._reads.after_login()
             await self._send(ListReadMarkers())
@@ -431,10 +428,7 @@ class ChatClient:
         after the reconnect, if the server's listing lacks it. ClientError, keeping and sending
         nothing, for a marker no server could take (an id out of bounds, a name too long), whatever
         the server."""
-        if READ_MARKERS not in self.features:
-            read_up_to(up_to, room, peer)  # a bad argument is one with any server
-            return False
-        record = self._reads.mark(up_to, room, peer)
+        record = self._reads.mark(up_to, room, peer, features=self.features)
         if record is None:
             return False
         if self._logged_in:

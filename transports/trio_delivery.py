@@ -104,7 +104,8 @@ class Delivery:
         """The calls waiting for replies (the client adds them and routes records to them):
         without replies, what they took waits for their answers."""
         self.events = EventChannel(EVENT_BUFFER, self._note_shown)
-        self._keep_events = events
+        self.keeping_events = events
+        """Whether the client passes on what the server sends (``events()``)."""
         self.acknowledging = events if acknowledge is None else acknowledge
         """Whether to tell the server what arrived; by default only a client that keeps its
         events does (one that shows nothing must not mark the user's messages read), and only
@@ -234,7 +235,7 @@ class Delivery:
         """Queue ``event`` on ``events()`` (waiting while its reader is EVENT_BUFFER behind):
         it counts as shown once the reader takes it (see ``EventChannel``). Unless the client
         was made with ``events=False``, or the reader closed the stream: then at once."""
-        if not (self._keep_events and await self.events.put(event)):
+        if not (self.keeping_events and await self.events.put(event)):
             self._note_shown(event)
 
     def _note_answered(self, event: Event | LinkState) -> None:
