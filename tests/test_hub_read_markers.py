@@ -207,11 +207,7 @@ def test_the_users_allowances_full_again_are_forgotten(store: SqliteStore) -> No
     posted(hub, 1, 1, room="general")
     hub.handle(2, Typing(room="general", active=True), NOW)
     hub.handle(2, ReadUpTo(up_to=1, room="general"), NOW)
-    per_user = (
-        hub._allowances,
-        hub._typing_notices._allowances,
-        hub._read_markers._allowances,
-    )
+    per_user = hub._per_user[:3]  # of messages, typing notices and read markers
     assert all(a._buckets for a in per_user)
     hub.tick(NOW + 3600)  # long enough for every allowance to refill
     assert not any(a._buckets for a in per_user)

@@ -92,18 +92,19 @@ class Hub:
         self._online = roster.online
         self._announcing = roster.announcing
         # Each user's allowance of messages, joins, leaves and new uploads.
-        allowances = self._allowances = Allowances(config.messages_per_second, config.message_burst)
+        allowances = Allowances(config.messages_per_second, config.message_burst)
         typing_allowances = Allowances(config.typing_per_second, config.typing_burst)
         typing = self._typing_notices = TypingNotices(roster, config, typing_allowances)
         messages = Messages(store, config, roster, allowances, typing.slots)
         files = self._files = Files(store, config, roster, allowances)
         rooms = Rooms(store, config, roster, allowances)
         read_allowances = Allowances(config.read_markers_per_second, config.read_marker_burst)
-        reads = self._read_markers = ReadMarkersKept(store, roster, read_allowances)
+        reads = ReadMarkersKept(store, roster, read_allowances)
         logins = self._logins = Logins(store, config, roster, messages.replay)
         self._requests = Allowances(config.requests_per_second, config.request_burst)
         self._per_user = (allowances, typing_allowances, read_allowances, self._requests)
-        """The allowances per user, whose full buckets each tick forgets."""
+        """The allowances per user (of messages, typing notices, read markers, requests),
+        whose full buckets each tick forgets."""
         self._accounts = AccountChanges(store, roster, self._close)
         changes = self._changes = PasswordChanges(store, config, logins, self._accounts.log_out)
         # What handles each record, bound once: ``_handle`` calls it directly.
