@@ -427,8 +427,9 @@ class ViewModel:
                 if conversation.unread != unread:
                     changes.add(Change.CONVERSATIONS)
             missed = self._missed.get(key, set())
-            if any(i <= marker.up_to for i in missed):
-                missed -= {i for i in missed if i <= marker.up_to}
+            read = {i for i in missed if i <= marker.up_to}
+            if read:
+                missed -= read
                 if not missed:
                     del self._missed[key]
                 changes.add(Change.TITLE)
