@@ -799,15 +799,25 @@ async def test_a_conversation_read_on_one_device_is_read_on_the_others(
             assert phone.read_marker(room="general") == 0
 
 
+@asynccontextmanager
+async def two_devices(
+    server: Running, tmp_path: Path
+) -> AsyncIterator[tuple[ChatClient, ChatClient]]:
+    """alice on a laptop that reconnects quickly and on a desktop, each past its login's
+    listing of read markers."""
+    async with (
+        logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as laptop,
+        logged_in(server, tmp_path / "desktop", "alice") as desktop,
+    ):
+        await next_of(laptop, ReadMarkers)
+        await next_of(desktop, ReadMarkers)
+        yield laptop, desktop
+
+
 async def test_a_marker_set_while_the_link_is_down_goes_after_the_reconnect(
     server: Running, tmp_path: Path
 ) -> None:
-    async with (
-        logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice,
-        logged_in(server, tmp_path / "desktop", "alice") as desktop,
-    ):
-        await next_of(alice, ReadMarkers)
-        await next_of(desktop, ReadMarkers)
+    async with two_devices(server, tmp_path) as (alice, desktop):
         ack = await alice_posts(server)
         assert alice._link is not None
         await alice._link.stream.aclose()  # lost: the client logs in again
@@ -851,12 +861,7 @@ async def test_a_reconnect_sends_again_only_the_markers_the_server_lacks(tmp_pat
     # them all used up the user's allowance of markers, and those that followed were dropped.
     no_refill = HubConfig(read_marker_burst=6, read_markers_per_second=1e-9)
     with running_server("trio", tmp_path / "server", hub=no_refill) as server:
-        async with (
-            logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as laptop,
-            logged_in(server, tmp_path / "desktop", "alice") as desktop,
-        ):
-            await next_of(desktop, ReadMarkers)
-            await next_of(laptop, ReadMarkers)
+        async with two_devices(server, tmp_path) as (laptop, desktop):
             await alice_writes_to(server, "carol", "dave", "alice", "bob")
             ack = await alice_posts(server)
             for peer in ("carol", "dave", "alice"):  # 3 of the 6
@@ -885,12 +890,7 @@ async def test_a_marker_no_server_could_take_is_refused_and_kept_nowhere(
 ) -> None:
     # Kept to be resent, such a marker failed every later login's resending: the client
     # could never log in again.
-    async with (
-        logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as alice,
-        logged_in(server, tmp_path / "desktop", "alice") as desktop,
-    ):
-        await next_of(alice, ReadMarkers)
-        await next_of(desktop, ReadMarkers)
+    async with two_devices(server, tmp_path) as (alice, desktop):
         assert alice._link is not None
         await alice._link.stream.aclose()  # lost: what is set now is kept for the next login
         for up_to, where in UNCARRIABLE_MARKERS:
