@@ -28,6 +28,7 @@ from sealchat.core.hub import Digest
 from sealchat.core.hub.files import NOT_CHECKED_NOW
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports import sqlite_uploads
+from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.upload_checks import hash_file
 from tests.servers import KINDS, Running, running_server
@@ -73,6 +74,17 @@ class HeldChecks:
         self.started.set()
         assert self.release.wait(TIMEOUT)
         return hash_file(path, sync=True)
+
+
+def resumes_and_shares(alice: BlockingClient, data: bytes, file_id: str) -> None:
+    """An offer of ``data`` again resumes upload ``file_id`` at its end; completed, it is
+    shared, and downloads whole."""
+    resumed = offer(alice, data, transfer=2)
+    assert isinstance(resumed, FileAccept)
+    assert (resumed.file_id, resumed.offset) == (file_id, len(data))
+    announced = finish(alice, 2, sha(data))
+    assert isinstance(announced, Message), announced
+    assert download(alice, file_id)[1] == data
 
 
 def test_an_upload_resumed_after_a_restart_is_shared_and_downloads_intact(
@@ -192,12 +204,7 @@ def test_a_server_stopped_during_a_check_keeps_the_upload_to_complete_later(
         assert store._uploads._partial_path(accept.file_id).read_bytes() == data
         assert not any(m.file_id for m in store.room_history("general", 0, 100))
     with running_server(kind, data_dir) as server, server.login("alice") as alice:
-        resumed = offer(alice, data, transfer=2)
-        assert isinstance(resumed, FileAccept)
-        assert (resumed.file_id, resumed.offset) == (accept.file_id, len(data))
-        announced = finish(alice, 2, sha(data))
-        assert isinstance(announced, Message), announced
-        assert download(alice, accept.file_id)[1] == data
+        resumes_and_shares(alice, data, accept.file_id)
 
 
 def test_an_upload_whose_connection_drops_during_its_check_is_shared_once(
@@ -272,12 +279,7 @@ def test_an_upload_unreadable_for_now_is_kept_and_shared_when_sent_again(
         assert warning.levelno == logging.WARNING
         assert accept.file_id in warning.getMessage()
         assert "it is kept" in warning.getMessage()
-        resumed = offer(alice, data, transfer=2)  # its bytes are all there still
-        assert isinstance(resumed, FileAccept)
-        assert (resumed.file_id, resumed.offset) == (accept.file_id, len(data))
-        announced = finish(alice, 2, sha(data))
-        assert isinstance(announced, Message), announced
-        assert download(alice, accept.file_id)[1] == data
+        resumes_and_shares(alice, data, accept.file_id)  # its bytes are all there still
 
 
 def test_an_upload_gone_from_the_disk_during_its_check_is_lost(
@@ -327,9 +329,4 @@ def test_an_upload_the_store_cannot_check_at_once_for_now_is_kept_and_the_sessio
         assert warning.levelno == logging.WARNING
         assert accept.file_id in warning.getMessage()
         assert "it is kept" in warning.getMessage()
-        resumed = offer(alice, data, transfer=2)  # the same connection: its bytes are there
-        assert isinstance(resumed, FileAccept)
-        assert (resumed.file_id, resumed.offset) == (accept.file_id, len(data))
-        announced = finish(alice, 2, sha(data))
-        assert isinstance(announced, Message), announced
-        assert download(alice, accept.file_id)[1] == data
+        resumes_and_shares(alice, data, accept.file_id)  # the same connection: its bytes are there
