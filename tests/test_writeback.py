@@ -11,7 +11,7 @@ import pytest
 from sealchat.transports import writeback
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.sqlite_store import SqliteStore
-from sealchat.transports.writeback import FLUSH_EVERY, WriteBehind
+from sealchat.transports.writeback import FLUSH_EVERY, START_EVERY, WriteBehind
 
 MiB = 1 << 20
 
@@ -31,6 +31,31 @@ def test_a_flush_every_step_and_none_between(tmp_path: Path, flushes: list[int])
             out.write(bytes(MiB))
             behind.wrote(out.fileno(), out.tell())
     assert flushes == [FLUSH_EVERY, 2 * FLUSH_EVERY]
+
+
+def test_writeback_starts_every_mebibyte_and_the_flush_lets_the_pages_go(
+    tmp_path: Path, flushes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[tuple[int, int]] = []
+    dropped: list[tuple[int, int]] = []
+    monkeypatch.setattr(writeback, "_start", lambda fd, at, size: started.append((at, size)))
+    monkeypatch.setattr(writeback, "_drop", lambda fd, at, size: dropped.append((at, size)))
+    behind = WriteBehind()
+    chunk = 60 * 1024  # the size of a file chunk, not a divisor of a mebibyte
+    with open(tmp_path / "f", "wb", buffering=0) as out:
+        while out.tell() < FLUSH_EVERY + 2 * START_EVERY:
+            out.write(bytes(chunk))
+            behind.wrote(out.fileno(), out.tell())
+        written = out.tell()
+    # Every byte's writeback started once, in order, each step at least a mebibyte and
+    # at most one chunk more; the bytes after the last step wait for the next one.
+    assert [at for at, _ in started] == [0] + [at + size for at, size in started[:-1]]
+    assert all(START_EVERY <= size < START_EVERY + chunk for _, size in started)
+    assert written - (started[-1][0] + started[-1][1]) < START_EVERY
+    # One flush, at the first step past 8 MiB; then the flushed pages are let go.
+    end_of_flush = next(at + size for at, size in started if at + size >= FLUSH_EVERY)
+    assert flushes == [end_of_flush]
+    assert dropped == [(0, end_of_flush)]
 
 
 def test_a_resumed_download_counts_from_where_it_was(tmp_path: Path, flushes: list[int]) -> None:
