@@ -90,15 +90,13 @@ def rate(work: Callable[[], int], *, repeats: int = 7) -> float:
     return statistics.median(samples)
 
 
-def interleaved(
-    ours: Callable[[], int], ceiling: Callable[[], int], repeats: int = 7
-) -> tuple[float, float]:
-    """Medians of both, measured alternately so that machine noise hits them alike."""
-    a, b = [], []
+def interleaved(*works: Callable[[], int], repeats: int = 7) -> list[float]:
+    """The median rate of each work, measured in turn so that machine noise hits them alike."""
+    samples: list[list[float]] = [[] for _ in works]
     for _ in range(repeats):
-        a.append(rate(ours, repeats=1))
-        b.append(rate(ceiling, repeats=1))
-    return statistics.median(a), statistics.median(b)
+        for work, rates in zip(works, samples, strict=True):
+            rates.append(rate(work, repeats=1))
+    return [statistics.median(rates) for rates in samples]
 
 
 def table(rows: list[Row]) -> str:
