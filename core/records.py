@@ -204,6 +204,9 @@ ACCOUNT_REMOVED: Final = "your account was removed"
 """The reason of the server's Bye to the sessions of an account removed (protocol §9.12)."""
 NAME_TAKEN: Final = "that user name is taken"
 """The reason of the LoginRejected refusing a Register of a name in use or retired (§9.3)."""
+NAME_LOOKS_TAKEN: Final = "that user name looks like one that is taken; choose another"
+"""The reason of the LoginRejected refusing a Register of a name that looks like one in use
+or retired (§9.2, §9.3): ``AIice`` (capital i) once ``alice`` exists."""
 
 
 class LoginRejected(Record, tag="rejected", frozen=True, kw_only=True):

@@ -7,9 +7,16 @@ import sqlite3
 import time
 from collections.abc import Collection
 
+from sealchat.core.hub.names import look_alike_key
 from sealchat.core.hub.store import UserRow
+from sealchat.transports.sqlite_schema import LOOK_ALIKE_KEY
 
 _KEYS_PER_QUERY = 500  # well under SQLite's limit on bound parameters
+# A constant, the look-alike indexes' own expression (which a query must repeat to use them).
+_LOOKS_TAKEN = (
+    f"SELECT EXISTS (SELECT 1 FROM users WHERE {LOOK_ALIKE_KEY} = ?1) "  # noqa: S608
+    f"OR EXISTS (SELECT 1 FROM retired_names WHERE {LOOK_ALIKE_KEY} = ?1)"
+)
 
 
 def get_user(conn: sqlite3.Connection, key: str) -> UserRow | None:
@@ -36,6 +43,13 @@ def is_retired(conn: sqlite3.Connection, key: str) -> bool:
     """Whether ``key`` belonged to a removed account (and so can never be registered)."""
     found = conn.execute("SELECT 1 FROM retired_names WHERE key = ?", (key,))
     return found.fetchone() is not None
+
+
+def looks_taken(conn: sqlite3.Connection, key: str) -> bool:
+    """Whether a user's or a removed account's name looks like ``key`` (their look-alike
+    keys are the same), ``key`` itself included."""
+    found = conn.execute(_LOOKS_TAKEN, (look_alike_key(key),))
+    return bool(found.fetchone()[0])
 
 
 def set_password(conn: sqlite3.Connection, key: str, password_hash: str) -> bool:

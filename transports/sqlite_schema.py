@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["MIGRATIONS", "SchemaVersionError", "configure", "migrate", "one_target"]
+__all__ = [
+    "LOOK_ALIKE_KEY",
+    "MIGRATIONS",
+    "SchemaVersionError",
+    "configure",
+    "migrate",
+    "one_target",
+]
 
 _SCHEMA_V1 = """
 CREATE TABLE users (
@@ -119,6 +126,20 @@ CREATE TABLE read_markers (
 ``peer_key``): the highest message id it has read there, on any of its devices. A marker
 goes with its user's account, and a room's with the user's membership."""
 
+LOOK_ALIKE_KEY = (
+    "replace(replace(replace(replace(replace(key, '0', 'o'), '1', 'l'), 'i', 'l'), 'rn', 'm'), "
+    "'vv', 'w')"
+)
+"""``names.look_alike_key`` of the column ``key``, in SQL: the expression the look-alike
+indexes are built on, which a query must repeat exactly to use them."""
+
+_SCHEMA_V7 = f"""
+CREATE INDEX users_by_look_alike ON users({LOOK_ALIKE_KEY});
+CREATE INDEX retired_names_by_look_alike ON retired_names({LOOK_ALIKE_KEY});
+"""
+"""Whether a new name looks like a user's or a removed account's (``names.LOOK_ALIKES``),
+found at once. Names that look alike and were registered before this version stay."""
+
 MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V1,
     _SCHEMA_V2,
@@ -126,6 +147,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V4,
     _SCHEMA_V5,
     _SCHEMA_V6,
+    _SCHEMA_V7,
 )
 """Schema scripts; applying ``MIGRATIONS[i]`` takes ``PRAGMA user_version`` from i to i + 1.
 Append new ones, never edit old ones."""

@@ -280,6 +280,9 @@ class SqliteStore:
     def is_retired(self, key: str) -> bool:
         return sqlite_accounts.is_retired(self._conn, key)
 
+    def looks_taken(self, key: str) -> bool:
+        return sqlite_accounts.looks_taken(self._conn, key)
+
     def set_password(self, key: str, password_hash: str) -> bool:
         changed = sqlite_accounts.set_password(self._conn, key, password_hash)
         self._data_version = None  # the next password_generations looks

@@ -20,6 +20,7 @@ from sealchat.core.hub.store import Store
 from sealchat.core.records import (
     CHANGE_PASSWORD,
     GENERIC_LOGIN_FAILURE,
+    NAME_LOOKS_TAKEN,
     NAME_TAKEN,
     READ_MARKERS,
     Authenticated,
@@ -157,11 +158,21 @@ class Logins:
         problem = username_problem(record.username)
         if problem:
             return problem
-        key = user_key(record.username)
-        if self.store.get_user(key) is not None or self.store.is_retired(key):
-            return NAME_TAKEN  # retired too: a removed account's DMs keep it
+        problem = self._name_problem(record.username)
+        if problem:
+            return problem
         if len(record.password) < self.config.min_password_chars:
             return f"a password needs at least {self.config.min_password_chars} characters"
+        return None
+
+    def _name_problem(self, username: str) -> str | None:
+        """Why ``username`` cannot be registered now, being taken or looking like a name
+        that is, or None."""
+        key = user_key(username)
+        if self.store.get_user(key) is not None or self.store.is_retired(key):
+            return NAME_TAKEN  # retired too: a removed account's DMs keep it
+        if self.store.looks_taken(key):
+            return NAME_LOOKS_TAKEN  # AIice (capital i) would pass for alice
         return None
 
     def password_hashed(
@@ -172,8 +183,12 @@ class Logins:
         if state is None or not state.login_pending:
             return []
         state.login_pending = False
-        if not self.store.add_user(username, user_key(username), password_hash):
-            return [reply(state, LoginRejected(reason=NAME_TAKEN))]
+        # Again: a look-alike may have been registered while the password was hashed.
+        problem = self._name_problem(username)
+        if problem is None and not self.store.add_user(username, user_key(username), password_hash):
+            problem = NAME_TAKEN  # by another process, just now
+        if problem:
+            return [reply(state, LoginRejected(reason=problem))]
         return self._log_in(state, username, now)
 
     def password_verified(

@@ -129,6 +129,11 @@ class Store(Protocol):
         that account's direct messages and files stay filed under it."""
         ...
 
+    def looks_taken(self, key: str) -> bool:
+        """Whether a user's or a removed account's name looks like ``key``
+        (``names.look_alike_key``), ``key`` itself included."""
+        ...
+
     def set_password(self, key: str, password_hash: str) -> bool:
         """Replace the user's hash and count up its password generation; False if there is
         no such user."""
