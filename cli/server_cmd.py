@@ -141,6 +141,13 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                 action="store_true",
                 help="read the password from standard input (for scripts)",
             )
+        if name == "add":
+            action.add_argument(
+                "--allow-look-alike",
+                action="store_true",
+                help="add the account even if its name looks like another's "
+                "(AIice, with a capital i, next to alice)",
+            )
         action.set_defaults(handler=run_user)
     listing = actions.add_parser("list", help="list accounts")
     _data_dir_option(listing)
@@ -314,6 +321,17 @@ def run_user(args: argparse.Namespace) -> int:
         if args.action == "add" and store.is_retired(key):
             _say_retired(args.username)
             return 1
+        if args.action == "add" and store.get_user(key) is not None:
+            _say_exists(args.username)
+            return 1
+        if args.action == "add" and not args.allow_look_alike and store.looks_taken(key):
+            print(
+                f"sealchat: {args.username} looks like the name of another account (or of a "
+                "removed one), so users could take one for the other; choose another name, or "
+                "add --allow-look-alike to add it all the same",
+                file=sys.stderr,
+            )
+            return 1
         if not _may_read_password(args):
             return 2
         try:
@@ -331,8 +349,8 @@ def run_user(args: argparse.Namespace) -> int:
             if not store.add_user(args.username, key, phc):
                 if store.is_retired(key):  # removed while the password was read
                     _say_retired(args.username)
-                else:
-                    print(f"sealchat: {args.username} exists; use 'user passwd'", file=sys.stderr)
+                else:  # added meanwhile
+                    _say_exists(args.username)
                 return 1
             print(f"added {args.username}")
         else:
@@ -343,6 +361,10 @@ def run_user(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _say_exists(username: str) -> None:
+    print(f"sealchat: {username} exists; use 'user passwd'", file=sys.stderr)
 
 
 def _say_retired(username: str) -> None:
