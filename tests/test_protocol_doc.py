@@ -289,10 +289,13 @@ def test_every_state_is_described_and_drawn() -> None:
         assert re.search(rf"\b{state.name}\b", diagram.group(1)), state.name
 
 
-def test_the_spec_says_which_reference_server_serves_an_uploader_during_its_read_back() -> None:
-    # tests/test_upload_checks_servers.py: the trio server answers the uploader's later
-    # requests during the read; the threaded one reads on the connection's own thread.
+def test_the_spec_says_the_reference_servers_serve_an_uploader_during_its_read_back() -> None:
+    # tests/test_upload_checks_servers.py: both answer the uploader's later requests during
+    # the read.
     text = " ".join(DOC.split())
     assert "The session goes on meanwhile" not in text
-    assert "the reference trio server reads on threads of its own and does" in text
-    assert "reads on the connection's own thread" in text
+    assert (
+        "both reference servers (trio, and `sealchat server --threads`) read on threads of "
+        "their own and do" in text
+    )
+    assert "reads on the connection's own thread" not in text

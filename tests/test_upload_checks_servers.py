@@ -152,10 +152,8 @@ def test_others_are_served_while_an_upload_is_read_back(
 def test_what_the_uploader_sends_during_the_check_of_its_upload_is_answered_when(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The trio server reads on threads of its own: the uploader's session goes on, and its
-    # later requests are answered before the check ends. The threaded one reads on the
-    # uploader's own client thread: what the uploader sends meanwhile waits for the check,
-    # and is answered after the answer to FileComplete (others are served: see above).
+    # Both servers read on threads of their own: the uploader's session goes on, and its
+    # later requests are answered before the check ends, the file when it is read.
     data = payload(2 * MAX_CHUNK, seed=18)
     with running_server(kind, tmp_path / "data") as server, server.login("alice") as alice:
         checks = HeldChecks(server, monkeypatch)
@@ -165,17 +163,12 @@ def test_what_the_uploader_sends_during_the_check_of_its_upload_is_answered_when
         alice.send(FileComplete(transfer=1, sha256=sha(data)))
         assert checks.started.wait(TIMEOUT)
         alice.send(ListRooms())
-        if kind == "trio":
-            answers = until(alice, lambda e: isinstance(e, RoomList))  # during the read
-            assert not any(_announces(e) for e in answers)
-            checks.release.set()
-            assert last(alice, _announces).file is not None
-        else:
-            checks.release.set()  # nothing is answered before: alice's thread reads the file
-            answers = until(alice, lambda e: isinstance(e, RoomList))
-            assert [e for e in answers if _announces(e)] != []  # came first
+        answers = until(alice, lambda e: isinstance(e, RoomList))  # during the read
+        assert not any(_announces(e) for e in answers)
+        checks.release.set()
+        assert last(alice, _announces).file is not None
         (reader,) = checks.threads
-        assert reader.startswith("client-") == (kind == "threads")  # alice's own thread
+        assert not reader.startswith("client-")  # not alice's own thread
 
 
 def test_a_server_stopped_during_a_check_keeps_the_upload_to_complete_later(
@@ -210,9 +203,8 @@ def test_a_server_stopped_during_a_check_keeps_the_upload_to_complete_later(
 def test_an_upload_whose_connection_drops_during_its_check_is_shared_once(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The trio server abandons the read with the session (the upload stays, to be completed
-    # again); the threaded one, whose client thread does the read, shares it then. Either
-    # way the file is shared once, and the uploader's client finds it or completes it.
+    # The session ends during the read, which is then not reported: the upload stays, and
+    # the uploader's next offer of the file completes it. The file is shared once.
     data = payload(2 * MAX_CHUNK + 5, seed=14)
     with running_server(kind, tmp_path / "data") as server, server.login("bob") as bob:
         checks = HeldChecks(server, monkeypatch)
@@ -223,21 +215,13 @@ def test_an_upload_whose_connection_drops_during_its_check_is_shared_once(
             send_chunks(alice, 1, data)
             alice.send(FileComplete(transfer=1, sha256=sha(data)))
             assert checks.started.wait(TIMEOUT)
-        if kind == "trio":  # its session ends during the read
-            wait_until(lambda: len(sessions) == 1, "alice's session has ended")
+        wait_until(lambda: len(sessions) == 1, "alice's session has ended")  # during the read
         checks.release.set()
-        wait_until(lambda: len(sessions) == 1, "alice's session has ended")
         with server.login("alice") as alice:
             alice.send(ListFiles(room="general"))
             listed = last(alice, lambda e: isinstance(e, FileList))
-            complete = accept.file_id in [f.file_id for f in listed.files]
-            assert complete == (kind == "threads")
-            if not complete:
-                resumed = offer(alice, data, transfer=2)
-                assert isinstance(resumed, FileAccept)
-                assert (resumed.file_id, resumed.offset) == (accept.file_id, len(data))
-                assert isinstance(finish(alice, 2, sha(data)), Message)
-            assert download(alice, accept.file_id)[1] == data
+            assert accept.file_id not in [f.file_id for f in listed.files]
+            resumes_and_shares(alice, data, accept.file_id)
         shared = [e for e in settle(bob) if _announces(e)]
         assert [e.file.file_id for e in shared if isinstance(e, Message) and e.file] == [
             accept.file_id

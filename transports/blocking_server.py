@@ -1,10 +1,12 @@
 """The threaded sealchat server: plain blocking sockets, one thread per client.
 
-Each client has a reader thread (the connection's own thread: it reads, runs the hub, checks
-passwords, reads back the uploads the store must hash again) and a writer thread, so that a
-client that stops reading only ever blocks its own writer. The hub is shared behind one lock,
-under which the records it produces are also queued (so every client gets them in the hub's
-order); each connection has its own lock, since other clients' threads deliver to it.
+Each client has a reader thread (the connection's own thread: it reads, runs the hub and
+checks passwords) and a writer thread, so that a client that stops reading only ever blocks
+its own writer. Completed uploads the store must read back and hash again are read on threads
+of their own, so that their uploaders' connections go on meanwhile. The hub is shared behind
+one lock, under which the records it produces are also queued (so every client gets them in
+the hub's order); each connection has its own lock, since other clients' threads deliver to
+it.
 """
 
 from __future__ import annotations
@@ -693,17 +695,22 @@ class ThreadedServer:
                 self._slots.logged_in(client.address_key)
 
     def run_slow(self, effect: Slow) -> None:
-        """Run a slow effect in this (the client's reader) thread, outside the hub lock."""
+        """Run a slow effect outside the hub lock: a password check in this (the client's
+        reader) thread, the read back of an upload on a thread of its own (in this one if
+        no thread can start), so that the uploader's connection goes on meanwhile."""
         if isinstance(effect, VerifyUpload):
-            self.verify_upload(effect)
+            try:
+                self._start_worker(self.verify_upload, f"upload-check-{effect.session}", effect)
+            except RuntimeError:  # "can't start new thread"
+                self.verify_upload(effect)
         else:
             self.check_password(effect)
 
     def verify_upload(self, effect: VerifyUpload) -> None:
-        """Read back and hash a completed upload in this (the client's reader) thread,
-        outside the hub lock, and report it. If the server is stopping by then, the hub is
-        not told: the session ends, and the upload stays to be completed again. If the hub
-        (or its store) fails on the outcome, the client is told goodbye."""
+        """Read back and hash a completed upload, outside the hub lock, and report it (the
+        hub does nothing with it if the session has ended meanwhile: the upload stays, to be
+        completed again). If the server is stopping by then, the hub is not told either. If
+        the hub (or its store) fails on the outcome, the client is told goodbye."""
         digest: Digest | ReadBackFailed
         try:
             with self._upload_checks:
