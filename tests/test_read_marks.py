@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sealchat.core import ReadMarker, ReadMarkers, ReadUpTo
 from sealchat.core.records import READ_MARKERS
+from sealchat.transports import read_marks
 from sealchat.transports.read_marks import ReadMarks
 
 KEEPS = (READ_MARKERS,)
@@ -61,3 +64,18 @@ def test_a_room_the_listing_does_not_name_is_forgotten_unless_set_here() -> None
     assert reads.get(room="ops") == 0  # left on another device
     assert reads.get(room="general") == 5
     assert reads.get(peer="bob") == 4  # a listing holds only the most recent conversations
+
+
+def test_a_server_naming_too_many_conversations_grows_the_client_no_further(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(read_marks, "MAX_KNOWN", 3)
+    reads = ReadMarks()
+    for n in range(1, 6):  # a listing and live markers naming five rooms
+        reads.heard(ReadUpTo(up_to=n, room=f"r{n}"))
+    assert [reads.get(room=f"r{n}") for n in range(1, 6)] == [1, 2, 3, 0, 0]
+    reads.heard(ReadUpTo(up_to=9, room="r2"))  # those known still rise
+    assert reads.get(room="r2") == 9
+    assert reads.mark(5, room="general", features=KEEPS) == GENERAL  # the user's own count
+    assert reads.get(room="general") == 5
+    assert len(reads.known) == 4

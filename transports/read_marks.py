@@ -9,7 +9,12 @@ from sealchat.core import LocalProtocolError, ReadMarkers, ReadUpTo
 from sealchat.core.codec import encode_record
 from sealchat.core.hub.names import user_key
 from sealchat.core.records import READ_MARKERS
-from sealchat.transports.requests import ClientError
+from sealchat.transports.requests import MAX_REPLY_ITEMS, ClientError
+
+MAX_KNOWN = MAX_REPLY_ITEMS
+"""Conversations whose markers the server may tell a client of (100,000): a real user is in
+far fewer, and a server that names more (a broken or hostile one) would otherwise grow the
+client without end. The markers of any more are ignored; those the user sets here are not."""
 
 Key = tuple[str, str]
 """A conversation: (room, "") or ("", the peer's case-folded name)."""
@@ -84,6 +89,8 @@ class ReadMarks:
             if bool(marker.room) == bool(marker.peer):
                 continue
             key = conversation_key(marker.room, marker.peer)
+            if key not in self.known and len(self.known) >= MAX_KNOWN:
+                continue
             if isinstance(record, ReadMarkers) and self._listed is not None:
                 self._listed.add(key)
             if marker.up_to > self.known.get(key, 0):
