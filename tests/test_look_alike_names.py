@@ -44,6 +44,8 @@ def store(tmp_path: Path) -> SqliteStore:
         ("rnallory", "Mallory"),
         ("wiII", "will"),
         ("vvill", "will"),
+        ("vw", "vvv"),  # "vv" overlaps itself: w is folded into vv, not vv into w
+        ("vwv", "vvvv"),
         ("B0B", "bob"),
         ("bob", "BOB"),
     ],

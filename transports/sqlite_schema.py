@@ -128,7 +128,7 @@ goes with its user's account, and a room's with the user's membership."""
 
 LOOK_ALIKE_KEY = (
     "replace(replace(replace(replace(replace(key, '0', 'o'), '1', 'l'), 'i', 'l'), 'rn', 'm'), "
-    "'vv', 'w')"
+    "'w', 'vv')"
 )
 """``names.look_alike_key`` of the column ``key``, in SQL: the expression the look-alike
 indexes are built on, which a query must repeat exactly to use them."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from typing import Final
 
-LOOK_ALIKES: Final = (("0", "o"), ("1", "l"), ("i", "l"), ("rn", "m"), ("vv", "w"))
+LOOK_ALIKES: Final = (("0", "o"), ("1", "l"), ("i", "l"), ("rn", "m"), ("w", "vv"))
 """What a user key (ASCII lowercase) is folded by, in this order, to its look-alike key:
 characters or pairs that many fonts draw (nearly) alike, so that ``AIice`` (capital i) and
-``alice``, or ``rnallory`` and ``mallory``, get the same key. The store's index repeats this
-rule in SQL (``sqlite_schema.LOOK_ALIKE_KEY``); a test holds the two together."""
+``alice``, or ``rnallory`` and ``mallory``, get the same key. ``w`` becomes ``vv``, not the
+other way round: "vv" overlaps itself, so ``vvv`` and ``vw`` would get different keys. The
+store's index repeats this rule in SQL (``sqlite_schema.LOOK_ALIKE_KEY``); a test holds the
+two together."""
 
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _ROOM = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
