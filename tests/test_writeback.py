@@ -47,15 +47,35 @@ def test_writeback_starts_every_mebibyte_and_the_flush_lets_the_pages_go(
             out.write(bytes(chunk))
             behind.wrote(out.fileno(), out.tell())
         written = out.tell()
-    # Every byte's writeback started once, in order, each step at least a mebibyte and
-    # at most one chunk more; the bytes after the last step wait for the next one.
-    assert [at for at, _ in started] == [0] + [at + size for at, size in started[:-1]]
+    # One flush, at the first chunk that takes the file to 8 MiB; then its pages go.
+    flushed = -(-FLUSH_EVERY // chunk) * chunk
+    assert flushes == [flushed]
+    assert dropped == [(0, flushed)]
+    # Every other byte's writeback started once, in order, a mebibyte (and at most one
+    # chunk more) at a time; those after the last start wait for the next one.
+    before = [(at, size) for at, size in started if at < flushed]
+    after = [(at, size) for at, size in started if at >= flushed]
+    assert [at for at, _ in before] == [0] + [at + size for at, size in before[:-1]]
+    assert before[-1][0] + before[-1][1] <= flushed
+    assert [at for at, _ in after] == [flushed] + [at + size for at, size in after[:-1]]
     assert all(START_EVERY <= size < START_EVERY + chunk for _, size in started)
-    assert written - (started[-1][0] + started[-1][1]) < START_EVERY
-    # One flush, at the first step past 8 MiB; then the flushed pages are let go.
-    end_of_flush = next(at + size for at, size in started if at + size >= FLUSH_EVERY)
-    assert flushes == [end_of_flush]
-    assert dropped == [(0, end_of_flush)]
+    assert written - (after[-1][0] + after[-1][1]) < START_EVERY
+
+
+def test_chunks_are_flushed_every_8_mib_where_no_writeback_can_be_started(
+    tmp_path: Path, flushes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # macOS and Windows: only the flushes send the bytes, and they come every 8 MiB.
+    monkeypatch.setattr(writeback, "_start", lambda fd, at, size: None)
+    behind = WriteBehind()
+    chunk = 60 * 1024
+    with open(tmp_path / "f", "wb", buffering=0) as out:
+        while out.tell() < 3 * FLUSH_EVERY:
+            out.write(bytes(chunk))
+            behind.wrote(out.fileno(), out.tell())
+    gaps = [b - a for a, b in zip([0, *flushes], flushes, strict=False)]
+    assert len(flushes) == 2
+    assert all(FLUSH_EVERY <= gap < FLUSH_EVERY + chunk for gap in gaps)
 
 
 def test_a_resumed_download_counts_from_where_it_was(tmp_path: Path, flushes: list[int]) -> None:

@@ -30,13 +30,15 @@ def _no_advice(fd: int, offset: int, length: int) -> None:
     """Where there is no ``posix_fadvise`` (macOS, Windows)."""
 
 
-def _dontneed(fd: int, offset: int, length: int) -> None:
-    """Tell the kernel that these pages will not be read soon."""
-    os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+if sys.platform == "darwin" or sys.platform == "win32":
+    _drop = _no_advice
+else:
+
+    def _drop(fd: int, offset: int, length: int) -> None:
+        """Let clean pages go: tell the kernel that they will not be read soon."""
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
-_drop = _dontneed if hasattr(os, "posix_fadvise") else _no_advice
-"""Let clean pages go."""
 _start = _drop if sys.platform.startswith("linux") else _no_advice
 """Start the writeback of dirty pages without waiting for it: DONTNEED does that on Linux;
 elsewhere it may only drop clean pages, so the flush alone sends them."""
@@ -55,14 +57,12 @@ class WriteBehind:
         """Bytes whose writeback has been started, or that are on disk."""
 
     def wrote(self, fd: int, size: int) -> None:
-        """The file open as ``fd`` now holds ``size`` bytes: start their writeback, or
-        flush them, if enough are new."""
-        if size - self._started < START_EVERY:
-            return
-        _start(fd, self._started, size - self._started)
-        self._started = size
-        if size - self._flushed < FLUSH_EVERY:
-            return
-        _datasync(fd)
-        _drop(fd, self._flushed, size - self._flushed)  # clean now
-        self._flushed = size
+        """The file open as ``fd`` now holds ``size`` bytes: flush them, or start their
+        writeback, if enough are new."""
+        if size - self._flushed >= FLUSH_EVERY:
+            _datasync(fd)
+            _drop(fd, self._flushed, size - self._flushed)  # clean now
+            self._flushed = self._started = size
+        elif size - self._started >= START_EVERY:
+            _start(fd, self._started, size - self._started)
+            self._started = size
