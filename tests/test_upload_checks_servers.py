@@ -29,6 +29,7 @@ from sealchat.core.hub.files import NOT_CHECKED_NOW
 from sealchat.core.limits import MAX_CHUNK
 from sealchat.transports import sqlite_uploads
 from sealchat.transports.blocking_client import BlockingClient
+from sealchat.transports.blocking_server import ThreadedServer
 from sealchat.transports.sqlite_store import SqliteStore
 from sealchat.transports.upload_checks import hash_file
 from tests.servers import KINDS, Running, running_server
@@ -314,3 +315,73 @@ def test_an_upload_the_store_cannot_check_at_once_for_now_is_kept_and_the_sessio
         assert accept.file_id in warning.getMessage()
         assert "it is kept" in warning.getMessage()
         resumes_and_shares(alice, data, accept.file_id)  # the same connection: its bytes are there
+
+
+class ReadOn:
+    """Make every completed upload of ``server`` be read back with ``read`` (given the
+    partial file's path), and note the threads the reads ran on."""
+
+    def __init__(
+        self, server: Running, monkeypatch: pytest.MonkeyPatch, read: Callable[[Path], Digest]
+    ) -> None:
+        self.threads: list[str] = []
+        store = server.hub.store
+        assert isinstance(store, SqliteStore)
+
+        def reading(path: Path) -> Digest:
+            self.threads.append(threading.current_thread().name)
+            return read(path)
+
+        def upload_hasher(file_id: str) -> Callable[[], Digest]:
+            return partial(reading, store._uploads._partial_path(file_id))
+
+        monkeypatch.setattr(store, "upload_hasher", upload_hasher)
+
+
+def test_a_bug_in_a_check_costs_the_uploader_its_connection_never_the_server(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(path: Path) -> Digest:
+        raise ValueError("a bug in the read back")
+
+    data = payload(2 * MAX_CHUNK, seed=19)
+    with running_server(kind, tmp_path / "data") as server, server.login("bob") as bob:
+        ReadOn(server, monkeypatch, broken)
+        with server.login("alice") as alice, server.login("carol") as carol:
+            accept = offer(alice, data)
+            assert isinstance(accept, FileAccept)
+            send_chunks(alice, 1, data)
+            alice.send(FileComplete(transfer=1, sha256=sha(data)))
+            closed = last(alice, lambda e: isinstance(e, ConnectionClosed))
+            assert isinstance(closed, ConnectionClosed)  # told, not left waiting
+            say(bob, carol, "still here")
+    assert "a bug in the read back" in caplog.text  # in the server's log, with its traceback
+
+
+def test_with_no_thread_to_spare_the_threaded_server_checks_on_the_uploaders_own(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if kind != "threads":
+        pytest.skip("the trio server starts no thread of its own for a check")
+    start_worker = ThreadedServer._start_worker
+
+    def no_check_threads(
+        self: ThreadedServer, target: Callable[..., object], name: str, *args: object
+    ) -> None:
+        if name.startswith("upload-check-"):
+            raise RuntimeError("can't start new thread")
+        start_worker(self, target, name, *args)
+
+    monkeypatch.setattr(ThreadedServer, "_start_worker", no_check_threads)
+    data = payload(2 * MAX_CHUNK + 3, seed=20)
+    with running_server(kind, tmp_path / "data") as server, server.login("alice") as alice:
+        reads = ReadOn(server, monkeypatch, partial(hash_file, sync=True))
+        accept = offer(alice, data)
+        assert isinstance(accept, FileAccept)
+        send_chunks(alice, 1, data)
+        announced = finish(alice, 1, sha(data))
+        assert isinstance(announced, Message)  # checked all the same, and shared
+        assert announced.file is not None
+        assert download(alice, announced.file.file_id)[1] == data
+        (reader,) = reads.threads
+        assert reader.startswith("client-")

@@ -110,7 +110,8 @@ out, its network gone, a firewall's veto…): that connection is skipped, never 
 """Errors of ``accept`` about that one connection only (trio's listener skips them too)."""
 _OVER = (State.CLOSED, State.ERROR)
 Slow = VerifyPassword | HashPassword | VerifyUpload
-"""Effects run outside the hub lock, by the client's own thread: they take a while."""
+"""Effects run outside the hub lock, as they take a while: password checks by the client's
+own thread, the reads of uploads back on threads of their own (``ThreadedServer.run_slow``)."""
 
 
 class _Client:
@@ -428,8 +429,8 @@ class ThreadedServer:
         """Said when a connection cannot be accepted or served for want of descriptors,
         memory or threads (only the accept loop says it)."""
         self._workers: set[threading.Thread] = set()
-        """Client and download threads: each may still call the hub, so stop() waits for them
-        before it closes the store."""
+        """Client, download and upload-check threads: each may still call the hub, so stop()
+        waits for them before it closes the store."""
 
     @property
     def connections(self) -> int:
@@ -714,9 +715,14 @@ class ThreadedServer:
         digest: Digest | ReadBackFailed
         try:
             with self._upload_checks:
+                if self._stopping.is_set() or self._client(effect.session) is None:
+                    return  # the read would be for nothing: the upload stays as it is
                 digest = effect.hasher()
         except OSError as exc:
             digest = read_back_failed(exc, effect.file_id, f"session {effect.session}")
+        except Exception as exc:  # a bug costs the uploader its connection, never the server
+            self._failed(effect.session, exc, "the check of an upload of")
+            return
         if self._stopping.is_set():
             return
         try:
