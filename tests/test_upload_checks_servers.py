@@ -52,26 +52,38 @@ from tests.test_conformance import (
 pytestmark = pytest.mark.parametrize("kind", KINDS)
 
 
-class HeldChecks:
-    """Make every completed upload of ``server`` be read back (as if the store had lost its
-    running hash), the read waiting until ``release`` is set; ``started`` is set as one
-    begins, and ``threads`` names the threads the reads ran on."""
+class ReadOn:
+    """Make every completed upload of ``server`` be read back with ``read`` (given the
+    partial file's path), and note the threads the reads ran on."""
 
-    def __init__(self, server: Running, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
+    def __init__(
+        self, server: Running, monkeypatch: pytest.MonkeyPatch, read: Callable[[Path], Digest]
+    ) -> None:
         self.threads: list[str] = []
         store = server.hub.store
         assert isinstance(store, SqliteStore)
 
+        def reading(path: Path) -> Digest:
+            self.threads.append(threading.current_thread().name)
+            return read(path)
+
         def upload_hasher(file_id: str) -> Callable[[], Digest]:
-            path = store._uploads._partial_path(file_id)
-            return partial(self._read, path)
+            return partial(reading, store._uploads._partial_path(file_id))
 
         monkeypatch.setattr(store, "upload_hasher", upload_hasher)
 
+
+class HeldChecks(ReadOn):
+    """Make every completed upload of ``server`` be read back (as if the store had lost its
+    running hash), the read waiting until ``release`` is set; ``started`` is set as one
+    begins."""
+
+    def __init__(self, server: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        super().__init__(server, monkeypatch, self._read)
+
     def _read(self, path: Path) -> Digest:
-        self.threads.append(threading.current_thread().name)
         self.started.set()
         assert self.release.wait(TIMEOUT)
         return hash_file(path, sync=True)
@@ -229,24 +241,18 @@ def test_an_upload_whose_connection_drops_during_its_check_is_shared_once(
         ]
 
 
-class FailingChecks:
+class FailingChecks(ReadOn):
     """Make the next completed upload of ``server`` be read back, and that read fail with
     ``error`` (later ones read the file)."""
 
     def __init__(self, server: Running, monkeypatch: pytest.MonkeyPatch, error: OSError) -> None:
-        store = server.hub.store
-        assert isinstance(store, SqliteStore)
-        failures = [error]
+        self._failures = [error]
+        super().__init__(server, monkeypatch, self._read)
 
-        def read(path: Path) -> Digest:
-            if failures:
-                raise failures.pop()
-            return hash_file(path, sync=True)
-
-        def upload_hasher(file_id: str) -> Callable[[], Digest]:
-            return partial(read, store._uploads._partial_path(file_id))
-
-        monkeypatch.setattr(store, "upload_hasher", upload_hasher)
+    def _read(self, path: Path) -> Digest:
+        if self._failures:
+            raise self._failures.pop()
+        return hash_file(path, sync=True)
 
 
 def test_an_upload_unreadable_for_now_is_kept_and_shared_when_sent_again(
@@ -315,27 +321,6 @@ def test_an_upload_the_store_cannot_check_at_once_for_now_is_kept_and_the_sessio
         assert accept.file_id in warning.getMessage()
         assert "it is kept" in warning.getMessage()
         resumes_and_shares(alice, data, accept.file_id)  # the same connection: its bytes are there
-
-
-class ReadOn:
-    """Make every completed upload of ``server`` be read back with ``read`` (given the
-    partial file's path), and note the threads the reads ran on."""
-
-    def __init__(
-        self, server: Running, monkeypatch: pytest.MonkeyPatch, read: Callable[[Path], Digest]
-    ) -> None:
-        self.threads: list[str] = []
-        store = server.hub.store
-        assert isinstance(store, SqliteStore)
-
-        def reading(path: Path) -> Digest:
-            self.threads.append(threading.current_thread().name)
-            return read(path)
-
-        def upload_hasher(file_id: str) -> Callable[[], Digest]:
-            return partial(reading, store._uploads._partial_path(file_id))
-
-        monkeypatch.setattr(store, "upload_hasher", upload_hasher)
 
 
 def test_a_bug_in_a_check_costs_the_uploader_its_connection_never_the_server(
