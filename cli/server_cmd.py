@@ -303,6 +303,11 @@ def run_user(args: argparse.Namespace) -> int:
         if args.action == "list":
             for name in store.list_users():
                 print(name)
+            for names in store.look_alike_users():  # on stderr: the list stays one per line
+                print(
+                    f"sealchat: {', '.join(names)} look alike: users could take one for another",
+                    file=sys.stderr,
+                )
             return 0
         key = user_key(args.username)
         if args.action == "remove":

@@ -170,3 +170,19 @@ def test_the_operator_is_warned_of_a_look_alike_and_may_add_it_all_the_same(
         assert store.list_users() == ["AIice", "alice"]
     assert _user_add(tmp_path, "ALICE", monkeypatch=monkeypatch) == 1  # the name itself
     assert "ALICE exists; use 'user passwd'" in capsys.readouterr().err
+
+
+def test_the_operator_sees_which_users_look_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SqliteStore(tmp_path) as store:  # as a database from before the check may hold
+        for name in ("alice", "bob", "AIice", "a1ice", "B0B", "carol"):
+            store.add_user(name, user_key(name), PHC)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["user", "list", "--data-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.split() == ["a1ice", "AIice", "alice", "B0B", "bob", "carol"]
+    assert err.splitlines() == [
+        "sealchat: a1ice, AIice, alice look alike: users could take one for another",
+        "sealchat: B0B, bob look alike: users could take one for another",
+    ]

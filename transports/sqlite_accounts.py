@@ -17,6 +17,7 @@ _LOOKS_TAKEN = (
     f"SELECT EXISTS (SELECT 1 FROM users WHERE {LOOK_ALIKE_KEY} = ?1) "  # noqa: S608
     f"OR EXISTS (SELECT 1 FROM retired_names WHERE {LOOK_ALIKE_KEY} = ?1)"
 )
+_BY_LOOK = f"SELECT {LOOK_ALIKE_KEY}, name FROM users ORDER BY 1, key"  # noqa: S608
 
 
 def get_user(conn: sqlite3.Connection, key: str) -> UserRow | None:
@@ -81,6 +82,16 @@ def retire(conn: sqlite3.Connection, key: str) -> None:
 def list_users(conn: sqlite3.Connection) -> list[str]:
     """Display names of all users, ordered by key."""
     return [r[0] for r in conn.execute("SELECT name FROM users ORDER BY key")]
+
+
+def look_alike_users(conn: sqlite3.Connection) -> list[list[str]]:
+    """The display names of users that look alike (the same look-alike key), in groups of
+    two or more, each ordered by key: accounts made before registration checked this, or
+    added by hand with the check waived."""
+    groups: dict[str, list[str]] = {}
+    for look, name in conn.execute(_BY_LOOK):
+        groups.setdefault(look, []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 def password_generations(conn: sqlite3.Connection, keys: Collection[str]) -> dict[str, int]:

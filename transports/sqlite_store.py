@@ -312,6 +312,10 @@ class SqliteStore:
     def list_users(self) -> list[str]:
         return sqlite_accounts.list_users(self._conn)
 
+    def look_alike_users(self) -> list[list[str]]:
+        """Users whose names look alike, in groups (see ``sqlite_accounts``)."""
+        return sqlite_accounts.look_alike_users(self._conn)
+
     def password_generations(self, keys: Collection[str]) -> dict[str, int] | None:
         """The password generation of each of ``keys`` that still has an account (a removed
         one is left out), or None at once if no account can have changed since the last
