@@ -402,9 +402,9 @@ class BlockingClient:
         self.max_message_chars = authenticated.max_message_chars
         self.features = authenticated.features
         if READ_MARKERS in self.features and self._keeping_events:
-            with self._lock:
-                again = self._reads.after_login()
-            self.send_all([*again, ListReadMarkers()])  # the listing after what goes again
+            with self._lock:  # nothing to send again: one login per connection
+                self._reads.after_login()
+            self.send(ListReadMarkers())
         return authenticated.username
 
     def change_password(self, old: str, new: str) -> None:
