@@ -101,6 +101,16 @@ def completed(hub: Hub, session: int, transfer: int, data: bytes = DATA) -> Veri
     return check
 
 
+def to_be_checked(
+    hub: Hub, store: SqliteStore, session: int, transfer: int, **where: str
+) -> tuple[FileAccept, VerifyUpload]:
+    """Upload DATA whole from ``session`` as ``transfer`` (to ``where``), lose the store's
+    running hash of it, and complete it: the offer's answer, and the check the hub asks."""
+    accept = sent(hub, session, transfer, **where)
+    forget_running_hashes(store)
+    return accept, completed(hub, session, transfer)
+
+
 def hashed(check: VerifyUpload) -> Digest | ReadBackFailed:
     """What a driver reports: the digest the check's function reads, or why it read none."""
     try:
@@ -132,9 +142,7 @@ def test_an_upload_without_its_running_hash_is_read_back_off_the_hub_then_shared
     assert isinstance(message, Message)
     assert message.file is not None
     assert message.file.file_id == quick.file_id
-    accept = sent(hub, 1, 2)
-    forget_running_hashes(store)
-    check = completed(hub, 1, 2)
+    accept, check = to_be_checked(hub, store, 1, 2)
     assert reads == []  # nothing was read on the hub's thread
     assert check.file_id == accept.file_id
     file = store.get_file(accept.file_id)
@@ -195,9 +203,7 @@ def test_an_upload_whose_session_closes_during_the_check_stays_to_be_completed_a
     store: SqliteStore,
 ) -> None:
     hub = hub_with(store, "alice", "bob")
-    accept = sent(hub, 1, 1)
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    accept, check = to_be_checked(hub, store, 1, 1)
     hub.close_session(1, NOW)  # the connection dropped while the driver read the file
     late = hashed(check)
     assert hub.upload_verified(1, 1, late, NOW) == []
@@ -223,9 +229,7 @@ def test_records_for_a_transfer_being_checked_are_answered_after_its_outcome(
     hub = hub_with(store, "alice", "alice", "bob")  # alice on two devices
     shared = sent(hub, 1, 9, b"shared before")
     hub.handle(1, FileComplete(transfer=9, sha256=_sha(b"shared before")), NOW)
-    accept = sent(hub, 1, 1)
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    accept, check = to_be_checked(hub, store, 1, 1)
     digest = _sha(DATA)
     # The same FileComplete again, a late chunk, a cancel: answered after the outcome (as
     # if the check had been done at once), and the file is shared once.
@@ -253,9 +257,7 @@ def test_records_for_a_transfer_being_checked_are_answered_after_its_outcome(
 
 def test_a_check_takes_a_transfer_slot_until_its_outcome(store: SqliteStore) -> None:
     hub = hub_with(store, "alice", config=HubConfig(max_transfers=1))
-    sent(hub, 1, 1)
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    _, check = to_be_checked(hub, store, 1, 1)
     (full,) = records(hub.handle(1, _offer(b"other", 2), NOW), 1)
     assert full == FileReject(transfer=2, reason="at most 1 transfers at a time")
     hub.upload_verified(1, 1, hashed(check), NOW)
@@ -264,9 +266,7 @@ def test_a_check_takes_a_transfer_slot_until_its_outcome(store: SqliteStore) -> 
 
 def test_an_upload_being_checked_is_not_displaced_by_a_new_one(store: SqliteStore) -> None:
     hub = hub_with(store, "alice", config=HubConfig(max_unfinished_uploads=1))
-    accept = sent(hub, 1, 1)
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    accept, check = to_be_checked(hub, store, 1, 1)
     accepted(hub, 1, _offer(b"new", 2))  # one unfinished upload at most: none idle to drop
     assert partial_of(store, accept.file_id).exists()
     assert announced(hub.upload_verified(1, 1, hashed(check), NOW), 1).file is not None
@@ -275,9 +275,7 @@ def test_an_upload_being_checked_is_not_displaced_by_a_new_one(store: SqliteStor
 
 def test_a_file_whose_bytes_changed_on_disk_is_refused_and_deleted(store: SqliteStore) -> None:
     hub = hub_with(store, "alice", "bob")
-    accept = sent(hub, 1, 1)
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    accept, check = to_be_checked(hub, store, 1, 1)
     partial = partial_of(store, accept.file_id)
     partial.write_bytes(b"X" + DATA[1:])  # the disk gave back other bytes
     effects = hub.upload_verified(1, 1, hashed(check), NOW)
@@ -296,9 +294,7 @@ def test_a_file_gone_from_the_disk_during_the_check_is_refused_without_a_trace(
     store: SqliteStore,
 ) -> None:
     hub = hub_with(store, "alice")
-    accept = sent(hub, 1, 1)
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    accept, check = to_be_checked(hub, store, 1, 1)
     partial_of(store, accept.file_id).unlink()
     with pytest.raises(FileNotFoundError):
         check.hasher()
@@ -318,9 +314,7 @@ def test_a_file_unreadable_for_now_is_kept_and_completed_later(
     store: SqliteStore, code: int
 ) -> None:
     hub = hub_with(store, "alice", "bob")
-    accept = sent(hub, 1, 1)
-    forget_running_hashes(store)
-    completed(hub, 1, 1)
+    accept, _ = to_be_checked(hub, store, 1, 1)
     failure = ReadBackFailed.of(OSError(code, "cannot read"))
     assert failure is ReadBackFailed.NOT_NOW
     effects = hub.upload_verified(1, 1, failure, NOW)
@@ -351,9 +345,7 @@ def test_a_file_whose_uploader_left_the_room_during_the_check_is_kept_not_shared
     hub = hub_with(store, "alice", "bob")
     for session in (1, 2):
         hub.handle(session, JoinRoom(room="ops"), NOW)
-    accept = sent(hub, 1, 1, room="ops")
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    accept, check = to_be_checked(hub, store, 1, 1, room="ops")
     hub.handle(1, LeaveRoom(room="ops"), NOW)
     effects = hub.upload_verified(1, 1, hashed(check), NOW)
     (refused,) = records(effects, 1)
@@ -369,9 +361,7 @@ def test_a_file_to_a_user_removed_during_the_check_is_refused_and_deleted(
     store: SqliteStore, tmp_path: Path
 ) -> None:
     hub = hub_with(store, "alice", "alice")
-    accept = sent(hub, 1, 1, to="bob")
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    accept, check = to_be_checked(hub, store, 1, 1, to="bob")
     digest = hashed(check)
     removed_by_an_administrator(tmp_path, "bob")
     effects = hub.upload_verified(1, 1, digest, NOW)
@@ -387,9 +377,7 @@ def test_an_uploader_removed_during_the_check_leaves_no_row_no_file_no_message(
     store: SqliteStore, tmp_path: Path
 ) -> None:
     hub = hub_with(store, "alice", "bob")
-    accept = sent(hub, 1, 1)
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    accept, check = to_be_checked(hub, store, 1, 1)
     removed_by_an_administrator(tmp_path, "alice")  # her unfinished uploads go with her
     digest = hashed(check)  # the file is gone: the driver says so
     assert digest is ReadBackFailed.GONE
@@ -484,9 +472,7 @@ def test_a_file_read_back_off_the_hub_then_unreadable_for_now_is_kept(
 ) -> None:
     # The store still looks at the file (its size) when given the digest read off the hub.
     hub = hub_with(store, "alice")
-    accept = sent(hub, 1, 1)
-    forget_running_hashes(store)
-    check = completed(hub, 1, 1)
+    accept, check = to_be_checked(hub, store, 1, 1)
     digest = hashed(check)
 
     def denied(path: Path, size: int) -> bool:
