@@ -88,6 +88,16 @@ class HeldChecks(ReadOn):
         assert self.release.wait(TIMEOUT)
         return hash_file(path, sync=True)
 
+    def completed(self, client: BlockingClient, data: bytes) -> FileAccept:
+        """``client`` uploads ``data`` whole as transfer 1 and completes it: the offer's
+        answer, once the check's read has begun (and is held)."""
+        accept = offer(client, data)
+        assert isinstance(accept, FileAccept)
+        send_chunks(client, 1, data)
+        client.send(FileComplete(transfer=1, sha256=sha(data)))
+        assert self.started.wait(TIMEOUT)
+        return accept
+
 
 def resumes_and_shares(alice: BlockingClient, data: bytes, file_id: str) -> None:
     """An offer of ``data`` again resumes upload ``file_id`` at its end; completed, it is
@@ -146,11 +156,7 @@ def test_others_are_served_while_an_upload_is_read_back(
         with server.login("alice") as alice, server.login("bob") as bob:
             carol = server.login("carol")
             with carol:
-                accept = offer(alice, data)
-                assert isinstance(accept, FileAccept)
-                send_chunks(alice, 1, data)
-                alice.send(FileComplete(transfer=1, sha256=sha(data)))
-                assert checks.started.wait(TIMEOUT)
+                accept = checks.completed(alice, data)
                 say(bob, carol, "the hub is not held up")  # while the file is read
                 say(carol, bob, "nor is its store")
                 checks.release.set()
@@ -170,11 +176,7 @@ def test_what_the_uploader_sends_during_the_check_of_its_upload_is_answered_when
     data = payload(2 * MAX_CHUNK, seed=18)
     with running_server(kind, tmp_path / "data") as server, server.login("alice") as alice:
         checks = HeldChecks(server, monkeypatch)
-        accept = offer(alice, data)
-        assert isinstance(accept, FileAccept)
-        send_chunks(alice, 1, data)
-        alice.send(FileComplete(transfer=1, sha256=sha(data)))
-        assert checks.started.wait(TIMEOUT)
+        checks.completed(alice, data)
         alice.send(ListRooms())
         answers = until(alice, lambda e: isinstance(e, RoomList))  # during the read
         assert not any(_announces(e) for e in answers)
@@ -191,11 +193,7 @@ def test_a_server_stopped_during_a_check_keeps_the_upload_to_complete_later(
     data_dir = tmp_path / "data"
     with running_server(kind, data_dir) as server, server.login("alice") as alice:
         checks = HeldChecks(server, monkeypatch)
-        accept = offer(alice, data)
-        assert isinstance(accept, FileAccept)
-        send_chunks(alice, 1, data)
-        alice.send(FileComplete(transfer=1, sha256=sha(data)))
-        assert checks.started.wait(TIMEOUT)
+        accept = checks.completed(alice, data)
         stopping = threading.Thread(target=server.stop)
         stopping.start()
         closed = last(alice, lambda e: isinstance(e, ConnectionClosed | Message))
@@ -223,11 +221,7 @@ def test_an_upload_whose_connection_drops_during_its_check_is_shared_once(
         checks = HeldChecks(server, monkeypatch)
         sessions = server.hub._sessions
         with server.login("alice") as alice:
-            accept = offer(alice, data)
-            assert isinstance(accept, FileAccept)
-            send_chunks(alice, 1, data)
-            alice.send(FileComplete(transfer=1, sha256=sha(data)))
-            assert checks.started.wait(TIMEOUT)
+            accept = checks.completed(alice, data)
         wait_until(lambda: len(sessions) == 1, "alice's session has ended")  # during the read
         checks.release.set()
         with server.login("alice") as alice:
