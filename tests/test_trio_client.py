@@ -833,11 +833,7 @@ async def test_a_marker_set_as_a_reconnect_logs_in_goes_in_that_session(
 ) -> None:
     # Between the login's answer and the client saying it is online, the session is there:
     # a marker set then must go, not wait for the next reconnect (which may never come).
-    async with (
-        logged_in(server, tmp_path, "alice", backoff=(0.05, 0.2)) as laptop,
-        logged_in(server, tmp_path / "desktop", "alice") as desktop,
-    ):
-        await next_of(desktop, ReadMarkers)
+    async with two_devices(server, tmp_path) as (laptop, desktop):
         ack = await alice_posts(server)
         marked: list[bool] = []
         send_all = laptop._send_all
@@ -918,11 +914,7 @@ async def test_a_room_left_forgets_its_marker_as_the_server_does(
 ) -> None:
     # The server deletes the marker of a room left: after joining again nothing is read
     # there, and a marker at or below the old one must reach the user's other devices.
-    async with (
-        logged_in(server, tmp_path, "alice") as laptop,
-        logged_in(server, tmp_path / "desktop", "alice") as desktop,
-    ):
-        await next_of(desktop, ReadMarkers)
+    async with two_devices(server, tmp_path) as (laptop, desktop):
         await laptop.join("ops")
         with server.login("bob") as bob:
             await trio.to_thread.run_sync(bob.join, "ops")
