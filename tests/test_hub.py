@@ -569,6 +569,32 @@ def test_a_cancelled_downloads_number_stays_in_use_until_its_stream_ends(
     assert isinstance(hub.handle(1, FileRequest(transfer=5, file_id=file_id), NOW)[1], StreamFile)
 
 
+def test_downloads_cancelled_as_they_are_asked_for_start_no_more_streams_than_twice_the_limit(
+    store: SqliteStore,
+) -> None:
+    # A stream runs on (a thread, on the threaded server) until it notices its cancel: a
+    # client asking and cancelling in a loop must not start streams without end.
+    hub = hub_with(store, "alice", config=HubConfig(max_transfers=2))
+    file_id = _uploaded(hub, 1, b"x" * 5000)
+    streams, refusals = [], []
+    for transfer in range(1, 101):
+        effects = hub.handle(1, FileRequest(transfer=transfer, file_id=file_id), NOW)
+        streams += [e for e in effects if isinstance(e, StreamFile)]
+        refusals += [r.reason for r in records(effects, 1) if isinstance(r, FileReject)]
+        hub.handle(1, FileReject(transfer=transfer, reason="abandoned"), NOW)
+    assert len(streams) == 4
+    assert refusals[0] == (
+        "at most 2 transfers at a time, and 4 cancelled downloads are still stopping; "
+        "try again in a moment"
+    )
+    # Once a stream has stopped, its place is free again; an upload counts the same way.
+    hub.stream_finished(1, streams[0].transfer)
+    assert isinstance(hub.handle(1, FileRequest(transfer=200, file_id=file_id), NOW)[1], StreamFile)
+    (busy,) = records(hub.handle(1, _offer(b"y" * 10, 201), NOW), 1)
+    assert isinstance(busy, FileReject)
+    assert busy.reason.startswith("at most 2 transfers at a time, and 3 cancelled")
+
+
 def test_a_file_is_not_shared_in_a_room_its_uploader_left_meanwhile(store: SqliteStore) -> None:
     hub = hub_with(store, "alice", "bob")
     for session in (1, 2):

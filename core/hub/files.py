@@ -88,8 +88,8 @@ class Files:
             return reject("a file needs a name")
         if _in_use(state, transfer):
             return reject(f"transfer {transfer} is already in use")
-        if _transfers(state) >= self.config.max_transfers:
-            return reject(f"at most {self.config.max_transfers} transfers at a time")
+        if (busy := _too_busy(state, self.config.max_transfers)) is not None:
+            return reject(busy)
         if record.size > self.config.max_file_size:
             return reject(too_large(record.size, self.config.max_file_size))
         partial = self.store.find_partial_upload(
@@ -353,8 +353,8 @@ class Files:
             return reject(f"there is no file {record.file_id} that you can see")
         if _in_use(state, transfer):
             return reject(f"transfer {transfer} is already in use")
-        if _transfers(state) >= self.config.max_transfers:
-            return reject(f"at most {self.config.max_transfers} transfers at a time")
+        if (busy := _too_busy(state, self.config.max_transfers)) is not None:
+            return reject(busy)
         if record.offset > file.size:
             return reject(f"offset {record.offset} is past the end ({file.size} bytes)")
         state.downloads.add(transfer)
@@ -428,9 +428,21 @@ def _in_use(state: Session, transfer: int) -> bool:
     )
 
 
-def _transfers(state: Session) -> int:
-    """The transfers of ``state`` in progress (uploads being checked count too)."""
-    return len(state.uploads) + len(state.verifying) + len(state.downloads)
+def _too_busy(state: Session, most: int) -> str | None:
+    """Why ``state`` may not begin another transfer, if it may not: ``most`` are in progress
+    (uploads being checked count too), or, with the downloads it cancelled whose streams have
+    not stopped yet, twice that. A cancelled download frees its place at once, but its stream
+    (a task or a thread) runs on until it notices: without the second bound, requests
+    cancelled as soon as they are made would start streams without end."""
+    busy = len(state.uploads) + len(state.verifying) + len(state.downloads)
+    if busy >= most:
+        return f"at most {most} transfers at a time"
+    if busy + len(state.stopping) >= 2 * most:
+        return (
+            f"at most {most} transfers at a time, and {len(state.stopping)} cancelled "
+            "downloads are still stopping; try again in a moment"
+        )
+    return None
 
 
 def _unstored_chunk(exc: OSError | ValueError) -> str:
