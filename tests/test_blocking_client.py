@@ -223,6 +223,12 @@ def test_an_unreachable_server_or_one_that_never_answers_says_what_to_check() ->
         BlockingClient("127.0.0.1", port, trust=accept_all, timeout=0.5)
 
 
+@pytest.mark.parametrize("host", ["chat..example.org", "x" * 64 + ".example.org"])
+def test_a_host_name_that_cannot_be_looked_up_is_unreachable_not_a_crash(host: str) -> None:
+    with pytest.raises(Unreachable, match=rf"^cannot reach {host}:7878: not a valid host name;"):
+        BlockingClient(host, 7878, trust=accept_all, timeout=0.5)
+
+
 def test_a_failing_key_policy_fails_the_constructor_with_its_own_error(tmp_path: Path) -> None:
     def no_terminal(_event: PeerKeyReceived) -> bool:
         raise EOFError  # input() without a terminal

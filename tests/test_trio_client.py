@@ -329,6 +329,15 @@ async def test_unreachable_server_says_so(tmp_path: Path) -> None:
             pass
 
 
+@pytest.mark.parametrize("host", ["chat..example.org", "x" * 64 + ".example.org"])
+async def test_a_host_name_that_cannot_be_looked_up_is_unreachable_not_a_crash(
+    tmp_path: Path, host: str
+) -> None:
+    with pytest.raises(Unreachable, match="not a valid host name; is the server running and"):
+        async with connect(host, 7878, **trio_options(tmp_path, "a")):
+            pass
+
+
 async def test_a_server_that_never_answers_the_handshake_is_unreachable(tmp_path: Path) -> None:
     with socket.socket() as silent:  # takes connections (the kernel does), says nothing
         silent.bind(("127.0.0.1", 0))

@@ -27,6 +27,7 @@ from sealchat.core import (
 )
 from sealchat.transports.pinning import server_name
 from sealchat.transports.requests import (
+    NOT_A_HOST_NAME,
     TURNED_AWAY,
     ClientError,
     ConnectionLost,
@@ -74,6 +75,8 @@ def connect(
             )
         except OSError as exc:
             raise Unreachable(unreachable(server_name(host, port), exc.strerror or exc)) from None
+        except UnicodeError:
+            raise Unreachable(unreachable(server_name(host, port), NOT_A_HOST_NAME)) from None
         try:
             with contextlib.suppress(OSError):  # a reset already: the handshake says so
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeGuard, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeGuard, TypeVar
 
 from sealchat.core import (
     Authenticated,
@@ -102,6 +102,11 @@ TURNED_AWAY = (
 def unreachable(server: str, why: object) -> str:
     """Why no TCP connection to ``server`` could be made, and what to check."""
     return f"cannot reach {server}: {why}; is the server running and the address right?"
+
+
+NOT_A_HOST_NAME: Final = "not a valid host name"
+"""Why a host name that cannot even be looked up (``a..b``, a label over 63 characters:
+Python's IDNA encoding refuses it with a UnicodeError) is unreachable."""
 
 
 def no_handshake(server: str) -> str:

@@ -26,6 +26,7 @@ from sealchat.core import (
 )
 from sealchat.transports.pinning import KnownServers, ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import (
+    NOT_A_HOST_NAME,
     TURNED_AWAY,
     ClientError,
     ConnectionLost,
@@ -179,6 +180,8 @@ class Dialer:
         except (OSError, trio.TooSlowError) as exc:
             why = exc.strerror or exc if isinstance(exc, OSError) else "no answer"
             raise Unreachable(unreachable(self.server, why)) from None
+        except UnicodeError:
+            raise Unreachable(unreachable(self.server, NOT_A_HOST_NAME)) from None
         conn = Connection(
             Role.CLIENT,
             static_key=self._key,
