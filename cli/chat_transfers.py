@@ -21,8 +21,8 @@ from sealchat.cli.exit_codes import LOST, OK, error
 from sealchat.cli.terminal_text import safe
 from sealchat.core import FileInfo
 from sealchat.core.sizes import counted
-from sealchat.transports.downloads import sha256_of
 from sealchat.transports.trio_client import ChatClient
+from sealchat.transports.trio_transfers import file_sha256
 
 T = TypeVar("T")
 
@@ -220,7 +220,7 @@ async def _already_shared(client: ChatClient, path: Path, room: str) -> FileInfo
     alike = [f for f in await client.files(room=room) if (f.name, f.size) == (path.name, size)]
     if not alike:
         return None
-    digest = await trio.to_thread.run_sync(sha256_of, path)
+    digest = await file_sha256(path)
     return next((f for f in alike if f.sha256 == digest), None)
 
 

@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,20 @@ from typing import Any
 import pytest
 
 from sealchat.transports import downloads
-from sealchat.transports.downloads import PartialDownload, safe_name
+from sealchat.transports.downloads import PartialDownload, safe_name, sha256_of
 
 FILE_ID = "f0123456789abcdef"
+
+
+def test_a_file_is_hashed_whole_unless_told_to_stop(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    data = os.urandom(2 * (1 << 20) + 5)  # more than one block
+    path.write_bytes(data)
+    stop = threading.Event()
+    assert sha256_of(path, stop) == sha256_of(path) == hashlib.sha256(data).digest()
+    stop.set()
+    with pytest.raises(InterruptedError, match="stopped hashing"):
+        sha256_of(path, stop)
 
 
 def test_chunks_append_and_the_file_lands_under_its_name(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ from sealchat.core.hub import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_C
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK, MAX_LIST, MAX_ROOM, MAX_UINT, MAX_USERNAME
 from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS
-from sealchat.transports import requests, trio_client, trio_delivery
+from sealchat.transports import requests, trio_client, trio_delivery, trio_transfers
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
 from sealchat.transports.passwords import CHEAP, hash_password
@@ -734,7 +734,7 @@ async def test_an_upload_waiting_for_the_writer_ends_with_the_link(
     assert isinstance(failed[0], Disconnected)
 
 
-def _unread(path: Path) -> bytes:
+def _unread(path: Path, stop: threading.Event | None = None) -> bytes:
     raise AssertionError(f"{path} was read to hash it")
 
 
@@ -756,7 +756,7 @@ async def test_a_file_over_the_servers_limit_is_refused_before_it_is_read_or_off
 
             monkeypatch.setattr(alice, "_send_all", sending)
             with monkeypatch.context() as unread:
-                unread.setattr(trio_client, "sha256_of", _unread)
+                unread.setattr(trio_transfers, "sha256_of", _unread)
                 with pytest.raises(TransferFailed) as refused_here:
                     await alice.send_file(source, room="general")
             assert sent == []
@@ -766,6 +766,34 @@ async def test_a_file_over_the_servers_limit_is_refused_before_it_is_read_or_off
             assert isinstance(sent[0], FileOffer)  # then refused by the server
     reason = "file too large: 4.9 KiB; the limit is 1000 B"
     assert str(refused_here.value) == str(refused_there.value) == reason
+
+
+async def test_cancelling_an_upload_while_its_file_is_hashed_ends_it_at_once(
+    server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hashing a large file takes seconds; a cancel (or closing the window) must not wait.
+    hashing, stopped = threading.Event(), threading.Event()
+
+    def endless(path: Path, stop: threading.Event | None = None) -> bytes:
+        assert stop is not None
+        hashing.set()
+        if stop.wait(30):  # a block at a time, until told to stop
+            stopped.set()
+            raise InterruptedError(f"stopped hashing {path}")
+        return b"\0" * 32
+
+    monkeypatch.setattr(trio_transfers, "sha256_of", endless)
+    source = tmp_path / "big.bin"
+    source.write_bytes(b"x" * 5000)
+    async with logged_in(server, tmp_path, "alice") as alice:
+        with trio.CancelScope() as upload:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(alice.send_file, source, room="general"))
+                await trio.to_thread.run_sync(hashing.wait)
+                upload.cancel()
+        assert upload.cancelled_caught
+        assert stopped.wait(10)  # the thread stopped reading, not only the caller waiting
+        assert await alice.files(room="general") == []
 
 
 async def test_the_direct_conversations_are_those_said_at_the_last_login(tmp_path: Path) -> None:

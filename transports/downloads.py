@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import stat
+import threading
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
@@ -287,11 +288,14 @@ def _lock(fd: int, path: Path) -> None:
         raise ValueError(f"{path.name} is already being downloaded") from None
 
 
-def sha256_of(path: Path) -> bytes:
-    """The SHA-256 of a file, read in 1 MiB blocks."""
+def sha256_of(path: Path, stop: threading.Event | None = None) -> bytes:
+    """The SHA-256 of a file, read in 1 MiB blocks; InterruptedError as soon as ``stop`` is
+    set (checked before each block)."""
     digest = hashlib.sha256()
     with open(path, "rb") as source:
         while block := source.read(_BLOCK):
+            if stop is not None and stop.is_set():
+                raise InterruptedError(f"stopped hashing {path}")
             digest.update(block)
     return digest.digest()
 

@@ -48,7 +48,7 @@ from sealchat.core import (
 from sealchat.core.codec import encode_record
 from sealchat.core.records import CHANGE_IN_PROGRESS, READ_MARKERS
 from sealchat.transports import requests
-from sealchat.transports.downloads import AnyPath, default_downloads_dir, sha256_of
+from sealchat.transports.downloads import AnyPath, default_downloads_dir
 from sealchat.transports.keyfile import load_or_create_key
 from sealchat.transports.pinning import (
     KnownServers,
@@ -80,7 +80,13 @@ from sealchat.transports.trio_link import (
 from sealchat.transports.trio_outbox import Outbox
 from sealchat.transports.trio_reader import Reader
 from sealchat.transports.trio_reconnect import Reconnector
-from sealchat.transports.trio_transfers import Progress, Transfers, Upload, no_progress
+from sealchat.transports.trio_transfers import (
+    Progress,
+    Transfers,
+    Upload,
+    file_sha256,
+    no_progress,
+)
 
 __all__ = [
     "EVENT_BUFFER",
@@ -536,7 +542,7 @@ class ChatClient:
         path = Path(path)
         size = path.stat().st_size
         requests.check_file_size(size, self.max_file_size)
-        digest = await trio.to_thread.run_sync(sha256_of, path)
+        digest = await file_sha256(path)
         job = Upload(path, size, digest, room, to, progress or no_progress)
         return await self._retrying(partial(self._transfers.upload, job))
 

@@ -3,9 +3,11 @@ tries again after a reconnect; each try resumes where the last stopped)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -21,7 +23,7 @@ from sealchat.core import (
 )
 from sealchat.core.records import file_chunks
 from sealchat.transports import requests
-from sealchat.transports.downloads import PartialDownload
+from sealchat.transports.downloads import PartialDownload, sha256_of
 from sealchat.transports.requests import (
     REQUEST_TIMEOUT,
     TRANSFER_BLOCK,
@@ -207,6 +209,16 @@ async def _arrived(
         except (trio.WouldBlock, trio.EndOfChannel):  # the end shows at the next call
             record = None
     return got, record
+
+
+async def file_sha256(path: Path) -> bytes:
+    """The SHA-256 of a file, hashed on a worker thread. Cancelling the caller returns at
+    once, and the thread stops within a block: a large file holds up no cancel or close."""
+    stop = threading.Event()
+    try:
+        return await trio.to_thread.run_sync(partial(sha256_of, path, stop), abandon_on_cancel=True)
+    finally:
+        stop.set()
 
 
 def no_progress(done: int, total: int) -> None:
