@@ -61,6 +61,8 @@ class Outgoing:
         """Client ids of messages already waited for (REPLY_WAIT once each: a stalled server
         does not hold up every later command)."""
         self._changed = trio.Event()
+        self._offline_said = False
+        """Whether this outage was said (once: not for every message typed during it)."""
 
     def _note_change(self) -> None:
         self._changed.set()
@@ -75,8 +77,9 @@ class Outgoing:
             case ServerError(ref=ref) if ref in self.unstored:
                 typed = self.unstored.pop(ref)
                 self._refused_for_good(typed.text, event.detail or event.code)
-            case LinkState():
-                pass  # a waiting sender sees whether it is still connected
+            case LinkState():  # a waiting sender sees whether it is still connected
+                if event.connected:
+                    self._offline_said = False  # the next outage is said again
             case _:
                 return False
         self._note_change()
@@ -129,8 +132,9 @@ class Outgoing:
             self.unstored.pop(client_id, None)
             raise
         await self._stored(client, {client_id})
-        if client_id in self.unstored and not client.online:
-            self.term.say("* not connected: it will be sent after the reconnect")
+        if client_id in self.unstored and not client.online and not self._offline_said:
+            self._offline_said = True
+            self.term.say("* not connected: what you send goes after the reconnect")
 
     async def _stored(self, client: ChatClient, ids: set[str]) -> None:
         """While connected, wait (REPLY_WAIT at most, once for each) until the messages

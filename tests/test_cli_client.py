@@ -1037,7 +1037,7 @@ def test_a_failed_transfer_that_succeeds_when_typed_again_is_no_failure(
 def test_a_message_typed_while_disconnected_is_never_dropped_silently(tmp_path: Path) -> None:
     with chat_whose_server_stopped(tmp_path) as chat:
         chat.type("typed while the server was down\n")
-        chat.out.wait_for("* not connected: it will be sent after the reconnect")
+        chat.out.wait_for("* not connected: what you send goes after the reconnect")
         chat.type("/quit\n")
         assert chat.wait() == 7
     assert (
@@ -1060,6 +1060,7 @@ def test_messages_typed_while_the_server_restarts_all_arrive_in_order(tmp_path: 
             with server.login("bob") as bob:
                 messages, _ = bob.history(room="general")
     assert [m.text for m in messages] == lines + later  # each once, in the order typed
+    assert chat.out.text().count("* not connected") == 1  # said once, not for each message
 
 
 def test_a_transfer_cut_by_a_lost_connection_stops_and_the_chat_reads_on(
