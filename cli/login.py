@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import trio
 
-from sealchat.cli.checks import path_argument, port
+from sealchat.cli.checks import CommandError, check_names, path_argument, port
 from sealchat.cli.exit_codes import FAILED, error, explain_failure
 from sealchat.cli.prompts import typed_twice
 from sealchat.core.limits import MAX_PASSWORD
@@ -68,6 +68,11 @@ def credentials_from(args: argparse.Namespace, *, new_account: bool = False) -> 
     (already explained). For a ``new_account``, a password typed in is typed twice."""
     if not args.user:
         error("give --user")
+        return None
+    try:
+        check_names(user=args.user)  # before a password is asked for a name that cannot be
+    except CommandError as exc:
+        error(str(exc))
         return None
     interactive = sys.stdin is not None and sys.stdin.isatty()  # None: started with it closed
     given = _password(args, interactive, new_account)

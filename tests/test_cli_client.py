@@ -640,6 +640,24 @@ def test_send_checks_its_file_and_password_before_connecting(tmp_path: Path) -> 
     assert f"the password is longer than {MAX_PASSWORD} characters" in long.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [("send", "hi"), ("chat",), ("chat", "--register"), ("passwd", "--new-password-stdin")],
+    ids=" ".join,
+)
+def test_a_user_name_too_long_to_exist_is_said_before_connecting(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    name = "a" * (MAX_USERNAME + 1)
+    args = (command[0], "--port", str(free_port()), "--user", name, *command[1:])
+    done = sealchat(tmp_path, *args, password="a password")  # no server: it would be exit 3
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"sealchat: a user name is at most {MAX_USERNAME} characters; this one has "
+        f"{MAX_USERNAME + 1}\n",
+    )
+
+
 def test_send_checks_its_text_and_that_its_file_can_be_read_before_connecting(
     tmp_path: Path,
 ) -> None:
