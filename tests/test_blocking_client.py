@@ -452,7 +452,7 @@ def _recording_sent(client: BlockingClient, monkeypatch: pytest.MonkeyPatch) -> 
     return sent
 
 
-def _unread(path: Path) -> bytes:
+def _unread(path: Path, **_: object) -> bytes:
     raise AssertionError(f"{path} was read to hash it")
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from sealchat.transports import downloads
 from sealchat.transports.downloads import PartialDownload, safe_name, sha256_of
+from sealchat.transports.requests import TransferFailed
 
 FILE_ID = "f0123456789abcdef"
 
@@ -29,6 +30,20 @@ def test_a_file_is_hashed_whole_unless_told_to_stop(tmp_path: Path) -> None:
     stop.set()
     with pytest.raises(InterruptedError, match="stopped hashing"):
         sha256_of(path, stop)
+
+
+def test_a_file_that_does_not_hold_the_size_it_was_measured_at_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_bytes(b"x" * 3000)
+    assert sha256_of(path, size=3000) == hashlib.sha256(b"x" * 3000).digest()
+    with pytest.raises(TransferFailed) as grew:
+        sha256_of(path, size=1000)  # it grew after it was measured
+    assert str(grew.value) == (
+        "app.log changed while it was read: its size said 1000 B, but it held more; send it "
+        "once it no longer changes (or send a copy of it)"
+    )
+    with pytest.raises(TransferFailed, match=r"its size said 4\.9 KiB, but it held 2\.9 KiB;"):
+        sha256_of(path, size=5000)  # it shrank
 
 
 def test_chunks_append_and_the_file_lands_under_its_name(tmp_path: Path) -> None:

@@ -734,7 +734,7 @@ async def test_an_upload_waiting_for_the_writer_ends_with_the_link(
     assert isinstance(failed[0], Disconnected)
 
 
-def _unread(path: Path, stop: threading.Event | None = None) -> bytes:
+def _unread(path: Path, stop: threading.Event | None = None, **_: object) -> bytes:
     raise AssertionError(f"{path} was read to hash it")
 
 
@@ -768,13 +768,24 @@ async def test_a_file_over_the_servers_limit_is_refused_before_it_is_read_or_off
     assert str(refused_here.value) == str(refused_there.value) == reason
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+async def test_a_file_whose_size_says_nothing_is_refused_before_it_is_offered(
+    server: Running, tmp_path: Path
+) -> None:
+    status = Path("/proc/self/status")  # its size says 0 B, but it holds text
+    async with logged_in(server, tmp_path, "alice") as alice:
+        with pytest.raises(TransferFailed, match=r"^status changed while it was read: its size"):
+            await alice.send_file(status, room="general")
+        assert await alice.files(room="general") == []
+
+
 async def test_cancelling_an_upload_while_its_file_is_hashed_ends_it_at_once(
     server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Hashing a large file takes seconds; a cancel (or closing the window) must not wait.
     hashing, stopped = threading.Event(), threading.Event()
 
-    def endless(path: Path, stop: threading.Event | None = None) -> bytes:
+    def endless(path: Path, stop: threading.Event | None = None, **_: object) -> bytes:
         assert stop is not None
         hashing.set()
         if stop.wait(30):  # a block at a time, until told to stop

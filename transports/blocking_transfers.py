@@ -90,7 +90,7 @@ class Transfers:
         client = self._client
         data_size = path.stat().st_size
         requests.check_file_size(data_size, client.max_file_size)
-        digest = sha256_of(path)
+        digest = sha256_of(path, size=data_size)
         transfer = next(self._ids)
         offer = FileOffer(
             transfer=transfer, name=path.name, size=data_size, sha256=digest, room=room, to=to

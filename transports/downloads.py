@@ -23,6 +23,7 @@ import platformdirs
 
 from sealchat.core.sizes import shown_size
 from sealchat.transports.keyfile import ensure_private_dir
+from sealchat.transports.requests import TransferFailed
 from sealchat.transports.shown_text import hidden
 from sealchat.transports.writeback import WriteBehind
 
@@ -288,15 +289,27 @@ def _lock(fd: int, path: Path) -> None:
         raise ValueError(f"{path.name} is already being downloaded") from None
 
 
-def sha256_of(path: Path, stop: threading.Event | None = None) -> bytes:
+def sha256_of(path: Path, stop: threading.Event | None = None, *, size: int | None = None) -> bytes:
     """The SHA-256 of a file, read in 1 MiB blocks; InterruptedError as soon as ``stop`` is
-    set (checked before each block)."""
+    set (checked before each block). Given its ``size``, TransferFailed if the file holds
+    another number of bytes: it changed after it was measured, or it is one whose size says
+    nothing (as in /proc), and the server would refuse what it was offered."""
     digest = hashlib.sha256()
+    read = 0
     with open(path, "rb") as source:
         while block := source.read(_BLOCK):
             if stop is not None and stop.is_set():
                 raise InterruptedError(f"stopped hashing {path}")
             digest.update(block)
+            read += len(block)
+            if size is not None and read > size:
+                break  # a file that grows need not be read to its end
+    if size is not None and read != size:
+        held = "more" if read > size else shown_size(read)
+        raise TransferFailed(
+            f"{path.name} changed while it was read: its size said {shown_size(size)}, but "
+            f"it held {held}; send it once it no longer changes (or send a copy of it)"
+        )
     return digest.digest()
 
 

@@ -542,7 +542,7 @@ class ChatClient:
         path = Path(path)
         size = path.stat().st_size
         requests.check_file_size(size, self.max_file_size)
-        digest = await file_sha256(path)
+        digest = await file_sha256(path, size)
         job = Upload(path, size, digest, room, to, progress or no_progress)
         return await self._retrying(partial(self._transfers.upload, job))
 

@@ -211,12 +211,13 @@ async def _arrived(
     return got, record
 
 
-async def file_sha256(path: Path) -> bytes:
-    """The SHA-256 of a file, hashed on a worker thread. Cancelling the caller returns at
-    once, and the thread stops within a block: a large file holds up no cancel or close."""
+async def file_sha256(path: Path, size: int | None = None) -> bytes:
+    """``sha256_of`` on a worker thread. Cancelling the caller returns at once, and the
+    thread stops within a block: a large file holds up no cancel or close."""
     stop = threading.Event()
+    hashing = partial(sha256_of, path, stop, size=size)
     try:
-        return await trio.to_thread.run_sync(partial(sha256_of, path, stop), abandon_on_cancel=True)
+        return await trio.to_thread.run_sync(hashing, abandon_on_cancel=True)
     finally:
         stop.set()
 
