@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from sealchat.cli.chat_outgoing import Outgoing
-from sealchat.cli.chat_terminal import Terminal, failures_said
+from sealchat.cli.chat_terminal import START_ROOM, Terminal, failures_said
 from sealchat.cli.chat_transfers import TransferFailures, Transfers, get, share
 from sealchat.cli.checks import CommandError, check_names
 from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, RegistrationRefused
@@ -269,7 +269,7 @@ async def _leave(client: ChatClient, term: Terminal, room: str) -> None:
     check_names(room=room)
     await client.leave(room)
     if term.room == room:
-        term.room = "general"
+        term.room = START_ROOM
     term.say(f"* left {safe(room)}; now in {safe(term.room)}")
 
 

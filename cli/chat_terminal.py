@@ -15,7 +15,7 @@ from sealchat.cli.checks import CommandError
 from sealchat.cli.exit_codes import explain_failure
 from sealchat.cli.terminal_text import safe, safe_message
 from sealchat.core import Error as ServerError
-from sealchat.core import Event, FileInfo, Membership, Message, Presence, Typing
+from sealchat.core import Event, FileInfo, Membership, Message, Presence, RoomLeft, Typing
 from sealchat.core.sizes import shown_size
 from sealchat.transports.requests import ClientError
 from sealchat.transports.shown_text import names_user
@@ -25,6 +25,9 @@ from sealchat.transports.trio_client import LinkState
 SHOWN_FILES = 10_000
 """Files shown (announced, listed, shared) whose size and SHA-256 the terminal keeps, so that
 /get takes no other (the oldest are forgotten first)."""
+START_ROOM = "general"
+"""The current room at the start, and again once the current one is left: the server's
+default room, which everyone stays in."""
 INDENT = " " * len("00:00 ")
 """Where the second and later lines of a message start (under its header, never at the left
 edge where a line of its own would start)."""
@@ -60,7 +63,7 @@ class Terminal:
         self.me = me
         self.clock = clock
         """What time it is (days are named as seen then: "Today", "Yesterday")."""
-        self.room = "general"
+        self.room = START_ROOM
         self.cut_uploads: set[tuple[Path, str]] = set()
         """Files (and rooms) whose upload a lost connection cut: the server may have stored
         them all the same."""
@@ -145,6 +148,10 @@ class Terminal:
             case Membership():
                 action = "joined" if event.joined else "left"
                 self.say(f"* {safe(event.user)} {action} {safe(event.room)}")
+            case RoomLeft(room=room):  # on another device: this one's /leave answers its own
+                if self.room == room:
+                    self.room = START_ROOM
+                self.say(f"* you left {safe(room)} on another device; now in {safe(self.room)}")
             case ServerError():
                 self.say(f"! {safe(event.detail or event.code)}")
 

@@ -1155,6 +1155,24 @@ def test_a_command_runs_after_the_messages_typed_before_it(server: Running, tmp_
     assert [m.text for m in messages] == lines  # all of them, before she left
 
 
+def test_the_current_room_left_on_another_device_is_current_no_more(
+    server: Running, tmp_path: Path
+) -> None:
+    pin(tmp_path, server)
+    args = ("chat", "--port", str(server.port), "--user", "alice")
+    with Client(tmp_path, *args) as chat, server.login("alice") as phone:
+        chat.out.wait_for("* logged in")
+        chat.type("/join dev\n/leave dev\n/join ops\n")
+        chat.out.wait_for("* now in ops")
+        phone.leave("ops")
+        chat.out.wait_for("* you left ops on another device; now in general")
+        chat.type("after\n/quit\n")
+        assert chat.wait() == 0, chat.err.text()
+        messages, _ = phone.history(room="general")
+    assert [m.text for m in messages][-1:] == ["after"]  # to general, not refused for ops
+    assert chat.out.text().count("on another device") == 1  # not for its own /leave
+
+
 def test_a_send_refused_while_disconnected_is_not_taken_for_a_cut_upload(
     tmp_path: Path,
 ) -> None:
