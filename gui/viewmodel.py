@@ -62,6 +62,9 @@ class Change(Enum):
     BANNER = "banner"
     THEME = "theme"
     TITLE = "title"
+    BELL = "bell"
+    """A message came unread while the window is not focused: the bell rings (never for the
+    count in the title going down: messages read elsewhere, a room left)."""
     ERROR = "error"
     INPUT = "input"
     """Texts that did not go (``ViewModel.returned``) go back into the input box."""
@@ -490,7 +493,7 @@ class ViewModel:
             changes.add(Change.CONVERSATIONS)
         if unread and not self.focused:
             self._missed.setdefault(key, set()).add(message.id)
-            changes.add(Change.TITLE)
+            changes |= {Change.TITLE, Change.BELL}
         return changes
 
     def history_loaded(self, key: str, messages: list[Message], more: bool) -> set[Change]:

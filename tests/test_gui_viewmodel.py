@@ -1306,7 +1306,26 @@ def test_no_title_change_for_messages_while_focused() -> None:
     vm = logged_in("alice")
     changes = vm.apply(said(1, "bob"), NOW)
     assert Change.TITLE not in changes
+    assert Change.BELL not in changes
     assert vm.missed_while_away == 0
+
+
+def test_the_bell_rings_for_each_message_missed_and_never_as_the_count_goes_down() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.set_focus(False)
+    for message in (said(1, "bob"), said(2, "carol", room="random"), said(3, "bob", to="alice")):
+        assert Change.BELL in vm.apply(message, NOW)
+    for not_new in (said(3, "bob", to="alice"), said(4, "alice")):  # a duplicate, her own
+        assert Change.BELL not in vm.apply(not_new, NOW)
+    assert vm.title() == "(3) sealchat — alice"
+    read_on_her_phone = vm.apply(ReadUpTo(up_to=3, peer="bob"), NOW)
+    assert read_on_her_phone == {Change.CONVERSATIONS, Change.TITLE}  # no bell
+    left_on_her_phone = vm.apply(RoomLeft(room="random"), NOW)
+    assert Change.TITLE in left_on_her_phone
+    assert Change.BELL not in left_on_her_phone
+    assert vm.title() == "(1) sealchat — alice"
+    assert Change.BELL not in vm.set_focus(True)
 
 
 # --- read on the user's other devices ---------------------------------------------------------

@@ -703,6 +703,23 @@ def test_title_and_bell_for_messages_while_unfocused(
     window.until(lambda: app.title() == "sealchat — alice", "the title to reset")
 
 
+def test_the_bell_rings_for_messages_missed_not_for_those_read_on_another_device(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.event_generate("<FocusOut>")  # the user is at her other device
+    window.pump()
+    first = bob.send_message("are you there?", to="alice")
+    bob.send_message("anyone?", room="general")
+    window.until(lambda: app.title() == "(2) sealchat — alice", "the title to count them")
+    assert window.bells == 2  # one for each
+    with server.login("alice") as phone:  # where she reads the first
+        phone.send(ReadUpTo(up_to=first.id, peer="bob"))
+        window.until(lambda: app.title() == "(1) sealchat — alice", "the title to count one")
+    assert window.bells == 2
+
+
 def test_the_emoji_picker_is_not_leaving_the_window(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
