@@ -218,9 +218,9 @@ class App(ctk.CTk):
                 chat.banner.grid(row=0, column=1, sticky="ew", padx=8, pady=(8, 0))
             else:
                 chat.banner.grid_forget()
+        if Change.BELL in changes:
+            self.bell()
         if Change.TITLE in changes:
-            if vm.missed_while_away and not vm.focused:
-                self.bell()
             self.title(vm.title())
 
 

@@ -331,8 +331,22 @@ class ChatView(ctk.CTkFrame):
             self.transcript.see("end")
 
     def _scrolled(self, scrollbar: ctk.CTkScrollbar, first: str, last: str) -> None:
+        """The view moved, or what it shows changed: the scrollbar follows it, and with the
+        top of the transcript in view (scrolled to, or all of it fits), older messages are
+        asked for."""
         scrollbar.set(first, last)
-        if float(first) <= 0.0 and float(last) < 1.0:
+        if float(first) <= 0.0:
+            self.app.controller.load_older()
+
+    def fill_view(self) -> None:
+        """Once what was just drawn is laid out: if the top of the transcript is in view (all
+        of it fits), older messages are asked for, page after page until the view can scroll
+        or there are none (Tk tells :meth:`_scrolled` only when the view changes: one that
+        fitted before a page and still does would never ask)."""
+        self.after_idle(self._load_older_if_top_shown)
+
+    def _load_older_if_top_shown(self) -> None:
+        if self.transcript.yview()[0] <= 0.0:
             self.app.controller.load_older()
 
     # --- drawing --------------------------------------------------------------------------
@@ -422,6 +436,7 @@ class ChatView(ctk.CTkFrame):
         if local_day(now) != self._named_on:
             self.name_days(vm, now)
         self._keep_following()
+        self.fill_view()
 
     def name_days(self, vm: ViewModel, now: float) -> None:
         """Name every day's separator again as seen at ``now``, each in its line: the view

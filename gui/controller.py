@@ -528,9 +528,11 @@ class Controller:
 
     def load_older(self) -> None:
         """Ask for the page of the current conversation's history before its oldest message
-        shown; one page at a time per conversation, however often scrolling asks."""
+        shown; one page at a time per conversation, however often scrolling asks, and not
+        while what was missed during a link drop is still to fetch (that goes first, see
+        :meth:`_latest_pages`)."""
         conversation = self.vm.conversation(self.vm.current)
-        if conversation.more_history:
+        if conversation.more_history and conversation.missing_after is None:
             self._load_history(conversation, self._page_before_oldest)
 
     def _load_history(
@@ -550,8 +552,11 @@ class Controller:
                 await load(client, conversation)
             except ClientError as exc:
                 self.app.redraw(self.app.failed(exc))
+                return
             finally:
                 self._loading_history.discard(key)
+            if self.vm.current == key:  # older pages, while the view has room for them
+                self.app.chat.fill_view()
 
         self.app.spawn(load_it)
 

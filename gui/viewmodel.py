@@ -62,6 +62,9 @@ class Change(Enum):
     BANNER = "banner"
     THEME = "theme"
     TITLE = "title"
+    BELL = "bell"
+    """A message came unread while the window is not focused: the bell rings (never for the
+    count in the title going down: messages read elsewhere, a room left)."""
     ERROR = "error"
     INPUT = "input"
     """Texts that did not go (``ViewModel.returned``) go back into the input box."""
@@ -227,10 +230,13 @@ class ViewModel:
         return changes
 
     def select(self, key: str) -> set[Change]:
-        """Show conversation ``key``: it is read up to its newest message."""
+        """Show conversation ``key``: it is read up to its newest message if the window is
+        focused (else when the user comes back to it: one shown at login, or instead of a
+        room left elsewhere, is not read by a user who is away)."""
         conversation = self.conversation(key)
         self.current = key
-        self._read(conversation, conversation.latest)
+        if self.focused:
+            self._read(conversation, conversation.latest)
         self.updates.append(TranscriptUpdate(redraw=True))
         return {Change.CONVERSATIONS, Change.TRANSCRIPT, Change.TYPING, Change.PEOPLE}
 
@@ -435,6 +441,15 @@ class ViewModel:
                 changes.add(Change.TITLE)
         return changes
 
+    def _new_unread(self, conversation: Conversation, message: Message) -> bool:
+        """Whether ``message`` is unread in ``conversation`` and not counted yet: another's,
+        above where the user read (a message remembered unread may come again)."""
+        return not (
+            self._mine(message)
+            or message.id <= conversation.read_up_to
+            or message.id in conversation.unread_ids
+        )
+
     def _unread_above(self, conversation: Conversation, up_to: int) -> frozenset[int]:
         """The ids of the messages of others above ``up_to``: shown, or remembered unread."""
         above = conversation.ids[bisect.bisect_right(conversation.ids, up_to) :]
@@ -465,10 +480,7 @@ class ViewModel:
         moved = not message.room and latest_direct != key and message.id == conversation.newest
         changes = {Change.CONVERSATIONS} if new or moved or conversation.title != title else set()
         conversation.title = title
-        # Unread, and not counted yet: a message remembered unread may come again.
-        unread = not (
-            mine or message.id <= conversation.read_up_to or message.id in conversation.unread_ids
-        )
+        unread = self._new_unread(conversation, message)
         self.typing.get(key, {}).pop(message.sender, None)
         if key == self.current:
             self.updates += updates
@@ -481,27 +493,37 @@ class ViewModel:
             changes.add(Change.CONVERSATIONS)
         if unread and not self.focused:
             self._missed.setdefault(key, set()).add(message.id)
-            changes.add(Change.TITLE)
+            changes |= {Change.TITLE, Change.BELL}
         return changes
 
     def history_loaded(self, key: str, messages: list[Message], more: bool) -> set[Change]:
-        """A page of the history of ``key`` arrived (oldest first), inserted by id; it is
-        read up to the page's newest message. Only a page that reaches its oldest message
-        shown (or finds none) says whether there are older ones: one after a link drop may
-        fill a gap above them."""
+        """A page of the history of ``key`` arrived (oldest first), inserted by id. As a live
+        message, it is read (up to its newest message) only if it is the conversation shown
+        and the window is focused; otherwise what others wrote there above where the user
+        read stays unread, counted in the sidebar if it is not shown, until the user shows
+        it or comes back to the window. Only a page that reaches its oldest message shown
+        (or finds none) says whether there are older ones: one after a link drop may fill a
+        gap above them."""
         conversation = self.conversation(key)
         if not (messages and conversation.ids) or messages[0].id <= conversation.oldest:
             conversation.more_history = more
             conversation.first_page_loaded = True
         changes: set[Change] = set()
         unread = conversation.unread
+        shown = key == self.current
         for message in messages:
+            new_unread = self._new_unread(conversation, message)
             updates = conversation.add(message)
-            if updates is not None and key == self.current:
+            if updates is None:
+                continue
+            if shown:
                 # Inserted, not redrawn: the view stays where the reader scrolled to.
                 self.updates += updates
-                changes = {Change.TRANSCRIPT}
-        if messages:
+                changes.add(Change.TRANSCRIPT)
+            elif new_unread:
+                conversation.unread_ids.add(message.id)
+                self.unread_changed = True
+        if messages and shown and self.focused:
             self._read(conversation, messages[-1].id)
         if conversation.unread != unread:
             changes.add(Change.CONVERSATIONS)

@@ -425,6 +425,8 @@ def test_unread_counts_of_the_last_run_show_at_login_and_go_when_opened() -> Non
     assert vm.conversation("@bob").unread == 0
     assert vm.unread_changed
     vm.history_loaded("#random", [said(12, "bob", room="random")], more=False)
+    assert vm.conversation("#random").unread == 1  # not shown: unread, and counted once
+    vm.select("#random")
     assert vm.conversation("#random").unread == 0
 
 
@@ -441,6 +443,7 @@ def test_a_message_remembered_unread_and_replayed_counts_once() -> None:
     vm.apply(said(8, "alice", to="bob"), NOW)
     assert bob.unread == 3
     assert vm.title() == "(1) sealchat — alice"
+    vm.set_focus(True)  # back at the window, she opens it
     vm.select("@bob")
     assert bob.unread == 0
     assert vm.unread_to_remember()["@bob"] == Remembered("bob", read_up_to=8)
@@ -549,15 +552,92 @@ def test_messages_replayed_after_live_ones_count_as_unread_unless_read_that_far(
     assert random.unread == 2
 
 
-def test_a_page_of_history_is_read_up_to_its_newest_message() -> None:
+def test_a_page_of_the_conversation_shown_is_read_up_to_its_newest_message() -> None:
     vm = logged_in()
     vm.apply(RoomJoined(room="random"), NOW)
     for message_id in (3, 5, 8):
-        vm.apply(said(message_id, "bob", room="random"), NOW)
+        vm.apply(said(message_id, "bob", room="random"), NOW)  # while #general is shown
     assert vm.conversation("#random").unread == 3
     page = [said(4, "bob", room="random"), said(5, "bob", room="random")]
     assert vm.history_loaded("#random", page, more=True) == {Change.CONVERSATIONS}
-    assert vm.conversation("#random").unread == 1  # 8, above the page
+    assert vm.conversation("#random").unread == 4  # not shown: unread as well
+    page = [said(6, "bob"), said(7, "bob")]
+    assert vm.history_loaded("#general", page, more=True) == {Change.TRANSCRIPT}
+    assert vm.conversation("#general").read_up_to == 7
+    assert vm.reads_to_tell == {"#general": 7}
+
+
+def test_a_page_arriving_after_the_user_switched_away_leaves_its_messages_unread() -> None:
+    vm = logged_in()
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.select("#random")  # its first page is asked for...
+    vm.select("#general")  # ...and the user goes on before it comes
+    vm.reads_to_tell.clear()
+    page = [
+        said(1, "bob", room="random"),
+        said(2, "alice", room="random"),
+        said(3, "bob", room="random"),
+    ]
+    assert vm.history_loaded("#random", page, more=False) == {Change.CONVERSATIONS}
+    assert unread_counts(vm) == {"#random": 2}  # bob's, not hers
+    assert vm.reads_to_tell == {}  # her other devices still show them unread
+    assert vm.unread_to_remember()["#random"] == Remembered("random", unread=frozenset({1, 3}))
+    assert vm.history_loaded("#random", page, more=False) == set()  # again: counted once
+    vm.select("#random")
+    assert unread_counts(vm) == {}
+    assert vm.reads_to_tell == {"#random": 3}
+
+
+def test_a_page_arriving_while_the_user_is_away_is_read_when_they_come_back() -> None:
+    # Her window is not focused when the link drops; what bob wrote meanwhile is replayed,
+    # then the catch-up page brings it again.
+    vm = logged_in()
+    vm.apply(said(1, "bob"), NOW)  # seen
+    vm.set_focus(False)
+    vm.apply(LinkState(connected=False, reason="reset", retry_in=1.0), NOW)
+    vm.apply(LinkState(connected=True), NOW)
+    for message_id in (2, 3, 4):
+        vm.apply(said(message_id, "bob"), NOW)
+    assert vm.title() == "(3) sealchat — alice"
+    page = [said(n, "bob") for n in range(1, 6)]  # and 5, which the replay did not bring
+    assert Change.TITLE not in vm.history_loaded("#general", page, more=False)
+    assert vm.title() == "(3) sealchat — alice"
+    assert vm.conversation("#general").read_up_to == 1
+    assert vm.reads_to_tell == {"#general": 1}  # nothing she has not seen
+    vm.set_focus(True)
+    assert vm.title() == "sealchat — alice"
+    assert vm.reads_to_tell == {"#general": 5}
+
+
+def test_a_login_while_the_user_is_away_reads_nothing_until_they_come_back() -> None:
+    vm = ViewModel()
+    vm.restore_unread({"#general": Remembered("general", 2, frozenset({4}))})
+    vm.set_focus(False)  # she went to another window while it connected
+    vm.logged_in("alice")
+    vm.select(vm.current)  # as the window shows it at login
+    page = [said(n, "bob") for n in range(1, 6)]
+    vm.history_loaded("#general", page, more=False)
+    assert vm.conversation("#general").read_up_to == 2
+    assert vm.reads_to_tell == {}
+    assert vm.unread_to_remember()["#general"] == Remembered("general", 2, frozenset({3, 4, 5}))
+    vm.set_focus(True)
+    assert vm.reads_to_tell == {"#general": 5}
+    assert vm.unread_to_remember()["#general"] == Remembered("general", 5)
+
+
+def test_a_room_left_elsewhere_while_the_user_is_away_reads_nothing_of_general() -> None:
+    vm = logged_in()
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.select("#random")
+    vm.set_focus(False)
+    vm.apply(said(1, "bob"), NOW)
+    vm.apply(RoomLeft(room="random"), NOW)  # left on her phone: #general is shown instead
+    assert vm.current == "#general"
+    assert unread_counts(vm) == {"#general": 1}
+    assert vm.reads_to_tell == {}
+    vm.set_focus(True)
+    assert unread_counts(vm) == {}
+    assert vm.reads_to_tell == {"#general": 1}
 
 
 def test_history_when_scrolling_up_is_prepended_and_says_whether_there_is_more() -> None:
@@ -641,10 +721,11 @@ def test_a_page_filling_a_gap_says_nothing_of_older_messages() -> None:
 def test_history_of_a_conversation_not_shown_redraws_nothing() -> None:
     vm = logged_in()
     vm.updates.clear()
-    assert vm.history_loaded("#random", [said(1, "bob", room="random")], more=False) == set()
+    changes = vm.history_loaded("#random", [said(1, "bob", room="random")], more=False)
+    assert changes == {Change.CONVERSATIONS}  # its unread count, not the transcript
     assert vm.updates == []
     assert vm.conversation("#random").ids == [1]
-    assert vm.conversation("#random").unread == 0
+    assert vm.conversation("#random").unread == 1
     assert vm.history_loaded("#general", [], more=False) == set()
     assert not vm.conversation("#general").more_history
     assert vm.apply(HistoryEnd(room="general", more=False), NOW) == set()
@@ -1225,7 +1306,26 @@ def test_no_title_change_for_messages_while_focused() -> None:
     vm = logged_in("alice")
     changes = vm.apply(said(1, "bob"), NOW)
     assert Change.TITLE not in changes
+    assert Change.BELL not in changes
     assert vm.missed_while_away == 0
+
+
+def test_the_bell_rings_for_each_message_missed_and_never_as_the_count_goes_down() -> None:
+    vm = logged_in("alice")
+    vm.apply(RoomJoined(room="random"), NOW)
+    vm.set_focus(False)
+    for message in (said(1, "bob"), said(2, "carol", room="random"), said(3, "bob", to="alice")):
+        assert Change.BELL in vm.apply(message, NOW)
+    for not_new in (said(3, "bob", to="alice"), said(4, "alice")):  # a duplicate, her own
+        assert Change.BELL not in vm.apply(not_new, NOW)
+    assert vm.title() == "(3) sealchat — alice"
+    read_on_her_phone = vm.apply(ReadUpTo(up_to=3, peer="bob"), NOW)
+    assert read_on_her_phone == {Change.CONVERSATIONS, Change.TITLE}  # no bell
+    left_on_her_phone = vm.apply(RoomLeft(room="random"), NOW)
+    assert Change.TITLE in left_on_her_phone
+    assert Change.BELL not in left_on_her_phone
+    assert vm.title() == "(1) sealchat — alice"
+    assert Change.BELL not in vm.set_focus(True)
 
 
 # --- read on the user's other devices ---------------------------------------------------------

@@ -703,6 +703,23 @@ def test_title_and_bell_for_messages_while_unfocused(
     window.until(lambda: app.title() == "sealchat — alice", "the title to reset")
 
 
+def test_the_bell_rings_for_messages_missed_not_for_those_read_on_another_device(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    app.event_generate("<FocusOut>")  # the user is at her other device
+    window.pump()
+    first = bob.send_message("are you there?", to="alice")
+    bob.send_message("anyone?", room="general")
+    window.until(lambda: app.title() == "(2) sealchat — alice", "the title to count them")
+    assert window.bells == 2  # one for each
+    with server.login("alice") as phone:  # where she reads the first
+        phone.send(ReadUpTo(up_to=first.id, peer="bob"))
+        window.until(lambda: app.title() == "(1) sealchat — alice", "the title to count one")
+    assert window.bells == 2
+
+
 def test_the_emoji_picker_is_not_leaving_the_window(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
@@ -785,6 +802,53 @@ def test_history_loads_page_by_page_when_scrolling_up(
         expected += [f"bob: {first}", *rest]
     assert window.transcript_lines() == expected
     assert window.days() == [TODAY]
+
+
+SMALL_PAGES = HubConfig(history_page=5, messages_per_second=1000, message_burst=1000)
+"""A server that sends its history five messages at a time."""
+
+
+@pytest.mark.parametrize("server", [SMALL_PAGES], indirect=True)
+def test_a_history_that_fits_in_the_window_loads_whole_without_scrolling(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    for n in range(1, 13):
+        bob.send_message(f"hello {n}", room="general")
+    app = window.app
+    window.login(server.port, "alice")
+    general = app.vm.conversation("#general")
+    # Five at a time, the view has room for more, and it cannot scroll up to ask for them.
+    window.until(lambda: not general.more_history, "the whole history")
+    assert window.transcript_lines() == [f"bob: hello {n}" for n in range(1, 13)]
+    assert app.chat.transcript.yview() == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("server", [SMALL_PAGES], indirect=True)
+def test_older_pages_load_until_the_view_can_scroll_then_as_the_user_scrolls(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    for n in range(1, 101):
+        bob.send_message(f"hello {n}", room="general")
+    app = window.app
+    transcript = app.chat.transcript
+    window.login(server.port, "alice")
+    general = app.vm.conversation("#general")
+    window.until(
+        lambda: transcript.yview()[0] > 0.0 and not app.controller._loading_history,
+        "pages enough to fill the view",
+    )
+    shown = len(general.ids)
+    assert general.more_history
+    assert 5 < shown < 100
+    assert transcript.yview()[1] == 1.0, "the newest message is not in view"
+    assert window.transcript_lines()[-1] == "bob: hello 100"
+    app.chat.scroll_by_user("moveto", "0.0")  # the reader goes up for more
+    window.until(lambda: len(general.ids) > shown, "an older page")
+    app.chat.scroll_by_user("moveto", "1.0")
+    window.until(lambda: not app.controller._loading_history, "the page in")
+    shown = len(general.ids)
+    app.geometry("1000x1600")  # a taller window has room for more
+    window.until(lambda: len(general.ids) > shown, "older pages for the taller window")
 
 
 def days_ago(days: int, minutes: int) -> float:
