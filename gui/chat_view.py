@@ -3,6 +3,7 @@ transfers and input box, drawn from the view-model."""
 
 from __future__ import annotations
 
+import collections
 import time
 import tkinter as tk
 from collections.abc import Callable
@@ -87,6 +88,17 @@ class ChatView(ctk.CTkFrame):
         self.conversation_buttons: dict[str, ctk.CTkButton] = {}
         self._conversation_looks: dict[str, dict[str, str]] = {}
         """What each sidebar button shows (text, colours), to update only what changed."""
+        self.people_buttons: dict[str, ctk.CTkButton] = {}
+        """The people list's button of each member shown, by name."""
+        self._people_looks: dict[str, dict[str, str]] = {}
+        """What each people button shows (text, colours), by name in the order shown."""
+        self._spare_people: list[ctk.CTkButton] = []
+        """People buttons no longer shown, hidden to show other names: switching from a
+        direct conversation back to a big room makes none anew (as many as the longest list
+        shown at once)."""
+        self._people_texts: dict[str, str] = {}
+        """Each people button's text as fitted to the list, by its text unfitted (measuring
+        is a Tk call per name: a big room's list would take it hundreds of times a change)."""
         self.emoji_window: ctk.CTkToplevel | None = None
         self._draft = ""
         """The input box's text as of the last key (a key that changes it is typing)."""
@@ -386,20 +398,54 @@ class ChatView(ctk.CTkFrame):
         return fitted(before, name, after, lambda text: font.measure(text) <= SIDEBAR_TEXT_ROOM)
 
     def draw_people(self, vm: ViewModel, palette: dict[str, str]) -> None:
-        for child in self.people_list.winfo_children():
-            child.destroy()
+        """Show the members of the current conversation, online ones marked and in the
+        accent; a click opens a direct conversation. The buttons are kept by name: only those
+        whose text or colours changed are updated, a name gone hides its button, a new one
+        takes a hidden button (or a new one), and buttons move only where the order changed
+        (a presence in a big room costs one button, not the whole list)."""
+        texts: dict[str, str] = {}
+        looks: dict[str, dict[str, str]] = {}
         for member in vm.people_in_current():
             dot = "\u25cf" if member.online else "\u25cb"
-            ctk.CTkButton(
-                self.people_list,
-                text=self._sidebar_text(f"{dot} ", member.name, ""),
-                anchor="w",
-                font=self._sidebar_font,
-                fg_color="transparent",
-                text_color=palette["accent"] if member.online else palette["dim"],
-                hover_color=palette["panel"],
-                command=lambda name=member.name: self.app.controller.open_direct(name),
-            ).pack(fill="x", pady=1)
+            whole = f"{dot} {member.name}"
+            text = self._people_texts.get(whole)
+            if text is None:
+                text = self._sidebar_text(f"{dot} ", member.name, "")
+            texts[whole] = text
+            looks[member.name] = {
+                "text": text,
+                "text_color": palette["accent"] if member.online else palette["dim"],
+                "fg_color": "transparent",
+                "hover_color": palette["panel"],
+            }
+        self._people_texts = texts  # only those shown: the cache never outgrows the list
+        buttons = self.people_buttons
+        for name in [n for n in buttons if n not in looks]:
+            spare = buttons.pop(name)
+            spare.pack_forget()
+            self._spare_people.append(spare)
+        packed = [n for n in self._people_looks if n in looks]
+        for name, look in looks.items():
+            button = buttons.get(name)
+            if button is not None:
+                if look != self._people_looks[name]:
+                    button.configure(**look)
+                continue
+            command = lambda name=name: self.app.controller.open_direct(name)  # noqa: E731
+            if self._spare_people:
+                button = self._spare_people.pop()
+                button.configure(command=command, **look)
+            else:
+                button = ctk.CTkButton(
+                    self.people_list,
+                    anchor="w",
+                    font=self._sidebar_font,
+                    command=command,
+                    **look,
+                )
+            buttons[name] = button
+        _pack_in_order([buttons[n] for n in looks], [buttons[n] for n in packed])
+        self._people_looks = looks
 
     def draw_transcript(self, vm: ViewModel, updates: list[TranscriptUpdate], now: float) -> None:
         """Draw the transcript's ``updates``: a conversation afresh (following its end), or
@@ -610,6 +656,28 @@ class ChatView(ctk.CTkFrame):
             self.theme_switch.select()
         else:
             self.theme_switch.deselect()
+
+
+def _pack_in_order(order: list[ctk.CTkButton], packed: list[ctk.CTkButton]) -> None:
+    """Pack the buttons of a list in ``order``, given those ``packed`` now (in their order,
+    all in ``order``): only those out of place are moved, each right after the one before it
+    (new ones are packed where they belong)."""
+    rest = collections.deque(packed)
+    placed: set[ctk.CTkButton] = set()
+    previous: ctk.CTkButton | None = None
+    for button in order:
+        while rest and rest[0] in placed:  # moved up already
+            rest.popleft()
+        if rest and rest[0] is button:  # already right after the one before it
+            rest.popleft()
+        elif previous is not None:
+            button.pack(fill="x", pady=1, after=previous)
+        elif rest:
+            button.pack(fill="x", pady=1, before=rest[0])
+        else:
+            button.pack(fill="x", pady=1)
+        placed.add(button)
+        previous = button
 
 
 def _conversation_look(

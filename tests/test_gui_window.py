@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import stat
 import time
 import tkinter as tk
@@ -33,6 +34,8 @@ from sealchat.core import (
     Error,
     FileInfo,
     ListReadMarkers,
+    MemberInfo,
+    Membership,
     Message,
     Presence,
     ReadMarkers,
@@ -42,7 +45,7 @@ from sealchat.core import (
 from sealchat.core.hub import PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.gui.controller import _Outgoing
-from sealchat.gui.conversation import Conversation, TranscriptUpdate
+from sealchat.gui.conversation import Conversation, TranscriptUpdate, direct_key
 from sealchat.gui.password_dialog import PasswordDialog
 from sealchat.gui.text_helpers import file_label, friendly, without_blank_ends
 from sealchat.gui.theme import PALETTES, accented
@@ -107,7 +110,8 @@ def settings_file(tmp_path: Path) -> dict[str, object]:
 
 
 def button_texts(frame: tk.Misc) -> list[str]:
-    return [str(child.cget("text")) for child in frame.winfo_children()]
+    """The texts of the buttons ``frame`` shows, top to bottom (hidden ones are not)."""
+    return [str(child.cget("text")) for child in frame.pack_slaves()]
 
 
 # --- login ----------------------------------------------------------------------------------
@@ -1322,6 +1326,110 @@ def test_the_transcript_follows_new_messages_until_the_user_scrolls_up(
     shows_at_once("bob: latest at the end again")
 
 
+# --- people ---------------------------------------------------------------------------------
+
+
+def people_buttons(window: Window) -> dict[str, ctk.CTkButton]:
+    """The people list's buttons by the name they show, checked to be on screen top to
+    bottom in the order the list packs them."""
+    window.pump()
+    buttons = window.app.chat.people_list.pack_slaves()
+    tops = [button.winfo_y() for button in buttons]
+    assert tops == sorted(tops), tops
+    return {str(button.cget("text"))[2:]: button for button in buttons}
+
+
+def test_the_people_list_keeps_its_buttons_across_presence_joins_and_leaves(
+    window: Window, server: Running
+) -> None:
+    # Each change made every button anew: 0.7 s a presence in a room of 300.
+    app = window.app
+    people = app.chat.people_list
+    log_in_after_joining(window, server, "dev")
+    app.controller.select("#dev")
+    window.until(lambda: button_texts(people) == ["\u25cf alice"], "#dev's people")
+    with server.login("dave") as dave:
+        dave.join("dev")
+        window.until(lambda: button_texts(people) == ["\u25cf alice", "\u25cf dave"], "dave")
+        first = people_buttons(window)
+        with server.login("bob") as bob:
+            bob.join("dev")  # between the two
+            window.until(
+                lambda: button_texts(people) == ["\u25cf alice", "\u25cf bob", "\u25cf dave"],
+                "bob in the middle",
+            )
+            joined = people_buttons(window)
+            assert (joined["alice"], joined["dave"]) == (first["alice"], first["dave"])
+        window.until(
+            lambda: button_texts(people) == ["\u25cf alice", "\u25cb bob", "\u25cf dave"],
+            "bob offline",
+        )
+        assert people_buttons(window) == joined  # the same buttons, bob's updated
+        assert joined["bob"].cget("text_color") == app.palette["dim"]
+        dave.leave("dev")
+        window.until(lambda: button_texts(people) == ["\u25cf alice", "\u25cb bob"], "dave gone")
+        assert people_buttons(window) == {"alice": joined["alice"], "bob": joined["bob"]}
+        app.chat.theme_switch.toggle()  # kept buttons take the other theme's colours
+        assert joined["alice"].cget("text_color") == app.palette["accent"]
+        assert joined["bob"].cget("text_color") == app.palette["dim"]
+        assert joined["bob"].cget("hover_color") == app.palette["panel"]
+        joined["bob"].invoke()
+    window.until(lambda: app.vm.current == "@bob", "the conversation with bob")
+    assert people_buttons(window) == {"bob": joined["bob"]}  # kept for the peer too
+
+
+def test_a_people_button_shown_again_for_another_name_opens_that_conversation(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    people = app.chat.people_list
+    with server.login("dave"), server.login("bob"):  # their first logins: into #general
+        pass
+    window.login(server.port, "alice")
+    window.until(lambda: len(button_texts(people)) == 3, "#general's people")
+    before = people_buttons(window)
+    before["bob"].invoke()
+    window.until(lambda: button_texts(people) == ["\u25cb bob"], "the conversation with bob")
+    app.chat.conversation_buttons["#general"].invoke()
+    window.until(lambda: len(button_texts(people)) == 3, "#general's people again")
+    after = people_buttons(window)
+    assert list(after) == ["alice", "bob", "dave"]
+    assert after["bob"] is before["bob"]
+    assert {after["alice"], after["dave"]} == {before["alice"], before["dave"]}  # hidden, back
+    after["dave"].invoke()
+    window.until(lambda: app.vm.current == "@dave", "the conversation with dave")
+
+
+def test_the_people_list_follows_many_changes_in_order(window: Window, server: Running) -> None:
+    # Joins, leaves, presences and switches in any order: the buttons kept, made and moved
+    # show the members as the view-model orders them, with their marks.
+    app = window.app
+    window.login(server.port, "alice")
+    vm, chance = app.vm, random.Random(7)
+    dots = {True: "\u25cf", False: "\u25cb"}
+    names = [f"{first}{n}" for first in ("a", "B", "c", "D") for n in range(8)]
+    app.redraw(vm.set_members("big", [MemberInfo(name=n, online=False) for n in names[::3]]))
+    app.redraw(vm.select("#big"))  # a room the server has not: nothing comes from it
+    for step in range(150):
+        name = chance.choice(names)
+        match chance.randrange(5):
+            case 0 | 1:
+                joined = chance.random() < 0.6
+                changes = vm.apply(Membership(room="big", user=name, joined=joined), 0.0)
+            case 2 | 3:
+                changes = vm.apply(Presence(user=name, online=chance.random() < 0.5), 0.0)
+            case _:
+                changes = vm.select(chance.choice(["#big", "#big", direct_key(name)]))
+        app.redraw(changes)
+        expected = [f"{dots[m.online]} {m.name}" for m in vm.people_in_current()]
+        assert button_texts(app.chat.people_list) == expected, step
+    shown = people_buttons(window)
+    assert len(shown) == len(vm.people_in_current())
+    for member in vm.people_in_current():
+        colour = app.palette["accent"] if member.online else app.palette["dim"]
+        assert shown[member.name].cget("text_color") == colour, member.name
+
+
 # --- theme ----------------------------------------------------------------------------------
 
 
@@ -1425,7 +1533,7 @@ def test_the_sidebar_is_readable_under_the_pointer_in_both_themes(
     window.until(lambda: "@bob" in app.chat.conversation_buttons, "the conversation with bob")
     if app.vm.theme != theme:
         app.chat.theme_switch.toggle()
-    buttons = [*app.chat.conversation_buttons.values(), *app.chat.people_list.winfo_children()]
+    buttons = [*app.chat.conversation_buttons.values(), *app.chat.people_list.pack_slaves()]
     assert len(buttons) == 4  # general (shown), bob; alice and bob in #general
     for button in buttons:
         text = button.cget("text")
