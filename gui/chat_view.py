@@ -409,8 +409,8 @@ class ChatView(ctk.CTkFrame):
             dot = "\u25cf" if member.online else "\u25cb"
             whole = f"{dot} {member.name}"
             text = self._people_texts.get(whole)
-            if text is None:
-                text = self._sidebar_text(f"{dot} ", member.name, "")
+            if text is None:  # escaped: names come from the server (as in the transcript)
+                text = self._sidebar_text(f"{dot} ", escaped(member.name), "")
             texts[whole] = text
             looks[member.name] = {
                 "text": text,
@@ -686,13 +686,13 @@ def _conversation_look(
     palette: dict[str, str],
     fit: Callable[[str, str, str], str],
 ) -> dict[str, str]:
-    """What the sidebar button of ``conversation`` shows: its name, unread count, colours;
-    ``fit`` makes the text fit the button (see :meth:`ChatView._sidebar_text`)."""
+    """What the sidebar button of ``conversation`` shows: its name (escaped), unread count,
+    colours; ``fit`` makes the text fit the button (see :meth:`ChatView._sidebar_text`)."""
     mark = "#" if conversation.is_room else "@"
     unread = f"  ({conversation.unread})" if conversation.unread else ""
     shown = conversation.key == current
     return {
-        "text": fit(f"{mark} ", conversation.title, unread),
+        "text": fit(f"{mark} ", escaped(conversation.title), unread),  # from the server
         "fg_color": palette["accent"] if shown else "transparent",
         "text_color": palette["window"] if shown else palette["fg"],
         # Under the pointer, the text stays readable (the accent's hover was black on dark

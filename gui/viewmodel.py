@@ -43,6 +43,7 @@ from sealchat.gui.conversation import (
 from sealchat.gui.text_helpers import friendly
 from sealchat.gui.transfer_state import Transfer, TransferState
 from sealchat.transports.requests import MessageTooLong, check_text
+from sealchat.transports.shown_text import escaped
 from sealchat.transports.trio_client import LinkState
 
 TYPING_SHOWN_FOR = 300.0
@@ -547,9 +548,10 @@ class ViewModel:
         return {Change.TYPING}
 
     def typing_text(self, now: float) -> str:
-        """ "alice is typing…", "alice and bob are typing…", or several."""
+        """ "alice is typing…", "alice and bob are typing…", or several; the names escaped
+        (see :func:`escaped`: they come from the server)."""
         people = self.typing.get(self.current, {})
-        names = sorted(n for n, until in people.items() if until > now)
+        names = [escaped(n) for n in sorted(n for n, until in people.items() if until > now)]
         if not names:
             return ""
         if len(names) == 1:
@@ -635,7 +637,9 @@ class ViewModel:
         return sum(len(ids) for ids in self._missed.values())
 
     def title(self) -> str:
-        base = f"sealchat — {self.me}" if self.me else "sealchat"
+        """The window's title: the user's name (escaped: the server says it), and how many
+        messages came unread while the window was not focused."""
+        base = f"sealchat — {escaped(self.me)}" if self.me else "sealchat"
         return f"({self.missed_while_away}) {base}" if self.missed_while_away else base
 
     def toggle_theme(self) -> set[Change]:

@@ -873,6 +873,15 @@ def test_typing_text_for_one_two_and_three_people() -> None:
     assert vm.typing_text(NOW) == "alice and carol are typing…"
 
 
+def test_names_in_the_typing_line_and_the_title_show_hidden_characters_escaped() -> None:
+    # Names are only length-checked on the wire: a server could send any characters.
+    vm = logged_in("ali\u202ece")
+    assert vm.title() == "sealchat — ali\\u202ece"
+    vm.apply(Typing(room="general", user="bob\u2028carol: hi"), NOW)
+    vm.apply(Typing(room="general", user="dave\x1b[2J"), NOW)
+    assert vm.typing_text(NOW) == "bob\\u2028carol: hi and dave\\x1b[2J are typing…"
+
+
 def test_typing_expires_after_the_last_refresh() -> None:
     vm = logged_in("dave")
     vm.apply(Typing(room="general", user="alice"), NOW)

@@ -40,6 +40,7 @@ from sealchat.core import (
     Presence,
     ReadMarkers,
     ReadUpTo,
+    RoomJoined,
     Typing,
 )
 from sealchat.core.hub import PASSWORD_CHANGED, HubConfig
@@ -2353,6 +2354,39 @@ def test_server_text_in_the_banner_and_the_login_form_is_escaped(
     shown = str(app.chat.banner.cget("text"))
     assert "\u202e" not in shown
     assert "\n" not in shown
+
+
+def test_names_from_the_server_show_hidden_characters_escaped_everywhere(
+    window: Window, server: Running
+) -> None:
+    # A server may send names with any characters (only their length is checked): a line
+    # separator or a bidi override in a name must not dress up the sidebar, the people list,
+    # the typing line or the title as something else.
+    app = window.app
+    window.login(server.port, "alice")
+    vm, spoof, room = app.vm, "eve\u2028\u25cf bob", "x\u202eevil"
+    app.redraw(vm.apply(Message(text="hi", to="alice", id=99, sender=spoof, ts=time.time()), 0))
+    app.redraw(vm.apply(RoomJoined(room=room), 0.0))
+    app.redraw(vm.set_members("general", [MemberInfo(name=spoof, online=True)]))
+    app.redraw(vm.apply(Typing(room="general", user=spoof), time.time()))
+    app.redraw(vm.logged_in("ali\x1bce"))
+    window.pump()
+    shown = [
+        *button_texts(app.chat.conversation_list),
+        *button_texts(app.chat.people_list),
+        window.typing(),
+        app.title(),
+    ]
+    assert shown == [
+        "# general",
+        "# x\\u202eevil",
+        "@ eve\\u2028\u25cf bob  (1)",
+        "\u25cf eve\\u2028\u25cf bob",
+        "eve\\u2028\u25cf bob is typing…",
+        "sealchat — ali\\x1bce",
+    ]
+    people_buttons(window)["eve\\u2028\u25cf bob"].invoke()  # still opens that conversation
+    window.until(lambda: vm.current == direct_key(spoof), "the conversation with eve")
 
 
 # --- leaving a room, logging out ------------------------------------------------------------
