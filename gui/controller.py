@@ -400,17 +400,22 @@ class Controller:
         self.app.redraw(changes)
 
     def _show_login(self, *, by_user: bool = False) -> None:
-        """The login form again; the session's conversations and people are gone. If the
-        session ended by itself, the form says why; if the user logged out (``by_user``),
-        nothing of theirs stays (see :meth:`ViewModel.logged_out`), and the form keeps the
-        server and user name but not the password."""
+        """The login form again, with the keyboard focus: nothing typed (a password) goes
+        into the hidden message box, to be a draft of the next session; the emoji picker goes
+        with the chat. The session's conversations and people are gone. If the session ended
+        by itself, the form says why, and the draft stays for the same user's next login; if
+        the user logged out (``by_user``), nothing of theirs stays (see
+        :meth:`ViewModel.logged_out`), and the form keeps the server and user name but not
+        the password."""
         self.app.chat.pack_forget()
+        self.app.chat.close_emoji_picker()
         self.app.login_form.place(relx=0.5, rely=0.5, anchor="center")
         self.app.typing_notice.stop(tell=False)
         if by_user:
             self._forget_user()
             self.app.login_form.logged_out()
         self.app.login_form.ready()
+        self.app.login_form.take_focus()
         self.app.redraw(self.vm.logged_out(by_user=by_user))
 
     # --- actions --------------------------------------------------------------------------

@@ -55,15 +55,19 @@ class LoginForm(ctk.CTkFrame):
         self.error.pack(padx=24, pady=(4, 12))
         for entry in self._entries():
             entry.bind("<Return>", lambda _e: self.submit())
-        self._focus_first_empty()
+        self.take_focus()
 
-    def _focus_first_empty(self) -> None:
-        """Put the keyboard focus in the first field left empty (the password, when the
-        server and the user name are remembered)."""
-        for entry in (self.host, self.port, self.username, self.password):
+    def take_focus(self) -> None:
+        """Put the keyboard focus where the user types next: the first of the server, the
+        port and the user name left empty, else the password, its text (one kept from the
+        last login) selected so that what is typed replaces it."""
+        for entry in (self.host, self.port, self.username):
             if not entry.get():
                 entry.focus_set()
                 return
+        self.password.focus_set()
+        self.password.select_range(0, "end")
+        self.password.icursor("end")
 
     def _field(
         self,
@@ -125,7 +129,6 @@ class LoginForm(ctk.CTkFrame):
         self.password.delete(0, "end")
         self.repeat.delete(0, "end")
         self.error.configure(text="You are logged out.", text_color=self.app.palette["dim"])
-        self.password.focus_set()
 
     def submit(self) -> None:
         """Log in (or create the account) with what the form says; ignored while a login is

@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
 DISPLAYS = range(90, 100)
 SCREEN = "1280x800x24"
+KEYS = {" ": "space", "\n": "Return"}
+"""The keys :meth:`Window.press_keys` presses for the characters that are not their own."""
 XVFB_MISSING = (
     "Xvfb is not installed, and the real-window tests of the desktop client need it. "
     ".ci/run installs it (the Debian package 'xvfb'): run 'apt-get install xvfb'."
@@ -283,6 +285,17 @@ class Window:
             f"{user} to be logged in",
             timeout,
         )
+
+    def press_keys(self, text: str) -> None:
+        """Press the keys of ``text`` (lowercase letters, digits, spaces; a newline is Enter)
+        as the keyboard does: each goes to whichever widget has the keyboard focus."""
+        for char in text:
+            if char not in KEYS and not (char.isascii() and (char.isdigit() or char.islower())):
+                raise ValueError(f"no key typed here for {char!r}")
+            key = KEYS.get(char, char)
+            self.app.event_generate("<KeyPress>", keysym=key)  # Tk hands it to the focus
+            self.app.event_generate("<KeyRelease>", keysym=key)
+        self.pump()
 
     def type_and_enter(self, text: str) -> None:
         """Type ``text`` into the message box and press Enter."""

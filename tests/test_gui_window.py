@@ -1916,6 +1916,31 @@ def test_a_password_changed_elsewhere_brings_back_the_login_form_saying_so(
     assert not app.chat.winfo_ismapped()
 
 
+def change_password_elsewhere(tmp_path: Path, user: str, password: str) -> None:
+    """Change ``user``'s password in the server's store, as another device would: the
+    sessions of ``user`` end."""
+    with SqliteStore(tmp_path / "server", beside_server=True) as store:
+        assert store.set_password(user_key(user), hash_password(password, params=CHEAP))
+
+
+def test_after_a_session_ends_by_itself_the_keys_go_to_the_login_form(
+    window: Window, server: Running, tmp_path: Path
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+    window.press_keys("my draft")
+    app.chat.emoji_button.invoke()
+    change_password_elsewhere(tmp_path, "alice", "the new one 2")
+    window.until(app.login_form.winfo_ismapped, "the login form again")
+    assert app.focus_get() is app.login_form.password._entry  # the name is filled in
+    assert app.chat.emoji_window is None  # gone with the chat: no emoji into a hidden box
+
+    window.press_keys("the new one 2\n")  # replaces the old password; Enter logs in
+    window.until(app.vm.people_in_current, "alice to be logged in with the new password")
+    assert app.chat.input.get("1.0", "end-1c") == "my draft"  # as she left it, no password
+    assert app.focus_get() is app.chat.input._textbox
+
+
 def test_when_the_client_gives_up_reconnecting_the_login_form_says_why(
     display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2458,6 +2483,7 @@ def test_log_out_brings_back_the_form_for_another_user_with_nothing_left_of_the_
         "",
     )
     assert window.login_error() == "You are logged out."
+    assert app.focus_get() is form.password._entry
     assert (app.title(), app.vm.me, app.vm.transfers, app.chat.transfer_rows) == (
         "sealchat",
         "",
