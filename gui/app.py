@@ -127,6 +127,13 @@ class App(ctk.CTk):
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
 
+    def window_open(self) -> bool:
+        """Whether the window is still there (not yet destroyed)."""
+        try:
+            return bool(self.winfo_exists())
+        except tk.TclError:  # "application has been destroyed"
+            return False
+
     def _destroy(self) -> None:
         """Destroy the window without leaving Tk callbacks that outlive their widgets."""
         for job in self.tk.splitlist(self.tk.call("after", "info")):

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import time
+import tkinter as tk
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from tkinter import messagebox
 from typing import TYPE_CHECKING, NamedTuple
@@ -110,7 +111,7 @@ class Controller:
         try:
             await self._connected(host, port, user, password, register)
         except ServerKeyChanged as exc:
-            messagebox.showerror("Server key changed", friendly(str(exc)), parent=self.app)
+            self._show_box(messagebox.showerror, "Server key changed", friendly(str(exc)))
             self.app.login_form.show_error("The server's key changed; the connection was refused.")
         except ServerKeyUnknown:
             self.app.login_form.show_error("You did not trust the server's key; not connected.")
@@ -295,11 +296,11 @@ class Controller:
                 dialog.show_error(friendly(str(exc)))
             return
         self._close_password_dialog()
-        messagebox.showinfo(
+        self._show_box(
+            messagebox.showinfo,
             "Password changed",
             "Your password was changed. Your other sessions were logged out: log in there "
             "with the new password.",
-            parent=self.app,
         )
 
     def _close_password_dialog(self) -> None:
@@ -369,13 +370,57 @@ class Controller:
         self.app.redraw(self.vm.directs_listed(client.conversations))
 
     async def _confirm_key(self, server: str, fingerprint: str) -> bool:
-        answer = messagebox.askyesno(
+        return await self._ask(
             "Trust this server?",
             f"{server} is new to this computer. Its key fingerprint is\n\n{fingerprint}\n\n"
             "Compare it with the one the server's operator gave you. Trust it and remember it?",
-            parent=self.app,
         )
-        return bool(answer)
+
+    # --- message boxes ------------------------------------------------------------------
+    # A message box is modal: Tk runs a loop of its own until it is answered. Trio, a guest
+    # on Tk's loop, takes its steps there too, but only if the box was not opened within one
+    # of them: a box opened by a task would stop all networking until it is answered (no
+    # messages, no reconnecting, a server dropping a client that does not read). So a task
+    # never opens one itself: it has Tk open it (and awaits the answer to a question).
+
+    def _show_box(self, show: Callable[..., object], title: str, message: str) -> None:
+        """Have Tk show a message box (``messagebox.showinfo``, ``showerror``) as soon as
+        it is idle, out of trio's steps; the caller goes on at once."""
+
+        def box() -> None:
+            with self._unless_window_gone():
+                show(title, message, parent=self.app)
+
+        self.app.after_idle(box)
+
+    async def _ask(self, title: str, message: str) -> bool:
+        """The user's answer to a yes-or-no question, asked (as :meth:`_show_box` shows a
+        box) while trio goes on; False if the window closed meanwhile."""
+        token = trio.lowlevel.current_trio_token()
+        answered = trio.Event()
+        answer = False
+
+        def ask() -> None:
+            nonlocal answer
+            try:
+                with self._unless_window_gone():
+                    answer = bool(messagebox.askyesno(title, message, parent=self.app))
+            finally:
+                with contextlib.suppress(trio.RunFinishedError):  # the window closed
+                    token.run_sync_soon(answered.set)
+
+        self.app.after_idle(ask)
+        await answered.wait()
+        return answer
+
+    @contextlib.contextmanager
+    def _unless_window_gone(self) -> Iterator[None]:
+        """A message box fails when the window is closed while it is open: no error then."""
+        try:
+            yield
+        except tk.TclError:
+            if self.app.window_open():
+                raise
 
     def _show_chat(self, name: str) -> None:
         if self._session_user and name.lower() != self._session_user.lower():

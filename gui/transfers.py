@@ -34,17 +34,11 @@ class Transfers:
         try:
             path = filedialog.askopenfilename(parent=self.app, title="Send a file")
         except tk.TclError:
-            if self._window_open():
+            if self.app.window_open():
                 raise
             return
         if path:
             self.send_file(Path(path))
-
-    def _window_open(self) -> bool:
-        try:
-            return bool(self.app.winfo_exists())
-        except tk.TclError:  # "application has been destroyed"
-            return False
 
     def send_file(self, path: Path) -> None:
         room, user = self.vm.conversation(self.vm.current).target

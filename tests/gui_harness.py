@@ -116,10 +116,24 @@ class Window:
     app: Any
     display: str
     trust: bool = True
+    """The answer to a yes-or-no question (trusting a server's key)."""
     dialogs: list[Dialog] = field(default_factory=list)
     bells: int = 0
     errors: list[str] = field(default_factory=list)
     collected: float = field(default_factory=time.monotonic)
+    while_next_dialog_open: Callable[[Dialog], None] | None = None
+    """Called with the next dialog while it is open, before it is answered (as a person
+    would look at the window first): it may pump events, as the dialog's own loop does."""
+
+    def opened(self, dialog: Dialog) -> None:
+        """A modal dialog opened: record it, and run :attr:`while_next_dialog_open`."""
+        self.dialogs.append(dialog)
+        meanwhile, self.while_next_dialog_open = self.while_next_dialog_open, None
+        if meanwhile is not None:
+            try:
+                meanwhile(dialog)
+            except Exception:  # raised by the next step of the test, whoever opened it
+                self.errors.append(traceback.format_exc())
 
     # --- pumping ----------------------------------------------------------------------
 
@@ -177,13 +191,17 @@ class Window:
         if time.monotonic() - self.collected > 0.5:
             _collect_garbage()
             self.collected = time.monotonic()
-        if self.errors:
-            raise AssertionError("a Tk callback raised:\n" + "\n".join(self.errors))
+        self._raise_errors()
         result = self.app.guest.result
         if result is not None:
             result.unwrap()  # the trio run ended on its own: show why
             raise AssertionError("the trio run ended before the test closed the window")
         self.app.update()
+        self._raise_errors()
+
+    def _raise_errors(self) -> None:
+        if self.errors:
+            raise AssertionError("a Tk callback raised:\n" + "\n".join(self.errors))
 
     def describe(self) -> str:
         """What the window shows now, for failure messages."""
@@ -360,15 +378,15 @@ def open_window(settings_path: Path, display: str, *, trust: bool = True) -> Ite
     holder: list[Window] = []
 
     def ask(title: str, message: str, **_options: object) -> bool:
-        holder[0].dialogs.append(Dialog("askyesno", title, message))
+        holder[0].opened(Dialog("askyesno", title, message))
         return holder[0].trust
 
     def show(title: str, message: str, **_options: object) -> str:
-        holder[0].dialogs.append(Dialog("showerror", title, message))
+        holder[0].opened(Dialog("showerror", title, message))
         return "ok"
 
     def inform(title: str, message: str, **_options: object) -> str:
-        holder[0].dialogs.append(Dialog("showinfo", title, message))
+        holder[0].opened(Dialog("showinfo", title, message))
         return "ok"
 
     collecting = gc.isenabled()

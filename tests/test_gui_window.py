@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from tkinter import filedialog
+from tkinter import filedialog, messagebox
 from typing import Any
 from unittest import mock
 
@@ -62,6 +62,8 @@ from tests.gui_harness import Dialog, Window, destroyed, environment, open_windo
 from tests.servers import PASSWORD, Running, free_port, running_server
 
 DARK, LIGHT = PALETTES["dark"], PALETTES["light"]
+ASK_YES_NO = messagebox.askyesno
+"""The real question box (the harness answers the windows' questions instead of it)."""
 TODAY = "\u2500\u2500 Today \u2500\u2500"
 """The separator above the first message of today."""
 
@@ -149,6 +151,26 @@ def test_log_in_through_the_widgets_trusting_the_key_on_first_contact(
     remembered = settings_file(tmp_path)
     assert remembered["server"] == {"host": "127.0.0.1", "port": server.port, "username": "alice"}
     assert PASSWORD not in (tmp_path / "gui.json").read_text(encoding="utf-8")
+
+
+def trio_runs(window: Window) -> None:
+    """Wait until a trio task started now has run: trio takes its steps."""
+    ran: list[bool] = []
+
+    async def run() -> None:
+        await trio.sleep(0)
+        ran.append(True)
+
+    window.app.spawn(run)
+    window.until(lambda: ran, "a trio task to run")
+
+
+def test_trio_runs_while_the_question_of_the_servers_key_is_open(
+    window: Window, server: Running
+) -> None:
+    window.while_next_dialog_open = lambda _question: trio_runs(window)
+    window.login(server.port, "alice")  # once the key is trusted
+    assert [d.title for d in window.dialogs] == ["Trust this server?"]
 
 
 def log_in_after_joining(window: Window, server: Running, *rooms: str) -> None:
@@ -1951,6 +1973,12 @@ def test_when_the_client_gives_up_reconnecting_the_login_form_says_why(
         with running_server("trio", tmp_path / "server", port=port):
             window.login(port, "alice")
             app.chat.input.insert("1.0", "alice's unsent draft")
+
+        def form_and_trio(_box: Dialog) -> None:  # while "Server key changed" is open
+            window.until(app.login_form.winfo_ismapped, "the login form behind the box")
+            trio_runs(window)
+
+        window.while_next_dialog_open = form_and_trio
         with running_server("trio", tmp_path / "server", port=port) as moved:  # another key
             window.until(app.login_form.winfo_ismapped, "the login form again", timeout=60)
             assert window.login_error() == "The server's key changed; the connection was refused."
@@ -2237,6 +2265,37 @@ def test_closing_the_window_while_the_file_dialog_is_open_finishes_cleanly(
     window.until_finished()
     assert destroyed(app)
     assert window.errors == []
+
+
+def test_closing_the_window_while_the_question_of_the_servers_key_is_open_finishes_cleanly(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    close = app.tk.call("wm", "protocol", app._w, "WM_DELETE_WINDOW")
+    stuck: list[bool] = []
+
+    def close_once_open() -> None:
+        """The close button, once the real question is open; the window then closes by
+        itself (otherwise, after 30 s, the question is answered for the test to go on)."""
+        if not app.tk.call("winfo", "exists", ".__tk__messagebox"):
+            app.after(20, close_once_open)
+            return
+        app.tk.call(close)
+        app.after(30_000, answer_as_still_open)
+
+    def answer_as_still_open() -> None:
+        stuck.append(True)
+        app.tk.eval(".__tk__messagebox.no invoke")
+
+    window.fill_login(server.port, "alice", PASSWORD)
+    with mock.patch.object(messagebox, "askyesno", ASK_YES_NO):
+        window.submit_login()
+        close_once_open()
+        window.until_finished()
+    assert not stuck, "the window stayed until the question was answered"
+    assert destroyed(app)
+    assert window.errors == []
+    assert app.vm.me == ""
 
 
 def test_closing_before_logging_in_finishes_cleanly(window: Window) -> None:
@@ -2723,6 +2782,26 @@ def test_the_password_is_changed_from_the_sidebar_and_the_other_sessions_end(
         assert closed.reason == PASSWORD_CHANGED
     assert app.chat.winfo_ismapped()  # this session stays
     server.login("alice", NEW_PASSWORD).close()
+
+
+def test_the_chat_goes_on_while_the_box_saying_the_password_changed_is_open(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    app = window.app
+    window.login(server.port, "alice")
+
+    def chat_on(box: Dialog) -> None:
+        assert box.title == "Password changed"
+        bob.send_message("said while the box is open", room="general")
+        window.until_shown("said while the box is open")
+
+    window.while_next_dialog_open = chat_on
+    dialog = _password_dialog(window)
+    _fill(dialog, PASSWORD, NEW_PASSWORD, NEW_PASSWORD)
+    dialog.change_button.invoke()
+    window.until(lambda: window.dialogs[-1].kind == "showinfo", "the change")
+    window.pump()  # the box was answered (or why not, raised)
+    assert app.chat.winfo_ismapped()
 
 
 def test_the_password_dialog_says_what_is_wrong_and_takes_another_try(
