@@ -508,14 +508,22 @@ class Controller:
 
     def leave_current(self) -> None:
         """Leave the room shown: it goes from the sidebar, and #general is shown instead
-        (as when the server tells that it was left elsewhere); a refusal is shown."""
-        conversation = self.vm.conversation(self.vm.current)
-        if not conversation.is_room:
+        (as when the server tells that it was left elsewhere); a refusal is shown. Until the
+        server answers, the room cannot be left again (Leave room is disabled: the second
+        click of a double click does nothing)."""
+        if not self.vm.can_leave:
             return
-        room = conversation.title
-        self.app.redraw(self.vm.dismiss_error())
+        conversation = self.vm.conversation(self.vm.current)
+        room, key = conversation.title, conversation.key
+        self.app.redraw(self.vm.dismiss_error() | self.vm.asked_to_leave(key))
 
         async def leave() -> None:
+            try:
+                await leave_room()
+            finally:
+                self.app.redraw(self.vm.asked_to_leave(key, asked=False))
+
+        async def leave_room() -> None:
             if self.client is None:
                 return
             try:

@@ -103,6 +103,9 @@ class ViewModel:
         """When the client tries to reconnect next, while the banner counts down to it."""
         self.error = ""
         self._link_error = ""
+        self.leaving: set[str] = set()
+        """The rooms (keys) the user asked to leave, until the server answers: they cannot
+        be left again meanwhile (a second leave would be refused, as not in the room)."""
         """The error shown, if it says the connection was lost: it goes when the link is back."""
         self._missed: dict[str, set[int]] = {}
         """The ids of the messages that came unread while the window was not focused, by
@@ -396,8 +399,17 @@ class ViewModel:
     @property
     def can_leave(self) -> bool:
         """Whether the conversation shown is a room, which the user can ask to leave (the
-        server refuses #general, saying why)."""
-        return self.conversation(self.current).is_room
+        server refuses #general, saying why), unless already asked and not yet answered."""
+        return self.conversation(self.current).is_room and self.current not in self.leaving
+
+    def asked_to_leave(self, key: str, *, asked: bool = True) -> set[Change]:
+        """The user asked to leave the room ``key``; with ``asked`` False, the server
+        answered (whatever it said)."""
+        if asked:
+            self.leaving.add(key)
+        else:
+            self.leaving.discard(key)
+        return {Change.CONVERSATIONS}
 
     def _mine(self, message: Message) -> bool:
         return message.sender.lower() == self.me.lower()

@@ -390,6 +390,16 @@ def test_only_a_room_shown_can_be_left() -> None:
     assert "#general" in vm.conversations
 
 
+def test_a_room_is_not_left_twice_at_once() -> None:
+    vm = logged_in()
+    vm.apply(RoomJoined(room="dev"), NOW)
+    vm.select("#dev")
+    assert vm.asked_to_leave("#dev") == {Change.CONVERSATIONS}
+    assert not vm.can_leave  # until the server answers
+    vm.asked_to_leave("#dev", asked=False)
+    assert vm.can_leave
+
+
 # --- unread messages remembered from one run to the next ------------------------------------
 
 

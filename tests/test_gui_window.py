@@ -2512,6 +2512,39 @@ def test_leaving_general_is_refused_saying_why(window: Window, server: Running) 
         "You cannot leave #general: everyone on this server stays in it."
     )
     assert button_texts(app.chat.conversation_list) == ["# general"]
+    assert app.chat.leave_button.cget("state") == "normal"  # the answer came
+
+
+def test_a_double_click_on_leave_room_leaves_once(window: Window, server: Running) -> None:
+    app = window.app
+    log_in_after_joining(window, server, "dev")
+    window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
+    app.chat.conversation_buttons["#dev"].invoke()
+    window.until(
+        lambda: app.vm.people_in_current() and app.vm.conversation("#dev").first_page_loaded,
+        "#dev's people and history",
+    )
+    client = app.controller.client
+    asked: list[str] = []
+    answered: list[str] = []
+    real_leave = client.leave
+
+    async def leave(room: str) -> None:
+        asked.append(room)
+        try:
+            await real_leave(room)
+        finally:
+            answered.append(room)
+
+    with mock.patch.object(client, "leave", leave):
+        app.chat.leave_button.invoke()
+        assert app.chat.leave_button.cget("state") == "disabled"  # until the server answers
+        app.chat.leave_button.invoke()  # the second click of a double click
+        window.until(lambda: "#dev" not in app.chat.conversation_buttons, "# dev gone")
+        window.until(lambda: len(answered) == len(asked), "the server's answers")
+    assert app.vm.current == "#general"
+    assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
+    assert app.chat.leave_button.cget("state") == "normal"  # #general: the server says why not
 
 
 def test_log_out_brings_back_the_form_for_another_user_with_nothing_left_of_the_first(
