@@ -599,7 +599,9 @@ class Controller:
         load: Callable[[ChatClient, Conversation], Awaitable[object]],
     ) -> None:
         """Run ``load(client, conversation)`` in a task, unless the conversation's history
-        is being loaded already; a failure is shown."""
+        is being loaded already; a failure is shown, unless the conversation is a room left
+        meanwhile (its page, asked for as it was shown, may reach the server after the leave:
+        "you are not in dev" would then be news of nothing)."""
         key, client = conversation.key, self.client
         if key in self._loading_history or client is None:
             return
@@ -609,7 +611,8 @@ class Controller:
             try:
                 await load(client, conversation)
             except ClientError as exc:
-                self.app.redraw(self.app.failed(exc))
+                if key in self.vm.conversations:
+                    self.app.redraw(self.app.failed(exc))
                 return
             finally:
                 self._loading_history.discard(key)

@@ -342,6 +342,11 @@ class ViewModel:
                 return changes
             case Error(ref=ref) if ref in (TYPING_REF, READ_REF):
                 return set()  # typing notices and read markers are best effort: no error
+            case Error(code="not_member", ref=ref) if ref not in self.unconfirmed:
+                # A page or the members of a room, asked for as it was shown and answered
+                # after it was left: news of nothing (the controller shows a page refused for
+                # a room still in the sidebar).
+                return set()
             case ReadUpTo():
                 return self._read_elsewhere((event,))
             case ReadMarkers(markers=markers):

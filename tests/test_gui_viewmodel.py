@@ -31,7 +31,7 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core.limits import MAX_TEXT
-from sealchat.core.records import READ_REF, TYPING_REF
+from sealchat.core.records import HISTORY_REF, READ_REF, TYPING_REF
 from sealchat.gui.conversation import (
     DayBreak,
     Remembered,
@@ -1237,6 +1237,22 @@ def test_a_refused_typing_notice_is_no_error_to_show() -> None:
     refusal = Error(code="not_member", detail="join dev first", ref=TYPING_REF)
     assert vm.apply(refusal, NOW) == set()  # typing notices are best effort
     assert (vm.error, vm.returned, vm.unconfirmed) == ("", [], {"c1": "hello"})
+
+
+def test_a_request_about_a_room_refused_as_not_a_members_is_not_shown_but_a_message_is() -> None:
+    # A page or the members of a room asked for as it was shown, answered after it was
+    # left: the controller shows a page refused for a room still in the sidebar.
+    vm = logged_in()
+    vm.sending("c1", "hello")
+    for refusal in (
+        Error(code="not_member", detail="join dev first", ref=HISTORY_REF),
+        Error(code="not_member", detail="you are not in dev", ref="dev"),
+    ):
+        assert vm.apply(refusal, NOW) == set()
+    assert vm.error == ""
+    changes = vm.apply(Error(code="not_member", detail="join dev first", ref="c1"), NOW)
+    assert changes == {Change.ERROR, Change.INPUT}
+    assert vm.returned == ["hello"]
 
 
 def test_a_message_too_long_for_the_protocol_is_refused_saying_why() -> None:

@@ -2547,6 +2547,41 @@ def test_a_double_click_on_leave_room_leaves_once(window: Window, server: Runnin
     assert app.chat.leave_button.cget("state") == "normal"  # #general: the server says why not
 
 
+def test_leaving_a_room_before_its_history_came_shows_no_error(
+    window: Window, server: Running
+) -> None:
+    app = window.app
+    log_in_after_joining(window, server, "dev")
+    window.until(lambda: "#dev" in app.chat.conversation_buttons, "# dev")
+    client = app.controller.client
+    assert client is not None
+    left = trio.Event()
+    real_history, real_leave = client.history, client.leave
+
+    async def history_after_the_leave(**options: Any) -> Any:
+        if options.get("room") == "dev":
+            await left.wait()  # the page's request reaches the server after the leave
+        return await real_history(**options)
+
+    async def leave(room: str) -> None:
+        try:
+            await real_leave(room)
+        finally:
+            left.set()
+
+    with (
+        mock.patch.object(client, "history", history_after_the_leave),
+        mock.patch.object(client, "leave", leave),
+    ):
+        app.chat.conversation_buttons["#dev"].invoke()
+        app.chat.leave_button.invoke()
+        window.until(lambda: "#dev" not in app.chat.conversation_buttons, "# dev gone")
+        window.until(lambda: not app.controller._loading_history, "the page's refusal")
+    window.pump(0.3)
+    assert app.vm.current == "#general"
+    assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
+
+
 def test_log_out_brings_back_the_form_for_another_user_with_nothing_left_of_the_first(
     window: Window, server: Running, bob: BlockingClient, tmp_path: Path
 ) -> None:
