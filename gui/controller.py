@@ -395,22 +395,28 @@ class Controller:
 
     async def _ask(self, title: str, message: str) -> bool:
         """The user's answer to a yes-or-no question, asked (as :meth:`_show_box` shows a
-        box) while trio goes on; False if the window closed meanwhile."""
+        box) while trio goes on; False if the window closed meanwhile. Not asked at all if
+        the caller is cancelled first (a login given up before Tk was idle)."""
         token = trio.lowlevel.current_trio_token()
         answered = trio.Event()
         answer = False
+        wanted = True
 
         def ask() -> None:
             nonlocal answer
             try:
-                with self._unless_window_gone():
-                    answer = bool(messagebox.askyesno(title, message, parent=self.app))
+                if wanted:
+                    with self._unless_window_gone():
+                        answer = bool(messagebox.askyesno(title, message, parent=self.app))
             finally:
                 with contextlib.suppress(trio.RunFinishedError):  # the window closed
                     token.run_sync_soon(answered.set)
 
         self.app.after_idle(ask)
-        await answered.wait()
+        try:
+            await answered.wait()
+        finally:
+            wanted = False
         return answer
 
     @contextlib.contextmanager

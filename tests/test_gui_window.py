@@ -173,6 +173,22 @@ def test_trio_runs_while_the_question_of_the_servers_key_is_open(
     assert [d.title for d in window.dialogs] == ["Trust this server?"]
 
 
+def test_a_question_whose_asker_gave_up_before_it_showed_is_never_asked(window: Window) -> None:
+    ended: list[bool] = []
+
+    async def give_up() -> None:
+        with trio.CancelScope() as scope:
+            scope.cancel()  # as a login given up before Tk was idle
+            await window.app.controller._ask("Trust this server?", "…")
+        ended.append(scope.cancelled_caught)
+
+    window.app.spawn(give_up)
+    window.until(lambda: ended, "the asker to end")
+    window.pump(0.2)
+    assert ended == [True]
+    assert window.dialogs == []
+
+
 def log_in_after_joining(window: Window, server: Running, *rooms: str) -> None:
     """Alice joins ``rooms`` in an earlier session, then logs in through the window."""
     with server.login("alice") as earlier:
