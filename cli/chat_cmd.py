@@ -82,6 +82,7 @@ def run_chat(args: argparse.Namespace) -> int:
         options: dict[str, Any] = {
             "confirm_new_key": asker(interactive, until=reading_commands),
             "replies": False,  # a command shows its own answer, or why it was refused
+            "sent_wait": 0,  # the chat has waited for its messages, saying so (finish)
         }
         if args.downloads is not None:
             options["downloads_dir"] = args.downloads

@@ -134,7 +134,8 @@ class Controller:
         """Connect, log in (or create the account) and show the session's events until it
         ends or the user leaves it (``leave``); then what was read last is told, and the
         client says goodbye to the server (see :func:`connect`)."""
-        async with connect(host, port, confirm_new_key=self._confirm_key) as client:
+        # No wait for unstored messages at the end: a logout or a close has asked the user.
+        async with connect(host, port, confirm_new_key=self._confirm_key, sent_wait=0) as client:
             log_in = client.register if register else client.login
             name = await log_in(user, password)
             self.client = client

@@ -891,6 +891,17 @@ def test_a_server_that_does_not_list_password_changes_is_not_asked() -> None:
         client.typing()  # still connected: nothing was sent
 
 
+def test_a_password_change_before_the_login_says_to_log_in_first(tmp_path: Path) -> None:
+    with (
+        running_server("threads", tmp_path / "s") as server,
+        BlockingClient("127.0.0.1", server.port, trust=accept_all) as client,
+    ):
+        with pytest.raises(PasswordNotChanged, match=r"^log in first") as refused:
+            client.change_password(PASSWORD, "a brand new password")
+        assert refused.value.code == "not_logged_in"
+        client.login("alice", PASSWORD)  # nothing was sent: the session goes on
+
+
 def test_one_password_change_at_a_time() -> None:
     # The server would refuse a second change at once, before it answers the first: its
     # refusal would then be taken for the first one's answer (replies match by order).

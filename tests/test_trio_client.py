@@ -1150,6 +1150,34 @@ async def test_messages_written_offline_beyond_the_burst_all_arrive_once(tmp_pat
     assert not any(isinstance(e, ServerError) for e in queued_events(alice))  # none refused
 
 
+async def test_leaving_the_block_waits_for_the_messages_sent_to_be_stored(tmp_path: Path) -> None:
+    texts = [f"notice {i}" for i in range(12)]  # beyond the burst: some wait for the pacer
+    with running_server("trio", tmp_path / "s", hub=SLOW) as server:
+        async with logged_in(server, tmp_path, "alice", announce=False) as alice:
+            for text in texts:
+                await alice.send_message(text, room="general")  # fire and forget
+            assert alice.unacknowledged
+        assert alice.unacknowledged == 0
+        with server.login("bob") as bob:
+            page, _ = bob.history(room="general")
+    assert [m.text for m in page] == texts
+
+
+async def test_messages_the_server_could_not_store_before_the_close_are_said_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    async with stranded(
+        tmp_path, tmp_path / "s", port, backoff=(0.05, 0.2), sent_wait=0.5
+    ) as alice:
+        await alice.send_message("into the void", room="general")
+        assert await alice.wait_sent(0.2) == 1  # still reconnecting: bounded
+    assert alice.unacknowledged == 1
+    assert f"1 messages sent were not stored by 127.0.0.1:{port} before the client closed" in (
+        caplog.text
+    )
+
+
 async def test_messages_written_offline_go_before_those_sent_after_the_reconnect(
     tmp_path: Path,
 ) -> None:
@@ -2675,6 +2703,15 @@ async def test_a_refused_password_change_says_why_and_keeps_the_password(
         assert alice.online
     with server.login("alice"):  # the old password still works
         pass
+
+
+async def test_a_password_change_before_the_login_says_to_log_in_first(
+    server: Running, tmp_path: Path
+) -> None:
+    async with connect("127.0.0.1", server.port, **trio_options(tmp_path, "alice")) as alice:
+        with pytest.raises(PasswordNotChanged, match=r"^log in first") as refused:
+            await alice.change_password(PASSWORD, "a brand new password")
+        assert refused.value.code == "not_logged_in"
 
 
 async def test_a_server_that_does_not_list_password_changes_is_not_asked(

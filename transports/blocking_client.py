@@ -413,7 +413,8 @@ class BlockingClient:
         server's reason if refused, or at once (``code`` ``unsupported``) if the server does
         not let users change their password (``features``). One change at a time: another
         call while one waits for its answer raises PasswordNotChanged (``in_progress``)."""
-        request = requests.change_password(self.features, old, new)
+        logged_in = self._conn.state is not State.LOGIN
+        request = requests.change_password(self.features, old, new, logged_in=logged_in)
         if not self._changing_password.acquire(blocking=False):
             raise PasswordNotChanged(CHANGE_IN_PROGRESS, "in_progress")
         try:

@@ -370,10 +370,17 @@ def login(
     )
 
 
-def change_password(features: Iterable[str], old: str, new: str) -> Request[None]:
+def change_password(
+    features: Iterable[str], old: str, new: str, *, logged_in: bool = True
+) -> Request[None]:
     """Change the user's password from ``old`` to ``new``, on a server whose Authenticated
-    listed ``features``: refused at once (PasswordNotChanged, ``unsupported``) by one that
-    does not take ChangePassword, to which sending it would break the protocol (§6.6.3)."""
+    listed ``features``: refused at once (PasswordNotChanged) before a login
+    (``not_logged_in``: no features are known yet), and by a server that does not take
+    ChangePassword (``unsupported``: sending it would break the protocol, §6.6.3)."""
+    if not logged_in:
+        raise PasswordNotChanged(
+            "log in first: a password is changed for the user logged in", "not_logged_in"
+        )
     if CHANGE_PASSWORD not in features:
         raise PasswordNotChanged(CANNOT_CHANGE_PASSWORD, "unsupported")
 

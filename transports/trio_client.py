@@ -17,12 +17,13 @@ client drops messages it has already shown, so nothing is lost and nothing is do
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -110,6 +111,11 @@ ABANDONED_HOLD = REQUEST_TIMEOUT
 """Seconds the waiter of a call given up still holds back the messages it took, for its late
 reply (without replies): a server that never answers holds back nothing for good."""
 
+SENT_WAIT: Final = 10.0
+"""Seconds leaving ``connect``'s block waits, by default, for the server to store the
+messages sent (``ChatClient.wait_sent``)."""
+log = logging.getLogger("sealchat.client")
+
 
 def client_key(path: Path | None = None) -> X25519PrivateKey:
     """This installation's own static key (created 0600 on first use)."""
@@ -135,8 +141,12 @@ class ChatClient:
         events: bool = True,
         acknowledge: bool | None = None,
         replies: bool = True,
+        sent_wait: float = SENT_WAIT,
     ) -> None:
         self.host, self.port = host, port
+        self.sent_wait = sent_wait
+        """Seconds leaving ``connect``'s block waits for the messages sent to be stored (0:
+        it does not wait; the caller has waited as it saw fit)."""
         self.server = server_name(host, port)
         self._nursery = nursery
         self._dialer = Dialer(
@@ -403,6 +413,7 @@ class ChatClient:
             return
         self.gave_up_on = error or Disconnected(f"disconnected: {reason}")
         self._online.set()
+        self._outbox.note_answer()  # whoever waits for the outbox stops waiting
         await self._delivery.pass_on(LinkState(connected=False, reason=reason))
 
     async def change_password(self, old: str, new: str) -> None:
@@ -414,7 +425,7 @@ class ChatClient:
         request went out and before the answer (LinkLost), the password may or may not have
         changed, and the reconnect logs in with the old one. One change at a time: another
         call while one waits for its answer raises PasswordNotChanged (``in_progress``)."""
-        request = requests.change_password(self.features, old, new)
+        request = requests.change_password(self.features, old, new, logged_in=bool(self.username))
         if self._changing_password:
             raise PasswordNotChanged(CHANGE_IN_PROGRESS, "in_progress")
         self._changing_password = True
@@ -506,6 +517,15 @@ class ChatClient:
     def unacknowledged(self) -> int:
         """Messages sent but not yet stored by the server."""
         return len(self._outbox.messages)
+
+    async def wait_sent(self, timeout: float = SENT_WAIT) -> int:
+        """Wait until the server has stored (or refused) every message sent, across
+        reconnects too, for ``timeout`` seconds at most or until the client gives up or is
+        closed; returns how many are still unstored (0: all are stored)."""
+        with trio.move_on_after(timeout):
+            while self._outbox.messages and self.gave_up_on is None:
+                await self._outbox.next_answer()
+        return self.unacknowledged
 
     async def typing(self, active: bool = True, *, room: str = "", to: str = "") -> None:
         await self._send(Typing(room=room, to=to, active=active))
@@ -600,6 +620,13 @@ async def connect(host: str, port: int, **options: Any) -> AsyncIterator[ChatCli
             await client._open_link()
             try:
                 yield client
+                if client.sent_wait and await client.wait_sent(client.sent_wait):
+                    log.warning(
+                        "%d messages sent were not stored by %s before the client closed; "
+                        "they are lost",
+                        client.unacknowledged,
+                        client.server,
+                    )
             finally:
                 with trio.CancelScope(shield=True):
                     await client.aclose()

@@ -71,6 +71,11 @@ class Outbox:
         self._answered.set()
         self._answered = trio.Event()
 
+    async def next_answer(self) -> None:
+        """Wait for the server's next answer to a message, the end of a link, or the client
+        giving up."""
+        await self._answered.wait()
+
     async def keep_pacing(self) -> None:
         """After each rate_limited refusal, send the outbox again in paced rounds."""
         while True:
