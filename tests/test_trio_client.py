@@ -2705,6 +2705,17 @@ async def test_a_refused_password_change_says_why_and_keeps_the_password(
         pass
 
 
+async def test_marking_read_once_the_client_gave_up_is_disconnected_not_sent(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    async with stranded(tmp_path, tmp_path / "s", port, (0.05, 0.2), reconnect=False) as alice:
+        assert alice.gave_up_on is not None
+        with pytest.raises(Disconnected):
+            await alice.mark_read(5, room="general")
+        assert alice.read_marker(room="general") == 0  # nothing kept to send either
+
+
 async def test_a_password_change_before_the_login_says_to_log_in_first(
     server: Running, tmp_path: Path
 ) -> None:

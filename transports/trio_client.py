@@ -444,7 +444,8 @@ class ChatClient:
         an older server. Whether it was sent. A marker the connection lost on its way is sent again
         after the reconnect, if the server's listing lacks it. ClientError, keeping and sending
         nothing, for a marker no server could take (an id out of bounds, a name too long), whatever
-        the server."""
+        the server. Disconnected once the client has given up reconnecting, or is closed."""
+        self._fail_if_given_up()  # nothing could be sent any more
         record = self._reads.mark(up_to, room, peer, features=self.features)
         if record is None:
             return False
@@ -584,6 +585,8 @@ class ChatClient:
     # --- closing --------------------------------------------------------------------------
 
     async def aclose(self, reason: str = "goodbye") -> None:
+        """Say goodbye (``reason``) and close. Messages the server has not stored yet are not
+        sent (``wait_sent`` waits for them; leaving ``connect``'s block does so first)."""
         self._closing = True
         self.gave_up_on = self.gave_up_on or Disconnected("the client was closed")
         self._online.set()  # whoever waits for a reconnect gets Disconnected
