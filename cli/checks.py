@@ -38,32 +38,49 @@ def _port(text: str, *, any_free: bool) -> int:
     raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535{also}")
 
 
+MAX_COUNT = 10**9
+"""The largest count a limit takes on the command line: far beyond any server's needs, and
+within what a rate (a float) holds exactly."""
+_COUNT = re.compile(r"[0-9]{1,20}")
+
+
 def positive(text: str) -> int:
-    """A count of at least 1 given on the command line (argparse's type): a limit of 0 would
-    turn everyone away."""
-    if text.strip().isdigit() and int(text) >= 1:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number from 1 up")
+    """A count from 1 to MAX_COUNT given on the command line (argparse's type): a limit of 0
+    would turn everyone away."""
+    count = int(text.strip()) if _COUNT.fullmatch(text.strip()) else 0
+    if 1 <= count <= MAX_COUNT:
+        return count
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a count: give a whole number from 1 to {MAX_COUNT:,}"
+    )
 
 
-_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def byte_size(text: str) -> int:
-    """A size of at least one byte given on the command line (argparse's type): a number of
-    bytes, or of KiB, MiB, GiB or TiB ("500M", "2G", "1.5GiB"; K, M, G and T count in 1024s),
-    counted exactly, at most the largest size the protocol carries."""
+    """A size of at least one byte given on the command line (argparse's type): a whole
+    number of bytes, or a number of KiB, MiB, GiB or TiB ("500M", "2G", "1.5GiB"; K, M, G and
+    T count in 1024s, down to a whole byte), at most the largest size the protocol carries."""
     match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: give bytes, or a number with K, M, G or T (like 500M or 2G)"
+        )
     try:
-        size = int(Fraction(match[1]) * _UNITS[match[2].upper()]) if match else 0
-    except ValueError:  # more digits than Python converts
-        size = 0
-    if 1 <= size <= MAX_UINT:
-        return size
-    raise argparse.ArgumentTypeError(
-        f"{text!r} is not a size: give bytes, or a number with K, M, G or T (like 500M or 2G)"
-    )
+        exact = Fraction(match[1]) * _UNITS[match[2].upper()]
+    except ValueError:  # more digits than Python converts: far out of range
+        exact = Fraction(MAX_UINT + 1)
+    if not match[2] and exact.denominator != 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of bytes: give bytes, or a number with K, M, G or T"
+        )
+    if not 1 <= exact <= MAX_UINT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range: give from 1 byte to {MAX_UINT:,} bytes (8 EiB)"
+        )
+    return int(exact)
 
 
 class CommandError(Exception):

@@ -45,14 +45,18 @@ def test_a_port_out_of_range_is_refused_before_anything_starts(
         "--address-connections-per-second",
     ],
 )
-@pytest.mark.parametrize("value", ["0", "-5", "many"])
+# 0 would turn everyone away; 10**400 would crash the server at the first connection (its
+# rate, a float, would overflow); "²" is a digit to Python, but no number.
+@pytest.mark.parametrize("value", ["0", "-5", "many", str(10**400), "1000000001", "²"])
 def test_a_limit_that_would_turn_everyone_away_is_refused_before_anything_starts(
     limit: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["server", "--data-dir", str(tmp_path / "data"), limit, value])
     assert exited.value.code == 2
-    assert f"{value!r} is not a count: give a whole number from 1 up" in capsys.readouterr().err
+    assert f"{value!r} is not a count: give a whole number from 1 to 1,000,000,000" in (
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "data").exists()
 
 

@@ -144,12 +144,16 @@ def test_the_server_command_sets_the_file_limits_in_units_people_use(
     assert (defaults.max_file_size, defaults.user_quota) == (2 * 2**30, 10 * 2**30)
     bytes_only = server_config(build_parser().parse_args(["server", "--user-quota", "4096"]))
     assert bytes_only.hub.user_quota == 4096
-    for bad in ("0", "-5G", "2 lots", "1e9"):
+    for bad in ("-5G", "2 lots", "1e9", "²K"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["server", f"--max-file-size={bad}"])
         assert f"{bad!r} is not a size: give bytes, or a number with K, M, G or T" in (
             capsys.readouterr().err
         )
+    for bad in ("1.5", "0.5"):  # bytes come whole: not silently 1 byte, or refused as 0
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["server", f"--max-file-size={bad}"])
+        assert f"{bad!r} is not a whole number of bytes" in capsys.readouterr().err
 
 
 def test_a_size_is_taken_exactly_and_one_past_what_the_wire_carries_is_refused(
@@ -159,10 +163,12 @@ def test_a_size_is_taken_exactly_and_one_past_what_the_wire_carries_is_refused(
     args = build_parser().parse_args(["server", f"--max-file-size={exact}", "--user-quota=0.5K"])
     assert (args.max_file_size, args.user_quota) == (exact, 512)
     huge = "9" * 400  # a float of it is infinite
-    for bad in (huge, f"{huge}T", str(MAX_UINT + 1), "8388608T"):
+    for bad in ("0", huge, f"{huge}T", "9" * 5000, str(MAX_UINT + 1), "8388608T"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["server", f"--user-quota={bad}"])
-        assert f"{bad!r} is not a size" in capsys.readouterr().err
+        assert f"{bad!r} is out of range: give from 1 byte to 9,223,372,036,854,775,807" in (
+            capsys.readouterr().err
+        )
 
 
 def test_no_file_over_the_quota_is_announced_as_one_users_may_share() -> None:
