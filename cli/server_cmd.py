@@ -235,6 +235,14 @@ def _explained(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
             if _disk_full(data_dir):  # which SQLite may call a "disk I/O error"
                 print(f"sealchat: the disk of {data_dir} is full: free some space", file=sys.stderr)
             return 1
+        except sqlite3.DatabaseError as exc:  # a damaged page, met past the opening checks
+            data_dir = getattr(args, "data_dir", None) or default_data_dir()
+            print(
+                f"sealchat: the database in {data_dir} is damaged ({exc}): restore it from a "
+                "backup, or move it aside to start with an empty one",
+                file=sys.stderr,
+            )
+            return 1
 
     return run
 

@@ -331,7 +331,7 @@ def test_a_second_server_on_a_data_folder_in_use_is_refused_in_one_line(
     assert main(["server", "--data-dir", str(tmp_path), "--port", "0"]) == 0  # once it stopped
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "newer"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "a page", "newer"])
 def test_a_damaged_or_newer_database_is_explained_in_one_line(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -345,6 +345,10 @@ def test_a_damaged_or_newer_database_is_explained_in_one_line(
         database.write_bytes(os.urandom(8192))
     elif damage == "truncated":
         os.truncate(database, 1000)
+    elif damage == "a page":  # the header and the schema are fine: met by a query later
+        with open(database, "r+b") as file:
+            file.seek(8192)
+            file.write(b"\xff" * 4096)
     else:
         with sqlite3.connect(database) as conn:
             conn.execute("PRAGMA user_version = 99")
@@ -356,8 +360,13 @@ def test_a_damaged_or_newer_database_is_explained_in_one_line(
         assert said.count("\n") == 1, said  # one line, no traceback
         if damage == "newer":
             assert "upgrade sealchat" in said
+        elif damage == "a page":
+            assert f"the database in {tmp_path} is damaged (database disk image is malformed)" in (
+                said
+            )
         else:
             assert f"the database {database} cannot be read" in said
+        if damage != "newer":
             assert "restore it from a backup, or move it aside" in said
 
 
