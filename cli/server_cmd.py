@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
+from typing import Final
 
 import platformdirs
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -467,15 +468,32 @@ def run_server(args: argparse.Namespace) -> int:
             except OSError as exc:
                 return _cannot_listen(config, exc)
             _say_listening([address], "one thread per client")
-            signal.signal(signal.SIGTERM, lambda *_: threaded.stop())
+
+            def stop_on(signum: int, _frame: object) -> None:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                threaded.stop()
+
+            for signum in STOP_SIGNALS[1:]:  # SIGINT is Ctrl-C: KeyboardInterrupt
+                signal.signal(signum, stop_on)
             try:
                 threaded.serve_forever()
             except KeyboardInterrupt:
+                log.info("SIGINT: shutting down")
                 threaded.stop()
+            log.info("stopped")
             return 0
         return _run_trio(hub, key, config)
     finally:
         store.close()
+
+
+STOP_SIGNALS: Final = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []),
+)
+"""What stops a server cleanly (its clients told why, then "stopped" logged): Ctrl-C, a
+service manager's SIGTERM, and the hang-up of the terminal it runs in."""
 
 
 def _cannot_listen(config: ServerConfig, exc: OSError) -> int:
@@ -504,7 +522,7 @@ def _run_trio(hub: Hub, key: X25519PrivateKey, config: ServerConfig) -> int:
 
     async def main() -> int:
         async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
                 try:
                     listeners = await nursery.start(server.serve)
                 except OSError as exc:

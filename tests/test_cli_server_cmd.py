@@ -6,8 +6,12 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import pytest
 from sealchat.cli import server_cmd
 from sealchat.cli.main import main
 from sealchat.transports import sqlite_schema
+from tests.servers import free_port
 
 
 @pytest.fixture
@@ -69,6 +74,37 @@ def test_a_port_in_use_is_said_in_one_line(
         assert main(args + (["--threads"] if threads else [])) == 1
     assert f"cannot listen on 127.0.0.1:{port_in_use}: Address already in use" in caplog.text
     assert "listening on" not in caplog.text
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["trio", "threads"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name
+)
+def test_a_server_stopped_by_a_signal_says_so_and_ends_cleanly(
+    threads: bool, signum: signal.Signals, tmp_path: Path
+) -> None:
+    # Also the threaded one, and on a hang-up (the terminal it ran in closed): the log of a
+    # service says when and why it stopped.
+    port = free_port()
+    args = ["server", "--data-dir", str(tmp_path), "--port", str(port)]
+    command = [sys.executable, "-m", "sealchat", *args, *(["--threads"] if threads else [])]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        process.send_signal(signum)
+        _, log = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, log
+    assert f"{signum.name}: shutting down" in log
+    assert log.rstrip().endswith("stopped")
 
 
 def test_an_unknown_host_is_said_in_one_line(
