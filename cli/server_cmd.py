@@ -566,6 +566,13 @@ def _ensure_demo_account(store: SqliteStore) -> None:
     banner = "!" * 72
     key = user_key(DEMO_USER)
     if store.get_user(key) is not None:
+        if not _has_demo_password(store):  # its password was changed: the operator's choice
+            log.warning(
+                "demo account: user %r exists with a password of its own, not the demo "
+                "password from the README; it is left as it is",
+                DEMO_USER,
+            )
+            return
         created = "exists"
     elif store.is_retired(key):
         log.warning("no demo account: the name %r belonged to a removed account", DEMO_USER)

@@ -200,6 +200,20 @@ def test_no_demo_account_takes_a_removed_accounts_name(
     assert "DEMO ACCOUNT" not in caplog.text
 
 
+def test_demo_leaves_an_esha_with_a_password_of_its_own_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with SqliteStore(tmp_path) as store:
+        store.add_user("esha", "esha", hash_password("esha's own password", params=CHEAP))
+        with caplog.at_level(logging.WARNING, logger="sealchat.server"):
+            _ensure_demo_account(store)
+        row = store.get_user("esha")
+        assert row is not None
+        assert verify_password("esha's own password", row.password_hash)  # not reset
+    assert "user 'esha' exists with a password of its own, not the demo password" in caplog.text
+    assert "DEMO ACCOUNT" not in caplog.text  # which would say anyone can log in
+
+
 def test_a_server_without_demo_refuses_to_start_while_the_demo_password_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
