@@ -64,6 +64,18 @@ def test_mode_open_to_group_or_others_refused_with_chmod_hint(
         load_or_create_key(path)
 
 
+def test_a_key_file_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root reads a file of any user: one another user made (0600, theirs) is no secret.
+    path = tmp_path / "server.key"
+    load_or_create_key(path)
+    someone_else = os.geteuid() + 1
+    monkeypatch.setattr(os, "geteuid", lambda: someone_else)
+    with pytest.raises(KeyFileError, match=rf"key file {path} belongs to another user \(uid"):
+        load_or_create_key(path)
+
+
 @pytest.mark.parametrize("owner_only", [0o400, 0o600, 0o700])
 def test_any_owner_only_mode_is_accepted(tmp_path: Path, owner_only: int) -> None:
     path = tmp_path / "server.key"

@@ -543,6 +543,39 @@ def test_a_data_folder_or_database_that_others_could_change_is_refused(
             SqliteStore(data)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX owners and modes")
+def test_the_stored_files_and_their_folders_are_made_private_or_refused_on_opening(
+    tmp_path: Path,
+) -> None:
+    # As restored by hand from a backup, or made with a plain mkdir under a umask of 022: a
+    # file shared in a direct message must not stay readable by every local user.
+    data = tmp_path / "data"
+    SqliteStore(data).close()
+    downloads = data / sqlite_store.DOWNLOADS_DIR
+    partials = downloads / sqlite_store.PARTIAL_DIR
+    stored = downloads / ("a" * 32)
+    stored.write_bytes(b"private")
+    stored.chmod(0o644)
+    for folder in (data, downloads, partials):
+        folder.chmod(0o755)
+    SqliteStore(data).close()
+    for path in (data, downloads, partials):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    # One that others could have changed is refused (as one of another user's: the folder's
+    # own check, above).
+    fix = f"chmod -R go-rwx {data}"
+    downloads.chmod(0o777)
+    with pytest.raises(sqlite_store.UnsafeDataDir, match=f"folder {downloads} has mode 0777"):
+        SqliteStore(data)
+    downloads.chmod(0o700)
+    stored.chmod(0o666)
+    with pytest.raises(sqlite_store.UnsafeDataDir, match=f"file {stored} has mode 0666.*{fix}$"):
+        SqliteStore(data)
+    stored.chmod(0o600)
+    SqliteStore(data).close()  # all ours and private again: it opens
+
+
 def test_a_database_others_can_read_is_made_private_on_opening(tmp_path: Path) -> None:
     # Copied in, or made by another tool, under a umask of 022: 0644, in a folder others
     # may enter (0755 is not refused: only a folder they could change is). It holds the

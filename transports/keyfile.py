@@ -145,6 +145,11 @@ def _load(path: Path) -> X25519PrivateKey:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(f"key file {path} is not a regular file")
+        if _POSIX and st.st_uid != os.geteuid():  # who may have read it, or chosen it
+            raise KeyFileError(
+                f"key file {path} belongs to another user (uid {st.st_uid}); a private key "
+                "must be this user's alone: move it away to have a new key created"
+            )
         mode = stat.S_IMODE(st.st_mode)
         if _POSIX and mode & _GROUP_OTHER_BITS:
             raise KeyFileError(

@@ -94,7 +94,11 @@ class UnsafeDataDir(PermissionError):
 def check_data_dir(data_dir: Path) -> None:
     """UnsafeDataDir unless ``data_dir`` is a folder of this user that no one else may
     change (on POSIX; elsewhere nothing is checked)."""
-    _check_ours(data_dir, os.stat(data_dir), "the data folder", "chmod 700")
+    _check_ours(data_dir, os.stat(data_dir), "the data folder", _command("chmod 700", data_dir))
+
+
+def _command(command: str, path: Path) -> str:
+    return f"{command} {shlex.quote(str(path))}"
 
 
 def _check_ours(path: Path, status: os.stat_result, what: str, chmod: str) -> None:
@@ -113,8 +117,7 @@ def _check_ours(path: Path, status: os.stat_result, what: str, chmod: str) -> No
     if status.st_mode & 0o022:
         raise UnsafeDataDir(
             f"{what} {path} has mode {status.st_mode & 0o777:04o}: other users can change "
-            f"it, and so what the server stores; make it this user's alone with: "
-            f"{chmod} {quoted}"
+            f"it, and so what the server stores; make it this user's alone with: {chmod}"
         )
 
 
@@ -132,6 +135,46 @@ def _private(path: str) -> None:
         return
     if S_ISREG(status.st_mode) and status.st_uid == os.geteuid() and status.st_mode & 0o077:
         os.chmod(path, S_IMODE(status.st_mode) & 0o700)
+
+
+def _private_database(database: str) -> None:
+    """Create the database file ourselves so that it (and the -wal/-shm files SQLite gives
+    the same mode) is 0600; one found there must be ours alone, and is made private."""
+    fd = os.open(database, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, FILE_MODE)
+    try:
+        path = Path(database)
+        _check_ours(path, os.fstat(fd), "the database", _command("chmod 600", path))
+    finally:
+        os.close(fd)
+    for name in (database, f"{database}-wal", f"{database}-shm"):
+        _private(name)
+
+
+def _make_private(data_dir: Path, folders: Collection[Path]) -> None:
+    """Make the data folder and what it holds this user's alone, as a server found them
+    (copied in from a backup, made with a plain mkdir under a umask of 022): group's and
+    others' access is taken away from ``data_dir``, the ``folders`` of stored files and the
+    files in them. UnsafeDataDir for any of these that belongs to another user or that others
+    may change: what it holds could have been read or changed (the data folder itself is
+    checked by ``check_data_dir`` first)."""
+    if os.name != "posix":
+        return
+    fix = _command("chmod -R go-rwx", data_dir)
+    for folder in [data_dir, *folders]:
+        status = os.lstat(folder)
+        _check_ours(folder, status, "the folder", fix)
+        if S_IMODE(status.st_mode) & 0o077:
+            os.chmod(folder, S_IMODE(status.st_mode) & 0o700)
+        if folder == data_dir:
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                status = entry.stat(follow_symlinks=False)
+                _check_ours(Path(entry.path), status, "the stored file", fix)
+                if S_IMODE(status.st_mode) & 0o077:
+                    os.chmod(entry.path, S_IMODE(status.st_mode) & 0o600)
 
 
 class SqliteStore:
@@ -166,6 +209,7 @@ class SqliteStore:
             downloads = data_dir / DOWNLOADS_DIR
             partials = downloads / PARTIAL_DIR
             ensure_private_dir(partials)
+            _make_private(data_dir, (downloads, partials))
         self._lock = None if data_dir is None or beside_server else FolderLock(data_dir)
         in_memory = database == ":memory:"
         if database is None:
@@ -173,15 +217,7 @@ class SqliteStore:
             database = str(data_dir / DB_FILE)
         try:
             if not in_memory:
-                # Create the file ourselves so that it (and the -wal/-shm files SQLite gives
-                # the same mode) is 0600; one found there must be ours alone.
-                fd = os.open(database, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, FILE_MODE)
-                try:
-                    _check_ours(Path(database), os.fstat(fd), "the database", "chmod 600")
-                finally:
-                    os.close(fd)
-                for path in (database, f"{database}-wal", f"{database}-shm"):
-                    _private(path)
+                _private_database(database)
         except BaseException:
             self._release_folder()
             raise
