@@ -27,7 +27,7 @@ from sealchat.transports import (
     sqlite_store,
     sqlite_uploads,
 )
-from sealchat.transports.folder_lock import LOCK_FILE, FolderInUse
+from sealchat.transports.folder_lock import LOCK_FILE, FolderInUse, FolderLock
 from sealchat.transports.sqlite_store import SchemaVersionError, SqliteStore
 from tests.sql_trace import sql_statements
 
@@ -741,9 +741,14 @@ class _OpenedMeanwhile:
     def _before(self, sql: str) -> None:
         if sql.startswith("BEGIN"):
             self._nth -= 1
-            if self._nth == 0:
-                with SqliteStore(self._data_dir, beside_server=True):
-                    pass
+            if self._nth == 0:  # the other process migrates as a store does
+                database = str(self._data_dir / sqlite_store.DB_FILE)
+                other = sqlite3.connect(database, isolation_level=None)
+                try:
+                    sqlite_schema.configure(other, database)
+                    sqlite_schema.migrate(other, database)
+                finally:
+                    other.close()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._conn, name)
@@ -785,6 +790,25 @@ def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.Mon
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_schema.MIGRATIONS)
         assert s._conn.execute("SELECT note FROM users").fetchone()[0] == "migrated"
         assert s.get_user("esha") is not None
+
+
+def test_a_command_beside_a_running_older_server_does_not_upgrade_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between "pip install --upgrade" and the restart, the old server still runs: a `sealchat
+    # user ...` of the new version must not change the schema under it.
+    with SqliteStore(tmp_path) as s:
+        add_users(s, "Esha")
+    v2 = "ALTER TABLE users ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated';"
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", (*sqlite_schema.MIGRATIONS, v2))
+    running = FolderLock(tmp_path)  # the older server, still serving the folder
+    try:
+        with pytest.raises(FolderInUse, match="restart it with this version first"):
+            SqliteStore(tmp_path, beside_server=True)
+    finally:
+        running.release()
+    with SqliteStore(tmp_path, beside_server=True) as s:  # none running: it upgrades
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_schema.MIGRATIONS)
 
 
 def test_a_failed_migration_step_leaves_the_previous_version(

@@ -193,6 +193,11 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
             raise
 
 
+def behind(conn: sqlite3.Connection, path: str) -> bool:
+    """Whether ``migrate`` has steps to apply (SchemaVersionError if the schema is newer)."""
+    return _version(conn, path) < len(MIGRATIONS)
+
+
 def _version(conn: sqlite3.Connection, path: str) -> int:
     """The database's schema version (SchemaVersionError if it is newer than this sealchat)."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()

@@ -60,7 +60,7 @@ from sealchat.transports import (
     sqlite_rooms,
     sqlite_schema,
 )
-from sealchat.transports.folder_lock import FolderLock
+from sealchat.transports.folder_lock import FolderInUse, FolderLock
 from sealchat.transports.hub_failures import DiskFullLog
 from sealchat.transports.keyfile import ensure_private_dir
 from sealchat.transports.sqlite_schema import MIGRATIONS, SchemaVersionError
@@ -232,7 +232,7 @@ class SqliteStore:
         try:
             try:
                 sqlite_schema.configure(self._conn, database)
-                sqlite_schema.migrate(self._conn, database)
+                self._migrate(database, data_dir if beside_server else None)
             except sqlite3.DatabaseError as exc:
                 if isinstance(exc, sqlite3.OperationalError):  # locked, I/O: not the file's
                     raise
@@ -246,6 +246,27 @@ class SqliteStore:
             self._conn.close()
             self._release_folder()
             raise
+
+    def _migrate(self, database: str, beside: Path | None) -> None:
+        """Bring the database to this sealchat's schema. Beside a server (a command run in
+        ``beside``, its data folder), only if none is running: one would be an older sealchat,
+        reading a database upgraded under it (FolderInUse, saying to restart it first)."""
+        if beside is None or not sqlite_schema.behind(self._conn, database):
+            sqlite_schema.migrate(self._conn, database)
+            return
+        try:
+            lock = FolderLock(beside)
+        except FolderInUse:
+            raise FolderInUse(
+                f"a sealchat server is using {beside}, and the database is not yet of this "
+                "sealchat's schema: if that server is of an older sealchat, restart it with "
+                "this version first (it upgrades the database as it starts); then run this "
+                "command again"
+            ) from None
+        try:
+            sqlite_schema.migrate(self._conn, database)
+        finally:
+            lock.release()
 
     def _release_folder(self) -> None:
         if self._lock is not None:
