@@ -287,6 +287,13 @@ def run_backup(args: argparse.Namespace) -> int:
         f"It holds the server's private key and every message: keep it private. To restore, "
         f"stop the server and start it with --data-dir {shlex.quote(str(report.path))}."
     )
+    for folder in report.left_over:
+        print(
+            f"sealchat: {folder} was left by a backup that never finished (killed midway); it "
+            "holds a copy of the server's key and messages: unless a backup is running there "
+            f"now, remove it with: rm -r {shlex.quote(str(folder))}",
+            file=sys.stderr,
+        )
     if report.damaged:
         print(
             f"sealchat: {counted(len(report.damaged), 'file')} could not be backed up (the "

@@ -190,6 +190,25 @@ def test_the_command_reports_the_backup_and_says_how_to_restore(
     assert "no server data in" in capsys.readouterr().err
 
 
+def test_a_backup_killed_earlier_is_named_by_the_next_for_removal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SIGKILL (the OOM killer, a cron timeout) leaves the hidden work folder: a copy of the
+    # key and every message that nothing else would ever mention.
+    data, _ = _empty_server_data(tmp_path)
+    killed = tmp_path / ".nightly.k1ll3d.partial"
+    killed.mkdir()
+    (killed / "server_key").write_bytes(b"k" * 32)
+    (tmp_path / ".profile.partial").mkdir()  # not a backup's: no key in it
+    assert main(["backup", str(tmp_path / "nightly"), "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().err == (
+        f"sealchat: {killed} was left by a backup that never finished (killed midway); it "
+        "holds a copy of the server's key and messages: unless a backup is running there now, "
+        f"remove it with: rm -r {killed}\n"
+    )
+    assert killed.is_dir()  # never removed by itself: it may be a backup under way
+
+
 def test_files_whose_bytes_are_lost_are_named_and_the_rest_is_backed_up(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

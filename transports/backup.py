@@ -66,6 +66,9 @@ class BackupReport:
     file_bytes: int
     uploads_in_progress: int
     damaged: tuple[str, ...]
+    left_over: tuple[Path, ...] = ()
+    """Hidden folders beside ``path`` of backups that never finished (killed midway): each
+    holds a copy of the server's key and database."""
 
 
 def back_up(data_dir: Path, dest: Path) -> BackupReport:
@@ -94,7 +97,23 @@ def back_up(data_dir: Path, dest: Path) -> BackupReport:
         shutil.rmtree(work, ignore_errors=True)
         raise
     fsync_dir(dest.parent)
-    return dataclasses.replace(report, path=dest)
+    return dataclasses.replace(report, path=dest, left_over=_left_over(dest.parent))
+
+
+def _left_over(parent: Path) -> tuple[Path, ...]:
+    """The work folders in ``parent`` of backups that did not finish (one killed cannot clean
+    up after itself): hidden, named ``.NAME.XXXX.partial``, holding a server key."""
+    return tuple(
+        sorted(
+            entry
+            for entry in parent.iterdir()
+            if entry.name.startswith(".")
+            and entry.name.endswith(".partial")
+            and entry.is_dir()
+            and not entry.is_symlink()
+            and (entry / SERVER_KEY_FILE).is_file()
+        )
+    )
 
 
 def _fill(work: Path, data_dir: Path, key_path: Path) -> BackupReport:
