@@ -1163,6 +1163,22 @@ async def test_leaving_the_block_waits_for_the_messages_sent_to_be_stored(tmp_pa
     assert [m.text for m in page] == texts
 
 
+async def test_leaving_the_block_waits_for_no_answer_an_unread_event_stream_holds_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With events() full (nobody reads it), the reader waits, and no acknowledgement can come.
+    monkeypatch.setattr(trio_delivery, "EVENT_BUFFER", 20)
+    monkeypatch.setattr(trio_client, "EVENT_BUFFER", 20)
+    with running_server("trio", tmp_path / "s", hub=UNLIMITED) as server:
+        with trio.fail_after(20):  # not the 60 s it may wait otherwise
+            async with logged_in(server, tmp_path, "alice", sent_wait=60) as alice:
+                for n in range(60):  # each comes back: a Message and its MessageAck
+                    await alice.send_message(f"m{n}", room="general")
+                while alice._delivery.events.queued < 20:
+                    await trio.sleep(0.01)
+                assert alice.unacknowledged
+
+
 async def test_messages_the_server_could_not_store_before_the_close_are_said_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1173,7 +1189,7 @@ async def test_messages_the_server_could_not_store_before_the_close_are_said_los
         await alice.send_message("into the void", room="general")
         assert await alice.wait_sent(0.2) == 1  # still reconnecting: bounded
     assert alice.unacknowledged == 1
-    assert f"1 messages sent were not stored by 127.0.0.1:{port} before the client closed" in (
+    assert f"1 messages sent were not confirmed by 127.0.0.1:{port} before the client closed" in (
         caplog.text
     )
 

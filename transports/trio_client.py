@@ -114,6 +114,8 @@ reply (without replies): a server that never answers holds back nothing for good
 SENT_WAIT: Final = 10.0
 """Seconds leaving ``connect``'s block waits, by default, for the server to store the
 messages sent (``ChatClient.wait_sent``)."""
+_SENT_POLL: Final = 0.25
+"""Seconds between two looks at whether ``events()`` is full, while ``wait_sent`` waits."""
 log = logging.getLogger("sealchat.client")
 
 
@@ -522,10 +524,15 @@ class ChatClient:
     async def wait_sent(self, timeout: float = SENT_WAIT) -> int:
         """Wait until the server has stored (or refused) every message sent, across
         reconnects too, for ``timeout`` seconds at most or until the client gives up or is
-        closed; returns how many are still unstored (0: all are stored)."""
+        closed; returns how many are still unconfirmed (0: all are stored). It stops early if
+        ``events()`` is full (nobody reads it): the reader then waits, and reads no answer."""
+        delivery = self._delivery
         with trio.move_on_after(timeout):
             while self._outbox.messages and self.gave_up_on is None:
-                await self._outbox.next_answer()
+                if delivery.keeping_events and delivery.events.queued >= EVENT_BUFFER:
+                    break
+                with trio.move_on_after(_SENT_POLL):  # the reader may fill events() meanwhile
+                    await self._outbox.next_answer()
         return self.unacknowledged
 
     async def typing(self, active: bool = True, *, room: str = "", to: str = "") -> None:
@@ -625,8 +632,8 @@ async def connect(host: str, port: int, **options: Any) -> AsyncIterator[ChatCli
                 yield client
                 if client.sent_wait and await client.wait_sent(client.sent_wait):
                     log.warning(
-                        "%d messages sent were not stored by %s before the client closed; "
-                        "they are lost",
+                        "%d messages sent were not confirmed by %s before the client closed: "
+                        "the server may not have stored them",
                         client.unacknowledged,
                         client.server,
                     )
