@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Final
 
 import platformdirs
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -476,16 +475,15 @@ def run_server(args: argparse.Namespace) -> int:
                 return _cannot_listen(config, exc)
             _say_listening([address], "one thread per client")
 
-            def stop_on(signum: int, _frame: object) -> None:
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                threaded.stop()
-
-            for signum in STOP_SIGNALS[1:]:  # SIGINT is Ctrl-C: KeyboardInterrupt
-                signal.signal(signum, stop_on)
+            for signum in _stop_signals()[1:]:  # SIGINT is Ctrl-C: KeyboardInterrupt
+                signal.signal(signum, _stopped_by)
             try:
                 threaded.serve_forever()
-            except KeyboardInterrupt:
-                log.info("SIGINT: shutting down")
+            except (KeyboardInterrupt, _StoppedBy) as exc:
+                # Stopped here, not in the handler: that interrupts the accepting thread,
+                # which may hold a lock that stop() takes.
+                name = exc.signal.name if isinstance(exc, _StoppedBy) else "SIGINT"
+                log.info("%s: shutting down", name)
                 threaded.stop()
             log.info("stopped")
             return 0
@@ -494,13 +492,27 @@ def run_server(args: argparse.Namespace) -> int:
         store.close()
 
 
-STOP_SIGNALS: Final = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []),
-)
-"""What stops a server cleanly (its clients told why, then "stopped" logged): Ctrl-C, a
-service manager's SIGTERM, and the hang-up of the terminal it runs in."""
+class _StoppedBy(BaseException):
+    """A signal that stops the threaded server, raised in its accepting thread as Ctrl-C
+    raises KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal = signal.Signals(signum)
+
+
+def _stopped_by(signum: int, _frame: object) -> None:
+    raise _StoppedBy(signum)
+
+
+def _stop_signals() -> tuple[signal.Signals, ...]:
+    """What stops a server cleanly (its clients told why, then "stopped" logged): Ctrl-C, a
+    service manager's SIGTERM, and the hang-up of the terminal it runs in, unless it was
+    started to ignore that (``nohup``), as it then keeps doing."""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    if sys.platform == "win32" or signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        return stops
+    return (*stops, signal.SIGHUP)
 
 
 def _cannot_listen(config: ServerConfig, exc: OSError) -> int:
@@ -529,7 +541,7 @@ def _run_trio(hub: Hub, key: X25519PrivateKey, config: ServerConfig) -> int:
 
     async def main() -> int:
         async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            with trio.open_signal_receiver(*_stop_signals()) as signals:
                 try:
                     listeners = await nursery.start(server.serve)
                 except OSError as exc:

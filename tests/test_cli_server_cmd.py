@@ -90,14 +90,7 @@ def test_a_server_stopped_by_a_signal_says_so_and_ends_cleanly(
     command = [sys.executable, "-m", "sealchat", *args, *(["--threads"] if threads else [])]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
+        _wait_until_listening(port)
         process.send_signal(signum)
         _, log = process.communicate(timeout=30)
     finally:
@@ -105,6 +98,42 @@ def test_a_server_stopped_by_a_signal_says_so_and_ends_cleanly(
     assert process.returncode == 0, log
     assert f"{signum.name}: shutting down" in log
     assert log.rstrip().endswith("stopped")
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["trio", "threads"])
+def test_a_server_started_under_nohup_outlives_the_hang_up(threads: bool, tmp_path: Path) -> None:
+    port = free_port()
+    args = ["server", "--data-dir", str(tmp_path), "--port", str(port)]
+    command = [sys.executable, "-m", "sealchat", *args, *(["--threads"] if threads else [])]
+    nohup = (  # as nohup does: SIGHUP ignored, which the program it runs inherits
+        "import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", nohup, *command], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_until_listening(port)
+        process.send_signal(signal.SIGHUP)
+        _wait_until_listening(port)  # still serving after it
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert "SIGHUP" not in log
+    assert "SIGTERM: shutting down" in log
+
+
+def _wait_until_listening(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
 
 
 def test_an_unknown_host_is_said_in_one_line(
