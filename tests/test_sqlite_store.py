@@ -568,12 +568,27 @@ def test_the_stored_files_and_their_folders_are_made_private_or_refused_on_openi
     downloads.chmod(0o777)
     with pytest.raises(sqlite_store.UnsafeDataDir, match=f"folder {downloads} has mode 0777"):
         SqliteStore(data)
-    downloads.chmod(0o700)
     stored.chmod(0o666)
+    downloads.chmod(0o700)  # in a folder others cannot enter, a file is none of theirs
+    SqliteStore(data).close()
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o666  # not even looked at
+    for folder in (data, downloads):
+        folder.chmod(0o755)  # but in one they can
     with pytest.raises(sqlite_store.UnsafeDataDir, match=f"file {stored} has mode 0666.*{fix}$"):
         SqliteStore(data)
     stored.chmod(0o600)
     SqliteStore(data).close()  # all ours and private again: it opens
+    # A folder of stored files linked from another disk is followed, as the data folder is.
+    elsewhere = tmp_path / "bigger-disk"
+    downloads.rename(elsewhere)
+    downloads.symlink_to(elsewhere)
+    elsewhere.chmod(0o755)
+    SqliteStore(data).close()
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700
+    # Beside a running server (the account commands), nothing there is changed.
+    data.chmod(0o755)
+    SqliteStore(data, beside_server=True).close()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o755
 
 
 def test_a_database_others_can_read_is_made_private_on_opening(tmp_path: Path) -> None:

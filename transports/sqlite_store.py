@@ -153,28 +153,39 @@ def _private_database(database: str) -> None:
 def _make_private(data_dir: Path, folders: Collection[Path]) -> None:
     """Make the data folder and what it holds this user's alone, as a server found them
     (copied in from a backup, made with a plain mkdir under a umask of 022): group's and
-    others' access is taken away from ``data_dir``, the ``folders`` of stored files and the
-    files in them. UnsafeDataDir for any of these that belongs to another user or that others
-    may change: what it holds could have been read or changed (the data folder itself is
-    checked by ``check_data_dir`` first)."""
+    others' access is taken away from ``data_dir`` and the ``folders`` of stored files (links
+    to folders followed), and from the files in a folder others could reach. UnsafeDataDir
+    for any of these that belongs to another user or that others may change: what it holds
+    could have been read or changed (``data_dir`` is checked by ``check_data_dir`` first)."""
     if os.name != "posix":
         return
     fix = _command("chmod -R go-rwx", data_dir)
+    reachable = False  # by others: through every folder on the way
     for folder in [data_dir, *folders]:
-        status = os.lstat(folder)
+        status = os.stat(folder)
         _check_ours(folder, status, "the folder", fix)
-        if S_IMODE(status.st_mode) & 0o077:
-            os.chmod(folder, S_IMODE(status.st_mode) & 0o700)
-        if folder == data_dir:
-            continue
-        with os.scandir(folder) as entries:
-            for entry in entries:
+        mode = S_IMODE(status.st_mode)
+        reachable = (reachable or folder == data_dir) and bool(mode & 0o011)
+        if mode & 0o077:
+            os.chmod(folder, mode & 0o700)
+        if reachable:
+            _make_files_private(folder, fix)
+
+
+def _make_files_private(folder: Path, fix: str) -> None:
+    """Take group's and others' access away from the files in ``folder``; UnsafeDataDir for
+    one of another user's, or that others may change."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
                 if not entry.is_file(follow_symlinks=False):
                     continue
                 status = entry.stat(follow_symlinks=False)
                 _check_ours(Path(entry.path), status, "the stored file", fix)
                 if S_IMODE(status.st_mode) & 0o077:
                     os.chmod(entry.path, S_IMODE(status.st_mode) & 0o600)
+            except FileNotFoundError:  # an upload completed or discarded meanwhile
+                continue
 
 
 class SqliteStore:
@@ -209,7 +220,8 @@ class SqliteStore:
             downloads = data_dir / DOWNLOADS_DIR
             partials = downloads / PARTIAL_DIR
             ensure_private_dir(partials)
-            _make_private(data_dir, (downloads, partials))
+            if not beside_server:  # the server's: a command beside it changes nothing there
+                _make_private(data_dir, (downloads, partials))
         self._lock = None if data_dir is None or beside_server else FolderLock(data_dir)
         in_memory = database == ":memory:"
         if database is None:
