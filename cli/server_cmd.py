@@ -236,6 +236,8 @@ def _explained(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpar
                 print(f"sealchat: the disk of {data_dir} is full: free some space", file=sys.stderr)
             return 1
         except sqlite3.DatabaseError as exc:  # a damaged page, met past the opening checks
+            if getattr(exc, "sqlite_errorname", None) not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+                raise  # a bug's (a constraint, a misuse): its traceback, not "damaged"
             data_dir = getattr(args, "data_dir", None) or default_data_dir()
             print(
                 f"sealchat: the database in {data_dir} is damaged ({exc}): restore it from a "

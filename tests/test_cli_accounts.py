@@ -384,6 +384,19 @@ def test_a_damaged_or_newer_database_is_explained_in_one_line(
             assert "restore it from a backup, or move it aside" in said
 
 
+def test_a_bugs_database_error_keeps_its_traceback_not_called_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A constraint failing under a bug is no damaged database: moving it aside would be the
+    # wrong advice, and the traceback is what finds the bug.
+    def bug(*_args: object) -> int:
+        raise sqlite3.IntegrityError("UNIQUE constraint failed: users.key")
+
+    monkeypatch.setattr("sealchat.cli.server_cmd._run_trio", bug)
+    with pytest.raises(sqlite3.IntegrityError):
+        main(["server", "--data-dir", str(tmp_path), "--port", "0"])
+
+
 def test_a_data_dir_written_with_a_tilde_means_the_home_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
