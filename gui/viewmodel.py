@@ -103,10 +103,10 @@ class ViewModel:
         """When the client tries to reconnect next, while the banner counts down to it."""
         self.error = ""
         self._link_error = ""
+        """The error shown, if it says the connection was lost: it goes when the link is back."""
         self.leaving: set[str] = set()
         """The rooms (keys) the user asked to leave, until the server answers: they cannot
         be left again meanwhile (a second leave would be refused, as not in the room)."""
-        """The error shown, if it says the connection was lost: it goes when the link is back."""
         self._missed: dict[str, set[int]] = {}
         """The ids of the messages that came unread while the window was not focused, by
         conversation key: the count in the window's title."""
@@ -640,13 +640,17 @@ class ViewModel:
         """The user came back to the window (``focused``; the conversation shown is read up
         to its newest message), or left it."""
         self.focused = focused
+        changes: set[Change] = set()
         if focused:
             shown = self.conversation(self.current)
+            unread = shown.unread
             self._read(shown, shown.latest)
+            if shown.unread != unread:  # shown while away (at login, or for a room left)
+                changes.add(Change.CONVERSATIONS)
         if focused and self._missed:
             self._missed.clear()
-            return {Change.TITLE}
-        return set()
+            changes.add(Change.TITLE)
+        return changes
 
     @property
     def missed_while_away(self) -> int:

@@ -270,10 +270,10 @@ class SqliteStore:
             lock = FolderLock(beside)
         except FolderInUse:
             raise FolderInUse(
-                f"a sealchat server is using {beside}, and the database is not yet of this "
-                "sealchat's schema: if that server is of an older sealchat, restart it with "
-                "this version first (it upgrades the database as it starts); then run this "
-                "command again"
+                f"a sealchat server (or another command upgrading it) is using {beside}, "
+                "and the database is not yet of this sealchat's schema: if that server is of "
+                "an older sealchat, restart it with this version first (it upgrades the "
+                "database as it starts); then run this command again"
             ) from None
         try:
             sqlite_schema.migrate(self._conn, database)
