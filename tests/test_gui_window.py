@@ -851,15 +851,23 @@ SMALL_PAGES = HubConfig(history_page=5, messages_per_second=1000, message_burst=
 """A server that sends its history five messages at a time."""
 
 
+def _general_after(
+    window: Window, server: Running, bob: BlockingClient, count: int
+) -> Conversation:
+    """#general as alice's window shows it once she logged in after bob wrote ``count``
+    messages there ("hello 1"...)."""
+    for n in range(1, count + 1):
+        bob.send_message(f"hello {n}", room="general")
+    window.login(server.port, "alice")
+    return window.app.vm.conversation("#general")
+
+
 @pytest.mark.parametrize("server", [SMALL_PAGES], indirect=True)
 def test_a_history_that_fits_in_the_window_loads_whole_without_scrolling(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
-    for n in range(1, 13):
-        bob.send_message(f"hello {n}", room="general")
     app = window.app
-    window.login(server.port, "alice")
-    general = app.vm.conversation("#general")
+    general = _general_after(window, server, bob, 12)
     # Five at a time, the view has room for more, and it cannot scroll up to ask for them.
     window.until(lambda: not general.more_history, "the whole history")
     assert window.transcript_lines() == [f"bob: hello {n}" for n in range(1, 13)]
@@ -870,12 +878,9 @@ def test_a_history_that_fits_in_the_window_loads_whole_without_scrolling(
 def test_older_pages_load_until_the_view_can_scroll_then_as_the_user_scrolls(
     window: Window, server: Running, bob: BlockingClient
 ) -> None:
-    for n in range(1, 101):
-        bob.send_message(f"hello {n}", room="general")
     app = window.app
     transcript = app.chat.transcript
-    window.login(server.port, "alice")
-    general = app.vm.conversation("#general")
+    general = _general_after(window, server, bob, 100)
     window.until(
         lambda: transcript.yview()[0] > 0.0 and not app.controller._loading_history,
         "pages enough to fill the view",

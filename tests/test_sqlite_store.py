@@ -796,11 +796,20 @@ def test_a_database_migrated_by_another_process_meanwhile_opens(
         assert bob.password_generation == 0
 
 
-def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+_NOTE_STEP = "ALTER TABLE users ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated';"
+"""A migration step that no release has: a database without it is one step behind."""
+
+
+def _one_step_behind(tmp_path: Path, patch: pytest.MonkeyPatch, step: str = _NOTE_STEP) -> None:
+    """A data folder with a user, whose database lacks the migration ``step`` that ``patch``
+    adds to this sealchat's."""
     with SqliteStore(tmp_path) as s:
         add_users(s, "Esha")
-    v2 = "ALTER TABLE users ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated';"
-    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", (*sqlite_schema.MIGRATIONS, v2))
+    patch.setattr(sqlite_schema, "MIGRATIONS", (*sqlite_schema.MIGRATIONS, step))
+
+
+def test_migrations_are_applied_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _one_step_behind(tmp_path, monkeypatch)
     with SqliteStore(tmp_path) as s:
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_schema.MIGRATIONS)
         assert s._conn.execute("SELECT note FROM users").fetchone()[0] == "migrated"
@@ -812,10 +821,7 @@ def test_a_command_beside_a_running_older_server_does_not_upgrade_its_database(
 ) -> None:
     # Between "pip install --upgrade" and the restart, the old server still runs: a `sealchat
     # user ...` of the new version must not change the schema under it.
-    with SqliteStore(tmp_path) as s:
-        add_users(s, "Esha")
-    v2 = "ALTER TABLE users ADD COLUMN note TEXT NOT NULL DEFAULT 'migrated';"
-    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", (*sqlite_schema.MIGRATIONS, v2))
+    _one_step_behind(tmp_path, monkeypatch)
     running = FolderLock(tmp_path)  # the older server, still serving the folder
     try:
         with pytest.raises(FolderInUse, match="restart it with this version first"):
@@ -829,11 +835,9 @@ def test_a_command_beside_a_running_older_server_does_not_upgrade_its_database(
 def test_a_failed_migration_step_leaves_the_previous_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with SqliteStore(tmp_path) as s:
-        add_users(s, "Esha")
     broken = "ALTER TABLE users ADD COLUMN note TEXT; INSERT INTO no_such_table VALUES (1);"
     with monkeypatch.context() as newer:
-        newer.setattr(sqlite_schema, "MIGRATIONS", (*sqlite_schema.MIGRATIONS, broken))
+        _one_step_behind(tmp_path, newer, broken)
         with pytest.raises(sqlite3.OperationalError, match="no such table"):
             SqliteStore(tmp_path)
     with SqliteStore(tmp_path) as s:
