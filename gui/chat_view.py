@@ -26,6 +26,8 @@ from sealchat.transports.shown_time import clock_time, day_label, local_day
 if TYPE_CHECKING:
     from sealchat.gui.app import App
 
+JOIN_HINT = "room name"
+"""What the empty Join box shows."""
 GIVEN_BACK = "given_back"
 """The input box's tag on the messages given back (gone with them once they are sent)."""
 CONTINUATION_INDENT = 28
@@ -136,7 +138,7 @@ class ChatView(ctk.CTkFrame):
         self.conversation_list.pack(padx=8, fill="x")
         join_row = ctk.CTkFrame(side, fg_color="transparent")
         join_row.pack(padx=8, pady=6, fill="x")
-        self.join_entry = ctk.CTkEntry(join_row, placeholder_text="room name", width=130)
+        self.join_entry = ctk.CTkEntry(join_row, placeholder_text=JOIN_HINT, width=130)
         self.join_entry.pack(side="left")
         self.join_entry.bind("<Return>", lambda _e: self._join())
         self.join_button = ctk.CTkButton(join_row, text="Join", width=56, command=self._join)
@@ -270,7 +272,18 @@ class ChatView(ctk.CTkFrame):
     def joined(self, room: str) -> None:
         """``room`` was joined: the Join box is emptied, unless it names another by now."""
         if self._room_typed() == room:
-            self.join_entry.delete(0, "end")
+            self.clear_join_box()
+
+    def clear_join_box(self) -> None:
+        """Empty the Join box, its hint shown again unless the user is typing in it (as
+        CTkEntry does when it loses the focus: its delete() takes the hint itself away from
+        a box that never had the focus, for good)."""
+        box = self.join_entry
+        if box.get():  # "" while the hint shows
+            box.delete(0, "end")
+        typing_there = str(self.focus_get() or "").startswith(str(box))
+        if not typing_there:
+            box.configure(placeholder_text=JOIN_HINT)
 
     def pick_emoji(self) -> None:
         self.close_emoji_picker()

@@ -444,7 +444,7 @@ class Controller:
         """Clear what the last user left behind: a draft, a room name, the emoji picker,
         finished transfers (where their files were saved)."""
         self.app.chat.input.delete("1.0", "end")
-        self.app.chat.join_entry.delete(0, "end")
+        self.app.chat.clear_join_box()
         self.app.chat.close_emoji_picker()
         changes: set[Change] = set()
         for transfer_id in list(self.vm.transfers):
