@@ -53,8 +53,8 @@ class LoginForm(ctk.CTkFrame):
         self.button.pack(padx=24, pady=(8, 4), fill="x")
         self.error = ctk.CTkLabel(self, text="", wraplength=320, justify="left")
         self.error.pack(padx=24, pady=(4, 12))
-        for entry in self._entries():
-            entry.bind("<Return>", lambda _e: self.submit())
+        for widget in (*self._entries(), self.create, self.remember):  # Enter, as in a form
+            widget.bind("<Return>", lambda _e: self.submit())
         self.take_focus()
 
     def take_focus(self) -> None:

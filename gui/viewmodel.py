@@ -30,7 +30,7 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core.limits import MAX_PASSWORD
-from sealchat.core.records import READ_REF, TYPING_REF
+from sealchat.core.records import PASSWORD_REF, READ_REF, TYPING_REF
 from sealchat.core.sizes import counted
 from sealchat.gui.conversation import (
     Conversation,
@@ -342,6 +342,8 @@ class ViewModel:
                 return changes
             case Error(ref=ref) if ref in (TYPING_REF, READ_REF):
                 return set()  # typing notices and read markers are best effort: no error
+            case Error(ref=ref) if ref == PASSWORD_REF:
+                return set()  # a password change refused: said in its dialog
             case Error(code="not_member", ref=ref) if ref not in self.unconfirmed:
                 # A page or the members of a room, asked for as it was shown and answered
                 # after it was left: news of nothing (the controller shows a page refused for

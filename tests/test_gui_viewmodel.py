@@ -31,7 +31,7 @@ from sealchat.core import (
     Typing,
 )
 from sealchat.core.limits import MAX_TEXT
-from sealchat.core.records import HISTORY_REF, READ_REF, TYPING_REF
+from sealchat.core.records import HISTORY_REF, PASSWORD_REF, READ_REF, TYPING_REF
 from sealchat.gui.conversation import (
     DayBreak,
     Remembered,
@@ -1229,6 +1229,13 @@ def test_error_records_are_shown() -> None:
     assert vm.error == "You are not in #secret"
     vm.apply(Error(code="rate-limited"), NOW)
     assert vm.error == "Rate-limited"
+
+
+def test_a_refused_password_change_is_said_in_its_dialog_not_on_the_window() -> None:
+    vm = logged_in()
+    refusal = Error(code="bad_password", detail="the current password is wrong", ref=PASSWORD_REF)
+    assert vm.apply(refusal, NOW) == set()  # the dialog says it (its call raised)
+    assert vm.error == ""
 
 
 def test_a_refused_typing_notice_is_no_error_to_show() -> None:

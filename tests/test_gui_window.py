@@ -308,6 +308,19 @@ def test_pressing_enter_twice_on_the_form_logs_in_once(window: Window, server: R
     assert [d.kind for d in window.dialogs] == ["askyesno"]
 
 
+def test_enter_logs_in_also_from_a_ticked_box_of_the_form(window: Window, server: Running) -> None:
+    app = window.app
+    window.fill_login(server.port, "alice", PASSWORD)
+    canvas = app.login_form.remember._canvas  # where a click lands, and the keys then go
+    canvas.event_generate("<Button-1>", x=4, y=4)
+    canvas.event_generate("<ButtonRelease-1>", x=4, y=4)
+    window.pump()
+    assert app.focus_get() is canvas
+    assert app.login_form.remember.get() == 1
+    canvas.event_generate("<Return>")
+    window.until(lambda: app.vm.me == "alice", "the login")
+
+
 def test_declining_the_server_key_does_not_connect(window: Window, server: Running) -> None:
     window.trust = False
     window.fill_login(server.port, "alice", PASSWORD)
@@ -793,6 +806,7 @@ def open_books(window: Window) -> Conversation:
     app.chat.join_entry.insert(0, "books")
     inner.event_generate("<Return>")
     window.until(lambda: app.vm.current == "#books", "#books to open")
+    assert (app.chat.join_entry.get(), inner.get()) == ("", "")  # typed there: no hint
     books: Conversation = app.vm.conversation("#books")
     window.until(lambda: len(books.ids) == 50, "the newest page")
     window.until_shown("bob: book 120")
@@ -2434,6 +2448,7 @@ def test_the_join_box_keeps_a_room_name_until_the_room_is_joined(
     app.chat.join_button.invoke()
     window.until(lambda: app.vm.current == "#dev", "#dev")
     assert box.get() == ""
+    assert box._entry.get() == "room name"  # the hint again: the focus is not there
     assert not app.chat.banner.winfo_ismapped()
 
 
@@ -2647,6 +2662,7 @@ def test_log_out_brings_back_the_form_for_another_user_with_nothing_left_of_the_
     assert button_texts(app.chat.conversation_list) == ["# general"]
     assert app.chat.input.get("1.0", "end").strip() == ""
     assert app.chat.join_entry.get() == ""
+    assert app.chat.join_entry._entry.get() == "room name"  # its hint, shown again
     assert not app.chat.banner.winfo_ismapped(), app.chat.banner.cget("text")
     assert "for alice" not in window.transcript()
 
@@ -2909,6 +2925,8 @@ def test_the_password_dialog_says_what_is_wrong_and_takes_another_try(
         dialog.change_button.invoke()
         window.until(lambda: dialog.error.cget("text"), "the server's answer")
         assert dialog.error.cget("text") == said
+    window.pump(0.2)  # the refusal came as an event too
+    assert not window.app.chat.banner.winfo_ismapped(), window.app.chat.banner.cget("text")
     assert [d.kind for d in window.dialogs] == ["askyesno"]  # the key's question only
     server.login("alice").close()  # the password is unchanged
 
