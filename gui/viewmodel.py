@@ -340,10 +340,10 @@ class ViewModel:
                     self.error = ""
                     changes.add(Change.ERROR)
                 return changes
-            case Error(ref=ref) if ref in (TYPING_REF, READ_REF):
-                return set()  # typing notices and read markers are best effort: no error
-            case Error(ref=ref) if ref == PASSWORD_REF:
-                return set()  # a password change refused: said in its dialog
+            case Error(ref=ref) if ref in (TYPING_REF, READ_REF, PASSWORD_REF):
+                # Typing notices and read markers are best effort; a password change
+                # refused is said in its dialog.
+                return set()
             case Error(code="not_member", ref=ref) if ref not in self.unconfirmed:
                 # A page or the members of a room, asked for as it was shown and answered
                 # after it was left: news of nothing (the controller shows a page refused for
