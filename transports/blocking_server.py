@@ -54,9 +54,11 @@ from sealchat.core.hub import (
     VerifyUpload,
     ends_batch,
 )
+from sealchat.core.hub.names import user_key
 from sealchat.core.records import file_chunks
 from sealchat.transports.hub_failures import FAILED, HubFailures
 from sealchat.transports.output_budget import OVER_BUDGET, OutputBudget
+from sealchat.transports.password_turns import ThreadTurns
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.send_queue import Progress, unacknowledged
 from sealchat.transports.server_config import (
@@ -411,7 +413,7 @@ class ThreadedServer:
         self.static_key = static_key
         self.config = config
         self._hub_lock = threading.Lock()
-        self._password_slots = threading.BoundedSemaphore(config.password_threads)
+        self._password_turns = ThreadTurns(config.password_threads)
         self._upload_checks = threading.BoundedSemaphore(UPLOAD_CHECKS)
         self._clients: dict[int, _Client] = {}
         self.output: OutputBudget[_Client] = OutputBudget(config.max_outgoing_total)
@@ -743,24 +745,21 @@ class ThreadedServer:
             client.goodbye(goodbye)
 
     def check_password(self, effect: VerifyPassword | HashPassword) -> None:
-        """Run an Argon2id check in this (the client's reader) thread and report it. If the
-        hub (or its store) fails on the outcome, the client is told goodbye, as for a record
-        (the effects that stand have run)."""
+        """Run an Argon2id check in this (the client's reader) thread, in its account's turn
+        (``password_turns``), and report it. If the hub (or its store) fails on the outcome,
+        the client is told goodbye, as for a record (the effects that stand have run)."""
         try:
-            if isinstance(effect, VerifyPassword):
-                with self._password_slots:
-                    ok = verify_password(
-                        effect.password, effect.password_hash, params=self.config.argon2
-                    )
-                self.call_hub(
-                    self.hub.password_verified, effect.session, effect.username, ok, time.time()
-                )
-            else:
-                with self._password_slots:
-                    phc = hash_password(effect.password, params=self.config.argon2)
-                self.call_hub(
-                    self.hub.password_hashed, effect.session, effect.username, phc, time.time()
-                )
+            argon2, hub = self.config.argon2, self.hub
+            outcome: bool | str
+            tell: Callable[..., Sequence[Effect]]
+            with self._password_turns.turn(user_key(effect.username)):
+                if isinstance(effect, VerifyPassword):
+                    outcome = verify_password(effect.password, effect.password_hash, params=argon2)
+                    tell = hub.password_verified
+                else:
+                    outcome = hash_password(effect.password, params=argon2)
+                    tell = hub.password_hashed
+            self.call_hub(tell, effect.session, effect.username, outcome, time.time())
         except Exception as exc:  # a bug or a failing store costs one connection, not the server
             self._failed(effect.session, exc, "the password check of")
 

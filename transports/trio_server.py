@@ -51,10 +51,12 @@ from sealchat.core.hub import (
     VerifyUpload,
     ends_batch,
 )
+from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_FRAME
 from sealchat.core.records import file_chunks
 from sealchat.transports.hub_failures import HubFailures
 from sealchat.transports.output_budget import OVER_BUDGET, OutputBudget
+from sealchat.transports.password_turns import TrioTurns
 from sealchat.transports.passwords import hash_password, verify_password
 from sealchat.transports.send_queue import Progress, unacknowledged
 from sealchat.transports.server_config import (
@@ -196,7 +198,8 @@ class TrioServer:
         self._failures = HubFailures()
         self._ids = itertools.count(1)
         self._hub_lock = trio.CapacityLimiter(1)
-        self._password_lock = trio.CapacityLimiter(config.password_threads)
+        self._password_turns = TrioTurns(config.password_threads)
+        self._password_threads = trio.CapacityLimiter(config.password_threads)
         self._upload_checks = trio.CapacityLimiter(UPLOAD_CHECKS)
         self._stopping = trio.Event()
         self._all_gone = trio.Event()
@@ -452,40 +455,22 @@ class TrioServer:
                         peer.streams[transfer].cancel()
 
     async def _check_password(self, peer: _Peer, effect: VerifyPassword | HashPassword) -> None:
-        """Run an Argon2id check on its own threads and report it to the hub."""
-        if isinstance(effect, VerifyPassword):
-            ok = await trio.to_thread.run_sync(
-                partial(
-                    verify_password,
-                    effect.password,
-                    effect.password_hash,
-                    params=self.config.argon2,
-                ),
-                limiter=self._password_lock,
-            )
-            await self._call_hub(
-                peer,
-                "the password check of",
-                self.hub.password_verified,
-                effect.session,
-                effect.username,
-                ok,
-                _now(),
-            )
-        else:
-            phc = await trio.to_thread.run_sync(
-                partial(hash_password, effect.password, params=self.config.argon2),
-                limiter=self._password_lock,
-            )
-            await self._call_hub(
-                peer,
-                "the password hashing of",
-                self.hub.password_hashed,
-                effect.session,
-                effect.username,
-                phc,
-                _now(),
-            )
+        """Run an Argon2id check on its own threads, in its account's turn
+        (``password_turns``), and report it to the hub."""
+        argon2, hub = self.config.argon2, self.hub
+        outcome: bool | str
+        tell: Callable[..., Sequence[Effect]]
+        async with self._password_turns.turn(user_key(effect.username)):
+            if isinstance(effect, VerifyPassword):
+                known = effect.password_hash
+                check = partial(verify_password, effect.password, known, params=argon2)
+                outcome = await trio.to_thread.run_sync(check, limiter=self._password_threads)
+                what, tell = "the password check of", hub.password_verified
+            else:
+                make = partial(hash_password, effect.password, params=argon2)
+                outcome = await trio.to_thread.run_sync(make, limiter=self._password_threads)
+                what, tell = "the password hashing of", hub.password_hashed
+        await self._call_hub(peer, what, tell, effect.session, effect.username, outcome, _now())
 
     async def _verify_upload(self, peer: _Peer, effect: VerifyUpload) -> None:
         """Read back and hash a completed upload on its own threads and report it to the hub.
