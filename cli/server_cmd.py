@@ -123,6 +123,14 @@ def add_server_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="the files one user may keep on the server in all "
         f"(default {shown_size(hub.user_quota)})",
     )
+    server.add_argument(
+        "--message-quota",
+        type=message_quota,
+        default=hub.message_text_per_day,
+        metavar="SIZE",
+        help="the text of messages one user may have stored a day, like 100M "
+        f"(default {shown_size(hub.message_text_per_day)})",
+    )
     server.set_defaults(handler=run_server)
 
     user = commands.add_parser("user", help="manage accounts on this server's data")
@@ -431,6 +439,17 @@ def _read_new_password(from_stdin: bool) -> str | None:
     return password
 
 
+def message_quota(text: str) -> int:
+    """A ``--message-quota`` (argparse's type): a size that holds the longest message."""
+    size = byte_size(text)
+    longest = 4 * HubConfig().max_message_chars  # UTF-8 bytes of the longest message
+    if size < longest:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is less than the longest message takes: give at least {longest:,} bytes"
+        )
+    return size
+
+
 def server_config(args: argparse.Namespace) -> ServerConfig:
     """The settings ``sealchat server`` runs with."""
     return ServerConfig(
@@ -445,6 +464,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
             open_registration=args.open_registration,
             max_file_size=min(args.max_file_size, args.user_quota),  # what may be stored
             user_quota=args.user_quota,
+            message_text_per_day=args.message_quota,
         ),
     )
 

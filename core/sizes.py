@@ -1,7 +1,9 @@
-"""Amounts as people read them (sizes in bytes, counts of things): in the server's refusals
-and in both clients."""
+"""Amounts as people read them (sizes in bytes, counts of things, waits): in the server's
+refusals and in both clients."""
 
 from __future__ import annotations
+
+import math
 
 
 def shown_size(size: int, *, byte_unit: str = "B") -> str:
@@ -30,3 +32,13 @@ def too_large(size: int, limit: int) -> str:
 def counted(count: int, noun: str) -> str:
     """``count`` and ``noun``, plural unless there is exactly one ("1 member", "2 members")."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def shown_wait(seconds: float) -> str:
+    """A wait as people read it, rounded up: seconds up to 90, then minutes up to 90, then
+    hours ("45 s", "12 min", "3 h")."""
+    if seconds <= 90:
+        return f"{math.ceil(seconds)} s"
+    if seconds <= 90 * 60:
+        return f"{math.ceil(seconds / 60)} min"
+    return f"{math.ceil(seconds / 3600)} h"

@@ -1563,6 +1563,30 @@ def test_a_message_limit_below_one_is_refused_at_once() -> None:
         HubConfig(max_message_chars=0)
 
 
+@pytest.mark.parametrize(
+    ("setting", "refusal"),
+    [
+        ({"registrations_per_hour": 0}, "registrations_per_hour must be more than 0, not 0"),
+        ({"typing_per_second": -1.0}, "typing_per_second must be more than 0, not -1.0"),
+        ({"login_timeout": 0}, "login_timeout must be more than 0, not 0"),
+        ({"message_burst": 0}, "message_burst must be at least 1, not 0"),
+        ({"replay_page": 0}, "replay_page must be at least 1, not 0"),
+        (
+            {"message_text_per_day": 15_999},
+            "message_text_per_day must hold the longest message: at least 16000 bytes",
+        ),
+    ],
+)
+def test_limits_that_would_break_the_hub_are_refused_at_once(
+    setting: dict[str, float], refusal: str
+) -> None:
+    # A rate of 0 divided by zero at the first refusal: the login or message then failed as a
+    # bug, long after the server started.
+    with pytest.raises(ValueError, match=refusal):
+        HubConfig(**setting)  # type: ignore[arg-type]
+    assert HubConfig(room_creations_per_hour=0).room_creations_per_hour == 0  # burst only
+
+
 def test_the_direct_conversations_outlive_a_restart_but_not_a_removed_account(
     tmp_path: Path, shared_store: SqliteStore
 ) -> None:
@@ -1603,3 +1627,30 @@ def test_a_login_names_at_most_max_list_conversations_the_latest(store: SqliteSt
     authenticated = _authenticated(logged_in(hub, 1, "alice"), 1)
     assert authenticated.conversations == tuple(reversed(peers[1:]))
     encode_record(authenticated)  # it fits in one record
+
+
+def test_the_text_a_user_stores_a_day_is_bounded(store: SqliteStore) -> None:
+    # The rate limit alone let one account store some 7 GB of messages a day: the text a day
+    # is bounded too (here 86,400 bytes: a byte a second), and a message over it is refused,
+    # not stored, saying when it fits.
+    hub = hub_with(store, "alice", "bob", config=HubConfig(message_text_per_day=86_400))
+    long = "é" * 3000  # 6,000 bytes
+
+    def answer(session: int, text: str, ref: str, now: float = NOW) -> object:
+        sent = Message(text=text, room="general", client_id=ref)
+        (first, *_) = records(hub.handle(session, sent, now), session)
+        return first
+
+    for n in range(14):
+        assert isinstance(answer(1, long, f"c{n}"), MessageAck)
+    refused = answer(1, long, "c14")
+    assert isinstance(refused, Error)
+    assert (refused.code, refused.ref) == ("over_quota", "c14")
+    assert (
+        refused.detail == "over the 84.4 KiB of text a day kept from one user; try again in 60 min"
+    )
+    assert len(store.room_history("general", 10**9, 20)) == 14
+    assert isinstance(answer(1, long, "c0"), MessageAck)  # a resend is acknowledged still
+    assert isinstance(answer(1, "a" * 2400, "c15"), MessageAck)  # what fits goes
+    assert isinstance(answer(2, long, "b0"), MessageAck)  # an allowance per user
+    assert isinstance(answer(1, long, "c14", NOW + 6000), MessageAck)  # time refills it

@@ -40,7 +40,8 @@ def test_the_limits_table_lists_every_server_option_with_its_default() -> None:
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     server = commands.choices["server"]
     rows = dict(re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", TEXT, flags=re.MULTILINE))
-    limits = [a for a in server._actions if a.dest.startswith(("max_", "user_", "address_"))]
+    limited = ("max_", "user_", "address_", "message_")
+    limits = [a for a in server._actions if a.dest.startswith(limited)]
     assert sorted(rows) == sorted(a.option_strings[0] for a in limits)
     for action in limits:
         shown = rows[action.option_strings[0]].strip()

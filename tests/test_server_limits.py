@@ -156,6 +156,21 @@ def test_the_server_command_sets_the_file_limits_in_units_people_use(
         assert f"{bad!r} is not a whole number of bytes" in capsys.readouterr().err
 
 
+def test_the_server_command_sets_the_text_a_user_may_store_a_day(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = build_parser().parse_args(["server", "--message-quota", "100M"])
+    assert server_config(args).hub.message_text_per_day == 100 * 2**20
+    defaults = server_config(build_parser().parse_args(["server"])).hub
+    assert defaults.message_text_per_day == 32 * 2**20
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["server", "--message-quota", "10K"])
+    assert (
+        "'10K' is less than the longest message takes: give at least 16,000 bytes"
+        in capsys.readouterr().err
+    )
+
+
 def test_a_size_is_taken_exactly_and_one_past_what_the_wire_carries_is_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

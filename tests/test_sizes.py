@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealchat.core.sizes import counted, shown_size
+from sealchat.core.sizes import counted, shown_size, shown_wait
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,11 @@ def test_small_sizes_may_be_named_in_bytes() -> None:
 
 def test_counts_are_singular_only_for_one() -> None:
     assert [counted(n, "member") for n in (0, 1, 2)] == ["0 members", "1 member", "2 members"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0.2, "1 s"), (90, "90 s"), (90.5, "2 min"), (5400, "90 min"), (5401, "2 h"), (86400, "24 h")],
+)
+def test_waits_are_rounded_up_in_the_unit_that_reads_best(seconds: float, shown: str) -> None:
+    assert shown_wait(seconds) == shown

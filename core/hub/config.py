@@ -68,6 +68,11 @@ class HubConfig:
     a user may make at once, refilled at ``requests_per_second``; one beyond is refused
     (``rate_limited``). A client catching up after a reconnect, or paging through a long file list,
     stays well within it; a script asking in a loop cannot keep the hub from everyone else."""
+    message_text_per_day: int = 32 * MiB
+    """Bytes of message text (UTF-8) a user may have stored in a day, all its messages
+    together, refilled evenly over 24 hours (``over_quota``): about 300,000 messages of 100
+    characters, or 2,000 of the longest. The rate limit alone lets one account store some
+    7 GB a day; this bounds the disk one account can fill with messages."""
     max_file_size: int = 2 * GiB
     user_quota: int = 10 * GiB
     min_free_space: int = 256 * MiB
@@ -115,5 +120,47 @@ class HubConfig:
     default_room: str = "general"
 
     def __post_init__(self) -> None:
+        for name in _RATES:  # a bucket's wait divides by its rate
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0, not {getattr(self, name)}")
+        for name in _AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.max_message_chars < 1:  # Authenticated would say 0: "not said" (§6.6.3)
             raise ValueError(f"max_message_chars must be at least 1, not {self.max_message_chars}")
+        if self.message_text_per_day < 4 * self.max_message_chars:  # UTF-8: 4 bytes at most
+            raise ValueError(
+                "message_text_per_day must hold the longest message: at least "
+                f"{4 * self.max_message_chars} bytes (4 x max_message_chars)"
+            )
+
+
+_RATES = (
+    "messages_per_second",
+    "address_logins_per_minute",
+    "user_logins_per_minute",
+    "registrations_per_hour",
+    "requests_per_second",
+    "typing_per_second",
+    "read_markers_per_second",
+    "login_timeout",
+    "typing_expiry",
+    "login_backoff_base",
+    "login_backoff_max",
+)
+"""Rates and times that must be positive (``room_creations_per_hour`` may be 0: after its
+burst, only the operator makes rooms)."""
+_AT_LEAST_ONE = (
+    "message_burst",
+    "address_login_burst",
+    "user_login_burst",
+    "registration_burst",
+    "request_burst",
+    "typing_burst",
+    "read_marker_burst",
+    "max_pending_logins",
+    "history_page",
+    "replay_page",
+    "page_bytes",
+)
+"""Bursts and sizes of which one at least is needed for anything to happen."""

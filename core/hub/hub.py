@@ -95,16 +95,31 @@ class Hub:
         allowances = Allowances(config.messages_per_second, config.message_burst)
         typing_allowances = Allowances(config.typing_per_second, config.typing_burst)
         typing = self._typing_notices = TypingNotices(roster, config, typing_allowances)
-        messages = Messages(store, config, roster, allowances, typing.slots)
+        day = 24 * 3600.0
+        text_allowances = Allowances(config.message_text_per_day / day, config.message_text_per_day)
+        messages = Messages(
+            store,
+            config,
+            roster,
+            allowances=allowances,
+            text_allowances=text_allowances,
+            typing=typing.slots,
+        )
         files = self._files = Files(store, config, roster, allowances)
         rooms = Rooms(store, config, roster, allowances)
         read_allowances = Allowances(config.read_markers_per_second, config.read_marker_burst)
         reads = ReadMarkersKept(store, roster, read_allowances)
         logins = self._logins = Logins(store, config, roster, messages.replay)
         self._requests = Allowances(config.requests_per_second, config.request_burst)
-        self._per_user = (allowances, typing_allowances, read_allowances, self._requests)
-        """The allowances per user (of messages, typing notices, read markers, requests),
-        whose full buckets each tick forgets."""
+        self._per_user = (
+            allowances,
+            text_allowances,
+            typing_allowances,
+            read_allowances,
+            self._requests,
+        )
+        """The allowances per user (of messages, their text, typing notices, read markers,
+        requests), whose full buckets each tick forgets."""
         self._accounts = AccountChanges(store, roster, self._close)
         changes = self._changes = PasswordChanges(store, config, logins, self._accounts.log_out)
         # What handles each record, bound once: ``_handle`` calls it directly.

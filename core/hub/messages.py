@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import Deliver, Effect
 from sealchat.core.hub.outgoing import encoded_size, error, message_record, reply
-from sealchat.core.hub.ratelimit import Allowances
+from sealchat.core.hub.ratelimit import Allowances, TokenBucket
 from sealchat.core.hub.roster import Roster
 from sealchat.core.hub.session import Conversation, Session
 from sealchat.core.hub.store import DuplicateMessage, Store, StoredMessage
@@ -20,6 +20,7 @@ from sealchat.core.records import (
     Message,
     MessageAck,
 )
+from sealchat.core.sizes import shown_size, shown_wait
 
 
 class Messages:
@@ -30,13 +31,17 @@ class Messages:
         store: Store,
         config: HubConfig,
         roster: Roster,
+        *,
         allowances: Allowances,
+        text_allowances: Allowances,
         typing: dict[tuple[str, Conversation], float],
     ) -> None:
         self.store = store
         self.config = config
         self._roster = roster
         self._allowances = allowances
+        self._text_allowances = text_allowances
+        """Each user's bytes of message text a day (``message_text_per_day``)."""
         self._typing = typing
         """The typing notices in progress: a message ends its sender's there."""
 
@@ -63,6 +68,11 @@ class Messages:
         bucket = self._allowances.of(state.key, now)
         if not bucket.take(now):
             return [self._ack_earlier(state, ref) or self._rate_limited(state, ref)]
+        size = len(record.text.encode())
+        text = self._text_allowances.of(state.key, now)
+        if not text.take(now, size):
+            bucket.give_back()
+            return [self._ack_earlier(state, ref) or self._over_quota(state, ref, text, size, now)]
         try:
             stored = self.store.append_message(
                 ts=now,
@@ -76,6 +86,7 @@ class Messages:
             )
         except DuplicateMessage:
             bucket.give_back()
+            text.give_back(size)
             ack = self._ack_earlier(state, ref)
             if ack is None:  # pragma: no cover  (the store broke its contract)
                 raise
@@ -99,6 +110,15 @@ class Messages:
     def _rate_limited(self, state: Session, ref: str) -> Deliver:
         detail = f"slow down: at most {self.config.messages_per_second:g} messages a second"
         return error(state, "rate_limited", detail, ref)
+
+    def _over_quota(
+        self, state: Session, ref: str, text: TokenBucket, size: int, now: float
+    ) -> Deliver:
+        """The refusal of a message over the user's text allowance (it is discarded)."""
+        per_day = shown_size(self.config.message_text_per_day)
+        wait = shown_wait(text.wait(now, size))
+        detail = f"over the {per_day} of text a day kept from one user; try again in {wait}"
+        return error(state, "over_quota", detail, ref)
 
     def delivered(self, state: Session, record: Delivered) -> list[Effect]:
         """A Delivered record: move the user's cursor; the next page of a replay."""

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; each action takes one. Time is the wall
-    clock, which may be set back: a step back refills nothing, and takes nothing either."""
+    """``rate`` tokens per second up to ``burst``; each action takes one, or as many as it
+    weighs. Time is the wall clock, which may be set back: a step back refills nothing, and
+    takes nothing either."""
 
     rate: float
     burst: float
@@ -19,23 +20,23 @@ class TokenBucket:
     def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
         return cls(rate=rate, burst=burst, tokens=burst, updated=now)
 
-    def take(self, now: float) -> bool:
-        """Take a token if one is there."""
+    def take(self, now: float, amount: float = 1) -> bool:
+        """Take ``amount`` tokens if they are there."""
         self.tokens = self._at(now)
         self.updated = now
-        if self.tokens < 1:
+        if self.tokens < amount:
             return False
-        self.tokens -= 1
+        self.tokens -= amount
         return True
 
-    def give_back(self) -> None:
-        """Return the token the last successful ``take`` took (the action did not happen)."""
-        self.tokens = min(self.burst, self.tokens + 1)
+    def give_back(self, amount: float = 1) -> None:
+        """Return what the last successful ``take`` took (the action did not happen)."""
+        self.tokens = min(self.burst, self.tokens + amount)
 
-    def wait(self, now: float) -> float:
-        """Seconds until a token is there (0 if one is there now)."""
+    def wait(self, now: float, amount: float = 1) -> float:
+        """Seconds until ``amount`` tokens are there (0 if they are there now)."""
         tokens = self._at(now)
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+        return 0.0 if tokens >= amount else (amount - tokens) / self.rate
 
     def full_by(self, now: float) -> bool:
         """Whether the bucket has refilled completely by ``now`` (as good as a new one)."""
