@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import trio
 
@@ -24,6 +24,8 @@ from sealchat.core.limits import MAX_PASSWORD
 from sealchat.transports.pinning import ServerKeyChanged, ServerKeyUnknown
 from sealchat.transports.requests import ClientError
 from sealchat.transports.trio_client import ChatClient, connect
+
+T = TypeVar("T")
 
 
 def connection_options(parser: argparse.ArgumentParser) -> None:
@@ -184,8 +186,10 @@ def one_shot(
 
 
 def run_session(main: Callable[[], Awaitable[int]], credentials: Credentials) -> int:
+    """Run ``main`` under trio, its failures explained; Ctrl-C raises KeyboardInterrupt (see
+    ``run_trio``)."""
     try:
-        return trio.run(main)
+        return run_trio(main)
     except BrokenPipeError:
         raise  # the output was closed, not a failure to explain: guarded ends quietly
     except (ClientError, ServerKeyChanged, ServerKeyUnknown, OSError) as exc:
@@ -195,3 +199,14 @@ def run_session(main: Callable[[], Awaitable[int]], credentials: Credentials) ->
     except trio.TooSlowError:
         error("the server did not answer in time")
         return FAILED
+
+
+def run_trio(main: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run(main)`` with Ctrl-C raised in the main task at its next checkpoint, as a
+    cancellation is. By default trio raises it in whatever code runs when it comes, even
+    inside trio's own bookkeeping: in ``nursery.start_soon`` it can leave the nursery a
+    child that never runs, so that leaving the nursery waits forever (a chat interrupted
+    right after logging in hung so), and in a task of the client it can cut an update in
+    two. The commands wait only at checkpoints (a blocking read or hash runs in a thread
+    abandoned on cancel), so Ctrl-C still ends them at once."""
+    return trio.run(main, restrict_keyboard_interrupt_to_checkpoints=True)

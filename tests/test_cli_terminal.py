@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -494,6 +495,34 @@ def test_the_password_and_typed_messages_never_show_in_a_repr(
     typed = chat_outgoing._Typed("PLAINTEXT-MESSAGE", "general", "")
     assert "PLAINTEXT" not in repr(typed)
     assert repr(typed) == "_Typed(text=<17 chars>, room='general', to='')"
+
+
+def test_ctrl_c_reaches_a_session_only_at_a_checkpoint() -> None:
+    # By default trio raises KeyboardInterrupt in whatever code runs when Ctrl-C comes: in
+    # nursery.start_soon it left the chat's nursery a child that never ran, so that leaving
+    # the nursery waited forever (a chat interrupted right after logging in hung so). Here
+    # Ctrl-C comes just before a task is started: the start must run to its end, and the
+    # interrupt end the session at the next checkpoint, its tasks cancelled.
+    steps: list[str] = []
+
+    async def child() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            steps.append("child cancelled")
+
+    async def main() -> int:
+        async with trio.open_nursery() as nursery:
+            signal.raise_signal(signal.SIGINT)  # handled before raise_signal returns
+            nursery.start_soon(child)
+            steps.append("started")
+        return exit_codes.OK
+
+    credentials = login.Credentials("secret", "SEALCHAT_PASSWORD", interactive=False)
+    with pytest.raises(BaseExceptionGroup) as caught:  # from the nursery (guarded takes it)
+        login.run_session(main, credentials)
+    assert caught.group_contains(KeyboardInterrupt)
+    assert steps == ["started", "child cancelled"]
 
 
 def test_get_takes_only_the_file_as_it_was_shown() -> None:
