@@ -578,7 +578,10 @@ def _run_trio(hub: Hub, key: X25519PrivateKey, config: ServerConfig) -> int:
         log.info("stopped")
         return 0
 
-    return trio.run(main)
+    # Ctrl-C outside the signal receiver (while starting, or a second one while stopping)
+    # is raised at a checkpoint of main, never inside trio's bookkeeping (see run_trio in
+    # sealchat.cli.login), where it could leave a nursery a task that never runs.
+    return trio.run(main, restrict_keyboard_interrupt_to_checkpoints=True)
 
 
 def _has_demo_password(store: SqliteStore) -> bool:
