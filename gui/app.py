@@ -6,10 +6,12 @@ view-model and redraw. The widgets hold no state of their own beyond what they d
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import time
 import tkinter as tk
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from tkinter import messagebox
 
@@ -231,12 +233,31 @@ class App(ctk.CTk):
             self.title(vm.title())
 
 
+@contextlib.contextmanager
+def closed_on_signals(app: App) -> Iterator[None]:
+    """While in the block, Ctrl-C in the terminal that started the window (SIGINT), or a
+    SIGTERM (the desktop session ending), closes it as its close button does, without the
+    question: the session ends as a logout does. Another one closes it at once."""
+
+    def close(_signum: int, _frame: object) -> None:
+        if app.guest.running:  # else its pipe is closed, and the window going
+            app.guest.call_soon(app.close)
+
+    old = {signum: signal.signal(signum, close) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+
+
 def run_gui(settings: Settings | None = None, *, log_dir: Path | None = None) -> int:
     """Open the window and run until it is closed; unexpected errors are logged to
     ``gui.log`` in ``log_dir`` (default: the user's log folder)."""
     app = App(settings, log_file=log_to_file(log_dir))
-    app.start()
-    app.mainloop()
+    with closed_on_signals(app):
+        app.start()
+        app.mainloop()
     result = app.guest.result
     if result is not None:
         try:

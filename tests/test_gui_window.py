@@ -12,7 +12,10 @@ import json
 import logging
 import os
 import random
+import signal
 import stat
+import subprocess
+import sys
 import time
 import tkinter as tk
 from collections.abc import Awaitable, Callable, Iterator
@@ -45,6 +48,7 @@ from sealchat.core import (
 )
 from sealchat.core.hub import PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
+from sealchat.gui.app import closed_on_signals
 from sealchat.gui.controller import _Outgoing
 from sealchat.gui.conversation import Conversation, TranscriptUpdate, direct_key
 from sealchat.gui.password_dialog import PasswordDialog
@@ -2287,6 +2291,65 @@ def test_closing_the_window_cancels_trio_and_finishes_cleanly(
         presence = bob.next(Presence, timeout=30)
         if presence.user == "alice" and not presence.online:
             break
+
+
+def test_a_sigterm_ends_the_session_as_a_logout_does(
+    window: Window, server: Running, bob: BlockingClient
+) -> None:
+    # The desktop session ending (SIGTERM) killed the window: the server saw the connection
+    # drop, not the user leave, and what had been read was not told.
+    app = window.app
+    window.login(server.port, "alice")
+    with closed_on_signals(app):
+        signal.raise_signal(signal.SIGTERM)
+        window.until_finished()
+    app.guest.result.unwrap()  # type: ignore[union-attr]
+    assert destroyed(app)
+    assert window.errors == []
+    while True:  # the server saw alice go (after her arrival, which bob saw first)
+        presence = bob.next(Presence, timeout=30)
+        if presence.user == "alice" and not presence.online:
+            break
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_closes_a_window_idle_in_its_main_loop(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    # Ctrl-C in the terminal that started `sealchat gui` did nothing while Tk waited for an
+    # event (Python runs a signal's handler only when Tk calls back), and trio's KeyboardInterrupt
+    # then went to Tk's error report; SIGTERM killed the window without a logout.
+    environment(tmp_path, monkeypatch)
+    monkeypatch.setenv("DISPLAY", display)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    program = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from sealchat.gui import app\n"
+        "start = app.App.start\n"
+        "def started(self):\n"
+        "    start(self)\n"
+        "    self.after(100, lambda: print('ready', flush=True))\n"
+        "app.App.start = started\n"
+        "sys.exit(app.run_gui(log_dir=Path(sys.argv[1])))\n"
+    )
+    gui = subprocess.Popen(
+        [sys.executable, "-c", program, str(tmp_path / "logs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gui.stdout is not None
+        assert gui.stdout.readline() == "ready\n"
+        time.sleep(0.3)  # Tk now waits in its main loop, no event due
+        gui.send_signal(signum)
+        assert gui.wait(timeout=60) == 0
+        assert gui.communicate()[1] == ""
+    finally:
+        if gui.poll() is None:
+            gui.kill()
+            gui.wait()
 
 
 def test_closing_the_window_while_the_file_dialog_is_open_finishes_cleanly(
