@@ -45,9 +45,11 @@ _checkers = {t: msgspec.msgpack.Decoder(_viewing(t)) for t in RECORD_TYPES}
 def encode_record(record: Record) -> bytes:
     """Encode ``record`` for sending, checking it against the same rules a receiver applies.
 
-    Raises ``LocalProtocolError`` for a record that breaks a field limit or type, or that is
-    larger than one transport message can carry. The check runs the strict decoder over the
-    encoding, so the sender enforces exactly what every receiver enforces.
+    Raises ``LocalProtocolError`` for a record that breaks a field limit or type (an integer
+    past MessagePack's range, a list that contains itself, a view of bytes that are not
+    contiguous included), or that is larger than one transport message can carry. The check
+    runs the strict decoder over the encoding, so the sender enforces exactly what every
+    receiver enforces.
     """
     checker = _checkers.get(type(record))
     if checker is None:
@@ -55,9 +57,13 @@ def encode_record(record: Record) -> bytes:
     try:
         payload = _encoder.encode(record)
         checker.decode(payload)
-    except (msgspec.ValidationError, TypeError, UnicodeError) as exc:
+    except (msgspec.ValidationError, TypeError, UnicodeError, OverflowError, BufferError) as exc:
         raise LocalProtocolError(
             f"invalid {type(record).__name__}: {_named(record, exc)}"
+        ) from None
+    except RecursionError:  # a container that contains itself, or nested past msgspec's depth
+        raise LocalProtocolError(
+            f"invalid {type(record).__name__}: nested too deep (does a list contain itself?)"
         ) from None
     if len(payload) > limits.MAX_RECORD:
         raise LocalProtocolError(

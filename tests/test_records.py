@@ -6,6 +6,7 @@ import base64
 import gc
 import hashlib
 import os
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -215,6 +216,34 @@ def test_an_authenticated_listing_the_most_conversations_of_the_longest_names_fi
 def test_limits_are_enforced_when_sending(record: Record) -> None:
     with pytest.raises(LocalProtocolError, match="invalid"):
         encode_record(record)
+
+
+def _containing_itself() -> Authenticated:
+    features: list[object] = []
+    features.append(features)
+    return Authenticated(username="esha", features=features)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: Message(text="hi", room="r", id=2**70), "can't serialize ints"),
+        (lambda: Message(text="hi", room="r", id=-(2**70)), "can't serialize ints"),
+        (_containing_itself, "nested too deep"),
+        (
+            lambda: FileChunk(transfer=1, offset=0, data=memoryview(b"abcdef")[::2]),
+            "not C-contiguous",
+        ),
+    ],
+    ids=["huge-int", "huge-negative-int", "list-containing-itself", "strided-view"],
+)
+def test_what_msgpack_cannot_encode_is_refused_as_invalid(
+    make: Callable[[], Record], error: str
+) -> None:
+    """Not an OverflowError, RecursionError or BufferError: callers (and the transports'
+    ``put``) catch LocalProtocolError only."""
+    with pytest.raises(LocalProtocolError, match=f"^invalid {type(make()).__name__}: .*{error}"):
+        encode_record(make())
 
 
 def test_a_record_refused_when_sending_names_the_field() -> None:
