@@ -252,9 +252,11 @@ class Connection:
         return out
 
     def send_failed(self) -> None:
-        """The transport could not write: the connection is unusable from now on."""
+        """The transport could not write: the connection is unusable from now on, and
+        ``next_event`` raises (an event queued before, such as KeysEstablished, is dropped)."""
         self._out.clear()
         self._bytes_queued = 0
+        self._pending.clear()
         if self._state is not State.ERROR:
             self._enter(State.ERROR)
             self._error = "the transport failed to send"
@@ -460,12 +462,14 @@ class Connection:
         return self._closed
 
     def _fail(self, reason: str) -> NoReturn:
-        """Enter ERROR, queue a Bye if the channel still works, and raise."""
+        """Enter ERROR, queue a Bye if the channel still works, and raise. Events queued
+        before are dropped: from now on ``next_event`` raises."""
         if self._state in OPEN_STATES:
             with suppress(NoiseError):  # an exhausted nonce: nothing more can be said
                 self.send(Bye(reason=reason[: limits.MAX_REASON]))
         self._enter(State.ERROR)
         self._error = reason
+        self._pending.clear()
         self._in = self._next_in = b""
         self._next_pos = 0
         self._in_pos = 0

@@ -16,6 +16,7 @@ from sealchat.core import (
     LocalProtocolError,
     Login,
     Message,
+    PeerKeyReceived,
     Ping,
     Pong,
     RemoteProtocolError,
@@ -23,7 +24,7 @@ from sealchat.core import (
     State,
 )
 from sealchat.core.codec import encode_record
-from sealchat.core.connection import CLOSED_BEFORE_PREAMBLE
+from sealchat.core.connection import CLOSED_BEFORE_PREAMBLE, MAX_RECEIVE_BUFFER
 from sealchat.core.preamble import Version, encode_preamble
 from sealchat.transports.memory import MemoryPair
 from tests.pairs import events_from, forge, open_pair, ready_pair
@@ -143,6 +144,36 @@ def test_receive_buffer_is_bounded() -> None:
     with pytest.raises(RemoteProtocolError, match="receive buffer"):
         pair.server.conn.receive_data(b"\x00\x00\x03\xe8" + bytes(1000))
     assert pair.server.conn.state is State.ERROR
+
+
+def _accepted_client(max_receive_buffer: int = MAX_RECEIVE_BUFFER) -> Connection:
+    """A client that has accepted the server's key: KeysEstablished is queued, unread."""
+    key = X25519PrivateKey.generate()
+    conn = Connection(Role.CLIENT, static_key=key, max_receive_buffer=max_receive_buffer)
+    peer = server()
+    conn.initiate()
+    assert events_from(peer, conn.data_to_send()) == []
+    (event,) = events_from(conn, peer.data_to_send())
+    assert isinstance(event, PeerKeyReceived)
+    conn.accept_peer()
+    return conn
+
+
+def test_an_event_queued_before_an_error_is_not_returned_after_it() -> None:
+    conn = _accepted_client(max_receive_buffer=4096)
+    with pytest.raises(RemoteProtocolError, match="receive buffer"):
+        conn.receive_data(bytes(5000))
+    assert conn.state is State.ERROR
+    for _ in range(2):  # every later call raises the same error, the first one included
+        with pytest.raises(RemoteProtocolError, match="receive buffer"):
+            conn.next_event()
+
+
+def test_an_event_queued_before_a_failed_write_is_not_returned_after_it() -> None:
+    conn = _accepted_client()
+    conn.send_failed()
+    with pytest.raises(RemoteProtocolError, match="failed to send"):
+        conn.next_event()
 
 
 def chunk_frames(pair: MemoryPair, count: int, size: int = 60_000) -> list[bytes]:
