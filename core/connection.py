@@ -91,6 +91,9 @@ class Connection:
         self._generate_keypair = generate_keypair
         self._static_key = static_key
         self._handshake: HandshakeState | None = None
+        """The Noise handshake while it runs; dropped once it is over (Noise 5.3), with the
+        ephemeral key and chaining key it holds."""
+        self._peer_key: bytes | None = None
         self._send_cipher: CipherState | None = None
         self._recv_cipher: CipherState | None = None
         self._rekey_interval = rekey_interval
@@ -142,7 +145,7 @@ class Connection:
     @property
     def peer_public_key(self) -> bytes | None:
         """The peer's static public key, once message 2 (client) or 3 (server) is read."""
-        return self._handshake.remote_static if self._handshake is not None else None
+        return self._peer_key
 
     # --- handshake ----------------------------------------------------------------------
 
@@ -190,11 +193,12 @@ class Connection:
         assert handshake is not None
         assert handshake.finished
         initiator_cipher, responder_cipher = handshake.split()
+        self._handshake = None  # Noise 5.3: nothing of the handshake is kept after Split
         if self.role is Role.CLIENT:
             self._send_cipher, self._recv_cipher = initiator_cipher, responder_cipher
         else:
             self._send_cipher, self._recv_cipher = responder_cipher, initiator_cipher
-        peer_key = handshake.remote_static
+        peer_key = self._peer_key
         assert peer_key is not None
         self._enter(State.LOGIN)
         self._next_keepalive = self._handshake_deadline + self._keepalive_interval
@@ -407,8 +411,9 @@ class Connection:
             handshake = self._handshake
             assert handshake is not None
             handshake.read_message(message)  # v1 payloads are empty; others are ignored
+            self._peer_key = handshake.remote_static
             if self.role is Role.CLIENT:
-                peer_key = handshake.remote_static
+                peer_key = self._peer_key
                 assert peer_key is not None
                 self._enter(State.VERIFY_PEER)
                 return PeerKeyReceived(public_key=peer_key, fingerprint=fingerprint(peer_key))
@@ -458,6 +463,7 @@ class Connection:
 
     def _close(self, reason: str, *, clean: bool) -> ConnectionClosed:
         self._enter(State.CLOSED)
+        self._handshake = None  # one that ended here (rejected key, timeout) is not needed
         self._closed = ConnectionClosed(reason=reason, clean=clean)
         return self._closed
 
@@ -470,6 +476,7 @@ class Connection:
         self._enter(State.ERROR)
         self._error = reason
         self._pending.clear()
+        self._handshake = None
         self._in = self._next_in = b""
         self._next_pos = 0
         self._in_pos = 0

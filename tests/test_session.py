@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from sealchat.core import (
+    NEED_DATA,
     Bye,
     ConnectionClosed,
     KeysEstablished,
@@ -111,6 +115,48 @@ def test_handshake_hash_differs_between_sessions() -> None:
         (established,) = [e for e in pair.server.events if isinstance(e, KeysEstablished)]
         hashes.add(established.handshake_hash)
     assert len(hashes) == 3
+
+
+def test_nothing_of_the_handshake_is_kept_after_it_noise_5_3() -> None:
+    """The HandshakeState (ephemeral key, chaining key) is dropped at Split; only the peer's
+    public key is kept, for ``peer_public_key``."""
+    pair = MemoryPair(seed=5, on_peer_key=lambda _conn, _event: None)
+    client, server = pair.client.conn, pair.server.conn
+    pair.handshake()  # up to the client's decision: message 2 read, message 3 not sent
+    assert client.state is State.VERIFY_PEER
+    assert client.peer_public_key == public(pair.server_key)
+    assert server.peer_public_key is None  # message 3 carries the client's key
+    assert client._handshake is not None
+    assert server._handshake is not None
+    states = [weakref.ref(client._handshake), weakref.ref(server._handshake)]
+    client.accept_peer()
+    pair.pump()
+    assert client.state is server.state is State.LOGIN
+    assert client._handshake is None
+    assert server._handshake is None
+    gc.collect()
+    assert [state() for state in states] == [None, None]  # referred to from nowhere else
+    assert client.peer_public_key == public(pair.server_key)
+    assert server.peer_public_key == public(pair.client_key)
+
+
+def test_a_handshake_rejected_or_failed_is_dropped_too() -> None:
+    rejected = MemoryPair(seed=6, on_peer_key=lambda _conn, _event: None)
+    rejected.handshake()
+    rejected.client.conn.reject_peer("not trusted")
+    assert rejected.client.conn._handshake is None
+    assert rejected.client.conn.peer_public_key == public(rejected.server_key)
+
+    client, server = MemoryPair(seed=7).client.conn, MemoryPair(seed=8).server.conn
+    client.initiate()
+    server.receive_data(client.data_to_send())
+    assert server.next_event() is NEED_DATA  # message 1 read, message 2 queued
+    message_2 = bytearray(server.data_to_send())
+    message_2[-1] ^= 1  # its payload's tag
+    client.receive_data(bytes(message_2))
+    with pytest.raises(RemoteProtocolError, match="handshake failed"):
+        client.next_event()
+    assert client._handshake is None
 
 
 def test_many_messages_each_way_with_frequent_rekeys() -> None:
