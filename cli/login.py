@@ -60,7 +60,7 @@ class Credentials(NamedTuple):
     def __repr__(self) -> str:
         """Never the password (a log line or a traceback's locals may show this)."""
         return (
-            f"Credentials(password=<{len(self.password)} chars>, "
+            "Credentials(password=<hidden>, "
             f"password_from={self.password_from!r}, interactive={self.interactive!r})"
         )
 

@@ -7,7 +7,7 @@ below; the strict decoder enforces them on every record received and ``Connectio
 enforces them on every record sent (see ``codec``).
 
 ``reprs`` never show passwords, message text, file data or digests: fields named in
-``_hidden`` are shown by length only.
+``_hidden`` are shown by length only, those named in ``_secret`` (passwords) not even by that.
 """
 
 from __future__ import annotations
@@ -43,58 +43,73 @@ SERVER: frozenset[Role] = frozenset({Role.SERVER})
 BOTH: frozenset[Role] = frozenset(Role)
 
 
-class _Size:
-    """A hidden field as reprs show it: its length only (``<7 chars>``)."""
+class _Shown:
+    """A hidden field as reprs show it: its length only (``<7 chars>``), or for a secret
+    nothing at all (``<hidden>``: a password's length narrows the search for it)."""
 
     __slots__ = ("_text",)
 
-    def __init__(self, value: Sized | None) -> None:
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    @classmethod
+    def size(cls, value: Sized | None) -> _Shown:
         unit = "chars" if isinstance(value, str) else "bytes"
-        self._text = "None" if value is None else f"<{len(value)} {unit}>"
+        return cls("None" if value is None else f"<{len(value)} {unit}>")
 
     def __repr__(self) -> str:
         return self._text
 
 
-def _safe_fields(obj: msgspec.Struct, hidden: frozenset[str]) -> list[tuple[str, object]]:
-    """(name, value) of each field, a hidden one's value replaced by its ``_Size``."""
-    fields = ((name, getattr(obj, name)) for name in obj.__struct_fields__)
-    return [(name, _Size(value) if name in hidden else value) for name, value in fields]
+_SECRET: Final = _Shown("<hidden>")
 
 
-def _safe_repr(obj: msgspec.Struct, hidden: frozenset[str]) -> str:
-    parts = ", ".join(f"{name}={value!r}" for name, value in _safe_fields(obj, hidden))
+def _safe_fields(obj: _Safe) -> list[tuple[str, object]]:
+    """(name, value) of each field, a hidden one's value replaced by its length, a secret's
+    by ``<hidden>``."""
+    fields: list[tuple[str, object]] = []
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        if name in obj._secret:
+            value = _SECRET
+        elif name in obj._hidden:
+            value = _Shown.size(value)
+        fields.append((name, value))
+    return fields
+
+
+def _safe_repr(obj: _Safe) -> str:
+    parts = ", ".join(f"{name}={value!r}" for name, value in _safe_fields(obj))
     return f"{type(obj).__name__}({parts})"
 
 
-class Item(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
-    """A value nested inside a record (not a record itself: no tag)."""
+class _Safe(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
+    """What records and the items in them share: reprs that keep secrets."""
 
     _hidden: ClassVar[frozenset[str]] = frozenset()
+    """Fields shown by their length only."""
+    _secret: ClassVar[frozenset[str]] = frozenset()
+    """Fields not shown at all, not even by their length (passwords)."""
 
     def __repr__(self) -> str:
-        return _safe_repr(self, self._hidden)
+        return _safe_repr(self)
 
     def __rich_repr__(self) -> list[tuple[str, object]]:
         """What rich's pretty printer shows (msgspec's would show every field)."""
-        return _safe_fields(self, self._hidden)
+        return _safe_fields(self)
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
+class Item(_Safe, frozen=True, kw_only=True, array_like=True, gc=False):
+    """A value nested inside a record (not a record itself: no tag)."""
+
+
+class Record(_Safe, frozen=True, kw_only=True, array_like=True, gc=False):
     """Base of every record. ``sent_by`` is which roles may send it; ``in_login`` marks the
     records allowed before the session is authenticated. Records are immutable and never
     refer back to themselves, so the garbage collector does not track them (``gc=False``)."""
 
     sent_by: ClassVar[frozenset[Role]] = BOTH
     in_login: ClassVar[bool] = False
-    _hidden: ClassVar[frozenset[str]] = frozenset()
-
-    def __repr__(self) -> str:
-        return _safe_repr(self, self._hidden)
-
-    def __rich_repr__(self) -> list[tuple[str, object]]:
-        """What rich's pretty printer shows (msgspec's would show every field)."""
-        return _safe_fields(self, self._hidden)
 
 
 # --- nested items -------------------------------------------------------------------------
@@ -145,7 +160,7 @@ class Login(Record, tag="login", frozen=True, kw_only=True):
 
     sent_by = CLIENT
     in_login = True
-    _hidden = frozenset({"password"})
+    _secret = frozenset({"password"})
 
     username: Username
     password: Password
@@ -158,7 +173,7 @@ class Register(Record, tag="register", frozen=True, kw_only=True):
 
     sent_by = CLIENT
     in_login = True
-    _hidden = frozenset({"password"})
+    _secret = frozenset({"password"})
 
     username: Username
     password: Password
@@ -261,7 +276,7 @@ class ChangePassword(Record, tag="passwd", frozen=True, kw_only=True):
     Error whose ``ref`` is PASSWORD_REF."""
 
     sent_by = CLIENT
-    _hidden = frozenset({"old_password", "new_password"})
+    _secret = frozenset({"old_password", "new_password"})
 
     old_password: Password
     new_password: Password

@@ -481,7 +481,8 @@ def test_the_password_and_typed_messages_never_show_in_a_repr(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A repr lands in logs, debuggers and tracebacks' locals: like the core's records, these
-    # show how long a secret is, never what it is.
+    # show how long a message is, never what it is, and nothing of a password, not even its
+    # length.
     monkeypatch.setenv("SEALCHAT_PASSWORD", "hunter2-SECRET")
     monkeypatch.setattr(sys, "stdin", io.StringIO())
     args = argparse.Namespace(user="alice", password_file=None)
@@ -490,7 +491,8 @@ def test_the_password_and_typed_messages_never_show_in_a_repr(
     assert credentials.password == "hunter2-SECRET"  # still there for the login
     shown = repr(credentials)
     assert "hunter2" not in shown
-    assert "password=<14 chars>" in shown
+    assert "password=<hidden>" in shown
+    assert "14" not in shown
     assert "SEALCHAT_PASSWORD" in shown  # where it came from is no secret
     typed = chat_outgoing._Typed("PLAINTEXT-MESSAGE", "general", "")
     assert "PLAINTEXT" not in repr(typed)
