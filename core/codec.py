@@ -73,6 +73,22 @@ def encode_record(record: Record) -> bytes:
     return payload
 
 
+def _prefix(record_type: type[Record]) -> bytes:
+    """The bytes every encoding of ``record_type`` begins with: the array header (its length
+    is fixed, as every field is encoded, defaults too) and the tag."""
+    config = record_type.__struct_config__
+    if not config.array_like or config.omit_defaults or not isinstance(config.tag, str):
+        raise TypeError(f"{record_type.__name__}: encodings without a fixed prefix")
+    fields = len(record_type.__struct_fields__)
+    encoded = _encoder.encode([config.tag, *[None] * fields])  # each None is one byte
+    return encoded[: len(encoded) - fields]
+
+
+PREFIXES: Final[dict[type[Record], bytes]] = {t: _prefix(t) for t in RECORD_TYPES}
+r"""What each record type's encoding begins with (``b"\x99\xa3msg"`` for Message): a cheap
+check that an encoding made beforehand is one of the record it is sent as."""
+
+
 _AT_FIELD: Final = re.compile(r" - at `\$\[(\d+)\]`$")
 """msgspec's position of a top-level field in an error (element 0 of a record is its tag)."""
 

@@ -20,7 +20,7 @@ from typing import Final, NoReturn
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import limits
-from sealchat.core.codec import DECODE_ERRORS, decode_record, encode_record
+from sealchat.core.codec import DECODE_ERRORS, PREFIXES, decode_record, encode_record
 from sealchat.core.errors import LocalProtocolError, RemoteProtocolError
 from sealchat.core.events import (
     NEED_DATA,
@@ -51,11 +51,24 @@ from the client's address: docs/protocol.md 9.12)."""
 _HEADER: Final = struct.Struct(">I")
 _HEADER_SIZE: Final = _HEADER.size
 _MAX_FRAME: Final = limits.MAX_FRAME
+_MAX_RECORD: Final = limits.MAX_RECORD
 _TAG_SIZE: Final = limits.TAG_SIZE
 _VIEW_AT: Final = 2048
 
 _CLIENT_HINTS: Final = {State.LOGIN: "; log in first", State.READY: "; logged in already"}
 """What a client is told when a record is refused in these states, after the refusal."""
+
+
+def _not_encoding_of(event: Record, encoded: bytes) -> str:
+    """Why ``encoded`` cannot be sent as ``event``."""
+    name = type(event).__name__
+    if len(encoded) > _MAX_RECORD:
+        return f"encoded {name} of {len(encoded)} bytes; at most {_MAX_RECORD} fit in one message"
+    try:
+        found = f"a {type(decode_record(encoded)).__name__}"
+    except DECODE_ERRORS:
+        found = "no record"
+    return f"cannot send {name}: what is given as its encoding holds {found}"
 
 
 class Connection:
@@ -217,15 +230,23 @@ class Connection:
         is invalid, not ours to send, or not allowed in the current state.
 
         ``encoded``, if given, must be ``encode_record(event)``: a broadcast encodes once and
-        encrypts per recipient."""
-        next_state = self._may_send.get(type(event))
+        encrypts per recipient. It is checked only cheaply (``LocalProtocolError`` if it is not
+        the encoding of a record of ``event``'s type, or larger than a record may be): what the
+        state changes by is ``event``, what is sent is ``encoded``."""
+        record_type = type(event)
+        next_state = self._may_send.get(record_type)
         if next_state is None:
-            name = type(event).__name__
+            name = record_type.__name__
             if isinstance(event, Record) and self.role not in event.sent_by:
                 raise LocalProtocolError(f"a {self.role.value} cannot send {name}")
             hint = _CLIENT_HINTS.get(self._state, "") if self.role is Role.CLIENT else ""
             raise LocalProtocolError(f"cannot send {name} in state {self._state.value}{hint}")
-        payload = encode_record(event) if encoded is None else encoded
+        if encoded is None:
+            payload = encode_record(event)
+        elif encoded.startswith(PREFIXES[record_type]) and len(encoded) <= _MAX_RECORD:
+            payload = encoded
+        else:
+            raise LocalProtocolError(_not_encoding_of(event, encoded))
         # Encrypted and framed here, not in a helper: this runs once per record sent.
         cipher = self._send_cipher
         assert cipher is not None

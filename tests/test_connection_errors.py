@@ -25,6 +25,7 @@ from sealchat.core import (
 )
 from sealchat.core.codec import encode_record
 from sealchat.core.connection import CLOSED_BEFORE_PREAMBLE, MAX_RECEIVE_BUFFER
+from sealchat.core.limits import MAX_RECORD
 from sealchat.core.preamble import Version, encode_preamble
 from sealchat.transports.memory import MemoryPair
 from tests.pairs import events_from, forge, open_pair, ready_pair
@@ -403,6 +404,30 @@ def test_invalid_record_is_refused_before_any_byte_is_queued() -> None:
         pair.client.conn.send("hello")  # type: ignore[arg-type]
     assert pair.client.conn.data_to_send() == b""
     assert pair.client.conn.state is State.READY
+
+
+def test_an_encoding_given_must_be_one_of_the_record_sent() -> None:
+    """The state follows the record, the bytes sent are the encoding: they must agree."""
+    pair = open_pair()
+    client = pair.client.conn
+    bye = encode_record(Bye(reason="x"))
+    with pytest.raises(LocalProtocolError, match=r"cannot send Login: .* holds a Bye"):
+        client.send(Login(username="esha", password="pw"), encoded=bye)
+    with pytest.raises(LocalProtocolError, match=r"cannot send Ping: .* holds no record"):
+        client.send(Ping(), encoded=b"\x92\xa4pin")
+    assert client.data_to_send() == b""
+    assert client.state is State.LOGIN
+    client.send(Ping(nonce=3), encoded=encode_record(Ping(nonce=3)))
+    assert events_from(pair.server.conn, client.data_to_send()) == [Ping(nonce=3)]
+
+    ready = ready_pair().server.conn
+    message = encode_record(Message(text="hi", room="general"))
+    with pytest.raises(LocalProtocolError, match=r"cannot send Pong: .* holds a Message"):
+        ready.send(Pong(), encoded=message)
+    huge = message + bytes(MAX_RECORD)  # a prefix that fits, and too many bytes after it
+    with pytest.raises(LocalProtocolError, match=f"at most {MAX_RECORD} fit"):
+        ready.send(Message(text="hi", room="general"), encoded=huge)
+    assert ready.data_to_send() == b""
 
 
 def test_record_too_large_for_one_message_is_refused() -> None:

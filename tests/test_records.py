@@ -27,7 +27,7 @@ from sealchat.core import (
     Register,
     fingerprint,
 )
-from sealchat.core.codec import decode_record, encode_record
+from sealchat.core.codec import PREFIXES, decode_record, encode_record
 from sealchat.core.limits import (
     MAX_CHUNK,
     MAX_CODE,
@@ -51,6 +51,28 @@ def test_every_record_round_trips(record_type: type[Record]) -> None:
 def test_encoding_is_a_tagged_array() -> None:
     encoded = encode_record(Message(text="hi", room="general"))
     assert msgspec.msgpack.decode(encoded)[:3] == ["msg", "hi", "general"]
+
+
+def test_each_record_types_encodings_begin_with_its_own_prefix() -> None:
+    """What lets ``Connection.send`` check an encoding made beforehand with a startswith."""
+    assert PREFIXES[Message] == b"\x99\xa3msg"
+    for record_type in RECORD_TYPES:
+        config = record_type.__struct_config__
+        assert config.array_like
+        assert not config.omit_defaults  # every field encoded: the array's length is fixed
+        sample = SAMPLES[record_type]
+        defaults = msgspec.structs.replace(
+            sample,
+            **{
+                field.name: field.default
+                for field in msgspec.structs.fields(record_type)
+                if not field.required
+            },
+        )
+        for record in (sample, defaults):
+            encoded = encode_record(record)
+            owners = [t for t, prefix in PREFIXES.items() if encoded.startswith(prefix)]
+            assert owners == [record_type]
 
 
 def test_tags_are_unique() -> None:
