@@ -33,7 +33,7 @@ from sealchat.core.events import (
 from sealchat.core.fingerprint import fingerprint
 from sealchat.core.noise import CipherState, HandshakeState, NoiseError
 from sealchat.core.preamble import encode_preamble, parse_preamble
-from sealchat.core.records import Bye, Ping, Pong, Record
+from sealchat.core.records import Bye, Login, LoginRejected, Ping, Pong, Record, Register
 from sealchat.core.role import Role
 from sealchat.core.state import OPEN_STATES, SENDABLE, State
 
@@ -54,6 +54,10 @@ _MAX_FRAME: Final = limits.MAX_FRAME
 _MAX_RECORD: Final = limits.MAX_RECORD
 _TAG_SIZE: Final = limits.TAG_SIZE
 _VIEW_AT: Final = 2048
+
+_LOGIN: Final = State.LOGIN
+_LOGIN_REQUESTS: Final = frozenset({Login, Register})
+"""What a client may have only one of in flight (docs/protocol.md 6.6.1)."""
 
 _CLIENT_HINTS: Final = {State.LOGIN: "; log in first", State.READY: "; logged in already"}
 """What a client is told when a record is refused in these states, after the refusal."""
@@ -100,6 +104,9 @@ class Connection:
         self._state = State.START
         self._may_send: dict[type[Record], State] = {}
         self._may_receive: dict[type[Record], State] = {}
+        self._login_sent: type[Record] | None = None
+        """Client: the Login or Register sent and not answered yet (Authenticated or
+        LoginRejected): until the answer, another is refused (docs/protocol.md 6.6.1)."""
         self._preamble = encode_preamble()
         self._generate_keypair = generate_keypair
         self._static_key = static_key
@@ -140,6 +147,7 @@ class Connection:
 
     def _enter(self, state: State) -> None:
         self._state = state
+        self._login_sent = None  # answered (Authenticated), or the session is over
         self._may_send = SENDABLE[state, self.role]
         self._may_receive = SENDABLE[state, self.role.peer]
 
@@ -247,6 +255,13 @@ class Connection:
             payload = encoded
         else:
             raise LocalProtocolError(_not_encoding_of(event, encoded))
+        if next_state is _LOGIN and record_type in _LOGIN_REQUESTS:
+            if self._login_sent is not None:
+                raise LocalProtocolError(
+                    f"cannot send {record_type.__name__}: the {self._login_sent.__name__} "
+                    "sent before is not answered yet (Authenticated or LoginRejected)"
+                )
+            self._login_sent = record_type
         # Encrypted and framed here, not in a helper: this runs once per record sent.
         cipher = self._send_cipher
         assert cipher is not None
@@ -388,6 +403,8 @@ class Connection:
             self.send(Pong(nonce=record.nonce))
         elif type(record) is Pong:
             self._ping_outstanding = False
+        elif next_state is _LOGIN and type(record) is LoginRejected:
+            self._login_sent = None  # the client may try again
         return record
 
     def _next_event_without_channel(self) -> Event | NeedData:

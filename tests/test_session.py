@@ -37,12 +37,17 @@ def run_full_session(pair: MemoryPair) -> None:
     pair.handshake()
     client_login, client_ready = session_records(Role.CLIENT)
     server_login, server_ready = session_records(Role.SERVER)
-    for record in client_login:
-        pair.client.conn.send(record)
-    pair.pump()
-    for record in server_login:
-        pair.server.conn.send(record)
-    pair.pump()
+    # One login attempt in flight at a time (protocol 6.6.1): the Login is refused (what the
+    # server sends before Authenticated), then the Register (and what follows) accepted.
+    for sender, records in [
+        (pair.client, client_login[:1]),
+        (pair.server, server_login[:-1]),
+        (pair.client, client_login[1:]),
+        (pair.server, server_login[-1:]),
+    ]:
+        for record in records:
+            sender.conn.send(record)
+        pair.pump()
     for record in client_ready:
         pair.client.conn.send(record)
     for record in server_ready:

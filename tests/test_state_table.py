@@ -9,12 +9,16 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sealchat.core import (
     RECORD_TYPES,
+    Authenticated,
     Bye,
     Connection,
     ConnectionClosed,
     LocalProtocolError,
+    Login,
+    LoginRejected,
     Pong,
     Record,
+    Register,
     RemoteProtocolError,
     Role,
     State,
@@ -136,6 +140,73 @@ def test_receive(state: State, role: Role, record_type: type[Record]) -> None:
         bye = events_from(sender, receiver.data_to_send())[0]
         assert isinstance(bye, Bye)
         assert record_type.__name__ in bye.reason
+
+
+# --- a client's login awaiting its answer ----------------------------------------------------
+# Not a state of its own (the connection stays in LOGIN): while a Login or Register awaits
+# Authenticated or LoginRejected, the client sends what LOGIN allows except another one.
+
+
+def _awaiting(first: type[Login | Register]) -> MemoryPair:
+    pair = open_pair()
+    pair.client.conn.send(first(username="esha", password="pw"))
+    events_from(pair.server.conn, pair.client.conn.data_to_send())
+    return pair
+
+
+@pytest.mark.parametrize("first", [Login, Register], ids=_id)
+@pytest.mark.parametrize("record_type", RECORD_TYPES, ids=_id)
+def test_send_while_a_login_awaits_its_answer(
+    first: type[Login | Register], record_type: type[Record]
+) -> None:
+    client = _awaiting(first).client.conn
+    assert client.state is State.LOGIN
+    allowed = TRANSITIONS.get((State.LOGIN, record_type))
+    another = record_type in {Login, Register}
+    if allowed is not None and Role.CLIENT in record_type.sent_by and not another:
+        client.send(SAMPLES[record_type])
+        assert client.state is allowed
+        assert client.data_to_send()
+    else:
+        with pytest.raises(LocalProtocolError) as refused:
+            client.send(SAMPLES[record_type])
+        if another:
+            assert str(refused.value) == (
+                f"cannot send {record_type.__name__}: the {first.__name__} sent before is "
+                "not answered yet (Authenticated or LoginRejected)"
+            )
+        assert client.state is State.LOGIN
+        assert client.data_to_send() == b""
+
+
+@pytest.mark.parametrize("again", [Login, Register], ids=_id)
+def test_a_login_refused_may_be_tried_again(again: type[Login | Register]) -> None:
+    pair = _awaiting(Login)
+    pair.server.conn.send(LoginRejected())
+    assert events_from(pair.client.conn, pair.server.conn.data_to_send()) == [LoginRejected()]
+    pair.client.conn.send(again(username="esha", password="pw2"))
+    with pytest.raises(LocalProtocolError, match="not answered yet"):
+        pair.client.conn.send(Login(username="esha", password="pw3"))
+    (received,) = events_from(pair.server.conn, pair.client.conn.data_to_send())
+    assert isinstance(received, again)
+
+
+def test_a_login_answered_by_authenticated_leaves_login_behind() -> None:
+    pair = _awaiting(Register)
+    pair.server.conn.send(Authenticated(username="esha"))
+    events_from(pair.client.conn, pair.server.conn.data_to_send())
+    assert pair.client.conn.state is State.READY
+    with pytest.raises(LocalProtocolError, match="in state ready; logged in already"):
+        pair.client.conn.send(Login(username="esha", password="pw"))
+
+
+def test_a_server_still_takes_a_second_login_in_flight() -> None:
+    """The rule binds the client; a server answers each Login it gets in LOGIN, as before."""
+    pair = _awaiting(Login)
+    forge(pair.client.conn, encode_record(Login(username="esha", password="pw2")))
+    (second,) = events_from(pair.server.conn, pair.client.conn.data_to_send())
+    assert second == Login(username="esha", password="pw2")
+    assert pair.server.conn.state is State.LOGIN
 
 
 def test_the_table_covers_every_record_in_ready_except_login_ones() -> None:
