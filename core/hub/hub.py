@@ -393,5 +393,7 @@ class Hub:
         return effects
 
     def next_deadline(self) -> float | None:
-        """When ``tick`` next has work to do."""
+        """When the next typing notice expires, if one is running: ``tick`` is due then.
+        Its other work (logins timing out, accounts changed, allowances to forget) is not
+        timed to the second, so a driver also calls ``tick`` at a steady pace (TICK)."""
         return self._typing_notices.next_deadline()
