@@ -1654,3 +1654,35 @@ def test_the_text_a_user_stores_a_day_is_bounded(store: SqliteStore) -> None:
     assert isinstance(answer(1, "a" * 2400, "c15"), MessageAck)  # what fits goes
     assert isinstance(answer(2, long, "b0"), MessageAck)  # an allowance per user
     assert isinstance(answer(1, long, "c14", NOW + 6000), MessageAck)  # time refills it
+
+
+def test_a_device_offline_while_another_read_on_gets_what_it_missed(store: SqliteStore) -> None:
+    # The cursor was the user's: what the laptop acknowledged was never replayed to the phone,
+    # which came back to a silent gap. Each device (its client key) now has its own, and a
+    # device never seen starts where the user is.
+    hub = Hub(store, HubConfig())
+
+    def log_in(session: int, name: str, device: str) -> list[object]:
+        hub.open_session(session, f"10.0.0.{session}", NOW, device)
+        hub.handle(session, Login(username=name, password="pw"), NOW)
+        return records(hub.password_verified(session, name, True, NOW), session)
+
+    def texts(answer: list[object]) -> list[str]:
+        return [r.text for r in answer if isinstance(r, Message)]
+
+    log_in(1, "alice", "SHA256:laptop")
+    log_in(2, "alice", "SHA256:phone")
+    log_in(3, "bob", "SHA256:bobs")
+    first = records(hub.handle(3, Message(text="before", room="general"), NOW), 3)[0]
+    assert isinstance(first, Message)
+    hub.handle(2, Delivered(up_to=first.id), NOW)
+    hub.close_session(2, NOW)  # the phone goes offline
+    newest = 0
+    for n in range(3):
+        sent = records(hub.handle(3, Message(text=f"missed {n}", room="general"), NOW), 3)[0]
+        assert isinstance(sent, Message)
+        newest = sent.id
+    hub.handle(1, Delivered(up_to=newest), NOW)  # the laptop had them
+    assert texts(log_in(4, "alice", "SHA256:phone")) == ["missed 0", "missed 1", "missed 2"]
+    assert texts(log_in(5, "alice", "SHA256:laptop")) == []
+    assert texts(log_in(6, "alice", "SHA256:new tablet")) == []

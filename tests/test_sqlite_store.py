@@ -430,6 +430,40 @@ def test_cursors(store: SqliteStore) -> None:
         store.set_cursor("ghost", 1)
 
 
+def test_each_device_has_its_own_cursor_and_a_new_one_starts_from_the_users(
+    store: SqliteStore,
+) -> None:
+    add_users(store, "Esha", "Bob")
+    store.set_cursor("esha", 5, "laptop")
+    store.set_cursor("esha", 9, "phone")
+    assert store.get_cursor("esha", "laptop") == 5  # the phone's acknowledgements are its own
+    assert store.get_cursor("esha", "phone") == 9
+    assert store.get_cursor("esha", "tablet") == 9  # new: from the highest of any device
+    assert store.get_cursor("esha") == 9
+    store.set_cursor("esha", 3, "phone")  # late or stale: never down
+    assert (store.get_cursor("esha", "phone"), store.get_cursor("esha")) == (9, 9)
+    assert store.get_cursor("bob", "laptop") == 0  # a device name is the user's own
+    assert store.remove_user("esha")
+    assert store._conn.execute("SELECT count(*) FROM device_cursors").fetchone() == (0,)
+
+
+def test_the_devices_not_seen_for_longest_are_forgotten_beyond_the_limit(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each client install is a device, and a script may make a new key each run: the cursors
+    # of one user must not pile up.
+    monkeypatch.setattr(sqlite_messages, "DEVICE_CURSORS", 2)
+    add_users(store, "Esha")
+    for n, device in enumerate(["old", "laptop", "phone"], start=1):
+        store.set_cursor("esha", n, device)
+        store._conn.execute("UPDATE device_cursors SET used = ? WHERE device = ?", (n, device))
+    store.set_cursor("esha", 4, "laptop")  # seen again: newest
+    store.set_cursor("esha", 5, "tablet")
+    assert store.get_cursor("esha", "laptop") == 4
+    assert store.get_cursor("esha", "tablet") == 5
+    assert store.get_cursor("esha", "old") == store.get_cursor("esha", "phone") == 5  # forgotten
+
+
 def test_read_markers_only_rise_and_list_the_users_conversations(store: SqliteStore) -> None:
     add_users(store, "Esha", "Bob", "Carol")
     store.ensure_room("lobby")
@@ -736,6 +770,22 @@ def test_a_v5_database_migrates_to_keep_read_markers(tmp_path: Path) -> None:
         assert s.raise_read_marker("esha", "", "bob", 3)
     with SqliteStore(tmp_path) as s:
         assert s.read_markers("esha", 500) == [("", "Bob", 3)]
+
+
+def test_a_v7_database_migrates_to_keep_a_cursor_per_device(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
+    conn.executescript("".join(sqlite_store.MIGRATIONS[:7]))
+    conn.execute("PRAGMA user_version = 7")
+    conn.execute("INSERT INTO users VALUES ('esha', 'Esha', 'h', 0, 0)")
+    conn.execute("INSERT INTO cursors VALUES ('esha', 12)")
+    conn.commit()
+    conn.close()
+    with SqliteStore(tmp_path) as s:
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
+        assert s.get_cursor("esha", "laptop") == 12  # every device starts where the user was
+        s.set_cursor("esha", 15, "laptop")
+    with SqliteStore(tmp_path) as s:
+        assert (s.get_cursor("esha", "laptop"), s.get_cursor("esha", "phone")) == (15, 15)
 
 
 class _OpenedMeanwhile:

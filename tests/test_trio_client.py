@@ -1698,6 +1698,28 @@ async def replayed(client: ChatClient) -> list[str]:
     raise AssertionError("the event stream ended")
 
 
+async def test_a_device_offline_while_another_was_online_gets_what_it_missed(
+    server: Running, tmp_path: Path
+) -> None:
+    # alice's phone goes offline while her laptop stays on: the laptop acknowledges bob's
+    # messages meanwhile. The phone (the same client key) got none of them when it came back.
+    phone = X25519PrivateKey.generate()
+    async with logged_in(server, tmp_path, "alice", static_key=phone) as alice:
+        assert await replayed(alice) == []
+    async with logged_in(server, tmp_path, "alice") as laptop:
+        assert await replayed(laptop) == []
+        with server.login("bob") as bob:
+            for text in ("one", "two", "three"):
+                bob.send_message(text, room="general")
+        shown = [(await next_of(laptop, Message)).text for _ in range(3)]
+        newest = server.hub.store.last_message_id()
+        with trio.fail_after(10):  # the laptop's periodic acknowledgement
+            while server.hub.store.get_cursor("alice") < newest:
+                await trio.sleep(0.05)
+    async with logged_in(server, tmp_path, "alice", static_key=phone) as alice:
+        assert await replayed(alice) == shown == ["one", "two", "three"]
+
+
 async def test_a_send_only_client_can_turn_events_off(tmp_path: Path) -> None:
     count = EVENT_BUFFER // 2 + 500  # more than the events buffer holds (2 events each)
     with running_server("trio", tmp_path / "s", hub=UNLIMITED) as server:

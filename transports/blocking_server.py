@@ -316,7 +316,9 @@ class _Client:
                 log.info("%r connected with key %s", self, event.fingerprint)
                 server = self.server
                 key = self.address_key
-                server.in_hub(server.hub.open_session, self.session, key, time.time())
+                server.in_hub(
+                    server.hub.open_session, self.session, key, time.time(), event.fingerprint
+                )
                 self.in_hub = True
         if self._to_hub(batch, checks):
             for check in checks:

@@ -1,11 +1,12 @@
 """Message queries of the SQLite store: storing messages, the history of a room or of a
-direct conversation, whom a user has direct conversations with, what a user missed, and each
-user's delivery cursor."""
+direct conversation, whom a user has direct conversations with, what a user missed, and the
+delivery cursors of each user and each of its devices."""
 
 from __future__ import annotations
 
 import heapq
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -216,22 +217,56 @@ def missed(conn: sqlite3.Connection, key: str, after: int, limit: int) -> list[S
                 rows.close()
 
 
-def get_cursor(conn: sqlite3.Connection, key: str) -> int:
-    """The id of the last message delivered to user ``key`` (0 if none)."""
+DEVICE_CURSORS = 64
+"""Devices whose cursors are kept per user; beyond, the cursor of the device not seen for
+longest is forgotten (that device, if it comes back, starts from the user's cursor)."""
+
+
+def get_cursor(conn: sqlite3.Connection, key: str, device: str = "") -> int:
+    """The id of the last message user ``key`` acknowledged on ``device``; for a device not
+    known (or ``""``), the highest on any of its devices (0 if none)."""
+    if device:
+        row = conn.execute(
+            "SELECT last_delivered FROM device_cursors WHERE user_key = ? AND device = ?",
+            (key, device),
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
     row = conn.execute("SELECT last_delivered FROM cursors WHERE user_key = ?", (key,)).fetchone()
     return 0 if row is None else int(row[0])
 
 
-def set_cursor(conn: sqlite3.Connection, key: str, message_id: int) -> None:
-    """Record the last message delivered to user ``key``. ValueError if no such user."""
+def set_cursor(conn: sqlite3.Connection, key: str, message_id: int, device: str = "") -> None:
+    """Record that user ``key`` has had every message up to ``message_id`` on ``device``:
+    its cursor there, and the user's, go up to it (never down). ValueError if no such user."""
     try:
         conn.execute(
             "INSERT INTO cursors (user_key, last_delivered) VALUES (?, ?) "
-            "ON CONFLICT (user_key) DO UPDATE SET last_delivered = excluded.last_delivered",
+            "ON CONFLICT (user_key) DO UPDATE "
+            "SET last_delivered = max(last_delivered, excluded.last_delivered)",
             (key, message_id),
         )
     except sqlite3.IntegrityError:
         raise ValueError("no such user") from None
+    if not device:
+        return
+    now = time.time()
+    known = conn.execute(
+        "UPDATE device_cursors SET last_delivered = max(last_delivered, ?), used = ? "
+        "WHERE user_key = ? AND device = ?",
+        (message_id, now, key, device),
+    )
+    if known.rowcount:
+        return
+    conn.execute(
+        "INSERT INTO device_cursors (user_key, device, last_delivered, used) VALUES (?, ?, ?, ?)",
+        (key, device, message_id, now),
+    )
+    conn.execute(  # the devices beyond the DEVICE_CURSORS seen last
+        "DELETE FROM device_cursors WHERE user_key = ? AND device IN (SELECT device "
+        "FROM device_cursors WHERE user_key = ? ORDER BY used DESC LIMIT -1 OFFSET ?)",
+        (key, key, DEVICE_CURSORS),
+    )
 
 
 @contextmanager

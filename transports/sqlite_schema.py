@@ -140,6 +140,20 @@ CREATE INDEX retired_names_by_look_alike ON retired_names({LOOK_ALIKE_KEY});
 """Whether a new name looks like a user's or a removed account's (``names.LOOK_ALIKES``),
 found at once. Names that look alike and were registered before this version stay."""
 
+_SCHEMA_V8 = """
+CREATE TABLE device_cursors (
+    user_key TEXT NOT NULL REFERENCES users(key) ON DELETE CASCADE,
+    device TEXT NOT NULL,
+    last_delivered INTEGER NOT NULL,
+    used REAL NOT NULL,
+    PRIMARY KEY (user_key, device)
+);
+CREATE INDEX device_cursors_by_use ON device_cursors(user_key, used);
+"""
+"""Each device's delivery cursor (a device: the fingerprint of a client install's key), so
+that a device offline while another of the user's was online still gets what it missed. The
+user's own cursor (``cursors``) becomes the highest of them: where a new device starts."""
+
 MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V1,
     _SCHEMA_V2,
@@ -148,6 +162,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V5,
     _SCHEMA_V6,
     _SCHEMA_V7,
+    _SCHEMA_V8,
 )
 """Schema scripts; applying ``MIGRATIONS[i]`` takes ``PRAGMA user_version`` from i to i + 1.
 Append new ones, never edit old ones."""

@@ -477,11 +477,11 @@ class SqliteStore:
     def missed(self, key: str, after: int, limit: int) -> list[StoredMessage]:
         return sqlite_messages.missed(self._conn, key, after, limit)
 
-    def get_cursor(self, key: str) -> int:
-        return sqlite_messages.get_cursor(self._conn, key)
+    def get_cursor(self, key: str, device: str = "") -> int:
+        return sqlite_messages.get_cursor(self._conn, key, device)
 
-    def set_cursor(self, key: str, message_id: int) -> None:
-        sqlite_messages.set_cursor(self._conn, key, message_id)
+    def set_cursor(self, key: str, message_id: int, device: str = "") -> None:
+        sqlite_messages.set_cursor(self._conn, key, message_id, device)
 
     # -- read markers (queries in sqlite_read_markers) -------------------------------------
 

@@ -329,7 +329,9 @@ class TrioServer:
                 return False
             if isinstance(event, KeysEstablished):
                 log.info("%r connected with key %s", peer, event.fingerprint)
-                await self._in_hub(self.hub.open_session, peer.session, peer.address_key, _now())
+                await self._in_hub(
+                    self.hub.open_session, peer.session, peer.address_key, _now(), event.fingerprint
+                )
                 peer.in_hub = True
 
     async def _to_hub(

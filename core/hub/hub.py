@@ -145,9 +145,10 @@ class Hub:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    def open_session(self, session: SessionId, address: str, now: float) -> None:
-        """A connection completed its handshake; it may now log in, for ``login_timeout``."""
-        self._roster.add_session(Session(id=session, address=address, opened=now))
+    def open_session(self, session: SessionId, address: str, now: float, device: str = "") -> None:
+        """A connection completed its handshake; it may now log in, for ``login_timeout``.
+        ``device`` names the client's install: the fingerprint of its static key."""
+        self._roster.add_session(Session(id=session, address=address, opened=now, device=device))
 
     def close_session(self, session: SessionId, now: float) -> list[Effect]:
         """The connection is gone. Uploads stay resumable; presence may change.

@@ -276,7 +276,9 @@ class Logins:
         if announced:  # the user's first announcing session: it comes online
             effects += roster.to_presence_audience(key, Presence(user=name, online=True))
         effects += self._online_users(state)
-        state.replay_from = self.store.get_cursor(key)
+        state.replay_from = self.store.get_cursor(key, state.device)
+        if state.device:  # known from now on: what other devices read is replayed to it
+            self.store.set_cursor(key, state.replay_from, state.device)
         state.replay_until = self.store.last_message_id()
         effects += self._replay(state)
         return effects

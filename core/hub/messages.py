@@ -121,12 +121,14 @@ class Messages:
         return error(state, "over_quota", detail, ref)
 
     def delivered(self, state: Session, record: Delivered) -> list[Effect]:
-        """A Delivered record: move the user's cursor; the next page of a replay."""
+        """A Delivered record: move the cursor of the user's device; the next page of a
+        replay."""
         # While a replay runs, nothing past its last page has surely arrived.
         ceiling = state.replay_from if state.replay_until else self.store.last_message_id()
         up_to = min(record.up_to, ceiling)
-        if up_to > self.store.get_cursor(state.key):
-            self.store.set_cursor(state.key, up_to)
+        if up_to > state.acknowledged:
+            state.acknowledged = up_to
+            self.store.set_cursor(state.key, up_to, state.device)
         if state.replay_until and record.up_to >= state.replay_from:
             return self.replay(state)
         return []

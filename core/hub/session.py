@@ -43,6 +43,9 @@ class Session:
     id: SessionId
     address: str
     opened: float = 0.0
+    device: str = ""
+    """The fingerprint of the client's static key, which names its install (its device):
+    the replay after login starts from what this device acknowledged (§9.6)."""
     key: str = ""
     name: str = ""
     login_pending: bool = False
@@ -72,6 +75,9 @@ class Session:
     session knows ReadUpTo, and gets those of the user's other sessions."""
     replay_from: int = 0
     """The replay after login has sent every missed message up to this id."""
+    acknowledged: int = 0
+    """The highest id this session acknowledged (Delivered) since its login: its device's
+    cursor is at least this."""
     replay_until: int = 0
     """The replay covers ids up to this one (the newest at login: later ones arrive live);
     0 once the replay is over."""

@@ -224,8 +224,17 @@ class Store(Protocol):
         joined, its direct messages both ways) with id > ``after``, oldest first."""
         ...
 
-    def get_cursor(self, key: str) -> int: ...
-    def set_cursor(self, key: str, message_id: int) -> None: ...
+    def get_cursor(self, key: str, device: str = "") -> int:
+        """The id of the last message user ``key`` acknowledged on ``device`` (0 if none); for
+        a device not known (or ``""``), the highest any of its devices acknowledged."""
+        ...
+
+    def set_cursor(self, key: str, message_id: int, device: str = "") -> None:
+        """Record that user ``key`` has had every message up to ``message_id`` on ``device``:
+        its cursor there, and the user's, go up to it (never down). ValueError if no such
+        user. A store may forget the cursors of the devices not seen for longest, beyond a
+        few dozen per user."""
+        ...
 
     # read markers (a conversation: a room, or the direct one with the user ``peer_key``)
     def raise_read_marker(self, key: str, room: str, peer_key: str, up_to: int) -> bool:
