@@ -60,7 +60,7 @@ and each says when it ends. A transfer cut by a lost connection stops: the same
 command resumes it later (or says the file got there). At the end of input or
 /quit, the chat waits for the transfers under way, then for the messages not yet
 stored (while they keep going, or up to 10 s for a reconnect), then names any never
-delivered (exit 7) or refused, by the server or as too long (exit 6), and each /send
+confirmed (exit 7) or refused, by the server or as too long (exit 6), and each /send
 or /get that failed and did not succeed when typed again (the same path, the same
 id): cut or not connected (exit 7), refused by the server or too big (exit 6), a
 file that cannot be read (exit 2), a download that could not be saved (exit 1).

@@ -184,8 +184,8 @@ class Outgoing:
         if unsent:
             them = "it" if len(unsent) == 1 else "them"
             error(
-                f"{_messages(len(unsent))} not delivered (the server never confirmed {them}): "
-                + ", ".join(_start(text) for text in unsent)
+                f"{_may(len(unsent))} not have been delivered (the server never confirmed {them}; "
+                "look before sending again): " + ", ".join(_start(text) for text in unsent)
             )
         if self.refused:
             error(
@@ -193,6 +193,10 @@ class Outgoing:
                 "send): " + ", ".join(_start(text) for text in self.refused)
             )
         return LOST if unsent else REFUSED if self.refused else OK
+
+
+def _may(n: int) -> str:
+    return "1 message may" if n == 1 else f"{n} messages may"
 
 
 def _messages(n: int) -> str:

@@ -1059,8 +1059,8 @@ def test_a_message_typed_while_disconnected_is_never_dropped_silently(tmp_path: 
         chat.type("/quit\n")
         assert chat.wait() == 7
     assert (
-        "sealchat: 1 message was not delivered (the server never confirmed it): "
-        "'typed while the server was dow…'" in chat.err.text()
+        "sealchat: 1 message may not have been delivered (the server never confirmed it; look "
+        "before sending again): 'typed while the server was dow…'" in chat.err.text()
     )
 
 

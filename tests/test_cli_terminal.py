@@ -571,11 +571,15 @@ def test_rooms_say_member_or_members(capsys: pytest.CaptureFixture[str]) -> None
 @pytest.mark.parametrize(
     ("texts", "said"),
     [
-        (["lost one"], "1 message was not delivered (the server never confirmed it): 'lost one'"),
+        (
+            ["lost one"],
+            "1 message may not have been delivered (the server never confirmed it; look before "
+            "sending again): 'lost one'",
+        ),
         (
             ["lost one", "lost two"],
-            "2 messages were not delivered (the server never confirmed them): "
-            "'lost one', 'lost two'",
+            "2 messages may not have been delivered (the server never confirmed them; look "
+            "before sending again): 'lost one', 'lost two'",
         ),
     ],
 )
