@@ -1494,6 +1494,20 @@ def test_typing_stops_when_its_user_goes_offline_though_a_quiet_session_stays(
     assert typed == [Typing(room="general", user="bob", active=True)]
 
 
+def test_typing_stops_when_its_user_leaves_the_room(store: SqliteStore) -> None:
+    # bob typed in ops, then left it (from another device): alice saw him typing there for
+    # the rest of the notice's 5 s.
+    hub = hub_with(store, "alice", "bob")
+    for session in (1, 2):
+        hub.handle(session, JoinRoom(room="ops"), NOW)
+    hub.handle(2, Typing(room="ops", active=True), NOW)
+    hub.handle(2, Typing(room="general", active=True), NOW)
+    told = records(hub.handle(2, LeaveRoom(room="ops"), NOW + 1), 1)
+    assert told[0] == Typing(room="ops", user="bob", active=False)
+    assert Typing(room="general", user="bob", active=False) not in told  # still typing there
+    assert records(hub.tick(NOW + 60), 1) == [Typing(room="general", user="bob", active=False)]
+
+
 def test_a_quiet_registration_is_not_announced(store: SqliteStore) -> None:
     hub = hub_with(store, "alice", config=HubConfig(open_registration=True))
     hub.open_session(2, "10.0.0.2", NOW)

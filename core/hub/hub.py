@@ -106,7 +106,7 @@ class Hub:
             typing=typing.slots,
         )
         files = self._files = Files(store, config, roster, allowances)
-        rooms = Rooms(store, config, roster, allowances)
+        rooms = Rooms(store, config, roster, allowances, typing.end)
         read_allowances = Allowances(config.read_markers_per_second, config.read_marker_burst)
         reads = ReadMarkersKept(store, roster, read_allowances)
         logins = self._logins = Logins(store, config, roster, messages.replay)

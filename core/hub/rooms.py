@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import ceil
 
 from sealchat.core.hub.config import HubConfig
@@ -10,7 +11,7 @@ from sealchat.core.hub.names import room_problem, user_key
 from sealchat.core.hub.outgoing import error, pages, reply
 from sealchat.core.hub.ratelimit import Allowances
 from sealchat.core.hub.roster import Roster
-from sealchat.core.hub.session import Session
+from sealchat.core.hub.session import Conversation, Session
 from sealchat.core.hub.store import Store
 from sealchat.core.records import (
     JoinRoom,
@@ -29,11 +30,18 @@ class Rooms:
     """The room records of sessions: JoinRoom, LeaveRoom, ListRooms and ListMembers."""
 
     def __init__(
-        self, store: Store, config: HubConfig, roster: Roster, allowances: Allowances
+        self,
+        store: Store,
+        config: HubConfig,
+        roster: Roster,
+        allowances: Allowances,
+        end_typing: Callable[[str, Conversation], list[Effect]],
     ) -> None:
         self.store = store
         self.config = config
         self._roster = roster
+        self._end_typing = end_typing
+        """Ends a user's typing notice in a conversation (``TypingNotices.end``)."""
         self._allowances = allowances
         self._creations = Allowances(
             config.room_creations_per_hour / 3600, config.room_creation_burst
@@ -124,13 +132,14 @@ class Rooms:
             return [error(state, "not_member", f"you are not in {room}", room)]
         if not self._allowances.of(state.key, now).take(now):  # each notifies every member
             return [error(state, "rate_limited", "slow down: too many leaves", room)]
+        typing = self._end_typing(state.key, Conversation(room=room))  # told while a member
         self.store.remove_member(room, state.key)
         roster.member_set(room).discard(state.key)
         if roster.drop_room_if_unused(room):
             creator = self._created_by.pop(room, None)
             if creator is not None:  # as if it had never been made: its creator may again
                 self._creations.of(creator, now).give_back()
-        effects: list[Effect] = [roster.to_user(state.key, RoomLeft(room=room))]
+        effects: list[Effect] = [*typing, roster.to_user(state.key, RoomLeft(room=room))]
         effects += roster.membership_changed(room, state.key, joined=False)
         return effects
 

@@ -40,28 +40,25 @@ class TypingNotices:
         notice = Typing(room=where.room, to=where.peer, user=state.name, active=record.active)
         return self._roster.to_conversation_except_user(state.key, where, notice)
 
+    def end(self, key: str, where: Conversation) -> list[Effect]:
+        """End user ``key``'s notice in ``where``, if it has one: the others there are told."""
+        if self.slots.pop((key, where), None) is None:
+            return []
+        notice = Typing(room=where.room, to=where.peer, user=self._roster.names[key], active=False)
+        return self._roster.to_conversation_except_user(key, where, notice)
+
     def stop_of(self, key: str) -> list[Effect]:
         """End every notice of user ``key`` (it went offline)."""
         effects: list[Effect] = []
-        for slot in [s for s in self.slots if s[0] == key]:
-            del self.slots[slot]
-            where = slot[1]
-            notice = Typing(
-                room=where.room, to=where.peer, user=self._roster.names[key], active=False
-            )
-            effects += self._roster.to_conversation_except_user(key, where, notice)
+        for where in [where for typist, where in self.slots if typist == key]:
+            effects += self.end(key, where)
         return effects
 
     def expire(self, now: float) -> list[Effect]:
         """End the notices not refreshed in time."""
         effects: list[Effect] = []
-        expired = [slot for slot, deadline in self.slots.items() if deadline <= now]
-        for key, where in expired:
-            del self.slots[key, where]
-            notice = Typing(
-                room=where.room, to=where.peer, user=self._roster.names[key], active=False
-            )
-            effects += self._roster.to_conversation_except_user(key, where, notice)
+        for key, where in [slot for slot, deadline in self.slots.items() if deadline <= now]:
+            effects += self.end(key, where)
         return effects
 
     def next_deadline(self) -> float | None:
