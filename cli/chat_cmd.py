@@ -10,13 +10,14 @@ from typing import Any
 import trio
 
 from sealchat.cli.chat_outgoing import Outgoing
+from sealchat.cli.chat_reads import ReadsShown
 from sealchat.cli.chat_terminal import START_ROOM, Terminal, failures_said
 from sealchat.cli.chat_transfers import TransferFailures, Transfers, get, share
 from sealchat.cli.checks import CommandError, check_names
 from sealchat.cli.exit_codes import OUTPUT_CLOSED, USAGE, RegistrationRefused
 from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import safe
-from sealchat.core import Event
+from sealchat.core import Event, Message
 from sealchat.core.sizes import counted, shown_size
 from sealchat.transports.requests import LoginFailed, typed_room
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
@@ -93,16 +94,21 @@ def run_chat(args: argparse.Namespace) -> int:
             if client.conversations:
                 term.say(conversations_line(client.conversations))
             outgoing, failed_transfers = Outgoing(term), TransferFailures()
+            reads = ReadsShown(name) if term.tty else None  # on a terminal, shown is read
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_show_events, client, term, outgoing)
+                    nursery.start_soon(_show_events, client, term, outgoing, reads)
                     nursery.start_soon(outgoing.run, client)
+                    if reads is not None:
+                        nursery.start_soon(reads.tell_every_while, client)
                     transfers = Transfers(term, nursery, failed_transfers)
                     await _command_loop(client, term, outgoing, transfers)
                     await transfers.finish()
                     await outgoing.finish(client)
                     nursery.cancel_scope.cancel()
-                _show_queued(client, term, outgoing)
+                _show_queued(client, term, outgoing, reads)
+                if reads is not None:
+                    await reads.tell(client)
             finally:
                 code = max(outgoing.report(), failed_transfers.report())
         return code
@@ -129,25 +135,34 @@ async def _log_in(client: ChatClient, user: str, password: str, *, register: boo
         raise RegistrationRefused(str(exc), exc.retry_after) from None
 
 
-async def _show_events(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:
+async def _show_events(
+    client: ChatClient, term: Terminal, outgoing: Outgoing, reads: ReadsShown | None = None
+) -> None:
     """Print what arrives; end the session, with the error that says why, when the client
     gives up reconnecting."""
     async for event in client.events():
         if isinstance(event, LinkState) and not event.connected and not event.retry_in:
             assert client.gave_up_on is not None  # set before the client says it gave up
             raise client.gave_up_on
-        _take(event, term, outgoing)
+        _take(event, term, outgoing, reads)
 
 
-def _take(event: Event | LinkState, term: Terminal, outgoing: Outgoing) -> None:
+def _take(
+    event: Event | LinkState, term: Terminal, outgoing: Outgoing, reads: ReadsShown | None
+) -> None:
     """Show ``event``: what it says of the connection first, then the event itself, unless
-    it concerns a message typed (``outgoing`` shows a refusal)."""
+    it concerns a message typed (``outgoing`` shows a refusal); a message shown is noted
+    read in ``reads``, if given."""
     term.follow_link(event)
     if not outgoing.note(event):
         term.show(event)
+        if reads is not None and isinstance(event, Message):
+            reads.shown(event)
 
 
-def _show_queued(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None:
+def _show_queued(
+    client: ChatClient, term: Terminal, outgoing: Outgoing, reads: ReadsShown | None
+) -> None:
     """Print the events that arrived before the session ended but were not printed yet: as
     it closes, the client tells the server that these messages reached the user (those the
     server had yet to send come at the next login)."""
@@ -157,7 +172,7 @@ def _show_queued(client: ChatClient, term: Terminal, outgoing: Outgoing) -> None
             event = events.receive_nowait()
         except trio.WouldBlock:
             return
-        _take(event, term, outgoing)
+        _take(event, term, outgoing, reads)
 
 
 async def _command_loop(

@@ -24,6 +24,7 @@ from sealchat.cli import (
     login,
     send_cmd,
 )
+from sealchat.cli.chat_reads import ReadsShown
 from sealchat.cli.terminal_text import safe, safe_message, tolerant_streams
 from sealchat.core import FileInfo, MemberInfo, Message, RoomInfo
 from sealchat.core.records import ACCOUNT_REMOVED
@@ -670,3 +671,25 @@ def test_an_outage_is_said_once_and_the_reconnect_before_what_was_missed(
         "! connection lost (the connection was lost); reconnecting in 0.5 s…",
         "* reconnected",
     ]
+
+
+async def test_what_a_chat_showed_is_told_read_once_per_conversation() -> None:
+    told: list[tuple[int, str, str]] = []
+
+    class Client:
+        async def mark_read(self, up_to: int, *, room: str = "", peer: str = "") -> bool:
+            told.append((up_to, room, peer))
+            return True
+
+    reads = ReadsShown("Alice")
+    for shown in (
+        Message(text="a", room="general", id=3, sender="bob"),
+        Message(text="b", room="general", id=5, sender="carol"),
+        Message(text="c", to="alice", id=4, sender="bob"),  # to the user: with its sender
+        Message(text="d", to="Dave", id=7, sender="alice"),  # the user's own: with whom it went to
+    ):
+        reads.shown(shown)
+    await reads.tell(Client())  # type: ignore[arg-type]
+    assert sorted(told) == [(4, "", "bob"), (5, "general", ""), (7, "", "Dave")]
+    await reads.tell(Client())  # type: ignore[arg-type]
+    assert len(told) == 3  # nothing new shown: nothing told again
