@@ -58,7 +58,7 @@ from sealchat.core.hub import (
     StreamFile,
     VerifyPassword,
 )
-from sealchat.core.hub.files import SHORT_OF_SPACE
+from sealchat.core.hub.files import SHORT_OF_SPACE, TAKEN_OVER, upload_busy
 from sealchat.core.hub.names import user_key
 from sealchat.core.hub.store import DISK_FULL_ERRNOS, StoredMessage
 from sealchat.core.limits import MAX_FILE_NAME, MAX_LIST, MAX_RECORD, MAX_TEXT
@@ -538,6 +538,88 @@ def test_one_partial_file_is_written_by_one_transfer_at_a_time(store: SqliteStor
     file = store.get_file(first.file_id)
     assert file is not None
     assert file.complete
+
+
+GRACE = HubConfig().upload_takeover_after
+
+
+def test_a_resume_from_another_connection_takes_over_an_upload_gone_quiet(
+    store: SqliteStore,
+) -> None:
+    # Alice's phone lost its link mid-upload, but the server still has its connection (1)
+    # open; her reconnected client (2) resumes where the server's copy stops.
+    hub = hub_with(store, "alice", "alice")
+    data = bytes(range(256)) * 40
+    offer = _offer(data, 1)
+    first = accepted(hub, 1, offer)
+    assert hub.handle(1, FileChunk(transfer=1, offset=0, data=data[:4096]), NOW + 1) == []
+    effects = hub.handle(2, _offer(data, 7), NOW + 1 + GRACE)
+    assert records(effects, 1) == [FileReject(transfer=1, reason=TAKEN_OVER)]
+    assert records(effects, 2) == [FileAccept(transfer=7, file_id=first.file_id, offset=4096)]
+    assert effects[0].record == FileReject(transfer=1, reason=TAKEN_OVER)  # told first
+    # The old connection's late records write nothing and cancel nothing: its transfer is
+    # over, as if it had been cancelled.
+    no_upload = FileReject(transfer=1, reason="no upload 1 in progress")
+    late = FileChunk(transfer=1, offset=4096, data=b"\xff" * 4096)
+    assert records(hub.handle(1, late, NOW + 20), 1) == [no_upload]
+    assert records(hub.handle(1, FileComplete(transfer=1, sha256=offer.sha256), NOW), 1) == [
+        no_upload
+    ]
+    assert hub.handle(1, FileReject(transfer=1, reason="upload abandoned"), NOW + 20) == []
+    partial = store.get_file(first.file_id)
+    assert partial is not None
+    assert partial.received == 4096
+    # Its slot and number are free; the new connection goes on to the end.
+    assert isinstance(records(hub.handle(1, _offer(b"other", 1), NOW + 20), 1)[0], FileAccept)
+    assert hub.handle(2, FileChunk(transfer=7, offset=4096, data=data[4096:]), NOW + 21) == []
+    done = records(hub.handle(2, FileComplete(transfer=7, sha256=offer.sha256), NOW + 21), 2)
+    assert isinstance(done[0], Message)
+    assert done[0].file is not None
+    assert (done[0].file.file_id, done[0].file.sha256) == (first.file_id, offer.sha256)
+
+
+def test_an_upload_still_sending_is_not_taken_over_and_the_refusal_says_when_to_try_again(
+    store: SqliteStore,
+) -> None:
+    hub = hub_with(store, "alice", "alice", config=HubConfig(upload_takeover_after=10.0))
+    data = bytes(range(256)) * 40
+    first = accepted(hub, 1, _offer(data, 1))
+    (busy,) = records(hub.handle(2, _offer(data, 7), NOW + 0.5), 2)
+    assert busy == FileReject(transfer=7, reason=upload_busy(10))
+    assert busy.reason == "this file is already being sent in another transfer; try again in 10 s"
+    # Each chunk puts the takeover off: two devices really sending at once never take the
+    # upload from each other.
+    assert hub.handle(1, FileChunk(transfer=1, offset=0, data=data[:100]), NOW + 5) == []
+    (busy,) = records(hub.handle(2, _offer(data, 8), NOW + 12.5), 2)
+    assert busy.reason == upload_busy(3)
+    (busy,) = records(hub.handle(2, _offer(data, 9), NOW + 14.99), 2)
+    assert busy.reason == upload_busy(1)
+    # Once quiet that long, it is taken over; then the new holder is the one refusing.
+    effects = hub.handle(2, _offer(data, 10), NOW + 15)
+    assert records(effects, 2) == [FileAccept(transfer=10, file_id=first.file_id, offset=100)]
+    (busy,) = records(hub.handle(1, _offer(data, 2), NOW + 16), 1)
+    assert busy.reason == upload_busy(9)
+    # An offer of the same file on the connection that is sending it is not a takeover.
+    (same,) = records(hub.handle(2, _offer(data, 11), NOW + 100), 2)
+    assert same.reason == ("this file is already being sent in transfer 10 of this connection")
+    assert hub.handle(2, FileChunk(transfer=10, offset=100, data=data[100:]), NOW + 100) == []
+
+
+def test_a_takeover_counts_the_bytes_still_to_come_once(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    free = [4000 + 5000]
+    monkeypatch.setattr(store, "free_space", lambda: free[0])
+    hub = hub_with(store, "alice", "alice", config=HubConfig(min_free_space=4000))
+    data = b"z" * 5000
+    accepted(hub, 1, _offer(data, 1))  # leaves exactly min_free_space
+    effects = hub.handle(2, _offer(data, 7), NOW + GRACE)
+    assert isinstance(records(effects, 2)[0], FileAccept)
+    free[0] -= 1  # the disk filled meanwhile: no room for what is still to come
+    (refused,) = records(hub.handle(1, _offer(data, 2), NOW + 2 * GRACE), 1)
+    assert refused == FileReject(transfer=2, reason=SHORT_OF_SPACE)
+    # A refused takeover takes nothing: the holder goes on.
+    assert hub.handle(2, FileChunk(transfer=7, offset=0, data=data), NOW + 2 * GRACE) == []
 
 
 def _uploaded(hub: Hub, session: int, data: bytes) -> str:
@@ -1583,6 +1665,7 @@ def test_a_message_limit_below_one_is_refused_at_once() -> None:
         ({"registrations_per_hour": 0}, "registrations_per_hour must be more than 0, not 0"),
         ({"typing_per_second": -1.0}, "typing_per_second must be more than 0, not -1.0"),
         ({"login_timeout": 0}, "login_timeout must be more than 0, not 0"),
+        ({"upload_takeover_after": 0}, "upload_takeover_after must be more than 0, not 0"),
         ({"message_burst": 0}, "message_burst must be at least 1, not 0"),
         ({"replay_page": 0}, "replay_page must be at least 1, not 0"),
         (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from sealchat.core.hub import (
     ReadBackFailed,
     VerifyUpload,
 )
-from sealchat.core.hub.files import NOT_CHECKED_NOW, READ_BACK_GONE
+from sealchat.core.hub.files import NOT_CHECKED_NOW, READ_BACK_GONE, upload_busy
 from sealchat.core.hub.names import user_key
 from sealchat.transports import sqlite_uploads
 from sealchat.transports.sqlite_store import SqliteStore
@@ -253,6 +254,21 @@ def test_records_for_a_transfer_being_checked_are_answered_after_its_outcome(
     assert len(messages_sharing(store, accept.file_id)) == 1
     # Its number is free again.
     assert isinstance(records(hub.handle(1, _offer(b"other", 1), NOW), 1)[0], FileAccept)
+
+
+def test_an_upload_being_checked_is_not_taken_over_however_long_the_check(
+    store: SqliteStore,
+) -> None:
+    # Its FileComplete came: the other connection waits for the outcome, then finds the
+    # file shared (a takeover would have it resumed at its end and shared twice).
+    hub = hub_with(store, "alice", "alice")  # alice on two devices
+    grace = HubConfig().upload_takeover_after
+    accept, check = to_be_checked(hub, store, 1, 1)
+    (busy,) = records(hub.handle(2, _offer(DATA, 5), NOW + 100 * grace), 2)
+    assert busy == FileReject(transfer=5, reason=upload_busy(math.ceil(grace)))
+    effects = hub.upload_verified(1, 1, hashed(check), NOW + 100 * grace)
+    assert announced(effects, 1).file == announced(effects, 2).file
+    assert len(messages_sharing(store, accept.file_id)) == 1
 
 
 def test_a_check_takes_a_transfer_slot_until_its_outcome(store: SqliteStore) -> None:

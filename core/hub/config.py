@@ -84,6 +84,14 @@ class HubConfig:
     max_unfinished_uploads: int = 16
     """Incomplete uploads a user keeps for resuming; a new upload beyond this discards the
     one idle longest (not one in progress)."""
+    upload_takeover_after: float = 10.0
+    """Seconds without a chunk after which an upload in progress on one session may be taken
+    over by a resume of the same file from another session of its user (docs/protocol.md
+    §9.9, step 6): a connection that died on the client's side (a network change, NAT
+    rebinding) can stay open on the server's for minutes, holding the upload. Long enough
+    for a slow link to bring a whole chunk (60 KiB in 10 s is 48 kbit/s), so that two devices
+    really sending the same file at once are not cut off; short, because the device that
+    reconnected waits that long at most."""
     max_rooms_per_user: int = 100
     max_rooms: int = 10_000
     """Rooms on the server: a join that would create one more is refused (the rooms there
@@ -147,6 +155,7 @@ _RATES = (
     "typing_expiry",
     "login_backoff_base",
     "login_backoff_max",
+    "upload_takeover_after",
 )
 """Rates and times that must be positive (``room_creations_per_hour`` may be 0: after its
 burst, only the operator makes rooms)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from sealchat.core import limits
 from sealchat.core.hub.config import HubConfig
 from sealchat.core.hub.effects import (
@@ -52,6 +54,21 @@ NOT_CHECKED_NOW = (
 a reason that may pass (``ReadBackFailed.NOT_NOW``, off the hub or from the store's own check):
 the same offer resumes it at its end."""
 
+UPLOAD_BUSY = "this file is already being sent in another transfer"
+"""How the refusal of a resume begins when another session of the user is sending the file
+(or its end is being checked): ``upload_busy`` adds when to try again."""
+
+TAKEN_OVER = "this upload was continued on another connection"
+"""Why an upload that went quiet ends when a resume from another session takes it over."""
+
+
+def upload_busy(seconds: int) -> str:
+    """The refusal of a resume while another session holds the upload: try again in
+    ``seconds`` (a whole number, at least 1), when it may be taken over (docs/protocol.md
+    §9.9, step 6)."""
+    return f"{UPLOAD_BUSY}; try again in {seconds} s"
+
+
 _MAX_REPEATS = 256
 """Records for a transfer being checked (``Verifying.repeats``) refused after its outcome;
 more are dropped unanswered (a client that sends chunks after FileComplete is broken)."""
@@ -67,9 +84,10 @@ class Files:
         self.config = config
         self._roster = roster
         self._allowances = allowances
-        self._uploading: set[str] = set()
+        self._uploading: dict[str, tuple[Session, int]] = {}
         """Files that a transfer is writing right now, or whose completion is being checked
-        (``VerifyUpload``): one writer per partial file, and none while it is checked."""
+        (``VerifyUpload``), with the session and transfer that hold them: one writer per
+        partial file, and none while it is checked."""
         self._to_come = 0
         """Bytes the uploads in progress (of every session) have still to send: the disk must
         have room for them as well as for a new upload."""
@@ -95,11 +113,17 @@ class Files:
         partial = self.store.find_partial_upload(
             state.key, record.sha256, record.size, where.room, where.peer_key
         )
+        taken: list[Effect] = []
         if partial is not None:
-            if partial.file_id in self._uploading:
-                return reject("this file is already being sent in another transfer; wait for it")
-            if not self._room_on_disk_for(record.size - partial.received):
+            holder = self._uploading.get(partial.file_id)
+            if holder is not None and (busy := self._held(state, *holder, now)) is not None:
+                return reject(busy)
+            # Taken over, its bytes still to come are already counted: they count once.
+            still = partial.size - partial.received
+            if not self._room_on_disk_for(0 if holder is not None else still):
                 return reject(SHORT_OF_SPACE)
+            if holder is not None:
+                taken = self._take_over(*holder)
         else:
             # A refused offer changes nothing: the checks first, then the token, then room.
             displaced = self._displaced_by_an_upload(state.key)
@@ -126,11 +150,35 @@ class Files:
                 to_key=where.peer_key,
                 ts=now,
             )
-        state.uploads[transfer] = Upload(file=partial, received=partial.received)
-        self._uploading.add(partial.file_id)
+        state.uploads[transfer] = Upload(file=partial, received=partial.received, active=now)
+        self._uploading[partial.file_id] = (state, transfer)
         self._to_come += partial.size - partial.received
         accept = FileAccept(transfer=transfer, file_id=partial.file_id, offset=partial.received)
-        return [reply(state, accept)]
+        return [*taken, reply(state, accept)]
+
+    def _held(self, state: Session, holder: Session, transfer: int, now: float) -> str | None:
+        """Why ``state`` may not resume the upload that ``holder`` holds as ``transfer``, or
+        None if it may take it over: ``holder`` is another session (of the same user: only
+        the user's own uploads are resumed) whose upload has had no chunk for
+        ``upload_takeover_after`` (its connection is most likely dead, though still open
+        here). One whose end is being checked is never taken over."""
+        if holder is state:
+            return f"this file is already being sent in transfer {transfer} of this connection"
+        grace = self.config.upload_takeover_after
+        upload = holder.uploads.get(transfer)
+        if upload is None:  # its FileComplete is being checked: done within moments
+            return upload_busy(max(1, math.ceil(grace)))
+        quiet = now - upload.active
+        if quiet >= grace:
+            return None
+        return upload_busy(max(1, math.ceil(grace - quiet)))
+
+    def _take_over(self, holder: Session, transfer: int) -> list[Effect]:
+        """End the quiet upload ``transfer`` of ``holder`` for another session to resume: its
+        slot and number are free, its late chunks are refused as for any transfer not in
+        progress (none is written), and it is told why, if it is still there to hear."""
+        self.end_upload(holder, transfer)
+        return [reply(holder, FileReject(transfer=transfer, reason=TAKEN_OVER))]
 
     def _room_on_disk_for(self, size: int) -> bool:
         """Whether ``size`` more bytes of files, besides those the uploads in progress have
@@ -147,7 +195,7 @@ class Files:
         idle = [f for f in unfinished if f.file_id not in self._uploading]
         return idle[: max(0, len(unfinished) - self.config.max_unfinished_uploads + 1)]
 
-    def chunk(self, state: Session, record: FileChunk) -> list[Effect]:
+    def chunk(self, state: Session, record: FileChunk, now: float) -> list[Effect]:
         """A FileChunk of an upload in progress: stored, or the upload ends."""
         upload = state.uploads.get(record.transfer)
         if upload is None:
@@ -167,6 +215,7 @@ class Files:
             else:
                 self._to_come -= received - upload.received
                 upload.received = received
+                upload.active = now
                 return []
         self.end_upload(state, record.transfer)  # the stored part stays: resume from there
         return [reply(state, FileReject(transfer=record.transfer, reason=reason))]
@@ -175,7 +224,7 @@ class Files:
         """Stop the upload ``transfer`` of ``state`` (its stored part stays, to resume)."""
         upload = state.uploads.pop(transfer, None)
         if upload is not None:
-            self._uploading.discard(upload.file.file_id)
+            self._uploading.pop(upload.file.file_id, None)
             self._to_come -= upload.file.size - upload.received
             self.store.release_upload(upload.file.file_id)
         return upload
@@ -211,7 +260,7 @@ class Files:
         if hasher is None:  # the store kept its SHA-256: checked at once
             return self._share(state, transfer, file, peer, digest=None, now=now)
         state.verifying[transfer] = Verifying(file)
-        self._uploading.add(file.file_id)  # not resumed, displaced or discarded meanwhile
+        self._uploading[file.file_id] = (state, transfer)  # not resumed, displaced or discarded
         return [VerifyUpload(state.id, transfer, file.file_id, hasher)]
 
     def verified(
@@ -230,7 +279,7 @@ class Files:
         if checking is None:
             return []
         file = checking.file
-        self._uploading.discard(file.file_id)
+        self._uploading.pop(file.file_id, None)
         effects: list[Effect]
         if isinstance(digest, ReadBackFailed):
             effects = self._unchecked(state, transfer, file, digest)
@@ -262,7 +311,7 @@ class Files:
         all its bytes received, and an offer of it resumes it at its end."""
         checking = state.verifying.pop(transfer, None)
         if checking is not None:
-            self._uploading.discard(checking.file.file_id)
+            self._uploading.pop(checking.file.file_id, None)
 
     def _repeated(self, state: Session, transfer: int) -> bool:
         """Whether ``transfer`` is an upload being checked; if so, a record for it counts

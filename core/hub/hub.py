@@ -303,7 +303,7 @@ class Hub:
             case FileOffer():
                 return self._offer(state, record, now)
             case FileChunk():
-                return self._chunk(state, record)
+                return self._chunk(state, record, now)
             case FileComplete():
                 return self._complete(state, record, now)
             case FileReject():

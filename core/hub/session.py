@@ -10,10 +10,13 @@ from sealchat.core.hub.store import StoredFile
 
 @dataclass(slots=True)
 class Upload:
-    """An upload in progress on one session."""
+    """An upload in progress on one session. ``active`` is when it was accepted or last
+    took a chunk: once it has been quiet for ``upload_takeover_after``, a resume from
+    another session of its user takes it over."""
 
     file: StoredFile
     received: int
+    active: float = 0.0
 
 
 @dataclass(slots=True)
