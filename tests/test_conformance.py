@@ -1343,6 +1343,37 @@ def test_an_upload_resumes_after_a_disconnect(serve: Callable[..., Server]) -> N
     assert download(bob, announced.file.file_id)[1] == data
 
 
+def test_a_resume_takes_over_an_upload_whose_connection_went_quiet(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    # Alice's link died mid-upload on her side only (a network change): the server's side of
+    # the connection stays open, silent, holding the upload. Her new connection's send_file
+    # takes it over once it has been quiet upload_takeover_after (refused until then, saying
+    # when to try again, which the client does) and goes on from the server's copy.
+    server = serve(hub=HubConfig(upload_takeover_after=1.0))
+    bob = server.login("bob")
+    data = payload(300_000, seed=4)
+    old = server.login("alice")
+    accept = offer(old, data, transfer=5, name="big.bin")
+    assert isinstance(accept, FileAccept)
+    sent = 2 * MAX_CHUNK
+    send_chunks(old, 5, data[:sent])
+    settle(old)  # then nothing more, and the connection stays open
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    new = server.login("alice")
+    info = new.send_file(source, room="general")
+    assert (info.file_id, info.size, info.sha256) == (accept.file_id, len(data), sha(data))
+    assert last(bob, _announces).file == info
+    # The old connection is told, and what it sends late writes nothing.
+    taken = last(old, matching(FileReject, transfer=5))
+    assert taken.reason == "this upload was continued on another connection"
+    send_chunks(old, 5, bytes(len(data) - sent), start=sent)
+    refused = last(old, matching(FileReject, transfer=5))
+    assert refused.reason == "no upload 5 in progress"
+    assert download(bob, info.file_id)[1] == data
+
+
 def test_an_upload_over_the_quota_is_rejected(serve: Callable[..., Server]) -> None:
     server = serve(hub=HubConfig(user_quota=100_000))
     alice = server.login("alice")

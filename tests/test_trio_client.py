@@ -55,7 +55,7 @@ from sealchat.core import Error as ServerError
 from sealchat.core.hub import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK, MAX_LIST, MAX_ROOM, MAX_UINT, MAX_USERNAME
-from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS
+from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS, file_chunks
 from sealchat.transports import requests, trio_client, trio_delivery, trio_transfers
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
@@ -92,6 +92,7 @@ from tests.servers import (
     ANNOUNCED,
     ENDLESS,
     FILES_OF_MEGABYTES,
+    KINDS,
     PASSWORD,
     TWO_PAGES,
     Behaviour,
@@ -514,6 +515,54 @@ async def test_big_transfers_with_a_slow_disk_keep_the_download_queue_bounded(
     assert got[-1] == len(data)
     assert queued
     assert max(queued) <= TRANSFER_QUEUE
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_send_file_takes_over_the_upload_a_dead_connection_still_holds(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The connection that sent the first part died on the client's side only: the server
+    # keeps it open, silent, holding the upload (for up to ~100 s, until its keepalive gives
+    # up). send_file from a new connection is refused until that upload has been quiet for
+    # upload_takeover_after, tries again when the server says, takes it over and finishes it.
+    data = os.urandom(300_000)
+    source = tmp_path / "video.mp4"
+    source.write_bytes(data)
+    digest = hashlib.sha256(data).digest()
+    sent = 2 * MAX_CHUNK
+    waits: list[float] = []
+    busy_wait = requests.busy_wait
+
+    def waiting(busy: requests.UploadBusy) -> float:
+        waits.append(busy_wait(busy))
+        return waits[-1]
+
+    monkeypatch.setattr(requests, "busy_wait", waiting)
+    hub = HubConfig(upload_takeover_after=1.0)
+    with running_server(kind, tmp_path / "server", hub=hub) as server:
+        old = server.login("alice")
+        try:
+            offer = FileOffer(
+                transfer=1, name=source.name, size=len(data), sha256=digest, room="general"
+            )
+            accept = old.ask(requests.upload(offer))
+            old.send_all(file_chunks(1, 0, data[:sent]))
+            old.rooms()  # the server has taken them; then the connection goes silent
+            async with logged_in(server, tmp_path, "alice") as alice:
+                done: list[int] = []
+                info = await alice.send_file(
+                    source, room="general", progress=lambda d, _t: done.append(d)
+                )
+                assert (info.file_id, info.sha256) == (accept.file_id, digest)
+                assert done[0] == sent  # resumed where the server's copy stopped
+                assert done[-1] == len(data)
+                path = await alice.download(info.file_id)
+            assert path.read_bytes() == data
+        finally:
+            old.close()
+    # However long it took to log in, each wait was what the server said, with a margin.
+    assert len(waits) < requests.UPLOAD_BUSY_TRIES
+    assert all(0 < wait <= 1.0 + requests.UPLOAD_BUSY_MARGIN for wait in waits)
 
 
 async def test_an_upload_whose_answer_was_lost_is_not_stored_twice(

@@ -18,6 +18,7 @@ from sealchat.transports.requests import (
     PasswordNotChanged,
     TransferFailed,
     Unreachable,
+    UploadBusy,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "ThreadedServer",
     "TransferFailed",
     "Unreachable",
+    "UploadBusy",
 ]

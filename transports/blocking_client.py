@@ -490,7 +490,11 @@ class BlockingClient:
     ) -> FileInfo:
         """Upload ``path`` (resuming where the server's copy stops). If the server refuses it
         midway, the upload stops there and raises TransferFailed with the server's reason; a
-        file over ``max_file_size`` is refused so at once, before it is read."""
+        file over ``max_file_size`` is refused so at once, before it is read. If another
+        connection of the user holds the upload (an earlier one, dead on this side but still
+        open on the server's), the server takes it over once that has gone quiet and says
+        when: the offer is made again then, up to ``UPLOAD_BUSY_TRIES`` times in all (then
+        UploadBusy, a TransferFailed)."""
         return self._transfers.send_file(Path(path), room=room, to=to, progress=progress)
 
     def download(

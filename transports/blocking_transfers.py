@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,6 +35,7 @@ from sealchat.transports.requests import (
     Reply,
     Request,
     TransferFailed,
+    UploadBusy,
 )
 
 T = TypeVar("T")
@@ -91,6 +93,29 @@ class Transfers:
         data_size = path.stat().st_size
         requests.check_file_size(data_size, client.max_file_size)
         digest = sha256_of(path, size=data_size)
+        tries = 1
+        while True:
+            try:
+                return self._send_file(path, data_size, digest, room=room, to=to, progress=progress)
+            except UploadBusy as busy:  # another connection of ours holds it: it may be dead
+                if tries >= requests.UPLOAD_BUSY_TRIES:
+                    raise
+                tries += 1
+                time.sleep(requests.busy_wait(busy))
+
+    def _send_file(
+        self,
+        path: Path,
+        data_size: int,
+        digest: bytes,
+        *,
+        room: str,
+        to: str,
+        progress: Progress | None,
+    ) -> FileInfo:
+        """One offer of ``path`` and, if accepted, its chunks from where the server's copy
+        stops, and its completion."""
+        client = self._client
         transfer = next(self._ids)
         offer = FileOffer(
             transfer=transfer, name=path.name, size=data_size, sha256=digest, room=room, to=to

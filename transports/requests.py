@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -148,6 +149,35 @@ CANNOT_CHANGE_PASSWORD = "this server does not let users change their password; 
 
 class TransferFailed(ClientError):
     """An upload or download was refused, aborted, or did not arrive intact."""
+
+
+class UploadBusy(TransferFailed):
+    """A resume refused because another connection of the user is sending the file, or its
+    end is being checked (docs/protocol.md §9.9, step 6): the server said to try again in
+    ``retry_after`` seconds. ``send_file`` does so by itself, a few times."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+_UPLOAD_BUSY = re.compile(
+    r"this file is already being sent in another transfer; try again in ([0-9]{1,6}) s"
+)
+UPLOAD_BUSY_TRIES: Final = 4
+"""Offers ``send_file`` makes of a file that another connection of the user holds: the
+server takes the upload over from one that has gone quiet (its connection most likely dead)
+after a grace period, and says when; one really being sent elsewhere keeps it, and after
+these tries the refusal stands."""
+UPLOAD_BUSY_WAIT: Final = 30.0
+"""The longest wait between those offers, whatever the server said."""
+UPLOAD_BUSY_MARGIN: Final = 0.5
+"""Added to the wait the server said, so that the next offer comes after its grace period."""
+
+
+def busy_wait(busy: UploadBusy) -> float:
+    """How long to wait before offering again a file refused with ``busy``."""
+    return min(busy.retry_after, UPLOAD_BUSY_WAIT) + UPLOAD_BUSY_MARGIN
 
 
 class MessageTooLong(ClientError):
@@ -575,6 +605,8 @@ def upload(offer: FileOffer) -> Request[FileAccept]:
     def result(replies: list[Record]) -> FileAccept:
         reply = replies[-1]
         if isinstance(reply, FileReject):
+            if busy := _UPLOAD_BUSY.fullmatch(reply.reason):
+                raise UploadBusy(reply.reason, float(busy[1]))
             raise TransferFailed(reply.reason)
         assert isinstance(reply, FileAccept)
         return reply

@@ -15,6 +15,7 @@ from sealchat.transports.requests import (
     MessageTooLong,
     PasswordNotChanged,
     TransferFailed,
+    UploadBusy,
 )
 from sealchat.transports.trio_client import (
     ChatClient,
@@ -39,6 +40,7 @@ __all__ = [
     "TransferFailed",
     "TrioServer",
     "Unreachable",
+    "UploadBusy",
     "client_key",
     "connect",
 ]

@@ -68,6 +68,7 @@ from sealchat.transports.requests import (
     Request,
     TransferFailed,
     Unreachable,
+    UploadBusy,
 )
 from sealchat.transports.trio_burst import BurstChannel
 from sealchat.transports.trio_delivery import CallWaiter, Delivery, LinkState
@@ -102,6 +103,7 @@ __all__ = [
     "Progress",
     "TransferFailed",
     "Unreachable",
+    "UploadBusy",
     "client_key",
     "connect",
 ]
@@ -564,7 +566,11 @@ class ChatClient:
         progress: Progress | None = None,
     ) -> FileInfo:
         """Upload ``path``. If the connection drops, it resumes after the reconnect where the
-        server's copy stops. Cancelling the calling task cancels the upload (the server
+        server's copy stops. If the server still holds the upload for the old connection (its
+        side of it may stay open for a minute), it takes the upload over once that has gone
+        quiet, and says when: the offer is made again then, up to ``UPLOAD_BUSY_TRIES``
+        times in all (one really being sent by another connection keeps it: UploadBusy, a
+        TransferFailed). Cancelling the calling task cancels the upload (the server
         discards the part it has). A file over the server's ``max_file_size`` is refused at
         once (TransferFailed), before it is read."""
         path = Path(path)
@@ -572,7 +578,15 @@ class ChatClient:
         requests.check_file_size(size, self.max_file_size)
         digest = await file_sha256(path, size)
         job = Upload(path, size, digest, room, to, progress or no_progress)
-        return await self._retrying(partial(self._transfers.upload, job))
+        tries = 1
+        while True:
+            try:
+                return await self._retrying(partial(self._transfers.upload, job))
+            except UploadBusy as busy:  # another connection of ours holds it: it may be dead
+                if tries >= requests.UPLOAD_BUSY_TRIES:
+                    raise
+                tries += 1
+                await trio.sleep(requests.busy_wait(busy))
 
     async def download(
         self,
