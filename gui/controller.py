@@ -351,8 +351,8 @@ class Controller:
             self._shown()
 
     async def _catch_up(self) -> None:
-        """The link is back. The direct conversations the login named are shown (one the
-        user's other devices had meanwhile may not come in the replay). Which rooms this user
+        """The link is back. The direct conversations the login named are shown (one whose
+        messages this device had all before may not come in the replay). Which rooms this user
         is in and who joined the current room may have changed while it was down, and the
         server replays neither, so both are asked for again: the rooms first (the room shown
         may be one left meanwhile), then the members of whichever is shown; so is its history
@@ -630,8 +630,9 @@ class Controller:
 
     async def _latest_pages(self, client: ChatClient, conversation: Conversation) -> None:
         """After a link drop, the pages from the newest back to the newest message shown
-        before it (the replay does not bring what the user's other devices read meanwhile,
-        docs/protocol.md §9.6); then, unless one came in this session, the page before the
+        before it (the replay brings what this device missed, docs/protocol.md §9.6, but a
+        device the server forgot, or one of many sessions of a device, starts further on);
+        then, unless one came in this session, the page before the
         oldest message shown (what was missed since the last one, or arrived live, is not
         all there is)."""
         since = conversation.missing_after

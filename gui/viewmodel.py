@@ -110,6 +110,10 @@ class ViewModel:
         self._missed: dict[str, set[int]] = {}
         """The ids of the messages that came unread while the window was not focused, by
         conversation key: the count in the window's title."""
+        self._caught_up = False
+        """Whether the replay of what was missed since the last session (or the link lost)
+        has ended: before, a message may have been read on another device (its read marker
+        comes after the replay), so it rings no bell."""
         self._markers: dict[str, int] = {}
         """How far the user read each conversation on any of its devices, as the server said
         (a conversation not in the sidebar yet takes its marker when it appears)."""
@@ -168,6 +172,7 @@ class ViewModel:
     def logged_in(self, username: str) -> set[Change]:
         self.me = username
         self.error = ""
+        self._caught_up = False
         return {Change.TITLE, Change.CONVERSATIONS, Change.ERROR}
 
     def logged_out(self, *, by_user: bool = False) -> set[Change]:
@@ -326,6 +331,7 @@ class ViewModel:
                 self.count_down(now)
                 self.typing.clear()  # their stops cannot reach us any more
                 self._presence_unknown()
+                self._caught_up = False  # the reconnect's login replays what was missed
                 for conversation in self.conversations.values():
                     conversation.link_lost()
                 return {Change.BANNER, Change.TYPING, Change.PEOPLE, *self._transfers_wait(True)}
@@ -358,7 +364,8 @@ class ViewModel:
             case MessageAck(client_id=client_id):
                 self.unconfirmed.pop(client_id, None)
                 return set()
-            case HistoryEnd():
+            case HistoryEnd(room="", peer="", more=False):  # the login's replay has ended
+                self._caught_up = True
                 return set()
         return set()
 
@@ -513,7 +520,7 @@ class ViewModel:
             changes.add(Change.CONVERSATIONS)
         if unread and not self.focused:
             self._missed.setdefault(key, set()).add(message.id)
-            changes |= {Change.TITLE, Change.BELL}
+            changes |= {Change.TITLE, Change.BELL} if self._caught_up else {Change.TITLE}
         return changes
 
     def history_loaded(self, key: str, messages: list[Message], more: bool) -> set[Change]:

@@ -1344,6 +1344,23 @@ def test_title_stops_counting_a_room_left_on_another_device_while_unfocused() ->
     assert vm.title() == "(1) sealchat — alice"
 
 
+def test_what_the_replay_brings_rings_no_bell_as_another_device_may_have_read_it() -> None:
+    # The replay brings what this device missed, also what the phone read meanwhile: its
+    # read markers come after the replay. The bell rang for messages already read.
+    vm = logged_in("alice")
+    vm.set_focus(False)
+    for message in (said(1, "bob"), said(2, "carol")):
+        changes = vm.apply(message, NOW)
+        assert Change.BELL not in changes
+        assert Change.TITLE in changes
+    vm.apply(HistoryEnd(more=False), NOW)
+    vm.apply(ReadMarkers(markers=[ReadUpTo(up_to=2, room="general")]), NOW)
+    assert vm.title() == "sealchat — alice"
+    assert Change.BELL in vm.apply(said(3, "bob"), NOW)  # caught up: a new one rings
+    vm.apply(LinkState(connected=False, retry_in=1.0, reason="reset"), NOW)
+    assert Change.BELL not in vm.apply(said(4, "bob"), NOW)  # the reconnect's replay
+
+
 def test_no_title_change_for_messages_while_focused() -> None:
     vm = logged_in("alice")
     changes = vm.apply(said(1, "bob"), NOW)
@@ -1355,6 +1372,7 @@ def test_no_title_change_for_messages_while_focused() -> None:
 def test_the_bell_rings_for_each_message_missed_and_never_as_the_count_goes_down() -> None:
     vm = logged_in("alice")
     vm.apply(RoomJoined(room="random"), NOW)
+    vm.apply(HistoryEnd(more=False), NOW)  # the login's replay has ended
     vm.set_focus(False)
     for message in (said(1, "bob"), said(2, "carol", room="random"), said(3, "bob", to="alice")):
         assert Change.BELL in vm.apply(message, NOW)
