@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -447,21 +448,23 @@ def test_each_device_has_its_own_cursor_and_a_new_one_starts_from_the_users(
     assert store._conn.execute("SELECT count(*) FROM device_cursors").fetchone() == (0,)
 
 
-def test_the_devices_not_seen_for_longest_are_forgotten_beyond_the_limit(
+def test_a_device_not_seen_for_a_month_is_forgotten_beyond_the_limit(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each client install is a device, and a script may make a new key each run: the cursors
-    # of one user must not pile up.
+    # of one user must not pile up, nor push out those of the devices in use.
     monkeypatch.setattr(sqlite_messages, "DEVICE_CURSORS", 2)
     add_users(store, "Esha")
-    for n, device in enumerate(["old", "laptop", "phone"], start=1):
-        store.set_cursor("esha", n, device)
-        store._conn.execute("UPDATE device_cursors SET used = ? WHERE device = ?", (n, device))
-    store.set_cursor("esha", 4, "laptop")  # seen again: newest
-    store.set_cursor("esha", 5, "tablet")
-    assert store.get_cursor("esha", "laptop") == 4
-    assert store.get_cursor("esha", "tablet") == 5
-    assert store.get_cursor("esha", "old") == store.get_cursor("esha", "phone") == 5  # forgotten
+    month_ago = time.time() - sqlite_messages.DEVICE_KEPT_FOR - 60
+    store.set_cursor("esha", 1, "old")
+    store._conn.execute("UPDATE device_cursors SET used = ?", (month_ago,))
+    store.set_cursor("esha", 2, "laptop")
+    store.set_cursor("esha", 3, "phone")  # the old one goes
+    assert store.get_cursor("esha", "old") == 3  # forgotten: as a new device
+    for n in range(5):  # a script's new keys: the laptop and the phone stay
+        store.set_cursor("esha", 4 + n, f"script run {n}")
+    assert (store.get_cursor("esha", "laptop"), store.get_cursor("esha", "phone")) == (2, 3)
+    assert store.get_cursor("esha", "script run 0") == 8  # it had no place: the user's
 
 
 def test_read_markers_only_rise_and_list_the_users_conversations(store: SqliteStore) -> None:

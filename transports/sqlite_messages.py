@@ -220,6 +220,10 @@ def missed(conn: sqlite3.Connection, key: str, after: int, limit: int) -> list[S
 DEVICE_CURSORS = 64
 """Devices whose cursors are kept per user; beyond, the cursor of the device not seen for
 longest is forgotten (that device, if it comes back, starts from the user's cursor)."""
+DEVICE_KEPT_FOR = 30 * 24 * 3600.0
+"""Seconds a device's cursor is kept at least since it was last seen: a script that makes a
+new key each run cannot push out the cursors of the user's devices in use (a new device
+then has no cursor of its own until one is that old, and starts from the user's)."""
 
 
 def get_cursor(conn: sqlite3.Connection, key: str, device: str = "") -> int:
@@ -258,14 +262,21 @@ def set_cursor(conn: sqlite3.Connection, key: str, message_id: int, device: str 
     )
     if known.rowcount:
         return
+    kept = conn.execute(
+        "SELECT device, used FROM device_cursors WHERE user_key = ? ORDER BY used",
+        (key,),
+    ).fetchall()
+    if len(kept) >= DEVICE_CURSORS:
+        device_seen_least, seen = kept[0]
+        if seen > now - DEVICE_KEPT_FOR:
+            return  # every one in use: this device goes on the user's cursor
+        conn.execute(
+            "DELETE FROM device_cursors WHERE user_key = ? AND device = ?",
+            (key, device_seen_least),
+        )
     conn.execute(
         "INSERT INTO device_cursors (user_key, device, last_delivered, used) VALUES (?, ?, ?, ?)",
         (key, device, message_id, now),
-    )
-    conn.execute(  # the devices beyond the DEVICE_CURSORS seen last
-        "DELETE FROM device_cursors WHERE user_key = ? AND device IN (SELECT device "
-        "FROM device_cursors WHERE user_key = ? ORDER BY used DESC LIMIT -1 OFFSET ?)",
-        (key, key, DEVICE_CURSORS),
     )
 
 
