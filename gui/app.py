@@ -64,6 +64,8 @@ class App(ctk.CTk):
         self.cancel_scope: trio.CancelScope | None = None
         self.closing = False
         """The window is closing, once the session has ended."""
+        self._close_asked_early = False
+        """Whether closing was asked (by a signal) before trio ran: done once it runs."""
         self.controller = Controller(self)
         self.transfers = Transfers(self)
         self.typing_notice = TypingNotice(self)
@@ -91,6 +93,8 @@ class App(ctk.CTk):
     async def _main(self) -> None:
         with trio.CancelScope() as scope:
             self.cancel_scope = scope
+            if self._close_asked_early:  # a signal before trio ran: closed now
+                self.close()
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 self.spawn(self.typing_notice.tick)
@@ -114,7 +118,9 @@ class App(ctk.CTk):
     def close(self) -> None:
         """Closing the window ends the session as a logout does (the server hears what was
         read and a goodbye), then cancels trio and lets it finish; Tk goes after it."""
-        if self.guest.running and self.cancel_scope is not None:
+        if self.guest.running and self.cancel_scope is None:  # trio has not run yet
+            self._close_asked_early = True
+        elif self.guest.running and self.cancel_scope is not None:
             if not self.closing and self.controller.leave():  # back here when it has ended
                 self.closing = True
                 self.spawn(self._cancel_after, LEAVE_WAIT)

@@ -78,10 +78,20 @@ class TkGuest:
     def running(self) -> bool:
         return self.result is None
 
+    def _restore_wakeup_fd(self, old: int) -> None:
+        """Put back the signal wake-up fd there was before :meth:`start`, unless another
+        has been set since (that stays); if the old one is closed meanwhile, none."""
+        try:
+            current = signal.set_wakeup_fd(old)
+        except (OSError, ValueError):  # closed since (another guest's pipe, gone)
+            current = signal.set_wakeup_fd(-1)
+        if current != self._wake_write:  # not ours any more: left as it was
+            signal.set_wakeup_fd(current)
+
     def _done(self, result: outcome.Outcome[Any]) -> None:
         self.result = result
         if self._old_wakeup_fd is not None:
-            signal.set_wakeup_fd(self._old_wakeup_fd)
+            self._restore_wakeup_fd(self._old_wakeup_fd)
         self.root.tk.deletefilehandler(self._wake_read)
         os.close(self._wake_read)
         os.close(self._wake_write)

@@ -2312,6 +2312,54 @@ def test_a_sigterm_ends_the_session_as_a_logout_does(
             break
 
 
+def test_a_close_asked_before_trio_ran_closes_the_window_once_it_does(
+    display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ctrl-C as the window opened, before trio's first step, was lost.
+    from sealchat.gui.app import App
+    from sealchat.gui.settings import Settings
+
+    environment(tmp_path, monkeypatch)
+    app = App(Settings.load(tmp_path / "gui.json"))
+    app.close()  # what the signal's handler asks for
+    app.start()
+    deadline = time.monotonic() + 30
+    while app.guest.result is None:
+        assert time.monotonic() < deadline, "trio did not finish"
+        with suppress(tk.TclError):
+            app.update()
+    app.guest.result.unwrap()
+    assert destroyed(app)
+
+
+def test_the_signal_wake_up_fd_is_put_back_or_cleared_when_trio_ends(display: str) -> None:
+    # Two windows' runs overlapping: the first one's pipe, closed when it ended, was put
+    # back by the second as "the one before it", and setting it raised (EBADF).
+    from sealchat.gui.guest import TkGuest
+
+    async def main() -> None:
+        await trio.sleep(0)
+
+    before, closed_since = os.pipe()
+    os.set_blocking(closed_since, False)
+    root = tk.Tk()
+    try:
+        signal.set_wakeup_fd(closed_since)
+        guest = TkGuest(root)
+        guest.start(main)
+        os.close(closed_since)
+        deadline = time.monotonic() + 30
+        while guest.running:
+            assert time.monotonic() < deadline, "trio did not finish"
+            root.update()
+        guest.result.unwrap()  # type: ignore[union-attr]
+        assert signal.set_wakeup_fd(-1) == -1  # none: not the closed one, nor the guest's
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(before)
+        root.destroy()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_closes_a_window_idle_in_its_main_loop(
     display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
