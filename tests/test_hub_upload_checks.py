@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from sealchat.core.hub import (
     ReadBackFailed,
     VerifyUpload,
 )
-from sealchat.core.hub.files import NOT_CHECKED_NOW, READ_BACK_GONE, upload_busy
+from sealchat.core.hub.files import BEING_CHECKED, NOT_CHECKED_NOW, READ_BACK_GONE
 from sealchat.core.hub.names import user_key
 from sealchat.transports import sqlite_uploads
 from sealchat.transports.sqlite_store import SqliteStore
@@ -243,8 +242,7 @@ def test_records_for_a_transfer_being_checked_are_answered_after_its_outcome(
     asked = FileRequest(transfer=1, file_id=shared.file_id)
     assert records(hub.handle(1, asked, NOW), 1) == [in_use]
     (busy,) = records(hub.handle(2, _offer(DATA, 5), NOW), 2)
-    assert isinstance(busy, FileReject)
-    assert "already being sent in another transfer" in busy.reason
+    assert busy == FileReject(transfer=5, reason=BEING_CHECKED)
     effects = hub.upload_verified(1, 1, hashed(check), NOW)
     answers = records(effects, 1)
     assert isinstance(answers[0], Message)
@@ -265,7 +263,7 @@ def test_an_upload_being_checked_is_not_taken_over_however_long_the_check(
     grace = HubConfig().upload_takeover_after
     accept, check = to_be_checked(hub, store, 1, 1)
     (busy,) = records(hub.handle(2, _offer(DATA, 5), NOW + 100 * grace), 2)
-    assert busy == FileReject(transfer=5, reason=upload_busy(math.ceil(grace)))
+    assert busy == FileReject(transfer=5, reason=BEING_CHECKED)  # no retry: it is shared soon
     effects = hub.upload_verified(1, 1, hashed(check), NOW + 100 * grace)
     assert announced(effects, 1).file == announced(effects, 2).file
     assert len(messages_sharing(store, accept.file_id)) == 1

@@ -55,8 +55,15 @@ a reason that may pass (``ReadBackFailed.NOT_NOW``, off the hub or from the stor
 the same offer resumes it at its end."""
 
 UPLOAD_BUSY = "this file is already being sent in another transfer"
-"""How the refusal of a resume begins when another session of the user is sending the file
-(or its end is being checked): ``upload_busy`` adds when to try again."""
+"""How the refusal of a resume begins when another session of the user is sending the file:
+``upload_busy`` adds when to try again."""
+
+BEING_CHECKED = (
+    "this file has just been sent in another transfer and is being checked: it is shared in "
+    "a moment if it arrived whole (see the file list), else send it again"
+)
+"""The refusal of a resume while another session's FileComplete is checked: not a wait to
+try again after (by then the file is complete: an offer would upload and share it twice)."""
 
 TAKEN_OVER = "this upload was continued on another connection"
 """Why an upload that went quiet ends when a resume from another session takes it over."""
@@ -167,7 +174,7 @@ class Files:
         grace = self.config.upload_takeover_after
         upload = holder.uploads.get(transfer)
         if upload is None:  # its FileComplete is being checked: done within moments
-            return upload_busy(max(1, math.ceil(grace)))
+            return BEING_CHECKED
         quiet = now - upload.active
         if quiet >= grace:
             return None
