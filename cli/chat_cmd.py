@@ -154,6 +154,8 @@ def _take(
     it concerns a message typed (``outgoing`` shows a refusal); a message shown is noted
     read in ``reads``, if given."""
     term.follow_link(event)
+    if reads is not None:
+        reads.follow(event)
     if not outgoing.note(event):
         term.show(event)
         if reads is not None and isinstance(event, Message):

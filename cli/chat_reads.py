@@ -1,5 +1,7 @@
 """What ``sealchat chat`` shows on a terminal is read: it tells the server (protocol §9.14),
-so that the user's other devices stop counting those messages as unread."""
+so that the user's other devices stop counting those messages as unread. Not the catch-up
+after a login (or a reconnect): a backlog scrolls by faster than anyone reads it, and stays
+unread where the user reads it later."""
 
 from __future__ import annotations
 
@@ -7,10 +9,10 @@ from contextlib import suppress
 
 import trio
 
-from sealchat.core import Message
+from sealchat.core import HistoryEnd, Message
 from sealchat.core.hub.names import user_key
 from sealchat.transports.requests import ClientError
-from sealchat.transports.trio_client import ChatClient
+from sealchat.transports.trio_client import ChatClient, LinkState
 
 READS_TOLD_EVERY = 1.0
 """Seconds between two tellings of what was read: one ReadUpTo per conversation read
@@ -26,9 +28,21 @@ class ReadsShown:
     def __init__(self, me: str) -> None:
         self._me = user_key(me)
         self._to_tell: dict[Conversation, int] = {}
+        self._caught_up = False
+        """Whether the replay of what was missed has ended (until the link is lost)."""
+
+    def follow(self, event: object) -> None:
+        """Note where the catch-up stands from ``event``: it ends with the replay's last
+        page, and starts again when the link is lost (the next login replays)."""
+        if isinstance(event, HistoryEnd) and not (event.room or event.peer or event.more):
+            self._caught_up = True
+        elif isinstance(event, LinkState) and not event.connected:
+            self._caught_up = False
 
     def shown(self, message: Message) -> None:
-        """``message`` was shown to the user."""
+        """``message`` was shown to the user (as read, if the catch-up has ended)."""
+        if not self._caught_up:
+            return
         if message.room:
             where = (message.room, "")
         else:  # with the other user: whom it went to if the user sent it

@@ -1606,13 +1606,12 @@ def test_a_chat_on_a_terminal_tells_the_server_what_it_showed_as_read(
     server: Running, tmp_path: Path
 ) -> None:
     # What `sealchat chat` shows on a terminal was never told read: the user's desktop
-    # client went on counting it unread. (Its output piped to a file or a program is not
-    # someone reading: that tells nothing.)
+    # client went on counting it unread. Not the catch-up after the login, which scrolls
+    # by unread; nor output piped to a file or a program: that is not someone reading.
     pin(tmp_path, server)
     server.login("alice").close()  # a member of general from now on
-    with server.login("bob") as bob:
-        bob.send_message("in the room", room="general")
-        direct = bob.send_message("just for you", to="alice")
+    bob = server.login("bob")
+    missed = bob.send_message("while you were away", to="alice")
     screen, shown = os.openpty()
     command = ("chat", "--port", str(server.port), "--user", "alice")
     chat = subprocess.Popen(
@@ -1623,26 +1622,49 @@ def test_a_chat_on_a_terminal_tells_the_server_what_it_showed_as_read(
         env=env_for(tmp_path),
     )
     os.close(shown)
-    drained = threading.Thread(target=_drain, args=(screen,), daemon=True)
-    drained.start()
+    output = Screen(screen)
     try:
-        expected = {("general", "", direct.id - 1), ("", "bob", direct.id)}
+        output.wait_for("while you were away")  # the catch-up, and its end right after
+        room = bob.send_message("in the room", room="general")
+        direct = bob.send_message("just for you", to="alice")
+        expected = {("general", "", room.id), ("", "bob", direct.id)}
         deadline = time.monotonic() + 30
         while set(server.hub.store.read_markers("alice", 10)) != expected:
             assert time.monotonic() < deadline, server.hub.store.read_markers("alice", 10)
             time.sleep(0.05)
+        assert missed.id < direct.id
         _, errors = chat.communicate(timeout=30)  # the end of input ends the chat
         assert (chat.returncode, errors) == (0, b"")
     finally:
+        bob.close()
         if chat.poll() is None:
             chat.kill()
             chat.communicate()
-        drained.join(10)
-        os.close(screen)
+        output.close()
 
 
-def _drain(fd: int) -> None:
-    """Read a pty's output until its far end closes (Linux says EIO then)."""
-    with suppress(OSError):
-        while os.read(fd, 65536):
-            pass
+class Screen:
+    """What a client shows on a pty, read in the background until its far end closes."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._data = b""
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        with suppress(OSError):  # Linux says EIO once the far end has closed
+            while chunk := os.read(self._fd, 65536):
+                with self._changed:
+                    self._data += chunk
+                    self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        with self._changed:
+            seen = self._changed.wait_for(lambda: text.encode() in self._data, timeout)
+        assert seen, f"{text!r} not in {self._data!r}"
+
+    def close(self) -> None:
+        self._reader.join(10)
+        os.close(self._fd)

@@ -26,7 +26,7 @@ from sealchat.cli import (
 )
 from sealchat.cli.chat_reads import ReadsShown
 from sealchat.cli.terminal_text import safe, safe_message, tolerant_streams
-from sealchat.core import FileInfo, MemberInfo, Message, RoomInfo
+from sealchat.core import FileInfo, HistoryEnd, MemberInfo, Message, RoomInfo
 from sealchat.core.records import ACCOUNT_REMOVED
 from sealchat.transports.pinning import ServerKeyChanged
 from sealchat.transports.trio import MessageTooLong
@@ -682,6 +682,8 @@ async def test_what_a_chat_showed_is_told_read_once_per_conversation() -> None:
             return True
 
     reads = ReadsShown("Alice")
+    reads.shown(Message(text="caught up on", room="general", id=1, sender="bob"))
+    reads.follow(HistoryEnd(more=False))  # the end of the login's replay
     for shown in (
         Message(text="a", room="general", id=3, sender="bob"),
         Message(text="b", room="general", id=5, sender="carol"),
@@ -693,3 +695,7 @@ async def test_what_a_chat_showed_is_told_read_once_per_conversation() -> None:
     assert sorted(told) == [(4, "", "bob"), (5, "general", ""), (7, "", "Dave")]
     await reads.tell(Client())  # type: ignore[arg-type]
     assert len(told) == 3  # nothing new shown: nothing told again
+    reads.follow(LinkState(connected=False, reason="reset", retry_in=1.0))
+    reads.shown(Message(text="caught up on", room="general", id=9, sender="bob"))
+    await reads.tell(Client())  # type: ignore[arg-type]
+    assert len(told) == 3  # the reconnect's replay is not told read either
