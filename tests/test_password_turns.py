@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,44 @@ def test_a_login_does_not_wait_behind_another_accounts_logins(
             for client in clients:
                 client.close()
     assert [hashes[phc] for phc in seen["order"]] == ["mallory"] * 2 + ["alice"] + ["mallory"] * 3
+
+
+def test_the_threaded_server_checks_no_password_for_a_client_gone_while_it_waited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its reader thread waits for a turn and cannot see the peer hang up: the check ran all
+    # the same, an Argon2 for no one (the trio server drops a gone peer's check).
+    users = ("mallory", "alice")
+    with (
+        checks_in_order(monkeypatch, "threads") as seen,
+        running_server("threads", tmp_path, users=users, password_threads=1) as server,
+    ):
+        alices = server.hub.store.get_user("alice")
+        assert alices is not None
+        mallory, alice = server.client(), server.client()
+
+        def log_in_then_hang_up() -> None:
+            with suppress(Exception):
+                alice.login("alice", PASSWORD)
+
+        logins = [
+            threading.Thread(target=mallory.login, args=("mallory", PASSWORD)),
+            threading.Thread(target=log_in_then_hang_up),
+        ]
+        try:
+            logins[0].start()
+            seen["entered"].wait()
+            logins[1].start()
+            wait_until(lambda: seen["turns"].taking.waiting == 1, "alice's login waits")
+            alice._sock.shutdown(socket.SHUT_RDWR)  # she hangs up (killed: no Bye)
+            seen["let_go"].set()
+            for login in logins:
+                login.join()
+            turns = seen["turns"].taking
+            wait_until(lambda: (turns.taken, turns.waiting) == (0, 0), "the turns are free")
+        finally:
+            seen["let_go"].set()
+            mallory.close()
+            alice.close()
+    assert len(seen["order"]) == 1  # mallory's
+    assert alices.password_hash not in seen["order"]

@@ -16,6 +16,7 @@ import errno
 import itertools
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -167,6 +168,18 @@ class _Client:
         self.unwritten = 0
         """Bytes the writer has taken from the connection and not yet written (under
         ``lock``)."""
+
+    def hung_up(self) -> bool:
+        """Whether the peer has closed or reset its end while this (its reader) thread was
+        busy elsewhere: a look at the socket that takes nothing from it."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        if not poller.poll(0):
+            return False  # nothing to read, not even the end
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:  # reset
+            return True
 
     def __repr__(self) -> str:
         return f"<client {self.session} {self.address}>"
@@ -755,6 +768,9 @@ class ThreadedServer:
             outcome: bool | str
             tell: Callable[..., Sequence[Effect]]
             with self._password_turns.turn(user_key(effect.username)):
+                client = self._client(effect.session)
+                if client is None or client.hung_up():
+                    return  # gone while it waited: a check for no one (its reader ends it)
                 if isinstance(effect, VerifyPassword):
                     outcome = verify_password(effect.password, effect.password_hash, params=argon2)
                     tell = hub.password_verified
