@@ -704,6 +704,17 @@ def test_every_acknowledged_message_survives_sigkill_from_outside(tmp_path: Path
     assert set(acknowledged) <= stored
 
 
+def old_database(data_dir: Path, version: int, *statements: str) -> None:
+    """A database of schema ``version`` in ``data_dir``, with ``statements`` run on it."""
+    conn = sqlite3.connect(data_dir / sqlite_store.DB_FILE)
+    conn.executescript("".join(sqlite_store.MIGRATIONS[:version]))
+    conn.execute(f"PRAGMA user_version = {version}")
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
 def test_a_v1_database_migrates_keeping_its_data_and_retiring_removed_names(
     tmp_path: Path,
 ) -> None:
@@ -745,12 +756,8 @@ def test_a_v1_database_migrates_keeping_its_data_and_retiring_removed_names(
 
 
 def test_a_v2_database_migrates_counting_password_changes_from_zero(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
-    conn.executescript("".join(sqlite_store.MIGRATIONS[:2]))
-    conn.execute("PRAGMA user_version = 2")
-    conn.execute("INSERT INTO users VALUES ('esha', 'Esha', 'h', 0), ('bob', 'Bob', 'h', 0)")
-    conn.commit()
-    conn.close()
+    users = "INSERT INTO users VALUES ('esha', 'Esha', 'h', 0), ('bob', 'Bob', 'h', 0)"
+    old_database(tmp_path, 2, users)
     with SqliteStore(tmp_path) as s:
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
         esha = s.get_user("esha")
@@ -761,12 +768,8 @@ def test_a_v2_database_migrates_counting_password_changes_from_zero(tmp_path: Pa
 
 
 def test_a_v5_database_migrates_to_keep_read_markers(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
-    conn.executescript("".join(sqlite_store.MIGRATIONS[:5]))
-    conn.execute("PRAGMA user_version = 5")
-    conn.execute("INSERT INTO users VALUES ('esha', 'Esha', 'h', 0, 0), ('bob', 'Bob', 'h', 0, 0)")
-    conn.commit()
-    conn.close()
+    users = "INSERT INTO users VALUES ('esha', 'Esha', 'h', 0, 0), ('bob', 'Bob', 'h', 0, 0)"
+    old_database(tmp_path, 5, users)
     with SqliteStore(tmp_path) as s:
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
         assert s.read_markers("esha", 500) == []
@@ -776,13 +779,12 @@ def test_a_v5_database_migrates_to_keep_read_markers(tmp_path: Path) -> None:
 
 
 def test_a_v7_database_migrates_to_keep_a_cursor_per_device(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
-    conn.executescript("".join(sqlite_store.MIGRATIONS[:7]))
-    conn.execute("PRAGMA user_version = 7")
-    conn.execute("INSERT INTO users VALUES ('esha', 'Esha', 'h', 0, 0)")
-    conn.execute("INSERT INTO cursors VALUES ('esha', 12)")
-    conn.commit()
-    conn.close()
+    old_database(
+        tmp_path,
+        7,
+        "INSERT INTO users VALUES ('esha', 'Esha', 'h', 0, 0)",
+        "INSERT INTO cursors VALUES ('esha', 12)",
+    )
     with SqliteStore(tmp_path) as s:
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
         assert s.get_cursor("esha", "laptop") == 12  # every device starts where the user was
@@ -827,12 +829,7 @@ def test_a_database_migrated_by_another_process_meanwhile_opens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int, nth: int
 ) -> None:
     """Each step rereads the version under the write lock: none is applied twice."""
-    conn = sqlite3.connect(tmp_path / sqlite_store.DB_FILE)
-    conn.executescript("".join(sqlite_store.MIGRATIONS[:version]))
-    conn.execute(f"PRAGMA user_version = {version}")
-    conn.execute("INSERT INTO users VALUES ('bob', 'Bob', 'h', 0)")
-    conn.commit()
-    conn.close()
+    old_database(tmp_path, version, "INSERT INTO users VALUES ('bob', 'Bob', 'h', 0)")
     real_connect = sqlite3.connect
 
     def connect(database: str, **options: Any) -> Any:
