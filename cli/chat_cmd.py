@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 import trio
@@ -19,7 +20,7 @@ from sealchat.cli.login import asker, credentials_from, run_session
 from sealchat.cli.terminal_text import safe
 from sealchat.core import Event, Message
 from sealchat.core.sizes import counted, shown_size
-from sealchat.transports.requests import LoginFailed, typed_room
+from sealchat.transports.requests import ClientError, LoginFailed, typed_room
 from sealchat.transports.trio_client import ChatClient, LinkState, connect
 
 COMMANDS = {
@@ -97,7 +98,7 @@ def run_chat(args: argparse.Namespace) -> int:
             reads = ReadsShown(name) if term.tty else None  # on a terminal, shown is read
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_show_events, client, term, outgoing, reads)
+                    nursery.start_soon(_show_events, client, term, outgoing, reads, nursery)
                     nursery.start_soon(outgoing.run, client)
                     if reads is not None:
                         nursery.start_soon(reads.tell_every_while, client)
@@ -136,30 +137,54 @@ async def _log_in(client: ChatClient, user: str, password: str, *, register: boo
 
 
 async def _show_events(
-    client: ChatClient, term: Terminal, outgoing: Outgoing, reads: ReadsShown | None = None
+    client: ChatClient,
+    term: Terminal,
+    outgoing: Outgoing,
+    reads: ReadsShown | None = None,
+    nursery: trio.Nursery | None = None,
 ) -> None:
     """Print what arrives; end the session, with the error that says why, when the client
-    gives up reconnecting."""
+    gives up reconnecting. Back after an outage, check in ``nursery`` (if given) that the
+    user is still in the current room."""
     async for event in client.events():
         if isinstance(event, LinkState) and not event.connected and not event.retry_in:
             assert client.gave_up_on is not None  # set before the client says it gave up
             raise client.gave_up_on
-        _take(event, term, outgoing, reads)
+        if _take(event, term, outgoing, reads) and nursery is not None:
+            nursery.start_soon(_still_in_room, client, term)
+
+
+async def _still_in_room(client: ChatClient, term: Terminal) -> None:
+    """Back after an outage: the current room may have been left on another device while
+    this one was disconnected (its RoomLeft then never came). If so, say it, and go back to
+    the start room, where what is typed goes from now on."""
+    room = term.room
+    if room == START_ROOM:
+        return
+    with suppress(ClientError):  # lost again: checked at the next reconnect
+        rooms = await client.rooms()
+        if term.room == room and not any(r.joined and r.name == room for r in rooms):
+            term.room = START_ROOM
+            term.say(
+                f"* you are no longer in {safe(room)} (left on another device while this one "
+                f"was disconnected); now in {START_ROOM}"
+            )
 
 
 def _take(
     event: Event | LinkState, term: Terminal, outgoing: Outgoing, reads: ReadsShown | None
-) -> None:
+) -> bool:
     """Show ``event``: what it says of the connection first, then the event itself, unless
     it concerns a message typed (``outgoing`` shows a refusal); a message shown is noted
-    read in ``reads``, if given."""
-    term.follow_link(event)
+    read in ``reads``, if given. Whether the connection is back after an outage with it."""
+    back = term.follow_link(event)
     if reads is not None:
         reads.follow(event)
     if not outgoing.note(event):
         term.show(event)
         if reads is not None and isinstance(event, Message):
             reads.shown(event)
+    return back
 
 
 def _show_queued(

@@ -92,11 +92,12 @@ class Terminal:
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    def follow_link(self, event: Event | LinkState) -> None:
+    def follow_link(self, event: Event | LinkState) -> bool:
         """Say what ``event`` tells of the connection: that it was lost, once, with the
         reason (and while reconnecting each other reason once, briefly), and that it is back.
         It is back at the first record after a loss, which comes from the new session: the
-        client reports the reconnect only after the server's replay of what was missed."""
+        client reports the reconnect only after the server's replay of what was missed.
+        Whether it is back with this event."""
         match event:
             case LinkState(connected=False, retry_in=wait) if wait:
                 self._lost(event.reason, wait)
@@ -105,6 +106,8 @@ class Terminal:
             case _ if self._outage is not None:
                 self._outage = None
                 self.say("* reconnected")
+                return True
+        return False
 
     def _lost(self, reason: str, wait: float) -> None:
         """One more attempt to reconnect, in ``wait`` seconds, after the connection was lost

@@ -1082,6 +1082,29 @@ def test_messages_typed_while_the_server_restarts_all_arrive_in_order(tmp_path: 
     assert chat.out.text().count("* not connected") == 1  # said once, not for each message
 
 
+def test_a_room_left_elsewhere_while_the_chat_was_disconnected_is_said_at_the_reconnect(
+    tmp_path: Path,
+) -> None:
+    # alice's chat was in ops when its connection was lost; meanwhile she left ops on another
+    # device. Back, the chat stayed in ops, and each line typed was refused as not a member.
+    key, port = X25519PrivateKey.generate(), free_port()
+
+    def in_ops(chat: Client) -> None:
+        chat.type("/join ops\n")
+        chat.out.wait_for("* now in ops")
+
+    with chat_whose_server_stopped(tmp_path, key=key, port=port, while_up=in_ops) as chat:
+        with SqliteStore(tmp_path / "server") as store:  # her laptop's leave, stored
+            assert store.remove_member("ops", user_key("alice"))
+        with running_server("trio", tmp_path / "server", key=key, port=port) as server:
+            chat.out.wait_for("* you are no longer in ops (left on another device while this one")
+            chat.type("hello again\n/quit\n")
+            assert chat.wait() == 0, chat.err.text()
+            with server.login("bob") as bob:
+                messages, _ = bob.history(room="general")
+    assert messages[-1].text == "hello again"
+
+
 def test_a_transfer_cut_by_a_lost_connection_stops_and_the_chat_reads_on(
     tmp_path: Path,
 ) -> None:
