@@ -66,6 +66,24 @@ def test_a_room_the_listing_does_not_name_is_forgotten_unless_set_here() -> None
     assert reads.get(peer="bob") == 4  # a listing holds only the most recent conversations
 
 
+def test_markers_sent_again_for_rooms_the_user_left_meanwhile_are_forgotten_when_refused() -> None:
+    # Read here while offline, in a room left meanwhile on another device: sent again after
+    # the login's listing (which did not name it), refused as not a member, and then kept
+    # here above the server's, also after the user joined the room again.
+    reads = ReadMarks()
+    reads.mark(9, room="ops", features=KEEPS)
+    reads.mark(5, room="general", features=KEEPS)
+    reads.mark(7, peer="bob", features=KEEPS)
+    reads.after_login()
+    assert reads.heard(DONE) == [ReadUpTo(up_to=9, room="ops"), GENERAL, BOB]
+    reads.refused_as_not_a_member()  # which room, the refusal does not say
+    assert reads.get(room="ops") == reads.get(room="general") == 0
+    assert reads.get(peer="bob") == 7  # not a room's
+    assert reads.mark(3, room="ops", features=KEEPS) == ReadUpTo(up_to=3, room="ops")
+    reads.after_login()
+    assert reads.heard(DONE) == [ReadUpTo(up_to=3, room="ops")]  # bob's: sent again once
+
+
 def test_a_server_naming_too_many_conversations_grows_the_client_no_further(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -1769,6 +1769,33 @@ async def test_a_device_offline_while_another_was_online_gets_what_it_missed(
         assert await replayed(alice) == shown == ["one", "two", "three"]
 
 
+async def test_a_marker_set_offline_in_a_room_left_elsewhere_meanwhile_is_forgotten(
+    tmp_path: Path,
+) -> None:
+    # Read here while offline, in a room left meanwhile on another device: the marker went
+    # again after the reconnect, the server refused it (not a member), and this client kept
+    # it above the server's, also once the user was in the room again.
+    port, key, data_dir = free_port(), X25519PrivateKey.generate(), tmp_path / "server"
+    async with AsyncExitStack() as stack:
+        with running_server("trio", data_dir, port=port, key=key) as server:
+            options = {"backoff": (0.05, 0.2)}
+            alice = await stack.enter_async_context(logged_in(server, tmp_path, "alice", **options))
+            await alice.join("ops")
+            with server.login("bob") as bob:
+                bob.join("ops")
+                sent = bob.send_message("in ops", room="ops")
+            assert (await next_of(alice, Message)).id == sent.id
+        assert not (await next_of(alice, LinkState)).connected
+        with SqliteStore(data_dir) as store:  # her laptop's leave
+            assert store.remove_member("ops", user_key("alice"))
+        assert await alice.mark_read(sent.id, room="ops")  # read here, offline
+        with running_server("trio", data_dir, port=port, key=key):
+            with trio.fail_after(20):
+                await alice.wait_online()
+                while alice.read_marker(room="ops"):  # the refusal of the one sent again
+                    await trio.sleep(0.05)
+
+
 async def test_a_send_only_client_can_turn_events_off(tmp_path: Path) -> None:
     count = EVENT_BUFFER // 2 + 500  # more than the events buffer holds (2 events each)
     with running_server("trio", tmp_path / "s", hub=UNLIMITED) as server:

@@ -122,6 +122,17 @@ class ReadMarks:
             if key not in self._unconfirmed:
                 del self.known[key]
 
+    def refused_as_not_a_member(self) -> None:
+        """The server refused a marker for a room the user is not in (``not_member``): one
+        of those sent again after a login's listing, which did not name them (left on
+        another device while this client was offline, which never saw the RoomLeft). The
+        refusal does not say which room: all of them are forgotten, so none stays here
+        above the server's (one the server took is told again at the next read there)."""
+        for key in [k for k in self._resent if k[0]]:
+            self.known.pop(key, None)
+            self._unconfirmed.pop(key, None)
+            del self._resent[key]
+
     def left(self, room: str) -> None:
         """The user left ``room``: the server deleted its marker there (protocol §9.14), so
         none is known any more, and none is sent again."""

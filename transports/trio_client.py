@@ -46,8 +46,9 @@ from sealchat.core import (
     State,
     Typing,
 )
+from sealchat.core import Error as ServerError
 from sealchat.core.codec import encode_record
-from sealchat.core.records import CHANGE_IN_PROGRESS, READ_MARKERS
+from sealchat.core.records import CHANGE_IN_PROGRESS, READ_MARKERS, READ_REF
 from sealchat.transports import requests
 from sealchat.transports.downloads import AnyPath, default_downloads_dir
 from sealchat.transports.keyfile import load_or_create_key
@@ -234,13 +235,16 @@ class ChatClient:
 
     async def _dispatch(self, record: Event) -> None:
         """Take a record read where it belongs (see ``Reader.dispatch``)."""
-        if isinstance(record, ReadUpTo | ReadMarkers):
-            again = self._reads.heard(record)  # after the listing: those the server lacks
-            if again:
-                with suppress(ClientError):  # the reader waits for no send room
-                    await self._send_all(again, wait=False)
-        elif isinstance(record, RoomLeft):
-            self._reads.left(record.room)
+        match record:
+            case ReadUpTo() | ReadMarkers():
+                again = self._reads.heard(record)  # after the listing: those it lacks
+                if again:
+                    with suppress(ClientError):  # the reader waits for no send room
+                        await self._send_all(again, wait=False)
+            case RoomLeft(room=room):
+                self._reads.left(room)
+            case ServerError(code="not_member", ref=ref) if ref == READ_REF:
+                self._reads.refused_as_not_a_member()
         await self._reader.dispatch(record)
 
     def _link_ended(self, link: Link, reason: str) -> None:
