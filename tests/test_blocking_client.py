@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import itertools
 import os
 import resource
@@ -26,6 +27,7 @@ from sealchat.core import (
     ConnectionClosed,
     Delivered,
     FileChunk,
+    FileComplete,
     FileOffer,
     FileReject,
     FileRequest,
@@ -43,7 +45,7 @@ from sealchat.core import (
 )
 from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_CHUNK
-from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS
+from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS, file_chunks
 from sealchat.transports import blocking_client, blocking_link, blocking_transfers, requests
 from sealchat.transports.blocking import MessageTooLong
 from sealchat.transports.blocking_client import BlockingClient
@@ -1041,3 +1043,38 @@ def test_nothing_about_read_markers_goes_to_an_older_server() -> None:
         assert ended.wait(LIVENESS)
     assert [type(r) for r in received] == [Typing, Bye]  # what came after the login
     assert not [r for r in received if isinstance(r, ReadUpTo | ListReadMarkers)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_send_file_of_a_file_another_connection_finishes_meanwhile_shares_it_once(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two devices of alice's send the same file at once: the second is told to wait, and the
+    # first finishes meanwhile. The second offered it again and shared it a second time.
+    data = os.urandom(300_000)
+    source = tmp_path / "video.mp4"
+    source.write_bytes(data)
+    digest = hashlib.sha256(data).digest()
+    hub = HubConfig(upload_takeover_after=30.0)
+    with (
+        running_server(kind, tmp_path / "server", hub=hub) as server,
+        server.login("alice") as first,
+        server.login("alice") as second,
+    ):
+        offer = FileOffer(
+            transfer=1, name=source.name, size=len(data), sha256=digest, room="general"
+        )
+        accept = first.ask(requests.upload(offer))
+        first.send_all(file_chunks(1, 0, data[: 2 * MAX_CHUNK]))
+        first.rooms()  # the server has taken them: the upload is the first's, active
+
+        def first_finishes(_busy: requests.UploadBusy) -> float:
+            first.send_all(file_chunks(1, 2 * MAX_CHUNK, data[2 * MAX_CHUNK :]))
+            first.send(FileComplete(transfer=1, sha256=digest))
+            first.next(Message)  # its announcement
+            return 0.0
+
+        monkeypatch.setattr(requests, "busy_wait", first_finishes)
+        info = second.send_file(source, room="general")
+        assert (info.file_id, info.sha256) == (accept.file_id, digest)
+        assert [f.file_id for f in second.files(room="general")] == [info.file_id]

@@ -565,6 +565,46 @@ async def test_send_file_takes_over_the_upload_a_dead_connection_still_holds(
     assert all(0 < wait <= 1.0 + requests.UPLOAD_BUSY_MARGIN for wait in waits)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_send_file_of_a_file_another_connection_finishes_meanwhile_shares_it_once(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two devices of alice's send the same file at once: the second is told to wait, and the
+    # first finishes meanwhile. The second offered it again and uploaded and shared it whole
+    # a second time; it now finds it shared and returns it.
+    data = os.urandom(300_000)
+    source = tmp_path / "video.mp4"
+    source.write_bytes(data)
+    digest = hashlib.sha256(data).digest()
+    hub = HubConfig(upload_takeover_after=30.0)
+    with running_server(kind, tmp_path / "server", hub=hub) as server:
+        first = server.login("alice")
+        try:
+            offer = FileOffer(
+                transfer=1, name=source.name, size=len(data), sha256=digest, room="general"
+            )
+            accept = first.ask(requests.upload(offer))
+            first.send_all(file_chunks(1, 0, data[: 2 * MAX_CHUNK]))
+            first.rooms()  # the server has taken them: the upload is the first's, active
+
+            def first_finishes(_busy: requests.UploadBusy) -> float:
+                first.send_all(file_chunks(1, 2 * MAX_CHUNK, data[2 * MAX_CHUNK :]))
+                first.send(FileComplete(transfer=1, sha256=digest))
+                first.next(Message)  # its announcement
+                return 0.0
+
+            monkeypatch.setattr(requests, "busy_wait", first_finishes)
+            async with logged_in(server, tmp_path, "alice") as alice:
+                done: list[int] = []
+                info = await alice.send_file(
+                    source, room="general", progress=lambda d, _t: done.append(d)
+                )
+                assert (info.file_id, info.sha256, done[-1]) == (accept.file_id, digest, len(data))
+                assert [f.file_id for f in await alice.files(room="general")] == [info.file_id]
+        finally:
+            first.close()
+
+
 async def test_an_upload_whose_answer_was_lost_is_not_stored_twice(
     server: Running, tmp_path: Path
 ) -> None:

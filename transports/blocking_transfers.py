@@ -58,6 +58,8 @@ class Client(Protocol):
 
     def send_all(self, records: Iterable[Record], *, wait: bool = True) -> None: ...
 
+    def files(self, *, room: str = "", peer: str = "") -> list[FileInfo]: ...
+
     def _expect(self, reply: Reply[T]) -> _Waiter: ...
 
     def _forget(self, waiter: _Waiter) -> None: ...
@@ -93,7 +95,7 @@ class Transfers:
         data_size = path.stat().st_size
         requests.check_file_size(data_size, client.max_file_size)
         digest = sha256_of(path, size=data_size)
-        tries = 1
+        tries, before = 1, None  # before: the ids of the files there before the first wait
         while True:
             try:
                 return self._send_file(path, data_size, digest, room=room, to=to, progress=progress)
@@ -101,7 +103,17 @@ class Transfers:
                 if tries >= requests.UPLOAD_BUSY_TRIES:
                     raise
                 tries += 1
+                with contextlib.suppress(ClientError):  # not listed: offered again all the same
+                    if before is None:
+                        before = {f.file_id for f in client.files(room=room, peer=to)}
                 time.sleep(requests.busy_wait(busy))
+                with contextlib.suppress(ClientError):
+                    listed = client.files(room=room, peer=to)
+                    done = requests.shared_meanwhile(listed, before or (), data_size, digest)
+                    if done is not None:  # the other connection finished it meanwhile
+                        if progress is not None:
+                            progress(data_size, data_size)
+                        return done
 
     def _send_file(
         self,

@@ -13,7 +13,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Protocol, TypeGuard, TypeVar
 
@@ -178,6 +178,19 @@ UPLOAD_BUSY_MARGIN: Final = 0.5
 def busy_wait(busy: UploadBusy) -> float:
     """How long to wait before offering again a file refused with ``busy``."""
     return min(busy.retry_after, UPLOAD_BUSY_WAIT) + UPLOAD_BUSY_MARGIN
+
+
+def shared_meanwhile(
+    listed: Iterable[FileInfo], before: Collection[str], size: int, sha256: bytes
+) -> FileInfo | None:
+    """After waiting on an UploadBusy: the file of ``size`` bytes and ``sha256`` that the
+    conversation's files list now (``listed``) and did not before the wait (``before``, their
+    ids), if any: the other connection of the user that held the upload has shared it, and
+    offering it again would upload and share it a second time."""
+    for info in listed:
+        if info.file_id not in before and (info.size, info.sha256) == (size, sha256):
+            return info
+    return None
 
 
 class MessageTooLong(ClientError):

@@ -582,7 +582,7 @@ class ChatClient:
         requests.check_file_size(size, self.max_file_size)
         digest = await file_sha256(path, size)
         job = Upload(path, size, digest, room, to, progress or no_progress)
-        tries = 1
+        tries, before = 1, None  # before: the ids of the files there before the first wait
         while True:
             try:
                 return await self._retrying(partial(self._transfers.upload, job))
@@ -590,7 +590,16 @@ class ChatClient:
                 if tries >= requests.UPLOAD_BUSY_TRIES:
                     raise
                 tries += 1
+                with suppress(ClientError):  # not listed: offered again all the same
+                    if before is None:
+                        before = {f.file_id for f in await self.files(room=room, peer=to)}
                 await trio.sleep(requests.busy_wait(busy))
+                with suppress(ClientError):
+                    listed = await self.files(room=room, peer=to)
+                    done = requests.shared_meanwhile(listed, before or (), size, digest)
+                    if done is not None:  # the other connection finished it meanwhile
+                        job.progress(size, size)
+                        return done
 
     async def download(
         self,
