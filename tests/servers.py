@@ -47,6 +47,7 @@ from sealchat.core import (
 from sealchat.core.hub import Hub, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK, MAX_FILE_NAME, MAX_LIST
+from sealchat.core.records import file_chunks
 from sealchat.transports import requests
 from sealchat.transports.blocking_client import BlockingClient
 from sealchat.transports.blocking_server import ThreadedServer
@@ -510,3 +511,31 @@ def drain(client: BlockingClient, quiet: float = 1.0) -> list[object]:
 def full_disk(*_args: object) -> int:
     """A store's ``write_chunk`` on a full disk."""
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def upload_begun(
+    client: BlockingClient, data: bytes, name: str, room: str = "general"
+) -> tuple[FileAccept, Callable[[], None]]:
+    """``client`` offers ``data`` as ``name`` in ``room`` (transfer 1) and sends its first two
+    chunks, which the server has taken on return. Returns the acceptance, and a function that
+    sends the rest and waits for the file's announcement."""
+    digest = hashlib.sha256(data).digest()
+    offer = FileOffer(transfer=1, name=name, size=len(data), sha256=digest, room=room)
+    accept = client.ask(requests.upload(offer))
+    client.send_all(file_chunks(1, 0, data[: 2 * MAX_CHUNK]))
+    client.rooms()  # answered after the chunks were taken
+
+    def finish() -> None:
+        client.send_all(file_chunks(1, 2 * MAX_CHUNK, data[2 * MAX_CHUNK :]))
+        client.send(FileComplete(transfer=1, sha256=digest))
+        client.next(Message)  # its announcement
+
+    return accept, finish
+
+
+def file_to_send(folder: Path, name: str = "video.mp4", size: int = 300_000) -> tuple[Path, bytes]:
+    """A file of ``size`` random bytes named ``name`` in ``folder``: its path and its bytes."""
+    data = os.urandom(size)
+    path = folder / name
+    path.write_bytes(data)
+    return path, data

@@ -27,7 +27,6 @@ from sealchat.core import (
     ConnectionClosed,
     Delivered,
     FileChunk,
-    FileComplete,
     FileOffer,
     FileReject,
     FileRequest,
@@ -45,7 +44,7 @@ from sealchat.core import (
 )
 from sealchat.core.hub import HubConfig
 from sealchat.core.limits import MAX_CHUNK
-from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS, file_chunks
+from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS
 from sealchat.transports import blocking_client, blocking_link, blocking_transfers, requests
 from sealchat.transports.blocking import MessageTooLong
 from sealchat.transports.blocking_client import BlockingClient
@@ -72,6 +71,7 @@ from tests.servers import (
     answers,
     answers_late,
     drain,
+    file_to_send,
     full_disk,
     logs_in_then,
     offers_other_file,
@@ -79,6 +79,7 @@ from tests.servers import (
     running_server,
     scripted_server,
     stays_silent,
+    upload_begun,
 )
 
 LIVENESS = 10.0
@@ -1051,9 +1052,7 @@ def test_send_file_of_a_file_another_connection_finishes_meanwhile_shares_it_onc
 ) -> None:
     # Two devices of alice's send the same file at once: the second is told to wait, and the
     # first finishes meanwhile. The second offered it again and shared it a second time.
-    data = os.urandom(300_000)
-    source = tmp_path / "video.mp4"
-    source.write_bytes(data)
+    source, data = file_to_send(tmp_path)
     digest = hashlib.sha256(data).digest()
     hub = HubConfig(upload_takeover_after=30.0)
     with (
@@ -1061,17 +1060,10 @@ def test_send_file_of_a_file_another_connection_finishes_meanwhile_shares_it_onc
         server.login("alice") as first,
         server.login("alice") as second,
     ):
-        offer = FileOffer(
-            transfer=1, name=source.name, size=len(data), sha256=digest, room="general"
-        )
-        accept = first.ask(requests.upload(offer))
-        first.send_all(file_chunks(1, 0, data[: 2 * MAX_CHUNK]))
-        first.rooms()  # the server has taken them: the upload is the first's, active
+        accept, finish = upload_begun(first, data, source.name)  # the first's, active
 
         def first_finishes(_busy: requests.UploadBusy) -> float:
-            first.send_all(file_chunks(1, 2 * MAX_CHUNK, data[2 * MAX_CHUNK :]))
-            first.send(FileComplete(transfer=1, sha256=digest))
-            first.next(Message)  # its announcement
+            finish()
             return 0.0
 
         monkeypatch.setattr(requests, "busy_wait", first_finishes)

@@ -55,7 +55,7 @@ from sealchat.core import Error as ServerError
 from sealchat.core.hub import ACCOUNT_REMOVED, GENERIC_LOGIN_FAILURE, PASSWORD_CHANGED, HubConfig
 from sealchat.core.hub.names import user_key
 from sealchat.core.limits import MAX_CHUNK, MAX_LIST, MAX_ROOM, MAX_UINT, MAX_USERNAME
-from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS, file_chunks
+from sealchat.core.records import CHANGE_PASSWORD, READ_MARKERS
 from sealchat.transports import requests, trio_client, trio_delivery, trio_transfers
 from sealchat.transports.downloads import PartialDownload
 from sealchat.transports.keyfile import public_bytes
@@ -101,6 +101,7 @@ from tests.servers import (
     Running,
     answers,
     answers_late,
+    file_to_send,
     free_port,
     full_disk,
     logs_in_then,
@@ -113,6 +114,7 @@ from tests.servers import (
     share_empty_files,
     stays_silent,
     trio_options,
+    upload_begun,
 )
 
 UNLIMITED = HubConfig(messages_per_second=1e9, message_burst=10**9)
@@ -525,9 +527,7 @@ async def test_send_file_takes_over_the_upload_a_dead_connection_still_holds(
     # keeps it open, silent, holding the upload (for up to ~100 s, until its keepalive gives
     # up). send_file from a new connection is refused until that upload has been quiet for
     # upload_takeover_after, tries again when the server says, takes it over and finishes it.
-    data = os.urandom(300_000)
-    source = tmp_path / "video.mp4"
-    source.write_bytes(data)
+    source, data = file_to_send(tmp_path)
     digest = hashlib.sha256(data).digest()
     sent = 2 * MAX_CHUNK
     waits: list[float] = []
@@ -542,12 +542,7 @@ async def test_send_file_takes_over_the_upload_a_dead_connection_still_holds(
     with running_server(kind, tmp_path / "server", hub=hub) as server:
         old = server.login("alice")
         try:
-            offer = FileOffer(
-                transfer=1, name=source.name, size=len(data), sha256=digest, room="general"
-            )
-            accept = old.ask(requests.upload(offer))
-            old.send_all(file_chunks(1, 0, data[:sent]))
-            old.rooms()  # the server has taken them; then the connection goes silent
+            accept, _ = upload_begun(old, data, source.name)  # then its connection goes silent
             async with logged_in(server, tmp_path, "alice") as alice:
                 done: list[int] = []
                 info = await alice.send_file(
@@ -572,25 +567,16 @@ async def test_send_file_of_a_file_another_connection_finishes_meanwhile_shares_
     # Two devices of alice's send the same file at once: the second is told to wait, and the
     # first finishes meanwhile. The second offered it again and uploaded and shared it whole
     # a second time; it now finds it shared and returns it.
-    data = os.urandom(300_000)
-    source = tmp_path / "video.mp4"
-    source.write_bytes(data)
+    source, data = file_to_send(tmp_path)
     digest = hashlib.sha256(data).digest()
     hub = HubConfig(upload_takeover_after=30.0)
     with running_server(kind, tmp_path / "server", hub=hub) as server:
         first = server.login("alice")
         try:
-            offer = FileOffer(
-                transfer=1, name=source.name, size=len(data), sha256=digest, room="general"
-            )
-            accept = first.ask(requests.upload(offer))
-            first.send_all(file_chunks(1, 0, data[: 2 * MAX_CHUNK]))
-            first.rooms()  # the server has taken them: the upload is the first's, active
+            accept, finish = upload_begun(first, data, source.name)  # the first's, active
 
             def first_finishes(_busy: requests.UploadBusy) -> float:
-                first.send_all(file_chunks(1, 2 * MAX_CHUNK, data[2 * MAX_CHUNK :]))
-                first.send(FileComplete(transfer=1, sha256=digest))
-                first.next(Message)  # its announcement
+                finish()
                 return 0.0
 
             monkeypatch.setattr(requests, "busy_wait", first_finishes)
