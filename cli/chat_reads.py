@@ -9,9 +9,9 @@ from contextlib import suppress
 
 import trio
 
-from sealchat.core import HistoryEnd, Message
+from sealchat.core import Message
 from sealchat.core.hub.names import user_key
-from sealchat.transports.requests import ClientError
+from sealchat.transports.requests import ClientError, ends_replay
 from sealchat.transports.trio_client import ChatClient, LinkState
 
 READS_TOLD_EVERY = 1.0
@@ -34,7 +34,7 @@ class ReadsShown:
     def follow(self, event: object) -> None:
         """Note where the catch-up stands from ``event``: it ends with the replay's last
         page, and starts again when the link is lost (the next login replays)."""
-        if isinstance(event, HistoryEnd) and not (event.room or event.peer or event.more):
+        if ends_replay(event) and not event.more:
             self._caught_up = True
         elif isinstance(event, LinkState) and not event.connected:
             self._caught_up = False

@@ -42,7 +42,7 @@ from sealchat.gui.conversation import (
 )
 from sealchat.gui.text_helpers import friendly
 from sealchat.gui.transfer_state import Transfer, TransferState
-from sealchat.transports.requests import MessageTooLong, check_text
+from sealchat.transports.requests import MessageTooLong, check_text, ends_replay
 from sealchat.transports.shown_text import escaped
 from sealchat.transports.trio_client import LinkState
 
@@ -364,7 +364,7 @@ class ViewModel:
             case MessageAck(client_id=client_id):
                 self.unconfirmed.pop(client_id, None)
                 return set()
-            case HistoryEnd(room="", peer="", more=False):  # the login's replay has ended
+            case HistoryEnd(more=False) if ends_replay(event):  # the login's replay has ended
                 self._caught_up = True
                 return set()
         return set()
