@@ -118,16 +118,15 @@ class App(ctk.CTk):
     def close(self) -> None:
         """Closing the window ends the session as a logout does (the server hears what was
         read and a goodbye), then cancels trio and lets it finish; Tk goes after it."""
-        if self.guest.running and self.cancel_scope is None:  # trio has not run yet
-            self._close_asked_early = True
-        elif self.guest.running and self.cancel_scope is not None:
-            if not self.closing and self.controller.leave():  # back here when it has ended
-                self.closing = True
-                self.spawn(self._cancel_after, LEAVE_WAIT)
-                return
-            self.cancel_scope.cancel()
-        elif not self.guest.running:
+        if not self.guest.running:
             self._destroy()
+        elif self.cancel_scope is None:  # trio has not run yet
+            self._close_asked_early = True
+        elif not self.closing and self.controller.leave():  # back here when it has ended
+            self.closing = True
+            self.spawn(self._cancel_after, LEAVE_WAIT)
+        else:
+            self.cancel_scope.cancel()
 
     async def _cancel_after(self, seconds: float) -> None:
         """Cancel trio if the session has not ended by then (a server that stopped reading)."""

@@ -200,6 +200,8 @@ class TrioServer:
         self._hub_lock = trio.CapacityLimiter(1)
         self._password_turns = TrioTurns(config.password_threads)
         self._password_threads = trio.CapacityLimiter(config.password_threads)
+        """Threads of their own for the checks (the turns let as many run at once), so that
+        they never wait behind trio's default threads (file I/O)."""
         self._upload_checks = trio.CapacityLimiter(UPLOAD_CHECKS)
         self._stopping = trio.Event()
         self._all_gone = trio.Event()
